@@ -1,0 +1,124 @@
+//! The ingest hot path, per reading: decode + validate (pure), and decode + validate + durable
+//! store (group commit into the embedded SQLite store, fsync included).
+//!
+//! Run: `cargo bench --bench ingest`. Throughput is printed in elements (readings) per second.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use vigil::domain::{DeviceId, PatientId};
+use vigil::ingest::pipeline::{self, Accepted, Source};
+use vigil::ingest::topic::TopicKind;
+use vigil::registry::Profiles;
+use vigil::store::Store;
+use vigil::telemetry::Metrics;
+
+const NOW: i64 = 1_795_611_600_000;
+
+fn payloads() -> Vec<(&'static str, &'static str, TopicKind, Vec<u8>, Option<&'static str>)> {
+    vec![
+        (
+            "vigil-json object",
+            "pulse-oximeter",
+            TopicKind::Readings,
+            br#"{"metric":"spo2","value":97,"unit":"%","time":"2026-11-25T12:59:00Z"}"#.to_vec(),
+            None,
+        ),
+        (
+            "senml 2 records",
+            "smartwatch",
+            TopicKind::Readings,
+            br#"[{"bn":"w/","bt":1795611500,"n":"heart_rate","u":"beat/min","v":64},{"n":"steps","u":"count","v":1200}]"#
+                .to_vec(),
+            None,
+        ),
+        (
+            "gatt 2a35 full",
+            "bp-cuff",
+            TopicKind::Gatt(0x2a35),
+            vec![
+                0x1e, 0x78, 0x00, 0x50, 0x00, 0x5d, 0x00, 0xea, 0x07, 11, 25, 12, 58, 0, 0x48, 0x00, 1, 0, 0,
+            ],
+            None,
+        ),
+        (
+            "gatt 2a5e",
+            "pulse-oximeter",
+            TopicKind::Gatt(0x2a5e),
+            vec![0x00, 0x61, 0x00, 0x44, 0x00],
+            None,
+        ),
+    ]
+}
+
+fn decode_validate(c: &mut Criterion) {
+    let profiles = Profiles::built_in().unwrap();
+    let d = DeviceId::parse("dev-1").unwrap();
+    let p = PatientId::parse("pat-1").unwrap();
+    let mut g = c.benchmark_group("decode+validate");
+    for (name, profile, kind, payload, ct) in payloads() {
+        let src = Source {
+            device_id: &d,
+            patient_id: &p,
+            profile: profiles.get(profile).unwrap(),
+        };
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(name, |b| {
+            b.iter(|| pipeline::process(&src, kind, black_box(&payload), ct, NOW).unwrap())
+        });
+    }
+    g.finish();
+}
+
+/// Decode, validate and commit `n` readings, each its own publish, as concurrent devices would.
+fn store(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = rt
+        .block_on(async { Store::open(dir.path(), 4096, 16_384, Metrics::new()) })
+        .unwrap();
+    let profiles = Profiles::built_in().unwrap();
+    let profile = profiles.get("pulse-oximeter").unwrap().clone();
+    let p = PatientId::parse("pat-1").unwrap();
+    let devices: Vec<DeviceId> = (0..100).map(|i| DeviceId::parse(&format!("dev-{i}")).unwrap()).collect();
+    let n: u64 = 20_000;
+    let mut round = 0i64;
+    let mut g = c.benchmark_group("decode+validate+store");
+    g.throughput(Throughput::Elements(n));
+    g.sample_size(10);
+    g.bench_function("20k vigil-json publishes, group commit, fsync", |b| {
+        b.iter(|| {
+            round += 1;
+            let base = 1_700_000_000_000 + round * 1_000_000_000;
+            rt.block_on(async {
+                let mut pending = Vec::with_capacity(n as usize);
+                for i in 0..n as i64 {
+                    let d = &devices[(i % 100) as usize];
+                    let src = Source {
+                        device_id: d,
+                        patient_id: &p,
+                        profile: &profile,
+                    };
+                    let payload = format!(r#"{{"metric":"heart_rate","value":{},"time":{}}}"#, 60 + i % 40, (base + i * 1000) / 1000);
+                    let Ok(Accepted::Readings(obs)) = pipeline::process(&src, TopicKind::Readings, payload.as_bytes(), None, NOW + round * 2_000_000_000_000)
+                    else {
+                        panic!("rejected");
+                    };
+                    pending.push(store.submit(obs, NOW).await.unwrap());
+                }
+                for rx in pending {
+                    rx.await.unwrap().unwrap();
+                }
+            })
+        })
+    });
+    g.finish();
+    rt.block_on(store.close());
+}
+
+criterion_group!(benches, decode_validate, store);
+criterion_main!(benches);

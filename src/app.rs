@@ -1,0 +1,200 @@
+//! Wiring: builds each subsystem from the configuration, binds the listeners, and runs them
+//! until asked to stop. Shutdown is two-phase: the first signal stops accepting, lets every
+//! connection finish its pending commits and acknowledgements, and flushes the store; a second
+//! signal, or the drain deadline, abandons what is left (nothing acknowledged is lost either way,
+//! since only committed readings are ever acknowledged).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::domain::now_ms;
+use crate::ingest::Ingest;
+use crate::ingest::embedded::{Endpoint, EndpointConfig};
+use crate::registry::{ProfileError, Profiles, Registry, RegistryError};
+use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
+use crate::web::{self, AppState, BootstrapToken};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{key}: cannot listen on {addr}: {reason}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        reason: String,
+    },
+    #[error("data_dir: cannot create {path}: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+}
+
+/// A built gateway, bound and ready to run.
+pub struct App {
+    cfg: Config,
+    http: TcpListener,
+    mqtt: TcpListener,
+    state: AppState,
+    ingest: Ingest,
+}
+
+/// How long a graceful shutdown may take before what is left is abandoned.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| StartError::Bind {
+        key,
+        addr,
+        reason: e.to_string(),
+    })
+}
+
+impl App {
+    /// Opens the stores and binds the listeners (port 0 picks a free port).
+    pub async fn build(cfg: Config, bootstrap: Option<String>) -> Result<App, StartError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StartError::DataDir {
+            path: cfg.data_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let http = bind("http.listen", cfg.http_addr()).await?;
+        let mqtt = bind("mqtt.listen", cfg.mqtt_addr()).await?;
+        let metrics = Metrics::new();
+        let profiles = Profiles::built_in()?;
+        let registry = Registry::open(&cfg.data_dir, profiles)?;
+        let store = Store::open(
+            &cfg.data_dir,
+            cfg.store.batch_max,
+            cfg.store.queue_capacity,
+            metrics.clone(),
+        )?;
+        let bootstrap = bootstrap.as_deref().and_then(BootstrapToken::new).map(Arc::new);
+        if bootstrap.is_some() {
+            tracing::warn!("VIGIL_BOOTSTRAP_TOKEN is set: it is accepted as an admin token");
+        }
+        for (section, set) in [
+            ("influxdb", cfg.influxdb.is_some()),
+            ("fhir", cfg.fhir.is_some()),
+            ("webhook", cfg.webhook.is_some()),
+        ] {
+            if set {
+                tracing::warn!(section, "this section is configured but not available in this build yet; it is ignored");
+            }
+        }
+        let state = AppState {
+            registry: registry.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            bootstrap,
+        };
+        let ingest = Ingest {
+            registry,
+            store,
+            metrics,
+        };
+        Ok(App {
+            cfg,
+            http,
+            mqtt,
+            state,
+            ingest,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt.local_addr().expect("bound listener has an address")
+    }
+
+    /// The store, for tests and benchmarks that count what was committed.
+    pub fn store(&self) -> Store {
+        self.state.store.clone()
+    }
+
+    /// Runs until `stop` is cancelled, then drains. `abort` cancelled (a second signal) cuts the
+    /// drain short.
+    pub async fn run(self, stop: CancellationToken, abort: CancellationToken) {
+        let App {
+            cfg,
+            http,
+            mqtt,
+            state,
+            ingest,
+        } = self;
+        let store = state.store.clone();
+        let tracker = TaskTracker::new();
+        tracing::info!(
+            http = %http.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            mqtt = %mqtt.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            data_dir = %cfg.data_dir.display(),
+            "vigil listening"
+        );
+
+        let endpoint = Endpoint::new(
+            ingest,
+            EndpointConfig {
+                max_packet: cfg.mqtt.max_packet_bytes,
+                connect_timeout: Duration::from_secs(cfg.mqtt.connect_timeout_s),
+                max_inflight: cfg.mqtt.max_inflight,
+                max_connections: cfg.mqtt.max_connections,
+            },
+        );
+        let mqtt_task = tokio::spawn(endpoint.serve(mqtt, stop.clone(), tracker.clone()));
+        let app = web::router(
+            state,
+            cfg.http.max_body_bytes,
+            Duration::from_secs(cfg.http.request_timeout_s),
+        );
+        let http_task = tokio::spawn(web::serve(http, app, stop.clone()));
+        let retention = tokio::spawn(retention_loop(store.clone(), cfg.store.retention_days, stop.clone()));
+
+        stop.cancelled().await;
+        tracing::info!("shutting down: no new connections; finishing pending commits");
+        let drain = async {
+            let _ = mqtt_task.await;
+            tracker.close();
+            tracker.wait().await;
+            let _ = http_task.await;
+            let _ = retention.await;
+        };
+        tokio::select! {
+            _ = drain => {}
+            _ = abort.cancelled() => tracing::warn!("second signal: abandoning the drain"),
+            _ = tokio::time::sleep(DRAIN_DEADLINE) => tracing::warn!("drain deadline passed; abandoning what is left"),
+        }
+        store.close().await;
+        tracing::info!("store flushed; goodbye");
+    }
+}
+
+/// Deletes data older than the retention period, hourly. 0 days keeps everything.
+async fn retention_loop(store: Store, days: u32, stop: CancellationToken) {
+    if days == 0 {
+        return;
+    }
+    let keep_ms = i64::from(days) * 86_400_000;
+    loop {
+        match store.prune(now_ms() - keep_ms).await {
+            Ok(n) if n > 0 => tracing::info!(rows = n, days, "retention: old data deleted"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! Typed, layered, validated settings: built-in defaults, then the TOML file (`--config`), then
+//! `VIGIL_<SECTION>__<KEY>` environment variables, then command-line flags.
+//!
+//! Every key has its default here and nowhere else, and every key is listed in README.md's
+//! configuration reference (a unit test checks that). A bad value fails start-up with one line
+//! naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config: {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// All of Vigil's settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the embedded stores live.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub mqtt: MqttConfig,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+    pub influxdb: Option<InfluxConfig>,
+    pub fhir: Option<FhirConfig>,
+    pub webhook: Option<WebhookConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the API and dashboard.
+    pub listen: String,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// A request that takes longer than this is answered 408.
+    pub request_timeout_s: u64,
+}
+
+/// How devices reach Vigil.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MqttMode {
+    Embedded,
+    External,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub mode: MqttMode,
+    /// Embedded endpoint: address devices connect to.
+    pub listen: String,
+    /// External broker URL (`mqtt://` or `mqtts://`).
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Largest MQTT packet accepted, in bytes; larger ones are refused before they are read.
+    pub max_packet_bytes: usize,
+    /// A connection that has not sent CONNECT within this many seconds is closed.
+    pub connect_timeout_s: u64,
+    /// QoS 1/2 publishes a device may have waiting for their durable commit.
+    pub max_inflight: u16,
+    /// Most devices connected at once; more are refused with "server busy".
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Observations and dead letters older than this are deleted; 0 keeps them for ever.
+    pub retention_days: u32,
+    /// Most readings committed in one transaction (group commit).
+    pub batch_max: usize,
+    /// Readings waiting for the writer; when full, devices see slower acknowledgements.
+    pub queue_capacity: usize,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `vigil=debug,info`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxConfig {
+    pub url: String,
+    pub org: String,
+    pub bucket: String,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FhirConfig {
+    pub base_url: String,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub secret: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./vigil-data"),
+            http: HttpConfig::default(),
+            mqtt: MqttConfig::default(),
+            store: StoreConfig::default(),
+            log: LogConfig::default(),
+            influxdb: None,
+            fhir: None,
+            webhook: None,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 1 << 20,
+            request_timeout_s: 30,
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            mode: MqttMode::Embedded,
+            listen: "0.0.0.0:1883".into(),
+            url: "mqtt://127.0.0.1:1883".into(),
+            username: None,
+            password: None,
+            max_packet_bytes: 256 * 1024,
+            connect_timeout_s: 10,
+            max_inflight: 256,
+            max_connections: 20_000,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            retention_days: 0,
+            batch_max: 4096,
+            queue_capacity: 16_384,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Values given on the command line; they override everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub http_listen: Option<String>,
+    pub mqtt_listen: Option<String>,
+}
+
+impl Config {
+    /// Loads defaults ← file ← environment (`VIGIL_<SECTION>__<KEY>`) ← flags, then validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Read {
+                        path: path.display().to_string(),
+                        reason: e.message().to_owned(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            apply_env(&mut table, &name, &value)?;
+        }
+        let set = |t: &mut toml::Table, section: Option<&str>, key: &str, v: String| {
+            let target = match section {
+                Some(s) => t
+                    .entry(s)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new())),
+                None => {
+                    t.insert(key.to_owned(), toml::Value::String(v));
+                    return;
+                }
+            };
+            if let toml::Value::Table(inner) = target {
+                inner.insert(key.to_owned(), toml::Value::String(v));
+            }
+        };
+        if let Some(d) = &flags.data_dir {
+            set(&mut table, None, "data_dir", d.display().to_string());
+        }
+        if let Some(a) = &flags.http_listen {
+            set(&mut table, Some("http"), "listen", a.clone());
+        }
+        if let Some(a) = &flags.mqtt_listen {
+            set(&mut table, Some("mqtt"), "listen", a.clone());
+        }
+        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
+            |e| ConfigError::Invalid {
+                key: e.path().to_string(),
+                reason: e.inner().message().to_owned(),
+            },
+        )?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot: addresses, ranges, combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_addr("http.listen", &self.http.listen)?;
+        parse_addr("mqtt.listen", &self.mqtt.listen)?;
+        if self.mqtt.mode == MqttMode::External {
+            return Err(invalid(
+                "mqtt.mode",
+                "\"external\" is not available in this build yet; use \"embedded\"",
+            ));
+        }
+        if !(128..=256 * 1024 * 1024).contains(&self.mqtt.max_packet_bytes) {
+            return Err(invalid(
+                "mqtt.max_packet_bytes",
+                "must be between 128 and 268435456",
+            ));
+        }
+        if self.mqtt.max_inflight == 0 {
+            return Err(invalid("mqtt.max_inflight", "must be at least 1"));
+        }
+        if self.mqtt.connect_timeout_s == 0 {
+            return Err(invalid("mqtt.connect_timeout_s", "must be at least 1"));
+        }
+        if self.store.batch_max == 0 || self.store.queue_capacity == 0 {
+            return Err(invalid(
+                "store.batch_max",
+                "batch_max and queue_capacity must be at least 1",
+            ));
+        }
+        if self.http.request_timeout_s == 0 {
+            return Err(invalid("http.request_timeout_s", "must be at least 1"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid("log.level", e.to_string()));
+        }
+        Ok(())
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        parse_addr("http.listen", &self.http.listen).expect("validated at load")
+    }
+
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        parse_addr("mqtt.listen", &self.mqtt.listen).expect("validated at load")
+    }
+}
+
+fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| invalid(key, format!("{s:?} is not an address like 127.0.0.1:8080")))
+}
+
+/// Applies one `VIGIL_<SECTION>__<KEY>` (or `VIGIL_<KEY>` for top-level keys) variable.
+fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
+    let Some(rest) = name.strip_prefix("VIGIL_") else {
+        return Ok(());
+    };
+    // Not configuration keys: the bootstrap token and the test harness's own switches.
+    if rest == "BOOTSTRAP_TOKEN" || rest.starts_with("TEST_") {
+        return Ok(());
+    }
+    let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    if path.iter().any(String::is_empty) || path.len() > 2 {
+        return Err(invalid(name, "expected VIGIL_<SECTION>__<KEY>"));
+    }
+    // Numbers and booleans keep their type; everything else is a string.
+    let parsed = match value.parse::<toml::Value>() {
+        Ok(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_))) => v,
+        _ => format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(|v| {
+                matches!(
+                    v,
+                    toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_)
+                )
+            })
+            .unwrap_or_else(|| toml::Value::String(value.to_owned())),
+    };
+    let mut target = table;
+    for section in &path[..path.len() - 1] {
+        let entry = target
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        target = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(invalid(name, format!("{section} is not a section"))),
+        };
+    }
+    target.insert(path[path.len() - 1].clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigil.toml");
+        std::fs::write(&path, file).unwrap();
+        Config::load(
+            Some(&path),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            &Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load(None, Vec::new(), &Overrides::default()).unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:8080");
+        assert_eq!(c.mqtt.listen, "0.0.0.0:1883");
+        assert_eq!(c.data_dir, PathBuf::from("./vigil-data"));
+        assert_eq!(c.mqtt.mode, MqttMode::Embedded);
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_flags_override_both() {
+        let c = load(
+            "[mqtt]\nmax_inflight = 10\n[http]\nlisten = \"127.0.0.1:1\"\n",
+            &[
+                ("VIGIL_MQTT__MAX_INFLIGHT", "20"),
+                ("VIGIL_HTTP__LISTEN", "127.0.0.1:2"),
+                ("VIGIL_BOOTSTRAP_TOKEN", "ignored"),
+                ("PATH", "/bin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.max_inflight, 20);
+        assert_eq!(c.http.listen, "127.0.0.1:2");
+
+        let flags = Overrides {
+            http_listen: Some("127.0.0.1:3".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(
+            None,
+            vec![("VIGIL_HTTP__LISTEN".into(), "127.0.0.1:2".into())],
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:3");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load("[mqtt]\nlisten = \"nowhere\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("mqtt.listen"), "{e}");
+        let e = load("[mqtt]\nlistn = \"x\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("listn"), "{e}");
+        let e = load("", &[("VIGIL_MQTT__MAX_INFLIGHT", "lots")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_inflight"), "{e}");
+        let e = load("[log]\nformat = \"xml\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn the_contract_sections_are_accepted() {
+        let c = load(
+            r#"
+            [influxdb]
+            url = "http://127.0.0.1:8086"
+            org = "clinic"
+            bucket = "vitals"
+            token = "t"
+            [fhir]
+            base_url = "https://fhir.example.org/r4"
+            token = "t"
+            [webhook]
+            url = "https://crm.example.org/hooks/vigil"
+            secret = "whsec_x"
+            "#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.influxdb.unwrap().bucket, "vitals");
+    }
+
+    #[test]
+    fn every_key_is_in_the_readme_reference() {
+        let readme = include_str!("../README.md");
+        let value = toml::Value::try_from(Config::default()).unwrap();
+        let mut missing = Vec::new();
+        let toml::Value::Table(t) = value else {
+            unreachable!()
+        };
+        for (k, v) in t {
+            match v {
+                toml::Value::Table(inner) => {
+                    for key in inner.keys() {
+                        let full = format!("{k}.{key}");
+                        if !readme.contains(&format!("`{full}`")) {
+                            missing.push(full);
+                        }
+                    }
+                }
+                _ => {
+                    if !readme.contains(&format!("`{k}`")) {
+                        missing.push(k);
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "README lacks {missing:?}");
+    }
+}

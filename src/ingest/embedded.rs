@@ -1,0 +1,542 @@
+//! Vigil's own MQTT 3.1.1/5 endpoint for devices: not a general broker, just what devices need.
+//!
+//! Per connection, a reader task decodes packets and hands publishes to [`Ingest`], and a
+//! writer task sends the acknowledgements **in arrival order, each only after its publish's
+//! durable commit**. The channel between them is bounded by `max_inflight`, so a device that
+//! outruns the store is slowed down instead of buffered without bound.
+//!
+//! Access rules: a device authenticates with its id and secret; it may publish only under
+//! `vigil/v1/devices/{its id}/…` (readings, gatt, status) and subscribe only to its own
+//! `errors` topic; its Last Will must be its own status topic. Anything else is refused and
+//! counted. Nothing a device sends can make this module panic or allocate beyond the packet
+//! size limit.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::codec::{self, CodecError, ConnectCode, DisconnectReason, Inbound, PubOutcome, ServerLimits, Version};
+use super::topic::{Topic, TopicKind};
+use super::{Ingest, pipeline};
+use crate::domain::{DeviceId, format_rfc3339, now_ms};
+use crate::registry::DeviceAuth;
+use crate::store::{Committed, StoreError};
+
+/// Limits of the embedded endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub max_packet: usize,
+    pub connect_timeout: Duration,
+    pub max_inflight: u16,
+    pub max_connections: usize,
+}
+
+/// The embedded MQTT endpoint.
+pub struct Endpoint {
+    ingest: Ingest,
+    cfg: EndpointConfig,
+    /// Live connections by (device, client id): a newer one with the same pair takes over.
+    sessions: Mutex<HashMap<(DeviceId, String), (u64, CancellationToken)>>,
+    next_conn: AtomicU64,
+    permits: Arc<Semaphore>,
+}
+
+/// What the writer task is asked to send.
+enum Out {
+    Packet(Bytes),
+    /// Wait for the commit, then send `ack` and `then`. If the commit fails, send nothing and
+    /// end the connection: the device keeps the unacknowledged publish and sends it again.
+    Commit {
+        commit: Option<oneshot::Receiver<Result<Committed, StoreError>>>,
+        outcome: PubOutcome,
+        ack: Option<Bytes>,
+        then: Option<Bytes>,
+    },
+    Close(Option<Bytes>),
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// DISCONNECT from the client.
+    Clean { with_will: bool },
+    /// Socket closed or broken without DISCONNECT.
+    Lost,
+    Server(DisconnectReason),
+}
+
+impl End {
+    fn publishes_will(self) -> bool {
+        match self {
+            End::Clean { with_will } => with_will,
+            End::Lost => true,
+            End::Server(DisconnectReason::TakenOver | DisconnectReason::Shutdown) => false,
+            End::Server(_) => true,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            End::Clean { .. } => "disconnect",
+            End::Lost => "connection lost",
+            End::Server(r) => match r {
+                DisconnectReason::Shutdown => "server shutting down",
+                DisconnectReason::KeepAlive => "keep-alive timeout",
+                DisconnectReason::TooLarge => "packet too large",
+                DisconnectReason::Malformed => "malformed packet",
+                DisconnectReason::Protocol => "protocol error",
+                DisconnectReason::NotAuthorized => "topic not authorized",
+                DisconnectReason::TakenOver => "taken over by a newer connection",
+                DisconnectReason::StoreFailed => "store failure",
+                DisconnectReason::TopicAlias => "topic alias not allowed",
+            },
+        }
+    }
+}
+
+/// A connection's state after CONNECT.
+struct Session {
+    device_id: DeviceId,
+    auth: DeviceAuth,
+    version: Version,
+    errors_topic: String,
+    subscribed_errors: bool,
+    client_max_packet: usize,
+    /// QoS 2 packet ids acknowledged with PUBREC and awaiting PUBREL.
+    awaiting_rel: HashSet<u16>,
+}
+
+impl Endpoint {
+    pub fn new(ingest: Ingest, cfg: EndpointConfig) -> Arc<Endpoint> {
+        Arc::new(Endpoint {
+            permits: Arc::new(Semaphore::new(cfg.max_connections)),
+            ingest,
+            cfg,
+            sessions: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// Accepts devices until `stop` is cancelled. Connections run on `tracker`; on `stop` each
+    /// stops reading, waits for its pending commits, sends their acknowledgements and closes.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken, tracker: TaskTracker) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((sock, peer)) => {
+                        let _ = sock.set_nodelay(true);
+                        let ep = self.clone();
+                        let stop = stop.clone();
+                        tracker.spawn(async move { ep.handle(sock, peer, stop).await });
+                    }
+                    Err(e) => {
+                        // Typically out of file descriptors: back off instead of spinning.
+                        tracing::warn!(error = %e, "mqtt accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+        tracing::info!("mqtt endpoint stopped accepting");
+    }
+
+    fn limits(&self) -> ServerLimits {
+        ServerLimits {
+            receive_max: self.cfg.max_inflight,
+            max_packet: u32::try_from(self.cfg.max_packet).unwrap_or(u32::MAX),
+        }
+    }
+
+    async fn handle(self: Arc<Self>, mut sock: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+        let mut buf = BytesMut::with_capacity(1024);
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = tokio::time::timeout(self.cfg.connect_timeout, read_connect(&mut sock, &mut buf, self.cfg.max_packet)) => r,
+        };
+        let connect = match first {
+            Ok(Ok(c)) => c,
+            Ok(Err(ConnectError::Codec(CodecError::Version(v)))) => {
+                tracing::debug!(%peer, version = v, "mqtt connect with unsupported version");
+                self.ingest.metrics.refused("protocol_version");
+                // Answer in 3.1.1 form, which every client version can read.
+                let _ = sock
+                    .write_all(&codec::connack(Version::V311, ConnectCode::UnsupportedVersion, self.limits()))
+                    .await;
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "mqtt connection closed before CONNECT");
+                self.ingest.metrics.refused("malformed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "mqtt connection sent no CONNECT in time");
+                self.ingest.metrics.refused("connect_timeout");
+                return;
+            }
+        };
+        let version = connect.version;
+        let refuse = |code: ConnectCode, reason: &'static str| {
+            self.ingest.metrics.refused(reason);
+            codec::connack(version, code, self.limits())
+        };
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            let _ = sock.write_all(&refuse(ConnectCode::ServerBusy, "too_many_connections")).await;
+            return;
+        };
+        let (Some(username), Some(password)) = (&connect.username, &connect.password) else {
+            let _ = sock.write_all(&refuse(ConnectCode::BadCredentials, "no_credentials")).await;
+            return;
+        };
+        let Some((device_id, auth)) = self.ingest.registry.authenticate(username, password) else {
+            tracing::warn!(%peer, username = %username, "mqtt connect refused: unknown device or wrong secret");
+            let _ = sock.write_all(&refuse(ConnectCode::BadCredentials, "bad_credentials")).await;
+            return;
+        };
+        if connect.client_id.is_empty() && !connect.clean {
+            let _ = sock.write_all(&refuse(ConnectCode::BadClientId, "bad_client_id")).await;
+            return;
+        }
+        if let Some(will) = &connect.will {
+            let own_status = Topic::parse(&will.topic)
+                .is_ok_and(|t| t.device_id == device_id && t.kind == TopicKind::Status);
+            if !own_status {
+                tracing::warn!(%peer, device_id = %device_id, "mqtt connect refused: will topic is not the device's status topic");
+                let _ = sock.write_all(&refuse(ConnectCode::NotAuthorized, "will_topic")).await;
+                return;
+            }
+        }
+
+        // A newer connection with the same client id takes over (MQTT's rule); an empty client
+        // id never takes over anything.
+        let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let conn_token = stop.child_token();
+        let taken_over = Arc::new(AtomicBool::new(false));
+        let session_key = (
+            device_id.clone(),
+            if connect.client_id.is_empty() {
+                format!("\u{0}{conn_id}")
+            } else {
+                connect.client_id.clone()
+            },
+        );
+        if let Ok(mut s) = self.sessions.lock()
+            && let Some((_, old)) = s.insert(session_key.clone(), (conn_id, conn_token.clone()))
+        {
+            old.cancel();
+        }
+        if sock
+            .write_all(&codec::connack(version, ConnectCode::Accepted, self.limits()))
+            .await
+            .is_err()
+        {
+            self.forget(&session_key, conn_id);
+            return;
+        }
+        self.ingest.metrics.mqtt_connected_devices.inc();
+        tracing::info!(%peer, device_id = %device_id, ?version, keep_alive_s = connect.keep_alive_s, "device connected");
+        {
+            let registry = self.ingest.registry.clone();
+            let id = device_id.clone();
+            tokio::spawn(async move {
+                let _ = registry.set_device_status(id, Some(true), None, now_ms()).await;
+            });
+        }
+
+        let (mut rd, wr) = sock.into_split();
+        let (out_tx, out_rx) = mpsc::channel::<Out>(usize::from(self.cfg.max_inflight));
+        let store_failed = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn(write_loop(
+            BufWriter::with_capacity(8192, wr),
+            out_rx,
+            self.ingest.clone(),
+            conn_token.clone(),
+            store_failed.clone(),
+        ));
+
+        let mut session = Session {
+            errors_topic: Topic::errors_of(&device_id),
+            device_id: device_id.clone(),
+            auth,
+            version,
+            subscribed_errors: false,
+            client_max_packet: connect.client_max_packet.map_or(usize::MAX, |m| m as usize),
+            awaiting_rel: HashSet::new(),
+        };
+        let keep_alive = (connect.keep_alive_s > 0)
+            .then(|| Duration::from_millis(u64::from(connect.keep_alive_s) * 1500));
+        let far = Duration::from_secs(86_400 * 365);
+        let mut deadline = Instant::now() + keep_alive.unwrap_or(far);
+
+        let end = loop {
+            match codec::read(version, &mut buf, self.cfg.max_packet) {
+                Ok(Some(packet)) => {
+                    deadline = Instant::now() + keep_alive.unwrap_or(far);
+                    match self.on_packet(&mut session, packet, &out_tx).await {
+                        Some(end) => break end,
+                        None => continue,
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(device_id = %device_id, error = %e, "mqtt packet refused; closing");
+                    break End::Server(match e {
+                        CodecError::TooLarge { .. } => DisconnectReason::TooLarge,
+                        _ => DisconnectReason::Malformed,
+                    });
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(8192);
+            }
+            tokio::select! {
+                biased;
+                _ = conn_token.cancelled() => {
+                    break if store_failed.load(Ordering::Relaxed) {
+                        End::Server(DisconnectReason::StoreFailed)
+                    } else if stop.is_cancelled() {
+                        End::Server(DisconnectReason::Shutdown)
+                    } else {
+                        taken_over.store(true, Ordering::Relaxed);
+                        End::Server(DisconnectReason::TakenOver)
+                    };
+                }
+                _ = tokio::time::sleep_until(deadline) => break End::Server(DisconnectReason::KeepAlive),
+                r = rd.read_buf(&mut buf) => match r {
+                    Ok(0) | Err(_) => break End::Lost,
+                    Ok(_) => {}
+                },
+            }
+        };
+
+        // Let the writer send every acknowledgement still owed, then close.
+        let last = match end {
+            End::Server(reason) => codec::disconnect(version, reason),
+            _ => None,
+        };
+        let _ = out_tx.send(Out::Close(last)).await;
+        drop(out_tx);
+        let _ = writer.await;
+        self.forget(&session_key, conn_id);
+        self.ingest.metrics.mqtt_connected_devices.dec();
+        tracing::info!(device_id = %device_id, reason = end.label(), "device disconnected");
+
+        if !taken_over.load(Ordering::Relaxed) {
+            let will = connect.will.filter(|_| end.publishes_will());
+            let battery = will
+                .as_ref()
+                .and_then(|w| pipeline::parse_status(&w.payload).ok())
+                .and_then(|s| s.battery);
+            let _ = self
+                .ingest
+                .registry
+                .set_device_status(device_id.clone(), Some(false), battery, now_ms())
+                .await;
+            if will.is_some() {
+                tracing::info!(device_id = %device_id, "last will: device offline");
+            }
+        }
+    }
+
+    fn forget(&self, key: &(DeviceId, String), conn_id: u64) {
+        if let Ok(mut s) = self.sessions.lock()
+            && s.get(key).is_some_and(|(id, _)| *id == conn_id)
+        {
+            s.remove(key);
+        }
+    }
+
+    /// Handles one packet; `Some(end)` ends the connection.
+    async fn on_packet(&self, s: &mut Session, packet: Inbound, out: &mpsc::Sender<Out>) -> Option<End> {
+        let send = |o: Out| async move { out.send(o).await.is_ok() };
+        match packet {
+            Inbound::Publish {
+                topic,
+                pkid,
+                qos,
+                payload,
+                content_type,
+                uses_topic_alias,
+            } => {
+                if uses_topic_alias {
+                    return Some(End::Server(DisconnectReason::TopicAlias));
+                }
+                let kind = match Topic::parse(&topic) {
+                    Ok(t) if t.device_id == s.device_id && t.kind != TopicKind::Errors => t.kind,
+                    _ => {
+                        self.ingest.metrics.mqtt_publishes_denied.inc();
+                        tracing::warn!(device_id = %s.device_id, topic = %topic, "publish refused: not the device's own topic");
+                        // MQTT 5 can say no in the acknowledgement; 3.1.1 can only disconnect.
+                        if s.version == Version::V5 && qos > 0 {
+                            let ack = codec::publish_ack(s.version, qos, pkid, PubOutcome::Denied);
+                            return (!send(Out::Commit { commit: None, outcome: PubOutcome::Denied, ack, then: None }).await)
+                                .then_some(End::Lost);
+                        }
+                        return Some(End::Server(DisconnectReason::NotAuthorized));
+                    }
+                };
+                if qos == 2 && s.awaiting_rel.contains(&pkid) {
+                    // A resent QoS 2 publish we already took: acknowledge again, store nothing.
+                    let ack = codec::publish_ack(s.version, qos, pkid, PubOutcome::Stored);
+                    return (!send(Out::Commit { commit: None, outcome: PubOutcome::Stored, ack, then: None }).await)
+                        .then_some(End::Lost);
+                }
+                let submitted = match self
+                    .ingest
+                    .submit(&s.device_id, &s.auth, kind, &topic, payload, content_type.as_deref())
+                    .await
+                {
+                    Ok(sub) => sub,
+                    Err(_) => return Some(End::Server(DisconnectReason::Shutdown)),
+                };
+                if qos == 2 {
+                    s.awaiting_rel.insert(pkid);
+                }
+                let then = match (&submitted.rejection, s.subscribed_errors) {
+                    (Some(r), true) => {
+                        let body = serde_json::json!({
+                            "time": format_rfc3339(now_ms()),
+                            "topic": topic,
+                            "reason": r.reason,
+                        })
+                        .to_string();
+                        let p = codec::publish(s.version, &s.errors_topic, Bytes::from(body));
+                        (p.len() <= s.client_max_packet).then_some(p)
+                    }
+                    _ => None,
+                };
+                let ack = codec::publish_ack(s.version, qos, pkid, submitted.outcome);
+                let ok = send(Out::Commit {
+                    commit: submitted.commit,
+                    outcome: submitted.outcome,
+                    ack,
+                    then,
+                })
+                .await;
+                (!ok).then_some(End::Lost)
+            }
+            Inbound::Subscribe { pkid, filters } => {
+                let granted: Vec<bool> = filters.iter().map(|f| *f == s.errors_topic).collect();
+                if granted.iter().any(|g| *g) {
+                    s.subscribed_errors = true;
+                }
+                if granted.iter().any(|g| !*g) {
+                    tracing::warn!(device_id = %s.device_id, ?filters, "subscription refused: only the device's errors topic is allowed");
+                }
+                (!send(Out::Packet(codec::suback(s.version, pkid, &granted))).await).then_some(End::Lost)
+            }
+            Inbound::Unsubscribe { pkid, count } => {
+                s.subscribed_errors = false;
+                (!send(Out::Packet(codec::unsuback(s.version, pkid, count))).await).then_some(End::Lost)
+            }
+            Inbound::PubRel { pkid } => {
+                s.awaiting_rel.remove(&pkid);
+                (!send(Out::Packet(codec::pubcomp(s.version, pkid))).await).then_some(End::Lost)
+            }
+            Inbound::PingReq => (!send(Out::Packet(codec::pingresp(s.version))).await).then_some(End::Lost),
+            Inbound::Disconnect { with_will } => Some(End::Clean { with_will }),
+            Inbound::Ignored => None,
+            Inbound::Violation(what) => {
+                tracing::warn!(device_id = %s.device_id, what, "mqtt protocol violation; closing");
+                Some(End::Server(DisconnectReason::Protocol))
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("connection closed")]
+    Closed,
+}
+
+async fn read_connect(
+    sock: &mut TcpStream,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<codec::Connect, ConnectError> {
+    loop {
+        if let Some(c) = codec::read_connect(buf, max)? {
+            return Ok(c);
+        }
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(2048);
+        }
+        match sock.read_buf(buf).await {
+            Ok(0) | Err(_) => return Err(ConnectError::Closed),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn write_loop(
+    mut wr: BufWriter<OwnedWriteHalf>,
+    mut rx: mpsc::Receiver<Out>,
+    ingest: Ingest,
+    conn_token: CancellationToken,
+    store_failed: Arc<AtomicBool>,
+) {
+    while let Some(out) = rx.recv().await {
+        let ok = match out {
+            Out::Packet(b) => wr.write_all(&b).await.is_ok(),
+            Out::Commit {
+                commit,
+                outcome,
+                ack,
+                then,
+            } => {
+                let committed = match commit {
+                    None => true,
+                    Some(rx) => match rx.await {
+                        Ok(Ok(c)) => {
+                            ingest.count(outcome, &c);
+                            true
+                        }
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "commit failed; publish not acknowledged");
+                            false
+                        }
+                        Err(_) => false,
+                    },
+                };
+                if !committed {
+                    store_failed.store(true, Ordering::Relaxed);
+                    conn_token.cancel();
+                    break;
+                }
+                let mut ok = true;
+                for b in [ack, then].into_iter().flatten() {
+                    ok = ok && wr.write_all(&b).await.is_ok();
+                }
+                ok
+            }
+            Out::Close(last) => {
+                if let Some(b) = last {
+                    let _ = wr.write_all(&b).await;
+                }
+                break;
+            }
+        };
+        // Flush when nothing else is waiting: many acks share one write under load.
+        if !ok || (rx.is_empty() && wr.flush().await.is_err()) {
+            conn_token.cancel();
+            break;
+        }
+    }
+    let _ = wr.flush().await;
+    let _ = wr.shutdown().await;
+}

@@ -1,0 +1,27 @@
+//! Vigil: a telehealth remote-monitoring gateway.
+//!
+//! A reading's way through the crate, by module:
+//!
+//! 1. [`ingest`] — a device publishes over MQTT to the embedded endpoint
+//!    ([`ingest::embedded`]); the topic names the device ([`ingest::topic`]).
+//! 2. [`decode`] — pure decoders turn the payload (vigil-json, SenML, Bluetooth GATT bytes)
+//!    into raw readings.
+//! 3. [`ingest::pipeline`] — each raw reading is checked against the device's profile
+//!    ([`registry`]) and the metric table ([`domain`]): unit conversion, plausible range, time.
+//!    A refused payload becomes a dead letter with its reason.
+//! 4. [`store`] — one writer thread commits observations in batches (group commit, fsync);
+//!    only then is the publish acknowledged to the device.
+//! 5. [`web`] — the API reads observations back, and every read is audited.
+//!
+//! [`app`] wires these together; [`config`] holds the settings; [`telemetry`] the logs and
+//! metrics.
+
+pub mod app;
+pub mod config;
+pub mod decode;
+pub mod domain;
+pub mod ingest;
+pub mod registry;
+pub mod store;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,800 @@
+//! The registry: patients, their devices (with the hash of each device's secret), dashboard
+//! users, and the audit trail of who read or changed a patient's data.
+//!
+//! It lives in its own SQLite file (`registry.db`), apart from the time-series store, so the
+//! store's writer never waits on it. Device credentials are also held in memory so that a
+//! device connecting costs no disk read.
+//!
+//! It must never keep a device secret or a password in the clear: device secrets are 256-bit
+//! random values stored as SHA-256 (a slow hash adds nothing to a secret with that much entropy
+//! and would turn every reconnect storm into a CPU storm); passwords, which people choose, are
+//! stored as Argon2id.
+
+mod profile;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use base64::Engine as _;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub use profile::{PayloadFormat, Profile, ProfileError, Profiles};
+
+use crate::domain::{DeviceId, PatientId, format_rfc3339};
+use crate::store::StoreError;
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("registry database error: {0}")]
+    Db(String),
+}
+
+impl From<rusqlite::Error> for RegistryError {
+    fn from(e: rusqlite::Error) -> Self {
+        RegistryError::Db(e.to_string())
+    }
+}
+
+impl From<StoreError> for RegistryError {
+    fn from(e: StoreError) -> Self {
+        RegistryError::Db(e.to_string())
+    }
+}
+
+const SCHEMA: &[&str] = &[
+    // version 1
+    "CREATE TABLE patients (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        birth_date TEXT,
+        created_ms INTEGER NOT NULL
+     );
+     CREATE TABLE devices (
+        id           TEXT PRIMARY KEY,
+        patient_id   TEXT NOT NULL REFERENCES patients (id),
+        profile      TEXT NOT NULL,
+        secret_hash  BLOB NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        revoked      INTEGER NOT NULL DEFAULT 0,
+        online       INTEGER NOT NULL DEFAULT 0,
+        last_seen_ms INTEGER,
+        battery      INTEGER
+     );
+     CREATE INDEX devices_by_patient ON devices (patient_id);
+     CREATE TABLE users (
+        username      TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        role          TEXT NOT NULL,
+        created_ms    INTEGER NOT NULL
+     );
+     CREATE TABLE audit (
+        id         INTEGER PRIMARY KEY,
+        time_ms    INTEGER NOT NULL,
+        actor      TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        patient_id TEXT,
+        target     TEXT NOT NULL,
+        remote     TEXT NOT NULL,
+        prev_hash  BLOB NOT NULL,
+        hash       BLOB NOT NULL
+     );
+     CREATE INDEX audit_by_patient ON audit (patient_id, time_ms);",
+];
+
+/// A patient as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Patient {
+    pub id: PatientId,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<String>,
+    pub created_at: String,
+}
+
+/// A device as the API shows it (never its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct Device {
+    pub id: DeviceId,
+    pub patient_id: PatientId,
+    pub profile: String,
+    pub created_at: String,
+    pub online: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub battery: Option<u8>,
+    pub revoked: bool,
+}
+
+/// What the MQTT endpoint needs to know about a device, held in memory.
+#[derive(Debug, Clone)]
+pub struct DeviceAuth {
+    pub patient_id: PatientId,
+    pub profile: Arc<Profile>,
+    secret_hash: [u8; 32],
+    pub revoked: bool,
+}
+
+/// A dashboard user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Clinician,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "clinician" => Some(Role::Clinician),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Clinician => "clinician",
+        }
+    }
+}
+
+/// One line of the audit trail, as written.
+#[derive(Debug, Clone)]
+pub struct AuditEntry<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub patient_id: Option<&'a PatientId>,
+    pub target: &'a str,
+    pub remote: &'a str,
+}
+
+/// One line of the audit trail, as read back.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub time: String,
+    pub actor: String,
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient_id: Option<String>,
+    pub target: String,
+    pub remote: String,
+    pub hash: String,
+}
+
+/// A handle to the registry; cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    conn: Arc<Mutex<Connection>>,
+    devices: Arc<RwLock<HashMap<DeviceId, DeviceAuth>>>,
+    profiles: Profiles,
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// A new random device secret: 32 bytes from the OS, URL-safe base64 (43 characters).
+fn new_secret() -> Result<String, RegistryError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| RegistryError::Db(format!("no randomness: {e}")))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Checks a calendar date `YYYY-MM-DD`.
+fn valid_date(s: &str) -> bool {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    s.len() == 10 && time::Date::parse(s, &fmt).is_ok()
+}
+
+impl Registry {
+    /// Opens (or creates) `registry.db` in `dir` and loads device credentials into memory.
+    pub fn open(dir: &Path, profiles: Profiles) -> Result<Registry, RegistryError> {
+        let conn = crate::store::open_db(&dir.join("registry.db"), SCHEMA)?;
+        let mut devices = HashMap::new();
+        {
+            let mut stmt =
+                conn.prepare("SELECT id, patient_id, profile, secret_hash, revoked FROM devices")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, bool>(4)?,
+                ))
+            })?;
+            for row in rows {
+                let (id, patient, profile, hash, revoked) = row?;
+                let (Ok(id), Ok(patient_id), Some(profile), Ok(secret_hash)) = (
+                    DeviceId::parse(&id),
+                    PatientId::parse(&patient),
+                    profiles.get(&profile),
+                    <[u8; 32]>::try_from(hash.as_slice()),
+                ) else {
+                    tracing::warn!(device_id = %id, "device row unusable (unknown profile?); it cannot connect");
+                    continue;
+                };
+                devices.insert(
+                    id,
+                    DeviceAuth {
+                        patient_id,
+                        profile: profile.clone(),
+                        secret_hash,
+                        revoked,
+                    },
+                );
+            }
+        }
+        Ok(Registry {
+            conn: Arc::new(Mutex::new(conn)),
+            devices: Arc::new(RwLock::new(devices)),
+            profiles,
+        })
+    }
+
+    pub fn profiles(&self) -> &Profiles {
+        &self.profiles
+    }
+
+    /// Runs `f` with the connection on a blocking thread.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, RegistryError> + Send + 'static,
+    ) -> Result<T, RegistryError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn
+                .lock()
+                .map_err(|_| RegistryError::Db("registry lock poisoned".into()))?;
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| RegistryError::Db(e.to_string()))?
+    }
+
+    pub async fn create_patient(
+        &self,
+        id: PatientId,
+        name: String,
+        birth_date: Option<String>,
+        now_ms: i64,
+    ) -> Result<Patient, RegistryError> {
+        let name = name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(RegistryError::Invalid(
+                "name must be 1 to 200 characters".into(),
+            ));
+        }
+        if let Some(d) = &birth_date
+            && !valid_date(d)
+        {
+            return Err(RegistryError::Invalid(format!(
+                "birth_date {d:?} is not a date like 1950-04-23"
+            )));
+        }
+        self.with(move |c| {
+            let n = c.execute(
+                "INSERT INTO patients (id, name, birth_date, created_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+                params![id.as_str(), name, birth_date, now_ms],
+            )?;
+            if n == 0 {
+                return Err(RegistryError::Exists(format!("patient {id}")));
+            }
+            Ok(Patient {
+                id,
+                name,
+                birth_date,
+                created_at: format_rfc3339(now_ms),
+            })
+        })
+        .await
+    }
+
+    pub async fn patient(&self, id: PatientId) -> Result<Patient, RegistryError> {
+        self.with(move |c| {
+            c.query_row(
+                "SELECT name, birth_date, created_ms FROM patients WHERE id = ?1",
+                [id.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?
+            .map(|(name, birth_date, created): (String, Option<String>, i64)| Patient {
+                id: id.clone(),
+                name,
+                birth_date,
+                created_at: format_rfc3339(created),
+            })
+            .ok_or_else(|| RegistryError::NotFound(format!("patient {id}")))
+        })
+        .await
+    }
+
+    pub async fn patients(&self) -> Result<Vec<Patient>, RegistryError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT id, name, birth_date, created_ms FROM patients ORDER BY id")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, name, birth_date, created) = row?;
+                if let Ok(id) = PatientId::parse(&id) {
+                    out.push(Patient {
+                        id,
+                        name,
+                        birth_date,
+                        created_at: format_rfc3339(created),
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Provisions a device and returns it with its secret, which is not kept and cannot be
+    /// shown again.
+    pub async fn create_device(
+        &self,
+        id: DeviceId,
+        patient_id: PatientId,
+        profile: &str,
+        now_ms: i64,
+    ) -> Result<(Device, String), RegistryError> {
+        let Some(prof) = self.profiles.get(profile).cloned() else {
+            let known: Vec<&str> = self.profiles.ids().collect();
+            return Err(RegistryError::Invalid(format!(
+                "profile {profile:?} is not one of {}",
+                known.join(", ")
+            )));
+        };
+        let secret = new_secret()?;
+        let secret_hash = sha256(secret.as_bytes());
+        let (id2, patient2, profile_id) = (id.clone(), patient_id.clone(), prof.id.clone());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let exists: bool = tx
+                .query_row("SELECT 1 FROM patients WHERE id = ?1", [patient2.as_str()], |_| {
+                    Ok(true)
+                })
+                .optional()?
+                .unwrap_or(false);
+            if !exists {
+                return Err(RegistryError::NotFound(format!("patient {patient2}")));
+            }
+            let n = tx.execute(
+                "INSERT INTO devices (id, patient_id, profile, secret_hash, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![id2.as_str(), patient2.as_str(), profile_id, &secret_hash[..], now_ms],
+            )?;
+            if n == 0 {
+                return Err(RegistryError::Exists(format!("device {id2}")));
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+        if let Ok(mut map) = self.devices.write() {
+            map.insert(
+                id.clone(),
+                DeviceAuth {
+                    patient_id: patient_id.clone(),
+                    profile: prof.clone(),
+                    secret_hash,
+                    revoked: false,
+                },
+            );
+        }
+        Ok((
+            Device {
+                id,
+                patient_id,
+                profile: prof.id.clone(),
+                created_at: format_rfc3339(now_ms),
+                online: false,
+                last_seen: None,
+                battery: None,
+                revoked: false,
+            },
+            secret,
+        ))
+    }
+
+    pub async fn device(&self, id: DeviceId) -> Result<Device, RegistryError> {
+        self.with(move |c| {
+            c.query_row(
+                "SELECT patient_id, profile, created_ms, online, last_seen_ms, battery, revoked
+                 FROM devices WHERE id = ?1",
+                [id.as_str()],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, bool>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, Option<u8>>(5)?,
+                        r.get::<_, bool>(6)?,
+                    ))
+                },
+            )
+            .optional()?
+            .and_then(|(patient, profile, created, online, seen, battery, revoked)| {
+                Some(Device {
+                    id: id.clone(),
+                    patient_id: PatientId::parse(&patient).ok()?,
+                    profile,
+                    created_at: format_rfc3339(created),
+                    online,
+                    last_seen: seen.map(format_rfc3339),
+                    battery,
+                    revoked,
+                })
+            })
+            .ok_or_else(|| RegistryError::NotFound(format!("device {id}")))
+        })
+        .await
+    }
+
+    /// Checks a device's credentials. `None` for an unknown or revoked device or a wrong
+    /// secret; the comparison takes the same time whichever it is.
+    pub fn authenticate(&self, id: &str, secret: &[u8]) -> Option<(DeviceId, DeviceAuth)> {
+        let presented = sha256(secret);
+        let map = self.devices.read().ok()?;
+        let found = DeviceId::parse(id).ok().and_then(|d| {
+            let auth = map.get(&d)?;
+            Some((d, auth.clone()))
+        });
+        let expected = found.as_ref().map_or([0u8; 32], |(_, a)| a.secret_hash);
+        let matches: bool = presented.ct_eq(&expected).into();
+        match found {
+            Some((d, auth)) if matches && !auth.revoked => Some((d, auth)),
+            _ => None,
+        }
+    }
+
+    /// Records that a device connected, reported its status or went away.
+    pub async fn set_device_status(
+        &self,
+        id: DeviceId,
+        online: Option<bool>,
+        battery: Option<u8>,
+        now_ms: i64,
+    ) -> Result<(), RegistryError> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE devices SET online = coalesce(?2, online), battery = coalesce(?3, battery),
+                 last_seen_ms = ?4 WHERE id = ?1",
+                params![id.as_str(), online, battery, now_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Creates a dashboard user with an Argon2id hash of `password`.
+    pub async fn add_user(
+        &self,
+        username: &str,
+        role: Role,
+        password: &str,
+        now_ms: i64,
+    ) -> Result<(), RegistryError> {
+        let name_ok = !username.is_empty()
+            && username.len() <= 64
+            && username
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+        if !name_ok {
+            return Err(RegistryError::Invalid(
+                "username must be 1 to 64 characters of A-Z a-z 0-9 . _ - @".into(),
+            ));
+        }
+        let chars = password.chars().count();
+        if !(12..=1024).contains(&chars) {
+            return Err(RegistryError::Invalid(
+                "password must be 12 to 1024 characters".into(),
+            ));
+        }
+        let password = password.to_owned();
+        let hash = tokio::task::spawn_blocking(move || {
+            use argon2::password_hash::PasswordHasher as _;
+            argon2::Argon2::default()
+                .hash_password(password.as_bytes())
+                .map(|h| h.to_string())
+        })
+        .await
+        .map_err(|e| RegistryError::Db(e.to_string()))?
+        .map_err(|e| RegistryError::Db(format!("password hashing failed: {e}")))?;
+        let username = username.to_owned();
+        self.with(move |c| {
+            let n = c.execute(
+                "INSERT INTO users (username, password_hash, role, created_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+                params![username, hash, role.as_str(), now_ms],
+            )?;
+            if n == 0 {
+                return Err(RegistryError::Exists(format!("user {username}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Checks a user's password; `Some(role)` when it matches.
+    pub async fn verify_user(&self, username: &str, password: &str) -> Option<Role> {
+        let username = username.to_owned();
+        let row: Option<(String, String)> = self
+            .with(move |c| {
+                Ok(c.query_row(
+                    "SELECT password_hash, role FROM users WHERE username = ?1",
+                    [username],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?)
+            })
+            .await
+            .ok()
+            .flatten();
+        let password = password.to_owned();
+        let (hash, role) = row?;
+        let ok = tokio::task::spawn_blocking(move || {
+            use argon2::password_hash::{PasswordVerifier as _, phc::PasswordHash};
+            PasswordHash::new(&hash)
+                .is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        })
+        .await
+        .unwrap_or(false);
+        if ok { Role::parse(&role) } else { None }
+    }
+
+    /// Appends to the audit trail. Each line's hash covers the previous line's hash, so a line
+    /// changed or removed later breaks the chain.
+    pub async fn audit(&self, entry: AuditEntry<'_>, now_ms: i64) -> Result<(), RegistryError> {
+        let actor = entry.actor.to_owned();
+        let action = entry.action.to_owned();
+        let patient = entry.patient_id.map(|p| p.as_str().to_owned());
+        let target = entry.target.to_owned();
+        let remote = entry.remote.to_owned();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let prev: Vec<u8> = tx
+                .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .unwrap_or_else(|| vec![0u8; 32]);
+            let hash = audit_hash(&prev, now_ms, &actor, &action, patient.as_deref(), &target, &remote);
+            tx.execute(
+                "INSERT INTO audit (time_ms, actor, action, patient_id, target, remote, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![now_ms, actor, action, patient, target, remote, prev, &hash[..]],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Reads the audit trail, oldest first, filtered.
+    pub async fn audit_records(
+        &self,
+        patient_id: Option<String>,
+        actor: Option<String>,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, RegistryError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, time_ms, actor, action, patient_id, target, remote, hash FROM audit
+                 WHERE (?1 IS NULL OR patient_id = ?1) AND (?2 IS NULL OR actor = ?2)
+                   AND time_ms BETWEEN ?3 AND ?4
+                 ORDER BY id LIMIT ?5",
+            )?;
+            let rows = stmt.query_map(
+                params![patient_id, actor, from_ms, to_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok(AuditRecord {
+                        id: r.get(0)?,
+                        time: format_rfc3339(r.get(1)?),
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        patient_id: r.get(4)?,
+                        target: r.get(5)?,
+                        remote: r.get(6)?,
+                        hash: hex::encode(r.get::<_, Vec<u8>>(7)?),
+                    })
+                },
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// Recomputes the audit hash chain; `Err` names the first line that does not match.
+    pub async fn verify_audit_chain(&self) -> Result<usize, RegistryError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, time_ms, actor, action, patient_id, target, remote, prev_hash, hash
+                 FROM audit ORDER BY id",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut prev = vec![0u8; 32];
+            let mut n = 0;
+            while let Some(r) = rows.next()? {
+                let id: i64 = r.get(0)?;
+                let stored_prev: Vec<u8> = r.get(7)?;
+                let stored: Vec<u8> = r.get(8)?;
+                let patient: Option<String> = r.get(4)?;
+                let h = audit_hash(
+                    &prev,
+                    r.get(1)?,
+                    &r.get::<_, String>(2)?,
+                    &r.get::<_, String>(3)?,
+                    patient.as_deref(),
+                    &r.get::<_, String>(5)?,
+                    &r.get::<_, String>(6)?,
+                );
+                if stored_prev != prev || stored != h {
+                    return Err(RegistryError::Invalid(format!(
+                        "audit line {id} does not match the chain"
+                    )));
+                }
+                prev = stored;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+    }
+}
+
+fn audit_hash(
+    prev: &[u8],
+    time_ms: i64,
+    actor: &str,
+    action: &str,
+    patient: Option<&str>,
+    target: &str,
+    remote: &str,
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(time_ms.to_be_bytes());
+    for field in [actor, action, patient.unwrap_or("\u{0}"), target, remote] {
+        // Length-prefixed so that field boundaries cannot be shifted.
+        h.update((field.len() as u64).to_be_bytes());
+        h.update(field.as_bytes());
+    }
+    h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn registry() -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
+        (dir, r)
+    }
+
+    #[tokio::test]
+    async fn a_device_authenticates_with_its_secret_only() {
+        let (dir, r) = registry().await;
+        let p = PatientId::parse("p1").unwrap();
+        r.create_patient(p.clone(), "Ada".into(), None, 0).await.unwrap();
+        let (_, secret) = r
+            .create_device(DeviceId::parse("d1").unwrap(), p, "scale", 0)
+            .await
+            .unwrap();
+        assert_eq!(secret.len(), 43);
+        assert!(r.authenticate("d1", secret.as_bytes()).is_some());
+        assert!(r.authenticate("d1", b"wrong").is_none());
+        assert!(r.authenticate("d2", secret.as_bytes()).is_none());
+        // The secret is not stored, only its hash; and it survives a restart.
+        let raw = std::fs::read(dir.path().join("registry.db")).unwrap();
+        assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        let r2 = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
+        assert!(r2.authenticate("d1", secret.as_bytes()).is_some());
+    }
+
+    #[tokio::test]
+    async fn refuses_duplicates_unknown_patients_and_profiles() {
+        let (_dir, r) = registry().await;
+        let p = PatientId::parse("p1").unwrap();
+        r.create_patient(p.clone(), "Ada".into(), Some("1950-04-23".into()), 0)
+            .await
+            .unwrap();
+        assert!(matches!(
+            r.create_patient(p.clone(), "Ada".into(), None, 0).await,
+            Err(RegistryError::Exists(_))
+        ));
+        assert!(matches!(
+            r.create_patient(PatientId::parse("p2").unwrap(), "B".into(), Some("1950-13-01".into()), 0)
+                .await,
+            Err(RegistryError::Invalid(_))
+        ));
+        let d = DeviceId::parse("d1").unwrap();
+        assert!(matches!(
+            r.create_device(d.clone(), PatientId::parse("nobody").unwrap(), "scale", 0).await,
+            Err(RegistryError::NotFound(_))
+        ));
+        assert!(matches!(
+            r.create_device(d.clone(), p.clone(), "toaster", 0).await,
+            Err(RegistryError::Invalid(_))
+        ));
+        r.create_device(d.clone(), p.clone(), "scale", 0).await.unwrap();
+        assert!(matches!(
+            r.create_device(d, p, "scale", 0).await,
+            Err(RegistryError::Exists(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn passwords_are_argon2id_and_verified() {
+        let (_dir, r) = registry().await;
+        r.add_user("nurse", Role::Clinician, "correct horse battery", 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            r.verify_user("nurse", "correct horse battery").await,
+            Some(Role::Clinician)
+        );
+        assert_eq!(r.verify_user("nurse", "wrong password!").await, None);
+        assert!(r.add_user("x", Role::Admin, "short", 0).await.is_err());
+        let hash: String = r
+            .with(|c| Ok(c.query_row("SELECT password_hash FROM users", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+    }
+
+    #[tokio::test]
+    async fn the_audit_chain_detects_a_changed_line() {
+        let (_dir, r) = registry().await;
+        let p = PatientId::parse("p1").unwrap();
+        for i in 0..3 {
+            r.audit(
+                AuditEntry {
+                    actor: "admin",
+                    action: "read",
+                    patient_id: Some(&p),
+                    target: "observations",
+                    remote: "127.0.0.1",
+                },
+                i,
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(r.verify_audit_chain().await.unwrap(), 3);
+        r.with(|c| Ok(c.execute("UPDATE audit SET actor = 'mallory' WHERE id = 2", [])?))
+            .await
+            .unwrap();
+        let e = r.verify_audit_chain().await.unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
+}

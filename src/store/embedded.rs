@@ -1,0 +1,641 @@
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{DeviceId, Metric, Observation, PatientId};
+use crate::telemetry::Metrics;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("could not open the store at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("store write failed: {0}")]
+    Write(String),
+    #[error("store read failed: {0}")]
+    Read(String),
+}
+
+fn write_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Write(e.to_string())
+}
+
+fn read_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Read(e.to_string())
+}
+
+/// What one write request achieved once committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Committed {
+    /// Rows that were new.
+    pub inserted: usize,
+    /// Rows already stored (a redelivery), left as they were.
+    pub duplicates: usize,
+}
+
+/// A payload Vigil refused, kept with the reason.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub time_ms: i64,
+    pub device_id: DeviceId,
+    pub patient_id: Option<PatientId>,
+    pub topic: String,
+    pub reason: String,
+    pub payload: Vec<u8>,
+}
+
+/// A dead letter as read back.
+#[derive(Debug, Clone)]
+pub struct StoredDeadLetter {
+    pub id: i64,
+    pub time_ms: i64,
+    pub device_id: String,
+    pub topic: String,
+    pub reason: String,
+    pub payload: Vec<u8>,
+}
+
+/// An observation as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredObservation {
+    pub time_ms: i64,
+    pub metric: Metric,
+    pub value: f64,
+    pub device_id: String,
+}
+
+/// A range query over one patient's observations.
+#[derive(Debug, Clone)]
+pub struct ObservationQuery {
+    pub patient_id: PatientId,
+    pub metric: Option<Metric>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub limit: usize,
+}
+
+enum Write {
+    Observations {
+        rows: Vec<Observation>,
+        received_ms: i64,
+        done: oneshot::Sender<Result<Committed, StoreError>>,
+    },
+    DeadLetter {
+        letter: DeadLetter,
+        done: oneshot::Sender<Result<Committed, StoreError>>,
+    },
+    Prune {
+        before_ms: i64,
+        done: oneshot::Sender<Result<Committed, StoreError>>,
+    },
+    /// Commit what came before, then stop.
+    Shutdown,
+}
+
+/// A handle to the embedded store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Write>,
+    readers: Arc<ReaderPool>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+const SCHEMA: &[&str] = &[
+    // version 1
+    "CREATE TABLE observations (
+        device_id   TEXT    NOT NULL,
+        metric      INTEGER NOT NULL,
+        time_ms     INTEGER NOT NULL,
+        patient_id  TEXT    NOT NULL,
+        value       REAL    NOT NULL,
+        received_ms INTEGER NOT NULL,
+        PRIMARY KEY (device_id, metric, time_ms)
+     ) WITHOUT ROWID;
+     CREATE INDEX observations_by_patient ON observations (patient_id, metric, time_ms);
+     CREATE TABLE dead_letters (
+        id         INTEGER PRIMARY KEY,
+        time_ms    INTEGER NOT NULL,
+        device_id  TEXT    NOT NULL,
+        patient_id TEXT,
+        topic      TEXT    NOT NULL,
+        reason     TEXT    NOT NULL,
+        payload    BLOB    NOT NULL
+     );
+     CREATE INDEX dead_letters_by_device ON dead_letters (device_id, time_ms);
+     CREATE INDEX dead_letters_by_time ON dead_letters (time_ms);",
+];
+
+/// Opens a SQLite database with Vigil's durability settings and brings its schema up to date.
+pub(crate) fn open_db(path: &Path, schema: &[&str]) -> Result<Connection, StoreError> {
+    let open_err = |e: rusqlite::Error| StoreError::Open {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let conn = Connection::open(path).map_err(open_err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(open_err)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(open_err)?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > schema.len() {
+        return Err(StoreError::Open {
+            path: path.display().to_string(),
+            reason: format!(
+                "it was written by a newer Vigil (schema {version}, this one knows {})",
+                schema.len()
+            ),
+        });
+    }
+    for (i, step) in schema.iter().enumerate().skip(version) {
+        let tx = conn.unchecked_transaction().map_err(open_err)?;
+        tx.execute_batch(step).map_err(open_err)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(open_err)?;
+        tx.commit().map_err(open_err)?;
+    }
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (or creates) `store.db` in `dir` and starts the writer thread.
+    pub fn open(
+        dir: &Path,
+        batch_max: usize,
+        queue_capacity: usize,
+        metrics: Metrics,
+    ) -> Result<Store, StoreError> {
+        let path = dir.join("store.db");
+        let conn = open_db(&path, SCHEMA)?;
+        let (tx, rx) = mpsc::channel(queue_capacity);
+        let writer = std::thread::Builder::new()
+            .name("vigil-store-writer".into())
+            .spawn(move || writer_loop(conn, rx, batch_max.max(1), metrics))
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Store {
+            tx,
+            readers: Arc::new(ReaderPool {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
+            writer: Arc::new(Mutex::new(Some(writer))),
+        })
+    }
+
+    /// Queues observations for the next commit; the returned receiver answers after it.
+    /// Waits (backpressure) while the writer's queue is full.
+    pub async fn submit(
+        &self,
+        rows: Vec<Observation>,
+        received_ms: i64,
+    ) -> Result<oneshot::Receiver<Result<Committed, StoreError>>, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Write::Observations {
+                rows,
+                received_ms,
+                done,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Stores observations and waits for the commit.
+    pub async fn insert(
+        &self,
+        rows: Vec<Observation>,
+        received_ms: i64,
+    ) -> Result<Committed, StoreError> {
+        let rx = self.submit(rows, received_ms).await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a dead letter for the next commit.
+    pub async fn submit_dead_letter(
+        &self,
+        letter: DeadLetter,
+    ) -> Result<oneshot::Receiver<Result<Committed, StoreError>>, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Write::DeadLetter { letter, done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Deletes observations and dead letters older than `before_ms`; returns how many.
+    pub async fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Write::Prune { before_ms, done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx.await.map_err(|_| StoreError::Closed)??.inserted)
+    }
+
+    /// Stops the writer after it has committed everything queued before this call, and waits
+    /// for it. Writes submitted afterwards fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        let _ = self.tx.send(Write::Shutdown).await;
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match pool.idle.lock().ok().and_then(|mut v| v.pop()) {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &pool.path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(read_err)?;
+                    c.busy_timeout(std::time::Duration::from_secs(5))
+                        .map_err(read_err)?;
+                    c
+                }
+            };
+            let out = f(&conn).map_err(read_err);
+            if let Ok(mut idle) = pool.idle.lock()
+                && idle.len() < 8
+            {
+                idle.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Read(e.to_string()))?
+    }
+
+    /// Observations of one patient in `[from, to]`, oldest first.
+    pub async fn observations(
+        &self,
+        q: ObservationQuery,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        self.read(move |conn| {
+            let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+            let map = |r: &rusqlite::Row<'_>| {
+                let code: u8 = r.get(1)?;
+                Ok((r.get(0)?, code, r.get(2)?, r.get(3)?))
+            };
+            let rows: Vec<(i64, u8, f64, String)> = match q.metric {
+                Some(m) => conn
+                    .prepare_cached(
+                        "SELECT time_ms, metric, value, device_id FROM observations
+                         WHERE patient_id = ?1 AND metric = ?2 AND time_ms BETWEEN ?3 AND ?4
+                         ORDER BY time_ms, device_id LIMIT ?5",
+                    )?
+                    .query_map(
+                        params![q.patient_id.as_str(), m.code(), q.from_ms, q.to_ms, limit],
+                        map,
+                    )?
+                    .collect::<Result<_, _>>()?,
+                None => conn
+                    .prepare_cached(
+                        "SELECT time_ms, metric, value, device_id FROM observations
+                         WHERE patient_id = ?1 AND time_ms BETWEEN ?2 AND ?3
+                         ORDER BY time_ms, metric, device_id LIMIT ?4",
+                    )?
+                    .query_map(
+                        params![q.patient_id.as_str(), q.from_ms, q.to_ms, limit],
+                        map,
+                    )?
+                    .collect::<Result<_, _>>()?,
+            };
+            Ok(rows
+                .into_iter()
+                .filter_map(|(time_ms, code, value, device_id)| {
+                    Some(StoredObservation {
+                        time_ms,
+                        metric: Metric::from_code(code)?,
+                        value,
+                        device_id,
+                    })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// How many observations are stored in all (for tests, benchmarks and the operator).
+    pub async fn count_observations(&self) -> Result<i64, StoreError> {
+        self.read(|conn| conn.query_row("SELECT count(*) FROM observations", [], |r| r.get(0)))
+            .await
+    }
+
+    /// Dead letters, newest first, optionally of one device.
+    pub async fn dead_letters(
+        &self,
+        device_id: Option<DeviceId>,
+        limit: usize,
+    ) -> Result<Vec<StoredDeadLetter>, StoreError> {
+        self.read(move |conn| {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let map = |r: &rusqlite::Row<'_>| {
+                Ok(StoredDeadLetter {
+                    id: r.get(0)?,
+                    time_ms: r.get(1)?,
+                    device_id: r.get(2)?,
+                    topic: r.get(3)?,
+                    reason: r.get(4)?,
+                    payload: r.get(5)?,
+                })
+            };
+            let sql = "SELECT id, time_ms, device_id, topic, reason, payload FROM dead_letters";
+            match device_id {
+                Some(d) => conn
+                    .prepare_cached(&format!(
+                        "{sql} WHERE device_id = ?1 ORDER BY id DESC LIMIT ?2"
+                    ))?
+                    .query_map(params![d.as_str(), limit], map)?
+                    .collect(),
+                None => conn
+                    .prepare_cached(&format!("{sql} ORDER BY id DESC LIMIT ?1"))?
+                    .query_map(params![limit], map)?
+                    .collect(),
+            }
+        })
+        .await
+    }
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Write>,
+    batch_max: usize,
+    metrics: Metrics,
+) {
+    let mut batch: Vec<Write> = Vec::with_capacity(batch_max);
+    let mut open = true;
+    while open {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        batch.push(first);
+        let mut rows = batch_rows(&batch);
+        while rows < batch_max {
+            match rx.try_recv() {
+                Ok(w) => {
+                    batch.push(w);
+                    rows = batch_rows(&batch);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(at) = batch.iter().position(|w| matches!(w, Write::Shutdown)) {
+            // Anything queued behind the shutdown is refused (its sender sees Closed).
+            batch.truncate(at);
+            open = false;
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = commit(&mut conn, &batch);
+        metrics
+            .store_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(results) => {
+                for (w, r) in batch.drain(..).zip(results) {
+                    if let Some(done) = done_of(w) {
+                        let _ = done.send(Ok(r));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed; the batch is not acknowledged");
+                metrics.store_commit_failures.inc();
+                for w in batch.drain(..) {
+                    if let Some(done) = done_of(w) {
+                        let _ = done.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+    rx.close();
+    // Everything accepted has been committed. Fold the WAL back into the database.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(error = %e, "wal checkpoint at shutdown failed");
+    }
+}
+
+fn batch_rows(batch: &[Write]) -> usize {
+    batch
+        .iter()
+        .map(|w| match w {
+            Write::Observations { rows, .. } => rows.len(),
+            _ => 1,
+        })
+        .sum()
+}
+
+fn done_of(w: Write) -> Option<oneshot::Sender<Result<Committed, StoreError>>> {
+    match w {
+        Write::Observations { done, .. }
+        | Write::DeadLetter { done, .. }
+        | Write::Prune { done, .. } => Some(done),
+        Write::Shutdown => None,
+    }
+}
+
+fn commit(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Committed>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(write_err)?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO observations (device_id, metric, time_ms, patient_id, value, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            )
+            .map_err(write_err)?;
+        let mut dead = tx
+            .prepare_cached(
+                "INSERT INTO dead_letters (time_ms, device_id, patient_id, topic, reason, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(write_err)?;
+        for w in batch {
+            let mut c = Committed::default();
+            match w {
+                Write::Observations {
+                    rows, received_ms, ..
+                } => {
+                    for o in rows {
+                        let n = insert
+                            .execute(params![
+                                o.device_id.as_str(),
+                                o.metric.code(),
+                                o.time_ms,
+                                o.patient_id.as_str(),
+                                o.value,
+                                received_ms
+                            ])
+                            .map_err(write_err)?;
+                        if n == 1 {
+                            c.inserted += 1;
+                        } else {
+                            c.duplicates += 1;
+                        }
+                    }
+                }
+                Write::DeadLetter { letter, .. } => {
+                    dead.execute(params![
+                        letter.time_ms,
+                        letter.device_id.as_str(),
+                        letter.patient_id.as_ref().map(PatientId::as_str),
+                        letter.topic,
+                        letter.reason,
+                        letter.payload
+                    ])
+                    .map_err(write_err)?;
+                    c.inserted = 1;
+                }
+                Write::Shutdown => {}
+                Write::Prune { before_ms, .. } => {
+                    c.inserted = tx
+                        .execute("DELETE FROM observations WHERE time_ms < ?1", [before_ms])
+                        .map_err(write_err)?
+                        + tx
+                            .execute("DELETE FROM dead_letters WHERE time_ms < ?1", [before_ms])
+                            .map_err(write_err)?;
+                }
+            }
+            results.push(c);
+        }
+    }
+    tx.commit().map_err(write_err)?;
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(device: &str, metric: Metric, t: i64, v: f64) -> Observation {
+        Observation {
+            patient_id: PatientId::parse("p1").unwrap(),
+            device_id: DeviceId::parse(device).unwrap(),
+            metric,
+            value: v,
+            time_ms: t,
+        }
+    }
+
+    fn query(metric: Option<Metric>) -> ObservationQuery {
+        ObservationQuery {
+            patient_id: PatientId::parse("p1").unwrap(),
+            metric,
+            from_ms: 0,
+            to_ms: i64::MAX,
+            limit: 100,
+        }
+    }
+
+    #[tokio::test]
+    async fn stores_once_and_reads_back_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 64, 64, Metrics::new()).unwrap();
+        let c = store
+            .insert(
+                vec![
+                    obs("d1", Metric::HeartRate, 2000, 70.0),
+                    obs("d1", Metric::HeartRate, 1000, 72.0),
+                    obs("d1", Metric::Spo2, 1000, 97.0),
+                ],
+                5000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(c, Committed { inserted: 3, duplicates: 0 });
+        // A redelivery of the same (device, metric, time) is not stored again.
+        let c = store
+            .insert(vec![obs("d1", Metric::HeartRate, 1000, 72.0)], 6000)
+            .await
+            .unwrap();
+        assert_eq!(c, Committed { inserted: 0, duplicates: 1 });
+
+        let hr = store.observations(query(Some(Metric::HeartRate))).await.unwrap();
+        assert_eq!(
+            hr.iter().map(|o| (o.time_ms, o.value)).collect::<Vec<_>>(),
+            vec![(1000, 72.0), (2000, 70.0)]
+        );
+        assert_eq!(store.observations(query(None)).await.unwrap().len(), 3);
+        assert_eq!(store.count_observations().await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn survives_reopening_and_prunes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 64, 64, Metrics::new()).unwrap();
+        store
+            .insert(
+                vec![
+                    obs("d1", Metric::BodyWeight, 1000, 80.0),
+                    obs("d1", Metric::BodyWeight, 9000, 81.0),
+                ],
+                0,
+            )
+            .await
+            .unwrap();
+        store.close().await;
+        let store = Store::open(dir.path(), 64, 64, Metrics::new()).unwrap();
+        assert_eq!(store.count_observations().await.unwrap(), 2);
+        assert_eq!(store.prune(5000).await.unwrap(), 1);
+        assert_eq!(store.count_observations().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn keeps_dead_letters_with_their_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 64, 64, Metrics::new()).unwrap();
+        let rx = store
+            .submit_dead_letter(DeadLetter {
+                time_ms: 1,
+                device_id: DeviceId::parse("d1").unwrap(),
+                patient_id: None,
+                topic: "vigil/v1/devices/d1/readings".into(),
+                reason: "invalid JSON".into(),
+                payload: vec![0xff, 0x00],
+            })
+            .await
+            .unwrap();
+        rx.await.unwrap().unwrap();
+        let dl = store
+            .dead_letters(Some(DeviceId::parse("d1").unwrap()), 10)
+            .await
+            .unwrap();
+        assert_eq!(dl.len(), 1);
+        assert_eq!(dl[0].reason, "invalid JSON");
+        assert_eq!(dl[0].payload, vec![0xff, 0x00]);
+    }
+}

@@ -1,0 +1,144 @@
+//! Logs and metrics: the `tracing` subscriber set-up and the Prometheus metrics Vigil exports
+//! on `/metrics`. Metric names carry their unit; no label ever holds patient data.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global `tracing` subscriber (stderr). `RUST_LOG`, when set, wins over the config.
+pub fn init_logging(cfg: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Why a reading was refused (a label, so a fixed small set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// Vigil's Prometheus metrics; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub readings_accepted: Counter,
+    pub readings_duplicate: Counter,
+    pub readings_rejected: Family<ReasonLabel, Counter>,
+    pub store_commit_seconds: Histogram,
+    pub store_commit_failures: Counter,
+    pub spool_depth: Gauge,
+    pub mqtt_connected_devices: Gauge,
+    pub mqtt_connections_refused: Family<ReasonLabel, Counter>,
+    pub mqtt_publishes_denied: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut r = Registry::default();
+        let readings_accepted = Counter::default();
+        r.register(
+            "vigil_readings_accepted",
+            "Readings durably stored",
+            readings_accepted.clone(),
+        );
+        let readings_duplicate = Counter::default();
+        r.register(
+            "vigil_readings_duplicate",
+            "Redelivered readings that were already stored",
+            readings_duplicate.clone(),
+        );
+        let readings_rejected = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "vigil_readings_rejected",
+            "Payloads refused and kept as dead letters, by reason",
+            readings_rejected.clone(),
+        );
+        let store_commit_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 16));
+        r.register(
+            "vigil_store_commit_seconds",
+            "Time to commit one batch to the embedded store, fsync included",
+            store_commit_seconds.clone(),
+        );
+        let store_commit_failures = Counter::default();
+        r.register(
+            "vigil_store_commit_failures",
+            "Store commits that failed (nothing in them was acknowledged)",
+            store_commit_failures.clone(),
+        );
+        let spool_depth = Gauge::default();
+        r.register(
+            "vigil_spool_depth",
+            "Readings waiting in the on-disk spool for an external store (0 without one)",
+            spool_depth.clone(),
+        );
+        let mqtt_connected_devices = Gauge::default();
+        r.register(
+            "vigil_mqtt_connected_devices",
+            "Devices connected to the embedded MQTT endpoint",
+            mqtt_connected_devices.clone(),
+        );
+        let mqtt_connections_refused = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "vigil_mqtt_connections_refused",
+            "MQTT connections refused, by reason",
+            mqtt_connections_refused.clone(),
+        );
+        let mqtt_publishes_denied = Counter::default();
+        r.register(
+            "vigil_mqtt_publishes_denied",
+            "Publishes refused because the topic is not the device's own",
+            mqtt_publishes_denied.clone(),
+        );
+        Metrics {
+            registry: Arc::new(r),
+            readings_accepted,
+            readings_duplicate,
+            readings_rejected,
+            store_commit_seconds,
+            store_commit_failures,
+            spool_depth,
+            mqtt_connected_devices,
+            mqtt_connections_refused,
+            mqtt_publishes_denied,
+        }
+    }
+
+    pub fn rejected(&self, reason: &'static str) {
+        self.readings_rejected.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.mqtt_connections_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

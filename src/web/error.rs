@@ -1,0 +1,86 @@
+//! The API's error type: a status and one sentence of JSON, `{"error": "..."}`. Causes of 5xx
+//! are logged, never sent: no internals or patient data leave in an error.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::registry::RegistryError;
+use crate::store::StoreError;
+
+/// An error answered to an API client.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    Unauthorized,
+    Forbidden(String),
+    NotFound(String),
+    Conflict(String),
+    Unavailable(String),
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, msg) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "authentication required: send Authorization: Bearer <token>".to_owned(),
+            ),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::Unavailable(m) => {
+                tracing::warn!(cause = %m, "request failed: service unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the service is unavailable; try again shortly".to_owned(),
+                )
+            }
+            ApiError::Internal(m) => {
+                tracing::error!(cause = %m, "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error; it has been logged".to_owned())
+            }
+        };
+        let mut resp = (status, Json(serde_json::json!({ "error": msg }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Exists(m) => ApiError::Conflict(format!("{m} already exists")),
+            RegistryError::NotFound(m) => ApiError::NotFound(format!("{m} not found")),
+            RegistryError::Invalid(m) => ApiError::BadRequest(m),
+            RegistryError::Db(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Closed => ApiError::Unavailable(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::BadRequest(format!("invalid JSON body: {}", r.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::BadRequest(format!("invalid query: {}", r.body_text()))
+    }
+}

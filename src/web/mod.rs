@@ -1,0 +1,68 @@
+//! The HTTP side: `/healthz`, `/metrics` and the JSON API under `/api/v1`.
+//!
+//! Every `/api/v1` route sits behind [`auth::require`]; an unknown path under it answers 401
+//! to a stranger, not 404, so the route table cannot be probed. Every read of a patient's data
+//! writes a line to the audit trail before the data is sent.
+
+mod auth;
+mod error;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+
+pub use auth::BootstrapToken;
+pub use error::ApiError;
+
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub bootstrap: Option<Arc<BootstrapToken>>,
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {
+    let api = routes::api()
+        .fallback(|| async { ApiError::NotFound("no such API route".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require));
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/metrics", get(routes::metrics))
+        .nest("/api/v1", api)
+        .fallback(|| async { ApiError::NotFound("not found".into()) })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                axum::Json(serde_json::json!({"error": "method not allowed on this route"})),
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `stop` is cancelled, then finishes requests in flight.
+pub async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await
+}

@@ -1,0 +1,338 @@
+//! The `/api/v1` handlers. Each checks its input, asks the registry or store, writes the audit
+//! line for any read of patient data, and answers JSON.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Principal;
+use super::{ApiError, AppState};
+use crate::domain::{DeviceId, Metric, PatientId, format_rfc3339, now_ms, parse_rfc3339};
+use crate::registry::{AuditEntry, Role};
+use crate::store::ObservationQuery;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub(super) fn api() -> Router<AppState> {
+    Router::new()
+        .route("/patients", post(create_patient).get(list_patients))
+        .route("/patients/{id}", get(get_patient))
+        .route("/patients/{id}/observations", get(observations))
+        .route("/devices", post(create_device))
+        .route("/devices/{id}", get(get_device))
+        .route("/dead-letters", get(dead_letters))
+        .route("/audit", get(audit))
+        .route("/profiles", get(profiles))
+}
+
+pub(super) async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub(super) async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        s.metrics.encode(),
+    )
+}
+
+fn patient_id(s: &str) -> ApiResult<PatientId> {
+    PatientId::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+fn device_id(s: &str) -> ApiResult<DeviceId> {
+    DeviceId::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+fn require_admin(p: &Principal) -> ApiResult<()> {
+    if p.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("this needs the admin role".into()))
+    }
+}
+
+/// Writes one audit line; a request whose audit line cannot be written is not answered.
+async fn audit_line(
+    s: &AppState,
+    p: &Principal,
+    action: &str,
+    patient: Option<&PatientId>,
+    target: &str,
+) -> ApiResult<()> {
+    s.registry
+        .audit(
+            AuditEntry {
+                actor: &p.name,
+                action,
+                patient_id: patient,
+                target,
+                remote: &p.remote,
+            },
+            now_ms(),
+        )
+        .await
+        .map_err(ApiError::from)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPatient {
+    id: String,
+    name: String,
+    birth_date: Option<String>,
+}
+
+async fn create_patient(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    body: Result<Json<NewPatient>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    require_admin(&p)?;
+    let Json(body) = body?;
+    let id = patient_id(&body.id)?;
+    let patient = s
+        .registry
+        .create_patient(id.clone(), body.name, body.birth_date, now_ms())
+        .await?;
+    audit_line(&s, &p, "patient.create", Some(&id), &format!("patient/{id}")).await?;
+    Ok((StatusCode::CREATED, Json(patient)))
+}
+
+async fn list_patients(State(s): State<AppState>, Extension(p): Extension<Principal>) -> ApiResult<Json<Value>> {
+    let patients = s.registry.patients().await?;
+    audit_line(&s, &p, "patient.list", None, "patients").await?;
+    Ok(Json(json!({ "patients": patients })))
+}
+
+async fn get_patient(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let id = patient_id(&id)?;
+    let patient = s.registry.patient(id.clone()).await?;
+    audit_line(&s, &p, "patient.read", Some(&id), &format!("patient/{id}")).await?;
+    Ok(Json(patient))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDevice {
+    id: String,
+    patient_id: String,
+    profile: String,
+}
+
+async fn create_device(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    body: Result<Json<NewDevice>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    require_admin(&p)?;
+    let Json(body) = body?;
+    let id = device_id(&body.id)?;
+    let patient = patient_id(&body.patient_id)?;
+    let (device, secret) = s
+        .registry
+        .create_device(id.clone(), patient.clone(), &body.profile, now_ms())
+        .await?;
+    audit_line(&s, &p, "device.create", Some(&patient), &format!("device/{id}")).await?;
+    let mut out = serde_json::to_value(&device).map_err(|e| ApiError::Internal(e.to_string()))?;
+    out["mqtt"] = json!({ "username": id.as_str(), "password": secret });
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(out),
+    ))
+}
+
+async fn get_device(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let id = device_id(&id)?;
+    let device = s.registry.device(id.clone()).await?;
+    audit_line(&s, &p, "device.read", Some(&device.patient_id), &format!("device/{id}")).await?;
+    Ok(Json(device))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ObsParams {
+    metric: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+const DEFAULT_LIMIT: usize = 1000;
+const MAX_LIMIT: usize = 100_000;
+
+fn time_param(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
+    v.filter(|s| !s.is_empty())
+        .map(|s| {
+            parse_rfc3339(s).ok_or_else(|| {
+                ApiError::BadRequest(format!("{name} {s:?} is not an RFC 3339 time like 2026-11-25T13:00:00Z"))
+            })
+        })
+        .transpose()
+}
+
+async fn observations(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    q: Result<Query<ObsParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let id = patient_id(&id)?;
+    let Query(q) = q?;
+    let metric = match q.metric.as_deref().filter(|m| !m.is_empty()) {
+        Some(m) => Some(Metric::parse(m).ok_or_else(|| ApiError::BadRequest(format!("unknown metric {m:?}")))?),
+        None => None,
+    };
+    let from_ms = time_param("from", q.from.as_deref())?.unwrap_or(i64::MIN);
+    let to_ms = time_param("to", q.to.as_deref())?.unwrap_or(i64::MAX);
+    if from_ms > to_ms {
+        return Err(ApiError::BadRequest("from is after to".into()));
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}")));
+    }
+    // 404 for a patient that does not exist, rather than an empty list that looks like silence.
+    s.registry.patient(id.clone()).await?;
+    let rows = s
+        .store
+        .observations(ObservationQuery {
+            patient_id: id.clone(),
+            metric,
+            from_ms,
+            to_ms,
+            limit,
+        })
+        .await?;
+    audit_line(
+        &s,
+        &p,
+        "observations.read",
+        Some(&id),
+        &format!("patient/{id}/observations{}", metric.map_or(String::new(), |m| format!("?metric={m}"))),
+    )
+    .await?;
+    let observations: Vec<Value> = rows
+        .into_iter()
+        .map(|o| {
+            json!({
+                "time": format_rfc3339(o.time_ms),
+                "metric": o.metric,
+                "value": o.value,
+                "unit": o.metric.unit(),
+                "device_id": o.device_id,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "observations": observations })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterParams {
+    device_id: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn dead_letters(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    q: Result<Query<DeadLetterParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q?;
+    let device = q.device_id.as_deref().map(device_id).transpose()?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}")));
+    }
+    let patient = match &device {
+        Some(d) => Some(s.registry.device(d.clone()).await?.patient_id),
+        None => None,
+    };
+    let rows = s.store.dead_letters(device.clone(), limit).await?;
+    audit_line(
+        &s,
+        &p,
+        "dead_letters.read",
+        patient.as_ref(),
+        &device.map_or("dead-letters".to_owned(), |d| format!("dead-letters?device_id={d}")),
+    )
+    .await?;
+    let out: Vec<Value> = rows
+        .into_iter()
+        .map(|d| {
+            let (payload, encoding) = match String::from_utf8(d.payload) {
+                Ok(text) => (text, "utf-8"),
+                Err(e) => (
+                    base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
+                    "base64",
+                ),
+            };
+            json!({
+                "id": d.id,
+                "time": format_rfc3339(d.time_ms),
+                "device_id": d.device_id,
+                "topic": d.topic,
+                "reason": d.reason,
+                "payload": payload,
+                "payload_encoding": encoding,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "dead_letters": out })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    patient_id: Option<String>,
+    user: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn audit(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    q: Result<Query<AuditParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&p)?;
+    let Query(q) = q?;
+    let patient = q.patient_id.as_deref().map(patient_id).transpose()?;
+    let from_ms = time_param("from", q.from.as_deref())?.unwrap_or(i64::MIN);
+    let to_ms = time_param("to", q.to.as_deref())?.unwrap_or(i64::MAX);
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    // Reading the trail is itself recorded, before it is read.
+    audit_line(&s, &p, "audit.read", patient.as_ref(), "audit").await?;
+    let records = s
+        .registry
+        .audit_records(patient.map(|p| p.as_str().to_owned()), q.user, from_ms, to_ms, limit)
+        .await?;
+    Ok(Json(json!({ "audit": records })))
+}
+
+async fn profiles(State(s): State<AppState>) -> Json<Value> {
+    let list: Vec<_> = s
+        .registry
+        .profiles()
+        .ids()
+        .filter_map(|id| s.registry.profiles().get(id).map(|p| p.as_ref().clone()))
+        .collect();
+    Json(json!({ "profiles": list }))
+}

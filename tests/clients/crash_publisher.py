@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Publishes COUNT QoS 1 readings through Paho while Vigil may be killed and restarted.
+
+Paho keeps every unacknowledged QoS 1 message and sends it again after reconnecting, which is
+exactly what a real device does; Vigil must store each reading once. Prints "acked N" lines as
+acknowledgements arrive and "done N" when all are acknowledged; exits 1 on timeout.
+"""
+
+import argparse
+import json
+import sys
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--device", required=True)
+    ap.add_argument("--secret", required=True)
+    ap.add_argument("--count", type=int, default=10_000)
+    ap.add_argument("--start", type=int, required=True, help="Unix seconds of the first reading")
+    ap.add_argument("--timeout", type=float, default=240.0)
+    args = ap.parse_args()
+
+    client = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"{args.device}-crash",
+        protocol=mqtt.MQTTv311,
+        clean_session=False,
+    )
+    client.username_pw_set(args.device, args.secret)
+    client.max_inflight_messages_set(64)
+    client.max_queued_messages_set(0)
+    client.reconnect_delay_set(min_delay=0.05, max_delay=0.5)
+    acked = 0
+    lock = threading.Lock()
+
+    def on_publish(_c, _u, _mid, _rc, _p):
+        nonlocal acked
+        with lock:
+            acked += 1
+
+    client.on_publish = on_publish
+    client.connect_async("127.0.0.1", args.port, keepalive=5)
+    client.loop_start()
+
+    topic = f"vigil/v1/devices/{args.device}/readings"
+    for i in range(args.count):
+        # Distinct times, one second apart, so every reading is a distinct observation.
+        body = {"metric": "heart_rate", "value": 60 + i % 40, "time": args.start + i}
+        client.publish(topic, json.dumps(body), qos=1)
+
+    deadline = time.monotonic() + args.timeout
+    last = -1
+    while time.monotonic() < deadline:
+        with lock:
+            n = acked
+        if n != last:
+            print(f"acked {n}", flush=True)
+            last = n
+        if n >= args.count:
+            print(f"done {n}", flush=True)
+            client.disconnect()
+            client.loop_stop()
+            return 0
+        time.sleep(0.05)
+    print(f"timeout acked {acked}", flush=True)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+//! The `vigil` binary: start-up errors are one line with exit code 2; SIGTERM drains and exits 0.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::{Api, TOKEN, run};
+
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_or_a_bad_config_is_one_line_and_exit_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+
+    let check = |out: &std::process::Output, needle: &str| {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+        assert!(err.contains(needle), "{needle:?} not in {err:?}");
+    };
+    let out = std::process::Command::new(VIGIL)
+        .args(["serve", "--data-dir", data, "--http-listen", &addr, "--mqtt-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    check(&out, "http.listen");
+
+    let cfg = dir.path().join("vigil.toml");
+    std::fs::write(&cfg, "[mqtt]\nmax_inflight = \"many\"\n").unwrap();
+    let out = std::process::Command::new(VIGIL)
+        .args(["serve", "--config", cfg.to_str().unwrap(), "--data-dir", data])
+        .output()
+        .unwrap();
+    check(&out, "mqtt.max_inflight");
+
+    let out = std::process::Command::new(VIGIL)
+        .args(["serve", "--config", "/nonexistent/vigil.toml"])
+        .output()
+        .unwrap();
+    check(&out, "/nonexistent/vigil.toml");
+
+    let out = std::process::Command::new(VIGIL)
+        .args(["serve", "--data-dir", data, "--mqtt-listen", "localhost"])
+        .env("VIGIL_HTTP__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    check(&out, "mqtt.listen");
+}
+
+/// A `vigil serve` child process; its listening addresses are read from its JSON log.
+pub(crate) struct Child {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) http: std::net::SocketAddr,
+    pub(crate) mqtt: std::net::SocketAddr,
+}
+
+pub(crate) async fn spawn_vigil(data_dir: &std::path::Path, mqtt_listen: &str) -> Child {
+    let mut child = tokio::process::Command::new(VIGIL)
+        .args(["serve", "--data-dir", data_dir.to_str().unwrap(), "--http-listen", "127.0.0.1:0", "--mqtt-listen", mqtt_listen])
+        .env("VIGIL_BOOTSTRAP_TOKEN", TOKEN)
+        .env("VIGIL_LOG__FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (http, mqtt) = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if v["message"] == "vigil listening" {
+                return (v["http"].as_str().unwrap().parse().unwrap(), v["mqtt"].as_str().unwrap().parse().unwrap());
+            }
+        }
+        panic!("vigil exited before listening");
+    })
+    .await
+    .expect("vigil listens within 30 s");
+    // Keep draining the log so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Child { child, http, mqtt }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero_and_data_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut v = spawn_vigil(dir.path(), "127.0.0.1:0").await;
+    let api = Api::new(v.http);
+    api.patient("p1").await;
+    let pid = v.child.id().unwrap().to_string();
+    assert!(run("kill", &["-TERM", &pid], None).await.ok);
+    let status = tokio::time::timeout(Duration::from_secs(30), v.child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    let v = spawn_vigil(dir.path(), "127.0.0.1:0").await;
+    let (s, p) = Api::new(v.http).get("/api/v1/patients/p1").await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{p}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_reads_the_password_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let out = run(VIGIL, &["user", "add", "--data-dir", data, "--username", "nurse", "--role", "clinician"], Some(b"a long enough password\n")).await;
+    assert!(out.ok, "{}", out.stderr);
+    let again = run(VIGIL, &["user", "add", "--data-dir", data, "--username", "nurse", "--role", "clinician"], Some(b"a long enough password\n")).await;
+    assert!(!again.ok && again.stderr.contains("already exists"), "{}", again.stderr);
+    let short = run(VIGIL, &["user", "add", "--data-dir", data, "--username", "x", "--role", "admin"], Some(b"short\n")).await;
+    assert!(!short.ok && short.stderr.contains("12"), "{}", short.stderr);
+}

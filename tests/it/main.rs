@@ -1,0 +1,11 @@
+//! End-to-end tests: the real gateway (in-process on port 0, or the `vigil` binary when a test
+//! must kill it) against real MQTT clients nobody here wrote — Mosquitto's `mosquitto_pub` and
+//! Eclipse Paho for Python — and a plain HTTP client.
+
+mod support;
+
+mod api;
+mod cli;
+mod crash;
+mod ingest;
+mod mqtt_rules;

@@ -1,0 +1,200 @@
+//! The endpoint's access rules and protocol limits, through real clients and raw sockets.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{Gateway, V, eventually, mosquitto_pub, paho_device, run};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_or_unknown_device_cannot_connect() {
+    let gw = Gateway::start().await;
+    gw.client.patient("p1").await;
+    let secret = gw.client.device("ox-1", "p1", "pulse-oximeter").await;
+    let topic = "vigil/v1/devices/ox-1/readings";
+    let body = br#"{"metric":"spo2","value":97}"#;
+    for v in [V::V311, V::V5] {
+        let wrong = format!("{secret}x");
+        let out = mosquitto_pub(gw.mqtt, v, "ox-1", &wrong, topic, body, &[]).await;
+        assert!(!out.ok, "{v:?}: a wrong secret connected");
+        assert!(
+            out.stderr.to_lowercase().contains("user name or password"),
+            "{v:?}: {}",
+            out.stderr
+        );
+        let out = mosquitto_pub(gw.mqtt, v, "nobody", &secret, "vigil/v1/devices/nobody/readings", body, &[]).await;
+        assert!(!out.ok, "{v:?}: an unknown device connected");
+    }
+    let report = paho_device(gw.mqtt, V::V5, "ox-1", "not-the-secret", json!([]), &[]).await;
+    assert_eq!(report["connected"], false, "{report}");
+    assert!(gw.client.observations("p1", "").await.is_empty());
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.http)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("vigil_mqtt_connections_refused_total{reason=\"bad_credentials\"} 5"), "{metrics}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_publishing_under_another_device_s_id_is_refused_and_nothing_is_stored() {
+    let gw = Gateway::start().await;
+    let api = &gw.client;
+    api.patient("victim").await;
+    api.patient("attacker").await;
+    api.device("ox-victim", "victim", "pulse-oximeter").await;
+    let mallory = api.device("ox-mallory", "attacker", "pulse-oximeter").await;
+    let body = br#"{"metric":"spo2","value":70}"#;
+
+    // MQTT 3.1.1 has no negative PUBACK: the endpoint disconnects, so no PUBACK ever comes.
+    let out = mosquitto_pub(gw.mqtt, V::V311, "ox-mallory", &mallory, "vigil/v1/devices/ox-victim/readings", body, &[]).await;
+    assert!(!out.ok, "3.1.1 publish to another device's topic was acknowledged");
+    // MQTT 5: PUBACK with reason 0x87 (not authorized), from Paho.
+    let report = paho_device(
+        gw.mqtt,
+        V::V5,
+        "ox-mallory",
+        &mallory,
+        json!([
+            {"topic": "vigil/v1/devices/ox-victim/readings", "payload": "{\"metric\":\"spo2\",\"value\":70}"},
+            {"topic": "vigil/v1/devices/ox-mallory/errors", "payload": "x"}
+        ]),
+        &[],
+    )
+    .await;
+    assert_eq!(report["reason_codes"], json!([0x87, 0x87]), "{report}");
+
+    assert!(api.observations("victim", "").await.is_empty(), "nothing stored for the victim");
+    assert!(api.observations("attacker", "").await.is_empty());
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.http)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("vigil_mqtt_publishes_denied_total 3"), "{metrics}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_may_subscribe_only_to_its_own_errors_topic() {
+    let gw = Gateway::start().await;
+    gw.client.patient("p1").await;
+    let secret = gw.client.device("ox-1", "p1", "pulse-oximeter").await;
+    gw.client.device("ox-2", "p1", "pulse-oximeter").await;
+    for topic in ["#", "vigil/v1/devices/+/readings", "vigil/v1/devices/ox-2/errors"] {
+        let port = gw.mqtt.port().to_string();
+        let out = run(
+            "mosquitto_sub",
+            &[
+                "-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-i", "sub", "-u", "ox-1", "-P", &secret, "-t", topic,
+                "-C", "1", "-W", "3",
+            ],
+            None,
+        )
+        .await;
+        assert!(!out.ok, "subscription to {topic} was granted");
+        assert!(out.stderr.contains("Subscription") || out.stderr.contains("denied") || out.stderr.contains("Not authorized"),
+            "{topic}: {}", out.stderr);
+    }
+    gw.stop().await;
+}
+
+/// A minimal MQTT 3.1.1 CONNECT, hand-encoded so the test controls every byte.
+fn connect_packet(device: &str, secret: &str, keep_alive: u16) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0xc2];
+    body.extend(keep_alive.to_be_bytes());
+    for field in [device, device, secret] {
+        body.extend((field.len() as u16).to_be_bytes());
+        body.extend(field.as_bytes());
+    }
+    let mut p = vec![0x10, body.len() as u8];
+    p.extend(body);
+    p
+}
+
+async fn connected(gw: &Gateway, device: &str, secret: &str, keep_alive: u16) -> TcpStream {
+    let mut s = TcpStream::connect(gw.mqtt).await.unwrap();
+    s.write_all(&connect_packet(device, secret, keep_alive)).await.unwrap();
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack).await.unwrap();
+    assert_eq!(ack, [0x20, 0x02, 0x00, 0x00], "CONNACK accepted");
+    s
+}
+
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(tokio::time::timeout(limit, s.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_packet_is_refused_from_its_header() {
+    let gw = Gateway::start().await;
+    gw.client.patient("p1").await;
+    let secret = gw.client.device("ox-1", "p1", "pulse-oximeter").await;
+    let mut s = connected(&gw, "ox-1", &secret, 60).await;
+    // PUBLISH QoS 1 declaring 200 MB; only the fixed header is sent.
+    s.write_all(&[0x32, 0x80, 0x80, 0x80, 0x60]).await.unwrap();
+    assert!(closed_within(&mut s, Duration::from_secs(5)).await, "connection not closed");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_is_enforced_and_the_last_will_sets_the_device_offline() {
+    let gw = Gateway::start().await;
+    gw.client.patient("p1").await;
+    let secret = gw.client.device("scale-1", "p1", "scale").await;
+
+    // A silent client with keep-alive 1 s is closed after 1.5 s.
+    let mut s = connected(&gw, "scale-1", &secret, 1).await;
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(5)).await, "idle connection not closed");
+    assert!(started.elapsed() >= Duration::from_millis(1400), "closed too early: {:?}", started.elapsed());
+
+    // mosquitto_sub with a Last Will on its status topic, killed: the will marks it offline.
+    let port = gw.mqtt.port().to_string();
+    let mut sub = tokio::process::Command::new("mosquitto_sub")
+        .args([
+            "-h", "127.0.0.1", "-p", &port, "-V", "mqttv311", "-i", "scale-1-will", "-u", "scale-1", "-P", &secret,
+            "-t", "vigil/v1/devices/scale-1/errors", "--will-topic", "vigil/v1/devices/scale-1/status",
+            "--will-payload", "{\"online\":false,\"battery\":12}", "-k", "5",
+        ])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let api = gw.client.clone();
+    eventually(Duration::from_secs(10), "device online", || {
+        let api = api.clone();
+        async move {
+            let (_, d) = api.get("/api/v1/devices/scale-1").await;
+            (d["online"] == true).then_some(())
+        }
+    })
+    .await;
+    sub.start_kill().unwrap();
+    let d = eventually(Duration::from_secs(10), "device offline", || {
+        let api = api.clone();
+        async move {
+            let (_, d) = api.get("/api/v1/devices/scale-1").await;
+            (d["online"] == false).then_some(d)
+        }
+    })
+    .await;
+    assert_eq!(d["battery"], 12, "battery from the will payload: {d}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_on_another_topic_is_refused_at_connect() {
+    let gw = Gateway::start().await;
+    gw.client.patient("p1").await;
+    let secret = gw.client.device("scale-1", "p1", "scale").await;
+    let port = gw.mqtt.port().to_string();
+    let out = run(
+        "mosquitto_sub",
+        &[
+            "-h", "127.0.0.1", "-p", &port, "-V", "mqttv311", "-i", "w", "-u", "scale-1", "-P", &secret, "-t",
+            "vigil/v1/devices/scale-1/errors", "--will-topic", "vigil/v1/devices/other/status", "--will-payload",
+            "x", "-C", "1", "-W", "3",
+        ],
+        None,
+    )
+    .await;
+    assert!(!out.ok);
+    assert!(out.stderr.to_lowercase().contains("not authori"), "{}", out.stderr);
+    gw.stop().await;
+}

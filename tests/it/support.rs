@@ -1,0 +1,228 @@
+//! Helpers: start a gateway, call its API, run MQTT clients, poll with a deadline.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use vigil::app::App;
+use vigil::config::{Config, Overrides};
+
+pub(crate) const TOKEN: &str = "test-bootstrap-token-0123456789";
+
+/// Polls `f` until it returns `Some`, or panics naming `what` after `deadline`.
+pub(crate) async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A gateway running in this process on free ports, with its own data directory.
+pub(crate) struct Gateway {
+    pub(crate) http: SocketAddr,
+    pub(crate) mqtt: SocketAddr,
+    pub(crate) client: Api,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub(crate) async fn start() -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = Overrides {
+            data_dir: Some(dir.path().to_path_buf()),
+            http_listen: Some("127.0.0.1:0".into()),
+            mqtt_listen: Some("127.0.0.1:0".into()),
+        };
+        let cfg = Config::load(None, Vec::new(), &flags).unwrap();
+        let app = App::build(cfg, Some(TOKEN.into())).await.unwrap();
+        let (http, mqtt) = (app.http_addr(), app.mqtt_addr());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(app.run(stop.clone(), CancellationToken::new()));
+        Gateway {
+            http,
+            mqtt,
+            client: Api::new(http),
+            stop,
+            task,
+            _dir: dir,
+        }
+    }
+
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("gateway stops within 30 s")
+            .unwrap();
+    }
+}
+
+/// An API client holding the bootstrap token.
+#[derive(Clone)]
+pub(crate) struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub(crate) fn new(addr: SocketAddr) -> Api {
+        Api {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (StatusCode, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method.parse().unwrap(), url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call("GET", path, None, Some(TOKEN)).await
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call("POST", path, Some(body), Some(TOKEN)).await
+    }
+
+    pub(crate) async fn patient(&self, id: &str) {
+        let (s, v) = self.post("/api/v1/patients", json!({"id": id, "name": format!("Patient {id}")})).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+
+    /// Provisions a device and returns its MQTT secret.
+    pub(crate) async fn device(&self, id: &str, patient: &str, profile: &str) -> String {
+        let (s, v) = self
+            .post("/api/v1/devices", json!({"id": id, "patient_id": patient, "profile": profile}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["mqtt"]["password"].as_str().unwrap().to_owned()
+    }
+
+    pub(crate) async fn observations(&self, patient: &str, query: &str) -> Vec<Value> {
+        let (s, v) = self.get(&format!("/api/v1/patients/{patient}/observations?{query}")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["observations"].as_array().unwrap().clone()
+    }
+
+    pub(crate) async fn dead_letters(&self, device: &str) -> Vec<Value> {
+        let (s, v) = self.get(&format!("/api/v1/dead-letters?device_id={device}")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["dead_letters"].as_array().unwrap().clone()
+    }
+}
+
+/// The output of a client program.
+#[derive(Debug)]
+pub(crate) struct Run {
+    pub(crate) ok: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+pub(crate) async fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} (is it installed? ./scripts/test installs it): {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input).await.unwrap();
+        drop(pipe);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} did not finish in 120 s"))
+        .unwrap();
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// MQTT protocol version for the command-line clients.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum V {
+    V311,
+    V5,
+}
+
+impl V {
+    pub(crate) fn mosquitto(self) -> &'static str {
+        match self {
+            V::V311 => "mqttv311",
+            V::V5 => "mqttv5",
+        }
+    }
+
+    pub(crate) fn paho(self) -> &'static str {
+        match self {
+            V::V311 => "3.1.1",
+            V::V5 => "5",
+        }
+    }
+}
+
+/// `mosquitto_pub` one message at QoS 1 (it exits after the PUBACK) as device `id`.
+pub(crate) async fn mosquitto_pub(mqtt: SocketAddr, v: V, id: &str, secret: &str, topic: &str, payload: &[u8], extra: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("payload");
+    std::fs::write(&file, payload).unwrap();
+    let port = mqtt.port().to_string();
+    let client_id = format!("{id}-mosquitto-pub");
+    let mut args = vec![
+        "-h", "127.0.0.1", "-p", &port, "-V", v.mosquitto(), "-q", "1", "-i", &client_id, "-u", id, "-P", secret,
+        "-t", topic, "-f", file.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run("mosquitto_pub", &args, None).await
+}
+
+pub(crate) fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+/// Runs the Paho device client (`tests/clients/device.py`) and returns its JSON report.
+pub(crate) async fn paho_device(mqtt: SocketAddr, v: V, id: &str, secret: &str, messages: Value, extra: &[&str]) -> Value {
+    let script = clients_dir().join("device.py");
+    let port = mqtt.port().to_string();
+    let mut args = vec![
+        script.to_str().unwrap(), "--port", &port, "--device", id, "--secret", secret, "--version", v.paho(),
+    ];
+    args.extend_from_slice(extra);
+    let out = run("python3", &args, Some(messages.to_string().as_bytes())).await;
+    assert!(out.ok, "paho client failed: {}", out.stderr);
+    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("paho output {:?}: {e}", out.stdout))
+}
