@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::domain::now_ms;
 use crate::ingest::Ingest;
 use crate::ingest::embedded::{Endpoint, EndpointConfig};
+use crate::ingest::tls::{self, TlsError};
 use crate::registry::{ProfileError, Profiles, Registry, RegistryError};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
@@ -38,6 +39,8 @@ pub enum StartError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A built gateway, bound and ready to run.
@@ -45,6 +48,7 @@ pub struct App {
     cfg: Config,
     http: TcpListener,
     mqtt: TcpListener,
+    mqtts: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     state: AppState,
     ingest: Ingest,
 }
@@ -69,6 +73,17 @@ impl App {
         })?;
         let http = bind("http.listen", cfg.http_addr()).await?;
         let mqtt = bind("mqtt.listen", cfg.mqtt_addr()).await?;
+        let mqtts = match &cfg.mqtt.tls {
+            Some(t) => {
+                let acceptor = tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref())?;
+                let addr = t.listen.parse().map_err(|_| TlsError::Invalid {
+                    key: "mqtt.tls.listen",
+                    reason: format!("{:?} is not an address", t.listen),
+                })?;
+                Some((bind("mqtt.tls.listen", addr).await?, acceptor))
+            }
+            None => None,
+        };
         let metrics = Metrics::new();
         let profiles = Profiles::built_in()?;
         let registry = Registry::open(&cfg.data_dir, profiles)?;
@@ -78,7 +93,10 @@ impl App {
             cfg.store.queue_capacity,
             metrics.clone(),
         )?;
-        let bootstrap = bootstrap.as_deref().and_then(BootstrapToken::new).map(Arc::new);
+        let bootstrap = bootstrap
+            .as_deref()
+            .and_then(BootstrapToken::new)
+            .map(Arc::new);
         if bootstrap.is_some() {
             tracing::warn!("VIGIL_BOOTSTRAP_TOKEN is set: it is accepted as an admin token");
         }
@@ -88,7 +106,10 @@ impl App {
             ("webhook", cfg.webhook.is_some()),
         ] {
             if set {
-                tracing::warn!(section, "this section is configured but not available in this build yet; it is ignored");
+                tracing::warn!(
+                    section,
+                    "this section is configured but not available in this build yet; it is ignored"
+                );
             }
         }
         let state = AppState {
@@ -106,17 +127,27 @@ impl App {
             cfg,
             http,
             mqtt,
+            mqtts,
             state,
             ingest,
         })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.http.local_addr().expect("bound listener has an address")
+        self.http
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
-        self.mqtt.local_addr().expect("bound listener has an address")
+        self.mqtt
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The MQTTS listener's address, when TLS is configured.
+    pub fn mqtts_addr(&self) -> Option<SocketAddr> {
+        self.mqtts.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The store, for tests and benchmarks that count what was committed.
@@ -131,14 +162,20 @@ impl App {
             cfg,
             http,
             mqtt,
+            mqtts,
             state,
             ingest,
         } = self;
         let store = state.store.clone();
         let tracker = TaskTracker::new();
+        let addr = |l: &TcpListener| {
+            l.local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string())
+        };
         tracing::info!(
-            http = %http.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
-            mqtt = %mqtt.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            http = %addr(&http),
+            mqtt = %addr(&mqtt),
+            mqtts = %mqtts.as_ref().map_or_else(|| "off".to_owned(), |(l, _)| addr(l)),
             data_dir = %cfg.data_dir.display(),
             "vigil listening"
         );
@@ -152,6 +189,14 @@ impl App {
                 max_connections: cfg.mqtt.max_connections,
             },
         );
+        let mqtts_task = mqtts.map(|(listener, acceptor)| {
+            tokio::spawn(endpoint.clone().serve_tls(
+                listener,
+                acceptor,
+                stop.clone(),
+                tracker.clone(),
+            ))
+        });
         let mqtt_task = tokio::spawn(endpoint.serve(mqtt, stop.clone(), tracker.clone()));
         let app = web::router(
             state,
@@ -159,12 +204,19 @@ impl App {
             Duration::from_secs(cfg.http.request_timeout_s),
         );
         let http_task = tokio::spawn(web::serve(http, app, stop.clone()));
-        let retention = tokio::spawn(retention_loop(store.clone(), cfg.store.retention_days, stop.clone()));
+        let retention = tokio::spawn(retention_loop(
+            store.clone(),
+            cfg.store.retention_days,
+            stop.clone(),
+        ));
 
         stop.cancelled().await;
         tracing::info!("shutting down: no new connections; finishing pending commits");
         let drain = async {
             let _ = mqtt_task.await;
+            if let Some(t) = mqtts_task {
+                let _ = t.await;
+            }
             tracker.close();
             tracker.wait().await;
             let _ = http_task.await;

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-
 /// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -79,6 +78,28 @@ pub struct MqttConfig {
     pub max_inflight: u16,
     /// Most devices connected at once; more are refused with "server busy".
     pub max_connections: usize,
+    /// MQTTS listener of the embedded endpoint; absent: plain MQTT only.
+    pub tls: Option<MqttTlsConfig>,
+}
+
+/// TLS for the embedded endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// Address of the MQTTS listener.
+    #[serde(default = "default_mqtts_listen")]
+    pub listen: String,
+    /// PEM certificate chain of the endpoint.
+    pub cert: PathBuf,
+    /// PEM private key of the endpoint.
+    pub key: PathBuf,
+    /// PEM CA certificate(s) that issue device certificates; devices presenting one are
+    /// identified by its common name (CN = device id) without a password.
+    pub client_ca: Option<PathBuf>,
+}
+
+fn default_mqtts_listen() -> String {
+    "0.0.0.0:8883".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -168,6 +189,7 @@ impl Default for MqttConfig {
             connect_timeout_s: 10,
             max_inflight: 256,
             max_connections: 20_000,
+            tls: None,
         }
     }
 }
@@ -212,11 +234,10 @@ impl Config {
                     path: path.display().to_string(),
                     reason: e.to_string(),
                 })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Read {
-                        path: path.display().to_string(),
-                        reason: e.message().to_owned(),
-                    })?
+                text.parse::<toml::Table>().map_err(|e| ConfigError::Read {
+                    path: path.display().to_string(),
+                    reason: e.message().to_owned(),
+                })?
             }
             None => toml::Table::new(),
         };
@@ -246,12 +267,13 @@ impl Config {
         if let Some(a) = &flags.mqtt_listen {
             set(&mut table, Some("mqtt"), "listen", a.clone());
         }
-        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
-            |e| ConfigError::Invalid {
-                key: e.path().to_string(),
-                reason: e.inner().message().to_owned(),
-            },
-        )?;
+        let cfg: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                ConfigError::Invalid {
+                    key: e.path().to_string(),
+                    reason: e.inner().message().to_owned(),
+                }
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -260,6 +282,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         parse_addr("http.listen", &self.http.listen)?;
         parse_addr("mqtt.listen", &self.mqtt.listen)?;
+        if let Some(tls) = &self.mqtt.tls {
+            parse_addr("mqtt.tls.listen", &tls.listen)?;
+        }
         if self.mqtt.mode == MqttMode::External {
             return Err(invalid(
                 "mqtt.mode",
@@ -317,7 +342,7 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> Result<(), Con
         return Ok(());
     }
     let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-    if path.iter().any(String::is_empty) || path.len() > 2 {
+    if path.iter().any(String::is_empty) {
         return Err(invalid(name, "expected VIGIL_<SECTION>__<KEY>"));
     }
     // Numbers and booleans keep their type; everything else is a string.
@@ -403,16 +428,35 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let e = load("[mqtt]\nlisten = \"nowhere\"\n", &[]).unwrap_err().to_string();
+        let e = load("[mqtt]\nlisten = \"nowhere\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mqtt.listen"), "{e}");
-        let e = load("[mqtt]\nlistn = \"x\"\n", &[]).unwrap_err().to_string();
+        let e = load("[mqtt]\nlistn = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listn"), "{e}");
         let e = load("", &[("VIGIL_MQTT__MAX_INFLIGHT", "lots")])
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_inflight"), "{e}");
-        let e = load("[log]\nformat = \"xml\"\n", &[]).unwrap_err().to_string();
+        let e = load("[log]\nformat = \"xml\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn nested_sections_take_environment_overrides() {
+        let c = load(
+            "[mqtt.tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n",
+            &[("VIGIL_MQTT__TLS__LISTEN", "127.0.0.1:8884")],
+        )
+        .unwrap();
+        let tls = c.mqtt.tls.unwrap();
+        assert_eq!(tls.listen, "127.0.0.1:8884");
+        assert_eq!(tls.cert, PathBuf::from("/c.pem"));
+        assert!(tls.client_ca.is_none());
     }
 
     #[test]

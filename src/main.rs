@@ -11,7 +11,11 @@ use vigil::config::{Config, Overrides};
 use vigil::registry::{Profiles, Registry, Role};
 
 #[derive(Parser)]
-#[command(name = "vigil", version, about = "Telehealth remote-monitoring gateway")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Telehealth remote-monitoring gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -85,7 +89,12 @@ fn main() -> ExitCode {
             serve(cfg)
         }
         Command::User {
-            command: UserCommand::Add { common, username, role },
+            command:
+                UserCommand::Add {
+                    common,
+                    username,
+                    role,
+                },
         } => {
             let flags = Overrides {
                 data_dir: common.data_dir,
@@ -130,7 +139,10 @@ fn serve(cfg: Config) -> ExitCode {
 /// First SIGINT/SIGTERM: stop and drain. Second: abandon the drain.
 async fn signals(stop: CancellationToken, abort: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -149,12 +161,17 @@ fn user_add(cfg: Config, username: &str, role: &str) -> ExitCode {
     };
     let mut password = String::new();
     if let Err(e) = std::io::stdin().read_to_string(&mut password) {
-        return fail(&format!("cannot read the password from standard input: {e}"));
+        return fail(&format!(
+            "cannot read the password from standard input: {e}"
+        ));
     }
     let password = password.trim_end_matches(['\r', '\n']);
     runtime().block_on(async move {
         if let Err(e) = std::fs::create_dir_all(&cfg.data_dir) {
-            return fail(&format!("data_dir: cannot create {}: {e}", cfg.data_dir.display()));
+            return fail(&format!(
+                "data_dir: cannot create {}: {e}",
+                cfg.data_dir.display()
+            ));
         }
         let profiles = match Profiles::built_in() {
             Ok(p) => p,

@@ -124,7 +124,9 @@ impl Metrics {
     }
 
     pub fn rejected(&self, reason: &'static str) {
-        self.readings_rejected.get_or_create(&ReasonLabel { reason }).inc();
+        self.readings_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn refused(&self, reason: &'static str) {

@@ -80,11 +80,7 @@ const TEMPERATURE: &[Conversion] = &[
         offset: -32.0 * 5.0 / 9.0,
     },
 ];
-const WEIGHT: &[Conversion] = &[
-    same("kg"),
-    scaled("[lb_av]", KG_PER_LB),
-    scaled("g", 0.001),
-];
+const WEIGHT: &[Conversion] = &[same("kg"), scaled("[lb_av]", KG_PER_LB), scaled("g", 0.001)];
 const GLUCOSE: &[Conversion] = &[same("mg/dL"), scaled("mmol/L", MGDL_PER_MMOLL)];
 const PERCENT: &[Conversion] = &[same("%")];
 const STEPS: &[Conversion] = &[same("{steps}"), same("count")];
@@ -292,7 +288,9 @@ mod tests {
             68.038_855_5
         ));
         assert!(close(
-            Metric::BodyWeight.to_canonical(70_500.0, Some("g")).unwrap(),
+            Metric::BodyWeight
+                .to_canonical(70_500.0, Some("g"))
+                .unwrap(),
             70.5
         ));
         assert!(close(

@@ -94,7 +94,9 @@ fn frame(buf: &BytesMut, max: usize) -> Result<Option<()>, CodecError> {
 /// Reads the protocol level of a framed CONNECT without decoding it.
 fn connect_level(buf: &[u8]) -> Result<u8, CodecError> {
     if buf.first().map(|b| b >> 4) != Some(1) {
-        return Err(CodecError::Malformed("the first packet must be CONNECT".into()));
+        return Err(CodecError::Malformed(
+            "the first packet must be CONNECT".into(),
+        ));
     }
     // Skip the remaining-length varint (1 to 4 bytes).
     let mut i = 1;
@@ -132,7 +134,9 @@ pub fn read_connect(buf: &mut BytesMut, max: usize) -> Result<Option<Connect>, C
                 }),
                 client_max_packet: None,
             })),
-            _ => Err(CodecError::Malformed("the first packet must be CONNECT".into())),
+            _ => Err(CodecError::Malformed(
+                "the first packet must be CONNECT".into(),
+            )),
         },
         5 => match v5::Packet::read(buf, Some(max as u32)).map_err(|e| malformed(&e))? {
             v5::Packet::Connect(c, will, login) => Ok(Some(Connect {
@@ -152,14 +156,20 @@ pub fn read_connect(buf: &mut BytesMut, max: usize) -> Result<Option<Connect>, C
                 },
                 client_max_packet: c.properties.and_then(|p| p.max_packet_size),
             })),
-            _ => Err(CodecError::Malformed("the first packet must be CONNECT".into())),
+            _ => Err(CodecError::Malformed(
+                "the first packet must be CONNECT".into(),
+            )),
         },
         level => Err(CodecError::Version(level)),
     }
 }
 
 /// Decodes the next packet after CONNECT; `Ok(None)` asks for more bytes.
-pub fn read(version: Version, buf: &mut BytesMut, max: usize) -> Result<Option<Inbound>, CodecError> {
+pub fn read(
+    version: Version,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Inbound>, CodecError> {
     if frame(buf, max)?.is_none() {
         return Ok(None);
     }
@@ -185,7 +195,9 @@ pub fn read(version: Version, buf: &mut BytesMut, max: usize) -> Result<Option<I
             v4::Packet::PubRel(r) => Inbound::PubRel { pkid: r.pkid },
             v4::Packet::PingReq => Inbound::PingReq,
             v4::Packet::Disconnect => Inbound::Disconnect { with_will: false },
-            v4::Packet::PubAck(_) | v4::Packet::PubRec(_) | v4::Packet::PubComp(_) => Inbound::Ignored,
+            v4::Packet::PubAck(_) | v4::Packet::PubRec(_) | v4::Packet::PubComp(_) => {
+                Inbound::Ignored
+            }
             v4::Packet::Connect(_) => Inbound::Violation("second CONNECT"),
             _ => Inbound::Violation("server-to-client packet from a client"),
         },
@@ -219,7 +231,9 @@ pub fn read(version: Version, buf: &mut BytesMut, max: usize) -> Result<Option<I
             v5::Packet::Disconnect(d) => Inbound::Disconnect {
                 with_will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
             },
-            v5::Packet::PubAck(_) | v5::Packet::PubRec(_) | v5::Packet::PubComp(_) => Inbound::Ignored,
+            v5::Packet::PubAck(_) | v5::Packet::PubRec(_) | v5::Packet::PubComp(_) => {
+                Inbound::Ignored
+            }
             v5::Packet::Connect(..) => Inbound::Violation("second CONNECT"),
             v5::Packet::Auth(_) => Inbound::Violation("AUTH is not supported"),
             _ => Inbound::Violation("server-to-client packet from a client"),
@@ -272,7 +286,9 @@ pub fn connack(version: Version, code: ConnectCode, limits: ServerLimits) -> Byt
                 ConnectCode::NotAuthorized => v5::ConnectReturnCode::NotAuthorized,
                 ConnectCode::ServerBusy => v5::ConnectReturnCode::ServerBusy,
                 ConnectCode::BadClientId => v5::ConnectReturnCode::ClientIdentifierNotValid,
-                ConnectCode::UnsupportedVersion => v5::ConnectReturnCode::UnsupportedProtocolVersion,
+                ConnectCode::UnsupportedVersion => {
+                    v5::ConnectReturnCode::UnsupportedProtocolVersion
+                }
             };
             let properties = (code == ConnectCode::Accepted).then(|| v5::ConnAckProperties {
                 session_expiry_interval: None,
@@ -499,7 +515,10 @@ mod tests {
         let whole = v4_connect("d1", "secret");
         for cut in 0..whole.len() {
             let mut part = BytesMut::from(&whole[..cut]);
-            assert!(read_connect(&mut part, 1024).unwrap().is_none(), "cut at {cut}");
+            assert!(
+                read_connect(&mut part, 1024).unwrap().is_none(),
+                "cut at {cut}"
+            );
         }
         let mut buf = whole.clone();
         let c = read_connect(&mut buf, 1024).unwrap().unwrap();
@@ -518,7 +537,8 @@ mod tests {
             properties: None,
         };
         let mut buf = BytesMut::new();
-        c.write(&None, &Some(v5::Login::new("d1", "s")), &mut buf).unwrap();
+        c.write(&None, &Some(v5::Login::new("d1", "s")), &mut buf)
+            .unwrap();
         let got = read_connect(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(got.version, Version::V5);
         assert_eq!(got.keep_alive_s, 30);
@@ -539,18 +559,28 @@ mod tests {
     fn refuses_other_protocol_levels() {
         // MQTT 3.1 ("MQIsdp", level 3).
         let mut buf = BytesMut::from(
-            &[0x10, 0x0e, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0, 0, 10, 0, 0][..],
+            &[
+                0x10, 0x0e, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0, 0, 10, 0, 0,
+            ][..],
         );
-        assert!(matches!(read_connect(&mut buf, 1024), Err(CodecError::Version(3))));
+        assert!(matches!(
+            read_connect(&mut buf, 1024),
+            Err(CodecError::Version(3))
+        ));
         let mut buf = BytesMut::from(&[0x30, 0x02, 0, 0][..]);
         assert!(read_connect(&mut buf, 1024).is_err());
     }
 
     #[test]
     fn encodes_what_a_client_decodes() {
-        let mut b = BytesMut::from(&publish_ack(Version::V311, 1, 7, PubOutcome::Stored).unwrap()[..]);
-        assert_eq!(v4::Packet::read(&mut b, 64).unwrap(), v4::Packet::PubAck(v4::PubAck::new(7)));
-        let mut b = BytesMut::from(&publish_ack(Version::V5, 1, 7, PubOutcome::Denied).unwrap()[..]);
+        let mut b =
+            BytesMut::from(&publish_ack(Version::V311, 1, 7, PubOutcome::Stored).unwrap()[..]);
+        assert_eq!(
+            v4::Packet::read(&mut b, 64).unwrap(),
+            v4::Packet::PubAck(v4::PubAck::new(7))
+        );
+        let mut b =
+            BytesMut::from(&publish_ack(Version::V5, 1, 7, PubOutcome::Denied).unwrap()[..]);
         match v5::Packet::read(&mut b, None).unwrap() {
             v5::Packet::PubAck(a) => assert_eq!(a.reason, v5::PubAckReason::NotAuthorized),
             other => panic!("{other:?}"),

@@ -18,15 +18,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, WriteHalf};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::codec::{self, CodecError, ConnectCode, DisconnectReason, Inbound, PubOutcome, ServerLimits, Version};
+use super::codec::{
+    self, CodecError, ConnectCode, DisconnectReason, Inbound, PubOutcome, ServerLimits, Version,
+};
 use super::topic::{Topic, TopicKind};
 use super::{Ingest, pipeline};
 use crate::domain::{DeviceId, format_rfc3339, now_ms};
@@ -70,7 +72,9 @@ enum Out {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     /// DISCONNECT from the client.
-    Clean { with_will: bool },
+    Clean {
+        with_will: bool,
+    },
     /// Socket closed or broken without DISCONNECT.
     Lost,
     Server(DisconnectReason),
@@ -130,7 +134,12 @@ impl Endpoint {
 
     /// Accepts devices until `stop` is cancelled. Connections run on `tracker`; on `stop` each
     /// stops reading, waits for its pending commits, sends their acknowledgements and closes.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, stop: CancellationToken, tracker: TaskTracker) {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stop: CancellationToken,
+        tracker: TaskTracker,
+    ) {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -139,7 +148,7 @@ impl Endpoint {
                         let _ = sock.set_nodelay(true);
                         let ep = self.clone();
                         let stop = stop.clone();
-                        tracker.spawn(async move { ep.handle(sock, peer, stop).await });
+                        tracker.spawn(async move { ep.handle(sock, peer, stop, None).await });
                     }
                     Err(e) => {
                         // Typically out of file descriptors: back off instead of spinning.
@@ -152,6 +161,51 @@ impl Endpoint {
         tracing::info!("mqtt endpoint stopped accepting");
     }
 
+    /// Like [`Endpoint::serve`], for MQTTS: each connection first completes a TLS handshake
+    /// (within the connect timeout); a verified client certificate identifies the device.
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        stop: CancellationToken,
+        tracker: TaskTracker,
+    ) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((sock, peer)) => {
+                        let _ = sock.set_nodelay(true);
+                        let ep = self.clone();
+                        let stop = stop.clone();
+                        let acceptor = acceptor.clone();
+                        tracker.spawn(async move {
+                            let tls = match tokio::time::timeout(ep.cfg.connect_timeout, acceptor.accept(sock)).await {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => {
+                                    tracing::info!(%peer, error = %e, "mqtts handshake failed");
+                                    ep.ingest.metrics.refused("tls_handshake");
+                                    return;
+                                }
+                                Err(_) => {
+                                    ep.ingest.metrics.refused("tls_handshake_timeout");
+                                    return;
+                                }
+                            };
+                            let cn = super::tls::peer_common_name(tls.get_ref().1);
+                            ep.handle(tls, peer, stop, cn).await;
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "mqtts accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+        tracing::info!("mqtts endpoint stopped accepting");
+    }
+
     fn limits(&self) -> ServerLimits {
         ServerLimits {
             receive_max: self.cfg.max_inflight,
@@ -159,7 +213,17 @@ impl Endpoint {
         }
     }
 
-    async fn handle(self: Arc<Self>, mut sock: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+    /// Runs one connection. `cert_cn` is the common name of a verified TLS client
+    /// certificate, which identifies the device without a password.
+    async fn handle<S>(
+        self: Arc<Self>,
+        mut sock: S,
+        peer: SocketAddr,
+        stop: CancellationToken,
+        cert_cn: Option<String>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let mut buf = BytesMut::with_capacity(1024);
         let first = tokio::select! {
             _ = stop.cancelled() => return,
@@ -172,7 +236,11 @@ impl Endpoint {
                 self.ingest.metrics.refused("protocol_version");
                 // Answer in 3.1.1 form, which every client version can read.
                 let _ = sock
-                    .write_all(&codec::connack(Version::V311, ConnectCode::UnsupportedVersion, self.limits()))
+                    .write_all(&codec::connack(
+                        Version::V311,
+                        ConnectCode::UnsupportedVersion,
+                        self.limits(),
+                    ))
                     .await;
                 return;
             }
@@ -193,20 +261,49 @@ impl Endpoint {
             codec::connack(version, code, self.limits())
         };
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            let _ = sock.write_all(&refuse(ConnectCode::ServerBusy, "too_many_connections")).await;
+            let _ = sock
+                .write_all(&refuse(ConnectCode::ServerBusy, "too_many_connections"))
+                .await;
             return;
         };
-        let (Some(username), Some(password)) = (&connect.username, &connect.password) else {
-            let _ = sock.write_all(&refuse(ConnectCode::BadCredentials, "no_credentials")).await;
-            return;
+        let identified = match (&cert_cn, &connect.username, &connect.password) {
+            // A client certificate names the device; a user name, if also given, must agree.
+            (Some(cn), user, _) => {
+                if user.as_ref().is_some_and(|u| u != cn) {
+                    tracing::warn!(%peer, cn = %cn, "mqtt connect refused: user name differs from the certificate");
+                    let _ = sock
+                        .write_all(&refuse(ConnectCode::BadCredentials, "certificate_mismatch"))
+                        .await;
+                    return;
+                }
+                self.ingest.registry.authenticate_certificate(cn)
+            }
+            (None, Some(username), Some(password)) => {
+                self.ingest.registry.authenticate(username, password)
+            }
+            (None, _, _) => {
+                let _ = sock
+                    .write_all(&refuse(ConnectCode::BadCredentials, "no_credentials"))
+                    .await;
+                return;
+            }
         };
-        let Some((device_id, auth)) = self.ingest.registry.authenticate(username, password) else {
-            tracing::warn!(%peer, username = %username, "mqtt connect refused: unknown device or wrong secret");
-            let _ = sock.write_all(&refuse(ConnectCode::BadCredentials, "bad_credentials")).await;
+        let Some((device_id, auth)) = identified else {
+            tracing::warn!(
+                %peer,
+                username = connect.username.as_deref().unwrap_or(""),
+                certificate = cert_cn.as_deref().unwrap_or(""),
+                "mqtt connect refused: unknown device or wrong secret"
+            );
+            let _ = sock
+                .write_all(&refuse(ConnectCode::BadCredentials, "bad_credentials"))
+                .await;
             return;
         };
         if connect.client_id.is_empty() && !connect.clean {
-            let _ = sock.write_all(&refuse(ConnectCode::BadClientId, "bad_client_id")).await;
+            let _ = sock
+                .write_all(&refuse(ConnectCode::BadClientId, "bad_client_id"))
+                .await;
             return;
         }
         if let Some(will) = &connect.will {
@@ -214,7 +311,9 @@ impl Endpoint {
                 .is_ok_and(|t| t.device_id == device_id && t.kind == TopicKind::Status);
             if !own_status {
                 tracing::warn!(%peer, device_id = %device_id, "mqtt connect refused: will topic is not the device's status topic");
-                let _ = sock.write_all(&refuse(ConnectCode::NotAuthorized, "will_topic")).await;
+                let _ = sock
+                    .write_all(&refuse(ConnectCode::NotAuthorized, "will_topic"))
+                    .await;
                 return;
             }
         }
@@ -238,7 +337,11 @@ impl Endpoint {
             old.cancel();
         }
         if sock
-            .write_all(&codec::connack(version, ConnectCode::Accepted, self.limits()))
+            .write_all(&codec::connack(
+                version,
+                ConnectCode::Accepted,
+                self.limits(),
+            ))
             .await
             .is_err()
         {
@@ -251,11 +354,13 @@ impl Endpoint {
             let registry = self.ingest.registry.clone();
             let id = device_id.clone();
             tokio::spawn(async move {
-                let _ = registry.set_device_status(id, Some(true), None, now_ms()).await;
+                let _ = registry
+                    .set_device_status(id, Some(true), None, now_ms())
+                    .await;
             });
         }
 
-        let (mut rd, wr) = sock.into_split();
+        let (mut rd, wr) = tokio::io::split(sock);
         let (out_tx, out_rx) = mpsc::channel::<Out>(usize::from(self.cfg.max_inflight));
         let store_failed = Arc::new(AtomicBool::new(false));
         let writer = tokio::spawn(write_loop(
@@ -359,7 +464,12 @@ impl Endpoint {
     }
 
     /// Handles one packet; `Some(end)` ends the connection.
-    async fn on_packet(&self, s: &mut Session, packet: Inbound, out: &mpsc::Sender<Out>) -> Option<End> {
+    async fn on_packet(
+        &self,
+        s: &mut Session,
+        packet: Inbound,
+        out: &mpsc::Sender<Out>,
+    ) -> Option<End> {
         let send = |o: Out| async move { out.send(o).await.is_ok() };
         match packet {
             Inbound::Publish {
@@ -381,7 +491,13 @@ impl Endpoint {
                         // MQTT 5 can say no in the acknowledgement; 3.1.1 can only disconnect.
                         if s.version == Version::V5 && qos > 0 {
                             let ack = codec::publish_ack(s.version, qos, pkid, PubOutcome::Denied);
-                            return (!send(Out::Commit { commit: None, outcome: PubOutcome::Denied, ack, then: None }).await)
+                            return (!send(Out::Commit {
+                                commit: None,
+                                outcome: PubOutcome::Denied,
+                                ack,
+                                then: None,
+                            })
+                            .await)
                                 .then_some(End::Lost);
                         }
                         return Some(End::Server(DisconnectReason::NotAuthorized));
@@ -390,12 +506,25 @@ impl Endpoint {
                 if qos == 2 && s.awaiting_rel.contains(&pkid) {
                     // A resent QoS 2 publish we already took: acknowledge again, store nothing.
                     let ack = codec::publish_ack(s.version, qos, pkid, PubOutcome::Stored);
-                    return (!send(Out::Commit { commit: None, outcome: PubOutcome::Stored, ack, then: None }).await)
+                    return (!send(Out::Commit {
+                        commit: None,
+                        outcome: PubOutcome::Stored,
+                        ack,
+                        then: None,
+                    })
+                    .await)
                         .then_some(End::Lost);
                 }
                 let submitted = match self
                     .ingest
-                    .submit(&s.device_id, &s.auth, kind, &topic, payload, content_type.as_deref())
+                    .submit(
+                        &s.device_id,
+                        &s.auth,
+                        kind,
+                        &topic,
+                        payload,
+                        content_type.as_deref(),
+                    )
                     .await
                 {
                     Ok(sub) => sub,
@@ -435,17 +564,21 @@ impl Endpoint {
                 if granted.iter().any(|g| !*g) {
                     tracing::warn!(device_id = %s.device_id, ?filters, "subscription refused: only the device's errors topic is allowed");
                 }
-                (!send(Out::Packet(codec::suback(s.version, pkid, &granted))).await).then_some(End::Lost)
+                (!send(Out::Packet(codec::suback(s.version, pkid, &granted))).await)
+                    .then_some(End::Lost)
             }
             Inbound::Unsubscribe { pkid, count } => {
                 s.subscribed_errors = false;
-                (!send(Out::Packet(codec::unsuback(s.version, pkid, count))).await).then_some(End::Lost)
+                (!send(Out::Packet(codec::unsuback(s.version, pkid, count))).await)
+                    .then_some(End::Lost)
             }
             Inbound::PubRel { pkid } => {
                 s.awaiting_rel.remove(&pkid);
                 (!send(Out::Packet(codec::pubcomp(s.version, pkid))).await).then_some(End::Lost)
             }
-            Inbound::PingReq => (!send(Out::Packet(codec::pingresp(s.version))).await).then_some(End::Lost),
+            Inbound::PingReq => {
+                (!send(Out::Packet(codec::pingresp(s.version))).await).then_some(End::Lost)
+            }
             Inbound::Disconnect { with_will } => Some(End::Clean { with_will }),
             Inbound::Ignored => None,
             Inbound::Violation(what) => {
@@ -464,8 +597,8 @@ enum ConnectError {
     Closed,
 }
 
-async fn read_connect(
-    sock: &mut TcpStream,
+async fn read_connect<S: AsyncRead + Unpin>(
+    sock: &mut S,
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<codec::Connect, ConnectError> {
@@ -483,8 +616,8 @@ async fn read_connect(
     }
 }
 
-async fn write_loop(
-    mut wr: BufWriter<OwnedWriteHalf>,
+async fn write_loop<S: AsyncWrite>(
+    mut wr: BufWriter<WriteHalf<S>>,
     mut rx: mpsc::Receiver<Out>,
     ingest: Ingest,
     conn_token: CancellationToken,

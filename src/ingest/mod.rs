@@ -10,6 +10,7 @@
 pub mod codec;
 pub mod embedded;
 pub mod pipeline;
+pub mod tls;
 pub mod topic;
 
 use bytes::Bytes;

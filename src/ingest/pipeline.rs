@@ -60,7 +60,12 @@ pub fn process(
 ) -> Result<Accepted, Rejection> {
     let raw = match kind {
         TopicKind::Status => return parse_status(payload).map(Accepted::Status),
-        TopicKind::Errors => return Err(reject("topic", "devices may not publish on their errors topic")),
+        TopicKind::Errors => {
+            return Err(reject(
+                "topic",
+                "devices may not publish on their errors topic",
+            ));
+        }
         TopicKind::Gatt(uuid) => {
             if !src.profile.accepts_gatt(uuid) {
                 return Err(reject(
@@ -78,7 +83,10 @@ pub fn process(
                 Some(ct) => ct.eq_ignore_ascii_case(SENML_CONTENT_TYPE),
                 // Every profile accepts vigil-json; a SenML profile's payload is SenML unless it
                 // looks like vigil-json (records with a "metric" key).
-                None => src.profile.format == PayloadFormat::SenmlJson && !looks_like_vigil_json(payload),
+                None => {
+                    src.profile.format == PayloadFormat::SenmlJson
+                        && !looks_like_vigil_json(payload)
+                }
             };
             if senml {
                 decode::decode_senml(payload, now_ms)
@@ -128,7 +136,10 @@ pub fn validate(src: &Source<'_>, r: RawReading, now_ms: i64) -> Result<Observat
         .to_canonical(r.value, r.unit.as_deref())
         .map_err(|e| reject("unit", e.to_string()))?;
     if !value.is_finite() {
-        return Err(reject("range", format!("{metric} value is not a finite number")));
+        return Err(reject(
+            "range",
+            format!("{metric} value is not a finite number"),
+        ));
     }
     let (lo, hi) = metric.plausible_range();
     if value < lo || value > hi {
@@ -141,7 +152,10 @@ pub fn validate(src: &Source<'_>, r: RawReading, now_ms: i64) -> Result<Observat
         ));
     }
     if metric.is_integral() && value.fract() != 0.0 {
-        return Err(reject("range", format!("{metric} must be a whole number, got {value}")));
+        return Err(reject(
+            "range",
+            format!("{metric} must be a whole number, got {value}"),
+        ));
     }
     let time_ms = r.time_ms.unwrap_or(now_ms);
     if time_ms > now_ms.saturating_add(MAX_FUTURE_MS) {
@@ -204,7 +218,12 @@ mod tests {
 
     const NOW: i64 = 1_795_611_600_000; // 2026-11-25T13:00:00Z
 
-    fn run(profile: &str, kind: TopicKind, payload: &[u8], ct: Option<&str>) -> Result<Accepted, Rejection> {
+    fn run(
+        profile: &str,
+        kind: TopicKind,
+        payload: &[u8],
+        ct: Option<&str>,
+    ) -> Result<Accepted, Rejection> {
         let profiles = Profiles::built_in().unwrap();
         let d = DeviceId::parse("d1").unwrap();
         let p = PatientId::parse("p1").unwrap();
@@ -218,7 +237,10 @@ mod tests {
 
     fn readings(a: Result<Accepted, Rejection>) -> Vec<(Metric, f64, i64)> {
         match a {
-            Ok(Accepted::Readings(v)) => v.into_iter().map(|o| (o.metric, o.value, o.time_ms)).collect(),
+            Ok(Accepted::Readings(v)) => v
+                .into_iter()
+                .map(|o| (o.metric, o.value, o.time_ms))
+                .collect(),
             other => panic!("expected readings, got {other:?}"),
         }
     }
@@ -254,12 +276,42 @@ mod tests {
     fn rejections_say_why() {
         let cases: &[(&str, &[u8], &str, &str)] = &[
             ("scale", b"{not json", "decode", ""),
-            ("scale", br#"{"metric":"glucose","value":100}"#, "unknown_metric", "unknown metric \"glucose\""),
-            ("scale", br#"{"metric":"body_weight","value":70,"unit":"mm[Hg]"}"#, "unit", "not accepted"),
-            ("pulse-oximeter", br#"{"metric":"spo2","value":140}"#, "range", "outside the plausible range"),
-            ("pulse-oximeter", br#"{"metric":"heart_rate","value":70,"time":"2026-11-25T13:06:00Z"}"#, "future", "ahead"),
-            ("pulse-oximeter", br#"{"metric":"heart_rate","value":70,"time":0}"#, "past", "clock is not set"),
-            ("smartwatch", br#"{"metric":"steps","value":10.5}"#, "range", "whole number"),
+            (
+                "scale",
+                br#"{"metric":"glucose","value":100}"#,
+                "unknown_metric",
+                "unknown metric \"glucose\"",
+            ),
+            (
+                "scale",
+                br#"{"metric":"body_weight","value":70,"unit":"mm[Hg]"}"#,
+                "unit",
+                "not accepted",
+            ),
+            (
+                "pulse-oximeter",
+                br#"{"metric":"spo2","value":140}"#,
+                "range",
+                "outside the plausible range",
+            ),
+            (
+                "pulse-oximeter",
+                br#"{"metric":"heart_rate","value":70,"time":"2026-11-25T13:06:00Z"}"#,
+                "future",
+                "ahead",
+            ),
+            (
+                "pulse-oximeter",
+                br#"{"metric":"heart_rate","value":70,"time":0}"#,
+                "past",
+                "clock is not set",
+            ),
+            (
+                "smartwatch",
+                br#"{"metric":"steps","value":10.5}"#,
+                "range",
+                "whole number",
+            ),
         ];
         for (profile, payload, label, needle) in cases {
             let e = run(profile, TopicKind::Readings, payload, None).unwrap_err();
@@ -285,17 +337,32 @@ mod tests {
         let senml = br#"[{"bn":"urn:dev:mac:0024befffe804ff1:","bt":1795611590,"n":"heart_rate","u":"beat/min","v":64}]"#;
         let r = readings(run("smartwatch", TopicKind::Readings, senml, None));
         assert_eq!(r, vec![(Metric::HeartRate, 64.0, 1_795_611_590_000)]);
-        let r = readings(run("pulse-oximeter", TopicKind::Readings, senml, Some(SENML_CONTENT_TYPE)));
+        let r = readings(run(
+            "pulse-oximeter",
+            TopicKind::Readings,
+            senml,
+            Some(SENML_CONTENT_TYPE),
+        ));
         assert_eq!(r[0].0, Metric::HeartRate);
         // A SenML profile still accepts vigil-json.
-        let r = readings(run("smartwatch", TopicKind::Readings, br#"{"metric":"hr","value":60}"#, None));
+        let r = readings(run(
+            "smartwatch",
+            TopicKind::Readings,
+            br#"{"metric":"hr","value":60}"#,
+            None,
+        ));
         assert_eq!(r[0].0, Metric::HeartRate);
     }
 
     #[test]
     fn gatt_only_for_the_profile_s_characteristics() {
         // 2a37 flags 0x00 (u8 HR, no contact feature), HR 72: built from gatt.md's layout.
-        let r = readings(run("smartwatch", TopicKind::Gatt(0x2a37), &[0x00, 72], None));
+        let r = readings(run(
+            "smartwatch",
+            TopicKind::Gatt(0x2a37),
+            &[0x00, 72],
+            None,
+        ));
         assert_eq!(r, vec![(Metric::HeartRate, 72.0, NOW)]);
         let e = run("scale", TopicKind::Gatt(0x2a37), &[0x00, 72], None).unwrap_err();
         assert_eq!(e.label, "gatt_not_in_profile");
@@ -304,10 +371,29 @@ mod tests {
     #[test]
     fn status_reports_battery() {
         assert_eq!(
-            run("scale", TopicKind::Status, br#"{"battery":57,"fw":"1.2"}"#, None).unwrap(),
-            Accepted::Status(DeviceStatus { battery: Some(57), online: None })
+            run(
+                "scale",
+                TopicKind::Status,
+                br#"{"battery":57,"fw":"1.2"}"#,
+                None
+            )
+            .unwrap(),
+            Accepted::Status(DeviceStatus {
+                battery: Some(57),
+                online: None
+            })
         );
-        assert_eq!(run("scale", TopicKind::Status, br#"{"battery":101}"#, None).unwrap_err().label, "range");
-        assert_eq!(run("scale", TopicKind::Errors, b"x", None).unwrap_err().label, "topic");
+        assert_eq!(
+            run("scale", TopicKind::Status, br#"{"battery":101}"#, None)
+                .unwrap_err()
+                .label,
+            "range"
+        );
+        assert_eq!(
+            run("scale", TopicKind::Errors, b"x", None)
+                .unwrap_err()
+                .label,
+            "topic"
+        );
     }
 }

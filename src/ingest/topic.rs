@@ -45,7 +45,8 @@ impl Topic {
             _ => match suffix.strip_prefix("gatt/") {
                 Some(u) => {
                     let ok = u.len() == 4
-                        && u.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                        && u.bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
                     let n = u16::from_str_radix(u, 16)
                         .ok()
                         .filter(|_| ok)
@@ -76,7 +77,9 @@ mod tests {
         assert_eq!(t.device_id.as_str(), "ox-1");
         assert_eq!(t.kind, TopicKind::Readings);
         assert_eq!(
-            Topic::parse("vigil/v1/devices/ox-1/gatt/2a5e").unwrap().kind,
+            Topic::parse("vigil/v1/devices/ox-1/gatt/2a5e")
+                .unwrap()
+                .kind,
             TopicKind::Gatt(0x2a5e)
         );
         assert_eq!(

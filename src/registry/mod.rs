@@ -313,12 +313,14 @@ impl Registry {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?
-            .map(|(name, birth_date, created): (String, Option<String>, i64)| Patient {
-                id: id.clone(),
-                name,
-                birth_date,
-                created_at: format_rfc3339(created),
-            })
+            .map(
+                |(name, birth_date, created): (String, Option<String>, i64)| Patient {
+                    id: id.clone(),
+                    name,
+                    birth_date,
+                    created_at: format_rfc3339(created),
+                },
+            )
             .ok_or_else(|| RegistryError::NotFound(format!("patient {id}")))
         })
         .await
@@ -375,9 +377,11 @@ impl Registry {
         self.with(move |c| {
             let tx = c.transaction()?;
             let exists: bool = tx
-                .query_row("SELECT 1 FROM patients WHERE id = ?1", [patient2.as_str()], |_| {
-                    Ok(true)
-                })
+                .query_row(
+                    "SELECT 1 FROM patients WHERE id = ?1",
+                    [patient2.as_str()],
+                    |_| Ok(true),
+                )
                 .optional()?
                 .unwrap_or(false);
             if !exists {
@@ -386,7 +390,13 @@ impl Registry {
             let n = tx.execute(
                 "INSERT INTO devices (id, patient_id, profile, secret_hash, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                params![id2.as_str(), patient2.as_str(), profile_id, &secret_hash[..], now_ms],
+                params![
+                    id2.as_str(),
+                    patient2.as_str(),
+                    profile_id,
+                    &secret_hash[..],
+                    now_ms
+                ],
             )?;
             if n == 0 {
                 return Err(RegistryError::Exists(format!("device {id2}")));
@@ -440,18 +450,20 @@ impl Registry {
                 },
             )
             .optional()?
-            .and_then(|(patient, profile, created, online, seen, battery, revoked)| {
-                Some(Device {
-                    id: id.clone(),
-                    patient_id: PatientId::parse(&patient).ok()?,
-                    profile,
-                    created_at: format_rfc3339(created),
-                    online,
-                    last_seen: seen.map(format_rfc3339),
-                    battery,
-                    revoked,
-                })
-            })
+            .and_then(
+                |(patient, profile, created, online, seen, battery, revoked)| {
+                    Some(Device {
+                        id: id.clone(),
+                        patient_id: PatientId::parse(&patient).ok()?,
+                        profile,
+                        created_at: format_rfc3339(created),
+                        online,
+                        last_seen: seen.map(format_rfc3339),
+                        battery,
+                        revoked,
+                    })
+                },
+            )
             .ok_or_else(|| RegistryError::NotFound(format!("device {id}")))
         })
         .await
@@ -472,6 +484,15 @@ impl Registry {
             Some((d, auth)) if matches && !auth.revoked => Some((d, auth)),
             _ => None,
         }
+    }
+
+    /// Looks up the device a verified TLS client certificate names (its CN). `None` for an
+    /// unknown or revoked device.
+    pub fn authenticate_certificate(&self, common_name: &str) -> Option<(DeviceId, DeviceAuth)> {
+        let id = DeviceId::parse(common_name).ok()?;
+        let map = self.devices.read().ok()?;
+        let auth = map.get(&id).filter(|a| !a.revoked)?.clone();
+        Some((id, auth))
     }
 
     /// Records that a device connected, reported its status or went away.
@@ -561,8 +582,11 @@ impl Registry {
         let (hash, role) = row?;
         let ok = tokio::task::spawn_blocking(move || {
             use argon2::password_hash::{PasswordVerifier as _, phc::PasswordHash};
-            PasswordHash::new(&hash)
-                .is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            PasswordHash::new(&hash).is_ok_and(|h| {
+                argon2::Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
         })
         .await
         .unwrap_or(false);
@@ -614,7 +638,13 @@ impl Registry {
                  ORDER BY id LIMIT ?5",
             )?;
             let rows = stmt.query_map(
-                params![patient_id, actor, from_ms, to_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+                params![
+                    patient_id,
+                    actor,
+                    from_ms,
+                    to_ms,
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
                 |r| {
                     Ok(AuditRecord {
                         id: r.get(0)?,
@@ -705,7 +735,9 @@ mod tests {
     async fn a_device_authenticates_with_its_secret_only() {
         let (dir, r) = registry().await;
         let p = PatientId::parse("p1").unwrap();
-        r.create_patient(p.clone(), "Ada".into(), None, 0).await.unwrap();
+        r.create_patient(p.clone(), "Ada".into(), None, 0)
+            .await
+            .unwrap();
         let (_, secret) = r
             .create_device(DeviceId::parse("d1").unwrap(), p, "scale", 0)
             .await
@@ -733,20 +765,28 @@ mod tests {
             Err(RegistryError::Exists(_))
         ));
         assert!(matches!(
-            r.create_patient(PatientId::parse("p2").unwrap(), "B".into(), Some("1950-13-01".into()), 0)
-                .await,
+            r.create_patient(
+                PatientId::parse("p2").unwrap(),
+                "B".into(),
+                Some("1950-13-01".into()),
+                0
+            )
+            .await,
             Err(RegistryError::Invalid(_))
         ));
         let d = DeviceId::parse("d1").unwrap();
         assert!(matches!(
-            r.create_device(d.clone(), PatientId::parse("nobody").unwrap(), "scale", 0).await,
+            r.create_device(d.clone(), PatientId::parse("nobody").unwrap(), "scale", 0)
+                .await,
             Err(RegistryError::NotFound(_))
         ));
         assert!(matches!(
             r.create_device(d.clone(), p.clone(), "toaster", 0).await,
             Err(RegistryError::Invalid(_))
         ));
-        r.create_device(d.clone(), p.clone(), "scale", 0).await.unwrap();
+        r.create_device(d.clone(), p.clone(), "scale", 0)
+            .await
+            .unwrap();
         assert!(matches!(
             r.create_device(d, p, "scale", 0).await,
             Err(RegistryError::Exists(_))

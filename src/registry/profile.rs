@@ -79,8 +79,14 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../devices/pulse-oximeter.toml"),
     ),
     ("scale.toml", include_str!("../../devices/scale.toml")),
-    ("smartwatch.toml", include_str!("../../devices/smartwatch.toml")),
-    ("thermometer.toml", include_str!("../../devices/thermometer.toml")),
+    (
+        "smartwatch.toml",
+        include_str!("../../devices/smartwatch.toml"),
+    ),
+    (
+        "thermometer.toml",
+        include_str!("../../devices/thermometer.toml"),
+    ),
 ];
 
 /// Why a profile file was refused.
@@ -96,7 +102,8 @@ fn parse(file: &str, text: &str) -> Result<Profile, ProfileError> {
         reason,
     };
     let raw: ProfileFile = toml::from_str(text).map_err(|e| bad(e.message().to_owned()))?;
-    let metric = |name: &str| Metric::parse(name).ok_or_else(|| bad(format!("unknown metric {name:?}")));
+    let metric =
+        |name: &str| Metric::parse(name).ok_or_else(|| bad(format!("unknown metric {name:?}")));
     let metrics = raw
         .metrics
         .iter()
@@ -116,7 +123,9 @@ fn parse(file: &str, text: &str) -> Result<Profile, ProfileError> {
     for (alias, target) in raw.aliases {
         let m = metric(&target)?;
         if !metrics.contains(&m) {
-            return Err(bad(format!("alias {alias:?} names {target:?}, which the profile does not allow")));
+            return Err(bad(format!(
+                "alias {alias:?} names {target:?}, which the profile does not allow"
+            )));
         }
         aliases.insert(alias, m);
     }

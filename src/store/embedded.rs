@@ -525,8 +525,7 @@ fn commit(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Committed>, Stor
                     c.inserted = tx
                         .execute("DELETE FROM observations WHERE time_ms < ?1", [before_ms])
                         .map_err(write_err)?
-                        + tx
-                            .execute("DELETE FROM dead_letters WHERE time_ms < ?1", [before_ms])
+                        + tx.execute("DELETE FROM dead_letters WHERE time_ms < ?1", [before_ms])
                             .map_err(write_err)?;
                 }
             }
@@ -576,15 +575,30 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(c, Committed { inserted: 3, duplicates: 0 });
+        assert_eq!(
+            c,
+            Committed {
+                inserted: 3,
+                duplicates: 0
+            }
+        );
         // A redelivery of the same (device, metric, time) is not stored again.
         let c = store
             .insert(vec![obs("d1", Metric::HeartRate, 1000, 72.0)], 6000)
             .await
             .unwrap();
-        assert_eq!(c, Committed { inserted: 0, duplicates: 1 });
+        assert_eq!(
+            c,
+            Committed {
+                inserted: 0,
+                duplicates: 1
+            }
+        );
 
-        let hr = store.observations(query(Some(Metric::HeartRate))).await.unwrap();
+        let hr = store
+            .observations(query(Some(Metric::HeartRate)))
+            .await
+            .unwrap();
         assert_eq!(
             hr.iter().map(|o| (o.time_ms, o.value)).collect::<Vec<_>>(),
             vec![(1000, 72.0), (2000, 70.0)]

@@ -16,6 +16,5 @@ mod embedded;
 
 pub(crate) use embedded::open_db;
 pub use embedded::{
-    Committed, DeadLetter, ObservationQuery, Store, StoreError, StoredDeadLetter,
-    StoredObservation,
+    Committed, DeadLetter, ObservationQuery, Store, StoreError, StoredDeadLetter, StoredObservation,
 };

@@ -39,7 +39,11 @@ pub(crate) struct Principal {
 }
 
 /// Middleware: 401 unless the request carries a valid credential.
-pub(crate) async fn require(State(state): State<AppState>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+pub(crate) async fn require(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let remote = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

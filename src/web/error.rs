@@ -41,7 +41,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::Internal(m) => {
                 tracing::error!(cause = %m, "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error; it has been logged".to_owned())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; it has been logged".to_owned(),
+                )
             }
         };
         let mut resp = (status, Json(serde_json::json!({ "error": msg }))).into_response();

@@ -40,7 +40,10 @@ pub struct AppState {
 pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {
     let api = routes::api()
         .fallback(|| async { ApiError::NotFound("no such API route".into()) })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ));
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/metrics", get(routes::metrics))
@@ -53,12 +56,19 @@ pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .with_state(state)
 }
 
 /// Serves `app` on `listener` until `stop` is cancelled, then finishes requests in flight.
-pub async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

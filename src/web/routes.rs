@@ -37,7 +37,10 @@ pub(super) async fn healthz() -> Json<Value> {
 
 pub(super) async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
 }
@@ -101,11 +104,21 @@ async fn create_patient(
         .registry
         .create_patient(id.clone(), body.name, body.birth_date, now_ms())
         .await?;
-    audit_line(&s, &p, "patient.create", Some(&id), &format!("patient/{id}")).await?;
+    audit_line(
+        &s,
+        &p,
+        "patient.create",
+        Some(&id),
+        &format!("patient/{id}"),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(patient)))
 }
 
-async fn list_patients(State(s): State<AppState>, Extension(p): Extension<Principal>) -> ApiResult<Json<Value>> {
+async fn list_patients(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<Value>> {
     let patients = s.registry.patients().await?;
     audit_line(&s, &p, "patient.list", None, "patients").await?;
     Ok(Json(json!({ "patients": patients })))
@@ -143,7 +156,14 @@ async fn create_device(
         .registry
         .create_device(id.clone(), patient.clone(), &body.profile, now_ms())
         .await?;
-    audit_line(&s, &p, "device.create", Some(&patient), &format!("device/{id}")).await?;
+    audit_line(
+        &s,
+        &p,
+        "device.create",
+        Some(&patient),
+        &format!("device/{id}"),
+    )
+    .await?;
     let mut out = serde_json::to_value(&device).map_err(|e| ApiError::Internal(e.to_string()))?;
     out["mqtt"] = json!({ "username": id.as_str(), "password": secret });
     Ok((
@@ -160,7 +180,14 @@ async fn get_device(
 ) -> ApiResult<impl IntoResponse> {
     let id = device_id(&id)?;
     let device = s.registry.device(id.clone()).await?;
-    audit_line(&s, &p, "device.read", Some(&device.patient_id), &format!("device/{id}")).await?;
+    audit_line(
+        &s,
+        &p,
+        "device.read",
+        Some(&device.patient_id),
+        &format!("device/{id}"),
+    )
+    .await?;
     Ok(Json(device))
 }
 
@@ -180,7 +207,9 @@ fn time_param(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
     v.filter(|s| !s.is_empty())
         .map(|s| {
             parse_rfc3339(s).ok_or_else(|| {
-                ApiError::BadRequest(format!("{name} {s:?} is not an RFC 3339 time like 2026-11-25T13:00:00Z"))
+                ApiError::BadRequest(format!(
+                    "{name} {s:?} is not an RFC 3339 time like 2026-11-25T13:00:00Z"
+                ))
             })
         })
         .transpose()
@@ -195,7 +224,10 @@ async fn observations(
     let id = patient_id(&id)?;
     let Query(q) = q?;
     let metric = match q.metric.as_deref().filter(|m| !m.is_empty()) {
-        Some(m) => Some(Metric::parse(m).ok_or_else(|| ApiError::BadRequest(format!("unknown metric {m:?}")))?),
+        Some(m) => Some(
+            Metric::parse(m)
+                .ok_or_else(|| ApiError::BadRequest(format!("unknown metric {m:?}")))?,
+        ),
         None => None,
     };
     let from_ms = time_param("from", q.from.as_deref())?.unwrap_or(i64::MIN);
@@ -205,7 +237,9 @@ async fn observations(
     }
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}")));
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_LIMIT}"
+        )));
     }
     // 404 for a patient that does not exist, rather than an empty list that looks like silence.
     s.registry.patient(id.clone()).await?;
@@ -224,7 +258,10 @@ async fn observations(
         &p,
         "observations.read",
         Some(&id),
-        &format!("patient/{id}/observations{}", metric.map_or(String::new(), |m| format!("?metric={m}"))),
+        &format!(
+            "patient/{id}/observations{}",
+            metric.map_or(String::new(), |m| format!("?metric={m}"))
+        ),
     )
     .await?;
     let observations: Vec<Value> = rows
@@ -258,7 +295,9 @@ async fn dead_letters(
     let device = q.device_id.as_deref().map(device_id).transpose()?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}")));
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_LIMIT}"
+        )));
     }
     let patient = match &device {
         Some(d) => Some(s.registry.device(d.clone()).await?.patient_id),
@@ -270,7 +309,9 @@ async fn dead_letters(
         &p,
         "dead_letters.read",
         patient.as_ref(),
-        &device.map_or("dead-letters".to_owned(), |d| format!("dead-letters?device_id={d}")),
+        &device.map_or("dead-letters".to_owned(), |d| {
+            format!("dead-letters?device_id={d}")
+        }),
     )
     .await?;
     let out: Vec<Value> = rows
@@ -322,7 +363,13 @@ async fn audit(
     audit_line(&s, &p, "audit.read", patient.as_ref(), "audit").await?;
     let records = s
         .registry
-        .audit_records(patient.map(|p| p.as_str().to_owned()), q.user, from_ms, to_ms, limit)
+        .audit_records(
+            patient.map(|p| p.as_str().to_owned()),
+            q.user,
+            from_ms,
+            to_ms,
+            limit,
+        )
         .await?;
     Ok(Json(json!({ "audit": records })))
 }

@@ -5,7 +5,8 @@ Connects as one device, optionally subscribes to its errors topic, publishes the
 as JSON on standard input, waits until every QoS 1 publish is acknowledged, collects what
 arrives on the errors topic, and prints one JSON object on standard output:
 
-    {"connected": true, "acked": 3, "reason_codes": [0, 0, 153], "errors": ["..."], "refused": null}
+    {"connected": true, "acked": 3, "reason_codes": [0, 0, 153], "errors": ["..."], "refused": null,
+     "granted": [0, 135]}
 
 Input: a JSON list of {"topic": str, "payload": str | {"hex": str}, "qos": 0|1,
 "content_type": str?}.
@@ -29,6 +30,7 @@ def main() -> int:
     ap.add_argument("--secret", required=True)
     ap.add_argument("--version", choices=["3.1.1", "5"], default="3.1.1")
     ap.add_argument("--subscribe-errors", action="store_true")
+    ap.add_argument("--subscribe", action="append", default=[], help="other filters to try")
     ap.add_argument("--wait-errors", type=int, default=0, help="errors to wait for")
     ap.add_argument("--timeout", type=float, default=20.0)
     args = ap.parse_args()
@@ -79,8 +81,11 @@ def main() -> int:
         print(json.dumps(out))
         return 0
 
+    filters = list(args.subscribe)
     if args.subscribe_errors:
-        client.subscribe(f"vigil/v1/devices/{args.device}/errors", qos=1)
+        filters.append(f"vigil/v1/devices/{args.device}/errors")
+    if filters:
+        client.subscribe([(f, 1) for f in filters])
         subscribed.wait(max(0.0, deadline - time.monotonic()))
 
     infos = []

@@ -23,7 +23,11 @@ async fn every_api_route_needs_a_credential_but_health_and_metrics_do_not() {
     ] {
         for token in [None, Some("wrong-token")] {
             let (s, v) = api.call(method, path, Some(json!({})), token).await;
-            assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {path} with {token:?}");
+            assert_eq!(
+                s,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {token:?}"
+            );
             assert!(v["error"].is_string(), "{v}");
         }
     }
@@ -39,24 +43,87 @@ async fn bad_input_gets_a_4xx_with_a_reason() {
     let gw = Gateway::start().await;
     let api = &gw.client;
     let cases = [
-        ("POST", "/api/v1/patients", Some(json!({"id": "bad id!", "name": "X"})), StatusCode::BAD_REQUEST),
-        ("POST", "/api/v1/patients", Some(json!({"id": "p1"})), StatusCode::BAD_REQUEST),
-        ("POST", "/api/v1/patients", Some(json!({"id": "p1", "name": "X", "birth_date": "yesterday"})), StatusCode::BAD_REQUEST),
-        ("POST", "/api/v1/patients", Some(json!({"id": "p1", "name": "X", "colour": "red"})), StatusCode::BAD_REQUEST),
-        ("GET", "/api/v1/patients/nobody", None, StatusCode::NOT_FOUND),
-        ("GET", "/api/v1/patients/no%20body", None, StatusCode::BAD_REQUEST),
-        ("POST", "/api/v1/devices", Some(json!({"id": "d1", "patient_id": "nobody", "profile": "scale"})), StatusCode::NOT_FOUND),
+        (
+            "POST",
+            "/api/v1/patients",
+            Some(json!({"id": "bad id!", "name": "X"})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/patients",
+            Some(json!({"id": "p1"})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/patients",
+            Some(json!({"id": "p1", "name": "X", "birth_date": "yesterday"})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/patients",
+            Some(json!({"id": "p1", "name": "X", "colour": "red"})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/v1/patients/nobody",
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "GET",
+            "/api/v1/patients/no%20body",
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/devices",
+            Some(json!({"id": "d1", "patient_id": "nobody", "profile": "scale"})),
+            StatusCode::NOT_FOUND,
+        ),
         ("GET", "/api/v1/devices/d1", None, StatusCode::NOT_FOUND),
-        ("GET", "/api/v1/patients/p1/observations?from=last-week", None, StatusCode::BAD_REQUEST),
-        ("GET", "/api/v1/patients/p1/observations?metric=pulse", None, StatusCode::BAD_REQUEST),
-        ("GET", "/api/v1/patients/p1/observations?limit=0", None, StatusCode::BAD_REQUEST),
-        ("GET", "/api/v1/dead-letters?device_id=a/b", None, StatusCode::BAD_REQUEST),
-        ("DELETE", "/api/v1/patients", None, StatusCode::METHOD_NOT_ALLOWED),
+        (
+            "GET",
+            "/api/v1/patients/p1/observations?from=last-week",
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/v1/patients/p1/observations?metric=pulse",
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/v1/patients/p1/observations?limit=0",
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/v1/dead-letters?device_id=a/b",
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "DELETE",
+            "/api/v1/patients",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
     ];
     for (method, path, body, want) in cases {
         let (s, v) = api.call(method, path, body.clone(), Some(TOKEN)).await;
         assert_eq!(s, want, "{method} {path} {body:?}: {v}");
-        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{method} {path}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{method} {path}: {v}"
+        );
     }
     // A body that is not JSON at all.
     let resp = reqwest::Client::new()
@@ -71,11 +138,21 @@ async fn bad_input_gets_a_4xx_with_a_reason() {
     assert!(resp.json::<serde_json::Value>().await.unwrap()["error"].is_string());
 
     api.patient("p1").await;
-    let (s, v) = api.post("/api/v1/patients", json!({"id": "p1", "name": "Again"})).await;
+    let (s, v) = api
+        .post("/api/v1/patients", json!({"id": "p1", "name": "Again"}))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    let (s, v) = api.post("/api/v1/devices", json!({"id": "d1", "patient_id": "p1", "profile": "toaster"})).await;
+    let (s, v) = api
+        .post(
+            "/api/v1/devices",
+            json!({"id": "d1", "patient_id": "p1", "profile": "toaster"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("pulse-oximeter"), "lists the profiles: {v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("pulse-oximeter"),
+        "lists the profiles: {v}"
+    );
     gw.stop().await;
 }
 
@@ -84,23 +161,48 @@ async fn the_device_secret_is_shown_once_and_reads_are_audited() {
     let gw = Gateway::start().await;
     let api = &gw.client;
     api.patient("p1").await;
-    let (s, created) = api.post("/api/v1/devices", json!({"id": "d1", "patient_id": "p1", "profile": "scale"})).await;
+    let (s, created) = api
+        .post(
+            "/api/v1/devices",
+            json!({"id": "d1", "patient_id": "p1", "profile": "scale"}),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(created["mqtt"]["username"], "d1");
     assert_eq!(created["mqtt"]["password"].as_str().unwrap().len(), 43);
     let (s, device) = api.get("/api/v1/devices/d1").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(device["patient_id"], "p1");
-    assert!(device.get("mqtt").is_none() && !device.to_string().contains(created["mqtt"]["password"].as_str().unwrap()));
+    assert!(
+        device.get("mqtt").is_none()
+            && !device
+                .to_string()
+                .contains(created["mqtt"]["password"].as_str().unwrap())
+    );
 
     let (s, p) = api.get("/api/v1/patients/p1").await;
-    assert_eq!((s, p["name"].as_str()), (StatusCode::OK, Some("Patient p1")));
+    assert_eq!(
+        (s, p["name"].as_str()),
+        (StatusCode::OK, Some("Patient p1"))
+    );
     api.observations("p1", "metric=body_weight").await;
 
     let (s, v) = api.get("/api/v1/audit?patient_id=p1").await;
     assert_eq!(s, StatusCode::OK);
-    let actions: Vec<&str> = v["audit"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
-    for want in ["patient.create", "device.create", "device.read", "patient.read", "observations.read", "audit.read"] {
+    let actions: Vec<&str> = v["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    for want in [
+        "patient.create",
+        "device.create",
+        "device.read",
+        "patient.read",
+        "observations.read",
+        "audit.read",
+    ] {
         assert!(actions.contains(&want), "audit lacks {want}: {actions:?}");
     }
     let first = &v["audit"][0];

@@ -23,7 +23,15 @@ async fn a_port_in_use_or_a_bad_config_is_one_line_and_exit_2() {
         assert!(err.contains(needle), "{needle:?} not in {err:?}");
     };
     let out = std::process::Command::new(VIGIL)
-        .args(["serve", "--data-dir", data, "--http-listen", &addr, "--mqtt-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--data-dir",
+            data,
+            "--http-listen",
+            &addr,
+            "--mqtt-listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     check(&out, "http.listen");
@@ -31,7 +39,13 @@ async fn a_port_in_use_or_a_bad_config_is_one_line_and_exit_2() {
     let cfg = dir.path().join("vigil.toml");
     std::fs::write(&cfg, "[mqtt]\nmax_inflight = \"many\"\n").unwrap();
     let out = std::process::Command::new(VIGIL)
-        .args(["serve", "--config", cfg.to_str().unwrap(), "--data-dir", data])
+        .args([
+            "serve",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            data,
+        ])
         .output()
         .unwrap();
     check(&out, "mqtt.max_inflight");
@@ -59,7 +73,15 @@ pub(crate) struct Child {
 
 pub(crate) async fn spawn_vigil(data_dir: &std::path::Path, mqtt_listen: &str) -> Child {
     let mut child = tokio::process::Command::new(VIGIL)
-        .args(["serve", "--data-dir", data_dir.to_str().unwrap(), "--http-listen", "127.0.0.1:0", "--mqtt-listen", mqtt_listen])
+        .args([
+            "serve",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--http-listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            mqtt_listen,
+        ])
         .env("VIGIL_BOOTSTRAP_TOKEN", TOKEN)
         .env("VIGIL_LOG__FORMAT", "json")
         .env("RUST_LOG", "info")
@@ -71,9 +93,14 @@ pub(crate) async fn spawn_vigil(data_dir: &std::path::Path, mqtt_listen: &str) -
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let (http, mqtt) = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
             if v["message"] == "vigil listening" {
-                return (v["http"].as_str().unwrap().parse().unwrap(), v["mqtt"].as_str().unwrap().parse().unwrap());
+                return (
+                    v["http"].as_str().unwrap().parse().unwrap(),
+                    v["mqtt"].as_str().unwrap().parse().unwrap(),
+                );
             }
         }
         panic!("vigil exited before listening");
@@ -93,7 +120,10 @@ async fn sigterm_drains_and_exits_zero_and_data_survives() {
     api.patient("p1").await;
     let pid = v.child.id().unwrap().to_string();
     assert!(run("kill", &["-TERM", &pid], None).await.ok);
-    let status = tokio::time::timeout(Duration::from_secs(30), v.child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), v.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status.code(), Some(0));
 
     let v = spawn_vigil(dir.path(), "127.0.0.1:0").await;
@@ -105,10 +135,56 @@ async fn sigterm_drains_and_exits_zero_and_data_survives() {
 async fn user_add_reads_the_password_from_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let out = run(VIGIL, &["user", "add", "--data-dir", data, "--username", "nurse", "--role", "clinician"], Some(b"a long enough password\n")).await;
+    let out = run(
+        VIGIL,
+        &[
+            "user",
+            "add",
+            "--data-dir",
+            data,
+            "--username",
+            "nurse",
+            "--role",
+            "clinician",
+        ],
+        Some(b"a long enough password\n"),
+    )
+    .await;
     assert!(out.ok, "{}", out.stderr);
-    let again = run(VIGIL, &["user", "add", "--data-dir", data, "--username", "nurse", "--role", "clinician"], Some(b"a long enough password\n")).await;
-    assert!(!again.ok && again.stderr.contains("already exists"), "{}", again.stderr);
-    let short = run(VIGIL, &["user", "add", "--data-dir", data, "--username", "x", "--role", "admin"], Some(b"short\n")).await;
+    let again = run(
+        VIGIL,
+        &[
+            "user",
+            "add",
+            "--data-dir",
+            data,
+            "--username",
+            "nurse",
+            "--role",
+            "clinician",
+        ],
+        Some(b"a long enough password\n"),
+    )
+    .await;
+    assert!(
+        !again.ok && again.stderr.contains("already exists"),
+        "{}",
+        again.stderr
+    );
+    let short = run(
+        VIGIL,
+        &[
+            "user",
+            "add",
+            "--data-dir",
+            data,
+            "--username",
+            "x",
+            "--role",
+            "admin",
+        ],
+        Some(b"short\n"),
+    )
+    .await;
     assert!(!short.ok && short.stderr.contains("12"), "{}", short.stderr);
 }

@@ -28,8 +28,17 @@ async fn ten_thousand_qos1_readings_survive_sigkill_and_restart_exactly_once() {
     let count = COUNT.to_string();
     let mut publisher = tokio::process::Command::new("python3")
         .args([
-            script.to_str().unwrap(), "--port", &port, "--device", "hr-crash", "--secret", &secret, "--count", &count,
-            "--start", &start,
+            script.to_str().unwrap(),
+            "--port",
+            &port,
+            "--device",
+            "hr-crash",
+            "--secret",
+            &secret,
+            "--count",
+            &count,
+            "--start",
+            &start,
         ])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -62,8 +71,14 @@ async fn ten_thousand_qos1_readings_survive_sigkill_and_restart_exactly_once() {
     })
     .await
     .expect("publisher finishes within 300 s");
-    assert!(result, "publisher did not get every acknowledgement (last: {acked})");
-    assert!(kills.is_empty(), "Vigil was not killed twice (publisher too fast?)");
+    assert!(
+        result,
+        "publisher did not get every acknowledgement (last: {acked})"
+    );
+    assert!(
+        kills.is_empty(),
+        "Vigil was not killed twice (publisher too fast?)"
+    );
     assert!(publisher.wait().await.unwrap().success());
 
     let api = Api::new(vigil.http);

@@ -24,12 +24,22 @@ fn find<'a>(obs: &'a [Value], device: &str, metric: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn assert_one(obs: &[Value], device: &str, metric: &str, value: f64, unit: &str, time_ms: Option<i64>) {
+fn assert_one(
+    obs: &[Value],
+    device: &str,
+    metric: &str,
+    value: f64,
+    unit: &str,
+    time_ms: Option<i64>,
+) {
     let found = find(obs, device, metric);
     assert_eq!(found.len(), 1, "{device} {metric}: {found:?}");
     let o = found[0];
     let got = o["value"].as_f64().unwrap();
-    assert!((got - value).abs() < 1e-6, "{device} {metric}: {got} != {value}");
+    assert!(
+        (got - value).abs() < 1e-6,
+        "{device} {metric}: {got} != {value}"
+    );
     assert_eq!(o["unit"], unit, "{device} {metric}");
     if let Some(t) = time_ms {
         let stored = vigil::domain::parse_rfc3339(o["time"].as_str().unwrap()).unwrap();
@@ -95,20 +105,93 @@ async fn every_gatt_characteristic_arrives_in_canonical_units_via_mosquitto_pub(
     // mosquitto_pub exits after the PUBACK, which Vigil sends only after the commit: no waiting.
     let obs = api.observations("p-gatt", "limit=1000").await;
     assert_one(&obs, "watch-1", "heart_rate", 72.0, "/min", None);
-    assert_one(&obs, "cuff-1", "bp_systolic", 120.0, "mm[Hg]", Some(ms_at(12, 58, 0)));
-    assert_one(&obs, "cuff-1", "bp_diastolic", 80.0, "mm[Hg]", Some(ms_at(12, 58, 0)));
-    assert_one(&obs, "cuff-1", "bp_mean", 93.0, "mm[Hg]", Some(ms_at(12, 58, 0)));
-    assert_one(&obs, "cuff-1", "heart_rate", 72.0, "/min", Some(ms_at(12, 58, 0)));
-    assert_one(&obs, "cuff-2", "bp_systolic", 16.0 * 7.500_62, "mm[Hg]", None);
-    assert_one(&obs, "cuff-2", "bp_diastolic", 10.7 * 7.500_62, "mm[Hg]", None);
-    assert_one(&obs, "gluco-1", "glucose", 95.0, "mg/dL", Some(ms_at(12, 30, 0)));
-    assert_one(&obs, "scale-1", "body_weight", 80.5, "kg", Some(ms_at(7, 0, 0)));
-    assert_one(&obs, "scale-2", "body_weight", 150.0 * 0.453_592_37, "kg", None);
+    assert_one(
+        &obs,
+        "cuff-1",
+        "bp_systolic",
+        120.0,
+        "mm[Hg]",
+        Some(ms_at(12, 58, 0)),
+    );
+    assert_one(
+        &obs,
+        "cuff-1",
+        "bp_diastolic",
+        80.0,
+        "mm[Hg]",
+        Some(ms_at(12, 58, 0)),
+    );
+    assert_one(
+        &obs,
+        "cuff-1",
+        "bp_mean",
+        93.0,
+        "mm[Hg]",
+        Some(ms_at(12, 58, 0)),
+    );
+    assert_one(
+        &obs,
+        "cuff-1",
+        "heart_rate",
+        72.0,
+        "/min",
+        Some(ms_at(12, 58, 0)),
+    );
+    assert_one(
+        &obs,
+        "cuff-2",
+        "bp_systolic",
+        16.0 * 7.500_62,
+        "mm[Hg]",
+        None,
+    );
+    assert_one(
+        &obs,
+        "cuff-2",
+        "bp_diastolic",
+        10.7 * 7.500_62,
+        "mm[Hg]",
+        None,
+    );
+    assert_one(
+        &obs,
+        "gluco-1",
+        "glucose",
+        95.0,
+        "mg/dL",
+        Some(ms_at(12, 30, 0)),
+    );
+    assert_one(
+        &obs,
+        "scale-1",
+        "body_weight",
+        80.5,
+        "kg",
+        Some(ms_at(7, 0, 0)),
+    );
+    assert_one(
+        &obs,
+        "scale-2",
+        "body_weight",
+        150.0 * 0.453_592_37,
+        "kg",
+        None,
+    );
     assert_eq!(find(&obs, "ox-1", "spo2").len(), 2);
     assert_eq!(find(&obs, "ox-1", "heart_rate").len(), 2);
-    let spo2: Vec<f64> = find(&obs, "ox-1", "spo2").iter().map(|o| o["value"].as_f64().unwrap()).collect();
+    let spo2: Vec<f64> = find(&obs, "ox-1", "spo2")
+        .iter()
+        .map(|o| o["value"].as_f64().unwrap())
+        .collect();
     assert!(spo2.contains(&97.0) && spo2.contains(&95.0), "{spo2:?}");
-    assert_one(&obs, "therm-1", "body_temperature", 36.8, "Cel", Some(ms_at(8, 0, 0)));
+    assert_one(
+        &obs,
+        "therm-1",
+        "body_temperature",
+        36.8,
+        "Cel",
+        Some(ms_at(8, 0, 0)),
+    );
     assert_one(&obs, "therm-2", "body_temperature", 37.0, "Cel", None);
     assert!(api.dead_letters("ox-1").await.is_empty());
     gw.stop().await;
@@ -205,23 +288,78 @@ async fn json_and_senml_arrive_from_mosquitto_pub_and_paho_both_versions() {
 
     let obs = gw.client.observations("p-json", "").await;
     let t = |s: i64| Some(s * 1000);
-    assert_one(&obs, "therm-j", "body_temperature", 38.0, "Cel", Some(ms_at(12, 0, 0)));
+    assert_one(
+        &obs,
+        "therm-j",
+        "body_temperature",
+        38.0,
+        "Cel",
+        Some(ms_at(12, 0, 0)),
+    );
     assert_one(&obs, "ox-j", "spo2", 94.0, "%", t(1_795_608_000));
     assert_one(&obs, "ox-j", "heart_rate", 88.0, "/min", t(1_795_608_001));
-    assert_one(&obs, "watch-j", "heart_rate", 61.0, "/min", t(1_795_608_100));
-    assert_one(&obs, "watch-j", "steps", 4200.0, "{steps}", t(1_795_608_100));
-    assert_one(&obs, "watch-j", "respiratory_rate", 16.0, "/min", t(1_795_608_200));
-    assert_one(&obs, "cuff-j", "bp_systolic", 18.0 * 7.500_62, "mm[Hg]", t(1_795_608_300));
-    assert_one(&obs, "cuff-j", "bp_diastolic", 85.0, "mm[Hg]", t(1_795_608_300));
+    assert_one(
+        &obs,
+        "watch-j",
+        "heart_rate",
+        61.0,
+        "/min",
+        t(1_795_608_100),
+    );
+    assert_one(
+        &obs,
+        "watch-j",
+        "steps",
+        4200.0,
+        "{steps}",
+        t(1_795_608_100),
+    );
+    assert_one(
+        &obs,
+        "watch-j",
+        "respiratory_rate",
+        16.0,
+        "/min",
+        t(1_795_608_200),
+    );
+    assert_one(
+        &obs,
+        "cuff-j",
+        "bp_systolic",
+        18.0 * 7.500_62,
+        "mm[Hg]",
+        t(1_795_608_300),
+    );
+    assert_one(
+        &obs,
+        "cuff-j",
+        "bp_diastolic",
+        85.0,
+        "mm[Hg]",
+        t(1_795_608_300),
+    );
     assert_one(&obs, "cuff-j", "heart_rate", 77.0, "/min", t(1_795_608_300));
-    assert_one(&obs, "cgm-j", "glucose", 5.5 * 18.0156, "mg/dL", t(1_795_608_400));
+    assert_one(
+        &obs,
+        "cgm-j",
+        "glucose",
+        5.5 * 18.0156,
+        "mg/dL",
+        t(1_795_608_400),
+    );
 
     // The metric filter and the time range work, oldest first.
     let hr = gw
         .client
-        .observations("p-json", "metric=heart_rate&from=2026-11-25T12:00:00Z&to=2026-11-25T12:05:00Z")
+        .observations(
+            "p-json",
+            "metric=heart_rate&from=2026-11-25T12:00:00Z&to=2026-11-25T12:05:00Z",
+        )
         .await;
-    let devices: Vec<&str> = hr.iter().map(|o| o["device_id"].as_str().unwrap()).collect();
+    let devices: Vec<&str> = hr
+        .iter()
+        .map(|o| o["device_id"].as_str().unwrap())
+        .collect();
     assert_eq!(devices, vec!["ox-j", "watch-j", "cuff-j"]);
     gw.stop().await;
 }
@@ -235,18 +373,31 @@ async fn bad_payloads_become_dead_letters_with_a_reason_and_reach_the_errors_top
     let topic = "vigil/v1/devices/ox-bad/readings";
     let bad: Vec<(Value, &str)> = vec![
         (json!("{not json"), "invalid JSON"),
-        (json!(r#"{"metric":"glucose","value":100}"#), "unknown metric"),
-        (json!(r#"{"metric":"spo2","value":97,"unit":"mm[Hg]"}"#), "not accepted"),
+        (
+            json!(r#"{"metric":"glucose","value":100}"#),
+            "unknown metric",
+        ),
+        (
+            json!(r#"{"metric":"spo2","value":97,"unit":"mm[Hg]"}"#),
+            "not accepted",
+        ),
         (json!(r#"{"metric":"spo2","value":140}"#), "plausible range"),
-        (json!(r#"{"metric":"spo2","value":97,"time":"2099-01-01T00:00:00Z"}"#), "ahead"),
-        (json!({"hex": "00ff07"}), "2a5e"),         // spot-check cut short
-        (json!({"hex": "00ff07ff07"}), "NaN"),      // SFLOAT 0x07FF = NaN
+        (
+            json!(r#"{"metric":"spo2","value":97,"time":"2099-01-01T00:00:00Z"}"#),
+            "ahead",
+        ),
+        (json!({"hex": "00ff07"}), "2a5e"), // spot-check cut short
+        (json!({"hex": "00ff07ff07"}), "NaN"), // SFLOAT 0x07FF = NaN
     ];
     let messages: Vec<Value> = bad
         .iter()
         .enumerate()
         .map(|(i, (payload, _))| {
-            let t = if i >= 5 { "vigil/v1/devices/ox-bad/gatt/2a5e" } else { topic };
+            let t = if i >= 5 {
+                "vigil/v1/devices/ox-bad/gatt/2a5e"
+            } else {
+                topic
+            };
             json!({"topic": t, "payload": payload})
         })
         .collect();
@@ -256,11 +407,19 @@ async fn bad_payloads_become_dead_letters_with_a_reason_and_reach_the_errors_top
         "ox-bad",
         &ox,
         Value::Array(messages),
-        &["--subscribe-errors", "--wait-errors", &bad.len().to_string()],
+        &[
+            "--subscribe-errors",
+            "--wait-errors",
+            &bad.len().to_string(),
+        ],
     )
     .await;
     // MQTT 5: each refused publish is acknowledged with reason 0x99 (payload format invalid).
-    assert_eq!(report["reason_codes"], json!(vec![0x99; bad.len()]), "{report}");
+    assert_eq!(
+        report["reason_codes"],
+        json!(vec![0x99; bad.len()]),
+        "{report}"
+    );
     let errors = report["errors"].as_array().unwrap();
     assert_eq!(errors.len(), bad.len(), "{report}");
 
@@ -268,17 +427,28 @@ async fn bad_payloads_become_dead_letters_with_a_reason_and_reach_the_errors_top
     assert_eq!(letters.len(), bad.len());
     for (_, needle) in &bad {
         assert!(
-            letters.iter().any(|l| l["reason"].as_str().unwrap().contains(needle)),
+            letters
+                .iter()
+                .any(|l| l["reason"].as_str().unwrap().contains(needle)),
             "no dead letter says {needle:?}: {letters:?}"
         );
         assert!(
-            errors.iter().any(|e| e["reason"].as_str().unwrap().contains(needle)),
+            errors
+                .iter()
+                .any(|e| e["reason"].as_str().unwrap().contains(needle)),
             "errors topic did not say {needle:?}: {errors:?}"
         );
     }
     // Binary payloads are returned in base64.
-    assert!(letters.iter().any(|l| l["payload_encoding"] == "base64" && l["payload"] == "AP8H"));
-    assert!(api.observations("p-bad", "").await.is_empty(), "nothing refused is stored");
+    assert!(
+        letters
+            .iter()
+            .any(|l| l["payload_encoding"] == "base64" && l["payload"] == "AP8H")
+    );
+    assert!(
+        api.observations("p-bad", "").await.is_empty(),
+        "nothing refused is stored"
+    );
 
     // MQTT 3.1.1 has no negative PUBACK: the publish is acknowledged once its dead letter is
     // stored, and the dead letter is there.

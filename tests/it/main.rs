@@ -9,3 +9,4 @@ mod cli;
 mod crash;
 mod ingest;
 mod mqtt_rules;
+mod tls;

@@ -25,7 +25,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -34,6 +37,7 @@ where
 pub(crate) struct Gateway {
     pub(crate) http: SocketAddr,
     pub(crate) mqtt: SocketAddr,
+    pub(crate) mqtts: Option<SocketAddr>,
     pub(crate) client: Api,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -42,20 +46,27 @@ pub(crate) struct Gateway {
 
 impl Gateway {
     pub(crate) async fn start() -> Gateway {
+        Gateway::start_with(|_| {}).await
+    }
+
+    /// Starts a gateway after `adjust` has changed its configuration.
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let flags = Overrides {
             data_dir: Some(dir.path().to_path_buf()),
             http_listen: Some("127.0.0.1:0".into()),
             mqtt_listen: Some("127.0.0.1:0".into()),
         };
-        let cfg = Config::load(None, Vec::new(), &flags).unwrap();
+        let mut cfg = Config::load(None, Vec::new(), &flags).unwrap();
+        adjust(&mut cfg);
         let app = App::build(cfg, Some(TOKEN.into())).await.unwrap();
-        let (http, mqtt) = (app.http_addr(), app.mqtt_addr());
+        let (http, mqtt, mqtts) = (app.http_addr(), app.mqtt_addr(), app.mqtts_addr());
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run(stop.clone(), CancellationToken::new()));
         Gateway {
             http,
             mqtt,
+            mqtts,
             client: Api::new(http),
             stop,
             task,
@@ -87,7 +98,13 @@ impl Api {
         }
     }
 
-    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (StatusCode, Value) {
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method.parse().unwrap(), url);
         if let Some(t) = token {
@@ -112,27 +129,39 @@ impl Api {
     }
 
     pub(crate) async fn patient(&self, id: &str) {
-        let (s, v) = self.post("/api/v1/patients", json!({"id": id, "name": format!("Patient {id}")})).await;
+        let (s, v) = self
+            .post(
+                "/api/v1/patients",
+                json!({"id": id, "name": format!("Patient {id}")}),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
 
     /// Provisions a device and returns its MQTT secret.
     pub(crate) async fn device(&self, id: &str, patient: &str, profile: &str) -> String {
         let (s, v) = self
-            .post("/api/v1/devices", json!({"id": id, "patient_id": patient, "profile": profile}))
+            .post(
+                "/api/v1/devices",
+                json!({"id": id, "patient_id": patient, "profile": profile}),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v["mqtt"]["password"].as_str().unwrap().to_owned()
     }
 
     pub(crate) async fn observations(&self, patient: &str, query: &str) -> Vec<Value> {
-        let (s, v) = self.get(&format!("/api/v1/patients/{patient}/observations?{query}")).await;
+        let (s, v) = self
+            .get(&format!("/api/v1/patients/{patient}/observations?{query}"))
+            .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         v["observations"].as_array().unwrap().clone()
     }
 
     pub(crate) async fn dead_letters(&self, device: &str) -> Vec<Value> {
-        let (s, v) = self.get(&format!("/api/v1/dead-letters?device_id={device}")).await;
+        let (s, v) = self
+            .get(&format!("/api/v1/dead-letters?device_id={device}"))
+            .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         v["dead_letters"].as_array().unwrap().clone()
     }
@@ -150,12 +179,18 @@ pub(crate) async fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> R
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(program)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {program} (is it installed? ./scripts/test installs it): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} (is it installed? ./scripts/test installs it): {e}")
+        });
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().unwrap();
         pipe.write_all(input).await.unwrap();
@@ -196,15 +231,39 @@ impl V {
 }
 
 /// `mosquitto_pub` one message at QoS 1 (it exits after the PUBACK) as device `id`.
-pub(crate) async fn mosquitto_pub(mqtt: SocketAddr, v: V, id: &str, secret: &str, topic: &str, payload: &[u8], extra: &[&str]) -> Run {
+pub(crate) async fn mosquitto_pub(
+    mqtt: SocketAddr,
+    v: V,
+    id: &str,
+    secret: &str,
+    topic: &str,
+    payload: &[u8],
+    extra: &[&str],
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("payload");
     std::fs::write(&file, payload).unwrap();
     let port = mqtt.port().to_string();
     let client_id = format!("{id}-mosquitto-pub");
     let mut args = vec![
-        "-h", "127.0.0.1", "-p", &port, "-V", v.mosquitto(), "-q", "1", "-i", &client_id, "-u", id, "-P", secret,
-        "-t", topic, "-f", file.to_str().unwrap(),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-V",
+        v.mosquitto(),
+        "-q",
+        "1",
+        "-i",
+        &client_id,
+        "-u",
+        id,
+        "-P",
+        secret,
+        "-t",
+        topic,
+        "-f",
+        file.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
     run("mosquitto_pub", &args, None).await
@@ -215,14 +274,30 @@ pub(crate) fn clients_dir() -> PathBuf {
 }
 
 /// Runs the Paho device client (`tests/clients/device.py`) and returns its JSON report.
-pub(crate) async fn paho_device(mqtt: SocketAddr, v: V, id: &str, secret: &str, messages: Value, extra: &[&str]) -> Value {
+pub(crate) async fn paho_device(
+    mqtt: SocketAddr,
+    v: V,
+    id: &str,
+    secret: &str,
+    messages: Value,
+    extra: &[&str],
+) -> Value {
     let script = clients_dir().join("device.py");
     let port = mqtt.port().to_string();
     let mut args = vec![
-        script.to_str().unwrap(), "--port", &port, "--device", id, "--secret", secret, "--version", v.paho(),
+        script.to_str().unwrap(),
+        "--port",
+        &port,
+        "--device",
+        id,
+        "--secret",
+        secret,
+        "--version",
+        v.paho(),
     ];
     args.extend_from_slice(extra);
     let out = run("python3", &args, Some(messages.to_string().as_bytes())).await;
     assert!(out.ok, "paho client failed: {}", out.stderr);
-    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("paho output {:?}: {e}", out.stdout))
+    serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("paho output {:?}: {e}", out.stdout))
 }

@@ -1,0 +1,102 @@
+//! TLS for the device endpoint (MQTTS), through rustls with the aws-lc-rs provider only.
+//!
+//! With `client_ca` configured, devices may authenticate with a client certificate issued by
+//! that CA instead of a password: the certificate's subject common name (CN) is the device id.
+//! Devices without a certificate still connect and give their id and secret.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+use x509_cert::der::Decode;
+
+/// Why the TLS settings could not be used; names the config key.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{key}: cannot read {path}: {reason}")]
+    Read {
+        key: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |reason: String| TlsError::Read {
+        key,
+        path: path.display().to_string(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no PEM certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+/// Builds the acceptor from PEM files: the server's certificate chain and key, and optionally
+/// the CA whose certificates identify devices.
+pub fn acceptor(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<TlsAcceptor, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let chain = read_certs("mqtt.tls.cert", cert)?;
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Read {
+        key: "mqtt.tls.key",
+        path: key.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Invalid {
+            key: "mqtt.tls",
+            reason: e.to_string(),
+        })?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in read_certs("mqtt.tls.client_ca", ca)? {
+                roots.add(c).map_err(|e| TlsError::Invalid {
+                    key: "mqtt.tls.client_ca",
+                    reason: e.to_string(),
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                // Devices without a certificate may still use their id and secret.
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| TlsError::Invalid {
+                    key: "mqtt.tls.client_ca",
+                    reason: e.to_string(),
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(chain, private)
+        .map_err(|e| TlsError::Invalid {
+            key: "mqtt.tls.key",
+            reason: format!("does not match the certificate: {e}"),
+        })?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The subject common name of a verified client certificate (the device id it claims).
+pub fn peer_common_name(conn: &rustls::ServerConnection) -> Option<String> {
+    let leaf = conn.peer_certificates()?.first()?;
+    let cert = x509_cert::Certificate::from_der(leaf.as_ref()).ok()?;
+    let cn = cert.tbs_certificate().subject().common_name().ok()??;
+    Some(String::from(cn))
+}
