@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine as _;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -181,17 +181,71 @@ pub struct Registry {
     conn: Arc<Mutex<Connection>>,
     devices: Arc<RwLock<HashMap<DeviceId, DeviceAuth>>>,
     profiles: Profiles,
+    status: tokio::sync::mpsc::Sender<StatusUpdate>,
+}
+
+/// A device's connection state or battery report, written in batches.
+struct StatusUpdate {
+    id: DeviceId,
+    online: Option<bool>,
+    battery: Option<u8>,
+    at_ms: i64,
+}
+
+/// Writes device status updates, coalesced per device, one transaction per batch, so that a
+/// reconnect storm of thousands of devices costs a few commits rather than one each.
+fn status_writer(conn: Connection, mut rx: tokio::sync::mpsc::Receiver<StatusUpdate>) {
+    let mut pending: HashMap<DeviceId, (Option<bool>, Option<u8>, i64)> = HashMap::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(u) = next {
+            let e = pending.entry(u.id).or_insert((None, None, u.at_ms));
+            e.0 = u.online.or(e.0);
+            e.1 = u.battery.or(e.1);
+            e.2 = e.2.max(u.at_ms);
+            next = if pending.len() < 4096 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE devices SET online = coalesce(?2, online), battery = coalesce(?3, battery),
+                     last_seen_ms = max(coalesce(last_seen_ms, 0), ?4) WHERE id = ?1",
+                )?;
+                for (id, (online, battery, at)) in pending.drain() {
+                    stmt.execute(params![id.as_str(), online, battery, at])?;
+                }
+            }
+            tx.commit()
+        })();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "device status batch not written");
+            pending.clear();
+        }
+    }
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// A new random device secret: 32 bytes from the OS, URL-safe base64 (43 characters).
+/// The prefix of every device secret: it makes a leaked secret recognisable to secret
+/// scanners, and keeps command-line tools from mistaking a secret for an option.
+pub const SECRET_PREFIX: &str = "vgd_";
+
+/// A new random device secret: `vgd_` and 32 bytes from the OS in URL-safe base64
+/// (47 characters).
 fn new_secret() -> Result<String, RegistryError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| RegistryError::Db(format!("no randomness: {e}")))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    Ok(format!(
+        "{SECRET_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
 }
 
 /// Checks a calendar date `YYYY-MM-DD`.
@@ -239,10 +293,19 @@ impl Registry {
                 );
             }
         }
+        // No connection survives a restart: every device starts offline.
+        conn.execute("UPDATE devices SET online = 0 WHERE online = 1", [])?;
+        let status_conn = crate::store::open_db(&dir.join("registry.db"), SCHEMA)?;
+        let (status, rx) = tokio::sync::mpsc::channel(65_536);
+        std::thread::Builder::new()
+            .name("vigil-device-status".into())
+            .spawn(move || status_writer(status_conn, rx))
+            .map_err(|e| RegistryError::Db(e.to_string()))?;
         Ok(Registry {
             conn: Arc::new(Mutex::new(conn)),
             devices: Arc::new(RwLock::new(devices)),
             profiles,
+            status,
         })
     }
 
@@ -375,7 +438,7 @@ impl Registry {
         let secret_hash = sha256(secret.as_bytes());
         let (id2, patient2, profile_id) = (id.clone(), patient_id.clone(), prof.id.clone());
         self.with(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let exists: bool = tx
                 .query_row(
                     "SELECT 1 FROM patients WHERE id = ?1",
@@ -495,7 +558,8 @@ impl Registry {
         Some((id, auth))
     }
 
-    /// Records that a device connected, reported its status or went away.
+    /// Records that a device connected, reported its status or went away. Queued and written
+    /// in the next batch (within moments); waits only while the queue is full.
     pub async fn set_device_status(
         &self,
         id: DeviceId,
@@ -503,15 +567,15 @@ impl Registry {
         battery: Option<u8>,
         now_ms: i64,
     ) -> Result<(), RegistryError> {
-        self.with(move |c| {
-            c.execute(
-                "UPDATE devices SET online = coalesce(?2, online), battery = coalesce(?3, battery),
-                 last_seen_ms = ?4 WHERE id = ?1",
-                params![id.as_str(), online, battery, now_ms],
-            )?;
-            Ok(())
-        })
-        .await
+        self.status
+            .send(StatusUpdate {
+                id,
+                online,
+                battery,
+                at_ms: now_ms,
+            })
+            .await
+            .map_err(|_| RegistryError::Db("device status writer stopped".into()))
     }
 
     /// Creates a dashboard user with an Argon2id hash of `password`.
@@ -602,7 +666,7 @@ impl Registry {
         let target = entry.target.to_owned();
         let remote = entry.remote.to_owned();
         self.with(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let prev: Vec<u8> = tx
                 .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
                     r.get(0)
@@ -742,7 +806,8 @@ mod tests {
             .create_device(DeviceId::parse("d1").unwrap(), p, "scale", 0)
             .await
             .unwrap();
-        assert_eq!(secret.len(), 43);
+        assert_eq!(secret.len(), 47);
+        assert!(secret.starts_with(SECRET_PREFIX));
         assert!(r.authenticate("d1", secret.as_bytes()).is_some());
         assert!(r.authenticate("d1", b"wrong").is_none());
         assert!(r.authenticate("d2", secret.as_bytes()).is_none());

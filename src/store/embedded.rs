@@ -163,7 +163,8 @@ pub(crate) fn open_db(path: &Path, schema: &[&str]) -> Result<Connection, StoreE
         });
     }
     for (i, step) in schema.iter().enumerate().skip(version) {
-        let tx = conn.unchecked_transaction().map_err(open_err)?;
+        let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)
+            .map_err(open_err)?;
         tx.execute_batch(step).map_err(open_err)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)
             .map_err(open_err)?;

@@ -26,6 +26,8 @@ async fn ten_thousand_qos1_readings_survive_sigkill_and_restart_exactly_once() {
     let script = clients_dir().join("crash_publisher.py");
     let port = mqtt_port.to_string();
     let count = COUNT.to_string();
+    // `--secret=…`: a secret may begin with characters an option parser would misread.
+    let secret_arg = format!("--secret={secret}");
     let mut publisher = tokio::process::Command::new("python3")
         .args([
             script.to_str().unwrap(),
@@ -33,8 +35,7 @@ async fn ten_thousand_qos1_readings_survive_sigkill_and_restart_exactly_once() {
             &port,
             "--device",
             "hr-crash",
-            "--secret",
-            &secret,
+            &secret_arg,
             "--count",
             &count,
             "--start",

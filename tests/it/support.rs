@@ -284,6 +284,7 @@ pub(crate) async fn paho_device(
 ) -> Value {
     let script = clients_dir().join("device.py");
     let port = mqtt.port().to_string();
+    let secret_arg = format!("--secret={secret}");
     let mut args = vec![
         script.to_str().unwrap(),
         "--port",
