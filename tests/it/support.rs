@@ -284,6 +284,7 @@ pub(crate) async fn paho_device(
 ) -> Value {
     let script = clients_dir().join("device.py");
     let port = mqtt.port().to_string();
+    // `--secret=…`: a secret may begin with characters an option parser would misread.
     let secret_arg = format!("--secret={secret}");
     let mut args = vec![
         script.to_str().unwrap(),
@@ -291,8 +292,7 @@ pub(crate) async fn paho_device(
         &port,
         "--device",
         id,
-        "--secret",
-        secret,
+        &secret_arg,
         "--version",
         v.paho(),
     ];
