@@ -19,6 +19,8 @@ pub enum ApiError {
     Conflict(String),
     Unavailable(String),
     Internal(String),
+    /// An extractor's own refusal (413 too large, 415 wrong content type, 400 …).
+    Rejected(StatusCode, String),
 }
 
 impl IntoResponse for ApiError {
@@ -32,6 +34,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::Rejected(status, m) => (status, m),
             ApiError::Unavailable(m) => {
                 tracing::warn!(cause = %m, "request failed: service unavailable");
                 (
@@ -78,7 +81,12 @@ impl From<StoreError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        ApiError::BadRequest(format!("invalid JSON body: {}", r.body_text()))
+        // A body that parses but does not fit (422 in axum) is, for this API, a bad request.
+        let status = match r.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            other => other,
+        };
+        ApiError::Rejected(status, format!("invalid JSON body: {}", r.body_text()))
     }
 }
 

@@ -137,6 +137,25 @@ async fn bad_input_gets_a_4xx_with_a_reason() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert!(resp.json::<serde_json::Value>().await.unwrap()["error"].is_string());
 
+    // A body over http.max_body_bytes, and one that is not declared JSON.
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/patients", gw.http))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(resp.json::<serde_json::Value>().await.unwrap()["error"].is_string());
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/patients", gw.http))
+        .bearer_auth(TOKEN)
+        .body(r#"{"id":"p9","name":"X"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     api.patient("p1").await;
     let (s, v) = api
         .post("/api/v1/patients", json!({"id": "p1", "name": "Again"}))
