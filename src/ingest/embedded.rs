@@ -11,7 +11,7 @@
 //! counted. Nothing a device sends can make this module panic or allocate beyond the packet
 //! size limit.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,7 +49,7 @@ pub struct Endpoint {
     ingest: Ingest,
     cfg: EndpointConfig,
     /// Live connections by (device, client id): a newer one with the same pair takes over.
-    sessions: Mutex<HashMap<(DeviceId, String), (u64, CancellationToken)>>,
+    sessions: Mutex<BTreeMap<(DeviceId, String), (u64, CancellationToken)>>,
     next_conn: AtomicU64,
     permits: Arc<Semaphore>,
 }
@@ -127,7 +127,7 @@ impl Endpoint {
             permits: Arc::new(Semaphore::new(cfg.max_connections)),
             ingest,
             cfg,
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(BTreeMap::new()),
             next_conn: AtomicU64::new(1),
         })
     }
@@ -350,15 +350,11 @@ impl Endpoint {
         }
         self.ingest.metrics.mqtt_connected_devices.inc();
         tracing::info!(%peer, device_id = %device_id, ?version, keep_alive_s = connect.keep_alive_s, "device connected");
-        {
-            let registry = self.ingest.registry.clone();
-            let id = device_id.clone();
-            tokio::spawn(async move {
-                let _ = registry
-                    .set_device_status(id, Some(true), None, now_ms())
-                    .await;
-            });
-        }
+        let _ = self
+            .ingest
+            .registry
+            .set_device_status(device_id.clone(), Some(true), None, now_ms())
+            .await;
 
         let (mut rd, wr) = tokio::io::split(sock);
         let (out_tx, out_rx) = mpsc::channel::<Out>(usize::from(self.cfg.max_inflight));
@@ -434,11 +430,12 @@ impl Endpoint {
         let _ = out_tx.send(Out::Close(last)).await;
         drop(out_tx);
         let _ = writer.await;
-        self.forget(&session_key, conn_id);
+        let last_connection = self.forget(&session_key, conn_id);
         self.ingest.metrics.mqtt_connected_devices.dec();
         tracing::info!(device_id = %device_id, reason = end.label(), "device disconnected");
 
-        if !taken_over.load(Ordering::Relaxed) {
+        // A device with another live connection (another client id) stays online.
+        if last_connection && !taken_over.load(Ordering::Relaxed) {
             let will = connect.will.filter(|_| end.publishes_will());
             let battery = will
                 .as_ref()
@@ -455,12 +452,19 @@ impl Endpoint {
         }
     }
 
-    fn forget(&self, key: &(DeviceId, String), conn_id: u64) {
-        if let Ok(mut s) = self.sessions.lock()
-            && s.get(key).is_some_and(|(id, _)| *id == conn_id)
-        {
+    /// Removes a finished connection; `true` when the device has no other connection left.
+    fn forget(&self, key: &(DeviceId, String), conn_id: u64) -> bool {
+        let Ok(mut s) = self.sessions.lock() else {
+            return true;
+        };
+        if s.get(key).is_some_and(|(id, _)| *id == conn_id) {
             s.remove(key);
         }
+        // Keyed (device, client id) in order: the device's first remaining session, if any,
+        // is the first key at or after (device, "").
+        s.range((key.0.clone(), String::new())..)
+            .next()
+            .is_none_or(|((d, _), _)| *d != key.0)
     }
 
     /// Handles one packet; `Some(end)` ends the connection.
