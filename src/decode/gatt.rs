@@ -192,7 +192,8 @@ fn glucose(payload: &[u8]) -> Result<Vec<RawReading>, DecodeError> {
     let time_ms = match base_ms {
         Some(base) if status & GLUCOSE_TIME_FAULT == 0 => Some(
             base.checked_add(i64::from(offset_min) * 60_000)
-                .ok_or_else(|| r.invalid_time("plus offset overflows".to_owned()))?,
+                .filter(|t| super::json::ms_in_range(*t))
+                .ok_or_else(|| r.invalid_time("plus offset is past year 9999".to_owned()))?,
         ),
         _ => None,
     };
@@ -975,6 +976,15 @@ mod tests {
         // Flags b4 (context follows in 0x2A34) changes nothing here.
         let payload = cat(&[&glucose_head(0x12), &[0x64, 0xB0, 0x11]]);
         assert!(decode(GLUCOSE, &payload).is_ok());
+        // Found by the gatt fuzz target: 9999-12-31T23:59 plus 7948 minutes left the
+        // representable range (fuzz/artifacts/gatt/crash-c58d2678…, selector byte dropped).
+        let crash = [
+            0x03, 0x01, 0x00, 0x0f, 0x27, 0x0c, 0x1f, 0x17, 0x3b, 0x00, 0x0c, 0x1f, 0x5f, 0xb0,
+            0x11,
+        ];
+        let err = decode(GLUCOSE, &crash).unwrap_err().to_string();
+        assert!(err.contains("past year 9999"), "{err}");
+
         // Base time unknown (year 0): no time, whatever the offset.
         let payload = cat(&[
             &[0x03, 0x01, 0x00],
