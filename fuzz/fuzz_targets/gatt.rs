@@ -17,10 +17,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let slot = usize::from(selector) % (GATT_CHARACTERISTICS.len() + 1);
-    let uuid = GATT_CHARACTERISTICS.get(slot).copied().unwrap_or(UNSUPPORTED);
+    let uuid = GATT_CHARACTERISTICS
+        .get(slot)
+        .copied()
+        .unwrap_or(UNSUPPORTED);
     let result = decode_gatt(uuid, payload);
     if uuid == UNSUPPORTED {
-        assert!(result.is_err(), "decoded unsupported characteristic {uuid:04x}");
+        assert!(
+            result.is_err(),
+            "decoded unsupported characteristic {uuid:04x}"
+        );
     }
     check_decoded(&result, true, false);
 });

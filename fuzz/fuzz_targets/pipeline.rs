@@ -64,9 +64,9 @@ fuzz_target!(|data: &[u8]| {
     let profile = &fx.profiles[usize::from(*b0) % fx.profiles.len()];
     let kind = match b1 % 4 {
         0 | 1 => TopicKind::Readings,
-        2 => TopicKind::Gatt(
-            GATT_CHARACTERISTICS[usize::from(b1 / 4) % GATT_CHARACTERISTICS.len()],
-        ),
+        2 => {
+            TopicKind::Gatt(GATT_CHARACTERISTICS[usize::from(b1 / 4) % GATT_CHARACTERISTICS.len()])
+        }
         _ => TopicKind::Status,
     };
     let content_type = CONTENT_TYPES[usize::from(*b2) % CONTENT_TYPES.len()];
