@@ -12,10 +12,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, MqttMode};
 use crate::domain::now_ms;
 use crate::ingest::Ingest;
 use crate::ingest::embedded::{Endpoint, EndpointConfig};
+use crate::ingest::external::{self, ExternalError};
 use crate::ingest::tls::{self, TlsError};
 use crate::registry::{ProfileError, Profiles, Registry, RegistryError};
 use crate::store::{Store, StoreError};
@@ -41,16 +42,28 @@ pub enum StartError {
     Profile(#[from] ProfileError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    External(#[from] ExternalError),
 }
 
 /// A built gateway, bound and ready to run.
 pub struct App {
     cfg: Config,
     http: TcpListener,
-    mqtt: TcpListener,
-    mqtts: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    link: DeviceLink,
     state: AppState,
     ingest: Ingest,
+}
+
+/// How devices' readings reach Vigil.
+enum DeviceLink {
+    /// Vigil's own endpoint: plain MQTT, and MQTTS when configured.
+    Embedded {
+        plain: TcpListener,
+        tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    },
+    /// A client of an external broker.
+    External(Box<rumqttc::v5::MqttOptions>),
 }
 
 /// How long a graceful shutdown may take before what is left is abandoned.
@@ -72,17 +85,23 @@ impl App {
             reason: e.to_string(),
         })?;
         let http = bind("http.listen", cfg.http_addr()).await?;
-        let mqtt = bind("mqtt.listen", cfg.mqtt_addr()).await?;
-        let mqtts = match &cfg.mqtt.tls {
-            Some(t) => {
-                let acceptor = tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref())?;
-                let addr = t.listen.parse().map_err(|_| TlsError::Invalid {
-                    key: "mqtt.tls.listen",
-                    reason: format!("{:?} is not an address", t.listen),
-                })?;
-                Some((bind("mqtt.tls.listen", addr).await?, acceptor))
+        let link = match cfg.mqtt.mode {
+            MqttMode::External => DeviceLink::External(Box::new(external::options(&cfg.mqtt)?)),
+            MqttMode::Embedded => {
+                let plain = bind("mqtt.listen", cfg.mqtt_addr()).await?;
+                let tls = match &cfg.mqtt.tls {
+                    Some(t) => {
+                        let acceptor = tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref())?;
+                        let addr = t.listen.parse().map_err(|_| TlsError::Invalid {
+                            key: "mqtt.tls.listen",
+                            reason: format!("{:?} is not an address", t.listen),
+                        })?;
+                        Some((bind("mqtt.tls.listen", addr).await?, acceptor))
+                    }
+                    None => None,
+                };
+                DeviceLink::Embedded { plain, tls }
             }
-            None => None,
         };
         let metrics = Metrics::new();
         let profiles = Profiles::built_in()?;
@@ -126,8 +145,7 @@ impl App {
         Ok(App {
             cfg,
             http,
-            mqtt,
-            mqtts,
+            link,
             state,
             ingest,
         })
@@ -139,15 +157,20 @@ impl App {
             .expect("bound listener has an address")
     }
 
-    pub fn mqtt_addr(&self) -> SocketAddr {
-        self.mqtt
-            .local_addr()
-            .expect("bound listener has an address")
+    /// The embedded endpoint's address (`None` in external-broker mode).
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        match &self.link {
+            DeviceLink::Embedded { plain, .. } => plain.local_addr().ok(),
+            DeviceLink::External(_) => None,
+        }
     }
 
     /// The MQTTS listener's address, when TLS is configured.
     pub fn mqtts_addr(&self) -> Option<SocketAddr> {
-        self.mqtts.as_ref().and_then(|(l, _)| l.local_addr().ok())
+        match &self.link {
+            DeviceLink::Embedded { tls, .. } => tls.as_ref().and_then(|(l, _)| l.local_addr().ok()),
+            DeviceLink::External(_) => None,
+        }
     }
 
     /// The store, for tests and benchmarks that count what was committed.
@@ -161,8 +184,7 @@ impl App {
         let App {
             cfg,
             http,
-            mqtt,
-            mqtts,
+            link,
             state,
             ingest,
         } = self;
@@ -172,32 +194,48 @@ impl App {
             l.local_addr()
                 .map_or_else(|e| e.to_string(), |a| a.to_string())
         };
+        let (mqtt, mqtts) = match &link {
+            DeviceLink::Embedded { plain, tls } => (
+                addr(plain),
+                tls.as_ref()
+                    .map_or_else(|| "off".to_owned(), |(l, _)| addr(l)),
+            ),
+            DeviceLink::External(_) => (format!("external {}", cfg.mqtt.url), "off".to_owned()),
+        };
         tracing::info!(
             http = %addr(&http),
-            mqtt = %addr(&mqtt),
-            mqtts = %mqtts.as_ref().map_or_else(|| "off".to_owned(), |(l, _)| addr(l)),
+            mqtt = %mqtt,
+            mqtts = %mqtts,
             data_dir = %cfg.data_dir.display(),
             "vigil listening"
         );
 
-        let endpoint = Endpoint::new(
-            ingest,
-            EndpointConfig {
-                max_packet: cfg.mqtt.max_packet_bytes,
-                connect_timeout: Duration::from_secs(cfg.mqtt.connect_timeout_s),
-                max_inflight: cfg.mqtt.max_inflight,
-                max_connections: cfg.mqtt.max_connections,
-            },
-        );
-        let mqtts_task = mqtts.map(|(listener, acceptor)| {
-            tokio::spawn(endpoint.clone().serve_tls(
-                listener,
-                acceptor,
-                stop.clone(),
-                tracker.clone(),
-            ))
-        });
-        let mqtt_task = tokio::spawn(endpoint.serve(mqtt, stop.clone(), tracker.clone()));
+        // Every task that takes readings runs on `tracker`, so the drain can wait for all.
+        match link {
+            DeviceLink::Embedded { plain, tls } => {
+                let endpoint = Endpoint::new(
+                    ingest,
+                    EndpointConfig {
+                        max_packet: cfg.mqtt.max_packet_bytes,
+                        connect_timeout: Duration::from_secs(cfg.mqtt.connect_timeout_s),
+                        max_inflight: cfg.mqtt.max_inflight,
+                        max_connections: cfg.mqtt.max_connections,
+                    },
+                );
+                if let Some((listener, acceptor)) = tls {
+                    tracker.spawn(endpoint.clone().serve_tls(
+                        listener,
+                        acceptor,
+                        stop.clone(),
+                        tracker.clone(),
+                    ));
+                }
+                tracker.spawn(endpoint.serve(plain, stop.clone(), tracker.clone()));
+            }
+            DeviceLink::External(opts) => {
+                tracker.spawn(external::run(ingest, cfg.mqtt.clone(), *opts, stop.clone()));
+            }
+        }
         let app = web::router(
             state,
             cfg.http.max_body_bytes,
@@ -213,10 +251,6 @@ impl App {
         stop.cancelled().await;
         tracing::info!("shutting down: no new connections; finishing pending commits");
         let drain = async {
-            let _ = mqtt_task.await;
-            if let Some(t) = mqtts_task {
-                let _ = t.await;
-            }
             tracker.close();
             tracker.wait().await;
             let _ = http_task.await;

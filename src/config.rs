@@ -70,6 +70,16 @@ pub struct MqttConfig {
     pub url: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// External broker: Vigil's client id. Keep it stable: the broker keeps the session (and
+    /// what devices publish while Vigil is down) under it. Give each instance its own.
+    pub client_id: String,
+    /// External broker: the shared-subscription group that instances split the load in.
+    pub share_group: String,
+    /// External broker: how long the broker keeps Vigil's session while it is disconnected.
+    pub session_expiry_s: u32,
+    /// External broker over `mqtts://`: PEM CA that signed the broker's certificate
+    /// (absent: the system's CAs).
+    pub ca_file: Option<PathBuf>,
     /// Largest MQTT packet accepted, in bytes; larger ones are refused before they are read.
     pub max_packet_bytes: usize,
     /// A connection that has not sent CONNECT within this many seconds is closed.
@@ -185,6 +195,10 @@ impl Default for MqttConfig {
             url: "mqtt://127.0.0.1:1883".into(),
             username: None,
             password: None,
+            client_id: "vigil-1".into(),
+            share_group: "vigil".into(),
+            session_expiry_s: 7 * 86_400,
+            ca_file: None,
             max_packet_bytes: 256 * 1024,
             connect_timeout_s: 10,
             max_inflight: 256,
@@ -286,10 +300,20 @@ impl Config {
             parse_addr("mqtt.tls.listen", &tls.listen)?;
         }
         if self.mqtt.mode == MqttMode::External {
-            return Err(invalid(
-                "mqtt.mode",
-                "\"external\" is not available in this build yet; use \"embedded\"",
-            ));
+            if !(self.mqtt.url.starts_with("mqtt://") || self.mqtt.url.starts_with("mqtts://")) {
+                return Err(invalid("mqtt.url", "must start with mqtt:// or mqtts://"));
+            }
+            if self.mqtt.client_id.is_empty() || self.mqtt.client_id.len() > 64 {
+                return Err(invalid("mqtt.client_id", "must be 1 to 64 characters"));
+            }
+            let group_ok = !self.mqtt.share_group.is_empty()
+                && !self.mqtt.share_group.contains(['/', '+', '#']);
+            if !group_ok {
+                return Err(invalid(
+                    "mqtt.share_group",
+                    "must be non-empty without / + #",
+                ));
+            }
         }
         if !(128..=256 * 1024 * 1024).contains(&self.mqtt.max_packet_bytes) {
             return Err(invalid(

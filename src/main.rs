@@ -49,6 +49,24 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Configuration for an external MQTT broker.
+    Broker {
+        #[command(subcommand)]
+        command: BrokerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BrokerCommand {
+    /// Write Mosquitto's password file, ACL file and settings for the provisioned devices and
+    /// Vigil's own user (`mqtt.username` / `mqtt.password`) into a directory.
+    MosquittoConfig {
+        #[command(flatten)]
+        common: Common,
+        /// Directory for `passwd`, `acl` and `vigil.conf` (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,6 +105,19 @@ fn main() -> ExitCode {
             };
             vigil::telemetry::init_logging(&cfg.log);
             serve(cfg)
+        }
+        Command::Broker {
+            command: BrokerCommand::MosquittoConfig { common, out },
+        } => {
+            let flags = Overrides {
+                data_dir: common.data_dir,
+                ..Overrides::default()
+            };
+            let cfg = match Config::load(common.config.as_deref(), env, &flags) {
+                Ok(c) => c,
+                Err(e) => return fail(&e.to_string()),
+            };
+            mosquitto_config(cfg, &out)
         }
         Command::User {
             command:
@@ -167,19 +198,9 @@ fn user_add(cfg: Config, username: &str, role: &str) -> ExitCode {
     }
     let password = password.trim_end_matches(['\r', '\n']);
     runtime().block_on(async move {
-        if let Err(e) = std::fs::create_dir_all(&cfg.data_dir) {
-            return fail(&format!(
-                "data_dir: cannot create {}: {e}",
-                cfg.data_dir.display()
-            ));
-        }
-        let profiles = match Profiles::built_in() {
-            Ok(p) => p,
-            Err(e) => return fail(&e.to_string()),
-        };
-        let registry = match Registry::open(&cfg.data_dir, profiles) {
+        let registry = match open_registry(&cfg) {
             Ok(r) => r,
-            Err(e) => return fail(&e.to_string()),
+            Err(e) => return fail(&e),
         };
         match registry
             .add_user(username, role, password, vigil::domain::now_ms())
@@ -195,4 +216,86 @@ fn user_add(cfg: Config, username: &str, role: &str) -> ExitCode {
             }
         }
     })
+}
+
+fn open_registry(cfg: &Config) -> Result<Registry, String> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| format!("data_dir: cannot create {}: {e}", cfg.data_dir.display()))?;
+    let profiles = Profiles::built_in().map_err(|e| e.to_string())?;
+    Registry::open(&cfg.data_dir, profiles).map_err(|e| e.to_string())
+}
+
+fn mosquitto_config(cfg: Config, out: &std::path::Path) -> ExitCode {
+    use vigil::registry::mosquitto;
+    let (Some(user), Some(password)) = (cfg.mqtt.username.clone(), cfg.mqtt.password.clone())
+    else {
+        return fail("mqtt.username and mqtt.password: Vigil's own broker user must be configured");
+    };
+    runtime().block_on(async move {
+        let registry = match open_registry(&cfg) {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+        let devices = match registry.broker_passwords().await {
+            Ok(d) => d,
+            Err(e) => return fail(&e.to_string()),
+        };
+        if devices.iter().any(|(id, _)| *id == user) {
+            return fail(&format!(
+                "mqtt.username: {user:?} is also a device id; give Vigil's broker user another name"
+            ));
+        }
+        let Ok(service_hash) = mosquitto::password_hash(&password) else {
+            return fail("no randomness available for the password salt");
+        };
+        let mut passwd = format!("{user}:{service_hash}\n");
+        for (id, hash) in &devices {
+            passwd.push_str(&format!("{id}:{hash}\n"));
+        }
+        if let Err(e) = std::fs::create_dir_all(out) {
+            return fail(&format!("--out: cannot create {}: {e}", out.display()));
+        }
+        let abs = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
+        let passwd_path = abs.join("passwd");
+        let acl_path = abs.join("acl");
+        let conf_path = abs.join("vigil.conf");
+        let settings = mosquitto::settings(
+            &passwd_path.display().to_string(),
+            &acl_path.display().to_string(),
+        );
+        let files = [
+            (&passwd_path, passwd),
+            (&acl_path, mosquitto::acl(&user)),
+            (&conf_path, settings),
+        ];
+        for (path, text) in files {
+            if let Err(e) = write_private(path, &text) {
+                return fail(&format!("--out: cannot write {}: {e}", path.display()));
+            }
+        }
+        println!(
+            "wrote {} (Vigil's user and {} devices), {} and {}",
+            passwd_path.display(),
+            devices.len(),
+            acl_path.display(),
+            conf_path.display()
+        );
+        ExitCode::SUCCESS
+    })
+}
+
+/// Writes a file readable by its owner only (it holds password hashes), atomically.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
 }

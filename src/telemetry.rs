@@ -44,6 +44,7 @@ pub struct Metrics {
     pub mqtt_connected_devices: Gauge,
     pub mqtt_connections_refused: Family<ReasonLabel, Counter>,
     pub mqtt_publishes_denied: Counter,
+    pub broker_subscribed: Gauge,
 }
 
 impl Default for Metrics {
@@ -109,6 +110,12 @@ impl Metrics {
             "Publishes refused because the topic is not the device's own",
             mqtt_publishes_denied.clone(),
         );
+        let broker_subscribed = Gauge::default();
+        r.register(
+            "vigil_mqtt_broker_subscribed",
+            "External-broker mode: 1 while Vigil is connected to the broker and subscribed",
+            broker_subscribed.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
             readings_accepted,
@@ -120,6 +127,7 @@ impl Metrics {
             mqtt_connected_devices,
             mqtt_connections_refused,
             mqtt_publishes_denied,
+            broker_subscribed,
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod embedded;
+pub mod external;
 pub mod pipeline;
 pub mod tls;
 pub mod topic;

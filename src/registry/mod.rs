@@ -10,6 +10,7 @@
 //! and would turn every reconnect storm into a CPU storm); passwords, which people choose, are
 //! stored as Argon2id.
 
+pub mod mosquitto;
 mod profile;
 
 use std::collections::HashMap;
@@ -90,6 +91,8 @@ const SCHEMA: &[&str] = &[
         hash       BLOB NOT NULL
      );
      CREATE INDEX audit_by_patient ON audit (patient_id, time_ms);",
+    // version 2: the device's password in Mosquitto's format, for external-broker mode.
+    "ALTER TABLE devices ADD COLUMN broker_hash TEXT;",
 ];
 
 /// A patient as the API shows it.
@@ -436,6 +439,8 @@ impl Registry {
         };
         let secret = new_secret()?;
         let secret_hash = sha256(secret.as_bytes());
+        let broker_hash = mosquitto::password_hash(&secret)
+            .map_err(|e| RegistryError::Db(format!("no randomness: {e}")))?;
         let (id2, patient2, profile_id) = (id.clone(), patient_id.clone(), prof.id.clone());
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -451,14 +456,15 @@ impl Registry {
                 return Err(RegistryError::NotFound(format!("patient {patient2}")));
             }
             let n = tx.execute(
-                "INSERT INTO devices (id, patient_id, profile, secret_hash, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                "INSERT INTO devices (id, patient_id, profile, secret_hash, created_ms, broker_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
                 params![
                     id2.as_str(),
                     patient2.as_str(),
                     profile_id,
                     &secret_hash[..],
-                    now_ms
+                    now_ms,
+                    broker_hash
                 ],
             )?;
             if n == 0 {
@@ -547,6 +553,26 @@ impl Registry {
             Some((d, auth)) if matches && !auth.revoked => Some((d, auth)),
             _ => None,
         }
+    }
+
+    /// The device's credentials record, if it exists and is not revoked (external mode, where
+    /// the broker has authenticated the device and the topic names it).
+    pub fn device_auth(&self, id: &DeviceId) -> Option<DeviceAuth> {
+        let map = self.devices.read().ok()?;
+        map.get(id).filter(|a| !a.revoked).cloned()
+    }
+
+    /// Mosquitto password-file entries (`id`, `$7$…`) of every device that may connect.
+    pub async fn broker_passwords(&self) -> Result<Vec<(String, String)>, RegistryError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, broker_hash FROM devices
+                 WHERE revoked = 0 AND broker_hash IS NOT NULL ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
     }
 
     /// Looks up the device a verified TLS client certificate names (its CN). `None` for an

@@ -7,6 +7,7 @@ mod support;
 mod api;
 mod cli;
 mod crash;
+mod external;
 mod ingest;
 mod mqtt_rules;
 mod tls;

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -36,12 +37,14 @@ where
 /// A gateway running in this process on free ports, with its own data directory.
 pub(crate) struct Gateway {
     pub(crate) http: SocketAddr,
+    /// The embedded endpoint (unspecified address in external-broker mode).
     pub(crate) mqtt: SocketAddr,
     pub(crate) mqtts: Option<SocketAddr>,
     pub(crate) client: Api,
+    pub(crate) dir: Arc<tempfile::TempDir>,
+    cfg: Config,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
 }
 
 impl Gateway {
@@ -51,7 +54,7 @@ impl Gateway {
 
     /// Starts a gateway after `adjust` has changed its configuration.
     pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = Arc::new(tempfile::tempdir().unwrap());
         let flags = Overrides {
             data_dir: Some(dir.path().to_path_buf()),
             http_listen: Some("127.0.0.1:0".into()),
@@ -59,8 +62,20 @@ impl Gateway {
         };
         let mut cfg = Config::load(None, Vec::new(), &flags).unwrap();
         adjust(&mut cfg);
-        let app = App::build(cfg, Some(TOKEN.into())).await.unwrap();
-        let (http, mqtt, mqtts) = (app.http_addr(), app.mqtt_addr(), app.mqtts_addr());
+        Gateway::run(cfg, dir).await
+    }
+
+    async fn run(cfg: Config, dir: Arc<tempfile::TempDir>) -> Gateway {
+        // VIGIL_TEST_LOG=debug shows the gateway's logs when a test needs explaining.
+        if let Ok(level) = std::env::var("VIGIL_TEST_LOG") {
+            vigil::telemetry::init_logging(&vigil::config::LogConfig {
+                format: vigil::config::LogFormat::Text,
+                level,
+            });
+        }
+        let app = App::build(cfg.clone(), Some(TOKEN.into())).await.unwrap();
+        let (http, mqtts) = (app.http_addr(), app.mqtts_addr());
+        let mqtt = app.mqtt_addr().unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run(stop.clone(), CancellationToken::new()));
         Gateway {
@@ -68,10 +83,22 @@ impl Gateway {
             mqtt,
             mqtts,
             client: Api::new(http),
+            dir,
+            cfg,
             stop,
             task,
-            _dir: dir,
         }
+    }
+
+    /// Stops the gateway gracefully; its data directory stays while another handle holds it.
+    pub(crate) async fn stop_keeping_data(self) -> (Config, Arc<tempfile::TempDir>) {
+        let (cfg, dir) = (self.cfg.clone(), self.dir.clone());
+        self.stop().await;
+        (cfg, dir)
+    }
+
+    pub(crate) async fn start_again(cfg: Config, dir: Arc<tempfile::TempDir>) -> Gateway {
+        Gateway::run(cfg, dir).await
     }
 
     pub(crate) async fn stop(self) {
@@ -301,4 +328,77 @@ pub(crate) async fn paho_device(
     assert!(out.ok, "paho client failed: {}", out.stderr);
     serde_json::from_str(out.stdout.trim())
         .unwrap_or_else(|e| panic!("paho output {:?}: {e}", out.stdout))
+}
+
+/// A free TCP port on 127.0.0.1, for servers that cannot bind port 0 and report it
+/// (Mosquitto, VictoriaMetrics). The port is released before use: a small race, no more.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Mosquitto broker on a free port, configured from `include_dir` (Vigil's generated
+/// files) and killed when dropped.
+pub(crate) struct Mosquitto {
+    pub(crate) port: u16,
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts Mosquitto on `port` (from [`free_port`]).
+    pub(crate) async fn start(include_dir: &Path, port: u16) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\n\
+                 # The tests run as root; keep root so the 0600 generated files stay readable.\n\
+                 user root\n\
+                 persistence_location {}/\n\
+                 log_dest stderr\n\
+                 include_dir {}\n",
+                dir.path().display(),
+                include_dir.display()
+            ),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mosquitto starts (./scripts/test installs it)");
+        eventually(
+            Duration::from_secs(10),
+            "mosquitto listening",
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+        Mosquitto {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
+    pub(crate) async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
 }
