@@ -106,11 +106,12 @@ impl App {
         let metrics = Metrics::new();
         let profiles = Profiles::built_in()?;
         let registry = Registry::open(&cfg.data_dir, profiles)?;
-        let store = Store::open(
+        let store = Store::open_with_outbox(
             &cfg.data_dir,
             cfg.store.batch_max,
             cfg.store.queue_capacity,
             metrics.clone(),
+            cfg.influxdb.as_ref().map(|i| i.measurement.clone()),
         )?;
         let bootstrap = bootstrap
             .as_deref()
@@ -120,7 +121,6 @@ impl App {
             tracing::warn!("VIGIL_BOOTSTRAP_TOKEN is set: it is accepted as an admin token");
         }
         for (section, set) in [
-            ("influxdb", cfg.influxdb.is_some()),
             ("fhir", cfg.fhir.is_some()),
             ("webhook", cfg.webhook.is_some()),
         ] {
@@ -210,6 +210,15 @@ impl App {
             "vigil listening"
         );
 
+        if let Some(influx) = cfg.influxdb.clone() {
+            // Not on `tracker`: it stops with `stop`; what it has not sent stays in the spool.
+            tokio::spawn(crate::store::influx::run(
+                store.clone(),
+                influx,
+                state.metrics.clone(),
+                stop.clone(),
+            ));
+        }
         // Every task that takes readings runs on `tracker`, so the drain can wait for all.
         match link {
             DeviceLink::Embedded { plain, tls } => {

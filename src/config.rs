@@ -142,10 +142,39 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxConfig {
+    /// Base URL, e.g. `https://influx.example.org:8086` (the writer posts to `/api/v2/write`).
     pub url: String,
     pub org: String,
     pub bucket: String,
     pub token: String,
+    /// Measurement the readings are written to.
+    #[serde(default = "default_measurement")]
+    pub measurement: String,
+    /// Most lines in one write.
+    #[serde(default = "default_influx_batch")]
+    pub batch_max: usize,
+    /// How long a partial batch may wait for more lines.
+    #[serde(default = "default_flush_ms")]
+    pub flush_interval_ms: u64,
+    /// Timeout of one write request.
+    #[serde(default = "default_influx_timeout")]
+    pub timeout_s: u64,
+}
+
+fn default_measurement() -> String {
+    "vitals".into()
+}
+
+fn default_influx_batch() -> usize {
+    5000
+}
+
+fn default_flush_ms() -> u64 {
+    1000
+}
+
+fn default_influx_timeout() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -332,6 +361,23 @@ impl Config {
                 "store.batch_max",
                 "batch_max and queue_capacity must be at least 1",
             ));
+        }
+        if let Some(i) = &self.influxdb {
+            if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
+                return Err(invalid(
+                    "influxdb.url",
+                    "must start with http:// or https://",
+                ));
+            }
+            if i.measurement.is_empty() {
+                return Err(invalid("influxdb.measurement", "must not be empty"));
+            }
+            if i.batch_max == 0 || i.timeout_s == 0 {
+                return Err(invalid(
+                    "influxdb.batch_max",
+                    "batch_max and timeout_s must be at least 1",
+                ));
+            }
         }
         if self.http.request_timeout_s == 0 {
             return Err(invalid("http.request_timeout_s", "must be at least 1"));

@@ -45,6 +45,9 @@ pub struct Metrics {
     pub mqtt_connections_refused: Family<ReasonLabel, Counter>,
     pub mqtt_publishes_denied: Counter,
     pub broker_subscribed: Gauge,
+    pub influx_lines_written: Counter,
+    pub influx_lines_rejected: Counter,
+    pub influx_write_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -116,6 +119,24 @@ impl Metrics {
             "External-broker mode: 1 while Vigil is connected to the broker and subscribed",
             broker_subscribed.clone(),
         );
+        let influx_lines_written = Counter::default();
+        r.register(
+            "vigil_influx_lines_written",
+            "Readings delivered to InfluxDB",
+            influx_lines_written.clone(),
+        );
+        let influx_lines_rejected = Counter::default();
+        r.register(
+            "vigil_influx_lines_rejected",
+            "Readings InfluxDB refused for good (kept in influx_rejected)",
+            influx_lines_rejected.clone(),
+        );
+        let influx_write_failures = Counter::default();
+        r.register(
+            "vigil_influx_write_failures",
+            "InfluxDB writes that failed and will be retried",
+            influx_write_failures.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
             readings_accepted,
@@ -128,6 +149,9 @@ impl Metrics {
             mqtt_connections_refused,
             mqtt_publishes_denied,
             broker_subscribed,
+            influx_lines_written,
+            influx_lines_rejected,
+            influx_write_failures,
         }
     }
 

@@ -95,6 +95,14 @@ enum Write {
     },
     /// Commit what came before, then stop.
     Shutdown,
+    /// Remove delivered outbox lines (ids up to `upto`); keep `rejected` ones with a reason.
+    OutboxDone {
+        upto: i64,
+        rejected: Vec<String>,
+        reason: String,
+        at_ms: i64,
+        done: oneshot::Sender<Result<Committed, StoreError>>,
+    },
 }
 
 /// A handle to the embedded store; cheap to clone.
@@ -103,6 +111,8 @@ pub struct Store {
     tx: mpsc::Sender<Write>,
     readers: Arc<ReaderPool>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Woken after a commit that added outbox lines.
+    outbox_ready: Arc<tokio::sync::Notify>,
 }
 
 struct ReaderPool {
@@ -133,6 +143,18 @@ const SCHEMA: &[&str] = &[
      );
      CREATE INDEX dead_letters_by_device ON dead_letters (device_id, time_ms);
      CREATE INDEX dead_letters_by_time ON dead_letters (time_ms);",
+    // version 2: the spool of lines for InfluxDB, written in the same transaction as the
+    // observations, and the lines InfluxDB refused.
+    "CREATE TABLE influx_outbox (
+        id   INTEGER PRIMARY KEY,
+        line TEXT NOT NULL
+     );
+     CREATE TABLE influx_rejected (
+        id      INTEGER PRIMARY KEY,
+        time_ms INTEGER NOT NULL,
+        line    TEXT NOT NULL,
+        reason  TEXT NOT NULL
+     );",
 ];
 
 /// Opens a SQLite database with Vigil's durability settings and brings its schema up to date.
@@ -181,12 +203,31 @@ impl Store {
         queue_capacity: usize,
         metrics: Metrics,
     ) -> Result<Store, StoreError> {
+        Store::open_with_outbox(dir, batch_max, queue_capacity, metrics, None)
+    }
+
+    /// Like [`Store::open`]; with `outbox` (an InfluxDB measurement name), every newly stored
+    /// observation also gets a line-protocol line in the outbox, in the same transaction.
+    pub fn open_with_outbox(
+        dir: &Path,
+        batch_max: usize,
+        queue_capacity: usize,
+        metrics: Metrics,
+        outbox: Option<String>,
+    ) -> Result<Store, StoreError> {
         let path = dir.join("store.db");
         let conn = open_db(&path, SCHEMA)?;
         let (tx, rx) = mpsc::channel(queue_capacity);
+        let outbox_ready = Arc::new(tokio::sync::Notify::new());
+        let writer_state = WriterState {
+            batch_max: batch_max.max(1),
+            metrics,
+            outbox,
+            outbox_ready: outbox_ready.clone(),
+        };
         let writer = std::thread::Builder::new()
             .name("vigil-store-writer".into())
-            .spawn(move || writer_loop(conn, rx, batch_max.max(1), metrics))
+            .spawn(move || writer_loop(conn, rx, writer_state))
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
                 reason: e.to_string(),
@@ -198,7 +239,71 @@ impl Store {
                 idle: Mutex::new(Vec::new()),
             }),
             writer: Arc::new(Mutex::new(Some(writer))),
+            outbox_ready,
         })
+    }
+
+    /// Waits until a commit has added outbox lines (or returns at once if one did since the
+    /// last call).
+    pub async fn outbox_ready(&self) {
+        self.outbox_ready.notified().await;
+    }
+
+    /// The oldest `limit` outbox lines, in order, with their ids.
+    pub async fn outbox_batch(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT id, line FROM influx_outbox ORDER BY id LIMIT ?1")?
+                .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect()
+        })
+        .await
+    }
+
+    /// How many lines wait in the outbox.
+    pub async fn outbox_depth(&self) -> Result<i64, StoreError> {
+        self.read(|conn| conn.query_row("SELECT count(*) FROM influx_outbox", [], |r| r.get(0)))
+            .await
+    }
+
+    /// Marks outbox lines up to `upto` as handled; `rejected` lines are kept with `reason`.
+    pub async fn outbox_done(
+        &self,
+        upto: i64,
+        rejected: Vec<String>,
+        reason: String,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Write::OutboxDone {
+                upto,
+                rejected,
+                reason,
+                at_ms,
+                done,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?.map(|_| ())
+    }
+
+    /// Lines InfluxDB refused, newest first, with the reason it gave.
+    pub async fn influx_rejected(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT time_ms, line, reason FROM influx_rejected ORDER BY id DESC LIMIT ?1",
+            )?
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect()
+        })
+        .await
     }
 
     /// Queues observations for the next commit; the returned receiver answers after it.
@@ -386,12 +491,17 @@ impl Store {
     }
 }
 
-fn writer_loop(
-    mut conn: Connection,
-    mut rx: mpsc::Receiver<Write>,
+/// What the writer thread needs besides its connection.
+struct WriterState {
     batch_max: usize,
     metrics: Metrics,
-) {
+    /// The InfluxDB measurement, when observations also go to the outbox.
+    outbox: Option<String>,
+    outbox_ready: Arc<tokio::sync::Notify>,
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, st: WriterState) {
+    let (batch_max, metrics) = (st.batch_max, &st.metrics);
     let mut batch: Vec<Write> = Vec::with_capacity(batch_max);
     let mut open = true;
     while open {
@@ -418,12 +528,15 @@ fn writer_loop(
             continue;
         }
         let started = Instant::now();
-        let outcome = commit(&mut conn, &batch);
+        let outcome = commit(&mut conn, &batch, st.outbox.as_deref());
         metrics
             .store_commit_seconds
             .observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(results) => {
+                if st.outbox.is_some() && results.iter().any(|r| r.inserted > 0) {
+                    st.outbox_ready.notify_one();
+                }
                 for (w, r) in batch.drain(..).zip(results) {
                     if let Some(done) = done_of(w) {
                         let _ = done.send(Ok(r));
@@ -462,12 +575,17 @@ fn done_of(w: Write) -> Option<oneshot::Sender<Result<Committed, StoreError>>> {
     match w {
         Write::Observations { done, .. }
         | Write::DeadLetter { done, .. }
-        | Write::Prune { done, .. } => Some(done),
+        | Write::Prune { done, .. }
+        | Write::OutboxDone { done, .. } => Some(done),
         Write::Shutdown => None,
     }
 }
 
-fn commit(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Committed>, StoreError> {
+fn commit(
+    conn: &mut Connection,
+    batch: &[Write],
+    outbox: Option<&str>,
+) -> Result<Vec<Committed>, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(write_err)?;
@@ -484,6 +602,9 @@ fn commit(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Committed>, Stor
                 "INSERT INTO dead_letters (time_ms, device_id, patient_id, topic, reason, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
+            .map_err(write_err)?;
+        let mut spool = tx
+            .prepare_cached("INSERT INTO influx_outbox (line) VALUES (?1)")
             .map_err(write_err)?;
         for w in batch {
             let mut c = Committed::default();
@@ -504,6 +625,12 @@ fn commit(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Committed>, Stor
                             .map_err(write_err)?;
                         if n == 1 {
                             c.inserted += 1;
+                            // Only new rows go out: a redelivery is not sent twice.
+                            if let Some(measurement) = outbox {
+                                spool
+                                    .execute([super::influx::line(measurement, o)])
+                                    .map_err(write_err)?;
+                            }
                         } else {
                             c.duplicates += 1;
                         }
@@ -522,6 +649,24 @@ fn commit(conn: &mut Connection, batch: &[Write]) -> Result<Vec<Committed>, Stor
                     c.inserted = 1;
                 }
                 Write::Shutdown => {}
+                Write::OutboxDone {
+                    upto,
+                    rejected,
+                    reason,
+                    at_ms,
+                    ..
+                } => {
+                    for line in rejected {
+                        tx.execute(
+                            "INSERT INTO influx_rejected (time_ms, line, reason) VALUES (?1, ?2, ?3)",
+                            params![at_ms, line, reason],
+                        )
+                        .map_err(write_err)?;
+                    }
+                    c.inserted = tx
+                        .execute("DELETE FROM influx_outbox WHERE id <= ?1", [upto])
+                        .map_err(write_err)?;
+                }
                 Write::Prune { before_ms, .. } => {
                     c.inserted = tx
                         .execute("DELETE FROM observations WHERE time_ms < ?1", [before_ms])

@@ -13,6 +13,7 @@
 //! bound (a full channel makes producers wait, which slows the devices' acknowledgements).
 
 mod embedded;
+pub mod influx;
 
 pub(crate) use embedded::open_db;
 pub use embedded::{

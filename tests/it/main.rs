@@ -8,6 +8,7 @@ mod api;
 mod cli;
 mod crash;
 mod external;
+mod influx;
 mod ingest;
 mod mqtt_rules;
 mod tls;

@@ -402,3 +402,97 @@ impl Mosquitto {
         let _ = self.child.wait().await;
     }
 }
+
+/// A real VictoriaMetrics (it accepts InfluxDB line protocol on `/api/v2/write`) on a free
+/// port with its own storage directory; killed when dropped.
+pub(crate) struct Victoria {
+    pub(crate) port: u16,
+    storage: Arc<tempfile::TempDir>,
+    child: Option<tokio::process::Child>,
+}
+
+impl Victoria {
+    pub(crate) async fn start() -> Victoria {
+        let mut v = Victoria {
+            port: free_port(),
+            storage: Arc::new(tempfile::tempdir().unwrap()),
+            child: None,
+        };
+        v.run().await;
+        v
+    }
+
+    async fn run(&mut self) {
+        let child = tokio::process::Command::new("victoria-metrics")
+            .arg(format!(
+                "-storageDataPath={}",
+                self.storage.path().display()
+            ))
+            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+            .arg("-retentionPeriod=100y")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("victoria-metrics starts (./scripts/test installs it)");
+        self.child = Some(child);
+        let url = format!("http://127.0.0.1:{}/health", self.port);
+        eventually(Duration::from_secs(20), "victoria-metrics healthy", || {
+            let url = url.clone();
+            async move {
+                reqwest::get(url)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
+
+    /// Stops it gracefully (SIGTERM: it flushes what it holds to disk).
+    pub(crate) async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = run("kill", &["-TERM", &pid.to_string()], None).await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+        }
+    }
+
+    /// Starts it again on the same port and storage.
+    pub(crate) async fn restart(&mut self) {
+        self.run().await;
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every sample of series whose name matches `name_regex`, as (labels, value, timestamp).
+    pub(crate) async fn export(&self, name_regex: &str) -> Vec<(Value, f64, i64)> {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/api/v1/export", self.url()))
+            .form(&[("match[]", format!("{{__name__=~\"{name_regex}\"}}"))])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for line in resp.lines().filter(|l| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let values = v["values"].as_array().unwrap();
+            let times = v["timestamps"].as_array().unwrap();
+            for (val, t) in values.iter().zip(times) {
+                out.push((
+                    v["metric"].clone(),
+                    val.as_f64().unwrap(),
+                    t.as_i64().unwrap(),
+                ));
+            }
+        }
+        out
+    }
+}
