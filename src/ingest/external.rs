@@ -299,40 +299,69 @@ async fn submit(ingest: &Ingest, p: &Publish) -> Result<Pending, StoreError> {
 }
 
 /// Acknowledges each publish after its commit, in arrival order.
+///
+/// This task never waits on the event loop: an acknowledgement the client's request channel
+/// cannot take yet waits here, in order, while the task goes on receiving. (Waiting would
+/// close the cycle event loop → processor → acker → event loop, which deadlocks whenever the
+/// broker sends more unacknowledged publishes than the queues hold.)
 async fn ack_in_order(
     ingest: Ingest,
     client: AsyncClient,
     mut rx: mpsc::Receiver<Pending>,
     done: CancellationToken,
 ) {
-    while let Some(p) = rx.recv().await {
-        if let Some(commit) = p.commit {
-            match commit.await {
-                Ok(Ok(c)) => ingest.count(p.outcome, &c),
-                _ => {
-                    // Not stored: do not acknowledge. Reconnecting makes the broker send the
-                    // session's unacknowledged publishes again.
-                    tracing::error!("commit failed; reconnecting so the broker redelivers");
-                    let _ = client.try_disconnect();
-                    continue;
+    let mut unsent: std::collections::VecDeque<Publish> = std::collections::VecDeque::new();
+    let mut open = true;
+    let mut drain_deadline = None;
+    loop {
+        while let Some(p) = unsent.front() {
+            if client.try_ack(p).is_err() {
+                break;
+            }
+            unsent.pop_front();
+        }
+        if !open {
+            // Shutting down: hand over what is left, for a while; the broker redelivers the rest.
+            let deadline = *drain_deadline
+                .get_or_insert_with(|| tokio::time::Instant::now() + Duration::from_secs(10));
+            if unsent.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                None => open = false,
+                Some(p) => {
+                    if let Some(commit) = p.commit {
+                        match commit.await {
+                            Ok(Ok(c)) => ingest.count(p.outcome, &c),
+                            _ => {
+                                // Not stored: no acknowledgement. Reconnecting makes the broker
+                                // send the session's unacknowledged publishes again.
+                                tracing::error!("commit failed; reconnecting so the broker redelivers");
+                                let _ = client.try_disconnect();
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some((topic, r)) = &p.rejection {
+                        let body = serde_json::json!({
+                            "time": format_rfc3339(now_ms()),
+                            "topic": String::from_utf8_lossy(&p.publish.topic),
+                            "reason": r.reason,
+                        })
+                        .to_string();
+                        // QoS 0 information for the device; dropped if the client is saturated.
+                        let _ = client.try_publish(topic.clone(), QoS::AtMostOnce, false, Bytes::from(body));
+                    }
+                    if p.publish.qos != QoS::AtMostOnce {
+                        unsent.push_back(p.publish);
+                    }
                 }
-            }
-        }
-        if p.publish.qos != QoS::AtMostOnce {
-            let mut wait = Duration::from_millis(1);
-            while client.try_ack(&p.publish).is_err() {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_millis(100));
-            }
-        }
-        if let Some((topic, r)) = p.rejection {
-            let body = serde_json::json!({
-                "time": format_rfc3339(now_ms()),
-                "topic": String::from_utf8_lossy(&p.publish.topic),
-                "reason": r.reason,
-            })
-            .to_string();
-            let _ = client.try_publish(topic, QoS::AtMostOnce, false, Bytes::from(body));
+            },
+            _ = tokio::time::sleep(Duration::from_millis(2)), if !unsent.is_empty() => {}
         }
     }
     done.cancel();

@@ -7,6 +7,7 @@ mod support;
 mod api;
 mod cli;
 mod crash;
+mod deploy;
 mod external;
 mod influx;
 mod ingest;
