@@ -16,6 +16,70 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{DecodeError, RawReading};
 
+/// A JSON object that knows how to read itself from a map.
+pub(crate) trait FromMap<'de>: Sized {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+/// One array element: an object, or the kind of whatever else stood there (so the error can
+/// say "expected an object, found a string" for that element).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "lives on the stack for one element; boxing would allocate per element"
+)]
+pub(crate) enum ObjectOr<T> {
+    Object(T),
+    Other(&'static str),
+}
+
+impl<T> ObjectOr<T> {
+    /// The object, or the sentence that says what stood there instead.
+    pub(crate) fn object(self) -> Result<T, String> {
+        match self {
+            ObjectOr::Object(t) => Ok(t),
+            ObjectOr::Other(found) => Err(format!("expected an object, found {found}")),
+        }
+    }
+}
+
+impl<'de, T: FromMap<'de>> Deserialize<'de> for ObjectOr<T> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ItemVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: FromMap<'de>> Visitor<'de> for ItemVisitor<T> {
+            type Value = ObjectOr<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::from_map(map).map(ObjectOr::Object)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                drain_seq(seq)?;
+                Ok(ObjectOr::Other("an array"))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(ObjectOr::Other("null"))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(ObjectOr::Other("a boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(ObjectOr::Other("a number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(ObjectOr::Other("a number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(ObjectOr::Other("a number"))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(ObjectOr::Other("a string"))
+            }
+        }
+        deserializer.deserialize_any(ItemVisitor(std::marker::PhantomData))
+    }
+}
+
 /// Most elements (vigil-json) or records (SenML) accepted in one payload.
 pub(crate) const MAX_ELEMENTS: usize = 10_000;
 

@@ -46,8 +46,10 @@ impl<'de> Visitor<'de> for Pack {
                 DecodeError::TooManyElements { max: MAX_ELEMENTS }
             } else {
                 let resolved = match item {
-                    Item::Record(record) => record.resolve(&mut base, self.now_ms),
-                    Item::Other(found) => Err(format!("expected an object, found {found}")),
+                    json::ObjectOr::Object(record) => record.resolve(&mut base, self.now_ms),
+                    json::ObjectOr::Other(found) => {
+                        Err(format!("expected an object, found {found}"))
+                    }
                 };
                 match resolved {
                     Ok(reading) => {
@@ -101,52 +103,7 @@ struct Base<'de> {
 }
 
 /// One array element: a record, or the kind of whatever else stood there.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "lives on the stack for one record; boxing would allocate per record"
-)]
-enum Item<'de> {
-    Record(Record<'de>),
-    Other(&'static str),
-}
-
-impl<'de> Deserialize<'de> for Item<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ItemVisitor;
-        impl<'de> Visitor<'de> for ItemVisitor {
-            type Value = Item<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a SenML record")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Item<'de>, A::Error> {
-                Record::from_map(map).map(Item::Record)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Item<'de>, A::Error> {
-                json::drain_seq(seq)?;
-                Ok(Item::Other("an array"))
-            }
-            fn visit_unit<E>(self) -> Result<Item<'de>, E> {
-                Ok(Item::Other("null"))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Item<'de>, E> {
-                Ok(Item::Other("a boolean"))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Item<'de>, E> {
-                Ok(Item::Other("a number"))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Item<'de>, E> {
-                Ok(Item::Other("a number"))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Item<'de>, E> {
-                Ok(Item::Other("a number"))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Item<'de>, E> {
-                Ok(Item::Other("a string"))
-            }
-        }
-        deserializer.deserialize_any(ItemVisitor)
-    }
-}
+type Item<'de> = json::ObjectOr<Record<'de>>;
 
 /// The RFC 8428 JSON labels (§5, Table 4) Vigil reads; `l` and other labels are ignored.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -240,8 +197,14 @@ struct Record<'de> {
     must_understand: Option<String>,
 }
 
+impl<'de> json::FromMap<'de> for Record<'de> {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        Record::read_map(map)
+    }
+}
+
 impl<'de> Record<'de> {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+    fn read_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
         let mut record = Record {
             fields: [const { None }; LABELS],
             duplicate: None,

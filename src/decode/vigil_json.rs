@@ -26,7 +26,7 @@ impl<'de> Visitor<'de> for Payload {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        let element = Element::from_map(map)?;
+        let element = Element::read_map(map)?;
         Ok(element
             .into_reading()
             .map(|reading| vec![reading])
@@ -79,55 +79,11 @@ impl<'de> Visitor<'de> for Payload {
 }
 
 /// One array element: an object, or the kind of whatever else stood there.
-enum Item<'de> {
-    Object(Element<'de>),
-    Other(&'static str),
-}
+type Item<'de> = json::ObjectOr<Element<'de>>;
 
 impl Item<'_> {
     fn into_reading(self) -> Result<RawReading, String> {
-        match self {
-            Self::Object(element) => element.into_reading(),
-            Self::Other(found) => Err(format!("expected an object, found {found}")),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Item<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ItemVisitor;
-        impl<'de> Visitor<'de> for ItemVisitor {
-            type Value = Item<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Item<'de>, A::Error> {
-                Element::from_map(map).map(Item::Object)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Item<'de>, A::Error> {
-                json::drain_seq(seq)?;
-                Ok(Item::Other("an array"))
-            }
-            fn visit_unit<E>(self) -> Result<Item<'de>, E> {
-                Ok(Item::Other("null"))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Item<'de>, E> {
-                Ok(Item::Other("a boolean"))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Item<'de>, E> {
-                Ok(Item::Other("a number"))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Item<'de>, E> {
-                Ok(Item::Other("a number"))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Item<'de>, E> {
-                Ok(Item::Other("a number"))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Item<'de>, E> {
-                Ok(Item::Other("a string"))
-            }
-        }
-        deserializer.deserialize_any(ItemVisitor)
+        self.object()?.into_reading()
     }
 }
 
@@ -173,8 +129,14 @@ struct Element<'de> {
     duplicate: Option<&'static str>,
 }
 
+impl<'de> json::FromMap<'de> for Element<'de> {
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        Element::read_map(map)
+    }
+}
+
 impl<'de> Element<'de> {
-    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+    fn read_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
         let mut element = Element::default();
         while let Some(key) = map.next_key::<Key>()? {
             let (slot, name) = match key {
