@@ -27,6 +27,7 @@ pub(super) fn api() -> Router<AppState> {
         .route("/devices", post(create_device))
         .route("/devices/{id}", get(get_device))
         .route("/dead-letters", get(dead_letters))
+        .route("/influxdb/rejected", get(influx_rejected))
         .route("/audit", get(audit))
         .route("/profiles", get(profiles))
 }
@@ -382,4 +383,34 @@ async fn profiles(State(s): State<AppState>) -> Json<Value> {
         .filter_map(|id| s.registry.profiles().get(id).map(|p| p.as_ref().clone()))
         .collect();
     Json(json!({ "profiles": list }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectedParams {
+    limit: Option<usize>,
+}
+
+/// Lines InfluxDB refused for good (400/422), with its reason: the writer's dead letters.
+async fn influx_rejected(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    q: Result<Query<RejectedParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&p)?;
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_LIMIT}"
+        )));
+    }
+    // The lines name patients: reading them is audited like any other patient data.
+    audit_line(&s, &p, "influxdb_rejected.read", None, "influxdb/rejected").await?;
+    let rows = s.store.influx_rejected(limit).await?;
+    let out: Vec<Value> = rows
+        .into_iter()
+        .map(|(time_ms, line, reason)| json!({"time": format_rfc3339(time_ms), "line": line, "reason": reason}))
+        .collect();
+    Ok(Json(json!({ "rejected": out })))
 }

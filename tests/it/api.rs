@@ -19,6 +19,7 @@ async fn every_api_route_needs_a_credential_but_health_and_metrics_do_not() {
         ("GET", "/api/v1/dead-letters"),
         ("GET", "/api/v1/audit"),
         ("GET", "/api/v1/profiles"),
+        ("GET", "/api/v1/influxdb/rejected"),
         ("GET", "/api/v1/no-such-route"),
     ] {
         for token in [None, Some("wrong-token")] {
