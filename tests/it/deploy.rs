@@ -16,7 +16,7 @@ use serde_json::Value;
 use vigil::config::{Config, LogFormat, MqttMode, Overrides};
 use vigil::domain::Metric;
 
-use crate::support::{Gateway, Victoria, eventually, free_port, run};
+use crate::support::{Gateway, Victoria, eventually, free_port, issue_cert, run};
 
 /// The uid every panel refers to and the data source provisioning gives.
 const DATASOURCE_UID: &str = "vigil-influxdb";
@@ -787,63 +787,16 @@ fn deploy_vigil_toml_loads_in_external_mode_with_influxdb_and_every_key_commente
 
 const BROKER_PASSWORD: &str = "deploy-test-broker-password";
 
-/// A CA and a server certificate for `mosquitto` and `localhost`, made with OpenSSL's
-/// command-line tool (test fixture only).
+/// A CA and a server certificate for `mosquitto` and `localhost` (test fixture).
 async fn make_certs(dir: &Path) {
-    let p = |f: &str| dir.join(f).display().to_string();
-    let (ca_key, ca_crt, key, crt) = (p("ca.key"), p("ca.crt"), p("server.key"), p("server.crt"));
-    let ca: &[&str] = &[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca_crt,
-        "-subj",
-        "/CN=Vigil deploy test CA",
-        "-days",
-        "2",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ];
-    let server: &[&str] = &[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &key,
-        "-out",
-        &crt,
-        "-subj",
-        "/CN=mosquitto",
-        "-days",
-        "2",
-        "-CA",
-        &ca_crt,
-        "-CAkey",
-        &ca_key,
-        "-addext",
-        "subjectAltName=DNS:mosquitto,DNS:localhost",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-        "-addext",
-        "extendedKeyUsage=serverAuth",
-    ];
-    for args in [ca, server] {
-        let out = run("openssl", args, None).await;
-        assert!(out.ok, "openssl {args:?}: {}", out.stderr);
-    }
+    issue_cert(
+        dir,
+        "ca",
+        "server",
+        "mosquitto",
+        Some("DNS:mosquitto,DNS:localhost"),
+    )
+    .await;
 }
 
 /// Replaces `from` by `to`, which must occur exactly `n` times (so a changed file fails here

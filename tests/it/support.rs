@@ -496,3 +496,104 @@ impl Victoria {
         out
     }
 }
+
+/// Makes a CA and a certificate signed by it with OpenSSL's command-line tool (test fixture only;
+/// Vigil itself uses rustls).
+/// `server_sans` (e.g. `IP:127.0.0.1,DNS:localhost`) makes a server certificate; `None` a
+/// client certificate.
+pub(crate) async fn issue_cert(
+    dir: &Path,
+    ca: &str,
+    name: &str,
+    cn: &str,
+    server_sans: Option<&str>,
+) {
+    let d = |f: &str| dir.join(f).to_str().unwrap().to_owned();
+    if !dir.join(format!("{ca}.crt")).exists() {
+        let out = run(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &d(&format!("{ca}.key")),
+                "-out",
+                &d(&format!("{ca}.crt")),
+                "-subj",
+                &format!("/CN={ca}"),
+                "-days",
+                "2",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            None,
+        )
+        .await;
+        assert!(out.ok, "{}", out.stderr);
+    }
+    let out = run(
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &d(&format!("{name}.key")),
+            "-out",
+            &d(&format!("{name}.csr")),
+            "-subj",
+            &format!("/CN={cn}"),
+        ],
+        None,
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let ext = match server_sans {
+        Some(sans) => format!(
+            "subjectAltName={sans}
+basicConstraints=CA:FALSE
+keyUsage=digitalSignature
+extendedKeyUsage=serverAuth
+"
+        ),
+        None => "basicConstraints=CA:FALSE
+keyUsage=digitalSignature
+extendedKeyUsage=clientAuth
+"
+        .to_owned(),
+    };
+    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    let out = run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &d(&format!("{name}.csr")),
+            "-CA",
+            &d(&format!("{ca}.crt")),
+            "-CAkey",
+            &d(&format!("{ca}.key")),
+            "-CAcreateserial",
+            "-out",
+            &d(&format!("{name}.crt")),
+            "-days",
+            "2",
+            "-extfile",
+            &d(&format!("{name}.ext")),
+        ],
+        None,
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+}

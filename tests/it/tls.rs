@@ -5,91 +5,7 @@ use std::path::Path;
 
 use vigil::config::MqttTlsConfig;
 
-use crate::support::{Gateway, run};
-
-/// Makes a CA and a certificate signed by it with OpenSSL's command-line tool (test fixture only;
-/// Vigil itself uses rustls).
-async fn issue(dir: &Path, ca: &str, name: &str, cn: &str, server: bool) {
-    let d = |f: &str| dir.join(f).to_str().unwrap().to_owned();
-    if !dir.join(format!("{ca}.crt")).exists() {
-        let out = run(
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &d(&format!("{ca}.key")),
-                "-out",
-                &d(&format!("{ca}.crt")),
-                "-subj",
-                &format!("/CN={ca}"),
-                "-days",
-                "2",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-            None,
-        )
-        .await;
-        assert!(out.ok, "{}", out.stderr);
-    }
-    let out = run(
-        "openssl",
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &d(&format!("{name}.key")),
-            "-out",
-            &d(&format!("{name}.csr")),
-            "-subj",
-            &format!("/CN={cn}"),
-        ],
-        None,
-    )
-    .await;
-    assert!(out.ok, "{}", out.stderr);
-    let ext = if server {
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
-    } else {
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n"
-    };
-    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-    let out = run(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &d(&format!("{name}.csr")),
-            "-CA",
-            &d(&format!("{ca}.crt")),
-            "-CAkey",
-            &d(&format!("{ca}.key")),
-            "-CAcreateserial",
-            "-out",
-            &d(&format!("{name}.crt")),
-            "-days",
-            "2",
-            "-extfile",
-            &d(&format!("{name}.ext")),
-        ],
-        None,
-    )
-    .await;
-    assert!(out.ok, "{}", out.stderr);
-}
+use crate::support::{Gateway, issue_cert, run};
 
 async fn pub_tls(
     gw: &Gateway,
@@ -127,10 +43,17 @@ async fn pub_tls(
 async fn devices_authenticate_by_certificate_or_secret_over_tls() {
     let pki = tempfile::tempdir().unwrap();
     let dir = pki.path();
-    issue(dir, "ca", "server", "localhost", true).await;
-    issue(dir, "ca", "dev", "therm-tls", false).await;
-    issue(dir, "ca", "ghost", "no-such-device", false).await;
-    issue(dir, "rogue-ca", "rogue", "therm-tls", false).await;
+    issue_cert(
+        dir,
+        "ca",
+        "server",
+        "localhost",
+        Some("IP:127.0.0.1,DNS:localhost"),
+    )
+    .await;
+    issue_cert(dir, "ca", "dev", "therm-tls", None).await;
+    issue_cert(dir, "ca", "ghost", "no-such-device", None).await;
+    issue_cert(dir, "rogue-ca", "rogue", "therm-tls", None).await;
 
     let gw = Gateway::start_with(|cfg| {
         cfg.mqtt.tls = Some(MqttTlsConfig {
