@@ -232,14 +232,14 @@ impl App {
                     },
                 );
                 if let Some((listener, acceptor)) = tls {
-                    tracker.spawn(endpoint.clone().serve_tls(
+                    tracker.spawn(endpoint.clone().serve(
                         listener,
-                        acceptor,
+                        Some(acceptor),
                         stop.clone(),
                         tracker.clone(),
                     ));
                 }
-                tracker.spawn(endpoint.serve(plain, stop.clone(), tracker.clone()));
+                tracker.spawn(endpoint.serve(plain, None, stop.clone(), tracker.clone()));
             }
             DeviceLink::External(opts) => {
                 tracker.spawn(external::run(ingest, cfg.mqtt.clone(), *opts, stop.clone()));

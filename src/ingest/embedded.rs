@@ -132,78 +132,66 @@ impl Endpoint {
         })
     }
 
-    /// Accepts devices until `stop` is cancelled. Connections run on `tracker`; on `stop` each
-    /// stops reading, waits for its pending commits, sends their acknowledgements and closes.
+    /// Accepts devices until `stop` is cancelled; with `tls`, each connection first completes
+    /// a TLS handshake (MQTTS). Connections run on `tracker`; on `stop` each stops reading,
+    /// waits for its pending commits, sends their acknowledgements and closes.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
+        tls: Option<TlsAcceptor>,
         stop: CancellationToken,
         tracker: TaskTracker,
     ) {
+        let what = if tls.is_some() { "mqtts" } else { "mqtt" };
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((sock, peer)) => {
                         let _ = sock.set_nodelay(true);
-                        let ep = self.clone();
-                        let stop = stop.clone();
-                        tracker.spawn(async move { ep.handle(sock, peer, stop, None).await });
-                    }
-                    Err(e) => {
-                        // Typically out of file descriptors: back off instead of spinning.
-                        tracing::warn!(error = %e, "mqtt accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        }
-        tracing::info!("mqtt endpoint stopped accepting");
-    }
-
-    /// Like [`Endpoint::serve`], for MQTTS: each connection first completes a TLS handshake
-    /// (within the connect timeout); a verified client certificate identifies the device.
-    pub async fn serve_tls(
-        self: Arc<Self>,
-        listener: TcpListener,
-        acceptor: TlsAcceptor,
-        stop: CancellationToken,
-        tracker: TaskTracker,
-    ) {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((sock, peer)) => {
-                        let _ = sock.set_nodelay(true);
-                        let ep = self.clone();
-                        let stop = stop.clone();
-                        let acceptor = acceptor.clone();
+                        let (ep, stop, tls) = (self.clone(), stop.clone(), tls.clone());
                         tracker.spawn(async move {
-                            let tls = match tokio::time::timeout(ep.cfg.connect_timeout, acceptor.accept(sock)).await {
-                                Ok(Ok(tls)) => tls,
-                                Ok(Err(e)) => {
-                                    tracing::info!(%peer, error = %e, "mqtts handshake failed");
-                                    ep.ingest.metrics.refused("tls_handshake");
-                                    return;
-                                }
-                                Err(_) => {
-                                    ep.ingest.metrics.refused("tls_handshake_timeout");
-                                    return;
-                                }
-                            };
-                            let cn = super::tls::peer_common_name(tls.get_ref().1);
-                            ep.handle(tls, peer, stop, cn).await;
+                            match tls {
+                                None => ep.handle(sock, peer, stop, None).await,
+                                Some(acceptor) => ep.handle_tls(acceptor, sock, peer, stop).await,
+                            }
                         });
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "mqtts accept failed");
+                        // Typically out of file descriptors: back off instead of spinning.
+                        tracing::warn!(error = %e, what, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
             }
         }
-        tracing::info!("mqtts endpoint stopped accepting");
+        tracing::info!(what, "endpoint stopped accepting");
+    }
+
+    /// The TLS handshake (within the connect timeout), then the connection; a verified client
+    /// certificate identifies the device.
+    async fn handle_tls(
+        self: Arc<Self>,
+        acceptor: TlsAcceptor,
+        sock: tokio::net::TcpStream,
+        peer: SocketAddr,
+        stop: CancellationToken,
+    ) {
+        let tls = match tokio::time::timeout(self.cfg.connect_timeout, acceptor.accept(sock)).await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::info!(%peer, error = %e, "mqtts handshake failed");
+                self.ingest.metrics.refused("tls_handshake");
+                return;
+            }
+            Err(_) => {
+                self.ingest.metrics.refused("tls_handshake_timeout");
+                return;
+            }
+        };
+        let cn = super::tls::peer_common_name(tls.get_ref().1);
+        self.handle(tls, peer, stop, cn).await;
     }
 
     fn limits(&self) -> ServerLimits {
