@@ -16,6 +16,7 @@
 //! [`app`] wires these together; [`config`] holds the settings; [`telemetry`] the logs and
 //! metrics.
 
+pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod decode;
