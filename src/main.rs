@@ -31,6 +31,22 @@ struct Common {
     data_dir: Option<PathBuf>,
 }
 
+impl Common {
+    /// The configuration: defaults, the file, the environment, then these flags.
+    fn load(
+        self,
+        http_listen: Option<String>,
+        mqtt_listen: Option<String>,
+    ) -> Result<Config, String> {
+        let flags = Overrides {
+            data_dir: self.data_dir,
+            http_listen,
+            mqtt_listen,
+        };
+        Config::load(self.config.as_deref(), std::env::vars(), &flags).map_err(|e| e.to_string())
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
@@ -87,21 +103,15 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let env = std::env::vars();
     match cli.command {
         Command::Serve {
             common,
             http_listen,
             mqtt_listen,
         } => {
-            let flags = Overrides {
-                data_dir: common.data_dir,
-                http_listen,
-                mqtt_listen,
-            };
-            let cfg = match Config::load(common.config.as_deref(), env, &flags) {
+            let cfg = match common.load(http_listen, mqtt_listen) {
                 Ok(c) => c,
-                Err(e) => return fail(&e.to_string()),
+                Err(e) => return fail(&e),
             };
             vigil::telemetry::init_logging(&cfg.log);
             serve(cfg)
@@ -109,13 +119,9 @@ fn main() -> ExitCode {
         Command::Broker {
             command: BrokerCommand::MosquittoConfig { common, out },
         } => {
-            let flags = Overrides {
-                data_dir: common.data_dir,
-                ..Overrides::default()
-            };
-            let cfg = match Config::load(common.config.as_deref(), env, &flags) {
+            let cfg = match common.load(None, None) {
                 Ok(c) => c,
-                Err(e) => return fail(&e.to_string()),
+                Err(e) => return fail(&e),
             };
             mosquitto_config(cfg, &out)
         }
@@ -127,13 +133,9 @@ fn main() -> ExitCode {
                     role,
                 },
         } => {
-            let flags = Overrides {
-                data_dir: common.data_dir,
-                ..Overrides::default()
-            };
-            let cfg = match Config::load(common.config.as_deref(), env, &flags) {
+            let cfg = match common.load(None, None) {
                 Ok(c) => c,
-                Err(e) => return fail(&e.to_string()),
+                Err(e) => return fail(&e),
             };
             user_add(cfg, &username, &role)
         }

@@ -116,6 +116,13 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
+/// The wait before the next try, doubling the one after it (up to a minute).
+fn next_backoff(backoff: &mut Duration) -> Duration {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(Duration::from_secs(60));
+    wait
+}
+
 /// Backoff with full jitter: a random wait up to `base`.
 fn jittered(base: Duration) -> Duration {
     let r = getrandom::u32().unwrap_or(u32::MAX / 2);
@@ -277,16 +284,10 @@ async fn send_batch(
         }
         Verdict::Misconfigured(reason) => {
             tracing::error!(%reason, "influxdb refused the credentials, organisation or bucket; check [influxdb]");
-            let w = *backoff;
-            *backoff = (*backoff * 2).min(Duration::from_secs(60));
-            w
+            next_backoff(backoff)
         }
         Verdict::Retry(Some(after)) => after.min(Duration::from_secs(300)),
-        Verdict::Retry(None) => {
-            let w = *backoff;
-            *backoff = (*backoff * 2).min(Duration::from_secs(60));
-            w
-        }
+        Verdict::Retry(None) => next_backoff(backoff),
     };
     metrics.influx_write_failures.inc();
     tokio::select! {

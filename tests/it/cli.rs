@@ -135,56 +135,30 @@ async fn sigterm_drains_and_exits_zero_and_data_survives() {
 async fn user_add_reads_the_password_from_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let out = run(
-        VIGIL,
-        &[
-            "user",
-            "add",
-            "--data-dir",
-            data,
-            "--username",
-            "nurse",
-            "--role",
-            "clinician",
-        ],
-        Some(b"a long enough password\n"),
-    )
-    .await;
+    let add = |username: &'static str, role: &'static str, password: &'static [u8]| {
+        let data = data.to_owned();
+        async move {
+            let args = [
+                "user",
+                "add",
+                "--data-dir",
+                &data,
+                "--username",
+                username,
+                "--role",
+                role,
+            ];
+            run(VIGIL, &args, Some(password)).await
+        }
+    };
+    let out = add("nurse", "clinician", b"a long enough password\n").await;
     assert!(out.ok, "{}", out.stderr);
-    let again = run(
-        VIGIL,
-        &[
-            "user",
-            "add",
-            "--data-dir",
-            data,
-            "--username",
-            "nurse",
-            "--role",
-            "clinician",
-        ],
-        Some(b"a long enough password\n"),
-    )
-    .await;
+    let again = add("nurse", "clinician", b"a long enough password\n").await;
     assert!(
         !again.ok && again.stderr.contains("already exists"),
         "{}",
         again.stderr
     );
-    let short = run(
-        VIGIL,
-        &[
-            "user",
-            "add",
-            "--data-dir",
-            data,
-            "--username",
-            "x",
-            "--role",
-            "admin",
-        ],
-        Some(b"short\n"),
-    )
-    .await;
+    let short = add("x", "admin", b"short\n").await;
     assert!(!short.ok && short.stderr.contains("12"), "{}", short.stderr);
 }
