@@ -12,7 +12,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, MqttMode};
+use crate::alerts::engine::Settings;
+use crate::config::{Config, MqttMode, RetryConfig};
+use crate::crm::Crm;
+use crate::crm::fhir_sink::{FhirAuth, FhirSink};
+use crate::crm::outbox::Connector;
+use crate::crm::smart::SmartClient;
+use crate::crm::task::Command;
+use crate::crm::webhook::WebhookSink;
 use crate::domain::now_ms;
 use crate::ingest::Ingest;
 use crate::ingest::embedded::{Endpoint, EndpointConfig};
@@ -44,6 +51,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     External(#[from] ExternalError),
+    #[error("{0}")]
+    Connector(String),
 }
 
 /// A built gateway, bound and ready to run.
@@ -53,6 +62,8 @@ pub struct App {
     link: DeviceLink,
     state: AppState,
     ingest: Ingest,
+    commands: tokio::sync::mpsc::Receiver<Command>,
+    connectors: Vec<(Connector, RetryConfig)>,
 }
 
 /// How devices' readings reach Vigil.
@@ -120,22 +131,15 @@ impl App {
         if bootstrap.is_some() {
             tracing::warn!("VIGIL_BOOTSTRAP_TOKEN is set: it is accepted as an admin token");
         }
-        for (section, set) in [
-            ("fhir", cfg.fhir.is_some()),
-            ("webhook", cfg.webhook.is_some()),
-        ] {
-            if set {
-                tracing::warn!(
-                    section,
-                    "this section is configured but not available in this build yet; it is ignored"
-                );
-            }
-        }
+        let connectors = connectors(&cfg)?;
+        let sinks = connectors.iter().map(|(c, _)| c.sink()).collect();
+        let (crm, commands) = Crm::new(registry.clone(), metrics.clone(), sinks);
         let state = AppState {
             registry: registry.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
             bootstrap,
+            crm,
         };
         let ingest = Ingest {
             registry,
@@ -148,6 +152,8 @@ impl App {
             link,
             state,
             ingest,
+            commands,
+            connectors,
         })
     }
 
@@ -187,6 +193,8 @@ impl App {
             link,
             state,
             ingest,
+            commands,
+            connectors,
         } = self;
         let store = state.store.clone();
         let tracker = TaskTracker::new();
@@ -215,6 +223,31 @@ impl App {
             tokio::spawn(crate::store::influx::run(
                 store.clone(),
                 influx,
+                state.metrics.clone(),
+                stop.clone(),
+            ));
+        }
+        // The alert engine and the outbox workers stop with `stop`: what they have not done is
+        // in the stores and is picked up at the next start.
+        let alerts = tokio::spawn(crate::crm::task::run(
+            state.crm.clone(),
+            store.clone(),
+            commands,
+            Settings {
+                auto_resolve_s: cfg.alerts.auto_resolve_s,
+                escalate_after_s: cfg.alerts.escalate_after_s,
+                max_escalations: cfg.alerts.max_escalations,
+            },
+            Duration::from_millis(cfg.alerts.tick_ms),
+            stop.clone(),
+        ));
+        for (connector, retry) in connectors {
+            let ready = state.crm.ready(connector.sink());
+            tokio::spawn(crate::crm::outbox::run(
+                state.registry.clone(),
+                connector,
+                retry,
+                ready,
                 state.metrics.clone(),
                 stop.clone(),
             ));
@@ -264,6 +297,7 @@ impl App {
             tracker.wait().await;
             let _ = http_task.await;
             let _ = retention.await;
+            let _ = alerts.await;
         };
         tokio::select! {
             _ = drain => {}
@@ -273,6 +307,61 @@ impl App {
         store.close().await;
         tracing::info!("store flushed; goodbye");
     }
+}
+
+/// The outward connectors the configuration asks for.
+fn connectors(cfg: &Config) -> Result<Vec<(Connector, RetryConfig)>, StartError> {
+    let client = |timeout_s: u64| {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(timeout_s))
+            .build()
+            .map_err(|e| StartError::Connector(format!("HTTP client: {e}")))
+    };
+    let mut out = Vec::new();
+    if let Some(w) = &cfg.webhook {
+        let key = crate::crm::webhook::signing_key(&w.secret)
+            .ok_or_else(|| StartError::Connector("webhook.secret: not a whsec_ secret".into()))?;
+        out.push((
+            Connector::Webhook(WebhookSink {
+                http: client(w.retry.timeout_s)?,
+                url: w.url.clone(),
+                key,
+            }),
+            w.retry.clone(),
+        ));
+    }
+    if let Some(f) = &cfg.fhir {
+        let auth = match (&f.smart, &f.token) {
+            (Some(s), _) => {
+                let pem = std::fs::read(&s.key_file).map_err(|e| {
+                    StartError::Connector(format!(
+                        "fhir.smart.key_file: cannot read {}: {e}",
+                        s.key_file.display()
+                    ))
+                })?;
+                let client = SmartClient::from_pem(
+                    s.token_url.clone(),
+                    s.client_id.clone(),
+                    s.scope.clone(),
+                    s.kid.clone(),
+                    &pem,
+                )
+                .map_err(|e| StartError::Connector(format!("fhir.smart.key_file: {e}")))?;
+                FhirAuth::Smart(Box::new(client))
+            }
+            (None, Some(t)) => FhirAuth::Bearer(t.clone()),
+            (None, None) => FhirAuth::None,
+        };
+        out.push((
+            Connector::Fhir(FhirSink {
+                http: client(f.retry.timeout_s)?,
+                base_url: f.base_url.clone(),
+                auth,
+            }),
+            f.retry.clone(),
+        ));
+    }
+    Ok(out)
 }
 
 /// Deletes data older than the retention period, hourly. 0 days keeps everything.

@@ -37,8 +37,60 @@ pub struct Config {
     pub store: StoreConfig,
     pub log: LogConfig,
     pub influxdb: Option<InfluxConfig>,
+    pub alerts: AlertsConfig,
     pub fhir: Option<FhirConfig>,
     pub webhook: Option<WebhookConfig>,
+}
+
+/// The alert engine's timers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// An alert resolves by itself once its condition has been clear this long.
+    pub auto_resolve_s: u32,
+    /// An open alert nobody acknowledges escalates after this long (and again after as long).
+    pub escalate_after_s: u32,
+    /// How many times an unacknowledged alert escalates at most.
+    pub max_escalations: u32,
+    /// How often time-driven rules (missing readings, auto-resolve, escalation) are checked.
+    pub tick_ms: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            auto_resolve_s: 900,
+            escalate_after_s: 900,
+            max_escalations: 3,
+            tick_ms: 1000,
+        }
+    }
+}
+
+/// How an outbox connector retries (shared by `[fhir]` and `[webhook]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Timeout of one delivery request.
+    pub timeout_s: u64,
+    /// The first retry waits about this long; each next one twice as long (with jitter).
+    pub retry_initial_ms: u64,
+    /// The longest wait between two attempts.
+    pub retry_max_s: u64,
+    /// An event not delivered after this long is marked failed (visible in
+    /// `GET /api/v1/deliveries?status=failed`) and no longer retried.
+    pub give_up_after_s: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            timeout_s: 10,
+            retry_initial_ms: 1000,
+            retry_max_s: 300,
+            give_up_after_s: 86_400,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -180,15 +232,44 @@ fn default_influx_timeout() -> u64 {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FhirConfig {
+    /// The FHIR R4 server's base, e.g. `https://fhir.example.org/r4`.
     pub base_url: String,
+    /// A static bearer token.
     pub token: Option<String>,
+    /// SMART Backend Services (client-credentials JWT) instead of a static token.
+    pub smart: Option<SmartConfig>,
+    #[serde(flatten)]
+    pub retry: RetryConfig,
+}
+
+/// SMART Backend Services: Vigil signs a client assertion with its ES384 key and trades it
+/// for an access token at `token_url`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmartConfig {
+    pub token_url: String,
+    pub client_id: String,
+    /// PEM file with the EC P-384 private key (PKCS#8) registered with the server.
+    pub key_file: PathBuf,
+    /// The key's id in the JWK set registered with the server.
+    pub kid: String,
+    #[serde(default = "default_smart_scope")]
+    pub scope: String,
+}
+
+fn default_smart_scope() -> String {
+    "system/Observation.write system/Flag.write system/Communication.write".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
+    /// Where events are POSTed.
     pub url: String,
+    /// Signing secret in the Standard Webhooks format, `whsec_` + base64 of the key.
     pub secret: String,
+    #[serde(flatten)]
+    pub retry: RetryConfig,
 }
 
 impl Default for Config {
@@ -200,6 +281,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             log: LogConfig::default(),
             influxdb: None,
+            alerts: AlertsConfig::default(),
             fhir: None,
             webhook: None,
         }
@@ -379,6 +461,42 @@ impl Config {
                 ));
             }
         }
+        if self.alerts.tick_ms == 0 || self.alerts.tick_ms > 60_000 {
+            return Err(invalid("alerts.tick_ms", "must be 1 to 60000"));
+        }
+        if let Some(f) = &self.fhir {
+            if !(f.base_url.starts_with("http://") || f.base_url.starts_with("https://")) {
+                return Err(invalid(
+                    "fhir.base_url",
+                    "must start with http:// or https://",
+                ));
+            }
+            validate_retry("fhir", &f.retry)?;
+            if let Some(smart) = &f.smart
+                && !(smart.token_url.starts_with("http://")
+                    || smart.token_url.starts_with("https://"))
+            {
+                return Err(invalid(
+                    "fhir.smart.token_url",
+                    "must start with http:// or https://",
+                ));
+            }
+        }
+        if let Some(w) = &self.webhook {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(invalid(
+                    "webhook.url",
+                    "must start with http:// or https://",
+                ));
+            }
+            if crate::crm::webhook::signing_key(&w.secret).is_none() {
+                return Err(invalid(
+                    "webhook.secret",
+                    "must be whsec_ followed by the base64 of a key of 24 to 64 bytes",
+                ));
+            }
+            validate_retry("webhook", &w.retry)?;
+        }
         if self.http.request_timeout_s == 0 {
             return Err(invalid("http.request_timeout_s", "must be at least 1"));
         }
@@ -395,6 +513,22 @@ impl Config {
     pub fn mqtt_addr(&self) -> SocketAddr {
         parse_addr("mqtt.listen", &self.mqtt.listen).expect("validated at load")
     }
+}
+
+fn validate_retry(section: &str, r: &RetryConfig) -> Result<(), ConfigError> {
+    if r.timeout_s == 0 {
+        return Err(invalid(
+            &format!("{section}.timeout_s"),
+            "must be at least 1",
+        ));
+    }
+    if r.retry_initial_ms == 0 || r.retry_max_s == 0 {
+        return Err(invalid(
+            &format!("{section}.retry_initial_ms"),
+            "retry_initial_ms and retry_max_s must be at least 1",
+        ));
+    }
+    Ok(())
 }
 
 fn parse_addr(key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -543,7 +677,7 @@ mod tests {
             token = "t"
             [webhook]
             url = "https://crm.example.org/hooks/vigil"
-            secret = "whsec_x"
+            secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
             "#,
             &[],
         )

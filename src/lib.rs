@@ -11,7 +11,10 @@
 //!    A refused payload becomes a dead letter with its reason.
 //! 4. [`store`] — one writer thread commits observations in batches (group commit, fsync);
 //!    only then is the publish acknowledged to the device.
-//! 5. [`web`] — the API reads observations back, and every read is audited.
+//! 5. [`crm`] — after the commit, the alert engine ([`alerts`]) judges each patient's care plan
+//!    on the new readings; alerts, the patient's timeline and the outbox are written in one
+//!    transaction, and the outbox workers deliver events to FHIR and webhooks.
+//! 6. [`web`] — the API reads observations, alerts and the record back; every read is audited.
 //!
 //! [`app`] wires these together; [`config`] holds the settings; [`telemetry`] the logs and
 //! metrics.
@@ -19,6 +22,7 @@
 pub mod alerts;
 pub mod app;
 pub mod config;
+pub mod crm;
 pub mod decode;
 pub mod domain;
 pub mod ingest;

@@ -48,6 +48,11 @@ pub struct Metrics {
     pub influx_lines_written: Counter,
     pub influx_lines_rejected: Counter,
     pub influx_write_failures: Counter,
+    pub alerts_opened: Family<Vec<(&'static str, String)>, Counter>,
+    pub alert_events: Family<Vec<(&'static str, String)>, Counter>,
+    pub alert_eval_lag_seconds: Histogram,
+    pub outbox_pending: Family<Vec<(&'static str, String)>, Gauge>,
+    pub outbox_attempts: Family<Vec<(&'static str, String)>, Counter>,
 }
 
 impl Default for Metrics {
@@ -137,8 +142,43 @@ impl Metrics {
             "InfluxDB writes that failed and will be retried",
             influx_write_failures.clone(),
         );
+        let alerts_opened = Family::<Vec<(&'static str, String)>, Counter>::default();
+        r.register(
+            "vigil_alerts_opened",
+            "Alerts opened, by rule kind and severity",
+            alerts_opened.clone(),
+        );
+        let alert_events = Family::<Vec<(&'static str, String)>, Counter>::default();
+        r.register(
+            "vigil_alert_events",
+            "Alert events written to the record (opened, raised, escalated, acknowledged, resolved)",
+            alert_events.clone(),
+        );
+        let alert_eval_lag_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
+        r.register(
+            "vigil_alert_eval_lag_seconds",
+            "From a batch's commit in the store to its alert effects committed in the record",
+            alert_eval_lag_seconds.clone(),
+        );
+        let outbox_pending = Family::<Vec<(&'static str, String)>, Gauge>::default();
+        r.register(
+            "vigil_outbox_pending",
+            "Events waiting for delivery, by sink (fhir, webhook)",
+            outbox_pending.clone(),
+        );
+        let outbox_attempts = Family::<Vec<(&'static str, String)>, Counter>::default();
+        r.register(
+            "vigil_outbox_attempts",
+            "Delivery attempts by sink and outcome (delivered, pending = will retry, failed = given up)",
+            outbox_attempts.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
+            alerts_opened,
+            alert_events,
+            alert_eval_lag_seconds,
+            outbox_pending,
+            outbox_attempts,
             readings_accepted,
             readings_duplicate,
             readings_rejected,

@@ -1,9 +1,15 @@
-//! Alert rules and their evaluation: pure code, no I/O (the engine and its task arrive with
-//! the rest of the alerting work).
+//! Alert rules and their evaluation.
 //!
 //! - [`rules`]: a patient's care plan — the rule kinds of the contract, parsed and validated
-//!   so that `PUT /patients/{id}/care-plan` can refuse a bad rule with a reason.
+//!   so that `PUT /patients/{id}/care-plan` can refuse a bad rule with a reason — and the
+//!   documented default plan.
 //! - [`news2`]: the Royal College of Physicians' NEWS2 table (2017).
+//! - [`engine`]: the pure state machine that turns committed readings and the passing of time
+//!   into alert effects.
+//!
+//! It must never do I/O or read a clock in `rules`, `news2` or `engine`: the shell that moves
+//! readings in and effects out lives with the record, in [`crate::crm`].
 
+pub mod engine;
 pub mod news2;
 pub mod rules;

@@ -191,8 +191,8 @@ impl Rule {
                 metric: m, after_s, ..
             } => {
                 metric(m)?;
-                if !(60..=30 * 86_400).contains(after_s) {
-                    return Err("after_s must be 60 to 2592000 (30 days)".into());
+                if !(5..=30 * 86_400).contains(after_s) {
+                    return Err("after_s must be 5 to 2592000 (30 days)".into());
                 }
             }
         }
@@ -200,7 +200,28 @@ impl Rule {
     }
 }
 
+/// The plan of every patient who has none of their own (README, "Default care plan").
+/// Thresholds follow common home-monitoring practice: NEWS2 for the deteriorating patient,
+/// SpO2 below 88 % sustained for a minute, a hypertensive crisis (180/120 mmHg), level 1 and
+/// level 2 hypoglycaemia (70 and 54 mg/dL, ADA), marked hyperglycaemia (300 mg/dL), and a
+/// heart-failure weight gain of 2 kg within 3 days (ESC).
+pub const DEFAULT_PLAN: &str = r#"{"rules": [
+  {"id": "news2", "kind": "news2", "freshness_s": 14400},
+  {"id": "spo2-critical", "kind": "threshold", "metric": "spo2", "op": "<", "value": 88, "for_s": 60, "hysteresis": 2, "severity": "high"},
+  {"id": "bp-crisis-systolic", "kind": "threshold", "metric": "bp_systolic", "op": ">=", "value": 180, "hysteresis": 10, "severity": "high"},
+  {"id": "bp-crisis-diastolic", "kind": "threshold", "metric": "bp_diastolic", "op": ">=", "value": 120, "hysteresis": 10, "severity": "high"},
+  {"id": "glucose-low", "kind": "threshold", "metric": "glucose", "op": "<", "value": 70, "hysteresis": 10, "severity": "medium"},
+  {"id": "glucose-very-low", "kind": "threshold", "metric": "glucose", "op": "<", "value": 54, "hysteresis": 10, "severity": "high"},
+  {"id": "glucose-high", "kind": "threshold", "metric": "glucose", "op": ">", "value": 300, "hysteresis": 20, "severity": "medium"},
+  {"id": "weight-gain", "kind": "rate", "metric": "body_weight", "rise": 2.0, "window_h": 72, "severity": "medium"}
+]}"#;
+
 impl CarePlan {
+    /// The documented default plan ([`DEFAULT_PLAN`]).
+    pub fn default_plan() -> CarePlan {
+        CarePlan::parse(DEFAULT_PLAN.as_bytes()).expect("the default plan is valid")
+    }
+
     /// Parses and validates a care plan body; the error names the rule and the problem.
     pub fn parse(json: &[u8]) -> Result<CarePlan, PlanError> {
         let plan: CarePlan = serde_json::from_slice(json)
@@ -303,7 +324,7 @@ mod tests {
                 "window_h",
             ),
             (
-                r#"{"kind":"missing","id":"a","severity":"low","metric":"heart_rate","after_s":5}"#,
+                r#"{"kind":"missing","id":"a","severity":"low","metric":"heart_rate","after_s":2}"#,
                 "after_s",
             ),
             (
@@ -324,6 +345,11 @@ mod tests {
         }
         let twice = br#"{"rules":[{"kind":"news2","id":"x"},{"kind":"news2","id":"x"}]}"#;
         assert!(CarePlan::parse(twice).unwrap_err().0.contains("used twice"));
+    }
+
+    #[test]
+    fn the_default_plan_is_valid() {
+        assert_eq!(CarePlan::default_plan().rules.len(), 8);
     }
 
     #[test]

@@ -93,6 +93,8 @@ const SCHEMA: &[&str] = &[
      CREATE INDEX audit_by_patient ON audit (patient_id, time_ms);",
     // version 2: the device's password in Mosquitto's format, for external-broker mode.
     "ALTER TABLE devices ADD COLUMN broker_hash TEXT;",
+    // version 3: the CRM record — care plans, alerts, the timeline and the outbox.
+    crate::crm::record::SCHEMA_V3,
 ];
 
 /// A patient as the API shows it.
@@ -103,6 +105,149 @@ pub struct Patient {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub birth_date: Option<String>,
     pub created_at: String,
+    #[serde(flatten)]
+    pub details: PatientDetails,
+}
+
+/// What the CRM record keeps about a patient beyond name and birth date: demographics, the
+/// care team responsible and how the patient prefers to be contacted. Every field is
+/// optional; an empty string clears a field in an update.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct PatientDetails {
+    /// FHIR AdministrativeGender: `male`, `female`, `other` or `unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gender: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The care team responsible for the patient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub care_team: Option<String>,
+    /// `phone`, `sms`, `email` or `post`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_preference: Option<String>,
+    /// Free text, e.g. "mornings only; daughter is the carer".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_notes: Option<String>,
+}
+
+impl PatientDetails {
+    fn fields(&self) -> [(&'static str, &Option<String>); 7] {
+        [
+            ("gender", &self.gender),
+            ("phone", &self.phone),
+            ("email", &self.email),
+            ("address", &self.address),
+            ("care_team", &self.care_team),
+            ("contact_preference", &self.contact_preference),
+            ("contact_notes", &self.contact_notes),
+        ]
+    }
+
+    fn check(&self) -> Result<(), RegistryError> {
+        for (name, value) in self.fields() {
+            if let Some(v) = value
+                && v.chars().count() > 500
+            {
+                return Err(RegistryError::Invalid(format!(
+                    "{name} must be at most 500 characters"
+                )));
+            }
+        }
+        let one_of = |name: &str, v: &Option<String>, allowed: &[&str]| match v.as_deref() {
+            Some(x) if !x.is_empty() && !allowed.contains(&x) => Err(RegistryError::Invalid(
+                format!("{name} must be one of {}", allowed.join(", ")),
+            )),
+            _ => Ok(()),
+        };
+        one_of(
+            "gender",
+            &self.gender,
+            &["male", "female", "other", "unknown"],
+        )?;
+        one_of(
+            "contact_preference",
+            &self.contact_preference,
+            &["phone", "sms", "email", "post"],
+        )?;
+        if let Some(e) = self.email.as_deref()
+            && !e.is_empty()
+            && (!e.contains('@') || e.contains(char::is_whitespace))
+        {
+            return Err(RegistryError::Invalid(format!(
+                "email {e:?} is not an e-mail address"
+            )));
+        }
+        if let Some(t) = self.care_team.as_deref()
+            && !t.is_empty()
+            && PatientId::parse(t).is_err()
+        {
+            return Err(RegistryError::Invalid(
+                "care_team must be 1 to 64 characters of A-Z a-z 0-9 . _ -".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `self` with the fields `update` gives; an empty string clears.
+    fn merged(mut self, update: PatientDetails) -> PatientDetails {
+        let set = |old: &mut Option<String>, new: Option<String>| {
+            if let Some(n) = new {
+                *old = (!n.is_empty()).then_some(n);
+            }
+        };
+        set(&mut self.gender, update.gender);
+        set(&mut self.phone, update.phone);
+        set(&mut self.email, update.email);
+        set(&mut self.address, update.address);
+        set(&mut self.care_team, update.care_team);
+        set(&mut self.contact_preference, update.contact_preference);
+        set(&mut self.contact_notes, update.contact_notes);
+        self
+    }
+
+    fn to_json(&self) -> Option<String> {
+        let cleaned = PatientDetails::default().merged(self.clone());
+        (cleaned != PatientDetails::default())
+            .then(|| serde_json::to_string(&cleaned).unwrap_or_default())
+    }
+}
+
+fn check_name(name: &str) -> Result<String, RegistryError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(RegistryError::Invalid(
+            "name must be 1 to 200 characters".into(),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn check_birth_date(d: &str) -> Result<(), RegistryError> {
+    if valid_date(d) {
+        Ok(())
+    } else {
+        Err(RegistryError::Invalid(format!(
+            "birth_date {d:?} is not a date like 1950-04-23"
+        )))
+    }
+}
+
+fn patient_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Patient>> {
+    let id: String = r.get(0)?;
+    let details: Option<String> = r.get(4)?;
+    Ok(PatientId::parse(&id).ok().map(|id| Patient {
+        id,
+        name: r.get(1).unwrap_or_default(),
+        birth_date: r.get(2).unwrap_or_default(),
+        created_at: format_rfc3339(r.get(3).unwrap_or_default()),
+        details: details
+            .and_then(|d| serde_json::from_str(&d).ok())
+            .unwrap_or_default(),
+    }))
 }
 
 /// A device as the API shows it (never its secret).
@@ -215,12 +360,29 @@ fn status_writer(conn: Connection, mut rx: tokio::sync::mpsc::Receiver<StatusUpd
         let result = (|| -> rusqlite::Result<()> {
             let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)?;
             {
+                let mut before = tx.prepare_cached(
+                    "SELECT patient_id, online, battery FROM devices WHERE id = ?1",
+                )?;
                 let mut stmt = tx.prepare_cached(
                     "UPDATE devices SET online = coalesce(?2, online), battery = coalesce(?3, battery),
                      last_seen_ms = max(coalesce(last_seen_ms, 0), ?4) WHERE id = ?1",
                 )?;
+                let mut timeline = tx.prepare_cached(
+                    "INSERT INTO timeline (patient_id, time_ms, kind, data) VALUES (?1, ?2, ?3, ?4)",
+                )?;
                 for (id, (online, battery, at)) in pending.drain() {
+                    let prior: Option<(String, bool, Option<u8>)> = before
+                        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()?;
                     stmt.execute(params![id.as_str(), online, battery, at])?;
+                    let Some((patient, was_online, was_battery)) = prior else {
+                        continue;
+                    };
+                    for (kind, data) in
+                        device_events(id.as_str(), was_online, was_battery, online, battery)
+                    {
+                        timeline.execute(params![patient, at, kind, data.to_string()])?;
+                    }
                 }
             }
             tx.commit()
@@ -230,6 +392,41 @@ fn status_writer(conn: Connection, mut rx: tokio::sync::mpsc::Receiver<StatusUpd
             pending.clear();
         }
     }
+}
+
+/// Battery level at or below which the record notes "battery low".
+pub const BATTERY_LOW_PERCENT: u8 = 20;
+
+/// The timeline entries a device's status change makes: offline, back online, battery low
+/// (once, when it crosses the threshold).
+fn device_events(
+    id: &str,
+    was_online: bool,
+    was_battery: Option<u8>,
+    online: Option<bool>,
+    battery: Option<u8>,
+) -> Vec<(&'static str, serde_json::Value)> {
+    let mut out = Vec::new();
+    match online {
+        Some(false) if was_online => out.push((
+            "device.offline",
+            serde_json::json!({"device_id": id, "battery": battery.or(was_battery)}),
+        )),
+        Some(true) if !was_online => {
+            out.push(("device.online", serde_json::json!({"device_id": id})));
+        }
+        _ => {}
+    }
+    if let Some(b) = battery
+        && b <= BATTERY_LOW_PERCENT
+        && was_battery.is_none_or(|w| w > BATTERY_LOW_PERCENT)
+    {
+        out.push((
+            "device.battery_low",
+            serde_json::json!({"device_id": id, "battery": b}),
+        ));
+    }
+    out
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -317,7 +514,7 @@ impl Registry {
     }
 
     /// Runs `f` with the connection on a blocking thread.
-    async fn with<T: Send + 'static>(
+    pub(crate) async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, RegistryError> + Send + 'static,
     ) -> Result<T, RegistryError> {
@@ -337,26 +534,20 @@ impl Registry {
         id: PatientId,
         name: String,
         birth_date: Option<String>,
+        details: PatientDetails,
         now_ms: i64,
     ) -> Result<Patient, RegistryError> {
-        let name = name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(RegistryError::Invalid(
-                "name must be 1 to 200 characters".into(),
-            ));
+        let name = check_name(&name)?;
+        if let Some(d) = &birth_date {
+            check_birth_date(d)?;
         }
-        if let Some(d) = &birth_date
-            && !valid_date(d)
-        {
-            return Err(RegistryError::Invalid(format!(
-                "birth_date {d:?} is not a date like 1950-04-23"
-            )));
-        }
+        details.check()?;
+        let details_json = details.to_json();
         self.with(move |c| {
             let n = c.execute(
-                "INSERT INTO patients (id, name, birth_date, created_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT DO NOTHING",
-                params![id.as_str(), name, birth_date, now_ms],
+                "INSERT INTO patients (id, name, birth_date, created_ms, details)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![id.as_str(), name, birth_date, now_ms, details_json],
             )?;
             if n == 0 {
                 return Err(RegistryError::Exists(format!("patient {id}")));
@@ -366,27 +557,49 @@ impl Registry {
                 name,
                 birth_date,
                 created_at: format_rfc3339(now_ms),
+                details,
             })
         })
         .await
     }
 
+    /// Changes a patient's name, birth date or details; `None` leaves a field as it is.
+    pub async fn update_patient(
+        &self,
+        id: PatientId,
+        name: Option<String>,
+        birth_date: Option<String>,
+        details: PatientDetails,
+    ) -> Result<Patient, RegistryError> {
+        let name = name.as_deref().map(check_name).transpose()?;
+        if let Some(d) = &birth_date {
+            check_birth_date(d)?;
+        }
+        details.check()?;
+        let current = self.patient(id.clone()).await?;
+        let merged = current.details.merged(details);
+        let details_json = merged.to_json();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE patients SET name = coalesce(?2, name), birth_date = coalesce(?3, birth_date),
+                 details = ?4 WHERE id = ?1",
+                params![id.as_str(), name, birth_date, details_json],
+            )?;
+            Ok(())
+        })
+        .await?;
+        self.patient(current.id).await
+    }
+
     pub async fn patient(&self, id: PatientId) -> Result<Patient, RegistryError> {
         self.with(move |c| {
             c.query_row(
-                "SELECT name, birth_date, created_ms FROM patients WHERE id = ?1",
+                "SELECT id, name, birth_date, created_ms, details FROM patients WHERE id = ?1",
                 [id.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                patient_row,
             )
             .optional()?
-            .map(
-                |(name, birth_date, created): (String, Option<String>, i64)| Patient {
-                    id: id.clone(),
-                    name,
-                    birth_date,
-                    created_at: format_rfc3339(created),
-                },
-            )
+            .flatten()
             .ok_or_else(|| RegistryError::NotFound(format!("patient {id}")))
         })
         .await
@@ -394,27 +607,13 @@ impl Registry {
 
     pub async fn patients(&self) -> Result<Vec<Patient>, RegistryError> {
         self.with(|c| {
-            let mut stmt =
-                c.prepare("SELECT id, name, birth_date, created_ms FROM patients ORDER BY id")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })?;
+            let mut stmt = c.prepare(
+                "SELECT id, name, birth_date, created_ms, details FROM patients ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], patient_row)?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, name, birth_date, created) = row?;
-                if let Ok(id) = PatientId::parse(&id) {
-                    out.push(Patient {
-                        id,
-                        name,
-                        birth_date,
-                        created_at: format_rfc3339(created),
-                    });
-                }
+                out.extend(row?);
             }
             Ok(out)
         })
@@ -534,6 +733,45 @@ impl Registry {
                 },
             )
             .ok_or_else(|| RegistryError::NotFound(format!("device {id}")))
+        })
+        .await
+    }
+
+    /// A patient's devices, by id.
+    pub async fn patient_devices(&self, patient: PatientId) -> Result<Vec<Device>, RegistryError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, profile, created_ms, online, last_seen_ms, battery, revoked
+                 FROM devices WHERE patient_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([patient.as_str()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, bool>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                    r.get::<_, Option<u8>>(5)?,
+                    r.get::<_, bool>(6)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, profile, created, online, seen, battery, revoked) = row?;
+                if let Ok(id) = DeviceId::parse(&id) {
+                    out.push(Device {
+                        id,
+                        patient_id: patient.clone(),
+                        profile,
+                        created_at: format_rfc3339(created),
+                        online,
+                        last_seen: seen.map(format_rfc3339),
+                        battery,
+                        revoked,
+                    });
+                }
+            }
+            Ok(out)
         })
         .await
     }
@@ -825,7 +1063,7 @@ mod tests {
     async fn a_device_authenticates_with_its_secret_only() {
         let (dir, r) = registry().await;
         let p = PatientId::parse("p1").unwrap();
-        r.create_patient(p.clone(), "Ada".into(), None, 0)
+        r.create_patient(p.clone(), "Ada".into(), None, PatientDetails::default(), 0)
             .await
             .unwrap();
         let (_, secret) = r
@@ -848,11 +1086,18 @@ mod tests {
     async fn refuses_duplicates_unknown_patients_and_profiles() {
         let (_dir, r) = registry().await;
         let p = PatientId::parse("p1").unwrap();
-        r.create_patient(p.clone(), "Ada".into(), Some("1950-04-23".into()), 0)
-            .await
-            .unwrap();
+        r.create_patient(
+            p.clone(),
+            "Ada".into(),
+            Some("1950-04-23".into()),
+            PatientDetails::default(),
+            0,
+        )
+        .await
+        .unwrap();
         assert!(matches!(
-            r.create_patient(p.clone(), "Ada".into(), None, 0).await,
+            r.create_patient(p.clone(), "Ada".into(), None, PatientDetails::default(), 0)
+                .await,
             Err(RegistryError::Exists(_))
         ));
         assert!(matches!(
@@ -860,6 +1105,7 @@ mod tests {
                 PatientId::parse("p2").unwrap(),
                 "B".into(),
                 Some("1950-13-01".into()),
+                PatientDetails::default(),
                 0
             )
             .await,

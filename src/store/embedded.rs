@@ -113,7 +113,22 @@ pub struct Store {
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     /// Woken after a commit that added outbox lines.
     outbox_ready: Arc<tokio::sync::Notify>,
+    /// Every batch of newly stored observations, after its commit.
+    feed: tokio::sync::broadcast::Sender<FeedItem>,
 }
+
+/// Observations newly stored by one commit, and when it committed (Vigil's clock, ms).
+#[derive(Debug, Clone)]
+pub struct CommittedBatch {
+    pub committed_ms: i64,
+    pub at: Instant,
+    pub observations: Vec<Observation>,
+}
+
+type FeedItem = Arc<CommittedBatch>;
+
+/// Batches the feed holds for a slow subscriber before it lags (and must resync).
+const FEED_CAPACITY: usize = 4096;
 
 struct ReaderPool {
     path: PathBuf,
@@ -219,11 +234,13 @@ impl Store {
         let conn = open_db(&path, SCHEMA)?;
         let (tx, rx) = mpsc::channel(queue_capacity);
         let outbox_ready = Arc::new(tokio::sync::Notify::new());
+        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
         let writer_state = WriterState {
             batch_max: batch_max.max(1),
             metrics,
             outbox,
             outbox_ready: outbox_ready.clone(),
+            feed: feed.clone(),
         };
         let writer = std::thread::Builder::new()
             .name("vigil-store-writer".into())
@@ -240,7 +257,40 @@ impl Store {
             }),
             writer: Arc::new(Mutex::new(Some(writer))),
             outbox_ready,
+            feed,
         })
+    }
+
+    /// Subscribes to the observations each commit newly stores (redeliveries excluded), in
+    /// commit order. A subscriber that falls more than a few thousand commits behind gets
+    /// `Lagged` and must rebuild from the store.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<CommittedBatch>> {
+        self.feed.subscribe()
+    }
+
+    /// The latest observation of a patient's metric, if any.
+    pub async fn latest(
+        &self,
+        patient: PatientId,
+        metric: Metric,
+    ) -> Result<Option<StoredObservation>, StoreError> {
+        self.read(move |conn| {
+            use rusqlite::OptionalExtension;
+            conn.prepare_cached(
+                "SELECT time_ms, value, device_id FROM observations
+                 WHERE patient_id = ?1 AND metric = ?2 ORDER BY time_ms DESC LIMIT 1",
+            )?
+            .query_row(params![patient.as_str(), metric.code()], |r| {
+                Ok(StoredObservation {
+                    time_ms: r.get(0)?,
+                    metric,
+                    value: r.get(1)?,
+                    device_id: r.get(2)?,
+                })
+            })
+            .optional()
+        })
+        .await
     }
 
     /// Waits until a commit has added outbox lines (or returns at once if one did since the
@@ -498,6 +548,7 @@ struct WriterState {
     /// The InfluxDB measurement, when observations also go to the outbox.
     outbox: Option<String>,
     outbox_ready: Arc<tokio::sync::Notify>,
+    feed: tokio::sync::broadcast::Sender<FeedItem>,
 }
 
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, st: WriterState) {
@@ -528,7 +579,9 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, st: WriterSt
             continue;
         }
         let started = Instant::now();
-        let outcome = commit(&mut conn, &batch, st.outbox.as_deref());
+        let mut fresh = Vec::new();
+        let wanted = (st.feed.receiver_count() > 0).then_some(&mut fresh);
+        let outcome = commit(&mut conn, &batch, st.outbox.as_deref(), wanted);
         metrics
             .store_commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -536,6 +589,13 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, st: WriterSt
             Ok(results) => {
                 if st.outbox.is_some() && results.iter().any(|r| r.inserted > 0) {
                     st.outbox_ready.notify_one();
+                }
+                if !fresh.is_empty() {
+                    let _ = st.feed.send(Arc::new(CommittedBatch {
+                        committed_ms: crate::domain::now_ms(),
+                        at: Instant::now(),
+                        observations: fresh,
+                    }));
                 }
                 for (w, r) in batch.drain(..).zip(results) {
                     if let Some(done) = done_of(w) {
@@ -585,6 +645,7 @@ fn commit(
     conn: &mut Connection,
     batch: &[Write],
     outbox: Option<&str>,
+    mut fresh: Option<&mut Vec<Observation>>,
 ) -> Result<Vec<Committed>, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -625,6 +686,9 @@ fn commit(
                             .map_err(write_err)?;
                         if n == 1 {
                             c.inserted += 1;
+                            if let Some(f) = fresh.as_deref_mut() {
+                                f.push(o.clone());
+                            }
                             // Only new rows go out: a redelivery is not sent twice.
                             if let Some(measurement) = outbox {
                                 spool

@@ -6,6 +6,7 @@
 
 mod auth;
 mod error;
+mod record;
 mod routes;
 
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Metrics,
     pub bootstrap: Option<Arc<BootstrapToken>>,
+    pub crm: crate::crm::Crm,
 }
 
 /// The whole HTTP application.

@@ -14,15 +14,33 @@ use serde_json::{Value, json};
 use super::auth::Principal;
 use super::{ApiError, AppState};
 use crate::domain::{DeviceId, Metric, PatientId, format_rfc3339, now_ms, parse_rfc3339};
-use crate::registry::{AuditEntry, Role};
+use crate::registry::{AuditEntry, PatientDetails, Role};
 use crate::store::ObservationQuery;
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 pub(super) fn api() -> Router<AppState> {
     Router::new()
         .route("/patients", post(create_patient).get(list_patients))
-        .route("/patients/{id}", get(get_patient))
+        .route(
+            "/patients/{id}",
+            get(get_patient).patch(super::record::update_patient),
+        )
+        .route(
+            "/patients/{id}/care-plan",
+            get(super::record::get_care_plan).put(super::record::put_care_plan),
+        )
+        .route("/patients/{id}/notes", post(super::record::add_note))
+        .route("/patients/{id}/record", get(super::record::record))
+        .route("/alerts", get(super::record::list_alerts))
+        .route("/alerts/{id}", get(super::record::get_alert))
+        .route("/alerts/{id}/ack", post(super::record::ack_alert))
+        .route("/alerts/{id}/resolve", post(super::record::resolve_alert))
+        .route("/deliveries", get(super::record::deliveries))
+        .route(
+            "/deliveries/{id}/retry",
+            post(super::record::retry_delivery),
+        )
         .route("/patients/{id}/observations", get(observations))
         .route("/devices", post(create_device))
         .route("/devices/{id}", get(get_device))
@@ -46,7 +64,7 @@ pub(super) async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     )
 }
 
-fn patient_id(s: &str) -> ApiResult<PatientId> {
+pub(super) fn patient_id(s: &str) -> ApiResult<PatientId> {
     PatientId::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
@@ -54,7 +72,7 @@ fn device_id(s: &str) -> ApiResult<DeviceId> {
     DeviceId::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
-fn require_admin(p: &Principal) -> ApiResult<()> {
+pub(super) fn require_admin(p: &Principal) -> ApiResult<()> {
     if p.role == Role::Admin {
         Ok(())
     } else {
@@ -63,7 +81,7 @@ fn require_admin(p: &Principal) -> ApiResult<()> {
 }
 
 /// Writes one audit line; a request whose audit line cannot be written is not answered.
-async fn audit_line(
+pub(super) async fn audit_line(
     s: &AppState,
     p: &Principal,
     action: &str,
@@ -91,6 +109,27 @@ struct NewPatient {
     id: String,
     name: String,
     birth_date: Option<String>,
+    gender: Option<String>,
+    phone: Option<String>,
+    email: Option<String>,
+    address: Option<String>,
+    care_team: Option<String>,
+    contact_preference: Option<String>,
+    contact_notes: Option<String>,
+}
+
+impl NewPatient {
+    fn details(&self) -> PatientDetails {
+        PatientDetails {
+            gender: self.gender.clone(),
+            phone: self.phone.clone(),
+            email: self.email.clone(),
+            address: self.address.clone(),
+            care_team: self.care_team.clone(),
+            contact_preference: self.contact_preference.clone(),
+            contact_notes: self.contact_notes.clone(),
+        }
+    }
 }
 
 async fn create_patient(
@@ -103,7 +142,13 @@ async fn create_patient(
     let id = patient_id(&body.id)?;
     let patient = s
         .registry
-        .create_patient(id.clone(), body.name, body.birth_date, now_ms())
+        .create_patient(
+            id.clone(),
+            body.name.clone(),
+            body.birth_date.clone(),
+            body.details(),
+            now_ms(),
+        )
         .await?;
     audit_line(
         &s,
@@ -204,7 +249,7 @@ struct ObsParams {
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 100_000;
 
-fn time_param(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
+pub(super) fn time_param(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
     v.filter(|s| !s.is_empty())
         .map(|s| {
             parse_rfc3339(s).ok_or_else(|| {

@@ -72,6 +72,15 @@ pub(crate) struct Child {
 }
 
 pub(crate) async fn spawn_vigil(data_dir: &std::path::Path, mqtt_listen: &str) -> Child {
+    spawn_vigil_with(data_dir, mqtt_listen, &[]).await
+}
+
+/// Like [`spawn_vigil`], with extra environment (configuration by `VIGIL_<SECTION>__<KEY>`).
+pub(crate) async fn spawn_vigil_with(
+    data_dir: &std::path::Path,
+    mqtt_listen: &str,
+    env: &[(&str, &str)],
+) -> Child {
     let mut child = tokio::process::Command::new(VIGIL)
         .args([
             "serve",
@@ -85,6 +94,7 @@ pub(crate) async fn spawn_vigil(data_dir: &std::path::Path, mqtt_listen: &str) -
         .env("VIGIL_BOOTSTRAP_TOKEN", TOKEN)
         .env("VIGIL_LOG__FORMAT", "json")
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -4,11 +4,13 @@
 
 mod support;
 
+mod alerts;
 mod api;
 mod cli;
 mod crash;
 mod deploy;
 mod external;
+mod fhir;
 mod influx;
 mod ingest;
 mod mqtt_rules;

@@ -1,0 +1,1205 @@
+//! The alert engine: a pure state machine. It is fed committed observations, the passing of
+//! time (ticks), care-plan changes and clinicians' acknowledgements, and answers with
+//! [`Effect`]s — open, raise, escalate or resolve an alert — that the shell
+//! ([`super::task`]) writes to the patient's record and the outbox in one transaction.
+//!
+//! It never reads a clock or does I/O: `now` is an argument, so tests drive time explicitly
+//! and a restart can rebuild the state by replaying stored readings.
+//!
+//! Semantics, per rule kind (times in a reading are the device's measurement times; `now` is
+//! Vigil's clock):
+//! - **threshold**: the condition holds once the readings meeting `metric op value` have
+//!   lasted `for_s` seconds between the first and the latest of them with no reading in
+//!   between that failed it (`for_s` 0: the first reading). It clears when a reading is past
+//!   the limit by `hysteresis` on the good side; a reading between the limit and the
+//!   hysteresis band keeps it as it was, so a value hovering at the limit does not flap.
+//! - **rate**: the latest reading is at least `rise` above the lowest (or `fall` below the
+//!   highest) reading within `window_h` hours before it.
+//! - **news2**: the aggregate of the latest reading of each NEWS2 parameter no older than
+//!   `freshness_s` (judged against `now`); 5–6 or a single parameter scoring 3 is medium,
+//!   7 or more high. A score that climbs while its alert is open raises the alert's severity.
+//! - **missing**: no reading of `metric` for `after_s` seconds (from the latest reading, or
+//!   from when the rule started watching).
+//!
+//! One condition, one alert: while an alert for a rule is open or acknowledged, the rule
+//! raises no other. It resolves by itself once its condition has stayed clear for
+//! `auto_resolve_s`; an open alert nobody acknowledges escalates every `escalate_after_s`,
+//! up to `max_escalations` times. A clinician resolving an alert whose condition still holds
+//! silences the rule until the condition clears (no immediate re-alert).
+//!
+//! Readings older than the newest one a rule has already judged do not change its state: a
+//! backlog uploaded out of order is stored, but alerts follow the newest data.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::news2::{self, Inputs, Spo2Scale};
+use super::rules::{CarePlan, Op, Rule, Severity};
+use crate::domain::{Metric, Observation, PatientId};
+
+/// Engine settings (config `[alerts]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settings {
+    /// How long a condition must stay clear before its alert resolves by itself.
+    pub auto_resolve_s: u32,
+    /// How long an open alert may go unacknowledged before it escalates (again).
+    pub escalate_after_s: u32,
+    /// How many times an alert escalates at most.
+    pub max_escalations: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            auto_resolve_s: 900,
+            escalate_after_s: 900,
+            max_escalations: 3,
+        }
+    }
+}
+
+/// What the engine is told.
+#[derive(Debug, Clone)]
+pub enum Input<'a> {
+    /// A reading that has been durably stored.
+    Observation(&'a Observation),
+    /// Time has passed (missing readings, auto-resolve, escalation, stale NEWS2 inputs).
+    Tick,
+    /// The patient's care plan was set (`None`: back to the default plan).
+    PlanChanged {
+        patient: &'a PatientId,
+        plan: Option<Arc<CarePlan>>,
+    },
+    /// A clinician acknowledged the rule's alert: it no longer escalates.
+    Acknowledged {
+        patient: &'a PatientId,
+        rule_id: &'a str,
+    },
+    /// A clinician resolved the rule's alert.
+    Resolved {
+        patient: &'a PatientId,
+        rule_id: &'a str,
+    },
+}
+
+/// What the engine asks the shell to do. Every effect names its alert by patient and rule:
+/// there is at most one unresolved alert per pair.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Open {
+        patient: PatientId,
+        rule_id: String,
+        kind: &'static str,
+        severity: Severity,
+        message: String,
+        /// The reading that tipped the condition over (none for `missing`).
+        trigger: Option<Observation>,
+        at_ms: i64,
+    },
+    /// The condition worsened: the alert's severity goes up.
+    Raise {
+        patient: PatientId,
+        rule_id: String,
+        severity: Severity,
+        message: String,
+        at_ms: i64,
+    },
+    /// Nobody acknowledged the alert in time.
+    Escalate {
+        patient: PatientId,
+        rule_id: String,
+        level: u32,
+        at_ms: i64,
+    },
+    /// The condition has been clear long enough (or its rule left the care plan).
+    Resolve {
+        patient: PatientId,
+        rule_id: String,
+        reason: String,
+        at_ms: i64,
+    },
+}
+
+/// An unresolved alert, as the shell restores it at start-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenAlert {
+    pub patient: PatientId,
+    pub rule_id: String,
+    pub severity: Severity,
+    pub acknowledged: bool,
+    pub escalations: u32,
+    /// When it was opened or last escalated.
+    pub since_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Track {
+    severity: Severity,
+    acknowledged: bool,
+    escalations: u32,
+    /// Opened or last escalated.
+    escalated_ms: i64,
+    /// The condition has been clear since then.
+    clear_since: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct RuleState {
+    /// The condition, as of the latest judgement (`None` while it does not hold).
+    holding: Option<Severity>,
+    alert: Option<Track>,
+    /// Resolved by a clinician while holding: no new alert until the condition clears.
+    silenced: bool,
+    /// The newest reading time judged.
+    last_ms: Option<i64>,
+    /// threshold: the first reading of the current run meeting the condition.
+    run_start: Option<i64>,
+    /// rate: candidates for the window's extreme, oldest first (monotonic deque).
+    window: VecDeque<(i64, f64)>,
+    /// missing: when the rule started watching.
+    watch_from: i64,
+}
+
+struct PatientState {
+    plan: Arc<CarePlan>,
+    custom: bool,
+    rules: HashMap<String, RuleState>,
+    /// The latest reading of each metric: (measurement time, value, when Vigil judged it).
+    latest: HashMap<Metric, (i64, f64)>,
+}
+
+/// The alert engine for every patient.
+pub struct Engine {
+    settings: Settings,
+    default_plan: Arc<CarePlan>,
+    patients: HashMap<PatientId, PatientState>,
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    }
+}
+
+fn unit_suffix(m: Metric) -> String {
+    match m.unit() {
+        "{bool}" | "{ACVPU}" | "{steps}" => String::new(),
+        u => format!(" {u}"),
+    }
+}
+
+fn fmt_duration(s: i64) -> String {
+    match s {
+        ..60 => format!("{s} s"),
+        60..3600 if s % 60 == 0 => format!("{} min", s / 60),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ if s % 3600 == 0 => format!("{} h", s / 3600),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn op_str(op: Op) -> &'static str {
+    match op {
+        Op::Lt => "<",
+        Op::Le => "<=",
+        Op::Gt => ">",
+        Op::Ge => ">=",
+    }
+}
+
+/// The metrics a rule reads.
+fn rule_metrics(rule: &Rule) -> Vec<Metric> {
+    match rule {
+        Rule::Threshold { metric, .. }
+        | Rule::Rate { metric, .. }
+        | Rule::Missing { metric, .. } => Metric::parse(metric).into_iter().collect(),
+        Rule::News2 { .. } => NEWS2_METRICS.to_vec(),
+    }
+}
+
+/// The readings NEWS2 is built from.
+pub const NEWS2_METRICS: [Metric; 7] = [
+    Metric::RespiratoryRate,
+    Metric::Spo2,
+    Metric::OnOxygen,
+    Metric::BpSystolic,
+    Metric::HeartRate,
+    Metric::Consciousness,
+    Metric::BodyTemperature,
+];
+
+impl Engine {
+    pub fn new(settings: Settings, default_plan: Arc<CarePlan>) -> Engine {
+        Engine {
+            settings,
+            default_plan,
+            patients: HashMap::new(),
+        }
+    }
+
+    /// How far back each metric must be replayed to rebuild a patient's state under `plan`
+    /// (besides the latest reading of every metric the plan reads, which is always replayed).
+    pub fn lookback_ms(plan: &CarePlan) -> HashMap<Metric, i64> {
+        let mut out: HashMap<Metric, i64> = HashMap::new();
+        for rule in &plan.rules {
+            let span = match rule {
+                // Enough to see a run of for_s and where it began.
+                Rule::Threshold { for_s, .. } => i64::from(*for_s) * 1000 + 60_000,
+                Rule::Rate { window_h, .. } => (window_h * 3_600_000.0) as i64,
+                // Only the latest readings matter.
+                Rule::News2 { .. } | Rule::Missing { .. } => 0,
+            };
+            for m in rule_metrics(rule) {
+                let e = out.entry(m).or_insert(0);
+                *e = (*e).max(span);
+            }
+        }
+        out
+    }
+
+    /// Starts watching a patient (with the default plan when `plan` is `None`). Rules that
+    /// watch for silence count from `now`.
+    pub fn add_patient(&mut self, patient: PatientId, plan: Option<Arc<CarePlan>>, now: i64) {
+        let custom = plan.is_some();
+        let plan = plan.unwrap_or_else(|| self.default_plan.clone());
+        let rules = plan
+            .rules
+            .iter()
+            .map(|r| {
+                (
+                    r.id().to_owned(),
+                    RuleState {
+                        watch_from: now,
+                        ..RuleState::default()
+                    },
+                )
+            })
+            .collect();
+        self.patients.insert(
+            patient,
+            PatientState {
+                plan,
+                custom,
+                rules,
+                latest: HashMap::new(),
+            },
+        );
+    }
+
+    /// Restores an unresolved alert read back from the record (at start-up, after
+    /// [`Engine::add_patient`]). An alert whose rule is no longer in the plan is resolved at
+    /// the next tick.
+    pub fn restore(&mut self, a: OpenAlert) {
+        let Some(p) = self.patients.get_mut(&a.patient) else {
+            return;
+        };
+        let st = p.rules.entry(a.rule_id).or_default();
+        st.alert = Some(Track {
+            severity: a.severity,
+            acknowledged: a.acknowledged,
+            escalations: a.escalations,
+            escalated_ms: a.since_ms,
+            clear_since: None,
+        });
+        // Until a reading says otherwise, the condition is taken to hold: an alert is not
+        // resolved merely because Vigil restarted.
+        st.holding = Some(a.severity);
+    }
+
+    /// Replays a stored reading to rebuild state: no effects, and the rule's alert state is
+    /// left as restored. Call [`Engine::settle`] after the last one.
+    pub fn replay(&mut self, obs: &Observation) {
+        let _ = self.observe(obs, obs.time_ms, false);
+    }
+
+    /// After a replay, alerts whose condition holds but which have no alert (the gateway
+    /// stopped between storing a reading and recording its alert) are opened now.
+    pub fn settle(&mut self, now: i64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (pid, p) in &mut self.patients {
+            for rule in p.plan.rules.iter() {
+                let Some(st) = p.rules.get_mut(rule.id()) else {
+                    continue;
+                };
+                if let (Some(sev), None, false) = (st.holding, &st.alert, st.silenced) {
+                    st.alert = Some(Track {
+                        severity: sev,
+                        acknowledged: false,
+                        escalations: 0,
+                        escalated_ms: now,
+                        clear_since: None,
+                    });
+                    effects.push(Effect::Open {
+                        patient: pid.clone(),
+                        rule_id: rule.id().to_owned(),
+                        kind: kind_of(rule),
+                        severity: sev,
+                        message: format!("{} (found on restart)", describe(rule, &p.latest, now)),
+                        trigger: None,
+                        at_ms: now,
+                    });
+                }
+            }
+        }
+        effects
+    }
+
+    /// Whether the engine watches this patient.
+    pub fn has_patient(&self, patient: &PatientId) -> bool {
+        self.patients.contains_key(patient)
+    }
+
+    /// The care plan in force for a patient and whether it is the patient's own.
+    pub fn plan(&self, patient: &PatientId) -> Option<(Arc<CarePlan>, bool)> {
+        self.patients
+            .get(patient)
+            .map(|p| (p.plan.clone(), p.custom))
+    }
+
+    /// Feeds one input; returns what must happen.
+    pub fn handle(&mut self, input: Input<'_>, now: i64) -> Vec<Effect> {
+        match input {
+            Input::Observation(o) => self.observe(o, now, true),
+            Input::Tick => self.tick(now),
+            Input::PlanChanged { patient, plan } => self.change_plan(patient, plan, now),
+            Input::Acknowledged { patient, rule_id } => {
+                if let Some(t) = self.track(patient, rule_id) {
+                    t.acknowledged = true;
+                }
+                Vec::new()
+            }
+            Input::Resolved { patient, rule_id } => {
+                if let Some(st) = self
+                    .patients
+                    .get_mut(patient)
+                    .and_then(|p| p.rules.get_mut(rule_id))
+                {
+                    st.alert = None;
+                    st.silenced = st.holding.is_some();
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn track(&mut self, patient: &PatientId, rule_id: &str) -> Option<&mut Track> {
+        self.patients
+            .get_mut(patient)?
+            .rules
+            .get_mut(rule_id)?
+            .alert
+            .as_mut()
+    }
+
+    fn change_plan(
+        &mut self,
+        patient: &PatientId,
+        plan: Option<Arc<CarePlan>>,
+        now: i64,
+    ) -> Vec<Effect> {
+        let Some(p) = self.patients.get_mut(patient) else {
+            self.add_patient(patient.clone(), plan, now);
+            return Vec::new();
+        };
+        p.custom = plan.is_some();
+        let plan = plan.unwrap_or_else(|| self.default_plan.clone());
+        let mut effects = Vec::new();
+        let mut rules = HashMap::new();
+        for rule in &plan.rules {
+            let old = p.rules.remove(rule.id());
+            let unchanged = p
+                .plan
+                .rules
+                .iter()
+                .any(|r| r.id() == rule.id() && r == rule);
+            let st = match old {
+                Some(st) if unchanged => st,
+                // A changed rule starts afresh but keeps its alert; the next readings decide.
+                Some(st) => RuleState {
+                    alert: st.alert,
+                    holding: st.holding,
+                    watch_from: now,
+                    ..RuleState::default()
+                },
+                None => RuleState {
+                    watch_from: now,
+                    ..RuleState::default()
+                },
+            };
+            rules.insert(rule.id().to_owned(), st);
+        }
+        for (rule_id, st) in p.rules.drain() {
+            if st.alert.is_some() {
+                effects.push(Effect::Resolve {
+                    patient: patient.clone(),
+                    rule_id,
+                    reason: "its rule was removed from the care plan".into(),
+                    at_ms: now,
+                });
+            }
+        }
+        p.rules = rules;
+        p.plan = plan;
+        effects
+    }
+
+    fn observe(&mut self, o: &Observation, now: i64, emit: bool) -> Vec<Effect> {
+        let Some(p) = self.patients.get_mut(&o.patient_id) else {
+            return Vec::new();
+        };
+        let newest = match p.latest.get(&o.metric) {
+            Some((t, _)) => o.time_ms >= *t,
+            None => true,
+        };
+        if newest {
+            p.latest.insert(o.metric, (o.time_ms, o.value));
+        }
+        let mut effects = Vec::new();
+        let plan = p.plan.clone();
+        for rule in plan.rules.iter() {
+            if !rule_metrics(rule).contains(&o.metric) {
+                continue;
+            }
+            let Some(st) = p.rules.get_mut(rule.id()) else {
+                continue;
+            };
+            if st.last_ms.is_some_and(|t| o.time_ms < t) {
+                continue;
+            }
+            st.last_ms = Some(o.time_ms);
+            let (holding, message) = judge(rule, st, o, &p.latest, now);
+            apply(
+                &o.patient_id,
+                rule,
+                st,
+                holding,
+                message,
+                Some(o),
+                now,
+                emit,
+                &mut effects,
+            );
+        }
+        effects
+    }
+
+    fn tick(&mut self, now: i64) -> Vec<Effect> {
+        let s = self.settings;
+        let mut effects = Vec::new();
+        for (pid, p) in &mut self.patients {
+            let plan = p.plan.clone();
+            for rule in plan.rules.iter() {
+                let Some(st) = p.rules.get_mut(rule.id()) else {
+                    continue;
+                };
+                // Conditions that time alone changes.
+                match rule {
+                    Rule::Missing {
+                        metric, after_s, ..
+                    } => {
+                        let last = Metric::parse(metric)
+                            .and_then(|m| p.latest.get(&m))
+                            .map_or(st.watch_from, |(t, _)| *t);
+                        let silent = now - last >= i64::from(*after_s) * 1000;
+                        let holding = silent.then(|| rule_severity(rule));
+                        let message = format!(
+                            "no {metric} reading for {}",
+                            fmt_duration((now - last) / 1000)
+                        );
+                        apply(
+                            pid,
+                            rule,
+                            st,
+                            holding,
+                            message,
+                            None,
+                            now,
+                            true,
+                            &mut effects,
+                        );
+                    }
+                    Rule::News2 { .. } if st.holding.is_some() => {
+                        let (holding, message) = news2_judge(rule, &p.latest, now);
+                        if holding.is_none() {
+                            apply(pid, rule, st, None, message, None, now, true, &mut effects);
+                        }
+                    }
+                    _ => {}
+                }
+                // Timers of the rule's alert.
+                let Some(t) = st.alert.as_mut() else {
+                    continue;
+                };
+                if let Some(clear) = t.clear_since
+                    && now - clear >= i64::from(s.auto_resolve_s) * 1000
+                {
+                    st.alert = None;
+                    effects.push(Effect::Resolve {
+                        patient: pid.clone(),
+                        rule_id: rule.id().to_owned(),
+                        reason: format!(
+                            "the condition has been clear for {}",
+                            fmt_duration((now - clear) / 1000)
+                        ),
+                        at_ms: now,
+                    });
+                    continue;
+                }
+                if !t.acknowledged
+                    && t.escalations < s.max_escalations
+                    && now - t.escalated_ms >= i64::from(s.escalate_after_s) * 1000
+                {
+                    t.escalations += 1;
+                    t.escalated_ms = now;
+                    effects.push(Effect::Escalate {
+                        patient: pid.clone(),
+                        rule_id: rule.id().to_owned(),
+                        level: t.escalations,
+                        at_ms: now,
+                    });
+                }
+            }
+            // Rules removed from the plan while the gateway was down.
+            let orphans: Vec<String> = p
+                .rules
+                .iter()
+                .filter(|(id, st)| {
+                    st.alert.is_some() && !p.plan.rules.iter().any(|r| r.id() == id.as_str())
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for rule_id in orphans {
+                p.rules.remove(&rule_id);
+                effects.push(Effect::Resolve {
+                    patient: pid.clone(),
+                    rule_id,
+                    reason: "its rule is no longer in the care plan".into(),
+                    at_ms: now,
+                });
+            }
+        }
+        effects
+    }
+}
+
+fn kind_of(rule: &Rule) -> &'static str {
+    match rule {
+        Rule::Threshold { .. } => "threshold",
+        Rule::Rate { .. } => "rate",
+        Rule::News2 { .. } => "news2",
+        Rule::Missing { .. } => "missing",
+    }
+}
+
+fn rule_severity(rule: &Rule) -> Severity {
+    match rule {
+        Rule::Threshold { severity, .. }
+        | Rule::Rate { severity, .. }
+        | Rule::Missing { severity, .. } => *severity,
+        Rule::News2 { severity, .. } => severity.unwrap_or(Severity::High),
+    }
+}
+
+/// A sentence for a rule as it stands (used when an alert is found on restart).
+fn describe(rule: &Rule, latest: &HashMap<Metric, (i64, f64)>, now: i64) -> String {
+    match rule {
+        Rule::Threshold {
+            metric, op, value, ..
+        } => {
+            let m = Metric::parse(metric);
+            let last = m.and_then(|m| latest.get(&m)).map(|(_, v)| *v);
+            format!(
+                "{metric} {} {}{}{}",
+                op_str(*op),
+                fmt_value(*value),
+                m.map(unit_suffix).unwrap_or_default(),
+                last.map(|v| format!(" (latest {})", fmt_value(v)))
+                    .unwrap_or_default()
+            )
+        }
+        Rule::Rate {
+            metric, window_h, ..
+        } => format!(
+            "{metric} changed too fast within {} h",
+            fmt_value(*window_h)
+        ),
+        Rule::News2 { .. } => news2_judge(rule, latest, now).1,
+        Rule::Missing { metric, .. } => format!("no recent {metric} reading"),
+    }
+}
+
+/// Judges a rule on a new reading: whether its condition holds (at which severity) and a
+/// sentence saying why.
+fn judge(
+    rule: &Rule,
+    st: &mut RuleState,
+    o: &Observation,
+    latest: &HashMap<Metric, (i64, f64)>,
+    now: i64,
+) -> (Option<Severity>, String) {
+    let unit = unit_suffix(o.metric);
+    match rule {
+        Rule::Threshold {
+            metric,
+            op,
+            value,
+            for_s,
+            hysteresis,
+            severity,
+            ..
+        } => {
+            let sentence = |run: i64| {
+                let lasted = if *for_s > 0 {
+                    format!(" for {}", fmt_duration(run / 1000))
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{metric} {} {}{unit}{lasted} (latest {}{unit})",
+                    op_str(*op),
+                    fmt_value(*value),
+                    fmt_value(o.value)
+                )
+            };
+            if op.holds(o.value, *value) {
+                let start = *st.run_start.get_or_insert(o.time_ms);
+                let run = o.time_ms - start;
+                if run >= i64::from(*for_s) * 1000 {
+                    return (Some(*severity), sentence(run));
+                }
+                // Meeting the limit, not yet for long enough: a holding condition goes on.
+                return (st.holding, sentence(run));
+            }
+            st.run_start = None;
+            let h = hysteresis.unwrap_or(0.0);
+            let band = match op {
+                Op::Lt | Op::Le => *value + h,
+                Op::Gt | Op::Ge => *value - h,
+            };
+            let within_band = h > 0.0 && op.holds(o.value, band);
+            let holding = if within_band { st.holding } else { None };
+            (holding, sentence(0))
+        }
+        Rule::Rate {
+            metric,
+            rise,
+            fall,
+            window_h,
+            severity,
+            ..
+        } => {
+            let window_ms = (window_h * 3_600_000.0) as i64;
+            let w = &mut st.window;
+            while w.front().is_some_and(|(t, _)| *t < o.time_ms - window_ms) {
+                w.pop_front();
+            }
+            // The reference is the window's lowest (rise) or highest (fall) reading before
+            // this one; the deque keeps only readings that can still be that extreme.
+            let reference = w.front().map(|(_, v)| *v);
+            let rising = rise.is_some();
+            while w
+                .back()
+                .is_some_and(|(_, v)| if rising { *v >= o.value } else { *v <= o.value })
+            {
+                w.pop_back();
+            }
+            w.push_back((o.time_ms, o.value));
+            let Some(reference) = reference else {
+                return (None, String::new());
+            };
+            let (change, limit, word) = match (rise, fall) {
+                (Some(r), _) => (o.value - reference, *r, "rose"),
+                (None, Some(f)) => (reference - o.value, *f, "fell"),
+                (None, None) => return (None, String::new()),
+            };
+            let message = format!(
+                "{metric} {word} {}{unit} within {} h (from {} to {}{unit})",
+                fmt_value(change),
+                fmt_value(*window_h),
+                fmt_value(reference),
+                fmt_value(o.value)
+            );
+            // Compare with a small tolerance so 80.0 → 82.0 counts as a 2.0 rise.
+            ((change >= limit - 1e-9).then_some(*severity), message)
+        }
+        Rule::News2 { .. } => news2_judge(rule, latest, now),
+        Rule::Missing { .. } => (None, String::new()),
+    }
+}
+
+fn news2_judge(
+    rule: &Rule,
+    latest: &HashMap<Metric, (i64, f64)>,
+    now: i64,
+) -> (Option<Severity>, String) {
+    let Rule::News2 {
+        freshness_s,
+        spo2_scale,
+        severity: cap,
+        ..
+    } = rule
+    else {
+        return (None, String::new());
+    };
+    let fresh = |m: Metric| {
+        latest
+            .get(&m)
+            .filter(|(t, _)| now - *t <= i64::from(*freshness_s) * 1000)
+            .map(|(_, v)| *v)
+    };
+    let inputs = Inputs {
+        respiratory_rate: fresh(Metric::RespiratoryRate),
+        spo2: fresh(Metric::Spo2),
+        on_oxygen: fresh(Metric::OnOxygen).map(|v| v >= 0.5),
+        bp_systolic: fresh(Metric::BpSystolic),
+        heart_rate: fresh(Metric::HeartRate),
+        consciousness: fresh(Metric::Consciousness).map(|v| v.round().clamp(0.0, 4.0) as u8),
+        body_temperature: fresh(Metric::BodyTemperature),
+    };
+    let score = news2::score(&inputs, *spo2_scale);
+    let level = if score.total >= 7 {
+        Some(Severity::High)
+    } else if score.total >= 5 || score.any_three {
+        Some(Severity::Medium)
+    } else {
+        None
+    };
+    let level = match (level, cap) {
+        (Some(l), Some(c)) => Some(l.min(*c)),
+        (l, _) => l,
+    };
+    let scale = match spo2_scale {
+        Spo2Scale::One => "",
+        Spo2Scale::Two => ", SpO2 scale 2",
+    };
+    let incomplete = if score.missing > 0 {
+        format!(
+            ", {} of 7 parameters without a recent reading",
+            score.missing
+        )
+    } else {
+        String::new()
+    };
+    let message = format!(
+        "NEWS2 {}{}{scale}{incomplete}",
+        score.total,
+        if score.any_three && score.total < 7 {
+            " with a single parameter scoring 3"
+        } else {
+            ""
+        }
+    );
+    (level, message)
+}
+
+/// Moves a rule's alert on from a new judgement.
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    patient: &PatientId,
+    rule: &Rule,
+    st: &mut RuleState,
+    holding: Option<Severity>,
+    message: String,
+    trigger: Option<&Observation>,
+    now: i64,
+    emit: bool,
+    effects: &mut Vec<Effect>,
+) {
+    st.holding = holding;
+    let Some(sev) = holding else {
+        st.silenced = false;
+        if let Some(t) = st.alert.as_mut() {
+            t.clear_since.get_or_insert(now);
+        }
+        return;
+    };
+    if st.silenced {
+        return;
+    }
+    match st.alert.as_mut() {
+        Some(t) => {
+            t.clear_since = None;
+            if sev > t.severity {
+                t.severity = sev;
+                if emit {
+                    effects.push(Effect::Raise {
+                        patient: patient.clone(),
+                        rule_id: rule.id().to_owned(),
+                        severity: sev,
+                        message,
+                        at_ms: now,
+                    });
+                }
+            }
+        }
+        None if emit => {
+            st.alert = Some(Track {
+                severity: sev,
+                acknowledged: false,
+                escalations: 0,
+                escalated_ms: now,
+                clear_since: None,
+            });
+            effects.push(Effect::Open {
+                patient: patient.clone(),
+                rule_id: rule.id().to_owned(),
+                kind: kind_of(rule),
+                severity: sev,
+                message,
+                trigger: trigger.cloned(),
+                at_ms: now,
+            });
+        }
+        // Replaying: the condition holds but no alert was restored; `settle` opens it.
+        None => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::DeviceId;
+
+    const MIN: i64 = 60_000;
+
+    fn plan(json: &str) -> Arc<CarePlan> {
+        Arc::new(CarePlan::parse(json.as_bytes()).unwrap())
+    }
+
+    fn pid() -> PatientId {
+        PatientId::parse("p1").unwrap()
+    }
+
+    fn obs(metric: Metric, t: i64, v: f64) -> Observation {
+        Observation {
+            patient_id: pid(),
+            device_id: DeviceId::parse("d1").unwrap(),
+            metric,
+            value: v,
+            time_ms: t,
+        }
+    }
+
+    /// An engine that does not escalate (its own test covers that).
+    fn engine(rules: &str) -> Engine {
+        let quiet = Settings {
+            escalate_after_s: u32::MAX,
+            ..Settings::default()
+        };
+        let mut e = Engine::new(quiet, plan(r#"{"rules":[]}"#));
+        e.add_patient(pid(), Some(plan(rules)), 0);
+        e
+    }
+
+    fn feed(e: &mut Engine, m: Metric, t: i64, v: f64) -> Vec<Effect> {
+        e.handle(Input::Observation(&obs(m, t, v)), t)
+    }
+
+    fn opened(effects: &[Effect]) -> usize {
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Open { .. }))
+            .count()
+    }
+
+    const SPO2_LOW: &str = r#"{"rules":[{"id":"spo2-low","kind":"threshold","metric":"spo2","op":"<","value":90,"for_s":60,"severity":"high","hysteresis":2}]}"#;
+
+    #[test]
+    fn threshold_fires_once_after_for_s_and_not_per_reading() {
+        let mut e = engine(SPO2_LOW);
+        assert_eq!(opened(&feed(&mut e, Metric::Spo2, 0, 88.0)), 0);
+        assert_eq!(opened(&feed(&mut e, Metric::Spo2, 30_000, 87.0)), 0);
+        let fx = feed(&mut e, Metric::Spo2, 60_000, 86.0);
+        assert_eq!(opened(&fx), 1, "{fx:?}");
+        match &fx[0] {
+            Effect::Open {
+                message,
+                severity,
+                trigger,
+                ..
+            } => {
+                assert_eq!(message, "spo2 < 90 % for 1 min (latest 86 %)");
+                assert_eq!(*severity, Severity::High);
+                assert_eq!(trigger.as_ref().unwrap().value, 86.0);
+            }
+            other => panic!("{other:?}"),
+        }
+        for i in 0..10 {
+            assert!(feed(&mut e, Metric::Spo2, 61_000 + i * 1000, 85.0).is_empty());
+        }
+    }
+
+    #[test]
+    fn threshold_run_broken_by_a_good_reading_starts_over() {
+        let mut e = engine(SPO2_LOW);
+        feed(&mut e, Metric::Spo2, 0, 88.0);
+        feed(&mut e, Metric::Spo2, 40_000, 95.0);
+        assert_eq!(opened(&feed(&mut e, Metric::Spo2, 70_000, 88.0)), 0);
+        assert_eq!(opened(&feed(&mut e, Metric::Spo2, 129_000, 88.0)), 0);
+        assert_eq!(opened(&feed(&mut e, Metric::Spo2, 130_000, 88.0)), 1);
+    }
+
+    #[test]
+    fn hysteresis_keeps_a_hovering_value_from_flapping() {
+        let mut e = Engine::new(
+            Settings {
+                auto_resolve_s: 60,
+                escalate_after_s: u32::MAX,
+                ..Settings::default()
+            },
+            plan(r#"{"rules":[]}"#),
+        );
+        e.add_patient(pid(), Some(plan(SPO2_LOW)), 0);
+        feed(&mut e, Metric::Spo2, 0, 88.0);
+        assert_eq!(opened(&feed(&mut e, Metric::Spo2, MIN, 88.0)), 1);
+        // Hovering between 90 and 92 (inside the band): still holding, never resolves.
+        for i in 0..20 {
+            let v = if i % 2 == 0 { 90.0 } else { 89.0 };
+            let t = 2 * MIN + i * 10_000;
+            let fx = feed(&mut e, Metric::Spo2, t, v);
+            assert_eq!(opened(&fx), 0, "{fx:?}");
+            assert!(e.handle(Input::Tick, t).is_empty());
+        }
+        // Clearly recovered: resolves after auto_resolve_s of clear.
+        let t = 10 * MIN;
+        feed(&mut e, Metric::Spo2, t, 93.0);
+        assert!(e.handle(Input::Tick, t + 59_000).is_empty());
+        let fx = e.handle(Input::Tick, t + 60_000);
+        assert!(matches!(fx.as_slice(), [Effect::Resolve { .. }]), "{fx:?}");
+        // A new episode is a new alert.
+        feed(&mut e, Metric::Spo2, t + 2 * MIN, 85.0);
+        assert_eq!(opened(&feed(&mut e, Metric::Spo2, t + 3 * MIN, 85.0)), 1);
+    }
+
+    #[test]
+    fn recurring_before_auto_resolve_is_the_same_alert() {
+        let mut e = engine(
+            r#"{"rules":[{"id":"hr","kind":"threshold","metric":"heart_rate","op":">","value":130,"severity":"medium"}]}"#,
+        );
+        assert_eq!(opened(&feed(&mut e, Metric::HeartRate, 0, 140.0)), 1);
+        feed(&mut e, Metric::HeartRate, MIN, 100.0);
+        assert!(e.handle(Input::Tick, 5 * MIN).is_empty());
+        assert_eq!(opened(&feed(&mut e, Metric::HeartRate, 6 * MIN, 150.0)), 0);
+        // Clear again: the clock starts over.
+        feed(&mut e, Metric::HeartRate, 7 * MIN, 90.0);
+        assert!(e.handle(Input::Tick, 21 * MIN).is_empty());
+        assert!(matches!(
+            e.handle(Input::Tick, 22 * MIN).as_slice(),
+            [Effect::Resolve { .. }]
+        ));
+    }
+
+    #[test]
+    fn rate_rule_catches_heart_failure_weight_gain_within_the_window() {
+        let rule = r#"{"rules":[{"id":"hf","kind":"rate","metric":"body_weight","rise":2.0,"window_h":72,"severity":"medium"}]}"#;
+        let mut e = engine(rule);
+        let day = 86_400_000;
+        assert!(feed(&mut e, Metric::BodyWeight, 0, 80.0).is_empty());
+        assert!(feed(&mut e, Metric::BodyWeight, day, 80.9).is_empty());
+        assert!(feed(&mut e, Metric::BodyWeight, 2 * day, 81.5).is_empty());
+        let fx = feed(&mut e, Metric::BodyWeight, 3 * day - MIN, 82.0);
+        assert_eq!(opened(&fx), 1, "{fx:?}");
+        let Effect::Open { message, .. } = &fx[0] else {
+            panic!()
+        };
+        assert_eq!(
+            message,
+            "body_weight rose 2 kg within 72 h (from 80 to 82 kg)"
+        );
+        // The same gain spread over more than the window does not fire.
+        let mut e = engine(rule);
+        feed(&mut e, Metric::BodyWeight, 0, 80.0);
+        feed(&mut e, Metric::BodyWeight, 2 * day, 81.0);
+        assert!(feed(&mut e, Metric::BodyWeight, 3 * day + MIN, 82.0).is_empty());
+    }
+
+    #[test]
+    fn rate_fall_uses_the_highest_reading_in_the_window() {
+        let mut e = engine(
+            r#"{"rules":[{"id":"drop","kind":"rate","metric":"glucose","fall":60,"window_h":1,"severity":"high"}]}"#,
+        );
+        feed(&mut e, Metric::Glucose, 0, 150.0);
+        feed(&mut e, Metric::Glucose, 5 * MIN, 180.0);
+        feed(&mut e, Metric::Glucose, 10 * MIN, 140.0);
+        assert_eq!(opened(&feed(&mut e, Metric::Glucose, 15 * MIN, 119.0)), 1);
+    }
+
+    #[test]
+    fn news2_opens_medium_then_raises_to_high() {
+        let mut e = engine(r#"{"rules":[{"id":"news2","kind":"news2"}]}"#);
+        let t = 10 * MIN;
+        // RR 22 (2) + SpO2 95 (1) + HR 95 (1) = 4: nothing.
+        feed(&mut e, Metric::RespiratoryRate, t, 22.0);
+        feed(&mut e, Metric::Spo2, t, 95.0);
+        assert!(feed(&mut e, Metric::HeartRate, t, 95.0).is_empty());
+        // Temperature 38.5 (1): 5 → medium.
+        let fx = feed(&mut e, Metric::BodyTemperature, t + 1000, 38.5);
+        assert!(
+            matches!(&fx[..], [Effect::Open { severity: Severity::Medium, message, .. }] if message.starts_with("NEWS2 5")),
+            "{fx:?}"
+        );
+        // SpO2 91 (3): 7 → high, the same alert raised.
+        let fx = feed(&mut e, Metric::Spo2, t + 2000, 91.0);
+        assert!(
+            matches!(
+                &fx[..],
+                [Effect::Raise {
+                    severity: Severity::High,
+                    ..
+                }]
+            ),
+            "{fx:?}"
+        );
+    }
+
+    #[test]
+    fn news2_single_three_is_medium_and_stale_inputs_drop_out() {
+        let mut e = engine(r#"{"rules":[{"id":"news2","kind":"news2","freshness_s":3600}]}"#);
+        let fx = feed(&mut e, Metric::Spo2, 0, 90.0);
+        assert!(
+            matches!(
+                &fx[..],
+                [Effect::Open {
+                    severity: Severity::Medium,
+                    ..
+                }]
+            ),
+            "{fx:?}"
+        );
+        // An hour later the reading is stale: the condition clears, then resolves.
+        assert!(e.handle(Input::Tick, 3_600_000 + 1000).is_empty());
+        let fx = e.handle(Input::Tick, 3_600_000 + 1000 + 900_000);
+        assert!(matches!(&fx[..], [Effect::Resolve { .. }]), "{fx:?}");
+    }
+
+    #[test]
+    fn missing_fires_on_silence_and_clears_on_a_reading() {
+        let mut e = engine(
+            r#"{"rules":[{"id":"hr-silent","kind":"missing","metric":"heart_rate","after_s":3600,"severity":"low"}]}"#,
+        );
+        feed(&mut e, Metric::HeartRate, 0, 70.0);
+        assert!(e.handle(Input::Tick, 59 * MIN).is_empty());
+        let fx = e.handle(Input::Tick, 60 * MIN);
+        assert!(
+            matches!(&fx[..], [Effect::Open { message, trigger: None, .. }] if message == "no heart_rate reading for 1 h"),
+            "{fx:?}"
+        );
+        assert!(e.handle(Input::Tick, 61 * MIN).is_empty());
+        feed(&mut e, Metric::HeartRate, 62 * MIN, 70.0);
+        let fx = e.handle(Input::Tick, 62 * MIN + 900_000);
+        assert!(matches!(&fx[..], [Effect::Resolve { .. }]), "{fx:?}");
+    }
+
+    #[test]
+    fn unacknowledged_alerts_escalate_until_acknowledged() {
+        let mut e = Engine::new(Settings::default(), plan(r#"{"rules":[]}"#));
+        e.add_patient(
+            pid(),
+            Some(plan(
+                r#"{"rules":[{"id":"hr","kind":"threshold","metric":"heart_rate","op":">","value":130,"severity":"high"}]}"#,
+            )),
+            0,
+        );
+        feed(&mut e, Metric::HeartRate, 0, 150.0);
+        assert!(e.handle(Input::Tick, 14 * MIN).is_empty());
+        let fx = e.handle(Input::Tick, 15 * MIN);
+        assert!(
+            matches!(&fx[..], [Effect::Escalate { level: 1, .. }]),
+            "{fx:?}"
+        );
+        assert!(e.handle(Input::Tick, 16 * MIN).is_empty());
+        let fx = e.handle(Input::Tick, 30 * MIN);
+        assert!(
+            matches!(&fx[..], [Effect::Escalate { level: 2, .. }]),
+            "{fx:?}"
+        );
+        e.handle(
+            Input::Acknowledged {
+                patient: &pid(),
+                rule_id: "hr",
+            },
+            31 * MIN,
+        );
+        assert!(e.handle(Input::Tick, 120 * MIN).is_empty());
+    }
+
+    #[test]
+    fn resolving_while_the_condition_holds_silences_until_it_clears() {
+        let mut e = engine(
+            r#"{"rules":[{"id":"hr","kind":"threshold","metric":"heart_rate","op":">","value":130,"severity":"high"}]}"#,
+        );
+        assert_eq!(opened(&feed(&mut e, Metric::HeartRate, 0, 150.0)), 1);
+        e.handle(
+            Input::Resolved {
+                patient: &pid(),
+                rule_id: "hr",
+            },
+            MIN,
+        );
+        assert!(feed(&mut e, Metric::HeartRate, 2 * MIN, 150.0).is_empty());
+        feed(&mut e, Metric::HeartRate, 3 * MIN, 80.0);
+        assert_eq!(opened(&feed(&mut e, Metric::HeartRate, 4 * MIN, 150.0)), 1);
+    }
+
+    #[test]
+    fn a_replayed_history_with_a_restored_alert_opens_nothing_new() {
+        let rules = r#"{"rules":[{"id":"hr","kind":"threshold","metric":"heart_rate","op":">","value":130,"severity":"high"}]}"#;
+        let mut e = engine(rules);
+        e.restore(OpenAlert {
+            patient: pid(),
+            rule_id: "hr".into(),
+            severity: Severity::High,
+            acknowledged: false,
+            escalations: 0,
+            since_ms: 0,
+        });
+        e.replay(&obs(Metric::HeartRate, 0, 150.0));
+        assert!(e.settle(MIN).is_empty());
+        assert!(feed(&mut e, Metric::HeartRate, 2 * MIN, 150.0).is_empty());
+        // Without the alert in the record (lost in a crash), settling opens it once.
+        let mut e = engine(rules);
+        e.replay(&obs(Metric::HeartRate, 0, 150.0));
+        assert_eq!(opened(&e.settle(MIN)), 1);
+        assert!(e.settle(MIN).is_empty());
+        assert!(feed(&mut e, Metric::HeartRate, 2 * MIN, 150.0).is_empty());
+    }
+
+    #[test]
+    fn removing_a_rule_resolves_its_alert() {
+        let mut e = engine(
+            r#"{"rules":[{"id":"hr","kind":"threshold","metric":"heart_rate","op":">","value":130,"severity":"high"}]}"#,
+        );
+        feed(&mut e, Metric::HeartRate, 0, 150.0);
+        let fx = e.handle(
+            Input::PlanChanged {
+                patient: &pid(),
+                plan: Some(plan(r#"{"rules":[]}"#)),
+            },
+            MIN,
+        );
+        assert!(matches!(&fx[..], [Effect::Resolve { .. }]), "{fx:?}");
+    }
+
+    #[test]
+    fn older_readings_do_not_move_the_state() {
+        let mut e = engine(
+            r#"{"rules":[{"id":"hr","kind":"threshold","metric":"heart_rate","op":">","value":130,"severity":"high"}]}"#,
+        );
+        feed(&mut e, Metric::HeartRate, 10 * MIN, 80.0);
+        assert!(feed(&mut e, Metric::HeartRate, 5 * MIN, 150.0).is_empty());
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(fmt_duration(45), "45 s");
+        assert_eq!(fmt_duration(120), "2 min");
+        assert_eq!(fmt_duration(90), "1 min 30 s");
+        assert_eq!(fmt_duration(7200), "2 h");
+        assert_eq!(fmt_duration(5400), "1 h 30 min");
+        assert_eq!(fmt_value(82.0), "82");
+        assert_eq!(fmt_value(2.4000001), "2.4");
+    }
+}

@@ -1,0 +1,154 @@
+//! The patient's record (CRM) and everything that leaves Vigil about it.
+//!
+//! - [`record`]: care plans, alerts, the timeline and the outbox, in `registry.db`.
+//! - [`task`]: the alert engine's shell — committed observations in, effects out to the
+//!   record, one transaction per batch.
+//! - [`outbox`]: one worker per outward sink, delivering in order with retries.
+//! - [`webhook`], [`fhir_sink`] (with [`fhir`] resource builders and [`smart`] credentials):
+//!   the connectors.
+//!
+//! It must never deliver an event that is not committed in the record, or drop one that is:
+//! outbox rows are written with the alert, and removed from the queue only once delivered or
+//! given up (visible as failed in the API).
+
+pub mod fhir;
+pub mod fhir_sink;
+pub mod outbox;
+pub mod record;
+pub mod smart;
+pub mod task;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use tokio::sync::{Notify, broadcast, mpsc};
+
+use crate::alerts::engine::Effect;
+use crate::registry::Registry;
+use crate::telemetry::Metrics;
+use record::{Event, Sink};
+use task::Command;
+
+/// A handle to the record's live side; cheap to clone.
+#[derive(Clone)]
+pub struct Crm {
+    pub registry: Registry,
+    pub metrics: Metrics,
+    /// The sinks configured; events are queued for these.
+    pub sinks: Arc<[Sink]>,
+    commands: mpsc::Sender<Command>,
+    ready: Arc<Notify>,
+    fhir_ready: Arc<Notify>,
+    events: broadcast::Sender<Arc<Event>>,
+}
+
+impl Crm {
+    /// A handle and the receiving end of its engine commands (for [`task::run`]).
+    pub fn new(
+        registry: Registry,
+        metrics: Metrics,
+        sinks: Vec<Sink>,
+    ) -> (Crm, mpsc::Receiver<Command>) {
+        let (commands, rx) = mpsc::channel(1024);
+        let (events, _) = broadcast::channel(1024);
+        (
+            Crm {
+                registry,
+                metrics,
+                sinks: sinks.into(),
+                commands,
+                ready: Arc::new(Notify::new()),
+                fhir_ready: Arc::new(Notify::new()),
+                events,
+            },
+            rx,
+        )
+    }
+
+    /// Woken when webhook (or FHIR) rows are queued.
+    pub fn ready(&self, sink: Sink) -> Arc<Notify> {
+        match sink {
+            Sink::Webhook => self.ready.clone(),
+            Sink::Fhir => self.fhir_ready.clone(),
+        }
+    }
+
+    /// Alert events as they are committed (for the live view).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events.subscribe()
+    }
+
+    /// Tells the engine (a full queue waits: the API answers only once the engine knows).
+    pub async fn tell(&self, cmd: Command) {
+        if self.commands.send(cmd).await.is_err() {
+            tracing::debug!("alert engine not running; command dropped");
+        }
+    }
+
+    /// Writes effects to the record (retrying a failed write a few times) and announces the
+    /// resulting events.
+    pub async fn apply(&self, effects: Vec<Effect>) {
+        if effects.is_empty() {
+            return;
+        }
+        let mut delay = std::time::Duration::from_millis(50);
+        for attempt in 1..=5 {
+            match self
+                .registry
+                .apply_effects(effects.clone(), self.sinks.clone())
+                .await
+            {
+                Ok(events) => {
+                    self.announce(events);
+                    return;
+                }
+                Err(e) if attempt < 5 => {
+                    tracing::warn!(error = %e, attempt, "alert effects not written; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "alert effects not written; the engine finds them again at its next rebuild"
+                ),
+            }
+        }
+    }
+
+    /// Counts, wakes the outbox workers and tells live subscribers about committed events.
+    pub fn announce(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        for e in events {
+            let labels = vec![
+                ("type", e.event_type.to_owned()),
+                ("severity", format!("{:?}", e.alert.severity).to_lowercase()),
+            ];
+            self.metrics.alert_events.get_or_create(&labels).inc();
+            if e.event_type == "alert.opened" {
+                self.metrics
+                    .alerts_opened
+                    .get_or_create(&vec![
+                        ("kind", e.alert.kind.clone()),
+                        ("severity", format!("{:?}", e.alert.severity).to_lowercase()),
+                    ])
+                    .inc();
+            }
+            tracing::info!(
+                alert_id = %e.alert.id,
+                event = e.event_type,
+                rule_id = %e.alert.rule_id,
+                "alert event"
+            );
+            let _ = self.events.send(Arc::new(e));
+        }
+        self.wake_outbox();
+    }
+
+    /// Wakes the outbox workers (new rows, or a failed delivery put back in the queue).
+    pub fn wake_outbox(&self) {
+        self.ready.notify_one();
+        self.fhir_ready.notify_one();
+    }
+}

@@ -1,0 +1,207 @@
+//! The alert engine's shell: feeds it committed observations (from the store's feed, off the
+//! commit path), ticks and clinicians' actions, and writes its effects to the record.
+//!
+//! At start-up — and whenever it falls so far behind that the feed dropped batches — it
+//! rebuilds the engine from the stores: care plans and unresolved alerts from the record, the
+//! recent readings each rule needs from the store, then opens any alert whose condition holds
+//! but which the record lacks (a crash between storing a reading and recording its alert).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::Crm;
+use crate::alerts::engine::{Effect, Engine, Input, Settings};
+use crate::alerts::rules::CarePlan;
+use crate::domain::{DeviceId, Observation, PatientId, now_ms};
+use crate::registry::RegistryError;
+use crate::store::{CommittedBatch, ObservationQuery, Store, StoreError};
+
+/// What the API tells the engine.
+#[derive(Debug)]
+pub enum Command {
+    PlanChanged(PatientId, Option<Arc<CarePlan>>),
+    Acknowledged(PatientId, String),
+    Resolved(PatientId, String),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RebuildError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Most rows replayed per metric and patient when rebuilding.
+const REPLAY_LIMIT: usize = 200_000;
+
+async fn rebuild(
+    crm: &Crm,
+    store: &Store,
+    settings: Settings,
+    default_plan: &Arc<CarePlan>,
+    now: i64,
+) -> Result<(Engine, Vec<Effect>), RebuildError> {
+    let started = std::time::Instant::now();
+    let mut engine = Engine::new(settings, default_plan.clone());
+    let plans = crm.registry.all_plans().await?;
+    let patients = plans.len();
+    let mut replayed = 0usize;
+    for (patient, plan) in plans {
+        let plan = plan.map(Arc::new);
+        let effective = plan.clone().unwrap_or_else(|| default_plan.clone());
+        engine.add_patient(patient.clone(), plan, now);
+        let mut rows: Vec<Observation> = Vec::new();
+        for (metric, span) in Engine::lookback_ms(&effective) {
+            let to_obs = |device_id: &str, time_ms, value| {
+                DeviceId::parse(device_id)
+                    .ok()
+                    .map(|device_id| Observation {
+                        patient_id: patient.clone(),
+                        device_id,
+                        metric,
+                        value,
+                        time_ms,
+                    })
+            };
+            let Some(latest) = store.latest(patient.clone(), metric).await? else {
+                continue;
+            };
+            let from = now.min(latest.time_ms) - span;
+            if span > 0 && latest.time_ms > from {
+                let window = store
+                    .observations(ObservationQuery {
+                        patient_id: patient.clone(),
+                        metric: Some(metric),
+                        from_ms: from,
+                        to_ms: i64::MAX / 2,
+                        limit: REPLAY_LIMIT,
+                    })
+                    .await?;
+                rows.extend(
+                    window
+                        .iter()
+                        .filter_map(|o| to_obs(&o.device_id, o.time_ms, o.value)),
+                );
+            } else {
+                rows.extend(to_obs(&latest.device_id, latest.time_ms, latest.value));
+            }
+        }
+        rows.sort_by_key(|o| o.time_ms);
+        replayed += rows.len();
+        for o in &rows {
+            engine.replay(o);
+        }
+    }
+    for alert in crm.registry.unresolved_alerts().await? {
+        engine.restore(alert);
+    }
+    let effects = engine.settle(now);
+    tracing::info!(
+        patients,
+        replayed,
+        found = effects.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "alert engine rebuilt from the stores"
+    );
+    Ok((engine, effects))
+}
+
+/// Runs the engine until `stop`.
+pub async fn run(
+    crm: Crm,
+    store: Store,
+    mut commands: mpsc::Receiver<Command>,
+    settings: Settings,
+    tick: Duration,
+    stop: CancellationToken,
+) {
+    let default_plan = Arc::new(CarePlan::default_plan());
+    // Subscribe first: what commits during the rebuild waits in the feed.
+    let mut feed = store.subscribe();
+    let mut engine = loop {
+        match rebuild(&crm, &store, settings, &default_plan, now_ms()).await {
+            Ok((engine, effects)) => {
+                crm.apply(effects).await;
+                break engine;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "alert engine cannot rebuild; retrying in 5 s");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        }
+    };
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            batch = feed.recv() => match batch {
+                Ok(batch) => {
+                    on_batch(&crm, &mut engine, &batch).await;
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(batches = n, "alert engine fell behind the store; rebuilding");
+                    if let Ok((e, effects)) =
+                        rebuild(&crm, &store, settings, &default_plan, now_ms()).await
+                    {
+                        engine = e;
+                        crm.apply(effects).await;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            Some(cmd) = commands.recv() => {
+                let now = now_ms();
+                let effects = match &cmd {
+                    Command::PlanChanged(p, plan) => engine.handle(
+                        Input::PlanChanged { patient: p, plan: plan.clone() },
+                        now,
+                    ),
+                    Command::Acknowledged(p, rule_id) => engine.handle(
+                        Input::Acknowledged { patient: p, rule_id },
+                        now,
+                    ),
+                    Command::Resolved(p, rule_id) => engine.handle(
+                        Input::Resolved { patient: p, rule_id },
+                        now,
+                    ),
+                };
+                crm.apply(effects).await;
+            }
+            _ = ticker.tick() => {
+                let effects = engine.handle(Input::Tick, now_ms());
+                crm.apply(effects).await;
+            }
+        }
+    }
+}
+
+async fn on_batch(crm: &Crm, engine: &mut Engine, batch: &CommittedBatch) {
+    let now = now_ms();
+    let mut effects = Vec::new();
+    for o in &batch.observations {
+        if !engine.has_patient(&o.patient_id) {
+            // A patient created since the engine started: watch them with their plan.
+            let plan = crm
+                .registry
+                .care_plan(o.patient_id.clone())
+                .await
+                .ok()
+                .flatten()
+                .map(Arc::new);
+            engine.add_patient(o.patient_id.clone(), plan, now);
+        }
+        effects.extend(engine.handle(Input::Observation(o), now));
+    }
+    crm.apply(effects).await;
+    crm.metrics
+        .alert_eval_lag_seconds
+        .observe(batch.at.elapsed().as_secs_f64());
+}

@@ -1,0 +1,433 @@
+//! The CRM record's routes: care plans, alerts (list, acknowledge, resolve), clinicians'
+//! notes, the whole record of a patient, and the outward deliveries.
+//!
+//! Reads of patient data are audited like every other; changes (care plans, acknowledgements,
+//! resolutions, notes, demographics) are audited and also land on the patient's timeline.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Extension, extract::rejection::JsonRejection};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Principal;
+use super::routes::{ApiResult, audit_line, patient_id, require_admin, time_param};
+use super::{ApiError, AppState};
+use crate::alerts::rules::CarePlan;
+use crate::crm::record::{AlertActionError, AlertQuery, AlertStatus};
+use crate::crm::task::Command;
+use crate::domain::now_ms;
+use crate::registry::PatientDetails;
+
+const DEFAULT_LIMIT: usize = 200;
+const MAX_LIMIT: usize = 10_000;
+
+fn limit(l: Option<usize>) -> ApiResult<usize> {
+    let l = l.unwrap_or(DEFAULT_LIMIT);
+    if (1..=MAX_LIMIT).contains(&l) {
+        Ok(l)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_LIMIT}"
+        )))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PatientUpdate {
+    name: Option<String>,
+    birth_date: Option<String>,
+    gender: Option<String>,
+    phone: Option<String>,
+    email: Option<String>,
+    address: Option<String>,
+    care_team: Option<String>,
+    contact_preference: Option<String>,
+    contact_notes: Option<String>,
+}
+
+pub(super) async fn update_patient(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Result<Json<PatientUpdate>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    require_admin(&p)?;
+    let id = patient_id(&id)?;
+    let Json(b) = body?;
+    let details = PatientDetails {
+        gender: b.gender,
+        phone: b.phone,
+        email: b.email,
+        address: b.address,
+        care_team: b.care_team,
+        contact_preference: b.contact_preference,
+        contact_notes: b.contact_notes,
+    };
+    let patient = s
+        .registry
+        .update_patient(id.clone(), b.name, b.birth_date, details)
+        .await?;
+    audit_line(
+        &s,
+        &p,
+        "patient.update",
+        Some(&id),
+        &format!("patient/{id}"),
+    )
+    .await?;
+    Ok(Json(patient))
+}
+
+/// The plan in force and whether it is the default one.
+async fn plan_of(s: &AppState, id: &crate::domain::PatientId) -> ApiResult<Value> {
+    let own = s.registry.care_plan(id.clone()).await?;
+    let default = own.is_none();
+    let plan = own.unwrap_or_else(CarePlan::default_plan);
+    Ok(json!({"rules": plan.rules, "default": default}))
+}
+
+pub(super) async fn get_care_plan(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = patient_id(&id)?;
+    s.registry.patient(id.clone()).await?;
+    let plan = plan_of(&s, &id).await?;
+    audit_line(
+        &s,
+        &p,
+        "care_plan.read",
+        Some(&id),
+        &format!("patient/{id}/care-plan"),
+    )
+    .await?;
+    Ok(Json(plan))
+}
+
+pub(super) async fn put_care_plan(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    require_admin(&p)?;
+    let id = patient_id(&id)?;
+    let plan = CarePlan::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    s.registry
+        .set_care_plan(id.clone(), plan.clone(), p.name.clone(), now_ms())
+        .await?;
+    audit_line(
+        &s,
+        &p,
+        "care_plan.update",
+        Some(&id),
+        &format!("patient/{id}/care-plan"),
+    )
+    .await?;
+    s.crm
+        .tell(Command::PlanChanged(
+            id.clone(),
+            Some(Arc::new(plan.clone())),
+        ))
+        .await;
+    Ok(Json(json!({"rules": plan.rules, "default": false})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NoteBody {
+    text: String,
+}
+
+pub(super) async fn add_note(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Result<Json<NoteBody>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let id = patient_id(&id)?;
+    let Json(body) = body?;
+    let text = body.text.trim().to_owned();
+    if text.is_empty() || text.chars().count() > 10_000 {
+        return Err(ApiError::BadRequest(
+            "text must be 1 to 10000 characters".into(),
+        ));
+    }
+    let entry = s
+        .registry
+        .add_note(id.clone(), p.name.clone(), text, now_ms())
+        .await?;
+    audit_line(
+        &s,
+        &p,
+        "note.create",
+        Some(&id),
+        &format!("patient/{id}/notes"),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(entry)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RecordParams {
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
+pub(super) async fn record(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    q: Result<Query<RecordParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let id = patient_id(&id)?;
+    let Query(q) = q?;
+    let limit = limit(q.limit)?;
+    let before = time_param("before", q.before.as_deref())?.unwrap_or(i64::MAX);
+    let patient = s.registry.patient(id.clone()).await?;
+    let devices = s.registry.patient_devices(id.clone()).await?;
+    let plan = plan_of(&s, &id).await?;
+    let mut open = s
+        .registry
+        .alerts(AlertQuery {
+            status: None,
+            patient_id: Some(id.clone()),
+            limit: MAX_LIMIT,
+        })
+        .await?;
+    open.retain(|a| a.status != AlertStatus::Resolved);
+    let timeline = s.registry.timeline(id.clone(), before, limit).await?;
+    audit_line(
+        &s,
+        &p,
+        "record.read",
+        Some(&id),
+        &format!("patient/{id}/record"),
+    )
+    .await?;
+    Ok(Json(json!({
+        "patient": patient,
+        "devices": devices,
+        "care_plan": plan,
+        "open_alerts": open,
+        "timeline": timeline,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AlertParams {
+    status: Option<String>,
+    patient_id: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn list_alerts(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    q: Result<Query<AlertParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q?;
+    let status = match q.status.as_deref().filter(|x| !x.is_empty()) {
+        Some(x) => Some(AlertStatus::parse(x).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status {x:?} is not one of open, acknowledged, resolved"
+            ))
+        })?),
+        None => None,
+    };
+    let patient = q
+        .patient_id
+        .as_deref()
+        .filter(|x| !x.is_empty())
+        .map(patient_id)
+        .transpose()?;
+    let alerts = s
+        .registry
+        .alerts(AlertQuery {
+            status,
+            patient_id: patient.clone(),
+            limit: limit(q.limit)?,
+        })
+        .await?;
+    let target = patient.as_ref().map_or_else(
+        || "alerts".to_owned(),
+        |id| format!("alerts?patient_id={id}"),
+    );
+    audit_line(&s, &p, "alerts.read", patient.as_ref(), &target).await?;
+    Ok(Json(json!({ "alerts": alerts })))
+}
+
+fn alert_id(id: &str) -> ApiResult<String> {
+    let ok =
+        id.len() == 36 && id.starts_with("alr_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(id.to_owned())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{id:?} is not an alert id like alr_<32 hex digits>"
+        )))
+    }
+}
+
+pub(super) async fn get_alert(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = alert_id(&id)?;
+    let alert = s
+        .registry
+        .alert(id.clone())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("alert {id} not found")))?;
+    let patient = patient_id(&alert.patient_id)?;
+    audit_line(&s, &p, "alert.read", Some(&patient), &format!("alert/{id}")).await?;
+    Ok(Json(json!(alert)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    note: Option<String>,
+}
+
+async fn act(
+    s: AppState,
+    p: Principal,
+    id: String,
+    body: Bytes,
+    resolve: bool,
+) -> ApiResult<Json<Value>> {
+    let id = alert_id(&id)?;
+    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?
+    };
+    let note = body
+        .note
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    if note.as_ref().is_some_and(|n| n.chars().count() > 10_000) {
+        return Err(ApiError::BadRequest(
+            "note must be at most 10000 characters".into(),
+        ));
+    }
+    let (alert, events) = s
+        .registry
+        .act_on_alert(
+            id.clone(),
+            resolve,
+            p.name.clone(),
+            note,
+            now_ms(),
+            s.crm.sinks.clone(),
+        )
+        .await
+        .map_err(|e| match e {
+            AlertActionError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            AlertActionError::AlreadyResolved(_) => ApiError::Conflict(e.to_string()),
+            AlertActionError::Registry(r) => ApiError::from(r),
+        })?;
+    let patient = patient_id(&alert.patient_id)?;
+    let action = if resolve {
+        "alert.resolve"
+    } else {
+        "alert.acknowledge"
+    };
+    audit_line(&s, &p, action, Some(&patient), &format!("alert/{id}")).await?;
+    let changed = !events.is_empty();
+    s.crm.announce(events);
+    if changed {
+        let cmd = if resolve {
+            Command::Resolved(patient, alert.rule_id.clone())
+        } else {
+            Command::Acknowledged(patient, alert.rule_id.clone())
+        };
+        s.crm.tell(cmd).await;
+    }
+    Ok(Json(json!(alert)))
+}
+
+pub(super) async fn ack_alert(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    act(s, p, id, body, false).await
+}
+
+pub(super) async fn resolve_alert(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    act(s, p, id, body, true).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeliveryParams {
+    status: Option<String>,
+    sink: Option<String>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn deliveries(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    q: Result<Query<DeliveryParams>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&p)?;
+    let Query(q) = q?;
+    let status = q.status.filter(|x| !x.is_empty());
+    if let Some(x) = &status
+        && !["pending", "delivered", "failed"].contains(&x.as_str())
+    {
+        return Err(ApiError::BadRequest(format!(
+            "status {x:?} is not one of pending, delivered, failed"
+        )));
+    }
+    let sink = q.sink.filter(|x| !x.is_empty());
+    if let Some(x) = &sink
+        && !["fhir", "webhook"].contains(&x.as_str())
+    {
+        return Err(ApiError::BadRequest(format!(
+            "sink {x:?} is not one of fhir, webhook"
+        )));
+    }
+    let rows = s.registry.deliveries(status, sink, limit(q.limit)?).await?;
+    audit_line(&s, &p, "deliveries.read", None, "deliveries").await?;
+    Ok(Json(json!({ "deliveries": rows })))
+}
+
+pub(super) async fn retry_delivery(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&p)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a delivery id")))?;
+    if !s.registry.retry_delivery(id, now_ms()).await? {
+        return Err(ApiError::NotFound(format!("no failed delivery {id}")));
+    }
+    audit_line(&s, &p, "delivery.retry", None, &format!("delivery/{id}")).await?;
+    s.crm.wake_outbox();
+    Ok(Json(json!({"id": id, "status": "pending"})))
+}
