@@ -1,5 +1,6 @@
-//! The ingest hot path, per reading: decode + validate (pure), and decode + validate + durable
-//! store (group commit into the embedded SQLite store, fsync included).
+//! The ingest hot path, per reading: decode + validate (pure), decode + validate + durable
+//! store (group commit into the embedded SQLite store, fsync included), and the alert engine's
+//! judgement of a committed reading under the default care plan (pure).
 //!
 //! Run: `cargo bench --bench ingest`. Throughput is printed in elements (readings) per second.
 
@@ -139,5 +140,59 @@ fn store(c: &mut Criterion) {
     rt.block_on(store.close());
 }
 
-criterion_group!(benches, decode_validate, store);
+/// The alert engine on a stream of normal readings from 1,000 patients under the default care
+/// plan (8 rules): what evaluation costs per reading when nothing fires, and a tick over all.
+fn engine(c: &mut Criterion) {
+    use std::sync::Arc;
+    use vigil::alerts::engine::{Engine, Input, Settings};
+    use vigil::alerts::rules::CarePlan;
+    use vigil::domain::{Metric, Observation};
+
+    let plan = Arc::new(CarePlan::default_plan());
+    let mut e = Engine::new(Settings::default(), plan);
+    let patients: Vec<PatientId> = (0..1000)
+        .map(|i| PatientId::parse(&format!("p{i}")).unwrap())
+        .collect();
+    for p in &patients {
+        e.add_patient(p.clone(), None, NOW);
+    }
+    let device = DeviceId::parse("d").unwrap();
+    let metrics = [
+        (Metric::HeartRate, 72.0),
+        (Metric::Spo2, 97.0),
+        (Metric::RespiratoryRate, 16.0),
+        (Metric::BodyTemperature, 36.8),
+        (Metric::Glucose, 110.0),
+        (Metric::BodyWeight, 80.0),
+    ];
+    let obs: Vec<Observation> = (0..6000)
+        .map(|i| Observation {
+            patient_id: patients[i % patients.len()].clone(),
+            device_id: device.clone(),
+            metric: metrics[i % metrics.len()].0,
+            value: metrics[i % metrics.len()].1,
+            time_ms: NOW + i as i64,
+        })
+        .collect();
+    let mut g = c.benchmark_group("alert engine");
+    g.throughput(Throughput::Elements(obs.len() as u64));
+    let mut t = NOW;
+    g.bench_function("6k readings, default plan, nothing fires", |b| {
+        b.iter(|| {
+            for o in &obs {
+                let mut o = o.clone();
+                t += 1;
+                o.time_ms = t;
+                black_box(e.handle(Input::Observation(&o), t));
+            }
+        })
+    });
+    g.throughput(Throughput::Elements(patients.len() as u64));
+    g.bench_function("tick over 1k patients", |b| {
+        b.iter(|| black_box(e.handle(Input::Tick, t)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode_validate, store, engine);
 criterion_main!(benches);

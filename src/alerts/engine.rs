@@ -162,6 +162,8 @@ struct RuleState {
 
 struct PatientState {
     plan: Arc<CarePlan>,
+    /// For each metric, the plan's rules that read it (indices into `plan.rules`).
+    by_metric: HashMap<Metric, Vec<usize>>,
     custom: bool,
     rules: HashMap<String, RuleState>,
     /// The latest reading of each metric: (measurement time, value, when Vigil judged it).
@@ -218,6 +220,16 @@ fn rule_metrics(rule: &Rule) -> Vec<Metric> {
         | Rule::Missing { metric, .. } => Metric::parse(metric).into_iter().collect(),
         Rule::News2 { .. } => NEWS2_METRICS.to_vec(),
     }
+}
+
+fn index_by_metric(plan: &CarePlan) -> HashMap<Metric, Vec<usize>> {
+    let mut out: HashMap<Metric, Vec<usize>> = HashMap::new();
+    for (i, rule) in plan.rules.iter().enumerate() {
+        for m in rule_metrics(rule) {
+            out.entry(m).or_default().push(i);
+        }
+    }
+    out
 }
 
 /// The readings NEWS2 is built from.
@@ -281,6 +293,7 @@ impl Engine {
         self.patients.insert(
             patient,
             PatientState {
+                by_metric: index_by_metric(&plan),
                 plan,
                 custom,
                 rules,
@@ -442,6 +455,7 @@ impl Engine {
             }
         }
         p.rules = rules;
+        p.by_metric = index_by_metric(&plan);
         p.plan = plan;
         effects
     }
@@ -458,11 +472,11 @@ impl Engine {
             p.latest.insert(o.metric, (o.time_ms, o.value));
         }
         let mut effects = Vec::new();
-        let plan = p.plan.clone();
-        for rule in plan.rules.iter() {
-            if !rule_metrics(rule).contains(&o.metric) {
-                continue;
-            }
+        let Some(indices) = p.by_metric.get(&o.metric) else {
+            return effects;
+        };
+        for &i in indices {
+            let rule = &p.plan.rules[i];
             let Some(st) = p.rules.get_mut(rule.id()) else {
                 continue;
             };
@@ -671,7 +685,10 @@ fn judge(
                     return (Some(*severity), sentence(run));
                 }
                 // Meeting the limit, not yet for long enough: a holding condition goes on.
-                return (st.holding, sentence(run));
+                return (
+                    st.holding,
+                    st.holding.map(|_| sentence(run)).unwrap_or_default(),
+                );
             }
             st.run_start = None;
             let h = hysteresis.unwrap_or(0.0);
@@ -681,7 +698,8 @@ fn judge(
             };
             let within_band = h > 0.0 && op.holds(o.value, band);
             let holding = if within_band { st.holding } else { None };
-            (holding, sentence(0))
+            // The sentence only matters while the condition holds (it is then the alert's).
+            (holding, holding.map(|_| sentence(0)).unwrap_or_default())
         }
         Rule::Rate {
             metric,
@@ -715,6 +733,9 @@ fn judge(
                 (None, Some(f)) => (reference - o.value, *f, "fell"),
                 (None, None) => return (None, String::new()),
             };
+            if change < limit - 1e-9 {
+                return (None, String::new());
+            }
             let message = format!(
                 "{metric} {word} {}{unit} within {} h (from {} to {}{unit})",
                 fmt_value(change),
@@ -771,6 +792,9 @@ fn news2_judge(
         (Some(l), Some(c)) => Some(l.min(*c)),
         (l, _) => l,
     };
+    if level.is_none() {
+        return (None, String::new());
+    }
     let scale = match spo2_scale {
         Spo2Scale::One => "",
         Spo2Scale::Two => ", SpO2 scale 2",

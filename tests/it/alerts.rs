@@ -885,3 +885,61 @@ async fn a_restart_neither_loses_nor_duplicates_alerts() {
     );
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_write_back_with_smart_backend_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let (private_pem, public_pem) = crate::fhir::p384_key();
+    let (private_file, public_file) = (
+        dir.path().join("vigil.pem"),
+        dir.path().join("vigil.pub.pem"),
+    );
+    std::fs::write(&private_file, private_pem).unwrap();
+    std::fs::write(&public_file, public_pem).unwrap();
+    let rx = &Receiver::start(&[
+        "--smart-public-key",
+        public_file.to_str().unwrap(),
+        "--smart-client-id",
+        "vigil-clinic",
+    ])
+    .await;
+    let (base, token_url) = (rx.url("/fhir"), rx.url("/token"));
+    let gw = Gateway::start_with(move |c| {
+        c.alerts.tick_ms = 100;
+        c.fhir = Some(vigil::config::FhirConfig {
+            base_url: base,
+            token: None,
+            smart: Some(vigil::config::SmartConfig {
+                token_url,
+                client_id: "vigil-clinic".into(),
+                key_file: private_file,
+                kid: "vigil-1".into(),
+                scope: "system/Observation.c system/Flag.cu system/Communication.c".into(),
+            }),
+            retry: vigil::config::RetryConfig {
+                retry_initial_ms: 100,
+                ..Default::default()
+            },
+        });
+    })
+    .await;
+    let api = &gw.client;
+    let secret = patient_with_app(api, "p-smart").await;
+    publish(
+        gw.mqtt,
+        "p-smart-app",
+        &secret,
+        &[("bp_systolic", 200.0, 5)],
+    )
+    .await;
+    let state = eventually(WAIT, "the Flag and Communication written", || async move {
+        let st = rx.state().await;
+        let n = |t: &str| st["fhir"][t].as_array().map_or(0, Vec::len);
+        (n("Flag") == 1 && n("Communication") == 1 && n("Observation") == 1).then_some(st)
+    })
+    .await;
+    assert_eq!(state["tokens_issued"], 1, "{state}");
+    assert_eq!(state["invalid"], json!([]));
+    assert_eq!(state["fhir"]["Communication"][0]["priority"], "urgent");
+    gw.stop().await;
+}

@@ -156,7 +156,7 @@ fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// A new P-384 key pair: (PKCS#8 private key PEM, SubjectPublicKeyInfo PEM).
-fn p384_key() -> (String, String) {
+pub(crate) fn p384_key() -> (String, String) {
     let pkcs8 =
         EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &SystemRandom::new())
             .unwrap();
