@@ -943,3 +943,54 @@ async fn fhir_write_back_with_smart_backend_services() {
     assert_eq!(state["fhir"]["Communication"][0]["priority"], "urgent");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_not_delivered_in_time_is_given_up_and_shown_as_failed() {
+    let rx = &Receiver::start(&["--webhook-secret", SECRET]).await;
+    rx.control(json!({"down": true})).await;
+    let url = rx.url("/hooks/vigil");
+    let gw = Gateway::start_with(move |c| {
+        c.alerts.tick_ms = 100;
+        c.webhook = Some(vigil::config::WebhookConfig {
+            url,
+            secret: SECRET.into(),
+            retry: vigil::config::RetryConfig {
+                retry_initial_ms: 200,
+                retry_max_s: 1,
+                give_up_after_s: 2,
+                ..Default::default()
+            },
+        });
+    })
+    .await;
+    let api = &gw.client;
+    let secret = patient_with_app(api, "p-late").await;
+    publish(
+        gw.mqtt,
+        "p-late-app",
+        &secret,
+        &[("spo2", 80.0, 90), ("spo2", 80.0, 10)],
+    )
+    .await;
+    // Both alerts of the default plan (news2 and spo2-critical) wait behind the first, in
+    // order; each is given up with the last error once too old.
+    let failed = eventually(WAIT, "both deliveries given up", || async move {
+        let (_, v) = api.get("/api/v1/deliveries?status=failed").await;
+        let d = v["deliveries"].as_array().unwrap().clone();
+        (d.len() == 2).then_some(d)
+    })
+    .await;
+    let gave_up = |d: &Value| d["last_error"].as_str().unwrap().starts_with("gave up");
+    assert!(failed.iter().all(gave_up), "{failed:?}");
+    let retried = |d: &Value| d["attempts"].as_u64().unwrap() >= 2;
+    assert!(failed.iter().any(retried), "{failed:?}");
+    let (_, metrics) = api.call("GET", "/metrics", None, None).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains(r#"vigil_outbox_attempts_total{sink="webhook",outcome="failed"}"#),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
