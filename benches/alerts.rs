@@ -14,10 +14,11 @@
 //!
 //! Printed, not asserted: publish → alert visible (p50/p90/p99/max), publish → PUBACK (the
 //! reading's store commit), the alert engine's own lag (`vigil_alert_eval_lag_seconds`: store
-//! commit → alert effects committed), and a breakdown of the slowest probes by the alert's
-//! `opened_at` (Vigil's clock when the engine took the reading's batch; same host, same clock).
-//! A probe poll is itself a request that writes an audit line, so the latency includes up to
-//! one poll round trip (printed too).
+//! commit → alert effects committed, over every batch, most of which open nothing), and the
+//! slowest probes with their publish time (to line up with logs or an fsync trace) and a
+//! breakdown by the alert's `opened_at` (Vigil's clock when the engine took the reading's batch;
+//! same host, same clock). A poll is itself a request that writes an audit line, so the latency
+//! includes up to one poll round trip (printed too).
 //!
 //! Run: `cargo bench --bench alerts`, e.g. `RATE=5000 PROBES=500 DEVICES=100 cargo bench --bench
 //! alerts`; `BENCH_LOG=info` shows more of the gateway's log (warnings are always shown).
@@ -193,11 +194,91 @@ async fn background_device(
 
 /// One probe's timings.
 struct Probe {
+    /// When it was published (Vigil's and the bench's clock, Unix ms).
+    sent_ms: i64,
     visible: Duration,
     puback: Duration,
     /// From the publish to the engine taking the reading's batch (wall clocks, ms).
     to_engine_ms: i64,
     polls: u32,
+}
+
+/// The probe patient's device.
+struct ProbeDevice {
+    client: AsyncClient,
+    /// When each PUBACK arrived (the probe has one publish in flight at a time).
+    pubacks: mpsc::UnboundedReceiver<Instant>,
+    topic: String,
+    last_time: i64,
+}
+
+impl ProbeDevice {
+    fn connect(mqtt: std::net::SocketAddr, secret: String, stop: CancellationToken) -> Self {
+        let mut opts = MqttOptions::new(PROBE_DEVICE, mqtt.ip().to_string(), mqtt.port());
+        opts.set_credentials(PROBE_DEVICE, secret);
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = AsyncClient::new(opts, 10);
+        let (acks, pubacks) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        let _ = acks.send(Instant::now());
+                    }
+                    Ok(_) => {}
+                    Err(_) if stop.is_cancelled() => return,
+                    Err(e) => panic!("{PROBE_DEVICE}: {e}"),
+                }
+            }
+        });
+        ProbeDevice {
+            client,
+            pubacks,
+            topic: format!("vigil/v1/devices/{PROBE_DEVICE}/readings"),
+            last_time: 0,
+        }
+    }
+
+    /// Publishes a heart rate at QoS 1, timed now; returns the reading's time (Unix ms) and the
+    /// instant just before the publish.
+    async fn publish_heart_rate(&mut self, value: u32) -> (i64, Instant) {
+        let time = next_time(&mut self.last_time);
+        let body = format!(
+            r#"{{"metric":"heart_rate","value":{value},"time":"{}"}}"#,
+            format_rfc3339(time)
+        );
+        let sent = Instant::now();
+        self.client
+            .publish(&self.topic, QoS::AtLeastOnce, false, body)
+            .await
+            .unwrap();
+        (time, sent)
+    }
+
+    async fn puback(&mut self) -> Instant {
+        self.pubacks.recv().await.expect("the probe is connected")
+    }
+
+    /// Readies the next probe: a normal reading stored (the condition clears), then every open
+    /// alert resolved. (Resolved while the condition still held, the rule would stay silent.)
+    async fn clear(&mut self, api: &Api) {
+        let (time, _) = self.publish_heart_rate(70).await;
+        self.puback().await;
+        let q = format!(
+            "/patients/{PROBE_PATIENT}/observations?metric=heart_rate&from={}",
+            format_rfc3339(time)
+        );
+        while api.get(&q).await["observations"]
+            .as_array()
+            .is_none_or(|o| o.is_empty())
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for a in api.open_probe_alerts().await {
+            let id = a["id"].as_str().unwrap();
+            api.post(&format!("/alerts/{id}/resolve"), json!({})).await;
+        }
+    }
 }
 
 #[tokio::main]
@@ -314,61 +395,11 @@ async fn main() {
         )));
     }
 
-    // The probe device; its event loop reports when each PUBACK arrives.
-    let mut opts = MqttOptions::new(PROBE_DEVICE, mqtt.ip().to_string(), mqtt.port());
-    opts.set_credentials(PROBE_DEVICE, probe_secret);
-    opts.set_keep_alive(Duration::from_secs(30));
-    let (probe, mut eventloop) = AsyncClient::new(opts, 10);
-    let (ack_tx, mut pubacks) = mpsc::unbounded_channel::<Instant>();
-    let probe_stop = stop.clone();
-    tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
-                    let _ = ack_tx.send(Instant::now());
-                }
-                Ok(_) => {}
-                Err(_) if probe_stop.is_cancelled() => return,
-                Err(e) => panic!("{PROBE_DEVICE}: {e}"),
-            }
-        }
-    });
-    let topic = format!("vigil/v1/devices/{PROBE_DEVICE}/readings");
-    let mut last_probe_time = 0;
-
-    // Normal reading stored (the condition clears), then every open alert resolved.
-    macro_rules! clear {
-        () => {{
-            let t = next_time(&mut last_probe_time);
-            let body = format!(
-                r#"{{"metric":"heart_rate","value":70,"time":"{}"}}"#,
-                format_rfc3339(t)
-            );
-            probe
-                .publish(&topic, QoS::AtLeastOnce, false, body)
-                .await
-                .unwrap();
-            pubacks.recv().await.unwrap();
-            let q = format!(
-                "/patients/{PROBE_PATIENT}/observations?metric=heart_rate&from={}",
-                format_rfc3339(t)
-            );
-            while api.get(&q).await["observations"]
-                .as_array()
-                .is_none_or(|o| o.is_empty())
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            for a in api.open_probe_alerts().await {
-                let id = a["id"].as_str().unwrap();
-                api.post(&format!("/alerts/{id}/resolve"), json!({})).await;
-            }
-        }};
-    }
+    let mut probe = ProbeDevice::connect(mqtt, probe_secret, stop.clone());
 
     // Warm up: every device connected and publishing for a while.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    clear!();
+    probe.clear(&api).await;
     let before = api.metrics().await;
     let acked_before = acked.load(Ordering::Relaxed);
     let started = Instant::now();
@@ -379,17 +410,7 @@ async fn main() {
         // Let the engine take the resolution before the next probe, at varying phases of the
         // 100 ms tick.
         tokio::time::sleep(Duration::from_millis(20 + (i as u64 * 37) % 50)).await;
-        let t = next_time(&mut last_probe_time);
-        let body = format!(
-            r#"{{"metric":"heart_rate","value":170,"time":"{}"}}"#,
-            format_rfc3339(t)
-        );
-        let sent_ms = now_ms();
-        let sent = Instant::now();
-        probe
-            .publish(&topic, QoS::AtLeastOnce, false, body)
-            .await
-            .unwrap();
+        let (sent_ms, sent) = probe.publish_heart_rate(170).await;
         let mut polls = 0;
         let alert = loop {
             polls += 1;
@@ -401,11 +422,12 @@ async fn main() {
             }
         };
         let visible = sent.elapsed();
-        let puback = pubacks.recv().await.unwrap() - sent;
+        let puback = probe.puback().await - sent;
         match alert {
             Some(a) => {
                 let opened = a["opened_at"].as_str().and_then(parse_rfc3339).unwrap();
                 results.push(Probe {
+                    sent_ms,
                     visible,
                     puback,
                     to_engine_ms: opened - sent_ms,
@@ -414,7 +436,7 @@ async fn main() {
             }
             None => missed += 1,
         }
-        clear!();
+        probe.clear(&api).await;
     }
 
     let elapsed = started.elapsed();
@@ -427,7 +449,8 @@ async fn main() {
 
     let delta = |name: &str| metric(&after, name) - metric(&before, name);
     let accepted = delta("vigil_readings_accepted_total");
-    let achieved = accepted / elapsed.as_secs_f64();
+    // Each probe stored two readings of its own (the high one and the normal one after it).
+    let achieved = (accepted - 2.0 * probes as f64) / elapsed.as_secs_f64();
     let lag_mean = delta("vigil_alert_eval_lag_seconds_sum")
         / delta("vigil_alert_eval_lag_seconds_count")
         * 1000.0;
@@ -499,10 +522,11 @@ async fn main() {
     let mut slow: Vec<&Probe> = results.iter().collect();
     slow.sort_by_key(|p| std::cmp::Reverse(p.visible));
     println!();
-    println!("slowest probes (ms): visible, PUBACK, engine took the batch, polls");
+    println!("slowest probes: published at; ms to visible, PUBACK, engine took the batch; polls");
     for p in slow.iter().take(5) {
         println!(
-            "  {:.1}, {:.1}, {}, {}",
+            "  {}; {:.1}, {:.1}, {}; {}",
+            format_rfc3339(p.sent_ms),
             ms(p.visible),
             ms(p.puback),
             p.to_engine_ms,

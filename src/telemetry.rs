@@ -157,7 +157,7 @@ impl Metrics {
         let alert_eval_lag_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
         r.register(
             "vigil_alert_eval_lag_seconds",
-            "From a batch's commit in the store to its alert effects committed in the record",
+            "From the store commit of readings that opened or changed alerts to those alerts committed in the record",
             alert_eval_lag_seconds.clone(),
         );
         let outbox_pending = Family::<Vec<(&'static str, String)>, Gauge>::default();

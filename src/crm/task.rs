@@ -200,6 +200,9 @@ async fn on_batch(crm: &Crm, engine: &mut Engine, batch: &CommittedBatch) {
         }
         effects.extend(engine.handle(Input::Observation(o), now));
     }
+    if effects.is_empty() {
+        return;
+    }
     crm.apply(effects).await;
     crm.metrics
         .alert_eval_lag_seconds
