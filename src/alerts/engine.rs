@@ -16,7 +16,9 @@
 //! - **rate**: the latest reading is at least `rise` above the lowest (or `fall` below the
 //!   highest) reading within `window_h` hours before it.
 //! - **news2**: the aggregate of the latest reading of each NEWS2 parameter no older than
-//!   `freshness_s` (judged against `now`); 5–6 or a single parameter scoring 3 is medium,
+//!   `freshness_s` (on a reading, judged against that reading's time, so an uploaded backlog
+//!   is judged as it was charted; at each tick, against `now`, so inputs go stale); 5–6 or a
+//!   single parameter scoring 3 is medium,
 //!   7 or more high. A score that climbs while its alert is open raises the alert's severity.
 //! - **missing**: no reading of `metric` for `after_s` seconds (from the latest reading, or
 //!   from when the rule started watching).
@@ -484,7 +486,7 @@ impl Engine {
                 continue;
             }
             st.last_ms = Some(o.time_ms);
-            let (holding, message) = judge(rule, st, o, &p.latest, now);
+            let (holding, message) = judge(rule, st, o, &p.latest);
             apply(
                 &o.patient_id,
                 rule,
@@ -652,7 +654,6 @@ fn judge(
     st: &mut RuleState,
     o: &Observation,
     latest: &HashMap<Metric, (i64, f64)>,
-    now: i64,
 ) -> (Option<Severity>, String) {
     let unit = unit_suffix(o.metric);
     match rule {
@@ -746,7 +747,9 @@ fn judge(
             // Compare with a small tolerance so 80.0 → 82.0 counts as a 2.0 rise.
             ((change >= limit - 1e-9).then_some(*severity), message)
         }
-        Rule::News2 { .. } => news2_judge(rule, latest, now),
+        // Fresh relative to the reading being judged (an uploaded backlog is judged as it was
+        // charted); the ticks judge staleness against `now`.
+        Rule::News2 { .. } => news2_judge(rule, latest, o.time_ms),
         Rule::Missing { .. } => (None, String::new()),
     }
 }
@@ -1097,6 +1100,38 @@ mod tests {
         assert!(e.handle(Input::Tick, 3_600_000 + 1000).is_empty());
         let fx = e.handle(Input::Tick, 3_600_000 + 1000 + 900_000);
         assert!(matches!(&fx[..], [Effect::Resolve { .. }]), "{fx:?}");
+    }
+
+    #[test]
+    fn news2_judges_an_uploaded_backlog_as_it_was_charted() {
+        let mut e = engine(r#"{"rules":[{"id":"news2","kind":"news2","freshness_s":3600}]}"#);
+        let now = 48 * 3_600_000;
+        let then = 10 * 3_600_000;
+        // Readings from ten hours before `now`, arriving now: fresh relative to each other.
+        let mut fx = Vec::new();
+        for (m, v) in [
+            (Metric::RespiratoryRate, 25.0),
+            (Metric::Spo2, 91.0),
+            (Metric::HeartRate, 131.0),
+        ] {
+            fx.extend(e.handle(Input::Observation(&obs(m, then, v)), now));
+        }
+        assert!(
+            matches!(
+                &fx[..],
+                [
+                    Effect::Open {
+                        severity: Severity::Medium,
+                        ..
+                    },
+                    Effect::Raise {
+                        severity: Severity::High,
+                        ..
+                    }
+                ]
+            ),
+            "{fx:?}"
+        );
     }
 
     #[test]
