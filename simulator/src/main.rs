@@ -1,30 +1,296 @@
-//! `vigil-sim`: virtual patients and devices for Vigil's tests, demos and benchmarks.
-//!
-//! This release ships the binary's skeleton only; `provision`, `run` and `bench` (see the
-//! contract) arrive with the simulator's own milestone. Until then, the end-to-end benchmark
-//! lives in the gateway crate (`cargo bench --bench e2e`).
+//! `vigil-sim`: virtual patients and devices for Vigil's tests, demos and benchmarks. It speaks
+//! only Vigil's public contract: the HTTP API and MQTT.
 
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-const USAGE: &str = "usage: vigil-sim <provision|run|bench> [options]
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use vigil_sim::fleet::{self, Counters, Plan, Target};
+use vigil_sim::provision::{self, Api, Credentials};
+use vigil_sim::scenario::Scenario;
 
-The simulator's commands are not implemented in this release.
-For an end-to-end throughput figure today, run: cargo bench --bench e2e";
+#[derive(Parser)]
+#[command(
+    name = "vigil-sim",
+    version,
+    about = "Virtual patients and devices for Vigil"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("-h" | "--help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
+#[derive(Subcommand)]
+enum Command {
+    /// Create patients and their devices through the API; save the credentials.
+    Provision {
+        /// Vigil's HTTP base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: String,
+        /// An admin bearer token (or set VIGIL_TOKEN).
+        #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+        token: String,
+        #[arg(long, default_value_t = 10)]
+        patients: usize,
+        /// Where to write the credentials (JSON, owner-readable only).
+        #[arg(long)]
+        out: PathBuf,
+        /// Patient ids are PREFIX-0001, PREFIX-0002, …
+        #[arg(long, default_value = "sim")]
+        prefix: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Connect the fleet over MQTT and play the patients' days.
+    Run {
+        #[arg(long)]
+        credentials: PathBuf,
+        /// mqtt://host:port or mqtts://host:port.
+        #[arg(long)]
+        mqtt: String,
+        /// CA certificate (PEM) for mqtts://.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Real time the run lasts, e.g. 20s, 5m, 1h.
+        #[arg(long, default_value = "20s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Simulated seconds per real second (1: real time).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Every patient's story (stable, deterioration, heart-failure, hypoglycaemia,
+        /// hypertensive-crisis, device-silent, low-battery, clock-skew, malformed), or `mix`
+        /// for one per patient in turn.
+        #[arg(long, default_value = "stable")]
+        scenario: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Admin token, to add the rules a story needs (device-silent) to its patients' plans.
+        #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Also write the summary (with the expected alerts) to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Measure Vigil end to end (see the README).
+    Bench {
+        /// A short run for the test suite (no timing assertions).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 20s, 5m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{s:?} must be more than zero"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil-sim: {e:#}");
+            ExitCode::from(1)
         }
-        Some("-V" | "--version") => {
-            println!("vigil-sim {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Provision {
+            url,
+            token,
+            patients,
+            out,
+            prefix,
+            seed,
+        } => {
+            let api = Api::new(&url, &token);
+            let tty = std::io::stderr().is_terminal();
+            let creds = provision::provision(&api, &url, patients, &prefix, seed, |n| {
+                if tty {
+                    eprint!("\rprovisioned {n}/{patients} patients");
+                }
+            })
+            .await?;
+            if tty {
+                eprintln!();
+            }
+            creds.save(&out)?;
+            eprintln!(
+                "vigil-sim: {} patients, {} devices; credentials in {}",
+                creds.patients.len(),
+                creds.device_count(),
+                out.display()
+            );
+            Ok(())
         }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
+        Command::Run {
+            credentials,
+            mqtt,
+            ca,
+            duration,
+            speed,
+            scenario,
+            seed,
+            token,
+            report,
+        } => {
+            let creds = Credentials::load(&credentials)?;
+            let target = Target::parse(&mqtt, ca.as_deref())?;
+            if !(speed.is_finite() && speed > 0.0) {
+                anyhow::bail!("--speed must be more than zero");
+            }
+            let scenario = match scenario.as_str() {
+                "mix" => None,
+                name => Some(Scenario::parse(name).with_context(|| {
+                    format!(
+                        "--scenario {name:?} is not one of mix, {}",
+                        Scenario::ALL.map(Scenario::name).join(", ")
+                    )
+                })?),
+            };
+            let end = now_ms();
+            let span = (duration.as_secs_f64() * speed * 1000.0) as i64;
+            let plan = Plan {
+                sim_start: end - span,
+                sim_end: end,
+                speed,
+                seed,
+                scenario,
+            };
+            add_story_rules(&creds, &plan, token.as_deref()).await?;
+            let counters = Arc::new(Counters::default());
+            let progress = tokio::spawn(show_progress(
+                counters.clone(),
+                duration,
+                creds.device_count() as u64,
+            ));
+            let summary = fleet::run(&creds, &target, &plan, counters).await?;
+            progress.abort();
+            let text = serde_json::to_string_pretty(&summary)?;
+            if let Some(path) = report {
+                std::fs::write(&path, &text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            println!("{text}");
+            eprintln!(
+                "vigil-sim: {} publishes ({} readings, {} malformed on purpose), {} acknowledged, in {:.1} s",
+                summary.published,
+                summary.readings,
+                summary.malformed,
+                summary.acknowledged,
+                summary.real_seconds
+            );
+            Ok(())
+        }
+        Command::Bench { quick } => vigil_sim::bench::run(quick).await,
+    }
+}
+
+/// Adds the rules a story needs (e.g. `hr-silent` for device-silent) to the default plan of
+/// the patients living it.
+async fn add_story_rules(
+    creds: &Credentials,
+    plan: &Plan,
+    token: Option<&str>,
+) -> anyhow::Result<()> {
+    for (i, p) in creds.patients.iter().enumerate() {
+        let extra = plan.scenario_of(i).extra_rules();
+        if extra.is_empty() {
+            continue;
+        }
+        let Some(token) = token else {
+            eprintln!(
+                "vigil-sim: patient {} lives {:?}, whose rule needs --token to be added; skipped",
+                p.id,
+                plan.scenario_of(i).name()
+            );
+            continue;
+        };
+        let api = Api::new(&creds.api, token);
+        let current = api
+            .call(
+                reqwest::Method::GET,
+                &format!("/patients/{}/care-plan", p.id),
+                None,
+            )
+            .await?;
+        let mut rules: Vec<serde_json::Value> = current["rules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| !extra.iter().any(|x| x["id"] == r["id"]))
+            .collect();
+        rules.extend(extra);
+        api.call(
+            reqwest::Method::PUT,
+            &format!("/patients/{}/care-plan", p.id),
+            Some(serde_json::json!({ "rules": rules })),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A progress bar and live summary on standard error (a line every 5 s when not a terminal).
+async fn show_progress(c: Arc<Counters>, duration: Duration, devices: u64) {
+    let started = std::time::Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let every = if tty {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(5)
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let f = (started.elapsed().as_secs_f64() / duration.as_secs_f64()).min(1.0);
+        let bar: String = (0..30)
+            .map(|i| if (i as f64) < f * 30.0 { '#' } else { '.' })
+            .collect();
+        let line = format!(
+            "[{bar}] {:3.0}%  connected {}/{devices}  published {}  acked {}  readings {}  malformed {}  errors {}",
+            f * 100.0,
+            c.connected.load(Ordering::Relaxed),
+            c.published.load(Ordering::Relaxed),
+            c.acked.load(Ordering::Relaxed),
+            c.readings.load(Ordering::Relaxed),
+            c.malformed.load(Ordering::Relaxed),
+            c.connect_errors.load(Ordering::Relaxed),
+        );
+        if tty {
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
         }
     }
 }

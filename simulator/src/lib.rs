@@ -1,0 +1,24 @@
+//! vigil-sim: virtual patients and their devices, for Vigil's tests, demos and benchmarks.
+//!
+//! Pure parts, deterministic for a seed:
+//! - [`rng`]: a small seeded random number generator (SplitMix64) and normal noise;
+//! - [`physio`]: a patient's vital signs over time — baselines, circadian rhythm, correlated
+//!   signals, measurement noise — and how each scenario changes them;
+//! - [`scenario`]: named clinical stories with the alerts Vigil should raise and when;
+//! - [`device`]: what each device profile measures, how often, its battery and drop-outs;
+//! - [`payload`]: the bytes a device sends — vigil-json, SenML, Bluetooth GATT — and
+//!   malformed payloads Vigil must refuse.
+//!
+//! The shells: [`provision`] (patients and devices through the HTTP API), [`fleet`] (one MQTT
+//! connection per device, real or accelerated time) and [`bench`] (Vigil measured end to end
+//! beside a plain `mosquitto_sub` and a typical Python subscriber).
+
+pub mod bench;
+pub mod device;
+pub mod fleet;
+pub mod payload;
+pub mod peers;
+pub mod physio;
+pub mod provision;
+pub mod rng;
+pub mod scenario;

@@ -1,0 +1,261 @@
+//! The simulator against the real gateway: `vigil-sim provision` and `vigil-sim run` (the
+//! binaries) drive a Vigil started in-process on free ports, and Vigil's alerts, dead letters
+//! and stored readings are checked against the truth the simulator reports.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use vigil::app::App;
+use vigil::config::{Config, Overrides};
+
+const TOKEN: &str = "sim-e2e-bootstrap-token";
+const SIM: &str = env!("CARGO_BIN_EXE_vigil-sim");
+
+struct Gateway {
+    http: String,
+    mqtt: String,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn gateway() -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = Overrides {
+        data_dir: Some(dir.path().to_path_buf()),
+        http_listen: Some("127.0.0.1:0".into()),
+        mqtt_listen: Some("127.0.0.1:0".into()),
+    };
+    let mut cfg = Config::load(None, Vec::new(), &flags).unwrap();
+    cfg.alerts.tick_ms = 100;
+    let app = App::build(cfg, Some(TOKEN.into())).await.unwrap();
+    let http = format!("http://{}", app.http_addr());
+    let mqtt = format!("mqtt://{}", app.mqtt_addr().unwrap());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(app.run(stop.clone(), CancellationToken::new()));
+    Gateway {
+        http,
+        mqtt,
+        stop,
+        task,
+        _dir: dir,
+    }
+}
+
+async fn sim(args: &[&str]) -> String {
+    let out = tokio::process::Command::new(SIM)
+        .args(args)
+        .env("VIGIL_TOKEN", TOKEN)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "vigil-sim {args:?} failed: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn get(base: &str, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{base}/api/v1{path}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn provision(gw: &Gateway, dir: &Path, patients: &str, prefix: &str) -> String {
+    let creds = dir.join(format!("{prefix}.json"));
+    sim(&[
+        "provision",
+        "--url",
+        &gw.http,
+        "--patients",
+        patients,
+        "--prefix",
+        prefix,
+        "--out",
+        creds.to_str().unwrap(),
+    ])
+    .await;
+    creds.to_str().unwrap().to_owned()
+}
+
+const RANK: [&str; 3] = ["low", "medium", "high"];
+
+fn rank(s: &str) -> usize {
+    RANK.iter().position(|r| *r == s).unwrap_or(0)
+}
+
+/// Every story of the mix, four simulated days in 15 s: each clinical story raises the alert
+/// the simulator predicts, from a reading inside the predicted window; the stable patient
+/// raises none; every reading the simulator sent is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_story_raises_the_alerts_the_simulator_predicts() {
+    let gw = gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = provision(&gw, dir.path(), "9", "mix").await;
+    let out = sim(&[
+        "run",
+        "--credentials",
+        &creds,
+        "--mqtt",
+        &gw.mqtt,
+        "--duration",
+        "15s",
+        "--speed",
+        "24000",
+        "--scenario",
+        "mix",
+        "--seed",
+        "7",
+    ])
+    .await;
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["published"], summary["acknowledged"], "{summary}");
+    // Give the engine a moment for the last batch.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let accepted = metric(&gw.http, "vigil_readings_accepted_total").await;
+    let readings = summary["readings"].as_f64().unwrap();
+    let skewed = summary["skewed"].as_f64().unwrap();
+    assert!(readings > 100_000.0, "{summary}");
+    // Skewed readings are refused (a whole payload at a time), all others stored once.
+    assert!(
+        accepted <= readings && accepted >= readings - skewed * 300.0,
+        "{accepted} of {readings}"
+    );
+    assert_eq!(
+        metric(&gw.http, "vigil_readings_duplicate_total").await,
+        0.0
+    );
+
+    for p in summary["expectations"].as_array().unwrap() {
+        let id = p["patient_id"].as_str().unwrap();
+        let story = p["scenario"].as_str().unwrap();
+        let alerts = get(&gw.http, &format!("/alerts?patient_id={id}")).await["alerts"]
+            .as_array()
+            .unwrap()
+            .clone();
+        for e in p["expect"].as_array().unwrap() {
+            match e["kind"].as_str().unwrap() {
+                "alert" => {
+                    let rule = e["rule_id"].as_str().unwrap();
+                    let found: Vec<&Value> =
+                        alerts.iter().filter(|a| a["rule_id"] == rule).collect();
+                    assert_eq!(found.len(), 1, "{story}: {rule} in {alerts:#?}");
+                    let a = found[0];
+                    assert!(
+                        rank(a["severity"].as_str().unwrap())
+                            >= rank(e["severity"].as_str().unwrap()),
+                        "{story}: {a}"
+                    );
+                    // Missing-reading rules judge silence by Vigil's clock, which accelerated
+                    // time cannot match; every other alert comes from a reading in the window.
+                    if let Some(t) = a["trigger"]["time"].as_str() {
+                        let t = vigil::domain::parse_rfc3339(t).unwrap();
+                        let from = e["from_ms"].as_i64().unwrap();
+                        let by = e["by_ms"].as_i64().unwrap();
+                        assert!(
+                            t >= from && t <= by,
+                            "{story}: {rule} from a reading at {} outside {} .. {}",
+                            a["trigger"]["time"],
+                            e["from_ms"],
+                            e["by_ms"]
+                        );
+                    }
+                }
+                "no_alert" => assert!(alerts.is_empty(), "{story}: {alerts:#?}"),
+                "battery_low" => {
+                    let rec = get(&gw.http, &format!("/patients/{id}/record?limit=10000")).await;
+                    let low = rec["timeline"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|e| e["kind"] == "device.battery_low");
+                    assert!(low, "{story}: no device.battery_low");
+                }
+                "dead_letters" => {} // counted exactly in the next test
+                other => panic!("unknown expectation {other}"),
+            }
+        }
+    }
+    gw.stop.cancel();
+    gw.task.await.unwrap();
+}
+
+/// Malformed payloads and fast clocks, in real-ish time: every bad payload the simulator sent
+/// became exactly one dead letter with a reason, and nothing else was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_payload_becomes_one_dead_letter() {
+    let gw = gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    for story in ["malformed", "clock-skew"] {
+        let creds = provision(&gw, dir.path(), "4", story).await;
+        let out = sim(&[
+            "run",
+            "--credentials",
+            &creds,
+            "--mqtt",
+            &gw.mqtt,
+            "--duration",
+            "8s",
+            "--speed",
+            "600",
+            "--scenario",
+            story,
+            "--seed",
+            "3",
+        ])
+        .await;
+        let summary: Value = serde_json::from_str(&out).unwrap();
+        let bad = summary["malformed"].as_u64().unwrap() + summary["skewed"].as_u64().unwrap();
+        assert!(bad > 0, "{story}: the run sent no bad payload: {summary}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let creds: Value = serde_json::from_str(&std::fs::read_to_string(&creds).unwrap()).unwrap();
+        let mut letters = Vec::new();
+        for p in creds["patients"].as_array().unwrap() {
+            for d in p["devices"].as_array().unwrap() {
+                let id = d["id"].as_str().unwrap();
+                letters.extend(
+                    get(&gw.http, &format!("/dead-letters?device_id={id}")).await["dead_letters"]
+                        .as_array()
+                        .unwrap()
+                        .clone(),
+                );
+            }
+        }
+        assert_eq!(letters.len() as u64, bad, "{story}: {letters:#?}");
+        assert!(
+            letters
+                .iter()
+                .all(|l| !l["reason"].as_str().unwrap().is_empty())
+        );
+        if story == "clock-skew" {
+            assert!(
+                letters
+                    .iter()
+                    .all(|l| l["reason"].as_str().unwrap().contains("future")
+                        || l["reason"].as_str().unwrap().contains("ahead")),
+                "{letters:#?}"
+            );
+        }
+    }
+    gw.stop.cancel();
+    gw.task.await.unwrap();
+}
