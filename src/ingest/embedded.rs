@@ -11,16 +11,16 @@
 //! counted. Nothing a device sends can make this module panic or allocate beyond the packet
 //! size limit.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -54,15 +54,12 @@ pub struct Endpoint {
     permits: Arc<Semaphore>,
 }
 
-/// What the writer task is asked to send.
+/// Something owed to the device, in order.
 enum Out {
     Packet(Bytes),
     /// Wait for the commit, then send `ack` and `then`. If the commit fails, send nothing and
     /// end the connection: the device keeps the unacknowledged publish and sends it again.
-    /// (Boxed: the channel allocates its slots up front, and a small `Out` keeps an idle
-    /// connection small.)
     Commit(Box<CommitOut>),
-    Close(Option<Bytes>),
 }
 
 struct CommitOut {
@@ -70,6 +67,38 @@ struct CommitOut {
     outcome: PubOutcome,
     ack: Option<Bytes>,
     then: Option<Bytes>,
+}
+
+/// A device that does not read what it is sent is dropped after this long.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writes and empties `bytes` (releasing a large buffer after a burst).
+async fn write_out<S: AsyncWrite + Unpin>(sock: &mut S, bytes: &mut Vec<u8>) -> Result<(), ()> {
+    let r = tokio::time::timeout(WRITE_TIMEOUT, async {
+        sock.write_all(bytes).await?;
+        sock.flush().await
+    })
+    .await;
+    bytes.clear();
+    if bytes.capacity() > 4096 {
+        *bytes = Vec::new();
+    }
+    match r {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Resolves when the acknowledgement at the head of `owed` has its commit's answer; pends
+/// for ever while there is none to wait for.
+async fn head_commit(owed: &mut VecDeque<Out>) -> Result<Result<Committed, StoreError>, ()> {
+    match owed.front_mut() {
+        Some(Out::Commit(c)) if c.commit.is_some() => match c.commit.as_mut() {
+            Some(rx) => rx.await.map_err(|_| ()),
+            None => std::future::pending().await,
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 /// How a connection ended.
@@ -348,17 +377,6 @@ impl Endpoint {
             .set_device_status(device_id.clone(), Some(true), None, now_ms())
             .await;
 
-        let (mut rd, wr) = tokio::io::split(sock);
-        let (out_tx, out_rx) = mpsc::channel::<Out>(usize::from(self.cfg.max_inflight));
-        let store_failed = Arc::new(AtomicBool::new(false));
-        let writer = tokio::spawn(write_loop(
-            wr,
-            out_rx,
-            self.ingest.clone(),
-            conn_token.clone(),
-            store_failed.clone(),
-        ));
-
         let mut session = Session {
             errors_topic: Topic::errors_of(&device_id),
             device_id: device_id.clone(),
@@ -372,24 +390,43 @@ impl Endpoint {
             .then(|| Duration::from_millis(u64::from(connect.keep_alive_s) * 1500));
         let far = Duration::from_secs(86_400 * 365);
         let mut deadline = Instant::now() + keep_alive.unwrap_or(far);
+        let max_inflight = usize::from(self.cfg.max_inflight).max(1);
+        // What is owed to the device, in order: packets, and acknowledgements waiting for
+        // their commit. One task reads, waits for commits and writes, so an idle connection
+        // is one small task and no buffers.
+        let mut owed: VecDeque<Out> = VecDeque::new();
+        let mut bytes: Vec<u8> = Vec::new();
 
-        let end = loop {
-            match codec::read(version, &mut buf, self.cfg.max_packet) {
-                Ok(Some(packet)) => {
-                    deadline = Instant::now() + keep_alive.unwrap_or(far);
-                    match self.on_packet(&mut session, packet, &out_tx).await {
-                        Some(end) => break end,
-                        None => continue,
+        let end = 'conn: loop {
+            // Handle every packet already read, while fewer than max_inflight are owed.
+            while owed.len() < max_inflight {
+                match codec::read(version, &mut buf, self.cfg.max_packet) {
+                    Ok(Some(packet)) => {
+                        deadline = Instant::now() + keep_alive.unwrap_or(far);
+                        // Boxed: its state lives on the heap only while a packet is being
+                        // handled, not in every idle connection's task.
+                        let handled = Box::pin(self.on_packet(&mut session, packet, &mut owed));
+                        if let Some(end) = handled.await {
+                            break 'conn end;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(device_id = %device_id, error = %e, "mqtt packet refused; closing");
+                        break 'conn End::Server(match e {
+                            CodecError::TooLarge { .. } => DisconnectReason::TooLarge,
+                            _ => DisconnectReason::Malformed,
+                        });
                     }
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(device_id = %device_id, error = %e, "mqtt packet refused; closing");
-                    break End::Server(match e {
-                        CodecError::TooLarge { .. } => DisconnectReason::TooLarge,
-                        _ => DisconnectReason::Malformed,
-                    });
-                }
+            }
+            // Send what is ready: everything up to the first acknowledgement still waiting
+            // for its commit.
+            if let Err(end) = self.take_ready(&mut owed, &mut bytes) {
+                break end;
+            }
+            if !bytes.is_empty() && Box::pin(write_out(&mut sock, &mut bytes)).await.is_err() {
+                break End::Lost;
             }
             if buf.is_empty() {
                 // Idle between packets: hold no read buffer (the next read goes through a
@@ -400,34 +437,54 @@ impl Endpoint {
             } else if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(8192);
             }
+            let reading = owed.len() < max_inflight;
             tokio::select! {
                 biased;
                 _ = conn_token.cancelled() => {
-                    break if store_failed.load(Ordering::Relaxed) {
-                        End::Server(DisconnectReason::StoreFailed)
-                    } else if stop.is_cancelled() {
+                    break if stop.is_cancelled() {
                         End::Server(DisconnectReason::Shutdown)
                     } else {
                         taken_over.store(true, Ordering::Relaxed);
                         End::Server(DisconnectReason::TakenOver)
                     };
                 }
+                r = head_commit(&mut owed) => {
+                    if let Err(end) = self.committed(&mut owed, r) {
+                        break end;
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline) => break End::Server(DisconnectReason::KeepAlive),
-                r = read_some(&mut rd, &mut buf) => match r {
+                r = read_some(&mut sock, &mut buf), if reading => match r {
                     Ok(0) | Err(_) => break End::Lost,
                     Ok(_) => {}
                 },
             }
         };
 
-        // Let the writer send every acknowledgement still owed, then close.
-        let last = match end {
-            End::Server(reason) => codec::disconnect(version, reason),
-            _ => None,
-        };
-        let _ = out_tx.send(Out::Close(last)).await;
-        drop(out_tx);
-        let _ = writer.await;
+        // Send every acknowledgement still owed (after its commit), then close.
+        if end != End::Server(DisconnectReason::StoreFailed) && end != End::Lost {
+            loop {
+                if self.take_ready(&mut owed, &mut bytes).is_err() {
+                    break;
+                }
+                if owed.is_empty() {
+                    break;
+                }
+                let r = head_commit(&mut owed).await;
+                if self.committed(&mut owed, r).is_err() {
+                    break;
+                }
+            }
+            if let End::Server(reason) = end
+                && let Some(last) = codec::disconnect(version, reason)
+            {
+                bytes.extend_from_slice(&last);
+            }
+            if !bytes.is_empty() {
+                let _ = write_out(&mut sock, &mut bytes).await;
+            }
+        }
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, sock.shutdown()).await;
         let last_connection = self.forget(&session_key, conn_id);
         self.ingest.metrics.mqtt_connected_devices.dec();
         tracing::info!(device_id = %device_id, reason = end.label(), "device disconnected");
@@ -447,6 +504,60 @@ impl Endpoint {
             if will.is_some() {
                 tracing::info!(device_id = %device_id, "last will: device offline");
             }
+        }
+    }
+
+    /// Moves what is ready at the front of `owed` into `bytes`: packets, and acknowledgements
+    /// whose commit has answered (or that need none).
+    fn take_ready(&self, owed: &mut VecDeque<Out>, bytes: &mut Vec<u8>) -> Result<(), End> {
+        while let Some(front) = owed.front_mut() {
+            match front {
+                Out::Packet(b) => bytes.extend_from_slice(b),
+                Out::Commit(c) => {
+                    if let Some(rx) = c.commit.as_mut() {
+                        match rx.try_recv() {
+                            Err(oneshot::error::TryRecvError::Empty) => break,
+                            Ok(Ok(done)) => self.ingest.count(c.outcome, &done),
+                            Ok(Err(e)) => {
+                                tracing::error!(error = %e, "commit failed; publish not acknowledged");
+                                return Err(End::Server(DisconnectReason::StoreFailed));
+                            }
+                            Err(_) => return Err(End::Server(DisconnectReason::StoreFailed)),
+                        }
+                        c.commit = None;
+                    }
+                    for b in [c.ack.take(), c.then.take()].into_iter().flatten() {
+                        bytes.extend_from_slice(&b);
+                    }
+                }
+            }
+            owed.pop_front();
+        }
+        if owed.is_empty() && owed.capacity() > 64 {
+            *owed = VecDeque::new();
+        }
+        Ok(())
+    }
+
+    /// The head acknowledgement's commit answered: count it, or end the connection if it failed.
+    fn committed(
+        &self,
+        owed: &mut VecDeque<Out>,
+        r: Result<Result<Committed, StoreError>, ()>,
+    ) -> Result<(), End> {
+        match r {
+            Ok(Ok(done)) => {
+                if let Some(Out::Commit(c)) = owed.front_mut() {
+                    self.ingest.count(c.outcome, &done);
+                    c.commit = None;
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "commit failed; publish not acknowledged");
+                Err(End::Server(DisconnectReason::StoreFailed))
+            }
+            Err(()) => Err(End::Server(DisconnectReason::StoreFailed)),
         }
     }
 
@@ -470,9 +581,12 @@ impl Endpoint {
         &self,
         s: &mut Session,
         packet: Inbound,
-        out: &mpsc::Sender<Out>,
+        out: &mut VecDeque<Out>,
     ) -> Option<End> {
-        let send = |o: Out| async move { out.send(o).await.is_ok() };
+        let mut send = |o: Out| {
+            out.push_back(o);
+            std::future::ready(true)
+        };
         match packet {
             Inbound::Publish {
                 topic,
@@ -597,7 +711,7 @@ async fn read_some<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std:
     if !buf.is_empty() {
         return rd.read_buf(buf).await;
     }
-    let mut small = [0u8; 256];
+    let mut small = [0u8; 128];
     let n = rd.read(&mut small).await?;
     buf.extend_from_slice(&small[..n]);
     Ok(n)
@@ -630,86 +744,13 @@ async fn read_connect<S: AsyncRead + Unpin>(
     }
 }
 
-/// Sends what the reader queues, in order. Packets are gathered in a buffer and written when
-/// nothing else is waiting, so many acknowledgements share one write under load; the buffer
-/// is released after a burst, so an idle connection holds no output buffer at all.
-async fn write_loop<S: AsyncWrite>(
-    mut wr: WriteHalf<S>,
-    mut rx: mpsc::Receiver<Out>,
-    ingest: Ingest,
-    conn_token: CancellationToken,
-    store_failed: Arc<AtomicBool>,
-) {
-    let mut pending: Vec<u8> = Vec::new();
-    while let Some(out) = rx.recv().await {
-        let close = match out {
-            Out::Packet(b) => {
-                pending.extend_from_slice(&b);
-                false
-            }
-            Out::Commit(c) => {
-                let CommitOut {
-                    commit,
-                    outcome,
-                    ack,
-                    then,
-                } = *c;
-                let committed = match commit {
-                    None => true,
-                    Some(rx) => match rx.await {
-                        Ok(Ok(c)) => {
-                            ingest.count(outcome, &c);
-                            true
-                        }
-                        Ok(Err(e)) => {
-                            tracing::error!(error = %e, "commit failed; publish not acknowledged");
-                            false
-                        }
-                        Err(_) => false,
-                    },
-                };
-                if !committed {
-                    store_failed.store(true, Ordering::Relaxed);
-                    conn_token.cancel();
-                    break;
-                }
-                for b in [ack, then].into_iter().flatten() {
-                    pending.extend_from_slice(&b);
-                }
-                false
-            }
-            Out::Close(last) => {
-                if let Some(b) = last {
-                    pending.extend_from_slice(&b);
-                }
-                true
-            }
-        };
-        if close || rx.is_empty() {
-            let ok = pending.is_empty() || wr.write_all(&pending).await.is_ok();
-            pending.clear();
-            if pending.capacity() > 4096 {
-                pending = Vec::new();
-            }
-            if !ok || wr.flush().await.is_err() {
-                conn_token.cancel();
-                break;
-            }
-        }
-        if close {
-            break;
-        }
-    }
-    let _ = wr.shutdown().await;
-}
 #[cfg(test)]
 mod memory {
     use super::*;
 
-    /// What an idle connection holds besides its socket: the reader's and the writer's task
-    /// state and one block of the channel between them (tokio allocates 32 slots of `Out`
-    /// up front). `vigil-sim bench` measures the whole per-device figure; this keeps the
-    /// parts from growing unnoticed.
+    /// What an idle connection holds besides its socket: one task's state (it reads, waits
+    /// for commits and writes) and nothing else until a packet arrives. `vigil-sim bench`
+    /// measures the whole per-device figure; this keeps the task from growing unnoticed.
     #[tokio::test]
     async fn an_idle_connection_stays_small() {
         let dir = tempfile::tempdir().unwrap();
@@ -724,7 +765,7 @@ mod memory {
             metrics,
         };
         let ep = Endpoint::new(
-            ingest.clone(),
+            ingest,
             EndpointConfig {
                 max_packet: 1024,
                 connect_timeout: Duration::from_secs(1),
@@ -733,29 +774,14 @@ mod memory {
             },
         );
         let (a, _b) = tokio::io::duplex(64);
-        let reader = ep.handle(
+        let task = ep.handle(
             a,
             "127.0.0.1:1".parse().unwrap(),
             CancellationToken::new(),
             None,
         );
-        let (a, _b) = tokio::io::duplex(64);
-        let (_r, w) = tokio::io::split(a);
-        let (_tx, rx) = mpsc::channel::<Out>(1);
-        let writer = write_loop(
-            w,
-            rx,
-            ingest,
-            CancellationToken::new(),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let (r, w, out) = (
-            std::mem::size_of_val(&reader),
-            std::mem::size_of_val(&writer),
-            std::mem::size_of::<Out>(),
-        );
-        assert!(r <= 2304, "reader task state {r} bytes");
-        assert!(w <= 1024, "writer task state {w} bytes");
-        assert!(out <= 40, "Out is {out} bytes");
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1600, "connection task state {size} bytes");
+        assert!(std::mem::size_of::<Out>() <= 40);
     }
 }
