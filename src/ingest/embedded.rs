@@ -1,9 +1,10 @@
 //! Vigil's own MQTT 3.1.1/5 endpoint for devices: not a general broker, just what devices need.
 //!
-//! Per connection, a reader task decodes packets and hands publishes to [`Ingest`], and a
-//! writer task sends the acknowledgements **in arrival order, each only after its publish's
-//! durable commit**. The channel between them is bounded by `max_inflight`, so a device that
-//! outruns the store is slowed down instead of buffered without bound.
+//! One task per connection decodes packets, hands publishes to [`Ingest`], and sends the
+//! acknowledgements **in arrival order, each only after its publish's durable commit**. At
+//! most `max_inflight` acknowledgements are owed at a time; beyond that the socket is not read,
+//! so a device that outruns the store is slowed down instead of buffered without bound. An
+//! idle connection holds no buffers, only its task's small state (a test keeps it small).
 //!
 //! Access rules: a device authenticates with its id and secret; it may publish only under
 //! `vigil/v1/devices/{its id}/…` (readings, gatt, status) and subscribe only to its own
