@@ -16,12 +16,17 @@ const SIM: &str = env!("CARGO_BIN_EXE_vigil-sim");
 struct Gateway {
     http: String,
     mqtt: String,
+    mqtts: Option<String>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
 async fn gateway() -> Gateway {
+    gateway_with(|_| {}).await
+}
+
+async fn gateway_with(adjust: impl FnOnce(&mut Config)) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let flags = Overrides {
         data_dir: Some(dir.path().to_path_buf()),
@@ -30,14 +35,17 @@ async fn gateway() -> Gateway {
     };
     let mut cfg = Config::load(None, Vec::new(), &flags).unwrap();
     cfg.alerts.tick_ms = 100;
+    adjust(&mut cfg);
     let app = App::build(cfg, Some(TOKEN.into())).await.unwrap();
     let http = format!("http://{}", app.http_addr());
     let mqtt = format!("mqtt://{}", app.mqtt_addr().unwrap());
+    let mqtts = app.mqtts_addr().map(|a| format!("mqtts://{a}"));
     let stop = CancellationToken::new();
     let task = tokio::spawn(app.run(stop.clone(), CancellationToken::new()));
     Gateway {
         http,
         mqtt,
+        mqtts,
         stop,
         task,
         _dir: dir,
@@ -256,6 +264,145 @@ async fn every_bad_payload_becomes_one_dead_letter() {
             );
         }
     }
+    gw.stop.cancel();
+    gw.task.await.unwrap();
+}
+
+/// Runs `openssl` with `args`, panicking with its output if it fails.
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The fleet over MQTTS: the devices verify Vigil's certificate against the CA given with
+/// `--ca`, and everything they send is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_runs_over_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let p = |f: &str| certs.path().join(f).to_str().unwrap().to_owned();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.crt"),
+        "-subj",
+        "/CN=sim-test-ca",
+        "-days",
+        "2",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p("server.key"),
+        "-out",
+        &p("server.csr"),
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        certs.path().join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("server.csr"),
+        "-CA",
+        &p("ca.crt"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &p("server.crt"),
+        "-days",
+        "2",
+        "-extfile",
+        &p("server.ext"),
+    ]);
+    let (cert, key) = (
+        certs.path().join("server.crt"),
+        certs.path().join("server.key"),
+    );
+    let gw = gateway_with(move |c| {
+        c.mqtt.tls = Some(vigil::config::MqttTlsConfig {
+            listen: "127.0.0.1:0".into(),
+            cert,
+            key,
+            client_ca: None,
+        });
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = provision(&gw, dir.path(), "2", "tls").await;
+    let mqtts = gw.mqtts.clone().unwrap();
+    let ca = p("ca.crt");
+    let out = sim(&[
+        "run",
+        "--credentials",
+        &creds,
+        "--mqtt",
+        &mqtts,
+        "--ca",
+        &ca,
+        "--duration",
+        "4s",
+        "--speed",
+        "600",
+    ])
+    .await;
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    assert!(summary["published"].as_u64().unwrap() > 10, "{summary}");
+    assert_eq!(summary["published"], summary["acknowledged"], "{summary}");
+    assert_eq!(summary["connect_errors"], 0, "{summary}");
+    assert_eq!(
+        metric(&gw.http, "vigil_readings_accepted_total").await,
+        summary["readings"].as_f64().unwrap()
+    );
+    // Without the CA, the fleet refuses to connect rather than trust an unknown server.
+    let bad = tokio::process::Command::new(SIM)
+        .args([
+            "run",
+            "--credentials",
+            &creds,
+            "--mqtt",
+            &mqtts,
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--ca"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     gw.stop.cancel();
     gw.task.await.unwrap();
 }
