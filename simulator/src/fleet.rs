@@ -420,7 +420,15 @@ impl DeviceRun {
                             })
                         })
                         .collect();
-                    let variant = rng.next_u64();
+                    // A variant without the reading's own time (Vigil then stamps its receipt)
+                    // is realistic only when simulated time is real time.
+                    let mut variant = rng.next_u64();
+                    for _ in 0..32 {
+                        if plan.speed <= 1.0 || payload::keeps_time(encoding, variant) {
+                            break;
+                        }
+                        variant = rng.next_u64();
+                    }
                     let bad = self.scenario == Scenario::Malformed
                         && batch[0] >= self.onset
                         && rng.chance(0.3);
