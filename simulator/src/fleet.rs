@@ -8,7 +8,7 @@
 //! simulated hour.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use crate::device::{self, Kind, Schedule};
 use crate::payload::{self, Malformed, Reading};
 use crate::physio::Physiology;
-use crate::provision::{Credentials, SimDevice, SimPatient};
+use crate::provision::{Credentials, SimDevice};
 use crate::rng::{Rng, hash};
 use crate::scenario::{Expectation, Scenario};
 
@@ -160,7 +160,7 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Runs the fleet to the end of the plan; `progress` is called about twice a second.
+/// Runs the fleet to the end of the plan, counting what it does in `counters`.
 pub async fn run(
     creds: &Credentials,
     target: &Target,
@@ -169,7 +169,6 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     let real_start = Instant::now();
     let mut tasks = JoinSet::new();
-    let stop = Arc::new(AtomicBool::new(false));
     let mut truth = Vec::new();
     for (i, patient) in creds.patients.iter().enumerate() {
         let scenario = plan.scenario_of(i);
@@ -194,11 +193,9 @@ pub async fn run(
                 onset,
                 // The story's device effects touch the patient's first device (the watch).
                 story_device: d == 0,
-                patient: patient.clone(),
             };
-            let (target, plan, counters, stop) =
-                (target.clone(), plan.clone(), counters.clone(), stop.clone());
-            tasks.spawn(async move { ctx.run(target, plan, real_start, counters, stop).await });
+            let (target, plan, counters) = (target.clone(), plan.clone(), counters.clone());
+            tasks.spawn(async move { ctx.run(target, plan, real_start, counters).await });
             // Connect gradually: a thousand devices at once is a storm, not a fleet.
             if tasks.len() % 200 == 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -207,7 +204,7 @@ pub async fn run(
     }
     while let Some(r) = tasks.join_next().await {
         if let Ok(Err(e)) = r {
-            tracing_free_warn(&format!("device task failed: {e:#}"));
+            eprintln!("vigil-sim: device task failed: {e:#}");
         }
     }
     let c = &counters;
@@ -229,10 +226,6 @@ pub async fn run(
     })
 }
 
-fn tracing_free_warn(msg: &str) {
-    eprintln!("vigil-sim: {msg}");
-}
-
 struct DeviceRun {
     dev: SimDevice,
     kind: &'static Kind,
@@ -241,8 +234,6 @@ struct DeviceRun {
     scenario: Scenario,
     onset: i64,
     story_device: bool,
-    #[allow(dead_code)]
-    patient: SimPatient,
 }
 
 impl DeviceRun {
@@ -262,7 +253,6 @@ impl DeviceRun {
         plan: Plan,
         real_start: Instant,
         counters: Arc<Counters>,
-        stop: Arc<AtomicBool>,
     ) -> anyhow::Result<()> {
         let mut opts = MqttOptions::new(
             format!("{}-sim", self.dev.id),
@@ -335,7 +325,7 @@ impl DeviceRun {
             .collect();
         let silent_from =
             (self.story_device && self.scenario == Scenario::DeviceSilent).then_some(self.onset);
-        while cursor < plan.sim_end && !stop.load(Ordering::Relaxed) {
+        while cursor < plan.sim_end {
             // Wake at the next measurement (at most once a real second for streams).
             let mut due = self
                 .kind
