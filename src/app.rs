@@ -140,6 +140,11 @@ impl App {
             metrics: metrics.clone(),
             bootstrap,
             crm,
+            panel: web::PanelCache::default(),
+            live: web::LiveHub::new(CancellationToken::new()),
+            throttle: Arc::new(web::LoginThrottle::default()),
+            session_lifetime: Duration::from_secs(cfg.http.session_hours * 3600),
+            secure_cookies: false,
         };
         let ingest = Ingest {
             registry,
@@ -252,6 +257,24 @@ impl App {
                 stop.clone(),
             ));
         }
+        // The panel's cache and the live feed are display-only; they stop with `stop`.
+        tokio::spawn(
+            state
+                .panel
+                .clone()
+                .run(store.clone(), state.registry.clone(), stop.clone()),
+        );
+        tokio::spawn(state.live.clone().run(
+            store.clone(),
+            state.crm.clone(),
+            state.registry.clone(),
+        ));
+        let live = state.live.clone();
+        let live_stop = stop.clone();
+        tokio::spawn(async move {
+            live_stop.cancelled().await;
+            live.stop();
+        });
         // Every task that takes readings runs on `tracker`, so the drain can wait for all.
         match link {
             DeviceLink::Embedded { plain, tls } => {

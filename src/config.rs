@@ -102,6 +102,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// A request that takes longer than this is answered 408.
     pub request_timeout_s: u64,
+    /// How long a dashboard sign-in lasts (a clinician's shift), in hours.
+    pub session_hours: u64,
 }
 
 /// How devices reach Vigil.
@@ -294,6 +296,7 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 1 << 20,
             request_timeout_s: 30,
+            session_hours: 12,
         }
     }
 }
@@ -499,6 +502,9 @@ impl Config {
         }
         if self.http.request_timeout_s == 0 {
             return Err(invalid("http.request_timeout_s", "must be at least 1"));
+        }
+        if !(1..=168).contains(&self.http.session_hours) {
+            return Err(invalid("http.session_hours", "must be 1 to 168"));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", e.to_string()));

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub alert_eval_lag_seconds: Histogram,
     pub outbox_pending: Family<Vec<(&'static str, String)>, Gauge>,
     pub outbox_attempts: Family<Vec<(&'static str, String)>, Counter>,
+    pub live_clients: Gauge,
+    pub live_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -172,8 +174,22 @@ impl Metrics {
             "Delivery attempts by sink and outcome (delivered, pending = will retry, failed = given up)",
             outbox_attempts.clone(),
         );
+        let live_clients = Gauge::default();
+        r.register(
+            "vigil_live_clients",
+            "Dashboard connections to the live feed",
+            live_clients.clone(),
+        );
+        let live_dropped = Counter::default();
+        r.register(
+            "vigil_live_dropped",
+            "Live-feed connections closed for falling behind",
+            live_dropped.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
+            live_clients,
+            live_dropped,
             alerts_opened,
             alert_events,
             alert_eval_lag_seconds,

@@ -198,6 +198,8 @@ pub struct Alert {
 pub struct AlertQuery {
     pub status: Option<AlertStatus>,
     pub patient_id: Option<PatientId>,
+    /// Only patients of these care teams (a clinician's view); `None` for all.
+    pub teams: Option<Vec<String>>,
     pub limit: usize,
 }
 
@@ -422,16 +424,24 @@ impl Registry {
     /// Alerts, newest first.
     pub async fn alerts(&self, q: AlertQuery) -> Result<Vec<Alert>, RegistryError> {
         self.with(move |c| {
+            let teams = q
+                .teams
+                .as_ref()
+                .map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into()));
             let mut stmt = c.prepare(&format!(
                 "SELECT {ALERT_COLUMNS} FROM alerts
                  WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR patient_id = ?2)
+                   AND (?4 IS NULL OR patient_id IN (
+                        SELECT id FROM patients WHERE json_extract(details, '$.care_team')
+                        IN (SELECT value FROM json_each(?4))))
                  ORDER BY opened_ms DESC, id LIMIT ?3"
             ))?;
             stmt.query_map(
                 params![
                     q.status.map(AlertStatus::as_str),
                     q.patient_id.as_ref().map(PatientId::as_str),
-                    i64::try_from(q.limit).unwrap_or(i64::MAX)
+                    i64::try_from(q.limit).unwrap_or(i64::MAX),
+                    teams
                 ],
                 alert_row,
             )?

@@ -12,6 +12,7 @@
 
 pub mod mosquitto;
 mod profile;
+mod users;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,6 +25,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use profile::{PayloadFormat, Profile, ProfileError, Profiles};
+pub use users::{Session, Team, User, UserUpdate};
 
 use crate::domain::{DeviceId, PatientId, format_rfc3339};
 use crate::store::StoreError;
@@ -95,6 +97,8 @@ const SCHEMA: &[&str] = &[
     "ALTER TABLE devices ADD COLUMN broker_hash TEXT;",
     // version 3: the CRM record — care plans, alerts, the timeline and the outbox.
     crate::crm::record::SCHEMA_V3,
+    // version 4: care teams and sign-in sessions.
+    users::SCHEMA_V4,
 ];
 
 /// A patient as the API shows it.
@@ -330,6 +334,18 @@ pub struct Registry {
     devices: Arc<RwLock<HashMap<DeviceId, DeviceAuth>>>,
     profiles: Profiles,
     status: tokio::sync::mpsc::Sender<StatusUpdate>,
+    device_events: tokio::sync::broadcast::Sender<Arc<DeviceStatus>>,
+}
+
+/// A device's status as just written: for the live view.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceStatus {
+    pub device_id: String,
+    pub patient_id: String,
+    pub online: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub battery: Option<u8>,
+    pub last_seen_ms: i64,
 }
 
 /// A device's connection state or battery report, written in batches.
@@ -342,7 +358,12 @@ struct StatusUpdate {
 
 /// Writes device status updates, coalesced per device, one transaction per batch, so that a
 /// reconnect storm of thousands of devices costs a few commits rather than one each.
-fn status_writer(conn: Connection, mut rx: tokio::sync::mpsc::Receiver<StatusUpdate>) {
+fn status_writer(
+    conn: Connection,
+    mut rx: tokio::sync::mpsc::Receiver<StatusUpdate>,
+    events: tokio::sync::broadcast::Sender<Arc<DeviceStatus>>,
+) {
+    let mut written: Vec<DeviceStatus> = Vec::new();
     let mut pending: HashMap<DeviceId, (Option<bool>, Option<u8>, i64)> = HashMap::new();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
@@ -378,6 +399,13 @@ fn status_writer(conn: Connection, mut rx: tokio::sync::mpsc::Receiver<StatusUpd
                     let Some((patient, was_online, was_battery)) = prior else {
                         continue;
                     };
+                    written.push(DeviceStatus {
+                        device_id: id.as_str().to_owned(),
+                        patient_id: patient.clone(),
+                        online: online.unwrap_or(was_online),
+                        battery: battery.or(was_battery),
+                        last_seen_ms: at,
+                    });
                     for (kind, data) in
                         device_events(id.as_str(), was_online, was_battery, online, battery)
                     {
@@ -387,11 +415,65 @@ fn status_writer(conn: Connection, mut rx: tokio::sync::mpsc::Receiver<StatusUpd
             }
             tx.commit()
         })();
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "device status batch not written");
-            pending.clear();
+        match result {
+            Ok(()) => {
+                for d in written.drain(..) {
+                    let _ = events.send(Arc::new(d));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "device status batch not written");
+                pending.clear();
+                written.clear();
+            }
         }
     }
+}
+
+/// Devices of one patient, or of all.
+fn devices_where(
+    c: &Connection,
+    patient: Option<&PatientId>,
+) -> Result<Vec<Device>, RegistryError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, patient_id, profile, created_ms, online, last_seen_ms, battery, revoked
+         FROM devices WHERE ?1 IS NULL OR patient_id = ?1 ORDER BY patient_id, id",
+    )?;
+    let rows = stmt.query_map([patient.map(PatientId::as_str)], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, bool>(4)?,
+            r.get::<_, Option<i64>>(5)?,
+            r.get::<_, Option<u8>>(6)?,
+            r.get::<_, bool>(7)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, patient_id, profile, created, online, seen, battery, revoked) = row?;
+        if let (Ok(id), Ok(patient_id)) = (DeviceId::parse(&id), PatientId::parse(&patient_id)) {
+            out.push(Device {
+                id,
+                patient_id,
+                profile,
+                created_at: format_rfc3339(created),
+                online,
+                last_seen: seen.map(format_rfc3339),
+                battery,
+                revoked,
+            });
+        }
+    }
+    Ok(out)
+}
+
+static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn dummy_hash() -> String {
+    users::hash_password("not a password anyone has").unwrap_or_default()
 }
 
 /// Battery level at or below which the record notes "battery low".
@@ -497,16 +579,24 @@ impl Registry {
         conn.execute("UPDATE devices SET online = 0 WHERE online = 1", [])?;
         let status_conn = crate::store::open_db(&dir.join("registry.db"), SCHEMA)?;
         let (status, rx) = tokio::sync::mpsc::channel(65_536);
+        let (device_events, _) = tokio::sync::broadcast::channel(4096);
+        let events = device_events.clone();
         std::thread::Builder::new()
             .name("vigil-device-status".into())
-            .spawn(move || status_writer(status_conn, rx))
+            .spawn(move || status_writer(status_conn, rx, events))
             .map_err(|e| RegistryError::Db(e.to_string()))?;
         Ok(Registry {
             conn: Arc::new(Mutex::new(conn)),
             devices: Arc::new(RwLock::new(devices)),
             profiles,
             status,
+            device_events,
         })
+    }
+
+    /// Device status changes as they are written (for the live view).
+    pub fn subscribe_devices(&self) -> tokio::sync::broadcast::Receiver<Arc<DeviceStatus>> {
+        self.device_events.subscribe()
     }
 
     pub fn profiles(&self) -> &Profiles {
@@ -739,41 +829,12 @@ impl Registry {
 
     /// A patient's devices, by id.
     pub async fn patient_devices(&self, patient: PatientId) -> Result<Vec<Device>, RegistryError> {
-        self.with(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT id, profile, created_ms, online, last_seen_ms, battery, revoked
-                 FROM devices WHERE patient_id = ?1 ORDER BY id",
-            )?;
-            let rows = stmt.query_map([patient.as_str()], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, bool>(3)?,
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, Option<u8>>(5)?,
-                    r.get::<_, bool>(6)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (id, profile, created, online, seen, battery, revoked) = row?;
-                if let Ok(id) = DeviceId::parse(&id) {
-                    out.push(Device {
-                        id,
-                        patient_id: patient.clone(),
-                        profile,
-                        created_at: format_rfc3339(created),
-                        online,
-                        last_seen: seen.map(format_rfc3339),
-                        battery,
-                        revoked,
-                    });
-                }
-            }
-            Ok(out)
-        })
-        .await
+        self.with(move |c| devices_where(c, Some(&patient))).await
+    }
+
+    /// Every device, for the monitoring panel.
+    pub async fn all_devices(&self) -> Result<Vec<Device>, RegistryError> {
+        self.with(move |c| devices_where(c, None)).await
     }
 
     /// Checks a device's credentials. `None` for an unknown or revoked device or a wrong
@@ -860,22 +921,11 @@ impl Registry {
                 "username must be 1 to 64 characters of A-Z a-z 0-9 . _ - @".into(),
             ));
         }
-        let chars = password.chars().count();
-        if !(12..=1024).contains(&chars) {
-            return Err(RegistryError::Invalid(
-                "password must be 12 to 1024 characters".into(),
-            ));
-        }
+        users::check_password(password)?;
         let password = password.to_owned();
-        let hash = tokio::task::spawn_blocking(move || {
-            use argon2::password_hash::PasswordHasher as _;
-            argon2::Argon2::default()
-                .hash_password(password.as_bytes())
-                .map(|h| h.to_string())
-        })
-        .await
-        .map_err(|e| RegistryError::Db(e.to_string()))?
-        .map_err(|e| RegistryError::Db(format!("password hashing failed: {e}")))?;
+        let hash = tokio::task::spawn_blocking(move || users::hash_password(&password))
+            .await
+            .map_err(|e| RegistryError::Db(e.to_string()))??;
         let username = username.to_owned();
         self.with(move |c| {
             let n = c.execute(
@@ -907,7 +957,11 @@ impl Registry {
             .ok()
             .flatten();
         let password = password.to_owned();
-        let (hash, role) = row?;
+        // An unknown user costs the same Argon2 work as a known one, so the time taken does
+        // not tell whether a username exists.
+        let known = row.is_some();
+        let (hash, role) =
+            row.unwrap_or_else(|| (DUMMY_HASH.get_or_init(dummy_hash).clone(), String::new()));
         let ok = tokio::task::spawn_blocking(move || {
             use argon2::password_hash::{PasswordVerifier as _, phc::PasswordHash};
             PasswordHash::new(&hash).is_ok_and(|h| {
@@ -918,7 +972,11 @@ impl Registry {
         })
         .await
         .unwrap_or(false);
-        if ok { Role::parse(&role) } else { None }
+        if ok && known {
+            Role::parse(&role)
+        } else {
+            None
+        }
     }
 
     /// Appends to the audit trail. Each line's hash covers the previous line's hash, so a line

@@ -125,6 +125,24 @@ pub struct CommittedBatch {
     pub observations: Vec<Observation>,
 }
 
+/// A chart's worth of one metric (see [`Store::series`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// The bucket width; 0 when the points are the readings themselves.
+    pub step_ms: i64,
+    pub points: Vec<SeriesPoint>,
+}
+
+/// One reading, or one bucket of readings starting at `time_ms`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeriesPoint {
+    pub time_ms: i64,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    pub count: i64,
+}
+
 type FeedItem = Arc<CommittedBatch>;
 
 /// Batches the feed holds for a slow subscriber before it lags (and must resync).
@@ -499,6 +517,85 @@ impl Store {
         .await
     }
 
+    /// A patient's metric over `[from, to]` for a chart of about `points` points, oldest first:
+    /// the readings themselves when there are no more than `points`, otherwise buckets of
+    /// `step` ms (mean, min, max) so the reply stays small however long the range.
+    pub async fn series(
+        &self,
+        patient: PatientId,
+        metric: Metric,
+        from_ms: i64,
+        to_ms: i64,
+        points: usize,
+    ) -> Result<Series, StoreError> {
+        self.read(move |conn| {
+            let count: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM observations
+                     WHERE patient_id = ?1 AND metric = ?2 AND time_ms BETWEEN ?3 AND ?4",
+                )?
+                .query_row(
+                    params![patient.as_str(), metric.code(), from_ms, to_ms],
+                    |r| r.get(0),
+                )?;
+            let points_i = i64::try_from(points).unwrap_or(i64::MAX).max(1);
+            if count <= points_i {
+                let rows = conn
+                    .prepare_cached(
+                        "SELECT time_ms, value FROM observations
+                         WHERE patient_id = ?1 AND metric = ?2 AND time_ms BETWEEN ?3 AND ?4
+                         ORDER BY time_ms",
+                    )?
+                    .query_map(
+                        params![patient.as_str(), metric.code(), from_ms, to_ms],
+                        |r| {
+                            let (t, v): (i64, f64) = (r.get(0)?, r.get(1)?);
+                            Ok(SeriesPoint {
+                                time_ms: t,
+                                mean: v,
+                                min: v,
+                                max: v,
+                                count: 1,
+                            })
+                        },
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?;
+                return Ok(Series {
+                    step_ms: 0,
+                    points: rows,
+                });
+            }
+            let span = to_ms.saturating_sub(from_ms).max(1);
+            let step_ms = (span / points_i).max(1000);
+            let rows = conn
+                .prepare_cached(
+                    "SELECT ?3 + ((time_ms - ?3) / ?5) * ?5 AS bucket, avg(value), min(value),
+                            max(value), count(*)
+                     FROM observations
+                     WHERE patient_id = ?1 AND metric = ?2 AND time_ms BETWEEN ?3 AND ?4
+                     GROUP BY bucket ORDER BY bucket",
+                )?
+                .query_map(
+                    params![patient.as_str(), metric.code(), from_ms, to_ms, step_ms],
+                    |r| {
+                        Ok(SeriesPoint {
+                            time_ms: r.get(0)?,
+                            mean: r.get(1)?,
+                            min: r.get(2)?,
+                            max: r.get(3)?,
+                            count: r.get(4)?,
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Series {
+                step_ms,
+                points: rows,
+            })
+        })
+        .await
+    }
+
     /// How many observations are stored in all (for tests, benchmarks and the operator).
     pub async fn count_observations(&self) -> Result<i64, StoreError> {
         self.read(|conn| conn.query_row("SELECT count(*) FROM observations", [], |r| r.get(0)))
@@ -815,6 +912,40 @@ mod tests {
         );
         assert_eq!(store.observations(query(None)).await.unwrap().len(), 3);
         assert_eq!(store.count_observations().await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn series_gives_readings_or_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 64, 64, Metrics::new()).unwrap();
+        // 100 readings one second apart: 60..159.
+        let rows = (0..100)
+            .map(|i| obs("d1", Metric::HeartRate, i * 1000, 60.0 + i as f64))
+            .collect();
+        store.insert(rows, 0).await.unwrap();
+        let p = PatientId::parse("p1").unwrap();
+        let raw = store
+            .series(p.clone(), Metric::HeartRate, 0, 99_000, 100)
+            .await
+            .unwrap();
+        assert_eq!(raw.step_ms, 0);
+        assert_eq!(raw.points.len(), 100);
+        assert_eq!((raw.points[5].time_ms, raw.points[5].mean), (5000, 65.0));
+        let b = store
+            .series(p.clone(), Metric::HeartRate, 0, 100_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(b.step_ms, 10_000);
+        assert_eq!(b.points.len(), 10);
+        let first = b.points[0];
+        assert_eq!(
+            (first.time_ms, first.min, first.max, first.count),
+            (0, 60.0, 69.0, 10)
+        );
+        assert!((first.mean - 64.5).abs() < 1e-9);
+        assert_eq!(b.points[9].time_ms, 90_000);
+        let none = store.series(p, Metric::Spo2, 0, 100_000, 10).await.unwrap();
+        assert!(none.points.is_empty());
     }
 
     #[tokio::test]

@@ -17,6 +17,6 @@ pub mod influx;
 
 pub(crate) use embedded::open_db;
 pub use embedded::{
-    Committed, CommittedBatch, DeadLetter, ObservationQuery, Store, StoreError, StoredDeadLetter,
-    StoredObservation,
+    Committed, CommittedBatch, DeadLetter, ObservationQuery, Series, SeriesPoint, Store,
+    StoreError, StoredDeadLetter, StoredObservation,
 };

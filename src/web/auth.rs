@@ -1,18 +1,34 @@
-//! Who is asking: bearer tokens. Until dashboard sessions and API tokens exist, the only
-//! credential is `VIGIL_BOOTSTRAP_TOKEN`, an admin token for first set-up and automation that
-//! exists only while the variable is set. Without it, nothing gets in.
+//! Who is asking, and what they may see.
+//!
+//! Two credentials get in:
+//! - a dashboard session: the `vigil_session` cookie set at sign-in (HttpOnly, SameSite=Strict,
+//!   Secure under TLS). A state-changing request made with it must also carry the session's
+//!   CSRF token in `X-CSRF-Token`;
+//! - `Authorization: Bearer <token>`: `VIGIL_BOOTSTRAP_TOKEN`, an admin token for first set-up
+//!   and automation that exists only while the variable is set. The live WebSocket also takes
+//!   it as `?token=`, since browsers cannot set headers on a WebSocket.
+//!
+//! Without one of them, nothing under `/api/v1` answers but sign-in. An admin sees every
+//! patient; a clinician sees the patients of their care teams and is refused (403) the rest.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
+use crate::domain::{PatientId, now_ms};
 use crate::registry::Role;
+
+/// The session cookie's name.
+pub(crate) const SESSION_COOKIE: &str = "vigil_session";
+/// The header that carries the CSRF token.
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The bootstrap token, kept only as its SHA-256 so it is compared in constant time and never
 /// printed.
@@ -36,35 +52,183 @@ pub(crate) struct Principal {
     pub(crate) name: String,
     pub(crate) role: Role,
     pub(crate) remote: String,
+    /// The care teams whose patients a clinician sees; `None` for an admin (everyone).
+    pub(crate) teams: Option<Arc<[String]>>,
+    /// The session's token, when the caller came with the cookie (for sign-out).
+    pub(crate) session_token: Option<String>,
 }
 
-/// Middleware: 401 unless the request carries a valid credential.
-pub(crate) async fn require(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let remote = req
-        .extensions()
+impl Principal {
+    /// Whether this caller may see a patient of `team`.
+    pub(crate) fn sees_team(&self, team: Option<&str>) -> bool {
+        match &self.teams {
+            None => true,
+            Some(mine) => team.is_some_and(|t| mine.iter().any(|m| m == t)),
+        }
+    }
+
+    /// Whether this caller sees every patient (an admin).
+    pub(crate) fn sees_all(&self) -> bool {
+        self.teams.is_none()
+    }
+}
+
+/// 404 for no such patient, 403 for a patient of another care team.
+pub(crate) async fn check_patient(
+    s: &AppState,
+    p: &Principal,
+    id: &PatientId,
+) -> Result<(), ApiError> {
+    let team = s.registry.patient_team(id.clone()).await?;
+    if p.sees_team(team.as_deref()) {
+        Ok(())
+    } else {
+        tracing::info!(user = %p.name, patient_id = %id, "patient of another care team refused");
+        Err(ApiError::Forbidden(
+            "this patient is not on one of your care teams".into(),
+        ))
+    }
+}
+
+/// The value of one cookie in the request.
+pub(crate) fn cookie<'a>(req: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    req.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn remote_of(req: &Request) -> String {
+    req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
-    let token = req
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let principal = match (token, &state.bootstrap) {
-        (Some(t), Some(b)) if b.matches(t) => Principal {
-            name: "bootstrap".into(),
-            role: Role::Admin,
-            remote,
-        },
-        _ => {
-            tracing::debug!(%remote, path = %req.uri().path(), "unauthenticated API request refused");
-            return Err(ApiError::Unauthorized);
+    if header.is_some() {
+        return header;
+    }
+    // Browsers cannot set headers on a WebSocket: the live feed takes the token in the query.
+    if req.uri().path().ends_with("/live") {
+        return req
+            .uri()
+            .query()
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .find_map(|kv| kv.strip_prefix("token="));
+    }
+    None
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Middleware: 401 unless the request carries a valid credential; 403 for a state-changing
+/// request made with the session cookie but without its CSRF token. Sign-in itself
+/// (`POST /session`) is the one route that needs no credential.
+pub(crate) async fn require(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if req.method() == Method::POST && req.uri().path() == "/session" {
+        return Ok(next.run(req).await);
+    }
+    let remote = remote_of(&req);
+    let principal = if let Some(token) = bearer(&req) {
+        match &state.bootstrap {
+            Some(b) if b.matches(token) => Principal {
+                name: "bootstrap".into(),
+                role: Role::Admin,
+                remote,
+                teams: None,
+                session_token: None,
+            },
+            _ => {
+                tracing::debug!(%remote, path = %req.uri().path(), "bad bearer token refused");
+                return Err(ApiError::Unauthorized);
+            }
         }
+    } else if let Some(token) = cookie(req.headers(), SESSION_COOKIE) {
+        let Some(session) = state.registry.session(token, now_ms()).await? else {
+            tracing::debug!(%remote, "expired or unknown session refused");
+            return Err(ApiError::Unauthorized);
+        };
+        if !is_safe(req.method()) {
+            let sent = req
+                .headers()
+                .get(CSRF_HEADER)
+                .map(|v| v.as_bytes())
+                .unwrap_or_default();
+            if !bool::from(sent.ct_eq(session.csrf.as_bytes())) {
+                tracing::info!(user = %session.user.name, %remote, "request without a valid CSRF token refused");
+                return Err(ApiError::Forbidden(
+                    "missing or wrong X-CSRF-Token header; reload the page".into(),
+                ));
+            }
+        }
+        Principal {
+            teams: (session.user.role != Role::Admin)
+                .then(|| Arc::from(session.user.teams.clone())),
+            name: session.user.name,
+            role: session.user.role,
+            remote,
+            session_token: Some(token.to_owned()),
+        }
+    } else {
+        tracing::debug!(%remote, path = %req.uri().path(), "unauthenticated API request refused");
+        return Err(ApiError::Unauthorized);
     };
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(teams: Option<&[&str]>) -> Principal {
+        Principal {
+            name: "u".into(),
+            role: if teams.is_some() {
+                Role::Clinician
+            } else {
+                Role::Admin
+            },
+            remote: "127.0.0.1".into(),
+            teams: teams.map(|t| t.iter().map(|s| (*s).to_owned()).collect()),
+            session_token: None,
+        }
+    }
+
+    #[test]
+    fn a_clinician_sees_only_their_teams() {
+        let c = principal(Some(&["north"]));
+        assert!(c.sees_team(Some("north")));
+        assert!(!c.sees_team(Some("south")));
+        assert!(!c.sees_team(None), "a patient on no team is for admins");
+        let a = principal(None);
+        assert!(a.sees_team(Some("south")) && a.sees_team(None));
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; vigil_session=abc; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
 }

@@ -14,6 +14,8 @@ use crate::store::StoreError;
 pub enum ApiError {
     BadRequest(String),
     Unauthorized,
+    /// 401 with a reason of its own (a failed sign-in).
+    UnauthorizedBecause(String),
     Forbidden(String),
     NotFound(String),
     Conflict(String),
@@ -29,8 +31,10 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
-                "authentication required: send Authorization: Bearer <token>".to_owned(),
+                "authentication required: sign in, or send Authorization: Bearer <token>"
+                    .to_owned(),
             ),
+            ApiError::UnauthorizedBecause(m) => (StatusCode::UNAUTHORIZED, m),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),

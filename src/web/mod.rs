@@ -1,13 +1,20 @@
-//! The HTTP side: `/healthz`, `/metrics` and the JSON API under `/api/v1`.
+//! The HTTP side: `/healthz`, `/metrics`, the JSON API under `/api/v1` (with the live
+//! WebSocket at `/api/v1/live`) and the clinician dashboard at `/`.
 //!
-//! Every `/api/v1` route sits behind [`auth::require`]; an unknown path under it answers 401
-//! to a stranger, not 404, so the route table cannot be probed. Every read of a patient's data
-//! writes a line to the audit trail before the data is sent.
+//! Every `/api/v1` route but sign-in sits behind [`auth::require`]; an unknown path under it
+//! answers 401 to a stranger, not 404, so the route table cannot be probed. Every read of a
+//! patient's data writes a line to the audit trail before the data is sent. Every response
+//! carries the security headers of [`assets::security_headers`].
 
+mod admin;
+mod assets;
 mod auth;
 mod error;
+mod live;
+mod panel;
 mod record;
 mod routes;
+mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,8 +28,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
+pub use assets::CSP;
 pub use auth::BootstrapToken;
 pub use error::ApiError;
+pub use live::LiveHub;
+pub use panel::PanelCache;
+pub use session::LoginThrottle;
 
 use crate::registry::Registry;
 use crate::store::Store;
@@ -36,6 +47,16 @@ pub struct AppState {
     pub metrics: Metrics,
     pub bootstrap: Option<Arc<BootstrapToken>>,
     pub crm: crate::crm::Crm,
+    /// Latest values and sparklines for the panel.
+    pub panel: PanelCache,
+    /// The live feed's fan-out.
+    pub live: LiveHub,
+    /// Failed sign-ins.
+    pub throttle: Arc<LoginThrottle>,
+    /// How long a dashboard session lasts.
+    pub session_lifetime: Duration,
+    /// Whether cookies get `Secure` (the dashboard is served over TLS).
+    pub secure_cookies: bool,
 }
 
 /// The whole HTTP application.
@@ -49,6 +70,8 @@ pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/metrics", get(routes::metrics))
+        .route("/", get(assets::index))
+        .route("/assets/{*path}", get(assets::asset))
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::NotFound("not found".into()) })
         .method_not_allowed_fallback(|| async {
@@ -57,6 +80,7 @@ pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {
                 axum::Json(serde_json::json!({"error": "method not allowed on this route"})),
             )
         })
+        .layer(axum::middleware::from_fn(assets::security_headers))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

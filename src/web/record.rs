@@ -16,7 +16,7 @@ use axum::{Extension, extract::rejection::JsonRejection};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::Principal;
+use super::auth::{Principal, check_patient};
 use super::routes::{ApiResult, audit_line, patient_id, require_admin, time_param};
 use super::{ApiError, AppState};
 use crate::alerts::rules::CarePlan;
@@ -100,7 +100,7 @@ pub(super) async fn get_care_plan(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = patient_id(&id)?;
-    s.registry.patient(id.clone()).await?;
+    check_patient(&s, &p, &id).await?;
     let plan = plan_of(&s, &id).await?;
     audit_line(
         &s,
@@ -119,8 +119,9 @@ pub(super) async fn put_care_plan(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    require_admin(&p)?;
     let id = patient_id(&id)?;
+    // A care plan is a clinical decision: an admin, or a clinician of the patient's team.
+    check_patient(&s, &p, &id).await?;
     let plan = CarePlan::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     s.registry
         .set_care_plan(id.clone(), plan.clone(), p.name.clone(), now_ms())
@@ -155,6 +156,7 @@ pub(super) async fn add_note(
     body: Result<Json<NoteBody>, JsonRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let id = patient_id(&id)?;
+    check_patient(&s, &p, &id).await?;
     let Json(body) = body?;
     let text = body.text.trim().to_owned();
     if text.is_empty() || text.chars().count() > 10_000 {
@@ -194,6 +196,7 @@ pub(super) async fn record(
     let Query(q) = q?;
     let limit = limit(q.limit)?;
     let before = time_param("before", q.before.as_deref())?.unwrap_or(i64::MAX);
+    check_patient(&s, &p, &id).await?;
     let patient = s.registry.patient(id.clone()).await?;
     let devices = s.registry.patient_devices(id.clone()).await?;
     let plan = plan_of(&s, &id).await?;
@@ -202,6 +205,7 @@ pub(super) async fn record(
         .alerts(AlertQuery {
             status: None,
             patient_id: Some(id.clone()),
+            teams: None,
             limit: MAX_LIMIT,
         })
         .await?;
@@ -252,11 +256,15 @@ pub(super) async fn list_alerts(
         .filter(|x| !x.is_empty())
         .map(patient_id)
         .transpose()?;
+    if let Some(id) = &patient {
+        check_patient(&s, &p, id).await?;
+    }
     let alerts = s
         .registry
         .alerts(AlertQuery {
             status,
             patient_id: patient.clone(),
+            teams: p.teams.as_ref().map(|t| t.to_vec()),
             limit: limit(q.limit)?,
         })
         .await?;
@@ -292,6 +300,7 @@ pub(super) async fn get_alert(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("alert {id} not found")))?;
     let patient = patient_id(&alert.patient_id)?;
+    check_patient(&s, &p, &patient).await?;
     audit_line(&s, &p, "alert.read", Some(&patient), &format!("alert/{id}")).await?;
     Ok(Json(json!(alert)))
 }
@@ -310,6 +319,14 @@ async fn act(
     resolve: bool,
 ) -> ApiResult<Json<Value>> {
     let id = alert_id(&id)?;
+    if !p.sees_all() {
+        let alert = s
+            .registry
+            .alert(id.clone())
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("alert {id} not found")))?;
+        check_patient(&s, &p, &patient_id(&alert.patient_id)?).await?;
+    }
     let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
         ActionBody::default()
     } else {

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::Principal;
+use super::auth::{Principal, check_patient};
 use super::{ApiError, AppState};
 use crate::domain::{DeviceId, Metric, PatientId, format_rfc3339, now_ms, parse_rfc3339};
 use crate::registry::{AuditEntry, PatientDetails, Role};
@@ -48,6 +48,27 @@ pub(super) fn api() -> Router<AppState> {
         .route("/influxdb/rejected", get(influx_rejected))
         .route("/audit", get(audit))
         .route("/profiles", get(profiles))
+        .route(
+            "/session",
+            get(super::session::current)
+                .post(super::session::sign_in)
+                .delete(super::session::sign_out),
+        )
+        .route("/live", get(super::live::live))
+        .route("/panel", get(super::panel::panel))
+        .route("/patients/{id}/series", get(super::panel::series))
+        .route(
+            "/users",
+            get(super::admin::list_users).post(super::admin::create_user),
+        )
+        .route(
+            "/users/{name}",
+            axum::routing::patch(super::admin::update_user),
+        )
+        .route(
+            "/teams",
+            get(super::admin::list_teams).post(super::admin::create_team),
+        )
 }
 
 pub(super) async fn healthz() -> Json<Value> {
@@ -165,7 +186,8 @@ async fn list_patients(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
 ) -> ApiResult<Json<Value>> {
-    let patients = s.registry.patients().await?;
+    let mut patients = s.registry.patients().await?;
+    patients.retain(|x| p.sees_team(x.details.care_team.as_deref()));
     audit_line(&s, &p, "patient.list", None, "patients").await?;
     Ok(Json(json!({ "patients": patients })))
 }
@@ -176,6 +198,7 @@ async fn get_patient(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let id = patient_id(&id)?;
+    check_patient(&s, &p, &id).await?;
     let patient = s.registry.patient(id.clone()).await?;
     audit_line(&s, &p, "patient.read", Some(&id), &format!("patient/{id}")).await?;
     Ok(Json(patient))
@@ -226,6 +249,7 @@ async fn get_device(
 ) -> ApiResult<impl IntoResponse> {
     let id = device_id(&id)?;
     let device = s.registry.device(id.clone()).await?;
+    check_patient(&s, &p, &device.patient_id).await?;
     audit_line(
         &s,
         &p,
@@ -288,7 +312,7 @@ async fn observations(
         )));
     }
     // 404 for a patient that does not exist, rather than an empty list that looks like silence.
-    s.registry.patient(id.clone()).await?;
+    check_patient(&s, &p, &id).await?;
     let rows = s
         .store
         .observations(ObservationQuery {
@@ -349,6 +373,11 @@ async fn dead_letters(
         Some(d) => Some(s.registry.device(d.clone()).await?.patient_id),
         None => None,
     };
+    match &patient {
+        Some(id) => check_patient(&s, &p, id).await?,
+        // Dead letters of every device name every patient: admins only.
+        None => require_admin(&p)?,
+    }
     let rows = s.store.dead_letters(device.clone(), limit).await?;
     audit_line(
         &s,

@@ -15,3 +15,4 @@ mod influx;
 mod ingest;
 mod mqtt_rules;
 mod tls;
+mod web;

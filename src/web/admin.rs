@@ -1,0 +1,135 @@
+//! Admin routes: dashboard users and care teams. Every change is audited; passwords are never
+//! returned or logged.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Principal;
+use super::routes::{ApiResult, audit_line, require_admin};
+use super::{ApiError, AppState};
+use crate::domain::now_ms;
+use crate::registry::{Role, UserUpdate};
+
+fn role(s: &str) -> ApiResult<Role> {
+    Role::parse(s)
+        .ok_or_else(|| ApiError::BadRequest(format!("role {s:?} is not one of admin, clinician")))
+}
+
+pub(super) async fn list_users(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&p)?;
+    let users = s.registry.users().await?;
+    audit_line(&s, &p, "users.read", None, "users").await?;
+    Ok(Json(json!({ "users": users })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewUser {
+    name: String,
+    password: String,
+    role: String,
+    #[serde(default)]
+    teams: Vec<String>,
+}
+
+pub(super) async fn create_user(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    body: Result<Json<NewUser>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    require_admin(&p)?;
+    let Json(b) = body?;
+    let role = role(&b.role)?;
+    // Teams are checked before the user exists, so a bad team leaves no half-made user.
+    let known = s.registry.teams().await?;
+    if let Some(t) = b.teams.iter().find(|t| !known.iter().any(|k| &k.id == *t)) {
+        return Err(ApiError::BadRequest(format!(
+            "no care team {t:?}; create it first"
+        )));
+    }
+    s.registry
+        .add_user(&b.name, role, &b.password, now_ms())
+        .await?;
+    s.registry.set_user_teams(&b.name, b.teams).await?;
+    audit_line(&s, &p, "user.create", None, &format!("user/{}", b.name)).await?;
+    let user = s.registry.user(&b.name).await?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UserPatch {
+    role: Option<String>,
+    teams: Option<Vec<String>>,
+    password: Option<String>,
+}
+
+pub(super) async fn update_user(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    body: Result<Json<UserPatch>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&p)?;
+    let Json(b) = body?;
+    let update = UserUpdate {
+        role: b.role.as_deref().map(role).transpose()?,
+        teams: b.teams,
+        password: b.password,
+    };
+    let what = [
+        update.role.map(|_| "role"),
+        update.teams.as_ref().map(|_| "teams"),
+        update.password.as_ref().map(|_| "password"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(",");
+    let user = s.registry.update_user(&name, update).await?;
+    audit_line(
+        &s,
+        &p,
+        "user.update",
+        None,
+        &format!("user/{name}?changed={what}"),
+    )
+    .await?;
+    Ok(Json(json!(user)))
+}
+
+pub(super) async fn list_teams(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<Value>> {
+    let mut teams = s.registry.teams().await?;
+    teams.retain(|t| p.sees_team(Some(&t.id)));
+    Ok(Json(json!({ "teams": teams })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewTeam {
+    id: String,
+    name: String,
+}
+
+pub(super) async fn create_team(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    body: Result<Json<NewTeam>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    require_admin(&p)?;
+    let Json(b) = body?;
+    let team = s.registry.create_team(&b.id, &b.name, now_ms()).await?;
+    audit_line(&s, &p, "team.create", None, &format!("team/{}", b.id)).await?;
+    Ok((StatusCode::CREATED, Json(team)))
+}

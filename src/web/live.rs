@@ -1,0 +1,352 @@
+//! The live feed: `GET /api/v1/live`, a WebSocket of JSON events for the patients the user may
+//! see — `observation`, `alert` and `device_status` — so the dashboard updates without polling.
+//!
+//! One hub task turns committed readings, alert events and device status changes into JSON
+//! once, and fans them out; each connection only filters and writes. It is a display feed,
+//! not a log: within one store commit only the newest reading of each patient's metric is
+//! sent, and a connection that cannot keep up is closed (code 4008, "too slow") rather than
+//! allowed to hold memory or slow the others; the dashboard reconnects and reloads its panel.
+//! Nothing on this path can slow ingest: the store's feed is a broadcast that never waits.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use futures_util::SinkExt as _;
+use serde_json::json;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::CancellationToken;
+
+use super::auth::Principal;
+use super::routes::{ApiResult, audit_line};
+use super::{ApiError, AppState};
+use crate::crm::Crm;
+use crate::domain::{Metric, format_rfc3339};
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// Close code for a client dropped for falling behind (4000–4999: private use).
+pub(crate) const CLOSE_TOO_SLOW: u16 = 4008;
+/// A write that takes longer than this marks the client as not reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// How often a clinician's set of visible patients is read again.
+const VISIBILITY_REFRESH: Duration = Duration::from_secs(30);
+/// Batches the hub holds for a slow connection before it is dropped.
+const HUB_CAPACITY: usize = 512;
+
+/// One event, serialised once for every connection.
+#[derive(Clone)]
+pub(crate) struct LiveItem {
+    patient_id: Arc<str>,
+    json: Utf8Bytes,
+}
+
+/// The fan-out point of the live feed; cheap to clone.
+#[derive(Clone)]
+pub struct LiveHub {
+    tx: broadcast::Sender<Arc<[LiveItem]>>,
+    stop: CancellationToken,
+}
+
+impl LiveHub {
+    pub fn new(stop: CancellationToken) -> LiveHub {
+        let (tx, _) = broadcast::channel(HUB_CAPACITY);
+        LiveHub { tx, stop }
+    }
+
+    /// Closes every live connection (code 1001) and ends [`LiveHub::run`].
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    fn send(&self, items: Vec<LiveItem>) {
+        if !items.is_empty() {
+            // No receiver is fine: nobody is watching.
+            let _ = self.tx.send(items.into());
+        }
+    }
+
+    /// Turns commits, alert events and device changes into live events until stopped.
+    pub async fn run(self, store: Store, crm: Crm, registry: Registry) {
+        let mut readings = store.subscribe();
+        let mut alerts = crm.subscribe();
+        let mut devices = registry.subscribe_devices();
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                r = readings.recv() => match r {
+                    Ok(batch) => self.send(observation_items(&batch.observations)),
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "live feed skipped commits it could not keep up with");
+                        self.send(vec![resync()]);
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                a = alerts.recv() => match a {
+                    Ok(e) => self.send(vec![LiveItem {
+                        patient_id: e.patient_id.as_str().into(),
+                        json: json!({"type": "alert", "event": e.event_type, "alert": e.alert})
+                            .to_string()
+                            .into(),
+                    }]),
+                    Err(RecvError::Lagged(_)) => self.send(vec![resync()]),
+                    Err(RecvError::Closed) => return,
+                },
+                d = devices.recv() => match d {
+                    Ok(d) => self.send(vec![LiveItem {
+                        patient_id: d.patient_id.as_str().into(),
+                        json: json!({
+                            "type": "device_status", "patient_id": d.patient_id,
+                            "device_id": d.device_id, "online": d.online, "battery": d.battery,
+                            "last_seen": format_rfc3339(d.last_seen_ms),
+                        })
+                        .to_string()
+                        .into(),
+                    }]),
+                    Err(RecvError::Lagged(_)) => self.send(vec![resync()]),
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}
+
+/// Tells every client it missed events and should reload what it shows.
+fn resync() -> LiveItem {
+    LiveItem {
+        patient_id: "".into(),
+        json: Utf8Bytes::from_static(r#"{"type":"resync"}"#),
+    }
+}
+
+/// The newest reading of each patient's metric in one commit, as live events.
+fn observation_items(obs: &[crate::domain::Observation]) -> Vec<LiveItem> {
+    let mut newest: HashMap<(&str, Metric), &crate::domain::Observation> = HashMap::new();
+    for o in obs {
+        let e = newest.entry((o.patient_id.as_str(), o.metric)).or_insert(o);
+        if o.time_ms >= e.time_ms {
+            *e = o;
+        }
+    }
+    let mut out: Vec<&crate::domain::Observation> = newest.into_values().collect();
+    out.sort_by_key(|o| o.time_ms);
+    out.into_iter()
+        .map(|o| LiveItem {
+            patient_id: o.patient_id.as_str().into(),
+            json: json!({
+                "type": "observation", "patient_id": o.patient_id, "device_id": o.device_id,
+                "metric": o.metric, "value": o.value, "unit": o.metric.unit(),
+                "time": format_rfc3339(o.time_ms),
+            })
+            .to_string()
+            .into(),
+        })
+        .collect()
+}
+
+/// Whether the page that opened the socket is our own: a browser always sends `Origin` on a
+/// WebSocket, and a page of another site must not ride on the user's cookie. Clients that
+/// are not browsers send none and authenticate with a token.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    origin_host.is_some() && origin_host == host
+}
+
+/// `GET /live`.
+pub(super) async fn live(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let ws = ws.map_err(|e| ApiError::BadRequest(format!("not a WebSocket request: {e}")))?;
+    if !same_origin(&headers) {
+        return Err(ApiError::Forbidden(
+            "the live feed opens only from Vigil's own pages".into(),
+        ));
+    }
+    audit_line(&s, &p, "live.open", None, "live").await?;
+    let rx = s.live.tx.subscribe();
+    Ok(ws
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| connection(socket, s, p, rx)))
+}
+
+async fn visible(s: &AppState, p: &Principal) -> Option<HashSet<Arc<str>>> {
+    if p.sees_all() {
+        return None;
+    }
+    match s.registry.patients().await {
+        Ok(all) => Some(
+            all.into_iter()
+                .filter(|x| p.sees_team(x.details.care_team.as_deref()))
+                .map(|x| Arc::from(x.id.as_str()))
+                .collect(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "live feed: patients not read; showing none");
+            Some(HashSet::new())
+        }
+    }
+}
+
+struct Gauge(Metrics);
+
+impl Gauge {
+    fn new(m: &Metrics) -> Gauge {
+        m.live_clients.inc();
+        Gauge(m.clone())
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        self.0.live_clients.dec();
+    }
+}
+
+async fn connection(
+    mut socket: WebSocket,
+    s: AppState,
+    p: Principal,
+    mut rx: broadcast::Receiver<Arc<[LiveItem]>>,
+) {
+    let _gauge = Gauge::new(&s.metrics);
+    let hello = json!({"type": "hello", "user": {"name": p.name, "role": p.role}}).to_string();
+    if socket.send(Message::Text(hello.into())).await.is_err() {
+        return;
+    }
+    let mut allowed = visible(&s, &p).await;
+    let mut refresh = tokio::time::interval(VISIBILITY_REFRESH);
+    refresh.tick().await;
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let stop = s.live.stop.clone();
+    let close = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }))
+    };
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => {
+                let _ = socket.send(close(1001, "server shutting down")).await;
+                return;
+            }
+            batch = rx.recv() => match batch {
+                Ok(items) => {
+                    let sent = tokio::time::timeout(WRITE_TIMEOUT, async {
+                        let mut any = false;
+                        for it in items.iter() {
+                            let ok = it.patient_id.is_empty()
+                                || allowed.as_ref().is_none_or(|a| a.contains(&it.patient_id));
+                            if ok {
+                                socket.feed(Message::Text(it.json.clone())).await?;
+                                any = true;
+                            }
+                        }
+                        if any {
+                            socket.flush().await?;
+                        }
+                        Ok::<(), axum::Error>(())
+                    })
+                    .await;
+                    match sent {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return,
+                        Err(_) => {
+                            drop_slow(&s, &p, "write timed out");
+                            return;
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    drop_slow(&s, &p, &format!("{n} batches behind"));
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        socket.send(close(CLOSE_TOO_SLOW, "too slow")),
+                    )
+                    .await;
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            incoming = socket.recv() => match incoming {
+                // The client says nothing the server needs; pings are answered by the library.
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+            _ = refresh.tick(), if allowed.is_some() => {
+                allowed = visible(&s, &p).await;
+            }
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(axum::body::Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn drop_slow(s: &AppState, p: &Principal, why: &str) {
+    s.metrics.live_dropped.inc();
+    tracing::info!(user = %p.name, remote = %p.remote, why, "live client too slow; dropped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DeviceId, Observation, PatientId};
+
+    #[test]
+    fn one_event_per_patient_metric_per_commit_the_newest() {
+        let o = |p: &str, m: Metric, t: i64, v: f64| Observation {
+            patient_id: PatientId::parse(p).unwrap(),
+            device_id: DeviceId::parse("d1").unwrap(),
+            metric: m,
+            value: v,
+            time_ms: t,
+        };
+        let items = observation_items(&[
+            o("p1", Metric::HeartRate, 2, 71.0),
+            o("p1", Metric::HeartRate, 1, 70.0),
+            o("p1", Metric::Spo2, 1, 97.0),
+            o("p2", Metric::HeartRate, 1, 60.0),
+        ]);
+        assert_eq!(items.len(), 3);
+        let hr: Vec<&LiveItem> = items
+            .iter()
+            .filter(|i| &*i.patient_id == "p1" && i.json.as_str().contains("heart_rate"))
+            .collect();
+        assert_eq!(hr.len(), 1);
+        assert!(hr[0].json.as_str().contains("71"));
+    }
+
+    #[test]
+    fn origin_must_match_host() {
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h), "no Origin: not a browser");
+        h.insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
+        h.insert(header::ORIGIN, "http://127.0.0.1:8080".parse().unwrap());
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert!(!same_origin(&h));
+        h.insert(header::ORIGIN, "null".parse().unwrap());
+        assert!(!same_origin(&h));
+    }
+}

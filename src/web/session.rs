@@ -1,0 +1,286 @@
+//! Sign-in, the current session and sign-out (`/api/v1/session`).
+//!
+//! Sign-in checks the password with Argon2id on the blocking pool behind a semaphore, so a
+//! flood of sign-ins cannot starve the runtime, and throttles failures per username and per
+//! address: after [`FREE_FAILURES`] failures in a row, each further attempt must wait, doubling
+//! from 30 s up to 15 minutes (429 with `Retry-After`). A successful sign-in always starts a
+//! new session (no fixation) and ends the one the browser brought.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use super::auth::{Principal, SESSION_COOKIE, cookie};
+use super::routes::ApiResult;
+use super::{ApiError, AppState};
+use crate::domain::now_ms;
+use crate::registry::{AuditEntry, Session};
+
+/// Failures allowed in a row before sign-in attempts must wait.
+pub(crate) const FREE_FAILURES: u32 = 5;
+const FIRST_LOCK: Duration = Duration::from_secs(30);
+const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
+/// A key with no failure for this long is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+const MAX_KEYS: usize = 100_000;
+
+/// Failed sign-ins, per username and per remote address.
+pub struct LoginThrottle {
+    keys: Mutex<HashMap<String, Failures>>,
+    /// Password checks running at once.
+    hashing: Semaphore,
+}
+
+#[derive(Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+impl Failures {
+    fn locked_until(&self) -> Option<Instant> {
+        let over = self.count.checked_sub(FREE_FAILURES + 1)?;
+        let lock = FIRST_LOCK
+            .saturating_mul(1u32 << over.min(16))
+            .min(MAX_LOCK);
+        Some(self.last + lock)
+    }
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        LoginThrottle {
+            keys: Mutex::new(HashMap::new()),
+            hashing: Semaphore::new(2),
+        }
+    }
+}
+
+impl LoginThrottle {
+    /// How long the caller must still wait, if any key of theirs is locked.
+    fn wait(&self, keys: &[String], now: Instant) -> Option<Duration> {
+        let map = self.keys.lock().ok()?;
+        keys.iter()
+            .filter_map(|k| map.get(k)?.locked_until())
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+            .max()
+    }
+
+    fn failed(&self, keys: &[String], now: Instant) {
+        let Ok(mut map) = self.keys.lock() else {
+            return;
+        };
+        if map.len() >= MAX_KEYS {
+            map.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
+        }
+        for k in keys {
+            let f = map.entry(k.clone()).or_insert(Failures {
+                count: 0,
+                last: now,
+            });
+            if now.duration_since(f.last) >= FORGET_AFTER {
+                f.count = 0;
+            }
+            f.count += 1;
+            f.last = now;
+        }
+    }
+
+    fn succeeded(&self, user_key: &str) {
+        if let Ok(mut map) = self.keys.lock() {
+            map.remove(user_key);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SignIn {
+    username: String,
+    password: String,
+}
+
+fn session_body(s: &Session) -> serde_json::Value {
+    json!({
+        "user": s.user,
+        "csrf_token": s.csrf,
+        "expires_at": crate::domain::format_rfc3339(s.expires_ms),
+    })
+}
+
+fn set_cookie(state: &AppState, value: &str, max_age_s: i64) -> HeaderValue {
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("vigil_session=; Max-Age=0; Path=/"))
+}
+
+/// `POST /session`: sign in.
+pub(super) async fn sign_in(
+    State(s): State<AppState>,
+    axum::extract::ConnectInfo(addr): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<SignIn>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(body) = body?;
+    let remote = addr.ip().to_string();
+    let user_key = format!("user:{}", body.username.to_lowercase());
+    let keys = [user_key.clone(), format!("addr:{remote}")];
+    let throttle = s.throttle.clone();
+    if let Some(wait) = throttle.wait(&keys, Instant::now()) {
+        let secs = wait.as_secs().max(1);
+        return Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            Json(json!({"error": format!("too many failed sign-ins; try again in {secs} s")})),
+        )
+            .into_response());
+    }
+    let role = {
+        let _permit = throttle
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| ApiError::Unavailable("sign-in is shutting down".into()))?;
+        s.registry.verify_user(&body.username, &body.password).await
+    };
+    let audit = |action: &'static str| {
+        let (s, remote, name) = (s.clone(), remote.clone(), body.username.clone());
+        async move {
+            s.registry
+                .audit(
+                    AuditEntry {
+                        actor: &name,
+                        action,
+                        patient_id: None,
+                        target: "session",
+                        remote: &remote,
+                    },
+                    now_ms(),
+                )
+                .await
+        }
+    };
+    if role.is_none() {
+        throttle.failed(&keys, Instant::now());
+        tracing::info!(%remote, "failed sign-in");
+        audit("session.refused").await?;
+        return Err(ApiError::UnauthorizedBecause(
+            "wrong username or password".into(),
+        ));
+    }
+    throttle.succeeded(&user_key);
+    if let Some(old) = cookie(&headers, SESSION_COOKIE) {
+        s.registry.end_session(old).await?;
+    }
+    let lifetime_ms = i64::try_from(s.session_lifetime.as_millis()).unwrap_or(i64::MAX / 2);
+    let (token, session) = s
+        .registry
+        .create_session(&body.username, now_ms(), lifetime_ms)
+        .await?;
+    audit("session.started").await?;
+    tracing::info!(user = %session.user.name, %remote, "signed in");
+    Ok((
+        [(
+            header::SET_COOKIE,
+            set_cookie(&s, &token, lifetime_ms / 1000),
+        )],
+        Json(session_body(&session)),
+    )
+        .into_response())
+}
+
+/// `GET /session`: who is signed in (restores the dashboard after a reload).
+pub(super) async fn current(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<serde_json::Value>> {
+    match &p.session_token {
+        Some(token) => {
+            let session = s
+                .registry
+                .session(token, now_ms())
+                .await?
+                .ok_or(ApiError::Unauthorized)?;
+            Ok(Json(session_body(&session)))
+        }
+        None => Ok(Json(json!({
+            "user": {"name": p.name, "role": p.role, "teams": []},
+            "csrf_token": null,
+        }))),
+    }
+}
+
+/// `DELETE /session`: sign out; the cookie is cleared and the session ends at once.
+pub(super) async fn sign_out(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Response> {
+    if let Some(token) = &p.session_token {
+        s.registry.end_session(token).await?;
+        s.registry
+            .audit(
+                AuditEntry {
+                    actor: &p.name,
+                    action: "session.ended",
+                    patient_id: None,
+                    target: "session",
+                    remote: &p.remote,
+                },
+                now_ms(),
+            )
+            .await?;
+        tracing::info!(user = %p.name, "signed out");
+    }
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, set_cookie(&s, "", 0))],
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_lock_after_the_free_ones_and_the_lock_doubles() {
+        let t = LoginThrottle::default();
+        let keys = ["user:a".to_owned(), "addr:1".to_owned()];
+        let now = Instant::now();
+        for _ in 0..FREE_FAILURES {
+            assert!(t.wait(&keys, now).is_none());
+            t.failed(&keys, now);
+        }
+        assert!(t.wait(&keys, now).is_none(), "five failures are free");
+        t.failed(&keys, now);
+        let w = t.wait(&keys, now).unwrap();
+        assert!(
+            w > Duration::from_secs(25) && w <= Duration::from_secs(30),
+            "{w:?}"
+        );
+        t.failed(&keys, now);
+        assert!(t.wait(&keys, now).unwrap() > Duration::from_secs(50));
+        assert!(
+            t.wait(&keys, now + MAX_LOCK).is_none(),
+            "capped at 15 minutes"
+        );
+        t.succeeded("user:a");
+        assert!(
+            t.wait(&["user:a".to_owned()], now).is_none(),
+            "success clears the user's count"
+        );
+        assert!(t.wait(&keys, now).is_some(), "but not the address's");
+    }
+}

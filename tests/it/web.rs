@@ -1,0 +1,724 @@
+//! The dashboard's server side: sign-in with sessions, CSRF and throttling; care-team scoping in
+//! the API; the live WebSocket; the panel and chart series; the embedded page and its headers.
+
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
+
+use crate::support::{Api, Gateway, V, eventually, mosquitto_pub};
+
+const WAIT: Duration = Duration::from_secs(20);
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A browser-like client: the session cookie and CSRF token from sign-in.
+struct Browser {
+    base: String,
+    http: reqwest::Client,
+    cookie: Option<String>,
+    csrf: Option<String>,
+}
+
+impl Browser {
+    fn new(g: &Gateway) -> Browser {
+        Browser {
+            base: format!("http://{}", g.http),
+            http: reqwest::Client::new(),
+            cookie: None,
+            csrf: None,
+        }
+    }
+
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        csrf: bool,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            req = req.header("cookie", format!("vigil_session={c}"));
+        }
+        if csrf && let Some(t) = &self.csrf {
+            req = req.header("x-csrf-token", t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let r = self.raw(method, path, body, true).await;
+        let s = r.status();
+        let text = r.text().await.unwrap();
+        (
+            s,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn sign_in(&mut self, user: &str, password: &str) -> (StatusCode, Value) {
+        let r = self
+            .raw(
+                "POST",
+                "/api/v1/session",
+                Some(json!({"username": user, "password": password})),
+                false,
+            )
+            .await;
+        let s = r.status();
+        if s == StatusCode::OK {
+            let set = r
+                .headers()
+                .get("set-cookie")
+                .expect("a session cookie")
+                .to_str()
+                .unwrap()
+                .to_owned();
+            for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+                assert!(set.contains(attr), "cookie {set:?} lacks {attr}");
+            }
+            let value = set
+                .split(';')
+                .next()
+                .unwrap()
+                .strip_prefix("vigil_session=")
+                .unwrap();
+            self.cookie = Some(value.to_owned());
+        }
+        let v: Value = r.json().await.unwrap();
+        if s == StatusCode::OK {
+            self.csrf = Some(v["csrf_token"].as_str().unwrap().to_owned());
+        }
+        (s, v)
+    }
+}
+
+/// A gateway with two care teams, a clinician on each, an admin, and a patient with an
+/// oximeter on each team. Returns the oximeters' secrets.
+async fn clinic(g: &Gateway) -> (String, String) {
+    let api = &g.client;
+    for (id, name) in [("north", "North ward"), ("south", "South ward")] {
+        let (s, v) = api
+            .post("/api/v1/teams", json!({"id": id, "name": name}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    for (name, role, teams) in [
+        ("nina", "clinician", json!(["north"])),
+        ("sam", "clinician", json!(["south"])),
+        ("ada", "admin", json!([])),
+    ] {
+        let (s, v) = api
+            .post(
+                "/api/v1/users",
+                json!({"name": name, "password": PASSWORD, "role": role, "teams": teams}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["teams"], teams);
+    }
+    for (p, team) in [("pn1", "north"), ("ps1", "south")] {
+        let (s, v) = api
+            .post(
+                "/api/v1/patients",
+                json!({"id": p, "name": format!("Patient {p}"), "care_team": team}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    (
+        api.device("oxn1", "pn1", "pulse-oximeter").await,
+        api.device("oxs1", "ps1", "pulse-oximeter").await,
+    )
+}
+
+async fn publish(g: &Gateway, device: &str, secret: &str, body: Value) {
+    let out = mosquitto_pub(
+        g.mqtt,
+        V::V5,
+        device,
+        secret,
+        &format!("vigil/v1/devices/{device}/readings"),
+        serde_json::to_vec(&body).unwrap().as_slice(),
+        &[],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn sign_in_csrf_and_sign_out() {
+    let g = Gateway::start().await;
+    clinic(&g).await;
+    let mut b = Browser::new(&g);
+    assert_eq!(
+        b.call("GET", "/api/v1/session", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let (s, v) = b.sign_in("nina", "wrong password entirely").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["error"], "wrong username or password");
+    let (s, v) = b.sign_in("nobody", PASSWORD).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "an unknown user reads the same: {v}"
+    );
+    assert_eq!(v["error"], "wrong username or password");
+
+    let (s, v) = b.sign_in("nina", PASSWORD).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["user"]["role"], "clinician");
+    assert_eq!(v["user"]["teams"], json!(["north"]));
+    let (s, v) = b.call("GET", "/api/v1/session", None).await;
+    assert_eq!((s, &v["user"]["name"]), (StatusCode::OK, &json!("nina")));
+
+    // A state-changing request without the CSRF token is refused and changes nothing.
+    let note = json!({"text": "called the patient"});
+    let r = b
+        .raw(
+            "POST",
+            "/api/v1/patients/pn1/notes",
+            Some(note.clone()),
+            false,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (s, v) = g.client.get("/api/v1/patients/pn1/record").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        !v["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "note"),
+        "{v}"
+    );
+    let (s, v) = b
+        .call("POST", "/api/v1/patients/pn1/notes", Some(note))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["by"], "nina", "{v}");
+
+    // A new sign-in from the same browser ends the session it brought (no fixation).
+    let old = b.cookie.clone().unwrap();
+    b.sign_in("nina", PASSWORD).await;
+    assert_ne!(b.cookie.as_deref(), Some(old.as_str()));
+    let mut stale = Browser::new(&g);
+    stale.cookie = Some(old);
+    assert_eq!(
+        stale.call("GET", "/api/v1/session", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let r = b.raw("DELETE", "/api/v1/session", None, true).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0"),
+        "sign-out clears the cookie"
+    );
+    assert_eq!(
+        b.call("GET", "/api/v1/patients", None).await.0,
+        StatusCode::UNAUTHORIZED,
+        "the session ended on the server, not only in the browser"
+    );
+
+    // Each sign-in, refusal and sign-out is in the audit trail.
+    let (_, v) = g.client.get("/api/v1/audit?user=nina").await;
+    let actions: Vec<&str> = v["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "session.refused",
+        "session.started",
+        "session.ended",
+        "note.create",
+    ] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_throttled() {
+    let g = Gateway::start().await;
+    clinic(&g).await;
+    let mut b = Browser::new(&g);
+    for i in 0..5 {
+        let (s, _) = b.sign_in("sam", "not the password at all").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    b.sign_in("sam", "not the password at all").await;
+    let r = b
+        .raw(
+            "POST",
+            "/api/v1/session",
+            Some(json!({"username": "sam", "password": PASSWORD})),
+            false,
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits once locked"
+    );
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&wait), "{wait}");
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn a_clinician_sees_only_their_care_teams_patients() {
+    let g = Gateway::start().await;
+    let (north, south) = clinic(&g).await;
+    for (d, s) in [("oxn1", &north), ("oxs1", &south)] {
+        publish(&g, d, s, json!({"metric": "spo2", "value": 85})).await;
+    }
+    // A low SpO2 held by the default plan's rule opens an alert for both patients in time;
+    // a threshold with for_s 0 makes it immediate.
+    for p in ["pn1", "ps1"] {
+        let (s, v) = g
+            .client
+            .call(
+                "PUT",
+                &format!("/api/v1/patients/{p}/care-plan"),
+                Some(
+                    json!({"rules": [{"id": "low", "kind": "threshold", "metric": "spo2",
+                                        "op": "<", "value": 90, "for_s": 0, "severity": "high"}]}),
+                ),
+                Some(crate::support::TOKEN),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    for (d, s) in [("oxn1", &north), ("oxs1", &south)] {
+        publish(&g, d, s, json!({"metric": "spo2", "value": 84})).await;
+    }
+    eventually(WAIT, "both patients' low-SpO2 alerts open", || async {
+        let (_, v) = g.client.get("/api/v1/alerts?status=open").await;
+        let low = v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["rule_id"] == "low")
+            .count();
+        (low == 2).then_some(())
+    })
+    .await;
+
+    let mut b = Browser::new(&g);
+    b.sign_in("nina", PASSWORD).await;
+    let ids = |v: &Value, key: &str, field: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[field].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, v) = b.call("GET", "/api/v1/patients", None).await;
+    assert_eq!(ids(&v, "patients", "id"), ["pn1"]);
+    let (_, v) = b.call("GET", "/api/v1/alerts", None).await;
+    let mut seen = ids(&v, "alerts", "patient_id");
+    assert!(!seen.is_empty());
+    seen.dedup();
+    assert_eq!(seen, ["pn1"]);
+    let (_, v) = b.call("GET", "/api/v1/panel", None).await;
+    assert_eq!(ids(&v, "patients", "id"), ["pn1"]);
+    let other_alert = {
+        let (_, v) = g
+            .client
+            .get("/api/v1/alerts?patient_id=ps1&status=open")
+            .await;
+        v["alerts"][0]["id"].as_str().unwrap().to_owned()
+    };
+    for (method, path, body) in [
+        ("GET", "/api/v1/patients/ps1".to_owned(), None),
+        ("GET", "/api/v1/patients/ps1/record".to_owned(), None),
+        ("GET", "/api/v1/patients/ps1/observations".to_owned(), None),
+        (
+            "GET",
+            "/api/v1/patients/ps1/series?metric=spo2".to_owned(),
+            None,
+        ),
+        ("GET", "/api/v1/patients/ps1/care-plan".to_owned(), None),
+        ("GET", "/api/v1/alerts?patient_id=ps1".to_owned(), None),
+        ("GET", "/api/v1/devices/oxs1".to_owned(), None),
+        (
+            "GET",
+            "/api/v1/dead-letters?device_id=oxs1".to_owned(),
+            None,
+        ),
+        ("GET", format!("/api/v1/alerts/{other_alert}"), None),
+        (
+            "POST",
+            format!("/api/v1/alerts/{other_alert}/ack"),
+            Some(json!({})),
+        ),
+        (
+            "POST",
+            "/api/v1/patients/ps1/notes".to_owned(),
+            Some(json!({"text": "x"})),
+        ),
+        (
+            "PUT",
+            "/api/v1/patients/ps1/care-plan".to_owned(),
+            Some(json!({"rules": []})),
+        ),
+    ] {
+        let (s, v) = b.call(method, &path, body).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}: {v}");
+    }
+    // The refused acknowledgement changed nothing.
+    let (_, v) = g.client.get(&format!("/api/v1/alerts/{other_alert}")).await;
+    assert_eq!(v["status"], "open");
+    // Admin-only routes.
+    for path in [
+        "/api/v1/users",
+        "/api/v1/audit",
+        "/api/v1/deliveries",
+        "/api/v1/dead-letters",
+    ] {
+        assert_eq!(
+            b.call("GET", path, None).await.0,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+    }
+    let (s, _) = b
+        .call(
+            "POST",
+            "/api/v1/patients",
+            Some(json!({"id": "px", "name": "X"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Their own patient works.
+    let (s, v) = b.call("GET", "/api/v1/patients/pn1/record", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // An admin sees both.
+    let mut a = Browser::new(&g);
+    a.sign_in("ada", PASSWORD).await;
+    let (_, v) = a.call("GET", "/api/v1/panel", None).await;
+    let mut all = ids(&v, "patients", "id");
+    all.sort();
+    assert_eq!(all, ["pn1", "ps1"]);
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn the_panel_shows_latest_values_sparklines_and_the_worst_alert() {
+    let g = Gateway::start().await;
+    let (north, _) = clinic(&g).await;
+    let now = vigil::domain::now_ms();
+    let at = |mins: i64| vigil::domain::format_rfc3339(now - mins * 60_000);
+    let readings: Vec<Value> = (0..24)
+        .rev()
+        .map(|i| json!({"metric": "heart_rate", "value": 60 + i, "time": at(i * 10)}))
+        .chain([json!({"metric": "spo2", "value": 97, "time": at(1)})])
+        .collect();
+    publish(&g, "oxn1", &north, json!(readings)).await;
+    let tile = eventually(WAIT, "the tile's latest heart rate", || async {
+        let (_, v) = g.client.get("/api/v1/panel").await;
+        let t = v["patients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == "pn1")
+            .cloned()?;
+        (t["latest"]["heart_rate"]["value"] == json!(60.0)).then_some(t)
+    })
+    .await;
+    assert_eq!(tile["latest"]["heart_rate"]["unit"], "/min");
+    assert_eq!(tile["latest"]["spo2"]["value"], json!(97.0));
+    assert_eq!(tile["latest"]["heart_rate"]["device_id"], "oxn1");
+    // Readings 10 minutes apart over 4 hours: one 5-minute bucket each, oldest first, in the
+    // last 6 hours; the one of 230 minutes ago was 83.
+    let spark = tile["spark"]["heart_rate"].as_array().unwrap();
+    assert_eq!(spark.len(), 24, "{spark:?}");
+    assert_eq!(spark[0][1], json!(83.0));
+    assert!(
+        spark
+            .windows(2)
+            .all(|w| w[0][0].as_i64() < w[1][0].as_i64())
+    );
+    assert_eq!(tile["alert"], Value::Null);
+    assert_eq!(tile["stale"], false);
+    assert_eq!(tile["devices"][0]["id"], "oxn1");
+
+    // The chart series: raw points for a short range, buckets for a long one.
+    let (s, v) = g
+        .client
+        .get(&format!(
+            "/api/v1/patients/pn1/series?metric=heart_rate&from={}&points=100",
+            at(300)
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["step_ms"], 0);
+    assert_eq!(v["points"].as_array().unwrap().len(), 24);
+    let (_, v) = g
+        .client
+        .get(&format!(
+            "/api/v1/patients/pn1/series?metric=heart_rate&from={}&points=4",
+            at(240)
+        ))
+        .await;
+    let pts = v["points"].as_array().unwrap();
+    assert!(v["step_ms"].as_i64().unwrap() >= 3_600_000 - 1, "{v}");
+    assert!(pts.len() <= 5, "{v}");
+    let total: f64 = pts.iter().map(|p| p[1].as_f64().unwrap()).sum();
+    assert!(total > 0.0);
+    for p in pts {
+        let (mean, min, max) = (
+            p[1].as_f64().unwrap(),
+            p[2].as_f64().unwrap(),
+            p[3].as_f64().unwrap(),
+        );
+        assert!(min <= mean && mean <= max, "{p}");
+    }
+    let (s, v) = g
+        .client
+        .get("/api/v1/patients/pn1/series?metric=heart_rate&points=1")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    g.stop().await;
+}
+
+async fn ws_connect(
+    g: &Gateway,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tungstenite::Error,
+> {
+    let mut req = format!("ws://{}/api/v1/live", g.http)
+        .into_client_request()
+        .unwrap();
+    if let Some(c) = cookie {
+        req.headers_mut()
+            .insert("cookie", format!("vigil_session={c}").parse().unwrap());
+    }
+    if let Some(o) = origin {
+        req.headers_mut().insert("origin", o.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// The next JSON text message whose `type` is `kind`.
+async fn next_of<S>(ws: &mut S, kind: &str) -> Value
+where
+    S: futures_util::Stream<Item = Result<tungstenite::Message, tungstenite::Error>> + Unpin,
+{
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let m = ws.next().await.expect("socket open").expect("a message");
+            if let tungstenite::Message::Text(t) = m {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == kind {
+                    return v;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind} event within {WAIT:?}"))
+}
+
+#[tokio::test]
+async fn the_live_feed_carries_readings_alerts_and_device_status_to_those_who_may_see_them() {
+    let g = Gateway::start().await;
+    let (north, south) = clinic(&g).await;
+    // Without credentials, or from another site's page, the socket is refused.
+    match ws_connect(&g, None, None).await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+    let mut nina = Browser::new(&g);
+    nina.sign_in("nina", PASSWORD).await;
+    let cookie = nina.cookie.clone().unwrap();
+    match ws_connect(&g, Some(&cookie), Some("https://evil.example")).await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    let origin = format!("http://{}", g.http);
+    let mut ws = ws_connect(&g, Some(&cookie), Some(&origin)).await.unwrap();
+    let hello = next_of(&mut ws, "hello").await;
+    assert_eq!(hello["user"]["name"], "nina");
+    // The bootstrap token works in the query, for clients that are not browsers.
+    let mut admin_ws = {
+        let req = format!(
+            "ws://{}/api/v1/live?token={}",
+            g.http,
+            crate::support::TOKEN
+        );
+        tokio_tungstenite::connect_async(req).await.unwrap().0
+    };
+    next_of(&mut admin_ws, "hello").await;
+
+    // South's reading first: nina must not get it; then north's, which she must.
+    publish(
+        &g,
+        "oxs1",
+        &south,
+        json!({"metric": "heart_rate", "value": 99}),
+    )
+    .await;
+    let seen = next_of(&mut admin_ws, "observation").await;
+    assert_eq!(seen["patient_id"], "ps1");
+    publish(
+        &g,
+        "oxn1",
+        &north,
+        json!({"metric": "heart_rate", "value": 71}),
+    )
+    .await;
+    let o = next_of(&mut ws, "observation").await;
+    assert_eq!(
+        o["patient_id"], "pn1",
+        "the first reading nina sees is her patient's: {o}"
+    );
+    assert_eq!(
+        (o["metric"].as_str(), o["value"].as_f64()),
+        (Some("heart_rate"), Some(71.0))
+    );
+    assert_eq!(
+        (o["unit"].as_str(), o["device_id"].as_str()),
+        (Some("/min"), Some("oxn1"))
+    );
+
+    // An alert on her patient arrives as an alert event.
+    let (s, v) = g
+        .client
+        .call(
+            "PUT",
+            "/api/v1/patients/pn1/care-plan",
+            Some(
+                json!({"rules": [{"id": "fast", "kind": "threshold", "metric": "heart_rate",
+                                    "op": ">", "value": 130, "for_s": 0, "severity": "high"}]}),
+            ),
+            Some(crate::support::TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    publish(
+        &g,
+        "oxn1",
+        &north,
+        json!({"metric": "heart_rate", "value": 150}),
+    )
+    .await;
+    let a = next_of(&mut ws, "alert").await;
+    assert_eq!(a["event"], "alert.opened");
+    assert_eq!(
+        (
+            a["alert"]["patient_id"].as_str(),
+            a["alert"]["severity"].as_str()
+        ),
+        (Some("pn1"), Some("high"))
+    );
+    // mosquitto_pub connected and left: the device's status went by too.
+    let d = next_of(&mut ws, "device_status").await;
+    assert_eq!(d["patient_id"], "pn1");
+
+    // Sign-out: a new socket with the old cookie is refused.
+    nina.raw("DELETE", "/api/v1/session", None, true).await;
+    match ws_connect(&g, Some(&cookie), Some(&origin)).await {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+    ws.close(None).await.ok();
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_with_strict_security_headers() {
+    let g = Gateway::start().await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", g.http);
+    let r = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let h = r.headers().clone();
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    let csp = h["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["x-frame-options"], "DENY");
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("<script type=\"module\""),
+        "the page loads its modules"
+    );
+
+    // The chart library comes from npm, embedded at build time; revalidation is a 304.
+    let r = http
+        .get(format!("{base}/assets/vendor/uPlot.esm.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let etag = r.headers()["etag"].clone();
+    let r = http
+        .get(format!("{base}/assets/vendor/uPlot.esm.js"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    for bad in [
+        "/assets/../Cargo.toml",
+        "/assets/%2e%2e/Cargo.toml",
+        "/assets/nope.js",
+    ] {
+        let r = http.get(format!("{base}{bad}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{bad}");
+    }
+    // The API's JSON carries the headers too.
+    let r = http
+        .get(format!("{base}/api/v1/patients"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().contains_key("content-security-policy"));
+    let _ = Api::new(g.http);
+    g.stop().await;
+}
