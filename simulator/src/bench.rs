@@ -120,6 +120,8 @@ pub struct Report {
     pub ratio_external_to_peer: f64,
     pub publish_to_stored: Option<Latency>,
     pub publish_to_alert: Option<Latency>,
+    /// Publish → the reading's event on the dashboard's live WebSocket.
+    pub publish_to_live: Option<Latency>,
     pub alert_background_per_second: f64,
     pub idle_devices_connected: u64,
     pub rss_per_idle_device_kib: Option<f64>,
@@ -545,7 +547,7 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
     phases.push(phase("Vigil, embedded endpoint", total, from, to, gw.pid()));
     eprintln!("  vigil embedded: {:.0}/s", phases[3].per_second);
 
-    let (stored, alert, half) = probe_latency(
+    let (stored, alert, live, half) = probe_latency(
         &gw,
         mqtt,
         &creds,
@@ -571,6 +573,7 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
         phases,
         publish_to_stored: stored,
         publish_to_alert: alert,
+        publish_to_live: live,
         alert_background_per_second: half,
         idle_devices_connected: connected,
         rss_per_idle_device_kib: per_idle,
@@ -583,8 +586,8 @@ pub async fn run(quick: bool) -> anyhow::Result<()> {
 }
 
 /// Probes, under a paced background load of `rate` readings/s: publish → PUBACK (which
-/// Vigil's endpoint sends after the durable commit: publish → stored) and publish → alert
-/// visible in the API.
+/// Vigil's endpoint sends after the durable commit: publish → stored), publish → the
+/// reading's event on the dashboard's live WebSocket, and publish → alert visible in the API.
 async fn probe_latency(
     gw: &Gateway,
     mqtt: SocketAddr,
@@ -593,7 +596,7 @@ async fn probe_latency(
     rate: f64,
     probes: usize,
     base_ms: i64,
-) -> anyhow::Result<(Option<Latency>, Option<Latency>, f64)> {
+) -> anyhow::Result<(Option<Latency>, Option<Latency>, Option<Latency>, f64)> {
     // Background: every 10 ms each device sends its share as one vigil-json array (as a
     // gateway or a phone app batching readings would), so the load generator itself stays
     // light on this machine's two cores.
@@ -636,6 +639,9 @@ async fn probe_latency(
         gw.metric("vigil_readings_accepted_total").await,
         Instant::now(),
     );
+    // The dashboard's view: the probe patient's readings on the live WebSocket.
+    let mut live_rx = live_watch(gw, "probe").await?;
+    let mut live = Vec::new();
     let (id, secret) = probe;
     let mut opts = MqttOptions::new("probe-bench", mqtt.ip().to_string(), mqtt.port());
     opts.set_credentials(id, secret);
@@ -660,6 +666,21 @@ async fn probe_latency(
             .await?;
         tokio::time::timeout(Duration::from_secs(10), wait_ack(&mut events)).await??;
         stored.push(started.elapsed().as_secs_f64() * 1000.0);
+        match tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match live_rx.recv().await {
+                    Some((170.0, at)) => return Some(at),
+                    Some(_) => {}
+                    None => return None,
+                }
+            }
+        })
+        .await
+        {
+            Ok(Some(at)) => live.push(at.duration_since(started).as_secs_f64() * 1000.0),
+            Ok(None) => bail!("the live WebSocket closed during the probes"),
+            Err(_) => bail!("no live event within 10 s of a probe"),
+        }
         let id = loop {
             let v = gw
                 .api
@@ -706,7 +727,52 @@ async fn probe_latency(
     for t in bg {
         let _ = t.await;
     }
-    Ok((latency(stored), latency(alert), offered.min(achieved)))
+    Ok((
+        latency(stored),
+        latency(alert),
+        latency(live),
+        offered.min(achieved),
+    ))
+}
+
+/// Opens the live WebSocket and forwards `(value, when received)` of each reading event of
+/// `patient`.
+async fn live_watch(
+    gw: &Gateway,
+    patient: &str,
+) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<(f64, Instant)>> {
+    use futures_util::StreamExt as _;
+    let url = format!(
+        "{}/api/v1/live?token={TOKEN}",
+        gw.http.replacen("http://", "ws://", 1)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .context("live WebSocket")?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let patient = patient.to_owned();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = ws.next().await {
+            let at = Instant::now();
+            let tokio_tungstenite::tungstenite::Message::Text(t) = m else {
+                continue;
+            };
+            // Cheap filter first: most events are the background's.
+            if !t.as_str().contains(&patient) {
+                continue;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                continue;
+            };
+            if v["type"] == "observation" && v["patient_id"] == patient.as_str() {
+                let value = v["value"].as_f64().unwrap_or(f64::NAN);
+                if tx.send((value, at)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Waits for the next PUBACK on a connection.
@@ -819,9 +885,10 @@ fn markdown(r: &Report) -> String {
         })
     };
     s += &format!(
-        "| latency at {:.0} readings/s stored in the background (offered: half the embedded peak) | p50 / p99 / max |\n| --- | --- |\n| publish → stored (PUBACK after the durable commit) | {} |\n| publish → alert visible in the API | {} |\n\n",
+        "| latency at {:.0} readings/s stored in the background (offered: half the embedded peak) | p50 / p99 / max |\n| --- | --- |\n| publish → stored (PUBACK after the durable commit) | {} |\n| publish → reading on the dashboard's live WebSocket | {} |\n| publish → alert visible in the API | {} |\n\n",
         r.alert_background_per_second,
         lat(&r.publish_to_stored),
+        lat(&r.publish_to_live),
         lat(&r.publish_to_alert)
     );
     s += &format!(
