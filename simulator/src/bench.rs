@@ -386,8 +386,11 @@ async fn mosquitto_config(data_dir: &Path, out: &Path) -> anyhow::Result<()> {
 }
 
 /// Runs the bench and writes its results.
-pub async fn run(quick: bool) -> anyhow::Result<()> {
-    let sizes = Sizes::new(quick);
+pub async fn run(quick: bool, idle_devices: Option<usize>) -> anyhow::Result<()> {
+    let mut sizes = Sizes::new(quick);
+    if let Some(n) = idle_devices {
+        sizes.idle_devices = n;
+    }
     let total = sizes.total();
     let work = std::env::temp_dir().join(format!("vigil-sim-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;

@@ -81,6 +81,9 @@ enum Command {
         /// A short run for the test suite (no timing assertions).
         #[arg(long)]
         quick: bool,
+        /// Idle devices to connect for the memory measurement (default: 300 quick, 10000 full).
+        #[arg(long)]
+        idle_devices: Option<usize>,
     },
 }
 
@@ -212,7 +215,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench { quick } => vigil_sim::bench::run(quick).await,
+        Command::Bench {
+            quick,
+            idle_devices,
+        } => vigil_sim::bench::run(quick, idle_devices).await,
     }
 }
 
