@@ -1,8 +1,15 @@
 # Multi-stage build of the vigil binary. (No Docker engine runs in this project's CI; the
 # compose file is validated there, the image is built by deployments.)
+# The dashboard's front-end libraries come from npm (the committed lockfile); build.rs embeds them.
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY dashboards/web/package.json dashboards/web/package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+
 FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
+COPY --from=web /web/node_modules dashboards/web/node_modules
 RUN cargo build --release --locked --bin vigil
 
 FROM debian:bookworm-slim
