@@ -81,6 +81,11 @@ pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(assets::security_headers))
+        // The panel of 500 patients is ~2 MB of JSON, ~10% of that gzipped.
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .quality(tower_http::CompressionLevel::Fastest),
+        )
         .layer(DefaultBodyLimit::max(max_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -260,7 +260,11 @@ pub(super) async fn panel(
                                 let pts: Vec<Value> = q
                                     .iter()
                                     .filter(|(b, _, n)| *b >= now - SPARK_SPAN_MS && *n > 0)
-                                    .map(|(b, sum, n)| json!([b, sum / f64::from(*n)]))
+                                    .map(|(b, sum, n)| {
+                                        // A sparkline needs no more than a tenth.
+                                        let mean = (sum / f64::from(*n) * 10.0).round() / 10.0;
+                                        json!([b, mean])
+                                    })
                                     .collect();
                                 (m.name().to_owned(), Value::Array(pts))
                             })
