@@ -378,7 +378,7 @@ impl Endpoint {
         let _ = self
             .ingest
             .registry
-            .set_device_status(device_id.clone(), Some(true), None, now_ms())
+            .set_device_status(device_id.clone(), Some(true), None, now_ms(), Some(conn_id))
             .await;
 
         let mut session = Session {
@@ -503,7 +503,13 @@ impl Endpoint {
             let _ = self
                 .ingest
                 .registry
-                .set_device_status(device_id.clone(), Some(false), battery, now_ms())
+                .set_device_status(
+                    device_id.clone(),
+                    Some(false),
+                    battery,
+                    now_ms(),
+                    Some(conn_id),
+                )
                 .await;
             if will.is_some() {
                 tracing::info!(device_id = %device_id, "last will: device offline");

@@ -69,7 +69,7 @@ impl Ingest {
             Ok(Accepted::Status(st)) => {
                 if let Err(e) = self
                     .registry
-                    .set_device_status(device_id.clone(), st.online, st.battery, now)
+                    .set_device_status(device_id.clone(), st.online, st.battery, now, None)
                     .await
                 {
                     tracing::warn!(device_id = %device_id, error = %e, "device status not recorded");

@@ -354,6 +354,9 @@ struct StatusUpdate {
     online: Option<bool>,
     battery: Option<u8>,
     at_ms: i64,
+    /// The MQTT connection this came from (connection ids only grow): an "offline" from a
+    /// connection older than the latest one that came online is stale and is not applied.
+    conn: Option<u64>,
 }
 
 /// Writes device status updates, coalesced per device, one transaction per batch, so that a
@@ -364,12 +367,25 @@ fn status_writer(
     events: tokio::sync::broadcast::Sender<Arc<DeviceStatus>>,
 ) {
     let mut written: Vec<DeviceStatus> = Vec::new();
+    // Per device, the newest connection that came online.
+    let mut newest_conn: HashMap<DeviceId, u64> = HashMap::new();
     let mut pending: HashMap<DeviceId, (Option<bool>, Option<u8>, i64)> = HashMap::new();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(u) = next {
+            let mut online = u.online;
+            if let Some(c) = u.conn {
+                let newest = newest_conn.entry(u.id.clone()).or_insert(c);
+                if online == Some(true) {
+                    *newest = (*newest).max(c);
+                } else if online == Some(false) && c < *newest {
+                    // A connection that ended after a newer one came online (a reconnect
+                    // racing the old connection's close): the device is still online.
+                    online = None;
+                }
+            }
             let e = pending.entry(u.id).or_insert((None, None, u.at_ms));
-            e.0 = u.online.or(e.0);
+            e.0 = online.or(e.0);
             e.1 = u.battery.or(e.1);
             e.2 = e.2.max(u.at_ms);
             next = if pending.len() < 4096 {
@@ -885,12 +901,15 @@ impl Registry {
 
     /// Records that a device connected, reported its status or went away. Queued and written
     /// in the next batch (within moments); waits only while the queue is full.
+    /// `conn` names the MQTT connection the change comes from, when it does: an "offline" from
+    /// a connection older than the newest that came online is not applied.
     pub async fn set_device_status(
         &self,
         id: DeviceId,
         online: Option<bool>,
         battery: Option<u8>,
         now_ms: i64,
+        conn: Option<u64>,
     ) -> Result<(), RegistryError> {
         self.status
             .send(StatusUpdate {
@@ -898,6 +917,7 @@ impl Registry {
                 online,
                 battery,
                 at_ms: now_ms,
+                conn,
             })
             .await
             .map_err(|_| RegistryError::Db("device status writer stopped".into()))
@@ -1115,6 +1135,54 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
         (dir, r)
+    }
+
+    #[tokio::test]
+    async fn an_old_connections_late_offline_does_not_override_a_newer_connection() {
+        let (_dir, r) = registry().await;
+        let p = PatientId::parse("p1").unwrap();
+        r.create_patient(p.clone(), "Ada".into(), None, PatientDetails::default(), 0)
+            .await
+            .unwrap();
+        let d = DeviceId::parse("d1").unwrap();
+        r.create_device(d.clone(), p, "scale", 0).await.unwrap();
+        let mut events = r.subscribe_devices();
+        // Connection 1 up; connection 2 (a reconnect) up; then connection 1's close lands.
+        for (online, conn) in [(true, 1), (true, 2), (false, 1)] {
+            r.set_device_status(d.clone(), Some(online), None, 10, Some(conn))
+                .await
+                .unwrap();
+        }
+        // A marker after them: the writer has applied everything before it once it is seen.
+        r.set_device_status(d.clone(), None, Some(50), 11, None)
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let e = tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .expect("status written")
+                .unwrap();
+            if e.battery == Some(50) {
+                break;
+            }
+        }
+        assert!(r.device(d.clone()).await.unwrap().online, "still online");
+        // Connection 2's own close does apply.
+        r.set_device_status(d.clone(), Some(false), Some(49), 12, Some(2))
+            .await
+            .unwrap();
+        loop {
+            let e = tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .expect("status written")
+                .unwrap();
+            if e.battery == Some(49) {
+                assert!(!e.online);
+                break;
+            }
+        }
+        assert!(!r.device(d).await.unwrap().online);
     }
 
     #[tokio::test]
