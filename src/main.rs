@@ -95,6 +95,10 @@ enum UserCommand {
         username: String,
         #[arg(long, value_parser = ["clinician", "admin"])]
         role: String,
+        /// A care team the user belongs to (repeat for several); created if it does not exist.
+        /// A clinician sees only the patients of their teams.
+        #[arg(long = "team", value_name = "TEAM")]
+        teams: Vec<String>,
     },
 }
 
@@ -131,13 +135,14 @@ fn main() -> ExitCode {
                     common,
                     username,
                     role,
+                    teams,
                 },
         } => {
             let cfg = match common.load(None, None) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            user_add(cfg, &username, &role)
+            user_add(cfg, &username, &role, teams)
         }
     }
 }
@@ -188,7 +193,7 @@ async fn signals(stop: CancellationToken, abort: CancellationToken) {
     }
 }
 
-fn user_add(cfg: Config, username: &str, role: &str) -> ExitCode {
+fn user_add(cfg: Config, username: &str, role: &str, teams: Vec<String>) -> ExitCode {
     let Some(role) = Role::parse(role) else {
         return fail("--role must be clinician or admin");
     };
@@ -204,12 +209,31 @@ fn user_add(cfg: Config, username: &str, role: &str) -> ExitCode {
             Ok(r) => r,
             Err(e) => return fail(&e),
         };
-        match registry
-            .add_user(username, role, password, vigil::domain::now_ms())
-            .await
-        {
+        let now = vigil::domain::now_ms();
+        let known = match registry.teams().await {
+            Ok(t) => t,
+            Err(e) => return fail(&e.to_string()),
+        };
+        for t in &teams {
+            if !known.iter().any(|k| &k.id == t)
+                && let Err(e) = registry.create_team(t, t, now).await
+            {
+                return fail(&format!("--team {t}: {e}"));
+            }
+        }
+        let created = registry.add_user(username, role, password, now).await;
+        let created = match created {
+            Ok(()) => registry.set_user_teams(username, teams.clone()).await,
+            Err(e) => Err(e),
+        };
+        match created {
             Ok(()) => {
-                println!("user {username} created with role {}", role.as_str());
+                let on = if teams.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on care team(s) {}", teams.join(", "))
+                };
+                println!("user {username} created with role {}{on}", role.as_str());
                 ExitCode::SUCCESS
             }
             Err(e) => {

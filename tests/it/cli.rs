@@ -171,4 +171,33 @@ async fn user_add_reads_the_password_from_stdin() {
     );
     let short = add("x", "admin", b"short\n").await;
     assert!(!short.ok && short.stderr.contains("12"), "{}", short.stderr);
+
+    // With care teams (created when missing): the user signs in on them.
+    let args = [
+        "user",
+        "add",
+        "--data-dir",
+        data,
+        "--username",
+        "nina",
+        "--role",
+        "clinician",
+        "--team",
+        "north",
+        "--team",
+        "south",
+    ];
+    let out = run(VIGIL, &args, Some(b"another long password\n")).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("north, south"), "{}", out.stdout);
+    let v = spawn_vigil(dir.path(), "127.0.0.1:0").await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/session", v.http))
+        .json(&serde_json::json!({"username": "nina", "password": "another long password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["user"]["teams"], serde_json::json!(["north", "south"]));
 }
