@@ -547,8 +547,17 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> Result<(), Con
     let Some(rest) = name.strip_prefix("VIGIL_") else {
         return Ok(());
     };
-    // Not configuration keys: the bootstrap token and the test harness's own switches.
-    if rest == "BOOTSTRAP_TOKEN" || rest.starts_with("TEST_") {
+    // Not configuration keys: the bootstrap token, the dashboard's development switches
+    // (`VIGIL_DASHBOARD_DIR` serves it from disk; `VIGIL_SKIP_NPM` is read by build.rs),
+    // vigil-sim's own variables, and the test harness's switches.
+    const NOT_CONFIG: [&str; 5] = [
+        "BOOTSTRAP_TOKEN",
+        "DASHBOARD_DIR",
+        "SKIP_NPM",
+        "BIN",
+        "TOKEN",
+    ];
+    if NOT_CONFIG.contains(&rest) || rest.starts_with("TEST_") {
         return Ok(());
     }
     let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
@@ -616,6 +625,8 @@ mod tests {
                 ("VIGIL_MQTT__MAX_INFLIGHT", "20"),
                 ("VIGIL_HTTP__LISTEN", "127.0.0.1:2"),
                 ("VIGIL_BOOTSTRAP_TOKEN", "ignored"),
+                ("VIGIL_DASHBOARD_DIR", "/srv/dashboard"),
+                ("VIGIL_BIN", "/usr/bin/vigil"),
                 ("PATH", "/bin"),
             ],
         )

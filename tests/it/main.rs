@@ -8,6 +8,7 @@ mod alerts;
 mod api;
 mod cli;
 mod crash;
+mod dashboard;
 mod deploy;
 mod external;
 mod fhir;

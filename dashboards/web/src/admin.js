@@ -1,0 +1,239 @@
+// Administration: patients, devices (the MQTT secret is shown once, here), users and care teams.
+
+import { ApiError, get, patch, post, seg } from './api.js';
+import { announce, clear, copyText, field, h, messageLine } from './util.js';
+
+export class AdminView {
+  constructor(root, store, { user, onChanged }) {
+    this.root = root;
+    this.store = store;
+    this.user = user;
+    this.onChanged = onChanged;
+    this.render();
+  }
+
+  destroy() {}
+
+  async render() {
+    clear(this.root);
+    if (this.user.role !== 'admin') {
+      this.root.append(h('h1', {}, 'Administration'), h('p', { role: 'alert' }, 'This needs the admin role.'));
+      return;
+    }
+    this.teamsBox = h('section', { class: 'card', 'aria-labelledby': 'ad-teams' });
+    this.usersBox = h('section', { class: 'card', 'aria-labelledby': 'ad-users' });
+    this.patientsBox = h('section', { class: 'card', 'aria-labelledby': 'ad-patients' });
+    this.deviceBox = h('section', { class: 'card', 'aria-labelledby': 'ad-devices' });
+    this.root.append(h('div', { class: 'view-head' }, h('h1', {}, 'Administration')),
+      h('div', { class: 'two-col' }, h('div', {}, this.deviceBox, this.patientsBox), h('div', {}, this.usersBox, this.teamsBox)));
+    await this.reload();
+  }
+
+  async reload() {
+    const [teams, users, patients, profiles] = await Promise.all([
+      get('/teams').catch((e) => e), get('/users').catch((e) => e), get('/patients').catch((e) => e), get('/profiles').catch(() => ({ profiles: [] })),
+    ]);
+    this.teams = teams instanceof Error ? null : teams.teams || [];
+    this.users = users instanceof Error ? null : users.users || [];
+    this.patients = patients instanceof Error ? [] : patients.patients || [];
+    this.profiles = profiles.profiles || [];
+    this.renderPatients();
+    this.renderDevices();
+    this.renderUsers(users instanceof Error ? users : null);
+    this.renderTeams(teams instanceof Error ? teams : null);
+  }
+
+  teamSelect(id, value = '') {
+    const sel = h('select', { id }, h('option', { value: '' }, '(none)'), (this.teams || []).map((t) => h('option', { value: t.id }, `${t.name} (${t.id})`)));
+    sel.value = value || '';
+    return sel;
+  }
+
+  renderPatients() {
+    const msg = messageLine();
+    const id = h('input', { id: 'np-id', required: true, pattern: '[A-Za-z0-9._\\-]{1,64}', autocomplete: 'off' });
+    const name = h('input', { id: 'np-name', required: true, autocomplete: 'off' });
+    const birth = h('input', { id: 'np-birth', type: 'date' });
+    const team = this.teamSelect('np-team');
+    const form = h('form', { id: 'new-patient', class: 'grid-form' },
+      field('Patient id', id, '1–64 letters, digits, . _ -'), field('Name', name), field('Birth date', birth), field('Care team', team),
+      h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'btn' }, 'Add patient')), msg.el);
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const body = { id: id.value.trim(), name: name.value.trim() };
+      if (birth.value) body.birth_date = birth.value;
+      if (team.value) body.care_team = team.value;
+      try {
+        await post('/patients', body);
+        msg.ok(`Added ${body.name}.`);
+        form.reset();
+        this.onChanged();
+        await this.reload();
+      } catch (err) {
+        msg.error(err.message);
+      }
+    });
+    const rows = this.patients.map((p) => {
+      const sel = this.teamSelect(`pt-team-${p.id}`, p.care_team);
+      sel.setAttribute('aria-label', `Care team of ${p.name}`);
+      sel.addEventListener('change', async () => {
+        try {
+          await patch(`/patients/${seg(p.id)}`, { care_team: sel.value });
+          announce(`${p.name} moved to ${sel.value || 'no care team'}.`);
+          this.onChanged();
+        } catch (err) {
+          announce(err.message);
+          sel.value = p.care_team || '';
+        }
+      });
+      return h('tr', {}, h('th', { scope: 'row' }, h('a', { href: `#/patients/${encodeURIComponent(p.id)}` }, p.name)), h('td', {}, p.id), h('td', {}, sel));
+    });
+    clear(this.patientsBox).append(h('h2', { id: 'ad-patients' }, 'Patients'), form,
+      h('div', { class: 'scroll tall', tabindex: '0', role: 'region', 'aria-label': 'Patients' }, h('table', { class: 'table' },
+        h('caption', { class: 'visually-hidden' }, 'Patients and their care teams'),
+        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Name'), h('th', { scope: 'col' }, 'Id'), h('th', { scope: 'col' }, 'Care team'))),
+        h('tbody', {}, rows))));
+  }
+
+  renderDevices() {
+    const msg = messageLine();
+    const id = h('input', { id: 'nd-id', required: true, pattern: '[A-Za-z0-9._\\-]{1,64}', autocomplete: 'off' });
+    const patient = h('select', { id: 'nd-patient', required: true }, this.patients.map((p) => h('option', { value: p.id }, `${p.name} (${p.id})`)));
+    const profile = h('select', { id: 'nd-profile', required: true }, this.profiles.map((p) => h('option', { value: p.id }, p.name ? `${p.name} (${p.id})` : p.id)));
+    const out = h('div', { id: 'device-credentials' });
+    const form = h('form', { id: 'new-device', class: 'grid-form' },
+      field('Device id', id, 'Also its MQTT username'), field('Patient', patient), field('Device type', profile),
+      h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'btn' }, 'Add device')), msg.el);
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      try {
+        const d = await post('/devices', { id: id.value.trim(), patient_id: patient.value, profile: profile.value });
+        msg.ok(`Added device ${d.id}.`);
+        id.value = '';
+        this.showCredentials(out, d);
+        this.onChanged();
+      } catch (err) {
+        msg.error(err.message);
+      }
+    });
+    clear(this.deviceBox).append(h('h2', { id: 'ad-devices' }, 'Add a device'), form, out);
+  }
+
+  showCredentials(out, d) {
+    const prof = this.profiles.find((p) => p.id === d.profile);
+    const metric = prof?.metrics?.[0] || 'heart_rate';
+    const host = location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
+    const example = `mosquitto_pub -h ${host} -p 1883 -V mqttv311 -q 1 -i ${d.mqtt.username} -u ${d.mqtt.username} -P '${d.mqtt.password}' -t vigil/v1/devices/${d.id}/readings -m '{"metric":"${metric}","value":${sampleValue(metric)}}'`;
+    const copyRow = (label, value, idSuffix, multiline = false) => {
+      const fid = `cred-${idSuffix}`;
+      const input = multiline
+        ? h('textarea', { id: fid, readonly: true, rows: 4, class: 'code' })
+        : h('input', { id: fid, readonly: true, class: 'code' });
+      input.value = value;
+      const status = h('span', { class: 'copy-status', 'aria-live': 'polite' });
+      const btn = h('button', { type: 'button', class: 'btn-quiet', 'aria-label': `Copy ${label.toLowerCase()}` }, 'Copy');
+      btn.addEventListener('click', async () => {
+        status.textContent = (await copyText(value, input)) ? 'Copied' : 'Select and copy by hand';
+      });
+      return h('div', { class: 'field copy-row' }, h('label', { for: fid }, label), h('div', { class: 'copy-line' }, input, btn, status));
+    };
+    clear(out).append(h('div', { class: 'credentials', role: 'region', 'aria-label': 'New device credentials' },
+      h('p', { class: 'warn-text' }, h('strong', {}, 'Shown once. '), 'Copy the password now: Vigil keeps only a hash and cannot show it again.'),
+      copyRow('MQTT username', d.mqtt.username, 'user'),
+      copyRow('MQTT password', d.mqtt.password, 'pass'),
+      copyRow('Example publish', example, 'example', true)));
+    out.querySelector('#cred-pass').focus();
+  }
+
+  renderUsers(err) {
+    clear(this.usersBox).append(h('h2', { id: 'ad-users' }, 'Users'));
+    if (err) {
+      this.usersBox.append(h('p', { class: 'msg error' }, unavailable(err)));
+      return;
+    }
+    const msg = messageLine();
+    const name = h('input', { id: 'nu-name', required: true, autocomplete: 'off' });
+    const pass = h('input', { id: 'nu-pass', type: 'password', required: true, autocomplete: 'new-password', minlength: 12 });
+    const role = h('select', { id: 'nu-role' }, h('option', { value: 'clinician' }, 'Clinician'), h('option', { value: 'admin' }, 'Admin'));
+    const teams = this.teamChecks('nu-teams', []);
+    const form = h('form', { id: 'new-user', class: 'grid-form' },
+      field('Username', name), field('Password', pass, '12 characters or more'), field('Role', role), teams.el,
+      h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'btn' }, 'Add user')), msg.el);
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      try {
+        await post('/users', { name: name.value.trim(), password: pass.value, role: role.value, teams: teams.value() });
+        msg.ok(`Added ${name.value.trim()}.`);
+        form.reset();
+        await this.reload();
+      } catch (er) {
+        msg.error(er.message);
+      }
+    });
+    const rows = this.users.map((u) => {
+      const r = h('select', { 'aria-label': `Role of ${u.name}` }, h('option', { value: 'clinician' }, 'Clinician'), h('option', { value: 'admin' }, 'Admin'));
+      r.value = u.role;
+      const tc = this.teamChecks(`ut-${u.name}`, u.teams || [], `Teams of ${u.name}`);
+      const m = messageLine();
+      const save = h('button', { type: 'button', class: 'btn-quiet', 'aria-label': `Save ${u.name}` }, 'Save');
+      save.addEventListener('click', async () => {
+        try {
+          await patch(`/users/${seg(u.name)}`, { role: r.value, teams: tc.value() });
+          m.ok('Saved.');
+        } catch (er) {
+          m.error(er.message);
+        }
+      });
+      return h('tr', {}, h('th', { scope: 'row' }, u.name), h('td', {}, r), h('td', {}, tc.el), h('td', {}, save, m.el));
+    });
+    this.usersBox.append(form, h('div', { class: 'scroll' }, h('table', { class: 'table' },
+      h('caption', { class: 'visually-hidden' }, 'Users'),
+      h('thead', {}, h('tr', {}, ['User', 'Role', 'Care teams', ''].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, rows))));
+  }
+
+  teamChecks(prefix, selected, legend = 'Care teams') {
+    const boxes = (this.teams || []).map((t) => {
+      const id = `${prefix}-${t.id}`.replace(/[^A-Za-z0-9_-]/g, '_');
+      const cb = h('input', { type: 'checkbox', id, value: t.id, checked: selected.includes(t.id) });
+      return h('span', { class: 'check' }, cb, h('label', { for: id }, t.name));
+    });
+    const el = h('fieldset', { class: 'checks' }, h('legend', {}, legend), boxes.length ? boxes : h('span', { class: 'muted small' }, 'No care teams yet.'));
+    return { el, value: () => [...el.querySelectorAll('input:checked')].map((c) => c.value) };
+  }
+
+  renderTeams(err) {
+    clear(this.teamsBox).append(h('h2', { id: 'ad-teams' }, 'Care teams'));
+    if (err) {
+      this.teamsBox.append(h('p', { class: 'msg error' }, unavailable(err)));
+      return;
+    }
+    const msg = messageLine();
+    const id = h('input', { id: 'nt-id', required: true, pattern: '[A-Za-z0-9._\\-]{1,64}', autocomplete: 'off' });
+    const name = h('input', { id: 'nt-name', required: true, autocomplete: 'off' });
+    const form = h('form', { id: 'new-team', class: 'grid-form' }, field('Team id', id), field('Name', name),
+      h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'btn' }, 'Add care team')), msg.el);
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      try {
+        await post('/teams', { id: id.value.trim(), name: name.value.trim() });
+        msg.ok(`Added ${name.value.trim()}.`);
+        await this.reload();
+      } catch (er) {
+        msg.error(er.message);
+      }
+    });
+    this.teamsBox.append(form, h('table', { class: 'table' },
+      h('caption', { class: 'visually-hidden' }, 'Care teams'),
+      h('thead', {}, h('tr', {}, ['Team', 'Id', 'Members'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, this.teams.map((t) => h('tr', {}, h('th', { scope: 'row' }, t.name), h('td', {}, t.id), h('td', {}, (t.members || []).join(', ') || '–'))))));
+  }
+}
+
+function unavailable(err) {
+  return err instanceof ApiError && err.status === 404 ? 'This Vigil server does not manage this yet.' : err.message;
+}
+
+function sampleValue(metric) {
+  return { heart_rate: 72, spo2: 96, glucose: 110, body_weight: 72.5, body_temperature: 36.8, bp_systolic: 128, bp_diastolic: 82, respiratory_rate: 16, steps: 100 }[metric] ?? 1;
+}

@@ -1,0 +1,299 @@
+// Vigil's clinician dashboard: the shell. Restores the session, signs in and out, routes by the
+// URL hash (#/panel, #/inbox, #/patients/{id}, #/admin — every page is served by "/"), owns the
+// live feed and the store, and makes a new high alert impossible to miss.
+
+import { ApiError, del, get, post, setCsrfToken, setUnauthorizedHandler } from './api.js';
+import { AdminView } from './admin.js';
+import { InboxView } from './inbox.js';
+import { Live } from './live.js';
+import { PanelView } from './panel.js';
+import { PatientView } from './patient.js';
+import { Store } from './store.js';
+import { announce, clear, field, h, messageLine, refreshAges } from './util.js';
+
+const main = document.getElementById('main');
+const topbar = document.getElementById('topbar');
+const banner = document.getElementById('banner');
+const conn = document.getElementById('conn');
+const connText = document.getElementById('conn-text');
+const inboxCount = document.getElementById('inbox-count');
+
+const state = { user: null, view: null, store: null, live: null, resyncTimer: null, bannerAlerts: new Map() };
+
+// For the browser tests and for curious clinicians: read-only handles, no secrets.
+window.vigil = {
+  get user() { return state.user; },
+  get store() { return state.store; },
+  get liveState() { return conn.dataset.state; },
+  dropLive: () => state.live?.drop(),
+};
+
+setUnauthorizedHandler(() => {
+  if (state.user) signedOut('Your session ended. Sign in again.');
+});
+
+async function boot() {
+  try {
+    const s = await get('/session', { quiet401: true });
+    signedIn(s);
+  } catch (e) {
+    showSignIn(e instanceof ApiError && e.status === 401 ? null : e.message);
+  }
+}
+
+function showSignIn(message) {
+  destroyView();
+  topbar.hidden = true;
+  banner.hidden = true;
+  document.title = 'Sign in · Vigil';
+  const msg = messageLine();
+  if (message) msg.error(message);
+  const user = h('input', { id: 'signin-user', name: 'username', autocomplete: 'username', required: true, autocapitalize: 'none', spellcheck: 'false' });
+  const pass = h('input', { id: 'signin-pass', name: 'password', type: 'password', autocomplete: 'current-password', required: true });
+  const btn = h('button', { type: 'submit', class: 'btn btn-wide', id: 'signin-submit' }, 'Sign in');
+  const form = h('form', { class: 'signin', id: 'signin-form', 'aria-labelledby': 'signin-title' },
+    h('h1', { id: 'signin-title' }, h('span', { class: 'brand-mark', 'aria-hidden': 'true' }), 'Vigil'),
+    h('p', { class: 'muted' }, 'Remote monitoring for your patients. Sign in with your Vigil account.'),
+    field('Username', user), field('Password', pass), btn, msg.el);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    btn.disabled = true;
+    msg.clear();
+    try {
+      const s = await post('/session', { username: user.value.trim(), password: pass.value }, { quiet401: true });
+      pass.value = '';
+      signedIn(s);
+    } catch (err) {
+      if (err.status === 401) msg.error('The username or password is not right.');
+      else if (err.status === 429) {
+        const secs = Number(err.retryAfter);
+        msg.error(`Too many failed sign-ins. Try again ${Number.isFinite(secs) && secs > 0 ? `in ${secs} s` : 'later'}.`);
+      } else msg.error(err.message);
+      pass.select();
+      pass.focus();
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  clear(main).append(form);
+  user.focus();
+}
+
+function signedIn(s) {
+  state.user = s.user;
+  setCsrfToken(s.csrf_token);
+  topbar.hidden = false;
+  document.getElementById('who-name').textContent = `${s.user.name} (${s.user.role})`;
+  document.getElementById('nav-admin').hidden = s.user.role !== 'admin';
+  state.store = new Store();
+  state.store.subscribe(onStoreChange);
+  state.live = new Live({
+    onState: setConnState,
+    onResync: () => resync(),
+    checkSession: async () => {
+      try {
+        await get('/session', { quiet401: true });
+        return true;
+      } catch (e) {
+        if (e.status === 401) {
+          signedOut('Your session ended. Sign in again.');
+          return false;
+        }
+        return true;
+      }
+    },
+  });
+  state.live.subscribe((batch) => {
+    // The server says it had to drop events for this connection: reload what is shown.
+    if (batch.some((m) => m.type === 'resync')) resync();
+    state.store.apply(batch);
+  });
+  state.live.start();
+  resync();
+  if (!location.hash || location.hash === '#' || location.hash === '#/') location.replace('#/panel');
+  route();
+}
+
+async function resync() {
+  if (!state.store) return;
+  clearTimeout(state.resyncTimer);
+  try {
+    await state.store.load();
+  } catch (e) {
+    if (e.status === 401) return;
+    announce(`The panel could not be loaded: ${e.message}`);
+    state.resyncTimer = setTimeout(resync, 5000);
+    return;
+  }
+  // Stale flags and ages come from the server: refresh them now and then.
+  state.resyncTimer = setTimeout(resync, 120000);
+}
+
+function signedOut(message) {
+  state.live?.stop();
+  state.live = null;
+  state.user = null;
+  state.store = null;
+  clearTimeout(state.resyncTimer);
+  setCsrfToken(null);
+  state.bannerAlerts.clear();
+  showSignIn(message);
+}
+
+document.getElementById('sign-out').addEventListener('click', async () => {
+  try {
+    await del('/session', { quiet401: true });
+  } catch (e) {
+    if (e.status !== 401) {
+      announce(`Signing out failed: ${e.message}`);
+      return;
+    }
+  }
+  signedOut(null);
+  history.replaceState(null, '', '#/panel');
+});
+
+function setConnState(s, info = {}) {
+  conn.dataset.state = s;
+  connText.textContent = {
+    connecting: 'Connecting…',
+    live: 'Live',
+    reconnecting: `Reconnecting…${info.attempt > 1 ? ` (attempt ${info.attempt})` : ''}`,
+    stopped: 'Offline',
+  }[s] || s;
+  conn.title = s === 'reconnecting' && info.reason ? `Live updates paused: ${info.reason}` : '';
+}
+
+let lastUnknownResync = 0;
+
+function onStoreChange(change) {
+  if (change.unknown && Date.now() - lastUnknownResync > 10000) {
+    lastUnknownResync = Date.now();
+    resync();
+  }
+  const n = state.store.openCount();
+  inboxCount.textContent = String(n);
+  inboxCount.setAttribute('aria-label', `${n} open alert${n === 1 ? '' : 's'}`);
+  inboxCount.dataset.n = String(n);
+  document.title = document.title.replace(/^\(\d+\) /, '');
+  if (n) document.title = `(${n}) ${document.title}`;
+  for (const { event, alert } of change.newAlerts || []) {
+    if (alert.severity === 'high') raiseBanner(alert, event);
+    else announce(`${alert.severity} alert for ${state.store.patientName(alert.patient_id)}: ${alert.message}`);
+  }
+  // An alert acknowledged or resolved leaves the banner.
+  for (const id of [...state.bannerAlerts.keys()]) {
+    const a = state.store.alerts.get(id);
+    if (!a || a.status !== 'open') state.bannerAlerts.delete(id);
+  }
+  renderBanner();
+}
+
+function raiseBanner(alert, event) {
+  state.bannerAlerts.set(alert.id, { alert, event });
+  renderBanner();
+  beep();
+}
+
+function renderBanner() {
+  const items = [...state.bannerAlerts.values()];
+  if (!items.length) {
+    banner.hidden = true;
+    clear(banner);
+    return;
+  }
+  const newest = items[items.length - 1];
+  const name = state.store?.patientName(newest.alert.patient_id) ?? newest.alert.patient_id;
+  const what = newest.event === 'alert.escalated' ? 'High alert, not yet acknowledged' : 'New high alert';
+  clear(banner).append(
+    h('span', { class: 'banner-icon', 'aria-hidden': 'true' }, '!'),
+    h('p', {}, h('strong', {}, `${what}: ${name}. `), newest.alert.message,
+      items.length > 1 ? ` (${items.length} high alerts waiting)` : ''),
+    h('a', { class: 'btn btn-invert', href: '#/inbox' }, 'Open the inbox'),
+    h('button', { type: 'button', class: 'btn-quiet btn-invert', onclick: () => { state.bannerAlerts.clear(); renderBanner(); } }, 'Dismiss'),
+  );
+  banner.hidden = false;
+}
+
+// Sound: browsers allow audio only after the user has interacted with the page; the context is
+// created on the first interaction and reused. Where it is not allowed, the banner still shows.
+let audio = null;
+function unlockAudio() {
+  if (!audio && (window.AudioContext || window.webkitAudioContext)) {
+    try {
+      audio = new (window.AudioContext || window.webkitAudioContext)();
+    } catch {
+      audio = null;
+    }
+  }
+  if (audio && audio.state === 'suspended') audio.resume().catch(() => {});
+}
+window.addEventListener('pointerdown', unlockAudio, { capture: true });
+window.addEventListener('keydown', unlockAudio, { capture: true });
+
+function beep() {
+  if (!audio || audio.state !== 'running') return;
+  const t = audio.currentTime;
+  for (const [i, f] of [880, 660, 880].entries()) {
+    const osc = audio.createOscillator();
+    const gain = audio.createGain();
+    osc.frequency.value = f;
+    osc.type = 'sine';
+    gain.gain.setValueAtTime(0.0001, t + i * 0.22);
+    gain.gain.exponentialRampToValueAtTime(0.3, t + i * 0.22 + 0.02);
+    gain.gain.exponentialRampToValueAtTime(0.0001, t + i * 0.22 + 0.2);
+    osc.connect(gain).connect(audio.destination);
+    osc.start(t + i * 0.22);
+    osc.stop(t + i * 0.22 + 0.21);
+  }
+}
+
+function destroyView() {
+  if (state.view) {
+    state.view.destroy();
+    state.view = null;
+  }
+}
+
+function route() {
+  if (!state.user) return;
+  const hash = location.hash.replace(/^#/, '') || '/panel';
+  const parts = hash.split('/').filter(Boolean);
+  destroyView();
+  for (const a of document.querySelectorAll('[data-route]')) {
+    if (a.dataset.route === parts[0]) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+  const container = h('div', { class: `view view-${parts[0] || 'panel'}` });
+  clear(main).append(container);
+  const ctx = { user: state.user, onChanged: () => resync() };
+  switch (parts[0]) {
+    case 'inbox':
+      document.title = 'Alerts · Vigil';
+      state.view = new InboxView(container, state.store);
+      break;
+    case 'patients':
+      if (parts[1]) {
+        state.view = new PatientView(container, state.store, decodeURIComponent(parts[1]), ctx);
+        break;
+      }
+      location.replace('#/panel');
+      return;
+    case 'admin':
+      document.title = 'Admin · Vigil';
+      state.view = new AdminView(container, state.store, ctx);
+      break;
+    case 'panel':
+    default:
+      document.title = 'Panel · Vigil';
+      state.view = new PanelView(container, state.store);
+  }
+  onStoreChange({});
+  // Move focus to the new page for keyboard and screen-reader users (not on first load).
+  if (route.count++ > 0) main.focus({ preventScroll: false });
+}
+route.count = 0;
+
+window.addEventListener('hashchange', route);
+setInterval(() => refreshAges(main), 15000);
+boot();

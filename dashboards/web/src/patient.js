@@ -1,0 +1,603 @@
+// The patient view: vitals charts (uPlot) over 6 h / 24 h / 7 d / 30 d with zoom, care-plan
+// thresholds drawn on them, the record's timeline, devices, the care-plan editor, notes and the
+// video visit button.
+//
+// Charts ask the server for at most about one point per pixel (`/series`, downsampled
+// server-side: mean with a min–max band). Zooming (drag across a chart) fetches the zoomed
+// window again at full resolution, for every chart at once; double-click or "Reset zoom" goes
+// back. Live readings of this patient are appended while the window ends at "now".
+
+import uPlot from '/assets/vendor/uPlot.esm.js';
+import { ApiError, get, post, put, seg } from './api.js';
+import {
+  ageEl, announce, clear, formatTime, formatValue, h, messageLine, metricLabel, parseTime,
+  sortMetrics, unitLabel,
+} from './util.js';
+
+const RANGES = [
+  { id: '6h', label: '6 h', ms: 6 * 3600e3 },
+  { id: '24h', label: '24 h', ms: 24 * 3600e3 },
+  { id: '7d', label: '7 d', ms: 7 * 86400e3 },
+  { id: '30d', label: '30 d', ms: 30 * 86400e3 },
+];
+const CHART_METRICS = ['heart_rate', 'spo2', 'respiratory_rate', 'bp_systolic', 'bp_diastolic', 'body_temperature', 'glucose', 'body_weight', 'bp_mean', 'steps'];
+
+let profilesCache = null;
+let seriesMissing = false; // the server predates /series: fall back to raw observations
+
+async function profiles() {
+  if (!profilesCache) {
+    profilesCache = get('/profiles').then((r) => new Map((r.profiles || []).map((p) => [p.id, p]))).catch(() => new Map());
+  }
+  return profilesCache;
+}
+
+export class PatientView {
+  constructor(root, store, id, opts = {}) {
+    this.root = root;
+    this.store = store;
+    this.id = id;
+    this.user = opts.user;
+    this.range = RANGES[0];
+    this.window = null; // {from, to, zoomed}
+    this.charts = new Map(); // metric -> {u, box, data, note}
+    this.recordTimer = null;
+    this.abort = new AbortController();
+    this.unsub = store.subscribe((c) => this.onLive(c));
+    this.resizeObs = new ResizeObserver(() => this.resize());
+    this.load();
+  }
+
+  destroy() {
+    this.destroyed = true;
+    this.unsub();
+    this.abort.abort();
+    this.resizeObs.disconnect();
+    clearTimeout(this.recordTimer);
+    for (const c of this.charts.values()) c.u.destroy();
+    this.charts.clear();
+  }
+
+  async load() {
+    clear(this.root).append(h('p', { class: 'loading' }, 'Loading the record…'));
+    let rec;
+    try {
+      rec = await get(`/patients/${seg(this.id)}/record`, { signal: this.abort.signal });
+    } catch (e) {
+      if (e.name === 'AbortError') return;
+      this.renderError(e);
+      return;
+    }
+    this.record = rec;
+    this.render();
+  }
+
+  renderError(e) {
+    const notFound = e instanceof ApiError && (e.status === 404 || e.status === 403);
+    clear(this.root).append(
+      h('div', { class: 'view-head' }, h('h1', { id: 'not-found' }, notFound ? 'Patient not found' : 'The record could not be loaded')),
+      h('p', { role: 'alert' }, notFound
+        ? `There is no patient “${this.id}” on your panel. They may belong to another care team.`
+        : e.message),
+      h('p', {}, h('a', { href: '#/panel' }, 'Back to the panel')),
+    );
+    document.title = 'Not found · Vigil';
+  }
+
+  render() {
+    const { patient } = this.record;
+    document.title = `${patient.name} · Vigil`;
+    this.visitMsg = messageLine();
+    const visitBtn = h('button', { type: 'button', class: 'btn', id: 'start-visit', onclick: () => this.startVisit(visitBtn) }, 'Start video visit');
+    const facts = [
+      ['Id', patient.id], ['Born', patient.birth_date], ['Care team', patient.care_team],
+      ['Phone', patient.phone], ['Contact', patient.contact_preference],
+    ].filter(([, v]) => v);
+    this.rangeGroup = h('div', { class: 'segmented', role: 'group', 'aria-label': 'Time range' },
+      RANGES.map((r) => h('button', {
+        type: 'button', class: 'seg', 'aria-pressed': String(r === this.range), dataset: { range: r.id },
+        onclick: () => this.setRange(r),
+      }, r.label)));
+    this.resetZoom = h('button', { type: 'button', class: 'btn-quiet', hidden: true, onclick: () => this.setRange(this.range) }, 'Reset zoom');
+    this.windowLabel = h('span', { class: 'muted small', id: 'chart-window' });
+    this.chartsBox = h('div', { class: 'charts', id: 'charts' });
+    this.alertsBox = h('section', { class: 'card', 'aria-labelledby': 'pv-alerts' });
+    this.devicesBox = h('section', { class: 'card', 'aria-labelledby': 'pv-devices' });
+    this.timelineBox = h('ol', { class: 'timeline', id: 'timeline' });
+    clear(this.root).append(
+      h('div', { class: 'view-head' },
+        h('div', {}, h('h1', { id: 'patient-name' }, patient.name),
+          h('dl', { class: 'facts' }, facts.map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v))))),
+        h('div', { class: 'head-actions' }, visitBtn, this.visitMsg.el)),
+      this.alertsBox,
+      h('section', { class: 'card', 'aria-labelledby': 'pv-charts' },
+        h('div', { class: 'card-head' }, h('h2', { id: 'pv-charts' }, 'Vitals'), this.rangeGroup, this.resetZoom, this.windowLabel),
+        h('p', { class: 'hint' }, 'Drag across a chart to zoom in (every chart follows); double-click or “Reset zoom” to go back. Dashed lines are the care plan’s thresholds.'),
+        this.chartsBox),
+      h('div', { class: 'two-col' },
+        h('section', { class: 'card', 'aria-labelledby': 'pv-timeline' },
+          h('h2', { id: 'pv-timeline' }, 'Record'), this.noteForm(), this.timelineBox, this.moreButton()),
+        h('div', {}, this.devicesBox, this.planEditor())),
+    );
+    this.renderAlerts();
+    this.renderDevices();
+    this.renderTimeline(this.record.timeline || [], false);
+    this.setRange(this.range);
+  }
+
+  renderAlerts() {
+    const open = (this.record.open_alerts || []);
+    clear(this.alertsBox).append(h('h2', { id: 'pv-alerts' }, 'Unresolved alerts'));
+    this.alertsBox.hidden = open.length === 0;
+    this.alertsBox.append(h('ul', { class: 'plain' }, open.map((a) => h('li', { class: `mini-alert sev-${a.severity}` },
+      h('span', { class: `badge sev-${a.severity}` }, a.severity.toUpperCase()), ' ', a.message, ' · ',
+      a.status === 'acknowledged' ? `acknowledged by ${a.acknowledged_by || '?'} · ` : '',
+      'opened ', ageEl(a.opened_at), ' · ', h('a', { href: '#/inbox' }, 'handle in the inbox')))));
+  }
+
+  renderDevices() {
+    const devs = this.record.devices || [];
+    clear(this.devicesBox).append(h('h2', { id: 'pv-devices' }, 'Devices'));
+    if (!devs.length) {
+      this.devicesBox.append(h('p', { class: 'muted' }, 'No devices.'));
+      return;
+    }
+    this.devicesBox.append(h('table', { class: 'table', id: 'devices' },
+      h('thead', {}, h('tr', {}, ['Device', 'Type', 'Status', 'Battery', 'Last seen'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, devs.map((d) => h('tr', { dataset: { deviceId: d.id } },
+        h('th', { scope: 'row' }, d.id),
+        h('td', {}, d.profile),
+        h('td', {}, d.revoked ? 'revoked' : d.online ? 'online' : 'offline'),
+        h('td', { class: typeof d.battery === 'number' && d.battery <= 20 ? 'warn' : '' }, typeof d.battery === 'number' ? `${d.battery}%` : '–'),
+        h('td', {}, d.last_seen ? ageEl(d.last_seen) : 'never'))))));
+  }
+
+  noteForm() {
+    const ta = h('textarea', { id: 'note-text', rows: 3, maxlength: 10000, required: true });
+    const msg = messageLine();
+    const form = h('form', { class: 'note-form', id: 'note-form' },
+      h('div', { class: 'field' }, h('label', { for: 'note-text' }, 'Add a note to the record'), ta),
+      h('button', { type: 'submit', class: 'btn' }, 'Add note'), msg.el);
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const text = ta.value.trim();
+      if (!text) {
+        msg.error('Write the note first.');
+        ta.focus();
+        return;
+      }
+      try {
+        await post(`/patients/${seg(this.id)}/notes`, { text });
+        ta.value = '';
+        msg.ok('Note added.');
+        this.reloadRecord(0);
+      } catch (err) {
+        msg.error(err.message);
+      }
+    });
+    return form;
+  }
+
+  moreButton() {
+    this.more = h('button', { type: 'button', class: 'btn-quiet', onclick: () => this.loadOlder() }, 'Show older entries');
+    return this.more;
+  }
+
+  async loadOlder() {
+    const tl = this.record.timeline || [];
+    if (!tl.length) return;
+    const before = tl[tl.length - 1].time;
+    try {
+      const rec = await get(`/patients/${seg(this.id)}/record?before=${encodeURIComponent(before)}`);
+      const older = rec.timeline || [];
+      this.record.timeline = tl.concat(older);
+      this.renderTimeline(older, true);
+    } catch (e) {
+      announce(e.message);
+    }
+  }
+
+  renderTimeline(entries, appendOnly) {
+    if (!appendOnly) clear(this.timelineBox);
+    if (!appendOnly && !entries.length) this.timelineBox.append(h('li', { class: 'empty' }, 'Nothing in the record yet.'));
+    for (const e of entries) this.timelineBox.append(timelineItem(e));
+    this.more.hidden = entries.length < 50;
+  }
+
+  planEditor() {
+    const plan = this.record.care_plan || { rules: [] };
+    // Admins and the patient's own clinicians may change it (a clinical decision); the API
+    // decides, and its refusal is shown.
+    const ta = h('textarea', { id: 'plan-json', rows: 14, spellcheck: 'false', class: 'code' });
+    ta.value = JSON.stringify({ rules: plan.rules || [] }, null, 2);
+    const msg = messageLine();
+    const status = h('p', { class: 'muted small', id: 'plan-status' }, plan.default ? 'This patient follows the default care plan; saving makes it their own.' : 'This patient has a care plan of their own.');
+    const form = h('form', { id: 'plan-form' },
+      h('div', { class: 'field' }, h('label', { for: 'plan-json' }, 'Rules (JSON)'), ta), status, msg.el);
+    ta.setAttribute('aria-describedby', 'plan-status');
+    form.append(h('button', { type: 'submit', class: 'btn' }, 'Save care plan'));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      let body;
+      try {
+        body = JSON.parse(ta.value);
+      } catch (err) {
+        msg.error(`This is not valid JSON: ${err.message}`);
+        ta.setAttribute('aria-invalid', 'true');
+        ta.focus();
+        return;
+      }
+      if (Array.isArray(body)) body = { rules: body };
+      try {
+        const saved = await put(`/patients/${seg(this.id)}/care-plan`, body);
+        ta.removeAttribute('aria-invalid');
+        ta.value = JSON.stringify({ rules: saved.rules || [] }, null, 2);
+        this.record.care_plan = saved;
+        status.textContent = 'This patient has a care plan of their own.';
+        msg.ok('Care plan saved.');
+        this.drawAllCharts();
+        this.reloadRecord(0);
+      } catch (err) {
+        ta.setAttribute('aria-invalid', 'true');
+        msg.error(err.message);
+        ta.focus();
+      }
+    });
+    return h('section', { class: 'card', 'aria-labelledby': 'pv-plan' }, h('h2', { id: 'pv-plan' }, 'Care plan'), form);
+  }
+
+  async startVisit(btn) {
+    btn.disabled = true;
+    this.visitMsg.clear();
+    try {
+      const v = await post('/visits', { patient_id: this.id });
+      const url = new URL(v.clinician_join_url, location.href);
+      if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error('The server gave a join link that is not a web address.');
+      const win = window.open(url.href, '_blank');
+      if (win) {
+        win.opener = null;
+        this.visitMsg.ok('The visit opened in a new tab; send the patient their link.');
+      } else {
+        this.visitMsg.el.replaceChildren('Pop-ups are blocked: ', h('a', { href: url.href, target: '_blank', rel: 'noopener' }, 'open the visit'), '.');
+      }
+    } catch (e) {
+      if (e instanceof ApiError && (e.status === 404 || e.status === 501)) this.visitMsg.error('Video visits are not available on this Vigil server yet.');
+      else this.visitMsg.error(e.message);
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  // --- charts ---
+
+  async metrics() {
+    const set = new Set();
+    const prof = await profiles();
+    for (const d of this.record.devices || []) for (const m of prof.get(d.profile)?.metrics || []) set.add(m);
+    const p = this.store.patients.get(this.id);
+    if (p) for (const m of Object.keys(p.latest || {})) set.add(m);
+    // The metrics behind unresolved alerts come first: that is what the clinician came for.
+    const alerting = new Set((this.record.open_alerts || []).map((a) => a.trigger?.metric).filter(Boolean));
+    const list = sortMetrics([...set].filter((m) => CHART_METRICS.includes(m)));
+    this.metricOrder = [...list.filter((m) => alerting.has(m)), ...list.filter((m) => !alerting.has(m))];
+    return this.metricOrder;
+  }
+
+  setRange(r) {
+    this.range = r;
+    for (const b of this.rangeGroup.querySelectorAll('button')) b.setAttribute('aria-pressed', String(b.dataset.range === r.id));
+    const to = Date.now();
+    this.window = { from: to - r.ms, to, zoomed: false };
+    this.loadCharts();
+  }
+
+  zoomTo(from, to) {
+    if (!(to - from > 1000)) return;
+    this.window = { from, to, zoomed: true };
+    this.loadCharts();
+  }
+
+  async loadCharts() {
+    const win = this.window;
+    this.resetZoom.hidden = !win.zoomed;
+    this.windowLabel.textContent = `${formatTime(win.from)} – ${formatTime(win.to)}`;
+    const metrics = await this.metrics();
+    if (this.destroyed || this.window !== win) return;
+    if (!metrics.length) {
+      clear(this.chartsBox).append(h('p', { class: 'muted' }, 'No vitals yet: this patient has no devices that measure them.'));
+      return;
+    }
+    const width = Math.max(300, Math.floor(this.chartsBox.clientWidth / (this.chartsBox.clientWidth > 1100 ? 2 : 1) || 800));
+    const results = await Promise.all(metrics.map((m) => this.fetchSeries(m, win, Math.min(2000, width)).catch((e) => e)));
+    if (this.destroyed || this.window !== win) return; // left the page, or a newer request won
+    for (const [i, m] of metrics.entries()) {
+      const res = results[i];
+      if (res instanceof Error) {
+        if (res.name === 'AbortError') return;
+        this.chartFor(m).note.textContent = `Could not load: ${res.message}`;
+        continue;
+      }
+      this.setChartData(m, res);
+    }
+  }
+
+  async fetchSeries(metric, win, points) {
+    const q = `metric=${metric}&from=${encodeURIComponent(new Date(win.from).toISOString())}&to=${encodeURIComponent(new Date(win.to).toISOString())}`;
+    if (!seriesMissing) {
+      try {
+        const r = await get(`/patients/${seg(this.id)}/series?${q}&points=${points}`, { signal: this.abort.signal });
+        return { unit: r.unit, points: r.points || [] };
+      } catch (e) {
+        if (!(e instanceof ApiError && e.status === 404 && /route/.test(e.message))) throw e;
+        seriesMissing = true;
+      }
+    }
+    const r = await get(`/patients/${seg(this.id)}/observations?${q}&limit=100000`, { signal: this.abort.signal });
+    const obs = r.observations || [];
+    return { unit: obs[0]?.unit, points: downsample(obs.map((o) => [parseTime(o.time), o.value]), points) };
+  }
+
+  chartFor(metric) {
+    let c = this.charts.get(metric);
+    if (c) return c;
+    const titleId = `chart-${metric}-title`;
+    const plot = h('div', { class: 'plot' });
+    const note = h('p', { class: 'chart-note muted small' });
+    const thresholds = h('p', { class: 'small thresholds' });
+    const box = h('figure', { class: 'chart', dataset: { metric }, 'aria-labelledby': titleId },
+      h('figcaption', { id: titleId }, metricLabel(metric)), plot, note, thresholds);
+    // Keep the charts in the order metrics() chose.
+    const order = this.metricOrder || sortMetrics([...this.charts.keys(), metric]);
+    const next = order.slice(order.indexOf(metric) + 1).find((m) => this.charts.has(m));
+    this.chartsBox.insertBefore(box, next ? this.charts.get(next).box : null);
+    const view = this;
+    const u = new uPlot({
+      width: chartWidth(box),
+      height: 200,
+      ms: 1,
+      cursor: {
+        sync: { key: `pv-${this.id}` },
+        drag: { x: true, y: false, setScale: false },
+        bind: { dblclick: () => () => { view.setRange(view.range); return null; } },
+      },
+      scales: {
+        x: { time: true, range: () => [view.window.from, view.window.to] },
+        y: { range: (u, lo, hi) => yRange(lo, hi, view.thresholdsFor(metric)) },
+      },
+      axes: [
+        { stroke: '#3b4652', grid: { stroke: '#e3e7ec' }, ticks: { stroke: '#c9d0d8' } },
+        { stroke: '#3b4652', grid: { stroke: '#e3e7ec' }, ticks: { stroke: '#c9d0d8' }, size: 52 },
+      ],
+      series: [
+        { label: 'Time', value: (u, v) => (v == null ? '–' : formatTime(v)) },
+        { label: 'Mean', stroke: '#1d4e89', width: 2, points: { show: (u) => u.data[0].length < 120, size: 5, fill: '#1d4e89' }, spanGaps: false },
+        { label: 'Min', stroke: 'rgba(29,78,137,0.35)', width: 1 },
+        { label: 'Max', stroke: 'rgba(29,78,137,0.35)', width: 1 },
+      ],
+      bands: [{ series: [3, 2], fill: 'rgba(29,78,137,0.12)' }],
+      hooks: {
+        setSelect: [(u) => {
+          if (u.select.width < 4) return;
+          const from = u.posToVal(u.select.left, 'x');
+          const to = u.posToVal(u.select.left + u.select.width, 'x');
+          u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+          view.zoomTo(Math.round(from), Math.round(to));
+        }],
+        draw: [(u) => drawThresholds(u, view.thresholdsFor(metric))],
+      },
+    }, [[], [], [], []], plot);
+    c = { u, box, plot, note, thresholds, metric };
+    this.charts.set(metric, c);
+    this.resizeObs.observe(this.chartsBox);
+    return c;
+  }
+
+  setChartData(metric, res) {
+    const c = this.chartFor(metric);
+    const pts = res.points;
+    c.unit = res.unit;
+    c.data = [pts.map((p) => p[0]), pts.map((p) => p[1]), pts.map((p) => p[2] ?? p[1]), pts.map((p) => p[3] ?? p[1])];
+    c.u.setData(c.data);
+    c.box.dataset.points = String(pts.length);
+    // An empty chart is one line of text, not 200 px of grid (but a zoomed one keeps its plot).
+    c.plot.hidden = pts.length === 0 && !this.window.zoomed;
+    c.box.querySelector('figcaption').textContent = `${metricLabel(metric)}${res.unit ? ` (${unitLabel(res.unit, metric)})` : ''}`;
+    if (!pts.length) {
+      c.note.textContent = 'No readings in this period.';
+    } else {
+      let lo = Infinity, hi = -Infinity;
+      for (const p of pts) {
+        lo = Math.min(lo, p[2] ?? p[1]);
+        hi = Math.max(hi, p[3] ?? p[1]);
+      }
+      const last = pts[pts.length - 1];
+      c.note.textContent = `${pts.length} points · latest ${formatValue(metric, last[1])} ${unitLabel(res.unit, metric)} at ${formatTime(last[0])} · lowest ${formatValue(metric, lo)}, highest ${formatValue(metric, hi)}`;
+    }
+    const th = this.thresholdsFor(metric);
+    c.thresholds.textContent = th.length ? `Thresholds: ${th.map((t) => `${t.label}`).join('; ')}` : '';
+  }
+
+  drawAllCharts() {
+    for (const [m, c] of this.charts) {
+      const th = this.thresholdsFor(m);
+      c.thresholds.textContent = th.length ? `Thresholds: ${th.map((t) => t.label).join('; ')}` : '';
+      c.u.redraw(true, true);
+    }
+  }
+
+  thresholdsFor(metric) {
+    const rules = this.record?.care_plan?.rules || [];
+    return rules
+      .filter((r) => r.kind === 'threshold' && r.metric === metric && typeof r.value === 'number')
+      .map((r) => ({ value: r.value, severity: r.severity, label: `${r.id}: ${r.op} ${formatValue(metric, r.value)} (${r.severity})` }));
+  }
+
+  resize() {
+    for (const c of this.charts.values()) {
+      const w = chartWidth(c.box);
+      if (Math.abs(c.u.width - w) > 2) c.u.setSize({ width: w, height: 200 });
+    }
+  }
+
+  onLive(change) {
+    let reload = false;
+    for (const msg of change.events || []) {
+      if (msg.type === 'observation' && msg.patient_id === this.id) {
+        const c = this.charts.get(msg.metric);
+        const t = parseTime(msg.time);
+        if (c && c.data && !this.window.zoomed) {
+          if (t > this.window.to) {
+            const span = this.window.to - this.window.from;
+            this.window.to = Math.max(t, Date.now());
+            this.window.from = this.window.to - span;
+          }
+          if (t >= this.window.from) {
+            insertPoint(c.data, t, msg.value);
+            c.dirty = true;
+          }
+        }
+      } else if ((msg.type === 'alert' && msg.alert?.patient_id === this.id) || (msg.type === 'device_status' && msg.patient_id === this.id)) {
+        reload = true;
+      }
+    }
+    for (const c of this.charts.values()) {
+      if (c.dirty) {
+        c.dirty = false;
+        c.u.setData(c.data);
+        c.box.dataset.points = String(c.data[0].length);
+        if (c.plot.hidden) {
+          c.plot.hidden = false;
+          c.note.textContent = '';
+          c.u.setSize({ width: chartWidth(c.box), height: 200 });
+        }
+      }
+    }
+    if (change.patients === 'all') reload = true;
+    if (reload) this.reloadRecord(300);
+  }
+
+  reloadRecord(delay) {
+    clearTimeout(this.recordTimer);
+    this.recordTimer = setTimeout(async () => {
+      try {
+        const rec = await get(`/patients/${seg(this.id)}/record`, { signal: this.abort.signal });
+        this.record = rec;
+        this.renderAlerts();
+        this.renderDevices();
+        this.renderTimeline(rec.timeline || [], false);
+      } catch (e) {
+        if (e.name !== 'AbortError') announce(`The record could not be refreshed: ${e.message}`);
+      }
+    }, delay);
+  }
+}
+
+const KIND_TEXT = {
+  'alert.opened': 'Alert opened', 'alert.raised': 'Alert raised', 'alert.escalated': 'Alert escalated',
+  'alert.acknowledged': 'Alert acknowledged', 'alert.resolved': 'Alert resolved', note: 'Note',
+  'device.offline': 'Device offline', 'device.online': 'Device back online', 'device.battery_low': 'Battery low',
+  'care_plan.updated': 'Care plan updated', 'visit.started': 'Video visit started', 'visit.ended': 'Video visit ended',
+};
+
+function timelineItem(e) {
+  const parts = [];
+  if (e.severity) parts.push(h('span', { class: `badge sev-${e.severity}` }, e.severity.toUpperCase()), ' ');
+  if (e.message) parts.push(e.message);
+  if (e.text) parts.push(h('span', { class: 'note-text' }, e.text));
+  if (e.device_id) parts.push(`${e.device_id}${typeof e.battery === 'number' ? ` · battery ${e.battery}%` : ''}`);
+  if (Array.isArray(e.rules)) parts.push(`rules: ${e.rules.join(', ') || '(none)'}`);
+  const by = e.by ? h('span', { class: 'muted' }, ` — ${e.by}`) : null;
+  const note = e.note ? h('p', { class: 'tl-note' }, `“${e.note}”`) : null;
+  return h('li', { class: `tl-item kind-${e.kind.replace(/\./g, '-')}`, dataset: { kind: e.kind } },
+    h('div', { class: 'tl-meta' }, h('strong', {}, KIND_TEXT[e.kind] || e.kind), ' ', h('time', { datetime: e.time }, formatTime(e.time)), by),
+    parts.length ? h('p', { class: 'tl-body' }, parts) : null, note);
+}
+
+function chartWidth(box) {
+  return Math.max(260, Math.floor(box.clientWidth) - 18);
+}
+
+function insertPoint(data, t, v) {
+  const xs = data[0];
+  let i = xs.length;
+  while (i > 0 && xs[i - 1] > t) i -= 1;
+  if (i > 0 && xs[i - 1] === t) return;
+  for (const [k, arr] of data.entries()) arr.splice(i, 0, k === 0 ? t : v);
+}
+
+function yRange(lo, hi, thresholds) {
+  let min = lo, max = hi;
+  for (const t of thresholds) {
+    if (min == null || t.value < min) min = t.value;
+    if (max == null || t.value > max) max = t.value;
+  }
+  if (min == null || max == null) return [0, 1];
+  const pad = Math.max((max - min) * 0.08, Math.abs(max) * 0.02, 0.5);
+  return [min - pad, max + pad];
+}
+
+const SEV_COLOURS = { high: '#b3261e', medium: '#8a5300', low: '#1f5fa8' };
+
+function drawThresholds(u, thresholds) {
+  if (!thresholds.length) return;
+  const { ctx } = u;
+  const dpr = devicePixelRatio;
+  const { left, top, width, height } = u.bbox;
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(left, top, width, height);
+  ctx.clip();
+  ctx.lineWidth = 1.5 * dpr;
+  ctx.font = `600 ${12 * dpr}px system-ui, sans-serif`;
+  const placed = []; // label boxes already drawn, so close lines do not print over each other
+  const lines = thresholds.map((t) => ({ t, y: Math.round(u.valToPos(t.value, 'y', true)) })).sort((a, b) => a.y - b.y);
+  for (const { t, y } of lines) {
+    ctx.strokeStyle = SEV_COLOURS[t.severity] || '#444';
+    ctx.fillStyle = ctx.strokeStyle;
+    ctx.setLineDash([6 * dpr, 4 * dpr]);
+    ctx.beginPath();
+    ctx.moveTo(left, y);
+    ctx.lineTo(left + width, y);
+    ctx.stroke();
+    // Above the line, or below it when the line is at the top of the plot; on the left, or
+    // on the right when a label already sits there.
+    const above = y - 16 * dpr > top;
+    const ly = above ? y - 3 * dpr : y + 3 * dpr;
+    const w = ctx.measureText(t.label).width;
+    const h = 14 * dpr;
+    const box = (x0) => ({ x0, x1: x0 + w, y0: above ? ly - h : ly, y1: above ? ly : ly + h });
+    const hits = (b) => placed.some((p) => b.x0 < p.x1 && p.x0 < b.x1 && b.y0 < p.y1 && p.y0 < b.y1);
+    let b = box(left + 6 * dpr);
+    if (hits(b)) b = box(left + width - 6 * dpr - w);
+    placed.push(b);
+    ctx.fillStyle = 'rgba(255, 255, 255, 0.8)';
+    ctx.fillRect(b.x0 - 2 * dpr, b.y0, w + 4 * dpr, h);
+    ctx.fillStyle = ctx.strokeStyle;
+    ctx.textAlign = 'left';
+    ctx.textBaseline = above ? 'bottom' : 'top';
+    ctx.fillText(t.label, b.x0, ly);
+  }
+  ctx.restore();
+}
+
+/** Client-side fallback for servers without /series: mean/min/max per bucket. */
+function downsample(raw, points) {
+  if (raw.length <= points) return raw.map(([t, v]) => [t, v, v, v]);
+  const t0 = raw[0][0], t1 = raw[raw.length - 1][0];
+  const step = Math.max(1, (t1 - t0) / points);
+  const out = [];
+  let cur = null;
+  for (const [t, v] of raw) {
+    const b = t0 + Math.floor((t - t0) / step) * step;
+    if (!cur || cur.b !== b) {
+      if (cur) out.push([cur.b, cur.sum / cur.n, cur.min, cur.max]);
+      cur = { b, sum: 0, n: 0, min: Infinity, max: -Infinity };
+    }
+    cur.sum += v;
+    cur.n += 1;
+    cur.min = Math.min(cur.min, v);
+    cur.max = Math.max(cur.max, v);
+  }
+  if (cur) out.push([cur.b, cur.sum / cur.n, cur.min, cur.max]);
+  return out;
+}

@@ -1,0 +1,191 @@
+// Small shared helpers: building DOM without innerHTML (no markup injection from data), metric
+// names and units as clinicians read them, ages and times.
+
+/**
+ * h('button', {class: 'x', onclick: fn, 'aria-label': 'y'}, 'text', child) → an element.
+ * Attributes whose value is null/undefined/false are left out; `true` sets an empty attribute.
+ */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else if (k === 'dataset') Object.assign(el.dataset, v);
+    else if (k === 'value') el.value = v;
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const c of children) {
+    if (c === null || c === undefined || c === false) continue;
+    if (Array.isArray(c)) append(el, c);
+    else el.append(c instanceof Node ? c : String(c));
+  }
+}
+
+export const METRICS = {
+  heart_rate: { label: 'Heart rate', short: 'HR', unit: '/min', digits: 0 },
+  spo2: { label: 'SpO₂', short: 'SpO₂', unit: '%', digits: 0 },
+  respiratory_rate: { label: 'Respiratory rate', short: 'RR', unit: '/min', digits: 0 },
+  bp_systolic: { label: 'Systolic BP', short: 'Sys', unit: 'mmHg', digits: 0 },
+  systolic_bp: { label: 'Systolic BP', short: 'Sys', unit: 'mmHg', digits: 0 },
+  bp_diastolic: { label: 'Diastolic BP', short: 'Dia', unit: 'mmHg', digits: 0 },
+  bp_mean: { label: 'Mean BP', short: 'MAP', unit: 'mmHg', digits: 0 },
+  body_temperature: { label: 'Temperature', short: 'Temp', unit: '°C', digits: 1 },
+  body_weight: { label: 'Weight', short: 'Wt', unit: 'kg', digits: 1 },
+  glucose: { label: 'Glucose', short: 'Glu', unit: 'mg/dL', digits: 0 },
+  steps: { label: 'Steps', short: 'Steps', unit: 'steps', digits: 0 },
+  consciousness: { label: 'Consciousness (ACVPU)', short: 'ACVPU', unit: '', digits: 0 },
+  on_oxygen: { label: 'On oxygen', short: 'O₂', unit: '', digits: 0 },
+};
+
+/** The order vitals appear in on a tile and in the patient view. */
+export const METRIC_ORDER = [
+  'heart_rate', 'spo2', 'respiratory_rate', 'bp_systolic', 'systolic_bp', 'bp_diastolic',
+  'bp_mean', 'body_temperature', 'glucose', 'body_weight', 'steps', 'consciousness', 'on_oxygen',
+];
+
+const UCUM_DISPLAY = { 'mm[Hg]': 'mmHg', Cel: '°C', '{steps}': 'steps', '{ACVPU}': '', '{bool}': '' };
+
+export function metricLabel(m) {
+  return METRICS[m]?.label ?? m.replaceAll('_', ' ');
+}
+
+export function metricShort(m) {
+  return METRICS[m]?.short ?? m.replaceAll('_', ' ');
+}
+
+export function unitLabel(unit, metric) {
+  if (unit === undefined || unit === null) return METRICS[metric]?.unit ?? '';
+  return unit in UCUM_DISPLAY ? UCUM_DISPLAY[unit] : unit;
+}
+
+const ACVPU = ['Alert', 'New confusion', 'Voice', 'Pain', 'Unresponsive'];
+
+export function formatValue(metric, value) {
+  if (value === null || value === undefined || Number.isNaN(value)) return '–';
+  if (metric === 'consciousness') return ACVPU[Math.round(value)] ?? String(value);
+  if (metric === 'on_oxygen') return value >= 1 ? 'Yes' : 'No';
+  const digits = METRICS[metric]?.digits ?? 1;
+  return Number(value).toFixed(digits);
+}
+
+export function sortMetrics(list) {
+  return [...list].sort((a, b) => {
+    const ia = METRIC_ORDER.indexOf(a), ib = METRIC_ORDER.indexOf(b);
+    return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || a.localeCompare(b);
+  });
+}
+
+export const SEVERITY_RANK = { high: 3, medium: 2, low: 1 };
+
+export function severityRank(s) {
+  return SEVERITY_RANK[s] ?? 0;
+}
+
+export function parseTime(t) {
+  if (t === null || t === undefined) return NaN;
+  if (typeof t === 'number') return t;
+  return Date.parse(t);
+}
+
+/** "12 s ago", "4 min ago", "3 h ago", "2 d ago" (compact: "12s", "4m", "3h", "2d"). */
+export function age(t, now = Date.now(), compact = false) {
+  const ms = now - parseTime(t);
+  if (!Number.isFinite(ms)) return '';
+  const s = Math.max(0, Math.round(ms / 1000));
+  const [n, unit] = s < 60 ? [s, 's'] : s < 3600 ? [Math.round(s / 60), 'min'] : s < 48 * 3600 ? [Math.round(s / 3600), 'h'] : [Math.round(s / 86400), 'd'];
+  return compact ? `${n}${unit === 'min' ? 'm' : unit}` : `${n} ${unit} ago`;
+}
+
+const dtf = new Intl.DateTimeFormat(undefined, {
+  year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit',
+});
+
+export function formatTime(t) {
+  const ms = parseTime(t);
+  return Number.isFinite(ms) ? dtf.format(new Date(ms)) : '';
+}
+
+/** An element that shows how old `t` is and keeps itself current (see refreshAges). */
+export function ageEl(t, compact = false) {
+  const ms = parseTime(t);
+  const el = h('time', { class: 'age', datetime: Number.isFinite(ms) ? new Date(ms).toISOString() : null, title: formatTime(ms) }, age(ms, Date.now(), compact));
+  el.dataset.t = String(ms);
+  if (compact) el.dataset.compact = '1';
+  return el;
+}
+
+/** Refreshes every `.age[data-t]` under `root`; cheap enough for thousands every 15 s. */
+export function refreshAges(root = document) {
+  const now = Date.now();
+  for (const el of root.querySelectorAll('.age[data-t]')) {
+    const text = age(Number(el.dataset.t), now, el.dataset.compact === '1');
+    if (el.textContent !== text) el.textContent = text;
+  }
+}
+
+let announceTimer = null;
+
+/** Says `text` to screen readers through the page's polite live region. */
+export function announce(text) {
+  const el = document.getElementById('announcer');
+  if (!el) return;
+  clearTimeout(announceTimer);
+  el.textContent = '';
+  announceTimer = setTimeout(() => { el.textContent = text; }, 50);
+}
+
+/** Copies text; falls back to a selection copy where the Clipboard API is not allowed (plain http). */
+export async function copyText(text, fallbackField) {
+  try {
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(text);
+      return true;
+    }
+  } catch { /* fall through */ }
+  if (fallbackField) {
+    fallbackField.focus();
+    fallbackField.select();
+    try {
+      return document.execCommand('copy');
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
+export function clear(el) {
+  el.replaceChildren();
+  return el;
+}
+
+/** A labelled form field: <div class="field"><label for>…</label><input id …></div>. */
+let fieldSeq = 0;
+export function field(label, control, hint = null) {
+  const id = control.id || `f${++fieldSeq}`;
+  control.id = id;
+  const kids = [h('label', { for: id }, label), control];
+  if (hint) {
+    const hid = `${id}-hint`;
+    control.setAttribute('aria-describedby', hid);
+    kids.push(h('p', { class: 'hint', id: hid }, hint));
+  }
+  return h('div', { class: 'field' }, kids);
+}
+
+/** An error/success message line bound to a form (role=alert on error so it is read out). */
+export function messageLine() {
+  const el = h('p', { class: 'msg', 'aria-live': 'polite' });
+  return {
+    el,
+    error(text) { el.className = 'msg error'; el.setAttribute('role', 'alert'); el.textContent = text; },
+    ok(text) { el.className = 'msg ok'; el.removeAttribute('role'); el.textContent = text; },
+    clear() { el.className = 'msg'; el.removeAttribute('role'); el.textContent = ''; },
+  };
+}
