@@ -371,6 +371,18 @@ impl Endpoint {
             .is_err()
         {
             self.forget(&session_key, conn_id);
+            // It may have taken over a connection, which then reported no end of its own.
+            let _ = self
+                .ingest
+                .registry
+                .set_device_status(
+                    device_id.clone(),
+                    Some(false),
+                    None,
+                    now_ms(),
+                    Some(conn_id),
+                )
+                .await;
             return;
         }
         self.ingest.metrics.mqtt_connected_devices.inc();
@@ -493,27 +505,29 @@ impl Endpoint {
         self.ingest.metrics.mqtt_connected_devices.dec();
         tracing::info!(device_id = %device_id, reason = end.label(), "device disconnected");
 
-        // A device with another live connection (another client id) stays online.
-        if last_connection && !taken_over.load(Ordering::Relaxed) {
-            let will = connect.will.filter(|_| end.publishes_will());
-            let battery = will
-                .as_ref()
-                .and_then(|w| pipeline::parse_status(&w.payload).ok())
-                .and_then(|s| s.battery);
-            let _ = self
-                .ingest
-                .registry
-                .set_device_status(
-                    device_id.clone(),
-                    Some(false),
-                    battery,
-                    now_ms(),
-                    Some(conn_id),
-                )
-                .await;
-            if will.is_some() {
-                tracing::info!(device_id = %device_id, "last will: device offline");
-            }
+        // Every connection reports its end; the registry marks the device offline once none
+        // of its connections is live (a reconnect can overtake this close). The will is
+        // published only when this was the device's last connection and was not taken over.
+        let will = connect
+            .will
+            .filter(|_| last_connection && !taken_over.load(Ordering::Relaxed))
+            .filter(|_| end.publishes_will());
+        let battery = will
+            .as_ref()
+            .and_then(|w| pipeline::parse_status(&w.payload).ok())
+            .and_then(|s| s.battery);
+        let online = if taken_over.load(Ordering::Relaxed) {
+            None
+        } else {
+            Some(false)
+        };
+        let _ = self
+            .ingest
+            .registry
+            .set_device_status(device_id.clone(), online, battery, now_ms(), Some(conn_id))
+            .await;
+        if will.is_some() {
+            tracing::info!(device_id = %device_id, "last will: device offline");
         }
     }
 

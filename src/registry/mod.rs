@@ -354,8 +354,8 @@ struct StatusUpdate {
     online: Option<bool>,
     battery: Option<u8>,
     at_ms: i64,
-    /// The MQTT connection this came from (connection ids only grow): an "offline" from a
-    /// connection older than the latest one that came online is stale and is not applied.
+    /// The MQTT connection this came from: a device is offline only once none of its
+    /// connections is live (a reconnect can overtake the old connection's close).
     conn: Option<u64>,
 }
 
@@ -367,21 +367,36 @@ fn status_writer(
     events: tokio::sync::broadcast::Sender<Arc<DeviceStatus>>,
 ) {
     let mut written: Vec<DeviceStatus> = Vec::new();
-    // Per device, the newest connection that came online.
-    let mut newest_conn: HashMap<DeviceId, u64> = HashMap::new();
+    // Per device, its connections that came online and have not ended.
+    let mut live: HashMap<DeviceId, Vec<u64>> = HashMap::new();
     let mut pending: HashMap<DeviceId, (Option<bool>, Option<u8>, i64)> = HashMap::new();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(u) = next {
             let mut online = u.online;
             if let Some(c) = u.conn {
-                let newest = newest_conn.entry(u.id.clone()).or_insert(c);
-                if online == Some(true) {
-                    *newest = (*newest).max(c);
-                } else if online == Some(false) && c < *newest {
-                    // A connection that ended after a newer one came online (a reconnect
-                    // racing the old connection's close): the device is still online.
-                    online = None;
+                match online {
+                    Some(true) => live.entry(u.id.clone()).or_default().push(c),
+                    Some(false) => {
+                        let conns = live.entry(u.id.clone()).or_default();
+                        conns.retain(|x| *x != c);
+                        if conns.is_empty() {
+                            live.remove(&u.id);
+                        } else {
+                            // Another connection of the device is live: still online.
+                            online = None;
+                        }
+                    }
+                    // A connection taken over by a newer one of the same client: it is
+                    // gone, but the device is not offline.
+                    None => {
+                        if let Some(conns) = live.get_mut(&u.id) {
+                            conns.retain(|x| *x != c);
+                            if conns.is_empty() {
+                                live.remove(&u.id);
+                            }
+                        }
+                    }
                 }
             }
             let e = pending.entry(u.id).or_insert((None, None, u.at_ms));
@@ -901,8 +916,9 @@ impl Registry {
 
     /// Records that a device connected, reported its status or went away. Queued and written
     /// in the next batch (within moments); waits only while the queue is full.
-    /// `conn` names the MQTT connection the change comes from, when it does: an "offline" from
-    /// a connection older than the newest that came online is not applied.
+    /// `conn` names the MQTT connection the change comes from, when it does: every connection
+    /// that came online reports its end (`online` false; `None` when a newer connection of the
+    /// same client took over), and the device goes offline when the last one ends.
     pub async fn set_device_status(
         &self,
         id: DeviceId,
@@ -1138,7 +1154,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_old_connections_late_offline_does_not_override_a_newer_connection() {
+    async fn a_device_is_offline_only_when_its_last_connection_ends() {
         let (_dir, r) = registry().await;
         let p = PatientId::parse("p1").unwrap();
         r.create_patient(p.clone(), "Ada".into(), None, PatientDetails::default(), 0)
@@ -1182,7 +1198,76 @@ mod tests {
                 break;
             }
         }
-        assert!(!r.device(d).await.unwrap().online);
+        assert!(!r.device(d.clone()).await.unwrap().online);
+        // Two connections at once (a second client id): offline only after both end, in
+        // whichever order.
+        for (online, conn, battery) in [
+            (Some(true), Some(3), None),
+            (Some(true), Some(4), None),
+            (Some(false), Some(4), Some(48)),
+        ] {
+            r.set_device_status(d.clone(), online, battery, 13, conn)
+                .await
+                .unwrap();
+        }
+        loop {
+            let e = tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .expect("status written")
+                .unwrap();
+            if e.battery == Some(48) {
+                assert!(e.online, "connection 3 is still live");
+                break;
+            }
+        }
+        r.set_device_status(d.clone(), Some(false), Some(47), 14, Some(3))
+            .await
+            .unwrap();
+        loop {
+            let e = tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .expect("status written")
+                .unwrap();
+            if e.battery == Some(47) {
+                assert!(!e.online);
+                break;
+            }
+        }
+        // A takeover (same client id): the old connection's end, even before the new one's
+        // start, leaves the device online; the new one's end takes it offline.
+        for (online, conn, battery) in [
+            (Some(true), Some(5), None),
+            (None, Some(5), None),
+            (Some(true), Some(6), Some(46)),
+        ] {
+            r.set_device_status(d.clone(), online, battery, 15, conn)
+                .await
+                .unwrap();
+        }
+        loop {
+            let e = tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .expect("status written")
+                .unwrap();
+            if e.battery == Some(46) {
+                assert!(e.online);
+                break;
+            }
+        }
+        assert!(r.device(d.clone()).await.unwrap().online);
+        r.set_device_status(d.clone(), Some(false), Some(45), 16, Some(6))
+            .await
+            .unwrap();
+        loop {
+            let e = tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .expect("status written")
+                .unwrap();
+            if e.battery == Some(45) {
+                assert!(!e.online);
+                break;
+            }
+        }
     }
 
     #[tokio::test]
