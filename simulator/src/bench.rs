@@ -907,10 +907,13 @@ fn markdown(r: &Report) -> String {
 fn write(r: &Report) -> anyhow::Result<(PathBuf, PathBuf)> {
     let dir = PathBuf::from("bench/results");
     std::fs::create_dir_all(&dir)?;
+    // Fixed width, so the files sort by time (RFC 3339 trims the fraction's trailing zeros).
     let stamp: String = r
         .when
         .chars()
+        .take(19)
         .filter(|c| c.is_ascii_alphanumeric())
+        .chain(['Z'])
         .collect();
     let stamp = format!("{stamp}{}", if r.quick { "-quick" } else { "" });
     let json_path = dir.join(format!("{stamp}.json"));
