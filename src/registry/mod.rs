@@ -1153,6 +1153,23 @@ mod tests {
         (dir, r)
     }
 
+    /// The status event that reports `battery` (each step of a test marks itself with one).
+    async fn status_with(
+        events: &mut tokio::sync::broadcast::Receiver<Arc<DeviceStatus>>,
+        battery: u8,
+    ) -> Arc<DeviceStatus> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let e = tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .expect("status written")
+                .unwrap();
+            if e.battery == Some(battery) {
+                return e;
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_device_is_offline_only_when_its_last_connection_ends() {
         let (_dir, r) = registry().await;
@@ -1163,111 +1180,58 @@ mod tests {
         let d = DeviceId::parse("d1").unwrap();
         r.create_device(d.clone(), p, "scale", 0).await.unwrap();
         let mut events = r.subscribe_devices();
-        // Connection 1 up; connection 2 (a reconnect) up; then connection 1's close lands.
-        for (online, conn) in [(true, 1), (true, 2), (false, 1)] {
-            r.set_device_status(d.clone(), Some(online), None, 10, Some(conn))
-                .await
-                .unwrap();
-        }
-        // A marker after them: the writer has applied everything before it once it is seen.
-        r.set_device_status(d.clone(), None, Some(50), 11, None)
-            .await
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let e = tokio::time::timeout_at(deadline, events.recv())
-                .await
-                .expect("status written")
-                .unwrap();
-            if e.battery == Some(50) {
-                break;
+        // Each case: updates in the order written (online, connection, battery), and whether
+        // the device is online after the last one, whose battery marks it in the events.
+        type Update = (Option<bool>, Option<u64>, Option<u8>);
+        let cases: [(&[Update], bool); 5] = [
+            // Connection 1 up; a reconnect (2) up; then connection 1's close lands: online.
+            (
+                &[
+                    (Some(true), Some(1), None),
+                    (Some(true), Some(2), None),
+                    (Some(false), Some(1), Some(50)),
+                ],
+                true,
+            ),
+            // Connection 2's own close does apply.
+            (&[(Some(false), Some(2), Some(49))], false),
+            // Two connections at once (a second client id): offline only after both end.
+            (
+                &[
+                    (Some(true), Some(3), None),
+                    (Some(true), Some(4), None),
+                    (Some(false), Some(4), Some(48)),
+                ],
+                true,
+            ),
+            (&[(Some(false), Some(3), Some(47))], false),
+            // A takeover (same client id): the old connection's end, even before the new one's
+            // start, leaves the device online.
+            (
+                &[
+                    (Some(true), Some(5), None),
+                    (None, Some(5), None),
+                    (Some(true), Some(6), Some(46)),
+                ],
+                true,
+            ),
+        ];
+        for (updates, online) in cases {
+            let mut mark = 0;
+            for &(on, conn, battery) in updates {
+                r.set_device_status(d.clone(), on, battery, 10, conn)
+                    .await
+                    .unwrap();
+                mark = battery.unwrap_or(mark);
             }
+            let e = status_with(&mut events, mark).await;
+            assert_eq!(e.online, online, "after {updates:?}");
+            assert_eq!(r.device(d.clone()).await.unwrap().online, online);
         }
-        assert!(r.device(d.clone()).await.unwrap().online, "still online");
-        // Connection 2's own close does apply.
-        r.set_device_status(d.clone(), Some(false), Some(49), 12, Some(2))
-            .await
-            .unwrap();
-        loop {
-            let e = tokio::time::timeout_at(deadline, events.recv())
-                .await
-                .expect("status written")
-                .unwrap();
-            if e.battery == Some(49) {
-                assert!(!e.online);
-                break;
-            }
-        }
-        assert!(!r.device(d.clone()).await.unwrap().online);
-        // Two connections at once (a second client id): offline only after both end, in
-        // whichever order.
-        for (online, conn, battery) in [
-            (Some(true), Some(3), None),
-            (Some(true), Some(4), None),
-            (Some(false), Some(4), Some(48)),
-        ] {
-            r.set_device_status(d.clone(), online, battery, 13, conn)
-                .await
-                .unwrap();
-        }
-        loop {
-            let e = tokio::time::timeout_at(deadline, events.recv())
-                .await
-                .expect("status written")
-                .unwrap();
-            if e.battery == Some(48) {
-                assert!(e.online, "connection 3 is still live");
-                break;
-            }
-        }
-        r.set_device_status(d.clone(), Some(false), Some(47), 14, Some(3))
-            .await
-            .unwrap();
-        loop {
-            let e = tokio::time::timeout_at(deadline, events.recv())
-                .await
-                .expect("status written")
-                .unwrap();
-            if e.battery == Some(47) {
-                assert!(!e.online);
-                break;
-            }
-        }
-        // A takeover (same client id): the old connection's end, even before the new one's
-        // start, leaves the device online; the new one's end takes it offline.
-        for (online, conn, battery) in [
-            (Some(true), Some(5), None),
-            (None, Some(5), None),
-            (Some(true), Some(6), Some(46)),
-        ] {
-            r.set_device_status(d.clone(), online, battery, 15, conn)
-                .await
-                .unwrap();
-        }
-        loop {
-            let e = tokio::time::timeout_at(deadline, events.recv())
-                .await
-                .expect("status written")
-                .unwrap();
-            if e.battery == Some(46) {
-                assert!(e.online);
-                break;
-            }
-        }
-        assert!(r.device(d.clone()).await.unwrap().online);
         r.set_device_status(d.clone(), Some(false), Some(45), 16, Some(6))
             .await
             .unwrap();
-        loop {
-            let e = tokio::time::timeout_at(deadline, events.recv())
-                .await
-                .expect("status written")
-                .unwrap();
-            if e.battery == Some(45) {
-                assert!(!e.online);
-                break;
-            }
-        }
+        assert!(!status_with(&mut events, 45).await.online);
     }
 
     #[tokio::test]
