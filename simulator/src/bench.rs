@@ -657,62 +657,54 @@ async fn probe_latency(
         t += 1000;
         let started = Instant::now();
         client
-            .publish(
-                &topic,
-                QoS::AtLeastOnce,
-                false,
-                format!(
-                    r#"{{"metric":"heart_rate","value":170,"time":"{}"}}"#,
-                    rfc3339(t)
-                ),
-            )
+            .publish(&topic, QoS::AtLeastOnce, false, probe_reading(170, t))
             .await?;
         tokio::time::timeout(Duration::from_secs(10), wait_ack(&mut events)).await??;
         stored.push(started.elapsed().as_secs_f64() * 1000.0);
-        match tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match live_rx.recv().await {
-                    Some((170.0, at)) => return Some(at),
-                    Some(_) => {}
-                    None => return None,
+        // The live event and the alert are awaited side by side, each timed on its own.
+        let live_wait = async {
+            let waited = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match live_rx.recv().await {
+                        Some((170.0, at)) => return Some(at),
+                        Some(_) => {}
+                        None => return None,
+                    }
                 }
-            }
-        })
-        .await
-        {
-            Ok(Some(at)) => live.push(at.duration_since(started).as_secs_f64() * 1000.0),
-            Ok(None) => bail!("the live WebSocket closed during the probes"),
-            Err(_) => bail!("no live event within 10 s of a probe"),
-        }
-        let id = loop {
-            let v = gw
-                .api
-                .call(
-                    reqwest::Method::GET,
-                    "/alerts?patient_id=probe&status=open",
-                    None,
-                )
-                .await?;
-            if let Some(id) = v["alerts"][0]["id"].as_str() {
-                break id.to_owned();
-            }
-            if started.elapsed() > Duration::from_secs(10) {
-                bail!("no alert within 10 s of a probe");
+            })
+            .await;
+            match waited {
+                Ok(Some(at)) => Ok(at.duration_since(started).as_secs_f64() * 1000.0),
+                Ok(None) => bail!("the live WebSocket closed during the probes"),
+                Err(_) => bail!("no live event within 10 s of a probe"),
             }
         };
-        alert.push(started.elapsed().as_secs_f64() * 1000.0);
+        let alert_wait = async {
+            loop {
+                let v = gw
+                    .api
+                    .call(
+                        reqwest::Method::GET,
+                        "/alerts?patient_id=probe&status=open",
+                        None,
+                    )
+                    .await?;
+                if let Some(id) = v["alerts"][0]["id"].as_str() {
+                    return Ok((id.to_owned(), started.elapsed().as_secs_f64() * 1000.0));
+                }
+                if started.elapsed() > Duration::from_secs(10) {
+                    bail!("no alert within 10 s of a probe");
+                }
+            }
+        };
+        let (live_ms, alert_seen) = tokio::try_join!(live_wait, alert_wait)?;
+        let (id, alert_ms) = alert_seen;
+        live.push(live_ms);
+        alert.push(alert_ms);
         // Normal again, stored; then resolve, so the next probe opens a new alert.
         t += 1000;
         client
-            .publish(
-                &topic,
-                QoS::AtLeastOnce,
-                false,
-                format!(
-                    r#"{{"metric":"heart_rate","value":70,"time":"{}"}}"#,
-                    rfc3339(t)
-                ),
-            )
+            .publish(&topic, QoS::AtLeastOnce, false, probe_reading(70, t))
             .await?;
         tokio::time::timeout(Duration::from_secs(10), wait_ack(&mut events)).await??;
         gw.api
@@ -736,6 +728,14 @@ async fn probe_latency(
         latency(live),
         offered.min(achieved),
     ))
+}
+
+/// One probe reading: heart rate `value` at `t` (ms).
+fn probe_reading(value: u32, t: i64) -> String {
+    format!(
+        r#"{{"metric":"heart_rate","value":{value},"time":"{}"}}"#,
+        rfc3339(t)
+    )
 }
 
 /// Opens the live WebSocket and forwards `(value, when received)` of each reading event of
