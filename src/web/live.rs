@@ -4,7 +4,8 @@
 //! One hub task turns committed readings, alert events and device status changes into JSON
 //! once, and fans them out; each connection only filters and writes. It is a display feed,
 //! not a log: within one store commit only the newest reading of each patient's metric is
-//! sent, and a connection that cannot keep up is closed (code 4008, "too slow") rather than
+//! sent (and, when a connection finds several batches waiting, only the newest of all of them),
+//! and a connection that cannot keep up is closed (code 4008, "too slow") rather than
 //! allowed to hold memory or slow the others; the dashboard reconnects and reloads its panel.
 //! Nothing on this path can slow ingest: the store's feed is a broadcast that never waits.
 
@@ -46,6 +47,8 @@ const HUB_CAPACITY: usize = 512;
 #[derive(Clone)]
 pub(crate) struct LiveItem {
     patient_id: Arc<str>,
+    /// For a reading: its metric (a newer reading of the same patient's metric replaces it).
+    metric: Option<Metric>,
     json: Utf8Bytes,
 }
 
@@ -93,6 +96,7 @@ impl LiveHub {
                 a = alerts.recv() => match a {
                     Ok(e) => self.send(vec![LiveItem {
                         patient_id: e.patient_id.as_str().into(),
+                        metric: None,
                         json: json!({"type": "alert", "event": e.event_type, "alert": e.alert})
                             .to_string()
                             .into(),
@@ -103,6 +107,7 @@ impl LiveHub {
                 d = devices.recv() => match d {
                     Ok(d) => self.send(vec![LiveItem {
                         patient_id: d.patient_id.as_str().into(),
+                        metric: None,
                         json: json!({
                             "type": "device_status", "patient_id": d.patient_id,
                             "device_id": d.device_id, "online": d.online, "battery": d.battery,
@@ -123,6 +128,7 @@ impl LiveHub {
 fn resync() -> LiveItem {
     LiveItem {
         patient_id: "".into(),
+        metric: None,
         json: Utf8Bytes::from_static(r#"{"type":"resync"}"#),
     }
 }
@@ -141,6 +147,7 @@ fn observation_items(obs: &[crate::domain::Observation]) -> Vec<LiveItem> {
     out.into_iter()
         .map(|o| LiveItem {
             patient_id: o.patient_id.as_str().into(),
+            metric: Some(o.metric),
             json: json!({
                 "type": "observation", "patient_id": o.patient_id, "device_id": o.device_id,
                 "metric": o.metric, "value": o.value, "unit": o.metric.unit(),
@@ -150,6 +157,24 @@ fn observation_items(obs: &[crate::domain::Observation]) -> Vec<LiveItem> {
             .into(),
         })
         .collect()
+}
+
+/// Batches a connection found waiting, as one: a reading superseded by a newer one of the same
+/// patient's metric is left out (the dashboard shows the newest anyway); everything else is
+/// kept, in order. A client that fell a little behind catches up with less to write.
+fn coalesce(batches: &[Arc<[LiveItem]>]) -> Vec<LiveItem> {
+    let mut seen: std::collections::HashSet<(&str, Metric)> = std::collections::HashSet::new();
+    let mut out: Vec<LiveItem> = Vec::new();
+    for it in batches.iter().rev().flat_map(|b| b.iter().rev()) {
+        if let Some(m) = it.metric
+            && !seen.insert((&*it.patient_id, m))
+        {
+            continue;
+        }
+        out.push(it.clone());
+    }
+    out.reverse();
+    out
 }
 
 /// Whether the page that opened the socket is our own: a browser always sends `Origin` on a
@@ -249,7 +274,29 @@ async fn connection(
                 return;
             }
             batch = rx.recv() => match batch {
-                Ok(items) => {
+                Ok(first) => {
+                    // Whatever else is already waiting goes out with it, coalesced.
+                    let mut batches = vec![first];
+                    while batches.len() < 64 {
+                        match rx.try_recv() {
+                            Ok(b) => batches.push(b),
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                drop_slow(&s, &p, &format!("{n} batches behind"));
+                                let _ = tokio::time::timeout(
+                                    Duration::from_secs(1),
+                                    socket.send(close(CLOSE_TOO_SLOW, "too slow")),
+                                )
+                                .await;
+                                return;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let items: Arc<[LiveItem]> = if batches.len() == 1 {
+                        batches.swap_remove(0)
+                    } else {
+                        coalesce(&batches).into()
+                    };
                     let sent = tokio::time::timeout(WRITE_TIMEOUT, async {
                         let mut any = false;
                         for it in items.iter() {
@@ -335,6 +382,41 @@ mod tests {
             .collect();
         assert_eq!(hr.len(), 1);
         assert!(hr[0].json.as_str().contains("71"));
+    }
+
+    #[test]
+    fn waiting_batches_keep_the_newest_reading_of_each_metric_and_every_other_event() {
+        let obs = |p: &str, m: Metric, v: f64| LiveItem {
+            patient_id: p.into(),
+            metric: Some(m),
+            json: format!("{p}:{m}:{v}").into(),
+        };
+        let alert = LiveItem {
+            patient_id: "p1".into(),
+            metric: None,
+            json: "alert".into(),
+        };
+        let batches: Vec<Arc<[LiveItem]>> = vec![
+            vec![
+                obs("p1", Metric::HeartRate, 70.0),
+                obs("p1", Metric::Spo2, 97.0),
+            ]
+            .into(),
+            vec![alert.clone(), obs("p2", Metric::HeartRate, 60.0)].into(),
+            vec![obs("p1", Metric::HeartRate, 71.0), alert].into(),
+        ];
+        let merged = coalesce(&batches);
+        let out: Vec<&str> = merged.iter().map(|i| i.json.as_str()).collect();
+        assert_eq!(
+            out,
+            [
+                "p1:spo2:97",
+                "alert",
+                "p2:heart_rate:60",
+                "p1:heart_rate:71",
+                "alert"
+            ]
+        );
     }
 
     #[test]
