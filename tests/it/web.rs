@@ -527,11 +527,15 @@ async fn ws_connect(
         .map(|(ws, _)| ws)
 }
 
-/// The next JSON text message whose `type` is `kind`.
-async fn next_of<S>(ws: &mut S, kind: &str) -> Value
+/// The next JSON text message whose `type` is `kind`, in the order received. Messages of other
+/// kinds read on the way are kept in `stash` for a later call, not lost.
+async fn next_of<S>(ws: &mut S, stash: &mut Vec<Value>, kind: &str) -> Value
 where
     S: futures_util::Stream<Item = Result<tungstenite::Message, tungstenite::Error>> + Unpin,
 {
+    if let Some(i) = stash.iter().position(|v| v["type"] == kind) {
+        return stash.remove(i);
+    }
     tokio::time::timeout(WAIT, async {
         loop {
             let m = ws.next().await.expect("socket open").expect("a message");
@@ -540,6 +544,7 @@ where
                 if v["type"] == kind {
                     return v;
                 }
+                stash.push(v);
             }
         }
     })
@@ -565,7 +570,8 @@ async fn the_live_feed_carries_readings_alerts_and_device_status_to_those_who_ma
     }
     let origin = format!("http://{}", g.http);
     let mut ws = ws_connect(&g, Some(&cookie), Some(&origin)).await.unwrap();
-    let hello = next_of(&mut ws, "hello").await;
+    let (mut stash, mut admin_stash) = (Vec::new(), Vec::new());
+    let hello = next_of(&mut ws, &mut stash, "hello").await;
     assert_eq!(hello["user"]["name"], "nina");
     // The bootstrap token works in the query, for clients that are not browsers.
     let mut admin_ws = {
@@ -576,7 +582,7 @@ async fn the_live_feed_carries_readings_alerts_and_device_status_to_those_who_ma
         );
         tokio_tungstenite::connect_async(req).await.unwrap().0
     };
-    next_of(&mut admin_ws, "hello").await;
+    next_of(&mut admin_ws, &mut admin_stash, "hello").await;
 
     // South's reading first: nina must not get it; then north's, which she must.
     publish(
@@ -586,7 +592,7 @@ async fn the_live_feed_carries_readings_alerts_and_device_status_to_those_who_ma
         json!({"metric": "heart_rate", "value": 99}),
     )
     .await;
-    let seen = next_of(&mut admin_ws, "observation").await;
+    let seen = next_of(&mut admin_ws, &mut admin_stash, "observation").await;
     assert_eq!(seen["patient_id"], "ps1");
     publish(
         &g,
@@ -595,7 +601,7 @@ async fn the_live_feed_carries_readings_alerts_and_device_status_to_those_who_ma
         json!({"metric": "heart_rate", "value": 71}),
     )
     .await;
-    let o = next_of(&mut ws, "observation").await;
+    let o = next_of(&mut ws, &mut stash, "observation").await;
     assert_eq!(
         o["patient_id"], "pn1",
         "the first reading nina sees is her patient's: {o}"
@@ -630,7 +636,7 @@ async fn the_live_feed_carries_readings_alerts_and_device_status_to_those_who_ma
         json!({"metric": "heart_rate", "value": 150}),
     )
     .await;
-    let a = next_of(&mut ws, "alert").await;
+    let a = next_of(&mut ws, &mut stash, "alert").await;
     assert_eq!(a["event"], "alert.opened");
     assert_eq!(
         (
@@ -640,7 +646,7 @@ async fn the_live_feed_carries_readings_alerts_and_device_status_to_those_who_ma
         (Some("pn1"), Some("high"))
     );
     // mosquitto_pub connected and left: the device's status went by too.
-    let d = next_of(&mut ws, "device_status").await;
+    let d = next_of(&mut ws, &mut stash, "device_status").await;
     assert_eq!(d["patient_id"], "pn1");
 
     // Sign-out: a new socket with the old cookie is refused.
