@@ -463,16 +463,19 @@ fn status_writer(
     }
 }
 
-/// Devices of one patient, or of all.
+/// Devices: one by id, those of one patient, or all.
 fn devices_where(
     c: &Connection,
+    id: Option<&DeviceId>,
     patient: Option<&PatientId>,
 ) -> Result<Vec<Device>, RegistryError> {
     let mut stmt = c.prepare_cached(
         "SELECT id, patient_id, profile, created_ms, online, last_seen_ms, battery, revoked
-         FROM devices WHERE ?1 IS NULL OR patient_id = ?1 ORDER BY patient_id, id",
+         FROM devices WHERE (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR patient_id = ?2)
+         ORDER BY patient_id, id",
     )?;
-    let rows = stmt.query_map([patient.map(PatientId::as_str)], |r| {
+    let ids = params![id.map(DeviceId::as_str), patient.map(PatientId::as_str)];
+    let rows = stmt.query_map(ids, |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
@@ -824,50 +827,22 @@ impl Registry {
 
     pub async fn device(&self, id: DeviceId) -> Result<Device, RegistryError> {
         self.with(move |c| {
-            c.query_row(
-                "SELECT patient_id, profile, created_ms, online, last_seen_ms, battery, revoked
-                 FROM devices WHERE id = ?1",
-                [id.as_str()],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, bool>(3)?,
-                        r.get::<_, Option<i64>>(4)?,
-                        r.get::<_, Option<u8>>(5)?,
-                        r.get::<_, bool>(6)?,
-                    ))
-                },
-            )
-            .optional()?
-            .and_then(
-                |(patient, profile, created, online, seen, battery, revoked)| {
-                    Some(Device {
-                        id: id.clone(),
-                        patient_id: PatientId::parse(&patient).ok()?,
-                        profile,
-                        created_at: format_rfc3339(created),
-                        online,
-                        last_seen: seen.map(format_rfc3339),
-                        battery,
-                        revoked,
-                    })
-                },
-            )
-            .ok_or_else(|| RegistryError::NotFound(format!("device {id}")))
+            devices_where(c, Some(&id), None)?
+                .pop()
+                .ok_or_else(|| RegistryError::NotFound(format!("device {id}")))
         })
         .await
     }
 
     /// A patient's devices, by id.
     pub async fn patient_devices(&self, patient: PatientId) -> Result<Vec<Device>, RegistryError> {
-        self.with(move |c| devices_where(c, Some(&patient))).await
+        self.with(move |c| devices_where(c, None, Some(&patient)))
+            .await
     }
 
     /// Every device, for the monitoring panel.
     pub async fn all_devices(&self) -> Result<Vec<Device>, RegistryError> {
-        self.with(move |c| devices_where(c, None)).await
+        self.with(move |c| devices_where(c, None, None)).await
     }
 
     /// Checks a device's credentials. `None` for an unknown or revoked device or a wrong

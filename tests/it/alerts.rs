@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::cli::spawn_vigil_with;
 use crate::fhir::Receiver;
-use crate::support::{Api, Gateway, TOKEN, V, eventually, mosquitto_pub};
+use crate::support::{Api, Gateway, TOKEN, V, eventually, mosquitto_pub, publish_readings};
 
 const WAIT: Duration = Duration::from_secs(20);
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -30,17 +30,7 @@ async fn publish(
             json!({"metric": m, "value": v, "time": vigil::domain::format_rfc3339(now - ago * 1000)})
         })
         .collect();
-    let out = mosquitto_pub(
-        mqtt,
-        V::V5,
-        device,
-        secret,
-        &format!("vigil/v1/devices/{device}/readings"),
-        serde_json::to_vec(&body).unwrap().as_slice(),
-        &[],
-    )
-    .await;
-    assert!(out.ok, "{}", out.stderr);
+    publish_readings(mqtt, device, secret, &Value::from(body)).await;
 }
 
 async fn alerts(api: &Api, query: &str) -> Vec<Value> {

@@ -296,6 +296,22 @@ pub(crate) async fn mosquitto_pub(
     run("mosquitto_pub", &args, None).await
 }
 
+/// Publishes a JSON body on a device's readings topic with `mosquitto_pub` (MQTT 5, QoS 1) and
+/// asserts it was acknowledged.
+pub(crate) async fn publish_readings(mqtt: SocketAddr, device: &str, secret: &str, body: &Value) {
+    let out = mosquitto_pub(
+        mqtt,
+        V::V5,
+        device,
+        secret,
+        &format!("vigil/v1/devices/{device}/readings"),
+        serde_json::to_vec(body).unwrap().as_slice(),
+        &[],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+}
+
 pub(crate) fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
 
-use crate::support::{Api, Gateway, V, eventually, mosquitto_pub};
+use crate::support::{Api, Gateway, eventually, publish_readings};
 
 const WAIT: Duration = Duration::from_secs(20);
 const PASSWORD: &str = "correct horse battery staple";
@@ -140,17 +140,7 @@ async fn clinic(g: &Gateway) -> (String, String) {
 }
 
 async fn publish(g: &Gateway, device: &str, secret: &str, body: Value) {
-    let out = mosquitto_pub(
-        g.mqtt,
-        V::V5,
-        device,
-        secret,
-        &format!("vigil/v1/devices/{device}/readings"),
-        serde_json::to_vec(&body).unwrap().as_slice(),
-        &[],
-    )
-    .await;
-    assert!(out.ok, "{}", out.stderr);
+    publish_readings(g.mqtt, device, secret, &body).await;
 }
 
 #[tokio::test]
