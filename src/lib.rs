@@ -29,4 +29,5 @@ pub mod ingest;
 pub mod registry;
 pub mod store;
 pub mod telemetry;
+pub mod video;
 pub mod web;

@@ -99,6 +99,8 @@ const SCHEMA: &[&str] = &[
     crate::crm::record::SCHEMA_V3,
     // version 4: care teams and sign-in sessions.
     users::SCHEMA_V4,
+    // version 5: video visits.
+    crate::video::visits::SCHEMA_V5,
 ];
 
 /// A patient as the API shows it.
