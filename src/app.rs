@@ -145,6 +145,16 @@ impl App {
             throttle: Arc::new(web::LoginThrottle::default()),
             session_lifetime: Duration::from_secs(cfg.http.session_hours * 3600),
             secure_cookies: false,
+            visit_key: Arc::new(
+                crate::video::token::TokenKey::load_or_create(
+                    &cfg.data_dir.join("visit-signing.key"),
+                )
+                .map_err(|e| StartError::DataDir {
+                    path: cfg.data_dir.join("visit-signing.key").display().to_string(),
+                    reason: e.to_string(),
+                })?,
+            ),
+            visit_link_ttl: Duration::from_secs(cfg.video.link_minutes * 60),
         };
         let ingest = Ingest {
             registry,

@@ -40,6 +40,21 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub fhir: Option<FhirConfig>,
     pub webhook: Option<WebhookConfig>,
+    pub video: VideoConfig,
+}
+
+/// Video visits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoConfig {
+    /// How long a visit's join links work, in minutes.
+    pub link_minutes: u64,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        VideoConfig { link_minutes: 60 }
+    }
 }
 
 /// The alert engine's timers.
@@ -284,6 +299,7 @@ impl Default for Config {
             log: LogConfig::default(),
             influxdb: None,
             alerts: AlertsConfig::default(),
+            video: VideoConfig::default(),
             fhir: None,
             webhook: None,
         }
@@ -505,6 +521,9 @@ impl Config {
         }
         if !(1..=168).contains(&self.http.session_hours) {
             return Err(invalid("http.session_hours", "must be 1 to 168"));
+        }
+        if !(1..=10_080).contains(&self.video.link_minutes) {
+            return Err(invalid("video.link_minutes", "must be 1 to 10080 (a week)"));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid("log.level", e.to_string()));

@@ -8,7 +8,8 @@
 //!   and automation that exists only while the variable is set. The live WebSocket also takes
 //!   it as `?token=`, since browsers cannot set headers on a WebSocket.
 //!
-//! Without one of them, nothing under `/api/v1` answers but sign-in. An admin sees every
+//! Without one of them, nothing under `/api/v1` answers but sign-in, and checking a video
+//! visit's join link (`GET /visits/{id}/join` with `Authorization: Visit <token>`). An admin sees every
 //! patient; a clinician sees the patients of their care teams and is refused (403) the rest.
 
 use std::net::SocketAddr;
@@ -142,6 +143,19 @@ pub(crate) async fn require(
     next: Next,
 ) -> Result<Response, ApiError> {
     if req.method() == Method::POST && req.uri().path() == "/session" {
+        return Ok(next.run(req).await);
+    }
+    // A visit's join link authenticates this one route, and the handler checks it.
+    let path = req.uri().path();
+    if req.method() == Method::GET
+        && path.starts_with("/visits/")
+        && path.ends_with("/join")
+        && req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("Visit "))
+    {
         return Ok(next.run(req).await);
     }
     let remote = remote_of(&req);

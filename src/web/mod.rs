@@ -15,6 +15,7 @@ mod panel;
 mod record;
 mod routes;
 mod session;
+mod visits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,10 @@ pub struct AppState {
     pub session_lifetime: Duration,
     /// Whether cookies get `Secure` (the dashboard is served over TLS).
     pub secure_cookies: bool,
+    /// Signs and checks video visits' join links.
+    pub visit_key: Arc<crate::video::token::TokenKey>,
+    /// How long a visit's join links work.
+    pub visit_link_ttl: Duration,
 }
 
 /// The whole HTTP application.

@@ -69,6 +69,10 @@ pub(super) fn api() -> Router<AppState> {
             "/teams",
             get(super::admin::list_teams).post(super::admin::create_team),
         )
+        .route("/visits", post(super::visits::create))
+        .route("/visits/{id}", get(super::visits::get))
+        .route("/visits/{id}/end", post(super::visits::end))
+        .route("/visits/{id}/join", get(super::visits::join))
 }
 
 pub(super) async fn healthz() -> Json<Value> {

@@ -16,4 +16,5 @@ mod influx;
 mod ingest;
 mod mqtt_rules;
 mod tls;
+mod visits;
 mod web;

@@ -1,0 +1,190 @@
+//! Video visits' routes: start a visit (its two join links), read and end it, and check a join
+//! link. The links carry a signed, expiring token in the URL's fragment (`/visit/{id}#<token>`),
+//! which browsers never send to a server or put in a Referer; the visit page presents it as
+//! `Authorization: Visit <token>`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{Principal, check_patient};
+use super::routes::{ApiResult, audit_line, patient_id};
+use super::{ApiError, AppState};
+use crate::domain::{PatientId, now_ms};
+use crate::registry::AuditEntry;
+use crate::video::token::{Claims, JoinRole};
+use crate::video::visits::is_visit_id;
+
+fn visit_id(id: &str) -> ApiResult<String> {
+    if is_visit_id(id) {
+        Ok(id.to_owned())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{id:?} is not a visit id like vis_<32 hex digits>"
+        )))
+    }
+}
+
+/// The visit and its patient, 404 when there is none, 403 for another team's patient.
+async fn scoped(s: &AppState, p: &Principal, id: &str) -> ApiResult<crate::video::visits::Visit> {
+    let v = s
+        .registry
+        .visit(id.to_owned(), now_ms())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("visit {id} not found")))?;
+    check_patient(s, p, &patient_id(&v.patient_id)?).await?;
+    Ok(v)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewVisit {
+    patient_id: String,
+}
+
+/// `POST /visits`.
+pub(super) async fn create(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    body: Result<Json<NewVisit>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(b) = body?;
+    let patient: PatientId = patient_id(&b.patient_id)?;
+    check_patient(&s, &p, &patient).await?;
+    let now = now_ms();
+    let ttl_ms = i64::try_from(s.visit_link_ttl.as_millis()).unwrap_or(i64::MAX / 2);
+    let v = s
+        .registry
+        .create_visit(patient.clone(), p.name.clone(), now, now + ttl_ms)
+        .await?;
+    audit_line(
+        &s,
+        &p,
+        "visit.create",
+        Some(&patient),
+        &format!("visit/{}", v.id),
+    )
+    .await?;
+    let exp = (now + ttl_ms) / 1000;
+    let link = |r: JoinRole| {
+        let token = s.visit_key.sign(&Claims {
+            v: v.id.clone(),
+            r,
+            exp,
+        });
+        format!("{}/visit/{}#{token}", origin(&s, &headers), v.id)
+    };
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({
+            "id": v.id,
+            "patient_id": v.patient_id,
+            "status": v.status,
+            "expires_at": v.expires_at,
+            "patient_join_url": link(JoinRole::Patient),
+            "clinician_join_url": link(JoinRole::Clinician),
+        })),
+    ))
+}
+
+/// Where the links point: the host the request came to.
+fn origin(s: &AppState, headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let scheme = if s.secure_cookies { "https" } else { "http" };
+    format!("{scheme}://{host}")
+}
+
+/// `GET /visits/{id}`.
+pub(super) async fn get(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = visit_id(&id)?;
+    let v = scoped(&s, &p, &id).await?;
+    let patient = patient_id(&v.patient_id)?;
+    audit_line(&s, &p, "visit.read", Some(&patient), &format!("visit/{id}")).await?;
+    Ok(Json(json!(v)))
+}
+
+/// `POST /visits/{id}/end`.
+pub(super) async fn end(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    _body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let id = visit_id(&id)?;
+    let v = scoped(&s, &p, &id).await?;
+    let v = s.registry.end_visit(v.id, p.name.clone(), now_ms()).await?;
+    let patient = patient_id(&v.patient_id)?;
+    audit_line(&s, &p, "visit.end", Some(&patient), &format!("visit/{id}")).await?;
+    Ok(Json(json!(v)))
+}
+
+/// `GET /visits/{id}/join` with `Authorization: Visit <token>`: what the token admits to.
+/// The one route that a join link, not a session, authenticates.
+pub(super) async fn join(
+    State(s): State<AppState>,
+    axum::extract::ConnectInfo(addr): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let id = visit_id(&id)?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Visit "))
+        .ok_or(ApiError::UnauthorizedBecause(
+            "a visit link is needed: Authorization: Visit <token>".into(),
+        ))?;
+    let claims = s
+        .visit_key
+        .verify(token.trim(), &id, now_ms() / 1000)
+        .map_err(|e| ApiError::UnauthorizedBecause(e.to_string()))?;
+    let v = s
+        .registry
+        .visit(id.clone(), now_ms())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("visit {id} not found")))?;
+    if v.status == "ended" {
+        return Err(ApiError::Conflict("this visit has ended".into()));
+    }
+    let role = match claims.r {
+        JoinRole::Patient => "patient",
+        JoinRole::Clinician => "clinician",
+    };
+    let patient = patient_id(&v.patient_id)?;
+    s.registry
+        .audit(
+            AuditEntry {
+                actor: &format!("visit-link:{role}"),
+                action: "visit.join_link",
+                patient_id: Some(&patient),
+                target: &format!("visit/{id}"),
+                remote: &addr.ip().to_string(),
+            },
+            now_ms(),
+        )
+        .await?;
+    Ok(Json(json!({
+        "visit_id": v.id,
+        "role": role,
+        "status": v.status,
+        "expires_at": v.expires_at,
+    })))
+}
