@@ -20,6 +20,20 @@ use sha2::Sha256;
 pub enum JoinRole {
     Patient,
     Clinician,
+    /// A third participant: an interpreter or a family member. Waits to be admitted, like the
+    /// patient.
+    Guest,
+}
+
+impl JoinRole {
+    /// The role's name, as in the protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinRole::Patient => "patient",
+            JoinRole::Clinician => "clinician",
+            JoinRole::Guest => "guest",
+        }
+    }
 }
 
 /// What a token says.

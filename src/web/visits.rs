@@ -164,10 +164,7 @@ pub(super) async fn join(
     if v.status == "ended" {
         return Err(ApiError::Conflict("this visit has ended".into()));
     }
-    let role = match claims.r {
-        JoinRole::Patient => "patient",
-        JoinRole::Clinician => "clinician",
-    };
+    let role = claims.r.as_str();
     let patient = patient_id(&v.patient_id)?;
     s.registry
         .audit(
