@@ -155,6 +155,17 @@ impl App {
                 })?,
             ),
             visit_link_ttl: Duration::from_secs(cfg.video.link_minutes * 60),
+            rooms: Arc::new(crate::video::relay::Rooms::new(
+                crate::video::rtc_setup::RtcSetup::new(
+                    cfg.video.bind_ip,
+                    cfg.video
+                        .port_range()
+                        .map_err(|r| StartError::Connector(format!("video.udp_ports: {r}")))?,
+                    cfg.video.public_ips.clone(),
+                ),
+                metrics.clone(),
+            )),
+            video: Arc::new(cfg.video.clone()),
         };
         let ingest = Ingest {
             registry,
@@ -280,10 +291,12 @@ impl App {
             state.registry.clone(),
         ));
         let live = state.live.clone();
+        let rooms = state.rooms.clone();
         let live_stop = stop.clone();
         tokio::spawn(async move {
             live_stop.cancelled().await;
             live.stop();
+            rooms.close_all().await;
         });
         // Every task that takes readings runs on `tracker`, so the drain can wait for all.
         match link {

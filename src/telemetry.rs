@@ -55,6 +55,11 @@ pub struct Metrics {
     pub outbox_attempts: Family<Vec<(&'static str, String)>, Counter>,
     pub live_clients: Gauge,
     pub live_dropped: Counter,
+    pub video_peer_connections: Gauge,
+    pub video_rooms: Gauge,
+    runtime_alive_tasks: Gauge,
+    process_open_fds: Gauge,
+    process_resident_memory_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -186,8 +191,43 @@ impl Metrics {
             "Live-feed connections closed for falling behind",
             live_dropped.clone(),
         );
+        let video_peer_connections = Gauge::default();
+        r.register(
+            "vigil_video_peer_connections",
+            "The video relay's peer connections alive (freed ones are not counted)",
+            video_peer_connections.clone(),
+        );
+        let video_rooms = Gauge::default();
+        r.register(
+            "vigil_video_rooms",
+            "Video visits with someone connected",
+            video_rooms.clone(),
+        );
+        let runtime_alive_tasks = Gauge::default();
+        r.register(
+            "vigil_runtime_alive_tasks",
+            "Tokio tasks alive (sampled at each scrape)",
+            runtime_alive_tasks.clone(),
+        );
+        let process_open_fds = Gauge::default();
+        r.register(
+            "process_open_fds",
+            "Open file descriptors (sampled at each scrape)",
+            process_open_fds.clone(),
+        );
+        let process_resident_memory_bytes = Gauge::default();
+        r.register(
+            "process_resident_memory_bytes",
+            "Resident memory (sampled at each scrape)",
+            process_resident_memory_bytes.clone(),
+        );
         Metrics {
             registry: Arc::new(r),
+            video_peer_connections,
+            video_rooms,
+            runtime_alive_tasks,
+            process_open_fds,
+            process_resident_memory_bytes,
             live_clients,
             live_dropped,
             alerts_opened,
@@ -225,10 +265,35 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        self.sample_process();
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+
+    /// Samples the tasks, file descriptors and resident memory (Linux `/proc`; left as they are
+    /// where it is missing).
+    fn sample_process(&self) {
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            self.runtime_alive_tasks
+                .set(i64::try_from(h.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            // Minus the one read_dir itself holds open.
+            self.process_open_fds
+                .set(i64::try_from(dir.count()).unwrap_or(i64::MAX) - 1);
+        }
+        if let Some(kib) = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            })
+        {
+            self.process_resident_memory_bytes.set(kib * 1024);
+        }
     }
 }

@@ -1,12 +1,18 @@
-//! Video visits: a clinician starts a visit; the patient and the clinician join it from signed,
-//! expiring links; its start and end go to the patient's record.
+//! Video visits: a clinician starts a visit; the patient (and a guest) join from signed,
+//! expiring links; Vigil relays the call over WebRTC; its start and end go to the patient's
+//! record. The protocol is in `docs/video.md`.
 //!
 //! - [`token`]: the join tokens (pure).
 //! - [`visits`]: the visits and their record entries, in `registry.db`.
+//! - [`relay`]: the media relay (SFU), one [`relay::Room`] per visit's call.
+//! - [`rtc_setup`]: how the relay's peer connections are built (codecs, interceptors, ports).
+//! - [`ice`]: the STUN/TURN servers handed to browsers, with TURN REST credentials.
 //!
-//! Signalling and the media relay (the `webrtc` crate) come next; see
-//! `docs/design/webrtc-spike.md`. The relay will know nothing of patients: it is given a visit
-//! id and peer connections, and signalling decides who may join.
+//! The relay knows nothing of patients: the signalling socket (`web::signal`) decides who may
+//! join a visit and in which role.
 
+pub mod ice;
+pub mod relay;
+pub mod rtc_setup;
 pub mod token;
 pub mod visits;

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{Method, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
@@ -108,9 +108,8 @@ fn remote_of(req: &Request) -> String {
         .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
 }
 
-fn bearer(req: &Request) -> Option<&str> {
-    let header = req
-        .headers()
+fn bearer<'a>(headers: &'a HeaderMap, uri: &'a axum::http::Uri) -> Option<&'a str> {
+    let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -119,9 +118,8 @@ fn bearer(req: &Request) -> Option<&str> {
         return header;
     }
     // Browsers cannot set headers on a WebSocket: the live feed takes the token in the query.
-    if req.uri().path().ends_with("/live") {
-        return req
-            .uri()
+    if uri.path().ends_with("/live") {
+        return uri
             .query()
             .into_iter()
             .flat_map(|q| q.split('&'))
@@ -158,8 +156,31 @@ pub(crate) async fn require(
     {
         return Ok(next.run(req).await);
     }
+    // A visit's signalling socket authenticates in its first message (a join link's token) when
+    // the request carries no valid credential; with one, the handler gets the principal.
+    if req.method() == Method::GET && path.starts_with("/visits/") && path.ends_with("/signal") {
+        let remote = remote_of(&req);
+        if let Ok(p) = authenticate(&state, req.method(), req.uri(), req.headers(), remote).await {
+            req.extensions_mut().insert(p);
+        }
+        return Ok(next.run(req).await);
+    }
     let remote = remote_of(&req);
-    let principal = if let Some(token) = bearer(&req) {
+    let principal = authenticate(&state, req.method(), req.uri(), req.headers(), remote).await?;
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+/// The principal a request's bearer token or session cookie names (with its CSRF token on a
+/// state-changing request).
+async fn authenticate(
+    state: &AppState,
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    remote: String,
+) -> Result<Principal, ApiError> {
+    let principal = if let Some(token) = bearer(headers, uri) {
         match &state.bootstrap {
             Some(b) if b.matches(token) => Principal {
                 name: "bootstrap".into(),
@@ -169,18 +190,17 @@ pub(crate) async fn require(
                 session_token: None,
             },
             _ => {
-                tracing::debug!(%remote, path = %req.uri().path(), "bad bearer token refused");
+                tracing::debug!(%remote, path = %uri.path(), "bad bearer token refused");
                 return Err(ApiError::Unauthorized);
             }
         }
-    } else if let Some(token) = cookie(req.headers(), SESSION_COOKIE) {
+    } else if let Some(token) = cookie(headers, SESSION_COOKIE) {
         let Some(session) = state.registry.session(token, now_ms()).await? else {
             tracing::debug!(%remote, "expired or unknown session refused");
             return Err(ApiError::Unauthorized);
         };
-        if !is_safe(req.method()) {
-            let sent = req
-                .headers()
+        if !is_safe(method) {
+            let sent = headers
                 .get(CSRF_HEADER)
                 .map(|v| v.as_bytes())
                 .unwrap_or_default();
@@ -200,11 +220,10 @@ pub(crate) async fn require(
             session_token: Some(token.to_owned()),
         }
     } else {
-        tracing::debug!(%remote, path = %req.uri().path(), "unauthenticated API request refused");
+        tracing::debug!(%remote, path = %uri.path(), "unauthenticated API request refused");
         return Err(ApiError::Unauthorized);
     };
-    req.extensions_mut().insert(principal);
-    Ok(next.run(req).await)
+    Ok(principal)
 }
 
 #[cfg(test)]

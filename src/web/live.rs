@@ -180,7 +180,7 @@ fn coalesce(batches: &[Arc<[LiveItem]>]) -> Vec<LiveItem> {
 /// Whether the page that opened the socket is our own: a browser always sends `Origin` on a
 /// WebSocket, and a page of another site must not ride on the user's cookie. Clients that
 /// are not browsers send none and authenticate with a token.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };

@@ -15,6 +15,7 @@ mod panel;
 mod record;
 mod routes;
 mod session;
+mod signal;
 mod visits;
 
 use std::net::SocketAddr;
@@ -62,6 +63,10 @@ pub struct AppState {
     pub visit_key: Arc<crate::video::token::TokenKey>,
     /// How long a visit's join links work.
     pub visit_link_ttl: Duration,
+    /// The video relay's calls.
+    pub rooms: Arc<crate::video::relay::Rooms>,
+    /// The `[video]` settings (ICE servers for the browsers).
+    pub video: Arc<crate::config::VideoConfig>,
 }
 
 /// The whole HTTP application.

@@ -73,6 +73,8 @@ pub(super) fn api() -> Router<AppState> {
         .route("/visits/{id}", get(super::visits::get))
         .route("/visits/{id}/end", post(super::visits::end))
         .route("/visits/{id}/join", get(super::visits::join))
+        .route("/visits/{id}/links", post(super::visits::link))
+        .route("/visits/{id}/signal", get(super::signal::signal))
 }
 
 pub(super) async fn healthz() -> Json<Value> {

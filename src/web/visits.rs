@@ -108,6 +108,54 @@ fn origin(s: &AppState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewLink {
+    role: JoinRole,
+}
+
+/// `POST /visits/{id}/links`: another join link, such as one for a guest (an interpreter, a
+/// family member), valid as long as the visit's others.
+pub(super) async fn link(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<NewLink>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let id = visit_id(&id)?;
+    let Json(b) = body?;
+    let v = scoped(&s, &p, &id).await?;
+    if v.status == "ended" || v.status == "expired" {
+        return Err(ApiError::Conflict(format!("this visit has {}", v.status)));
+    }
+    let patient = patient_id(&v.patient_id)?;
+    audit_line(
+        &s,
+        &p,
+        &format!("visit.link.{}", b.role.as_str()),
+        Some(&patient),
+        &format!("visit/{id}"),
+    )
+    .await?;
+    let exp_ms = crate::domain::parse_rfc3339(&v.expires_at)
+        .ok_or_else(|| ApiError::Internal("the visit's expiry is unreadable".into()))?;
+    let token = s.visit_key.sign(&Claims {
+        v: v.id.clone(),
+        r: b.role,
+        exp: exp_ms / 1000,
+    });
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({
+            "role": b.role.as_str(),
+            "join_url": format!("{}/visit/{}#{token}", origin(&s, &headers), v.id),
+            "expires_at": v.expires_at,
+        })),
+    ))
+}
+
 /// `GET /visits/{id}`.
 pub(super) async fn get(
     State(s): State<AppState>,
@@ -133,6 +181,7 @@ pub(super) async fn end(
     let v = s.registry.end_visit(v.id, p.name.clone(), now_ms()).await?;
     let patient = patient_id(&v.patient_id)?;
     audit_line(&s, &p, "visit.end", Some(&patient), &format!("visit/{id}")).await?;
+    s.rooms.end(&id, "the clinician ended the visit").await;
     Ok(Json(json!(v)))
 }
 

@@ -1,0 +1,469 @@
+//! `GET /api/v1/visits/{id}/signal`: a visit's signalling WebSocket (the protocol is in
+//! `docs/video.md`). The socket authenticates with its first message, `join`: a join link's
+//! token, or the dashboard's session cookie (same origin, the patient on one of the user's
+//! teams). Then its messages drive the visit's [`Room`] in the relay.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::rejection::ExtensionRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::auth::{Principal, check_patient};
+use super::live::same_origin;
+use super::routes::{ApiResult, patient_id};
+use super::{ApiError, AppState};
+use crate::domain::now_ms;
+use crate::registry::AuditEntry;
+use crate::video::relay::{Out, Pid, RelayError, Room};
+use crate::video::token::JoinRole;
+use crate::video::visits::is_visit_id;
+
+/// How long a new socket has to send `join`.
+const JOIN_WITHIN: Duration = Duration::from_secs(10);
+/// How long a started visit whose last participant left stays open for a rejoin before it is
+/// ended (with the time the last one left).
+pub(crate) const EMPTY_END_AFTER: Duration = Duration::from_secs(300);
+
+/// `GET /visits/{id}/signal`.
+pub(super) async fn signal(
+    State(s): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    principal: Result<Extension<Principal>, ExtensionRejection>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let ws = ws.map_err(|e| ApiError::BadRequest(format!("not a WebSocket request: {e}")))?;
+    if !is_visit_id(&id) {
+        return Err(ApiError::BadRequest(format!(
+            "{id:?} is not a visit id like vis_<32 hex digits>"
+        )));
+    }
+    // A session rides on the cookie: only Vigil's own pages may use it.
+    let principal = principal.ok().map(|Extension(p)| p);
+    if principal.is_some() && !same_origin(&headers) {
+        return Err(ApiError::Forbidden(
+            "a visit's signalling opens only from Vigil's own pages".into(),
+        ));
+    }
+    Ok(ws
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| connection(socket, s, id, principal, addr)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum In {
+    Join {
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    Offer {
+        sdp: String,
+    },
+    Answer {
+        sdp: String,
+    },
+    Candidate {
+        candidate: Option<webrtc::peer_connection::RTCIceCandidateInit>,
+    },
+    Mute {
+        #[serde(default)]
+        audio: bool,
+        #[serde(default)]
+        video: bool,
+    },
+    Admit {
+        participant: String,
+    },
+    Leave,
+    End,
+}
+
+fn parse(text: &str) -> Result<In, String> {
+    serde_json::from_str(text).map_err(|e| {
+        let v: Option<Value> = serde_json::from_str(text).ok();
+        match v
+            .as_ref()
+            .and_then(|v| v.get("type"))
+            .and_then(Value::as_str)
+        {
+            Some(t) => format!("a {t:?} message that does not fit the protocol: {e}"),
+            None => "every message is a JSON object with a \"type\"".to_string(),
+        }
+    })
+}
+
+/// Who joined.
+struct Joined {
+    role: JoinRole,
+    /// For the record and the audit trail: the user, or `visit-link:<role>`.
+    actor: String,
+    name: String,
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let msg = json!({"type": "error", "message": reason}).to_string();
+    let _ = socket.send(Message::Text(msg.into())).await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: truncate(reason).into(),
+        })))
+        .await;
+}
+
+/// A close reason fits in 123 bytes.
+fn truncate(s: &str) -> String {
+    let mut end = s.len().min(120);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+fn clean_name(name: Option<String>, fallback: &str) -> String {
+    let n: String = name
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(60)
+        .collect();
+    let n = n.trim();
+    if n.is_empty() {
+        fallback.to_owned()
+    } else {
+        n.to_owned()
+    }
+}
+
+/// The first message: who is this?
+async fn authenticate(
+    socket: &mut WebSocket,
+    s: &AppState,
+    id: &str,
+    principal: Option<&Principal>,
+) -> Result<(Joined, crate::video::visits::Visit), (u16, String)> {
+    let first = match tokio::time::timeout(JOIN_WITHIN, socket.recv()).await {
+        Ok(Some(Ok(Message::Text(t)))) => t,
+        Ok(_) => return Err((4001, "the first message must be a join".into())),
+        Err(_) => return Err((4001, "no join message within 10 s".into())),
+    };
+    let (token, name) = match parse(&first) {
+        Ok(In::Join { token, name }) => (token, name),
+        Ok(_) => return Err((4001, "the first message must be a join".into())),
+        Err(e) => return Err((4001, e)),
+    };
+    let visit = s
+        .registry
+        .visit(id.to_owned(), now_ms())
+        .await
+        .map_err(|e| (1011, format!("the visit could not be read: {e}")))?
+        .ok_or((4004, format!("visit {id} not found")))?;
+    let joined = if let Some(token) = token {
+        let claims = s
+            .visit_key
+            .verify(token.trim(), id, now_ms() / 1000)
+            .map_err(|e| (4001, e.to_string()))?;
+        let role = claims.r;
+        Joined {
+            role,
+            actor: format!("visit-link:{}", role.as_str()),
+            name: clean_name(name, role.as_str()),
+        }
+    } else if let Some(p) = principal {
+        let patient = patient_id(&visit.patient_id)
+            .map_err(|_| (4004, "the visit's patient is unknown".to_string()))?;
+        check_patient(s, p, &patient).await.map_err(|e| match e {
+            ApiError::NotFound(m) => (4004, m),
+            ApiError::Forbidden(m) => (4003, m),
+            _ => (1011, "the visit could not be checked".to_string()),
+        })?;
+        Joined {
+            role: JoinRole::Clinician,
+            actor: p.name.clone(),
+            name: clean_name(name, &p.name),
+        }
+    } else {
+        return Err((
+            4001,
+            "a visit link or a dashboard session is needed to join".into(),
+        ));
+    };
+    match visit.status {
+        "ended" => Err((4009, "this visit has ended".into())),
+        "expired" => Err((
+            4009,
+            "this visit expired before it started; start a new one".into(),
+        )),
+        _ => Ok((joined, visit)),
+    }
+}
+
+async fn audit(s: &AppState, actor: &str, action: &str, patient: &str, id: &str, remote: &str) {
+    let Ok(patient) = patient_id(patient) else {
+        return;
+    };
+    let entry = AuditEntry {
+        actor,
+        action,
+        patient_id: Some(&patient),
+        target: &format!("visit/{id}"),
+        remote,
+    };
+    if let Err(e) = s.registry.audit(entry, now_ms()).await {
+        tracing::warn!(error = %e, action, "audit line not written");
+    }
+}
+
+async fn connection(
+    mut socket: WebSocket,
+    s: AppState,
+    id: String,
+    principal: Option<Principal>,
+    addr: SocketAddr,
+) {
+    let remote = addr.ip().to_string();
+    let (joined, visit) = match authenticate(&mut socket, &s, &id, principal.as_ref()).await {
+        Ok(j) => j,
+        Err((code, why)) => {
+            tracing::info!(visit = %id, %remote, code, reason = %why, "visit signalling refused");
+            close(&mut socket, code, &why).await;
+            return;
+        }
+    };
+    let patient = visit.patient_id.clone();
+    audit(&s, &joined.actor, "visit.join", &patient, &id, &remote).await;
+    let (out_tx, mut out_rx) = mpsc::channel::<Out>(64);
+    let (room, pid) = match s.rooms.enter(&id, joined.role, joined.name.clone(), out_tx) {
+        Ok(x) => x,
+        Err(e) => {
+            let code = if e == RelayError::Ended { 4009 } else { 4029 };
+            close(&mut socket, code, &e.to_string()).await;
+            return;
+        }
+    };
+    tracing::info!(visit = %id, participant = pid, role = joined.role.as_str(), "joined a visit");
+    let hello = json!({
+        "type": "hello",
+        "participant": format!("p{pid}"),
+        "role": joined.role.as_str(),
+        "visit": visit,
+        "ice_servers": crate::video::ice::ice_servers(&s.video, &format!("{id}-p{pid}"), now_ms() / 1000),
+    });
+    room.send_to(pid, hello);
+    if room.is_waiting(pid) {
+        room.send_to(pid, json!({"type": "waiting"}));
+    } else {
+        room.send_to(pid, json!({"type": "admitted"}));
+    }
+    room.broadcast_roster();
+
+    let ctx = Ctx {
+        s: &s,
+        room: &room,
+        pid,
+        joined: &joined,
+        id: &id,
+        patient: &patient,
+        remote: &remote,
+    };
+    loop {
+        tokio::select! {
+            out = out_rx.recv() => match out {
+                Some(Out::Text(t)) => {
+                    if socket.send(Message::Text(t.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Out::Close(code, reason)) => {
+                    let _ = socket
+                        .send(Message::Close(Some(CloseFrame { code, reason: truncate(&reason).into() })))
+                        .await;
+                    break;
+                }
+                None => break,
+            },
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(t))) => match parse(&t) {
+                    Ok(In::Leave) => break,
+                    Ok(m) => {
+                        if let Err(why) = ctx.handle(m).await {
+                            room.send_to(pid, json!({"type": "error", "message": why}));
+                        }
+                    }
+                    Err(why) => room.send_to(pid, json!({"type": "error", "message": why})),
+                },
+                Some(Ok(Message::Binary(_))) => {
+                    room.send_to(pid, json!({"type": "error", "message": "messages are JSON text"}));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            },
+        }
+    }
+    drop(socket);
+    tracing::info!(visit = %id, participant = pid, "left a visit");
+    if s.rooms.leave(&room, pid).await {
+        end_when_still_empty(s.clone(), id, now_ms());
+    }
+}
+
+/// A started visit whose call emptied is ended after [`EMPTY_END_AFTER`] unless someone is back
+/// by then; its end is the time the last participant left.
+fn end_when_still_empty(s: AppState, id: String, left_ms: i64) {
+    tokio::spawn(async move {
+        tokio::time::sleep(EMPTY_END_AFTER).await;
+        if s.rooms.occupied(&id) {
+            return;
+        }
+        match s.registry.visit(id.clone(), now_ms()).await {
+            Ok(Some(v)) if v.status == "in_progress" => {
+                if let Err(e) = s
+                    .registry
+                    .end_visit(id.clone(), "vigil (everyone left)".into(), left_ms)
+                    .await
+                {
+                    tracing::warn!(visit = %id, error = %e, "an emptied visit could not be ended");
+                }
+            }
+            _ => {}
+        }
+    });
+}
+
+struct Ctx<'a> {
+    s: &'a AppState,
+    room: &'a Arc<Room>,
+    pid: Pid,
+    joined: &'a Joined,
+    id: &'a str,
+    patient: &'a str,
+    remote: &'a str,
+}
+
+impl Ctx<'_> {
+    async fn handle(&self, m: In) -> Result<(), String> {
+        let err = |e: RelayError| e.to_string();
+        match m {
+            In::Join { .. } => Err("already joined".into()),
+            In::Offer { sdp } => self.room.offer(self.pid, sdp).await.map_err(err),
+            In::Answer { sdp } => self.room.answer(self.pid, sdp).map_err(err),
+            In::Candidate { candidate } => {
+                self.room.candidate(self.pid, candidate).await.map_err(err)
+            }
+            In::Mute { audio, video } => {
+                self.room.mute(self.pid, audio, video);
+                Ok(())
+            }
+            In::Admit { participant } => {
+                let target: Pid = participant
+                    .strip_prefix('p')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| format!("{participant:?} is not a participant id like p2"))?;
+                let first = self.room.admit(self.pid, target).map_err(err)?;
+                audit(
+                    self.s,
+                    &self.joined.actor,
+                    "visit.admit",
+                    self.patient,
+                    self.id,
+                    self.remote,
+                )
+                .await;
+                if first {
+                    self.s
+                        .registry
+                        .start_visit(self.id.to_owned(), self.joined.actor.clone(), now_ms())
+                        .await
+                        .map_err(|e| format!("the visit's start was not recorded: {e}"))?;
+                }
+                Ok(())
+            }
+            In::End => {
+                if self.joined.role != JoinRole::Clinician {
+                    return Err("only a clinician can end the visit".into());
+                }
+                self.s
+                    .registry
+                    .end_visit(self.id.to_owned(), self.joined.actor.clone(), now_ms())
+                    .await
+                    .map_err(|e| format!("the visit's end was not recorded: {e}"))?;
+                audit(
+                    self.s,
+                    &self.joined.actor,
+                    "visit.end",
+                    self.patient,
+                    self.id,
+                    self.remote,
+                )
+                .await;
+                let rooms = self.s.rooms.clone();
+                let id = self.id.to_owned();
+                // Not awaited here: ending closes this very socket's room.
+                tokio::spawn(async move { rooms.end(&id, "the clinician ended the visit").await });
+                Ok(())
+            }
+            In::Leave => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_parse_or_say_why() {
+        assert!(matches!(
+            parse(r#"{"type":"join","token":"v1.a.b"}"#),
+            Ok(In::Join {
+                token: Some(_),
+                name: None
+            })
+        ));
+        assert!(matches!(
+            parse(r#"{"type":"candidate","candidate":null}"#),
+            Ok(In::Candidate { candidate: None })
+        ));
+        let c = parse(
+            r#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
+        );
+        assert!(
+            matches!(c, Ok(In::Candidate { candidate: Some(ref c) }) if c.sdp_mid.as_deref() == Some("0"))
+        );
+        assert!(matches!(
+            parse(r#"{"type":"mute","audio":true}"#),
+            Ok(In::Mute {
+                audio: true,
+                video: false
+            })
+        ));
+        assert!(
+            parse(r#"{"type":"offer"}"#)
+                .unwrap_err()
+                .contains("\"offer\"")
+        );
+        assert!(parse("[1]").unwrap_err().contains("JSON object"));
+        assert!(parse(r#"{"type":"dance"}"#).is_err());
+    }
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(clean_name(Some("  Ana\u{7}  ".into()), "patient"), "Ana");
+        assert_eq!(clean_name(None, "guest"), "guest");
+        assert_eq!(clean_name(Some("x".repeat(200)), "g").len(), 60);
+        assert_eq!(truncate(&"é".repeat(100)).len(), 120);
+    }
+}
