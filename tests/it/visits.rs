@@ -152,3 +152,260 @@ async fn join_links_open_their_own_visit_and_nothing_else() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     g.stop().await;
 }
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a visit's signalling socket (with a bearer token when given) and sends `join`.
+async fn signal(g: &Gateway, visit: &str, bearer: Option<&str>, join: Value) -> Ws {
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{}/api/v1/visits/{visit}/signal", g.http)
+        .into_client_request()
+        .unwrap();
+    if let Some(b) = bearer {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {b}").parse().unwrap());
+    }
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        join.to_string().into(),
+    ))
+    .await
+    .unwrap();
+    ws
+}
+
+/// The next message of type `kind` (others are skipped), or the close frame's code and reason
+/// as `{"type":"close","code","reason"}`.
+async fn next(ws: &mut Ws, kind: &str) -> Value {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["type"] == kind {
+                        return v;
+                    }
+                }
+                Some(Ok(Message::Close(f))) => {
+                    let v = json!({"type": "close", "code": f.as_ref().map(|f| u16::from(f.code)), "reason": f.map(|f| f.reason.to_string())});
+                    if kind == "close" {
+                        return v;
+                    }
+                    panic!("closed while waiting for {kind}: {v}");
+                }
+                Some(Ok(_)) => {}
+                other => panic!("socket ended while waiting for {kind}: {other:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {kind} within 10 s"))
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    use futures_util::SinkExt as _;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        v.to_string().into(),
+    ))
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn signalling_admits_from_the_waiting_room_and_refuses_bad_links() {
+    let g = Gateway::start_with(|c| c.video.bind_ip = [127, 0, 0, 1].into()).await;
+    let api = &g.client;
+    let (s, _) = api
+        .post(
+            "/api/v1/patients",
+            json!({"id": "ps1", "name": "Patient ps1", "care_team": "north"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, v) = api
+        .post("/api/v1/visits", json!({"patient_id": "ps1"}))
+        .await;
+    let visit = v["id"].as_str().unwrap().to_owned();
+    let (_, pt) = parts(v["patient_join_url"].as_str().unwrap());
+    let (_, v2) = api
+        .post("/api/v1/visits", json!({"patient_id": "ps1"}))
+        .await;
+    let (_, other_pt) = parts(v2["patient_join_url"].as_str().unwrap());
+
+    // Bad links: refused in words, closed with 4001; no link and no session: 4001 too.
+    let mut tampered = pt.clone().into_bytes();
+    let i = tampered.len() - 3;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    for (token, why) in [
+        (Some(tampered.as_str()), "signature does not match"),
+        (Some(other_pt.as_str()), "for another visit"),
+        (None, "a visit link or a dashboard session is needed"),
+    ] {
+        let mut ws = signal(&g, &visit, None, json!({"type": "join", "token": token})).await;
+        let e = next(&mut ws, "error").await;
+        assert!(e["message"].as_str().unwrap().contains(why), "{e}");
+        assert_eq!(next(&mut ws, "close").await["code"], 4001);
+    }
+    // Not a join first: refused.
+    let mut ws = signal(&g, &visit, None, json!({"type": "offer", "sdp": "v=0"})).await;
+    assert_eq!(next(&mut ws, "close").await["code"], 4001);
+
+    // The patient waits; the clinician (here the admin's bearer token, as the dashboard's
+    // session would) is admitted at once and sees the patient waiting.
+    let mut patient = signal(
+        &g,
+        &visit,
+        None,
+        json!({"type": "join", "token": pt, "name": "Ana"}),
+    )
+    .await;
+    let hello = next(&mut patient, "hello").await;
+    assert_eq!(hello["role"], "patient");
+    assert_eq!(hello["visit"]["id"], visit.as_str());
+    assert_eq!(hello["ice_servers"], json!([]));
+    next(&mut patient, "waiting").await;
+    // A waiting patient cannot offer yet.
+    send(&mut patient, json!({"type": "offer", "sdp": "v=0"})).await;
+    assert!(
+        next(&mut patient, "error").await["message"]
+            .as_str()
+            .unwrap()
+            .contains("admitted")
+    );
+
+    let mut clin = signal(&g, &visit, Some(TOKEN), json!({"type": "join"})).await;
+    let ch = next(&mut clin, "hello").await;
+    assert_eq!(ch["role"], "clinician");
+    next(&mut clin, "admitted").await;
+    let roster = next(&mut clin, "participants").await;
+    let waiting: Vec<&Value> = roster["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "waiting")
+        .collect();
+    assert_eq!(waiting.len(), 1, "{roster}");
+    assert_eq!(
+        (waiting[0]["name"].as_str(), waiting[0]["role"].as_str()),
+        (Some("Ana"), Some("patient"))
+    );
+    let pid = waiting[0]["id"].as_str().unwrap().to_owned();
+
+    // The patient cannot admit; the clinician can, once.
+    send(&mut patient, json!({"type": "admit", "participant": pid})).await;
+    assert!(
+        next(&mut patient, "error").await["message"]
+            .as_str()
+            .unwrap()
+            .contains("only a clinician")
+    );
+    send(&mut clin, json!({"type": "admit", "participant": pid})).await;
+    next(&mut patient, "admitted").await;
+    let (_, v) = api.get(&format!("/api/v1/visits/{visit}")).await;
+    assert_eq!(v["status"], "in_progress", "{v}");
+    send(&mut clin, json!({"type": "admit", "participant": pid})).await;
+    assert!(
+        next(&mut clin, "error").await["message"]
+            .as_str()
+            .unwrap()
+            .contains("not waiting")
+    );
+
+    // Mute shows in the others' roster.
+    send(
+        &mut patient,
+        json!({"type": "mute", "audio": true, "video": false}),
+    )
+    .await;
+    let r = loop {
+        let r = next(&mut clin, "participants").await;
+        if r["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == pid.as_str() && p["audio"] == true)
+        {
+            break r;
+        }
+    };
+    assert!(
+        r["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["video"] == false)
+    );
+
+    // Nonsense is answered with a reason, and the socket stays open.
+    send(&mut patient, json!({"type": "dance"})).await;
+    next(&mut patient, "error").await;
+    send(
+        &mut patient,
+        json!({"type": "mute", "audio": false, "video": false}),
+    )
+    .await;
+    next(&mut patient, "participants").await;
+
+    // The clinician ends the visit: everyone is told; it is on the record; links stop working.
+    send(&mut clin, json!({"type": "end"})).await;
+    assert!(
+        next(&mut patient, "ended").await["reason"]
+            .as_str()
+            .unwrap()
+            .contains("ended")
+    );
+    let (_, v) = api.get(&format!("/api/v1/visits/{visit}")).await;
+    assert_eq!(v["status"], "ended", "{v}");
+    let mut late = signal(&g, &visit, None, json!({"type": "join", "token": pt})).await;
+    assert_eq!(next(&mut late, "close").await["code"], 4009);
+    let (_, rec) = api.get("/api/v1/patients/ps1/record").await;
+    let kinds: Vec<&str> = rec["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .filter(|k| k.starts_with("visit."))
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "visit.started").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "visit.ended").count(),
+        1,
+        "{kinds:?}"
+    );
+
+    // A guest link: its own role, refused once the visit has ended.
+    let (s, v) = api
+        .post(
+            &format!("/api/v1/visits/{}/links", v2["id"].as_str().unwrap()),
+            json!({"role": "guest"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, gt) = parts(v["join_url"].as_str().unwrap());
+    let (s, j) = join(&g, v2["id"].as_str().unwrap(), &gt).await;
+    assert_eq!((s, j["role"].as_str()), (StatusCode::OK, Some("guest")));
+    let (s, _) = api
+        .post(
+            &format!("/api/v1/visits/{visit}/links"),
+            json!({"role": "guest"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = api
+        .post(
+            &format!("/api/v1/visits/{visit}/links"),
+            json!({"role": "boss"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    g.stop().await;
+}
