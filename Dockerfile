@@ -28,6 +28,6 @@ RUN groupadd --system --gid 1883 vigil \
 COPY --from=build /src/target/release/vigil /usr/local/bin/vigil
 USER vigil
 VOLUME ["/var/lib/vigil"]
-EXPOSE 1883 8080
+EXPOSE 1883 8080 40000-40099/udp
 ENTRYPOINT ["/usr/local/bin/vigil"]
 CMD ["serve", "--data-dir", "/var/lib/vigil", "--http-listen", "0.0.0.0:8080"]

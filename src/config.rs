@@ -661,7 +661,8 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> Result<(), Con
     if path.iter().any(String::is_empty) {
         return Err(invalid(name, "expected VIGIL_<SECTION>__<KEY>"));
     }
-    // Numbers and booleans keep their type; everything else is a string.
+    // Numbers, booleans and TOML arrays (`["a", "b"]`) keep their type; everything else is a
+    // string.
     let parsed = match value.parse::<toml::Value>() {
         Ok(v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_))) => v,
         _ => format!("v = {value}")
@@ -671,7 +672,10 @@ fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> Result<(), Con
             .filter(|v| {
                 matches!(
                     v,
-                    toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_)
+                    toml::Value::Integer(_)
+                        | toml::Value::Boolean(_)
+                        | toml::Value::Float(_)
+                        | toml::Value::Array(_)
                 )
             })
             .unwrap_or_else(|| toml::Value::String(value.to_owned())),
@@ -703,6 +707,27 @@ mod tests {
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
             &Overrides::default(),
         )
+    }
+
+    #[test]
+    fn lists_come_from_the_environment_as_toml_arrays() {
+        let c = load(
+            "",
+            &[
+                ("VIGIL_VIDEO__PUBLIC_IPS", r#"["203.0.113.5"]"#),
+                ("VIGIL_VIDEO__UDP_PORTS", "41000-41099"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.video.public_ips,
+            vec!["203.0.113.5".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert_eq!(c.video.port_range().unwrap(), 41000..=41099);
+        let e = load("", &[("VIGIL_VIDEO__UDP_PORTS", "41099-41000")]).unwrap_err();
+        assert!(e.to_string().contains("video.udp_ports"), "{e}");
+        let e = load("[video]\nturn_urls = [\"turn:t.example:3478\"]\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("video.turn_secret"), "{e}");
     }
 
     #[test]
