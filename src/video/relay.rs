@@ -725,8 +725,12 @@ impl Room {
             let _ = pc.close().await;
         }
         let readers = lock(&self.readers).remove(&pid).unwrap_or_default();
-        for r in readers {
-            let _ = r.await; // ends by itself once the connection is closed
+        for mut r in readers {
+            // Ends by itself once the connection is closed; never wait on it forever.
+            if tokio::time::timeout(Duration::from_secs(2), &mut r).await.is_err() {
+                tracing::warn!(visit = %self.visit_id, participant = pid, "a track reader outlived its connection; aborted");
+                r.abort();
+            }
         }
         lock(&self.published).retain(|pb| pb.from != pid);
         let ending = self.ended.load(Ordering::Acquire);
