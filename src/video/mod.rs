@@ -6,6 +6,7 @@
 //! - [`visits`]: the visits and their record entries, in `registry.db`.
 //! - [`relay`]: the media relay (SFU), one [`relay::Room`] per visit's call.
 //! - [`rtc_setup`]: how the relay's peer connections are built (codecs, interceptors, ports).
+//! - [`signal`]: the signalling messages (pure).
 //! - [`ice`]: the STUN/TURN servers handed to browsers, with TURN REST credentials.
 //!
 //! The relay knows nothing of patients: the signalling socket (`web::signal`) decides who may
@@ -14,5 +15,6 @@
 pub mod ice;
 pub mod relay;
 pub mod rtc_setup;
+pub mod signal;
 pub mod token;
 pub mod visits;

@@ -727,7 +727,10 @@ impl Room {
         let readers = lock(&self.readers).remove(&pid).unwrap_or_default();
         for mut r in readers {
             // Ends by itself once the connection is closed; never wait on it forever.
-            if tokio::time::timeout(Duration::from_secs(2), &mut r).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(2), &mut r)
+                .await
+                .is_err()
+            {
                 tracing::warn!(visit = %self.visit_id, participant = pid, "a track reader outlived its connection; aborted");
                 r.abort();
             }

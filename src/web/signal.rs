@@ -13,8 +13,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::auth::{Principal, check_patient};
@@ -24,6 +23,7 @@ use super::{ApiError, AppState};
 use crate::domain::now_ms;
 use crate::registry::AuditEntry;
 use crate::video::relay::{Out, Pid, RelayError, Room};
+use crate::video::signal::{In, parse};
 use crate::video::token::JoinRole;
 use crate::video::visits::is_visit_id;
 
@@ -58,51 +58,6 @@ pub(super) async fn signal(
     Ok(ws
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| connection(socket, s, id, principal, addr)))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum In {
-    Join {
-        #[serde(default)]
-        token: Option<String>,
-        #[serde(default)]
-        name: Option<String>,
-    },
-    Offer {
-        sdp: String,
-    },
-    Answer {
-        sdp: String,
-    },
-    Candidate {
-        candidate: Option<webrtc::peer_connection::RTCIceCandidateInit>,
-    },
-    Mute {
-        #[serde(default)]
-        audio: bool,
-        #[serde(default)]
-        video: bool,
-    },
-    Admit {
-        participant: String,
-    },
-    Leave,
-    End,
-}
-
-fn parse(text: &str) -> Result<In, String> {
-    serde_json::from_str(text).map_err(|e| {
-        let v: Option<Value> = serde_json::from_str(text).ok();
-        match v
-            .as_ref()
-            .and_then(|v| v.get("type"))
-            .and_then(Value::as_str)
-        {
-            Some(t) => format!("a {t:?} message that does not fit the protocol: {e}"),
-            None => "every message is a JSON object with a \"type\"".to_string(),
-        }
-    })
 }
 
 /// Who joined.
@@ -423,41 +378,6 @@ impl Ctx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn messages_parse_or_say_why() {
-        assert!(matches!(
-            parse(r#"{"type":"join","token":"v1.a.b"}"#),
-            Ok(In::Join {
-                token: Some(_),
-                name: None
-            })
-        ));
-        assert!(matches!(
-            parse(r#"{"type":"candidate","candidate":null}"#),
-            Ok(In::Candidate { candidate: None })
-        ));
-        let c = parse(
-            r#"{"type":"candidate","candidate":{"candidate":"candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
-        );
-        assert!(
-            matches!(c, Ok(In::Candidate { candidate: Some(ref c) }) if c.sdp_mid.as_deref() == Some("0"))
-        );
-        assert!(matches!(
-            parse(r#"{"type":"mute","audio":true}"#),
-            Ok(In::Mute {
-                audio: true,
-                video: false
-            })
-        ));
-        assert!(
-            parse(r#"{"type":"offer"}"#)
-                .unwrap_err()
-                .contains("\"offer\"")
-        );
-        assert!(parse("[1]").unwrap_err().contains("JSON object"));
-        assert!(parse(r#"{"type":"dance"}"#).is_err());
-    }
 
     #[test]
     fn names_are_trimmed_and_bounded() {
