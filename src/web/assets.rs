@@ -1,5 +1,6 @@
-//! The clinician dashboard's files: `GET /` (the page) and `GET /assets/{path}`, embedded at
-//! build time (see `build.rs`), with the security headers every response carries.
+//! The clinician dashboard's files: `GET /` (the page), `GET /visit/{id}` (the video visit page a
+//! join link opens) and `GET /assets/{path}`, embedded at build time (see `build.rs`), with the
+//! security headers every response carries.
 //!
 //! For work on the dashboard, `VIGIL_DASHBOARD_DIR` names a `dashboards/web` directory to
 //! serve from disk instead, so a page edit needs a reload, not a rebuild.
@@ -121,6 +122,14 @@ pub(super) async fn index(headers: HeaderMap) -> Response {
     serve("index.html", &headers)
 }
 
+/// `GET /visit/{id}`: the page a visit's join link opens, for patients and guests on any browser.
+/// It needs no session: the join token sits in the URL's fragment, which never reaches the
+/// server, and the page presents it to the API itself. The page is the same for every visit, so
+/// the id is not looked at here (the API checks it with the token).
+pub(super) async fn visit_page(headers: HeaderMap) -> Response {
+    serve("visit.html", &headers)
+}
+
 /// `GET /assets/{*path}`.
 pub(super) async fn asset(UrlPath(path): UrlPath<String>, headers: HeaderMap) -> Response {
     serve(&path, &headers)
@@ -145,6 +154,10 @@ mod tests {
         assert!(
             ASSETS.iter().any(|(n, _)| *n == "index.html"),
             "dashboards/web/src/index.html is embedded"
+        );
+        assert!(
+            ASSETS.iter().any(|(n, _)| *n == "visit.html"),
+            "dashboards/web/src/visit.html (the visit page) is embedded"
         );
         assert!(
             ASSETS.iter().any(|(n, _)| *n == "vendor/uPlot.esm.js"),

@@ -1,5 +1,6 @@
 //! The HTTP side: `/healthz`, `/metrics`, the JSON API under `/api/v1` (with the live
-//! WebSocket at `/api/v1/live`) and the clinician dashboard at `/`.
+//! WebSocket at `/api/v1/live`), the clinician dashboard at `/` and the video visit page at
+//! `/visit/{id}`.
 //!
 //! Every `/api/v1` route but sign-in sits behind [`auth::require`]; an unknown path under it
 //! answers 401 to a stranger, not 404, so the route table cannot be probed. Every read of a
@@ -81,6 +82,7 @@ pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/metrics", get(routes::metrics))
         .route("/", get(assets::index))
+        .route("/visit/{id}", get(assets::visit_page))
         .route("/assets/{*path}", get(assets::asset))
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::NotFound("not found".into()) })

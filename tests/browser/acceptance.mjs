@@ -288,9 +288,15 @@ try {
     await page.waitForSelector('#plan-form .msg.ok', { timeout: 10000 });
     await page.waitForSelector('.chart[data-metric="spo2"] .thresholds:has-text("spo2-low")', { timeout: 10000 });
     await page.waitForSelector('.tl-item[data-kind="care_plan.updated"]', { timeout: 10000 });
-    // Video visits: either a visit opens, or the page says they are not available.
+    // Video visits: the visit opens in the dashboard with the patient's link to send (the call
+    // itself is tests/browser/visit.mjs); leaving the page leaves the call.
     await page.click('#start-visit');
-    const visit = await page.waitForSelector('.head-actions .msg:not(:empty)', { timeout: 10000 }).then((e) => e.textContent());
+    await page.waitForURL(/#\/visits\/vis_[0-9a-f]{32}$/, { timeout: 10000 });
+    const link = await page.waitForSelector('#visit-patient-link', { timeout: 10000 }).then((e) => e.inputValue());
+    if (!/\/visit\/vis_[0-9a-f]{32}#./.test(link)) throw new Error(`the patient's link is ${link}`);
+    const visit = new URL(link).pathname;
+    await page.evaluate((p) => { location.hash = `#/patients/${p}`; }, pid);
+    await page.waitForSelector('#start-visit', { timeout: 10000 });
     return { team, patient: pid, device: dev, duplicate_refused: dupError, plan_refused: planError, visit };
   });
 

@@ -14,7 +14,16 @@ export function need(name) {
   return v;
 }
 
-export async function launch() {
+/**
+ * Chromium flags for video calls: a fake camera (a test pattern) and microphone (a beep),
+ * permission prompts answered "allow", real host candidates instead of mDNS names, and ICE
+ * over the loopback interface (the test's relay binds 127.0.0.1).
+ */
+export const FAKE_MEDIA_ARGS = ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  '--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection'];
+
+/** `opts.args`: more Chromium flags (FAKE_MEDIA_ARGS for the video visit test). */
+export async function launch(opts = {}) {
   if (!fs.existsSync(CHROMIUM)) {
     throw new Error(`${CHROMIUM} is missing: install Debian's chromium (./scripts/test does)`);
   }
@@ -22,13 +31,16 @@ export async function launch() {
     executablePath: CHROMIUM,
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--autoplay-policy=no-user-gesture-required'],
+      '--disable-sync', '--no-first-run', '--autoplay-policy=no-user-gesture-required', ...(opts.args || [])],
   });
 }
 
-/** A new page at 1280x800 that records console errors, page errors and CSP violations. */
-export async function newPage(browser, problems) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+/**
+ * A new page (in a context of its own) that records console errors, page errors and CSP
+ * violations. 1280x800 unless `contextOpts` says otherwise (a phone: viewport, isMobile, hasTouch).
+ */
+export async function newPage(browser, problems, contextOpts = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, ...contextOpts });
   const page = await context.newPage();
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => {

@@ -19,12 +19,12 @@ const ADMIN: (&str, &str) = ("dr-admin", "correct horse battery staple 1");
 const CLINICIAN: (&str, &str) = ("nurse-north", "north ward night shift 2");
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-fn browser_dir() -> PathBuf {
+pub(crate) fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
 /// Fails with what to install when a tool the browser test needs is missing.
-fn require_tools() {
+pub(crate) fn require_tools() {
     let mut missing = Vec::new();
     if std::process::Command::new("node")
         .arg("--version")

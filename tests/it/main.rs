@@ -16,5 +16,6 @@ mod influx;
 mod ingest;
 mod mqtt_rules;
 mod tls;
+mod visit_browser;
 mod visits;
 mod web;

@@ -27,9 +27,10 @@ export function setUnauthorizedHandler(fn) {
  * Calls `method path` with an optional JSON body. Resolves to the parsed body (null for 204);
  * rejects with an ApiError carrying the server's one-sentence reason.
  * `opts.quiet401`: a 401 is the caller's business (sign-in, session probe), not a sign-out.
+ * `opts.headers`: more request headers (the visit page's `Authorization: Visit <token>`).
  */
 export async function api(method, path, body = undefined, opts = {}) {
-  const headers = { Accept: 'application/json' };
+  const headers = { Accept: 'application/json', ...(opts.headers || {}) };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (method !== 'GET' && method !== 'HEAD' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
   let resp;

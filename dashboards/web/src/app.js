@@ -1,6 +1,6 @@
 // Vigil's clinician dashboard: the shell. Restores the session, signs in and out, routes by the
-// URL hash (#/panel, #/inbox, #/patients/{id}, #/admin — every page is served by "/"), owns the
-// live feed and the store, and makes a new high alert impossible to miss.
+// URL hash (#/panel, #/inbox, #/patients/{id}, #/visits/{id}, #/admin — every page is served by
+// "/"), owns the live feed and the store, and makes a new high alert impossible to miss.
 
 import { ApiError, del, get, post, setCsrfToken, setUnauthorizedHandler } from './api.js';
 import { AdminView } from './admin.js';
@@ -9,6 +9,7 @@ import { Live } from './live.js';
 import { PanelView } from './panel.js';
 import { PatientView } from './patient.js';
 import { Store } from './store.js';
+import { VisitView } from './visitview.js';
 import { announce, clear, field, h, messageLine, refreshAges } from './util.js';
 
 const main = document.getElementById('main');
@@ -26,6 +27,7 @@ window.vigil = {
   get store() { return state.store; },
   get liveState() { return conn.dataset.state; },
   dropLive: () => state.live?.drop(),
+  visit: null, // the open video visit view (visitview.js sets it)
 };
 
 setUnauthorizedHandler(() => {
@@ -275,6 +277,14 @@ function route() {
     case 'patients':
       if (parts[1]) {
         state.view = new PatientView(container, state.store, decodeURIComponent(parts[1]), ctx);
+        break;
+      }
+      location.replace('#/panel');
+      return;
+    case 'visits':
+      if (parts[1]) {
+        document.title = 'Video visit · Vigil';
+        state.view = new VisitView(container, state.store, decodeURIComponent(parts[1]), ctx);
         break;
       }
       location.replace('#/panel');

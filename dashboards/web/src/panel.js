@@ -122,91 +122,11 @@ export class PanelView {
   }
 
   buildTile(p) {
-    const nameId = `tile-${cssId(p.id)}-name`;
-    const el = h('article', { class: 'tile', role: 'listitem', 'aria-labelledby': nameId, dataset: { patientId: p.id } });
-    const link = h('a', { href: `#/patients/${encodeURIComponent(p.id)}`, id: nameId }, p.name || p.id);
-    const badge = h('span', { class: 'badge' });
-    const staleBadge = h('span', { class: 'badge stale', hidden: true }, 'Stale');
-    const alertLine = h('p', { class: 'alert-line' });
-    const vitals = h('dl', { class: 'vitals' });
-    const foot = h('p', { class: 'tile-foot' });
-    el.append(
-      h('div', { class: 'tile-head' }, h('h2', {}, link), h('span', { class: 'badges' }, badge, staleBadge)),
-      alertLine, vitals, foot,
-    );
-    const tile = { el, link, badge, staleBadge, alertLine, vitals, foot, rows: new Map(), key: '' };
-    for (const m of sortMetrics(Object.keys(p.latest))) this.ensureRow(tile, p, m);
-    this.updateTile(tile, p, true);
-    return tile;
-  }
-
-  ensureRow(tile, p, metric) {
-    let row = tile.rows.get(metric);
-    if (row) return row;
-    const v = h('span', { class: 'v' });
-    const u = h('span', { class: 'u' });
-    const agebox = h('span', { class: 'agebox' });
-    const canvas = sparkCanvas(`${metricLabel(metric)}, last 6 hours`);
-    const el = h('div', { class: 'vital', dataset: { metric } },
-      h('dt', { title: metricLabel(metric) }, h('abbr', { title: metricLabel(metric) }, metricShort(metric))),
-      h('dd', {}, v, ' ', u, agebox), h('dd', { class: 'sparkbox' }, canvas));
-    row = { el, v, u, agebox, canvas, time: null };
-    tile.rows.set(metric, row);
-    // Keep the rows in the clinical order.
-    const order = sortMetrics([...tile.rows.keys()]);
-    const next = order[order.indexOf(metric) + 1];
-    tile.vitals.insertBefore(el, next ? tile.rows.get(next).el : null);
-    return row;
+    return buildTile(p);
   }
 
   updateTile(tile, p, first = false) {
-    const changedMetrics = first ? new Set(Object.keys(p.latest)) : (p._changedMetrics || new Set());
-    for (const m of changedMetrics) {
-      const latest = p.latest[m];
-      if (!latest) continue;
-      const row = this.ensureRow(tile, p, m);
-      const text = formatValue(m, latest.value);
-      if (row.v.textContent !== text) {
-        row.v.textContent = text;
-        if (!first && this.flashing) flash(row.v);
-      }
-      const unit = unitLabel(latest.unit, m);
-      if (row.u.textContent !== unit) row.u.textContent = unit;
-      if (row.time !== latest.time) {
-        row.time = latest.time;
-        row.agebox.replaceChildren(ageEl(latest.time, true));
-      }
-    }
-    const sparkMetrics = first ? Object.keys(p.spark) : [...(p._sparkChanged || [])];
-    for (const m of sparkMetrics) {
-      const row = tile.rows.get(m) || (p.spark[m]?.length ? this.ensureRow(tile, p, m) : null);
-      if (row) drawSpark(row.canvas, p.spark[m], !first);
-    }
-    p._changedMetrics = null;
-    p._sparkChanged = null;
-
-    if (first && tile.link.textContent !== (p.name || p.id)) tile.link.textContent = p.name || p.id;
-    if (first || p._alertChanged) {
-      p._alertChanged = false;
-      const a = p.alert;
-      const sev = a ? a.severity : '';
-      tile.el.classList.remove('sev-high', 'sev-medium', 'sev-low');
-      if (sev) tile.el.classList.add(`sev-${sev}`);
-      tile.el.dataset.severity = sev || 'none';
-      tile.badge.hidden = !a;
-      tile.badge.className = `badge sev-${sev}`;
-      const extra = p.open_alerts > 1 ? ` (+${p.open_alerts - 1})` : '';
-      tile.badge.textContent = a ? `${SEVERITY_TEXT[sev] || sev}${a.status === 'acknowledged' ? ', acknowledged' : ''}${extra}` : '';
-      tile.alertLine.textContent = a ? a.message : '';
-      tile.alertLine.hidden = !a;
-    }
-    tile.staleBadge.hidden = !p.stale;
-    tile.el.classList.toggle('is-stale', !!p.stale);
-    if (first || p._devicesChanged) {
-      p._devicesChanged = false;
-      tile.foot.replaceChildren(...deviceSummary(p.devices));
-    }
-    tile.key = sortKey(p);
+    updateTile(tile, p, first, this.flashing);
   }
 
   applyFilter(announceCount, only = null) {
@@ -234,6 +154,105 @@ export class PanelView {
     if (this.summary.textContent !== text) this.summary.textContent = text;
     if (announceCount) announce(text);
   }
+}
+
+/** One patient's tile: name, alert badge, a row per vital (value, unit, age, sparkline), devices. */
+export function buildTile(p) {
+  const nameId = `tile-${cssId(p.id)}-name`;
+  const el = h('article', { class: 'tile', role: 'listitem', 'aria-labelledby': nameId, dataset: { patientId: p.id } });
+  const link = h('a', { href: `#/patients/${encodeURIComponent(p.id)}`, id: nameId }, p.name || p.id);
+  const badge = h('span', { class: 'badge' });
+  const staleBadge = h('span', { class: 'badge stale', hidden: true }, 'Stale');
+  const alertLine = h('p', { class: 'alert-line' });
+  const vitals = h('dl', { class: 'vitals' });
+  const foot = h('p', { class: 'tile-foot' });
+  el.append(
+    h('div', { class: 'tile-head' }, h('h2', {}, link), h('span', { class: 'badges' }, badge, staleBadge)),
+    alertLine, vitals, foot,
+  );
+  const tile = { el, link, badge, staleBadge, alertLine, vitals, foot, rows: new Map(), key: '' };
+  for (const m of sortMetrics(Object.keys(p.latest))) ensureRow(tile, p, m);
+  updateTile(tile, p, true);
+  return tile;
+}
+
+function ensureRow(tile, p, metric) {
+  let row = tile.rows.get(metric);
+  if (row) return row;
+  const v = h('span', { class: 'v' });
+  const u = h('span', { class: 'u' });
+  const agebox = h('span', { class: 'agebox' });
+  const canvas = sparkCanvas(`${metricLabel(metric)}, last 6 hours`);
+  const el = h('div', { class: 'vital', dataset: { metric } },
+    h('dt', { title: metricLabel(metric) }, h('abbr', { title: metricLabel(metric) }, metricShort(metric))),
+    h('dd', {}, v, ' ', u, agebox), h('dd', { class: 'sparkbox' }, canvas));
+  row = { el, v, u, agebox, canvas, time: null };
+  tile.rows.set(metric, row);
+  // Keep the rows in the clinical order.
+  const order = sortMetrics([...tile.rows.keys()]);
+  const next = order[order.indexOf(metric) + 1];
+  tile.vitals.insertBefore(el, next ? tile.rows.get(next).el : null);
+  return row;
+}
+
+/**
+ * Brings a tile up to date with its patient: everything when `first`, else what the store marked
+ * as changed (the marks are consumed). `flashing` highlights changed values.
+ */
+export function updateTile(tile, p, first = false, flashing = false) {
+  const changedMetrics = first ? new Set(Object.keys(p.latest)) : (p._changedMetrics || new Set());
+  for (const m of changedMetrics) {
+    const latest = p.latest[m];
+    if (!latest) continue;
+    const row = ensureRow(tile, p, m);
+    const text = formatValue(m, latest.value);
+    if (row.v.textContent !== text) {
+      row.v.textContent = text;
+      if (!first && flashing) flash(row.v);
+    }
+    const unit = unitLabel(latest.unit, m);
+    if (row.u.textContent !== unit) row.u.textContent = unit;
+    if (row.time !== latest.time) {
+      row.time = latest.time;
+      row.agebox.replaceChildren(ageEl(latest.time, true));
+    }
+  }
+  const sparkMetrics = first ? Object.keys(p.spark) : [...(p._sparkChanged || [])];
+  for (const m of sparkMetrics) {
+    const row = tile.rows.get(m) || (p.spark[m]?.length ? ensureRow(tile, p, m) : null);
+    if (row) drawSpark(row.canvas, p.spark[m], !first);
+  }
+  p._changedMetrics = null;
+  p._sparkChanged = null;
+
+  if (first && tile.link.textContent !== (p.name || p.id)) tile.link.textContent = p.name || p.id;
+  if (first || p._alertChanged) {
+    p._alertChanged = false;
+    const a = p.alert;
+    const sev = a ? a.severity : '';
+    tile.el.classList.remove('sev-high', 'sev-medium', 'sev-low');
+    if (sev) tile.el.classList.add(`sev-${sev}`);
+    tile.el.dataset.severity = sev || 'none';
+    tile.badge.hidden = !a;
+    tile.badge.className = `badge sev-${sev}`;
+    const extra = p.open_alerts > 1 ? ` (+${p.open_alerts - 1})` : '';
+    tile.badge.textContent = a ? `${SEVERITY_TEXT[sev] || sev}${a.status === 'acknowledged' ? ', acknowledged' : ''}${extra}` : '';
+    tile.alertLine.textContent = a ? a.message : '';
+    tile.alertLine.hidden = !a;
+  }
+  tile.staleBadge.hidden = !p.stale;
+  tile.el.classList.toggle('is-stale', !!p.stale);
+  if (first || p._devicesChanged) {
+    p._devicesChanged = false;
+    tile.foot.replaceChildren(...deviceSummary(p.devices));
+  }
+  tile.key = sortKey(p);
+}
+
+
+/** Forgets a tile's sparkline canvases (before it is thrown away). */
+export function forgetTile(tile) {
+  for (const r of tile.rows.values()) forget(r.canvas);
 }
 
 function deviceSummary(devices) {

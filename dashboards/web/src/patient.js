@@ -9,6 +9,7 @@
 
 import uPlot from '/assets/vendor/uPlot.esm.js';
 import { ApiError, get, post, put, seg } from './api.js';
+import { rememberVisit } from './visitview.js';
 import {
   ageEl, announce, clear, formatTime, formatValue, h, messageLine, metricLabel, parseTime,
   sortMetrics, unitLabel,
@@ -251,19 +252,12 @@ export class PatientView {
     this.visitMsg.clear();
     try {
       const v = await post('/visits', { patient_id: this.id });
-      const url = new URL(v.clinician_join_url, location.href);
-      if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error('The server gave a join link that is not a web address.');
-      const win = window.open(url.href, '_blank');
-      if (win) {
-        win.opener = null;
-        this.visitMsg.ok('The visit opened in a new tab; send the patient their link.');
-      } else {
-        this.visitMsg.el.replaceChildren('Pop-ups are blocked: ', h('a', { href: url.href, target: '_blank', rel: 'noopener' }, 'open the visit'), '.');
-      }
+      // The visit opens here, in the dashboard (#/visits/{id}), with the patient's link to send.
+      rememberVisit(v);
+      location.hash = `#/visits/${encodeURIComponent(v.id)}`;
     } catch (e) {
       if (e instanceof ApiError && (e.status === 404 || e.status === 501)) this.visitMsg.error('Video visits are not available on this Vigil server yet.');
       else this.visitMsg.error(e.message);
-    } finally {
       btn.disabled = false;
     }
   }
