@@ -188,6 +188,7 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
+        tracing::debug!(participant = self.pid, state = %s, "peer connection state");
         if s == RTCPeerConnectionState::Failed {
             let (room, pid) = (self.room.clone(), self.pid);
             tokio::spawn(async move {
@@ -419,6 +420,7 @@ impl Room {
                 .ok_or_else(|| refused("no answer to the offer"))?
         };
         p.send(json!({"type": "answer", "sdp": answer.sdp}));
+        tracing::debug!(visit = %self.visit_id, participant = pid, "offer answered");
         self.broadcast_roster();
         // What the others already publish.
         let existing: Vec<Arc<Published>> = lock(&self.published)
@@ -509,6 +511,7 @@ impl Room {
             .await
             .ok_or_else(|| refused("a track without a codec"))?;
         let kind = remote.kind().await;
+        tracing::debug!(visit = %self.visit_id, participant = from, ?kind, "track published");
         let (tx, _) = broadcast::channel(512);
         let pb = Arc::new(Published {
             from,
@@ -691,10 +694,12 @@ impl Room {
             .await
             .ok_or_else(|| refused("no offer"))?;
         p.send(json!({"type": "offer", "sdp": offer.sdp}));
+        tracing::debug!(visit = %self.visit_id, participant = pid, "relay offer sent");
         let answer = tokio::time::timeout(ANSWER_TIMEOUT, answers.recv())
             .await
             .map_err(|_| refused("no answer within 10 s"))?
             .ok_or_else(|| refused("gone"))?;
+        tracing::debug!(visit = %self.visit_id, participant = pid, "relay offer answered");
         pc.set_remote_description(answer)
             .await
             .map_err(|e| refused(format!("the answer was refused: {e}")))
