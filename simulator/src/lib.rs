@@ -12,6 +12,10 @@
 //! The shells: [`provision`] (patients and devices through the HTTP API), [`fleet`] (one MQTT
 //! connection per device, real or accelerated time) and [`bench`] (Vigil measured end to end
 //! beside a plain `mosquitto_sub` and a typical Python subscriber).
+//!
+//! Video visits: [`visit`] (a participant on the signalling WebSocket and a WebRTC peer
+//! connection to Vigil's relay, sending synthetic VP8 and Opus and checking what it receives)
+//! and [`visit_load`] (`vigil-sim visits`: concurrent 1:1 visits as load).
 
 pub mod bench;
 pub mod device;
@@ -22,3 +26,5 @@ pub mod physio;
 pub mod provision;
 pub mod rng;
 pub mod scenario;
+pub mod visit;
+pub mod visit_load;

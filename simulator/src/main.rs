@@ -76,6 +76,42 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// Video visits as load: N concurrent 1:1 visits (VP8 + audio both ways through Vigil's
+    /// relay), or with --step, growing N until the loss exceeds --max-loss. Prints a markdown
+    /// table.
+    Visits {
+        /// Vigil's HTTP base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: String,
+        /// An admin bearer token (or set VIGIL_TOKEN).
+        #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Concurrent visits (two peers each).
+        #[arg(long, default_value_t = 1)]
+        visits: usize,
+        /// Grow the number of visits (1, 2, 4, 8, 12, 16, 24, …) until the loss exceeds
+        /// --max-loss; print the largest that stayed within it.
+        #[arg(long)]
+        step: bool,
+        /// The largest step.
+        #[arg(long, default_value_t = 64)]
+        max_visits: usize,
+        /// Measurement window of each step, seconds (after every visit is established).
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Video bitrate per peer, kbit/s.
+        #[arg(long, default_value_t = 1000)]
+        kbps: u32,
+        /// Video frames per second.
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// Loss (percent) a step may have and still count.
+        #[arg(long, default_value_t = 1.0)]
+        max_loss: f64,
+        /// Vigil's process id, to report its CPU (same machine only).
+        #[arg(long)]
+        vigil_pid: Option<u32>,
+    },
     /// Measure Vigil end to end (see the README).
     Bench {
         /// A short run for the test suite (no timing assertions).
@@ -219,6 +255,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             quick,
             idle_devices,
         } => vigil_sim::bench::run(quick, idle_devices).await,
+        Command::Visits {
+            url,
+            token,
+            visits,
+            step,
+            max_visits,
+            seconds,
+            kbps,
+            fps,
+            max_loss,
+            vigil_pid,
+        } => {
+            if !(seconds.is_finite() && seconds > 0.0) {
+                anyhow::bail!("--seconds must be more than zero");
+            }
+            if visits == 0 || kbps == 0 || fps == 0 {
+                anyhow::bail!("--visits, --kbps and --fps must be more than zero");
+            }
+            let o = vigil_sim::visit_load::LoadOptions {
+                url,
+                token,
+                visits,
+                step,
+                max_visits,
+                seconds,
+                kbps,
+                fps,
+                max_loss_pct: max_loss,
+                vigil_pid,
+            };
+            let results = vigil_sim::visit_load::run(&o).await?;
+            print!("{}", vigil_sim::visit_load::markdown(&o, &results));
+            Ok(())
+        }
     }
 }
 
