@@ -290,6 +290,7 @@ impl App {
             state.crm.clone(),
             state.registry.clone(),
         ));
+        tokio::spawn(web::end_emptied_visits(state.clone(), stop.clone()));
         let live = state.live.clone();
         let rooms = state.rooms.clone();
         let live_stop = stop.clone();

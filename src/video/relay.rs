@@ -106,6 +106,8 @@ struct Participant {
     answers_tx: mpsc::Sender<RTCSessionDescription>,
     answers_rx: tokio::sync::Mutex<mpsc::Receiver<RTCSessionDescription>>,
     negotiating: tokio::sync::Mutex<()>,
+    /// Cancelled when the participant leaves: a renegotiation waiting for its answer stops.
+    gone: tokio_util::sync::CancellationToken,
     /// Keyed by (publisher, track id).
     forwards: Mutex<HashMap<(Pid, String), Forward>>,
 }
@@ -282,6 +284,7 @@ impl Room {
                 answers_tx,
                 answers_rx: tokio::sync::Mutex::new(answers_rx),
                 negotiating: tokio::sync::Mutex::new(()),
+                gone: tokio_util::sync::CancellationToken::new(),
                 forwards: Mutex::new(HashMap::new()),
             }),
         );
@@ -695,10 +698,12 @@ impl Room {
             .ok_or_else(|| refused("no offer"))?;
         p.send(json!({"type": "offer", "sdp": offer.sdp}));
         tracing::debug!(visit = %self.visit_id, participant = pid, "relay offer sent");
-        let answer = tokio::time::timeout(ANSWER_TIMEOUT, answers.recv())
-            .await
-            .map_err(|_| refused("no answer within 10 s"))?
-            .ok_or_else(|| refused("gone"))?;
+        let answer = tokio::select! {
+            a = tokio::time::timeout(ANSWER_TIMEOUT, answers.recv()) => a
+                .map_err(|_| refused("no answer within 10 s"))?
+                .ok_or_else(|| refused("gone"))?,
+            () = p.gone.cancelled() => return Ok(()),
+        };
         tracing::debug!(visit = %self.visit_id, participant = pid, "relay offer answered");
         pc.set_remote_description(answer)
             .await
@@ -720,6 +725,7 @@ impl Room {
         let Some(p) = lock(&self.participants).remove(&pid) else {
             return;
         };
+        p.gone.cancel();
         let forwards: Vec<Forward> = lock(&p.forwards).drain().map(|(_, f)| f).collect();
         for f in forwards {
             for t in f.tasks {
@@ -823,6 +829,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Every room, by visit id.
 pub struct Rooms {
     rooms: Mutex<HashMap<String, Arc<Room>>>,
+    /// Visits whose call emptied, and when the last participant left.
+    emptied: Mutex<HashMap<String, i64>>,
     rtc: Arc<RtcSetup>,
     metrics: Metrics,
 }
@@ -831,6 +839,7 @@ impl Rooms {
     pub fn new(rtc: RtcSetup, metrics: Metrics) -> Rooms {
         Rooms {
             rooms: Mutex::new(HashMap::new()),
+            emptied: Mutex::new(HashMap::new()),
             rtc: Arc::new(rtc),
             metrics,
         }
@@ -887,6 +896,28 @@ impl Rooms {
         self.metrics.video_rooms.set(lock(&self.rooms).len() as i64);
     }
 
+    /// Notes that a visit's call emptied at `left_ms`.
+    pub fn emptied(&self, visit_id: &str, left_ms: i64) {
+        lock(&self.emptied).insert(visit_id.to_owned(), left_ms);
+    }
+
+    /// The visits whose call emptied at least `after_ms` before `now_ms` and that nobody has
+    /// rejoined, with when the last participant left; they are forgotten here.
+    pub fn take_emptied(&self, now_ms: i64, after_ms: i64) -> Vec<(String, i64)> {
+        let rooms = lock(&self.rooms);
+        let mut emptied = lock(&self.emptied);
+        emptied.retain(|id, _| !rooms.get(id).is_some_and(|r| !r.is_empty()));
+        let due: Vec<(String, i64)> = emptied
+            .iter()
+            .filter(|(_, left)| now_ms - **left >= after_ms)
+            .map(|(id, left)| (id.clone(), *left))
+            .collect();
+        for (id, _) in &due {
+            emptied.remove(id);
+        }
+        due
+    }
+
     /// Whether a visit's room exists and has anyone in it.
     pub fn occupied(&self, visit_id: &str) -> bool {
         lock(&self.rooms)
@@ -901,5 +932,75 @@ impl Rooms {
             r.end("Vigil is shutting down").await;
         }
         self.metrics.video_rooms.set(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_emptied_visit_is_due_once_after_the_wait_unless_rejoined() {
+        let rooms = Rooms::new(
+            RtcSetup::new([127, 0, 0, 1].into(), 40_000..=40_001, Vec::new()),
+            Metrics::new(),
+        );
+        rooms.emptied("vis_a", 1_000);
+        rooms.emptied("vis_b", 2_000);
+        assert!(rooms.take_emptied(1_200, 300).is_empty());
+        // Someone is back in b: it is forgotten, not ended.
+        let (tx, _rx) = mpsc::channel(4);
+        let (room, _) = rooms
+            .enter("vis_b", JoinRole::Clinician, "c".into(), tx)
+            .unwrap();
+        assert_eq!(room.len(), 1);
+        assert_eq!(
+            rooms.take_emptied(5_000, 300),
+            vec![("vis_a".to_owned(), 1_000)]
+        );
+        assert!(rooms.take_emptied(9_000, 300).is_empty());
+    }
+
+    #[test]
+    fn a_fifth_participant_is_refused_and_only_a_clinician_admits() {
+        let rooms = Rooms::new(
+            RtcSetup::new([127, 0, 0, 1].into(), 40_000..=40_001, Vec::new()),
+            Metrics::new(),
+        );
+        let mut pids = Vec::new();
+        let mut rxs = Vec::new();
+        for role in [
+            JoinRole::Patient,
+            JoinRole::Clinician,
+            JoinRole::Guest,
+            JoinRole::Guest,
+        ] {
+            let (tx, rx) = mpsc::channel(16);
+            rxs.push(rx);
+            pids.push(rooms.enter("vis_c", role, "x".into(), tx).unwrap());
+        }
+        let (tx, _rx) = mpsc::channel(4);
+        assert_eq!(
+            rooms.enter("vis_c", JoinRole::Guest, "y".into(), tx).err(),
+            Some(RelayError::Full)
+        );
+        let room = pids[0].0.clone();
+        let (patient, clinician, guest) = (pids[0].1, pids[1].1, pids[2].1);
+        assert!(room.is_waiting(patient) && !room.is_waiting(clinician));
+        assert!(room.admit(guest, patient).is_err(), "a guest cannot admit");
+        assert_eq!(
+            room.admit(clinician, patient),
+            Ok(true),
+            "the first admission starts the visit"
+        );
+        assert_eq!(room.admit(clinician, guest), Ok(false));
+        assert!(
+            room.admit(clinician, patient).is_err(),
+            "not waiting any more"
+        );
+        let admitted = std::iter::from_fn(|| rxs[0].try_recv().ok())
+            .filter(|m| matches!(m, Out::Text(t) if t.contains(r#""admitted""#)))
+            .count();
+        assert_eq!(admitted, 1);
     }
 }

@@ -37,6 +37,7 @@ pub use error::ApiError;
 pub use live::LiveHub;
 pub use panel::PanelCache;
 pub use session::LoginThrottle;
+pub(crate) use signal::end_emptied_visits;
 
 use crate::registry::Registry;
 use crate::store::Store;

@@ -271,31 +271,38 @@ async fn connection(
     drop(socket);
     tracing::info!(visit = %id, participant = pid, "left a visit");
     if s.rooms.leave(&room, pid).await {
-        end_when_still_empty(s.clone(), id, now_ms());
+        s.rooms.emptied(&id, now_ms());
     }
 }
 
-/// A started visit whose call emptied is ended after [`EMPTY_END_AFTER`] unless someone is back
-/// by then; its end is the time the last participant left.
-fn end_when_still_empty(s: AppState, id: String, left_ms: i64) {
-    tokio::spawn(async move {
-        tokio::time::sleep(EMPTY_END_AFTER).await;
-        if s.rooms.occupied(&id) {
-            return;
+/// Ends the started visits whose call emptied [`EMPTY_END_AFTER`] ago and that nobody rejoined,
+/// with the time the last participant left. One task for all visits, every 10 s, until `stop`.
+pub(crate) async fn end_emptied_visits(s: AppState, stop: tokio_util::sync::CancellationToken) {
+    let after_ms = i64::try_from(EMPTY_END_AFTER.as_millis()).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
         }
-        match s.registry.visit(id.clone(), now_ms()).await {
-            Ok(Some(v)) if v.status == "in_progress" => {
-                if let Err(e) = s
-                    .registry
-                    .end_visit(id.clone(), "vigil (everyone left)".into(), left_ms)
-                    .await
-                {
-                    tracing::warn!(visit = %id, error = %e, "an emptied visit could not be ended");
+        for (id, left_ms) in s.rooms.take_emptied(now_ms(), after_ms) {
+            match s.registry.visit(id.clone(), now_ms()).await {
+                Ok(Some(v)) if v.status == "in_progress" => {
+                    if let Err(e) = s
+                        .registry
+                        .end_visit(id.clone(), "vigil (everyone left)".into(), left_ms)
+                        .await
+                    {
+                        tracing::warn!(visit = %id, error = %e, "an emptied visit could not be ended");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(visit = %id, error = %e, "an emptied visit could not be read")
                 }
             }
-            _ => {}
         }
-    });
+    }
 }
 
 struct Ctx<'a> {
