@@ -906,7 +906,7 @@ impl Rooms {
     pub fn take_emptied(&self, now_ms: i64, after_ms: i64) -> Vec<(String, i64)> {
         let rooms = lock(&self.rooms);
         let mut emptied = lock(&self.emptied);
-        emptied.retain(|id, _| !rooms.get(id).is_some_and(|r| !r.is_empty()));
+        emptied.retain(|id, _| rooms.get(id).is_none_or(|r| r.is_empty()));
         let due: Vec<(String, i64)> = emptied
             .iter()
             .filter(|(_, left)| now_ms - **left >= after_ms)
