@@ -103,6 +103,8 @@ struct Participant {
     state: Mutex<PState>,
     pc: std::sync::OnceLock<Arc<dyn PeerConnection>>,
     gathered: watch::Sender<bool>,
+    /// Whether its connection has reached `connected` (ICE and DTLS done).
+    connected: watch::Sender<bool>,
     answers_tx: mpsc::Sender<RTCSessionDescription>,
     answers_rx: tokio::sync::Mutex<mpsc::Receiver<RTCSessionDescription>>,
     negotiating: tokio::sync::Mutex<()>,
@@ -150,6 +152,7 @@ struct Handler {
     room: Weak<Room>,
     pid: Pid,
     gathered: watch::Sender<bool>,
+    connected: watch::Sender<bool>,
     _live: LiveConnection,
 }
 
@@ -191,6 +194,9 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
         tracing::debug!(participant = self.pid, state = %s, "peer connection state");
+        if s == RTCPeerConnectionState::Connected {
+            self.connected.send_replace(true);
+        }
         if s == RTCPeerConnectionState::Failed {
             let (room, pid) = (self.room.clone(), self.pid);
             tokio::spawn(async move {
@@ -281,6 +287,7 @@ impl Room {
                 }),
                 pc: std::sync::OnceLock::new(),
                 gathered: watch::channel(false).0,
+                connected: watch::channel(false).0,
                 answers_tx,
                 answers_rx: tokio::sync::Mutex::new(answers_rx),
                 negotiating: tokio::sync::Mutex::new(()),
@@ -382,6 +389,7 @@ impl Room {
             room: Arc::downgrade(self),
             pid,
             gathered: p.gathered.clone(),
+            connected: p.connected.clone(),
             _live: LiveConnection::new(&self.metrics),
         });
         let pc = self.rtc.build(handler).await.map_err(|e| {
@@ -425,19 +433,38 @@ impl Room {
         p.send(json!({"type": "answer", "sdp": answer.sdp}));
         tracing::debug!(visit = %self.visit_id, participant = pid, "offer answered");
         self.broadcast_roster();
-        // What the others already publish.
-        let existing: Vec<Arc<Published>> = lock(&self.published)
-            .iter()
-            .filter(|pb| pb.from != pid)
-            .cloned()
-            .collect();
-        let mut added = false;
-        for pb in &existing {
-            added |= self.subscribe(&p, pb).await?;
-        }
-        if added {
-            self.spawn_renegotiate(pid);
-        }
+        // What the others already publish, once this connection is up: a renegotiation while
+        // ICE and DTLS are still being set up only slows them down.
+        let room = self.clone();
+        tokio::spawn(async move {
+            let mut up = p.connected.subscribe();
+            let gone = p.gone.clone();
+            tokio::select! {
+                r = tokio::time::timeout(Duration::from_secs(15), up.wait_for(|c| *c)) => {
+                    if !matches!(r, Ok(Ok(_))) {
+                        return; // never connected: the Failed state or the socket ends it
+                    }
+                }
+                () = gone.cancelled() => return,
+            }
+            let existing: Vec<Arc<Published>> = lock(&room.published)
+                .iter()
+                .filter(|pb| pb.from != pid)
+                .cloned()
+                .collect();
+            let mut added = false;
+            for pb in &existing {
+                match room.subscribe(&p, pb).await {
+                    Ok(a) => added |= a,
+                    Err(e) => {
+                        tracing::warn!(visit = %room.visit_id, participant = pid, error = %e, "a track could not be forwarded")
+                    }
+                }
+            }
+            if added {
+                room.spawn_renegotiate(pid);
+            }
+        });
         Ok(())
     }
 
