@@ -144,7 +144,25 @@ export class VisitView {
       kids.push(copyLine('Patient’s link', 'visit-patient-link', links.patient_join_url,
         'Send it to the patient by text or e-mail. It opens the visit in their browser; nothing to install.'));
     } else {
-      kids.push(h('p', { class: 'muted small', id: 'visit-patient-link-missing' }, 'The patient’s link is shown once, in the tab that started the visit. Start a new visit for a new link.'));
+      // Another tab, or after a reload: the server signs a new patient link on request.
+      const box = h('div', { id: 'patient-link-box' });
+      const pmsg = messageLine();
+      const pbtn = h('button', { type: 'button', class: 'btn btn-secondary', id: 'patient-link-btn' }, 'Show the patient’s link');
+      pbtn.addEventListener('click', async () => {
+        pbtn.disabled = true;
+        pmsg.clear();
+        try {
+          const r = await post(`/visits/${seg(this.id)}/links`, { role: 'patient' });
+          clear(box).append(copyLine('Patient’s link', 'visit-patient-link', r.join_url,
+            'Send it to the patient by text or e-mail. It opens the visit in their browser; nothing to install.'));
+          pbtn.hidden = true;
+        } catch (e) {
+          pmsg.error(e.message);
+        } finally {
+          pbtn.disabled = false;
+        }
+      });
+      kids.push(h('div', { class: 'buttons' }, pbtn), pmsg.el, box);
     }
     const guestBox = h('div', { id: 'guest-link-box' });
     const msg = messageLine();
