@@ -675,3 +675,43 @@ async fn many_visits_leave_nothing_behind() {
     );
     vigil.stop().await;
 }
+
+/// `vigil-sim visits` (the load mode, the binary) against Vigil: two concurrent 1:1 visits are
+/// established, media flows both ways, and its table reports them with their loss and join →
+/// first-frame times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_visits_load_mode_runs_visits_and_reports_them() {
+    let gw = Gateway::start().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil-sim"))
+        .args([
+            "visits",
+            "--url",
+            &gw.http,
+            "--visits",
+            "2",
+            "--seconds",
+            "2",
+            "--kbps",
+            "300",
+        ])
+        .env("VIGIL_TOKEN", TOKEN)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "vigil-sim visits failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| 2 |"))
+        .unwrap_or_else(|| panic!("no row for 2 visits in:\n{stdout}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(cells[2], "2", "both visits established: {row}");
+    let received: u64 = cells[4].parse().unwrap();
+    assert!(received > 100, "media flowed: {row}");
+    assert_eq!(cells[7], "0", "no bad frames: {row}");
+    gw.stop().await;
+}
