@@ -2,8 +2,11 @@
 // against a running Vigil that tests/it/visit_browser.rs set up: the clinician starts the visit
 // from the patient view, the patient opens the link on a phone-sized page, waits, is admitted,
 // and both see the other's video play; mute, leave, rejoin, end; a reading published during the
-// call appears beside the video. Prints one JSON line per scenario, then a summary line with the
-// join → first remote frame times; exits 1 if any scenario failed.
+// call appears beside the video; a guest (a third browser) joins with a guest link, is admitted,
+// and all three see the two others' videos until the guest leaves; after the clinician's tab
+// forgets the patient link and reloads, the view signs a new one for the patient. Prints one
+// JSON line per scenario, then a summary line with the join → first remote frame times; exits 1
+// if any scenario failed.
 //
 // Environment: BASE_URL, CLIN_USER, CLIN_PASS, PATIENT (on the clinician's care team), MQTT_PORT,
 // DEVICE, DEVICE_SECRET (a device of that patient that measures heart_rate), SCREENSHOT_DIR
@@ -48,17 +51,31 @@ function remoteVideos(page) {
   })));
 }
 
+/**
+ * Waits until `page` shows exactly `n` remote videos, every one with a size and decoded frames,
+ * and then until every one of them has decoded 15 more frames (each keeps playing).
+ */
+async function videosPlay(page, who, n, deadlineMs = 20000) {
+  const first = await until(`${who}: ${n} remote video(s) with a size and decoded frames`, deadlineMs, async () => {
+    const vs = await remoteVideos(page);
+    return vs.length === n && vs.every((v) => v.width > 0 && v.frames > 0 && !v.paused) ? vs : null;
+  }, 50);
+  const later = await until(`${who}: more frames decoded in each of the ${n} remote video(s) (from ${first.map((v) => v.frames).join(', ')})`, 10000, async () => {
+    const vs = await remoteVideos(page);
+    if (vs.length !== n) return null;
+    const start = new Map(first.map((v) => [v.participant, v.frames]));
+    return vs.every((v) => start.has(v.participant) && v.frames >= start.get(v.participant) + 15) ? vs : null;
+  }, 100);
+  return first.map((v) => ({
+    participant: v.participant,
+    size: `${v.width}x${v.height}`,
+    frames: [v.frames, later.find((l) => l.participant === v.participant).frames],
+  }));
+}
+
 /** Waits until `page` shows exactly one remote video that has a size and whose frames keep coming. */
 async function videoPlays(page, who, deadlineMs = 20000) {
-  const first = await until(`${who}: a remote video with a size and decoded frames`, deadlineMs, async () => {
-    const vs = await remoteVideos(page);
-    return vs.length === 1 && vs[0].width > 0 && vs[0].frames > 0 && !vs[0].paused ? vs[0] : null;
-  }, 50);
-  const later = await until(`${who}: more frames decoded (from ${first.frames})`, 10000, async () => {
-    const vs = await remoteVideos(page);
-    return vs.length === 1 && vs[0].frames >= first.frames + 15 ? vs[0] : null;
-  }, 100);
-  return { participant: first.participant, size: `${first.width}x${first.height}`, frames: [first.frames, later.frames] };
+  return (await videosPlay(page, who, 1, deadlineMs))[0];
 }
 
 /** `(sel, text)`: the element's text contains `text`. */
@@ -213,6 +230,78 @@ try {
     return { clinician_roster: rosterText, patient_sees: patientSees };
   });
 
+  // A third participant: an interpreter with a guest link, on a laptop of their own (a third
+  // browser: its own fake camera). Everyone sees the two others; when the guest leaves, the
+  // patient and the clinician are back to one video each.
+  await scenario('guest_joins_a_three_way_call', async () => {
+    await cp.click('#guest-link-btn');
+    const link = await cp.waitForSelector('#visit-guest-link', { timeout: 10000 }).then((e) => e.inputValue());
+    if (!link.includes(`/visit/${visit.id}#`)) throw new Error(`the guest link ${link} is not for visit ${visit.id}`);
+    const guestBrowser = await launch({ args: FAKE_MEDIA_ARGS });
+    try {
+      const guest = await newPage(guestBrowser, problems);
+      await guest.context.grantPermissions(['camera', 'microphone'], { origin: BASE });
+      const gp = guest.page;
+      gp.setDefaultTimeout(15000);
+      await gp.goto(link);
+      await gp.waitForSelector('#screen-prejoin', { timeout: 10000 });
+      if (new URL(gp.url()).hash) throw new Error('the token stayed in the address bar');
+      const title = await textOf(gp, '#prejoin-title');
+      await gp.waitForSelector('#join:not([disabled])', { timeout: 15000 });
+      await gp.fill('#your-name', 'Interpreter');
+      await gp.click('#join');
+      await gp.waitForSelector('#screen-waiting', { timeout: 10000 });
+      const guestId = await admitPatient('Interpreter');
+      const t0 = Date.now();
+      await gp.waitForSelector('#screen-call', { timeout: 10000 });
+      await cp.waitForSelector(`#roster [data-participant="${guestId}"][data-role="guest"]`, { timeout: 10000 });
+      const rosterText = await textOf(cp, `#roster [data-participant="${guestId}"]`);
+      if (!/Interpreter \(Guest\)/.test(rosterText)) throw new Error(`the clinician's roster shows the guest as “${rosterText}”`);
+      // All three pages play both others' videos.
+      const [onGuest, onClinician, onPatient] = await Promise.all([
+        videosPlay(gp, 'guest sees the clinician and the patient', 2),
+        videosPlay(cp, 'clinician sees the patient and the guest', 2),
+        videosPlay(pp, 'patient sees the clinician and the guest', 2),
+      ]);
+      const allPlaying = Date.now() - t0;
+      const ids = (vs) => vs.map((v) => v.participant).sort().join(',');
+      const want = (...xs) => xs.sort().join(',');
+      if (ids(onGuest) !== want(clinicianId, patientId)) throw new Error(`the guest's remote videos are ${ids(onGuest)}, not ${want(clinicianId, patientId)}`);
+      if (ids(onClinician) !== want(patientId, guestId)) throw new Error(`the clinician's remote videos are ${ids(onClinician)}, not ${want(patientId, guestId)}`);
+      if (ids(onPatient) !== want(clinicianId, guestId)) throw new Error(`the patient's remote videos are ${ids(onPatient)}, not ${want(clinicianId, guestId)}`);
+      const gm = await gp.evaluate(() => window.vigilVisit.marks);
+      const cm = await cp.evaluate(() => window.vigil.visit.marks);
+      const pm = await pp.evaluate(() => window.vigilVisit.marks);
+      // The marks are wall-clock times on one machine, so pages can be compared.
+      timings.guest = {
+        guest_admitted_to_first_frame_ms: {
+          clinician: gm[`first_frame_${clinicianId}`] - gm.admitted,
+          patient: gm[`first_frame_${patientId}`] - gm.admitted,
+        },
+        clinician_admit_to_guest_first_frame_ms: {
+          on_clinician: cm[`first_frame_${guestId}`] - cm[`admit_${guestId}`],
+          on_patient: pm[`first_frame_${guestId}`] - cm[`admit_${guestId}`],
+        },
+        admit_to_all_playing_ms: allPlaying,
+      };
+      // The guest leaves: the two others are back to one video each, still playing.
+      await gp.click('#leave');
+      await gp.waitForSelector('#screen-left', { timeout: 10000 });
+      await cp.waitForSelector(`#roster [data-participant="${guestId}"]`, { state: 'detached', timeout: 10000 });
+      const [afterC, afterP] = await Promise.all([
+        videoPlays(cp, 'clinician still sees the patient after the guest left'),
+        videoPlays(pp, 'patient still sees the clinician after the guest left'),
+      ]);
+      if (afterC.participant !== patientId) throw new Error(`after the guest left the clinician sees ${afterC.participant}, not the patient ${patientId}`);
+      if (afterP.participant !== clinicianId) throw new Error(`after the guest left the patient sees ${afterP.participant}, not the clinician ${clinicianId}`);
+      await guest.context.close();
+      return { guest: guestId, prejoin_title: title, clinician_roster: rosterText, on_guest: onGuest, on_clinician: onClinician, on_patient: onPatient,
+        after_leave: { on_clinician: afterC, on_patient: afterP }, ...timings.guest };
+    } finally {
+      await guestBrowser.close();
+    }
+  });
+
   await scenario('leave_removes_the_video', async () => {
     await pp.tap('#leave');
     await pp.waitForSelector('#screen-left', { timeout: 10000 });
@@ -239,6 +328,37 @@ try {
       admit_to_both_playing_ms: Date.now() - t0,
     };
     return { on_clinician: onClinician, on_patient: onPatient, ...timings.rejoin };
+  });
+
+  // The patient's link is given once, when the visit is created; the view keeps it in this tab's
+  // sessionStorage, which a reload keeps. Another tab (or a browser restart) has no remembered
+  // link: the view then signs a new one on request. Emulated here by forgetting the stored link
+  // and reloading, which leaves the call; the reloaded view joins it again at once.
+  await scenario('patient_link_after_reload', async () => {
+    const key = `vigil-visit-links:${visit.id}`;
+    const remembered = await cp.evaluate((k) => sessionStorage.getItem(k), key);
+    if (!remembered?.includes(visit.patientUrl)) throw new Error(`the tab does not remember the patient link: ${remembered}`);
+    await cp.evaluate((k) => sessionStorage.removeItem(k), key);
+    await cp.reload();
+    await cp.waitForFunction(() => window.vigil?.store?.loaded === true, null, { timeout: 10000 });
+    await cp.waitForSelector('#patient-link-btn', { timeout: 10000 });
+    if (await cp.$('#visit-patient-link')) throw new Error('a patient link is shown before it was asked for');
+    await cp.click('#patient-link-btn');
+    const link = await cp.waitForSelector('#visit-patient-link', { timeout: 10000 }).then((e) => e.inputValue());
+    const u = new URL(link);
+    if (u.origin !== BASE || u.pathname !== `/visit/${visit.id}` || u.hash.length < 2) throw new Error(`the new patient link ${link} is not /visit/${visit.id}#<token> on ${BASE}`);
+    const token = u.hash.slice(1);
+    const r = await fetch(`${BASE}/api/v1/visits/${visit.id}/join`, { headers: { Authorization: `Visit ${token}` } });
+    const body = await r.json();
+    if (r.status !== 200 || body.role !== 'patient' || body.visit_id !== visit.id) throw new Error(`the new link's token: ${r.status} ${JSON.stringify(body)}`);
+    if (!(await cp.isHidden('#patient-link-btn'))) throw new Error('the button stayed after the link was shown');
+    // The reloaded view is back in the call with the patient (who stayed): both videos play.
+    await until('the clinician back in the call', 15000, () => cp.evaluate(() => window.vigil.visit?.call?.state === 'in_call'));
+    const onClinician = await videoPlays(cp, 'clinician sees the patient after the reload');
+    const onPatient = await videoPlays(pp, 'patient sees the clinician after the reload');
+    if (onClinician.participant !== patientId) throw new Error(`after the reload the clinician sees ${onClinician.participant}, not the patient ${patientId}`);
+    clinicianId = onPatient.participant;
+    return { link_path: u.pathname, join: body, same_token_as_before: link === visit.patientUrl, on_clinician: onClinician, on_patient: onPatient };
   });
 
   await scenario('clinician_ends_the_visit', async () => {

@@ -5,10 +5,14 @@
 //! The clinician starts the visit from the patient view; the patient opens the join link on a
 //! phone-sized page, waits, is admitted; both pages must play the other's video (a size, and
 //! decoded frames that keep coming). Then: a tampered link is refused in words, mute shows on
-//! the other side, leave removes the video, rejoin works, the clinician's end reaches the
-//! patient, and a reading published during the call appears beside the video. Prints the join →
-//! first remote frame times. `VIGIL_SCREENSHOTS=DIR` writes visit-clinician.png and
-//! visit-patient.png.
+//! the other side, a guest joins with the clinician's guest link (a third browser), waits, is
+//! admitted, all three pages play both others' videos and the roster shows the guest, and when
+//! the guest leaves the two others are back to one video each; leave removes the video, rejoin
+//! works, the clinician's tab without the remembered patient link (it is forgotten, then the
+//! view reloaded) signs a new patient link on request that the join API takes for the patient
+//! and rejoins the call, the clinician's end reaches the patient, and a reading published during
+//! the call appears beside the video. Prints the join → first remote frame times (the guest's
+//! too). `VIGIL_SCREENSHOTS=DIR` writes visit-clinician.png and visit-patient.png.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -120,8 +124,10 @@ async fn a_video_visit_works_in_real_browsers() {
         "quality_indicator",
         "vitals_beside_the_video",
         "mute_shows_on_the_other_side",
+        "guest_joins_a_three_way_call",
         "leave_removes_the_video",
         "rejoin_after_leaving",
+        "patient_link_after_reload",
         "clinician_ends_the_visit",
     ] {
         assert!(
