@@ -138,11 +138,12 @@ try {
   });
 
   // The patient on a phone-sized page.
-  // Phone-sized and touch, but not Playwright's `isMobile` emulation: with it, Chromium's first
-  // video sender of the page encodes nothing for ~2.5 s (measured: framesEncoded stays 0 and the
-  // relay sees the patient's video track 2.5 s after the connection is up), which real phones do
-  // not do.
-  patient = await newPage(patientBrowser, problems, { viewport: { width: 390, height: 844 }, hasTouch: true });
+  // A phone. Measured here: a freshly launched Chromium's first video sender encodes nothing
+  // for ~2.5 s after its connection is up (framesEncoded stays 0; the relay sees the track then),
+  // with or without renegotiation by the relay and with or without mobile emulation, while a
+  // second call from the same page starts in ~0.3 s. So the other side's first frame of a
+  // first-time joiner takes ~3 s here; the joiner's own first frame of the others, 0.3-0.8 s.
+  patient = await newPage(patientBrowser, problems, { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
   await patient.context.grantPermissions(['camera', 'microphone'], { origin: BASE });
   const pp = patient.page;
   pp.setDefaultTimeout(15000);

@@ -144,7 +144,8 @@ export class VisitView {
       kids.push(copyLine('Patient’s link', 'visit-patient-link', links.patient_join_url,
         'Send it to the patient by text or e-mail. It opens the visit in their browser; nothing to install.'));
     } else {
-      // Another tab, or after a reload: the server signs a new patient link on request.
+      // Another tab or window (the link is kept in this tab's sessionStorage): the server signs
+      // the patient's link again on request (the same link: same visit, role and expiry).
       const box = h('div', { id: 'patient-link-box' });
       const pmsg = messageLine();
       const pbtn = h('button', { type: 'button', class: 'btn btn-secondary', id: 'patient-link-btn' }, 'Show the patient’s link');
