@@ -645,12 +645,21 @@ fn compose_mounts_what_the_configs_name() {
         .map(|(_, v)| v.as_str());
     assert_eq!(Some(target_of(&gm, "./dashboards/grafana")), path);
 
-    // Only MQTTS faces the network; the API, Grafana, InfluxDB and plain MQTT stay on loopback.
+    // Only MQTTS and the video relay's UDP range (the browsers' media must reach it) face the
+    // network; the API, Grafana, InfluxDB and plain MQTT stay on loopback. The range published
+    // is the one Vigil's config binds.
+    let relay = "40000-40099:40000-40099/udp";
+    assert!(
+        read("deploy/vigil.toml").contains(r#"udp_ports = "40000-40099""#),
+        "deploy/vigil.toml's video.udp_ports is not the range the compose file publishes"
+    );
     for name in ["vigil", "mosquitto", "influxdb", "grafana"] {
         for port in section(&service(&compose, name), "ports") {
             let port = unquote(port.trim_start_matches("- "));
             assert!(
-                port.starts_with("127.0.0.1:") || port == "8883:8883",
+                port.starts_with("127.0.0.1:")
+                    || port == "8883:8883"
+                    || (name == "vigil" && port == relay),
                 "{name} publishes {port} beyond the host's loopback"
             );
         }
