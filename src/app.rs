@@ -59,6 +59,10 @@ pub enum StartError {
 pub struct App {
     cfg: Config,
     http: TcpListener,
+    /// With `[http.tls]`: the HTTP listener serves TLS only.
+    https: Option<tokio_rustls::TlsAcceptor>,
+    /// Certificates to keep current (MQTTS, HTTPS).
+    certs: Vec<Arc<crate::tls_reload::ReloadingCert>>,
     link: DeviceLink,
     state: AppState,
     ingest: Ingest,
@@ -96,13 +100,23 @@ impl App {
             reason: e.to_string(),
         })?;
         let http = bind("http.listen", cfg.http_addr()).await?;
+        let mut certs = Vec::new();
+        let https = match &cfg.http.tls {
+            Some(t) => {
+                let (acceptor, c) = tls::https_acceptor(&t.cert, &t.key)?;
+                certs.push(c);
+                Some(acceptor)
+            }
+            None => None,
+        };
         let link = match cfg.mqtt.mode {
             MqttMode::External => DeviceLink::External(Box::new(external::options(&cfg.mqtt)?)),
             MqttMode::Embedded => {
                 let plain = bind("mqtt.listen", cfg.mqtt_addr()).await?;
                 let tls = match &cfg.mqtt.tls {
                     Some(t) => {
-                        let acceptor = tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref())?;
+                        let (acceptor, c) = tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref())?;
+                        certs.push(c);
                         let addr = t.listen.parse().map_err(|_| TlsError::Invalid {
                             key: "mqtt.tls.listen",
                             reason: format!("{:?} is not an address", t.listen),
@@ -144,7 +158,9 @@ impl App {
             live: web::LiveHub::new(CancellationToken::new()),
             throttle: Arc::new(web::LoginThrottle::default()),
             session_lifetime: Duration::from_secs(cfg.http.session_hours * 3600),
-            secure_cookies: false,
+            // Secure cookies and HSTS when Vigil serves HTTPS itself. Behind a TLS-terminating
+            // proxy, the proxy adds HSTS (docs/deploy.md).
+            secure_cookies: https.is_some(),
             visit_key: Arc::new(
                 crate::video::token::TokenKey::load_or_create(
                     &cfg.data_dir.join("visit-signing.key"),
@@ -175,6 +191,8 @@ impl App {
         Ok(App {
             cfg,
             http,
+            https,
+            certs,
             link,
             state,
             ingest,
@@ -216,6 +234,8 @@ impl App {
         let App {
             cfg,
             http,
+            https,
+            certs,
             link,
             state,
             ingest,
@@ -236,8 +256,12 @@ impl App {
             ),
             DeviceLink::External(_) => (format!("external {}", cfg.mqtt.url), "off".to_owned()),
         };
+        for c in certs {
+            tokio::spawn(c.watch(stop.clone()));
+        }
         tracing::info!(
             http = %addr(&http),
+            https = https.is_some(),
             mqtt = %mqtt,
             mqtts = %mqtts,
             data_dir = %cfg.data_dir.display(),
@@ -330,7 +354,16 @@ impl App {
             cfg.http.max_body_bytes,
             Duration::from_secs(cfg.http.request_timeout_s),
         );
-        let http_task = tokio::spawn(web::serve(http, app, stop.clone()));
+        let http_task = match https {
+            None => tokio::spawn(web::serve(http, app, stop.clone())),
+            Some(acceptor) => match web::https::TlsListener::new(http, acceptor, stop.clone()) {
+                Ok(l) => tokio::spawn(web::serve_tls(l, app, stop.clone())),
+                Err(e) => {
+                    tracing::error!(error = %e, "the HTTPS listener could not start");
+                    tokio::spawn(async move { Err(e) })
+                }
+            },
+        };
         let retention = tokio::spawn(retention_loop(
             store.clone(),
             cfg.store.retention_days,

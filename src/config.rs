@@ -166,6 +166,18 @@ pub struct HttpConfig {
     pub request_timeout_s: u64,
     /// How long a dashboard sign-in lasts (a clinician's shift), in hours.
     pub session_hours: u64,
+    /// HTTPS: with it, `listen` serves TLS only, cookies are `Secure` and responses carry HSTS.
+    pub tls: Option<HttpTlsConfig>,
+}
+
+/// The HTTPS listener's certificate (reloaded when the files change).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// How devices reach Vigil.
@@ -360,6 +372,7 @@ impl Default for HttpConfig {
             max_body_bytes: 1 << 20,
             request_timeout_s: 30,
             session_hours: 12,
+            tls: None,
         }
     }
 }

@@ -17,7 +17,7 @@
 //! 6. [`web`] — the API reads observations, alerts and the record back; every read is audited.
 //!
 //! [`app`] wires these together; [`config`] holds the settings; [`telemetry`] the logs and
-//! metrics.
+//! metrics; [`tls_reload`] keeps TLS certificates current; [`video`] relays video visits.
 
 pub mod alerts;
 pub mod app;
@@ -29,5 +29,6 @@ pub mod ingest;
 pub mod registry;
 pub mod store;
 pub mod telemetry;
+pub mod tls_reload;
 pub mod video;
 pub mod web;

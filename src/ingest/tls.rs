@@ -9,10 +9,12 @@ use std::sync::Arc;
 
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 use x509_cert::der::Decode;
+
+use crate::tls_reload::ReloadingCert;
 
 /// Why the TLS settings could not be used; names the config key.
 #[derive(Debug, thiserror::Error)]
@@ -43,20 +45,16 @@ fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'stat
     Ok(certs)
 }
 
-/// Builds the acceptor from PEM files: the server's certificate chain and key, and optionally
-/// the CA whose certificates identify devices.
+/// Builds the acceptor from PEM files: the server's certificate chain and key (reloaded when
+/// the files change: [`crate::tls_reload`]), and optionally the CA whose certificates identify
+/// devices. TLS 1.2 and 1.3 only. The reloader is returned for its watcher.
 pub fn acceptor(
     cert: &Path,
     key: &Path,
     client_ca: Option<&Path>,
-) -> Result<TlsAcceptor, TlsError> {
+) -> Result<(TlsAcceptor, Arc<ReloadingCert>), TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let chain = read_certs("mqtt.tls.cert", cert)?;
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Read {
-        key: "mqtt.tls.key",
-        path: key.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let certs = ReloadingCert::load("mqtt.tls", cert, key)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Invalid {
@@ -84,13 +82,28 @@ pub fn acceptor(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let config = builder
-        .with_single_cert(chain, private)
+    let config = builder.with_cert_resolver(certs.clone());
+    Ok((TlsAcceptor::from(Arc::new(config)), certs))
+}
+
+/// The acceptor of the HTTPS listener (`[http.tls]`): TLS 1.2 and 1.3, HTTP/1.1, the
+/// certificate reloaded when its files change.
+pub fn https_acceptor(
+    cert: &Path,
+    key: &Path,
+) -> Result<(TlsAcceptor, Arc<ReloadingCert>), TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let certs = ReloadingCert::load("http.tls", cert, key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Invalid {
-            key: "mqtt.tls.key",
-            reason: format!("does not match the certificate: {e}"),
-        })?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+            key: "http.tls",
+            reason: e.to_string(),
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(certs.clone());
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((TlsAcceptor::from(Arc::new(config)), certs))
 }
 
 /// The subject common name of a verified client certificate (the device id it claims).

@@ -45,6 +45,23 @@ pub(super) async fn security_headers(req: Request, next: Next) -> Response {
     resp
 }
 
+/// HSTS on every response when Vigil serves HTTPS itself (the state is whether it does): a
+/// browser that has seen it never again tries plain HTTP for a year.
+pub(super) async fn strict_transport_security(
+    axum::extract::State(https): axum::extract::State<bool>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    if https {
+        resp.headers_mut().insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    resp
+}
+
 fn content_type(path: &str) -> &'static str {
     match path.rsplit('.').next().unwrap_or("") {
         "html" => "text/html; charset=utf-8",

@@ -11,6 +11,7 @@ mod admin;
 mod assets;
 mod auth;
 mod error;
+pub mod https;
 mod live;
 mod panel;
 mod record;
@@ -94,6 +95,10 @@ pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(assets::security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.secure_cookies,
+            assets::strict_transport_security,
+        ))
         // The panel of 500 patients is ~2 MB of JSON, ~10% of that gzipped.
         .layer(
             tower_http::compression::CompressionLayer::new()
@@ -105,6 +110,22 @@ pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {
             timeout,
         ))
         .with_state(state)
+}
+
+/// Serves `app` over TLS on `listener` until `stop` is cancelled, then finishes requests in
+/// flight.
+pub async fn serve_tls(
+    listener: https::TlsListener,
+    app: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    axum::serve(
+        listener.tap_io(|_| {}),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await
 }
 
 /// Serves `app` on `listener` until `stop` is cancelled, then finishes requests in flight.

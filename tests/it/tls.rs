@@ -139,3 +139,148 @@ async fn devices_authenticate_by_certificate_or_secret_over_tls() {
     );
     gw.stop().await;
 }
+
+/// The subject of the certificate a fresh TLS connection to `port` is shown.
+async fn presented_subject(port: u16) -> String {
+    let connect = format!("127.0.0.1:{port}");
+    let out = run(
+        "openssl",
+        &["s_client", "-connect", &connect, "-servername", "localhost"],
+        Some(b""),
+    )
+    .await;
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("subject="))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Whether a handshake with only `version` (e.g. `-tls1_1`) succeeds.
+async fn handshake_with(port: u16, version: &str) -> bool {
+    let connect = format!("127.0.0.1:{port}");
+    let out = run(
+        "openssl",
+        &["s_client", "-connect", &connect, version],
+        Some(b""),
+    )
+    .await;
+    out.ok && out.stdout.contains("Cipher is") && !out.stdout.contains("Cipher is (NONE)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_the_api_with_hsts_and_secure_cookies_and_reloads_its_certificate() {
+    let pki = tempfile::tempdir().unwrap();
+    let dir = pki.path();
+    issue_cert(
+        dir,
+        "ca",
+        "server",
+        "first.localhost",
+        Some("IP:127.0.0.1,DNS:localhost"),
+    )
+    .await;
+    let gw = Gateway::start_with(|cfg| {
+        cfg.http.tls = Some(vigil::config::HttpTlsConfig {
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+        });
+    })
+    .await;
+    let port = gw.http.port();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.crt")).unwrap()).unwrap();
+    let https = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+
+    // HTTPS with HSTS and the other security headers; plain HTTP on that port gets nothing.
+    let r = https
+        .get(format!("https://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
+    assert!(r.headers().contains_key("content-security-policy"));
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_err(),
+        "plain HTTP must not be answered on the HTTPS port"
+    );
+    // A client that does not trust the clinic's CA is refused by its own check.
+    assert!(
+        reqwest::Client::new()
+            .get(format!("https://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+    // TLS 1.2 and 1.3 only.
+    assert!(handshake_with(port, "-tls1_2").await, "TLS 1.2 is accepted");
+    assert!(handshake_with(port, "-tls1_3").await, "TLS 1.3 is accepted");
+    assert!(!handshake_with(port, "-tls1_1").await, "TLS 1.1 is refused");
+
+    // The session cookie is Secure under HTTPS; join links are https.
+    let r = https
+        .post(format!("https://127.0.0.1:{port}/api/v1/users"))
+        .bearer_auth(crate::support::TOKEN)
+        .json(&serde_json::json!({"name": "tls-admin", "password": "a long enough password", "role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let r = https
+        .post(format!("https://127.0.0.1:{port}/api/v1/session"))
+        .json(&serde_json::json!({"username": "tls-admin", "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+
+    // A renewed certificate written over the files is used without a restart.
+    assert!(presented_subject(port).await.contains("first.localhost"));
+    issue_cert(
+        dir,
+        "ca",
+        "renewed",
+        "renewed.localhost",
+        Some("IP:127.0.0.1,DNS:localhost"),
+    )
+    .await;
+    // Each file replaced at once (rename), key first: a half-renewed pair is refused and the
+    // old certificate stays until both are there.
+    std::fs::rename(dir.join("renewed.key"), dir.join("server.key")).unwrap();
+    std::fs::rename(dir.join("renewed.crt"), dir.join("server.crt")).unwrap();
+    let deadline = std::time::Instant::now() + vigil::tls_reload::CHECK_EVERY * 3;
+    loop {
+        let subject = presented_subject(port).await;
+        if subject.contains("renewed.localhost") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still shown {subject:?} {:?} after the files changed",
+            vigil::tls_reload::CHECK_EVERY * 3
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let r = https
+        .get(format!("https://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the renewed certificate is trusted and serves"
+    );
+    gw.stop().await;
+}
