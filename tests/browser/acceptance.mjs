@@ -10,25 +10,14 @@
 
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { launch, need, newPage, pageFetch, percentile, publisher, signIn, until } from './lib.mjs';
+import { launch, need, newPage, pageFetch, percentile, publisher, scenarios, signIn, until } from './lib.mjs';
 
 const BASE = need('BASE_URL').replace(/\/$/, '');
 const env = (k, d) => process.env[k] || d;
 const SHOTS = process.env.SCREENSHOT_DIR;
-const results = [];
+const { results, scenario } = scenarios();
 const problems = [];
 let latency = null;
-
-async function scenario(name, fn) {
-  const t0 = Date.now();
-  try {
-    const detail = await fn();
-    results.push({ scenario: name, ok: true, ms: Date.now() - t0, detail: detail ?? null });
-  } catch (e) {
-    results.push({ scenario: name, ok: false, ms: Date.now() - t0, error: String(e?.stack || e) });
-  }
-  console.log(JSON.stringify(results[results.length - 1]));
-}
 
 const tileValue = (pid, metric) => `[data-patient-id="${pid}"] [data-metric="${metric}"] .v`;
 

@@ -138,3 +138,24 @@ export function runProcess(cmd, args, opts = {}) {
     child.on('exit', (code) => resolve({ code, out, err }));
   });
 }
+
+/**
+ * A scenario runner: `scenario(name, fn)` runs `fn`, records {scenario, ok, ms, detail|error}
+ * in `results`, prints it as one JSON line, and resolves to whether it passed.
+ */
+export function scenarios() {
+  const results = [];
+  async function scenario(name, fn) {
+    const t0 = Date.now();
+    try {
+      const detail = await fn();
+      results.push({ scenario: name, ok: true, ms: Date.now() - t0, detail: detail ?? null });
+    } catch (e) {
+      results.push({ scenario: name, ok: false, ms: Date.now() - t0, error: String(e?.stack || e) });
+    }
+    console.log(JSON.stringify(results[results.length - 1]));
+    return results[results.length - 1].ok;
+  }
+  return { results, scenario };
+}
+

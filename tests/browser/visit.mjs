@@ -13,26 +13,14 @@
 // (optional: visit-clinician.png, visit-patient.png).
 
 import path from 'node:path';
-import { FAKE_MEDIA_ARGS, launch, need, newPage, pageFetch, publisher, signIn, until } from './lib.mjs';
+import { FAKE_MEDIA_ARGS, launch, need, newPage, pageFetch, publisher, scenarios, signIn, until } from './lib.mjs';
 
 const BASE = need('BASE_URL').replace(/\/$/, '');
 const PATIENT = need('PATIENT');
 const SHOTS = process.env.SCREENSHOT_DIR;
-const results = [];
+const { results, scenario } = scenarios();
 const problems = [];
 const timings = {};
-
-async function scenario(name, fn) {
-  const t0 = Date.now();
-  try {
-    const detail = await fn();
-    results.push({ scenario: name, ok: true, ms: Date.now() - t0, detail: detail ?? null });
-  } catch (e) {
-    results.push({ scenario: name, ok: false, ms: Date.now() - t0, error: String(e?.stack || e) });
-  }
-  console.log(JSON.stringify(results[results.length - 1]));
-  return results[results.length - 1].ok;
-}
 
 async function shot(page, name) {
   if (!SHOTS) return;

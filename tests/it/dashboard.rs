@@ -63,7 +63,7 @@ fn vigil_sim() -> PathBuf {
     sim
 }
 
-async fn created(g: &Gateway, path: &str, body: Value) -> Value {
+pub(crate) async fn created(g: &Gateway, path: &str, body: Value) -> Value {
     let (s, v) = g.client.post(path, body).await;
     assert_eq!(s, StatusCode::CREATED, "POST {path}: {v}");
     v
@@ -144,24 +144,60 @@ async fn the_dashboard_works_in_a_real_browser() {
     .await;
     assert!(out.ok, "vigil-sim provision: {}", out.stderr);
 
-    let script = browser_dir().join("acceptance.mjs");
+    let (lines, summary) = run_browser_script(
+        "acceptance.mjs",
+        &[
+            ("BASE_URL", base.as_str()),
+            ("ADMIN_USER", ADMIN.0),
+            ("ADMIN_PASS", ADMIN.1),
+            ("CLIN_USER", CLINICIAN.0),
+            ("CLIN_PASS", CLINICIAN.1),
+            ("OWN_PATIENT", "pat-north-1"),
+            ("OTHER_PATIENT", "pat-south-1"),
+            ("MQTT_PORT", &g.mqtt.port().to_string()),
+            ("LAT_PATIENT", "pat-north-1"),
+            ("LAT_DEVICE", "ox-north-1"),
+            ("LAT_SECRET", &ox_secret),
+            ("SIM_BIN", sim.to_str().unwrap()),
+            ("SIM_CREDENTIALS", creds.to_str().unwrap()),
+            ("SIM_PREFIX", "sim"),
+        ],
+        Duration::from_secs(300),
+    )
+    .await;
+    println!("publish-to-tile latency: {}", summary["latency"]);
+    assert_scenarios(
+        &lines,
+        &summary,
+        &[
+            "sign_in",
+            "csrf_required",
+            "live_tile_and_latency",
+            "reconnect",
+            "sim_readings_live",
+            "alert_inbox_ack_record",
+            "patient_chart",
+            "admin_and_care_plan",
+            "clinician_scope",
+            "sign_out",
+        ],
+    );
+    assert!(summary["latency"]["readings"].as_u64().unwrap_or(0) >= 50);
+
+    g.stop().await;
+}
+
+/// Runs `tests/browser/<script>` with node and `env`; returns its JSON lines (each scenario's
+/// printed) and its summary line. Fails with its output when it prints no summary.
+pub(crate) async fn run_browser_script(
+    script: &str,
+    env: &[(&str, &str)],
+    within: Duration,
+) -> (Vec<Value>, Value) {
     let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(&script)
+    cmd.arg(browser_dir().join(script))
         .current_dir(browser_dir())
-        .env("BASE_URL", &base)
-        .env("ADMIN_USER", ADMIN.0)
-        .env("ADMIN_PASS", ADMIN.1)
-        .env("CLIN_USER", CLINICIAN.0)
-        .env("CLIN_PASS", CLINICIAN.1)
-        .env("OWN_PATIENT", "pat-north-1")
-        .env("OTHER_PATIENT", "pat-south-1")
-        .env("MQTT_PORT", g.mqtt.port().to_string())
-        .env("LAT_PATIENT", "pat-north-1")
-        .env("LAT_DEVICE", "ox-north-1")
-        .env("LAT_SECRET", &ox_secret)
-        .env("SIM_BIN", &sim)
-        .env("SIM_CREDENTIALS", &creds)
-        .env("SIM_PREFIX", "sim")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -169,13 +205,12 @@ async fn the_dashboard_works_in_a_real_browser() {
         cmd.env("SCREENSHOT_DIR", dir);
     }
     let child = cmd.spawn().expect("node starts");
-    let output = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
+    let output = tokio::time::timeout(within, child.wait_with_output())
         .await
-        .expect("the browser test finishes within 300 s")
+        .unwrap_or_else(|_| panic!("{script} finishes within {within:?}"))
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-
     let lines: Vec<Value> = stdout
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -183,48 +218,42 @@ async fn the_dashboard_works_in_a_real_browser() {
     for l in lines.iter().filter(|l| l.get("scenario").is_some()) {
         println!("{l}");
     }
-    let summary = lines
+    let mut summary = lines
         .iter()
-        .find_map(|l| l.get("summary").map(|_| l.clone()))
+        .find(|l| l.get("summary").is_some())
+        .cloned()
         .unwrap_or_else(|| {
-            panic!("no summary from the browser test\nstdout:\n{stdout}\nstderr:\n{stderr}")
+            panic!("no summary from {script}\nstdout:\n{stdout}\nstderr:\n{stderr}")
         });
-    println!("publish-to-tile latency: {}", summary["latency"]);
+    summary["exit_ok"] = json!(output.status.success());
+    summary["stderr"] = json!(stderr);
+    (lines, summary)
+}
+
+/// Every scenario ran and passed, the script exited 0, and the pages reported no problem (no
+/// page error, console error or CSP violation).
+pub(crate) fn assert_scenarios(lines: &[Value], summary: &Value, wanted: &[&str]) {
     let failed: Vec<&Value> = lines
         .iter()
         .filter(|l| l.get("scenario").is_some() && l["ok"] != json!(true))
         .collect();
     assert!(
-        failed.is_empty() && output.status.success(),
-        "browser scenarios failed: {failed:#?}\nproblems: {}\nstderr:\n{stderr}",
-        summary["problems"]
+        failed.is_empty() && summary["exit_ok"] == json!(true),
+        "browser scenarios failed: {failed:#?}\nproblems: {}\nstderr:\n{}",
+        summary["problems"],
+        summary["stderr"].as_str().unwrap_or_default()
     );
-    for want in [
-        "sign_in",
-        "csrf_required",
-        "live_tile_and_latency",
-        "reconnect",
-        "sim_readings_live",
-        "alert_inbox_ack_record",
-        "patient_chart",
-        "admin_and_care_plan",
-        "clinician_scope",
-        "sign_out",
-    ] {
+    for want in wanted {
         assert!(
             lines
                 .iter()
-                .any(|l| l["scenario"] == want && l["ok"] == json!(true)),
+                .any(|l| l["scenario"] == *want && l["ok"] == json!(true)),
             "scenario {want} did not run"
         );
     }
-    // No page errors, console errors or CSP violations along the way.
     assert_eq!(
         summary["problems"],
         json!([]),
         "the pages reported problems"
     );
-    assert!(summary["latency"]["readings"].as_u64().unwrap_or(0) >= 50);
-
-    g.stop().await;
 }

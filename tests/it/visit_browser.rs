@@ -14,22 +14,15 @@
 //! the call appears beside the video. Prints the join → first remote frame times (the guest's
 //! too). `VIGIL_SCREENSHOTS=DIR` writes visit-clinician.png and visit-patient.png.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::dashboard::{browser_dir, require_tools};
+use crate::dashboard::{assert_scenarios, created, require_tools, run_browser_script};
 use crate::support::Gateway;
 
 const CLINICIAN: (&str, &str) = ("dr-video", "video visits all day 3");
-
-async fn created(g: &Gateway, path: &str, body: Value) -> Value {
-    let (s, v) = g.client.post(path, body).await;
-    assert_eq!(s, StatusCode::CREATED, "POST {path}: {v}");
-    v
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_visit_works_in_real_browsers() {
@@ -66,82 +59,40 @@ async fn a_video_visit_works_in_real_browsers() {
     .await;
     let ox_secret = ox["mqtt"]["password"].as_str().unwrap().to_owned();
 
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(browser_dir().join("visit.mjs"))
-        .current_dir(browser_dir())
-        .env("BASE_URL", &base)
-        .env("CLIN_USER", CLINICIAN.0)
-        .env("CLIN_PASS", CLINICIAN.1)
-        .env("PATIENT", "pat-video-1")
-        .env("MQTT_PORT", g.mqtt.port().to_string())
-        .env("DEVICE", "ox-video-1")
-        .env("DEVICE_SECRET", &ox_secret)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Ok(dir) = std::env::var("VIGIL_SCREENSHOTS") {
-        cmd.env("SCREENSHOT_DIR", dir);
-    }
-    let child = cmd.spawn().expect("node starts");
-    let output = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())
-        .await
-        .expect("the browser test finishes within 240 s")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-
-    let lines: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    for l in lines.iter().filter(|l| l.get("scenario").is_some()) {
-        println!("{l}");
-    }
-    let summary = lines
-        .iter()
-        .find(|l| l.get("summary").is_some())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!("no summary from the browser test\nstdout:\n{stdout}\nstderr:\n{stderr}")
-        });
+    let (lines, summary) = run_browser_script(
+        "visit.mjs",
+        &[
+            ("BASE_URL", base.as_str()),
+            ("CLIN_USER", CLINICIAN.0),
+            ("CLIN_PASS", CLINICIAN.1),
+            ("PATIENT", "pat-video-1"),
+            ("MQTT_PORT", &g.mqtt.port().to_string()),
+            ("DEVICE", "ox-video-1"),
+            ("DEVICE_SECRET", &ox_secret),
+        ],
+        Duration::from_secs(240),
+    )
+    .await;
     println!(
         "join → first remote frame: {}",
         summary["join_to_first_frame"]
     );
-    let failed: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l.get("scenario").is_some() && l["ok"] != json!(true))
-        .collect();
-    assert!(
-        failed.is_empty() && output.status.success(),
-        "browser scenarios failed: {failed:#?}\nproblems: {}\nstderr:\n{stderr}",
-        summary["problems"]
-    );
-    for want in [
-        "start_visit_from_patient_view",
-        "tampered_link_refused",
-        "patient_waits_and_is_admitted",
-        "quality_indicator",
-        "vitals_beside_the_video",
-        "mute_shows_on_the_other_side",
-        "guest_joins_a_three_way_call",
-        "leave_removes_the_video",
-        "rejoin_after_leaving",
-        "patient_link_after_reload",
-        "clinician_ends_the_visit",
-    ] {
-        assert!(
-            lines
-                .iter()
-                .any(|l| l["scenario"] == want && l["ok"] == json!(true)),
-            "scenario {want} did not run"
-        );
-    }
-    // No page errors, console errors or CSP violations on either page.
-    assert_eq!(
-        summary["problems"],
-        json!([]),
-        "the pages reported problems"
+    assert_scenarios(
+        &lines,
+        &summary,
+        &[
+            "start_visit_from_patient_view",
+            "tampered_link_refused",
+            "patient_waits_and_is_admitted",
+            "quality_indicator",
+            "vitals_beside_the_video",
+            "mute_shows_on_the_other_side",
+            "guest_joins_a_three_way_call",
+            "leave_removes_the_video",
+            "rejoin_after_leaving",
+            "patient_link_after_reload",
+            "clinician_ends_the_visit",
+        ],
     );
 
     g.stop().await;
