@@ -369,22 +369,21 @@ impl Room {
         let p = self
             .get(pid)
             .ok_or_else(|| refused("you are not in this visit"))?;
-        {
-            let mut st = lock(&p.state);
-            match st.admission {
-                Admission::Waiting => {
-                    return Err(refused("wait to be admitted before sending an offer"));
-                }
-                Admission::InCall => {
-                    return Err(refused(
-                        "an offer was already made; the relay renegotiates from now on",
-                    ));
-                }
-                Admission::Admitted => st.admission = Admission::InCall,
+        match lock(&p.state).admission {
+            Admission::Waiting => {
+                return Err(refused("wait to be admitted before sending an offer"));
             }
+            Admission::InCall => {
+                return Err(refused(
+                    "an offer was already made; the relay renegotiates from now on",
+                ));
+            }
+            Admission::Admitted => {}
         }
         let offer = RTCSessionDescription::offer(sdp)
             .map_err(|e| refused(format!("the offer is not valid SDP: {e}")))?;
+        // One socket's messages are handled one at a time: nothing changed since the check.
+        lock(&p.state).admission = Admission::InCall;
         let handler = Arc::new(Handler {
             room: Arc::downgrade(self),
             pid,
@@ -392,10 +391,17 @@ impl Room {
             connected: p.connected.clone(),
             _live: LiveConnection::new(&self.metrics),
         });
-        let pc = self.rtc.build(handler).await.map_err(|e| {
-            tracing::warn!(visit = %self.visit_id, error = %e, "no peer connection for a participant");
-            refused("the relay has no free port for this call; try again shortly")
-        })?;
+        let pc = match self.rtc.build(handler).await {
+            Ok(pc) => pc,
+            Err(e) => {
+                tracing::warn!(visit = %self.visit_id, error = %e, "no peer connection for a participant");
+                // May offer again.
+                lock(&p.state).admission = Admission::Admitted;
+                return Err(refused(
+                    "the relay has no free port for this call; try again shortly",
+                ));
+            }
+        };
         if p.pc.set(pc.clone()).is_err() {
             let _ = pc.close().await;
             return Err(refused("an offer was already made"));
@@ -405,7 +411,7 @@ impl Room {
             let _ = pc.close().await;
             return Err(refused("you left the visit"));
         }
-        let answer = {
+        let negotiated = async {
             let _n = p.negotiating.lock().await;
             pc.set_remote_description(offer)
                 .await
@@ -428,7 +434,17 @@ impl Room {
             let _ = tokio::time::timeout(Duration::from_secs(5), g.wait_for(|d| *d)).await;
             pc.local_description()
                 .await
-                .ok_or_else(|| refused("no answer to the offer"))?
+                .ok_or_else(|| refused("no answer to the offer"))
+        }
+        .await;
+        let answer = match negotiated {
+            Ok(a) => a,
+            Err(e) => {
+                // Its connection cannot be used: the participant goes, told why, and may rejoin.
+                let why = format!("{e}; rejoin from your link");
+                self.kick(pid, 4000, &why).await;
+                return Err(e);
+            }
         };
         p.send(json!({"type": "answer", "sdp": answer.sdp}));
         tracing::debug!(visit = %self.visit_id, participant = pid, "offer answered");

@@ -295,6 +295,14 @@ async fn signalling_admits_from_the_waiting_room_and_refuses_bad_links() {
         (Some("Ana"), Some("patient"))
     );
     let pid = waiting[0]["id"].as_str().unwrap().to_owned();
+    // An offer that is not SDP is refused with the parser's reason; the socket stays open and
+    // the participant may offer again.
+    send(&mut clin, json!({"type": "offer", "sdp": "hello"})).await;
+    let e = next(&mut clin, "error").await;
+    assert!(
+        e["message"].as_str().unwrap().contains("not valid SDP"),
+        "{e}"
+    );
 
     // The patient cannot admit; the clinician can, once.
     send(&mut patient, json!({"type": "admit", "participant": pid})).await;
