@@ -335,6 +335,7 @@ impl App {
                         max_connections: cfg.mqtt.max_connections,
                     },
                 );
+                tokio::spawn(endpoint.clone().end_revoked(stop.clone()));
                 if let Some((listener, acceptor)) = tls {
                     tracker.spawn(endpoint.clone().serve(
                         listener,

@@ -166,6 +166,43 @@ impl Endpoint {
         })
     }
 
+    /// Ends the connections of devices whose credentials are revoked or replaced, as the
+    /// registry announces them, until `stop`.
+    pub async fn end_revoked(self: Arc<Self>, stop: CancellationToken) {
+        let mut changes = self.ingest.registry.subscribe_credential_changes();
+        loop {
+            let id = tokio::select! {
+                r = changes.recv() => match r {
+                    Ok(id) => id,
+                    // Missed some: end every connection whose credentials no longer hold.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        self.end_where(|d| self.ingest.registry.device_auth(d).is_none());
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+                () = stop.cancelled() => return,
+            };
+            let n = self.end_where(|d| *d == id);
+            tracing::info!(device_id = %id, connections = n, "device credentials changed: its connections are ended");
+        }
+    }
+
+    /// Ends the connections of the devices `which` picks; how many.
+    fn end_where(&self, which: impl Fn(&DeviceId) -> bool) -> usize {
+        let Ok(s) = self.sessions.lock() else {
+            return 0;
+        };
+        let mut n = 0;
+        for ((d, _), (_, token)) in s.iter() {
+            if which(d) {
+                token.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Accepts devices until `stop` is cancelled; with `tls`, each connection first completes
     /// a TLS handshake (MQTTS). Connections run on `tracker`; on `stop` each stops reading,
     /// waits for its pending commits, sends their acknowledgements and closes.
@@ -459,6 +496,10 @@ impl Endpoint {
                 _ = conn_token.cancelled() => {
                     break if stop.is_cancelled() {
                         End::Server(DisconnectReason::Shutdown)
+                    } else if self.holds(&session_key, conn_id) {
+                        // Still this client's connection: its credentials were revoked or
+                        // replaced (`end_revoked`).
+                        End::Server(DisconnectReason::NotAuthorized)
                     } else {
                         taken_over.store(true, Ordering::Relaxed);
                         End::Server(DisconnectReason::TakenOver)
@@ -583,6 +624,13 @@ impl Endpoint {
             }
             Err(()) => Err(End::Server(DisconnectReason::StoreFailed)),
         }
+    }
+
+    /// Whether `conn_id` is still the connection of its (device, client id).
+    fn holds(&self, key: &(DeviceId, String), conn_id: u64) -> bool {
+        self.sessions
+            .lock()
+            .is_ok_and(|s| s.get(key).is_some_and(|(id, _)| *id == conn_id))
     }
 
     /// Removes a finished connection; `true` when the device has no other connection left.

@@ -337,6 +337,8 @@ pub struct Registry {
     profiles: Profiles,
     status: tokio::sync::mpsc::Sender<StatusUpdate>,
     device_events: tokio::sync::broadcast::Sender<Arc<DeviceStatus>>,
+    /// Devices whose credentials were revoked or replaced: their connections must end.
+    credentials_changed: tokio::sync::broadcast::Sender<DeviceId>,
 }
 
 /// A device's status as just written: for the live view.
@@ -627,6 +629,7 @@ impl Registry {
             profiles,
             status,
             device_events,
+            credentials_changed: tokio::sync::broadcast::channel(1024).0,
         })
     }
 
@@ -823,6 +826,81 @@ impl Registry {
             },
             secret,
         ))
+    }
+
+    /// Devices whose credentials were just revoked or replaced: whoever holds their
+    /// connections ends them.
+    pub fn subscribe_credential_changes(&self) -> tokio::sync::broadcast::Receiver<DeviceId> {
+        self.credentials_changed.subscribe()
+    }
+
+    /// Revokes a device: it can no longer connect, and its connections are ended (by the
+    /// endpoint, told through [`Registry::subscribe_credential_changes`]). Its readings stay.
+    pub async fn revoke_device(&self, id: DeviceId, now_ms: i64) -> Result<Device, RegistryError> {
+        let id2 = id.clone();
+        let dev = self
+            .with(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let d = devices_where(&tx, Some(&id2), None)?
+                    .pop()
+                    .ok_or_else(|| RegistryError::NotFound(format!("device {id2}")))?;
+                if !d.revoked {
+                    tx.execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [id2.as_str()])?;
+                    tx.execute(
+                        "INSERT INTO timeline (patient_id, time_ms, kind, data) VALUES (?1, ?2, 'device.revoked', ?3)",
+                        params![d.patient_id.as_str(), now_ms, serde_json::json!({"device_id": id2.as_str()}).to_string()],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(Device { revoked: true, ..d })
+            })
+            .await?;
+        if let Ok(mut map) = self.devices.write()
+            && let Some(a) = map.get_mut(&id)
+        {
+            a.revoked = true;
+        }
+        let _ = self.credentials_changed.send(id);
+        Ok(dev)
+    }
+
+    /// Gives a device a new secret, returned once; the old one stops working at once and the
+    /// connections made with it are ended.
+    pub async fn rotate_device_secret(
+        &self,
+        id: DeviceId,
+    ) -> Result<(Device, String), RegistryError> {
+        let secret = new_secret()?;
+        let secret_hash = sha256(secret.as_bytes());
+        let broker_hash = mosquitto::password_hash(&secret)
+            .map_err(|e| RegistryError::Db(format!("no randomness: {e}")))?;
+        let id2 = id.clone();
+        let dev = self
+            .with(move |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let d = devices_where(&tx, Some(&id2), None)?
+                    .pop()
+                    .ok_or_else(|| RegistryError::NotFound(format!("device {id2}")))?;
+                if d.revoked {
+                    return Err(RegistryError::Invalid(format!(
+                        "device {id2} is revoked; provision a new device instead"
+                    )));
+                }
+                tx.execute(
+                    "UPDATE devices SET secret_hash = ?2, broker_hash = ?3 WHERE id = ?1",
+                    params![id2.as_str(), &secret_hash[..], broker_hash],
+                )?;
+                tx.commit()?;
+                Ok(d)
+            })
+            .await?;
+        if let Ok(mut map) = self.devices.write()
+            && let Some(a) = map.get_mut(&id)
+        {
+            a.secret_hash = secret_hash;
+        }
+        let _ = self.credentials_changed.send(id);
+        Ok((dev, secret))
     }
 
     pub async fn device(&self, id: DeviceId) -> Result<Device, RegistryError> {

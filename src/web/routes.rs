@@ -44,6 +44,8 @@ pub(super) fn api() -> Router<AppState> {
         .route("/patients/{id}/observations", get(observations))
         .route("/devices", post(create_device))
         .route("/devices/{id}", get(get_device))
+        .route("/devices/{id}/revoke", post(revoke_device))
+        .route("/devices/{id}/rotate", post(rotate_device))
         .route("/dead-letters", get(dead_letters))
         .route("/influxdb/rejected", get(influx_rejected))
         .route("/audit", get(audit))
@@ -246,6 +248,52 @@ async fn create_device(
         [(header::CACHE_CONTROL, "no-store")],
         Json(out),
     ))
+}
+
+/// `POST /devices/{id}/revoke` (admin): the device can no longer connect, and is disconnected
+/// at once.
+async fn revoke_device(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    _body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    require_admin(&p)?;
+    let id = device_id(&id)?;
+    let device = s.registry.revoke_device(id.clone(), now_ms()).await?;
+    audit_line(
+        &s,
+        &p,
+        "device.revoke",
+        Some(&device.patient_id),
+        &format!("device/{id}"),
+    )
+    .await?;
+    Ok(Json(device))
+}
+
+/// `POST /devices/{id}/rotate` (admin): a new secret, shown once; the old one stops working and
+/// the connections made with it are ended.
+async fn rotate_device(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    _body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    require_admin(&p)?;
+    let id = device_id(&id)?;
+    let (device, secret) = s.registry.rotate_device_secret(id.clone()).await?;
+    audit_line(
+        &s,
+        &p,
+        "device.rotate",
+        Some(&device.patient_id),
+        &format!("device/{id}"),
+    )
+    .await?;
+    let mut out = serde_json::to_value(&device).map_err(|e| ApiError::Internal(e.to_string()))?;
+    out["mqtt"] = json!({ "username": id.as_str(), "password": secret });
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(out)))
 }
 
 async fn get_device(

@@ -299,3 +299,126 @@ async fn a_will_on_another_topic_is_refused_at_connect() {
     );
     gw.stop().await;
 }
+
+/// A device held connected by `mosquitto_sub` (on its own errors topic, which it may read).
+fn subscriber(gw: &Gateway, id: &str, secret: &str) -> tokio::process::Child {
+    tokio::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &gw.mqtt.port().to_string(),
+            "-V",
+            "mqttv5",
+            "-i",
+            &format!("{id}-held"),
+            "-u",
+            id,
+            "-P",
+            secret,
+            "-t",
+            &format!("vigil/v1/devices/{id}/errors"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto_sub starts")
+}
+
+async fn online(gw: &Gateway, id: &str) -> bool {
+    gw.client.get(&format!("/api/v1/devices/{id}")).await.1["online"] == json!(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_or_revoking_a_device_ends_its_connections_at_once() {
+    let gw = Gateway::start().await;
+    gw.client.patient("p-rev").await;
+    let old = gw.client.device("th-rev", "p-rev", "thermometer").await;
+    let topic = "vigil/v1/devices/th-rev/readings";
+    let body = br#"{"metric":"body_temperature","value":37.1}"#;
+
+    // Rotation: the connected device is dropped, its old secret no longer works, the new does.
+    let mut held = subscriber(&gw, "th-rev", &old);
+    eventually(Duration::from_secs(10), "the device online", || async {
+        online(&gw, "th-rev").await.then_some(())
+    })
+    .await;
+    let (s, v) = gw
+        .client
+        .post("/api/v1/devices/th-rev/rotate", json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let new = v["mqtt"]["password"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    tokio::time::timeout(Duration::from_secs(10), held.wait())
+        .await
+        .expect("the connection made with the old secret ends at once")
+        .unwrap();
+    eventually(Duration::from_secs(10), "the device offline", || async {
+        (!online(&gw, "th-rev").await).then_some(())
+    })
+    .await;
+    let out = mosquitto_pub(gw.mqtt, V::V5, "th-rev", &old, topic, body, &[]).await;
+    assert!(!out.ok, "the old secret still connects");
+    let out = mosquitto_pub(gw.mqtt, V::V5, "th-rev", &new, topic, body, &[]).await;
+    assert!(out.ok, "the new secret: {}", out.stderr);
+
+    // Revocation: dropped at once, refused after, on the record and in the audit trail.
+    let mut held = subscriber(&gw, "th-rev", &new);
+    eventually(
+        Duration::from_secs(10),
+        "the device online again",
+        || async { online(&gw, "th-rev").await.then_some(()) },
+    )
+    .await;
+    let (s, v) = gw
+        .client
+        .post("/api/v1/devices/th-rev/revoke", json!({}))
+        .await;
+    assert_eq!(
+        (s.as_u16(), v["revoked"].clone()),
+        (200, json!(true)),
+        "{v}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), held.wait())
+        .await
+        .expect("a revoked device's connection ends at once")
+        .unwrap();
+    let out = mosquitto_pub(gw.mqtt, V::V5, "th-rev", &new, topic, body, &[]).await;
+    assert!(!out.ok, "a revoked device connects");
+    let (s, _) = gw
+        .client
+        .post("/api/v1/devices/th-rev/rotate", json!({}))
+        .await;
+    assert_eq!(s, 400, "a revoked device gets no new secret");
+    let (_, rec) = gw.client.get("/api/v1/patients/p-rev/record").await;
+    assert!(
+        rec["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "device.revoked"),
+        "{rec}"
+    );
+    let (_, a) = gw.client.get("/api/v1/audit?patient_id=p-rev").await;
+    for action in ["device.rotate", "device.revoke"] {
+        assert!(
+            a["audit"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["action"] == action),
+            "{action} not audited: {a}"
+        );
+    }
+    // The readings it sent before stay.
+    assert_eq!(gw.client.observations("p-rev", "").await.len(), 1);
+    // Unknown device: 404.
+    let (s, _) = gw
+        .client
+        .post("/api/v1/devices/nope/revoke", json!({}))
+        .await;
+    assert_eq!(s, 404);
+    gw.stop().await;
+}
