@@ -718,3 +718,171 @@ async fn the_dashboard_is_served_with_strict_security_headers() {
     let _ = Api::new(g.http);
     g.stop().await;
 }
+
+/// The API's route table, read from `src/web/routes.rs` (the `.route(path, method(handler)…)`
+/// calls of `api()`): every (method, path) the router serves, so that a route added there is in
+/// the security suite without anyone remembering to add it.
+fn route_table() -> Vec<(String, String)> {
+    let src = include_str!("../../src/web/routes.rs");
+    let api = &src[src.find("fn api()").expect("routes.rs has api()")..];
+    let api = &api[..api.find("\n}\n").expect("api() ends")];
+    let mut table = Vec::new();
+    for chunk in api.split(".route(").skip(1) {
+        let path = chunk.split('"').nth(1).expect("a route's path").to_owned();
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let pat = format!("{method}(");
+            let mut rest = chunk;
+            while let Some(i) = rest.find(&pat) {
+                let before = rest[..i].chars().last();
+                if !before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    table.push((method.to_uppercase(), path.clone()));
+                    break;
+                }
+                rest = &rest[i + pat.len()..];
+            }
+        }
+    }
+    table
+}
+
+#[tokio::test]
+async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
+    let g = Gateway::start().await;
+    let (_, south) = clinic(&g).await;
+    let table = route_table();
+    assert!(table.len() >= 40, "the route table was not read: {table:?}");
+
+    // What a south-team resource of each kind is.
+    let (s, v) = g
+        .client
+        .call(
+            "PUT",
+            "/api/v1/patients/ps1/care-plan",
+            Some(
+                json!({"rules": [{"id": "low", "kind": "threshold", "metric": "spo2",
+                                   "op": "<", "value": 90, "for_s": 0, "severity": "high"}]}),
+            ),
+            Some(crate::support::TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    publish(&g, "oxs1", &south, json!({"metric": "spo2", "value": 84})).await;
+    let alert = eventually(WAIT, "the south patient's alert", || async {
+        let (_, v) = g.client.get("/api/v1/alerts?patient_id=ps1").await;
+        v["alerts"][0]["id"].as_str().map(str::to_owned)
+    })
+    .await;
+    let (_, v) = g
+        .client
+        .post("/api/v1/visits", json!({"patient_id": "ps1"}))
+        .await;
+    let visit = v["id"].as_str().unwrap().to_owned();
+    let concrete = |path: &str| -> String {
+        let id = if path.starts_with("/patients/") {
+            "ps1"
+        } else if path.starts_with("/devices/") {
+            "oxs1"
+        } else if path.starts_with("/alerts/") {
+            &alert
+        } else if path.starts_with("/visits/") {
+            &visit
+        } else if path.starts_with("/users/") {
+            "sam"
+        } else {
+            "1"
+        };
+        // Required queries, aimed at the south team too.
+        let query = match path {
+            "/patients/{id}/series" => "?metric=spo2",
+            "/dead-letters" => "?device_id=oxs1",
+            "/alerts" => "?patient_id=ps1",
+            _ => "",
+        };
+        format!(
+            "/api/v1{}{query}",
+            path.replace("{id}", id).replace("{name}", id)
+        )
+    };
+    // A body that passes each handler's parsing, aimed at the south team.
+    let body = |method: &str, path: &str| -> Option<Value> {
+        if method == "GET" || method == "DELETE" {
+            return None;
+        }
+        Some(match path {
+            "/patients" => json!({"id": "ps9", "name": "X", "care_team": "south"}),
+            "/patients/{id}" => json!({"name": "Renamed"}),
+            "/patients/{id}/care-plan" => json!({"rules": []}),
+            "/patients/{id}/notes" => json!({"text": "a note"}),
+            "/devices" => json!({"id": "oxs9", "patient_id": "ps1", "profile": "pulse-oximeter"}),
+            "/users" => json!({"name": "mallory", "password": PASSWORD, "role": "admin"}),
+            "/users/{name}" => json!({"role": "admin"}),
+            "/teams" => json!({"id": "east", "name": "East"}),
+            "/visits" => json!({"patient_id": "ps1"}),
+            "/visits/{id}/links" => json!({"role": "guest"}),
+            _ => json!({"note": "checked"}),
+        })
+    };
+
+    let stranger = Browser::new(&g);
+    let mut nina = Browser::new(&g);
+    nina.sign_in("nina", PASSWORD).await;
+    let unsafe_method = |m: &str| m != "GET";
+    for (method, path) in &table {
+        let url = concrete(path);
+        // Sign-in needs no credential; a visit's signalling socket authenticates in its first
+        // message (tests/it/visits.rs): both are the documented exceptions.
+        let exempt = (method == "POST" && path == "/session") || path.ends_with("/signal");
+        if !exempt {
+            let (s, v) = stranger.call(method, &url, body(method, path)).await;
+            assert_eq!(
+                s,
+                StatusCode::UNAUTHORIZED,
+                "{method} {url} without credentials: {v}"
+            );
+        }
+        if unsafe_method(method) && !exempt {
+            let r = nina.raw(method, &url, body(method, path), false).await;
+            assert_eq!(
+                r.status(),
+                StatusCode::FORBIDDEN,
+                "{method} {url} without the CSRF token"
+            );
+            let v: Value = r.json().await.unwrap();
+            assert!(
+                v["error"].as_str().unwrap().contains("CSRF"),
+                "{method} {url}: {v}"
+            );
+        }
+        // A clinician of the north team, on the south team's resources: refused, or (lists and
+        // her own session) answered without a trace of the south patient.
+        if (method == "DELETE" && path == "/session") || exempt {
+            continue;
+        }
+        let (s, v) = nina.call(method, &url, body(method, path)).await;
+        match (method.as_str(), path.as_str()) {
+            // (`/alerts?patient_id=ps1` is refused like the patient itself.)
+            ("GET", "/patients" | "/panel" | "/profiles" | "/session" | "/teams") => {
+                assert_eq!(s, StatusCode::OK, "{method} {url}: {v}");
+                let text = v.to_string();
+                assert!(
+                    !text.contains("ps1") && !text.contains("oxs1"),
+                    "{method} {url} shows the south patient: {text}"
+                );
+            }
+            // A WebSocket route asked without an upgrade; its scoping is tested with the socket.
+            ("GET", "/live") => assert_eq!(s, StatusCode::BAD_REQUEST, "{v}"),
+            // Only a join link opens this one.
+            ("GET", "/visits/{id}/join") => assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}"),
+            _ => assert!(
+                s == StatusCode::FORBIDDEN || s == StatusCode::NOT_FOUND,
+                "{method} {url} as a clinician of another team: {s} {v}"
+            ),
+        }
+    }
+    // Nothing changed for the south patient.
+    let (_, p) = g.client.get("/api/v1/patients/ps1").await;
+    assert_eq!(p["name"], "Patient ps1");
+    let (_, d) = g.client.get("/api/v1/devices/oxs1").await;
+    assert_eq!(d["revoked"], false);
+    g.stop().await;
+}
