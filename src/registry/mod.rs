@@ -12,6 +12,7 @@
 
 pub mod mosquitto;
 mod profile;
+mod tokens;
 mod users;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use profile::{PayloadFormat, Profile, ProfileError, Profiles};
+pub use tokens::{ApiToken, Scope, TOKEN_PREFIX};
 pub use users::{Session, Team, User, UserUpdate};
 
 use crate::domain::{DeviceId, PatientId, format_rfc3339};
@@ -101,6 +103,8 @@ const SCHEMA: &[&str] = &[
     users::SCHEMA_V4,
     // version 5: video visits.
     crate::video::visits::SCHEMA_V5,
+    // version 6: API tokens.
+    tokens::SCHEMA_V6,
 ];
 
 /// A patient as the API shows it.

@@ -133,3 +133,105 @@ pub(super) async fn create_team(
     audit_line(&s, &p, "team.create", None, &format!("team/{}", b.id)).await?;
     Ok((StatusCode::CREATED, Json(team)))
 }
+
+/// API tokens are managed from a signed-in session (or the bootstrap token), never with an API
+/// token: a leaked token cannot mint others.
+fn not_with_a_token(p: &Principal) -> ApiResult<()> {
+    match &p.api_token {
+        Some(t) => Err(ApiError::Forbidden(format!(
+            "API tokens are managed from a signed-in session, not with token {}",
+            t.id
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewToken {
+    label: String,
+    scope: crate::registry::Scope,
+    /// 1 to 365.
+    expires_days: u32,
+    /// Whose token (admin only; default: the caller).
+    #[serde(default)]
+    user: Option<String>,
+}
+
+/// `POST /tokens`: an API token acting as its user, `read` or `write`, expiring; the secret is
+/// in this answer only.
+pub(super) async fn create_token(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    body: Result<Json<NewToken>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    not_with_a_token(&p)?;
+    let Json(b) = body?;
+    if !(1..=365).contains(&b.expires_days) {
+        return Err(ApiError::BadRequest(
+            "expires_days must be 1 to 365: every token expires".into(),
+        ));
+    }
+    let user = match b.user {
+        Some(u) if u != p.name => {
+            require_admin(&p)?;
+            u
+        }
+        _ if p.name == "bootstrap" => {
+            return Err(ApiError::BadRequest(
+                "the bootstrap token has no user: name one with \"user\"".into(),
+            ));
+        }
+        _ => p.name.clone(),
+    };
+    let now = now_ms();
+    let (secret, token) = s
+        .registry
+        .create_api_token(
+            &user,
+            &b.label,
+            b.scope,
+            now,
+            now + i64::from(b.expires_days) * 86_400_000,
+        )
+        .await?;
+    audit_line(&s, &p, "token.create", None, &format!("token/{}", token.id)).await?;
+    let mut out = json!(token);
+    out["token"] = json!(secret);
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::CACHE_CONTROL, "no-store")],
+        Json(out),
+    ))
+}
+
+/// `GET /tokens`: the caller's tokens (an admin: everyone's), without their secrets.
+pub(super) async fn list_tokens(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<Value>> {
+    not_with_a_token(&p)?;
+    let who = (p.role != Role::Admin).then(|| p.name.clone());
+    let tokens = s.registry.api_tokens(who).await?;
+    Ok(Json(json!({ "tokens": tokens })))
+}
+
+/// `DELETE /tokens/{id}`: revokes a token at once (one's own, or any for an admin).
+pub(super) async fn revoke_token(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    not_with_a_token(&p)?;
+    let t = s
+        .registry
+        .api_token_by_id(id.clone())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("token {id} not found")))?;
+    if t.user != p.name {
+        require_admin(&p)?;
+    }
+    let t = s.registry.revoke_api_token(id.clone(), now_ms()).await?;
+    audit_line(&s, &p, "token.revoke", None, &format!("token/{id}")).await?;
+    Ok(Json(json!(t)))
+}

@@ -57,6 +57,8 @@ pub(crate) struct Principal {
     pub(crate) teams: Option<Arc<[String]>>,
     /// The session's token, when the caller came with the cookie (for sign-out).
     pub(crate) session_token: Option<String>,
+    /// The API token it came with, when it did (`None`: a session or the bootstrap token).
+    pub(crate) api_token: Option<crate::registry::ApiToken>,
 }
 
 impl Principal {
@@ -181,16 +183,48 @@ async fn authenticate(
     remote: String,
 ) -> Result<Principal, ApiError> {
     let principal = if let Some(token) = bearer(headers, uri) {
-        match &state.bootstrap {
-            Some(b) if b.matches(token) => Principal {
+        // Failed bearer tokens are throttled per address, as sign-ins are.
+        let key = [format!("bearer:{remote}")];
+        if let Some(wait) = state.throttle.wait(&key, std::time::Instant::now()) {
+            let secs = wait.as_secs().max(1);
+            return Err(ApiError::TooMany {
+                retry_after_s: secs,
+                message: format!("too many requests with a bad token; try again in {secs} s"),
+            });
+        }
+        let api_token = if token.starts_with(crate::registry::TOKEN_PREFIX) {
+            state.registry.api_token(token, now_ms()).await?
+        } else {
+            None
+        };
+        match (&state.bootstrap, api_token) {
+            (_, Some((t, user))) => {
+                if t.scope == crate::registry::Scope::Read && !is_safe(method) {
+                    return Err(ApiError::Forbidden(format!(
+                        "API token {} is read-only",
+                        t.id
+                    )));
+                }
+                Principal {
+                    teams: (user.role != Role::Admin).then(|| Arc::from(user.teams.clone())),
+                    name: user.name,
+                    role: user.role,
+                    remote,
+                    session_token: None,
+                    api_token: Some(t),
+                }
+            }
+            (Some(b), None) if b.matches(token) => Principal {
                 name: "bootstrap".into(),
                 role: Role::Admin,
                 remote,
                 teams: None,
                 session_token: None,
+                api_token: None,
             },
             _ => {
-                tracing::debug!(%remote, path = %uri.path(), "bad bearer token refused");
+                tracing::info!(%remote, path = %uri.path(), "bad, expired or revoked bearer token refused");
+                state.throttle.failed(&key, std::time::Instant::now());
                 return Err(ApiError::Unauthorized);
             }
         }
@@ -218,6 +252,7 @@ async fn authenticate(
             role: session.user.role,
             remote,
             session_token: Some(token.to_owned()),
+            api_token: None,
         }
     } else {
         tracing::debug!(%remote, path = %uri.path(), "unauthenticated API request refused");
@@ -241,6 +276,7 @@ mod tests {
             remote: "127.0.0.1".into(),
             teams: teams.map(|t| t.iter().map(|s| (*s).to_owned()).collect()),
             session_token: None,
+            api_token: None,
         }
     }
 

@@ -20,6 +20,11 @@ pub enum ApiError {
     NotFound(String),
     Conflict(String),
     Unavailable(String),
+    /// 429 with `Retry-After` (seconds).
+    TooMany {
+        retry_after_s: u64,
+        message: String,
+    },
     Internal(String),
     /// An extractor's own refusal (413 too large, 415 wrong content type, 400 …).
     Rejected(StatusCode, String),
@@ -39,6 +44,20 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             ApiError::Rejected(status, m) => (status, m),
+            ApiError::TooMany {
+                retry_after_s,
+                message,
+            } => {
+                let mut resp = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(serde_json::json!({ "error": message })),
+                )
+                    .into_response();
+                if let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return resp;
+            }
             ApiError::Unavailable(m) => {
                 tracing::warn!(cause = %m, "request failed: service unavailable");
                 (

@@ -71,6 +71,14 @@ pub(super) fn api() -> Router<AppState> {
             "/teams",
             get(super::admin::list_teams).post(super::admin::create_team),
         )
+        .route(
+            "/tokens",
+            get(super::admin::list_tokens).post(super::admin::create_token),
+        )
+        .route(
+            "/tokens/{id}",
+            axum::routing::delete(super::admin::revoke_token),
+        )
         .route("/visits", post(super::visits::create))
         .route("/visits/{id}", get(super::visits::get))
         .route("/visits/{id}/end", post(super::visits::end))

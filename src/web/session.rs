@@ -67,7 +67,7 @@ impl Default for LoginThrottle {
 
 impl LoginThrottle {
     /// How long the caller must still wait, if any key of theirs is locked.
-    fn wait(&self, keys: &[String], now: Instant) -> Option<Duration> {
+    pub(super) fn wait(&self, keys: &[String], now: Instant) -> Option<Duration> {
         let map = self.keys.lock().ok()?;
         keys.iter()
             .filter_map(|k| map.get(k)?.locked_until())
@@ -76,7 +76,7 @@ impl LoginThrottle {
             .max()
     }
 
-    fn failed(&self, keys: &[String], now: Instant) {
+    pub(super) fn failed(&self, keys: &[String], now: Instant) {
         let Ok(mut map) = self.keys.lock() else {
             return;
         };

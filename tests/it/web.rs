@@ -819,6 +819,7 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             "/teams" => json!({"id": "east", "name": "East"}),
             "/visits" => json!({"patient_id": "ps1"}),
             "/visits/{id}/links" => json!({"role": "guest"}),
+            "/tokens" => json!({"label": "x", "scope": "write", "expires_days": 1, "user": "sam"}),
             _ => json!({"note": "checked"}),
         })
     };
@@ -861,7 +862,7 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
         let (s, v) = nina.call(method, &url, body(method, path)).await;
         match (method.as_str(), path.as_str()) {
             // (`/alerts?patient_id=ps1` is refused like the patient itself.)
-            ("GET", "/patients" | "/panel" | "/profiles" | "/session" | "/teams") => {
+            ("GET", "/patients" | "/panel" | "/profiles" | "/session" | "/teams" | "/tokens") => {
                 assert_eq!(s, StatusCode::OK, "{method} {url}: {v}");
                 let text = v.to_string();
                 assert!(
@@ -884,5 +885,131 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
     assert_eq!(p["name"], "Patient ps1");
     let (_, d) = g.client.get("/api/v1/devices/oxs1").await;
     assert_eq!(d["revoked"], false);
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn api_tokens_act_as_their_user_within_their_scope_until_revoked() {
+    let g = Gateway::start().await;
+    clinic(&g).await;
+    let mut nina = Browser::new(&g);
+    nina.sign_in("nina", PASSWORD).await;
+    let (s, read) = nina
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"label": "EHR poller", "scope": "read", "expires_days": 30})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{read}");
+    let secret = read["token"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("vgt_"));
+    assert_eq!(read["user"], "nina");
+    let (_, write) = nina
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"label": "notes", "scope": "write", "expires_days": 1})),
+        )
+        .await;
+    let writer = write["token"].as_str().unwrap().to_owned();
+    let api = Api::new(g.http);
+    let with = |t: &str, m: &str, path: &str, body: Option<Value>| {
+        let (t, m, path) = (t.to_owned(), m.to_owned(), path.to_owned());
+        let api = &api;
+        async move { api.call(&m, &path, body, Some(&t)).await }
+    };
+
+    // As nina: her team's patients only.
+    let (s, v) = with(&secret, "GET", "/api/v1/patients", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let ids: Vec<&str> = v["patients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["pn1"]);
+    let (s, _) = with(&secret, "GET", "/api/v1/patients/ps1", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Read scope: no changes. Write scope: changes, without a CSRF token (no cookie involved).
+    let note = json!({"text": "called the patient"});
+    let (s, v) = with(
+        &secret,
+        "POST",
+        "/api/v1/patients/pn1/notes",
+        Some(note.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("read-only"), "{v}");
+    let (s, v) = with(&writer, "POST", "/api/v1/patients/pn1/notes", Some(note)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    // A token cannot mint tokens, nor list them.
+    let (s, _) = with(
+        &writer,
+        "POST",
+        "/api/v1/tokens",
+        Some(json!({"label": "more", "scope": "write", "expires_days": 365})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Every token expires.
+    let (s, _) = nina
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"label": "forever", "scope": "read", "expires_days": 3650})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // Listed without secrets; revoked at once.
+    let (_, list) = nina.call("GET", "/api/v1/tokens", None).await;
+    assert_eq!(list["tokens"].as_array().unwrap().len(), 2);
+    assert!(!list.to_string().contains(&secret));
+    let id = read["id"].as_str().unwrap();
+    let (s, _) = nina
+        .call("DELETE", &format!("/api/v1/tokens/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = with(&secret, "GET", "/api/v1/patients", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "a revoked token");
+    // Another clinician cannot revoke nina's token.
+    let mut sam = Browser::new(&g);
+    sam.sign_in("sam", PASSWORD).await;
+    let wid = write["id"].as_str().unwrap();
+    let (s, _) = sam
+        .call("DELETE", &format!("/api/v1/tokens/{wid}"), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Audited.
+    let (_, a) = g.client.get("/api/v1/audit").await;
+    for action in ["token.create", "token.revoke"] {
+        assert!(
+            a["audit"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["action"] == action && x["actor"] == "nina"),
+            "{action}"
+        );
+    }
+    // Guessing tokens is throttled per address: after the free failures, 429 with Retry-After.
+    let mut last = StatusCode::OK;
+    for i in 0..8 {
+        let r = reqwest::Client::new()
+            .get(format!("http://{}/api/v1/patients", g.http))
+            .bearer_auth(format!("vgt_guess{i}"))
+            .send()
+            .await
+            .unwrap();
+        last = r.status();
+        if last == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers().contains_key("retry-after"));
+            break;
+        }
+        assert_eq!(last, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
     g.stop().await;
 }
