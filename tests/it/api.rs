@@ -9,6 +9,7 @@ use crate::support::{Gateway, TOKEN};
 async fn every_api_route_needs_a_credential_but_health_and_metrics_do_not() {
     let gw = Gateway::start().await;
     let api = &gw.client;
+    let (mut wrong, mut throttled_from) = (0, None);
     for (method, path) in [
         ("GET", "/api/v1/patients"),
         ("POST", "/api/v1/patients"),
@@ -22,16 +23,34 @@ async fn every_api_route_needs_a_credential_but_health_and_metrics_do_not() {
         ("GET", "/api/v1/influxdb/rejected"),
         ("GET", "/api/v1/no-such-route"),
     ] {
-        for token in [None, Some("wrong-token")] {
-            let (s, v) = api.call(method, path, Some(json!({})), token).await;
-            assert_eq!(
-                s,
-                StatusCode::UNAUTHORIZED,
-                "{method} {path} with {token:?}"
-            );
-            assert!(v["error"].is_string(), "{v}");
+        let (s, v) = api.call(method, path, Some(json!({})), None).await;
+        assert_eq!(
+            s,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a token"
+        );
+        assert!(v["error"].is_string(), "{v}");
+        // A wrong token: 401, until the address has failed too often; from then on 429 (the
+        // throttle of bad bearer tokens), never anything else.
+        let (s, v) = api
+            .call(method, path, Some(json!({})), Some("wrong-token"))
+            .await;
+        wrong += 1;
+        if throttled_from.is_none() && s == StatusCode::TOO_MANY_REQUESTS {
+            throttled_from = Some(wrong);
         }
+        let want = if throttled_from.is_some() {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(s, want, "{method} {path} with a wrong token (#{wrong})");
+        assert!(v["error"].is_string(), "{v}");
     }
+    assert!(
+        throttled_from.is_some_and(|n| n > 5),
+        "bad tokens throttled only after the free failures: {throttled_from:?}"
+    );
     let (s, v) = api.call("GET", "/healthz", None, None).await;
     assert_eq!((s, v), (StatusCode::OK, json!({"status": "ok"})));
     let (s, _) = api.call("GET", "/metrics", None, None).await;
