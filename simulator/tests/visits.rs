@@ -24,6 +24,11 @@ use vigil_sim::visit::{
 const TOKEN: &str = "sim-visits-bootstrap-token";
 /// Generous: debug builds on a busy 2-core machine.
 const WAIT: Duration = Duration::from_secs(20);
+
+/// The media tests share this process's cores (two per test binary run): the leak test runs
+/// alone (write), the others side by side (read), so that its timings and its separate
+/// Vigil are not starved by four other calls' peers.
+static MEDIA: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 const PATIENT: &str = "visit-patient";
 
 struct Gateway {
@@ -210,6 +215,7 @@ fn no_local_errors(s: &PeerSnapshot) {
 /// other's video (frames reassembled and verified) and audio, and the visit is in progress.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_peers_receive_each_others_media() {
+    let _media = MEDIA.read().await;
     let gw = Gateway::start().await;
     let v = visit::create_visit(&gw.api(), PATIENT).await.unwrap();
     let (clinician, patient, pid) = clinician_admits_patient(&gw.http, &v).await;
@@ -303,6 +309,7 @@ async fn two_peers_receive_each_others_media() {
 /// two keep receiving each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_peers_then_one_leaves() {
+    let _media = MEDIA.read().await;
     let gw = Gateway::start().await;
     let v = visit::create_visit(&gw.api(), PATIENT).await.unwrap();
     let guest_url = visit::guest_link(&gw.api(), &v.id).await.unwrap();
@@ -385,6 +392,7 @@ async fn three_peers_then_one_leaves() {
 /// and is closed with code 4001.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_get_an_error_and_close_4001() {
+    let _media = MEDIA.read().await;
     let gw = Gateway::start().await;
     let a = visit::create_visit(&gw.api(), PATIENT).await.unwrap();
     let b = visit::create_visit(&gw.api(), PATIENT).await.unwrap();
@@ -614,6 +622,7 @@ async fn short_visit(http: &str, ending: Ending) -> [f64; 2] {
 /// were after a first visit, and its memory grows by less than a bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_visits_leave_nothing_behind() {
+    let _alone = MEDIA.write().await;
     const VISITS: usize = 30;
     /// RSS may grow a little (allocator arenas, the registry's caches, the audit log's pages);
     /// a leaked peer connection costs megabytes (its buffers, interceptors, driver).
@@ -681,6 +690,7 @@ async fn many_visits_leave_nothing_behind() {
 /// first-frame times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_visits_load_mode_runs_visits_and_reports_them() {
+    let _media = MEDIA.read().await;
     let gw = Gateway::start().await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil-sim"))
         .args([
