@@ -206,6 +206,23 @@ async fn keep_alive_is_enforced_and_the_last_will_sets_the_device_offline() {
         started.elapsed()
     );
 
+    // That connection's end is written to the registry after its socket closes: wait for it,
+    // or "online" below could still be that connection's and the kill come before the next
+    // client has connected (seen under CI load).
+    let api = gw.client.clone();
+    eventually(
+        Duration::from_secs(10),
+        "the idle connection's end recorded",
+        || {
+            let api = api.clone();
+            async move {
+                let (_, d) = api.get("/api/v1/devices/scale-1").await;
+                (d["online"] == false).then_some(())
+            }
+        },
+    )
+    .await;
+
     // mosquitto_sub with a Last Will on its status topic, killed: the will marks it offline.
     let port = gw.mqtt.port().to_string();
     let mut sub = tokio::process::Command::new("mosquitto_sub")
@@ -234,7 +251,6 @@ async fn keep_alive_is_enforced_and_the_last_will_sets_the_device_offline() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let api = gw.client.clone();
     eventually(Duration::from_secs(10), "device online", || {
         let api = api.clone();
         async move {
