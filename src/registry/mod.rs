@@ -333,6 +333,25 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// One line of an audit export (`GET /audit/export`): the stored line with its chain fields.
+///
+/// `hash` = SHA-256 over `prev_hash`, `time_ms` as 8 bytes big-endian, then `actor`, `action`,
+/// `patient_id` (a single NUL when absent), `target` and `remote`, each preceded by its length in
+/// bytes as 8 bytes big-endian. The first line of the trail has a `prev_hash` of 32 zero bytes.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditExportLine {
+    pub id: i64,
+    pub time: String,
+    pub time_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub patient_id: Option<String>,
+    pub target: String,
+    pub remote: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
 /// A handle to the registry; cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
@@ -1144,41 +1163,94 @@ impl Registry {
         .await
     }
 
-    /// Recomputes the audit hash chain; `Err` names the first line that does not match.
-    pub async fn verify_audit_chain(&self) -> Result<usize, RegistryError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
+    /// One page of the audit trail for export, in chain order: lines with `id > after_id` and a
+    /// time within `from_ms..=to_ms`, each with everything needed to recompute its hash.
+    pub async fn audit_export_page(
+        &self,
+        after_id: i64,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditExportLine>, RegistryError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
                 "SELECT id, time_ms, actor, action, patient_id, target, remote, prev_hash, hash
-                 FROM audit ORDER BY id",
+                 FROM audit WHERE id > ?1 AND time_ms BETWEEN ?2 AND ?3 ORDER BY id LIMIT ?4",
             )?;
-            let mut rows = stmt.query([])?;
-            let mut prev = vec![0u8; 32];
-            let mut n = 0;
-            while let Some(r) = rows.next()? {
-                let id: i64 = r.get(0)?;
-                let stored_prev: Vec<u8> = r.get(7)?;
-                let stored: Vec<u8> = r.get(8)?;
-                let patient: Option<String> = r.get(4)?;
-                let h = audit_hash(
-                    &prev,
-                    r.get(1)?,
-                    &r.get::<_, String>(2)?,
-                    &r.get::<_, String>(3)?,
-                    patient.as_deref(),
-                    &r.get::<_, String>(5)?,
-                    &r.get::<_, String>(6)?,
-                );
-                if stored_prev != prev || stored != h {
-                    return Err(RegistryError::Invalid(format!(
-                        "audit line {id} does not match the chain"
-                    )));
-                }
-                prev = stored;
-                n += 1;
-            }
-            Ok(n)
+            let rows = stmt.query_map(
+                params![
+                    after_id,
+                    from_ms,
+                    to_ms,
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |r| {
+                    let time_ms: i64 = r.get(1)?;
+                    Ok(AuditExportLine {
+                        id: r.get(0)?,
+                        time: format_rfc3339(time_ms),
+                        time_ms,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        patient_id: r.get(4)?,
+                        target: r.get(5)?,
+                        remote: r.get(6)?,
+                        prev_hash: hex::encode(r.get::<_, Vec<u8>>(7)?),
+                        hash: hex::encode(r.get::<_, Vec<u8>>(8)?),
+                    })
+                },
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
+    }
+
+    /// Recomputes the audit hash chain; `Err` names the first line that does not match. Reads in
+    /// pages, so other registry work runs between them however long the trail is.
+    pub async fn verify_audit_chain(&self) -> Result<usize, RegistryError> {
+        const PAGE: i64 = 5000;
+        let (mut after, mut prev, mut total) = (0i64, vec![0u8; 32], 0usize);
+        loop {
+            let (n, last, hash) = self
+                .with(move |c| {
+                    let mut stmt = c.prepare_cached(
+                        "SELECT id, time_ms, actor, action, patient_id, target, remote, prev_hash, hash
+                         FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    )?;
+                    let mut rows = stmt.query(params![after, PAGE])?;
+                    let (mut n, mut last) = (0usize, after);
+                    while let Some(r) = rows.next()? {
+                        let id: i64 = r.get(0)?;
+                        let stored_prev: Vec<u8> = r.get(7)?;
+                        let stored: Vec<u8> = r.get(8)?;
+                        let patient: Option<String> = r.get(4)?;
+                        let h = audit_hash(
+                            &prev,
+                            r.get(1)?,
+                            &r.get::<_, String>(2)?,
+                            &r.get::<_, String>(3)?,
+                            patient.as_deref(),
+                            &r.get::<_, String>(5)?,
+                            &r.get::<_, String>(6)?,
+                        );
+                        if stored_prev != prev || stored != h {
+                            return Err(RegistryError::Invalid(format!(
+                                "audit line {id} does not match the chain"
+                            )));
+                        }
+                        prev = stored;
+                        last = id;
+                        n += 1;
+                    }
+                    Ok((n, last, prev))
+                })
+                .await?;
+            total += n;
+            if n < PAGE as usize {
+                return Ok(total);
+            }
+            (after, prev) = (last, hash);
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The HTTP API: authentication, input checking, the shown-once device secret, the audit trail.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{Gateway, TOKEN};
 
@@ -252,5 +252,126 @@ async fn the_device_secret_is_shown_once_and_reads_are_audited() {
     let first = &v["audit"][0];
     assert_eq!(first["actor"], "bootstrap");
     assert_eq!(first["remote"], "127.0.0.1");
+    gw.stop().await;
+}
+
+/// Recomputes one exported line's hash as `docs/security.md` describes it, independently of the
+/// gateway's code.
+fn export_hash(prev_hex: &str, line: &Value) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(hex::decode(prev_hex).unwrap());
+    h.update(line["time_ms"].as_i64().unwrap().to_be_bytes());
+    let patient = line["patient_id"].as_str().unwrap_or("\u{0}");
+    for key in ["actor", "action", "patient", "target", "remote"] {
+        let v = if key == "patient" {
+            patient
+        } else {
+            line[key].as_str().unwrap()
+        };
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+async fn export(gw: &Gateway, query: &str) -> (StatusCode, Option<String>, String) {
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/audit/export{query}", gw.http))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (resp.status(), ct, resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_exports_as_a_verifiable_chain_and_a_changed_line_is_found() {
+    let gw = Gateway::start().await;
+    let api = &gw.client;
+    // More lines than one export page (1000), so the stream's paging is exercised.
+    api.patient("p1").await;
+    for _ in 0..1100 {
+        let (s, _) = api.get("/api/v1/patients/p1").await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, v) = api.get("/api/v1/audit/verify").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["intact"], true, "{v}");
+    let verified = v["lines"].as_u64().unwrap();
+    assert!(verified >= 1101, "{v}");
+
+    let (s, ct, body) = export(&gw, "").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(ct.as_deref(), Some("application/x-ndjson"));
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The export includes its own line, written before it was read.
+    assert_eq!(lines.last().unwrap()["action"], "audit.export");
+    assert!(lines.len() as u64 > verified, "{} lines", lines.len());
+    let mut prev = "0".repeat(64);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(
+            l["prev_hash"],
+            prev.as_str(),
+            "line {i} links to its predecessor"
+        );
+        let h = export_hash(&prev, l);
+        assert_eq!(l["hash"], h.as_str(), "line {i} hashes to its stored hash");
+        prev = h;
+    }
+    let reads = lines
+        .iter()
+        .filter(|l| l["action"] == "patient.read" && l["patient_id"] == "p1")
+        .count();
+    assert_eq!(reads, 1100);
+
+    // A time window exports only its lines, still carrying the links to check them.
+    let (s, _, empty) = export(&gw, "?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z").await;
+    assert_eq!((s, empty.as_str()), (StatusCode::OK, ""));
+    let (s, _, bad) = export(&gw, "?from=2030-01-01T00:00:00Z&to=2000-01-02T00:00:00Z").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+
+    // Someone with write access to the database changes who read the record: the chain breaks
+    // at that line, both for the gateway's check and for the exported copy's.
+    let target = lines
+        .iter()
+        .position(|l| l["action"] == "patient.read")
+        .unwrap()
+        + 5;
+    let target_id = lines[target]["id"].as_i64().unwrap();
+    let db = rusqlite::Connection::open(gw.dir.path().join("registry.db")).unwrap();
+    let n = db
+        .execute(
+            "UPDATE audit SET actor = 'somebody-else' WHERE id = ?1",
+            [target_id],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(db);
+    let (s, v) = api.get("/api/v1/audit/verify").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["intact"], false, "{v}");
+    assert_eq!(
+        v["error"],
+        format!("audit line {target_id} does not match the chain")
+    );
+    let (_, _, body) = export(&gw, "").await;
+    let changed: Value = serde_json::from_str(body.lines().nth(target).unwrap()).unwrap();
+    assert_eq!(changed["actor"], "somebody-else");
+    assert_ne!(
+        export_hash(changed["prev_hash"].as_str().unwrap(), &changed),
+        changed["hash"].as_str().unwrap()
+    );
+
+    // Only admins export or verify.
+    let (s, _) = api.call("GET", "/api/v1/audit/export", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
     gw.stop().await;
 }
