@@ -40,6 +40,7 @@ pub struct Metrics {
     pub readings_rejected: Family<ReasonLabel, Counter>,
     pub store_commit_seconds: Histogram,
     pub store_commit_failures: Counter,
+    pub store_disk_full: Gauge,
     pub spool_depth: Gauge,
     pub mqtt_connected_devices: Gauge,
     pub mqtt_connections_refused: Family<ReasonLabel, Counter>,
@@ -100,6 +101,12 @@ impl Metrics {
             "vigil_store_commit_failures",
             "Store commits that failed (nothing in them was acknowledged)",
             store_commit_failures.clone(),
+        );
+        let store_disk_full = Gauge::default();
+        r.register(
+            "vigil_store_disk_full",
+            "1 while the data directory's disk is full and readings are refused; 0 after a commit succeeds",
+            store_disk_full.clone(),
         );
         let spool_depth = Gauge::default();
         r.register(
@@ -240,6 +247,7 @@ impl Metrics {
             readings_rejected,
             store_commit_seconds,
             store_commit_failures,
+            store_disk_full,
             spool_depth,
             mqtt_connected_devices,
             mqtt_connections_refused,

@@ -477,10 +477,24 @@ pub fn disconnect(version: Version, reason: DisconnectReason) -> Option<Bytes> {
         DisconnectReason::NotAuthorized => v5::DisconnectReasonCode::NotAuthorized,
         DisconnectReason::TakenOver => v5::DisconnectReasonCode::SessionTakenOver,
         DisconnectReason::StoreFailed => v5::DisconnectReasonCode::UnspecifiedError,
+        DisconnectReason::DiskFull => v5::DisconnectReasonCode::QuotaExceeded,
         DisconnectReason::TopicAlias => v5::DisconnectReasonCode::TopicAliasInvalid,
     };
-    let mut buf = BytesMut::with_capacity(8);
-    let _ = v5::Disconnect::new(code).write(&mut buf);
+    let mut d = v5::Disconnect::new(code);
+    if reason == DisconnectReason::DiskFull {
+        // Said in words too: a device's log is often all a field technician has.
+        d.properties = Some(v5::DisconnectProperties {
+            reason_string: Some(
+                "the gateway's disk is full; the unacknowledged reading was not stored, send it again later"
+                    .into(),
+            ),
+            session_expiry_interval: None,
+            user_properties: Vec::new(),
+            server_reference: None,
+        });
+    }
+    let mut buf = BytesMut::with_capacity(128);
+    let _ = d.write(&mut buf);
     Some(finish(buf))
 }
 
@@ -495,6 +509,8 @@ pub enum DisconnectReason {
     NotAuthorized,
     TakenOver,
     StoreFailed,
+    /// The store's disk is full (MQTT 5: 0x97 quota exceeded, with a reason string).
+    DiskFull,
     TopicAlias,
 }
 

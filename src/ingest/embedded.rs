@@ -90,6 +90,19 @@ async fn write_out<S: AsyncWrite + Unpin>(sock: &mut S, bytes: &mut Vec<u8>) -> 
     }
 }
 
+/// How a connection ends when a commit it waits on failed: the publish is not acknowledged, so
+/// the device keeps it and sends it again after reconnecting.
+fn store_failed(e: &StoreError) -> End {
+    match e {
+        // The store logs and counts a full disk once; each connection need not.
+        StoreError::Full => End::Server(DisconnectReason::DiskFull),
+        e => {
+            tracing::error!(error = %e, "commit failed; publish not acknowledged");
+            End::Server(DisconnectReason::StoreFailed)
+        }
+    }
+}
+
 /// Resolves when the acknowledgement at the head of `owed` has its commit's answer; pends
 /// for ever while there is none to wait for.
 async fn head_commit(owed: &mut VecDeque<Out>) -> Result<Result<Committed, StoreError>, ()> {
@@ -137,6 +150,7 @@ impl End {
                 DisconnectReason::NotAuthorized => "topic not authorized",
                 DisconnectReason::TakenOver => "taken over by a newer connection",
                 DisconnectReason::StoreFailed => "store failure",
+                DisconnectReason::DiskFull => "disk full",
                 DisconnectReason::TopicAlias => "topic alias not allowed",
             },
         }
@@ -519,8 +533,14 @@ impl Endpoint {
         };
 
         // Send every acknowledgement still owed (after its commit), then close.
-        if end != End::Server(DisconnectReason::StoreFailed) && end != End::Lost {
-            loop {
+        // After a failed commit nothing behind it is acknowledged (the device sends it again),
+        // but what was already acknowledged and the DISCONNECT still go out.
+        let commit_failed = matches!(
+            end,
+            End::Server(DisconnectReason::StoreFailed | DisconnectReason::DiskFull)
+        );
+        if end != End::Lost {
+            while !commit_failed {
                 if self.take_ready(&mut owed, &mut bytes).is_err() {
                     break;
                 }
@@ -583,10 +603,7 @@ impl Endpoint {
                         match rx.try_recv() {
                             Err(oneshot::error::TryRecvError::Empty) => break,
                             Ok(Ok(done)) => self.ingest.count(c.outcome, &done),
-                            Ok(Err(e)) => {
-                                tracing::error!(error = %e, "commit failed; publish not acknowledged");
-                                return Err(End::Server(DisconnectReason::StoreFailed));
-                            }
+                            Ok(Err(e)) => return Err(store_failed(&e)),
                             Err(_) => return Err(End::Server(DisconnectReason::StoreFailed)),
                         }
                         c.commit = None;
@@ -618,10 +635,7 @@ impl Endpoint {
                 }
                 Ok(())
             }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "commit failed; publish not acknowledged");
-                Err(End::Server(DisconnectReason::StoreFailed))
-            }
+            Ok(Err(e)) => Err(store_failed(&e)),
             Err(()) => Err(End::Server(DisconnectReason::StoreFailed)),
         }
     }

@@ -43,17 +43,27 @@ pub enum RegistryError {
     Invalid(String),
     #[error("registry database error: {0}")]
     Db(String),
+    /// SQLite found no room on the data directory's disk; the change was rolled back whole.
+    #[error("the data directory's disk is full")]
+    Full,
 }
 
 impl From<rusqlite::Error> for RegistryError {
     fn from(e: rusqlite::Error) -> Self {
-        RegistryError::Db(e.to_string())
+        if crate::store::is_disk_full(&e) {
+            RegistryError::Full
+        } else {
+            RegistryError::Db(e.to_string())
+        }
     }
 }
 
 impl From<StoreError> for RegistryError {
     fn from(e: StoreError) -> Self {
-        RegistryError::Db(e.to_string())
+        match e {
+            StoreError::Full => RegistryError::Full,
+            e => RegistryError::Db(e.to_string()),
+        }
     }
 }
 

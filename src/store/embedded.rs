@@ -17,12 +17,24 @@ pub enum StoreError {
     Open { path: String, reason: String },
     #[error("store write failed: {0}")]
     Write(String),
+    /// SQLite found no room on the data directory's disk; the write was rolled back whole.
+    #[error("the data directory's disk is full: nothing was stored")]
+    Full,
     #[error("store read failed: {0}")]
     Read(String),
 }
 
 fn write_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Write(e.to_string())
+    if is_disk_full(&e) {
+        StoreError::Full
+    } else {
+        StoreError::Write(e.to_string())
+    }
+}
+
+/// Whether SQLite failed for want of disk space (`SQLITE_FULL`).
+pub(crate) fn is_disk_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
 }
 
 fn read_err(e: rusqlite::Error) -> StoreError {
@@ -684,6 +696,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, st: WriterSt
             .observe(started.elapsed().as_secs_f64());
         match outcome {
             Ok(results) => {
+                metrics.store_disk_full.set(0);
                 if st.outbox.is_some() && results.iter().any(|r| r.inserted > 0) {
                     st.outbox_ready.notify_one();
                 }
@@ -701,7 +714,15 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, st: WriterSt
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "store commit failed; the batch is not acknowledged");
+                if matches!(e, StoreError::Full) {
+                    if metrics.store_disk_full.set(1) == 0 {
+                        tracing::error!(
+                            "the data directory's disk is full: readings are refused (not acknowledged) until space is freed"
+                        );
+                    }
+                } else {
+                    tracing::error!(error = %e, "store commit failed; the batch is not acknowledged");
+                }
                 metrics.store_commit_failures.inc();
                 for w in batch.drain(..) {
                     if let Some(done) = done_of(w) {

@@ -15,8 +15,8 @@
 mod embedded;
 pub mod influx;
 
-pub(crate) use embedded::open_db;
 pub use embedded::{
     Committed, CommittedBatch, DeadLetter, ObservationQuery, Series, SeriesPoint, Store,
     StoreError, StoredDeadLetter, StoredObservation,
 };
+pub(crate) use embedded::{is_disk_full, open_db};

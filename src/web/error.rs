@@ -20,6 +20,8 @@ pub enum ApiError {
     NotFound(String),
     Conflict(String),
     Unavailable(String),
+    /// 503: the data directory's disk is full (said as it is: an operator must act).
+    DiskFull,
     /// 429 with `Retry-After` (seconds).
     TooMany {
         retry_after_s: u64,
@@ -58,6 +60,10 @@ impl IntoResponse for ApiError {
                 }
                 return resp;
             }
+            ApiError::DiskFull => {
+                tracing::warn!("request refused: the data directory's disk is full");
+                (StatusCode::SERVICE_UNAVAILABLE, DISK_FULL.to_owned())
+            }
             ApiError::Unavailable(m) => {
                 tracing::warn!(cause = %m, "request failed: service unavailable");
                 (
@@ -82,6 +88,10 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The answer while the data directory's disk is full (503: the request may succeed later).
+const DISK_FULL: &str = "the gateway's disk is full: nothing can be stored or audited until an \
+operator frees space; try again later";
+
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         match e {
@@ -89,6 +99,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::NotFound(m) => ApiError::NotFound(format!("{m} not found")),
             RegistryError::Invalid(m) => ApiError::BadRequest(m),
             RegistryError::Db(m) => ApiError::Internal(m),
+            RegistryError::Full => ApiError::DiskFull,
         }
     }
 }
@@ -97,6 +108,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Closed => ApiError::Unavailable(e.to_string()),
+            StoreError::Full => ApiError::DiskFull,
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -23,6 +23,8 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=10_000)
     ap.add_argument("--start", type=int, required=True, help="Unix seconds of the first reading")
     ap.add_argument("--timeout", type=float, default=240.0)
+    ap.add_argument("--base", type=int, default=60, help="lowest heart rate sent")
+    ap.add_argument("--spread", type=int, default=40, help="values cycle base..base+spread-1")
     args = ap.parse_args()
 
     client = mqtt.Client(
@@ -50,7 +52,7 @@ def main() -> int:
     topic = f"vigil/v1/devices/{args.device}/readings"
     for i in range(args.count):
         # Distinct times, one second apart, so every reading is a distinct observation.
-        body = {"metric": "heart_rate", "value": 60 + i % 40, "time": args.start + i}
+        body = {"metric": "heart_rate", "value": args.base + i % args.spread, "time": args.start + i}
         client.publish(topic, json.dumps(body), qos=1)
 
     deadline = time.monotonic() + args.timeout

@@ -6,7 +6,9 @@ as JSON on standard input, waits until every QoS 1 publish is acknowledged, coll
 arrives on the errors topic, and prints one JSON object on standard output:
 
     {"connected": true, "acked": 3, "reason_codes": [0, 0, 153], "errors": ["..."], "refused": null,
-     "granted": [0, 135]}
+     "granted": [0, 135], "disconnect": {"reason_code": 151, "reason_string": "..."}}
+
+A DISCONNECT from the server (MQTT 5) ends the wait.
 
 Input: a JSON list of {"topic": str, "payload": str | {"hex": str}, "qos": 0|1,
 "content_type": str?}.
@@ -65,6 +67,15 @@ def main() -> int:
             out["acked"] += 1
             out["reason_codes"].append(int(reason_code.value))
 
+    def on_disconnect(_c, _u, _flags, reason_code, props):
+        # The first DISCONNECT the server sent (MQTT 5), with its reason string if any.
+        with lock:
+            if out.get("disconnect") is None and int(reason_code.value) != 0:
+                out["disconnect"] = {
+                    "reason_code": int(reason_code.value),
+                    "reason_string": getattr(props, "ReasonString", None) if props else None,
+                }
+
     def on_message(_c, _u, msg):
         with lock:
             out["errors"].append(json.loads(msg.payload))
@@ -73,6 +84,7 @@ def main() -> int:
     client.on_subscribe = on_subscribe
     client.on_publish = on_publish
     client.on_message = on_message
+    client.on_disconnect = on_disconnect
     client.connect("127.0.0.1", args.port, keepalive=30)
     client.loop_start()
     deadline = time.monotonic() + args.timeout
@@ -102,7 +114,9 @@ def main() -> int:
     want_acks = sum(1 for m in messages if m.get("qos", 1) > 0)
     while time.monotonic() < deadline:
         with lock:
-            done = out["acked"] >= want_acks and len(out["errors"]) >= args.wait_errors
+            done = (out["acked"] >= want_acks and len(out["errors"]) >= args.wait_errors) or (
+                out.get("disconnect") is not None
+            )
         if done:
             break
         time.sleep(0.02)

@@ -117,8 +117,15 @@ pub(crate) async fn spawn_vigil_with(
     })
     .await
     .expect("vigil listens within 30 s");
-    // Keep draining the log so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Keep draining the log so the child never blocks on a full pipe; VIGIL_TEST_LOG shows it.
+    let echo = std::env::var_os("VIGIL_TEST_LOG").is_some();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if echo {
+                eprintln!("vigil: {line}");
+            }
+        }
+    });
     Child { child, http, mqtt }
 }
 

@@ -11,6 +11,7 @@ mod crash;
 mod dashboard;
 mod deploy;
 mod external;
+mod faults;
 mod fhir;
 mod influx;
 mod ingest;
