@@ -540,16 +540,15 @@ impl Endpoint {
             End::Server(DisconnectReason::StoreFailed | DisconnectReason::DiskFull)
         );
         if end != End::Lost {
-            while !commit_failed {
-                if self.take_ready(&mut owed, &mut bytes).is_err() {
-                    break;
-                }
-                if owed.is_empty() {
-                    break;
-                }
-                let r = head_commit(&mut owed).await;
-                if self.committed(&mut owed, r).is_err() {
-                    break;
+            if !commit_failed {
+                loop {
+                    if self.take_ready(&mut owed, &mut bytes).is_err() || owed.is_empty() {
+                        break;
+                    }
+                    let r = head_commit(&mut owed).await;
+                    if self.committed(&mut owed, r).is_err() {
+                        break;
+                    }
                 }
             }
             if let End::Server(reason) = end
