@@ -321,3 +321,205 @@ async fn a_full_disk_refuses_readings_with_a_clear_error_and_loses_nothing_once_
         ],
     );
 }
+
+/// One device's load for the live feed: `lines` messages, each an array of four readings at one
+/// time, published by `mosquitto_pub -l` at QoS 1 (it exits once all are acknowledged).
+async fn burst(mqtt: std::net::SocketAddr, device: &str, secret: &str, start: i64, lines: i64) {
+    let mut input = String::new();
+    for i in 0..lines {
+        let t = start + i;
+        input.push_str(
+            &json!([
+                {"metric": "heart_rate", "value": 60 + i % 40, "time": t},
+                {"metric": "spo2", "value": 90 + i % 10, "time": t},
+                {"metric": "respiratory_rate", "value": 12 + i % 8, "time": t},
+                {"metric": "steps", "value": i, "time": t},
+            ])
+            .to_string(),
+        );
+        input.push('\n');
+    }
+    let port = mqtt.port().to_string();
+    let id = format!("{device}-burst");
+    let out = run(
+        "mosquitto_pub",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+            "-i",
+            &id,
+            "-u",
+            device,
+            "-P",
+            secret,
+            "-t",
+            &format!("vigil/v1/devices/{device}/readings"),
+            "-l",
+        ],
+        Some(input.as_bytes()),
+    )
+    .await;
+    assert!(out.ok, "{device}: {}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_live_consumer_is_dropped_and_the_others_stay_live() {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
+
+    const DEVICES: usize = 16;
+    const LINES: i64 = 2_500;
+    // Small commits, so that coalescing within a commit leaves megabytes for the feed to send.
+    let gw = crate::support::Gateway::start_with(|c| c.store.batch_max = 16).await;
+    let api = &gw.client;
+    let mut secrets = Vec::new();
+    for i in 0..DEVICES {
+        api.patient(&format!("p-live{i}")).await;
+        secrets.push(
+            api.device(&format!("w-live{i}"), &format!("p-live{i}"), "smartwatch")
+                .await,
+        );
+    }
+    let url = format!(
+        "ws://{}/api/v1/live?token={}",
+        gw.http,
+        crate::support::TOKEN
+    );
+
+    // The fast client reads everything and keeps each patient's newest reading time.
+    let (fast, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let newest = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        String,
+    >::new()));
+    let fast_closed = Arc::new(std::sync::Mutex::new(None::<String>));
+    let (seen, closed) = (newest.clone(), fast_closed.clone());
+    let reader = tokio::spawn(async move {
+        let mut fast = fast;
+        while let Some(m) = fast.next().await {
+            match m {
+                Ok(Message::Text(t)) => {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["type"] == "observation" && v["metric"] == "steps" {
+                        let p = v["patient_id"].as_str().unwrap().to_owned();
+                        let t = v["time"].as_str().unwrap().to_owned();
+                        let mut s = seen.lock().unwrap();
+                        let e = s.entry(p).or_default();
+                        if t > *e {
+                            *e = t;
+                        }
+                    }
+                }
+                Ok(Message::Close(c)) => {
+                    *closed.lock().unwrap() = Some(format!("{c:?}"));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    *closed.lock().unwrap() = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+    });
+
+    // The slow client opens the feed with a tiny receive window and then reads nothing.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(gw.http).await.unwrap();
+    let (mut slow, _) =
+        tokio_tungstenite::client_async(url.as_str().into_client_request().unwrap(), stream)
+            .await
+            .unwrap();
+
+    let stored_before = {
+        let mut n = 0;
+        for i in 0..DEVICES {
+            n += api
+                .observations(&format!("p-live{i}"), "limit=100000")
+                .await
+                .len();
+        }
+        n
+    };
+    let start = vigil::domain::now_ms() / 1000 - 2 * 86_400;
+    let loads: Vec<_> = (0..DEVICES)
+        .map(|i| {
+            let (mqtt, secret) = (gw.mqtt, secrets[i].clone());
+            tokio::spawn(
+                async move { burst(mqtt, &format!("w-live{i}"), &secret, start, LINES).await },
+            )
+        })
+        .collect();
+    for l in loads {
+        l.await.unwrap();
+    }
+
+    // The slow client was dropped…
+    eventually(
+        Duration::from_secs(30),
+        "the slow client dropped",
+        || async { (metric(gw.http, "vigil_live_dropped_total").await >= Some(1.0)).then_some(()) },
+    )
+    .await;
+    let dropped = metric(gw.http, "vigil_live_dropped_total").await.unwrap() as usize;
+    // …and what it finally reads ends: with close code 4008 if the close frame got through.
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match slow.next().await {
+                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the slow client's stream ends");
+    assert!(matches!(ended, None | Some(4008)), "closed with {ended:?}");
+
+    // The fast client stayed live to the end: it saw every device's last reading.
+    let last = vigil::domain::format_rfc3339((start + LINES - 1) * 1000);
+    eventually(
+        Duration::from_secs(30),
+        "the fast client's last readings",
+        || async {
+            let s = newest.lock().unwrap();
+            ((0..DEVICES).all(|i| s.get(&format!("p-live{i}")) == Some(&last))).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        *fast_closed.lock().unwrap(),
+        None,
+        "the fast client was closed"
+    );
+    // Storage never waited on either client.
+    let mut stored_after = 0;
+    for i in 0..DEVICES {
+        stored_after += api
+            .observations(&format!("p-live{i}"), "limit=100000")
+            .await
+            .len();
+    }
+    assert_eq!(stored_after, DEVICES * LINES as usize * 4);
+    reader.abort();
+    report(
+        "slow consumer on the live WebSocket",
+        &[
+            ("readings_before", stored_before),
+            ("sent", DEVICES * LINES as usize * 4),
+            ("readings_after", stored_after),
+            ("slow_clients_dropped", dropped),
+            ("fast_clients_dropped", 0),
+        ],
+    );
+    gw.stop().await;
+}
