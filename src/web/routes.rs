@@ -590,7 +590,9 @@ async fn audit_export(
             (header::CONTENT_DISPOSITION, name),
             (header::CACHE_CONTROL, "no-store".to_owned()),
         ],
-        axum::body::Body::from_stream(pages),
+        // Fused: the compression layer polls the body once more after its end (for trailers),
+        // and an unfused `unfold` panics when polled after it has finished.
+        axum::body::Body::from_stream(futures_util::StreamExt::fuse(pages)),
     ))
 }
 

@@ -8,9 +8,10 @@
 // (from `vigil-sim provision`), SIM_PREFIX (default sim), SIM_SCENARIO (default
 // hypoglycaemia), SCREENSHOT_DIR (optional: panel.png, inbox.png, patient.png).
 
+import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { launch, need, newPage, pageFetch, percentile, publisher, scenarios, signIn, until } from './lib.mjs';
+import { launch, need, newPage, pageFetch, percentile, publisher, runProcess, scenarios, signIn, until } from './lib.mjs';
 
 const BASE = need('BASE_URL').replace(/\/$/, '');
 const env = (k, d) => process.env[k] || d;
@@ -20,6 +21,30 @@ const problems = [];
 let latency = null;
 
 const tileValue = (pid, metric) => `[data-patient-id="${pid}"] [data-metric="${metric}"] .v`;
+
+/** One QoS 1 publish as `device` with `secret` (its own connection): resolves to the exit code. */
+async function publishOnce(device, secret, reading) {
+  const r = await runProcess('mosquitto_pub', ['-h', '127.0.0.1', '-p', need('MQTT_PORT'), '-V', 'mqttv311', '-q', '1',
+    '-i', `${device}-once-${Math.random().toString(36).slice(2, 8)}`, '-u', device, '-P', secret,
+    '-t', `vigil/v1/devices/${device}/readings`, '-m', JSON.stringify(reading)], { timeout: 15000 });
+  return { code: r.code, err: r.err.trim() };
+}
+
+/** A request from this script (not the page: no cookie) with an API token. */
+async function withToken(token, method, urlPath, body = undefined) {
+  const headers = { Authorization: `Bearer ${token}`, Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const r = await fetch(`${BASE}${urlPath}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let data = null;
+  try { data = await r.json(); } catch { /* empty */ }
+  return { status: r.status, body: data };
+}
+
+/** Today in the browser's time zone, as a date input's value. */
+const today = (page) => page.evaluate(() => {
+  const d = new Date();
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
+});
 
 async function shot(page, name) {
   if (!SHOTS) return;
@@ -289,6 +314,192 @@ try {
     return { team, patient: pid, device: dev, duplicate_refused: dupError, plan_refused: planError, visit };
   });
 
+
+  // A patient (on no care team: only admins see it) with a device, for the admin scenarios below.
+  let adminPatient = null;
+  async function ensureAdminPatient() {
+    if (adminPatient) return adminPatient;
+    const stamp = Date.now().toString(36);
+    const pid = `pat-adm-${stamp}`, dev = `ox-adm-${stamp}`;
+    const p = await pageFetch(page, 'POST', '/api/v1/patients', { id: pid, name: `Rosa ${stamp}` });
+    if (p.status !== 201) throw new Error(`creating ${pid}: ${p.status} ${JSON.stringify(p.body)}`);
+    const d = await pageFetch(page, 'POST', '/api/v1/devices', { id: dev, patient_id: pid, profile: 'pulse-oximeter' });
+    if (d.status !== 201) throw new Error(`creating ${dev}: ${d.status} ${JSON.stringify(d.body)}`);
+    adminPatient = { pid, dev, secret: d.body.mqtt.password };
+    return adminPatient;
+  }
+  const stored = async (pid, value) => {
+    const o = await pageFetch(page, 'GET', `/api/v1/patients/${pid}/observations?metric=spo2`);
+    return (o.body?.observations || []).some((x) => x.value === value);
+  };
+
+  await scenario('device_rotate_revoke', async () => {
+    const { pid, dev, secret: oldSecret } = await ensureAdminPatient();
+    const row = `#devices tr[data-device-id="${dev}"]`;
+    // A connection with the first secret, which works.
+    const pub = publisher({ port: need('MQTT_PORT'), device: dev, secret: oldSecret });
+    let oldRefused, newSecret;
+    try {
+      pub.publish({ metric: 'spo2', value: 95, time: new Date().toISOString() });
+      await until('a reading sent with the first secret', 10000, () => stored(pid, 95), 100);
+      await page.evaluate((p) => { location.hash = `#/patients/${p}`; }, pid);
+      await page.click(`${row} button[data-action="rotate"]`);
+      const ask = await page.waitForSelector('#rotate-confirm', { timeout: 10000 }).then((e) => e.textContent());
+      if (!/connection ends now/.test(ask) || !/new secret/.test(ask)) throw new Error(`the rotation's confirmation says: ${ask}`);
+      const safe = await page.evaluate(() => document.activeElement?.id);
+      if (safe !== 'rotate-confirm-no') throw new Error(`focus is on ${safe}, not Cancel`);
+      await page.click('#rotate-confirm-yes');
+      await page.waitForSelector('#rotated-secret #cred-pass', { timeout: 10000 });
+      newSecret = await page.inputValue('#cred-pass');
+      if (!newSecret || newSecret === oldSecret) throw new Error('no new secret shown');
+      if ((await page.evaluate(() => document.activeElement?.id)) !== 'cred-pass') throw new Error('focus is not on the new secret');
+      if (!(await page.inputValue('#cred-example')).includes(newSecret)) throw new Error('the example does not use the new secret');
+      // The old connection is ended: what it sends now is never stored.
+      try {
+        pub.publish({ metric: 'spo2', value: 91, time: new Date().toISOString() });
+      } catch { /* mosquitto_pub already gave up: the connection is gone */ }
+      // The old secret is refused; the new one works.
+      const old = await publishOnce(dev, oldSecret, { metric: 'spo2', value: 92, time: new Date().toISOString() });
+      if (old.code === 0) throw new Error('the old secret still connects');
+      const fresh = await publishOnce(dev, newSecret, { metric: 'spo2', value: 96, time: new Date().toISOString() });
+      if (fresh.code !== 0) throw new Error(`the new secret is refused: ${fresh.err}`);
+      await until('the reading sent with the new secret', 10000, () => stored(pid, 96), 100);
+      await page.waitForTimeout(500);
+      if (await stored(pid, 91)) throw new Error('the connection made with the old secret still delivered a reading');
+      if (await stored(pid, 92)) throw new Error('a reading sent with the old secret was stored');
+      oldRefused = old.err;
+    } finally {
+      await pub.close();
+    }
+    const audit = await pageFetch(page, 'GET', `/api/v1/audit?patient_id=${pid}`);
+    if (!(audit.body?.audit || []).some((l) => l.action === 'device.rotate' && l.target === `device/${dev}` && l.actor === need('ADMIN_USER'))) {
+      throw new Error(`no device.rotate line in the audit trail: ${JSON.stringify(audit.body)}`);
+    }
+    // Shown once: back on the page, the secret is gone.
+    await page.click('a[data-route="panel"]');
+    await page.waitForSelector('.tile');
+    await page.evaluate((p) => { location.hash = `#/patients/${p}`; }, pid);
+    await page.waitForSelector(`${row} button[data-action="revoke"]`, { timeout: 10000 });
+    if (await page.$('#cred-pass')) throw new Error('the rotated secret shows again');
+    // Revoke: the row says so, the actions go, the API agrees and the device cannot connect.
+    await page.click(`${row} button[data-action="revoke"]`);
+    const askRevoke = await page.waitForSelector('#revoke-confirm', { timeout: 10000 }).then((e) => e.textContent());
+    if (!/never connect again/.test(askRevoke) || !/stops sending/.test(askRevoke)) throw new Error(`the revocation's confirmation says: ${askRevoke}`);
+    await page.click('#revoke-confirm-yes');
+    await page.waitForSelector(`${row}[data-revoked="true"]`, { timeout: 10000 });
+    const status = await page.textContent(`${row} td:nth-of-type(2)`);
+    if (status !== 'revoked') throw new Error(`the revoked device's status reads ${status}`);
+    if (await page.$(`${row} button`)) throw new Error('a revoked device still has Rotate/Revoke buttons');
+    const api = await pageFetch(page, 'GET', `/api/v1/devices/${dev}`);
+    if (api.body?.revoked !== true) throw new Error(`GET /devices/${dev}: ${JSON.stringify(api.body)}`);
+    await page.waitForSelector('.tl-item[data-kind="device.revoked"]', { timeout: 10000 });
+    const after = await publishOnce(dev, newSecret, { metric: 'spo2', value: 90 });
+    if (after.code === 0) throw new Error('a revoked device connected');
+    return { device: dev, old_secret: oldRefused, revoked_secret: after.err, revoked: api.body.revoked };
+  });
+
+  let clinicianToken = null;
+  await scenario('api_tokens', async () => {
+    const { pid } = await ensureAdminPatient();
+    const stamp = Date.now().toString(36);
+    const label = `Browser test import ${stamp}`;
+    await page.click('a[data-route="tokens"]');
+    await page.waitForSelector('#new-token');
+    await page.fill('#nk-label', label);
+    await page.selectOption('#nk-scope', 'read');
+    await page.fill('#nk-days', '7');
+    await page.click('#new-token button[type="submit"]');
+    await page.waitForSelector('#token-secret', { timeout: 10000 });
+    const secret = await page.inputValue('#token-secret');
+    if (!secret.startsWith('vgt_')) throw new Error(`the secret shown is ${secret.slice(0, 8)}…`);
+    if ((await page.evaluate(() => document.activeElement?.id)) !== 'token-secret') throw new Error('focus is not on the new token');
+    const row = `#tokens tr:has(th:text-is("${label}"))`;
+    await page.waitForSelector(`${row}[data-state="active"]`, { timeout: 10000 });
+    const cells = await page.$$eval(`${row} td`, (tds) => tds.map((td) => td.textContent));
+    if (cells[0] !== 'read only' || cells[1] !== need('ADMIN_USER')) throw new Error(`the token's row reads ${JSON.stringify(cells)}`);
+    // The token reads as its user (audited as such) but may not change anything.
+    const list = await withToken(secret, 'GET', '/api/v1/patients');
+    if (list.status !== 200 || !Array.isArray(list.body?.patients)) throw new Error(`GET /patients with the token: ${list.status}`);
+    const one = await withToken(secret, 'GET', `/api/v1/patients/${pid}`);
+    const obs = await withToken(secret, 'GET', `/api/v1/patients/${pid}/observations?metric=spo2`);
+    if (one.status !== 200 || obs.status !== 200) throw new Error(`reads of ${pid} with the token: ${one.status}, ${obs.status}`);
+    const write = await withToken(secret, 'POST', '/api/v1/patients', { id: `tok-${stamp}`, name: 'Never created' });
+    if (write.status !== 403 || !/read-only/.test(write.body?.error || '')) throw new Error(`POST with a read token: ${write.status} ${JSON.stringify(write.body)}`);
+    // Revoke it in the page: confirmation, then the row says revoked and the token is refused.
+    await page.click(`${row} button[data-action="revoke"]`);
+    const ask = await page.waitForSelector('#token-revoke-confirm', { timeout: 10000 }).then((e) => e.textContent());
+    if (!/stops working at once/.test(ask)) throw new Error(`the confirmation says: ${ask}`);
+    await page.click('#token-revoke-confirm-yes');
+    await page.waitForSelector(`${row}[data-state="revoked"]`, { timeout: 10000 });
+    if (await page.$('#token-secret')) throw new Error('the revoked token\'s secret still shows');
+    const revoked = await withToken(secret, 'GET', '/api/v1/patients');
+    if (revoked.status !== 401) throw new Error(`GET /patients with the revoked token: ${revoked.status}`);
+    // An admin makes a token for another user, and sees it with its owner.
+    const forClin = `Clinician's script ${stamp}`;
+    await page.fill('#nk-label', forClin);
+    await page.waitForSelector(`#nk-user option[value="${need('CLIN_USER')}"]`, { state: 'attached', timeout: 10000 });
+    await page.selectOption('#nk-user', need('CLIN_USER'));
+    await page.click('#new-token button[type="submit"]');
+    const clinRow = `#tokens tr:has(th:text-is("${forClin}"))`;
+    await page.waitForSelector(clinRow, { timeout: 10000 });
+    const owner = await page.textContent(`${clinRow} .token-owner`);
+    if (owner !== need('CLIN_USER')) throw new Error(`the clinician's token shows owner ${owner}`);
+    // The API's refusal is shown in words (a label of spaces passes the form, not the API).
+    await page.fill('#nk-label', '   ');
+    await page.click('#new-token button[type="submit"]');
+    const refused = await page.waitForSelector('#new-token .msg.error', { timeout: 10000 }).then((e) => e.textContent());
+    if (!/label/.test(refused)) throw new Error(`a too-long label is refused with: ${refused}`);
+    clinicianToken = forClin;
+    return { scope_read: list.status, write: write.status, after_revoke: revoked.status, other_owner: owner, refused };
+  });
+
+  await scenario('audit_trail', async () => {
+    const { pid, dev } = await ensureAdminPatient();
+    await page.click('a[data-route="audit"]');
+    await page.waitForSelector('#audit-filter');
+    // A bad filter: the API's reason is shown.
+    await page.fill('#au-patient', 'no such id!');
+    await page.click('#audit-filter button[type="submit"]');
+    const bad = await page.waitForSelector('#audit-filter .msg.error', { timeout: 10000 }).then((e) => e.textContent());
+    const apiBad = await pageFetch(page, 'GET', `/api/v1/audit?patient_id=${encodeURIComponent('no such id!')}`);
+    if (!bad || bad !== apiBad.body?.error) throw new Error(`shown: ${bad}; the API says: ${JSON.stringify(apiBad.body)}`);
+    // The patient's lines of today by the admin: the token's reads and the device's rotation and
+    // revocation are among them.
+    const day = await today(page);
+    await page.fill('#au-patient', pid);
+    await page.fill('#au-user', need('ADMIN_USER'));
+    await page.fill('#au-from', day);
+    await page.fill('#au-to', day);
+    await page.click('#audit-filter button[type="submit"]');
+    await page.waitForSelector('#audit-lines tr[data-action="observations.read"]', { timeout: 10000 });
+    const lines = await page.$$eval('#audit-lines tbody tr', (trs) => trs.map((tr) => [...tr.children].map((c) => c.textContent)));
+    const actions = new Set(lines.map((l) => l[2]));
+    for (const want of ['patient.read', 'observations.read', 'device.rotate', 'device.revoke']) {
+      if (!actions.has(want)) throw new Error(`no ${want} line for ${pid}: ${[...actions].join(', ')}`);
+    }
+    const strays = lines.filter((l) => l[1] !== need('ADMIN_USER') || l[3] !== pid);
+    if (strays.length) throw new Error(`lines outside the filter: ${JSON.stringify(strays.slice(0, 3))}`);
+    if (!lines.some((l) => l[2] === 'device.rotate' && l[4] === `device/${dev}` && l[5] === '127.0.0.1')) throw new Error('the rotation\'s line lacks its target or address');
+    const summary = await page.textContent('#audit-summary');
+    // Verify the chain.
+    await page.click('#audit-verify');
+    await page.waitForSelector('#audit-verify-result[data-intact]', { timeout: 30000 });
+    const verdict = await page.textContent('#audit-verify-result');
+    if (!/^Intact: all \d+ lines match the chain\.$/.test(verdict)) throw new Error(`Verify says: ${verdict}`);
+    // Export today's lines: a download whose first line is JSON with its hash.
+    const href = await page.getAttribute('#audit-export', 'href');
+    if (!/from=.*&to=/.test(href)) throw new Error(`the export link does not carry the dates: ${href}`);
+    const [download] = await Promise.all([page.waitForEvent('download', { timeout: 15000 }), page.click('#audit-export')]);
+    const file = await download.path();
+    const text = fs.readFileSync(file, 'utf8');
+    const first = JSON.parse(text.split('\n')[0]);
+    if (!/^[0-9a-f]{64}$/.test(first.hash || '')) throw new Error(`the export's first line: ${text.split('\n')[0]}`);
+    const from = new Date(`${day}T00:00:00`).getTime();
+    if (!(first.time_ms >= from)) throw new Error(`the export starts before the chosen day: ${first.time}`);
+    if (!/\.ndjson$/.test(download.suggestedFilename())) throw new Error(`the download is named ${download.suggestedFilename()}`);
+    return { refused: bad, lines: lines.length, summary, verdict, export: { file: download.suggestedFilename(), lines: text.trim().split('\n').length } };
+  });
+
   await scenario('clinician_scope', async () => {
     const { context, page: cp } = await newPage(browser, problems);
     try {
@@ -310,6 +521,41 @@ try {
       const users = await pageFetch(cp, 'GET', '/api/v1/users');
       if (users.status !== 403) throw new Error(`a clinician listing users got ${users.status}, not 403`);
       return { ui: heading, api_other: api.status, api_own: own.status, api_users: users.status };
+    } finally {
+      await context.close();
+    }
+  });
+
+  await scenario('clinician_no_admin_controls', async () => {
+    const { context, page: cp } = await newPage(browser, problems);
+    try {
+      await signIn(cp, BASE, need('CLIN_USER'), need('CLIN_PASS'));
+      if (await cp.isVisible('#nav-audit')) throw new Error('a clinician sees the audit trail link');
+      if (!(await cp.isVisible('#nav-tokens'))) throw new Error('a clinician has no API tokens link');
+      // Their own patient's devices: listed, without Rotate or Revoke.
+      await cp.evaluate((p) => { location.hash = `#/patients/${p}`; }, need('OWN_PATIENT'));
+      await cp.waitForSelector(`#devices tr[data-device-id="${need('LAT_DEVICE')}"]`, { timeout: 10000 });
+      const buttons = await cp.$$eval('#devices button', (b) => b.length);
+      const heads = await cp.$$eval('#devices thead th', (t) => t.map((x) => x.textContent));
+      if (buttons || heads.includes('Credentials')) throw new Error(`a clinician sees device controls: ${buttons} buttons, columns ${heads}`);
+      // The audit page refuses in words and shows no controls; so does the API.
+      await cp.evaluate(() => { location.hash = '#/audit'; });
+      await cp.waitForSelector('.view-audit p[role="alert"]', { timeout: 10000 });
+      const said = await cp.textContent('.view-audit p[role="alert"]');
+      if (await cp.$('#audit-verify, #audit-export, #audit-filter')) throw new Error('a clinician sees the audit controls');
+      const api = {};
+      for (const path of ['/api/v1/audit', '/api/v1/audit/verify', '/api/v1/audit/export']) api[path] = (await pageFetch(cp, 'GET', path)).status;
+      api.rotate = (await pageFetch(cp, 'POST', `/api/v1/devices/${need('LAT_DEVICE')}/rotate`, {})).status;
+      api.revoke = (await pageFetch(cp, 'POST', `/api/v1/devices/${need('LAT_DEVICE')}/revoke`, {})).status;
+      if (Object.values(api).some((st) => st !== 403)) throw new Error(`the API answered a clinician ${JSON.stringify(api)}`);
+      // Their tokens: the one an admin made for them, no owner column, nobody else's.
+      await cp.click('a[data-route="tokens"]');
+      await cp.waitForSelector('#new-token');
+      if (clinicianToken) await cp.waitForSelector(`#tokens tr:has(th:text-is("${clinicianToken}"))`, { timeout: 10000 });
+      const labels = await cp.$$eval('#tokens tbody th', (t) => t.map((x) => x.textContent));
+      if (labels.some((l) => l.startsWith('Browser test import'))) throw new Error(`a clinician sees the admin's tokens: ${labels}`);
+      if (await cp.$('#tokens .token-owner, #nk-user')) throw new Error('a clinician sees owners or the For user choice');
+      return { audit_page: said, api, tokens: labels };
     } finally {
       await context.close();
     }

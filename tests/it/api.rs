@@ -332,6 +332,30 @@ async fn the_audit_trail_exports_as_a_verifiable_chain_and_a_changed_line_is_fou
         .count();
     assert_eq!(reads, 1100);
 
+    // Browsers ask for compression; the compressed export is the same, whole.
+    let gz = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/audit/export", gw.http))
+        .bearer_auth(TOKEN)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.status(), StatusCode::OK);
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&gz.bytes().await.unwrap()[..]),
+        &mut text,
+    )
+    .unwrap();
+    let n = text.lines().count();
+    assert_eq!(
+        n,
+        lines.len() + 1,
+        "the gzip export is whole (plus its own line)"
+    );
+    assert!(text.starts_with(body.lines().next().unwrap()));
+
     // A time window exports only its lines, still carrying the links to check them.
     let (s, _, empty) = export(&gw, "?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z").await;
     assert_eq!((s, empty.as_str()), (StatusCode::OK, ""));

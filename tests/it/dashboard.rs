@@ -178,7 +178,11 @@ async fn the_dashboard_works_in_a_real_browser() {
             "alert_inbox_ack_record",
             "patient_chart",
             "admin_and_care_plan",
+            "device_rotate_revoke",
+            "api_tokens",
+            "audit_trail",
             "clinician_scope",
+            "clinician_no_admin_controls",
             "sign_out",
         ],
     );

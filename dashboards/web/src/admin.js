@@ -1,7 +1,8 @@
-// Administration: patients, devices (the MQTT secret is shown once, here), users and care teams.
+// Administration: patients, devices (the MQTT secret is shown once, here — and, after a rotation,
+// on the patient view, through showCredentials), users and care teams.
 
 import { ApiError, get, patch, post, seg } from './api.js';
-import { announce, clear, copyText, field, h, messageLine } from './util.js';
+import { announce, clear, copyField, field, h, messageLine } from './util.js';
 
 export class AdminView {
   constructor(root, store, { user, onChanged }) {
@@ -110,39 +111,13 @@ export class AdminView {
         const d = await post('/devices', { id: id.value.trim(), patient_id: patient.value, profile: profile.value });
         msg.ok(`Added device ${d.id}.`);
         id.value = '';
-        this.showCredentials(out, d);
+        showCredentials(out, d, this.profiles.find((p) => p.id === d.profile));
         this.onChanged();
       } catch (err) {
         msg.error(err.message);
       }
     });
     clear(this.deviceBox).append(h('h2', { id: 'ad-devices' }, 'Add a device'), form, out);
-  }
-
-  showCredentials(out, d) {
-    const prof = this.profiles.find((p) => p.id === d.profile);
-    const metric = prof?.metrics?.[0] || 'heart_rate';
-    const host = location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
-    const example = `mosquitto_pub -h ${host} -p 1883 -V mqttv311 -q 1 -i ${d.mqtt.username} -u ${d.mqtt.username} -P '${d.mqtt.password}' -t vigil/v1/devices/${d.id}/readings -m '{"metric":"${metric}","value":${sampleValue(metric)}}'`;
-    const copyRow = (label, value, idSuffix, multiline = false) => {
-      const fid = `cred-${idSuffix}`;
-      const input = multiline
-        ? h('textarea', { id: fid, readonly: true, rows: 4, class: 'code' })
-        : h('input', { id: fid, readonly: true, class: 'code' });
-      input.value = value;
-      const status = h('span', { class: 'copy-status', 'aria-live': 'polite' });
-      const btn = h('button', { type: 'button', class: 'btn-quiet', 'aria-label': `Copy ${label.toLowerCase()}` }, 'Copy');
-      btn.addEventListener('click', async () => {
-        status.textContent = (await copyText(value, input)) ? 'Copied' : 'Select and copy by hand';
-      });
-      return h('div', { class: 'field copy-row' }, h('label', { for: fid }, label), h('div', { class: 'copy-line' }, input, btn, status));
-    };
-    clear(out).append(h('div', { class: 'credentials', role: 'region', 'aria-label': 'New device credentials' },
-      h('p', { class: 'warn-text' }, h('strong', {}, 'Shown once. '), 'Copy the password now: Vigil keeps only a hash and cannot show it again.'),
-      copyRow('MQTT username', d.mqtt.username, 'user'),
-      copyRow('MQTT password', d.mqtt.password, 'pass'),
-      copyRow('Example publish', example, 'example', true)));
-    out.querySelector('#cred-pass').focus();
   }
 
   renderUsers(err) {
@@ -228,6 +203,24 @@ export class AdminView {
       h('thead', {}, h('tr', {}, ['Team', 'Id', 'Members'].map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, this.teams.map((t) => h('tr', {}, h('th', { scope: 'row' }, t.name), h('td', {}, t.id), h('td', {}, (t.members || []).join(', ') || '–'))))));
   }
+}
+
+/**
+ * Shows a device's MQTT credentials once — from `POST /devices` or `POST /devices/{id}/rotate`,
+ * the only answers that carry the password — in `out`, with copy buttons and a `mosquitto_pub`
+ * example for this host, and puts focus on the password. `profile`: the device's profile (its
+ * first metric makes the example); `title`: what the box is called to screen readers.
+ */
+export function showCredentials(out, d, profile, title = 'New device credentials') {
+  const metric = profile?.metrics?.[0] || 'heart_rate';
+  const host = location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
+  const example = `mosquitto_pub -h ${host} -p 1883 -V mqttv311 -q 1 -i ${d.mqtt.username} -u ${d.mqtt.username} -P '${d.mqtt.password}' -t vigil/v1/devices/${d.id}/readings -m '{"metric":"${metric}","value":${sampleValue(metric)}}'`;
+  clear(out).append(h('div', { class: 'credentials', role: 'region', 'aria-label': title },
+    h('p', { class: 'warn-text' }, h('strong', {}, 'Shown once. '), 'Copy the password now: Vigil keeps only a hash and cannot show it again.'),
+    copyField('MQTT username', d.mqtt.username, 'cred-user'),
+    copyField('MQTT password', d.mqtt.password, 'cred-pass'),
+    copyField('Example publish', example, 'cred-example', true)));
+  out.querySelector('#cred-pass').focus();
 }
 
 function unavailable(err) {

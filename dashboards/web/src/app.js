@@ -1,14 +1,16 @@
 // Vigil's clinician dashboard: the shell. Restores the session, signs in and out, routes by the
-// URL hash (#/panel, #/inbox, #/patients/{id}, #/visits/{id}, #/admin — every page is served by
-// "/"), owns the live feed and the store, and makes a new high alert impossible to miss.
+// URL hash (#/panel, #/inbox, #/patients/{id}, #/visits/{id}, #/admin, #/audit, #/tokens — every
+// page is served by "/"), owns the live feed and the store, and makes a new high alert impossible to miss.
 
 import { ApiError, del, get, post, setCsrfToken, setUnauthorizedHandler } from './api.js';
 import { AdminView } from './admin.js';
+import { AuditView } from './audit.js';
 import { InboxView } from './inbox.js';
 import { Live } from './live.js';
 import { PanelView } from './panel.js';
 import { PatientView } from './patient.js';
 import { Store } from './store.js';
+import { TokensView } from './tokens.js';
 import { VisitView } from './visitview.js';
 import { announce, clear, field, h, messageLine, refreshAges } from './util.js';
 
@@ -87,6 +89,7 @@ function signedIn(s) {
   topbar.hidden = false;
   document.getElementById('who-name').textContent = `${s.user.name} (${s.user.role})`;
   document.getElementById('nav-admin').hidden = s.user.role !== 'admin';
+  document.getElementById('nav-audit').hidden = s.user.role !== 'admin';
   state.store = new Store();
   state.store.subscribe(onStoreChange);
   state.live = new Live({
@@ -292,6 +295,14 @@ function route() {
     case 'admin':
       document.title = 'Admin · Vigil';
       state.view = new AdminView(container, state.store, ctx);
+      break;
+    case 'audit':
+      document.title = 'Audit trail · Vigil';
+      state.view = new AuditView(container, state.store, ctx);
+      break;
+    case 'tokens':
+      document.title = 'API tokens · Vigil';
+      state.view = new TokensView(container, state.store, ctx);
       break;
     case 'panel':
     default:

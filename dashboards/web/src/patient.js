@@ -1,6 +1,6 @@
 // The patient view: vitals charts (uPlot) over 6 h / 24 h / 7 d / 30 d with zoom, care-plan
-// thresholds drawn on them, the record's timeline, devices, the care-plan editor, notes and the
-// video visit button.
+// thresholds drawn on them, the record's timeline, devices (for admins: rotate a device's secret
+// or revoke it), the care-plan editor, notes and the video visit button.
 //
 // Charts ask the server for at most about one point per pixel (`/series`, downsampled
 // server-side: mean with a min–max band). Zooming (drag across a chart) fetches the zoomed
@@ -8,11 +8,12 @@
 // back. Live readings of this patient are appended while the window ends at "now".
 
 import uPlot from '/assets/vendor/uPlot.esm.js';
+import { showCredentials } from './admin.js';
 import { ApiError, get, post, put, seg } from './api.js';
 import { rememberVisit } from './visitview.js';
 import {
-  ageEl, announce, clear, formatTime, formatValue, h, messageLine, metricLabel, parseTime,
-  sortMetrics, unitLabel,
+  ageEl, announce, clear, confirmStep, formatTime, formatValue, h, messageLine, metricLabel,
+  parseTime, sortMetrics, unitLabel,
 } from './util.js';
 
 const RANGES = [
@@ -103,7 +104,13 @@ export class PatientView {
     this.windowLabel = h('span', { class: 'muted small', id: 'chart-window' });
     this.chartsBox = h('div', { class: 'charts', id: 'charts' });
     this.alertsBox = h('section', { class: 'card', 'aria-labelledby': 'pv-alerts' });
-    this.devicesBox = h('section', { class: 'card', 'aria-labelledby': 'pv-devices' });
+    // The device table is redrawn whenever the record is (a device going offline does that);
+    // the confirmation step and a rotated secret live beside it, so neither is lost to a redraw.
+    this.devicesTable = h('div', { class: 'scroll' });
+    this.deviceConfirm = h('div', { class: 'device-confirm', hidden: true });
+    this.deviceSecret = h('div', { id: 'rotated-secret' });
+    this.devicesBox = h('section', { class: 'card', 'aria-labelledby': 'pv-devices' },
+      h('h2', { id: 'pv-devices', tabindex: '-1' }, 'Devices'), this.devicesTable, this.deviceConfirm, this.deviceSecret);
     this.timelineBox = h('ol', { class: 'timeline', id: 'timeline' });
     clear(this.root).append(
       h('div', { class: 'view-head' },
@@ -138,19 +145,76 @@ export class PatientView {
 
   renderDevices() {
     const devs = this.record.devices || [];
-    clear(this.devicesBox).append(h('h2', { id: 'pv-devices' }, 'Devices'));
+    const admin = this.user?.role === 'admin';
+    clear(this.devicesTable);
     if (!devs.length) {
-      this.devicesBox.append(h('p', { class: 'muted' }, 'No devices.'));
+      this.devicesTable.append(h('p', { class: 'muted' }, 'No devices.'));
       return;
     }
-    this.devicesBox.append(h('table', { class: 'table', id: 'devices' },
-      h('thead', {}, h('tr', {}, ['Device', 'Type', 'Status', 'Battery', 'Last seen'].map((c) => h('th', { scope: 'col' }, c)))),
-      h('tbody', {}, devs.map((d) => h('tr', { dataset: { deviceId: d.id } },
+    const cols = ['Device', 'Type', 'Status', 'Battery', 'Last seen'];
+    if (admin) cols.push('Credentials');
+    this.devicesTable.append(h('table', { class: 'table', id: 'devices' },
+      h('caption', { class: 'visually-hidden' }, 'The patient’s devices'),
+      h('thead', {}, h('tr', {}, cols.map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, devs.map((d) => h('tr', { dataset: { deviceId: d.id, revoked: String(Boolean(d.revoked)) } },
         h('th', { scope: 'row' }, d.id),
         h('td', {}, d.profile),
-        h('td', {}, d.revoked ? 'revoked' : d.online ? 'online' : 'offline'),
+        h('td', {}, d.revoked ? h('span', { class: 'badge revoked' }, 'revoked') : d.online ? 'online' : 'offline'),
         h('td', { class: typeof d.battery === 'number' && d.battery <= 20 ? 'warn' : '' }, typeof d.battery === 'number' ? `${d.battery}%` : '–'),
-        h('td', {}, d.last_seen ? ageEl(d.last_seen) : 'never'))))));
+        h('td', {}, d.last_seen ? ageEl(d.last_seen) : 'never'),
+        admin ? h('td', { class: 'device-actions' }, d.revoked
+          ? h('span', { class: 'muted small' }, 'Cannot connect')
+          : h('div', { class: 'device-buttons' },
+            h('button', { type: 'button', class: 'btn-quiet', dataset: { action: 'rotate' }, 'aria-label': `Rotate the secret of ${d.id}`, onclick: (e) => this.askRotate(d, e.currentTarget) }, 'Rotate secret'),
+            h('button', { type: 'button', class: 'btn-quiet btn-quiet-danger', dataset: { action: 'revoke' }, 'aria-label': `Revoke ${d.id}`, onclick: (e) => this.askRevoke(d, e.currentTarget) }, 'Revoke'))) : null)))));
+  }
+
+  /** The action button of a device, found again after a redraw of the table. */
+  deviceButton(id, action) {
+    return [...this.devicesTable.querySelectorAll(`tr[data-device-id] button[data-action="${action}"]`)]
+      .find((b) => b.closest('tr').dataset.deviceId === id);
+  }
+
+  askRotate(d, trigger) {
+    confirmStep(this.deviceConfirm, {
+      id: 'rotate-confirm',
+      question: `Rotate the secret of ${d.id}?`,
+      detail: 'Its MQTT connection ends now. It cannot connect again until the new secret — shown once, on this page — is entered in the device; until then it sends no readings. The old secret stops working at once.',
+      confirmLabel: `Rotate the secret of ${d.id}`,
+      trigger: () => (trigger.isConnected ? trigger : this.deviceButton(d.id, 'rotate')),
+      onConfirm: async () => {
+        const dev = await post(`/devices/${seg(d.id)}/rotate`);
+        const profile = (await profiles()).get(dev.profile);
+        const box = h('div', {});
+        clear(this.deviceSecret).append(h('h3', { class: 'secret-title' }, `New secret for ${dev.id}`),
+          h('p', { class: 'small' }, 'Enter it in the device now: it is disconnected until it uses this secret.'), box);
+        showCredentials(box, dev, profile, `New credentials for ${dev.id}`);
+        announce(`The secret of ${dev.id} was rotated. The new one is shown once.`);
+        this.reloadRecord(0);
+      },
+    });
+  }
+
+  askRevoke(d, trigger) {
+    const name = this.record.patient?.name || this.id;
+    confirmStep(this.deviceConfirm, {
+      id: 'revoke-confirm',
+      question: `Revoke ${d.id}?`,
+      detail: `Its MQTT connection ends now and it can never connect again: it stops sending ${name}’s readings. The readings it sent stay in the record. To replace it, add a new device on the admin page.`,
+      confirmLabel: `Revoke ${d.id}`,
+      trigger: () => (trigger.isConnected ? trigger : this.deviceButton(d.id, 'revoke')),
+      onConfirm: async () => {
+        const dev = await post(`/devices/${seg(d.id)}/revoke`);
+        // A secret shown for this device no longer opens anything.
+        if (this.deviceSecret.querySelector('#cred-user')?.value === dev.id) clear(this.deviceSecret);
+        const mine = (this.record.devices || []).find((x) => x.id === dev.id);
+        if (mine) mine.revoked = true;
+        this.renderDevices();
+        announce(`${dev.id} is revoked: it can no longer connect.`);
+        this.reloadRecord(0);
+        return this.devicesBox.querySelector('#pv-devices');
+      },
+    });
   }
 
   noteForm() {
@@ -490,6 +554,7 @@ const KIND_TEXT = {
   'alert.opened': 'Alert opened', 'alert.raised': 'Alert raised', 'alert.escalated': 'Alert escalated',
   'alert.acknowledged': 'Alert acknowledged', 'alert.resolved': 'Alert resolved', note: 'Note',
   'device.offline': 'Device offline', 'device.online': 'Device back online', 'device.battery_low': 'Battery low',
+  'device.revoked': 'Device revoked',
   'care_plan.updated': 'Care plan updated', 'visit.started': 'Video visit started', 'visit.ended': 'Video visit ended',
 };
 

@@ -189,3 +189,67 @@ export function messageLine() {
     clear() { el.className = 'msg'; el.removeAttribute('role'); el.textContent = ''; },
   };
 }
+
+/**
+ * A read-only field holding a value to copy (a secret shown once, a command), with a Copy button
+ * and a polite status: <div class="field copy-row"> with the input as `#{id}`.
+ */
+export function copyField(label, value, id, multiline = false) {
+  const input = multiline
+    ? h('textarea', { id, readonly: true, rows: 4, class: 'code' })
+    : h('input', { id, readonly: true, class: 'code' });
+  input.value = value;
+  const status = h('span', { class: 'copy-status', 'aria-live': 'polite' });
+  const btn = h('button', { type: 'button', class: 'btn-quiet', 'aria-label': `Copy ${label.toLowerCase()}` }, 'Copy');
+  btn.addEventListener('click', async () => {
+    status.textContent = (await copyText(value, input)) ? 'Copied' : 'Select and copy by hand';
+  });
+  return h('div', { class: 'field copy-row' }, h('label', { for: id }, label), h('div', { class: 'copy-line' }, input, btn, status));
+}
+
+/**
+ * A confirmation step for something that cannot be undone, shown in `box` (which it replaces
+ * the content of): the question, what will happen, a danger button and Cancel. Focus goes to
+ * Cancel, the safe choice; on cancel it returns to `trigger` (an element, or a function that
+ * finds it again when the page was redrawn meanwhile). `onConfirm()` may throw: its
+ * message is shown and the buttons work again. After it succeeds, focus stays where it put it,
+ * or (if it was lost with the step) goes to the element it returned, or to `trigger`.
+ */
+export function confirmStep(box, { id, question, detail, confirmLabel, trigger, onConfirm }) {
+  const msg = messageLine();
+  const qid = `${id}-q`;
+  const yes = h('button', { type: 'button', class: 'btn btn-danger', id: `${id}-yes` }, confirmLabel);
+  const no = h('button', { type: 'button', class: 'btn-quiet', id: `${id}-no` }, 'Cancel');
+  const close = () => {
+    clear(box);
+    box.hidden = true;
+  };
+  const triggerEl = () => (typeof trigger === 'function' ? trigger() : trigger);
+  no.addEventListener('click', () => {
+    close();
+    const t = triggerEl();
+    if (t?.isConnected) t.focus();
+  });
+  yes.addEventListener('click', async () => {
+    yes.disabled = no.disabled = true;
+    msg.clear();
+    try {
+      const next = await onConfirm();
+      close();
+      const active = document.activeElement;
+      if (!active || active === document.body) {
+        const target = [next, triggerEl()].find((el) => el?.isConnected);
+        target?.focus();
+      }
+    } catch (e) {
+      msg.error(e.message);
+      yes.disabled = no.disabled = false;
+    }
+  });
+  clear(box).append(h('div', { class: 'confirm', id, role: 'group', 'aria-labelledby': qid, 'aria-describedby': `${id}-d` },
+    h('p', { id: qid, class: 'confirm-q' }, question),
+    h('p', { id: `${id}-d` }, detail),
+    h('div', { class: 'buttons' }, yes, no), msg.el));
+  box.hidden = false;
+  no.focus();
+}
