@@ -648,6 +648,22 @@ async fn webhooks_reach_a_failing_receiver_exactly_once_and_escalate() {
         metrics.contains(r#"vigil_outbox_attempts_total{sink="webhook",outcome="delivered"} 3"#),
         "{metrics}"
     );
+    crate::faults::report(
+        "CRM webhook receiver failing, then down, and back",
+        &[
+            ("alerts", exactly(api, "p-hook", 1).await.len()),
+            ("events", 3),
+            (
+                "receiver_attempts",
+                state["webhook_attempts"].as_u64().unwrap_or(0) as usize,
+            ),
+            ("events_received", got.len()),
+            (
+                "events_received_twice",
+                got.values().filter(|(_, n)| *n > 1).count(),
+            ),
+        ],
+    );
     gw.stop().await;
 }
 

@@ -20,6 +20,20 @@ async fn ten_thousand_qos1_readings_survive_sigkill_and_restart_exactly_once() {
     let api = Api::new(vigil.http);
     api.patient("p-crash").await;
     let secret = api.device("hr-crash", "p-crash", "smartwatch").await;
+    // A rule the readings meet every 40 s (99 /min): one persisting condition, one alert.
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/v1/patients/p-crash/care-plan",
+            Some(
+                serde_json::json!({"rules": [{"id": "tachy", "kind": "threshold",
+                "metric": "heart_rate", "op": ">=", "value": 99, "for_s": 0, "severity": "high"}]}),
+            ),
+            Some(crate::support::TOKEN),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    let alerts_before = crate::faults::alert_count(&api, "p-crash").await;
 
     // Readings one second apart, starting two days ago (all in the past, all distinct).
     let start = (vigil::domain::now_ms() / 1000 - 2 * 86_400).to_string();
@@ -87,4 +101,21 @@ async fn ten_thousand_qos1_readings_survive_sigkill_and_restart_exactly_once() {
     let times: HashSet<&str> = obs.iter().map(|o| o["time"].as_str().unwrap()).collect();
     assert_eq!(obs.len(), COUNT, "stored readings");
     assert_eq!(times.len(), COUNT, "distinct readings");
+    let alerts_after = crate::faults::alert_count(&api, "p-crash").await;
+    assert_eq!(
+        (alerts_before, alerts_after),
+        (0, 1),
+        "one alert, not one per restart"
+    );
+    crate::faults::report(
+        "SIGKILL of Vigil under load (twice)",
+        &[
+            ("readings_before", 0),
+            ("sent", COUNT),
+            ("readings_after", obs.len()),
+            ("distinct_after", times.len()),
+            ("alerts_before", alerts_before),
+            ("alerts_after", alerts_after),
+        ],
+    );
 }

@@ -253,3 +253,67 @@ async fn readings_published_while_vigil_is_down_are_stored_once_when_it_returns(
     broker.stop().await;
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_under_load_neither_loses_nor_duplicates() {
+    use crate::faults::{Publisher, alert_count, report, stored};
+    const COUNT: usize = 5_000;
+    let port = free_port();
+    let gw = external_gateway(port).await;
+    let api = &gw.client;
+    api.patient("p-br").await;
+    let secret = api.device("hr-br", "p-br", "smartwatch").await;
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/v1/patients/p-br/care-plan",
+            Some(
+                json!({"rules": [{"id": "tachy", "kind": "threshold", "metric": "heart_rate",
+                "op": ">=", "value": 95, "for_s": 0, "severity": "high"}]}),
+            ),
+            Some(crate::support::TOKEN),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    let out = generate_broker_config(&gw).await;
+    let mut broker = Mosquitto::start(&out.path().join("conf.d"), port).await;
+    subscribed(&gw).await;
+    let (readings_before, alerts_before) =
+        (stored(api, "p-br").await, alert_count(api, "p-br").await);
+
+    // A device streams readings (60 to 99 /min); the broker is restarted in the middle.
+    let start = vigil::domain::now_ms() / 1000 - 86_400;
+    let publisher = Publisher::start(port, "hr-br", &secret, COUNT, start, (60, 40));
+    eventually(Duration::from_secs(60), "500 acknowledged", || async {
+        (publisher.acked() >= 500).then_some(())
+    })
+    .await;
+    broker.restart().await;
+    let at_restart = publisher.acked();
+    assert!(
+        at_restart < COUNT,
+        "the publisher finished before the restart"
+    );
+    publisher.finish(Duration::from_secs(180)).await;
+
+    // Both Vigil and the device reconnected by themselves; every reading is stored once.
+    subscribed(&gw).await;
+    wait_for(&gw, "p-br", COUNT).await;
+    let readings_after = stored(api, "p-br").await;
+    let alerts_after = alert_count(api, "p-br").await;
+    assert_eq!(readings_after, COUNT);
+    assert_eq!(alerts_after, 1, "one alert for one persisting condition");
+    report(
+        "external broker restarted under load",
+        &[
+            ("readings_before", readings_before),
+            ("sent", COUNT),
+            ("acked_at_restart", at_restart),
+            ("readings_after", readings_after),
+            ("alerts_before", alerts_before),
+            ("alerts_after", alerts_after),
+        ],
+    );
+    broker.stop().await;
+    gw.stop().await;
+}

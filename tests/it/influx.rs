@@ -133,6 +133,16 @@ async fn readings_reach_victoriametrics_and_survive_its_outage_exactly_once() {
         .map(|(l, _, t)| (l["__name__"].as_str().unwrap().to_owned(), *t))
         .collect();
     assert_eq!(keys.len(), 400, "no duplicate samples");
+    crate::faults::report(
+        "VictoriaMetrics (InfluxDB writer) down and back",
+        &[
+            ("samples_before", 100),
+            ("readings_sent_while_down", 300),
+            ("spooled_while_down", 300),
+            ("samples_after", s.len()),
+            ("distinct_samples_after", keys.len()),
+        ],
+    );
     gw.stop().await;
     vm.stop().await;
 }

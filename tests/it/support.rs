@@ -361,6 +361,7 @@ pub(crate) fn free_port() -> u16 {
 pub(crate) struct Mosquitto {
     pub(crate) port: u16,
     child: tokio::process::Child,
+    conf: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -383,9 +384,19 @@ impl Mosquitto {
             ),
         )
         .unwrap();
+        let child = Mosquitto::spawn(&conf, port).await;
+        Mosquitto {
+            port,
+            child,
+            conf,
+            _dir: dir,
+        }
+    }
+
+    async fn spawn(conf: &Path, port: u16) -> tokio::process::Child {
         let child = tokio::process::Command::new("mosquitto")
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -402,15 +413,23 @@ impl Mosquitto {
             },
         )
         .await;
-        Mosquitto {
-            port,
-            child,
-            _dir: dir,
-        }
+        child
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
         ([127, 0, 0, 1], self.port).into()
+    }
+
+    /// Restarts the broker as a service manager does: SIGTERM (Mosquitto saves its persistence
+    /// file), then a new process with the same configuration and data on the same port.
+    pub(crate) async fn restart(&mut self) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(run("kill", &["-TERM", &pid], None).await.ok);
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("mosquitto stops on SIGTERM")
+            .unwrap();
+        self.child = Mosquitto::spawn(&self.conf, self.port).await;
     }
 
     pub(crate) async fn stop(mut self) {
