@@ -333,6 +333,9 @@ impl App {
                         connect_timeout: Duration::from_secs(cfg.mqtt.connect_timeout_s),
                         max_inflight: cfg.mqtt.max_inflight,
                         max_connections: cfg.mqtt.max_connections,
+                        device_connects_per_minute: cfg.mqtt.device_connects_per_minute,
+                        device_connect_burst: cfg.mqtt.device_connect_burst,
+                        auth_failures_free: cfg.mqtt.auth_failures_free,
                     },
                 );
                 tokio::spawn(endpoint.clone().end_revoked(stop.clone()));

@@ -216,6 +216,14 @@ pub struct MqttConfig {
     pub max_inflight: u16,
     /// Most devices connected at once; more are refused with "server busy".
     pub max_connections: usize,
+    /// Connects one device may make per minute once its burst is spent; more are refused
+    /// (MQTT 5: 0x9F connection rate exceeded) until its bucket refills.
+    pub device_connects_per_minute: u32,
+    /// Connects one device may make at once before the per-minute rate applies.
+    pub device_connect_burst: u32,
+    /// Failed authentications from one address before its connects must wait (1 s, doubling
+    /// per further failure up to 5 minutes).
+    pub auth_failures_free: u32,
     /// MQTTS listener of the embedded endpoint; absent: plain MQTT only.
     pub tls: Option<MqttTlsConfig>,
 }
@@ -393,6 +401,9 @@ impl Default for MqttConfig {
             connect_timeout_s: 10,
             max_inflight: 256,
             max_connections: 20_000,
+            device_connects_per_minute: 30,
+            device_connect_burst: 20,
+            auth_failures_free: 10,
             tls: None,
         }
     }
@@ -513,6 +524,9 @@ impl Config {
         }
         if self.mqtt.max_inflight == 0 {
             return Err(invalid("mqtt.max_inflight", "must be at least 1"));
+        }
+        if self.mqtt.device_connect_burst == 0 {
+            return Err(invalid("mqtt.device_connect_burst", "must be at least 1"));
         }
         if self.mqtt.connect_timeout_s == 0 {
             return Err(invalid("mqtt.connect_timeout_s", "must be at least 1"));

@@ -29,6 +29,7 @@ pub mod ingest;
 pub mod registry;
 pub mod store;
 pub mod telemetry;
+pub mod throttle;
 pub mod tls_reload;
 pub mod video;
 pub mod web;

@@ -251,6 +251,8 @@ pub enum ConnectCode {
     ServerBusy,
     BadClientId,
     UnsupportedVersion,
+    /// Too many connects (3.1.1: server unavailable; 5: 0x9F connection rate exceeded).
+    RateExceeded,
 }
 
 /// Limits the server announces in an MQTT 5 CONNACK.
@@ -273,7 +275,9 @@ pub fn connack(version: Version, code: ConnectCode, limits: ServerLimits) -> Byt
                 ConnectCode::Accepted => v4::ConnectReturnCode::Success,
                 ConnectCode::BadCredentials => v4::ConnectReturnCode::BadUserNamePassword,
                 ConnectCode::NotAuthorized => v4::ConnectReturnCode::NotAuthorized,
-                ConnectCode::ServerBusy => v4::ConnectReturnCode::ServiceUnavailable,
+                ConnectCode::ServerBusy | ConnectCode::RateExceeded => {
+                    v4::ConnectReturnCode::ServiceUnavailable
+                }
                 ConnectCode::BadClientId => v4::ConnectReturnCode::BadClientId,
                 ConnectCode::UnsupportedVersion => v4::ConnectReturnCode::RefusedProtocolVersion,
             };
@@ -285,6 +289,7 @@ pub fn connack(version: Version, code: ConnectCode, limits: ServerLimits) -> Byt
                 ConnectCode::BadCredentials => v5::ConnectReturnCode::BadUserNamePassword,
                 ConnectCode::NotAuthorized => v5::ConnectReturnCode::NotAuthorized,
                 ConnectCode::ServerBusy => v5::ConnectReturnCode::ServerBusy,
+                ConnectCode::RateExceeded => v5::ConnectReturnCode::ConnectionRateExceeded,
                 ConnectCode::BadClientId => v5::ConnectReturnCode::ClientIdentifierNotValid,
                 ConnectCode::UnsupportedVersion => {
                     v5::ConnectReturnCode::UnsupportedProtocolVersion

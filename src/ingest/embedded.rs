@@ -13,7 +13,7 @@
 //! size limit.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +35,7 @@ use super::{Ingest, pipeline};
 use crate::domain::{DeviceId, format_rfc3339, now_ms};
 use crate::registry::DeviceAuth;
 use crate::store::{Committed, StoreError};
+use crate::throttle::{Backoff, FailureThrottle, RateLimiter};
 
 /// Limits of the embedded endpoint.
 #[derive(Debug, Clone)]
@@ -43,7 +44,16 @@ pub struct EndpointConfig {
     pub connect_timeout: Duration,
     pub max_inflight: u16,
     pub max_connections: usize,
+    pub device_connects_per_minute: u32,
+    pub device_connect_burst: u32,
+    pub auth_failures_free: u32,
 }
+
+/// The lock on an address after too many failed authentications: from 1 s, doubling, to 5 min.
+const AUTH_FIRST_LOCK: Duration = Duration::from_secs(1);
+const AUTH_MAX_LOCK: Duration = Duration::from_secs(300);
+/// Addresses and devices the connect limits remember at most.
+const LIMIT_KEYS: usize = 100_000;
 
 /// The embedded MQTT endpoint.
 pub struct Endpoint {
@@ -53,6 +63,10 @@ pub struct Endpoint {
     sessions: Mutex<BTreeMap<(DeviceId, String), (u64, CancellationToken)>>,
     next_conn: AtomicU64,
     permits: Arc<Semaphore>,
+    /// Failed authentications per remote address.
+    auth_failures: FailureThrottle<IpAddr>,
+    /// Connects per device (a device in a reconnect loop cannot churn sessions and the store).
+    device_connects: RateLimiter<DeviceId>,
 }
 
 /// Something owed to the device, in order.
@@ -173,6 +187,18 @@ impl Endpoint {
     pub fn new(ingest: Ingest, cfg: EndpointConfig) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             permits: Arc::new(Semaphore::new(cfg.max_connections)),
+            auth_failures: FailureThrottle::new(Backoff {
+                free: cfg.auth_failures_free,
+                first: AUTH_FIRST_LOCK,
+                max: AUTH_MAX_LOCK,
+                forget_after: Duration::from_secs(3600),
+                max_keys: LIMIT_KEYS,
+            }),
+            device_connects: RateLimiter::new(
+                cfg.device_connects_per_minute,
+                cfg.device_connect_burst,
+                LIMIT_KEYS,
+            ),
             ingest,
             cfg,
             sessions: Mutex::new(BTreeMap::new()),
@@ -342,6 +368,17 @@ impl Endpoint {
                 .await;
             return;
         };
+        // An address that keeps failing to authenticate waits before it is heard again.
+        if self
+            .auth_failures
+            .wait(&[peer.ip()], std::time::Instant::now())
+            .is_some()
+        {
+            let _ = sock
+                .write_all(&refuse(ConnectCode::RateExceeded, "auth_failures"))
+                .await;
+            return;
+        }
         let identified = match (&cert_cn, &connect.username, &connect.password) {
             // A client certificate names the device; a user name, if also given, must agree.
             (Some(cn), user, _) => {
@@ -371,11 +408,23 @@ impl Endpoint {
                 certificate = cert_cn.as_deref().unwrap_or(""),
                 "mqtt connect refused: unknown device or wrong secret"
             );
+            self.auth_failures
+                .failed(&[peer.ip()], std::time::Instant::now());
             let _ = sock
                 .write_all(&refuse(ConnectCode::BadCredentials, "bad_credentials"))
                 .await;
             return;
         };
+        if let Err(wait) = self
+            .device_connects
+            .take(&device_id, std::time::Instant::now())
+        {
+            tracing::warn!(%peer, device_id = %device_id, retry_in_ms = wait.as_millis() as u64, "mqtt connect refused: the device reconnects too often");
+            let _ = sock
+                .write_all(&refuse(ConnectCode::RateExceeded, "device_connect_rate"))
+                .await;
+            return;
+        }
         if connect.client_id.is_empty() && !connect.clean {
             let _ = sock
                 .write_all(&refuse(ConnectCode::BadClientId, "bad_client_id"))
@@ -856,6 +905,9 @@ mod memory {
                 connect_timeout: Duration::from_secs(1),
                 max_inflight: 10,
                 max_connections: 10,
+                device_connects_per_minute: 30,
+                device_connect_burst: 20,
+                auth_failures_free: 10,
             },
         );
         // Exactly what `serve` spawns for a plain TCP connection.

@@ -6,8 +6,6 @@
 //! from 30 s up to 15 minutes (429 with `Retry-After`). A successful sign-in always starts a
 //! new session (no fixation) and ends the one the browser brought.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -24,6 +22,7 @@ use super::routes::ApiResult;
 use super::{ApiError, AppState};
 use crate::domain::now_ms;
 use crate::registry::{AuditEntry, Session};
+use crate::throttle::{Backoff, FailureThrottle};
 
 /// Failures allowed in a row before sign-in attempts must wait.
 pub(crate) const FREE_FAILURES: u32 = 5;
@@ -35,31 +34,21 @@ const MAX_KEYS: usize = 100_000;
 
 /// Failed sign-ins, per username and per remote address.
 pub struct LoginThrottle {
-    keys: Mutex<HashMap<String, Failures>>,
+    failures: FailureThrottle<String>,
     /// Password checks running at once.
     hashing: Semaphore,
-}
-
-#[derive(Clone, Copy)]
-struct Failures {
-    count: u32,
-    last: Instant,
-}
-
-impl Failures {
-    fn locked_until(&self) -> Option<Instant> {
-        let over = self.count.checked_sub(FREE_FAILURES + 1)?;
-        let lock = FIRST_LOCK
-            .saturating_mul(1u32 << over.min(16))
-            .min(MAX_LOCK);
-        Some(self.last + lock)
-    }
 }
 
 impl Default for LoginThrottle {
     fn default() -> Self {
         LoginThrottle {
-            keys: Mutex::new(HashMap::new()),
+            failures: FailureThrottle::new(Backoff {
+                free: FREE_FAILURES,
+                first: FIRST_LOCK,
+                max: MAX_LOCK,
+                forget_after: FORGET_AFTER,
+                max_keys: MAX_KEYS,
+            }),
             hashing: Semaphore::new(2),
         }
     }
@@ -68,38 +57,15 @@ impl Default for LoginThrottle {
 impl LoginThrottle {
     /// How long the caller must still wait, if any key of theirs is locked.
     pub(super) fn wait(&self, keys: &[String], now: Instant) -> Option<Duration> {
-        let map = self.keys.lock().ok()?;
-        keys.iter()
-            .filter_map(|k| map.get(k)?.locked_until())
-            .filter(|until| *until > now)
-            .map(|until| until - now)
-            .max()
+        self.failures.wait(keys, now)
     }
 
     pub(super) fn failed(&self, keys: &[String], now: Instant) {
-        let Ok(mut map) = self.keys.lock() else {
-            return;
-        };
-        if map.len() >= MAX_KEYS {
-            map.retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
-        }
-        for k in keys {
-            let f = map.entry(k.clone()).or_insert(Failures {
-                count: 0,
-                last: now,
-            });
-            if now.duration_since(f.last) >= FORGET_AFTER {
-                f.count = 0;
-            }
-            f.count += 1;
-            f.last = now;
-        }
+        self.failures.failed(keys, now);
     }
 
     fn succeeded(&self, user_key: &str) {
-        if let Ok(mut map) = self.keys.lock() {
-            map.remove(user_key);
-        }
+        self.failures.succeeded(&user_key.to_owned());
     }
 }
 

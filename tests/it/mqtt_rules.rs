@@ -438,3 +438,74 @@ async fn rotating_or_revoking_a_device_ends_its_connections_at_once() {
     assert_eq!(s, 404);
     gw.stop().await;
 }
+
+/// The CONNACK return code a raw MQTT 3.1.1 CONNECT gets.
+async fn connack_code(gw: &Gateway, device: &str, secret: &str) -> u8 {
+    let mut s = TcpStream::connect(gw.mqtt).await.unwrap();
+    s.write_all(&connect_packet(device, secret, 30))
+        .await
+        .unwrap();
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack).await.unwrap();
+    assert_eq!(ack[..2], [0x20, 0x02], "a CONNACK");
+    ack[3]
+}
+
+async fn refused_for(gw: &Gateway, reason: &str) -> u64 {
+    let (_, m) = gw.client.call("GET", "/metrics", None, None).await;
+    let key = format!("vigil_mqtt_connections_refused_total{{reason=\"{reason}\"}} ");
+    m.as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key.as_str())?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_and_reconnect_storms_are_rate_limited() {
+    const ACCEPTED: u8 = 0;
+    const UNAVAILABLE: u8 = 3;
+    const BAD_CREDENTIALS: u8 = 4;
+    let gw = Gateway::start_with(|c| {
+        c.mqtt.auth_failures_free = 3;
+        c.mqtt.device_connect_burst = 5;
+        c.mqtt.device_connects_per_minute = 60;
+    })
+    .await;
+    gw.client.patient("p1").await;
+    let d1 = gw.client.device("d1", "p1", "scale").await;
+    let d2 = gw.client.device("d2", "p1", "scale").await;
+    let d3 = gw.client.device("d3", "p1", "scale").await;
+
+    // Three free failures, a fourth that locks the address, then even the right secret waits.
+    for _ in 0..4 {
+        assert_eq!(connack_code(&gw, "d1", "wrong").await, BAD_CREDENTIALS);
+    }
+    assert_eq!(connack_code(&gw, "d1", &d1).await, UNAVAILABLE);
+    let r = paho_device(gw.mqtt, V::V5, "d1", &d1, json!([]), &[]).await;
+    assert_eq!(r["refused"], "Connection rate exceeded", "{r}");
+    assert!(refused_for(&gw, "auth_failures").await >= 2);
+    // The lock is a second (the first one); waiting does not extend it.
+    let locked_at = std::time::Instant::now();
+    eventually(Duration::from_secs(10), "the lock to pass", || async {
+        (connack_code(&gw, "d1", &d1).await == ACCEPTED).then_some(())
+    })
+    .await;
+    let waited = locked_at.elapsed();
+    assert!(waited < Duration::from_secs(5), "locked for {waited:?}");
+
+    // A device reconnecting in a loop gets its burst of five, then waits for its bucket; other
+    // devices are not affected.
+    for i in 0..5 {
+        assert_eq!(connack_code(&gw, "d2", &d2).await, ACCEPTED, "connect {i}");
+    }
+    assert_eq!(connack_code(&gw, "d2", &d2).await, UNAVAILABLE);
+    assert_eq!(connack_code(&gw, "d3", &d3).await, ACCEPTED);
+    assert!(refused_for(&gw, "device_connect_rate").await >= 1);
+    // Sixty a minute: one more within about a second.
+    eventually(Duration::from_secs(5), "a refilled token", || async {
+        (connack_code(&gw, "d2", &d2).await == ACCEPTED).then_some(())
+    })
+    .await;
+    gw.stop().await;
+}

@@ -1,0 +1,172 @@
+//! Throttles shared by sign-in, API tokens and device connects: a back-off after repeated
+//! failures ([`FailureThrottle`]) and a token bucket per key ([`RateLimiter`]). Both live in
+//! memory, are bounded in the number of keys they hold, and forget idle keys.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How failures lock a key: `free` failures in a row cost nothing; each further one locks the
+/// key for `first`, doubling per failure up to `max`. A key without a failure for
+/// `forget_after` starts again from zero.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub free: u32,
+    pub first: Duration,
+    pub max: Duration,
+    pub forget_after: Duration,
+    /// Keys held at most; beyond it, forgotten keys are swept out.
+    pub max_keys: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+/// Failures per key, and the lock they earn (see [`Backoff`]).
+pub struct FailureThrottle<K> {
+    keys: Mutex<HashMap<K, Failures>>,
+    policy: Backoff,
+}
+
+impl<K: Hash + Eq + Clone> FailureThrottle<K> {
+    pub fn new(policy: Backoff) -> Self {
+        FailureThrottle {
+            keys: Mutex::new(HashMap::new()),
+            policy,
+        }
+    }
+
+    fn locked_until(&self, f: &Failures) -> Option<Instant> {
+        let over = f.count.checked_sub(self.policy.free + 1)?;
+        let lock = self
+            .policy
+            .first
+            .saturating_mul(1u32 << over.min(16))
+            .min(self.policy.max);
+        Some(f.last + lock)
+    }
+
+    /// How long the caller must still wait, if any of `keys` is locked.
+    pub fn wait(&self, keys: &[K], now: Instant) -> Option<Duration> {
+        let map = self.keys.lock().ok()?;
+        keys.iter()
+            .filter_map(|k| self.locked_until(map.get(k)?))
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+            .max()
+    }
+
+    /// Counts a failure against each of `keys`.
+    pub fn failed(&self, keys: &[K], now: Instant) {
+        let Ok(mut map) = self.keys.lock() else {
+            return;
+        };
+        let forget = self.policy.forget_after;
+        if map.len() >= self.policy.max_keys {
+            map.retain(|_, f| now.duration_since(f.last) < forget);
+        }
+        for k in keys {
+            let f = map.entry(k.clone()).or_insert(Failures {
+                count: 0,
+                last: now,
+            });
+            if now.duration_since(f.last) >= forget {
+                f.count = 0;
+            }
+            f.count += 1;
+            f.last = now;
+        }
+    }
+
+    /// Clears a key's failures.
+    pub fn succeeded(&self, key: &K) {
+        if let Ok(mut map) = self.keys.lock() {
+            map.remove(key);
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// A token bucket per key: `burst` events at once, refilled at `per_minute`.
+pub struct RateLimiter<K> {
+    buckets: Mutex<HashMap<K, Bucket>>,
+    per_s: f64,
+    burst: f64,
+    max_keys: usize,
+}
+
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
+    pub fn new(per_minute: u32, burst: u32, max_keys: usize) -> Self {
+        RateLimiter {
+            buckets: Mutex::new(HashMap::new()),
+            per_s: f64::from(per_minute) / 60.0,
+            burst: f64::from(burst.max(1)),
+            max_keys,
+        }
+    }
+
+    /// Takes one token for `key`: `Ok` if there was one, else how long until there is.
+    pub fn take(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        let Ok(mut map) = self.buckets.lock() else {
+            return Ok(());
+        };
+        if map.len() >= self.max_keys && !map.contains_key(key) {
+            // Full buckets carry no state worth keeping.
+            let (per_s, burst) = (self.per_s, self.burst);
+            map.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * per_s < burst);
+        }
+        let b = map.entry(key.clone()).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        let refilled = now.saturating_duration_since(b.at).as_secs_f64() * self.per_s;
+        b.tokens = (b.tokens + refilled).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else if self.per_s > 0.0 {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.per_s))
+        } else {
+            Err(Duration::MAX)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_gives_its_burst_then_refills_at_its_rate() {
+        let r = RateLimiter::new(60, 3, 10);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(r.take(&"d", t0).is_ok());
+        }
+        let wait = r.take(&"d", t0).unwrap_err();
+        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1));
+        assert!(r.take(&"other", t0).is_ok(), "keys are independent");
+        assert!(r.take(&"d", t0 + Duration::from_millis(1001)).is_ok());
+        assert!(r.take(&"d", t0 + Duration::from_millis(1002)).is_err());
+    }
+
+    #[test]
+    fn the_key_table_stays_bounded() {
+        let r = RateLimiter::new(60, 2, 4);
+        let t0 = Instant::now();
+        for i in 0..100 {
+            let _ = r.take(&i, t0 + Duration::from_secs(10 * i));
+        }
+        assert!(r.buckets.lock().unwrap().len() <= 5);
+    }
+}
