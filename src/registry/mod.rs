@@ -1045,7 +1045,7 @@ impl Registry {
                 "username must be 1 to 64 characters of A-Z a-z 0-9 . _ - @".into(),
             ));
         }
-        users::check_password(password)?;
+        users::check_password(password, username)?;
         let password = password.to_owned();
         let hash = tokio::task::spawn_blocking(move || users::hash_password(&password))
             .await

@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _};
 use crate::support::{Api, Gateway, eventually, publish_readings};
 
 const WAIT: Duration = Duration::from_secs(20);
-const PASSWORD: &str = "correct horse battery staple";
+const PASSWORD: &str = "amber kettle orbit meadow";
 
 /// A browser-like client: the session cookie and CSRF token from sign-in.
 struct Browser {
@@ -1011,5 +1011,77 @@ async fn api_tokens_act_as_their_user_within_their_scope_until_revoked() {
         assert_eq!(last, StatusCode::UNAUTHORIZED);
     }
     assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn weak_passwords_are_refused_and_expired_sessions_and_tokens_stop_working() {
+    let g = Gateway::start().await;
+    clinic(&g).await;
+    let api = &g.client;
+    // The password policy, through the API, for new users and for a change of password.
+    for (password, why) in [
+        ("too short", "12 to 1024"),
+        ("Password1234", "most common"),
+        ("abcdefghijklm", "consecutive"),
+        ("xyzxyzxyzxyz", "repeated"),
+        ("i am rosa, hello", "username"),
+    ] {
+        let (s, v) = api
+            .post(
+                "/api/v1/users",
+                json!({"name": "rosa", "password": password, "role": "clinician"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{password}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains(why),
+            "{password}: {v}"
+        );
+    }
+    let (s, v) = api
+        .call(
+            "PATCH",
+            "/api/v1/users/nina",
+            Some(json!({"password": "qwertyuiop123"})),
+            Some(crate::support::TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // A session past its expiry is refused, as is an API token past its own.
+    let mut nina = Browser::new(&g);
+    assert_eq!(nina.sign_in("nina", PASSWORD).await.0, StatusCode::OK);
+    let (s, v) = nina
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"label": "ehr", "scope": "read", "expires_days": 30})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let token = v["token"].as_str().unwrap().to_owned();
+    let as_token = |t: String| {
+        let api = api.clone();
+        async move { api.call("GET", "/api/v1/patients", None, Some(&t)).await.0 }
+    };
+    assert_eq!(
+        nina.call("GET", "/api/v1/session", None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(as_token(token.clone()).await, StatusCode::OK);
+    // Time passes (the clock in the database is moved instead of the test waiting hours).
+    let db = rusqlite::Connection::open(g.dir.path().join("registry.db")).unwrap();
+    let past = vigil::domain::now_ms() - 1;
+    db.execute("UPDATE sessions SET expires_ms = ?1", [past])
+        .unwrap();
+    db.execute("UPDATE api_tokens SET expires_ms = ?1", [past])
+        .unwrap();
+    drop(db);
+    assert_eq!(
+        nina.call("GET", "/api/v1/session", None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(as_token(token).await, StatusCode::UNAUTHORIZED);
     g.stop().await;
 }
