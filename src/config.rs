@@ -201,7 +201,8 @@ pub struct MqttConfig {
     /// External broker: Vigil's client id. Keep it stable: the broker keeps the session (and
     /// what devices publish while Vigil is down) under it. Give each instance its own.
     pub client_id: String,
-    /// External broker: the shared-subscription group that instances split the load in.
+    /// External broker: the shared-subscription group that instances split the load in; empty
+    /// (the default): a plain subscription, for a single instance.
     pub share_group: String,
     /// External broker: how long the broker keeps Vigil's session while it is disconnected.
     pub session_expiry_s: u32,
@@ -394,7 +395,7 @@ impl Default for MqttConfig {
             username: None,
             password: None,
             client_id: "vigil-1".into(),
-            share_group: "vigil".into(),
+            share_group: String::new(),
             session_expiry_s: 7 * 86_400,
             ca_file: None,
             max_packet_bytes: 256 * 1024,
@@ -507,13 +508,8 @@ impl Config {
             if self.mqtt.client_id.is_empty() || self.mqtt.client_id.len() > 64 {
                 return Err(invalid("mqtt.client_id", "must be 1 to 64 characters"));
             }
-            let group_ok = !self.mqtt.share_group.is_empty()
-                && !self.mqtt.share_group.contains(['/', '+', '#']);
-            if !group_ok {
-                return Err(invalid(
-                    "mqtt.share_group",
-                    "must be non-empty without / + #",
-                ));
+            if self.mqtt.share_group.contains(['/', '+', '#', '$']) {
+                return Err(invalid("mqtt.share_group", "must not contain / + # $"));
             }
         }
         if !(128..=256 * 1024 * 1024).contains(&self.mqtt.max_packet_bytes) {

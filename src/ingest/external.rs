@@ -1,8 +1,8 @@
 //! External-broker mode: Vigil as an MQTT 5 client of Mosquitto, EMQX or HiveMQ.
 //!
-//! Vigil subscribes to the device topics through a shared subscription
-//! (`$share/{group}/vigil/v1/devices/+/…`), so several Vigil instances split the load, with a
-//! persistent session (clean start off, a session expiry), so that what devices publish while
+//! Vigil subscribes to the device topics (with `mqtt.share_group` set, through a shared
+//! subscription `$share/{group}/vigil/v1/devices/+/…`, so several Vigil instances split the
+//! load) with a persistent session (clean start off, a session expiry), so that what devices publish while
 //! Vigil is down waits in the broker. Acknowledgements are manual: each QoS 1 publish is
 //! acknowledged, in arrival order, only after its durable commit — the same promise as the
 //! embedded endpoint. Redeliveries are normal; the store is idempotent.
@@ -156,11 +156,24 @@ pub async fn run(ingest: Ingest, cfg: MqttConfig, opts: MqttOptions, stop: Cance
 
     let filters: Vec<Filter> = FILTERS
         .iter()
-        .map(|f| Filter::new(format!("$share/{}/{f}", cfg.share_group), QoS::AtLeastOnce))
+        .map(|f| {
+            let filter = if cfg.share_group.is_empty() {
+                (*f).to_owned()
+            } else {
+                format!("$share/{}/{f}", cfg.share_group)
+            };
+            Filter::new(filter, QoS::AtLeastOnce)
+        })
         .collect();
     let mut backoff = Duration::from_millis(100);
     let mut inbound = Some(inbound_tx);
+    // A subscription still to be handed to the client (its request queue can be full of
+    // acknowledgements right after a reconnect): retried until it is taken.
+    let mut to_subscribe = false;
     loop {
+        if to_subscribe && client.try_subscribe_many(filters.clone()).is_ok() {
+            to_subscribe = false;
+        }
         tokio::select! {
             biased;
             // Every acknowledgement owed has been handed to the event loop: leave.
@@ -169,15 +182,13 @@ pub async fn run(ingest: Ingest, cfg: MqttConfig, opts: MqttOptions, stop: Cance
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     backoff = Duration::from_millis(100);
                     tracing::info!(session_present = ack.session_present, "connected to the external broker");
-                    if ack.session_present {
-                        // The broker kept the session, subscriptions included.
-                        ingest.metrics.broker_subscribed.set(1);
-                    }
-                    if !ack.session_present
-                        && let Err(e) = client.try_subscribe_many(filters.clone())
-                    {
-                        tracing::error!(error = %e, "could not subscribe to the device topics");
-                    }
+                    // Subscribe on every connect, even when the broker says it kept the
+                    // session: Mosquitto 2.0.11 restores a persisted session after its own
+                    // restart without routing new publishes to its shared subscription, so
+                    // trusting `session_present` lost every reading from then on. Subscribing
+                    // again to the same filter is idempotent.
+                    ingest.metrics.broker_subscribed.set(0);
+                    to_subscribe = true;
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     let refused = ack.return_codes.iter().filter(|c| !matches!(c, rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_))).count();
@@ -208,6 +219,7 @@ pub async fn run(ingest: Ingest, cfg: MqttConfig, opts: MqttOptions, stop: Cance
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             },
+            () = tokio::time::sleep(Duration::from_millis(20)), if to_subscribe => {}
             _ = stop.cancelled(), if inbound.is_some() => {
                 // Stop taking publishes; the processor and acker drain what they have.
                 inbound = None;

@@ -398,7 +398,12 @@ impl Mosquitto {
             .arg("-c")
             .arg(conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // VIGIL_TEST_LOG shows the broker's log too.
+            .stderr(if std::env::var_os("VIGIL_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .kill_on_drop(true)
             .spawn()
             .expect("mosquitto starts (./scripts/test installs it)");
