@@ -552,11 +552,24 @@ impl Room {
             .await
             .first()
             .ok_or_else(|| refused("a track without an SSRC"))?;
-        let codec = remote
-            .codec(media_ssrc)
-            .await
-            .ok_or_else(|| refused("a track without a codec"))?;
         let kind = remote.kind().await;
+        let codec = match remote.codec(media_ssrc).await {
+            Some(c) => c,
+            // webrtc 0.21.1 can hand over a track whose only coding for its SSRC has an empty
+            // codec. Seen about once per full test run, when a Chromium participant rejoins a
+            // call (audio or video); that track was then never relayed, and the others saw no
+            // video or heard nothing. The relay negotiates exactly one codec per kind, so the
+            // kind names it.
+            None => {
+                let codings = remote.codings().await;
+                tracing::info!(visit = %self.visit_id, participant = from, ?kind, media_ssrc, ?codings, "a track came without its codec; taken from its kind");
+                match kind {
+                    RtpCodecKind::Video => super::rtc_setup::vp8_codec(),
+                    RtpCodecKind::Audio => super::rtc_setup::opus_codec(),
+                    _ => return Err(refused("a track without a codec")),
+                }
+            }
+        };
         tracing::debug!(visit = %self.visit_id, participant = from, ?kind, "track published");
         let (tx, _) = broadcast::channel(512);
         let pb = Arc::new(Published {
