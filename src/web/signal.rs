@@ -225,6 +225,11 @@ async fn connection(
     }
     room.broadcast_roster();
 
+    // Offers and candidates go through the `webrtc` crate, which may take its time: they are
+    // applied in order by a task of their own, so the loop keeps forwarding roster, admission
+    // and other messages meanwhile.
+    let (media, media_rx) = mpsc::channel(MEDIA_QUEUE);
+    let worker = tokio::spawn(apply_media(room.clone(), pid, media_rx));
     let ctx = Ctx {
         s: &s,
         room: &room,
@@ -233,6 +238,7 @@ async fn connection(
         id: &id,
         patient: &patient,
         remote: &remote,
+        media: &media,
     };
     loop {
         tokio::select! {
@@ -269,6 +275,10 @@ async fn connection(
         }
     }
     drop(socket);
+    // Nothing of this participant's is applied after it has left.
+    drop(media);
+    worker.abort();
+    let _ = worker.await;
     tracing::info!(visit = %id, participant = pid, "left a visit");
     if s.rooms.leave(&room, pid).await {
         s.rooms.emptied(&id, now_ms());
@@ -313,18 +323,45 @@ struct Ctx<'a> {
     id: &'a str,
     patient: &'a str,
     remote: &'a str,
+    media: &'a mpsc::Sender<Media>,
+}
+
+/// An offer or candidate waiting to be applied to the participant's peer connection.
+enum Media {
+    Offer(String),
+    Candidate(Option<webrtc::peer_connection::RTCIceCandidateInit>),
+}
+
+/// Offers and candidates a participant may have waiting; beyond it they are refused.
+const MEDIA_QUEUE: usize = 256;
+
+/// Applies a participant's offers and candidates in order; a refusal is told to the participant.
+async fn apply_media(room: Arc<Room>, pid: Pid, mut rx: mpsc::Receiver<Media>) {
+    while let Some(m) = rx.recv().await {
+        let r = match m {
+            Media::Offer(sdp) => room.offer(pid, sdp).await,
+            Media::Candidate(c) => room.candidate(pid, c).await,
+        };
+        if let Err(e) = r {
+            room.send_to(pid, json!({"type": "error", "message": e.to_string()}));
+        }
+    }
 }
 
 impl Ctx<'_> {
+    fn queue(&self, m: Media) -> Result<(), String> {
+        self.media
+            .try_send(m)
+            .map_err(|_| "too many offers and candidates waiting; slow down".to_owned())
+    }
+
     async fn handle(&self, m: In) -> Result<(), String> {
         let err = |e: RelayError| e.to_string();
         match m {
             In::Join { .. } => Err("already joined".into()),
-            In::Offer { sdp } => self.room.offer(self.pid, sdp).await.map_err(err),
+            In::Offer { sdp } => self.queue(Media::Offer(sdp)),
             In::Answer { sdp } => self.room.answer(self.pid, sdp).map_err(err),
-            In::Candidate { candidate } => {
-                self.room.candidate(self.pid, candidate).await.map_err(err)
-            }
+            In::Candidate { candidate } => self.queue(Media::Candidate(candidate)),
             In::Mute { audio, video } => {
                 self.room.mute(self.pid, audio, video);
                 Ok(())
