@@ -1131,7 +1131,8 @@ impl Registry {
         .await
     }
 
-    /// Reads the audit trail, oldest first, filtered.
+    /// Reads the audit trail, filtered: the first `limit` lines oldest first, or with
+    /// `newest_first` the last `limit` lines newest first.
     pub async fn audit_records(
         &self,
         patient_id: Option<String>,
@@ -1139,14 +1140,16 @@ impl Registry {
         from_ms: i64,
         to_ms: i64,
         limit: usize,
+        newest_first: bool,
     ) -> Result<Vec<AuditRecord>, RegistryError> {
         self.with(move |c| {
-            let mut stmt = c.prepare(
+            let mut stmt = c.prepare(&format!(
                 "SELECT id, time_ms, actor, action, patient_id, target, remote, hash FROM audit
                  WHERE (?1 IS NULL OR patient_id = ?1) AND (?2 IS NULL OR actor = ?2)
                    AND time_ms BETWEEN ?3 AND ?4
-                 ORDER BY id LIMIT ?5",
-            )?;
+                 ORDER BY id {} LIMIT ?5",
+                if newest_first { "DESC" } else { "ASC" }
+            ))?;
             let rows = stmt.query_map(
                 params![
                     patient_id,

@@ -485,6 +485,8 @@ struct AuditParams {
     from: Option<String>,
     to: Option<String>,
     limit: Option<usize>,
+    /// `oldest` (the default) or `newest` first.
+    order: Option<String>,
 }
 
 async fn audit(
@@ -498,6 +500,15 @@ async fn audit(
     let from_ms = time_param("from", q.from.as_deref())?.unwrap_or(i64::MIN);
     let to_ms = time_param("to", q.to.as_deref())?.unwrap_or(i64::MAX);
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let newest_first = match q.order.as_deref() {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "order must be oldest or newest".into(),
+            ));
+        }
+    };
     // Reading the trail is itself recorded, before it is read.
     audit_line(&s, &p, "audit.read", patient.as_ref(), "audit").await?;
     let records = s
@@ -508,6 +519,7 @@ async fn audit(
             from_ms,
             to_ms,
             limit,
+            newest_first,
         )
         .await?;
     Ok(Json(json!({ "audit": records })))

@@ -305,6 +305,20 @@ async fn the_audit_trail_exports_as_a_verifiable_chain_and_a_changed_line_is_fou
     let verified = v["lines"].as_u64().unwrap();
     assert!(verified >= 1101, "{v}");
 
+    // Newest first: the latest lines, the query's own line on top.
+    let (s, v) = api.get("/api/v1/audit?order=newest&limit=3").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let newest = v["audit"].as_array().unwrap();
+    assert_eq!(newest.len(), 3);
+    assert_eq!(newest[0]["action"], "audit.read");
+    assert!(
+        newest
+            .windows(2)
+            .all(|w| w[0]["id"].as_i64() > w[1]["id"].as_i64())
+    );
+    let (s, v) = api.get("/api/v1/audit?order=sideways").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
     let (s, ct, body) = export(&gw, "").await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(ct.as_deref(), Some("application/x-ndjson"));

@@ -114,7 +114,7 @@ export class AuditView {
       this.to.focus();
       return;
     }
-    const q = new URLSearchParams({ limit: String(LIMIT) });
+    const q = new URLSearchParams({ limit: String(LIMIT), order: 'newest' });
     if (this.patient.value.trim()) q.set('patient_id', this.patient.value.trim());
     if (this.actor.value.trim()) q.set('user', this.actor.value.trim());
     if (range.from) q.set('from', range.from);
@@ -136,14 +136,14 @@ export class AuditView {
 
   renderLines(lines) {
     this.summary.textContent = lines.length >= LIMIT
-      ? `The first ${LIMIT} lines that match, oldest first: narrow the filters or the dates to see later ones.`
-      : `${lines.length} line${lines.length === 1 ? '' : 's'}, oldest first.`;
+      ? `The latest ${LIMIT} lines that match, newest first: narrow the filters or the dates to see earlier ones.`
+      : `${lines.length} line${lines.length === 1 ? '' : 's'}, newest first.`;
     if (!lines.length) {
       clear(this.tableBox).append(h('p', { class: 'muted' }, 'No lines match.'));
       return;
     }
     clear(this.tableBox).append(h('table', { class: 'table', id: 'audit-lines' },
-      h('caption', { class: 'visually-hidden' }, 'Audit lines, oldest first'),
+      h('caption', { class: 'visually-hidden' }, 'Audit lines, newest first'),
       h('thead', {}, h('tr', {}, ['Time', 'Who', 'Action', 'Patient', 'Target', 'From'].map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, lines.map((l) => h('tr', { dataset: { auditId: String(l.id), action: l.action } },
         h('td', {}, h('time', { datetime: l.time }, formatTime(l.time))),
