@@ -21,18 +21,7 @@ async fn ten_thousand_qos1_readings_survive_sigkill_and_restart_exactly_once() {
     api.patient("p-crash").await;
     let secret = api.device("hr-crash", "p-crash", "smartwatch").await;
     // A rule the readings meet every 40 s (99 /min): one persisting condition, one alert.
-    let (s, v) = api
-        .call(
-            "PUT",
-            "/api/v1/patients/p-crash/care-plan",
-            Some(
-                serde_json::json!({"rules": [{"id": "tachy", "kind": "threshold",
-                "metric": "heart_rate", "op": ">=", "value": 99, "for_s": 0, "severity": "high"}]}),
-            ),
-            Some(crate::support::TOKEN),
-        )
-        .await;
-    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    crate::faults::tachycardia_plan(&api, "p-crash", 99).await;
     let alerts_before = crate::faults::alert_count(&api, "p-crash").await;
 
     // Readings one second apart, starting two days ago (all in the past, all distinct).

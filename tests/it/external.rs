@@ -263,18 +263,7 @@ async fn a_broker_restart_under_load_neither_loses_nor_duplicates() {
     let api = &gw.client;
     api.patient("p-br").await;
     let secret = api.device("hr-br", "p-br", "smartwatch").await;
-    let (s, v) = api
-        .call(
-            "PUT",
-            "/api/v1/patients/p-br/care-plan",
-            Some(
-                json!({"rules": [{"id": "tachy", "kind": "threshold", "metric": "heart_rate",
-                "op": ">=", "value": 95, "for_s": 0, "severity": "high"}]}),
-            ),
-            Some(crate::support::TOKEN),
-        )
-        .await;
-    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    crate::faults::tachycardia_plan(api, "p-br", 95).await;
     let out = generate_broker_config(&gw).await;
     let mut broker = Mosquitto::start(&out.path().join("conf.d"), port).await;
     subscribed(&gw).await;

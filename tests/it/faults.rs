@@ -102,11 +102,39 @@ impl Publisher {
     }
 }
 
-/// Observations stored for a patient, checked to be distinct by time.
+/// Gives a patient one care-plan rule: heart rate at or above `at_least` /min opens a high alert.
+pub(crate) async fn tachycardia_plan(api: &Api, patient: &str, at_least: u32) {
+    let (s, v) = api
+        .call(
+            "PUT",
+            &format!("/api/v1/patients/{patient}/care-plan"),
+            Some(
+                json!({"rules": [{"id": "tachy", "kind": "threshold", "metric": "heart_rate",
+                "op": ">=", "value": at_least, "for_s": 0, "severity": "high"}]}),
+            ),
+            Some(crate::support::TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+/// Observations stored for several patients, each checked as [`stored`] does.
+async fn stored_all(api: &Api, patients: impl Iterator<Item = String>) -> usize {
+    let mut n = 0;
+    for p in patients {
+        n += stored(api, &p).await;
+    }
+    n
+}
+
+/// Observations stored for a patient, checked to be distinct by (metric, time).
 pub(crate) async fn stored(api: &Api, patient: &str) -> usize {
     let obs = api.observations(patient, "limit=100000").await;
-    let times: HashSet<&str> = obs.iter().map(|o| o["time"].as_str().unwrap()).collect();
-    assert_eq!(times.len(), obs.len(), "a reading was stored twice");
+    let keys: HashSet<(&str, &str)> = obs
+        .iter()
+        .map(|o| (o["metric"].as_str().unwrap(), o["time"].as_str().unwrap()))
+        .collect();
+    assert_eq!(keys.len(), obs.len(), "a reading was stored twice");
     obs.len()
 }
 
@@ -202,18 +230,7 @@ async fn a_full_disk_refuses_readings_with_a_clear_error_and_loses_nothing_once_
     let api = Api::new(vigil.http);
     api.patient("p-full").await;
     let secret = api.device("hr-full", "p-full", "smartwatch").await;
-    let (s, v) = api
-        .call(
-            "PUT",
-            "/api/v1/patients/p-full/care-plan",
-            Some(
-                json!({"rules": [{"id": "tachy", "kind": "threshold", "metric": "heart_rate",
-                "op": ">=", "value": 95, "for_s": 0, "severity": "high"}]}),
-            ),
-            Some(crate::support::TOKEN),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
+    tachycardia_plan(&api, "p-full", 95).await;
     let start = vigil::domain::now_ms() / 1000 - 86_400;
     let port = vigil.mqtt.port();
 
@@ -440,16 +457,8 @@ async fn a_slow_live_consumer_is_dropped_and_the_others_stay_live() {
             .await
             .unwrap();
 
-    let stored_before = {
-        let mut n = 0;
-        for i in 0..DEVICES {
-            n += api
-                .observations(&format!("p-live{i}"), "limit=100000")
-                .await
-                .len();
-        }
-        n
-    };
+    let patients = || (0..DEVICES).map(|i| format!("p-live{i}"));
+    let stored_before = stored_all(api, patients()).await;
     let start = vigil::domain::now_ms() / 1000 - 2 * 86_400;
     let loads: Vec<_> = (0..DEVICES)
         .map(|i| {
@@ -502,13 +511,7 @@ async fn a_slow_live_consumer_is_dropped_and_the_others_stay_live() {
         "the fast client was closed"
     );
     // Storage never waited on either client.
-    let mut stored_after = 0;
-    for i in 0..DEVICES {
-        stored_after += api
-            .observations(&format!("p-live{i}"), "limit=100000")
-            .await
-            .len();
-    }
+    let stored_after = stored_all(api, patients()).await;
     assert_eq!(stored_after, DEVICES * LINES as usize * 4);
     reader.abort();
     report(
