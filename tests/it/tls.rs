@@ -5,7 +5,7 @@ use std::path::Path;
 
 use vigil::config::MqttTlsConfig;
 
-use crate::support::{Gateway, issue_cert, run};
+use crate::support::{Gateway, eventually, issue_cert, run};
 
 async fn pub_tls(
     gw: &Gateway,
@@ -137,6 +137,44 @@ async fn devices_authenticate_by_certificate_or_secret_over_tls() {
         3,
         "nothing more stored"
     );
+
+    // MQTTS speaks TLS 1.2 and 1.3 only, and takes a renewed certificate without a restart.
+    let port = gw.mqtts.unwrap().port();
+    assert!(handshake_with(port, "-tls1_2").await, "TLS 1.2 is accepted");
+    assert!(handshake_with(port, "-tls1_3").await, "TLS 1.3 is accepted");
+    assert!(!handshake_with(port, "-tls1_1").await, "TLS 1.1 is refused");
+    assert!(presented_subject(port).await.contains("localhost"));
+    issue_cert(
+        dir,
+        "ca",
+        "renewed",
+        "renewed.localhost",
+        Some("IP:127.0.0.1,DNS:localhost"),
+    )
+    .await;
+    std::fs::rename(dir.join("renewed.key"), dir.join("server.key")).unwrap();
+    std::fs::rename(dir.join("renewed.crt"), dir.join("server.crt")).unwrap();
+    eventually(
+        vigil::tls_reload::CHECK_EVERY * 3,
+        "the renewed certificate on MQTTS",
+        || async {
+            presented_subject(port)
+                .await
+                .contains("renewed.localhost")
+                .then_some(())
+        },
+    )
+    .await;
+    // Devices still connect, now against the renewed certificate.
+    let out = pub_tls(
+        &gw,
+        dir,
+        "mqttv5",
+        "therm-tls",
+        &["--cert", &dev_crt, "--key", &dev_key],
+    )
+    .await;
+    assert!(out.ok, "after the renewal: {}", out.stderr);
     gw.stop().await;
 }
 
