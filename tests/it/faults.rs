@@ -391,7 +391,14 @@ async fn a_slow_live_consumer_is_dropped_and_the_others_stay_live() {
     use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _};
 
     const DEVICES: usize = 16;
-    const LINES: i64 = 2_500;
+    // 2,500 lines a device send about 8 MB to a client that reads, twice what the kernel lets
+    // a socket queue here (tcp_wmem's maximum, 4 MiB, plus the client's small window). Where
+    // the kernel allows more, more is sent, so the slow client's socket still fills.
+    let wmem_max: i64 = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20);
+    let lines: i64 = 2_500 * ((wmem_max.max(4 << 20) + (4 << 20) - 1) / (4 << 20));
     // Small commits, so that coalescing within a commit leaves megabytes for the feed to send.
     let gw = crate::support::Gateway::start_with(|c| c.store.batch_max = 16).await;
     let api = &gw.client;
@@ -464,7 +471,7 @@ async fn a_slow_live_consumer_is_dropped_and_the_others_stay_live() {
         .map(|i| {
             let (mqtt, secret) = (gw.mqtt, secrets[i].clone());
             tokio::spawn(
-                async move { burst(mqtt, &format!("w-live{i}"), &secret, start, LINES).await },
+                async move { burst(mqtt, &format!("w-live{i}"), &secret, start, lines).await },
             )
         })
         .collect();
@@ -495,7 +502,7 @@ async fn a_slow_live_consumer_is_dropped_and_the_others_stay_live() {
     assert!(matches!(ended, None | Some(4008)), "closed with {ended:?}");
 
     // The fast client stayed live to the end: it saw every device's last reading.
-    let last = vigil::domain::format_rfc3339((start + LINES - 1) * 1000);
+    let last = vigil::domain::format_rfc3339((start + lines - 1) * 1000);
     eventually(
         Duration::from_secs(30),
         "the fast client's last readings",
@@ -512,13 +519,13 @@ async fn a_slow_live_consumer_is_dropped_and_the_others_stay_live() {
     );
     // Storage never waited on either client.
     let stored_after = stored_all(api, patients()).await;
-    assert_eq!(stored_after, DEVICES * LINES as usize * 4);
+    assert_eq!(stored_after, DEVICES * lines as usize * 4);
     reader.abort();
     report(
         "slow consumer on the live WebSocket",
         &[
             ("readings_before", stored_before),
-            ("sent", DEVICES * LINES as usize * 4),
+            ("sent", DEVICES * lines as usize * 4),
             ("readings_after", stored_after),
             ("slow_clients_dropped", dropped),
             ("fast_clients_dropped", 0),
