@@ -46,6 +46,7 @@ pub struct Metrics {
     pub mqtt_connections_refused: Family<ReasonLabel, Counter>,
     pub mqtt_publishes_denied: Counter,
     pub broker_subscribed: Gauge,
+    pub broker_connects: Counter,
     pub influx_lines_written: Counter,
     pub influx_lines_rejected: Counter,
     pub influx_write_failures: Counter,
@@ -137,6 +138,12 @@ impl Metrics {
             "vigil_mqtt_broker_subscribed",
             "External-broker mode: 1 while Vigil is connected to the broker and subscribed",
             broker_subscribed.clone(),
+        );
+        let broker_connects = Counter::default();
+        r.register(
+            "vigil_mqtt_broker_connects",
+            "External-broker mode: connections to the broker accepted (CONNACK), first and every reconnect",
+            broker_connects.clone(),
         );
         let influx_lines_written = Counter::default();
         r.register(
@@ -253,6 +260,7 @@ impl Metrics {
             mqtt_connections_refused,
             mqtt_publishes_denied,
             broker_subscribed,
+            broker_connects,
             influx_lines_written,
             influx_lines_rejected,
             influx_write_failures,

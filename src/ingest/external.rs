@@ -17,6 +17,7 @@
 //! `vigil broker mosquitto-config`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,6 +55,8 @@ pub const FILTERS: [&str; 3] = [
 /// A publish handed to the store, waiting for its commit before its acknowledgement.
 struct Pending {
     publish: Publish,
+    /// The broker connection it arrived on (counted from 1 at each CONNACK).
+    connection: u64,
     commit: Option<oneshot::Receiver<Result<Committed, StoreError>>>,
     outcome: PubOutcome,
     rejection: Option<(String, Rejection)>,
@@ -142,16 +145,23 @@ fn client_tls(cfg: &MqttConfig) -> Result<Arc<rustls::ClientConfig>, ExternalErr
 pub async fn run(ingest: Ingest, cfg: MqttConfig, opts: MqttOptions, stop: CancellationToken) {
     let cap = usize::from(cfg.max_inflight) + 16;
     let (client, mut eventloop) = AsyncClient::new(opts, cap * 2);
-    let (inbound_tx, inbound_rx) = mpsc::channel::<Publish>(cap);
+    let (inbound_tx, inbound_rx) = mpsc::channel::<(u64, Publish)>(cap);
+    let connection = Arc::new(AtomicU64::new(0));
     let (pending_tx, pending_rx) = mpsc::channel::<Pending>(cap);
     let acker_done = CancellationToken::new();
 
     let processor = tokio::spawn(process(ingest.clone(), inbound_rx, pending_tx));
+    // Commits failed in a row (a full disk, say): each reconnect then waits longer, so the
+    // broker is not asked to redeliver ten times a second for as long as the store is down.
+    let store_failing = Arc::new(AtomicBool::new(false));
+    let mut store_streak = 0u32;
     let acker = tokio::spawn(ack_in_order(
         ingest.clone(),
         client.clone(),
         pending_rx,
         acker_done.clone(),
+        store_failing.clone(),
+        connection.clone(),
     ));
 
     let filters: Vec<Filter> = FILTERS
@@ -181,6 +191,8 @@ pub async fn run(ingest: Ingest, cfg: MqttConfig, opts: MqttOptions, stop: Cance
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     backoff = Duration::from_millis(100);
+                    ingest.metrics.broker_connects.inc();
+                    connection.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(session_present = ack.session_present, "connected to the external broker");
                     // Subscribe on every connect, even when the broker says it kept the
                     // session: Mosquitto 2.0.11 restores a persisted session after its own
@@ -203,7 +215,7 @@ pub async fn run(ingest: Ingest, cfg: MqttConfig, opts: MqttOptions, stop: Cance
                     // in the session for the next start.
                     if let Some(tx) = &inbound
                         && !stop.is_cancelled()
-                        && tx.send(p).await.is_err()
+                        && tx.send((connection.load(Ordering::Relaxed), p)).await.is_err()
                     {
                         break;
                     }
@@ -211,9 +223,15 @@ pub async fn run(ingest: Ingest, cfg: MqttConfig, opts: MqttOptions, stop: Cance
                 Ok(_) => {}
                 Err(e) => {
                     ingest.metrics.broker_subscribed.set(0);
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "external broker connection failed");
+                    store_streak = if store_failing.load(Ordering::Relaxed) {
+                        store_streak + 1
+                    } else {
+                        0
+                    };
+                    let wait = backoff.max(store_pause(store_streak));
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "external broker connection failed");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = acker_done.cancelled() => break,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -242,10 +260,17 @@ pub async fn run(ingest: Ingest, cfg: MqttConfig, opts: MqttOptions, stop: Cance
 }
 
 /// Decodes, validates and queues each publish; passes it on to the acker with its commit.
-async fn process(ingest: Ingest, mut rx: mpsc::Receiver<Publish>, tx: mpsc::Sender<Pending>) {
-    while let Some(p) = rx.recv().await {
+async fn process(
+    ingest: Ingest,
+    mut rx: mpsc::Receiver<(u64, Publish)>,
+    tx: mpsc::Sender<Pending>,
+) {
+    while let Some((connection, p)) = rx.recv().await {
         let pending = match submit(&ingest, &p).await {
-            Ok(pending) => pending,
+            Ok(pending) => Pending {
+                connection,
+                ..pending
+            },
             Err(e) => {
                 tracing::error!(error = %e, "store unavailable; publish left unacknowledged");
                 return;
@@ -262,6 +287,7 @@ async fn submit(ingest: &Ingest, p: &Publish) -> Result<Pending, StoreError> {
     let content_type = p.properties.as_ref().and_then(|pr| pr.content_type.clone());
     let mut pending = Pending {
         publish: p.clone(),
+        connection: 0,
         commit: None,
         outcome: PubOutcome::Stored,
         rejection: None,
@@ -310,6 +336,16 @@ async fn submit(ingest: &Ingest, p: &Publish) -> Result<Pending, StoreError> {
     Ok(pending)
 }
 
+/// How long a reconnect waits after `streak` connections in a row ended because a commit
+/// failed: none for none, then 1 s doubling to 10 s (so readings flow again within 10 s of the
+/// store recovering).
+fn store_pause(streak: u32) -> Duration {
+    match streak {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(1u64 << (n - 1).min(4)).min(Duration::from_secs(10)),
+    }
+}
+
 /// Acknowledges each publish after its commit, in arrival order.
 ///
 /// This task never waits on the event loop: an acknowledgement the client's request channel
@@ -321,7 +357,12 @@ async fn ack_in_order(
     client: AsyncClient,
     mut rx: mpsc::Receiver<Pending>,
     done: CancellationToken,
+    store_failing: Arc<AtomicBool>,
+    connection: Arc<AtomicU64>,
 ) {
+    // The connection last ended for a failed commit: one DISCONNECT per connection, and none
+    // for a publish of a connection already gone (a queued DISCONNECT would end the next one).
+    let mut ended = 0u64;
     let mut unsent: std::collections::VecDeque<Publish> = std::collections::VecDeque::new();
     let mut open = true;
     let mut drain_deadline = None;
@@ -348,12 +389,22 @@ async fn ack_in_order(
                 Some(p) => {
                     if let Some(commit) = p.commit {
                         match commit.await {
-                            Ok(Ok(c)) => ingest.count(p.outcome, &c),
+                            Ok(Ok(c)) => {
+                                store_failing.store(false, Ordering::Relaxed);
+                                ingest.count(p.outcome, &c);
+                            }
                             _ => {
                                 // Not stored: no acknowledgement. Reconnecting makes the broker
-                                // send the session's unacknowledged publishes again.
-                                tracing::error!("commit failed; reconnecting so the broker redelivers");
-                                let _ = client.try_disconnect();
+                                // send the session's unacknowledged publishes again; once per
+                                // failed batch is enough.
+                                if !store_failing.swap(true, Ordering::Relaxed) {
+                                    tracing::error!("commit failed; reconnecting so the broker redelivers");
+                                }
+                                let now = connection.load(Ordering::Relaxed);
+                                if p.connection == now && ended != now {
+                                    ended = now;
+                                    let _ = client.try_disconnect();
+                                }
                                 continue;
                             }
                         }

@@ -15,18 +15,30 @@ const SERVICE_PASSWORD: &str = "gateway-password-for-tests";
 
 /// Vigil in external mode, pointed at a broker port that is not up yet (it retries).
 async fn external_gateway(port: u16) -> Gateway {
+    external_gateway_with(port, |_| {}).await
+}
+
+async fn external_gateway_with(
+    port: u16,
+    adjust: impl FnOnce(&mut vigil::config::Config),
+) -> Gateway {
     Gateway::start_with(|cfg| {
         cfg.mqtt.mode = vigil::config::MqttMode::External;
         cfg.mqtt.url = format!("mqtt://127.0.0.1:{port}");
         cfg.mqtt.username = Some(SERVICE_USER.into());
         cfg.mqtt.password = Some(SERVICE_PASSWORD.into());
         cfg.mqtt.client_id = "vigil-test".into();
+        adjust(cfg);
     })
     .await
 }
 
 /// `vigil broker mosquitto-config` for the gateway's data directory; returns the output dir.
 async fn generate_broker_config(gw: &Gateway) -> tempfile::TempDir {
+    generate_broker_config_for(gw.dir.path()).await
+}
+
+async fn generate_broker_config_for(data_dir: &std::path::Path) -> tempfile::TempDir {
     let out = tempfile::tempdir().unwrap();
     let cfg = out.path().join("vigil.toml");
     std::fs::write(
@@ -43,7 +55,7 @@ async fn generate_broker_config(gw: &Gateway) -> tempfile::TempDir {
             "--config",
             cfg.to_str().unwrap(),
             "--data-dir",
-            gw.dir.path().to_str().unwrap(),
+            data_dir.to_str().unwrap(),
             "--out",
             conf_d.to_str().unwrap(),
         ],
@@ -335,6 +347,80 @@ async fn a_broker_restart_under_load_neither_loses_nor_duplicates() {
             ("sent_before_restart", 200),
             ("sent_after_restart", 200),
             ("readings_after", readings_later),
+        ],
+    );
+    broker.stop().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_behind_an_external_broker_loses_nothing_and_backs_off() {
+    use crate::faults::{Publisher, SmallDisk, alert_count, metric, report, stored};
+    let disk = SmallDisk::mount("64m").await;
+    let data = disk.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let port = free_port();
+    let data_dir = data.clone();
+    let gw = external_gateway_with(port, move |cfg| cfg.data_dir = data_dir).await;
+    let api = &gw.client;
+    api.patient("p-xfull").await;
+    let secret = api.device("hr-xfull", "p-xfull", "smartwatch").await;
+    crate::faults::tachycardia_plan(api, "p-xfull", 95).await;
+    let out = generate_broker_config_for(&data).await;
+    let broker = Mosquitto::start(&out.path().join("conf.d"), port).await;
+    subscribed(&gw).await;
+    let start = vigil::domain::now_ms() / 1000 - 86_400;
+    Publisher::start(port, "hr-xfull", &secret, 100, start, (60, 20))
+        .finish(Duration::from_secs(60))
+        .await;
+    wait_for(&gw, "p-xfull", 100).await;
+    let (readings_before, alerts_before) = (
+        stored(api, "p-xfull").await,
+        alert_count(api, "p-xfull").await,
+    );
+
+    // The disk fills; the broker takes the device's readings and keeps them for Vigil.
+    let filler = disk.fill();
+    Publisher::start(port, "hr-xfull", &secret, 500, start + 100, (60, 40))
+        .finish(Duration::from_secs(60))
+        .await;
+    eventually(
+        Duration::from_secs(30),
+        "vigil_store_disk_full 1",
+        || async { (metric(gw.http, "vigil_store_disk_full").await == Some(1.0)).then_some(()) },
+    )
+    .await;
+    // Vigil does not ask for redelivery ten times a second: reconnects back off (1 s, 2 s, 4 s…).
+    let connects = || async {
+        metric(gw.http, "vigil_mqtt_broker_connects_total")
+            .await
+            .unwrap_or(0.0)
+    };
+    let (c0, t0) = (connects().await, std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let reconnects = (connects().await - c0) as usize;
+    assert!(
+        reconnects <= 4,
+        "{reconnects} reconnects in {:?} while the disk was full",
+        t0.elapsed()
+    );
+
+    // Space freed: everything the broker kept is stored once, and the rule fires once.
+    std::fs::remove_file(filler).unwrap();
+    let obs = wait_for(&gw, "p-xfull", 600).await;
+    assert_eq!(obs.len(), 600);
+    let readings_after = stored(api, "p-xfull").await;
+    let alerts_after = alert_count(api, "p-xfull").await;
+    assert_eq!((readings_after, alerts_after), (600, 1));
+    report(
+        "disk full behind an external broker",
+        &[
+            ("readings_before", readings_before),
+            ("sent_while_full", 500),
+            ("reconnects_in_6s_while_full", reconnects),
+            ("readings_after", readings_after),
+            ("alerts_before", alerts_before),
+            ("alerts_after", alerts_after),
         ],
     );
     broker.stop().await;

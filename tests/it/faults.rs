@@ -147,7 +147,7 @@ pub(crate) async fn alert_count(api: &Api, patient: &str) -> usize {
     v["alerts"].as_array().unwrap().len()
 }
 
-async fn metric(http: std::net::SocketAddr, name: &str) -> Option<f64> {
+pub(crate) async fn metric(http: std::net::SocketAddr, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("http://{http}/metrics"))
         .await
         .ok()?
@@ -160,12 +160,12 @@ async fn metric(http: std::net::SocketAddr, name: &str) -> Option<f64> {
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped: a disk that really
 /// fills up, without touching the machine's own disk.
-struct SmallDisk {
+pub(crate) struct SmallDisk {
     dir: tempfile::TempDir,
 }
 
 impl SmallDisk {
-    async fn mount(size: &str) -> SmallDisk {
+    pub(crate) async fn mount(size: &str) -> SmallDisk {
         let dir = tempfile::tempdir().unwrap();
         let out = run(
             "mount",
@@ -188,12 +188,12 @@ impl SmallDisk {
         SmallDisk { dir }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Writes a file until the disk has no room left; returns its path.
-    fn fill(&self) -> PathBuf {
+    pub(crate) fn fill(&self) -> PathBuf {
         use std::io::Write as _;
         let path = self.path().join("filler");
         let mut f = std::fs::File::create(&path).unwrap();
