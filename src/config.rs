@@ -222,8 +222,9 @@ pub struct MqttConfig {
     pub device_connects_per_minute: u32,
     /// Connects one device may make at once before the per-minute rate applies.
     pub device_connect_burst: u32,
-    /// Failed authentications from one address before its connects must wait (1 s, doubling
-    /// per further failure up to 5 minutes).
+    /// Failed authentications of one device id from one address before its connects must wait
+    /// (1 s, doubling per further failure up to 5 minutes); ten times as many from one address
+    /// for any ids lock the address.
     pub auth_failures_free: u32,
     /// MQTTS listener of the embedded endpoint; absent: plain MQTT only.
     pub tls: Option<MqttTlsConfig>,

@@ -63,8 +63,12 @@ pub struct Endpoint {
     sessions: Mutex<BTreeMap<(DeviceId, String), (u64, CancellationToken)>>,
     next_conn: AtomicU64,
     permits: Arc<Semaphore>,
-    /// Failed authentications per remote address.
-    auth_failures: FailureThrottle<IpAddr>,
+    /// Failed authentications per (remote address, user name): a device with a wrong secret
+    /// waits, without locking out the other devices behind the same address (carrier NAT).
+    auth_failures: FailureThrottle<(IpAddr, String)>,
+    /// Failed authentications per remote address, whatever the user name, with ten times the
+    /// allowance: one address trying many ids waits too.
+    address_failures: FailureThrottle<IpAddr>,
     /// Connects per device (a device in a reconnect loop cannot churn sessions and the store).
     device_connects: RateLimiter<DeviceId>,
 }
@@ -189,6 +193,13 @@ impl Endpoint {
             permits: Arc::new(Semaphore::new(cfg.max_connections)),
             auth_failures: FailureThrottle::new(Backoff {
                 free: cfg.auth_failures_free,
+                first: AUTH_FIRST_LOCK,
+                max: AUTH_MAX_LOCK,
+                forget_after: Duration::from_secs(3600),
+                max_keys: LIMIT_KEYS,
+            }),
+            address_failures: FailureThrottle::new(Backoff {
+                free: cfg.auth_failures_free.saturating_mul(10),
                 first: AUTH_FIRST_LOCK,
                 max: AUTH_MAX_LOCK,
                 forget_after: Duration::from_secs(3600),
@@ -368,11 +379,15 @@ impl Endpoint {
                 .await;
             return;
         };
-        // An address that keeps failing to authenticate waits before it is heard again.
+        // A device id that keeps failing to authenticate from an address, or an address that
+        // keeps failing for many ids, waits before it is heard again.
+        let user_key = (peer.ip(), connect.username.clone().unwrap_or_default());
+        let now = std::time::Instant::now();
         if self
             .auth_failures
-            .wait(&[peer.ip()], std::time::Instant::now())
+            .wait(std::slice::from_ref(&user_key), now)
             .is_some()
+            || self.address_failures.wait(&[peer.ip()], now).is_some()
         {
             let _ = sock
                 .write_all(&refuse(ConnectCode::RateExceeded, "auth_failures"))
@@ -408,8 +423,9 @@ impl Endpoint {
                 certificate = cert_cn.as_deref().unwrap_or(""),
                 "mqtt connect refused: unknown device or wrong secret"
             );
-            self.auth_failures
-                .failed(&[peer.ip()], std::time::Instant::now());
+            let now = std::time::Instant::now();
+            self.auth_failures.failed(&[user_key], now);
+            self.address_failures.failed(&[peer.ip()], now);
             let _ = sock
                 .write_all(&refuse(ConnectCode::BadCredentials, "bad_credentials"))
                 .await;

@@ -2,8 +2,8 @@
 //!
 //! Vigil subscribes to the device topics (with `mqtt.share_group` set, through a shared
 //! subscription `$share/{group}/vigil/v1/devices/+/…`, so several Vigil instances split the
-//! load) with a persistent session (clean start off, a session expiry), so that what devices publish while
-//! Vigil is down waits in the broker. Acknowledgements are manual: each QoS 1 publish is
+//! load) with a persistent session (clean start off, a session expiry), so that what devices
+//! publish while Vigil is down waits in the broker. Acknowledgements are manual: each QoS 1 publish is
 //! acknowledged, in arrival order, only after its durable commit — the same promise as the
 //! embedded endpoint. Redeliveries are normal; the store is idempotent.
 //!

@@ -485,6 +485,8 @@ async fn failed_authentications_and_reconnect_storms_are_rate_limited() {
     let r = paho_device(gw.mqtt, V::V5, "d1", &d1, json!([]), &[]).await;
     assert_eq!(r["refused"], "Connection rate exceeded", "{r}");
     assert!(refused_for(&gw, "auth_failures").await >= 2);
+    // Other devices behind the same address (a carrier's NAT) are not locked out by it.
+    assert_eq!(connack_code(&gw, "d3", &d3).await, ACCEPTED);
     // The lock is a second (the first one); waiting does not extend it.
     let locked_at = std::time::Instant::now();
     eventually(Duration::from_secs(10), "the lock to pass", || async {
@@ -507,5 +509,15 @@ async fn failed_authentications_and_reconnect_storms_are_rate_limited() {
         (connack_code(&gw, "d2", &d2).await == ACCEPTED).then_some(())
     })
     .await;
+
+    // An address that fails for many ids (past ten times the allowance, 30 here) is locked
+    // whole: d1's four failures count, and 27 more make 31.
+    for i in 0..27 {
+        assert_eq!(
+            connack_code(&gw, &format!("x{i}"), "wrong").await,
+            BAD_CREDENTIALS
+        );
+    }
+    assert_eq!(connack_code(&gw, "d3", &d3).await, UNAVAILABLE);
     gw.stop().await;
 }
