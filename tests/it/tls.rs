@@ -144,27 +144,7 @@ async fn devices_authenticate_by_certificate_or_secret_over_tls() {
     assert!(handshake_with(port, "-tls1_3").await, "TLS 1.3 is accepted");
     assert!(!handshake_with(port, "-tls1_1").await, "TLS 1.1 is refused");
     assert!(presented_subject(port).await.contains("localhost"));
-    issue_cert(
-        dir,
-        "ca",
-        "renewed",
-        "renewed.localhost",
-        Some("IP:127.0.0.1,DNS:localhost"),
-    )
-    .await;
-    std::fs::rename(dir.join("renewed.key"), dir.join("server.key")).unwrap();
-    std::fs::rename(dir.join("renewed.crt"), dir.join("server.crt")).unwrap();
-    eventually(
-        vigil::tls_reload::CHECK_EVERY * 3,
-        "the renewed certificate on MQTTS",
-        || async {
-            presented_subject(port)
-                .await
-                .contains("renewed.localhost")
-                .then_some(())
-        },
-    )
-    .await;
+    renew_and_await(dir, port).await;
     // Devices still connect, now against the renewed certificate.
     let out = pub_tls(
         &gw,
@@ -192,6 +172,33 @@ async fn presented_subject(port: u16) -> String {
         .find_map(|l| l.strip_prefix("subject="))
         .unwrap_or_default()
         .to_owned()
+}
+
+/// Writes a renewed certificate (CN renewed.localhost) over `server.key` and `server.crt`, each
+/// replaced at once (rename), key first: a half-renewed pair is refused and the old certificate
+/// stays until both are there. Then waits until `port` presents it, within three reload checks.
+async fn renew_and_await(dir: &Path, port: u16) {
+    issue_cert(
+        dir,
+        "ca",
+        "renewed",
+        "renewed.localhost",
+        Some("IP:127.0.0.1,DNS:localhost"),
+    )
+    .await;
+    std::fs::rename(dir.join("renewed.key"), dir.join("server.key")).unwrap();
+    std::fs::rename(dir.join("renewed.crt"), dir.join("server.crt")).unwrap();
+    eventually(
+        vigil::tls_reload::CHECK_EVERY * 3,
+        &format!("port {port} to present the renewed certificate"),
+        || async {
+            presented_subject(port)
+                .await
+                .contains("renewed.localhost")
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// Whether a handshake with only `version` (e.g. `-tls1_1`) succeeds.
@@ -285,31 +292,7 @@ async fn https_serves_the_api_with_hsts_and_secure_cookies_and_reloads_its_certi
 
     // A renewed certificate written over the files is used without a restart.
     assert!(presented_subject(port).await.contains("first.localhost"));
-    issue_cert(
-        dir,
-        "ca",
-        "renewed",
-        "renewed.localhost",
-        Some("IP:127.0.0.1,DNS:localhost"),
-    )
-    .await;
-    // Each file replaced at once (rename), key first: a half-renewed pair is refused and the
-    // old certificate stays until both are there.
-    std::fs::rename(dir.join("renewed.key"), dir.join("server.key")).unwrap();
-    std::fs::rename(dir.join("renewed.crt"), dir.join("server.crt")).unwrap();
-    let deadline = std::time::Instant::now() + vigil::tls_reload::CHECK_EVERY * 3;
-    loop {
-        let subject = presented_subject(port).await;
-        if subject.contains("renewed.localhost") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still shown {subject:?} {:?} after the files changed",
-            vigil::tls_reload::CHECK_EVERY * 3
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    renew_and_await(dir, port).await;
     let r = https
         .get(format!("https://127.0.0.1:{port}/healthz"))
         .send()
