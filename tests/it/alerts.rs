@@ -45,16 +45,6 @@ async fn timeline(api: &Api, patient: &str) -> Vec<Value> {
     v["timeline"].as_array().unwrap().clone()
 }
 
-async fn put_plan(api: &Api, patient: &str, rules: Value) -> (StatusCode, Value) {
-    api.call(
-        "PUT",
-        &format!("/api/v1/patients/{patient}/care-plan"),
-        Some(json!({ "rules": rules })),
-        Some(TOKEN),
-    )
-    .await
-}
-
 /// Waits until the patient has exactly `n` alerts (of any status) and returns them; then
 /// checks that no more arrive for a moment (one condition, one alert).
 async fn exactly(api: &Api, patient: &str, n: usize) -> Vec<Value> {
@@ -94,13 +84,13 @@ async fn threshold_fires_once_and_ack_and_resolve_land_in_the_record() {
     let gw = Gateway::start_with(fast_alerts).await;
     let api = &gw.client;
     let secret = patient_with_app(api, "p-thr").await;
-    let (s, v) = put_plan(
-        api,
-        "p-thr",
-        json!([{"id": "spo2-low", "kind": "threshold", "metric": "spo2", "op": "<", "value": 90,
+    let (s, v) = api
+        .care_plan(
+            "p-thr",
+            json!([{"id": "spo2-low", "kind": "threshold", "metric": "spo2", "op": "<", "value": 90,
                 "for_s": 60, "hysteresis": 2, "severity": "high"}]),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // Low for less than a minute: nothing yet.
     publish(
@@ -198,13 +188,13 @@ async fn rate_rule_catches_weight_gain_within_the_window() {
     let api = &gw.client;
     api.patient("p-hf").await;
     let scale = api.device("scale-hf", "p-hf", "scale").await;
-    let (s, v) = put_plan(
-        api,
-        "p-hf",
-        json!([{"id": "hf-gain", "kind": "rate", "metric": "body_weight", "rise": 2.0,
+    let (s, v) = api
+        .care_plan(
+            "p-hf",
+            json!([{"id": "hf-gain", "kind": "rate", "metric": "body_weight", "rise": 2.0,
                 "window_h": 72, "severity": "medium"}]),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let day = 86_400;
     // Six days ago is outside every window; the gain within 72 h is 2.1 kg.
@@ -248,7 +238,9 @@ async fn news2_opens_medium_and_raises_to_high() {
     let gw = Gateway::start_with(fast_alerts).await;
     let api = &gw.client;
     let secret = patient_with_app(api, "p-news").await;
-    let (s, v) = put_plan(api, "p-news", json!([{"id": "news2", "kind": "news2"}])).await;
+    let (s, v) = api
+        .care_plan("p-news", json!([{"id": "news2", "kind": "news2"}]))
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // RR 22 (2) + SpO2 95 (1) + HR 95 (1) + temp 38.5 (1) = 5: medium.
     publish(
@@ -306,13 +298,13 @@ async fn missing_fires_when_a_device_goes_silent_and_resolves_when_it_is_back() 
     let api = &gw.client;
     api.patient("p-quiet").await;
     let watch = api.device("watch-quiet", "p-quiet", "smartwatch").await;
-    let (s, v) = put_plan(
-        api,
-        "p-quiet",
-        json!([{"id": "hr-silent", "kind": "missing", "metric": "heart_rate", "after_s": 5,
+    let (s, v) = api
+        .care_plan(
+            "p-quiet",
+            json!([{"id": "hr-silent", "kind": "missing", "metric": "heart_rate", "after_s": 5,
                 "severity": "low"}]),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     publish(gw.mqtt, "watch-quiet", &watch, &[("heart_rate", 70.0, 0)]).await;
     let a = eventually(WAIT, "the silence alert", || async move {
@@ -387,14 +379,14 @@ async fn the_default_plan_applies_and_bad_plans_are_refused_with_a_reason() {
         ),
         (json!({"id": "x", "kind": "panic"}), "invalid care plan"),
     ] {
-        let (s, v) = put_plan(api, "p-def", json!([rule])).await;
+        let (s, v) = api.care_plan("p-def", json!([rule])).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
         assert!(
             v["error"].as_str().unwrap().contains(reason),
             "{v} should say {reason}"
         );
     }
-    let (s, _) = put_plan(api, "nobody", json!([])).await;
+    let (s, _) = api.care_plan("nobody", json!([])).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, v) = api.get("/api/v1/alerts?status=closed").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
@@ -736,13 +728,13 @@ async fn fhir_resources_are_written_once_and_validate() {
     .await;
     let api = &gw.client;
     let secret = patient_with_app(api, "p-fhir").await;
-    let (s, v) = put_plan(
-        api,
-        "p-fhir",
-        json!([{"id": "spo2-low", "kind": "threshold", "metric": "spo2", "op": "<", "value": 88,
+    let (s, v) = api
+        .care_plan(
+            "p-fhir",
+            json!([{"id": "spo2-low", "kind": "threshold", "metric": "spo2", "op": "<", "value": 88,
                 "for_s": 60, "severity": "medium"}]),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     // One failure in the middle of an event's three resources: the retry repeats the event,
     // and conditional create keeps one of each.

@@ -355,7 +355,8 @@ async fn a_broker_restart_under_load_neither_loses_nor_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_behind_an_external_broker_loses_nothing_and_backs_off() {
-    use crate::faults::{Publisher, SmallDisk, alert_count, metric, report, stored};
+    use crate::faults::{Publisher, SmallDisk, alert_count, report, stored};
+    use crate::support::metric;
     let disk = SmallDisk::mount("64m").await;
     let data = disk.path().join("data");
     std::fs::create_dir(&data).unwrap();

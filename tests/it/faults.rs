@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::cli::spawn_vigil;
-use crate::support::{Api, V, clients_dir, eventually, paho_device, run};
+use crate::support::{Api, V, clients_dir, eventually, metric, paho_device, run};
 
 /// Prints a scenario's counts where `--nocapture` shows them.
 pub(crate) fn report(scenario: &str, counts: &[(&str, usize)]) {
@@ -105,14 +105,10 @@ impl Publisher {
 /// Gives a patient one care-plan rule: heart rate at or above `at_least` /min opens a high alert.
 pub(crate) async fn tachycardia_plan(api: &Api, patient: &str, at_least: u32) {
     let (s, v) = api
-        .call(
-            "PUT",
-            &format!("/api/v1/patients/{patient}/care-plan"),
-            Some(
-                json!({"rules": [{"id": "tachy", "kind": "threshold", "metric": "heart_rate",
-                "op": ">=", "value": at_least, "for_s": 0, "severity": "high"}]}),
-            ),
-            Some(crate::support::TOKEN),
+        .care_plan(
+            patient,
+            json!([{"id": "tachy", "kind": "threshold", "metric": "heart_rate",
+                "op": ">=", "value": at_least, "for_s": 0, "severity": "high"}]),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -145,17 +141,6 @@ pub(crate) async fn alert_count(api: &Api, patient: &str) -> usize {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["alerts"].as_array().unwrap().len()
-}
-
-pub(crate) async fn metric(http: std::net::SocketAddr, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped: a disk that really

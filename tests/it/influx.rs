@@ -24,16 +24,9 @@ fn readings(device: &str, from: i64, n: i64) -> Value {
 }
 
 async fn spool_depth(gw: &Gateway) -> i64 {
-    let text = reqwest::get(format!("http://{}/metrics", gw.http))
+    crate::support::metric(gw.http, "vigil_spool_depth")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("vigil_spool_depth "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(-1)
+        .map_or(-1, |v| v as i64)
 }
 
 async fn samples(vm: &Victoria, n: usize) -> Vec<(Value, f64, i64)> {

@@ -452,13 +452,8 @@ async fn connack_code(gw: &Gateway, device: &str, secret: &str) -> u8 {
 }
 
 async fn refused_for(gw: &Gateway, reason: &str) -> u64 {
-    let (_, m) = gw.client.call("GET", "/metrics", None, None).await;
-    let key = format!("vigil_mqtt_connections_refused_total{{reason=\"{reason}\"}} ");
-    m.as_str()
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(key.as_str())?.parse().ok())
-        .unwrap_or(0)
+    let name = format!("vigil_mqtt_connections_refused_total{{reason=\"{reason}\"}}");
+    crate::support::metric(gw.http, &name).await.unwrap_or(0.0) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

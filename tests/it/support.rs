@@ -155,6 +155,17 @@ impl Api {
         self.call("POST", path, Some(body), Some(TOKEN)).await
     }
 
+    /// `PUT /patients/{id}/care-plan` with these rules; the answer as it came.
+    pub(crate) async fn care_plan(&self, patient: &str, rules: Value) -> (StatusCode, Value) {
+        self.call(
+            "PUT",
+            &format!("/api/v1/patients/{patient}/care-plan"),
+            Some(serde_json::json!({ "rules": rules })),
+            Some(TOKEN),
+        )
+        .await
+    }
+
     pub(crate) async fn patient(&self, id: &str) {
         let (s, v) = self
             .post(
@@ -636,4 +647,16 @@ extendedKeyUsage=clientAuth
     )
     .await;
     assert!(out.ok, "{}", out.stderr);
+}
+
+/// One sample of `/metrics` by its full name (labels included), if the gateway answers and has it.
+pub(crate) async fn metric(http: SocketAddr, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{http}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }

@@ -608,14 +608,10 @@ async fn the_live_feed_carries_readings_alerts_and_device_status_to_those_who_ma
     // An alert on her patient arrives as an alert event.
     let (s, v) = g
         .client
-        .call(
-            "PUT",
-            "/api/v1/patients/pn1/care-plan",
-            Some(
-                json!({"rules": [{"id": "fast", "kind": "threshold", "metric": "heart_rate",
-                                    "op": ">", "value": 130, "for_s": 0, "severity": "high"}]}),
-            ),
-            Some(crate::support::TOKEN),
+        .care_plan(
+            "pn1",
+            json!([{"id": "fast", "kind": "threshold", "metric": "heart_rate",
+                                    "op": ">", "value": 130, "for_s": 0, "severity": "high"}]),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -755,14 +751,10 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
     // What a south-team resource of each kind is.
     let (s, v) = g
         .client
-        .call(
-            "PUT",
-            "/api/v1/patients/ps1/care-plan",
-            Some(
-                json!({"rules": [{"id": "low", "kind": "threshold", "metric": "spo2",
-                                   "op": "<", "value": 90, "for_s": 0, "severity": "high"}]}),
-            ),
-            Some(crate::support::TOKEN),
+        .care_plan(
+            "ps1",
+            json!([{"id": "low", "kind": "threshold", "metric": "spo2",
+                                   "op": "<", "value": 90, "for_s": 0, "severity": "high"}]),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
