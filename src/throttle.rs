@@ -41,7 +41,7 @@ impl<K: Hash + Eq + Clone> FailureThrottle<K> {
     }
 
     fn locked_until(&self, f: &Failures) -> Option<Instant> {
-        let over = f.count.checked_sub(self.policy.free + 1)?;
+        let over = f.count.checked_sub(self.policy.free.saturating_add(1))?;
         let lock = self
             .policy
             .first
@@ -158,6 +158,20 @@ mod tests {
         assert!(r.take(&"other", t0).is_ok(), "keys are independent");
         assert!(r.take(&"d", t0 + Duration::from_millis(1001)).is_ok());
         assert!(r.take(&"d", t0 + Duration::from_millis(1002)).is_err());
+    }
+
+    #[test]
+    fn an_allowance_as_large_as_it_gets_never_locks() {
+        let t = FailureThrottle::new(Backoff {
+            free: u32::MAX,
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(2),
+            forget_after: Duration::from_secs(60),
+            max_keys: 4,
+        });
+        let now = Instant::now();
+        t.failed(&["k"], now);
+        assert!(t.wait(&["k"], now).is_none());
     }
 
     #[test]
