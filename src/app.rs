@@ -20,6 +20,7 @@ use crate::crm::outbox::Connector;
 use crate::crm::smart::SmartClient;
 use crate::crm::task::Command;
 use crate::crm::webhook::WebhookSink;
+use crate::data_dir;
 use crate::domain::now_ms;
 use crate::ingest::Ingest;
 use crate::ingest::embedded::{Endpoint, EndpointConfig};
@@ -41,6 +42,8 @@ pub enum StartError {
     },
     #[error("data_dir: cannot create {path}: {reason}")]
     DataDir { path: String, reason: String },
+    #[error(transparent)]
+    DataDirUse(#[from] crate::data_dir::DataDirError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -95,10 +98,7 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 impl App {
     /// Opens the stores and binds the listeners (port 0 picks a free port).
     pub async fn build(cfg: Config, bootstrap: Option<String>) -> Result<App, StartError> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StartError::DataDir {
-            path: cfg.data_dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        data_dir::prepare(&cfg.data_dir)?;
         let http = bind("http.listen", cfg.http_addr()).await?;
         let mut certs = Vec::new();
         let https = match &cfg.http.tls {

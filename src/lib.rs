@@ -16,13 +16,15 @@
 //!    transaction, and the outbox workers deliver events to FHIR and webhooks.
 //! 6. [`web`] — the API reads observations, alerts and the record back; every read is audited.
 //!
-//! [`app`] wires these together; [`config`] holds the settings; [`telemetry`] the logs and
-//! metrics; [`tls_reload`] keeps TLS certificates current; [`video`] relays video visits.
+//! [`app`] wires these together; [`config`] holds the settings; [`data_dir`] keeps the data
+//! directory private; [`telemetry`] the logs and metrics;
+//! [`tls_reload`] keeps TLS certificates current; [`video`] relays video visits.
 
 pub mod alerts;
 pub mod app;
 pub mod config;
 pub mod crm;
+pub mod data_dir;
 pub mod decode;
 pub mod domain;
 pub mod ingest;

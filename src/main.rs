@@ -245,8 +245,7 @@ fn user_add(cfg: Config, username: &str, role: &str, teams: Vec<String>) -> Exit
 }
 
 fn open_registry(cfg: &Config) -> Result<Registry, String> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| format!("data_dir: cannot create {}: {e}", cfg.data_dir.display()))?;
+    vigil::data_dir::prepare(&cfg.data_dir).map_err(|e| e.to_string())?;
     let profiles = Profiles::built_in().map_err(|e| e.to_string())?;
     Registry::open(&cfg.data_dir, profiles).map_err(|e| e.to_string())
 }

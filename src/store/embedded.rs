@@ -208,6 +208,12 @@ pub(crate) fn open_db(path: &Path, schema: &[&str]) -> Result<Connection, StoreE
         path: path.display().to_string(),
         reason: e.to_string(),
     };
+    // Created by us first, 0600: SQLite would create it 0644, and the `-wal` and `-shm` files
+    // take its mode.
+    crate::data_dir::create_private_file(path).map_err(|e| StoreError::Open {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
     let conn = Connection::open(path).map_err(open_err)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;

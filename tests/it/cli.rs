@@ -1,5 +1,8 @@
-//! The `vigil` binary: start-up errors are one line with exit code 2; SIGTERM drains and exits 0.
+//! The `vigil` binary: start-up errors are one line with exit code 2; SIGTERM drains and exits 0;
+//! the data directory stays private to its user.
 
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -14,7 +17,9 @@ async fn a_port_in_use_or_a_bad_config_is_one_line_and_exit_2() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap();
+    // A directory Vigil creates (0700): one it had to make private would add a warning line.
+    let data_dir = dir.path().join("data");
+    let data = data_dir.to_str().unwrap();
 
     let check = |out: &std::process::Output, needle: &str| {
         let err = String::from_utf8_lossy(&out.stderr);
@@ -81,7 +86,31 @@ pub(crate) async fn spawn_vigil_with(
     mqtt_listen: &str,
     env: &[(&str, &str)],
 ) -> Child {
-    let mut child = tokio::process::Command::new(VIGIL)
+    spawn_serve(
+        tokio::process::Command::new(VIGIL),
+        data_dir,
+        mqtt_listen,
+        env,
+    )
+    .await
+}
+
+/// `vigil serve` with a process mask of 000 (every bit a file's creator gives stays), through a
+/// shell that sets it and then becomes `vigil`.
+async fn spawn_vigil_umask_000(data_dir: &std::path::Path) -> Child {
+    let mut sh = tokio::process::Command::new("sh");
+    sh.args(["-c", "umask 000 && exec \"$0\" \"$@\"", VIGIL]);
+    spawn_serve(sh, data_dir, "127.0.0.1:0", &[]).await
+}
+
+/// Starts `command` (`vigil`, or a wrapper that execs its arguments) with `serve` and its flags.
+async fn spawn_serve(
+    mut command: tokio::process::Command,
+    data_dir: &std::path::Path,
+    mqtt_listen: &str,
+    env: &[(&str, &str)],
+) -> Child {
+    let mut child = command
         .args([
             "serve",
             "--data-dir",
@@ -207,4 +236,80 @@ async fn user_add_reads_the_password_from_stdin() {
     assert_eq!(resp.status(), reqwest::StatusCode::OK);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["user"]["teams"], serde_json::json!(["north", "south"]));
+}
+
+/// Every entry of `dir` and `dir` itself whose mode gives anything to group or others.
+fn readable_by_others(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |p: &Path| {
+        let mode = std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            out.push(format!("{} {mode:o}", p.display()));
+        }
+    };
+    check(dir);
+    for e in std::fs::read_dir(dir).unwrap() {
+        check(&e.unwrap().path());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_is_0700_and_its_files_0600_whatever_the_umask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut v = spawn_vigil_umask_000(&dir).await;
+    let api = Api::new(v.http);
+    api.patient("pm1").await;
+    let secret = api.device("oxm1", "pm1", "pulse-oximeter").await;
+    crate::support::publish_readings(
+        v.mqtt,
+        "oxm1",
+        &secret,
+        &serde_json::json!({"metric": "spo2", "value": 96}),
+    )
+    .await;
+    assert_eq!(readable_by_others(&dir), Vec::<String>::new());
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "registry.db",
+        "registry.db-wal",
+        "registry.db-shm",
+        "store.db",
+        "store.db-wal",
+        "store.db-shm",
+        "visit-signing.key",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    // `vigil user add` on a new directory, with the same mask.
+    let other = tmp.path().join("other");
+    let script = format!(
+        "umask 000 && printf 'a long enough password\\n' | exec \"$0\" user add --data-dir {} --username nina --role admin",
+        other.display()
+    );
+    let out = run("sh", &["-c", &script, VIGIL], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(readable_by_others(&other), Vec::<String>::new());
+
+    // A directory an older Vigil left readable is made private at the next start.
+    let pid = v.child.id().unwrap().to_string();
+    assert!(run("kill", &["-TERM", &pid], None).await.ok);
+    v.child.wait().await.unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    assert!(!readable_by_others(&dir).is_empty());
+    let _v = spawn_vigil(&dir, "127.0.0.1:0").await;
+    assert_eq!(readable_by_others(&dir), Vec::<String>::new());
 }
