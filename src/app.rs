@@ -20,7 +20,7 @@ use crate::crm::outbox::Connector;
 use crate::crm::smart::SmartClient;
 use crate::crm::task::Command;
 use crate::crm::webhook::WebhookSink;
-use crate::data_dir;
+use crate::data_dir::{self, DataDirLock};
 use crate::domain::now_ms;
 use crate::ingest::Ingest;
 use crate::ingest::embedded::{Endpoint, EndpointConfig};
@@ -61,6 +61,8 @@ pub enum StartError {
 /// A built gateway, bound and ready to run.
 pub struct App {
     cfg: Config,
+    /// Held until the gateway has stopped: one gateway per data directory.
+    lock: DataDirLock,
     http: TcpListener,
     /// With `[http.tls]`: the HTTP listener serves TLS only.
     https: Option<tokio_rustls::TlsAcceptor>,
@@ -98,8 +100,17 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 impl App {
     /// Opens the stores and binds the listeners (port 0 picks a free port).
     pub async fn build(cfg: Config, bootstrap: Option<String>) -> Result<App, StartError> {
+        // Locked before anything binds or opens: a second gateway on this directory is refused
+        // by name, not by a port in use or a busy database.
         data_dir::prepare(&cfg.data_dir)?;
+        let mut lock = DataDirLock::acquire(&cfg.data_dir)?;
         let http = bind("http.listen", cfg.http_addr()).await?;
+        let bound = http.local_addr().map_err(|e| StartError::Bind {
+            key: "http.listen",
+            addr: cfg.http_addr(),
+            reason: e.to_string(),
+        })?;
+        lock.announce(bound);
         let mut certs = Vec::new();
         let https = match &cfg.http.tls {
             Some(t) => {
@@ -190,6 +201,7 @@ impl App {
         };
         Ok(App {
             cfg,
+            lock,
             http,
             https,
             certs,
@@ -233,6 +245,7 @@ impl App {
     pub async fn run(self, stop: CancellationToken, abort: CancellationToken) {
         let App {
             cfg,
+            lock,
             http,
             https,
             certs,
@@ -389,6 +402,7 @@ impl App {
             _ = tokio::time::sleep(DRAIN_DEADLINE) => tracing::warn!("drain deadline passed; abandoning what is left"),
         }
         store.close().await;
+        drop(lock);
         tracing::info!("store flushed; goodbye");
     }
 }

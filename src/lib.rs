@@ -17,7 +17,7 @@
 //! 6. [`web`] — the API reads observations, alerts and the record back; every read is audited.
 //!
 //! [`app`] wires these together; [`config`] holds the settings; [`data_dir`] keeps the data
-//! directory private; [`telemetry`] the logs and metrics;
+//! directory private and locked to one gateway; [`telemetry`] the logs and metrics;
 //! [`tls_reload`] keeps TLS certificates current; [`video`] relays video visits.
 
 pub mod alerts;

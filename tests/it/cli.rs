@@ -1,5 +1,5 @@
 //! The `vigil` binary: start-up errors are one line with exit code 2; SIGTERM drains and exits 0;
-//! the data directory stays private to its user.
+//! one gateway per data directory, which stays private to its user.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -238,6 +238,70 @@ async fn user_add_reads_the_password_from_stdin() {
     assert_eq!(body["user"]["teams"], serde_json::json!(["north", "south"]));
 }
 
+/// Runs `vigil serve` on `data_dir` to its end (at most 30 s) and returns its exit code and
+/// standard error.
+async fn serve_to_the_end(data_dir: &Path) -> (Option<i32>, String) {
+    let child = tokio::process::Command::new(VIGIL)
+        .args(["serve", "--data-dir", data_dir.to_str().unwrap()])
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("a second vigil serve on a data directory in use ends by itself")
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_on_a_data_dir_in_use_exits_2_naming_the_first_and_a_killed_one_leaves_no_lock()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = spawn_vigil(dir.path(), "127.0.0.1:0").await;
+    let pid = first.child.id().unwrap();
+
+    let (code, err) = serve_to_the_end(dir.path()).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+    assert!(
+        err.contains("is in use by another vigil serve")
+            && err.contains(&format!("(pid {pid}, http {})", first.http)),
+        "{err}"
+    );
+
+    // The command-line tools that share the directory with a running gateway still work.
+    let data = dir.path().to_str().unwrap();
+    let args = ["user", "add", "--data-dir", data, "--username", "nina"];
+    let out = run(
+        VIGIL,
+        &[&args[..], &["--role", "clinician"]].concat(),
+        Some(b"a long enough password\n"),
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let (s, v) = Api::new(first.http).get("/api/v1/users").await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    assert!(v.to_string().contains("nina"), "{v}");
+
+    // SIGKILL: the kernel releases the lock with the process; the next start is not blocked.
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    let again = spawn_vigil(dir.path(), "127.0.0.1:0").await;
+    let (s, _) = Api::new(again.http).get("/api/v1/users").await;
+    assert_eq!(s, reqwest::StatusCode::OK);
+}
+
 /// Every entry of `dir` and `dir` itself whose mode gives anything to group or others.
 fn readable_by_others(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -282,6 +346,7 @@ async fn the_data_dir_is_0700_and_its_files_0600_whatever_the_umask() {
         "store.db-wal",
         "store.db-shm",
         "visit-signing.key",
+        "vigil.lock",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
     }
