@@ -111,6 +111,14 @@ impl App {
             reason: e.to_string(),
         })?;
         lock.announce(bound);
+        let public_url = cfg.http.public_origin(bound);
+        if cfg.http.public_url.is_empty() && bound.ip().is_unspecified() {
+            tracing::warn!(
+                http = %bound,
+                links = %public_url,
+                "http.public_url is not set and http.listen is every interface: video visit links point at this machine only; set http.public_url to the address browsers reach"
+            );
+        }
         let mut certs = Vec::new();
         let https = match &cfg.http.tls {
             Some(t) => {
@@ -182,6 +190,7 @@ impl App {
                 })?,
             ),
             visit_link_ttl: Duration::from_secs(cfg.video.link_minutes * 60),
+            public_url: public_url.into(),
             rooms: Arc::new(crate::video::relay::Rooms::new(
                 crate::video::rtc_setup::RtcSetup::new(
                     cfg.video.bind_ip,

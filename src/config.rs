@@ -168,6 +168,9 @@ pub struct HttpConfig {
     pub session_hours: u64,
     /// HTTPS: with it, `listen` serves TLS only, cookies are `Secure` and responses carry HSTS.
     pub tls: Option<HttpTlsConfig>,
+    /// Where browsers reach Vigil (`https://vigil.clinic.example`): the origin of video visits'
+    /// join links. Empty: derived from `listen` and `tls`. Never taken from a request.
+    pub public_url: String,
 }
 
 /// The HTTPS listener's certificate (reloaded when the files change).
@@ -383,6 +386,7 @@ impl Default for HttpConfig {
             request_timeout_s: 30,
             session_hours: 12,
             tls: None,
+            public_url: String::new(),
         }
     }
 }
@@ -593,6 +597,9 @@ impl Config {
         if !(1..=168).contains(&self.http.session_hours) {
             return Err(invalid("http.session_hours", "must be 1 to 168"));
         }
+        if !self.http.public_url.is_empty() {
+            check_public_url(&self.http.public_url).map_err(|r| invalid("http.public_url", r))?;
+        }
         if !(1..=10_080).contains(&self.video.link_minutes) {
             return Err(invalid("video.link_minutes", "must be 1 to 10080 (a week)"));
         }
@@ -640,6 +647,84 @@ impl Config {
     pub fn mqtt_addr(&self) -> SocketAddr {
         parse_addr("mqtt.listen", &self.mqtt.listen).expect("validated at load")
     }
+}
+
+impl HttpConfig {
+    /// The origin join links point at: `public_url` without a trailing `/`, or else
+    /// `http(s)://` and the address the listener is bound to (`bound`: port 0 resolved), with
+    /// `localhost` for an unspecified address (0.0.0.0, ::), which no browser can be sent to.
+    pub fn public_origin(&self, bound: SocketAddr) -> String {
+        if !self.public_url.is_empty() {
+            return self.public_url.trim_end_matches('/').to_owned();
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        if bound.ip().is_unspecified() {
+            format!("{scheme}://localhost:{}", bound.port())
+        } else {
+            format!("{scheme}://{bound}")
+        }
+    }
+}
+
+/// `http(s)://host[:port]`, with at most a trailing `/`: Vigil serves its pages at the root, and
+/// a user name, query or fragment in a link is never meant.
+fn check_public_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url:?} must start with https:// or http://"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#']) {
+        return Err(format!(
+            "{url:?} must be only the scheme, host and port (no path, query or fragment): Vigil serves its pages at the root"
+        ));
+    }
+    if authority.contains('@') {
+        return Err(format!("{url:?} must not hold a user name"));
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (ip, tail) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("{url:?} has an unclosed [ in its host"))?;
+            if ip.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("{url:?}: {ip:?} is not an IPv6 address"));
+            }
+            match tail {
+                "" => (ip, None),
+                t => (
+                    ip,
+                    Some(t.strip_prefix(':').ok_or_else(|| {
+                        format!("{url:?}: expected :port after the IPv6 address")
+                    })?),
+                ),
+            }
+        }
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let name_ok = |h: &str| {
+        h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+    };
+    if !authority.starts_with('[') && (host.is_empty() || !name_ok(host)) {
+        return Err(format!("{url:?} does not name a host"));
+    }
+    if let Some(p) = port
+        && !p.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        return Err(format!("{url:?}: {p:?} is not a port"));
+    }
+    Ok(())
 }
 
 fn validate_retry(section: &str, r: &RetryConfig) -> Result<(), ConfigError> {
@@ -846,6 +931,64 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.influxdb.unwrap().bucket, "vitals");
+    }
+
+    #[test]
+    fn the_public_url_is_an_origin_and_links_fall_back_to_the_bound_address() {
+        for ok in [
+            "https://vigil.clinic.example",
+            "https://vigil.clinic.example/",
+            "http://192.0.2.7:8080",
+            "https://[2001:db8::1]:8443",
+            "http://localhost",
+        ] {
+            let c = load(&format!("[http]\npublic_url = \"{ok}\"\n"), &[])
+                .unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(
+                c.http.public_origin("127.0.0.1:1".parse().unwrap()),
+                ok.trim_end_matches('/')
+            );
+        }
+        for bad in [
+            "vigil.clinic.example",
+            "ftp://vigil.clinic.example",
+            "https://",
+            "https://vigil.clinic.example/vigil",
+            "https://vigil.clinic.example?x=1",
+            "https://vigil.clinic.example#x",
+            "https://user@vigil.clinic.example",
+            "https://vigil.clinic.example:0",
+            "https://vigil.clinic.example:99999",
+            "https://vigil clinic",
+            "https://[::1",
+        ] {
+            let e = load("", &[("VIGIL_HTTP__PUBLIC_URL", bad)])
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("http.public_url"), "{bad}: {e}");
+        }
+
+        let mut http = HttpConfig::default();
+        assert_eq!(
+            http.public_origin("127.0.0.1:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            http.public_origin("0.0.0.0:8080".parse().unwrap()),
+            "http://localhost:8080"
+        );
+        assert_eq!(
+            http.public_origin("[::1]:8080".parse().unwrap()),
+            "http://[::1]:8080"
+        );
+        http.tls = Some(HttpTlsConfig {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+        });
+        assert_eq!(
+            http.public_origin("192.0.2.7:443".parse().unwrap()),
+            "https://192.0.2.7:443"
+        );
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct AppState {
     pub visit_key: Arc<crate::video::token::TokenKey>,
     /// How long a visit's join links work.
     pub visit_link_ttl: Duration,
+    /// The origin join links point at (`http.public_url`, or derived from the listener); never
+    /// a request's `Host`, which a client chooses.
+    pub public_url: Arc<str>,
     /// The video relay's calls.
     pub rooms: Arc<crate::video::relay::Rooms>,
     /// The `[video]` settings (ICE servers for the browsers).

@@ -1,7 +1,9 @@
 //! Video visits' routes: start a visit (its two join links), read and end it, and check a join
 //! link. The links carry a signed, expiring token in the URL's fragment (`/visit/{id}#<token>`),
 //! which browsers never send to a server or put in a Referer; the visit page presents it as
-//! `Authorization: Visit <token>`.
+//! `Authorization: Visit <token>`. Links point at the configured public URL
+//! ([`AppState::public_url`]), never at the request's `Host` header: a client chooses that, and a
+//! link to its host would send the patient, token and all, wherever it said.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -50,7 +52,6 @@ pub(super) struct NewVisit {
 pub(super) async fn create(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
-    headers: HeaderMap,
     body: Result<Json<NewVisit>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let Json(b) = body?;
@@ -77,7 +78,7 @@ pub(super) async fn create(
             r,
             exp,
         });
-        format!("{}/visit/{}#{token}", origin(&s, &headers), v.id)
+        format!("{}/visit/{}#{token}", s.public_url, v.id)
     };
     Ok((
         StatusCode::CREATED,
@@ -93,21 +94,6 @@ pub(super) async fn create(
     ))
 }
 
-/// Where the links point: the host the request came to.
-fn origin(s: &AppState, headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        })
-        .unwrap_or("localhost");
-    let scheme = if s.secure_cookies { "https" } else { "http" };
-    format!("{scheme}://{host}")
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewLink {
@@ -120,7 +106,6 @@ pub(super) async fn link(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Result<Json<NewLink>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<impl IntoResponse> {
     let id = visit_id(&id)?;
@@ -150,7 +135,7 @@ pub(super) async fn link(
         [(header::CACHE_CONTROL, "no-store")],
         Json(json!({
             "role": b.role.as_str(),
-            "join_url": format!("{}/visit/{}#{token}", origin(&s, &headers), v.id),
+            "join_url": format!("{}/visit/{}#{token}", s.public_url, v.id),
             "expires_at": v.expires_at,
         })),
     ))

@@ -417,3 +417,64 @@ async fn signalling_admits_from_the_waiting_room_and_refuses_bad_links() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     g.stop().await;
 }
+
+/// Starts a visit and a guest link with a forged `Host`; the visit id and its three links.
+async fn links_with_a_forged_host(g: &Gateway) -> (String, [String; 3]) {
+    g.client.patient("ph1").await;
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        http.post(format!("http://{}{path}", g.http))
+            .header("host", "evil.example")
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+    };
+    let r = post("/api/v1/visits".into(), json!({"patient_id": "ph1"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    let id = v["id"].as_str().unwrap().to_owned();
+    let r = post(
+        format!("/api/v1/visits/{id}/links"),
+        json!({"role": "guest"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let guest: Value = r.json().await.unwrap();
+    let urls = [
+        &v["patient_join_url"],
+        &v["clinician_join_url"],
+        &guest["join_url"],
+    ]
+    .map(|u| u.as_str().unwrap().to_owned());
+    (id, urls)
+}
+
+/// Links point at `http.public_url` (or, without it, the listener's own address), never at the
+/// `Host` a client sent: a forged one would send the patient, token and all, to another site.
+#[tokio::test]
+async fn join_links_use_the_public_url_never_the_request_s_host() {
+    let g =
+        Gateway::start_with(|c| c.http.public_url = "https://vigil.clinic.example/".into()).await;
+    let (id, urls) = links_with_a_forged_host(&g).await;
+    for url in &urls {
+        assert!(
+            url.starts_with(&format!("https://vigil.clinic.example/visit/{id}#")),
+            "{url}"
+        );
+        assert!(!url.contains("evil"), "{url}");
+    }
+    g.stop().await;
+
+    let g = Gateway::start().await;
+    let (id, urls) = links_with_a_forged_host(&g).await;
+    for url in &urls {
+        assert!(
+            url.starts_with(&format!("http://{}/visit/{id}#", g.http)),
+            "{url}"
+        );
+    }
+    g.stop().await;
+}
