@@ -79,6 +79,7 @@ async fn rebuild(
                         from_ms: from,
                         to_ms: i64::MAX / 2,
                         limit: REPLAY_LIMIT,
+                        newest_first: false,
                     })
                     .await?;
                 rows.extend(

@@ -89,6 +89,8 @@ pub struct ObservationQuery {
     pub from_ms: i64,
     pub to_ms: i64,
     pub limit: usize,
+    /// The latest `limit` readings, newest first, instead of the earliest, oldest first.
+    pub newest_first: bool,
 }
 
 enum Write {
@@ -485,7 +487,8 @@ impl Store {
         .map_err(|e| StoreError::Read(e.to_string()))?
     }
 
-    /// Observations of one patient in `[from, to]`, oldest first.
+    /// Observations of one patient in `[from, to]`: the first `limit` oldest first, or the last
+    /// `limit` newest first.
     pub async fn observations(
         &self,
         q: ObservationQuery,
@@ -496,24 +499,38 @@ impl Store {
                 let code: u8 = r.get(1)?;
                 Ok((r.get(0)?, code, r.get(2)?, r.get(3)?))
             };
+            // One metric walks the (patient_id, metric, time_ms) index either way.
+            let sql = match (q.metric.is_some(), q.newest_first) {
+                (true, false) => {
+                    "SELECT time_ms, metric, value, device_id FROM observations
+                     WHERE patient_id = ?1 AND metric = ?2 AND time_ms BETWEEN ?3 AND ?4
+                     ORDER BY time_ms, device_id LIMIT ?5"
+                }
+                (true, true) => {
+                    "SELECT time_ms, metric, value, device_id FROM observations
+                     WHERE patient_id = ?1 AND metric = ?2 AND time_ms BETWEEN ?3 AND ?4
+                     ORDER BY time_ms DESC, device_id DESC LIMIT ?5"
+                }
+                (false, false) => {
+                    "SELECT time_ms, metric, value, device_id FROM observations
+                     WHERE patient_id = ?1 AND time_ms BETWEEN ?2 AND ?3
+                     ORDER BY time_ms, metric, device_id LIMIT ?4"
+                }
+                (false, true) => {
+                    "SELECT time_ms, metric, value, device_id FROM observations
+                     WHERE patient_id = ?1 AND time_ms BETWEEN ?2 AND ?3
+                     ORDER BY time_ms DESC, metric DESC, device_id DESC LIMIT ?4"
+                }
+            };
+            let mut stmt = conn.prepare_cached(sql)?;
             let rows: Vec<(i64, u8, f64, String)> = match q.metric {
-                Some(m) => conn
-                    .prepare_cached(
-                        "SELECT time_ms, metric, value, device_id FROM observations
-                         WHERE patient_id = ?1 AND metric = ?2 AND time_ms BETWEEN ?3 AND ?4
-                         ORDER BY time_ms, device_id LIMIT ?5",
-                    )?
+                Some(m) => stmt
                     .query_map(
                         params![q.patient_id.as_str(), m.code(), q.from_ms, q.to_ms, limit],
                         map,
                     )?
                     .collect::<Result<_, _>>()?,
-                None => conn
-                    .prepare_cached(
-                        "SELECT time_ms, metric, value, device_id FROM observations
-                         WHERE patient_id = ?1 AND time_ms BETWEEN ?2 AND ?3
-                         ORDER BY time_ms, metric, device_id LIMIT ?4",
-                    )?
+                None => stmt
                     .query_map(
                         params![q.patient_id.as_str(), q.from_ms, q.to_ms, limit],
                         map,
@@ -891,6 +908,7 @@ mod tests {
             from_ms: 0,
             to_ms: i64::MAX,
             limit: 100,
+            newest_first: false,
         }
     }
 
@@ -939,6 +957,30 @@ mod tests {
         );
         assert_eq!(store.observations(query(None)).await.unwrap().len(), 3);
         assert_eq!(store.count_observations().await.unwrap(), 3);
+
+        // Newest first: the latest `limit`, with and without a metric.
+        let latest = |metric, limit| {
+            let store = store.clone();
+            async move {
+                let q = ObservationQuery {
+                    limit,
+                    newest_first: true,
+                    ..query(metric)
+                };
+                let rows = store.observations(q).await.unwrap();
+                rows.iter()
+                    .map(|o| (o.time_ms, o.metric))
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            latest(Some(Metric::HeartRate), 1).await,
+            vec![(2000, Metric::HeartRate)]
+        );
+        assert_eq!(
+            latest(None, 2).await,
+            vec![(2000, Metric::HeartRate), (1000, Metric::Spo2)]
+        );
     }
 
     #[tokio::test]

@@ -332,6 +332,9 @@ struct ObsParams {
     from: Option<String>,
     to: Option<String>,
     limit: Option<usize>,
+    /// `oldest` (the default: the first `limit` of the range) or `newest` (the last `limit`,
+    /// newest first).
+    order: Option<String>,
 }
 
 const DEFAULT_LIMIT: usize = 1000;
@@ -375,18 +378,23 @@ async fn observations(
             "limit must be 1 to {MAX_LIMIT}"
         )));
     }
+    let newest_first = newest_first(q.order.as_deref())?;
     // 404 for a patient that does not exist, rather than an empty list that looks like silence.
     check_patient(&s, &p, &id).await?;
-    let rows = s
+    // One more than asked: whether the limit cut the answer.
+    let mut rows = s
         .store
         .observations(ObservationQuery {
             patient_id: id.clone(),
             metric,
             from_ms,
             to_ms,
-            limit,
+            limit: limit + 1,
+            newest_first,
         })
         .await?;
+    let truncated = rows.len() > limit;
+    rows.truncate(limit);
     audit_line(
         &s,
         &p,
@@ -410,7 +418,20 @@ async fn observations(
             })
         })
         .collect();
-    Ok(Json(json!({ "observations": observations })))
+    Ok(Json(
+        json!({ "observations": observations, "truncated": truncated }),
+    ))
+}
+
+/// The `order` parameter: `oldest` (the default) or `newest` first.
+fn newest_first(order: Option<&str>) -> ApiResult<bool> {
+    match order {
+        None | Some("oldest") => Ok(false),
+        Some("newest") => Ok(true),
+        Some(_) => Err(ApiError::BadRequest(
+            "order must be oldest or newest".into(),
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -500,15 +521,7 @@ async fn audit(
     let from_ms = time_param("from", q.from.as_deref())?.unwrap_or(i64::MIN);
     let to_ms = time_param("to", q.to.as_deref())?.unwrap_or(i64::MAX);
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let newest_first = match q.order.as_deref() {
-        None | Some("oldest") => false,
-        Some("newest") => true,
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "order must be oldest or newest".into(),
-            ));
-        }
-    };
+    let newest_first = newest_first(q.order.as_deref())?;
     // Reading the trail is itself recorded, before it is read.
     audit_line(&s, &p, "audit.read", patient.as_ref(), "audit").await?;
     let records = s

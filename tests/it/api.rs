@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{Gateway, TOKEN};
+use crate::support::{Gateway, TOKEN, publish_readings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_api_route_needs_a_credential_but_health_and_metrics_do_not() {
@@ -411,5 +411,64 @@ async fn the_audit_trail_exports_as_a_verifiable_chain_and_a_changed_line_is_fou
     // Only admins export or verify.
     let (s, _) = api.call("GET", "/api/v1/audit/export", None, None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+    gw.stop().await;
+}
+
+/// `GET /patients/{id}/observations` gives the first `limit` readings oldest first (the default),
+/// or with `order=newest` the latest newest first, and says when the limit cut the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observations_come_oldest_or_newest_first_and_say_when_the_limit_cut_them() {
+    let gw = Gateway::start().await;
+    let api = &gw.client;
+    api.patient("pg1").await;
+    let secret = api.device("oxg1", "pg1", "pulse-oximeter").await;
+    // Five readings a minute apart, ten minutes ago onwards; values 91..=95 in time order.
+    let start = vigil::domain::now_ms() - 600_000;
+    let body: Vec<Value> = (0..5)
+        .map(|i| {
+            json!({
+                "metric": "spo2",
+                "value": 91 + i,
+                "time": vigil::domain::format_rfc3339(start + i * 60_000),
+            })
+        })
+        .collect();
+    publish_readings(gw.mqtt, "oxg1", &secret, &Value::from(body)).await;
+
+    let page = |query: &'static str| async move {
+        let (s, v) = api
+            .get(&format!("/api/v1/patients/pg1/observations?{query}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{query}: {v}");
+        let values: Vec<f64> = v["observations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["value"].as_f64().unwrap())
+            .collect();
+        (values, v["truncated"].as_bool())
+    };
+    assert_eq!(page("limit=2").await, (vec![91.0, 92.0], Some(true)));
+    assert_eq!(
+        page("limit=2&order=oldest&metric=spo2").await,
+        (vec![91.0, 92.0], Some(true))
+    );
+    assert_eq!(
+        page("limit=2&order=newest").await,
+        (vec![95.0, 94.0], Some(true))
+    );
+    assert_eq!(
+        page("order=newest&metric=spo2").await,
+        (vec![95.0, 94.0, 93.0, 92.0, 91.0], Some(false))
+    );
+    assert_eq!(
+        page("limit=5").await,
+        (vec![91.0, 92.0, 93.0, 94.0, 95.0], Some(false))
+    );
+    let (s, v) = api
+        .get("/api/v1/patients/pg1/observations?order=sideways")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"], "order must be oldest or newest");
     gw.stop().await;
 }
