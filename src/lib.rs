@@ -18,7 +18,8 @@
 //!
 //! [`app`] wires these together; [`config`] holds the settings; [`data_dir`] keeps the data
 //! directory private and locked to one gateway; [`telemetry`] the logs and metrics;
-//! [`tls_reload`] keeps TLS certificates current; [`video`] relays video visits.
+//! [`tls_reload`] keeps TLS certificates current; [`video`] relays video visits; [`terminal`]
+//! reads a password without echo for the command line.
 
 pub mod alerts;
 pub mod app;
@@ -31,6 +32,7 @@ pub mod ingest;
 pub mod registry;
 pub mod store;
 pub mod telemetry;
+pub mod terminal;
 pub mod throttle;
 pub mod tls_reload;
 pub mod video;

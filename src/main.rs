@@ -1,6 +1,5 @@
 //! The `vigil` command: parse the command line, load the configuration, start logging, run.
 
-use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -50,6 +49,7 @@ impl Common {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
+    #[command(after_help = SERVE_ENVIRONMENT)]
     Serve {
         #[command(flatten)]
         common: Common,
@@ -85,9 +85,22 @@ enum BrokerCommand {
     },
 }
 
+/// What `vigil serve --help` says about the environment.
+const SERVE_ENVIRONMENT: &str = "\
+Environment:
+  VIGIL_BOOTSTRAP_TOKEN=<token>  an admin bearer token (Authorization: Bearer <token>) accepted
+                                 while set: for the first set-up, before any user exists
+  VIGIL_<SECTION>__<KEY>=<value> any setting, e.g. VIGIL_HTTP__PUBLIC_URL (README.md,
+                                 \"Configuration reference\")
+  RUST_LOG=<filter>              overrides log.level
+
+One gateway runs on a data directory at a time: a second `vigil serve` on it exits with code 2.";
+
 #[derive(Subcommand)]
 enum UserCommand {
-    /// Create a user; the password is read from standard input.
+    /// Create a user. The password is asked for without echo at a terminal (twice), or read from
+    /// the first line of standard input (a pipe or a file). Give the server's --data-dir (or
+    /// --config); the server may be running.
     Add {
         #[command(flatten)]
         common: Common,
@@ -197,13 +210,10 @@ fn user_add(cfg: Config, username: &str, role: &str, teams: Vec<String>) -> Exit
     let Some(role) = Role::parse(role) else {
         return fail("--role must be clinician or admin");
     };
-    let mut password = String::new();
-    if let Err(e) = std::io::stdin().read_to_string(&mut password) {
-        return fail(&format!(
-            "cannot read the password from standard input: {e}"
-        ));
-    }
-    let password = password.trim_end_matches(['\r', '\n']);
+    let password = match vigil::terminal::read_password(&format!("Password for {username}: ")) {
+        Ok(p) => p,
+        Err(e) => return fail(&e.to_string()),
+    };
     runtime().block_on(async move {
         let registry = match open_registry(&cfg) {
             Ok(r) => r,
@@ -221,7 +231,7 @@ fn user_add(cfg: Config, username: &str, role: &str, teams: Vec<String>) -> Exit
                 return fail(&format!("--team {t}: {e}"));
             }
         }
-        let created = registry.add_user(username, role, password, now).await;
+        let created = registry.add_user(username, role, &password, now).await;
         let created = match created {
             Ok(()) => registry.set_user_teams(username, teams.clone()).await,
             Err(e) => Err(e),
@@ -233,7 +243,11 @@ fn user_add(cfg: Config, username: &str, role: &str, teams: Vec<String>) -> Exit
                 } else {
                     format!(" on care team(s) {}", teams.join(", "))
                 };
-                println!("user {username} created with role {}{on}", role.as_str());
+                println!(
+                    "user {username} created with role {}{on} in {}",
+                    role.as_str(),
+                    cfg.data_dir.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -1,12 +1,13 @@
 //! The `vigil` binary: start-up errors are one line with exit code 2; SIGTERM drains and exits 0;
-//! one gateway per data directory, which stays private to its user.
+//! one gateway per data directory, which stays private to its user; `vigil user add` at a
+//! terminal.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
 use crate::support::{Api, TOKEN, run};
 
@@ -197,7 +198,8 @@ async fn user_add_reads_the_password_from_stdin() {
             run(VIGIL, &args, Some(password)).await
         }
     };
-    let out = add("nurse", "clinician", b"a long enough password\n").await;
+    // The first line is the password (what follows it is not).
+    let out = add("nurse", "clinician", b"a long enough password\nnot this\n").await;
     assert!(out.ok, "{}", out.stderr);
     let again = add("nurse", "clinician", b"a long enough password\n").await;
     assert!(
@@ -236,6 +238,13 @@ async fn user_add_reads_the_password_from_stdin() {
     assert_eq!(resp.status(), reqwest::StatusCode::OK);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["user"]["teams"], serde_json::json!(["north", "south"]));
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/session", v.http))
+        .json(&serde_json::json!({"username": "nurse", "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
 }
 
 /// Runs `vigil serve` on `data_dir` to its end (at most 30 s) and returns its exit code and
@@ -377,4 +386,97 @@ async fn the_data_dir_is_0700_and_its_files_0600_whatever_the_umask() {
     assert!(!readable_by_others(&dir).is_empty());
     let _v = spawn_vigil(&dir, "127.0.0.1:0").await;
     assert_eq!(readable_by_others(&dir), Vec::<String>::new());
+}
+
+#[test]
+fn serve_help_names_the_bootstrap_token_and_the_settings_variables() {
+    let out = std::process::Command::new(VIGIL)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{help}");
+    for want in [
+        "VIGIL_BOOTSTRAP_TOKEN",
+        "VIGIL_<SECTION>__<KEY>",
+        "--data-dir",
+    ] {
+        assert!(help.contains(want), "{want} not in {help}");
+    }
+}
+
+/// Reads what `script`'s pseudo-terminal shows until `want` appears (at most 30 s).
+async fn shown_until(out: &mut tokio::process::ChildStdout, seen: &mut Vec<u8>, want: &str) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !String::from_utf8_lossy(seen).contains(want) {
+            let mut buf = [0u8; 1024];
+            let n = out.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "the terminal closed before {want:?}: {:?}",
+                String::from_utf8_lossy(seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no {want:?} on the terminal: {:?}",
+            String::from_utf8_lossy(seen)
+        )
+    });
+}
+
+/// At a terminal (a pseudo-terminal from util-linux's `script`), `vigil user add` prompts,
+/// reads the password twice without showing it, and creates the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_at_a_terminal_prompts_twice_without_echo() {
+    const PASSWORD: &str = "a long enough password";
+    let dir = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{VIGIL} user add --data-dir {} --username nina --role clinician",
+        dir.path().display()
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    // Echo is off before the prompt is written, so typing after it is never shown.
+    shown_until(&mut stdout, &mut seen, "Password for nina: ").await;
+    stdin
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .await
+        .unwrap();
+    shown_until(&mut stdout, &mut seen, "Again: ").await;
+    stdin
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .await
+        .unwrap();
+    shown_until(&mut stdout, &mut seen, "user nina created").await;
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&seen);
+    assert!(status.success(), "{shown}");
+    assert!(
+        !shown.contains(PASSWORD),
+        "the password was shown: {shown:?}"
+    );
+
+    let v = spawn_vigil(dir.path(), "127.0.0.1:0").await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/session", v.http))
+        .json(&serde_json::json!({"username": "nina", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK);
 }
