@@ -5,7 +5,7 @@ use std::path::Path;
 
 use vigil::config::MqttTlsConfig;
 
-use crate::support::{Gateway, eventually, issue_cert, run};
+use crate::support::{Gateway, V, eventually, free_port, issue_cert, mosquitto_pub, run};
 
 async fn pub_tls(
     gw: &Gateway,
@@ -61,6 +61,7 @@ async fn devices_authenticate_by_certificate_or_secret_over_tls() {
             cert: dir.join("server.crt"),
             key: dir.join("server.key"),
             client_ca: Some(dir.join("ca.crt")),
+            only: true,
         });
     })
     .await;
@@ -303,5 +304,77 @@ async fn https_serves_the_api_with_hsts_and_secure_cookies_and_reloads_its_certi
         200,
         "the renewed certificate is trusted and serves"
     );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mqtts_configured_plain_mqtt_is_not_served() {
+    let pki = tempfile::tempdir().unwrap();
+    let dir = pki.path();
+    issue_cert(
+        dir,
+        "ca",
+        "server",
+        "localhost",
+        Some("IP:127.0.0.1,DNS:localhost"),
+    )
+    .await;
+    // The plain listener is given a real port, so that it would be reachable if it were bound.
+    let plain = free_port();
+    let gw = Gateway::start_with(|cfg| {
+        cfg.mqtt.listen = format!("127.0.0.1:{plain}");
+        cfg.mqtt.tls = Some(MqttTlsConfig {
+            listen: "127.0.0.1:0".into(),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+            client_ca: None,
+            only: true,
+        });
+    })
+    .await;
+    gw.client.patient("p-only").await;
+    let secret = gw
+        .client
+        .device("therm-only", "p-only", "thermometer")
+        .await;
+    let password = ["-u", "therm-only", "-P", &secret];
+    let out = pub_tls(&gw, dir, "mqttv5", "therm-only", &password).await;
+    assert!(out.ok, "over MQTTS: {}", out.stderr);
+    // Plain MQTT: nothing listens, so the secret never crosses the network in the clear.
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", plain))
+            .await
+            .is_err(),
+        "the plain MQTT port accepts connections"
+    );
+    assert_eq!(gw.client.observations("p-only", "").await.len(), 1);
+    gw.stop().await;
+
+    // `only = false`: both listeners, for a fleet moving over to MQTTS.
+    let gw = Gateway::start_with(|cfg| {
+        cfg.mqtt.listen = format!("127.0.0.1:{plain}");
+        cfg.mqtt.tls = Some(MqttTlsConfig {
+            listen: "127.0.0.1:0".into(),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+            client_ca: None,
+            only: false,
+        });
+    })
+    .await;
+    assert_eq!(gw.mqtt.port(), plain);
+    gw.client.patient("p-both").await;
+    let secret = gw
+        .client
+        .device("therm-both", "p-both", "thermometer")
+        .await;
+    let password = ["-u", "therm-both", "-P", &secret];
+    let out = pub_tls(&gw, dir, "mqttv311", "therm-both", &password).await;
+    assert!(out.ok, "over MQTTS: {}", out.stderr);
+    let body = br#"{"metric":"body_temperature","value":37.0}"#;
+    let topic = "vigil/v1/devices/therm-both/readings";
+    let out = mosquitto_pub(gw.mqtt, V::V311, "therm-both", &secret, topic, body, &[]).await;
+    assert!(out.ok, "over plain MQTT: {}", out.stderr);
+    assert_eq!(gw.client.observations("p-both", "").await.len(), 2);
     gw.stop().await;
 }
