@@ -1,7 +1,7 @@
 //! MQTTS: devices authenticate with a client certificate (CN = device id) or with their secret
 //! over TLS; certificates from another CA, or naming an unknown device, are refused.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use vigil::config::MqttTlsConfig;
 
@@ -39,10 +39,8 @@ async fn pub_tls(
     run("mosquitto_pub", &args, None).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devices_authenticate_by_certificate_or_secret_over_tls() {
-    let pki = tempfile::tempdir().unwrap();
-    let dir = pki.path();
+/// A CA (`ca.crt`) and a server certificate for localhost signed by it (`server.crt`), in `dir`.
+async fn server_cert(dir: &Path) {
     issue_cert(
         dir,
         "ca",
@@ -51,18 +49,30 @@ async fn devices_authenticate_by_certificate_or_secret_over_tls() {
         Some("IP:127.0.0.1,DNS:localhost"),
     )
     .await;
+}
+
+/// MQTTS on a free port with [`server_cert`]'s certificate.
+fn mqtts(dir: &Path, client_ca: Option<PathBuf>, only: bool) -> MqttTlsConfig {
+    MqttTlsConfig {
+        listen: "127.0.0.1:0".into(),
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+        client_ca,
+        only,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_authenticate_by_certificate_or_secret_over_tls() {
+    let pki = tempfile::tempdir().unwrap();
+    let dir = pki.path();
+    server_cert(dir).await;
     issue_cert(dir, "ca", "dev", "therm-tls", None).await;
     issue_cert(dir, "ca", "ghost", "no-such-device", None).await;
     issue_cert(dir, "rogue-ca", "rogue", "therm-tls", None).await;
 
     let gw = Gateway::start_with(|cfg| {
-        cfg.mqtt.tls = Some(MqttTlsConfig {
-            listen: "127.0.0.1:0".into(),
-            cert: dir.join("server.crt"),
-            key: dir.join("server.key"),
-            client_ca: Some(dir.join("ca.crt")),
-            only: true,
-        });
+        cfg.mqtt.tls = Some(mqtts(dir, Some(dir.join("ca.crt")), true));
     })
     .await;
     gw.client.patient("p-tls").await;
@@ -311,25 +321,12 @@ async fn https_serves_the_api_with_hsts_and_secure_cookies_and_reloads_its_certi
 async fn with_mqtts_configured_plain_mqtt_is_not_served() {
     let pki = tempfile::tempdir().unwrap();
     let dir = pki.path();
-    issue_cert(
-        dir,
-        "ca",
-        "server",
-        "localhost",
-        Some("IP:127.0.0.1,DNS:localhost"),
-    )
-    .await;
+    server_cert(dir).await;
     // The plain listener is given a real port, so that it would be reachable if it were bound.
     let plain = free_port();
     let gw = Gateway::start_with(|cfg| {
         cfg.mqtt.listen = format!("127.0.0.1:{plain}");
-        cfg.mqtt.tls = Some(MqttTlsConfig {
-            listen: "127.0.0.1:0".into(),
-            cert: dir.join("server.crt"),
-            key: dir.join("server.key"),
-            client_ca: None,
-            only: true,
-        });
+        cfg.mqtt.tls = Some(mqtts(dir, None, true));
     })
     .await;
     gw.client.patient("p-only").await;
@@ -353,13 +350,7 @@ async fn with_mqtts_configured_plain_mqtt_is_not_served() {
     // `only = false`: both listeners, for a fleet moving over to MQTTS.
     let gw = Gateway::start_with(|cfg| {
         cfg.mqtt.listen = format!("127.0.0.1:{plain}");
-        cfg.mqtt.tls = Some(MqttTlsConfig {
-            listen: "127.0.0.1:0".into(),
-            cert: dir.join("server.crt"),
-            key: dir.join("server.key"),
-            client_ca: None,
-            only: false,
-        });
+        cfg.mqtt.tls = Some(mqtts(dir, None, false));
     })
     .await;
     assert_eq!(gw.mqtt.port(), plain);
