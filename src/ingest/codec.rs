@@ -117,10 +117,11 @@ const PACKET_NAMES: [&str; 16] = [
     "AUTH",
 ];
 
-/// Checks the flags of a packet's first byte, which MQTT 3.1.1 and 5 fix for every type but
-/// PUBLISH (section 2.1.3 / 2.2.2 of each): 0010 for PUBREL, SUBSCRIBE and UNSUBSCRIBE, 0000
+/// Checks the flags of a packet's first byte, which MQTT fixes for every type but PUBLISH
+/// (3.1.1 section 2.2.2, 5 section 2.1.3): 0010 for PUBREL, SUBSCRIBE and UNSUBSCRIBE, 0000
 /// for the rest; PUBLISH's are DUP, QoS and RETAIN, where QoS 3 is malformed and so is DUP on a
-/// QoS 0 message. Any other value is a malformed packet, which closes the connection.
+/// QoS 0 message (MQTT-3.3.1-2). Any other value is a malformed packet, which closes the
+/// connection (MQTT-2.2.2-2 in 3.1.1, MQTT-2.1.3-1 in 5).
 fn check_flags(first: u8) -> Result<(), CodecError> {
     let (kind, flags) = (usize::from(first >> 4), first & 0x0f);
     let name = PACKET_NAMES[kind];
