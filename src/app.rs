@@ -77,9 +77,9 @@ pub struct App {
 
 /// How devices' readings reach Vigil.
 enum DeviceLink {
-    /// Vigil's own endpoint: plain MQTT, and MQTTS when configured.
+    /// Vigil's own endpoint: plain MQTT, MQTTS, or both (`mqtt.tls.only = false`).
     Embedded {
-        plain: TcpListener,
+        plain: Option<TcpListener>,
         tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     },
     /// A client of an external broker.
@@ -131,7 +131,12 @@ impl App {
         let link = match cfg.mqtt.mode {
             MqttMode::External => DeviceLink::External(Box::new(external::options(&cfg.mqtt)?)),
             MqttMode::Embedded => {
-                let plain = bind("mqtt.listen", cfg.mqtt_addr()).await?;
+                // With MQTTS, plain MQTT is off unless asked for: nothing listens on
+                // `mqtt.listen`, so a device cannot send its secret in the clear by mistake.
+                let plain = match &cfg.mqtt.tls {
+                    Some(t) if t.only => None,
+                    _ => Some(bind("mqtt.listen", cfg.mqtt_addr()).await?),
+                };
                 let tls = match &cfg.mqtt.tls {
                     Some(t) => {
                         let (acceptor, c) = tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref())?;
@@ -228,10 +233,11 @@ impl App {
             .expect("bound listener has an address")
     }
 
-    /// The embedded endpoint's address (`None` in external-broker mode).
+    /// The embedded endpoint's plain MQTT address (`None` in external-broker mode, and with
+    /// MQTTS only).
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
         match &self.link {
-            DeviceLink::Embedded { plain, .. } => plain.local_addr().ok(),
+            DeviceLink::Embedded { plain, .. } => plain.as_ref().and_then(|l| l.local_addr().ok()),
             DeviceLink::External(_) => None,
         }
     }
@@ -272,7 +278,9 @@ impl App {
         };
         let (mqtt, mqtts) = match &link {
             DeviceLink::Embedded { plain, tls } => (
-                addr(plain),
+                plain
+                    .as_ref()
+                    .map_or_else(|| "off (mqtt.tls.only)".to_owned(), addr),
                 tls.as_ref()
                     .map_or_else(|| "off".to_owned(), |(l, _)| addr(l)),
             ),
@@ -369,7 +377,9 @@ impl App {
                         tracker.clone(),
                     ));
                 }
-                tracker.spawn(endpoint.serve(plain, None, stop.clone(), tracker.clone()));
+                if let Some(listener) = plain {
+                    tracker.spawn(endpoint.serve(listener, None, stop.clone(), tracker.clone()));
+                }
             }
             DeviceLink::External(opts) => {
                 tracker.spawn(external::run(ingest, cfg.mqtt.clone(), *opts, stop.clone()));

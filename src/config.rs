@@ -229,7 +229,8 @@ pub struct MqttConfig {
     /// (1 s, doubling per further failure up to 5 minutes); ten times as many from one address
     /// for any ids lock the address.
     pub auth_failures_free: u32,
-    /// MQTTS listener of the embedded endpoint; absent: plain MQTT only.
+    /// MQTTS listener of the embedded endpoint; absent: plain MQTT only. Present: MQTTS only,
+    /// unless `only = false` keeps the plain listener too.
     pub tls: Option<MqttTlsConfig>,
 }
 
@@ -247,10 +248,19 @@ pub struct MqttTlsConfig {
     /// PEM CA certificate(s) that issue device certificates; devices presenting one are
     /// identified by its common name (CN = device id) without a password.
     pub client_ca: Option<PathBuf>,
+    /// MQTTS only (the default): the plain listener (`mqtt.listen`) is not opened at all, so
+    /// no device secret or reading crosses the network in the clear. `false` serves plain MQTT
+    /// beside MQTTS, e.g. while devices move over.
+    #[serde(default = "default_tls_only")]
+    pub only: bool,
 }
 
 fn default_mqtts_listen() -> String {
     "0.0.0.0:8883".into()
+}
+
+fn default_tls_only() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -909,6 +919,16 @@ mod tests {
         assert_eq!(tls.listen, "127.0.0.1:8884");
         assert_eq!(tls.cert, PathBuf::from("/c.pem"));
         assert!(tls.client_ca.is_none());
+        assert!(
+            tls.only,
+            "with [mqtt.tls], MQTTS only unless said otherwise"
+        );
+        let both = load(
+            "[mqtt.tls]\ncert = \"/c.pem\"\nkey = \"/k.pem\"\n",
+            &[("VIGIL_MQTT__TLS__ONLY", "false")],
+        )
+        .unwrap();
+        assert!(!both.mqtt.tls.unwrap().only);
     }
 
     #[test]

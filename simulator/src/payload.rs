@@ -1332,7 +1332,7 @@ struct HeartRate {
     contact: u8,
     bpm: u16,
     energy_kj: Option<u16>,
-    /// RR intervals in 1/1024 s; `Some(empty)` sets the flag with none.
+    /// RR intervals in 1/1024 s (at least one when `Some`: the flag promises one or more).
     rr: Option<Vec<u16>>,
 }
 
@@ -1785,14 +1785,10 @@ fn heart_rate(readings: &[Reading], c: &mut Choices) -> Option<HeartRate> {
     let wide = bpm > 255 || c.flip();
     let contact = c.pick(&[0, 1, 3]);
     let energy_kj = c.one_in(4).then(|| (c.next() % 5000) as u16);
-    let rr = c.flip().then(|| {
-        let interval = if bpm == 0 {
-            0
-        } else {
-            (61_440.0 / f64::from(bpm)).round() as u16
-        };
-        let n = if bpm == 0 { 0 } else { c.below(4) };
-        vec![interval; n]
+    // RR intervals only with a beat to time them; the flag promises at least one.
+    let rr = (bpm > 0 && c.flip()).then(|| {
+        let interval = (61_440.0 / f64::from(bpm)).round() as u16;
+        vec![interval; 1 + c.below(3)]
     });
     Some(HeartRate {
         wide,

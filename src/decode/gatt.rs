@@ -4,7 +4,8 @@
 //! `shared/reference/gatt.md`): a flags byte, then the fields the flags select, in order,
 //! little-endian. The payload length is checked against the flags before any field is read,
 //! so a short or long payload is reported with the length the flags need; only heart rate's
-//! RR intervals may fill the rest of a payload. Reserved flag bits are ignored.
+//! RR intervals may fill the rest of a payload, and when its flag is set at least one must.
+//! Every field a flag promises must be there. Reserved flag bits are ignored.
 //!
 //! Readings carry canonical metric names and the UCUM unit the flags select. Values are not
 //! converted between unit systems (kPa stays kPa, °F stays °F); only glucose's SI mass and
@@ -41,13 +42,16 @@ pub(crate) fn decode(uuid16: u16, payload: &[u8]) -> Result<Vec<RawReading>, Dec
     }
 }
 
-/// Heart Rate Measurement 0x2A37: flags · HR u8|u16 · energy expended u16 · RR u16 × n.
+/// Heart Rate Measurement 0x2A37: flags · HR u8|u16 · energy expended u16 · RR u16 × n,
+/// n ≥ 1 when flagged.
 fn heart_rate(payload: &[u8]) -> Result<Vec<RawReading>, DecodeError> {
     let mut r = Reader::new(HEART_RATE, payload)?;
     let (wide, energy, rr) = (r.flag(0), r.flag(3), r.flag(4));
     let fixed = 1 + if wide { 2 } else { 1 } + size_if(energy, 2);
     if rr {
-        r.need_at_least(fixed)?;
+        // The flag says "one or more RR values are present": a payload that sets it and
+        // stops at the fixed fields is cut short, and its rate is not trusted either.
+        r.need_at_least(fixed + 2)?;
         if !payload.len().saturating_sub(fixed).is_multiple_of(2) {
             return Err(DecodeError::Malformed {
                 characteristic: HEART_RATE,
@@ -704,11 +708,40 @@ mod tests {
             decode(HEART_RATE, &[0x16, 0x48, 0x00, 0x04, 0x00, 0x02]),
             Ok(vec![r("heart_rate", 72.0, "/min", None)])
         );
-        // RR flag set, no interval in this notification.
-        assert!(decode(HEART_RATE, &[0x10, 0x48]).is_ok());
-        // RR flag set, odd byte left over.
+        // RR flag set and no interval: the flag says one or more follow, so the payload is
+        // cut short (a sensor with none to send clears the flag).
+        assert_eq!(
+            decode(HEART_RATE, &[0x10, 0x48]),
+            Err(DecodeError::Truncated {
+                characteristic: HEART_RATE,
+                flags: 0x10,
+                len: 2,
+                needed: 4
+            })
+        );
+        // The same with a u16 rate and contact, 0x0101 = 257 /min: not a heart rate of 257.
+        assert_eq!(
+            decode(HEART_RATE, &[0x17, 0x01, 0x01]),
+            Err(DecodeError::Truncated {
+                characteristic: HEART_RATE,
+                flags: 0x17,
+                len: 3,
+                needed: 5
+            })
+        );
+        // RR flag set, half an interval.
         assert_eq!(
             decode(HEART_RATE, &[0x10, 0x48, 0x00]),
+            Err(DecodeError::Truncated {
+                characteristic: HEART_RATE,
+                flags: 0x10,
+                len: 3,
+                needed: 4
+            })
+        );
+        // RR flag set, an odd byte left over after an interval.
+        assert_eq!(
+            decode(HEART_RATE, &[0x10, 0x48, 0x00, 0x04, 0x00]),
             Err(DecodeError::Malformed {
                 characteristic: HEART_RATE,
                 reason: "RR-interval bytes are not a whole number of 16-bit values"
@@ -741,22 +774,23 @@ mod tests {
                 characteristic: HEART_RATE
             })
         );
-        for len in 1..5 {
+        // The RR flag promises at least one interval: every cut is short of 7 bytes.
+        for len in 1..full.len() {
             assert_eq!(
                 decode(HEART_RATE, &full[..len]),
                 Err(DecodeError::Truncated {
                     characteristic: HEART_RATE,
                     flags: 0x19,
                     len,
-                    needed: 5
+                    needed: 7
                 })
             );
         }
-        assert!(decode(HEART_RATE, &full[..5]).is_ok());
         assert!(matches!(
-            decode(HEART_RATE, &full[..6]),
+            decode(HEART_RATE, &cat(&[&full, &[0]])),
             Err(DecodeError::Malformed { .. })
         ));
+        assert!(decode(HEART_RATE, &cat(&[&full, &[0x00, 0x02]])).is_ok());
         // Without RR the fixed part must be exact: flags 0x09 = u16 HR + energy.
         assert_every_cut_and_extension(HEART_RATE, &[0x09, 0x2C, 0x01, 0x10, 0x00]);
     }
@@ -1519,6 +1553,22 @@ mod tests {
             // flag value to every short body reaches the value checks too.
             let payload = cat(&[&[flags], &body]);
             check_output(&decode(uuid, &payload))?;
+        }
+
+        #[test]
+        fn a_heart_rate_is_decoded_only_with_every_field_its_flags_promise(
+            flags in any::<u8>(),
+            body in proptest::collection::vec(any::<u8>(), 0..12),
+        ) {
+            let payload = cat(&[&[flags], &body]);
+            if decode(HEART_RATE, &payload).is_ok() {
+                // Flags, the rate (u16 with b0), energy (b3), and one RR interval (b4).
+                let promised = 1
+                    + if flags & 0x01 != 0 { 2 } else { 1 }
+                    + if flags & 0x08 != 0 { 2 } else { 0 }
+                    + if flags & 0x10 != 0 { 2 } else { 0 };
+                prop_assert!(payload.len() >= promised, "{payload:02x?}");
+            }
         }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! The two protocol versions are folded into one small vocabulary ([`Inbound`] and the
 //! encoders below), so the connection logic is written once. The size limit is checked on
-//! the fixed header, before the body of a packet is read or buffered.
+//! the fixed header, before the body of a packet is read or buffered, and so are the flags
+//! MQTT fixes for each packet type (rumqttc does not check them): a packet with wrong ones is
+//! malformed, whatever its body.
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::{self as m4b, v4};
@@ -35,6 +37,8 @@ pub struct Connect {
 pub struct Will {
     pub topic: String,
     pub payload: Bytes,
+    /// Will Retain: the will should be kept as a retained message.
+    pub retain: bool,
 }
 
 /// A packet from a connected client.
@@ -44,6 +48,8 @@ pub enum Inbound {
         topic: String,
         pkid: u16,
         qos: u8,
+        /// RETAIN: keep this message for future subscribers (not offered by the endpoint).
+        retain: bool,
         payload: Bytes,
         content_type: Option<String>,
         uses_topic_alias: bool,
@@ -91,12 +97,66 @@ fn frame(buf: &BytesMut, max: usize) -> Result<Option<()>, CodecError> {
     }
 }
 
+/// The names of the packet types, by their number (the high four bits of the first byte).
+const PACKET_NAMES: [&str; 16] = [
+    "reserved packet type 0",
+    "CONNECT",
+    "CONNACK",
+    "PUBLISH",
+    "PUBACK",
+    "PUBREC",
+    "PUBREL",
+    "PUBCOMP",
+    "SUBSCRIBE",
+    "SUBACK",
+    "UNSUBSCRIBE",
+    "UNSUBACK",
+    "PINGREQ",
+    "PINGRESP",
+    "DISCONNECT",
+    "AUTH",
+];
+
+/// Checks the flags of a packet's first byte, which MQTT fixes for every type but PUBLISH
+/// (3.1.1 section 2.2.2, 5 section 2.1.3): 0010 for PUBREL, SUBSCRIBE and UNSUBSCRIBE, 0000
+/// for the rest; PUBLISH's are DUP, QoS and RETAIN, where QoS 3 is malformed and so is DUP on a
+/// QoS 0 message (MQTT-3.3.1-2). Any other value is a malformed packet, which closes the
+/// connection (MQTT-2.2.2-2 in 3.1.1, MQTT-2.1.3-1 in 5).
+fn check_flags(first: u8) -> Result<(), CodecError> {
+    let (kind, flags) = (usize::from(first >> 4), first & 0x0f);
+    let name = PACKET_NAMES[kind];
+    let required = match kind {
+        3 => {
+            let (dup, qos) = (flags & 0b1000 != 0, (flags >> 1) & 0b11);
+            return match (dup, qos) {
+                (_, 3) => Err(CodecError::Malformed("PUBLISH with QoS 3".into())),
+                (true, 0) => Err(CodecError::Malformed(
+                    "PUBLISH at QoS 0 with DUP set".into(),
+                )),
+                _ => Ok(()),
+            };
+        }
+        6 | 8 | 10 => 0b0010,
+        _ => 0b0000,
+    };
+    if flags == required {
+        Ok(())
+    } else {
+        Err(CodecError::Malformed(format!(
+            "{name} with fixed-header flags {flags:04b} (must be {required:04b})"
+        )))
+    }
+}
+
 /// Reads the protocol level of a framed CONNECT without decoding it.
 fn connect_level(buf: &[u8]) -> Result<u8, CodecError> {
-    if buf.first().map(|b| b >> 4) != Some(1) {
-        return Err(CodecError::Malformed(
-            "the first packet must be CONNECT".into(),
-        ));
+    match buf.first() {
+        Some(&first) if first >> 4 == 1 => check_flags(first)?,
+        _ => {
+            return Err(CodecError::Malformed(
+                "the first packet must be CONNECT".into(),
+            ));
+        }
     }
     // Skip the remaining-length varint (1 to 4 bytes).
     let mut i = 1;
@@ -131,6 +191,7 @@ pub fn read_connect(buf: &mut BytesMut, max: usize) -> Result<Option<Connect>, C
                 will: c.last_will.map(|w| Will {
                     topic: w.topic,
                     payload: w.message,
+                    retain: w.retain,
                 }),
                 client_max_packet: None,
             })),
@@ -151,6 +212,7 @@ pub fn read_connect(buf: &mut BytesMut, max: usize) -> Result<Option<Connect>, C
                         topic: String::from_utf8(w.topic.to_vec())
                             .map_err(|_| CodecError::Malformed("will topic is not UTF-8".into()))?,
                         payload: w.message,
+                        retain: w.retain,
                     }),
                     None => None,
                 },
@@ -173,6 +235,15 @@ pub fn read(
     if frame(buf, max)?.is_none() {
         return Ok(None);
     }
+    if let Some(&first) = buf.first() {
+        check_flags(first)?;
+    }
+    if version == Version::V5 && buf.starts_with(&[0xe0, 0x00]) {
+        // MQTT 5 DISCONNECT without a body: reason 0x00, normal disconnection. rumqttc asks
+        // for a body there, and would turn a clean goodbye into a malformed packet.
+        let _ = buf.split_to(2);
+        return Ok(Some(Inbound::Disconnect { with_will: false }));
+    }
     let malformed = |e: &dyn std::fmt::Display| CodecError::Malformed(e.to_string());
     let p = match version {
         Version::V311 => match v4::Packet::read(buf, max).map_err(|e| malformed(&e))? {
@@ -180,6 +251,7 @@ pub fn read(
                 topic: p.topic,
                 pkid: p.pkid,
                 qos: p.qos as u8,
+                retain: p.retain,
                 payload: p.payload,
                 content_type: None,
                 uses_topic_alias: false,
@@ -213,6 +285,7 @@ pub fn read(
                     topic,
                     pkid: p.pkid,
                     qos: p.qos as u8,
+                    retain: p.retain,
                     payload: p.payload,
                     content_type,
                     uses_topic_alias: alias,
@@ -253,6 +326,9 @@ pub enum ConnectCode {
     UnsupportedVersion,
     /// Too many connects (3.1.1: server unavailable; 5: 0x9F connection rate exceeded).
     RateExceeded,
+    /// A Will with Will Retain set, which the endpoint does not offer (3.1.1, which has no
+    /// such code: not authorized; 5: 0x9A retain not supported).
+    RetainNotSupported,
 }
 
 /// Limits the server announces in an MQTT 5 CONNACK.
@@ -274,7 +350,9 @@ pub fn connack(version: Version, code: ConnectCode, limits: ServerLimits) -> Byt
             let c = match code {
                 ConnectCode::Accepted => v4::ConnectReturnCode::Success,
                 ConnectCode::BadCredentials => v4::ConnectReturnCode::BadUserNamePassword,
-                ConnectCode::NotAuthorized => v4::ConnectReturnCode::NotAuthorized,
+                ConnectCode::NotAuthorized | ConnectCode::RetainNotSupported => {
+                    v4::ConnectReturnCode::NotAuthorized
+                }
                 ConnectCode::ServerBusy | ConnectCode::RateExceeded => {
                     v4::ConnectReturnCode::ServiceUnavailable
                 }
@@ -290,6 +368,7 @@ pub fn connack(version: Version, code: ConnectCode, limits: ServerLimits) -> Byt
                 ConnectCode::NotAuthorized => v5::ConnectReturnCode::NotAuthorized,
                 ConnectCode::ServerBusy => v5::ConnectReturnCode::ServerBusy,
                 ConnectCode::RateExceeded => v5::ConnectReturnCode::ConnectionRateExceeded,
+                ConnectCode::RetainNotSupported => v5::ConnectReturnCode::RetainNotSupported,
                 ConnectCode::BadClientId => v5::ConnectReturnCode::ClientIdentifierNotValid,
                 ConnectCode::UnsupportedVersion => {
                     v5::ConnectReturnCode::UnsupportedProtocolVersion
@@ -484,6 +563,7 @@ pub fn disconnect(version: Version, reason: DisconnectReason) -> Option<Bytes> {
         DisconnectReason::StoreFailed => v5::DisconnectReasonCode::UnspecifiedError,
         DisconnectReason::DiskFull => v5::DisconnectReasonCode::QuotaExceeded,
         DisconnectReason::TopicAlias => v5::DisconnectReasonCode::TopicAliasInvalid,
+        DisconnectReason::Retain => v5::DisconnectReasonCode::RetainNotSupported,
     };
     let mut d = v5::Disconnect::new(code);
     if reason == DisconnectReason::DiskFull {
@@ -517,6 +597,8 @@ pub enum DisconnectReason {
     /// The store's disk is full (MQTT 5: 0x97 quota exceeded, with a reason string).
     DiskFull,
     TopicAlias,
+    /// A retained PUBLISH, after CONNACK said retain is not available (MQTT 5: 0x9A).
+    Retain,
 }
 
 #[cfg(test)]
@@ -590,6 +672,187 @@ mod tests {
         ));
         let mut buf = BytesMut::from(&[0x30, 0x02, 0, 0][..]);
         assert!(read_connect(&mut buf, 1024).is_err());
+    }
+
+    /// `first` and a body with a one-byte remaining length.
+    fn packet(first: u8, body: &[u8]) -> BytesMut {
+        let mut p = BytesMut::from(&[first, body.len() as u8][..]);
+        p.extend_from_slice(body);
+        p
+    }
+
+    #[test]
+    fn refuses_packets_whose_fixed_header_flags_are_wrong() {
+        // SUBSCRIBE to "t" (packet id 1, QoS 0); MQTT 5 has a property length after the id.
+        let sub4: &[u8] = &[0, 1, 0, 1, b't', 0];
+        let sub5: &[u8] = &[0, 1, 0, 0, 1, b't', 0];
+        let unsub4: &[u8] = &[0, 2, 0, 1, b't'];
+        let unsub5: &[u8] = &[0, 2, 0, 0, 1, b't'];
+        let cases: &[(u8, &[u8], &[u8], &str)] = &[
+            (
+                0x80,
+                sub4,
+                sub5,
+                "SUBSCRIBE with fixed-header flags 0000 (must be 0010)",
+            ),
+            (
+                0x8a,
+                sub4,
+                sub5,
+                "SUBSCRIBE with fixed-header flags 1010 (must be 0010)",
+            ),
+            (
+                0xa0,
+                unsub4,
+                unsub5,
+                "UNSUBSCRIBE with fixed-header flags 0000 (must be 0010)",
+            ),
+            (
+                0x62,
+                &[0, 3],
+                &[0, 3],
+                "PUBREL with fixed-header flags 0010",
+            ),
+            (
+                0x63,
+                &[0, 3],
+                &[0, 3],
+                "PUBREL with fixed-header flags 0011 (must be 0010)",
+            ),
+            (
+                0x60,
+                &[0, 3],
+                &[0, 3],
+                "PUBREL with fixed-header flags 0000 (must be 0010)",
+            ),
+            (
+                0x41,
+                &[0, 3],
+                &[0, 3],
+                "PUBACK with fixed-header flags 0001 (must be 0000)",
+            ),
+            (
+                0x58,
+                &[0, 3],
+                &[0, 3],
+                "PUBREC with fixed-header flags 1000 (must be 0000)",
+            ),
+            (
+                0x72,
+                &[0, 3],
+                &[0, 3],
+                "PUBCOMP with fixed-header flags 0010 (must be 0000)",
+            ),
+            (
+                0xc2,
+                &[],
+                &[],
+                "PINGREQ with fixed-header flags 0010 (must be 0000)",
+            ),
+            (
+                0xe1,
+                &[],
+                &[0],
+                "DISCONNECT with fixed-header flags 0001 (must be 0000)",
+            ),
+            (
+                0x1f,
+                &[],
+                &[],
+                "CONNECT with fixed-header flags 1111 (must be 0000)",
+            ),
+            (
+                0x36,
+                &[0, 1, b't', 0, 1],
+                &[0, 1, b't', 0, 1, 0],
+                "PUBLISH with QoS 3",
+            ),
+            (
+                0x38,
+                &[0, 1, b't'],
+                &[0, 1, b't', 0],
+                "PUBLISH at QoS 0 with DUP set",
+            ),
+        ];
+        for &(first, v4_body, v5_body, why) in cases {
+            for (version, body) in [(Version::V311, v4_body), (Version::V5, v5_body)] {
+                let got = read(version, &mut packet(first, body), 1024);
+                if first == 0x62 {
+                    assert!(
+                        matches!(got, Ok(Some(Inbound::PubRel { pkid: 3 }))),
+                        "{got:?}"
+                    );
+                    continue;
+                }
+                match got {
+                    Err(CodecError::Malformed(m)) => assert_eq!(m, why, "{version:?}"),
+                    other => panic!("{version:?} {first:#04x}: {other:?}"),
+                }
+            }
+        }
+        // The right flags: SUBSCRIBE 0010, and PUBLISH with DUP at QoS 1 and RETAIN.
+        assert!(matches!(
+            read(Version::V311, &mut packet(0x82, sub4), 1024),
+            Ok(Some(Inbound::Subscribe { pkid: 1, .. }))
+        ));
+        assert!(matches!(
+            read(Version::V5, &mut packet(0x82, sub5), 1024),
+            Ok(Some(Inbound::Subscribe { pkid: 1, .. }))
+        ));
+        assert!(matches!(
+            read(
+                Version::V311,
+                &mut packet(0x3b, &[0, 1, b't', 0, 7, b'x']),
+                1024
+            ),
+            Ok(Some(Inbound::Publish {
+                pkid: 7,
+                qos: 1,
+                retain: true,
+                ..
+            }))
+        ));
+        // A CONNECT with flags is malformed before its protocol level is looked at.
+        let mut c = v4_connect("d1", "secret");
+        c[0] = 0x12;
+        assert!(matches!(
+            read_connect(&mut c, 1024),
+            Err(CodecError::Malformed(m)) if m.contains("CONNECT with fixed-header flags 0010")
+        ));
+    }
+
+    #[test]
+    fn a_v5_disconnect_without_a_body_is_a_normal_one() {
+        let mut buf = BytesMut::from(&[0xe0, 0x00, 0xc0, 0x00][..]);
+        assert!(matches!(
+            read(Version::V5, &mut buf, 1024),
+            Ok(Some(Inbound::Disconnect { with_will: false }))
+        ));
+        assert!(matches!(
+            read(Version::V5, &mut buf, 1024),
+            Ok(Some(Inbound::PingReq))
+        ));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn reads_the_retain_flags_of_a_publish_and_a_will() {
+        let mut p = v5::Publish::new("t", m5b::QoS::AtLeastOnce, "x", None);
+        p.pkid = 9;
+        p.retain = true;
+        let mut buf = BytesMut::new();
+        p.write(&mut buf).unwrap();
+        assert!(matches!(
+            read(Version::V5, &mut buf, 1024),
+            Ok(Some(Inbound::Publish { retain: true, .. }))
+        ));
+        let mut c = v4::Connect::new("client-1");
+        c.set_login("d1", "s");
+        c.last_will = Some(v4::LastWill::new("t", "bye", m4b::QoS::AtMostOnce, true));
+        let mut buf = BytesMut::new();
+        c.write(&mut buf).unwrap();
+        let got = read_connect(&mut buf, 1024).unwrap().unwrap();
+        assert!(got.will.is_some_and(|w| w.retain));
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! Access rules: a device authenticates with its id and secret; it may publish only under
 //! `vigil/v1/devices/{its id}/…` (readings, gatt, status) and subscribe only to its own
 //! `errors` topic; its Last Will must be its own status topic. Anything else is refused and
-//! counted. Nothing a device sends can make this module panic or allocate beyond the packet
+//! counted. Retained messages are not offered (MQTT 5 CONNACK says so): a retained PUBLISH
+//! closes the connection (MQTT 5: DISCONNECT 0x9A) and a Will with Will Retain is refused at
+//! CONNECT. Nothing a device sends can make this module panic or allocate beyond the packet
 //! size limit.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -170,6 +172,7 @@ impl End {
                 DisconnectReason::StoreFailed => "store failure",
                 DisconnectReason::DiskFull => "disk full",
                 DisconnectReason::TopicAlias => "topic alias not allowed",
+                DisconnectReason::Retain => "retain not supported",
             },
         }
     }
@@ -444,6 +447,15 @@ impl Endpoint {
         if connect.client_id.is_empty() && !connect.clean {
             let _ = sock
                 .write_all(&refuse(ConnectCode::BadClientId, "bad_client_id"))
+                .await;
+            return;
+        }
+        if connect.will.as_ref().is_some_and(|w| w.retain) {
+            // Retained messages are not offered: MQTT 5 wants a Will Retain refused at
+            // CONNECT (0x9A); 3.1.1 has no such code and gets "not authorised".
+            tracing::warn!(%peer, device_id = %device_id, "mqtt connect refused: will retain is not supported");
+            let _ = sock
+                .write_all(&refuse(ConnectCode::RetainNotSupported, "will_retain"))
                 .await;
             return;
         }
@@ -742,12 +754,20 @@ impl Endpoint {
                 topic,
                 pkid,
                 qos,
+                retain,
                 payload,
                 content_type,
                 uses_topic_alias,
             } => {
                 if uses_topic_alias {
                     return Some(End::Server(DisconnectReason::TopicAlias));
+                }
+                if retain {
+                    // CONNACK said "retain available: 0" (MQTT 5), so this is a protocol error
+                    // (0x9A); 3.1.1 cannot refuse one message, and accepting it would promise
+                    // a retained copy that is never kept: closed, not acknowledged, not stored.
+                    tracing::warn!(device_id = %s.device_id, "retained publish refused: retain is not supported; closing");
+                    return Some(End::Server(DisconnectReason::Retain));
                 }
                 let kind = match Topic::parse(&topic) {
                     Ok(t) if t.device_id == s.device_id && t.kind != TopicKind::Errors => t.kind,

@@ -115,6 +115,8 @@ const SCHEMA: &[&str] = &[
     crate::video::visits::SCHEMA_V5,
     // version 6: API tokens.
     tokens::SCHEMA_V6,
+    // version 7: usernames unique whatever their case.
+    users::SCHEMA_V7,
 ];
 
 /// A patient as the API shows it.
@@ -611,6 +613,7 @@ impl Registry {
     /// Opens (or creates) `registry.db` in `dir` and loads device credentials into memory.
     pub fn open(dir: &Path, profiles: Profiles) -> Result<Registry, RegistryError> {
         let conn = crate::store::open_db(&dir.join("registry.db"), SCHEMA)?;
+        users::warn_of_case_twins(&conn)?;
         let mut devices = HashMap::new();
         {
             let mut stmt =
@@ -1052,14 +1055,28 @@ impl Registry {
             .map_err(|e| RegistryError::Db(e.to_string()))??;
         let username = username.to_owned();
         self.with(move |c| {
-            let n = c.execute(
-                "INSERT INTO users (username, password_hash, role, created_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT DO NOTHING",
+            let tx = c.transaction()?;
+            // Usernames ignore case: `NINA` is `nina` (schema 7's triggers refuse it too).
+            let taken: Option<String> = tx
+                .query_row(
+                    "SELECT username FROM users WHERE username = ?1 COLLATE NOCASE LIMIT 1",
+                    [&username],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(taken) = taken {
+                let note = if taken == username {
+                    ""
+                } else {
+                    " (usernames ignore case)"
+                };
+                return Err(RegistryError::Exists(format!("user {taken}{note}")));
+            }
+            tx.execute(
+                "INSERT INTO users (username, password_hash, role, created_ms) VALUES (?1, ?2, ?3, ?4)",
                 params![username, hash, role.as_str(), now_ms],
             )?;
-            if n == 0 {
-                return Err(RegistryError::Exists(format!("user {username}")));
-            }
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -1071,7 +1088,10 @@ impl Registry {
         let row: Option<(String, String)> = self
             .with(move |c| {
                 Ok(c.query_row(
-                    "SELECT password_hash, role FROM users WHERE username = ?1",
+                    &format!(
+                        "SELECT password_hash, role FROM users WHERE username = {}",
+                        users::NAMED
+                    ),
                     [username],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )

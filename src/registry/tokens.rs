@@ -119,18 +119,12 @@ impl Registry {
         };
         let hash = sha256(secret.as_bytes());
         let id = format!("tok_{}", hex::encode(&sha256(&b)[..8]));
-        let (user, label) = (user.to_owned(), label.to_owned());
+        let (asked, label) = (user.to_owned(), label.to_owned());
         let token = self
             .with(move |c| {
-                let exists: bool = c
-                    .query_row("SELECT 1 FROM users WHERE username = ?1", [&user], |_| {
-                        Ok(true)
-                    })
-                    .optional()?
-                    .unwrap_or(false);
-                if !exists {
-                    return Err(RegistryError::NotFound(format!("user {user}")));
-                }
+                // Any spelling of the name; the token holds the stored one.
+                let user = super::users::stored_name(c, &asked)?
+                    .ok_or_else(|| RegistryError::NotFound(format!("user {asked}")))?;
                 c.execute(
                     "INSERT INTO api_tokens (id, token_hash, username, label, scope, created_ms, expires_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

@@ -5,9 +5,14 @@
 //! cookie; the registry keeps only its SHA-256, with the user it belongs to, its CSRF token and
 //! when it expires. Changing a user's password or role ends their sessions.
 //!
+//! Usernames ignore case: `nina` and `NINA` are one account, found by either spelling (sign-in,
+//! changes, teams, tokens) and shown as it was created. Sessions, team memberships and tokens
+//! hold that stored spelling. Accounts that already differed only in case when this rule came
+//! (schema 7) are kept, each found by its exact spelling only; no new one can be added.
+//!
 //! It must never store a session token or a password in the clear.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Registry, RegistryError, Role, sha256};
@@ -34,6 +39,53 @@ pub(super) const SCHEMA_V4: &str = "
         expires_ms INTEGER NOT NULL
     );
     CREATE INDEX sessions_by_user ON sessions (username);";
+
+/// Schema version 7: usernames unique whatever their case. A unique index cannot be built on a
+/// registry that already holds two names differing only in case, and merging or dropping one
+/// of those accounts would lose a clinician's access or history; so triggers refuse any new
+/// clash, and the existing pairs are kept (and logged at every start, [`warn_of_case_twins`]).
+pub(super) const SCHEMA_V7: &str = "
+    CREATE INDEX users_by_name_nocase ON users (username COLLATE NOCASE);
+    CREATE TRIGGER users_names_ignore_case_insert BEFORE INSERT ON users
+    WHEN EXISTS (SELECT 1 FROM users WHERE username = NEW.username COLLATE NOCASE)
+    BEGIN
+        SELECT RAISE(ABORT, 'a user of that name exists (usernames ignore case)');
+    END;
+    CREATE TRIGGER users_names_ignore_case_update BEFORE UPDATE OF username ON users
+    WHEN EXISTS (SELECT 1 FROM users
+                 WHERE username = NEW.username COLLATE NOCASE AND rowid <> OLD.rowid)
+    BEGIN
+        SELECT RAISE(ABORT, 'a user of that name exists (usernames ignore case)');
+    END;";
+
+/// SQL for the stored spelling of the username bound to `?1`, whatever its case: the exact
+/// spelling if an account has it, else the one account that matches ignoring case, else NULL
+/// (none, or two older accounts that differ only in case: neither is guessed).
+pub(super) const NAMED: &str = "COALESCE(
+    (SELECT username FROM users WHERE username = ?1),
+    (SELECT CASE WHEN COUNT(*) = 1 THEN MIN(username) END
+     FROM users WHERE username = ?1 COLLATE NOCASE))";
+
+/// The stored spelling of the user `name` names ([`NAMED`]), if any.
+pub(super) fn stored_name(c: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+    c.prepare_cached(&format!("SELECT {NAMED}"))?
+        .query_row([name], |r| r.get(0))
+}
+
+/// Logs the accounts whose names differ only in case (made before usernames ignored case).
+pub(super) fn warn_of_case_twins(c: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = c.prepare(
+        "SELECT group_concat(username, ', ') FROM users
+         GROUP BY username COLLATE NOCASE HAVING COUNT(*) > 1",
+    )?;
+    for names in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        tracing::warn!(
+            users = %names?,
+            "user accounts whose names differ only in case: each signs in under its exact spelling only; retire the one not in use (new password, no teams)"
+        );
+    }
+    Ok(())
+}
 
 /// A user as the API shows it (never the password hash).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -251,9 +303,11 @@ impl Registry {
         username: &str,
         teams: Vec<String>,
     ) -> Result<(), RegistryError> {
-        let username = username.to_owned();
+        let name = username.to_owned();
         self.with(move |c| {
             let tx = c.transaction()?;
+            let username = stored_name(&tx, &name)?
+                .ok_or_else(|| RegistryError::NotFound(format!("user {name}")))?;
             set_teams(&tx, &username, &teams)?;
             tx.commit()?;
             Ok(())
@@ -283,19 +337,21 @@ impl Registry {
         .await
     }
 
-    /// One user.
+    /// One user, by any spelling of its name.
     pub async fn user(&self, username: &str) -> Result<User, RegistryError> {
-        let username = username.to_owned();
+        let asked = username.to_owned();
         self.with(move |c| {
-            let row: Option<(String, i64)> = c
+            let row: Option<(String, String, i64)> = c
                 .query_row(
-                    "SELECT role, created_ms FROM users WHERE username = ?1",
-                    [&username],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    &format!(
+                        "SELECT username, role, created_ms FROM users WHERE username = {NAMED}"
+                    ),
+                    [&asked],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
-            let (role, created) =
-                row.ok_or_else(|| RegistryError::NotFound(format!("user {username}")))?;
+            let (username, role, created) =
+                row.ok_or_else(|| RegistryError::NotFound(format!("user {asked}")))?;
             Ok(User {
                 teams: teams_of(c, &username)?,
                 role: Role::parse(&role).unwrap_or(Role::Clinician),
@@ -324,17 +380,11 @@ impl Registry {
             }
             None => None,
         };
-        let name = username.to_owned();
+        let asked = username.to_owned();
         self.with(move |c| {
             let tx = c.transaction()?;
-            let exists: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
-                [&name],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                return Err(RegistryError::NotFound(format!("user {name}")));
-            }
+            let name = stored_name(&tx, &asked)?
+                .ok_or_else(|| RegistryError::NotFound(format!("user {asked}")))?;
             if let Some(role) = update.role {
                 tx.execute(
                     "UPDATE users SET role = ?2 WHERE username = ?1",
@@ -357,6 +407,7 @@ impl Registry {
             Ok(())
         })
         .await?;
+        // Found by the same rule as above, so the same account.
         self.user(username).await
     }
 
@@ -429,21 +480,25 @@ impl Registry {
     ) -> Result<(String, Session), RegistryError> {
         let (token, hash) = random_token()?;
         let (csrf, _) = random_token()?;
-        let name = username.to_owned();
+        let asked = username.to_owned();
         let expires_ms = now_ms + lifetime_ms;
         let csrf2 = csrf.clone();
-        self.with(move |c| {
-            // Expired sessions are swept whenever someone signs in.
-            c.execute("DELETE FROM sessions WHERE expires_ms <= ?1", [now_ms])?;
-            c.execute(
-                "INSERT INTO sessions (token_hash, username, csrf, created_ms, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![hash.as_slice(), name, csrf2, now_ms, expires_ms],
-            )?;
-            Ok(())
-        })
-        .await?;
-        let user = self.user(username).await?;
+        // The session holds the stored spelling, whichever one signed in.
+        let name = self
+            .with(move |c| {
+                let name = stored_name(c, &asked)?
+                    .ok_or_else(|| RegistryError::NotFound(format!("user {asked}")))?;
+                // Expired sessions are swept whenever someone signs in.
+                c.execute("DELETE FROM sessions WHERE expires_ms <= ?1", [now_ms])?;
+                c.execute(
+                    "INSERT INTO sessions (token_hash, username, csrf, created_ms, expires_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![hash.as_slice(), name, csrf2, now_ms, expires_ms],
+                )?;
+                Ok(name)
+            })
+            .await?;
+        let user = self.user(&name).await?;
         Ok((
             token,
             Session {
@@ -532,6 +587,108 @@ mod tests {
         assert!(check_password("correct horse battery", "nina").is_ok());
         assert!(check_password("Zürich at dawn, 2026", "nina").is_ok());
         assert!(check_password("abcdefghijkx", "nina").is_ok());
+    }
+
+    fn registry(dir: &std::path::Path) -> Registry {
+        Registry::open(dir, super::super::Profiles::built_in().unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn usernames_ignore_case_and_keep_their_first_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = registry(dir.path());
+        let pw = "correct horse battery";
+        r.add_user("nina", Role::Clinician, pw, 0).await.unwrap();
+        for other in ["NINA", "Nina"] {
+            let e = r
+                .add_user(other, Role::Admin, "another long password", 0)
+                .await;
+            assert!(matches!(e, Err(RegistryError::Exists(_))), "{other}: {e:?}");
+        }
+        assert_eq!(r.users().await.unwrap().len(), 1);
+        assert_eq!(r.verify_user("NiNa", pw).await, Some(Role::Clinician));
+        assert_eq!(r.user("NINA").await.unwrap().name, "nina");
+
+        r.create_team("north", "North", 0).await.unwrap();
+        r.set_user_teams("NINA", vec!["north".into()])
+            .await
+            .unwrap();
+        let update = UserUpdate {
+            role: Some(Role::Admin),
+            ..UserUpdate::default()
+        };
+        let u = r.update_user("nInA", update).await.unwrap();
+        assert_eq!((u.name.as_str(), u.role), ("nina", Role::Admin));
+        assert_eq!(u.teams, ["north"]);
+        assert_eq!(r.teams().await.unwrap()[0].members, ["nina"]);
+
+        let (token, session) = r.create_session("NINA", 0, 60_000).await.unwrap();
+        assert_eq!(session.user.name, "nina");
+        assert_eq!(
+            r.session(&token, 1).await.unwrap().unwrap().user.name,
+            "nina"
+        );
+        let (_, t) = r
+            .create_api_token("Nina", "ci", super::super::Scope::Read, 0, 60_000)
+            .await
+            .unwrap();
+        assert_eq!(t.user, "nina");
+        assert!(matches!(
+            r.create_session("nobody", 0, 60_000).await,
+            Err(RegistryError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn accounts_that_already_differ_only_in_case_are_kept_and_no_third_is_added() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A registry from before names ignored case, holding `nina` and `NINA`.
+            let path = dir.path().join("registry.db");
+            let c = crate::store::open_db(&path, &super::super::SCHEMA[..6]).unwrap();
+            let hash = hash_password("correct horse battery").unwrap();
+            for (name, role) in [("nina", "clinician"), ("NINA", "admin")] {
+                c.execute(
+                    "INSERT INTO users (username, password_hash, role, created_ms) VALUES (?1, ?2, ?3, 0)",
+                    params![name, hash, role],
+                )
+                .unwrap();
+            }
+        }
+        let r = registry(dir.path());
+        let names: Vec<String> = r
+            .users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(names, ["NINA", "nina"], "neither merged nor dropped");
+        // Each signs in under its exact spelling; a third spelling could be either: refused.
+        let pw = "correct horse battery";
+        assert_eq!(r.verify_user("nina", pw).await, Some(Role::Clinician));
+        assert_eq!(r.verify_user("NINA", pw).await, Some(Role::Admin));
+        assert_eq!(r.verify_user("Nina", pw).await, None);
+        assert_eq!(r.user("NINA").await.unwrap().role, Role::Admin);
+        assert!(matches!(
+            r.user("Nina").await,
+            Err(RegistryError::NotFound(_))
+        ));
+        assert!(matches!(
+            r.add_user("nInA", Role::Clinician, "another long password", 0)
+                .await,
+            Err(RegistryError::Exists(_))
+        ));
+        // The database refuses a clash by itself too, whoever writes.
+        let raw = r
+            .with(|c| {
+                Ok(c.execute(
+                    "INSERT INTO users (username, password_hash, role, created_ms) VALUES ('NiNa', 'x', 'admin', 0)",
+                    [],
+                )?)
+            })
+            .await;
+        assert!(raw.is_err(), "{raw:?}");
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub(super) async fn update_user(
         &p,
         "user.update",
         None,
-        &format!("user/{name}?changed={what}"),
+        &format!("user/{}?changed={what}", user.name),
     )
     .await?;
     Ok(Json(json!(user)))
@@ -173,7 +173,8 @@ pub(super) async fn create_token(
         ));
     }
     let user = match b.user {
-        Some(u) if u != p.name => {
+        // Usernames ignore case: one's own name in another spelling is still one's own.
+        Some(u) if !u.eq_ignore_ascii_case(&p.name) => {
             require_admin(&p)?;
             u
         }

@@ -121,8 +121,9 @@ pub(super) async fn sign_in(
             .map_err(|_| ApiError::Unavailable("sign-in is shutting down".into()))?;
         s.registry.verify_user(&body.username, &body.password).await
     };
-    let audit = |action: &'static str| {
-        let (s, remote, name) = (s.clone(), remote.clone(), body.username.clone());
+    // The actor: the name as typed for a refusal, the account's stored spelling once known.
+    let audit = |action: &'static str, name: String| {
+        let (s, remote) = (s.clone(), remote.clone());
         async move {
             s.registry
                 .audit(
@@ -141,7 +142,7 @@ pub(super) async fn sign_in(
     if role.is_none() {
         throttle.failed(&keys, Instant::now());
         tracing::info!(%remote, "failed sign-in");
-        audit("session.refused").await?;
+        audit("session.refused", body.username.clone()).await?;
         return Err(ApiError::UnauthorizedBecause(
             "wrong username or password".into(),
         ));
@@ -155,7 +156,7 @@ pub(super) async fn sign_in(
         .registry
         .create_session(&body.username, now_ms(), lifetime_ms)
         .await?;
-    audit("session.started").await?;
+    audit("session.started", session.user.name.clone()).await?;
     tracing::info!(user = %session.user.name, %remote, "signed in");
     Ok((
         [(

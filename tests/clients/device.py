@@ -11,7 +11,7 @@ arrives on the errors topic, and prints one JSON object on standard output:
 A DISCONNECT from the server (MQTT 5) ends the wait.
 
 Input: a JSON list of {"topic": str, "payload": str | {"hex": str}, "qos": 0|1,
-"content_type": str?}.
+"content_type": str?, "retain": bool?}.
 """
 
 import argparse
@@ -109,7 +109,15 @@ def main() -> int:
         if v5 and m.get("content_type"):
             props = Properties(PacketTypes.PUBLISH)
             props.ContentType = m["content_type"]
-        infos.append(client.publish(m["topic"], payload, qos=m.get("qos", 1), properties=props))
+        infos.append(
+            client.publish(
+                m["topic"],
+                payload,
+                qos=m.get("qos", 1),
+                retain=m.get("retain", False),
+                properties=props,
+            )
+        )
 
     want_acks = sum(1 for m in messages if m.get("qos", 1) > 0)
     while time.monotonic() < deadline:

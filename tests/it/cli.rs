@@ -207,6 +207,16 @@ async fn user_add_reads_the_password_from_stdin() {
         "{}",
         again.stderr
     );
+    // Usernames ignore case: NURSE is nurse.
+    let other_case = add("NURSE", "admin", b"a long enough password\n").await;
+    assert!(
+        !other_case.ok
+            && other_case
+                .stderr
+                .contains("user nurse (usernames ignore case) already exists"),
+        "{}",
+        other_case.stderr
+    );
     let short = add("x", "admin", b"short\n").await;
     assert!(!short.ok && short.stderr.contains("12"), "{}", short.stderr);
 

@@ -457,3 +457,36 @@ async fn bad_payloads_become_dead_letters_with_a_reason_and_reach_the_errors_top
     assert_eq!(api.dead_letters("ox-bad").await.len(), bad.len() + 1);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heart_rate_that_promises_rr_intervals_and_has_none_is_a_dead_letter() {
+    let gw = Gateway::start().await;
+    let api = &gw.client;
+    api.patient("p-rr").await;
+    let watch = api.device("watch-rr", "p-rr", "smartwatch").await;
+    // Flags 0x17: heart rate as u16 (b0), sensor contact (b1-2 = 3), RR intervals present (b4);
+    // heart rate 0x0101 = 257 /min, and then not one RR interval.
+    let out = mosquitto_pub(
+        gw.mqtt,
+        V::V311,
+        "watch-rr",
+        &watch,
+        "vigil/v1/devices/watch-rr/gatt/2a37",
+        &[0x17, 0x01, 0x01],
+        &[],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    // mosquitto_pub exits after the PUBACK, which comes after the dead letter's commit.
+    let letters = api.dead_letters("watch-rr").await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(
+        letters[0]["reason"], "2a37: payload is 3 bytes, flags 0x17 need at least 5",
+        "{letters:?}"
+    );
+    assert!(
+        api.observations("p-rr", "").await.is_empty(),
+        "no heart rate stored"
+    );
+    gw.stop().await;
+}

@@ -516,3 +516,199 @@ async fn failed_authentications_and_reconnect_storms_are_rate_limited() {
     assert_eq!(connack_code(&gw, "d3", &d3).await, UNAVAILABLE);
     gw.stop().await;
 }
+
+/// A minimal MQTT 5 CONNECT (no properties), hand-encoded like [`connect_packet`].
+fn connect_packet_v5(device: &str, secret: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0xc2, 0, 60, 0];
+    for field in [device, device, secret] {
+        body.extend((field.len() as u16).to_be_bytes());
+        body.extend(field.as_bytes());
+    }
+    let mut p = vec![0x10, body.len() as u8];
+    p.extend(body);
+    p
+}
+
+/// A raw MQTT 5 connection past its CONNACK (accepted).
+async fn connected_v5(gw: &Gateway, device: &str, secret: &str) -> TcpStream {
+    let mut s = TcpStream::connect(gw.mqtt).await.unwrap();
+    s.write_all(&connect_packet_v5(device, secret))
+        .await
+        .unwrap();
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], 0x20, "a CONNACK");
+    assert!(head[1] < 0x80, "a short CONNACK");
+    let mut rest = vec![0u8; usize::from(head[1])];
+    s.read_exact(&mut rest).await.unwrap();
+    assert_eq!(rest[1], 0x00, "CONNACK accepted: {rest:02x?}");
+    s
+}
+
+/// Everything the server sends until it closes the connection, or `None` if it is still open
+/// after `limit`.
+async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 256];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()?;
+    Some(got)
+}
+
+/// One MQTT packet: `first` (type and flags), the remaining length, `body`.
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    assert!(body.len() < 128, "a one-byte remaining length");
+    let mut p = vec![first, body.len() as u8];
+    p.extend_from_slice(body);
+    p
+}
+
+/// An MQTT string: its length in two bytes, then its bytes.
+fn mqtt_string(s: &str) -> Vec<u8> {
+    let mut out = (s.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(s.as_bytes());
+    out
+}
+
+/// Packets that are well formed but for the low four bits of their first byte, which MQTT
+/// fixes per packet type (SUBSCRIBE, UNSUBSCRIBE and PUBREL 0010, the others here 0000; a
+/// QoS 0 PUBLISH must not have DUP), for `device` in protocol version 3.1.1 or 5.
+fn wrong_flags(device: &str, v5: bool) -> Vec<(&'static str, Vec<u8>)> {
+    // MQTT 5 puts a property length (here 0) after the packet id or the topic.
+    let props: &[u8] = if v5 { &[0] } else { &[] };
+    let errors = mqtt_string(&format!("vigil/v1/devices/{device}/errors"));
+    let subscribe = [&[0, 1][..], props, &errors, &[0]].concat();
+    let unsubscribe = [&[0, 2][..], props, &errors].concat();
+    let readings = mqtt_string(&format!("vigil/v1/devices/{device}/readings"));
+    let publish = [
+        &readings[..],
+        props,
+        br#"{"metric":"body_weight","value":70}"#,
+    ]
+    .concat();
+    vec![
+        ("SUBSCRIBE with flags 0000", packet(0x80, &subscribe)),
+        ("SUBSCRIBE with flags 0011", packet(0x83, &subscribe)),
+        ("UNSUBSCRIBE with flags 0000", packet(0xa0, &unsubscribe)),
+        ("PUBREL with flags 0000", packet(0x60, &[0, 3])),
+        ("PUBACK with flags 0010", packet(0x42, &[0, 4])),
+        ("PINGREQ with flags 0001", packet(0xc1, &[])),
+        ("DISCONNECT with flags 0100", packet(0xe4, &[])),
+        ("PUBLISH at QoS 0 with DUP", packet(0x38, &publish)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_with_wrong_fixed_header_flags_are_malformed_and_close_the_connection() {
+    let gw = Gateway::start().await;
+    gw.client.patient("p1").await;
+    let v311 = gw.client.device("flags-4", "p1", "scale").await;
+    let v5 = gw.client.device("flags-5", "p1", "scale").await;
+    for (what, packet) in wrong_flags("flags-4", false) {
+        // MQTT 3.1.1: the server closes the connection (it has no DISCONNECT to send).
+        let mut s = connected(&gw, "flags-4", &v311, 60).await;
+        s.write_all(&packet).await.unwrap();
+        let got = read_until_closed(&mut s, Duration::from_secs(5)).await;
+        assert_eq!(got, Some(Vec::new()), "3.1.1 {what}: answered or left open");
+    }
+    for (what, packet) in wrong_flags("flags-5", true) {
+        // MQTT 5: DISCONNECT with reason 0x81 (malformed packet), then the close.
+        let mut s = connected_v5(&gw, "flags-5", &v5).await;
+        s.write_all(&packet).await.unwrap();
+        let got = read_until_closed(&mut s, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("5 {what}: left open"));
+        assert!(
+            got.len() >= 3 && got[0] == 0xe0 && got[2] == 0x81,
+            "5 {what}: {got:02x?}"
+        );
+    }
+    // A well-formed MQTT 5 DISCONNECT without a reason code (0x00, normal) is a clean end:
+    // nothing comes back before the close.
+    let mut s = connected_v5(&gw, "flags-5", &v5).await;
+    s.write_all(&[0xe0, 0x00]).await.unwrap();
+    let got = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert_eq!(got, Some(Vec::new()), "a plain DISCONNECT was answered");
+    // Nothing the malformed PUBLISH carried was stored.
+    assert!(gw.client.observations("p1", "").await.is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_publish_is_refused_since_retain_is_not_available() {
+    let gw = Gateway::start().await;
+    gw.client.patient("p1").await;
+    let secret = gw.client.device("th-ret", "p1", "thermometer").await;
+    let topic = "vigil/v1/devices/th-ret/readings";
+    let body = r#"{"metric":"body_temperature","value":37.1}"#;
+
+    // MQTT 5 (Paho): CONNACK said "retain available: 0", so DISCONNECT 0x9A (retain not
+    // supported), and no acknowledgement.
+    let report = paho_device(
+        gw.mqtt,
+        V::V5,
+        "th-ret",
+        &secret,
+        json!([{"topic": topic, "payload": body, "retain": true}]),
+        &["--timeout", "5"],
+    )
+    .await;
+    assert_eq!(report["connected"], true, "{report}");
+    assert_eq!(report["disconnect"]["reason_code"], 0x9a, "{report}");
+    assert_eq!(report["acked"], 0, "{report}");
+    // MQTT 3.1.1 has no reason codes: the connection is closed without a PUBACK.
+    let out = mosquitto_pub(
+        gw.mqtt,
+        V::V311,
+        "th-ret",
+        &secret,
+        topic,
+        body.as_bytes(),
+        &["-r"],
+    )
+    .await;
+    assert!(!out.ok, "3.1.1 retained publish acknowledged");
+    assert!(
+        gw.client.observations("p1", "").await.is_empty(),
+        "a retained publish was stored"
+    );
+    // A Will with Will Retain is refused at CONNECT: MQTT 5 0x9A, 3.1.1 "not authorised".
+    let will = [
+        "--will-topic",
+        "vigil/v1/devices/th-ret/status",
+        "--will-payload",
+        r#"{"online":false}"#,
+        "--will-retain",
+    ];
+    for (v, says) in [(V::V5, "retain not supported"), (V::V311, "not authori")] {
+        let out = mosquitto_pub(gw.mqtt, v, "th-ret", &secret, topic, body.as_bytes(), &will).await;
+        assert!(!out.ok, "{v:?}: a will retain connected");
+        assert!(
+            out.stderr.to_lowercase().contains(says),
+            "{v:?}: {}",
+            out.stderr
+        );
+    }
+    // The same reading without the retain flag is stored.
+    let out = mosquitto_pub(
+        gw.mqtt,
+        V::V311,
+        "th-ret",
+        &secret,
+        topic,
+        body.as_bytes(),
+        &[],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(gw.client.observations("p1", "").await.len(), 1);
+    gw.stop().await;
+}

@@ -37,7 +37,8 @@ where
 /// A gateway running in this process on free ports, with its own data directory.
 pub(crate) struct Gateway {
     pub(crate) http: SocketAddr,
-    /// The embedded endpoint (unspecified address in external-broker mode).
+    /// The embedded endpoint's plain MQTT (unspecified address in external-broker mode and
+    /// with MQTTS only).
     pub(crate) mqtt: SocketAddr,
     pub(crate) mqtts: Option<SocketAddr>,
     pub(crate) client: Api,

@@ -1,11 +1,11 @@
 //! MQTTS: devices authenticate with a client certificate (CN = device id) or with their secret
 //! over TLS; certificates from another CA, or naming an unknown device, are refused.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use vigil::config::MqttTlsConfig;
 
-use crate::support::{Gateway, eventually, issue_cert, run};
+use crate::support::{Gateway, V, eventually, free_port, issue_cert, mosquitto_pub, run};
 
 async fn pub_tls(
     gw: &Gateway,
@@ -39,10 +39,8 @@ async fn pub_tls(
     run("mosquitto_pub", &args, None).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devices_authenticate_by_certificate_or_secret_over_tls() {
-    let pki = tempfile::tempdir().unwrap();
-    let dir = pki.path();
+/// A CA (`ca.crt`) and a server certificate for localhost signed by it (`server.crt`), in `dir`.
+async fn server_cert(dir: &Path) {
     issue_cert(
         dir,
         "ca",
@@ -51,17 +49,30 @@ async fn devices_authenticate_by_certificate_or_secret_over_tls() {
         Some("IP:127.0.0.1,DNS:localhost"),
     )
     .await;
+}
+
+/// MQTTS on a free port with [`server_cert`]'s certificate.
+fn mqtts(dir: &Path, client_ca: Option<PathBuf>, only: bool) -> MqttTlsConfig {
+    MqttTlsConfig {
+        listen: "127.0.0.1:0".into(),
+        cert: dir.join("server.crt"),
+        key: dir.join("server.key"),
+        client_ca,
+        only,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_authenticate_by_certificate_or_secret_over_tls() {
+    let pki = tempfile::tempdir().unwrap();
+    let dir = pki.path();
+    server_cert(dir).await;
     issue_cert(dir, "ca", "dev", "therm-tls", None).await;
     issue_cert(dir, "ca", "ghost", "no-such-device", None).await;
     issue_cert(dir, "rogue-ca", "rogue", "therm-tls", None).await;
 
     let gw = Gateway::start_with(|cfg| {
-        cfg.mqtt.tls = Some(MqttTlsConfig {
-            listen: "127.0.0.1:0".into(),
-            cert: dir.join("server.crt"),
-            key: dir.join("server.key"),
-            client_ca: Some(dir.join("ca.crt")),
-        });
+        cfg.mqtt.tls = Some(mqtts(dir, Some(dir.join("ca.crt")), true));
     })
     .await;
     gw.client.patient("p-tls").await;
@@ -303,5 +314,58 @@ async fn https_serves_the_api_with_hsts_and_secure_cookies_and_reloads_its_certi
         200,
         "the renewed certificate is trusted and serves"
     );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mqtts_configured_plain_mqtt_is_not_served() {
+    let pki = tempfile::tempdir().unwrap();
+    let dir = pki.path();
+    server_cert(dir).await;
+    // The plain listener is given a real port, so that it would be reachable if it were bound.
+    let plain = free_port();
+    let gw = Gateway::start_with(|cfg| {
+        cfg.mqtt.listen = format!("127.0.0.1:{plain}");
+        cfg.mqtt.tls = Some(mqtts(dir, None, true));
+    })
+    .await;
+    gw.client.patient("p-only").await;
+    let secret = gw
+        .client
+        .device("therm-only", "p-only", "thermometer")
+        .await;
+    let password = ["-u", "therm-only", "-P", &secret];
+    let out = pub_tls(&gw, dir, "mqttv5", "therm-only", &password).await;
+    assert!(out.ok, "over MQTTS: {}", out.stderr);
+    // Plain MQTT: nothing listens, so the secret never crosses the network in the clear.
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", plain))
+            .await
+            .is_err(),
+        "the plain MQTT port accepts connections"
+    );
+    assert_eq!(gw.client.observations("p-only", "").await.len(), 1);
+    gw.stop().await;
+
+    // `only = false`: both listeners, for a fleet moving over to MQTTS.
+    let gw = Gateway::start_with(|cfg| {
+        cfg.mqtt.listen = format!("127.0.0.1:{plain}");
+        cfg.mqtt.tls = Some(mqtts(dir, None, false));
+    })
+    .await;
+    assert_eq!(gw.mqtt.port(), plain);
+    gw.client.patient("p-both").await;
+    let secret = gw
+        .client
+        .device("therm-both", "p-both", "thermometer")
+        .await;
+    let password = ["-u", "therm-both", "-P", &secret];
+    let out = pub_tls(&gw, dir, "mqttv311", "therm-both", &password).await;
+    assert!(out.ok, "over MQTTS: {}", out.stderr);
+    let body = br#"{"metric":"body_temperature","value":37.0}"#;
+    let topic = "vigil/v1/devices/therm-both/readings";
+    let out = mosquitto_pub(gw.mqtt, V::V311, "therm-both", &secret, topic, body, &[]).await;
+    assert!(out.ok, "over plain MQTT: {}", out.stderr);
+    assert_eq!(gw.client.observations("p-both", "").await.len(), 2);
     gw.stop().await;
 }

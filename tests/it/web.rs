@@ -276,6 +276,80 @@ async fn failed_sign_ins_are_throttled() {
 }
 
 #[tokio::test]
+async fn usernames_ignore_case_one_account_one_throttle() {
+    let g = Gateway::start().await;
+    clinic(&g).await;
+    // `nina` exists: `NINA` is the same name, so it cannot be a second account.
+    let (s, v) = g
+        .client
+        .post(
+            "/api/v1/users",
+            json!({"name": "NINA", "password": "another long password", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let (_, v) = g.client.get("/api/v1/users").await;
+    let names: Vec<&str> = v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ada", "nina", "sam"]);
+
+    // Signing in in any case finds nina, under the spelling she was created with.
+    let mut b = Browser::new(&g);
+    let (s, v) = b.sign_in("NiNa", PASSWORD).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["user"]["name"], "nina", "{v}");
+    assert_eq!(v["user"]["teams"], json!(["north"]));
+    let (_, v) = g.client.get("/api/v1/audit?user=nina").await;
+    assert!(
+        v["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "session.started"),
+        "the sign-in is audited under the account's name: {v}"
+    );
+    // An admin's changes by another spelling reach the same account.
+    let (s, v) = g
+        .client
+        .call(
+            "PATCH",
+            "/api/v1/users/NINA",
+            Some(json!({"teams": ["north", "south"]})),
+            Some(crate::support::TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["name"], "nina", "{v}");
+    assert_eq!(v["teams"], json!(["north", "south"]), "{v}");
+    let (_, v) = g.client.get("/api/v1/teams").await;
+    let south = v["teams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "south")
+        .unwrap();
+    assert_eq!(south["members"], json!(["nina", "sam"]), "{v}");
+
+    // One account, one throttle: failures as NINA from another address lock nina out here.
+    let mut elsewhere = Browser::new(&g);
+    elsewhere.http = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    for i in 0..6 {
+        let (s, _) = elsewhere.sign_in("NINA", "not the password at all").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let (s, v) = Browser::new(&g).sign_in("nina", PASSWORD).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    g.stop().await;
+}
+
+#[tokio::test]
 async fn a_clinician_sees_only_their_care_teams_patients() {
     let g = Gateway::start().await;
     let (north, south) = clinic(&g).await;
