@@ -193,14 +193,6 @@ pub(super) fn check_password(password: &str, username: &str) -> Result<(), Regis
     Ok(())
 }
 
-pub(super) fn hash_password(password: &str) -> Result<String, RegistryError> {
-    use argon2::password_hash::PasswordHasher as _;
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| RegistryError::Db(format!("password hashing failed: {e}")))
-}
-
 fn random_token() -> Result<(String, [u8; 32]), RegistryError> {
     use base64::Engine as _;
     let mut bytes = [0u8; 32];
@@ -315,12 +307,7 @@ impl Registry {
         let hash = match &update.password {
             Some(p) => {
                 check_password(p, username)?;
-                let p = p.clone();
-                Some(
-                    tokio::task::spawn_blocking(move || hash_password(&p))
-                        .await
-                        .map_err(|e| RegistryError::Db(e.to_string()))??,
-                )
+                Some(self.hasher.hash(super::ACCOUNTS, p).await?)
             }
             None => None,
         };

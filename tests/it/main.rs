@@ -16,6 +16,7 @@ mod fhir;
 mod influx;
 mod ingest;
 mod mqtt_rules;
+mod sign_in_flood;
 mod tls;
 mod visit_browser;
 mod visits;
