@@ -15,6 +15,7 @@ mod faults;
 mod fhir;
 mod influx;
 mod ingest;
+mod logs;
 mod mqtt_rules;
 mod sign_in_flood;
 mod tls;
