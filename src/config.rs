@@ -635,7 +635,7 @@ impl Config {
     /// from 1 up (a zero would refuse every request or device, or give up at once), names and
     /// credentials that must not be empty, one FHIR credential rather than two.
     fn validate_presence_and_counts(&self) -> Result<(), ConfigError> {
-        let at_least_one = [
+        at_least_one(&[
             ("http.max_body_bytes", self.http.max_body_bytes as u64),
             ("mqtt.max_connections", self.mqtt.max_connections as u64),
             (
@@ -644,34 +644,21 @@ impl Config {
             ),
             ("store.batch_max", self.store.batch_max as u64),
             ("store.queue_capacity", self.store.queue_capacity as u64),
-        ];
-        for (key, value) in at_least_one {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1"));
-            }
-        }
+        ])?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "must not be empty"));
         }
         if let Some(i) = &self.influxdb {
-            for (key, value) in [
+            not_empty(&[
                 ("influxdb.org", &i.org),
                 ("influxdb.bucket", &i.bucket),
                 ("influxdb.token", &i.token),
-            ] {
-                if value.trim().is_empty() {
-                    return Err(invalid(key, "must not be empty"));
-                }
-            }
-            for (key, value) in [
+            ])?;
+            at_least_one(&[
                 ("influxdb.batch_max", i.batch_max as u64),
                 ("influxdb.timeout_s", i.timeout_s),
                 ("influxdb.flush_interval_ms", i.flush_interval_ms),
-            ] {
-                if value == 0 {
-                    return Err(invalid(key, "must be at least 1"));
-                }
-            }
+            ])?;
         }
         if let Some(f) = &self.fhir {
             if f.smart.is_some() && f.token.is_some() {
@@ -680,19 +667,15 @@ impl Config {
                     "give either fhir.token or [fhir.smart], not both",
                 ));
             }
-            if f.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-                return Err(invalid("fhir.token", "must not be empty"));
+            if let Some(token) = &f.token {
+                not_empty(&[("fhir.token", token)])?;
             }
             if let Some(smart) = &f.smart {
-                for (key, value) in [
+                not_empty(&[
                     ("fhir.smart.client_id", &smart.client_id),
                     ("fhir.smart.kid", &smart.kid),
                     ("fhir.smart.scope", &smart.scope),
-                ] {
-                    if value.trim().is_empty() {
-                        return Err(invalid(key, "must not be empty"));
-                    }
-                }
+                ])?;
             }
         }
         Ok(())
@@ -704,6 +687,22 @@ impl Config {
 
     pub fn mqtt_addr(&self) -> SocketAddr {
         parse_addr("mqtt.listen", &self.mqtt.listen).expect("validated at load")
+    }
+}
+
+/// Refuses the first `(key, value)` that is 0.
+fn at_least_one(values: &[(&str, u64)]) -> Result<(), ConfigError> {
+    match values.iter().find(|(_, v)| *v == 0) {
+        Some((key, _)) => Err(invalid(key, "must be at least 1")),
+        None => Ok(()),
+    }
+}
+
+/// Refuses the first `(key, value)` that is empty or blank.
+fn not_empty(values: &[(&str, &str)]) -> Result<(), ConfigError> {
+    match values.iter().find(|(_, v)| v.trim().is_empty()) {
+        Some((key, _)) => Err(invalid(key, "must not be empty")),
+        None => Ok(()),
     }
 }
 
