@@ -472,7 +472,12 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        let mut rust_log = None;
         for (name, value) in env {
+            if name == "RUST_LOG" {
+                rust_log = Some(value);
+                continue;
+            }
             apply_env(&mut table, &name, &value)?;
         }
         let set = |t: &mut toml::Table, section: Option<&str>, key: &str, v: String| {
@@ -505,6 +510,13 @@ impl Config {
                     reason: e.inner().message().to_owned(),
                 }
             })?;
+        let mut cfg = cfg;
+        // `RUST_LOG`, the filter's customary variable, wins over `log.level`, and is held to the
+        // same rule.
+        if let Some(filter) = rust_log {
+            check_log_filter(&filter).map_err(|reason| invalid("RUST_LOG", reason))?;
+            cfg.log.level = filter;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -542,12 +554,6 @@ impl Config {
         if self.mqtt.connect_timeout_s == 0 {
             return Err(invalid("mqtt.connect_timeout_s", "must be at least 1"));
         }
-        if self.store.batch_max == 0 || self.store.queue_capacity == 0 {
-            return Err(invalid(
-                "store.batch_max",
-                "batch_max and queue_capacity must be at least 1",
-            ));
-        }
         if let Some(i) = &self.influxdb {
             if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
                 return Err(invalid(
@@ -557,12 +563,6 @@ impl Config {
             }
             if i.measurement.is_empty() {
                 return Err(invalid("influxdb.measurement", "must not be empty"));
-            }
-            if i.batch_max == 0 || i.timeout_s == 0 {
-                return Err(invalid(
-                    "influxdb.batch_max",
-                    "batch_max and timeout_s must be at least 1",
-                ));
             }
         }
         if self.alerts.tick_ms == 0 || self.alerts.tick_ms > 60_000 {
@@ -644,8 +644,56 @@ impl Config {
                 "is needed with video.turn_urls (coturn's static-auth-secret)",
             ));
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(invalid("log.level", e.to_string()));
+        check_log_filter(&self.log.level).map_err(|reason| invalid("log.level", reason))?;
+        self.validate_presence_and_counts()
+    }
+
+    /// What serde takes as any string or number but only works when given: counts and sizes
+    /// from 1 up (a zero would refuse every request or device, or give up at once), names and
+    /// credentials that must not be empty, one FHIR credential rather than two.
+    fn validate_presence_and_counts(&self) -> Result<(), ConfigError> {
+        at_least_one(&[
+            ("http.max_body_bytes", self.http.max_body_bytes as u64),
+            ("mqtt.max_connections", self.mqtt.max_connections as u64),
+            (
+                "mqtt.device_connects_per_minute",
+                u64::from(self.mqtt.device_connects_per_minute),
+            ),
+            ("store.batch_max", self.store.batch_max as u64),
+            ("store.queue_capacity", self.store.queue_capacity as u64),
+        ])?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if let Some(i) = &self.influxdb {
+            not_empty(&[
+                ("influxdb.org", &i.org),
+                ("influxdb.bucket", &i.bucket),
+                ("influxdb.token", &i.token),
+            ])?;
+            at_least_one(&[
+                ("influxdb.batch_max", i.batch_max as u64),
+                ("influxdb.timeout_s", i.timeout_s),
+                ("influxdb.flush_interval_ms", i.flush_interval_ms),
+            ])?;
+        }
+        if let Some(f) = &self.fhir {
+            if f.smart.is_some() && f.token.is_some() {
+                return Err(invalid(
+                    "fhir.token",
+                    "give either fhir.token or [fhir.smart], not both",
+                ));
+            }
+            if let Some(token) = &f.token {
+                not_empty(&[("fhir.token", token)])?;
+            }
+            if let Some(smart) = &f.smart {
+                not_empty(&[
+                    ("fhir.smart.client_id", &smart.client_id),
+                    ("fhir.smart.kid", &smart.kid),
+                    ("fhir.smart.scope", &smart.scope),
+                ])?;
+            }
         }
         Ok(())
     }
@@ -737,6 +785,64 @@ fn check_public_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses the first `(key, value)` that is 0.
+fn at_least_one(values: &[(&str, u64)]) -> Result<(), ConfigError> {
+    match values.iter().find(|(_, v)| *v == 0) {
+        Some((key, _)) => Err(invalid(key, "must be at least 1")),
+        None => Ok(()),
+    }
+}
+
+/// Refuses the first `(key, value)` that is empty or blank.
+fn not_empty(values: &[(&str, &str)]) -> Result<(), ConfigError> {
+    match values.iter().find(|(_, v)| v.trim().is_empty()) {
+        Some((key, _)) => Err(invalid(key, "must not be empty")),
+        None => Ok(()),
+    }
+}
+
+/// The level names a log filter may use.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// A log filter: a level, or comma-separated `target=level` directives with at most one bare
+/// level for everything else (`vigil=debug,info`). `tracing` itself would take any other bare
+/// word as the name of a target to log at every level (`verbose`: log nothing but that), so such
+/// a word is refused here, naming the levels.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    let is_level = |l: &str| LOG_LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    let directives: Vec<&str> = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return Err("is empty; use a level such as info".into());
+    }
+    for d in &directives {
+        let ok = match d.rsplit_once('=') {
+            Some((target, level)) => !target.trim().is_empty() && is_level(level),
+            None => is_level(d),
+        };
+        if !ok {
+            return Err(format!(
+                "{d:?} is neither a level (off, error, warn, info, debug, trace) nor \
+                 target=level (as in vigil=debug,info)"
+            ));
+        }
+    }
+    if directives.iter().filter(|d| !d.contains('=')).count() > 1 {
+        return Err(
+            "names more than one level for everything; give one, and target=level for \
+                    the rest"
+                .into(),
+        );
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map(|_| ())
+        .map_err(|e| format!("{filter:?} is not a log filter: {e}"))
+}
+
 fn validate_retry(section: &str, r: &RetryConfig) -> Result<(), ConfigError> {
     if r.timeout_s == 0 {
         return Err(invalid(
@@ -744,10 +850,22 @@ fn validate_retry(section: &str, r: &RetryConfig) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
-    if r.retry_initial_ms == 0 || r.retry_max_s == 0 {
+    if r.retry_initial_ms == 0 {
         return Err(invalid(
             &format!("{section}.retry_initial_ms"),
-            "retry_initial_ms and retry_max_s must be at least 1",
+            "must be at least 1",
+        ));
+    }
+    if r.retry_max_s == 0 {
+        return Err(invalid(
+            &format!("{section}.retry_max_s"),
+            "must be at least 1",
+        ));
+    }
+    if r.give_up_after_s == 0 {
+        return Err(invalid(
+            &format!("{section}.give_up_after_s"),
+            "must be at least 1",
         ));
     }
     Ok(())
@@ -906,6 +1024,104 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn a_log_level_must_be_a_level_or_target_level_pairs() {
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "vigil=debug,info",
+            "vigil::ingest=trace, warn",
+        ] {
+            let c = load("", &[("VIGIL_LOG__LEVEL", good)]).unwrap();
+            assert_eq!(c.log.level, good);
+        }
+        for bad in [
+            "verbose",
+            "",
+            " , ",
+            "vigil=loud",
+            "=info",
+            "info,debug",
+            "vigil",
+        ] {
+            let e = load("", &[("VIGIL_LOG__LEVEL", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("config: log.level: "), "{bad:?}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        let e = load("[log]\nlevel = \"verbose\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log.level") && e.contains("\"verbose\""), "{e}");
+        // RUST_LOG wins over log.level, and is held to the same rule.
+        let c = load("[log]\nlevel = \"warn\"\n", &[("RUST_LOG", "debug")]).unwrap();
+        assert_eq!(c.log.level, "debug");
+        let e = load("", &[("RUST_LOG", "verbose")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("RUST_LOG"), "{e}");
+    }
+
+    #[test]
+    fn counts_names_and_credentials_that_cannot_work_are_refused() {
+        let refused = |file: &str, env: &[(&str, &str)], key: &str| {
+            let e = load(file, env).unwrap_err().to_string();
+            assert!(e.contains(&format!("config: {key}: ")), "{key}: {e}");
+        };
+        for (var, key) in [
+            ("VIGIL_HTTP__MAX_BODY_BYTES", "http.max_body_bytes"),
+            ("VIGIL_MQTT__MAX_CONNECTIONS", "mqtt.max_connections"),
+            (
+                "VIGIL_MQTT__DEVICE_CONNECTS_PER_MINUTE",
+                "mqtt.device_connects_per_minute",
+            ),
+            ("VIGIL_STORE__BATCH_MAX", "store.batch_max"),
+            ("VIGIL_STORE__QUEUE_CAPACITY", "store.queue_capacity"),
+        ] {
+            refused("", &[(var, "0")], key);
+        }
+        refused("", &[("VIGIL_DATA_DIR", "")], "data_dir");
+        let influx = "[influxdb]\nurl = \"http://127.0.0.1:8086\"\norg = \"o\"\nbucket = \"b\"\ntoken = \"t\"\n";
+        assert!(load(influx, &[]).is_ok());
+        refused(
+            influx,
+            &[("VIGIL_INFLUXDB__BUCKET", " ")],
+            "influxdb.bucket",
+        );
+        refused(
+            influx,
+            &[("VIGIL_INFLUXDB__TIMEOUT_S", "0")],
+            "influxdb.timeout_s",
+        );
+        refused(
+            influx,
+            &[("VIGIL_INFLUXDB__FLUSH_INTERVAL_MS", "0")],
+            "influxdb.flush_interval_ms",
+        );
+        let fhir = "[fhir]\nbase_url = \"https://fhir.example.org/r4\"\n";
+        refused(
+            fhir,
+            &[("VIGIL_FHIR__RETRY_MAX_S", "0")],
+            "fhir.retry_max_s",
+        );
+        refused(
+            fhir,
+            &[("VIGIL_FHIR__GIVE_UP_AFTER_S", "0")],
+            "fhir.give_up_after_s",
+        );
+        refused(fhir, &[("VIGIL_FHIR__TOKEN", "")], "fhir.token");
+        let smart = format!(
+            "{fhir}token = \"t\"\n[fhir.smart]\ntoken_url = \"https://a.example/token\"\n\
+             client_id = \"vigil\"\nkey_file = \"/k.pem\"\nkid = \"k1\"\n"
+        );
+        refused(&smart, &[], "fhir.token");
+        let smart = smart.replace("token = \"t\"\n", "");
+        assert!(load(&smart, &[]).is_ok());
+        refused(&smart, &[("VIGIL_FHIR__SMART__KID", "")], "fhir.smart.kid");
     }
 
     #[test]

@@ -165,9 +165,15 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
+/// Threads the runtime may start for blocking work (SQLite reads, the registry, DNS). Tokio's
+/// default, 512, let a burst of concurrent reads start hundreds of threads, each holding memory
+/// after the burst; beyond this, blocking work waits its turn.
+const MAX_BLOCKING_THREADS: usize = 64;
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .expect("the tokio runtime starts")
 }

@@ -1,5 +1,9 @@
 //! Logs and metrics: the `tracing` subscriber set-up and the Prometheus metrics Vigil exports
-//! on `/metrics`. Metric names carry their unit; no label ever holds patient data.
+//! on `/metrics`. Metric names carry their unit; no label ever holds patient data. Log lines
+//! cannot be forged: the text format escapes control characters in every field and message
+//! ([`log_fields`]), the JSON format escapes them by its nature.
+
+mod log_fields;
 
 use std::sync::Arc;
 
@@ -12,16 +16,18 @@ use prometheus_client::registry::Registry;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Installs the global `tracing` subscriber (stderr). `RUST_LOG`, when set, wins over the config.
+/// Installs the global `tracing` subscriber (stderr) with the filter `cfg.level`, which the
+/// configuration has checked (and taken from `RUST_LOG` when that is set). Colours only when
+/// stderr is a terminal: a file or the journal gets plain text.
 pub fn init_logging(cfg: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.level));
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cfg.level))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match cfg.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(log_fields::EscapedFields).try_init(),
     };
 }
 

@@ -1,6 +1,11 @@
 //! Throttles shared by sign-in, API tokens and device connects: a back-off after repeated
 //! failures ([`FailureThrottle`]) and a token bucket per key ([`RateLimiter`]). Both live in
 //! memory, are bounded in the number of keys they hold, and forget idle keys.
+//!
+//! A check that takes long (a password) reserves its attempt before it starts
+//! ([`FailureThrottle::begin`]), so that attempts made all at once are counted as they are made,
+//! not only once each has failed: otherwise a burst would all pass the check before the first
+//! failure was counted.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -24,7 +29,12 @@ pub struct Backoff {
 struct Failures {
     count: u32,
     last: Instant,
+    /// Attempts begun and not yet ended.
+    pending: u32,
 }
+
+/// What the caller is told to wait while other attempts of a key are under way.
+const PENDING_WAIT: Duration = Duration::from_secs(1);
 
 /// Failures per key, and the lock they earn (see [`Backoff`]).
 pub struct FailureThrottle<K> {
@@ -53,6 +63,10 @@ impl<K: Hash + Eq + Clone> FailureThrottle<K> {
     /// How long the caller must still wait, if any of `keys` is locked.
     pub fn wait(&self, keys: &[K], now: Instant) -> Option<Duration> {
         let map = self.keys.lock().ok()?;
+        self.locked(&map, keys, now)
+    }
+
+    fn locked(&self, map: &HashMap<K, Failures>, keys: &[K], now: Instant) -> Option<Duration> {
         keys.iter()
             .filter_map(|k| self.locked_until(map.get(k)?))
             .filter(|until| *until > now)
@@ -60,19 +74,81 @@ impl<K: Hash + Eq + Clone> FailureThrottle<K> {
             .max()
     }
 
+    /// Begins an attempt for each of `keys`, unless one is locked or already has as many
+    /// attempts under way as it has free failures left (one, once they are spent): `Err` says
+    /// how long to wait. Each begun attempt must be ended with [`FailureThrottle::end`].
+    pub fn begin(&self, keys: &[K], now: Instant) -> Result<(), Duration> {
+        let Ok(mut map) = self.keys.lock() else {
+            return Ok(());
+        };
+        if let Some(wait) = self.locked(&map, keys, now) {
+            return Err(wait);
+        }
+        let forget = self.policy.forget_after;
+        let busy = keys.iter().filter_map(|k| map.get(k)).any(|f| {
+            let count = if now.duration_since(f.last) >= forget {
+                0
+            } else {
+                f.count
+            };
+            f.pending >= self.policy.free.saturating_sub(count).max(1)
+        });
+        if busy {
+            return Err(PENDING_WAIT);
+        }
+        self.sweep(&mut map, now);
+        for k in keys {
+            map.entry(k.clone())
+                .or_insert(Failures {
+                    count: 0,
+                    last: now,
+                    pending: 0,
+                })
+                .pending += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends an attempt begun with [`FailureThrottle::begin`], counting it as a failure of every
+    /// key when `failed`.
+    pub fn end(&self, keys: &[K], failed: bool, now: Instant) {
+        let Ok(mut map) = self.keys.lock() else {
+            return;
+        };
+        for k in keys {
+            if let Some(f) = map.get_mut(k) {
+                f.pending = f.pending.saturating_sub(1);
+            }
+        }
+        if failed {
+            self.count(&mut map, keys, now);
+        }
+    }
+
+    /// Forgets idle keys once the table is full (never one with attempts under way).
+    fn sweep(&self, map: &mut HashMap<K, Failures>, now: Instant) {
+        let forget = self.policy.forget_after;
+        if map.len() >= self.policy.max_keys {
+            map.retain(|_, f| f.pending > 0 || now.duration_since(f.last) < forget);
+        }
+    }
+
     /// Counts a failure against each of `keys`.
     pub fn failed(&self, keys: &[K], now: Instant) {
         let Ok(mut map) = self.keys.lock() else {
             return;
         };
+        self.count(&mut map, keys, now);
+    }
+
+    fn count(&self, map: &mut HashMap<K, Failures>, keys: &[K], now: Instant) {
         let forget = self.policy.forget_after;
-        if map.len() >= self.policy.max_keys {
-            map.retain(|_, f| now.duration_since(f.last) < forget);
-        }
+        self.sweep(map, now);
         for k in keys {
             let f = map.entry(k.clone()).or_insert(Failures {
                 count: 0,
                 last: now,
+                pending: 0,
             });
             if now.duration_since(f.last) >= forget {
                 f.count = 0;
@@ -82,10 +158,15 @@ impl<K: Hash + Eq + Clone> FailureThrottle<K> {
         }
     }
 
-    /// Clears a key's failures.
+    /// Clears a key's failures (attempts still under way stay counted).
     pub fn succeeded(&self, key: &K) {
         if let Ok(mut map) = self.keys.lock() {
-            map.remove(key);
+            match map.get_mut(key) {
+                Some(f) if f.pending > 0 => f.count = 0,
+                _ => {
+                    map.remove(key);
+                }
+            }
         }
     }
 }
@@ -172,6 +253,60 @@ mod tests {
         let now = Instant::now();
         t.failed(&["k"], now);
         assert!(t.wait(&["k"], now).is_none());
+    }
+
+    #[test]
+    fn attempts_under_way_use_up_the_free_failures_before_they_fail() {
+        let t = FailureThrottle::new(Backoff {
+            free: 3,
+            first: Duration::from_secs(30),
+            max: Duration::from_secs(60),
+            forget_after: Duration::from_secs(3600),
+            max_keys: 100,
+        });
+        let now = Instant::now();
+        let (user, other) = (["user:a", "addr:1"], ["user:b", "addr:1"]);
+        for _ in 0..3 {
+            assert!(t.begin(&user, now).is_ok());
+        }
+        assert_eq!(
+            t.begin(&user, now),
+            Err(PENDING_WAIT),
+            "three free, three under way"
+        );
+        assert_eq!(t.begin(&other, now), Err(PENDING_WAIT), "the address's too");
+        t.end(&user, true, now);
+        t.end(&user, true, now);
+        assert_eq!(
+            t.begin(&user, now),
+            Err(PENDING_WAIT),
+            "one left, one under way"
+        );
+        t.end(&user, true, now);
+        assert!(
+            t.begin(&user, now).is_ok(),
+            "the fourth, once the three have failed"
+        );
+        assert_eq!(
+            t.begin(&user, now),
+            Err(PENDING_WAIT),
+            "one at a time after the free ones"
+        );
+        t.end(&user, true, now);
+        let wait = t.begin(&user, now).unwrap_err();
+        assert!(
+            wait > Duration::from_secs(25),
+            "locked after the fourth failure: {wait:?}"
+        );
+
+        let fresh = ["user:c", "addr:2"];
+        assert!(t.begin(&fresh, now).is_ok());
+        t.succeeded(&"user:c");
+        t.end(&fresh, false, now);
+        assert!(
+            t.begin(&fresh, now).is_ok(),
+            "a success ends the attempt without a failure"
+        );
     }
 
     #[test]

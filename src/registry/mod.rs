@@ -8,9 +8,10 @@
 //! It must never keep a device secret or a password in the clear: device secrets are 256-bit
 //! random values stored as SHA-256 (a slow hash adds nothing to a secret with that much entropy
 //! and would turn every reconnect storm into a CPU storm); passwords, which people choose, are
-//! stored as Argon2id.
+//! stored as Argon2id, hashed and checked only in [`password`]'s bounded hasher.
 
 pub mod mosquitto;
+mod password;
 mod profile;
 mod tokens;
 mod users;
@@ -46,6 +47,9 @@ pub enum RegistryError {
     /// SQLite found no room on the data directory's disk; the change was rolled back whole.
     #[error("the data directory's disk is full")]
     Full,
+    /// Too many password checks are running and waiting; the caller may try again shortly.
+    #[error("too many password checks are under way; try again shortly")]
+    Busy,
 }
 
 impl From<rusqlite::Error> for RegistryError {
@@ -374,7 +378,12 @@ pub struct Registry {
     device_events: tokio::sync::broadcast::Sender<Arc<DeviceStatus>>,
     /// Devices whose credentials were revoked or replaced: their connections must end.
     credentials_changed: tokio::sync::broadcast::Sender<DeviceId>,
+    /// Every password hash and check.
+    hasher: password::Hasher,
 }
+
+/// The hasher's client for passwords set by an admin or on the command line (not sign-ins).
+const ACCOUNTS: &str = "accounts";
 
 /// A device's status as just written: for the live view.
 #[derive(Debug, Clone, Serialize)]
@@ -543,12 +552,6 @@ fn devices_where(
     Ok(out)
 }
 
-static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-fn dummy_hash() -> String {
-    users::hash_password("not a password anyone has").unwrap_or_default()
-}
-
 /// Battery level at or below which the record notes "battery low".
 pub const BATTERY_LOW_PERCENT: u8 = 20;
 
@@ -666,6 +669,7 @@ impl Registry {
             status,
             device_events,
             credentials_changed: tokio::sync::broadcast::channel(1024).0,
+            hasher: password::Hasher::start()?,
         })
     }
 
@@ -1049,10 +1053,7 @@ impl Registry {
             ));
         }
         users::check_password(password, username)?;
-        let password = password.to_owned();
-        let hash = tokio::task::spawn_blocking(move || users::hash_password(&password))
-            .await
-            .map_err(|e| RegistryError::Db(e.to_string()))??;
+        let hash = self.hasher.hash(ACCOUNTS, password).await?;
         let username = username.to_owned();
         self.with(move |c| {
             let tx = c.transaction()?;
@@ -1082,8 +1083,16 @@ impl Registry {
         .await
     }
 
-    /// Checks a user's password; `Some(role)` when it matches.
-    pub async fn verify_user(&self, username: &str, password: &str) -> Option<Role> {
+    /// Checks a user's password in `client`'s turn (a remote address: see [`password`]);
+    /// `Some(role)` when it matches. An unknown user costs the same Argon2 work as a known one,
+    /// so the time taken does not tell whether a username exists. [`RegistryError::Busy`]: too
+    /// many checks are under way to wait for this one.
+    pub async fn verify_user(
+        &self,
+        username: &str,
+        password: &str,
+        client: &str,
+    ) -> Result<Option<Role>, RegistryError> {
         let username = username.to_owned();
         let row: Option<(String, String)> = self
             .with(move |c| {
@@ -1097,30 +1106,10 @@ impl Registry {
                 )
                 .optional()?)
             })
-            .await
-            .ok()
-            .flatten();
-        let password = password.to_owned();
-        // An unknown user costs the same Argon2 work as a known one, so the time taken does
-        // not tell whether a username exists.
-        let known = row.is_some();
-        let (hash, role) =
-            row.unwrap_or_else(|| (DUMMY_HASH.get_or_init(dummy_hash).clone(), String::new()));
-        let ok = tokio::task::spawn_blocking(move || {
-            use argon2::password_hash::{PasswordVerifier as _, phc::PasswordHash};
-            PasswordHash::new(&hash).is_ok_and(|h| {
-                argon2::Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
-        })
-        .await
-        .unwrap_or(false);
-        if ok && known {
-            Role::parse(&role)
-        } else {
-            None
-        }
+            .await?;
+        let (hash, role) = row.unzip();
+        let ok = self.hasher.verify(client, hash, password).await?;
+        Ok(role.filter(|_| ok).and_then(|r| Role::parse(&r)))
     }
 
     /// Appends to the audit trail. Each line's hash covers the previous line's hash, so a line
@@ -1476,10 +1465,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            r.verify_user("nurse", "correct horse battery").await,
+            r.verify_user("nurse", "correct horse battery", "127.0.0.1")
+                .await
+                .unwrap(),
             Some(Role::Clinician)
         );
-        assert_eq!(r.verify_user("nurse", "wrong password!").await, None);
+        for (user, password) in [
+            ("nurse", "wrong password!"),
+            ("nobody", "correct horse battery"),
+        ] {
+            assert_eq!(
+                r.verify_user(user, password, "127.0.0.1").await.unwrap(),
+                None
+            );
+        }
         assert!(r.add_user("x", Role::Admin, "short", 0).await.is_err());
         let hash: String = r
             .with(|c| Ok(c.query_row("SELECT password_hash FROM users", [], |r| r.get(0))?))

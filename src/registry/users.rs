@@ -245,14 +245,6 @@ pub(super) fn check_password(password: &str, username: &str) -> Result<(), Regis
     Ok(())
 }
 
-pub(super) fn hash_password(password: &str) -> Result<String, RegistryError> {
-    use argon2::password_hash::PasswordHasher as _;
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| RegistryError::Db(format!("password hashing failed: {e}")))
-}
-
 fn random_token() -> Result<(String, [u8; 32]), RegistryError> {
     use base64::Engine as _;
     let mut bytes = [0u8; 32];
@@ -371,12 +363,7 @@ impl Registry {
         let hash = match &update.password {
             Some(p) => {
                 check_password(p, username)?;
-                let p = p.clone();
-                Some(
-                    tokio::task::spawn_blocking(move || hash_password(&p))
-                        .await
-                        .map_err(|e| RegistryError::Db(e.to_string()))??,
-                )
+                Some(self.hasher.hash(super::ACCOUNTS, p).await?)
             }
             None => None,
         };
@@ -606,7 +593,7 @@ mod tests {
             assert!(matches!(e, Err(RegistryError::Exists(_))), "{other}: {e:?}");
         }
         assert_eq!(r.users().await.unwrap().len(), 1);
-        assert_eq!(r.verify_user("NiNa", pw).await, Some(Role::Clinician));
+        assert_eq!(r.verify_user("NiNa", pw, "test").await.unwrap(), Some(Role::Clinician));
         assert_eq!(r.user("NINA").await.unwrap().name, "nina");
 
         r.create_team("north", "North", 0).await.unwrap();
@@ -646,7 +633,7 @@ mod tests {
             // A registry from before names ignored case, holding `nina` and `NINA`.
             let path = dir.path().join("registry.db");
             let c = crate::store::open_db(&path, &super::super::SCHEMA[..6]).unwrap();
-            let hash = hash_password("correct horse battery").unwrap();
+            let hash = super::super::password::hash_with("correct horse battery", &mut Vec::new()).unwrap();
             for (name, role) in [("nina", "clinician"), ("NINA", "admin")] {
                 c.execute(
                     "INSERT INTO users (username, password_hash, role, created_ms) VALUES (?1, ?2, ?3, 0)",
@@ -666,9 +653,9 @@ mod tests {
         assert_eq!(names, ["NINA", "nina"], "neither merged nor dropped");
         // Each signs in under its exact spelling; a third spelling could be either: refused.
         let pw = "correct horse battery";
-        assert_eq!(r.verify_user("nina", pw).await, Some(Role::Clinician));
-        assert_eq!(r.verify_user("NINA", pw).await, Some(Role::Admin));
-        assert_eq!(r.verify_user("Nina", pw).await, None);
+        assert_eq!(r.verify_user("nina", pw, "test").await.unwrap(), Some(Role::Clinician));
+        assert_eq!(r.verify_user("NINA", pw, "test").await.unwrap(), Some(Role::Admin));
+        assert_eq!(r.verify_user("Nina", pw, "test").await.unwrap(), None);
         assert_eq!(r.user("NINA").await.unwrap().role, Role::Admin);
         assert!(matches!(
             r.user("Nina").await,

@@ -100,6 +100,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Invalid(m) => ApiError::BadRequest(m),
             RegistryError::Db(m) => ApiError::Internal(m),
             RegistryError::Full => ApiError::DiskFull,
+            RegistryError::Busy => ApiError::Unavailable("password checks are busy".into()),
         }
     }
 }

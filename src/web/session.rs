@@ -1,10 +1,13 @@
 //! Sign-in, the current session and sign-out (`/api/v1/session`).
 //!
-//! Sign-in checks the password with Argon2id on the blocking pool behind a semaphore, so a
-//! flood of sign-ins cannot starve the runtime, and throttles failures per username and per
-//! address: after [`FREE_FAILURES`] failures in a row, each further attempt must wait, doubling
-//! from 30 s up to 15 minutes (429 with `Retry-After`). A successful sign-in always starts a
-//! new session (no fixation) and ends the one the browser brought.
+//! Sign-in throttles failures per username and per address: after [`FREE_FAILURES`] failures in
+//! a row, each further attempt must wait, doubling from 30 s up to 15 minutes (429 with
+//! `Retry-After`). Each attempt is reserved against both keys before its password is checked,
+//! so a burst from one address or for one username gets no more checks than its free failures
+//! (the rest: 429 at once). The check itself runs in the registry's password hasher, which
+//! bounds the checks running and waiting and serves addresses in turn; when it is full the
+//! answer is 503 with `Retry-After` at once. A successful sign-in always starts a new session
+//! (no fixation) and ends the one the browser brought.
 
 use std::time::{Duration, Instant};
 
@@ -15,13 +18,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 use super::auth::{Principal, SESSION_COOKIE, cookie};
 use super::routes::ApiResult;
 use super::{ApiError, AppState};
 use crate::domain::now_ms;
-use crate::registry::{AuditEntry, Session};
+use crate::registry::{AuditEntry, RegistryError, Session};
 use crate::throttle::{Backoff, FailureThrottle};
 
 /// Failures allowed in a row before sign-in attempts must wait.
@@ -35,8 +37,6 @@ const MAX_KEYS: usize = 100_000;
 /// Failed sign-ins, per username and per remote address.
 pub struct LoginThrottle {
     failures: FailureThrottle<String>,
-    /// Password checks running at once.
-    hashing: Semaphore,
 }
 
 impl Default for LoginThrottle {
@@ -49,7 +49,6 @@ impl Default for LoginThrottle {
                 forget_after: FORGET_AFTER,
                 max_keys: MAX_KEYS,
             }),
-            hashing: Semaphore::new(2),
         }
     }
 }
@@ -67,6 +66,52 @@ impl LoginThrottle {
     fn succeeded(&self, user_key: &str) {
         self.failures.succeeded(&user_key.to_owned());
     }
+
+    /// Reserves a sign-in attempt for `keys` (see [`FailureThrottle::begin`]).
+    fn begin<'a>(&'a self, keys: &'a [String], now: Instant) -> Result<Attempt<'a>, Duration> {
+        self.failures.begin(keys, now)?;
+        Ok(Attempt {
+            throttle: self,
+            keys,
+            open: true,
+        })
+    }
+}
+
+/// A reserved sign-in attempt. One dropped before it was ended (the client hung up during the
+/// check) counts as a failure: hanging up must not be a way around the count.
+struct Attempt<'a> {
+    throttle: &'a LoginThrottle,
+    keys: &'a [String],
+    open: bool,
+}
+
+impl Attempt<'_> {
+    fn end(mut self, failed: bool) {
+        self.open = false;
+        self.throttle
+            .failures
+            .end(self.keys, failed, Instant::now());
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.throttle.failures.end(self.keys, true, Instant::now());
+        }
+    }
+}
+
+/// 429 or 503 with `Retry-After` (whole seconds, at least 1) and a sentence.
+fn retry_after(status: StatusCode, wait: Duration, why: &str) -> Response {
+    let secs = wait.as_secs().max(1);
+    (
+        status,
+        [(header::RETRY_AFTER, secs.to_string())],
+        Json(json!({"error": format!("{why}; try again in {secs} s")})),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -104,23 +149,35 @@ pub(super) async fn sign_in(
     let user_key = format!("user:{}", body.username.to_lowercase());
     let keys = [user_key.clone(), format!("addr:{remote}")];
     let throttle = s.throttle.clone();
-    if let Some(wait) = throttle.wait(&keys, Instant::now()) {
-        let secs = wait.as_secs().max(1);
-        return Ok((
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, secs.to_string())],
-            Json(json!({"error": format!("too many failed sign-ins; try again in {secs} s")})),
-        )
-            .into_response());
-    }
-    let role = {
-        let _permit = throttle
-            .hashing
-            .acquire()
-            .await
-            .map_err(|_| ApiError::Unavailable("sign-in is shutting down".into()))?;
-        s.registry.verify_user(&body.username, &body.password).await
+    let attempt = match throttle.begin(&keys, Instant::now()) {
+        Ok(a) => a,
+        Err(wait) => {
+            let why = "too many failed sign-ins, or sign-ins under way";
+            return Ok(retry_after(StatusCode::TOO_MANY_REQUESTS, wait, why));
+        }
     };
+    let role = match s
+        .registry
+        .verify_user(&body.username, &body.password, &remote)
+        .await
+    {
+        Ok(role) => role,
+        Err(RegistryError::Busy) => {
+            attempt.end(false);
+            tracing::debug!(%remote, "sign-in refused: password checks busy");
+            let why = "too many sign-ins are being checked";
+            return Ok(retry_after(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Duration::from_secs(1),
+                why,
+            ));
+        }
+        Err(e) => {
+            attempt.end(false);
+            return Err(e.into());
+        }
+    };
+    attempt.end(role.is_none());
     // The actor: the name as typed for a refusal, the account's stored spelling once known.
     let audit = |action: &'static str, name: String| {
         let (s, remote) = (s.clone(), remote.clone());
@@ -140,7 +197,6 @@ pub(super) async fn sign_in(
         }
     };
     if role.is_none() {
-        throttle.failed(&keys, Instant::now());
         tracing::info!(%remote, "failed sign-in");
         audit("session.refused", body.username.clone()).await?;
         return Err(ApiError::UnauthorizedBecause(

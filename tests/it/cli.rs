@@ -70,6 +70,43 @@ async fn a_port_in_use_or_a_bad_config_is_one_line_and_exit_2() {
     check(&out, "mqtt.listen");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_level_that_is_not_a_filter_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for (var, value, key) in [
+        ("VIGIL_LOG__LEVEL", "verbose", "log.level"),
+        ("RUST_LOG", "verbose", "RUST_LOG"),
+    ] {
+        let child = tokio::process::Command::new(VIGIL)
+            .args(["serve", "--data-dir", data])
+            .args([
+                "--http-listen",
+                "127.0.0.1:0",
+                "--mqtt-listen",
+                "127.0.0.1:0",
+            ])
+            .env_remove("RUST_LOG")
+            .env(var, value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("vigil started with {var}={value} instead of refusing it"))
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+        assert!(
+            err.contains(&format!("{key}: \"verbose\"")) && err.contains("info"),
+            "{err:?}"
+        );
+    }
+}
+
 /// A `vigil serve` child process; its listening addresses are read from its JSON log.
 pub(crate) struct Child {
     pub(crate) child: tokio::process::Child,

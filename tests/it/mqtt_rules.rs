@@ -141,7 +141,7 @@ async fn a_device_may_subscribe_only_to_its_own_errors_topic() {
 }
 
 /// A minimal MQTT 3.1.1 CONNECT, hand-encoded so the test controls every byte.
-fn connect_packet(device: &str, secret: &str, keep_alive: u16) -> Vec<u8> {
+pub(crate) fn connect_packet(device: &str, secret: &str, keep_alive: u16) -> Vec<u8> {
     let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0xc2];
     body.extend(keep_alive.to_be_bytes());
     for field in [device, device, secret] {
