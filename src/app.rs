@@ -26,6 +26,7 @@ use crate::ingest::embedded::{Endpoint, EndpointConfig};
 use crate::ingest::external::{self, ExternalError};
 use crate::ingest::tls::{self, TlsError};
 use crate::registry::{ProfileError, Profiles, Registry, RegistryError};
+use crate::slots::Slots;
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::web::{self, AppState, BootstrapToken};
@@ -353,21 +354,25 @@ impl App {
                 tracker.spawn(external::run(ingest, cfg.mqtt.clone(), *opts, stop.clone()));
             }
         }
+        let metrics = state.metrics.clone();
         let app = web::router(
             state,
             cfg.http.max_body_bytes,
             Duration::from_secs(cfg.http.request_timeout_s),
         );
-        let http_task = match https {
-            None => tokio::spawn(web::serve(http, app, stop.clone())),
-            Some(acceptor) => match web::https::TlsListener::new(http, acceptor, stop.clone()) {
-                Ok(l) => tokio::spawn(web::serve_tls(l, app, stop.clone())),
-                Err(e) => {
-                    tracing::error!(error = %e, "the HTTPS listener could not start");
-                    tokio::spawn(async move { Err(e) })
-                }
+        let http_task = tokio::spawn(web::serve(
+            http,
+            https,
+            app,
+            Slots::new("http", cfg.http.max_connections, metrics.http_slots()),
+            web::Deadlines {
+                header: Duration::from_secs(cfg.http.header_timeout_s),
+                idle: Duration::from_secs(cfg.http.idle_timeout_s),
+                tls_handshake: Duration::from_secs(cfg.http.tls_handshake_timeout_s),
             },
-        };
+            metrics,
+            stop.clone(),
+        ));
         let retention = tokio::spawn(retention_loop(
             store.clone(),
             cfg.store.retention_days,

@@ -166,6 +166,19 @@ pub struct HttpConfig {
     pub request_timeout_s: u64,
     /// How long a dashboard sign-in lasts (a clinician's shift), in hours.
     pub session_hours: u64,
+    /// Most connections held at once, TLS handshakes and WebSockets included. At the cap the
+    /// connection that has waited longest for a request is closed for the new one; when none
+    /// waits, the new one is closed.
+    pub max_connections: usize,
+    /// A request head (request line and headers) must arrive whole within this many seconds of
+    /// the connection's start, or of its first byte on a kept-alive connection, however slowly
+    /// its bytes come.
+    pub header_timeout_s: u64,
+    /// A kept-alive connection is closed after this many seconds without a new request; a
+    /// response the client does not read for this long is abandoned.
+    pub idle_timeout_s: u64,
+    /// With `tls`: a TLS handshake must complete within this many seconds.
+    pub tls_handshake_timeout_s: u64,
     /// HTTPS: with it, `listen` serves TLS only, cookies are `Secure` and responses carry HSTS.
     pub tls: Option<HttpTlsConfig>,
 }
@@ -382,6 +395,10 @@ impl Default for HttpConfig {
             max_body_bytes: 1 << 20,
             request_timeout_s: 30,
             session_hours: 12,
+            max_connections: 1024,
+            header_timeout_s: 10,
+            idle_timeout_s: 30,
+            tls_handshake_timeout_s: 10,
             tls: None,
         }
     }
@@ -593,6 +610,21 @@ impl Config {
         if !(1..=168).contains(&self.http.session_hours) {
             return Err(invalid("http.session_hours", "must be 1 to 168"));
         }
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
+        }
+        for (key, v) in [
+            ("http.header_timeout_s", self.http.header_timeout_s),
+            ("http.idle_timeout_s", self.http.idle_timeout_s),
+            (
+                "http.tls_handshake_timeout_s",
+                self.http.tls_handshake_timeout_s,
+            ),
+        ] {
+            if !(1..=3600).contains(&v) {
+                return Err(invalid(key, "must be 1 to 3600"));
+            }
+        }
         if !(1..=10_080).contains(&self.video.link_minutes) {
             return Err(invalid("video.link_minutes", "must be 1 to 10080 (a week)"));
         }
@@ -761,6 +793,37 @@ mod tests {
         assert_eq!(c.mqtt.listen, "0.0.0.0:1883");
         assert_eq!(c.data_dir, PathBuf::from("./vigil-data"));
         assert_eq!(c.mqtt.mode, MqttMode::Embedded);
+    }
+
+    #[test]
+    fn connection_limits_default_to_sane_values_and_are_checked() {
+        let c = Config::load(None, Vec::new(), &Overrides::default()).unwrap();
+        let h = &c.http;
+        // Deadlines a real client never meets (a head arrives in one packet; a browser's idle
+        // connection is simply opened again) and an attacker always does, within a minute.
+        assert_eq!(
+            (
+                h.header_timeout_s,
+                h.idle_timeout_s,
+                h.tls_handshake_timeout_s
+            ),
+            (10, 30, 10)
+        );
+        assert!(h.header_timeout_s < h.request_timeout_s);
+        assert_eq!((h.max_connections, c.mqtt.max_connections), (1024, 20_000));
+        for (var, value, key) in [
+            ("VIGIL_HTTP__MAX_CONNECTIONS", "0", "http.max_connections"),
+            ("VIGIL_HTTP__HEADER_TIMEOUT_S", "0", "http.header_timeout_s"),
+            ("VIGIL_HTTP__IDLE_TIMEOUT_S", "86400", "http.idle_timeout_s"),
+            (
+                "VIGIL_HTTP__TLS_HANDSHAKE_TIMEOUT_S",
+                "0",
+                "http.tls_handshake_timeout_s",
+            ),
+        ] {
+            let e = load("", &[(var, value)]).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

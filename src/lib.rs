@@ -17,7 +17,8 @@
 //! 6. [`web`] — the API reads observations, alerts and the record back; every read is audited.
 //!
 //! [`app`] wires these together; [`config`] holds the settings; [`telemetry`] the logs and
-//! metrics; [`tls_reload`] keeps TLS certificates current; [`video`] relays video visits.
+//! metrics; [`tls_reload`] keeps TLS certificates current; [`video`] relays video visits;
+//! [`slots`] caps each listener's connections.
 
 pub mod alerts;
 pub mod app;
@@ -27,6 +28,7 @@ pub mod decode;
 pub mod domain;
 pub mod ingest;
 pub mod registry;
+pub mod slots;
 pub mod store;
 pub mod telemetry;
 pub mod throttle;

@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::slots::SlotMetrics;
 
 /// Installs the global `tracing` subscriber (stderr). `RUST_LOG`, when set, wins over the config.
 pub fn init_logging(cfg: &LogConfig) {
@@ -31,6 +32,12 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Which deadline closed an HTTP connection (a label, so a fixed small set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
 /// Vigil's Prometheus metrics; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -45,6 +52,10 @@ pub struct Metrics {
     pub mqtt_connected_devices: Gauge,
     pub mqtt_connections_refused: Family<ReasonLabel, Counter>,
     pub mqtt_publishes_denied: Counter,
+    pub http_connections: Gauge,
+    pub http_connections_evicted: Counter,
+    pub http_connections_refused: Counter,
+    pub http_timeouts: Family<KindLabel, Counter>,
     pub broker_subscribed: Gauge,
     pub broker_connects: Counter,
     pub influx_lines_written: Counter,
@@ -132,6 +143,30 @@ impl Metrics {
             "vigil_mqtt_publishes_denied",
             "Publishes refused because the topic is not the device's own",
             mqtt_publishes_denied.clone(),
+        );
+        let http_connections = Gauge::default();
+        r.register(
+            "vigil_http_connections",
+            "HTTP connections held, TLS handshakes and WebSockets included (at most http.max_connections)",
+            http_connections.clone(),
+        );
+        let http_connections_evicted = Counter::default();
+        r.register(
+            "vigil_http_connections_evicted",
+            "HTTP connections closed at the cap to admit a new one: those waiting longest for a request",
+            http_connections_evicted.clone(),
+        );
+        let http_connections_refused = Counter::default();
+        r.register(
+            "vigil_http_connections_refused",
+            "New HTTP connections closed at the cap because every connection was answering a request or held a WebSocket",
+            http_connections_refused.clone(),
+        );
+        let http_timeouts = Family::<KindLabel, Counter>::default();
+        r.register(
+            "vigil_http_timeouts",
+            "HTTP connections closed at a deadline, by kind: tls_handshake, header (request head incomplete), idle (kept alive with no next request), send (response not read)",
+            http_timeouts.clone(),
         );
         let broker_subscribed = Gauge::default();
         r.register(
@@ -259,6 +294,10 @@ impl Metrics {
             mqtt_connected_devices,
             mqtt_connections_refused,
             mqtt_publishes_denied,
+            http_connections,
+            http_connections_evicted,
+            http_connections_refused,
+            http_timeouts,
             broker_subscribed,
             broker_connects,
             influx_lines_written,
@@ -277,6 +316,20 @@ impl Metrics {
         self.mqtt_connections_refused
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// An HTTP connection closed at the deadline `kind`.
+    pub fn http_timeout(&self, kind: &'static str) {
+        self.http_timeouts.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// What the HTTP listener's connection slots count.
+    pub fn http_slots(&self) -> SlotMetrics {
+        SlotMetrics {
+            open: self.http_connections.clone(),
+            evicted: self.http_connections_evicted.clone(),
+            refused: self.http_connections_refused.clone(),
+        }
     }
 
     /// The Prometheus text exposition.
