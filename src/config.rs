@@ -228,7 +228,9 @@ pub struct MqttConfig {
     pub connect_timeout_s: u64,
     /// QoS 1/2 publishes a device may have waiting for their durable commit.
     pub max_inflight: u16,
-    /// Most devices connected at once; more are refused with "server busy".
+    /// Most sockets the embedded endpoint holds at once: connected devices and connections that
+    /// have not sent CONNECT yet. At the cap the one that has waited longest for its CONNECT is
+    /// closed for the new one; when every one is a device, the new one is closed.
     pub max_connections: usize,
     /// Connects one device may make per minute once its burst is spent; more are refused
     /// (MQTT 5: 0x9F connection rate exceeded) until its bucket refills.
@@ -625,6 +627,9 @@ impl Config {
                 return Err(invalid(key, "must be 1 to 3600"));
             }
         }
+        if self.mqtt.max_connections == 0 {
+            return Err(invalid("mqtt.max_connections", "must be at least 1"));
+        }
         if !(1..=10_080).contains(&self.video.link_minutes) {
             return Err(invalid("video.link_minutes", "must be 1 to 10080 (a week)"));
         }
@@ -820,6 +825,7 @@ mod tests {
                 "0",
                 "http.tls_handshake_timeout_s",
             ),
+            ("VIGIL_MQTT__MAX_CONNECTIONS", "0", "mqtt.max_connections"),
         ] {
             let e = load("", &[(var, value)]).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub mqtt_connected_devices: Gauge,
     pub mqtt_connections_refused: Family<ReasonLabel, Counter>,
     pub mqtt_publishes_denied: Counter,
+    /// The embedded endpoint's sockets: devices and connections that have not sent CONNECT yet.
+    pub mqtt_connections: Gauge,
     pub http_connections: Gauge,
     pub http_connections_evicted: Counter,
     pub http_connections_refused: Counter,
@@ -143,6 +145,12 @@ impl Metrics {
             "vigil_mqtt_publishes_denied",
             "Publishes refused because the topic is not the device's own",
             mqtt_publishes_denied.clone(),
+        );
+        let mqtt_connections = Gauge::default();
+        r.register(
+            "vigil_mqtt_connections",
+            "Sockets held by the embedded MQTT endpoint: connected devices and connections that have not sent CONNECT yet (at most mqtt.max_connections)",
+            mqtt_connections.clone(),
         );
         let http_connections = Gauge::default();
         r.register(
@@ -294,6 +302,7 @@ impl Metrics {
             mqtt_connected_devices,
             mqtt_connections_refused,
             mqtt_publishes_denied,
+            mqtt_connections,
             http_connections,
             http_connections_evicted,
             http_connections_refused,
@@ -329,6 +338,21 @@ impl Metrics {
             open: self.http_connections.clone(),
             evicted: self.http_connections_evicted.clone(),
             refused: self.http_connections_refused.clone(),
+        }
+    }
+
+    /// What the MQTT endpoint's connection slots count: refusals and evictions are refused
+    /// connections (`too_many_connections`, `evicted`).
+    pub fn mqtt_slots(&self) -> SlotMetrics {
+        let refused = |reason| {
+            self.mqtt_connections_refused
+                .get_or_create(&ReasonLabel { reason })
+                .clone()
+        };
+        SlotMetrics {
+            open: self.mqtt_connections.clone(),
+            evicted: refused("evicted"),
+            refused: refused("too_many_connections"),
         }
     }
 

@@ -280,3 +280,36 @@ async fn at_the_cap_the_longest_waiting_connection_gives_way_and_websockets_do_n
     assert!(evicted >= Some((CAP + 1) as f64), "{evicted:?}");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_sockets_without_a_connect_give_way_to_a_device_at_the_cap() {
+    const CAP: usize = 4;
+    let gw = Gateway::start_with(|c| {
+        c.mqtt.max_connections = CAP;
+        // Long: only the cap closes the silent sockets here.
+        c.mqtt.connect_timeout_s = 120;
+    })
+    .await;
+    gw.client.patient("p-cap").await;
+    let secret = gw.client.device("hr-cap", "p-cap", "smartwatch").await;
+    let mut silent = Vec::new();
+    for _ in 0..CAP {
+        silent.push(TcpStream::connect(gw.mqtt).await.unwrap());
+    }
+    // The device gets in; the socket that waited longest for its CONNECT gives way.
+    crate::support::publish_readings(
+        gw.mqtt,
+        "hr-cap",
+        &secret,
+        &serde_json::json!({"metric": "heart_rate", "value": 70}),
+    )
+    .await;
+    closes(&mut silent[0], 5 * SECOND).await;
+    let evicted = metric(
+        gw.http,
+        "vigil_mqtt_connections_refused_total{reason=\"evicted\"}",
+    )
+    .await;
+    assert!(evicted >= Some(1.0), "{evicted:?}");
+    gw.stop().await;
+}
