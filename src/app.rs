@@ -52,6 +52,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     External(#[from] ExternalError),
+    #[error(transparent)]
+    Budget(#[from] crate::fd_budget::BudgetError),
     #[error("{0}")]
     Connector(String),
 }
@@ -95,7 +97,7 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 
 impl App {
     /// Opens the stores and binds the listeners (port 0 picks a free port).
-    pub async fn build(cfg: Config, bootstrap: Option<String>) -> Result<App, StartError> {
+    pub async fn build(mut cfg: Config, bootstrap: Option<String>) -> Result<App, StartError> {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StartError::DataDir {
             path: cfg.data_dir.display().to_string(),
             reason: e.to_string(),
@@ -129,6 +131,7 @@ impl App {
                 DeviceLink::Embedded { plain, tls }
             }
         };
+        fit_connection_caps(&mut cfg)?;
         let metrics = Metrics::new();
         let profiles = Profiles::built_in()?;
         let registry = Registry::open(&cfg.data_dir, profiles)?;
@@ -396,6 +399,40 @@ impl App {
         store.close().await;
         tracing::info!("store flushed; goodbye");
     }
+}
+
+/// Raises the descriptor limit and lowers `http.max_connections` and `mqtt.max_connections` in
+/// `cfg` to what it can hold (`crate::fd_budget`), with one warning naming the keys.
+fn fit_connection_caps(cfg: &mut Config) -> Result<(), StartError> {
+    use crate::fd_budget::{self, Caps};
+    let wanted = Caps {
+        http: cfg.http.max_connections,
+        mqtt: match cfg.mqtt.mode {
+            MqttMode::Embedded => cfg.mqtt.max_connections,
+            MqttMode::External => 0,
+        },
+    };
+    let Some(limit) = fd_budget::raise_soft_limit() else {
+        return Ok(());
+    };
+    let caps = fd_budget::fit(limit, wanted)?;
+    if caps != wanted {
+        tracing::warn!(
+            limit,
+            reserve = fd_budget::RESERVE,
+            http.max_connections = caps.http,
+            mqtt.max_connections = caps.mqtt,
+            configured_http = wanted.http,
+            configured_mqtt = wanted.mqtt,
+            "the file-descriptor limit cannot hold http.max_connections + mqtt.max_connections: \
+             both lowered; raise the limit (ulimit -n, LimitNOFILE=) or lower the keys"
+        );
+        cfg.http.max_connections = caps.http;
+        if cfg.mqtt.mode == MqttMode::Embedded {
+            cfg.mqtt.max_connections = caps.mqtt;
+        }
+    }
+    Ok(())
 }
 
 /// The outward connectors the configuration asks for.

@@ -168,7 +168,8 @@ pub struct HttpConfig {
     pub session_hours: u64,
     /// Most connections held at once, TLS handshakes and WebSockets included. At the cap the
     /// connection that has waited longest for a request is closed for the new one; when none
-    /// waits, the new one is closed.
+    /// waits, the new one is closed. Lowered at start when the file-descriptor limit cannot hold
+    /// it and `mqtt.max_connections`.
     pub max_connections: usize,
     /// A request head (request line and headers) must arrive whole within this many seconds of
     /// the connection's start, or of its first byte on a kept-alive connection, however slowly
@@ -230,7 +231,8 @@ pub struct MqttConfig {
     pub max_inflight: u16,
     /// Most sockets the embedded endpoint holds at once: connected devices and connections that
     /// have not sent CONNECT yet. At the cap the one that has waited longest for its CONNECT is
-    /// closed for the new one; when every one is a device, the new one is closed.
+    /// closed for the new one; when every one is a device, the new one is closed. Lowered at
+    /// start when the file-descriptor limit cannot hold it and `http.max_connections`.
     pub max_connections: usize,
     /// Connects one device may make per minute once its burst is spent; more are refused
     /// (MQTT 5: 0x9F connection rate exceeded) until its bucket refills.

@@ -18,7 +18,8 @@
 //!
 //! [`app`] wires these together; [`config`] holds the settings; [`telemetry`] the logs and
 //! metrics; [`tls_reload`] keeps TLS certificates current; [`video`] relays video visits;
-//! [`slots`] caps each listener's connections.
+//! [`slots`] caps each listener's connections and [`fd_budget`] fits the caps into the process's
+//! file-descriptor limit.
 
 pub mod alerts;
 pub mod app;
@@ -26,6 +27,7 @@ pub mod config;
 pub mod crm;
 pub mod decode;
 pub mod domain;
+pub mod fd_budget;
 pub mod ingest;
 pub mod registry;
 pub mod slots;
