@@ -27,6 +27,7 @@ use crate::ingest::embedded::{Endpoint, EndpointConfig};
 use crate::ingest::external::{self, ExternalError};
 use crate::ingest::tls::{self, TlsError};
 use crate::registry::{ProfileError, Profiles, Registry, RegistryError};
+use crate::slots::Slots;
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 use crate::web::{self, AppState, BootstrapToken};
@@ -54,6 +55,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     External(#[from] ExternalError),
+    #[error(transparent)]
+    Budget(#[from] crate::fd_budget::BudgetError),
     #[error("{0}")]
     Connector(String),
 }
@@ -99,7 +102,7 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 
 impl App {
     /// Opens the stores and binds the listeners (port 0 picks a free port).
-    pub async fn build(cfg: Config, bootstrap: Option<String>) -> Result<App, StartError> {
+    pub async fn build(mut cfg: Config, bootstrap: Option<String>) -> Result<App, StartError> {
         // Locked before anything binds or opens: a second gateway on this directory is refused
         // by name, not by a port in use or a busy database.
         data_dir::prepare(&cfg.data_dir)?;
@@ -152,6 +155,7 @@ impl App {
                 DeviceLink::Embedded { plain, tls }
             }
         };
+        fit_connection_caps(&mut cfg)?;
         let metrics = Metrics::new();
         let profiles = Profiles::built_in()?;
         let registry = Registry::open(&cfg.data_dir, profiles)?;
@@ -385,21 +389,25 @@ impl App {
                 tracker.spawn(external::run(ingest, cfg.mqtt.clone(), *opts, stop.clone()));
             }
         }
+        let metrics = state.metrics.clone();
         let app = web::router(
             state,
             cfg.http.max_body_bytes,
             Duration::from_secs(cfg.http.request_timeout_s),
         );
-        let http_task = match https {
-            None => tokio::spawn(web::serve(http, app, stop.clone())),
-            Some(acceptor) => match web::https::TlsListener::new(http, acceptor, stop.clone()) {
-                Ok(l) => tokio::spawn(web::serve_tls(l, app, stop.clone())),
-                Err(e) => {
-                    tracing::error!(error = %e, "the HTTPS listener could not start");
-                    tokio::spawn(async move { Err(e) })
-                }
+        let http_task = tokio::spawn(web::serve(
+            http,
+            https,
+            app,
+            Slots::new("http", cfg.http.max_connections, metrics.http_slots()),
+            web::Deadlines {
+                header: Duration::from_secs(cfg.http.header_timeout_s),
+                idle: Duration::from_secs(cfg.http.idle_timeout_s),
+                tls_handshake: Duration::from_secs(cfg.http.tls_handshake_timeout_s),
             },
-        };
+            metrics,
+            stop.clone(),
+        ));
         let retention = tokio::spawn(retention_loop(
             store.clone(),
             cfg.store.retention_days,
@@ -424,6 +432,40 @@ impl App {
         drop(lock);
         tracing::info!("store flushed; goodbye");
     }
+}
+
+/// Raises the descriptor limit and lowers `http.max_connections` and `mqtt.max_connections` in
+/// `cfg` to what it can hold (`crate::fd_budget`), with one warning naming the keys.
+fn fit_connection_caps(cfg: &mut Config) -> Result<(), StartError> {
+    use crate::fd_budget::{self, Caps};
+    let wanted = Caps {
+        http: cfg.http.max_connections,
+        mqtt: match cfg.mqtt.mode {
+            MqttMode::Embedded => cfg.mqtt.max_connections,
+            MqttMode::External => 0,
+        },
+    };
+    let Some(limit) = fd_budget::raise_soft_limit() else {
+        return Ok(());
+    };
+    let caps = fd_budget::fit(limit, wanted)?;
+    if caps != wanted {
+        tracing::warn!(
+            limit,
+            reserve = fd_budget::RESERVE,
+            http.max_connections = caps.http,
+            mqtt.max_connections = caps.mqtt,
+            configured_http = wanted.http,
+            configured_mqtt = wanted.mqtt,
+            "the file-descriptor limit cannot hold http.max_connections + mqtt.max_connections: \
+             both lowered; raise the limit (ulimit -n, LimitNOFILE=) or lower the keys"
+        );
+        cfg.http.max_connections = caps.http;
+        if cfg.mqtt.mode == MqttMode::Embedded {
+            cfg.mqtt.max_connections = caps.mqtt;
+        }
+    }
+    Ok(())
 }
 
 /// The outward connectors the configuration asks for.

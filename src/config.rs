@@ -166,6 +166,20 @@ pub struct HttpConfig {
     pub request_timeout_s: u64,
     /// How long a dashboard sign-in lasts (a clinician's shift), in hours.
     pub session_hours: u64,
+    /// Most connections held at once, TLS handshakes and WebSockets included. At the cap the
+    /// connection that has waited longest for a request is closed for the new one; when none
+    /// waits, the new one is closed. Lowered at start when the file-descriptor limit cannot hold
+    /// it and `mqtt.max_connections`.
+    pub max_connections: usize,
+    /// A request head (request line and headers) must arrive whole within this many seconds of
+    /// the connection's start, or of its first byte on a kept-alive connection, however slowly
+    /// its bytes come.
+    pub header_timeout_s: u64,
+    /// A kept-alive connection is closed after this many seconds without a new request; a
+    /// response the client does not read for this long is abandoned.
+    pub idle_timeout_s: u64,
+    /// With `tls`: a TLS handshake must complete within this many seconds.
+    pub tls_handshake_timeout_s: u64,
     /// HTTPS: with it, `listen` serves TLS only, cookies are `Secure` and responses carry HSTS.
     pub tls: Option<HttpTlsConfig>,
     /// Where browsers reach Vigil (`https://vigil.clinic.example`): the origin of video visits'
@@ -218,7 +232,10 @@ pub struct MqttConfig {
     pub connect_timeout_s: u64,
     /// QoS 1/2 publishes a device may have waiting for their durable commit.
     pub max_inflight: u16,
-    /// Most devices connected at once; more are refused with "server busy".
+    /// Most sockets the embedded endpoint holds at once: connected devices and connections that
+    /// have not sent CONNECT yet. At the cap the one that has waited longest for its CONNECT is
+    /// closed for the new one; when every one is a device, the new one is closed. Lowered at
+    /// start when the file-descriptor limit cannot hold it and `http.max_connections`.
     pub max_connections: usize,
     /// Connects one device may make per minute once its burst is spent; more are refused
     /// (MQTT 5: 0x9F connection rate exceeded) until its bucket refills.
@@ -395,6 +412,10 @@ impl Default for HttpConfig {
             max_body_bytes: 1 << 20,
             request_timeout_s: 30,
             session_hours: 12,
+            max_connections: 1024,
+            header_timeout_s: 10,
+            idle_timeout_s: 30,
+            tls_handshake_timeout_s: 10,
             tls: None,
             public_url: String::new(),
         }
@@ -609,6 +630,21 @@ impl Config {
         }
         if !self.http.public_url.is_empty() {
             check_public_url(&self.http.public_url).map_err(|r| invalid("http.public_url", r))?;
+        }
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
+        }
+        for (key, v) in [
+            ("http.header_timeout_s", self.http.header_timeout_s),
+            ("http.idle_timeout_s", self.http.idle_timeout_s),
+            (
+                "http.tls_handshake_timeout_s",
+                self.http.tls_handshake_timeout_s,
+            ),
+        ] {
+            if !(1..=3600).contains(&v) {
+                return Err(invalid(key, "must be 1 to 3600"));
+            }
         }
         if !(1..=10_080).contains(&self.video.link_minutes) {
             return Err(invalid("video.link_minutes", "must be 1 to 10080 (a week)"));
@@ -974,6 +1010,38 @@ mod tests {
         assert_eq!(c.mqtt.listen, "0.0.0.0:1883");
         assert_eq!(c.data_dir, PathBuf::from("./vigil-data"));
         assert_eq!(c.mqtt.mode, MqttMode::Embedded);
+    }
+
+    #[test]
+    fn connection_limits_default_to_sane_values_and_are_checked() {
+        let c = Config::load(None, Vec::new(), &Overrides::default()).unwrap();
+        let h = &c.http;
+        // Deadlines a real client never meets (a head arrives in one packet; a browser's idle
+        // connection is simply opened again) and an attacker always does, within a minute.
+        assert_eq!(
+            (
+                h.header_timeout_s,
+                h.idle_timeout_s,
+                h.tls_handshake_timeout_s
+            ),
+            (10, 30, 10)
+        );
+        assert!(h.header_timeout_s < h.request_timeout_s);
+        assert_eq!((h.max_connections, c.mqtt.max_connections), (1024, 20_000));
+        for (var, value, key) in [
+            ("VIGIL_HTTP__MAX_CONNECTIONS", "0", "http.max_connections"),
+            ("VIGIL_HTTP__HEADER_TIMEOUT_S", "0", "http.header_timeout_s"),
+            ("VIGIL_HTTP__IDLE_TIMEOUT_S", "86400", "http.idle_timeout_s"),
+            (
+                "VIGIL_HTTP__TLS_HANDSHAKE_TIMEOUT_S",
+                "0",
+                "http.tls_handshake_timeout_s",
+            ),
+            ("VIGIL_MQTT__MAX_CONNECTIONS", "0", "mqtt.max_connections"),
+        ] {
+            let e = load("", &[(var, value)]).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

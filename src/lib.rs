@@ -19,7 +19,8 @@
 //! [`app`] wires these together; [`config`] holds the settings; [`data_dir`] keeps the data
 //! directory private and locked to one gateway; [`telemetry`] the logs and metrics;
 //! [`tls_reload`] keeps TLS certificates current; [`video`] relays video visits; [`terminal`]
-//! reads a password without echo for the command line.
+//! reads a password without echo for the command line; [`slots`] caps each listener's
+//! connections and [`fd_budget`] fits the caps into the process's file-descriptor limit.
 
 pub mod alerts;
 pub mod app;
@@ -28,8 +29,10 @@ pub mod crm;
 pub mod data_dir;
 pub mod decode;
 pub mod domain;
+pub mod fd_budget;
 pub mod ingest;
 pub mod registry;
+pub mod slots;
 pub mod store;
 pub mod telemetry;
 pub mod terminal;

@@ -15,6 +15,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::slots::SlotMetrics;
 
 /// Installs the global `tracing` subscriber (stderr) with the filter `cfg.level`, which the
 /// configuration has checked (and taken from `RUST_LOG` when that is set). Colours only when
@@ -37,6 +38,12 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Which deadline closed an HTTP connection (a label, so a fixed small set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
 /// Vigil's Prometheus metrics; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
@@ -51,6 +58,12 @@ pub struct Metrics {
     pub mqtt_connected_devices: Gauge,
     pub mqtt_connections_refused: Family<ReasonLabel, Counter>,
     pub mqtt_publishes_denied: Counter,
+    /// The embedded endpoint's sockets: devices and connections that have not sent CONNECT yet.
+    pub mqtt_connections: Gauge,
+    pub http_connections: Gauge,
+    pub http_connections_evicted: Counter,
+    pub http_connections_refused: Counter,
+    pub http_timeouts: Family<KindLabel, Counter>,
     pub broker_subscribed: Gauge,
     pub broker_connects: Counter,
     pub influx_lines_written: Counter,
@@ -138,6 +151,36 @@ impl Metrics {
             "vigil_mqtt_publishes_denied",
             "Publishes refused because the topic is not the device's own",
             mqtt_publishes_denied.clone(),
+        );
+        let mqtt_connections = Gauge::default();
+        r.register(
+            "vigil_mqtt_connections",
+            "Sockets held by the embedded MQTT endpoint: connected devices and connections that have not sent CONNECT yet (at most mqtt.max_connections)",
+            mqtt_connections.clone(),
+        );
+        let http_connections = Gauge::default();
+        r.register(
+            "vigil_http_connections",
+            "HTTP connections held, TLS handshakes and WebSockets included (at most http.max_connections)",
+            http_connections.clone(),
+        );
+        let http_connections_evicted = Counter::default();
+        r.register(
+            "vigil_http_connections_evicted",
+            "HTTP connections closed at the cap to admit a new one: those waiting longest for a request",
+            http_connections_evicted.clone(),
+        );
+        let http_connections_refused = Counter::default();
+        r.register(
+            "vigil_http_connections_refused",
+            "New HTTP connections closed at the cap because every connection was answering a request or held a WebSocket",
+            http_connections_refused.clone(),
+        );
+        let http_timeouts = Family::<KindLabel, Counter>::default();
+        r.register(
+            "vigil_http_timeouts",
+            "HTTP connections closed at a deadline, by kind: tls_handshake, header (request head incomplete), idle (kept alive with no next request), send (response not read)",
+            http_timeouts.clone(),
         );
         let broker_subscribed = Gauge::default();
         r.register(
@@ -265,6 +308,11 @@ impl Metrics {
             mqtt_connected_devices,
             mqtt_connections_refused,
             mqtt_publishes_denied,
+            mqtt_connections,
+            http_connections,
+            http_connections_evicted,
+            http_connections_refused,
+            http_timeouts,
             broker_subscribed,
             broker_connects,
             influx_lines_written,
@@ -283,6 +331,35 @@ impl Metrics {
         self.mqtt_connections_refused
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// An HTTP connection closed at the deadline `kind`.
+    pub fn http_timeout(&self, kind: &'static str) {
+        self.http_timeouts.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// What the HTTP listener's connection slots count.
+    pub fn http_slots(&self) -> SlotMetrics {
+        SlotMetrics {
+            open: self.http_connections.clone(),
+            evicted: self.http_connections_evicted.clone(),
+            refused: self.http_connections_refused.clone(),
+        }
+    }
+
+    /// What the MQTT endpoint's connection slots count: refusals and evictions are refused
+    /// connections (`too_many_connections`, `evicted`).
+    pub fn mqtt_slots(&self) -> SlotMetrics {
+        let refused = |reason| {
+            self.mqtt_connections_refused
+                .get_or_create(&ReasonLabel { reason })
+                .clone()
+        };
+        SlotMetrics {
+            open: self.mqtt_connections.clone(),
+            evicted: refused("evicted"),
+            refused: refused("too_many_connections"),
+        }
     }
 
     /// The Prometheus text exposition.

@@ -6,6 +6,10 @@
 //! so a device that outruns the store is slowed down instead of buffered without bound. An
 //! idle connection holds no buffers, only its task's small state (a test keeps it small).
 //!
+//! Every socket holds one of the endpoint's slots (`crate::slots`, `mqtt.max_connections`) from
+//! its accept: until its CONNECT it may be evicted for a newer connection at the cap, so silent
+//! sockets can neither keep devices out nor take the descriptors the HTTP side needs.
+//!
 //! Access rules: a device authenticates with its id and secret; it may publish only under
 //! `vigil/v1/devices/{its id}/…` (readings, gatt, status) and subscribe only to its own
 //! `errors` topic; its Last Will must be its own status topic. Anything else is refused and
@@ -23,7 +27,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +40,7 @@ use super::topic::{Topic, TopicKind};
 use super::{Ingest, pipeline};
 use crate::domain::{DeviceId, format_rfc3339, now_ms};
 use crate::registry::DeviceAuth;
+use crate::slots::{Slot, Slots};
 use crate::store::{Committed, StoreError};
 use crate::throttle::{Backoff, FailureThrottle, RateLimiter};
 
@@ -64,7 +69,8 @@ pub struct Endpoint {
     /// Live connections by (device, client id): a newer one with the same pair takes over.
     sessions: Mutex<BTreeMap<(DeviceId, String), (u64, CancellationToken)>>,
     next_conn: AtomicU64,
-    permits: Arc<Semaphore>,
+    /// Sockets held, devices and connections before their CONNECT alike (`crate::slots`).
+    slots: Slots,
     /// Failed authentications per (remote address, user name): a device with a wrong secret
     /// waits, without locking out the other devices behind the same address (carrier NAT).
     auth_failures: FailureThrottle<(IpAddr, String)>,
@@ -193,7 +199,7 @@ struct Session {
 impl Endpoint {
     pub fn new(ingest: Ingest, cfg: EndpointConfig) -> Arc<Endpoint> {
         Arc::new(Endpoint {
-            permits: Arc::new(Semaphore::new(cfg.max_connections)),
+            slots: Slots::new("mqtt", cfg.max_connections, ingest.metrics.mqtt_slots()),
             auth_failures: FailureThrottle::new(Backoff {
                 free: cfg.auth_failures_free,
                 first: AUTH_FIRST_LOCK,
@@ -273,15 +279,22 @@ impl Endpoint {
                 _ = stop.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok((sock, peer)) => {
+                        // No slot: the socket is closed here (counted and logged by `slots`).
+                        // The slot's token, a child of `stop`, is the connection's `stop`: it
+                        // is also cancelled if the connection is evicted before its CONNECT.
+                        let now = std::time::Instant::now();
+                        let Some(slot) = self.slots.admit(now, stop.child_token()) else {
+                            continue;
+                        };
                         let _ = sock.set_nodelay(true);
-                        let (ep, stop) = (self.clone(), stop.clone());
+                        let (ep, stop) = (self.clone(), slot.token());
                         // Two spawns, not one future with two branches: a task is as big as
                         // its largest branch, and the TLS one holds a whole rustls session
                         // (a plain connection was 5.4 KiB instead of 1.5).
                         match tls.clone() {
-                            None => tracker.spawn(ep.handle(sock, peer, stop, None)),
+                            None => tracker.spawn(ep.handle(sock, peer, stop, None, slot)),
                             Some(acceptor) => {
-                                tracker.spawn(ep.handle_tls(acceptor, sock, peer, stop))
+                                tracker.spawn(ep.handle_tls(acceptor, sock, peer, stop, slot))
                             }
                         };
                     }
@@ -304,9 +317,15 @@ impl Endpoint {
         sock: tokio::net::TcpStream,
         peer: SocketAddr,
         stop: CancellationToken,
+        slot: Slot,
     ) {
-        let tls = match tokio::time::timeout(self.cfg.connect_timeout, acceptor.accept(sock)).await
-        {
+        let handshake = tokio::time::timeout(self.cfg.connect_timeout, acceptor.accept(sock));
+        let handshake = tokio::select! {
+            r = handshake => r,
+            // Stopping, or evicted for a newer connection.
+            () = stop.cancelled() => return,
+        };
+        let tls = match handshake {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::info!(%peer, error = %e, "mqtts handshake failed");
@@ -319,7 +338,7 @@ impl Endpoint {
             }
         };
         let cn = super::tls::peer_common_name(tls.get_ref().1);
-        self.handle(tls, peer, stop, cn).await;
+        self.handle(tls, peer, stop, cn, slot).await;
     }
 
     fn limits(&self) -> ServerLimits {
@@ -330,13 +349,15 @@ impl Endpoint {
     }
 
     /// Runs one connection. `cert_cn` is the common name of a verified TLS client
-    /// certificate, which identifies the device without a password.
+    /// certificate, which identifies the device without a password. `stop` is also cancelled
+    /// if the connection is evicted from its `slot` before its CONNECT.
     async fn handle<S>(
         self: Arc<Self>,
         mut sock: S,
         peer: SocketAddr,
         stop: CancellationToken,
         cert_cn: Option<String>,
+        slot: Slot,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -376,12 +397,10 @@ impl Endpoint {
             self.ingest.metrics.refused(reason);
             codec::connack(version, code, self.limits())
         };
-        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            let _ = sock
-                .write_all(&refuse(ConnectCode::ServerBusy, "too_many_connections"))
-                .await;
+        // A CONNECT: the slot is no longer evictable (false: it was evicted just now).
+        if !slot.working() {
             return;
-        };
+        }
         // A device id that keeps failing to authenticate from an address, or an address that
         // keeps failing for many ids, waits before it is heard again.
         let user_key = (peer.ip(), connect.username.clone().unwrap_or_default());
@@ -952,7 +971,11 @@ mod memory {
             .await
             .unwrap();
         let (sock, peer) = listener.accept().await.unwrap();
-        let task = ep.handle(sock, peer, CancellationToken::new(), None);
+        let slot = ep
+            .slots
+            .admit(std::time::Instant::now(), CancellationToken::new())
+            .unwrap();
+        let task = ep.handle(sock, peer, CancellationToken::new(), None, slot);
         let size = std::mem::size_of_val(&task);
         assert!(size <= 1600, "connection task state {size} bytes");
         assert!(std::mem::size_of::<Out>() <= 40);

@@ -10,17 +10,17 @@
 mod admin;
 mod assets;
 mod auth;
+mod conn;
 mod error;
-pub mod https;
 mod live;
 mod panel;
 mod record;
 mod routes;
+mod serve;
 mod session;
 mod signal;
 mod visits;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,15 +28,15 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::get;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 pub use assets::CSP;
 pub use auth::BootstrapToken;
+pub use conn::Deadlines;
 pub use error::ApiError;
 pub use live::LiveHub;
 pub use panel::PanelCache;
+pub use serve::serve;
 pub use session::LoginThrottle;
 pub(crate) use signal::end_emptied_visits;
 
@@ -113,34 +113,4 @@ pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {
             timeout,
         ))
         .with_state(state)
-}
-
-/// Serves `app` over TLS on `listener` until `stop` is cancelled, then finishes requests in
-/// flight.
-pub async fn serve_tls(
-    listener: https::TlsListener,
-    app: Router,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    axum::serve(
-        listener.tap_io(|_| {}),
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop.cancelled().await })
-    .await
-}
-
-/// Serves `app` on `listener` until `stop` is cancelled, then finishes requests in flight.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop.cancelled().await })
-    .await
 }

@@ -112,6 +112,8 @@ pub(crate) struct Child {
     pub(crate) child: tokio::process::Child,
     pub(crate) http: std::net::SocketAddr,
     pub(crate) mqtt: std::net::SocketAddr,
+    /// Its log lines (JSON), as they come.
+    pub(crate) log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 pub(crate) async fn spawn_vigil(data_dir: &std::path::Path, mqtt_listen: &str) -> Child {
@@ -124,13 +126,26 @@ pub(crate) async fn spawn_vigil_with(
     mqtt_listen: &str,
     env: &[(&str, &str)],
 ) -> Child {
-    spawn_serve(
-        tokio::process::Command::new(VIGIL),
-        data_dir,
-        mqtt_listen,
-        env,
-    )
-    .await
+    spawn_vigil_under(&[], data_dir, mqtt_listen, env).await
+}
+
+/// Like [`spawn_vigil_with`], started by the command `prefix` (e.g. `prlimit --nofile=1024:1024`,
+/// which runs Vigil with that descriptor limit).
+pub(crate) async fn spawn_vigil_under(
+    prefix: &[&str],
+    data_dir: &std::path::Path,
+    mqtt_listen: &str,
+    env: &[(&str, &str)],
+) -> Child {
+    let (program, before) = match prefix.split_first() {
+        Some((p, rest)) => (*p, rest),
+        None => (VIGIL, &[][..]),
+    };
+    let mut command = tokio::process::Command::new(program);
+    if !prefix.is_empty() {
+        command.args(before).arg(VIGIL);
+    }
+    spawn_serve(command, data_dir, mqtt_listen, env).await
 }
 
 /// `vigil serve` with a process mask of 000 (every bit a file's creator gives stays), through a
@@ -168,8 +183,10 @@ async fn spawn_serve(
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let (http, mqtt) = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            log.lock().unwrap().push(line.clone());
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
@@ -186,14 +203,21 @@ async fn spawn_serve(
     .expect("vigil listens within 30 s");
     // Keep draining the log so the child never blocks on a full pipe; VIGIL_TEST_LOG shows it.
     let echo = std::env::var_os("VIGIL_TEST_LOG").is_some();
+    let kept = log.clone();
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             if echo {
                 eprintln!("vigil: {line}");
             }
+            kept.lock().unwrap().push(line);
         }
     });
-    Child { child, http, mqtt }
+    Child {
+        child,
+        http,
+        mqtt,
+        log,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

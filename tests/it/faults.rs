@@ -4,7 +4,8 @@
 //!
 //! Scenarios elsewhere, with the same kind of count: SIGKILL under load (`crash.rs`), Vigil down
 //! behind an external broker (`external.rs`), VictoriaMetrics down and back (`influx.rs`), the
-//! webhook receiver down and back and SIGKILL between alert and delivery (`alerts.rs`).
+//! webhook receiver down and back and SIGKILL between alert and delivery (`alerts.rs`), HTTP,
+//! HTTPS and MQTT floods under a 1,024-descriptor limit (`conns.rs`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,7 @@ mod support;
 mod alerts;
 mod api;
 mod cli;
+mod conns;
 mod crash;
 mod dashboard;
 mod deploy;

@@ -126,6 +126,18 @@ impl Api {
         }
     }
 
+    /// A client of Vigil's HTTPS listener at `addr`, trusting the CA in the PEM file `ca`.
+    pub(crate) fn https(addr: SocketAddr, ca: &Path) -> Api {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+        Api {
+            base: format!("https://{addr}"),
+            http: reqwest::Client::builder()
+                .tls_certs_only([ca])
+                .build()
+                .unwrap(),
+        }
+    }
+
     pub(crate) async fn call(
         &self,
         method: &str,
