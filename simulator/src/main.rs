@@ -59,7 +59,10 @@ enum Command {
         /// Real time the run lasts, e.g. 20s, 5m, 1h.
         #[arg(long, default_value = "20s", value_parser = parse_duration)]
         duration: Duration,
-        /// Simulated seconds per real second (1: real time).
+        /// Simulated seconds per real second. 1 is real time: the run starts now and each
+        /// reading is stamped when it is sent. Faster (e.g. 600) replays DURATION × SPEED of
+        /// the past, catching up with the clock as the run ends; slower starts now and falls
+        /// behind the clock. No reading is ever stamped ahead of the clock.
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
         /// Every patient's story (stable, deterioration, heart-failure, hypoglycaemia,
@@ -217,11 +220,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 })?),
             };
-            let end = now_ms();
-            let span = (duration.as_secs_f64() * speed * 1000.0) as i64;
+            let (sim_start, sim_end) = Plan::window(now_ms(), duration, speed);
             let plan = Plan {
-                sim_start: end - span,
-                sim_end: end,
+                sim_start,
+                sim_end,
                 speed,
                 seed,
                 scenario,
