@@ -43,6 +43,10 @@ enum Command {
         /// Patient ids are PREFIX-0001, PREFIX-0002, …
         #[arg(long, default_value = "sim")]
         prefix: String,
+        /// The care team the patients join (created when missing); its clinicians see them.
+        /// Without it they join Vigil's default team, `default`.
+        #[arg(long)]
+        team: Option<String>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -173,23 +177,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             patients,
             out,
             prefix,
+            team,
             seed,
         } => {
             let api = Api::new(&url, &token);
             let tty = std::io::stderr().is_terminal();
-            let creds = provision::provision(&api, &url, patients, &prefix, seed, |n| {
-                if tty {
-                    eprint!("\rprovisioned {n}/{patients} patients");
-                }
-            })
-            .await?;
+            let creds =
+                provision::provision(&api, &url, patients, &prefix, team.as_deref(), seed, |n| {
+                    if tty {
+                        eprint!("\rprovisioned {n}/{patients} patients");
+                    }
+                })
+                .await?;
             if tty {
                 eprintln!();
             }
             creds.save(&out)?;
             eprintln!(
-                "vigil-sim: {} patients, {} devices; credentials in {}",
+                "vigil-sim: {} patients on care team {}, {} devices; credentials in {}",
                 creds.patients.len(),
+                team.as_deref().unwrap_or("default"),
                 creds.device_count(),
                 out.display()
             );

@@ -272,18 +272,39 @@ async fn every_bad_payload_becomes_one_dead_letter() {
 /// clock, so every reading is new and stamped within the run. (A replay of the span before the
 /// command would stamp them all before it, repeating an earlier run's.) Ten seconds prove this
 /// as well as thirty would: the watch streams a heart rate every second, so the readings must
-/// cover the run from its first seconds to its last.
+/// cover the run from its first seconds to its last. (The patient is provisioned with `--team`,
+/// which puts it on that care team.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_time_runs_forward_from_the_start_of_the_run() {
     const RUN_MS: i64 = 10_000;
     let gw = gateway().await;
     let dir = tempfile::tempdir().unwrap();
-    let creds = provision(&gw, dir.path(), "1", "rt").await;
+    // The patient joins the care team given (created, since it is missing).
+    let creds = dir.path().join("rt.json");
+    let creds = creds.to_str().unwrap();
+    sim(&[
+        "provision",
+        "--url",
+        &gw.http,
+        "--patients",
+        "1",
+        "--prefix",
+        "rt",
+        "--team",
+        "rt-ward",
+        "--out",
+        creds,
+    ])
+    .await;
+    assert_eq!(
+        get(&gw.http, "/patients/rt-0001").await["care_team"],
+        "rt-ward"
+    );
     let started = vigil::domain::now_ms();
     let out = sim(&[
         "run",
         "--credentials",
-        &creds,
+        creds,
         "--mqtt",
         &gw.mqtt,
         "--duration",

@@ -10,6 +10,7 @@
 //! and would turn every reconnect storm into a CPU storm); passwords, which people choose, are
 //! stored as Argon2id.
 
+mod care_teams;
 pub mod mosquitto;
 mod profile;
 mod tokens;
@@ -25,6 +26,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+pub use care_teams::{DEFAULT_TEAM, NOT_CLEARED, Unseen, UnseenPatient, initial_teams};
 pub use profile::{PayloadFormat, Profile, ProfileError, Profiles};
 pub use tokens::{ApiToken, Scope, TOKEN_PREFIX};
 pub use users::{Session, Team, User, UserUpdate};
@@ -115,6 +117,8 @@ const SCHEMA: &[&str] = &[
     crate::video::visits::SCHEMA_V5,
     // version 6: API tokens.
     tokens::SCHEMA_V6,
+    // version 8: the default care team, and every patient on a care team.
+    care_teams::SCHEMA_V8,
 ];
 
 /// A patient as the API shows it.
@@ -143,7 +147,8 @@ pub struct PatientDetails {
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// The care team responsible for the patient.
+    /// The care team responsible for the patient: always one (the default team when none is
+    /// given); see `care_teams`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub care_team: Option<String>,
     /// `phone`, `sms`, `email` or `post`.
@@ -704,6 +709,7 @@ impl Registry {
             check_birth_date(d)?;
         }
         details.check()?;
+        let details = care_teams::on_a_team(details);
         let details_json = details.to_json();
         self.with(move |c| {
             let n = c.execute(
@@ -725,7 +731,8 @@ impl Registry {
         .await
     }
 
-    /// Changes a patient's name, birth date or details; `None` leaves a field as it is.
+    /// Changes a patient's name, birth date or details; `None` leaves a field as it is. The care
+    /// team can be changed, not cleared.
     pub async fn update_patient(
         &self,
         id: PatientId,
@@ -738,6 +745,7 @@ impl Registry {
             check_birth_date(d)?;
         }
         details.check()?;
+        care_teams::check_not_cleared(&details)?;
         let current = self.patient(id.clone()).await?;
         let merged = current.details.merged(details);
         let details_json = merged.to_json();

@@ -44,9 +44,15 @@ export class AdminView {
     this.renderTeams(teams instanceof Error ? teams : null);
   }
 
-  teamSelect(id, value = '') {
-    const sel = h('select', { id }, h('option', { value: '' }, '(none)'), (this.teams || []).map((t) => h('option', { value: t.id }, `${t.name} (${t.id})`)));
-    sel.value = value || '';
+  /**
+   * A choice of care team. There is no "none": every patient belongs to a team (the default
+   * team unless another is chosen). A team the patient names that does not exist stays shown.
+   */
+  teamSelect(id, value = 'default') {
+    const teams = this.teams || [];
+    const unknown = value && !teams.some((t) => t.id === value) ? h('option', { value }, `${value} (no such team)`) : null;
+    const sel = h('select', { id }, teams.map((t) => h('option', { value: t.id }, `${t.name} (${t.id})`)), unknown);
+    sel.value = value || 'default';
     return sel;
   }
 
@@ -63,7 +69,7 @@ export class AdminView {
       e.preventDefault();
       const body = { id: id.value.trim(), name: name.value.trim() };
       if (birth.value) body.birth_date = birth.value;
-      if (team.value) body.care_team = team.value;
+      body.care_team = team.value || 'default';
       try {
         await post('/patients', body);
         msg.ok(`Added ${body.name}.`);
@@ -80,11 +86,12 @@ export class AdminView {
       sel.addEventListener('change', async () => {
         try {
           await patch(`/patients/${seg(p.id)}`, { care_team: sel.value });
-          announce(`${p.name} moved to ${sel.value || 'no care team'}.`);
+          announce(`${p.name} moved to ${sel.value}.`);
+          p.care_team = sel.value;
           this.onChanged();
         } catch (err) {
           announce(err.message);
-          sel.value = p.care_team || '';
+          sel.value = p.care_team || 'default';
         }
       });
       return h('tr', {}, h('th', { scope: 'row' }, h('a', { href: `#/patients/${encodeURIComponent(p.id)}` }, p.name)), h('td', {}, p.id), h('td', {}, sel));
@@ -130,7 +137,7 @@ export class AdminView {
     const name = h('input', { id: 'nu-name', required: true, autocomplete: 'off' });
     const pass = h('input', { id: 'nu-pass', type: 'password', required: true, autocomplete: 'new-password', minlength: 12 });
     const role = h('select', { id: 'nu-role' }, h('option', { value: 'clinician' }, 'Clinician'), h('option', { value: 'admin' }, 'Admin'));
-    const teams = this.teamChecks('nu-teams', []);
+    const teams = this.teamChecks('nu-teams', [], 'Care teams (a clinician given none joins the default team)');
     const form = h('form', { id: 'new-user', class: 'grid-form' },
       field('Username', name), field('Password', pass, '12 characters or more'), field('Role', role), teams.el,
       h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'btn' }, 'Add user')), msg.el);
