@@ -22,8 +22,9 @@ use crate::crm::task::Command;
 use crate::crm::webhook::WebhookSink;
 use crate::domain::now_ms;
 use crate::ingest::Ingest;
+use crate::ingest::access::DeviceAccess;
 use crate::ingest::embedded::{Endpoint, EndpointConfig};
-use crate::ingest::external::{self, ExternalError};
+use crate::ingest::external::{self, BrokerAddress, ExternalError};
 use crate::ingest::tls::{self, TlsError};
 use crate::registry::{ProfileError, Profiles, Registry, RegistryError};
 use crate::store::{Store, StoreError};
@@ -81,6 +82,26 @@ enum DeviceLink {
     External(Box<rumqttc::v5::MqttOptions>),
 }
 
+/// How devices reach Vigil: the embedded endpoint's bound listeners, or the external broker.
+fn device_access(cfg: &Config, link: &DeviceLink) -> Result<DeviceAccess, StartError> {
+    let bound = |key: &'static str, l: &TcpListener| {
+        l.local_addr().map_err(|e| StartError::Bind {
+            key,
+            addr: cfg.mqtt_addr(),
+            reason: e.to_string(),
+        })
+    };
+    Ok(match link {
+        DeviceLink::Embedded { plain, tls } => DeviceAccess::embedded(
+            bound("mqtt.listen", plain)?,
+            tls.as_ref()
+                .map(|(l, _)| bound("mqtt.tls.listen", l))
+                .transpose()?,
+        ),
+        DeviceLink::External(_) => DeviceAccess::external(&BrokerAddress::parse(&cfg.mqtt.url)?),
+    })
+}
+
 /// How long a graceful shutdown may take before what is left is abandoned.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -128,6 +149,7 @@ impl App {
                 DeviceLink::Embedded { plain, tls }
             }
         };
+        let device_access = Arc::new(device_access(&cfg, &link)?);
         let metrics = Metrics::new();
         let profiles = Profiles::built_in()?;
         let registry = Registry::open(&cfg.data_dir, profiles)?;
@@ -182,6 +204,7 @@ impl App {
                 metrics.clone(),
             )),
             video: Arc::new(cfg.video.clone()),
+            device_access,
         };
         let ingest = Ingest {
             registry,

@@ -277,10 +277,13 @@ try {
     await page.waitForSelector('#cred-pass', { timeout: 10000 });
     const password = await page.inputValue('#cred-pass');
     const example = await page.inputValue('#cred-example');
+    // The gateway's real MQTT listener (a free port, not 1883), plain: no --cafile.
     const host = new URL(BASE).hostname;
-    if (!password || !example.includes(`-h ${host} -p 1883`) || !example.includes(password)) {
+    if (!password || !example.includes(`-h ${host} -p ${need('MQTT_PORT')} `) || example.includes('--cafile') || !example.includes(password)) {
       throw new Error(`credentials box: password ${password ? 'shown' : 'missing'}, example ${example}`);
     }
+    const endpoint = await page.textContent('#cred-endpoint');
+    if (!endpoint.includes(`${host}, port ${need('MQTT_PORT')}`) || !/without TLS/.test(endpoint)) throw new Error(`the box says ${endpoint}`);
     // The credentials work: publish with them, and the new patient's tile shows it.
     const pub = publisher({ port: need('MQTT_PORT'), device: dev, secret: password });
     try {

@@ -11,6 +11,7 @@ mod cli;
 mod crash;
 mod dashboard;
 mod deploy;
+mod device_access;
 mod external;
 mod faults;
 mod fhir;

@@ -214,19 +214,27 @@ export class AdminView {
 
 /**
  * Shows a device's MQTT credentials once — from `POST /devices` or `POST /devices/{id}/rotate`,
- * the only answers that carry the password — in `out`, with copy buttons and a `mosquitto_pub`
- * example for this host, and puts focus on the password. `profile`: the device's profile (its
- * first metric makes the example); `title`: what the box is called to screen readers.
+ * the only answers that carry the password — in `out`, with copy buttons, where the device
+ * connects and a `mosquitto_pub` example, and puts focus on the password. The server says the
+ * port and whether it is TLS (its real listeners, or the external broker's); the host too unless
+ * it listens on every interface, when it is the host this page was loaded from. `profile`: the
+ * device's profile (its first metric makes the example); `title`: what the box is called to
+ * screen readers.
  */
 export function showCredentials(out, d, profile, title = 'New device credentials') {
   const metric = profile?.metrics?.[0] || 'heart_rate';
-  const host = location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
-  const example = `mosquitto_pub -h ${host} -p 1883 -V mqttv311 -q 1 -i ${d.mqtt.username} -u ${d.mqtt.username} -P '${d.mqtt.password}' -t vigil/v1/devices/${d.id}/readings -m '{"metric":"${metric}","value":${sampleValue(metric)}}'`;
+  const m = d.mqtt;
+  // mosquitto_pub takes an IPv6 address without the URL's brackets.
+  const host = (m.host || location.hostname).replace(/^\[(.*)\]$/, '$1');
+  const tls = m.tls ? '--cafile ca.crt ' : '';
+  const example = `mosquitto_pub -h ${host} -p ${m.port} ${tls}-V mqttv311 -q 1 -i ${m.username} -u ${m.username} -P '${m.password}' -t vigil/v1/devices/${d.id}/readings -m '{"metric":"${metric}","value":${sampleValue(metric)}}'`;
   clear(out).append(h('div', { class: 'credentials', role: 'region', 'aria-label': title },
     h('p', { class: 'warn-text' }, h('strong', {}, 'Shown once. '), 'Copy the password now: Vigil keeps only a hash and cannot show it again.'),
-    copyField('MQTT username', d.mqtt.username, 'cred-user'),
-    copyField('MQTT password', d.mqtt.password, 'cred-pass'),
-    copyField('Example publish', example, 'cred-example', true)));
+    h('p', { id: 'cred-endpoint' }, `The device connects to ${host}, port ${m.port}, ${m.tls ? 'over TLS (MQTTS)' : 'without TLS (plain MQTT)'}.`),
+    copyField('MQTT username', m.username, 'cred-user'),
+    copyField('MQTT password', m.password, 'cred-pass'),
+    copyField('Example publish', example, 'cred-example', true),
+    m.tls ? h('p', { class: 'muted small', id: 'cred-ca' }, 'ca.crt: the CA certificate that signed Vigil\'s MQTT server certificate (your administrator has it).') : null));
   out.querySelector('#cred-pass').focus();
 }
 
