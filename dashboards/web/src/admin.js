@@ -50,7 +50,7 @@ export class AdminView {
    */
   teamSelect(id, value = 'default') {
     const teams = this.teams || [];
-    const unknown = value && !teams.some((t) => t.id === value) ? h('option', { value }, `${value} (no such team)`) : null;
+    const unknown = this.teams && value && !teams.some((t) => t.id === value) ? h('option', { value }, `${value} (no such team)`) : null;
     const sel = h('select', { id }, teams.map((t) => h('option', { value: t.id }, `${t.name} (${t.id})`)), unknown);
     sel.value = value || 'default';
     return sel;
