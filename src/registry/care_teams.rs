@@ -70,7 +70,7 @@ pub const NOT_CLEARED: &str = "care_team cannot be cleared: every patient belong
 /// Why no clinician can see a patient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Unseen {
+pub enum UnseenReason {
     /// The patient names no care team (a database older than the default team, changed by hand).
     NoTeam,
     /// The patient's care team does not exist.
@@ -86,7 +86,7 @@ pub struct UnseenPatient {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub care_team: Option<String>,
-    pub reason: Unseen,
+    pub reason: UnseenReason,
     /// Its open (not yet acknowledged) alerts.
     pub open_alerts: u64,
 }
@@ -115,9 +115,9 @@ impl Registry {
                 let team: Option<String> = r.get(2)?;
                 let known: bool = r.get(3)?;
                 let reason = match (&team, known) {
-                    (None, _) => Unseen::NoTeam,
-                    (Some(_), false) => Unseen::NoSuchTeam,
-                    (Some(_), true) => Unseen::NoClinician,
+                    (None, _) => UnseenReason::NoTeam,
+                    (Some(_), false) => UnseenReason::NoSuchTeam,
+                    (Some(_), true) => UnseenReason::NoClinician,
                 };
                 Ok(UnseenPatient {
                     id: r.get(0)?,
@@ -220,10 +220,10 @@ mod tests {
         assert_eq!(
             reasons(r.clone()).await,
             [
-                ("p-default".into(), Unseen::NoClinician),
-                ("p-empty".into(), Unseen::NoClinician),
-                ("p-ghost".into(), Unseen::NoSuchTeam),
-                ("p-north".into(), Unseen::NoClinician),
+                ("p-default".into(), UnseenReason::NoClinician),
+                ("p-empty".into(), UnseenReason::NoClinician),
+                ("p-ghost".into(), UnseenReason::NoSuchTeam),
+                ("p-north".into(), UnseenReason::NoClinician),
             ]
         );
         // Open alerts are counted (acknowledged and resolved ones are not) and come first.
@@ -258,8 +258,8 @@ mod tests {
         assert_eq!(
             reasons(r.clone()).await,
             [
-                ("p-empty".into(), Unseen::NoClinician),
-                ("p-ghost".into(), Unseen::NoSuchTeam),
+                ("p-empty".into(), UnseenReason::NoClinician),
+                ("p-ghost".into(), UnseenReason::NoSuchTeam),
             ]
         );
         assert!(initial_teams(Role::Admin, vec![]).is_empty());

@@ -26,7 +26,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use care_teams::{DEFAULT_TEAM, NOT_CLEARED, Unseen, UnseenPatient, initial_teams};
+pub use care_teams::{DEFAULT_TEAM, NOT_CLEARED, UnseenPatient, UnseenReason, initial_teams};
 pub use profile::{PayloadFormat, Profile, ProfileError, Profiles};
 pub use tokens::{ApiToken, Scope, TOKEN_PREFIX};
 pub use users::{Session, Team, User, UserUpdate};
