@@ -23,8 +23,9 @@ use crate::crm::webhook::WebhookSink;
 use crate::data_dir::{self, DataDirLock};
 use crate::domain::now_ms;
 use crate::ingest::Ingest;
+use crate::ingest::access::DeviceAccess;
 use crate::ingest::embedded::{Endpoint, EndpointConfig};
-use crate::ingest::external::{self, ExternalError};
+use crate::ingest::external::{self, BrokerAddress, ExternalError};
 use crate::ingest::tls::{self, TlsError};
 use crate::registry::{ProfileError, Profiles, Registry, RegistryError};
 use crate::slots::Slots;
@@ -87,6 +88,30 @@ enum DeviceLink {
     },
     /// A client of an external broker.
     External(Box<rumqttc::v5::MqttOptions>),
+}
+
+/// How devices reach Vigil: the embedded endpoint's bound listeners, or the external broker.
+fn device_access(cfg: &Config, link: &DeviceLink) -> Result<DeviceAccess, StartError> {
+    let bound = |key: &'static str, l: &TcpListener| {
+        l.local_addr().map_err(|e| StartError::Bind {
+            key,
+            addr: cfg.mqtt_addr(),
+            reason: e.to_string(),
+        })
+    };
+    Ok(match link {
+        DeviceLink::Embedded { plain, tls } => DeviceAccess::embedded(
+            plain
+                .as_ref()
+                .map(|l| bound("mqtt.listen", l))
+                .transpose()?,
+            tls.as_ref()
+                .map(|(l, _)| bound("mqtt.tls.listen", l))
+                .transpose()?,
+        )
+        .ok_or_else(|| StartError::Connector("mqtt: no listener for devices".into()))?,
+        DeviceLink::External(_) => DeviceAccess::external(&BrokerAddress::parse(&cfg.mqtt.url)?),
+    })
 }
 
 /// How long a graceful shutdown may take before what is left is abandoned.
@@ -156,6 +181,7 @@ impl App {
             }
         };
         fit_connection_caps(&mut cfg)?;
+        let device_access = Arc::new(device_access(&cfg, &link)?);
         let metrics = Metrics::new();
         let profiles = Profiles::built_in()?;
         let registry = Registry::open(&cfg.data_dir, profiles)?;
@@ -211,6 +237,7 @@ impl App {
                 metrics.clone(),
             )),
             video: Arc::new(cfg.video.clone()),
+            device_access,
         };
         let ingest = Ingest {
             registry,

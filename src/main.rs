@@ -109,7 +109,8 @@ enum UserCommand {
         #[arg(long, value_parser = ["clinician", "admin"])]
         role: String,
         /// A care team the user belongs to (repeat for several); created if it does not exist.
-        /// A clinician sees only the patients of their teams.
+        /// A clinician sees only the patients of their teams; one given none joins the default
+        /// team (`default`), where patients created without a team are.
         #[arg(long = "team", value_name = "TEAM")]
         teams: Vec<String>,
     },
@@ -216,6 +217,7 @@ fn user_add(cfg: Config, username: &str, role: &str, teams: Vec<String>) -> Exit
     let Some(role) = Role::parse(role) else {
         return fail("--role must be clinician or admin");
     };
+    let teams = vigil::registry::initial_teams(role, teams);
     let password = match vigil::terminal::read_password(&format!("Password for {username}: ")) {
         Ok(p) => p,
         Err(e) => return fail(&e.to_string()),

@@ -1,6 +1,8 @@
 //! `vigil-sim run`: the fleet. One MQTT connection per device; each device measures on its
-//! schedule in simulated time, which runs `speed` times faster than real time and ends at the
-//! moment the run ends (so every reading's time is in the past, as Vigil requires).
+//! schedule in simulated time, which runs `speed` times as fast as real time (see
+//! [`Plan::window`]): at speed 1 it is real time, from the moment the run starts; faster, it
+//! replays the past and catches up with the clock as the run ends. Either way no reading's time
+//! is in the future, as Vigil requires.
 //!
 //! Streams are sent in batches when time runs fast (a SenML pack of every sample due since the
 //! last publish, at most one publish per device per real second), as watches upload in bursts;
@@ -87,6 +89,21 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The simulated span `(sim_start, sim_end)` of a run that starts at the real instant
+    /// `now_ms` and lasts `real` at `speed` simulated seconds per real second.
+    ///
+    /// - Speed 1 is real time: simulated time starts now and runs forward with the clock, so
+    ///   each reading is stamped when it is sent, and a second run adds new readings rather than
+    ///   repeating the first's.
+    /// - Faster, the run covers `real × speed` ending when the run ends: it starts in the past
+    ///   and catches up with the clock at the end, so no reading is ahead of the clock.
+    /// - Slower, it starts now and falls behind the clock, ending `real × speed` later.
+    pub fn window(now_ms: i64, real: Duration, speed: f64) -> (i64, i64) {
+        let real_ms = real.as_secs_f64() * 1000.0;
+        let end = now_ms + (real_ms * speed.min(1.0)) as i64;
+        (end - (real_ms * speed) as i64, end)
+    }
+
     /// The story patient `i` lives.
     pub fn scenario_of(&self, i: usize) -> Scenario {
         self.scenario
@@ -412,9 +429,10 @@ impl DeviceRun {
                         .collect();
                     // A variant without the reading's own time (Vigil then stamps its receipt)
                     // is realistic only when simulated time is real time.
+                    let real_time = (plan.speed - 1.0).abs() < f64::EPSILON;
                     let mut variant = rng.next_u64();
                     for _ in 0..32 {
-                        if plan.speed <= 1.0 || payload::keeps_time(encoding, variant) {
+                        if real_time || payload::keeps_time(encoding, variant) {
                             break;
                         }
                         variant = rng.next_u64();
@@ -471,5 +489,34 @@ impl DeviceRun {
         let _ = client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), poller).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_time_starts_now_and_fast_time_catches_up_with_the_clock() {
+        let now = 1_800_000_000_000;
+        let d = Duration::from_secs(30);
+        // Real time: forward from now, never the span before.
+        assert_eq!(Plan::window(now, d, 1.0), (now, now + 30_000));
+        // Faster: 30 s × 600 = 5 h, ending when the run ends.
+        assert_eq!(
+            Plan::window(now, d, 600.0),
+            (now + 30_000 - 18_000_000, now + 30_000)
+        );
+        // Slower: from now, 15 s of simulated time over the 30 s run.
+        assert_eq!(Plan::window(now, d, 0.5), (now, now + 15_000));
+        // At every speed, simulated time never runs ahead of the real clock during the run.
+        for speed in [0.25, 1.0, 7.0, 24_000.0] {
+            let (start, end) = Plan::window(now, d, speed);
+            for elapsed in [0, 1, 10_000, 29_999, 30_000] {
+                let sim = start + (elapsed as f64 * speed) as i64;
+                assert!(sim <= now + elapsed, "speed {speed}, {elapsed} ms in");
+                assert!(sim <= end);
+            }
+        }
     }
 }

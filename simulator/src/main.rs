@@ -43,6 +43,10 @@ enum Command {
         /// Patient ids are PREFIX-0001, PREFIX-0002, …
         #[arg(long, default_value = "sim")]
         prefix: String,
+        /// The care team the patients join (created when missing); its clinicians see them.
+        /// Without it they join Vigil's default team, `default`.
+        #[arg(long)]
+        team: Option<String>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -59,7 +63,10 @@ enum Command {
         /// Real time the run lasts, e.g. 20s, 5m, 1h.
         #[arg(long, default_value = "20s", value_parser = parse_duration)]
         duration: Duration,
-        /// Simulated seconds per real second (1: real time).
+        /// Simulated seconds per real second. 1 is real time: the run starts now and each
+        /// reading is stamped when it is sent. Faster (e.g. 600) replays DURATION × SPEED of
+        /// the past, catching up with the clock as the run ends; slower starts now and falls
+        /// behind the clock. No reading is ever stamped ahead of the clock.
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
         /// Every patient's story (stable, deterioration, heart-failure, hypoglycaemia,
@@ -170,23 +177,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             patients,
             out,
             prefix,
+            team,
             seed,
         } => {
             let api = Api::new(&url, &token);
             let tty = std::io::stderr().is_terminal();
-            let creds = provision::provision(&api, &url, patients, &prefix, seed, |n| {
-                if tty {
-                    eprint!("\rprovisioned {n}/{patients} patients");
-                }
-            })
-            .await?;
+            let creds =
+                provision::provision(&api, &url, patients, &prefix, team.as_deref(), seed, |n| {
+                    if tty {
+                        eprint!("\rprovisioned {n}/{patients} patients");
+                    }
+                })
+                .await?;
             if tty {
                 eprintln!();
             }
             creds.save(&out)?;
             eprintln!(
-                "vigil-sim: {} patients, {} devices; credentials in {}",
+                "vigil-sim: {} patients on care team {}, {} devices; credentials in {}",
                 creds.patients.len(),
+                team.as_deref().unwrap_or("default"),
                 creds.device_count(),
                 out.display()
             );
@@ -217,11 +227,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                 })?),
             };
-            let end = now_ms();
-            let span = (duration.as_secs_f64() * speed * 1000.0) as i64;
+            let (sim_start, sim_end) = Plan::window(now_ms(), duration, speed);
             let plan = Plan {
-                sim_start: end - span,
-                sim_end: end,
+                sim_start,
+                sim_end,
                 speed,
                 seed,
                 scenario,

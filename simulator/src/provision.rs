@@ -108,25 +108,47 @@ impl Api {
     }
 }
 
-/// Creates `patients` patients (ids `{prefix}-0001` …) with their devices.
+/// Makes sure care team `id` exists: created, with its id as its name, when it does not.
+async fn ensure_team(api: &Api, id: &str) -> anyhow::Result<()> {
+    let teams = api.call(reqwest::Method::GET, "/teams", None).await?;
+    let exists = teams["teams"]
+        .as_array()
+        .is_some_and(|t| t.iter().any(|x| x["id"] == id));
+    if !exists {
+        api.call(
+            reqwest::Method::POST,
+            "/teams",
+            Some(json!({"id": id, "name": id})),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Creates `patients` patients (ids `{prefix}-0001` …) with their devices, on care team `team`
+/// (created when missing), or without one on Vigil's default team.
 pub async fn provision(
     api: &Api,
     base_url: &str,
     patients: usize,
     prefix: &str,
+    team: Option<&str>,
     seed: u64,
     mut progress: impl FnMut(usize),
 ) -> anyhow::Result<Credentials> {
+    if let Some(t) = team {
+        ensure_team(api, t).await?;
+    }
     let mut out = Vec::with_capacity(patients);
     for i in 0..patients {
         let id = format!("{prefix}-{:04}", i + 1);
         let pseed = Rng::derive(seed, hash(&id)).next_u64();
-        api.call(
-            reqwest::Method::POST,
-            "/patients",
-            Some(json!({"id": id, "name": format!("Simulated patient {}", i + 1)})),
-        )
-        .await?;
+        let mut patient = json!({"id": id, "name": format!("Simulated patient {}", i + 1)});
+        if let Some(t) = team {
+            patient["care_team"] = json!(t);
+        }
+        api.call(reqwest::Method::POST, "/patients", Some(patient))
+            .await?;
         let mut devices = Vec::new();
         // Every third patient might need glucose monitoring in a story: give them a CGM.
         for profile in device::devices_for(pseed, i % 3 == 0) {

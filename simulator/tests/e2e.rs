@@ -269,6 +269,79 @@ async fn every_bad_payload_becomes_one_dead_letter() {
     gw.task.await.unwrap();
 }
 
+/// `--speed 1` is real time: simulated time starts when the run does and runs forward with the
+/// clock, so every reading is new and stamped within the run. (A replay of the span before the
+/// command would stamp them all before it, repeating an earlier run's.) Ten seconds prove this
+/// as well as thirty would: the watch streams a heart rate every second, so the readings must
+/// cover the run from its first seconds to its last. (The patient is provisioned with `--team`,
+/// which puts it on that care team.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_time_runs_forward_from_the_start_of_the_run() {
+    const RUN_MS: i64 = 10_000;
+    let gw = gateway().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The patient joins the care team given (created, since it is missing).
+    let creds = dir.path().join("rt.json");
+    let creds = creds.to_str().unwrap();
+    sim(&[
+        "provision",
+        "--url",
+        &gw.http,
+        "--patients",
+        "1",
+        "--prefix",
+        "rt",
+        "--team",
+        "rt-ward",
+        "--out",
+        creds,
+    ])
+    .await;
+    assert_eq!(
+        get(&gw.http, "/patients/rt-0001").await["care_team"],
+        "rt-ward"
+    );
+    let started = vigil::domain::now_ms();
+    let out = sim(&[
+        "run",
+        "--credentials",
+        creds,
+        "--mqtt",
+        gw.mqtt.as_deref().unwrap(),
+        "--duration",
+        &format!("{RUN_MS}ms"),
+        "--speed",
+        "1",
+    ])
+    .await;
+    let ended = vigil::domain::now_ms();
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["published"], summary["acknowledged"], "{summary}");
+    let stored = get(&gw.http, "/patients/rt-0001/observations?limit=100000").await;
+    let times: Vec<i64> = stored["observations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| vigil::domain::parse_rfc3339(o["time"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(
+        times.len() >= 5,
+        "{} readings stored: {summary}",
+        times.len()
+    );
+    let (first, last) = (*times.iter().min().unwrap(), *times.iter().max().unwrap());
+    assert!(
+        first >= started && last <= ended,
+        "readings stamped {first} .. {last}, outside the run {started} .. {ended}"
+    );
+    assert!(
+        first <= started + 5_000 && last >= started + RUN_MS - 3_000,
+        "readings stamped {first} .. {last} do not cover the run {started} .. {ended}"
+    );
+    gw.stop.cancel();
+    gw.task.await.unwrap();
+}
+
 /// Runs `openssl` with `args`, panicking with its output if it fails.
 fn openssl(args: &[&str]) {
     let out = std::process::Command::new("openssl")

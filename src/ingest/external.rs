@@ -64,29 +64,9 @@ struct Pending {
 
 /// Builds the client options from the `[mqtt]` settings.
 pub fn options(cfg: &MqttConfig) -> Result<MqttOptions, ExternalError> {
-    let (tls, rest) = if let Some(r) = cfg.url.strip_prefix("mqtts://") {
-        (true, r)
-    } else if let Some(r) = cfg.url.strip_prefix("mqtt://") {
-        (false, r)
-    } else {
-        return Err(ExternalError::Url(format!(
-            "{:?} must start with mqtt:// or mqtts://",
-            cfg.url
-        )));
-    };
-    let hostport = rest.trim_end_matches('/');
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (
-            h.trim_start_matches('[').trim_end_matches(']'),
-            p.parse::<u16>()
-                .map_err(|_| ExternalError::Url(format!("bad port in {:?}", cfg.url)))?,
-        ),
-        None => (hostport, if tls { 8883 } else { 1883 }),
-    };
-    if host.is_empty() {
-        return Err(ExternalError::Url(format!("no host in {:?}", cfg.url)));
-    }
-    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
+    let broker = BrokerAddress::parse(&cfg.url)?;
+    let tls = broker.tls;
+    let mut o = MqttOptions::new(cfg.client_id.clone(), broker.host, broker.port);
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(cfg.session_expiry_s));
     o.set_manual_acks(true);
@@ -105,6 +85,47 @@ pub fn options(cfg: &MqttConfig) -> Result<MqttOptions, ExternalError> {
         )));
     }
     Ok(o)
+}
+
+/// The broker's URL (`mqtt://host[:port]` or `mqtts://host[:port]`) taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub tls: bool,
+    /// Without the brackets of an IPv6 address.
+    pub host: String,
+    /// 1883, or 8883 for `mqtts://`, when the URL names none.
+    pub port: u16,
+}
+
+impl BrokerAddress {
+    pub fn parse(url: &str) -> Result<BrokerAddress, ExternalError> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else {
+            return Err(ExternalError::Url(format!(
+                "{url:?} must start with mqtt:// or mqtts://"
+            )));
+        };
+        let hostport = rest.trim_end_matches('/');
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse::<u16>()
+                    .map_err(|_| ExternalError::Url(format!("bad port in {url:?}")))?,
+            ),
+            None => (hostport, if tls { 8883 } else { 1883 }),
+        };
+        if host.is_empty() {
+            return Err(ExternalError::Url(format!("no host in {url:?}")));
+        }
+        Ok(BrokerAddress {
+            tls,
+            host: host.to_owned(),
+            port,
+        })
+    }
 }
 
 fn client_tls(cfg: &MqttConfig) -> Result<Arc<rustls::ClientConfig>, ExternalError> {

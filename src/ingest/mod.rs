@@ -7,6 +7,7 @@
 //! answers after the durable commit — the moment, and the only moment, a publish may be
 //! acknowledged.
 
+pub mod access;
 pub mod codec;
 pub mod embedded;
 pub mod external;

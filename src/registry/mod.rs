@@ -10,6 +10,7 @@
 //! and would turn every reconnect storm into a CPU storm); passwords, which people choose, are
 //! stored as Argon2id, hashed and checked only in [`password`]'s bounded hasher.
 
+mod care_teams;
 pub mod mosquitto;
 mod password;
 mod profile;
@@ -26,6 +27,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+pub use care_teams::{DEFAULT_TEAM, NOT_CLEARED, UnseenPatient, UnseenReason, initial_teams};
 pub use profile::{PayloadFormat, Profile, ProfileError, Profiles};
 pub use tokens::{ApiToken, Scope, TOKEN_PREFIX};
 pub use users::{Session, Team, User, UserUpdate};
@@ -121,6 +123,8 @@ const SCHEMA: &[&str] = &[
     tokens::SCHEMA_V6,
     // version 7: usernames unique whatever their case.
     users::SCHEMA_V7,
+    // version 8: the default care team, and every patient on a care team.
+    care_teams::SCHEMA_V8,
 ];
 
 /// A patient as the API shows it.
@@ -149,7 +153,8 @@ pub struct PatientDetails {
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// The care team responsible for the patient.
+    /// The care team responsible for the patient: always one (the default team when none is
+    /// given); see `care_teams`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub care_team: Option<String>,
     /// `phone`, `sms`, `email` or `post`.
@@ -711,6 +716,7 @@ impl Registry {
             check_birth_date(d)?;
         }
         details.check()?;
+        let details = care_teams::on_a_team(details);
         let details_json = details.to_json();
         self.with(move |c| {
             let n = c.execute(
@@ -732,7 +738,8 @@ impl Registry {
         .await
     }
 
-    /// Changes a patient's name, birth date or details; `None` leaves a field as it is.
+    /// Changes a patient's name, birth date or details; `None` leaves a field as it is. The care
+    /// team can be changed, not cleared.
     pub async fn update_patient(
         &self,
         id: PatientId,
@@ -745,6 +752,7 @@ impl Registry {
             check_birth_date(d)?;
         }
         details.check()?;
+        care_teams::check_not_cleared(&details)?;
         let current = self.patient(id.clone()).await?;
         let merged = current.details.merged(details);
         let details_json = merged.to_json();

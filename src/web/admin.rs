@@ -13,7 +13,7 @@ use super::auth::Principal;
 use super::routes::{ApiResult, audit_line, require_admin};
 use super::{ApiError, AppState};
 use crate::domain::now_ms;
-use crate::registry::{Role, UserUpdate};
+use crate::registry::{Role, UserUpdate, initial_teams};
 
 fn role(s: &str) -> ApiResult<Role> {
     Role::parse(s)
@@ -48,9 +48,11 @@ pub(super) async fn create_user(
     require_admin(&p)?;
     let Json(b) = body?;
     let role = role(&b.role)?;
+    // A clinician given no team joins the default team, so that someone sees its patients.
+    let teams = initial_teams(role, b.teams);
     // Teams are checked before the user exists, so a bad team leaves no half-made user.
     let known = s.registry.teams().await?;
-    if let Some(t) = b.teams.iter().find(|t| !known.iter().any(|k| &k.id == *t)) {
+    if let Some(t) = teams.iter().find(|t| !known.iter().any(|k| &k.id == *t)) {
         return Err(ApiError::BadRequest(format!(
             "no care team {t:?}; create it first"
         )));
@@ -58,7 +60,7 @@ pub(super) async fn create_user(
     s.registry
         .add_user(&b.name, role, &b.password, now_ms())
         .await?;
-    s.registry.set_user_teams(&b.name, b.teams).await?;
+    s.registry.set_user_teams(&b.name, teams).await?;
     audit_line(&s, &p, "user.create", None, &format!("user/{}", b.name)).await?;
     let user = s.registry.user(&b.name).await?;
     Ok((StatusCode::CREATED, Json(user)))

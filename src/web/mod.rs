@@ -73,6 +73,8 @@ pub struct AppState {
     pub rooms: Arc<crate::video::relay::Rooms>,
     /// The `[video]` settings (ICE servers for the browsers).
     pub video: Arc<crate::config::VideoConfig>,
+    /// How devices reach Vigil (told to the admin who provisions one).
+    pub device_access: Arc<crate::ingest::access::DeviceAccess>,
 }
 
 /// The whole HTTP application.

@@ -202,7 +202,9 @@ fn severity_rank(s: Severity) -> u8 {
     }
 }
 
-/// `GET /panel`: a tile per patient the caller may see.
+/// `GET /panel`: a tile per patient the caller may see. A clinician's answer also names their
+/// care teams (`care_teams`: empty when they are on none, so the dashboard can say so rather than
+/// show an empty panel); an admin's lists the patients no clinician can see (`unseen`).
 pub(super) async fn panel(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -315,9 +317,16 @@ pub(super) async fn panel(
             })
             .collect()
     });
-    Ok(Json(
-        json!({"patients": tiles, "generated_at": format_rfc3339(now)}),
-    ))
+    let mut out = json!({"patients": tiles, "generated_at": format_rfc3339(now)});
+    match &p.teams {
+        Some(teams) => out["care_teams"] = json!(teams.as_ref()),
+        None => {
+            let unseen = s.registry.unseen_patients().await?;
+            let open: u64 = unseen.iter().map(|u| u.open_alerts).sum();
+            out["unseen"] = json!({"patients": unseen, "open_alerts": open});
+        }
+    }
+    Ok(Json(out))
 }
 
 #[derive(Deserialize)]

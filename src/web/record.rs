@@ -23,7 +23,7 @@ use crate::alerts::rules::CarePlan;
 use crate::crm::record::{AlertActionError, AlertQuery, AlertStatus};
 use crate::crm::task::Command;
 use crate::domain::now_ms;
-use crate::registry::PatientDetails;
+use crate::registry::{NOT_CLEARED, PatientDetails};
 
 const DEFAULT_LIMIT: usize = 200;
 const MAX_LIMIT: usize = 10_000;
@@ -48,9 +48,16 @@ pub(super) struct PatientUpdate {
     phone: Option<String>,
     email: Option<String>,
     address: Option<String>,
-    care_team: Option<String>,
+    /// `Some(None)`: the field was sent as `null`, which is refused rather than ignored.
+    #[serde(default, deserialize_with = "present")]
+    care_team: Option<Option<String>>,
     contact_preference: Option<String>,
     contact_notes: Option<String>,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 pub(super) async fn update_patient(
@@ -62,12 +69,19 @@ pub(super) async fn update_patient(
     require_admin(&p)?;
     let id = patient_id(&id)?;
     let Json(b) = body?;
+    // Every patient belongs to a care team: `null` does not clear it (nor does "", which the
+    // registry refuses with the same words).
+    let care_team = match b.care_team {
+        Some(None) => return Err(ApiError::BadRequest(NOT_CLEARED.into())),
+        Some(Some(t)) => Some(t),
+        None => None,
+    };
     let details = PatientDetails {
         gender: b.gender,
         phone: b.phone,
         email: b.email,
         address: b.address,
-        care_team: b.care_team,
+        care_team,
         contact_preference: b.contact_preference,
         contact_notes: b.contact_notes,
     };

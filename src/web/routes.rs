@@ -252,12 +252,22 @@ async fn create_device(
     )
     .await?;
     let mut out = serde_json::to_value(&device).map_err(|e| ApiError::Internal(e.to_string()))?;
-    out["mqtt"] = json!({ "username": id.as_str(), "password": secret });
+    out["mqtt"] = mqtt_credentials(&s, &id, secret);
     Ok((
         StatusCode::CREATED,
         [(header::CACHE_CONTROL, "no-store")],
         Json(out),
     ))
+}
+
+/// A device's MQTT credentials, with where it connects: `host` (null: the host the API was
+/// reached at), `port` and `tls`, from the endpoint's real listeners or the external broker.
+fn mqtt_credentials(s: &AppState, id: &DeviceId, secret: String) -> Value {
+    let a = &s.device_access;
+    json!({
+        "username": id.as_str(), "password": secret,
+        "host": a.host, "port": a.port, "tls": a.tls,
+    })
 }
 
 /// `POST /devices/{id}/revoke` (admin): the device can no longer connect, and is disconnected
@@ -302,7 +312,7 @@ async fn rotate_device(
     )
     .await?;
     let mut out = serde_json::to_value(&device).map_err(|e| ApiError::Internal(e.to_string()))?;
-    out["mqtt"] = json!({ "username": id.as_str(), "password": secret });
+    out["mqtt"] = mqtt_credentials(&s, &id, secret);
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(out)))
 }
 

@@ -3,7 +3,9 @@
 // scenario, then a summary line with the publish-to-tile latency; exits 1 if any scenario failed.
 //
 // Environment: BASE_URL, ADMIN_USER, ADMIN_PASS, CLIN_USER, CLIN_PASS, OWN_PATIENT (in the
-// clinician's team), OTHER_PATIENT (not), MQTT_PORT, LAT_PATIENT, LAT_DEVICE, LAT_SECRET (a
+// clinician's team), OTHER_PATIENT (not, and on a team without clinicians), DEFAULT_USER,
+// DEFAULT_PASS (a clinician created without a team: on the default team), NOTEAM_USER,
+// NOTEAM_PASS (a clinician on no team), MQTT_PORT, LAT_PATIENT, LAT_DEVICE, LAT_SECRET (a
 // device that measures heart_rate), LAT_READINGS (default 100), SIM_BIN, SIM_CREDENTIALS
 // (from `vigil-sim provision`), SIM_PREFIX (default sim), SIM_SCENARIO (default
 // hypoglycaemia), SCREENSHOT_DIR (optional: panel.png, inbox.png, patient.png).
@@ -275,10 +277,13 @@ try {
     await page.waitForSelector('#cred-pass', { timeout: 10000 });
     const password = await page.inputValue('#cred-pass');
     const example = await page.inputValue('#cred-example');
+    // The gateway's real MQTT listener (a free port, not 1883), plain: no --cafile.
     const host = new URL(BASE).hostname;
-    if (!password || !example.includes(`-h ${host} -p 1883`) || !example.includes(password)) {
+    if (!password || !example.includes(`-h ${host} -p ${need('MQTT_PORT')} `) || example.includes('--cafile') || !example.includes(password)) {
       throw new Error(`credentials box: password ${password ? 'shown' : 'missing'}, example ${example}`);
     }
+    const endpoint = await page.textContent('#cred-endpoint');
+    if (!endpoint.includes(`${host}, port ${need('MQTT_PORT')}`) || !/without TLS/.test(endpoint)) throw new Error(`the box says ${endpoint}`);
     // The credentials work: publish with them, and the new patient's tile shows it.
     const pub = publisher({ port: need('MQTT_PORT'), device: dev, secret: password });
     try {
@@ -315,7 +320,8 @@ try {
   });
 
 
-  // A patient (on no care team: only admins see it) with a device, for the admin scenarios below.
+  // A patient (created without a care team: on the default team) with a device, for the admin
+  // scenarios below.
   let adminPatient = null;
   async function ensureAdminPatient() {
     if (adminPatient) return adminPatient;
@@ -559,6 +565,75 @@ try {
     } finally {
       await context.close();
     }
+  });
+
+  await scenario('default_team_clinician', async () => {
+    // The simulator's patients were created without a care team: they are on the default team,
+    // whose clinician sees their tiles and their alerts (the admin acknowledged one of them).
+    const prefix = env('SIM_PREFIX', 'sim');
+    const { context, page: cp } = await newPage(browser, problems);
+    try {
+      await signIn(cp, BASE, need('DEFAULT_USER'), need('DEFAULT_PASS'));
+      const ids = simPatients.length ? simPatients : [`${prefix}-0001`];
+      await until('the default team\'s patients on the panel', 10000,
+        () => cp.evaluate((list) => list.every((id) => document.querySelector(`[data-patient-id="${id}"]`)), ids));
+      if (await cp.$(`[data-patient-id="${need('OWN_PATIENT')}"]`)) throw new Error('another team\'s patient is on the default team\'s panel');
+      await cp.click('a[data-route="inbox"]');
+      const item = `li.alert-item:has(a[href^="#/patients/${prefix}"])`;
+      await cp.waitForSelector(item, { timeout: 10000 });
+      const inbox = await cp.$$eval(item, (els) => els.map((e) => ({ status: e.dataset.status, text: e.querySelector('.alert-message')?.textContent })));
+      const count = Number(await cp.textContent('#inbox-count'));
+      if (!inbox.some((a) => a.status === 'open') || !count) throw new Error(`the inbox holds ${JSON.stringify(inbox)}, the count says ${count}`);
+      const api = await pageFetch(cp, 'GET', '/api/v1/alerts?status=open');
+      if (!(api.body?.alerts || []).some((a) => a.patient_id.startsWith(prefix))) throw new Error(`GET /alerts: ${JSON.stringify(api.body)}`);
+      return { tiles: ids.length, inbox: inbox.length, open_count: count };
+    } finally {
+      await context.close();
+    }
+  });
+
+  await scenario('no_team_clinician', async () => {
+    // A clinician on no care team is told so, not "No open alerts" on an empty inbox.
+    const { context, page: cp } = await newPage(browser, problems);
+    try {
+      await signIn(cp, BASE, need('NOTEAM_USER'), need('NOTEAM_PASS'));
+      await cp.waitForFunction(() => /not on a care team/.test(document.getElementById('panel-summary')?.textContent), null, { timeout: 10000 });
+      const panel = await cp.textContent('#panel-summary');
+      await cp.click('a[data-route="inbox"]');
+      const inbox = await cp.waitForSelector('#inbox-open #no-team', { timeout: 10000 }).then((e) => e.textContent());
+      if (!/Ask an administrator/.test(inbox) || /No open alerts/.test(await cp.textContent('#inbox-open'))) throw new Error(`the inbox says ${inbox}`);
+      return { panel, inbox };
+    } finally {
+      await context.close();
+    }
+  });
+
+  await scenario('unseen_warning', async () => {
+    // The other team has no clinician: the admin is warned on every page, the panel's filter
+    // shows exactly those patients, and moving the patient to a team with a clinician ends it.
+    const other = need('OTHER_PATIENT');
+    const li = `#coverage:not([hidden]) #coverage-list li[data-patient-id="${other}"]`;
+    await page.click('a[data-route="panel"]');
+    await page.waitForSelector(li, { timeout: 10000 });
+    const said = await page.textContent(li);
+    const reason = await page.getAttribute(li, 'data-reason');
+    if (reason !== 'no_clinician' || !/has no clinician/.test(said)) throw new Error(`the warning says ${said} (${reason})`);
+    const title = await page.textContent('#coverage-title');
+    await page.selectOption('#panel-team', ':unseen');
+    const shown = await page.$$eval('.tile', (els) => els.filter((e) => !e.hidden).map((e) => e.dataset.patientId));
+    const unseen = await page.evaluate(() => window.vigil.store.unseen.patients.map((p) => p.id).sort());
+    if (JSON.stringify([...shown].sort()) !== JSON.stringify(unseen) || !shown.includes(other)) {
+      throw new Error(`the filter shows ${shown}, the panel's unseen list is ${unseen}`);
+    }
+    await page.selectOption('#panel-team', '');
+    await page.click('a[data-route="admin"]');
+    await page.waitForSelector(`#pt-team-${other}`);
+    if (await page.$(`#pt-team-${other} option[value=""]`)) throw new Error('a patient\'s team can be set to none');
+    await page.selectOption(`#pt-team-${other}`, 'default');
+    await page.waitForSelector(`#coverage-list li[data-patient-id="${other}"]`, { state: 'detached', timeout: 10000 });
+    const after = await pageFetch(page, 'GET', '/api/v1/panel');
+    if ((after.body?.unseen?.patients || []).some((p) => p.id === other)) throw new Error('the API still lists the moved patient');
+    return { title, said, filtered: shown, left: (after.body?.unseen?.patients || []).map((p) => p.id) };
   });
 
   await scenario('sign_out', async () => {

@@ -17,6 +17,10 @@ use crate::support::{Gateway, TOKEN, run};
 
 const ADMIN: (&str, &str) = ("dr-admin", "correct horse battery staple 1");
 const CLINICIAN: (&str, &str) = ("nurse-north", "north ward night shift 2");
+/// Created without a team: on the default team, with the simulator's patients.
+const DEFAULT_CLINICIAN: (&str, &str) = ("nurse-default", "default ward day shift 3");
+/// Taken off every team.
+const NO_TEAM_CLINICIAN: (&str, &str) = ("nurse-none", "between wards on leave 4");
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 pub(crate) fn browser_dir() -> PathBuf {
@@ -76,8 +80,9 @@ async fn the_dashboard_works_in_a_real_browser() {
     let g = Gateway::start().await;
     let base = format!("http://{}", g.http);
 
-    // Two care teams, an admin, a clinician of one team, a patient in each team, and a
-    // pulse oximeter for the north patient (heart rate for the latency measurement).
+    // Two care teams, an admin, a clinician of one team (none of the other), a clinician
+    // created without a team (on the default team), one on no team, a patient in each team,
+    // and a pulse oximeter for the north patient (heart rate for the latency measurement).
     created(
         &g,
         "/api/v1/teams",
@@ -102,6 +107,29 @@ async fn the_dashboard_works_in_a_real_browser() {
         json!({"name": CLINICIAN.0, "password": CLINICIAN.1, "role": "clinician", "teams": ["north"]}),
     )
     .await;
+    let on_default = created(
+        &g,
+        "/api/v1/users",
+        json!({"name": DEFAULT_CLINICIAN.0, "password": DEFAULT_CLINICIAN.1, "role": "clinician"}),
+    )
+    .await;
+    assert_eq!(on_default["teams"], json!(["default"]));
+    created(
+        &g,
+        "/api/v1/users",
+        json!({"name": NO_TEAM_CLINICIAN.0, "password": NO_TEAM_CLINICIAN.1, "role": "clinician"}),
+    )
+    .await;
+    let (s, v) = g
+        .client
+        .call(
+            "PATCH",
+            &format!("/api/v1/users/{}", NO_TEAM_CLINICIAN.0),
+            Some(json!({"teams": []})),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     created(
         &g,
         "/api/v1/patients",
@@ -122,7 +150,7 @@ async fn the_dashboard_works_in_a_real_browser() {
     .await;
     let ox_secret = ox["mqtt"]["password"].as_str().unwrap().to_owned();
 
-    // The simulator's patients (no care team: only the admin sees them).
+    // The simulator's patients, created without a care team: on the default team.
     let creds = g.dir.path().join("sim-credentials.json");
     let out = run(
         sim.to_str().unwrap(),
@@ -152,6 +180,10 @@ async fn the_dashboard_works_in_a_real_browser() {
             ("ADMIN_PASS", ADMIN.1),
             ("CLIN_USER", CLINICIAN.0),
             ("CLIN_PASS", CLINICIAN.1),
+            ("DEFAULT_USER", DEFAULT_CLINICIAN.0),
+            ("DEFAULT_PASS", DEFAULT_CLINICIAN.1),
+            ("NOTEAM_USER", NO_TEAM_CLINICIAN.0),
+            ("NOTEAM_PASS", NO_TEAM_CLINICIAN.1),
             ("OWN_PATIENT", "pat-north-1"),
             ("OTHER_PATIENT", "pat-south-1"),
             ("MQTT_PORT", &g.mqtt.port().to_string()),
@@ -183,6 +215,9 @@ async fn the_dashboard_works_in_a_real_browser() {
             "audit_trail",
             "clinician_scope",
             "clinician_no_admin_controls",
+            "default_team_clinician",
+            "no_team_clinician",
+            "unseen_warning",
             "sign_out",
         ],
     );

@@ -6,11 +6,13 @@ mod support;
 
 mod alerts;
 mod api;
+mod care_teams;
 mod cli;
 mod conns;
 mod crash;
 mod dashboard;
 mod deploy;
+mod device_access;
 mod external;
 mod faults;
 mod fhir;

@@ -44,9 +44,15 @@ export class AdminView {
     this.renderTeams(teams instanceof Error ? teams : null);
   }
 
-  teamSelect(id, value = '') {
-    const sel = h('select', { id }, h('option', { value: '' }, '(none)'), (this.teams || []).map((t) => h('option', { value: t.id }, `${t.name} (${t.id})`)));
-    sel.value = value || '';
+  /**
+   * A choice of care team. There is no "none": every patient belongs to a team (the default
+   * team unless another is chosen). A team the patient names that does not exist stays shown.
+   */
+  teamSelect(id, value = 'default') {
+    const teams = this.teams || [];
+    const unknown = this.teams && value && !teams.some((t) => t.id === value) ? h('option', { value }, `${value} (no such team)`) : null;
+    const sel = h('select', { id }, teams.map((t) => h('option', { value: t.id }, `${t.name} (${t.id})`)), unknown);
+    sel.value = value || 'default';
     return sel;
   }
 
@@ -63,7 +69,7 @@ export class AdminView {
       e.preventDefault();
       const body = { id: id.value.trim(), name: name.value.trim() };
       if (birth.value) body.birth_date = birth.value;
-      if (team.value) body.care_team = team.value;
+      body.care_team = team.value || 'default';
       try {
         await post('/patients', body);
         msg.ok(`Added ${body.name}.`);
@@ -80,11 +86,12 @@ export class AdminView {
       sel.addEventListener('change', async () => {
         try {
           await patch(`/patients/${seg(p.id)}`, { care_team: sel.value });
-          announce(`${p.name} moved to ${sel.value || 'no care team'}.`);
+          announce(`${p.name} moved to ${sel.value}.`);
+          p.care_team = sel.value;
           this.onChanged();
         } catch (err) {
           announce(err.message);
-          sel.value = p.care_team || '';
+          sel.value = p.care_team || 'default';
         }
       });
       return h('tr', {}, h('th', { scope: 'row' }, h('a', { href: `#/patients/${encodeURIComponent(p.id)}` }, p.name)), h('td', {}, p.id), h('td', {}, sel));
@@ -130,7 +137,7 @@ export class AdminView {
     const name = h('input', { id: 'nu-name', required: true, autocomplete: 'off' });
     const pass = h('input', { id: 'nu-pass', type: 'password', required: true, autocomplete: 'new-password', minlength: 12 });
     const role = h('select', { id: 'nu-role' }, h('option', { value: 'clinician' }, 'Clinician'), h('option', { value: 'admin' }, 'Admin'));
-    const teams = this.teamChecks('nu-teams', []);
+    const teams = this.teamChecks('nu-teams', [], 'Care teams (a clinician given none joins the default team)');
     const form = h('form', { id: 'new-user', class: 'grid-form' },
       field('Username', name), field('Password', pass, '12 characters or more'), field('Role', role), teams.el,
       h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'btn' }, 'Add user')), msg.el);
@@ -207,19 +214,27 @@ export class AdminView {
 
 /**
  * Shows a device's MQTT credentials once — from `POST /devices` or `POST /devices/{id}/rotate`,
- * the only answers that carry the password — in `out`, with copy buttons and a `mosquitto_pub`
- * example for this host, and puts focus on the password. `profile`: the device's profile (its
- * first metric makes the example); `title`: what the box is called to screen readers.
+ * the only answers that carry the password — in `out`, with copy buttons, where the device
+ * connects and a `mosquitto_pub` example, and puts focus on the password. The server says the
+ * port and whether it is TLS (its real listeners, or the external broker's); the host too unless
+ * it listens on every interface, when it is the host this page was loaded from. `profile`: the
+ * device's profile (its first metric makes the example); `title`: what the box is called to
+ * screen readers.
  */
 export function showCredentials(out, d, profile, title = 'New device credentials') {
   const metric = profile?.metrics?.[0] || 'heart_rate';
-  const host = location.hostname.includes(':') ? `[${location.hostname}]` : location.hostname;
-  const example = `mosquitto_pub -h ${host} -p 1883 -V mqttv311 -q 1 -i ${d.mqtt.username} -u ${d.mqtt.username} -P '${d.mqtt.password}' -t vigil/v1/devices/${d.id}/readings -m '{"metric":"${metric}","value":${sampleValue(metric)}}'`;
+  const m = d.mqtt;
+  // mosquitto_pub takes an IPv6 address without the URL's brackets.
+  const host = (m.host || location.hostname).replace(/^\[(.*)\]$/, '$1');
+  const tls = m.tls ? '--cafile ca.crt ' : '';
+  const example = `mosquitto_pub -h ${host} -p ${m.port} ${tls}-V mqttv311 -q 1 -i ${m.username} -u ${m.username} -P '${m.password}' -t vigil/v1/devices/${d.id}/readings -m '{"metric":"${metric}","value":${sampleValue(metric)}}'`;
   clear(out).append(h('div', { class: 'credentials', role: 'region', 'aria-label': title },
     h('p', { class: 'warn-text' }, h('strong', {}, 'Shown once. '), 'Copy the password now: Vigil keeps only a hash and cannot show it again.'),
-    copyField('MQTT username', d.mqtt.username, 'cred-user'),
-    copyField('MQTT password', d.mqtt.password, 'cred-pass'),
-    copyField('Example publish', example, 'cred-example', true)));
+    h('p', { id: 'cred-endpoint' }, `The device connects to ${host}, port ${m.port}, ${m.tls ? 'over TLS (MQTTS)' : 'without TLS (plain MQTT)'}.`),
+    copyField('MQTT username', m.username, 'cred-user'),
+    copyField('MQTT password', m.password, 'cred-pass'),
+    copyField('Example publish', example, 'cred-example', true),
+    m.tls ? h('p', { class: 'muted small', id: 'cred-ca' }, 'ca.crt: the CA certificate that signed Vigil\'s MQTT server certificate (your administrator has it).') : null));
   out.querySelector('#cred-pass').focus();
 }
 

@@ -17,6 +17,7 @@ import { announce, clear, field, h, messageLine, refreshAges } from './util.js';
 const main = document.getElementById('main');
 const topbar = document.getElementById('topbar');
 const banner = document.getElementById('banner');
+const coverage = document.getElementById('coverage');
 const conn = document.getElementById('conn');
 const connText = document.getElementById('conn-text');
 const inboxCount = document.getElementById('inbox-count');
@@ -49,6 +50,7 @@ function showSignIn(message) {
   destroyView();
   topbar.hidden = true;
   banner.hidden = true;
+  renderCoverage();
   document.title = 'Sign in · Vigil';
   const msg = messageLine();
   if (message) msg.error(message);
@@ -192,6 +194,48 @@ function onStoreChange(change) {
     if (!a || a.status !== 'open') state.bannerAlerts.delete(id);
   }
   renderBanner();
+  if (change.patients === 'all') renderCoverage();
+}
+
+const UNSEEN_REASON = {
+  no_clinician: (p) => `care team ${p.care_team} has no clinician`,
+  no_such_team: (p) => `care team ${p.care_team} does not exist`,
+  no_team: () => 'on no care team',
+};
+
+/**
+ * Admins: the patients no clinician can see, from the panel's `unseen` (their alerts reach only
+ * admins), under the top bar on every page until fixed. Redrawn only when the list changes, so
+ * screen readers are not told again at every resync.
+ */
+function renderCoverage() {
+  const unseen = state.user?.role === 'admin' ? state.store?.unseen : null;
+  const list = unseen?.patients || [];
+  const key = JSON.stringify(list);
+  if (coverage.dataset.key === key) return;
+  coverage.dataset.key = key;
+  if (!list.length) {
+    coverage.hidden = true;
+    clear(coverage);
+    return;
+  }
+  const n = list.length;
+  const open = unseen.open_alerts || 0;
+  const plural = (k, one, many) => `${k} ${k === 1 ? one : many}`;
+  const shown = list.slice(0, 5);
+  clear(coverage).append(
+    h('span', { class: 'banner-icon', 'aria-hidden': 'true' }, '!'),
+    h('div', {},
+      h('h2', { id: 'coverage-title' }, `No clinician can see ${plural(n, 'patient', 'patients')}${open ? ` with ${plural(open, 'open alert', 'open alerts')}` : ''}`),
+      h('p', {}, 'Only admins see them and their alerts. Move them to a care team with clinicians, or add clinicians to their team.'),
+      h('ul', { id: 'coverage-list' }, shown.map((p) => h('li', { dataset: { patientId: p.id, reason: p.reason } },
+        h('a', { href: `#/patients/${encodeURIComponent(p.id)}` }, p.name || p.id), ` (${p.id}): `,
+        (UNSEEN_REASON[p.reason] || (() => p.reason))(p),
+        p.open_alerts ? `, ${plural(p.open_alerts, 'open alert', 'open alerts')}` : ''))),
+      n > shown.length ? h('p', {}, `and ${n - shown.length} more (the panel's care-team filter "Seen by no clinician" shows them all).`) : null),
+    h('a', { class: 'btn btn-secondary', href: '#/admin' }, 'Open Administration'),
+  );
+  coverage.hidden = false;
 }
 
 function raiseBanner(alert, event) {

@@ -2,7 +2,7 @@
 // Items are keyed by alert id and updated in place, so a note being typed survives live updates.
 
 import { post, seg } from './api.js';
-import { ageEl, announce, clear, formatTime, formatValue, h, messageLine, metricLabel, unitLabel } from './util.js';
+import { NO_TEAM, ageEl, announce, clear, formatTime, formatValue, h, messageLine, metricLabel, onNoTeam, unitLabel } from './util.js';
 
 export class InboxView {
   constructor(root, store) {
@@ -55,9 +55,11 @@ export class InboxView {
     }
     placeInOrder(this.openList, open);
     placeInOrder(this.ackList, acked);
-    if (!open.length) this.openList.replaceChildren(h('li', { class: 'empty' }, 'No open alerts.'));
+    // A clinician on no care team sees no alert at all: say why, not "No open alerts".
+    const noTeam = onNoTeam(this.store);
+    if (!open.length) this.openList.replaceChildren(h('li', { class: 'empty', id: noTeam ? 'no-team' : null }, noTeam ? NO_TEAM : 'No open alerts.'));
     if (!acked.length) this.ackList.replaceChildren(h('li', { class: 'empty' }, 'None.'));
-    this.summary.textContent = `${open.length} open, ${acked.length} acknowledged.`;
+    this.summary.textContent = noTeam ? NO_TEAM : `${open.length} open, ${acked.length} acknowledged.`;
   }
 
   buildItem(a) {

@@ -6,9 +6,12 @@
 
 import { drawSpark, forget, sparkCanvas } from './spark.js';
 import {
-  ageEl, announce, clear, field, formatValue, h, metricLabel, metricShort, parseTime,
-  severityRank, sortMetrics, unitLabel,
+  NO_TEAM, ageEl, announce, clear, field, formatValue, h, metricLabel, metricShort, onNoTeam,
+  parseTime, severityRank, sortMetrics, unitLabel,
 } from './util.js';
+
+/** The care-team filter's choice for the patients no clinician can see (admins); no team id has a colon. */
+const UNSEEN = ':unseen';
 
 const SEVERITY_TEXT = { high: 'High alert', medium: 'Medium alert', low: 'Low alert' };
 
@@ -98,9 +101,15 @@ export class PanelView {
     }
     this.reorder();
     const current = this.teamSelect.value;
+    // Admins also get the patients no clinician can see (no team, no such team, or none of
+    // the team's members a clinician).
+    const unseen = this.store.unseen?.patients;
+    this.unseenIds = new Set((unseen || []).map((p) => p.id));
     this.teamSelect.replaceChildren(h('option', { value: '' }, 'All care teams'),
-      ...[...teams].sort().map((t) => h('option', { value: t }, t)));
-    this.teamSelect.value = teams.has(current) ? current : '';
+      ...[...teams].sort().map((t) => h('option', { value: t }, t)),
+      unseen ? h('option', { value: UNSEEN }, `Seen by no clinician (${unseen.length})`) : null);
+    this.teamSelect.value = teams.has(current) || (current === UNSEEN && unseen) ? current : '';
+    this.filter.team = this.teamSelect.value;
     this.applyFilter(false);
   }
 
@@ -133,7 +142,9 @@ export class PanelView {
     const { q, show, team } = this.filter;
     const test = (p) => {
       if (q && !(p.name || '').toLowerCase().includes(q) && !p.id.toLowerCase().includes(q)) return false;
-      if (team && p.care_team !== team) return false;
+      if (team === UNSEEN) {
+        if (!this.unseenIds?.has(p.id)) return false;
+      } else if (team && p.care_team !== team) return false;
       if (show === 'alerts' && !p.alert) return false;
       if (show === 'high' && p.alert?.severity !== 'high') return false;
       if (show === 'stale' && !p.stale && !p.devices.some((d) => d.online === false)) return false;
@@ -149,7 +160,7 @@ export class PanelView {
     for (const t of this.tiles.values()) if (!t.el.hidden) shown += 1;
     const total = this.tiles.size;
     const text = total === 0
-      ? 'No patients on your panel yet.'
+      ? (onNoTeam(this.store) ? NO_TEAM : 'No patients on your panel yet.')
       : `Showing ${shown} of ${total} patients${this.store.openCount() ? ` · ${this.store.openCount()} open alerts` : ''}.`;
     if (this.summary.textContent !== text) this.summary.textContent = text;
     if (announceCount) announce(text);

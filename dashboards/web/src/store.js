@@ -14,6 +14,8 @@ export class Store {
     this.alerts = new Map(); // id -> unresolved alert
     this.generatedAt = null;
     this.loaded = false;
+    this.careTeams = null; // a clinician's care teams ([] when on none); null for an admin
+    this.unseen = null; // admins: {patients, open_alerts} that no clinician can see
     this.listeners = new Set();
   }
 
@@ -54,6 +56,8 @@ export class Store {
     for (const a of [...(open.alerts || []), ...(acked.alerts || [])]) this.alerts.set(a.id, a);
     for (const p of this.patients.values()) this.recomputeAlert(p);
     this.generatedAt = panel.generated_at;
+    this.careTeams = panel.care_teams ?? null;
+    this.unseen = panel.unseen ?? null;
     this.loaded = true;
     this.emit({ patients: 'all', alerts: true, newAlerts: [], events: [] });
   }

@@ -27,6 +27,12 @@ function append(el, children) {
   }
 }
 
+/** What a clinician on no care team is told instead of an empty panel or inbox. */
+export const NO_TEAM = 'You are not on a care team, so no patients or alerts are shown to you. Ask an administrator to add you to one.';
+
+/** True when the signed-in clinician is on no care team (the panel says so; admins see everyone). */
+export const onNoTeam = (store) => Array.isArray(store?.careTeams) && store.careTeams.length === 0;
+
 export const METRICS = {
   heart_rate: { label: 'Heart rate', short: 'HR', unit: '/min', digits: 0 },
   spo2: { label: 'SpO₂', short: 'SpO₂', unit: '%', digits: 0 },

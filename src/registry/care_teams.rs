@@ -1,0 +1,278 @@
+//! Who looks after each patient: every patient belongs to a care team, and an admin is told of
+//! any patient that no clinician can see.
+//!
+//! A clinician sees the patients of their own care teams and nothing else. A patient on no team,
+//! on a team that does not exist, or on a team without a clinician would be seen by admins
+//! alone, and its alerts would reach nobody who acts on them. So:
+//! - the default care team ([`DEFAULT_TEAM`], "Default care team") always exists: schema
+//!   version 8 creates it, and no route deletes a team;
+//! - a patient created without a team is put on it, the same migration moves an old database's
+//!   patients without a team to it, and a patient's team can be changed but never cleared;
+//! - a clinician created without a team joins it ([`initial_teams`]), so that on a new
+//!   installation the first clinician sees the first patients;
+//! - [`Registry::unseen_patients`] lists the patients no clinician can see, with their open
+//!   alerts, for the admin's dashboard.
+//!
+//! It must never cache that list: it is read from the database each time it is asked for, so a
+//! warning goes as soon as a clinician joins the team and comes back as soon as the last leaves.
+
+use rusqlite::params;
+use serde::Serialize;
+
+use super::{PatientDetails, Registry, RegistryError, Role};
+
+/// The id of the care team a patient is put on when none is given.
+pub const DEFAULT_TEAM: &str = "default";
+
+/// Schema version 8: the default care team, and every patient without a team moved to it. It is
+/// idempotent, so it is correct whichever version number it ends up with. (The team's id and
+/// name are written out here because SQL cannot take [`DEFAULT_TEAM`]; a test checks them.)
+pub(super) const SCHEMA_V8: &str = "
+    INSERT OR IGNORE INTO teams (id, name, created_ms)
+        VALUES ('default', 'Default care team', CAST(strftime('%s', 'now') AS INTEGER) * 1000);
+    UPDATE patients SET details = json_set(coalesce(details, '{}'), '$.care_team', 'default')
+     WHERE details IS NULL
+        OR CASE WHEN json_valid(details)
+                THEN coalesce(json_extract(details, '$.care_team'), '') = ''
+                ELSE 0 END;";
+
+/// The care teams a new user starts on: those given, or for a clinician given none, the default
+/// team. (An admin sees every patient; teams change nothing for them.)
+pub fn initial_teams(role: Role, given: Vec<String>) -> Vec<String> {
+    if given.is_empty() && role == Role::Clinician {
+        vec![DEFAULT_TEAM.to_owned()]
+    } else {
+        given
+    }
+}
+
+/// A new patient's details, on the default team when they name none.
+pub(super) fn on_a_team(mut details: PatientDetails) -> PatientDetails {
+    if details.care_team.as_deref().is_none_or(str::is_empty) {
+        details.care_team = Some(DEFAULT_TEAM.to_owned());
+    }
+    details
+}
+
+/// Refuses an update that would leave a patient on no care team (an empty string clears a
+/// field).
+pub(super) fn check_not_cleared(update: &PatientDetails) -> Result<(), RegistryError> {
+    if update.care_team.as_deref() == Some("") {
+        return Err(RegistryError::Invalid(NOT_CLEARED.into()));
+    }
+    Ok(())
+}
+
+/// Why a patient's team cannot be cleared, in the words the API answers with.
+pub const NOT_CLEARED: &str = "care_team cannot be cleared: every patient belongs to a care team; \
+     give another team's id to move the patient";
+
+/// Why no clinician can see a patient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnseenReason {
+    /// The patient names no care team (a database older than the default team, changed by hand).
+    NoTeam,
+    /// The patient's care team does not exist.
+    NoSuchTeam,
+    /// The patient's care team has no clinician.
+    NoClinician,
+}
+
+/// A patient no clinician can see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnseenPatient {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub care_team: Option<String>,
+    pub reason: UnseenReason,
+    /// Its open (not yet acknowledged) alerts.
+    pub open_alerts: u64,
+}
+
+impl Registry {
+    /// The patients no clinician can see (only admins do), those with the most open alerts
+    /// first.
+    pub async fn unseen_patients(&self) -> Result<Vec<UnseenPatient>, RegistryError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "WITH pt AS (
+                     SELECT id, name, CASE WHEN json_valid(details)
+                                           THEN json_extract(details, '$.care_team') END AS team
+                       FROM patients)
+                 SELECT pt.id, pt.name, pt.team,
+                        EXISTS (SELECT 1 FROM teams t WHERE t.id = pt.team),
+                        (SELECT count(*) FROM alerts a
+                          WHERE a.patient_id = pt.id AND a.status = 'open') AS open
+                   FROM pt
+                  WHERE NOT EXISTS (
+                        SELECT 1 FROM team_members m JOIN users u ON u.username = m.username
+                         WHERE m.team_id = pt.team AND u.role = ?1)
+                  ORDER BY open DESC, pt.id",
+            )?;
+            let rows = stmt.query_map(params![Role::Clinician.as_str()], |r| {
+                let team: Option<String> = r.get(2)?;
+                let known: bool = r.get(3)?;
+                let reason = match (&team, known) {
+                    (None, _) => UnseenReason::NoTeam,
+                    (Some(_), false) => UnseenReason::NoSuchTeam,
+                    (Some(_), true) => UnseenReason::NoClinician,
+                };
+                Ok(UnseenPatient {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    care_team: team,
+                    reason,
+                    open_alerts: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PatientId;
+    use crate::registry::Profiles;
+
+    const PASSWORD: &str = "amber kettle orbit meadow";
+
+    #[tokio::test]
+    async fn an_old_databases_patients_without_a_team_move_to_the_default_team() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        let v8 = super::super::SCHEMA
+            .iter()
+            .position(|s| *s == SCHEMA_V8)
+            .unwrap();
+        {
+            // The database as the version before this one left it.
+            let c = crate::store::open_db(&path, &super::super::SCHEMA[..v8]).unwrap();
+            c.execute_batch(
+                "INSERT INTO patients (id, name, created_ms, details) VALUES
+                   ('p-none', 'A', 0, NULL),
+                   ('p-empty', 'B', 0, '{\"care_team\":\"\",\"phone\":\"1\"}'),
+                   ('p-other', 'C', 0, '{\"phone\":\"2\"}'),
+                   ('p-north', 'D', 0, '{\"care_team\":\"north\"}');",
+            )
+            .unwrap();
+        }
+        let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
+        let teams = r.teams().await.unwrap();
+        let default = teams.iter().find(|t| t.id == DEFAULT_TEAM).unwrap();
+        assert_eq!(default.name, "Default care team");
+        let team = |id: &str| {
+            let r = r.clone();
+            let id = PatientId::parse(id).unwrap();
+            async move { r.patient(id).await.unwrap().details }
+        };
+        for id in ["p-none", "p-empty", "p-other"] {
+            assert_eq!(
+                team(id).await.care_team.as_deref(),
+                Some(DEFAULT_TEAM),
+                "{id}"
+            );
+        }
+        // Other details stay; a patient who had a team keeps it.
+        assert_eq!(team("p-empty").await.phone.as_deref(), Some("1"));
+        assert_eq!(team("p-other").await.phone.as_deref(), Some("2"));
+        assert_eq!(team("p-north").await.care_team.as_deref(), Some("north"));
+    }
+
+    #[tokio::test]
+    async fn patients_no_clinician_can_see_are_listed_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
+        r.create_team("north", "North", 0).await.unwrap();
+        r.create_team("empty", "Nobody yet", 0).await.unwrap();
+        for (id, team) in [
+            ("p-default", None),
+            ("p-north", Some("north")),
+            ("p-empty", Some("empty")),
+            ("p-ghost", Some("ghost")),
+        ] {
+            let details = PatientDetails {
+                care_team: team.map(str::to_owned),
+                ..PatientDetails::default()
+            };
+            let p = r
+                .create_patient(PatientId::parse(id).unwrap(), id.into(), None, details, 0)
+                .await
+                .unwrap();
+            assert_eq!(
+                p.details.care_team.as_deref(),
+                Some(team.unwrap_or(DEFAULT_TEAM))
+            );
+        }
+        let reasons = |r: Registry| async move {
+            r.unseen_patients()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|u| (u.id, u.reason))
+                .collect::<Vec<_>>()
+        };
+        // No clinicians at all: nobody sees anyone.
+        assert_eq!(
+            reasons(r.clone()).await,
+            [
+                ("p-default".into(), UnseenReason::NoClinician),
+                ("p-empty".into(), UnseenReason::NoClinician),
+                ("p-ghost".into(), UnseenReason::NoSuchTeam),
+                ("p-north".into(), UnseenReason::NoClinician),
+            ]
+        );
+        // Open alerts are counted (acknowledged and resolved ones are not) and come first.
+        r.with(|c| {
+            c.execute_batch(
+                "INSERT INTO alerts (id, patient_id, rule_id, kind, severity, status, message,
+                                     opened_ms, escalated_ms) VALUES
+                   ('a1', 'p-north', 'r1', 'threshold', 'high', 'open', 'm', 0, 0),
+                   ('a2', 'p-north', 'r2', 'threshold', 'high', 'open', 'm', 0, 0),
+                   ('a3', 'p-north', 'r3', 'threshold', 'high', 'acknowledged', 'm', 0, 0),
+                   ('a4', 'p-north', 'r4', 'threshold', 'high', 'resolved', 'm', 0, 0);",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let first = r.unseen_patients().await.unwrap().remove(0);
+        assert_eq!((first.id.as_str(), first.open_alerts), ("p-north", 2));
+        // An admin on a team does not count; a clinician created without a team joins the
+        // default team; one on north covers north.
+        r.add_user("ada", Role::Admin, PASSWORD, 0).await.unwrap();
+        r.set_user_teams("ada", vec!["empty".into()]).await.unwrap();
+        for (name, teams) in [("nina", vec![]), ("sam", vec!["north".to_owned()])] {
+            r.add_user(name, Role::Clinician, PASSWORD, 0)
+                .await
+                .unwrap();
+            r.set_user_teams(name, initial_teams(Role::Clinician, teams))
+                .await
+                .unwrap();
+        }
+        assert_eq!(r.user("nina").await.unwrap().teams, [DEFAULT_TEAM]);
+        assert_eq!(
+            reasons(r.clone()).await,
+            [
+                ("p-empty".into(), UnseenReason::NoClinician),
+                ("p-ghost".into(), UnseenReason::NoSuchTeam),
+            ]
+        );
+        assert!(initial_teams(Role::Admin, vec![]).is_empty());
+    }
+
+    #[test]
+    fn a_patients_team_is_never_cleared() {
+        let clear = PatientDetails {
+            care_team: Some(String::new()),
+            ..PatientDetails::default()
+        };
+        assert!(check_not_cleared(&clear).is_err());
+        assert!(check_not_cleared(&PatientDetails::default()).is_ok());
+        assert_eq!(on_a_team(clear).care_team.as_deref(), Some(DEFAULT_TEAM));
+    }
+}
