@@ -593,7 +593,10 @@ mod tests {
             assert!(matches!(e, Err(RegistryError::Exists(_))), "{other}: {e:?}");
         }
         assert_eq!(r.users().await.unwrap().len(), 1);
-        assert_eq!(r.verify_user("NiNa", pw, "test").await.unwrap(), Some(Role::Clinician));
+        assert_eq!(
+            r.verify_user("NiNa", pw, "test").await.unwrap(),
+            Some(Role::Clinician)
+        );
         assert_eq!(r.user("NINA").await.unwrap().name, "nina");
 
         r.create_team("north", "North", 0).await.unwrap();
@@ -633,7 +636,8 @@ mod tests {
             // A registry from before names ignored case, holding `nina` and `NINA`.
             let path = dir.path().join("registry.db");
             let c = crate::store::open_db(&path, &super::super::SCHEMA[..6]).unwrap();
-            let hash = super::super::password::hash_with("correct horse battery", &mut Vec::new()).unwrap();
+            let hash = super::super::password::hash_with("correct horse battery", &mut Vec::new())
+                .unwrap();
             for (name, role) in [("nina", "clinician"), ("NINA", "admin")] {
                 c.execute(
                     "INSERT INTO users (username, password_hash, role, created_ms) VALUES (?1, ?2, ?3, 0)",
@@ -653,8 +657,14 @@ mod tests {
         assert_eq!(names, ["NINA", "nina"], "neither merged nor dropped");
         // Each signs in under its exact spelling; a third spelling could be either: refused.
         let pw = "correct horse battery";
-        assert_eq!(r.verify_user("nina", pw, "test").await.unwrap(), Some(Role::Clinician));
-        assert_eq!(r.verify_user("NINA", pw, "test").await.unwrap(), Some(Role::Admin));
+        assert_eq!(
+            r.verify_user("nina", pw, "test").await.unwrap(),
+            Some(Role::Clinician)
+        );
+        assert_eq!(
+            r.verify_user("NINA", pw, "test").await.unwrap(),
+            Some(Role::Admin)
+        );
         assert_eq!(r.verify_user("Nina", pw, "test").await.unwrap(), None);
         assert_eq!(r.user("NINA").await.unwrap().role, Role::Admin);
         assert!(matches!(
