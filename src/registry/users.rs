@@ -610,7 +610,9 @@ mod tests {
         let u = r.update_user("nInA", update).await.unwrap();
         assert_eq!((u.name.as_str(), u.role), ("nina", Role::Admin));
         assert_eq!(u.teams, ["north"]);
-        assert_eq!(r.teams().await.unwrap()[0].members, ["nina"]);
+        let teams = r.teams().await.unwrap();
+        let north = teams.iter().find(|t| t.id == "north").unwrap();
+        assert_eq!(north.members, ["nina"]);
 
         let (token, session) = r.create_session("NINA", 0, 60_000).await.unwrap();
         assert_eq!(session.user.name, "nina");
