@@ -7,7 +7,7 @@
 //! exercises all of them: object or array, units other than the canonical one, RFC 3339 times
 //! with any offset or Unix seconds, SenML base values, GATT flag combinations. This module must
 //! never do I/O or read a clock, and must not depend on the gateway crate (only its tests do):
-//! the metric table below restates what CONTRACT.md ("MQTT", "Metrics") promises devices.
+//! the metric table below restates what the gateway's `docs/metrics.md` and `docs/ingest.md` promise devices.
 //!
 //! Encodings are exact. In vigil-json and SenML a value comes back from Vigil as the very same
 //! `f64` and its time to the millisecond: another unit is used only when the converted number
@@ -26,7 +26,7 @@ use std::ops::RangeInclusive;
 
 use time::OffsetDateTime;
 
-/// One reading in the metric's canonical unit (CONTRACT.md "Metrics").
+/// One reading in the metric's canonical unit (`docs/metrics.md`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reading {
     /// Canonical metric name: `heart_rate`, `bp_systolic`, …
@@ -406,7 +406,7 @@ pub fn malformed_for(
     }
 }
 
-// ---- The metric table (CONTRACT.md "Metrics") ----
+// ---- The metric table (`docs/metrics.md`) ----
 
 /// A unit and how a value in it maps onto the canonical unit: `canonical = value × scale +
 /// offset`, computed as Vigil computes it.

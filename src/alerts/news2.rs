@@ -1,4 +1,4 @@
-//! NEWS2 (Royal College of Physicians, 2017; `shared/reference/news2.md`): each parameter
+//! NEWS2 (Royal College of Physicians, 2017; `docs/alerts.md`): each parameter
 //! scores 0 to 3, the aggregate decides the response.
 //!
 //! Readings are banded as clinicians chart them: respiratory rate, SpO2, systolic pressure and
@@ -153,7 +153,7 @@ pub fn score(i: &Inputs, scale: Spo2Scale) -> Score {
 mod tests {
     use super::*;
 
-    /// Every band edge of the RCP 2017 chart (shared/reference/news2.md), both sides.
+    /// Every band edge of the RCP 2017 chart, both sides.
     #[test]
     fn band_edges_follow_the_rcp_chart() {
         for (x, s) in [

@@ -1,7 +1,7 @@
 //! Bluetooth GATT health characteristics: the value bytes a device relays from its sensor.
 //!
-//! Layouts follow the Bluetooth SIG characteristic definitions (summarised in
-//! `shared/reference/gatt.md`): a flags byte, then the fields the flags select, in order,
+//! Layouts follow the Bluetooth SIG characteristic definitions (`docs/decoders.md` lists them):
+//! a flags byte, then the fields the flags select, in order,
 //! little-endian. The payload length is checked against the flags before any field is read,
 //! so a short or long payload is reported with the length the flags need; only heart rate's
 //! RR intervals may fill the rest of a payload, and when its flag is set at least one must.

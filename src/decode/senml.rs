@@ -3,7 +3,7 @@
 //! changed (§4.1).
 //!
 //! Vigil's reading of a resolved record: the metric is the record's `n` (the base name names
-//! the device, CONTRACT.md "MQTT"); the value is `bv + v`; the unit is `u`, else `bu`; the time
+//! the device, as `docs/ingest.md` says); the value is `bv + v`; the unit is `u`, else `bu`; the time
 //! is `bt + t` seconds, relative to `now` below 2^28 (§4.5.3). Only numeric values (`v`) are
 //! readings: a record with only `vs`/`vb`/`vd` or only a sum is an error, never dropped.
 

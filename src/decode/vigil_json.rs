@@ -239,7 +239,7 @@ mod tests {
 
     #[test]
     fn contract_example_object() {
-        // CONTRACT.md "MQTT" vigil-json example; 2026-11-25T13:00:00Z = 1795611600 s.
+        // The vigil-json shape of `docs/ingest.md`, every field given; 2026-11-25T13:00:00Z = 1795611600 s.
         let payload =
             br#"{"metric": "heart_rate", "value": 72, "unit": "/min", "time": "2026-11-25T13:00:00Z"}"#;
         assert_eq!(
@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn array_with_optional_fields_and_unix_seconds() {
-        // Built here from the CONTRACT.md shape: unit and time omitted, Unix seconds
+        // Built here from the documented shape: unit and time omitted, Unix seconds
         // (1795611600.5 s = 1795611600500 ms), an offset time (14:00+01:00 = 13:00Z), null
         // unit/time, and an unknown key that is ignored.
         let payload = br#"[
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn element_errors_name_index_and_problem() {
-        // Built here: each case breaks one field of the CONTRACT.md object (or the element
+        // Built here: each case breaks one field of the documented object (or the element
         // itself) and expects the reason a device maker sees after "element N: ".
         let cases: &[(&[u8], usize, &str)] = &[
             (br#"{"value": 72}"#, 0, "no metric"),

@@ -167,8 +167,8 @@ impl Metric {
 
     /// The LOINC code, where the metric has one (`None` for NEWS2-only inputs).
     ///
-    /// Source: `shared/reference/fhir-vitals.md`. Steps use 41950-7 ("number of steps in 24
-    /// hours", HL7 Physical Activity IG) because 55423-8 is marked unverified there.
+    /// Sources in `docs/metrics.md`. Steps use 41950-7 ("number of steps in 24 hours", HL7
+    /// Physical Activity IG), since the meaning of 55423-8 could not be confirmed.
     pub fn loinc(self) -> Option<&'static str> {
         match self {
             Metric::HeartRate => Some("8867-4"),

@@ -67,7 +67,7 @@ async fn every_gatt_characteristic_arrives_in_canonical_units_via_mosquitto_pub(
         secrets.insert(dev, api.device(dev, "p-gatt", profile).await);
     }
 
-    // Each vector is built field by field from shared/reference/gatt.md's layouts.
+    // Each vector is built field by field from the Bluetooth SIG layouts (docs/decoders.md).
     let mut bp = vec![0x1e]; // flags: mmHg, time stamp, pulse, user id, status
     bp.extend([0x78, 0x00, 0x50, 0x00, 0x5d, 0x00]); // SFLOAT 120, 80, 93 (exponent 0)
     bp.extend(ble_time(12, 58, 0));
