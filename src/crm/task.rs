@@ -35,7 +35,7 @@ enum RebuildError {
     Store(#[from] StoreError),
 }
 
-/// Most rows replayed per metric and patient when rebuilding.
+/// Most rows replayed per metric and patient when rebuilding (the newest of the lookback).
 const REPLAY_LIMIT: usize = 200_000;
 
 async fn rebuild(
@@ -79,7 +79,9 @@ async fn rebuild(
                         from_ms: from,
                         to_ms: i64::MAX / 2,
                         limit: REPLAY_LIMIT,
-                        newest_first: false,
+                        // Beyond the limit the oldest are left out, never the newest: the
+                        // rules judge the latest readings (sorted into time order below).
+                        newest_first: true,
                     })
                     .await?;
                 rows.extend(
