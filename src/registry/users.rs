@@ -3,14 +3,16 @@
 //! A clinician sees the patients of the care teams they belong to, and only those; an admin
 //! sees everyone. A session is a random 256-bit value held by the browser in an HttpOnly
 //! cookie; the registry keeps only its SHA-256, with the user it belongs to, its CSRF token and
-//! when it expires. Changing a user's password or role ends their sessions.
+//! when it expires. Changing a user's password or role ends their sessions. Every change that
+//! ends a session or changes what a user sees is announced ([`Registry::subscribe_access`]), so
+//! that open sockets re-check at once.
 //!
 //! It must never store a session token or a password in the clear.
 
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Registry, RegistryError, Role, sha256};
+use super::{AccessChange, Registry, RegistryError, Role, sha256};
 use crate::domain::format_rfc3339;
 
 /// Schema version 4: care teams, their members, and sessions.
@@ -252,13 +254,18 @@ impl Registry {
         teams: Vec<String>,
     ) -> Result<(), RegistryError> {
         let username = username.to_owned();
+        let username_of_change = username.clone();
         self.with(move |c| {
-            let tx = c.transaction()?;
+            // Immediate: a deferred transaction that reads, then writes, fails at once with
+            // "database is locked" when the device status writer committed in between.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             set_teams(&tx, &username, &teams)?;
             tx.commit()?;
             Ok(())
         })
-        .await
+        .await?;
+        self.access_changed(AccessChange::User(username_of_change));
+        Ok(())
     }
 
     /// All users, by name.
@@ -326,7 +333,9 @@ impl Registry {
         };
         let name = username.to_owned();
         self.with(move |c| {
-            let tx = c.transaction()?;
+            // Immediate: a deferred transaction that reads, then writes, fails at once with
+            // "database is locked" when the device status writer committed in between.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let exists: bool = tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
                 [&name],
@@ -357,6 +366,8 @@ impl Registry {
             Ok(())
         })
         .await?;
+        // Sessions ended, or what the user sees changed: open sockets re-check.
+        self.access_changed(AccessChange::User(username.to_owned()));
         self.user(username).await
     }
 
@@ -486,14 +497,20 @@ impl Registry {
     /// Ends a session (sign-out). Ending one that does not exist is not an error.
     pub async fn end_session(&self, token: &str) -> Result<(), RegistryError> {
         let hash = sha256(token.as_bytes());
-        self.with(move |c| {
-            c.execute(
-                "DELETE FROM sessions WHERE token_hash = ?1",
-                [hash.as_slice()],
-            )?;
-            Ok(())
-        })
-        .await
+        let ended: Option<String> = self
+            .with(move |c| {
+                Ok(c.query_row(
+                    "DELETE FROM sessions WHERE token_hash = ?1 RETURNING username",
+                    [hash.as_slice()],
+                    |r| r.get(0),
+                )
+                .optional()?)
+            })
+            .await?;
+        if let Some(user) = ended {
+            self.access_changed(AccessChange::User(user));
+        }
+        Ok(())
     }
 
     /// The care team a patient belongs to: `Err(NotFound)` for no such patient.
