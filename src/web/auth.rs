@@ -11,6 +11,9 @@
 //! Without one of them, nothing under `/api/v1` answers but sign-in, and checking a video
 //! visit's join link (`GET /visits/{id}/join` with `Authorization: Visit <token>`). An admin sees every
 //! patient; a clinician sees the patients of their care teams and is refused (403) the rest.
+//! A read-only API token may read and nothing else, on any transport ([`Principal::may_act`]).
+//! A principal remembers the credential it came with, so an open socket can re-check it
+//! (`super::recheck`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,10 +58,14 @@ pub(crate) struct Principal {
     pub(crate) remote: String,
     /// The care teams whose patients a clinician sees; `None` for an admin (everyone).
     pub(crate) teams: Option<Arc<[String]>>,
-    /// The session's token, when the caller came with the cookie (for sign-out).
+    /// The session's token, when the caller came with the cookie (for sign-out, and for an
+    /// open socket to re-check).
     pub(crate) session_token: Option<String>,
     /// The API token it came with, when it did (`None`: a session or the bootstrap token).
     pub(crate) api_token: Option<crate::registry::ApiToken>,
+    /// When the credential stops working by itself (ms since the epoch): the session's or API
+    /// token's expiry; `None` for the bootstrap token, which lasts as long as the process.
+    pub(crate) expires_ms: Option<i64>,
 }
 
 impl Principal {
@@ -73,6 +80,17 @@ impl Principal {
     /// Whether this caller sees every patient (an admin).
     pub(crate) fn sees_all(&self) -> bool {
         self.teams.is_none()
+    }
+
+    /// Refuses `what` (an action: a change, or taking part in a visit) to a read-only API
+    /// token. Sessions and the bootstrap token may act as their role allows.
+    pub(crate) fn may_act(&self, what: &str) -> Result<(), ApiError> {
+        match &self.api_token {
+            Some(t) if t.scope == crate::registry::Scope::Read => Err(ApiError::Forbidden(
+                format!("API token {} is read-only: it cannot {what}", t.id),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -211,6 +229,7 @@ async fn authenticate(
                     role: user.role,
                     remote,
                     session_token: None,
+                    expires_ms: Some(t.expires_ms),
                     api_token: Some(t),
                 }
             }
@@ -221,6 +240,7 @@ async fn authenticate(
                 teams: None,
                 session_token: None,
                 api_token: None,
+                expires_ms: None,
             },
             _ => {
                 tracing::info!(%remote, path = %uri.path(), "bad, expired or revoked bearer token refused");
@@ -253,6 +273,7 @@ async fn authenticate(
             remote,
             session_token: Some(token.to_owned()),
             api_token: None,
+            expires_ms: Some(session.expires_ms),
         }
     } else {
         tracing::debug!(%remote, path = %uri.path(), "unauthenticated API request refused");
@@ -277,6 +298,27 @@ mod tests {
             teams: teams.map(|t| t.iter().map(|s| (*s).to_owned()).collect()),
             session_token: None,
             api_token: None,
+            expires_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_read_only_token_may_read_but_not_act() {
+        let mut p = principal(Some(&["north"]));
+        assert!(p.may_act("join a visit").is_ok(), "a session acts");
+        p.api_token = Some(crate::registry::ApiToken {
+            id: "tok_1".into(),
+            user: "u".into(),
+            label: "poller".into(),
+            scope: crate::registry::Scope::Read,
+            created_at: String::new(),
+            expires_at: String::new(),
+            revoked_at: None,
+            expires_ms: 0,
+        });
+        match p.may_act("join a visit") {
+            Err(ApiError::Forbidden(e)) => assert!(e.contains("tok_1 is read-only"), "{e}"),
+            other => panic!("a read-only token acted: {other:?}"),
         }
     }
 

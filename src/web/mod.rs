@@ -14,6 +14,7 @@ mod error;
 pub mod https;
 mod live;
 mod panel;
+mod recheck;
 mod record;
 mod routes;
 mod session;
