@@ -10,8 +10,10 @@
 //!
 //! Without one of them, nothing under `/api/v1` answers but sign-in, and checking a video
 //! visit's join link (`GET /visits/{id}/join` with `Authorization: Visit <token>`). An admin sees every
-//! patient; a clinician sees the patients of their care teams and is refused (403) the rest.
-//! A read-only API token may read and nothing else, on any transport ([`Principal::may_act`]).
+//! patient; a clinician sees the patients of their care teams and is refused (403) the rest,
+//! and each such refusal is audited. A read-only API token may read and nothing else, on any
+//! transport ([`Principal::may_act`]).
+//!
 //! A principal remembers the credential it came with, so an open socket can re-check it
 //! (`super::recheck`).
 
@@ -27,7 +29,7 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 use crate::domain::{PatientId, now_ms};
-use crate::registry::Role;
+use crate::registry::{AuditEntry, Role};
 
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "vigil_session";
@@ -66,6 +68,9 @@ pub(crate) struct Principal {
     /// When the credential stops working by itself (ms since the epoch): the session's or API
     /// token's expiry; `None` for the bootstrap token, which lasts as long as the process.
     pub(crate) expires_ms: Option<i64>,
+    /// What was asked (`GET /api/v1/patients/p1`, without the query), for the audit line of a
+    /// refusal.
+    pub(crate) request: String,
 }
 
 impl Principal {
@@ -82,6 +87,15 @@ impl Principal {
         self.teams.is_none()
     }
 
+    /// Who the audit trail names: the username, and with an API token the token too
+    /// (`nina (token:tok_…)`), so that a leaked token's use can be told from its owner's.
+    pub(crate) fn actor(&self) -> String {
+        match &self.api_token {
+            Some(t) => crate::registry::token_actor(&self.name, &t.id),
+            None => self.name.clone(),
+        }
+    }
+
     /// Refuses `what` (an action: a change, or taking part in a visit) to a read-only API
     /// token. Sessions and the bootstrap token may act as their role allows.
     pub(crate) fn may_act(&self, what: &str) -> Result<(), ApiError> {
@@ -94,7 +108,9 @@ impl Principal {
     }
 }
 
-/// 404 for no such patient, 403 for a patient of another care team.
+/// 404 for no such patient, 403 for a patient of another care team. A refusal is written to
+/// the audit trail (`access.refused`, what was asked as the target); if that line cannot be
+/// written the request is refused all the same, and the failure logged.
 pub(crate) async fn check_patient(
     s: &AppState,
     p: &Principal,
@@ -102,13 +118,22 @@ pub(crate) async fn check_patient(
 ) -> Result<(), ApiError> {
     let team = s.registry.patient_team(id.clone()).await?;
     if p.sees_team(team.as_deref()) {
-        Ok(())
-    } else {
-        tracing::info!(user = %p.name, patient_id = %id, "patient of another care team refused");
-        Err(ApiError::Forbidden(
-            "this patient is not on one of your care teams".into(),
-        ))
+        return Ok(());
     }
+    tracing::info!(user = %p.name, patient_id = %id, "patient of another care team refused");
+    let entry = AuditEntry {
+        actor: &p.actor(),
+        action: "access.refused",
+        patient_id: Some(id),
+        target: &p.request,
+        remote: &p.remote,
+    };
+    if let Err(e) = s.registry.audit(entry, now_ms()).await {
+        tracing::error!(user = %p.name, error = %e, "the audit line of a refused request was not written");
+    }
+    Err(ApiError::Forbidden(
+        "this patient is not on one of your care teams".into(),
+    ))
 }
 
 /// The value of one cookie in the request.
@@ -120,6 +145,15 @@ pub(crate) fn cookie<'a>(req: &'a axum::http::HeaderMap, name: &str) -> Option<&
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// The method and path asked (never the query: the live feed's token may be in it).
+fn request_of(req: &Request) -> String {
+    let path = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| req.uri().path(), |u| u.0.path());
+    format!("{} {path}", req.method())
 }
 
 fn remote_of(req: &Request) -> String {
@@ -179,16 +213,28 @@ pub(crate) async fn require(
     // A visit's signalling socket authenticates in its first message (a join link's token) when
     // the request carries no valid credential; with one, the handler gets the principal.
     if req.method() == Method::GET && path.starts_with("/visits/") && path.ends_with("/signal") {
-        let remote = remote_of(&req);
-        if let Ok(p) = authenticate(&state, req.method(), req.uri(), req.headers(), remote).await {
+        let asked = Asked {
+            remote: remote_of(&req),
+            request: request_of(&req),
+        };
+        if let Ok(p) = authenticate(&state, req.method(), req.uri(), req.headers(), asked).await {
             req.extensions_mut().insert(p);
         }
         return Ok(next.run(req).await);
     }
-    let remote = remote_of(&req);
-    let principal = authenticate(&state, req.method(), req.uri(), req.headers(), remote).await?;
+    let asked = Asked {
+        remote: remote_of(&req),
+        request: request_of(&req),
+    };
+    let principal = authenticate(&state, req.method(), req.uri(), req.headers(), asked).await?;
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
+}
+
+/// Where a request came from and what it asked.
+struct Asked {
+    remote: String,
+    request: String,
 }
 
 /// The principal a request's bearer token or session cookie names (with its CSRF token on a
@@ -198,8 +244,9 @@ async fn authenticate(
     method: &Method,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
-    remote: String,
+    asked: Asked,
 ) -> Result<Principal, ApiError> {
+    let Asked { remote, request } = asked;
     let principal = if let Some(token) = bearer(headers, uri) {
         // Failed bearer tokens are throttled per address, as sign-ins are.
         let key = [format!("bearer:{remote}")];
@@ -231,6 +278,7 @@ async fn authenticate(
                     session_token: None,
                     expires_ms: Some(t.expires_ms),
                     api_token: Some(t),
+                    request,
                 }
             }
             (Some(b), None) if b.matches(token) => Principal {
@@ -241,6 +289,7 @@ async fn authenticate(
                 session_token: None,
                 api_token: None,
                 expires_ms: None,
+                request,
             },
             _ => {
                 tracing::info!(%remote, path = %uri.path(), "bad, expired or revoked bearer token refused");
@@ -274,6 +323,7 @@ async fn authenticate(
             session_token: Some(token.to_owned()),
             api_token: None,
             expires_ms: Some(session.expires_ms),
+            request,
         }
     } else {
         tracing::debug!(%remote, path = %uri.path(), "unauthenticated API request refused");
@@ -299,13 +349,15 @@ mod tests {
             session_token: None,
             api_token: None,
             expires_ms: None,
+            request: "GET /api/v1/patients".into(),
         }
     }
 
     #[test]
-    fn a_read_only_token_may_read_but_not_act() {
+    fn a_read_only_token_may_read_but_not_act_and_is_named_in_the_audit_trail() {
         let mut p = principal(Some(&["north"]));
         assert!(p.may_act("join a visit").is_ok(), "a session acts");
+        assert_eq!(p.actor(), "u");
         p.api_token = Some(crate::registry::ApiToken {
             id: "tok_1".into(),
             user: "u".into(),
@@ -320,6 +372,7 @@ mod tests {
             Err(ApiError::Forbidden(e)) => assert!(e.contains("tok_1 is read-only"), "{e}"),
             other => panic!("a read-only token acted: {other:?}"),
         }
+        assert_eq!(p.actor(), "u (token:tok_1)");
     }
 
     #[test]

@@ -71,8 +71,10 @@ pub(super) async fn signal(
 /// Who joined.
 struct Joined {
     role: JoinRole,
-    /// For the record and the audit trail: the user, or `visit-link:<role>`.
+    /// For the audit trail: as [`Principal::actor`], or `visit-link:<role>`.
     actor: String,
+    /// For the visit's record (who started or ended it): the user, or `visit-link:<role>`.
+    by: String,
     name: String,
     /// The credential a member of staff joined with, re-checked while they are in the call;
     /// `None` for a join link's holder.
@@ -146,6 +148,7 @@ async fn authenticate(
         Joined {
             role,
             actor: format!("visit-link:{}", role.as_str()),
+            by: format!("visit-link:{}", role.as_str()),
             name: clean_name(name, role.as_str()),
             staff: None,
         }
@@ -165,7 +168,8 @@ async fn authenticate(
         check_patient(s, p, &patient).await.map_err(refused)?;
         Joined {
             role: JoinRole::Clinician,
-            actor: p.name.clone(),
+            actor: p.actor(),
+            by: p.name.clone(),
             name: clean_name(name, &p.name),
             staff: Some(p.clone()),
         }
@@ -461,7 +465,7 @@ impl Ctx<'_> {
                 if first {
                     self.s
                         .registry
-                        .start_visit(self.id.to_owned(), self.joined.actor.clone(), now_ms())
+                        .start_visit(self.id.to_owned(), self.joined.by.clone(), now_ms())
                         .await
                         .map_err(|e| format!("the visit's start was not recorded: {e}"))?;
                 }
@@ -473,7 +477,7 @@ impl Ctx<'_> {
                 }
                 self.s
                     .registry
-                    .end_visit(self.id.to_owned(), self.joined.actor.clone(), now_ms())
+                    .end_visit(self.id.to_owned(), self.joined.by.clone(), now_ms())
                     .await
                     .map_err(|e| format!("the visit's end was not recorded: {e}"))?;
                 audit(

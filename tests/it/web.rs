@@ -1092,6 +1092,8 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
     nina.sign_in("nina", PASSWORD).await;
     let (_, nina_read) = nina.token("read").await;
     let unsafe_method = |m: &str| m != "GET";
+    // Requests refused because the patient is another team's: each must be in the audit trail.
+    let mut refused = Vec::new();
     for (method, path) in &table {
         let url = concrete(path);
         // Sign-in needs no credential; a visit's signalling socket authenticates in its first
@@ -1124,6 +1126,9 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             continue;
         }
         let (s, v) = nina.call(method, &url, body(method, path)).await;
+        if s == StatusCode::FORBIDDEN && v.to_string().contains("not on one of your care teams") {
+            refused.push(format!("{method} {}", url.split('?').next().unwrap()));
+        }
         match (method.as_str(), path.as_str()) {
             // (`/alerts?patient_id=ps1` is refused like the patient itself.)
             ("GET", "/patients" | "/panel" | "/profiles" | "/session" | "/teams" | "/tokens") => {
@@ -1149,6 +1154,18 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
     assert_eq!(p["name"], "Patient ps1");
     let (_, d) = g.client.get("/api/v1/devices/oxs1").await;
     assert_eq!(d["revoked"], false);
+
+    // Every refusal of another team's patient left a line in the audit trail.
+    assert!(refused.len() >= 10, "{refused:?}");
+    let lines = audit_lines(&g, "user=nina&limit=100000").await;
+    for r in &refused {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["action"] == "access.refused" && l["target"] == r.as_str()),
+            "{r} refused without an audit line"
+        );
+    }
 
     // The WebSocket routes. A scope applies on them as on any route: a read-only token may
     // watch the live feed, but joining a visit is taking part (admitting, ending), which it may
@@ -1315,6 +1332,82 @@ async fn api_tokens_act_as_their_user_within_their_scope_until_revoked() {
         assert_eq!(last, StatusCode::UNAUTHORIZED);
     }
     assert_eq!(last, StatusCode::TOO_MANY_REQUESTS);
+    g.stop().await;
+}
+
+/// The audit lines of `query` (`GET /audit?…` as the bootstrap admin).
+async fn audit_lines(g: &Gateway, query: &str) -> Vec<Value> {
+    let (s, v) = g.client.get(&format!("/api/v1/audit?{query}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["audit"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn token_use_and_refused_requests_for_other_teams_are_in_the_audit_trail() {
+    let g = Gateway::start().await;
+    clinic(&g).await;
+    let mut nina = Browser::new(&g);
+    nina.sign_in("nina", PASSWORD).await;
+    let (id, secret) = nina.token("read").await;
+    let as_token = format!("nina (token:{id})");
+    let api = Api::new(g.http);
+
+    // A read with the token names the token, so a leaked token's use stands apart from nina's.
+    let (s, _) = api
+        .call("GET", "/api/v1/patients/pn1", None, Some(&secret))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = nina.call("GET", "/api/v1/patients/pn1", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let reads: Vec<String> = audit_lines(&g, "patient_id=pn1")
+        .await
+        .iter()
+        .filter(|l| l["action"] == "patient.read")
+        .map(|l| l["actor"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reads, [as_token.as_str(), "nina"]);
+    // Asking for nina's lines finds both: her own and her token's.
+    let hers: Vec<Value> = audit_lines(&g, "user=nina").await;
+    for actor in [as_token.as_str(), "nina"] {
+        assert!(
+            hers.iter()
+                .any(|l| l["actor"] == actor && l["action"] == "patient.read"),
+            "{actor} missing from {hers:?}"
+        );
+    }
+    assert!(
+        audit_lines(&g, "user=nin").await.is_empty(),
+        "a prefix of a name is not the name"
+    );
+
+    // Another team's patient, refused with a session and with the token: both are audited.
+    let (s, _) = nina.call("GET", "/api/v1/patients/ps1/record", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = api
+        .call("GET", "/api/v1/patients/ps1", None, Some(&secret))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let refused: Vec<(String, String)> = audit_lines(&g, "patient_id=ps1")
+        .await
+        .iter()
+        .filter(|l| l["action"] == "access.refused")
+        .map(|l| {
+            (
+                l["actor"].as_str().unwrap().to_owned(),
+                l["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (
+                "nina".to_owned(),
+                "GET /api/v1/patients/ps1/record".to_owned()
+            ),
+            (as_token.clone(), "GET /api/v1/patients/ps1".to_owned())
+        ]
+    );
     g.stop().await;
 }
 
