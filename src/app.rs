@@ -53,6 +53,8 @@ pub enum StartError {
     External(#[from] ExternalError),
     #[error("{0}")]
     Connector(String),
+    #[error(transparent)]
+    Bootstrap(#[from] web::BootstrapError),
 }
 
 /// A built gateway, bound and ready to run.
@@ -95,6 +97,13 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 impl App {
     /// Opens the stores and binds the listeners (port 0 picks a free port).
     pub async fn build(cfg: Config, bootstrap: Option<String>) -> Result<App, StartError> {
+        // Checked first: a refused token stops start-up before anything is opened or bound.
+        let bootstrap = bootstrap
+            .as_deref()
+            .map(BootstrapToken::new)
+            .transpose()?
+            .flatten()
+            .map(Arc::new);
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StartError::DataDir {
             path: cfg.data_dir.display().to_string(),
             reason: e.to_string(),
@@ -138,10 +147,6 @@ impl App {
             metrics.clone(),
             cfg.influxdb.as_ref().map(|i| i.measurement.clone()),
         )?;
-        let bootstrap = bootstrap
-            .as_deref()
-            .and_then(BootstrapToken::new)
-            .map(Arc::new);
         if bootstrap.is_some() {
             tracing::warn!("VIGIL_BOOTSTRAP_TOKEN is set: it is accepted as an admin token");
         }

@@ -14,7 +14,10 @@
 //! and each such refusal is audited. A read-only API token may read and nothing else, on any
 //! transport ([`Principal::may_act`]).
 //!
-//! A principal remembers the credential it came with, so an open socket can re-check it
+//! Failed bearer tokens lock the caller's address; a live API token is verified before the
+//! lock is looked at, so it is never locked out by another client's failures, while the
+//! bootstrap token (chosen by a person) is compared only while the address is not locked. A
+//! principal remembers the credential it came with, so an open socket can re-check it
 //! (`super::recheck`).
 
 use std::net::SocketAddr;
@@ -40,10 +43,41 @@ pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 /// printed.
 pub struct BootstrapToken([u8; 32]);
 
+/// The shortest bootstrap token accepted. The operator chooses it, so it may be guessable; the
+/// failure throttle slows guessing from one address, and the length keeps many addresses from
+/// making up for it.
+pub(crate) const MIN_BOOTSTRAP_CHARS: usize = 16;
+
+/// Why `VIGIL_BOOTSTRAP_TOKEN` was refused at start.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(
+        "VIGIL_BOOTSTRAP_TOKEN must be at least {MIN_BOOTSTRAP_CHARS} characters (it has {0}); make one with `openssl rand -hex 24`"
+    )]
+    TooShort(usize),
+    #[error(
+        "VIGIL_BOOTSTRAP_TOKEN is still a placeholder (it contains CHANGE-ME); make one with `openssl rand -hex 24`"
+    )]
+    Placeholder,
+}
+
 impl BootstrapToken {
-    /// `None` for an empty secret: an empty token must never let anyone in.
-    pub fn new(secret: &str) -> Option<BootstrapToken> {
-        (!secret.is_empty()).then(|| BootstrapToken(Sha256::digest(secret.as_bytes()).into()))
+    /// `Ok(None)` for an empty secret (no bootstrap token: an empty one must never let anyone
+    /// in); refused when short or still the documented placeholder.
+    pub fn new(secret: &str) -> Result<Option<BootstrapToken>, BootstrapError> {
+        if secret.is_empty() {
+            return Ok(None);
+        }
+        let chars = secret.chars().count();
+        if chars < MIN_BOOTSTRAP_CHARS {
+            return Err(BootstrapError::TooShort(chars));
+        }
+        if secret.to_ascii_lowercase().contains("change-me") {
+            return Err(BootstrapError::Placeholder);
+        }
+        Ok(Some(BootstrapToken(
+            Sha256::digest(secret.as_bytes()).into(),
+        )))
     }
 
     fn matches(&self, presented: &str) -> bool {
@@ -239,6 +273,12 @@ struct Asked {
 
 /// The principal a request's bearer token or session cookie names (with its CSRF token on a
 /// state-changing request).
+///
+/// Bearer tokens: an API token (`vgt_`, 256 random bits) is looked up first, by its hash, and
+/// a live one is let in whatever the address's failures, so that one misconfigured client
+/// behind a NAT does not lock out the others. Only failures count against the address. The
+/// bootstrap token is operator-chosen and may be guessable, so it is compared only while the
+/// address is not locked: a locked address gets 429 for anything but a live API token.
 async fn authenticate(
     state: &AppState,
     method: &Method,
@@ -248,29 +288,15 @@ async fn authenticate(
 ) -> Result<Principal, ApiError> {
     let Asked { remote, request } = asked;
     let principal = if let Some(token) = bearer(headers, uri) {
-        // Failed bearer tokens are throttled per address, as sign-ins are.
-        let key = [format!("bearer:{remote}")];
-        if let Some(wait) = state.throttle.wait(&key, std::time::Instant::now()) {
-            let secs = wait.as_secs().max(1);
-            return Err(ApiError::TooMany {
-                retry_after_s: secs,
-                message: format!("too many requests with a bad token; try again in {secs} s"),
-            });
-        }
         let api_token = if token.starts_with(crate::registry::TOKEN_PREFIX) {
             state.registry.api_token(token, now_ms()).await?
         } else {
             None
         };
-        match (&state.bootstrap, api_token) {
-            (_, Some((t, user))) => {
-                if t.scope == crate::registry::Scope::Read && !is_safe(method) {
-                    return Err(ApiError::Forbidden(format!(
-                        "API token {} is read-only",
-                        t.id
-                    )));
-                }
-                Principal {
+        let key = [format!("bearer:{remote}")];
+        match api_token {
+            Some((t, user)) => {
+                let p = Principal {
                     teams: (user.role != Role::Admin).then(|| Arc::from(user.teams.clone())),
                     name: user.name,
                     role: user.role,
@@ -279,22 +305,39 @@ async fn authenticate(
                     expires_ms: Some(t.expires_ms),
                     api_token: Some(t),
                     request,
+                };
+                if !is_safe(method) {
+                    p.may_act("change anything")?;
                 }
+                p
             }
-            (Some(b), None) if b.matches(token) => Principal {
-                name: "bootstrap".into(),
-                role: Role::Admin,
-                remote,
-                teams: None,
-                session_token: None,
-                api_token: None,
-                expires_ms: None,
-                request,
-            },
-            _ => {
-                tracing::info!(%remote, path = %uri.path(), "bad, expired or revoked bearer token refused");
-                state.throttle.failed(&key, std::time::Instant::now());
-                return Err(ApiError::Unauthorized);
+            None => {
+                if let Some(wait) = state.throttle.wait(&key, std::time::Instant::now()) {
+                    let secs = wait.as_secs().max(1);
+                    return Err(ApiError::TooMany {
+                        retry_after_s: secs,
+                        message: format!(
+                            "too many requests with a bad token; try again in {secs} s"
+                        ),
+                    });
+                }
+                match &state.bootstrap {
+                    Some(b) if b.matches(token) => Principal {
+                        name: "bootstrap".into(),
+                        role: Role::Admin,
+                        remote,
+                        teams: None,
+                        session_token: None,
+                        api_token: None,
+                        expires_ms: None,
+                        request,
+                    },
+                    _ => {
+                        tracing::info!(%remote, path = %uri.path(), "bad, expired or revoked bearer token refused");
+                        state.throttle.failed(&key, std::time::Instant::now());
+                        return Err(ApiError::Unauthorized);
+                    }
+                }
             }
         }
     } else if let Some(token) = cookie(headers, SESSION_COOKIE) {
@@ -351,6 +394,23 @@ mod tests {
             expires_ms: None,
             request: "GET /api/v1/patients".into(),
         }
+    }
+
+    #[test]
+    fn a_bootstrap_token_must_be_long_and_not_the_placeholder() {
+        assert!(BootstrapToken::new("").unwrap().is_none(), "unset");
+        for short in ["change-me", "x", "fifteen-chars-x"] {
+            assert!(
+                matches!(BootstrapToken::new(short), Err(BootstrapError::TooShort(_))),
+                "{short}"
+            );
+        }
+        assert!(matches!(
+            BootstrapToken::new("CHANGE-ME-bootstrap-token"),
+            Err(BootstrapError::Placeholder)
+        ));
+        let t = BootstrapToken::new("sixteen-chars-ok").unwrap().unwrap();
+        assert!(t.matches("sixteen-chars-ok") && !t.matches("sixteen-chars-o"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 pub use assets::CSP;
-pub use auth::BootstrapToken;
+pub use auth::{BootstrapError, BootstrapToken};
 pub use error::ApiError;
 pub use live::LiveHub;
 pub use panel::PanelCache;

@@ -1335,6 +1335,51 @@ async fn api_tokens_act_as_their_user_within_their_scope_until_revoked() {
     g.stop().await;
 }
 
+/// A bearer request to `/api/v1/patients` from this address: its status.
+async fn bearer_status(g: &Gateway, token: &str) -> StatusCode {
+    reqwest::Client::new()
+        .get(format!("http://{}/api/v1/patients", g.http))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn a_valid_token_is_not_locked_out_by_another_clients_bad_tokens() {
+    let g = Gateway::start().await;
+    clinic(&g).await;
+    let mut nina = Browser::new(&g);
+    nina.sign_in("nina", PASSWORD).await;
+    let (_, secret) = nina.token("read").await;
+    // One misconfigured client behind the clinic's NAT (the same address) sends forged tokens
+    // until the address is locked.
+    let mut i = 0;
+    while bearer_status(&g, &format!("vgt_forged{i}")).await != StatusCode::TOO_MANY_REQUESTS {
+        i += 1;
+        assert!(i < 10, "forged tokens are never throttled");
+    }
+    // Another integration's valid token still works from that address: it is verified first.
+    assert_eq!(bearer_status(&g, &secret).await, StatusCode::OK);
+    assert_eq!(bearer_status(&g, &secret).await, StatusCode::OK);
+    // Forged tokens stay locked out, whatever they look like.
+    for forged in ["vgt_forged-again", "not-even-a-vgt-token"] {
+        assert_eq!(
+            bearer_status(&g, forged).await,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{forged}"
+        );
+    }
+    // The bootstrap token is chosen by the operator and may be guessable: it is compared only
+    // while the address is not locked, so the lock keeps slowing guesses at it.
+    assert_eq!(
+        bearer_status(&g, crate::support::TOKEN).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    g.stop().await;
+}
+
 /// The audit lines of `query` (`GET /audit?…` as the bootstrap admin).
 async fn audit_lines(g: &Gateway, query: &str) -> Vec<Value> {
     let (s, v) = g.client.get(&format!("/api/v1/audit?{query}")).await;
