@@ -189,9 +189,18 @@ async fn authenticate(
     }
 }
 
-async fn audit(s: &AppState, actor: &str, action: &str, patient: &str, id: &str, remote: &str) {
+/// Writes a line of the visit's audit trail; `false` (and a warning logged) when it could not be
+/// written. Joining checks it: the call shows the patient, so it is not entered unrecorded.
+async fn audit(
+    s: &AppState,
+    actor: &str,
+    action: &str,
+    patient: &str,
+    id: &str,
+    remote: &str,
+) -> bool {
     let Ok(patient) = patient_id(patient) else {
-        return;
+        return false;
     };
     let entry = AuditEntry {
         actor,
@@ -200,8 +209,12 @@ async fn audit(s: &AppState, actor: &str, action: &str, patient: &str, id: &str,
         target: &format!("visit/{id}"),
         remote,
     };
-    if let Err(e) = s.registry.audit(entry, now_ms()).await {
-        tracing::warn!(error = %e, action, "audit line not written");
+    match s.registry.audit(entry, now_ms()).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, action, "audit line not written");
+            false
+        }
     }
 }
 
@@ -224,7 +237,15 @@ async fn connection(
         }
     };
     let patient = visit.patient_id.clone();
-    audit(&s, &joined.actor, "visit.join", &patient, &id, &remote).await;
+    if !audit(&s, &joined.actor, "visit.join", &patient, &id, &remote).await {
+        close(
+            &mut socket,
+            1011,
+            "the visit could not be recorded; try again",
+        )
+        .await;
+        return;
+    }
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(64);
     let (room, pid) = match s.rooms.enter(&id, joined.role, joined.name.clone(), out_tx) {
         Ok(x) => x,
