@@ -206,10 +206,14 @@ pub(crate) async fn recheck(s: &AppState, p: &Principal) -> Result<Principal, En
     };
     if user.role != p.role {
         // What the socket was told at its start (its hello, its role in a visit) no longer holds.
-        return Err(ended(
-            CLOSE_CREDENTIAL_ENDED,
-            "your role has changed; connect again",
-        ));
+        // A change of role ends the user's sessions (the lookup may have found the session just
+        // before they went): a session's socket says so, as it would a moment later.
+        let reason = if p.session_token.is_some() {
+            "the session has ended; sign in again"
+        } else {
+            "your role has changed; connect again"
+        };
+        return Err(ended(CLOSE_CREDENTIAL_ENDED, reason));
     }
     Ok(Principal {
         teams: (user.role != crate::registry::Role::Admin).then(|| user.teams.into()),

@@ -739,11 +739,11 @@ async fn the_live_feed_closes_as_soon_as_its_credential_ends() {
     expect(closed(&mut ws).await, "ended");
 
     // A session and an API token that expire while their sockets are open (their expiry is
-    // brought to two seconds from now in the database rather than the test waiting hours).
+    // brought to four seconds from now in the database rather than the test waiting hours).
     nina.sign_in("nina", PASSWORD).await;
     let (id, secret) = nina.token("read").await;
     let db = rusqlite::Connection::open(g.dir.path().join("registry.db")).unwrap();
-    let soon = vigil::domain::now_ms() + 2_000;
+    let soon = vigil::domain::now_ms() + 4_000;
     db.execute("UPDATE sessions SET expires_ms = ?1", [soon])
         .unwrap();
     db.execute(
