@@ -509,19 +509,9 @@ async fn staff_leave_a_visit_when_their_access_ends_and_read_only_tokens_cannot_
     // With her session: moved off the patient's team mid-call, she is removed (4003).
     let mut clin = signal_with(&g, &visit, &session(&nina), join.clone()).await;
     next(&mut clin, "admitted").await;
-    let teams = |t: Value| {
-        let api = api.clone();
-        async move {
-            let (s, v) = api
-                .call(
-                    "PATCH",
-                    "/api/v1/users/nina",
-                    Some(json!({ "teams": t })),
-                    Some(TOKEN),
-                )
-                .await;
-            assert_eq!(s, StatusCode::OK, "{v}");
-        }
+    let teams = |t: Value| async move {
+        let (s, v) = api.patch("/api/v1/users/nina", json!({ "teams": t })).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
     };
     teams(json!(["south"])).await;
     closed(next(&mut clin, "close").await, 4003, "care teams");

@@ -766,12 +766,7 @@ async fn the_live_feed_closes_as_soon_as_its_credential_ends() {
     let mut by_token = live_with_token(&g, &secret).await;
     let (s, v) = g
         .client
-        .call(
-            "PATCH",
-            "/api/v1/users/sam",
-            Some(json!({"role": "admin"})),
-            Some(crate::support::TOKEN),
-        )
+        .patch("/api/v1/users/sam", json!({"role": "admin"}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     expect(closed(&mut by_session).await, "ended");
@@ -873,14 +868,9 @@ async fn the_live_feed_stops_a_patient_as_soon_as_they_are_no_longer_visible() {
         secret: &south2,
         patient: "ps2",
     };
-    let patch = |path: &str, body: Value| {
-        let (api, path) = (g.client.clone(), path.to_owned());
-        async move {
-            let (s, v) = api
-                .call("PATCH", &path, Some(body), Some(crate::support::TOKEN))
-                .await;
-            assert_eq!(s, StatusCode::OK, "{v}");
-        }
+    let patch = |path: &'static str, body: Value| async {
+        let (s, v) = g.client.patch(path, body).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
     };
 
     // A clinician moved off a team while her socket is open: that team's patient stops, her
@@ -1482,12 +1472,7 @@ async fn weak_passwords_are_refused_and_expired_sessions_and_tokens_stop_working
         );
     }
     let (s, v) = api
-        .call(
-            "PATCH",
-            "/api/v1/users/nina",
-            Some(json!({"password": "qwertyuiop123"})),
-            Some(crate::support::TOKEN),
-        )
+        .patch("/api/v1/users/nina", json!({"password": "qwertyuiop123"}))
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
 
