@@ -60,6 +60,8 @@ pub enum StartError {
     Budget(#[from] crate::fd_budget::BudgetError),
     #[error("{0}")]
     Connector(String),
+    #[error(transparent)]
+    Bootstrap(#[from] web::BootstrapError),
 }
 
 /// A built gateway, bound and ready to run.
@@ -128,6 +130,13 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 impl App {
     /// Opens the stores and binds the listeners (port 0 picks a free port).
     pub async fn build(mut cfg: Config, bootstrap: Option<String>) -> Result<App, StartError> {
+        // Checked first: a refused token stops start-up before anything is opened or bound.
+        let bootstrap = bootstrap
+            .as_deref()
+            .map(BootstrapToken::new)
+            .transpose()?
+            .flatten()
+            .map(Arc::new);
         // Locked before anything binds or opens: a second gateway on this directory is refused
         // by name, not by a port in use or a busy database.
         data_dir::prepare(&cfg.data_dir)?;
@@ -192,10 +201,6 @@ impl App {
             metrics.clone(),
             cfg.influxdb.as_ref().map(|i| i.measurement.clone()),
         )?;
-        let bootstrap = bootstrap
-            .as_deref()
-            .and_then(BootstrapToken::new)
-            .map(Arc::new);
         if bootstrap.is_some() {
             tracing::warn!("VIGIL_BOOTSTRAP_TOKEN is set: it is accepted as an admin token");
         }

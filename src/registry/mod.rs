@@ -29,7 +29,7 @@ use subtle::ConstantTimeEq;
 
 pub use care_teams::{DEFAULT_TEAM, NOT_CLEARED, UnseenPatient, UnseenReason, initial_teams};
 pub use profile::{PayloadFormat, Profile, ProfileError, Profiles};
-pub use tokens::{ApiToken, Scope, TOKEN_PREFIX};
+pub use tokens::{ApiToken, Scope, TOKEN_PREFIX, token_actor};
 pub use users::{Session, Team, User, UserUpdate};
 
 use crate::domain::{DeviceId, PatientId, format_rfc3339};
@@ -373,6 +373,9 @@ pub struct AuditExportLine {
     pub hash: String,
 }
 
+/// Changes of access held for listeners that fall behind (they then re-check everything).
+const ACCESS_EVENTS: usize = 1024;
+
 /// A handle to the registry; cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
@@ -385,6 +388,19 @@ pub struct Registry {
     credentials_changed: tokio::sync::broadcast::Sender<DeviceId>,
     /// Every password hash and check.
     hasher: password::Hasher,
+    /// Changes of who may see what (see [`Registry::subscribe_access`]).
+    access: tokio::sync::broadcast::Sender<AccessChange>,
+}
+
+/// A change that may end a credential or change what someone may see, announced after it is
+/// committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessChange {
+    /// This user's access changed: a session of theirs ended, a token of theirs was revoked,
+    /// their role, teams or password changed.
+    User(String),
+    /// A patient was created or moved to another care team (`team`: now; `None`, no team).
+    Patient { id: String, team: Option<String> },
 }
 
 /// The hasher's client for passwords set by an admin or on the command line (not sign-ins).
@@ -675,7 +691,21 @@ impl Registry {
             device_events,
             credentials_changed: tokio::sync::broadcast::channel(1024).0,
             hasher: password::Hasher::start()?,
+            access: tokio::sync::broadcast::channel(ACCESS_EVENTS).0,
         })
+    }
+
+    /// Every change that may end a credential or narrow or widen what a signed-in user sees
+    /// (a session ended, an API token revoked, a user's role or teams changed, a patient
+    /// created or moved to another care team), as it is committed. Whoever holds an open
+    /// socket re-checks what the change concerns; one that lags behind re-checks everything.
+    pub fn subscribe_access(&self) -> tokio::sync::broadcast::Receiver<AccessChange> {
+        self.access.subscribe()
+    }
+
+    /// Announces a change of access (after it is committed). Nobody listening is fine.
+    pub(crate) fn access_changed(&self, change: AccessChange) {
+        let _ = self.access.send(change);
     }
 
     /// Device status changes as they are written (for the live view).
@@ -736,6 +766,12 @@ impl Registry {
             })
         })
         .await
+        .inspect(|p| {
+            self.access_changed(AccessChange::Patient {
+                id: p.id.as_str().to_owned(),
+                team: p.details.care_team.clone(),
+            });
+        })
     }
 
     /// Changes a patient's name, birth date or details; `None` leaves a field as it is. The care
@@ -754,7 +790,12 @@ impl Registry {
         details.check()?;
         care_teams::check_not_cleared(&details)?;
         let current = self.patient(id.clone()).await?;
+        let team_before = current.details.care_team.clone();
         let merged = current.details.merged(details);
+        let moved = (merged.care_team != team_before).then(|| AccessChange::Patient {
+            id: id.as_str().to_owned(),
+            team: merged.care_team.clone(),
+        });
         let details_json = merged.to_json();
         self.with(move |c| {
             c.execute(
@@ -765,6 +806,9 @@ impl Registry {
             Ok(())
         })
         .await?;
+        if let Some(change) = moved {
+            self.access_changed(change);
+        }
         self.patient(current.id).await
     }
 
@@ -1149,7 +1193,8 @@ impl Registry {
     }
 
     /// Reads the audit trail, filtered: the first `limit` lines oldest first, or with
-    /// `newest_first` the last `limit` lines newest first.
+    /// `newest_first` the last `limit` lines newest first. `actor` finds a user's own lines and
+    /// those of their API tokens ([`token_actor`]).
     pub async fn audit_records(
         &self,
         patient_id: Option<String>,
@@ -1162,7 +1207,9 @@ impl Registry {
         self.with(move |c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT id, time_ms, actor, action, patient_id, target, remote, hash FROM audit
-                 WHERE (?1 IS NULL OR patient_id = ?1) AND (?2 IS NULL OR actor = ?2)
+                 WHERE (?1 IS NULL OR patient_id = ?1)
+                   AND (?2 IS NULL OR actor = ?2
+                        OR substr(actor, 1, length(?2) + length(?6)) = ?2 || ?6)
                    AND time_ms BETWEEN ?3 AND ?4
                  ORDER BY id {} LIMIT ?5",
                 if newest_first { "DESC" } else { "ASC" }
@@ -1173,7 +1220,8 @@ impl Registry {
                     actor,
                     from_ms,
                     to_ms,
-                    i64::try_from(limit).unwrap_or(i64::MAX)
+                    i64::try_from(limit).unwrap_or(i64::MAX),
+                    tokens::TOKEN_ACTOR_INFIX,
                 ],
                 |r| {
                     Ok(AuditRecord {
@@ -1464,6 +1512,87 @@ mod tests {
             r.create_device(d, p, "scale", 0).await,
             Err(RegistryError::Exists(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn every_change_of_access_is_announced_and_other_changes_are_not() {
+        let (_dir, r) = registry().await;
+        let mut access = r.subscribe_access();
+        let mut announced = || match access.try_recv() {
+            Ok(c) => Some(c),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => None,
+            Err(e) => panic!("{e}"),
+        };
+        let nina = || Some(AccessChange::User("nina".into()));
+        r.create_team("north", "North", 0).await.unwrap();
+        assert_eq!(announced(), None, "a new team changes nobody's access");
+        r.add_user("nina", Role::Clinician, "amber kettle orbit meadow", 0)
+            .await
+            .unwrap();
+        r.set_user_teams("nina", vec!["north".into()])
+            .await
+            .unwrap();
+        assert_eq!(announced(), nina(), "teams set");
+        let p = PatientId::parse("p1").unwrap();
+        let north = PatientDetails {
+            care_team: Some("north".into()),
+            ..PatientDetails::default()
+        };
+        r.create_patient(p.clone(), "Ada".into(), None, north, 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            announced(),
+            Some(AccessChange::Patient {
+                id: "p1".into(),
+                team: Some("north".into())
+            }),
+            "a patient created"
+        );
+        let phone = PatientDetails {
+            phone: Some("555".into()),
+            ..PatientDetails::default()
+        };
+        r.update_patient(p.clone(), None, None, phone)
+            .await
+            .unwrap();
+        assert_eq!(
+            announced(),
+            None,
+            "a new phone number changes nobody's access"
+        );
+        let moved = PatientDetails {
+            care_team: Some(String::new()),
+            ..PatientDetails::default()
+        };
+        r.update_patient(p, None, None, moved).await.unwrap();
+        assert_eq!(
+            announced(),
+            Some(AccessChange::Patient {
+                id: "p1".into(),
+                team: None
+            }),
+            "a patient moved off their team"
+        );
+        let update = UserUpdate {
+            teams: Some(Vec::new()),
+            ..UserUpdate::default()
+        };
+        r.update_user("nina", update).await.unwrap();
+        assert_eq!(announced(), nina(), "a user's teams changed");
+        let (session, _) = r.create_session("nina", 0, 1_000).await.unwrap();
+        assert_eq!(announced(), None, "a new session changes nobody's access");
+        r.end_session(&session).await.unwrap();
+        assert_eq!(announced(), nina(), "signed out");
+        r.end_session(&session).await.unwrap();
+        assert_eq!(announced(), None, "no such session: nothing changed");
+        let (_, t) = r
+            .create_api_token("nina", "poller", Scope::Read, 0, 1_000)
+            .await
+            .unwrap();
+        assert_eq!(announced(), None);
+        r.revoke_api_token(t.id, 1).await.unwrap();
+        assert_eq!(announced(), nina(), "a token revoked");
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::users::User;
-use super::{Registry, RegistryError, sha256};
+use super::{AccessChange, Registry, RegistryError, sha256};
 use crate::domain::format_rfc3339;
 
 /// Schema version 6: API tokens.
@@ -26,6 +26,15 @@ pub(crate) const SCHEMA_V6: &str = "
 
 /// The prefix of every API token's secret (recognisable to secret scanners).
 pub const TOKEN_PREFIX: &str = "vgt_";
+
+/// The audit trail's actor for a request made with an API token: its user and the token,
+/// `nina (token:tok_…)`. `GET /audit?user=nina` finds these lines as well as nina's own.
+pub fn token_actor(user: &str, token_id: &str) -> String {
+    format!("{user}{TOKEN_ACTOR_INFIX}{token_id})")
+}
+
+/// What follows the username in [`token_actor`], up to the token's id.
+pub(super) const TOKEN_ACTOR_INFIX: &str = " (token:";
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +66,9 @@ pub struct ApiToken {
     pub expires_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<String>,
+    /// `expires_at` in milliseconds since the epoch (for timers).
+    #[serde(skip)]
+    pub expires_ms: i64,
 }
 
 type Row = (String, String, String, String, i64, i64, Option<i64>);
@@ -75,6 +87,7 @@ fn to_token(r: Row) -> ApiToken {
         created_at: format_rfc3339(created),
         expires_at: format_rfc3339(expires),
         revoked_at: revoked.map(format_rfc3339),
+        expires_ms: expires,
     }
 }
 
@@ -179,6 +192,7 @@ impl Registry {
                 .ok_or_else(|| RegistryError::NotFound(format!("token {id}")))
         })
         .await
+        .inspect(|t| self.access_changed(AccessChange::User(t.user.clone())))
     }
 
     /// The token a secret names and its user, if it is live (not revoked, not expired).
@@ -188,14 +202,42 @@ impl Registry {
         now_ms: i64,
     ) -> Result<Option<(ApiToken, User)>, RegistryError> {
         let hash = sha256(secret.as_bytes());
+        self.live_token(LiveBy::Hash(hash), now_ms).await
+    }
+
+    /// The token with this id and its user, if it is still live: how an open socket re-checks
+    /// the token it was opened with.
+    pub async fn live_api_token(
+        &self,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<Option<(ApiToken, User)>, RegistryError> {
+        self.live_token(LiveBy::Id(id.to_owned()), now_ms).await
+    }
+
+    async fn live_token(
+        &self,
+        by: LiveBy,
+        now_ms: i64,
+    ) -> Result<Option<(ApiToken, User)>, RegistryError> {
         let found = self
             .with(move |c| {
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM api_tokens
-                     WHERE token_hash = ?1 AND revoked_ms IS NULL AND expires_ms > ?2"
-                );
-                Ok(c.query_row(&sql, params![hash.as_slice(), now_ms], row)
-                    .optional()?)
+                let live = "revoked_ms IS NULL AND expires_ms > ?2";
+                let found = match by {
+                    LiveBy::Hash(h) => c.query_row(
+                        &format!(
+                            "SELECT {COLUMNS} FROM api_tokens WHERE token_hash = ?1 AND {live}"
+                        ),
+                        params![h.as_slice(), now_ms],
+                        row,
+                    ),
+                    LiveBy::Id(id) => c.query_row(
+                        &format!("SELECT {COLUMNS} FROM api_tokens WHERE id = ?1 AND {live}"),
+                        params![id, now_ms],
+                        row,
+                    ),
+                };
+                Ok(found.optional()?)
             })
             .await?;
         let Some(r) = found else {
@@ -205,6 +247,12 @@ impl Registry {
         let user = self.user(&token.user).await?;
         Ok(Some((token, user)))
     }
+}
+
+/// How a live token is looked up: by its secret's hash (a request) or its id (a re-check).
+enum LiveBy {
+    Hash([u8; 32]),
+    Id(String),
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! A clinician sees the patients of the care teams they belong to, and only those; an admin
 //! sees everyone. A session is a random 256-bit value held by the browser in an HttpOnly
 //! cookie; the registry keeps only its SHA-256, with the user it belongs to, its CSRF token and
-//! when it expires. Changing a user's password or role ends their sessions.
+//! when it expires. Changing a user's password or role ends their sessions. Every change that
+//! ends a session or changes what a user sees is announced ([`Registry::subscribe_access`]), so
+//! that open sockets re-check at once.
 //!
 //! Usernames ignore case: `nina` and `NINA` are one account, found by either spelling (sign-in,
 //! changes, teams, tokens) and shown as it was created. Sessions, team memberships and tokens
@@ -15,7 +17,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Registry, RegistryError, Role, sha256};
+use super::{AccessChange, Registry, RegistryError, Role, sha256};
 use crate::domain::format_rfc3339;
 
 /// Schema version 4: care teams, their members, and sessions.
@@ -296,15 +298,20 @@ impl Registry {
         teams: Vec<String>,
     ) -> Result<(), RegistryError> {
         let name = username.to_owned();
-        self.with(move |c| {
-            let tx = c.transaction()?;
-            let username = stored_name(&tx, &name)?
-                .ok_or_else(|| RegistryError::NotFound(format!("user {name}")))?;
-            set_teams(&tx, &username, &teams)?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        let stored = self
+            .with(move |c| {
+                // Immediate: a deferred transaction that reads, then writes, fails at once with
+                // "database is locked" when the device status writer committed in between.
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let username = stored_name(&tx, &name)?
+                    .ok_or_else(|| RegistryError::NotFound(format!("user {name}")))?;
+                set_teams(&tx, &username, &teams)?;
+                tx.commit()?;
+                Ok(username)
+            })
+            .await?;
+        self.access_changed(AccessChange::User(stored));
+        Ok(())
     }
 
     /// All users, by name.
@@ -368,34 +375,39 @@ impl Registry {
             None => None,
         };
         let asked = username.to_owned();
-        self.with(move |c| {
-            let tx = c.transaction()?;
-            let name = stored_name(&tx, &asked)?
-                .ok_or_else(|| RegistryError::NotFound(format!("user {asked}")))?;
-            if let Some(role) = update.role {
-                tx.execute(
-                    "UPDATE users SET role = ?2 WHERE username = ?1",
-                    params![name, role.as_str()],
-                )?;
-            }
-            if let Some(h) = &hash {
-                tx.execute(
-                    "UPDATE users SET password_hash = ?2 WHERE username = ?1",
-                    params![name, h],
-                )?;
-            }
-            if update.role.is_some() || hash.is_some() {
-                tx.execute("DELETE FROM sessions WHERE username = ?1", [&name])?;
-            }
-            if let Some(teams) = &update.teams {
-                set_teams(&tx, &name, teams)?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await?;
-        // Found by the same rule as above, so the same account.
-        self.user(username).await
+        let stored = self
+            .with(move |c| {
+                // Immediate: a deferred transaction that reads, then writes, fails at once with
+                // "database is locked" when the device status writer committed in between.
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let name = stored_name(&tx, &asked)?
+                    .ok_or_else(|| RegistryError::NotFound(format!("user {asked}")))?;
+                if let Some(role) = update.role {
+                    tx.execute(
+                        "UPDATE users SET role = ?2 WHERE username = ?1",
+                        params![name, role.as_str()],
+                    )?;
+                }
+                if let Some(h) = &hash {
+                    tx.execute(
+                        "UPDATE users SET password_hash = ?2 WHERE username = ?1",
+                        params![name, h],
+                    )?;
+                }
+                if update.role.is_some() || hash.is_some() {
+                    tx.execute("DELETE FROM sessions WHERE username = ?1", [&name])?;
+                }
+                if let Some(teams) = &update.teams {
+                    set_teams(&tx, &name, teams)?;
+                }
+                tx.commit()?;
+                Ok(name)
+            })
+            .await?;
+        // Sessions ended, or what the user sees changed: open sockets re-check (under the
+        // stored spelling, which their principals hold).
+        self.access_changed(AccessChange::User(stored.clone()));
+        self.user(&stored).await
     }
 
     /// Creates a care team.
@@ -528,14 +540,20 @@ impl Registry {
     /// Ends a session (sign-out). Ending one that does not exist is not an error.
     pub async fn end_session(&self, token: &str) -> Result<(), RegistryError> {
         let hash = sha256(token.as_bytes());
-        self.with(move |c| {
-            c.execute(
-                "DELETE FROM sessions WHERE token_hash = ?1",
-                [hash.as_slice()],
-            )?;
-            Ok(())
-        })
-        .await
+        let ended: Option<String> = self
+            .with(move |c| {
+                Ok(c.query_row(
+                    "DELETE FROM sessions WHERE token_hash = ?1 RETURNING username",
+                    [hash.as_slice()],
+                    |r| r.get(0),
+                )
+                .optional()?)
+            })
+            .await?;
+        if let Some(user) = ended {
+            self.access_changed(AccessChange::User(user));
+        }
+        Ok(())
     }
 
     /// The care team a patient belongs to: `Err(NotFound)` for no such patient.

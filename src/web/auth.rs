@@ -10,7 +10,15 @@
 //!
 //! Without one of them, nothing under `/api/v1` answers but sign-in, and checking a video
 //! visit's join link (`GET /visits/{id}/join` with `Authorization: Visit <token>`). An admin sees every
-//! patient; a clinician sees the patients of their care teams and is refused (403) the rest.
+//! patient; a clinician sees the patients of their care teams and is refused (403) the rest,
+//! and each such refusal is audited. A read-only API token may read and nothing else, on any
+//! transport ([`Principal::may_act`]).
+//!
+//! Failed bearer tokens lock the caller's address; a live API token is verified before the
+//! lock is looked at, so it is never locked out by another client's failures, while the
+//! bootstrap token (chosen by a person) is compared only while the address is not locked. A
+//! principal remembers the credential it came with, so an open socket can re-check it
+//! (`super::recheck`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +32,7 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 use crate::domain::{PatientId, now_ms};
-use crate::registry::Role;
+use crate::registry::{AuditEntry, Role};
 
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "vigil_session";
@@ -35,10 +43,41 @@ pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 /// printed.
 pub struct BootstrapToken([u8; 32]);
 
+/// The shortest bootstrap token accepted. The operator chooses it, so it may be guessable; the
+/// failure throttle slows guessing from one address, and the length keeps many addresses from
+/// making up for it.
+pub(crate) const MIN_BOOTSTRAP_CHARS: usize = 16;
+
+/// Why `VIGIL_BOOTSTRAP_TOKEN` was refused at start.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(
+        "VIGIL_BOOTSTRAP_TOKEN must be at least {MIN_BOOTSTRAP_CHARS} characters (it has {0}); make one with `openssl rand -hex 24`"
+    )]
+    TooShort(usize),
+    #[error(
+        "VIGIL_BOOTSTRAP_TOKEN is still a placeholder (it contains CHANGE-ME); make one with `openssl rand -hex 24`"
+    )]
+    Placeholder,
+}
+
 impl BootstrapToken {
-    /// `None` for an empty secret: an empty token must never let anyone in.
-    pub fn new(secret: &str) -> Option<BootstrapToken> {
-        (!secret.is_empty()).then(|| BootstrapToken(Sha256::digest(secret.as_bytes()).into()))
+    /// `Ok(None)` for an empty secret (no bootstrap token: an empty one must never let anyone
+    /// in); refused when short or still the documented placeholder.
+    pub fn new(secret: &str) -> Result<Option<BootstrapToken>, BootstrapError> {
+        if secret.is_empty() {
+            return Ok(None);
+        }
+        let chars = secret.chars().count();
+        if chars < MIN_BOOTSTRAP_CHARS {
+            return Err(BootstrapError::TooShort(chars));
+        }
+        if secret.to_ascii_lowercase().contains("change-me") {
+            return Err(BootstrapError::Placeholder);
+        }
+        Ok(Some(BootstrapToken(
+            Sha256::digest(secret.as_bytes()).into(),
+        )))
     }
 
     fn matches(&self, presented: &str) -> bool {
@@ -55,10 +94,17 @@ pub(crate) struct Principal {
     pub(crate) remote: String,
     /// The care teams whose patients a clinician sees; `None` for an admin (everyone).
     pub(crate) teams: Option<Arc<[String]>>,
-    /// The session's token, when the caller came with the cookie (for sign-out).
+    /// The session's token, when the caller came with the cookie (for sign-out, and for an
+    /// open socket to re-check).
     pub(crate) session_token: Option<String>,
     /// The API token it came with, when it did (`None`: a session or the bootstrap token).
     pub(crate) api_token: Option<crate::registry::ApiToken>,
+    /// When the credential stops working by itself (ms since the epoch): the session's or API
+    /// token's expiry; `None` for the bootstrap token, which lasts as long as the process.
+    pub(crate) expires_ms: Option<i64>,
+    /// What was asked (`GET /api/v1/patients/p1`, without the query), for the audit line of a
+    /// refusal.
+    pub(crate) request: String,
 }
 
 impl Principal {
@@ -74,9 +120,31 @@ impl Principal {
     pub(crate) fn sees_all(&self) -> bool {
         self.teams.is_none()
     }
+
+    /// Who the audit trail names: the username, and with an API token the token too
+    /// (`nina (token:tok_…)`), so that a leaked token's use can be told from its owner's.
+    pub(crate) fn actor(&self) -> String {
+        match &self.api_token {
+            Some(t) => crate::registry::token_actor(&self.name, &t.id),
+            None => self.name.clone(),
+        }
+    }
+
+    /// Refuses `what` (an action: a change, or taking part in a visit) to a read-only API
+    /// token. Sessions and the bootstrap token may act as their role allows.
+    pub(crate) fn may_act(&self, what: &str) -> Result<(), ApiError> {
+        match &self.api_token {
+            Some(t) if t.scope == crate::registry::Scope::Read => Err(ApiError::Forbidden(
+                format!("API token {} is read-only: it cannot {what}", t.id),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
-/// 404 for no such patient, 403 for a patient of another care team.
+/// 404 for no such patient, 403 for a patient of another care team. A refusal is written to
+/// the audit trail (`access.refused`, what was asked as the target); if that line cannot be
+/// written the request is refused all the same, and the failure logged.
 pub(crate) async fn check_patient(
     s: &AppState,
     p: &Principal,
@@ -84,13 +152,22 @@ pub(crate) async fn check_patient(
 ) -> Result<(), ApiError> {
     let team = s.registry.patient_team(id.clone()).await?;
     if p.sees_team(team.as_deref()) {
-        Ok(())
-    } else {
-        tracing::info!(user = %p.name, patient_id = %id, "patient of another care team refused");
-        Err(ApiError::Forbidden(
-            "this patient is not on one of your care teams".into(),
-        ))
+        return Ok(());
     }
+    tracing::info!(user = %p.name, patient_id = %id, "patient of another care team refused");
+    let entry = AuditEntry {
+        actor: &p.actor(),
+        action: "access.refused",
+        patient_id: Some(id),
+        target: &p.request,
+        remote: &p.remote,
+    };
+    if let Err(e) = s.registry.audit(entry, now_ms()).await {
+        tracing::error!(user = %p.name, error = %e, "the audit line of a refused request was not written");
+    }
+    Err(ApiError::Forbidden(
+        "this patient is not on one of your care teams".into(),
+    ))
 }
 
 /// The value of one cookie in the request.
@@ -102,6 +179,15 @@ pub(crate) fn cookie<'a>(req: &'a axum::http::HeaderMap, name: &str) -> Option<&
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// The method and path asked (never the query: the live feed's token may be in it).
+fn request_of(req: &Request) -> String {
+    let path = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| req.uri().path(), |u| u.0.path());
+    format!("{} {path}", req.method())
 }
 
 fn remote_of(req: &Request) -> String {
@@ -161,71 +247,97 @@ pub(crate) async fn require(
     // A visit's signalling socket authenticates in its first message (a join link's token) when
     // the request carries no valid credential; with one, the handler gets the principal.
     if req.method() == Method::GET && path.starts_with("/visits/") && path.ends_with("/signal") {
-        let remote = remote_of(&req);
-        if let Ok(p) = authenticate(&state, req.method(), req.uri(), req.headers(), remote).await {
+        let asked = Asked {
+            remote: remote_of(&req),
+            request: request_of(&req),
+        };
+        if let Ok(p) = authenticate(&state, req.method(), req.uri(), req.headers(), asked).await {
             req.extensions_mut().insert(p);
         }
         return Ok(next.run(req).await);
     }
-    let remote = remote_of(&req);
-    let principal = authenticate(&state, req.method(), req.uri(), req.headers(), remote).await?;
+    let asked = Asked {
+        remote: remote_of(&req),
+        request: request_of(&req),
+    };
+    let principal = authenticate(&state, req.method(), req.uri(), req.headers(), asked).await?;
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
 }
 
+/// Where a request came from and what it asked.
+struct Asked {
+    remote: String,
+    request: String,
+}
+
 /// The principal a request's bearer token or session cookie names (with its CSRF token on a
 /// state-changing request).
+///
+/// Bearer tokens: an API token (`vgt_`, 256 random bits) is looked up first, by its hash, and
+/// a live one is let in whatever the address's failures, so that one misconfigured client
+/// behind a NAT does not lock out the others. Only failures count against the address. The
+/// bootstrap token is operator-chosen and may be guessable, so it is compared only while the
+/// address is not locked: a locked address gets 429 for anything but a live API token.
 async fn authenticate(
     state: &AppState,
     method: &Method,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
-    remote: String,
+    asked: Asked,
 ) -> Result<Principal, ApiError> {
+    let Asked { remote, request } = asked;
     let principal = if let Some(token) = bearer(headers, uri) {
-        // Failed bearer tokens are throttled per address, as sign-ins are.
-        let key = [format!("bearer:{remote}")];
-        if let Some(wait) = state.throttle.wait(&key, std::time::Instant::now()) {
-            let secs = wait.as_secs().max(1);
-            return Err(ApiError::TooMany {
-                retry_after_s: secs,
-                message: format!("too many requests with a bad token; try again in {secs} s"),
-            });
-        }
         let api_token = if token.starts_with(crate::registry::TOKEN_PREFIX) {
             state.registry.api_token(token, now_ms()).await?
         } else {
             None
         };
-        match (&state.bootstrap, api_token) {
-            (_, Some((t, user))) => {
-                if t.scope == crate::registry::Scope::Read && !is_safe(method) {
-                    return Err(ApiError::Forbidden(format!(
-                        "API token {} is read-only",
-                        t.id
-                    )));
-                }
-                Principal {
+        let key = [format!("bearer:{remote}")];
+        match api_token {
+            Some((t, user)) => {
+                let p = Principal {
                     teams: (user.role != Role::Admin).then(|| Arc::from(user.teams.clone())),
                     name: user.name,
                     role: user.role,
                     remote,
                     session_token: None,
+                    expires_ms: Some(t.expires_ms),
                     api_token: Some(t),
+                    request,
+                };
+                if !is_safe(method) {
+                    p.may_act("change anything")?;
                 }
+                p
             }
-            (Some(b), None) if b.matches(token) => Principal {
-                name: "bootstrap".into(),
-                role: Role::Admin,
-                remote,
-                teams: None,
-                session_token: None,
-                api_token: None,
-            },
-            _ => {
-                tracing::info!(%remote, path = %uri.path(), "bad, expired or revoked bearer token refused");
-                state.throttle.failed(&key, std::time::Instant::now());
-                return Err(ApiError::Unauthorized);
+            None => {
+                if let Some(wait) = state.throttle.wait(&key, std::time::Instant::now()) {
+                    let secs = wait.as_secs().max(1);
+                    return Err(ApiError::TooMany {
+                        retry_after_s: secs,
+                        message: format!(
+                            "too many requests with a bad token; try again in {secs} s"
+                        ),
+                    });
+                }
+                match &state.bootstrap {
+                    Some(b) if b.matches(token) => Principal {
+                        name: "bootstrap".into(),
+                        role: Role::Admin,
+                        remote,
+                        teams: None,
+                        session_token: None,
+                        api_token: None,
+                        expires_ms: None,
+                        request,
+                    },
+                    _ => {
+                        tracing::info!(%remote, path = %uri.path(), "bad, expired or revoked bearer token refused");
+                        state.throttle.failed(&key, std::time::Instant::now());
+                        return Err(ApiError::Unauthorized);
+                    }
+                }
             }
         }
     } else if let Some(token) = cookie(headers, SESSION_COOKIE) {
@@ -253,6 +365,8 @@ async fn authenticate(
             remote,
             session_token: Some(token.to_owned()),
             api_token: None,
+            expires_ms: Some(session.expires_ms),
+            request,
         }
     } else {
         tracing::debug!(%remote, path = %uri.path(), "unauthenticated API request refused");
@@ -277,7 +391,48 @@ mod tests {
             teams: teams.map(|t| t.iter().map(|s| (*s).to_owned()).collect()),
             session_token: None,
             api_token: None,
+            expires_ms: None,
+            request: "GET /api/v1/patients".into(),
         }
+    }
+
+    #[test]
+    fn a_bootstrap_token_must_be_long_and_not_the_placeholder() {
+        assert!(BootstrapToken::new("").unwrap().is_none(), "unset");
+        for short in ["change-me", "x", "fifteen-chars-x"] {
+            assert!(
+                matches!(BootstrapToken::new(short), Err(BootstrapError::TooShort(_))),
+                "{short}"
+            );
+        }
+        assert!(matches!(
+            BootstrapToken::new("CHANGE-ME-bootstrap-token"),
+            Err(BootstrapError::Placeholder)
+        ));
+        let t = BootstrapToken::new("sixteen-chars-ok").unwrap().unwrap();
+        assert!(t.matches("sixteen-chars-ok") && !t.matches("sixteen-chars-o"));
+    }
+
+    #[test]
+    fn a_read_only_token_may_read_but_not_act_and_is_named_in_the_audit_trail() {
+        let mut p = principal(Some(&["north"]));
+        assert!(p.may_act("join a visit").is_ok(), "a session acts");
+        assert_eq!(p.actor(), "u");
+        p.api_token = Some(crate::registry::ApiToken {
+            id: "tok_1".into(),
+            user: "u".into(),
+            label: "poller".into(),
+            scope: crate::registry::Scope::Read,
+            created_at: String::new(),
+            expires_at: String::new(),
+            revoked_at: None,
+            expires_ms: 0,
+        });
+        match p.may_act("join a visit") {
+            Err(ApiError::Forbidden(e)) => assert!(e.contains("tok_1 is read-only"), "{e}"),
+            other => panic!("a read-only token acted: {other:?}"),
+        }
+        assert_eq!(p.actor(), "u (token:tok_1)");
     }
 
     #[test]

@@ -8,8 +8,15 @@
 //! and a connection that cannot keep up is closed (code 4008, "too slow") rather than
 //! allowed to hold memory or slow the others; the dashboard reconnects and reloads its panel.
 //! Nothing on this path can slow ingest: the store's feed is a broadcast that never waits.
+//!
+//! Who sees an event is decided when it is written, never only when the socket opened: the hub
+//! stamps each event with its patient's care team as it is now (its map of patients' teams is
+//! read again whenever the registry announces a change of access), and each connection
+//! re-authenticates its credential on every such announcement, at its expiry and every 15 s
+//! ([`super::recheck`]), taking its user's current teams. A connection whose credential ended
+//! (signed out, expired, revoked, role changed) is closed with code 4001 and the reason.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,15 +28,19 @@ use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use futures_util::SinkExt as _;
 use serde_json::json;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Principal;
+use super::recheck::{Concerns, Rechecks, recheck};
 use super::routes::{ApiResult, audit_line};
 use super::{ApiError, AppState};
 use crate::crm::Crm;
 use crate::domain::{Metric, format_rfc3339};
-use crate::registry::Registry;
+use crate::registry::{AccessChange, Registry};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -38,8 +49,9 @@ pub(crate) const CLOSE_TOO_SLOW: u16 = 4008;
 /// A write that takes longer than this marks the client as not reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(30);
-/// How often a clinician's set of visible patients is read again.
-const VISIBILITY_REFRESH: Duration = Duration::from_secs(30);
+/// How often the hub reads patients' care teams again without an announced change (changes
+/// made by another process).
+const TEAMS_REFRESH: Duration = Duration::from_secs(15);
 /// Batches the hub holds for a slow connection before it is dropped.
 const HUB_CAPACITY: usize = 512;
 
@@ -47,6 +59,8 @@ const HUB_CAPACITY: usize = 512;
 #[derive(Clone)]
 pub(crate) struct LiveItem {
     patient_id: Arc<str>,
+    /// The patient's care team when the event was made: who may see it.
+    team: Option<Arc<str>>,
     /// For a reading: its metric (a newer reading of the same patient's metric replaces it).
     metric: Option<Metric>,
     json: Utf8Bytes,
@@ -82,31 +96,58 @@ impl LiveHub {
         let mut readings = store.subscribe();
         let mut alerts = crm.subscribe();
         let mut devices = registry.subscribe_devices();
+        let mut access = registry.subscribe_access();
+        let mut teams = Teams::new(registry);
+        teams.reload().await;
+        let mut refresh = tokio::time::interval(TEAMS_REFRESH);
+        refresh.tick().await;
         loop {
-            tokio::select! {
+            // A patient's move is taken in before any event received after it.
+            loop {
+                match access.try_recv() {
+                    Ok(change) => teams.apply(change),
+                    Err(TryRecvError::Lagged(_)) => teams.reload().await,
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                }
+            }
+            let items = tokio::select! {
                 () = self.stop.cancelled() => return,
+                change = access.recv() => {
+                    match change {
+                        Ok(change) => teams.apply(change),
+                        Err(RecvError::Lagged(_)) => teams.reload().await,
+                        Err(RecvError::Closed) => return,
+                    }
+                    continue;
+                }
+                _ = refresh.tick() => {
+                    teams.reload().await;
+                    continue;
+                }
                 r = readings.recv() => match r {
-                    Ok(batch) => self.send(observation_items(&batch.observations)),
+                    Ok(batch) => observation_items(&batch.observations),
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "live feed skipped commits it could not keep up with");
-                        self.send(vec![resync()]);
+                        vec![resync()]
                     }
                     Err(RecvError::Closed) => return,
                 },
                 a = alerts.recv() => match a {
-                    Ok(e) => self.send(vec![LiveItem {
+                    Ok(e) => vec![LiveItem {
                         patient_id: e.patient_id.as_str().into(),
+                        team: None,
                         metric: None,
                         json: json!({"type": "alert", "event": e.event_type, "alert": e.alert})
                             .to_string()
                             .into(),
-                    }]),
-                    Err(RecvError::Lagged(_)) => self.send(vec![resync()]),
+                    }],
+                    Err(RecvError::Lagged(_)) => vec![resync()],
                     Err(RecvError::Closed) => return,
                 },
                 d = devices.recv() => match d {
-                    Ok(d) => self.send(vec![LiveItem {
+                    Ok(d) => vec![LiveItem {
                         patient_id: d.patient_id.as_str().into(),
+                        team: None,
                         metric: None,
                         json: json!({
                             "type": "device_status", "patient_id": d.patient_id,
@@ -115,12 +156,71 @@ impl LiveHub {
                         })
                         .to_string()
                         .into(),
-                    }]),
-                    Err(RecvError::Lagged(_)) => self.send(vec![resync()]),
+                    }],
+                    Err(RecvError::Lagged(_)) => vec![resync()],
                     Err(RecvError::Closed) => return,
                 },
-            }
+            };
+            self.send(teams.stamp(items).await);
         }
+    }
+}
+
+/// Each patient's care team as the registry has it now, for stamping events.
+struct Teams {
+    registry: Registry,
+    of: HashMap<Arc<str>, Option<Arc<str>>>,
+}
+
+impl Teams {
+    fn new(registry: Registry) -> Teams {
+        Teams {
+            registry,
+            of: HashMap::new(),
+        }
+    }
+
+    /// Reads every patient's team again; on failure the old map stays (and the next change
+    /// or refresh tries again).
+    async fn reload(&mut self) {
+        match self.registry.patients().await {
+            Ok(all) => {
+                self.of = all
+                    .into_iter()
+                    .map(|p| {
+                        let team = p.details.care_team.map(Arc::from);
+                        (Arc::from(p.id.as_str()), team)
+                    })
+                    .collect();
+            }
+            Err(e) => tracing::warn!(error = %e, "live feed: care teams not read again"),
+        }
+    }
+
+    /// Takes in an announced patient's move (or creation); other changes are the connections'.
+    fn apply(&mut self, change: AccessChange) {
+        if let AccessChange::Patient { id, team } = change {
+            self.of.insert(id.into(), team.map(Arc::from));
+        }
+    }
+
+    /// Stamps each event with its patient's team. A patient not in the map (created a moment
+    /// ago) is looked up; one that cannot be found is shown to admins only.
+    async fn stamp(&mut self, mut items: Vec<LiveItem>) -> Vec<LiveItem> {
+        for it in &mut items {
+            if it.patient_id.is_empty() {
+                continue;
+            }
+            if !self.of.contains_key(&it.patient_id) {
+                let team = match crate::domain::PatientId::parse(&it.patient_id) {
+                    Ok(id) => self.registry.patient_team(id).await.ok().flatten(),
+                    Err(_) => None,
+                };
+                self.of.insert(it.patient_id.clone(), team.map(Arc::from));
+            }
+            it.team = self.of.get(&it.patient_id).cloned().flatten();
+        }
+        items
     }
 }
 
@@ -128,6 +228,7 @@ impl LiveHub {
 fn resync() -> LiveItem {
     LiveItem {
         patient_id: "".into(),
+        team: None,
         metric: None,
         json: Utf8Bytes::from_static(r#"{"type":"resync"}"#),
     }
@@ -147,6 +248,7 @@ fn observation_items(obs: &[crate::domain::Observation]) -> Vec<LiveItem> {
     out.into_iter()
         .map(|o| LiveItem {
             patient_id: o.patient_id.as_str().into(),
+            team: None,
             metric: Some(o.metric),
             json: json!({
                 "type": "observation", "patient_id": o.patient_id, "device_id": o.device_id,
@@ -206,27 +308,10 @@ pub(super) async fn live(
     }
     audit_line(&s, &p, "live.open", None, "live").await?;
     let rx = s.live.tx.subscribe();
+    let access = s.registry.subscribe_access();
     Ok(ws
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| connection(socket, s, p, rx)))
-}
-
-async fn visible(s: &AppState, p: &Principal) -> Option<HashSet<Arc<str>>> {
-    if p.sees_all() {
-        return None;
-    }
-    match s.registry.patients().await {
-        Ok(all) => Some(
-            all.into_iter()
-                .filter(|x| p.sees_team(x.details.care_team.as_deref()))
-                .map(|x| Arc::from(x.id.as_str()))
-                .collect(),
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "live feed: patients not read; showing none");
-            Some(HashSet::new())
-        }
-    }
+        .on_upgrade(move |socket| connection(socket, s, p, rx, access)))
 }
 
 struct Gauge(Metrics);
@@ -247,17 +332,20 @@ impl Drop for Gauge {
 async fn connection(
     mut socket: WebSocket,
     s: AppState,
-    p: Principal,
+    mut p: Principal,
     mut rx: broadcast::Receiver<Arc<[LiveItem]>>,
+    access: broadcast::Receiver<AccessChange>,
 ) {
     let _gauge = Gauge::new(&s.metrics);
     let hello = json!({"type": "hello", "user": {"name": p.name, "role": p.role}}).to_string();
     if socket.send(Message::Text(hello.into())).await.is_err() {
         return;
     }
-    let mut allowed = visible(&s, &p).await;
-    let mut refresh = tokio::time::interval(VISIBILITY_REFRESH);
-    refresh.tick().await;
+    let concerns = Concerns {
+        user: p.name.clone(),
+        patient: None,
+    };
+    let mut rechecks = Rechecks::new(access, concerns, p.expires_ms);
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let stop = s.live.stop.clone();
@@ -273,6 +361,21 @@ async fn connection(
                 let _ = socket.send(close(1001, "server shutting down")).await;
                 return;
             }
+            () = rechecks.due() => match recheck(&s, &p).await {
+                Ok(now) => {
+                    rechecks.expires_at(now.expires_ms);
+                    p = now;
+                }
+                Err(ended) => {
+                    tracing::info!(user = %p.name, remote = %p.remote, reason = ended.reason, "live client's credential ended; closed");
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        socket.send(close(ended.code, ended.reason)),
+                    )
+                    .await;
+                    return;
+                }
+            },
             batch = rx.recv() => match batch {
                 Ok(first) => {
                     // Whatever else is already waiting goes out with it, coalesced.
@@ -300,9 +403,7 @@ async fn connection(
                     let sent = tokio::time::timeout(WRITE_TIMEOUT, async {
                         let mut any = false;
                         for it in items.iter() {
-                            let ok = it.patient_id.is_empty()
-                                || allowed.as_ref().is_none_or(|a| a.contains(&it.patient_id));
-                            if ok {
+                            if it.patient_id.is_empty() || p.sees_team(it.team.as_deref()) {
                                 socket.feed(Message::Text(it.json.clone())).await?;
                                 any = true;
                             }
@@ -338,9 +439,6 @@ async fn connection(
                 Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
-            _ = refresh.tick(), if allowed.is_some() => {
-                allowed = visible(&s, &p).await;
-            }
             _ = ping.tick() => {
                 if socket.send(Message::Ping(axum::body::Bytes::new())).await.is_err() {
                     return;
@@ -388,11 +486,13 @@ mod tests {
     fn waiting_batches_keep_the_newest_reading_of_each_metric_and_every_other_event() {
         let obs = |p: &str, m: Metric, v: f64| LiveItem {
             patient_id: p.into(),
+            team: None,
             metric: Some(m),
             json: format!("{p}:{m}:{v}").into(),
         };
         let alert = LiveItem {
             patient_id: "p1".into(),
+            team: None,
             metric: None,
             json: "alert".into(),
         };

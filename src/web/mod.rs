@@ -14,6 +14,7 @@ mod conn;
 mod error;
 mod live;
 mod panel;
+mod recheck;
 mod record;
 mod routes;
 mod serve;
@@ -31,7 +32,7 @@ use axum::routing::get;
 use tower_http::timeout::TimeoutLayer;
 
 pub use assets::CSP;
-pub use auth::BootstrapToken;
+pub use auth::{BootstrapError, BootstrapToken};
 pub use conn::Deadlines;
 pub use error::ApiError;
 pub use live::LiveHub;

@@ -119,7 +119,8 @@ pub(super) fn require_admin(p: &Principal) -> ApiResult<()> {
     }
 }
 
-/// Writes one audit line; a request whose audit line cannot be written is not answered.
+/// Writes one audit line, naming the caller as [`Principal::actor`] does; a request whose
+/// audit line cannot be written is not answered.
 pub(super) async fn audit_line(
     s: &AppState,
     p: &Principal,
@@ -130,7 +131,7 @@ pub(super) async fn audit_line(
     s.registry
         .audit(
             AuditEntry {
-                actor: &p.name,
+                actor: &p.actor(),
                 action,
                 patient_id: patient,
                 target,

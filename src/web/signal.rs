@@ -1,7 +1,14 @@
 //! `GET /api/v1/visits/{id}/signal`: a visit's signalling WebSocket (the protocol is in
 //! `docs/video.md`). The socket authenticates with its first message, `join`: a join link's
-//! token, or the dashboard's session cookie (same origin, the patient on one of the user's
-//! teams). Then its messages drive the visit's [`Room`] in the relay.
+//! token, or the dashboard's session cookie or a write-scope API token (same origin, the
+//! patient on one of the user's teams). Then its messages drive the visit's [`Room`] in the
+//! relay.
+//!
+//! Joining as staff is taking part in the visit (admitting, ending), an action: a read-only API
+//! token cannot. A participant who joined with a credential keeps it under watch
+//! ([`super::recheck`]): when it ends (signed out, expired, revoked, role changed: 4001) or the
+//! user may no longer see the visit's patient (4003), the socket is closed and the participant
+//! leaves the call as on any close. A join link's holder is governed by the link alone.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +25,7 @@ use tokio::sync::mpsc;
 
 use super::auth::{Principal, check_patient};
 use super::live::same_origin;
+use super::recheck::{CLOSE_NOT_ALLOWED, CLOSE_UNCHECKED, Concerns, Ended, Rechecks, recheck};
 use super::routes::{ApiResult, patient_id};
 use super::{ApiError, AppState};
 use crate::domain::now_ms;
@@ -63,9 +71,14 @@ pub(super) async fn signal(
 /// Who joined.
 struct Joined {
     role: JoinRole,
-    /// For the record and the audit trail: the user, or `visit-link:<role>`.
+    /// For the audit trail: as [`Principal::actor`], or `visit-link:<role>`.
     actor: String,
+    /// For the visit's record (who started or ended it): the user, or `visit-link:<role>`.
+    by: String,
     name: String,
+    /// The credential a member of staff joined with, re-checked while they are in the call;
+    /// `None` for a join link's holder.
+    staff: Option<Principal>,
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
@@ -135,20 +148,30 @@ async fn authenticate(
         Joined {
             role,
             actor: format!("visit-link:{}", role.as_str()),
+            by: format!("visit-link:{}", role.as_str()),
             name: clean_name(name, role.as_str()),
+            staff: None,
         }
     } else if let Some(p) = principal {
+        let refused = |e: ApiError| match e {
+            ApiError::NotFound(m) => (4004, m),
+            ApiError::Forbidden(m) => (CLOSE_NOT_ALLOWED, m),
+            _ => (
+                CLOSE_UNCHECKED,
+                "the visit could not be checked".to_string(),
+            ),
+        };
+        p.may_act("join a visit: taking part in one is an action")
+            .map_err(refused)?;
         let patient = patient_id(&visit.patient_id)
             .map_err(|_| (4004, "the visit's patient is unknown".to_string()))?;
-        check_patient(s, p, &patient).await.map_err(|e| match e {
-            ApiError::NotFound(m) => (4004, m),
-            ApiError::Forbidden(m) => (4003, m),
-            _ => (1011, "the visit could not be checked".to_string()),
-        })?;
+        check_patient(s, p, &patient).await.map_err(refused)?;
         Joined {
             role: JoinRole::Clinician,
-            actor: p.name.clone(),
+            actor: p.actor(),
+            by: p.name.clone(),
             name: clean_name(name, &p.name),
+            staff: Some(p.clone()),
         }
     } else {
         return Err((
@@ -166,9 +189,18 @@ async fn authenticate(
     }
 }
 
-async fn audit(s: &AppState, actor: &str, action: &str, patient: &str, id: &str, remote: &str) {
+/// Writes a line of the visit's audit trail; `false` (and a warning logged) when it could not be
+/// written. Joining checks it: the call shows the patient, so it is not entered unrecorded.
+async fn audit(
+    s: &AppState,
+    actor: &str,
+    action: &str,
+    patient: &str,
+    id: &str,
+    remote: &str,
+) -> bool {
     let Ok(patient) = patient_id(patient) else {
-        return;
+        return false;
     };
     let entry = AuditEntry {
         actor,
@@ -177,8 +209,12 @@ async fn audit(s: &AppState, actor: &str, action: &str, patient: &str, id: &str,
         target: &format!("visit/{id}"),
         remote,
     };
-    if let Err(e) = s.registry.audit(entry, now_ms()).await {
-        tracing::warn!(error = %e, action, "audit line not written");
+    match s.registry.audit(entry, now_ms()).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, action, "audit line not written");
+            false
+        }
     }
 }
 
@@ -190,6 +226,8 @@ async fn connection(
     addr: SocketAddr,
 ) {
     let remote = addr.ip().to_string();
+    // Subscribed before the join is checked, so no change after the check is missed.
+    let access = s.registry.subscribe_access();
     let (joined, visit) = match authenticate(&mut socket, &s, &id, principal.as_ref()).await {
         Ok(j) => j,
         Err((code, why)) => {
@@ -199,7 +237,15 @@ async fn connection(
         }
     };
     let patient = visit.patient_id.clone();
-    audit(&s, &joined.actor, "visit.join", &patient, &id, &remote).await;
+    if !audit(&s, &joined.actor, "visit.join", &patient, &id, &remote).await {
+        close(
+            &mut socket,
+            1011,
+            "the visit could not be recorded; try again",
+        )
+        .await;
+        return;
+    }
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(64);
     let (room, pid) = match s.rooms.enter(&id, joined.role, joined.name.clone(), out_tx) {
         Ok(x) => x,
@@ -230,6 +276,13 @@ async fn connection(
     // and other messages meanwhile.
     let (media, media_rx) = mpsc::channel(MEDIA_QUEUE);
     let worker = tokio::spawn(apply_media(room.clone(), pid, media_rx));
+    let mut staff = joined.staff.clone().map(|p| {
+        let concerns = Concerns {
+            user: p.name.clone(),
+            patient: Some(patient.clone()),
+        };
+        (Rechecks::new(access, concerns, p.expires_ms), p)
+    });
     let ctx = Ctx {
         s: &s,
         room: &room,
@@ -242,6 +295,21 @@ async fn connection(
     };
     loop {
         tokio::select! {
+            () = recheck_due(&mut staff) => {
+                let Some((rechecks, p)) = staff.as_mut() else { continue };
+                match still_in(&s, p, &patient).await {
+                    Ok(now) => {
+                        rechecks.expires_at(now.expires_ms);
+                        *p = now;
+                    }
+                    Err(ended) => {
+                        tracing::info!(visit = %id, participant = pid, reason = ended.reason, "a participant's access ended; removed from the visit");
+                        audit(&s, &joined.actor, "visit.removed", &patient, &id, &remote).await;
+                        close(&mut socket, ended.code, ended.reason).await;
+                        break;
+                    }
+                }
+            }
             out = out_rx.recv() => match out {
                 Some(Out::Text(t)) => {
                     if socket.send(Message::Text(t.into())).await.is_err() {
@@ -282,6 +350,40 @@ async fn connection(
     tracing::info!(visit = %id, participant = pid, "left a visit");
     if s.rooms.leave(&room, pid).await {
         s.rooms.emptied(&id, now_ms());
+    }
+}
+
+/// Resolves when a member of staff's access is due a re-check; never for a join link's holder.
+async fn recheck_due(staff: &mut Option<(Rechecks, Principal)>) {
+    match staff {
+        Some((r, _)) => r.due().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A member of staff's credential, re-checked, and whether they may still see the visit's
+/// patient: their principal as it is now, or why they must leave the call.
+async fn still_in(s: &AppState, p: &Principal, patient: &str) -> Result<Principal, Ended> {
+    let now = recheck(s, p).await?;
+    let unchecked = Ended {
+        code: CLOSE_UNCHECKED,
+        reason: "your access could not be checked; join again",
+    };
+    let id = patient_id(patient).map_err(|_| unchecked.clone())?;
+    let team = match s.registry.patient_team(id).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(user = %p.name, error = %e, "a visit participant's access could not be re-checked");
+            return Err(unchecked);
+        }
+    };
+    if now.sees_team(team.as_deref()) {
+        Ok(now)
+    } else {
+        Err(Ended {
+            code: CLOSE_NOT_ALLOWED,
+            reason: "the visit's patient is no longer on one of your care teams",
+        })
     }
 }
 
@@ -384,7 +486,7 @@ impl Ctx<'_> {
                 if first {
                     self.s
                         .registry
-                        .start_visit(self.id.to_owned(), self.joined.actor.clone(), now_ms())
+                        .start_visit(self.id.to_owned(), self.joined.by.clone(), now_ms())
                         .await
                         .map_err(|e| format!("the visit's start was not recorded: {e}"))?;
                 }
@@ -396,7 +498,7 @@ impl Ctx<'_> {
                 }
                 self.s
                     .registry
-                    .end_visit(self.id.to_owned(), self.joined.actor.clone(), now_ms())
+                    .end_visit(self.id.to_owned(), self.joined.by.clone(), now_ms())
                     .await
                     .map_err(|e| format!("the visit's end was not recorded: {e}"))?;
                 audit(

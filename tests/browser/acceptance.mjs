@@ -483,8 +483,12 @@ try {
     for (const want of ['patient.read', 'observations.read', 'device.rotate', 'device.revoke']) {
       if (!actions.has(want)) throw new Error(`no ${want} line for ${pid}: ${[...actions].join(', ')}`);
     }
-    const strays = lines.filter((l) => l[1] !== need('ADMIN_USER') || l[3] !== pid);
+    // The user's own lines, and those of their API tokens, which name the token too.
+    const admin = need('ADMIN_USER');
+    const byToken = (actor) => actor.startsWith(`${admin} (token:tok_`) && actor.endsWith(')');
+    const strays = lines.filter((l) => (l[1] !== admin && !byToken(l[1])) || l[3] !== pid);
     if (strays.length) throw new Error(`lines outside the filter: ${JSON.stringify(strays.slice(0, 3))}`);
+    if (!lines.some((l) => byToken(l[1]) && l[2] === 'patient.read')) throw new Error('the token\'s reads are not told apart from the user\'s own');
     if (!lines.some((l) => l[2] === 'device.rotate' && l[4] === `device/${dev}` && l[5] === '127.0.0.1')) throw new Error('the rotation\'s line lacks its target or address');
     const summary = await page.textContent('#audit-summary');
     // Verify the chain.

@@ -68,6 +68,23 @@ async fn a_port_in_use_or_a_bad_config_is_one_line_and_exit_2() {
         .output()
         .unwrap();
     check(&out, "mqtt.listen");
+
+    // A guessable bootstrap token: too short, or still the deployment example's placeholder.
+    // (Bounded: a gateway that accepted the token would serve on instead of exiting.)
+    for token in ["change-me", "CHANGE-ME-bootstrap-token"] {
+        let out = tokio::process::Command::new(VIGIL)
+            .args(["serve", "--data-dir", data])
+            .env("VIGIL_HTTP__LISTEN", "127.0.0.1:0")
+            .env("VIGIL_MQTT__LISTEN", "127.0.0.1:0")
+            .env("VIGIL_BOOTSTRAP_TOKEN", token)
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(30), out)
+            .await
+            .unwrap_or_else(|_| panic!("vigil kept running with the bootstrap token {token:?}"))
+            .unwrap();
+        check(&out, "VIGIL_BOOTSTRAP_TOKEN");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

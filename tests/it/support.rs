@@ -168,6 +168,10 @@ impl Api {
         self.call("POST", path, Some(body), Some(TOKEN)).await
     }
 
+    pub(crate) async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call("PATCH", path, Some(body), Some(TOKEN)).await
+    }
+
     /// `PUT /patients/{id}/care-plan` with these rules; the answer as it came.
     pub(crate) async fn care_plan(&self, patient: &str, rules: Value) -> (StatusCode, Value) {
         self.call(

@@ -153,19 +153,33 @@ async fn join_links_open_their_own_visit_and_nothing_else() {
     g.stop().await;
 }
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens a visit's signalling socket (with a bearer token when given) and sends `join`.
 async fn signal(g: &Gateway, visit: &str, bearer: Option<&str>, join: Value) -> Ws {
+    let headers: Vec<(&'static str, String)> = bearer
+        .map(|b| ("authorization", format!("Bearer {b}")))
+        .into_iter()
+        .collect();
+    signal_with(g, visit, &headers, join).await
+}
+
+/// Opens a visit's signalling socket with these request headers (a bearer token, or a session
+/// cookie and Vigil's own `Origin`) and sends `join`.
+pub(crate) async fn signal_with(
+    g: &Gateway,
+    visit: &str,
+    headers: &[(&'static str, String)],
+    join: Value,
+) -> Ws {
     use futures_util::SinkExt as _;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
     let mut req = format!("ws://{}/api/v1/visits/{visit}/signal", g.http)
         .into_client_request()
         .unwrap();
-    if let Some(b) = bearer {
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {b}").parse().unwrap());
+    for (name, value) in headers {
+        req.headers_mut().insert(*name, value.parse().unwrap());
     }
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     ws.send(tokio_tungstenite::tungstenite::Message::Text(
@@ -178,7 +192,7 @@ async fn signal(g: &Gateway, visit: &str, bearer: Option<&str>, join: Value) -> 
 
 /// The next message of type `kind` (others are skipped), or the close frame's code and reason
 /// as `{"type":"close","code","reason"}`.
-async fn next(ws: &mut Ws, kind: &str) -> Value {
+pub(crate) async fn next(ws: &mut Ws, kind: &str) -> Value {
     use futures_util::StreamExt as _;
     use tokio_tungstenite::tungstenite::Message;
     tokio::time::timeout(std::time::Duration::from_secs(10), async {
@@ -476,5 +490,112 @@ async fn join_links_use_the_public_url_never_the_request_s_host() {
             "{url}"
         );
     }
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn staff_leave_a_visit_when_their_access_ends_and_read_only_tokens_cannot_join() {
+    use crate::web::{Browser, PASSWORD, clinic};
+    let g = Gateway::start_with(|c| c.video.bind_ip = [127, 0, 0, 1].into()).await;
+    clinic(&g).await;
+    let api = &g.client;
+    let mut nina = Browser::new(&g);
+    nina.sign_in("nina", PASSWORD).await;
+    let (_, v) = api
+        .post("/api/v1/visits", json!({"patient_id": "pn1"}))
+        .await;
+    let visit = v["id"].as_str().unwrap().to_owned();
+    let (_, pt) = parts(v["patient_join_url"].as_str().unwrap());
+    let bearer = |t: &str| vec![("authorization", format!("Bearer {t}"))];
+    let session = |b: &Browser| {
+        vec![
+            (
+                "cookie",
+                format!("vigil_session={}", b.cookie.clone().unwrap()),
+            ),
+            ("origin", format!("http://{}", g.http)),
+        ]
+    };
+    let join = json!({"type": "join"});
+
+    // A read-only token cannot take part: joining as staff (and so admitting or ending) is an
+    // action. Refused in words, closed with 4003.
+    let (_, read) = nina.token("read").await;
+    let mut ws = signal_with(&g, &visit, &bearer(&read), join.clone()).await;
+    let e = next(&mut ws, "error").await;
+    assert!(e["message"].as_str().unwrap().contains("read-only"), "{e}");
+    assert_eq!(next(&mut ws, "close").await["code"], 4003);
+
+    // The patient waits; nina joins with a write token and admits her.
+    let mut patient = signal(&g, &visit, None, json!({"type": "join", "token": pt})).await;
+    next(&mut patient, "waiting").await;
+    let (write_id, write) = nina.token("write").await;
+    let mut clin = signal_with(&g, &visit, &bearer(&write), join.clone()).await;
+    next(&mut clin, "admitted").await;
+    let roster = next(&mut clin, "participants").await;
+    let waiting = roster["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["state"] == "waiting")
+        .unwrap()["id"]
+        .clone();
+    send(&mut clin, json!({"type": "admit", "participant": waiting})).await;
+    next(&mut patient, "admitted").await;
+
+    /// Whether the roster the patient is sent next still lists a clinician (each change sends
+    /// one: the patient's socket stays open, and the relay has let the clinician go).
+    async fn clinician_gone(patient: &mut Ws) {
+        loop {
+            let r = next(patient, "participants").await;
+            let list = r["participants"].as_array().unwrap();
+            if !list.iter().any(|p| p["role"] == "clinician") {
+                return;
+            }
+        }
+    }
+    let closed = |v: Value, code: u16, why: &str| {
+        assert_eq!(v["code"], code, "{v}");
+        assert!(v["reason"].as_str().unwrap().contains(why), "{why:?}: {v}");
+    };
+
+    // The token revoked mid-call: nina is removed (4001), the patient stays, alone.
+    let (s, _) = nina
+        .call("DELETE", &format!("/api/v1/tokens/{write_id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    closed(next(&mut clin, "close").await, 4001, "revoked");
+    clinician_gone(&mut patient).await;
+
+    // With her session: moved off the patient's team mid-call, she is removed (4003).
+    let mut clin = signal_with(&g, &visit, &session(&nina), join.clone()).await;
+    next(&mut clin, "admitted").await;
+    let teams = |t: Value| async move {
+        let (s, v) = api.patch("/api/v1/users/nina", json!({ "teams": t })).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    };
+    teams(json!(["south"])).await;
+    closed(next(&mut clin, "close").await, 4003, "care teams");
+    clinician_gone(&mut patient).await;
+
+    // Back on the team, then signed out mid-call: removed (4001).
+    teams(json!(["north"])).await;
+    let mut clin = signal_with(&g, &visit, &session(&nina), join.clone()).await;
+    next(&mut clin, "admitted").await;
+    nina.call("DELETE", "/api/v1/session", None).await;
+    closed(next(&mut clin, "close").await, 4001, "ended");
+    clinician_gone(&mut patient).await;
+
+    // The visit was not ended by any of this, and each removal is on the record.
+    let (_, v) = api.get(&format!("/api/v1/visits/{visit}")).await;
+    assert_eq!(v["status"], "in_progress", "{v}");
+    let (_, a) = api.get("/api/v1/audit?patient_id=pn1").await;
+    let removed = a["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["action"] == "visit.removed")
+        .count();
+    assert_eq!(removed, 3, "{a}");
     g.stop().await;
 }

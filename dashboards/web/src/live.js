@@ -7,7 +7,9 @@
 // When the socket closes for any reason but sign-out (the server drops a consumer that falls
 // behind with 4008 "too slow"; networks fail), it reconnects by itself with exponential backoff
 // and jitter, shows "Reconnecting…", and after it is back tells subscribers to resync (reload
-// the panel and the inbox), since anything sent in the gap is lost.
+// the panel and the inbox), since anything sent in the gap is lost. A close with 4001 means the
+// server found the credential ended (signed out elsewhere, expired, role changed): the session
+// is checked at once, which shows the sign-in page when it is gone.
 
 const MIN_DELAY_MS = 500;
 const MAX_DELAY_MS = 15000;
@@ -98,8 +100,10 @@ export class Live {
     this.attempt += 1;
     const reason = ev && ev.code === 4008 ? 'the connection fell behind' : 'the connection was lost';
     this.onState('reconnecting', { attempt: this.attempt, reason });
-    // A socket that never opens may mean the session ended: ask once in a while.
-    if (this.attempt % 3 === 0 && this.checkSession) {
+    // A socket that never opens may mean the session ended: ask once in a while, or at once
+    // when the server said so.
+    const ended = ev && ev.code === 4001;
+    if ((ended || this.attempt % 3 === 0) && this.checkSession) {
       const ok = await this.checkSession();
       if (!ok || this.stopped) return;
     }
