@@ -340,7 +340,7 @@ impl Room {
     }
 
     /// A clinician admits a waiting participant. `Ok(true)` the first time anyone is admitted
-    /// (the visit starts).
+    /// (the visit starts). Nobody is told until [`Room::announce_admission`].
     pub fn admit(&self, by: Pid, target: Pid) -> Result<bool, RelayError> {
         let admitter = self
             .get(by)
@@ -358,9 +358,16 @@ impl Room {
             }
             st.admission = Admission::Admitted;
         }
-        t.send(json!({"type": "admitted"}));
-        self.broadcast_roster();
         Ok(!self.started.swap(true, Ordering::AcqRel))
+    }
+
+    /// Tells an admitted participant, and everyone the new roster. Separate from
+    /// [`Room::admit`] so that the visit's start is on the record before anyone learns of it.
+    pub fn announce_admission(&self, target: Pid) {
+        if let Some(t) = self.get(target) {
+            t.send(json!({"type": "admitted"}));
+        }
+        self.broadcast_roster();
     }
 
     /// An admitted participant's one offer: their connection to the relay is built, answered,
@@ -1054,6 +1061,17 @@ mod tests {
             room.admit(clinician, patient).is_err(),
             "not waiting any more"
         );
+        let admitted_messages = |rx: &mut mpsc::Receiver<Out>| {
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .filter(|m| matches!(m, Out::Text(t) if t.contains(r#""admitted""#)))
+                .count()
+        };
+        assert_eq!(
+            admitted_messages(&mut rxs[0]),
+            0,
+            "nobody is told before the admission is announced"
+        );
+        room.announce_admission(patient);
         let admitted = std::iter::from_fn(|| rxs[0].try_recv().ok())
             .filter(|m| matches!(m, Out::Text(t) if t.contains(r#""admitted""#)))
             .count();

@@ -474,6 +474,19 @@ impl Ctx<'_> {
                     .and_then(|n| n.parse().ok())
                     .ok_or_else(|| format!("{participant:?} is not a participant id like p2"))?;
                 let first = self.room.admit(self.pid, target).map_err(err)?;
+                // The start is on the record before the participant hears they are in: whoever
+                // reads the visit after an "admitted" finds it in progress.
+                let recorded = if first {
+                    self.s
+                        .registry
+                        .start_visit(self.id.to_owned(), self.joined.by.clone(), now_ms())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("the visit's start was not recorded: {e}"))
+                } else {
+                    Ok(())
+                };
+                self.room.announce_admission(target);
                 audit(
                     self.s,
                     &self.joined.actor,
@@ -483,14 +496,7 @@ impl Ctx<'_> {
                     self.remote,
                 )
                 .await;
-                if first {
-                    self.s
-                        .registry
-                        .start_visit(self.id.to_owned(), self.joined.by.clone(), now_ms())
-                        .await
-                        .map_err(|e| format!("the visit's start was not recorded: {e}"))?;
-                }
-                Ok(())
+                recorded
             }
             In::End => {
                 if self.joined.role != JoinRole::Clinician {
