@@ -1562,7 +1562,7 @@ mod tests {
             "a new phone number changes nobody's access"
         );
         let moved = PatientDetails {
-            care_team: Some(String::new()),
+            care_team: Some("south".into()),
             ..PatientDetails::default()
         };
         r.update_patient(p, None, None, moved).await.unwrap();
@@ -1570,9 +1570,9 @@ mod tests {
             announced(),
             Some(AccessChange::Patient {
                 id: "p1".into(),
-                team: None
+                team: Some("south".into())
             }),
-            "a patient moved off their team"
+            "a patient moved to another team"
         );
         let update = UserUpdate {
             teams: Some(Vec::new()),
