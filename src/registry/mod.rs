@@ -1108,7 +1108,9 @@ impl Registry {
         let hash = self.hasher.hash(ACCOUNTS, password).await?;
         let username = username.to_owned();
         self.with(move |c| {
-            let tx = c.transaction()?;
+            // Immediate: a deferred transaction that reads, then writes, fails at once with
+            // "database is locked" when another connection committed in between.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // Usernames ignore case: `NINA` is `nina` (schema 7's triggers refuse it too).
             let taken: Option<String> = tx
                 .query_row(
@@ -1622,6 +1624,28 @@ mod tests {
             .await
             .unwrap();
         assert!(hash.starts_with("$argon2id$"), "{hash}");
+    }
+
+    #[tokio::test]
+    async fn a_user_is_added_while_another_connection_is_writing() {
+        let (dir, r) = registry().await;
+        // Another writer on the database (the device status writer, `vigil user add` beside
+        // the gateway) holds the write lock while the user is added.
+        let other = rusqlite::Connection::open(dir.path().join("registry.db")).unwrap();
+        other
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 INSERT INTO teams (id, name, created_ms) VALUES ('north', 'North', 0);",
+            )
+            .unwrap();
+        let add = r.add_user("nina", Role::Clinician, "correct horse battery", 0);
+        tokio::pin!(add);
+        if let Ok(done) = tokio::time::timeout(std::time::Duration::from_secs(1), &mut add).await {
+            panic!("the user was not added after the other writer: {done:?}");
+        }
+        other.execute_batch("COMMIT").unwrap();
+        add.await.unwrap();
+        assert_eq!(r.user("nina").await.unwrap().role, Role::Clinician);
     }
 
     #[tokio::test]
