@@ -313,13 +313,10 @@ async fn authenticate(
             }
             None => {
                 if let Some(wait) = state.throttle.wait(&key, std::time::Instant::now()) {
-                    let secs = wait.as_secs().max(1);
-                    return Err(ApiError::TooMany {
-                        retry_after_s: secs,
-                        message: format!(
-                            "too many requests with a bad token; try again in {secs} s"
-                        ),
-                    });
+                    return Err(ApiError::too_many(
+                        "too many requests with a bad token",
+                        wait,
+                    ));
                 }
                 match &state.bootstrap {
                     Some(b) if b.matches(token) => Principal {

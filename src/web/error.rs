@@ -1,6 +1,8 @@
 //! The API's error type: a status and one sentence of JSON, `{"error": "..."}`. Causes of 5xx
 //! are logged, never sent: no internals or patient data leave in an error.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -22,8 +24,13 @@ pub enum ApiError {
     Unavailable(String),
     /// 503: the data directory's disk is full (said as it is: an operator must act).
     DiskFull,
-    /// 429 with `Retry-After` (seconds).
+    /// 429 with `Retry-After` (seconds): this caller must wait ([`ApiError::too_many`]).
     TooMany {
+        retry_after_s: u64,
+        message: String,
+    },
+    /// 503 with `Retry-After` (seconds): too much is under way for anyone to be served now.
+    Busy {
         retry_after_s: u64,
         message: String,
     },
@@ -49,17 +56,11 @@ impl IntoResponse for ApiError {
             ApiError::TooMany {
                 retry_after_s,
                 message,
-            } => {
-                let mut resp = (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Json(serde_json::json!({ "error": message })),
-                )
-                    .into_response();
-                if let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string()) {
-                    resp.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                return resp;
-            }
+            } => return retry_later(StatusCode::TOO_MANY_REQUESTS, retry_after_s, message),
+            ApiError::Busy {
+                retry_after_s,
+                message,
+            } => return retry_later(StatusCode::SERVICE_UNAVAILABLE, retry_after_s, message),
             ApiError::DiskFull => {
                 tracing::warn!("request refused: the data directory's disk is full");
                 (StatusCode::SERVICE_UNAVAILABLE, DISK_FULL.to_owned())
@@ -88,6 +89,30 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// 429: `why`, and when to try again (`wait`, in whole seconds, at least 1).
+    pub(crate) fn too_many(why: &str, wait: Duration) -> ApiError {
+        let secs = wait.as_secs().max(1);
+        ApiError::TooMany {
+            retry_after_s: secs,
+            message: format!("{why}; try again in {secs} s"),
+        }
+    }
+}
+
+/// `status` with `Retry-After` and the message.
+fn retry_later(status: StatusCode, retry_after_s: u64, message: String) -> Response {
+    let mut resp = (status, Json(serde_json::json!({ "error": message }))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&retry_after_s.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// How long a caller turned away by busy password checks waits: a check takes tens of
+/// milliseconds, so the queue has moved on by then.
+const PASSWORDS_BUSY_RETRY_S: u64 = 1;
+
 /// The answer while the data directory's disk is full (503: the request may succeed later).
 const DISK_FULL: &str = "the gateway's disk is full: nothing can be stored or audited until an \
 operator frees space; try again later";
@@ -100,7 +125,12 @@ impl From<RegistryError> for ApiError {
             RegistryError::Invalid(m) => ApiError::BadRequest(m),
             RegistryError::Db(m) => ApiError::Internal(m),
             RegistryError::Full => ApiError::DiskFull,
-            RegistryError::Busy => ApiError::Unavailable("password checks are busy".into()),
+            RegistryError::Busy => ApiError::Busy {
+                retry_after_s: PASSWORDS_BUSY_RETRY_S,
+                message: format!(
+                    "too many passwords are being checked; try again in {PASSWORDS_BUSY_RETRY_S} s"
+                ),
+            },
         }
     }
 }
@@ -129,5 +159,35 @@ impl From<JsonRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         ApiError::BadRequest(format!("invalid query: {}", r.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busy_password_checks_and_throttles_say_when_to_try_again() {
+        for (e, status, retry) in [
+            (
+                ApiError::from(RegistryError::Busy),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "1",
+            ),
+            (
+                ApiError::too_many("too many tries", Duration::from_millis(2_500)),
+                StatusCode::TOO_MANY_REQUESTS,
+                "2",
+            ),
+            (
+                ApiError::too_many("too many tries", Duration::ZERO),
+                StatusCode::TOO_MANY_REQUESTS,
+                "1",
+            ),
+        ] {
+            let resp = e.into_response();
+            assert_eq!(resp.status(), status);
+            assert_eq!(resp.headers()[header::RETRY_AFTER], retry);
+        }
     }
 }

@@ -23,7 +23,7 @@ use super::auth::{Principal, SESSION_COOKIE, cookie};
 use super::routes::ApiResult;
 use super::{ApiError, AppState};
 use crate::domain::now_ms;
-use crate::registry::{AuditEntry, RegistryError, Session};
+use crate::registry::{AuditEntry, Session};
 use crate::throttle::{Backoff, FailureThrottle};
 
 /// Failures allowed in a row before sign-in attempts must wait.
@@ -103,17 +103,6 @@ impl Drop for Attempt<'_> {
     }
 }
 
-/// 429 or 503 with `Retry-After` (whole seconds, at least 1) and a sentence.
-fn retry_after(status: StatusCode, wait: Duration, why: &str) -> Response {
-    let secs = wait.as_secs().max(1);
-    (
-        status,
-        [(header::RETRY_AFTER, secs.to_string())],
-        Json(json!({"error": format!("{why}; try again in {secs} s")})),
-    )
-        .into_response()
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SignIn {
@@ -149,31 +138,19 @@ pub(super) async fn sign_in(
     let user_key = format!("user:{}", body.username.to_lowercase());
     let keys = [user_key.clone(), format!("addr:{remote}")];
     let throttle = s.throttle.clone();
-    let attempt = match throttle.begin(&keys, Instant::now()) {
-        Ok(a) => a,
-        Err(wait) => {
-            let why = "too many failed sign-ins, or sign-ins under way";
-            return Ok(retry_after(StatusCode::TOO_MANY_REQUESTS, wait, why));
-        }
-    };
+    let attempt = throttle.begin(&keys, Instant::now()).map_err(|wait| {
+        ApiError::too_many("too many failed sign-ins, or sign-ins under way", wait)
+    })?;
+    // Not checked (the checks are busy: 503 with Retry-After) is not a failure.
     let role = match s
         .registry
         .verify_user(&body.username, &body.password, &remote)
         .await
     {
         Ok(role) => role,
-        Err(RegistryError::Busy) => {
-            attempt.end(false);
-            tracing::debug!(%remote, "sign-in refused: password checks busy");
-            let why = "too many sign-ins are being checked";
-            return Ok(retry_after(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Duration::from_secs(1),
-                why,
-            ));
-        }
         Err(e) => {
             attempt.end(false);
+            tracing::debug!(%remote, error = %e, "sign-in not checked");
             return Err(e.into());
         }
     };
