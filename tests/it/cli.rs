@@ -22,9 +22,8 @@ async fn a_port_in_use_or_a_bad_config_is_one_line_and_exit_2() {
     let data_dir = dir.path().join("data");
     let data = data_dir.to_str().unwrap();
 
-    let check = |out: &std::process::Output, needle: &str| {
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
+    let check = |(code, err): (Option<i32>, String), needle: &str| {
+        assert_eq!(code, Some(2), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
         assert!(err.contains(needle), "{needle:?} not in {err:?}");
     };
@@ -40,7 +39,7 @@ async fn a_port_in_use_or_a_bad_config_is_one_line_and_exit_2() {
         ])
         .output()
         .unwrap();
-    check(&out, "http.listen");
+    check(ended(out), "http.listen");
 
     let cfg = dir.path().join("vigil.toml");
     std::fs::write(&cfg, "[mqtt]\nmax_inflight = \"many\"\n").unwrap();
@@ -54,68 +53,37 @@ async fn a_port_in_use_or_a_bad_config_is_one_line_and_exit_2() {
         ])
         .output()
         .unwrap();
-    check(&out, "mqtt.max_inflight");
+    check(ended(out), "mqtt.max_inflight");
 
     let out = std::process::Command::new(VIGIL)
         .args(["serve", "--config", "/nonexistent/vigil.toml"])
         .output()
         .unwrap();
-    check(&out, "/nonexistent/vigil.toml");
+    check(ended(out), "/nonexistent/vigil.toml");
 
     let out = std::process::Command::new(VIGIL)
         .args(["serve", "--data-dir", data, "--mqtt-listen", "localhost"])
         .env("VIGIL_HTTP__LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
-    check(&out, "mqtt.listen");
+    check(ended(out), "mqtt.listen");
 
     // A guessable bootstrap token: too short, or still the deployment example's placeholder.
-    // (Bounded: a gateway that accepted the token would serve on instead of exiting.)
     for token in ["change-me", "CHANGE-ME-bootstrap-token"] {
-        let out = tokio::process::Command::new(VIGIL)
-            .args(["serve", "--data-dir", data])
-            .env("VIGIL_HTTP__LISTEN", "127.0.0.1:0")
-            .env("VIGIL_MQTT__LISTEN", "127.0.0.1:0")
-            .env("VIGIL_BOOTSTRAP_TOKEN", token)
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(30), out)
-            .await
-            .unwrap_or_else(|_| panic!("vigil kept running with the bootstrap token {token:?}"))
-            .unwrap();
-        check(&out, "VIGIL_BOOTSTRAP_TOKEN");
+        let out = serve_to_the_end(&data_dir, &[("VIGIL_BOOTSTRAP_TOKEN", token)]).await;
+        check(out, "VIGIL_BOOTSTRAP_TOKEN");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_level_that_is_not_a_filter_stops_start_up() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap();
     for (var, value, key) in [
         ("VIGIL_LOG__LEVEL", "verbose", "log.level"),
         ("RUST_LOG", "verbose", "RUST_LOG"),
     ] {
-        let child = tokio::process::Command::new(VIGIL)
-            .args(["serve", "--data-dir", data])
-            .args([
-                "--http-listen",
-                "127.0.0.1:0",
-                "--mqtt-listen",
-                "127.0.0.1:0",
-            ])
-            .env_remove("RUST_LOG")
-            .env(var, value)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("vigil started with {var}={value} instead of refusing it"))
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
+        let (code, err) = serve_to_the_end(dir.path(), &[(var, value)]).await;
+        assert_eq!(code, Some(2), "{var}={value}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
         assert!(
             err.contains(&format!("{key}: \"verbose\"")) && err.contains("info"),
@@ -335,9 +303,10 @@ async fn user_add_reads_the_password_from_stdin() {
     assert_eq!(resp.status(), reqwest::StatusCode::OK);
 }
 
-/// Runs `vigil serve` on `data_dir` to its end (at most 30 s) and returns its exit code and
-/// standard error.
-async fn serve_to_the_end(data_dir: &Path) -> (Option<i32>, String) {
+/// Runs `vigil serve` on `data_dir` (free ports, `RUST_LOG` unset, then `env`), which is
+/// expected to refuse to start, to its end and returns its exit code and standard error. Bounded
+/// (30 s): a gateway that started instead would serve on.
+async fn serve_to_the_end(data_dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let child = tokio::process::Command::new(VIGIL)
         .args(["serve", "--data-dir", data_dir.to_str().unwrap()])
         .args([
@@ -346,6 +315,8 @@ async fn serve_to_the_end(data_dir: &Path) -> (Option<i32>, String) {
             "--mqtt-listen",
             "127.0.0.1:0",
         ])
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -353,8 +324,13 @@ async fn serve_to_the_end(data_dir: &Path) -> (Option<i32>, String) {
         .unwrap();
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
-        .expect("a second vigil serve on a data directory in use ends by itself")
+        .unwrap_or_else(|_| panic!("vigil serve with {env:?} started instead of ending"))
         .unwrap();
+    ended(out)
+}
+
+/// A finished command's exit code and standard error.
+fn ended(out: std::process::Output) -> (Option<i32>, String) {
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -368,7 +344,7 @@ async fn a_second_serve_on_a_data_dir_in_use_exits_2_naming_the_first_and_a_kill
     let mut first = spawn_vigil(dir.path(), "127.0.0.1:0").await;
     let pid = first.child.id().unwrap();
 
-    let (code, err) = serve_to_the_end(dir.path()).await;
+    let (code, err) = serve_to_the_end(dir.path(), &[]).await;
     assert_eq!(code, Some(2), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
     assert!(
