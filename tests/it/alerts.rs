@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::cli::spawn_vigil_with;
 use crate::fhir::Receiver;
-use crate::support::{Api, Gateway, TOKEN, V, eventually, mosquitto_pub, publish_readings};
+use crate::support::{Api, Gateway, V, eventually, mosquitto_pub, publish_readings};
 
 const WAIT: Duration = Duration::from_secs(20);
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -419,23 +419,16 @@ async fn notes_demographics_and_devices_are_in_the_record() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let secret = api.device("ox-rec", "p-rec", "pulse-oximeter").await;
     let (s, v) = api
-        .call(
-            "PATCH",
+        .patch(
             "/api/v1/patients/p-rec",
-            Some(json!({"email": "ada@example.org", "phone": ""})),
-            Some(TOKEN),
+            json!({"email": "ada@example.org", "phone": ""}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["email"], "ada@example.org");
     assert!(v.get("phone").is_none(), "{v}");
     let (s, v) = api
-        .call(
-            "PATCH",
-            "/api/v1/patients/p-rec",
-            Some(json!({"gender": "robot"})),
-            Some(TOKEN),
-        )
+        .patch("/api/v1/patients/p-rec", json!({"gender": "robot"}))
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     let (s, v) = api

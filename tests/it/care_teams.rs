@@ -136,14 +136,7 @@ async fn a_patients_care_team_can_change_but_never_be_cleared() {
     team(api, "north").await;
     patient(api, "p1", Some("north")).await;
     for body in [json!({"care_team": null}), json!({"care_team": ""})] {
-        let (s, v) = api
-            .call(
-                "PATCH",
-                "/api/v1/patients/p1",
-                Some(body.clone()),
-                Some(crate::support::TOKEN),
-            )
-            .await;
+        let (s, v) = api.patch("/api/v1/patients/p1", body.clone()).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
         assert!(
             v["error"]
@@ -160,11 +153,9 @@ async fn a_patients_care_team_can_change_but_never_be_cleared() {
     );
     // Moving is changing, and other fields are still cleared with "".
     let (s, v) = api
-        .call(
-            "PATCH",
+        .patch(
             "/api/v1/patients/p1",
-            Some(json!({"care_team": "default", "phone": ""})),
-            Some(crate::support::TOKEN),
+            json!({"care_team": "default", "phone": ""}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -222,14 +213,7 @@ async fn the_admin_is_told_of_every_patient_and_open_alert_no_clinician_can_see(
     assert_eq!(unseen().await["open_alerts"], 0);
 
     // A clinician on no team is told so by the panel (an empty list, not a missing one).
-    let (s, v) = api
-        .call(
-            "PATCH",
-            "/api/v1/users/nina",
-            Some(json!({"teams": []})),
-            Some(crate::support::TOKEN),
-        )
-        .await;
+    let (s, v) = api.patch("/api/v1/users/nina", json!({"teams": []})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let nina = token_of(api, "nina").await;
     let (_, panel) = api.call("GET", "/api/v1/panel", None, Some(&nina)).await;

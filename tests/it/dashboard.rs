@@ -122,11 +122,9 @@ async fn the_dashboard_works_in_a_real_browser() {
     .await;
     let (s, v) = g
         .client
-        .call(
-            "PATCH",
+        .patch(
             &format!("/api/v1/users/{}", NO_TEAM_CLINICIAN.0),
-            Some(json!({"teams": []})),
-            Some(TOKEN),
+            json!({"teams": []}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");

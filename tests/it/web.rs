@@ -336,12 +336,7 @@ async fn usernames_ignore_case_one_account_one_throttle() {
     // An admin's changes by another spelling reach the same account.
     let (s, v) = g
         .client
-        .call(
-            "PATCH",
-            "/api/v1/users/NINA",
-            Some(json!({"teams": ["north", "south"]})),
-            Some(crate::support::TOKEN),
-        )
+        .patch("/api/v1/users/NINA", json!({"teams": ["north", "south"]}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["name"], "nina", "{v}");
