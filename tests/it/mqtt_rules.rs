@@ -142,15 +142,22 @@ async fn a_device_may_subscribe_only_to_its_own_errors_topic() {
 
 /// A minimal MQTT 3.1.1 CONNECT, hand-encoded so the test controls every byte.
 pub(crate) fn connect_packet(device: &str, secret: &str, keep_alive: u16) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0xc2];
+    connect_packet_of(4, device, secret, keep_alive)
+}
+
+/// A minimal CONNECT of protocol level `level` (4: MQTT 3.1.1; 5: MQTT 5, without properties)
+/// with clean start, user name and password: client id and user name `device`.
+fn connect_packet_of(level: u8, device: &str, secret: &str, keep_alive: u16) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0xc2];
     body.extend(keep_alive.to_be_bytes());
-    for field in [device, device, secret] {
-        body.extend((field.len() as u16).to_be_bytes());
-        body.extend(field.as_bytes());
+    if level == 5 {
+        // The property length.
+        body.push(0);
     }
-    let mut p = vec![0x10, body.len() as u8];
-    p.extend(body);
-    p
+    for field in [device, device, secret] {
+        body.extend(mqtt_string(field));
+    }
+    packet(0x10, &body)
 }
 
 async fn connected(gw: &Gateway, device: &str, secret: &str, keep_alive: u16) -> TcpStream {
@@ -517,22 +524,10 @@ async fn failed_authentications_and_reconnect_storms_are_rate_limited() {
     gw.stop().await;
 }
 
-/// A minimal MQTT 5 CONNECT (no properties), hand-encoded like [`connect_packet`].
-fn connect_packet_v5(device: &str, secret: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0xc2, 0, 60, 0];
-    for field in [device, device, secret] {
-        body.extend((field.len() as u16).to_be_bytes());
-        body.extend(field.as_bytes());
-    }
-    let mut p = vec![0x10, body.len() as u8];
-    p.extend(body);
-    p
-}
-
 /// A raw MQTT 5 connection past its CONNACK (accepted).
 async fn connected_v5(gw: &Gateway, device: &str, secret: &str) -> TcpStream {
     let mut s = TcpStream::connect(gw.mqtt).await.unwrap();
-    s.write_all(&connect_packet_v5(device, secret))
+    s.write_all(&connect_packet_of(5, device, secret, 60))
         .await
         .unwrap();
     let mut head = [0u8; 2];
