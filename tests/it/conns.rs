@@ -16,7 +16,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::spawn_vigil_under;
-use crate::support::{Api, Gateway, TOKEN, V, eventually, issue_cert, metric, mosquitto_pub};
+use crate::support::{
+    Api, Gateway, TOKEN, V, eventually, issue_cert, metric, mosquitto_pub, sample_in,
+};
 
 /// How one flooding client behaves.
 #[derive(Clone, Copy, Debug)]
@@ -129,9 +131,7 @@ async fn attacker(
 /// One sample of `/metrics` by its full name, through `api` (HTTP or HTTPS).
 async fn sample(api: &Api, name: &str) -> Option<f64> {
     let (_, text) = api.call("GET", "/metrics", None, None).await;
-    text.as_str()?
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    sample_in(text.as_str()?, name)
 }
 
 /// How long the server takes to close `s`; panics after `within`.

@@ -674,6 +674,11 @@ pub(crate) async fn metric(http: SocketAddr, name: &str) -> Option<f64> {
         .text()
         .await
         .ok()?;
+    sample_in(&text, name)
+}
+
+/// The sample named `name` (labels included) in a Prometheus text exposition.
+pub(crate) fn sample_in(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
