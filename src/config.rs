@@ -631,9 +631,6 @@ impl Config {
         if !self.http.public_url.is_empty() {
             check_public_url(&self.http.public_url).map_err(|r| invalid("http.public_url", r))?;
         }
-        if self.http.max_connections == 0 {
-            return Err(invalid("http.max_connections", "must be at least 1"));
-        }
         for (key, v) in [
             ("http.header_timeout_s", self.http.header_timeout_s),
             ("http.idle_timeout_s", self.http.idle_timeout_s),
@@ -690,6 +687,7 @@ impl Config {
     fn validate_presence_and_counts(&self) -> Result<(), ConfigError> {
         at_least_one(&[
             ("http.max_body_bytes", self.http.max_body_bytes as u64),
+            ("http.max_connections", self.http.max_connections as u64),
             ("mqtt.max_connections", self.mqtt.max_connections as u64),
             (
                 "mqtt.device_connects_per_minute",
