@@ -244,22 +244,20 @@ pub(crate) async fn require(
     {
         return Ok(next.run(req).await);
     }
+    let signal =
+        req.method() == Method::GET && path.starts_with("/visits/") && path.ends_with("/signal");
+    let asked = Asked {
+        remote: remote_of(&req),
+        request: request_of(&req),
+    };
     // A visit's signalling socket authenticates in its first message (a join link's token) when
     // the request carries no valid credential; with one, the handler gets the principal.
-    if req.method() == Method::GET && path.starts_with("/visits/") && path.ends_with("/signal") {
-        let asked = Asked {
-            remote: remote_of(&req),
-            request: request_of(&req),
-        };
+    if signal {
         if let Ok(p) = authenticate(&state, req.method(), req.uri(), req.headers(), asked).await {
             req.extensions_mut().insert(p);
         }
         return Ok(next.run(req).await);
     }
-    let asked = Asked {
-        remote: remote_of(&req),
-        request: request_of(&req),
-    };
     let principal = authenticate(&state, req.method(), req.uri(), req.headers(), asked).await?;
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
