@@ -139,11 +139,6 @@ impl Slots {
         }
     }
 
-    /// The cap.
-    pub fn cap(&self) -> usize {
-        self.inner.cap
-    }
-
     /// A slot for a connection accepted at `now`, waiting from then; at the cap, the longest-
     /// waiting connection is evicted for it (its token cancelled), or, when none is waiting, there
     /// is no slot and the caller closes the connection. `evict` is the token cancelled if this

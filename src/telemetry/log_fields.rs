@@ -68,7 +68,7 @@ fn needs_escape(c: char) -> bool {
 
 /// Writes through to `W` with [`needs_escape`] characters escaped: `\n`, `\r`, `\t`, else
 /// `\u{…}`.
-pub(crate) struct Escaping<W>(pub(crate) W);
+struct Escaping<W>(W);
 
 impl<W: fmt::Write> fmt::Write for Escaping<W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {

@@ -49,7 +49,7 @@ struct Listener {
 }
 
 /// Serves `app` on `tcp` (over TLS with `tls`) until `stop` is cancelled, then waits for the
-/// requests in flight. At most `slots.cap()` connections at once; see the module docs.
+/// requests in flight. At most `slots`' cap of connections at once; see the module docs.
 pub async fn serve(
     tcp: TcpListener,
     tls: Option<TlsAcceptor>,
