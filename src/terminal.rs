@@ -8,7 +8,7 @@
 use std::io::{BufRead, IsTerminal as _, Write as _};
 use std::os::fd::AsFd;
 
-use rustix::termios::{LocalModes, OptionalActions, Termios, tcgetattr, tcsetattr};
+use nix::sys::termios::{LocalFlags, SetArg, Termios, tcgetattr, tcsetattr};
 
 /// Why no password was read.
 #[derive(Debug, thiserror::Error)]
@@ -62,17 +62,17 @@ impl Quiet {
     fn on(fd: impl AsFd) -> std::io::Result<Quiet> {
         let saved = tcgetattr(&fd)?;
         let mut quiet = saved.clone();
-        quiet.local_modes.remove(LocalModes::ECHO);
-        quiet.local_modes.insert(LocalModes::ECHONL);
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        quiet.local_flags.insert(LocalFlags::ECHONL);
         // Flush: what was typed before the prompt (and echoed) is not taken as the password.
-        tcsetattr(&fd, OptionalActions::Flush, &quiet)?;
+        tcsetattr(&fd, SetArg::TCSAFLUSH, &quiet)?;
         Ok(Quiet { saved })
     }
 }
 
 impl Drop for Quiet {
     fn drop(&mut self) {
-        let _ = tcsetattr(std::io::stdin(), OptionalActions::Now, &self.saved);
+        let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.saved);
     }
 }
 
