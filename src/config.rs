@@ -228,7 +228,8 @@ pub struct MqttConfig {
     pub ca_file: Option<PathBuf>,
     /// Largest MQTT packet accepted, in bytes; larger ones are refused before they are read.
     pub max_packet_bytes: usize,
-    /// A connection that has not sent CONNECT within this many seconds is closed.
+    /// A connection that has not sent CONNECT within this many seconds of its accept (over
+    /// MQTTS, its TLS handshake included) is closed.
     pub connect_timeout_s: u64,
     /// QoS 1/2 publishes a device may have waiting for their durable commit.
     pub max_inflight: u16,

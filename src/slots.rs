@@ -73,6 +73,8 @@ struct Table {
 
 struct Shared {
     id: u64,
+    /// When the connection was admitted (accepted).
+    admitted: Instant,
     word: AtomicU64,
     evict: CancellationToken,
     inner: Arc<Inner>,
@@ -162,6 +164,7 @@ impl Slots {
         t.next_id += 1;
         let shared = Arc::new(Shared {
             id,
+            admitted: now,
             word: AtomicU64::new(inner.millis(now)),
             evict,
             inner: inner.clone(),
@@ -230,6 +233,11 @@ impl SlotRef {
     /// Resolves when the connection is evicted (or its token is cancelled otherwise).
     pub async fn evicted(&self) {
         self.shared.evict.cancelled().await;
+    }
+
+    /// When the connection was admitted (accepted).
+    pub fn admitted(&self) -> Instant {
+        self.shared.admitted
     }
 
     /// The token cancelled on eviction.

@@ -309,8 +309,8 @@ impl Endpoint {
         tracing::info!(what, "endpoint stopped accepting");
     }
 
-    /// The TLS handshake (within the connect timeout), then the connection; a verified client
-    /// certificate identifies the device.
+    /// The TLS handshake, then the connection; a verified client certificate identifies the
+    /// device. The handshake counts against the connect timeout, which runs from the accept.
     async fn handle_tls(
         self: Arc<Self>,
         acceptor: TlsAcceptor,
@@ -319,7 +319,7 @@ impl Endpoint {
         stop: CancellationToken,
         slot: Slot,
     ) {
-        let handshake = tokio::time::timeout(self.cfg.connect_timeout, acceptor.accept(sock));
+        let handshake = tokio::time::timeout_at(self.connect_by(&slot), acceptor.accept(sock));
         let handshake = tokio::select! {
             r = handshake => r,
             // Stopping, or evicted for a newer connection.
@@ -339,6 +339,12 @@ impl Endpoint {
         };
         let cn = super::tls::peer_common_name(tls.get_ref().1);
         self.handle(tls, peer, stop, cn, slot).await;
+    }
+
+    /// When a connection that has not sent CONNECT is closed: the connect timeout after its
+    /// accept, whatever its TLS handshake took.
+    fn connect_by(&self, slot: &Slot) -> Instant {
+        Instant::from_std(slot.admitted()) + self.cfg.connect_timeout
     }
 
     fn limits(&self) -> ServerLimits {
@@ -364,7 +370,7 @@ impl Endpoint {
         let mut buf = BytesMut::with_capacity(1024);
         let first = tokio::select! {
             _ = stop.cancelled() => return,
-            r = tokio::time::timeout(self.cfg.connect_timeout, read_connect(&mut sock, &mut buf, self.cfg.max_packet)) => r,
+            r = tokio::time::timeout_at(self.connect_by(&slot), read_connect(&mut sock, &mut buf, self.cfg.max_packet)) => r,
         };
         let connect = match first {
             Ok(Ok(c)) => c,

@@ -66,7 +66,7 @@ async fn trickle<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, every: Duration) 
 }
 
 /// A TLS client trusting the CA in the PEM file `ca`.
-fn tls_connector(ca: &Path) -> tokio_rustls::TlsConnector {
+pub(crate) fn tls_connector(ca: &Path) -> tokio_rustls::TlsConnector {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {

@@ -369,3 +369,41 @@ async fn with_mqtts_configured_plain_mqtt_is_not_served() {
     assert_eq!(gw.client.observations("p-both", "").await.len(), 2);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtts_connection_without_connect_is_closed_within_the_connect_timeout_handshake_included()
+ {
+    use tokio::io::AsyncReadExt as _;
+    let pki = tempfile::tempdir().unwrap();
+    let dir = pki.path();
+    server_cert(dir).await;
+    let gw = Gateway::start_with(|cfg| {
+        cfg.mqtt.tls = Some(mqtts(dir, None, true));
+        cfg.mqtt.connect_timeout_s = 2;
+    })
+    .await;
+    let tls = crate::conns::tls_connector(&dir.join("ca.crt"));
+    let connected = std::time::Instant::now();
+    let tcp = tokio::net::TcpStream::connect(gw.mqtts.unwrap())
+        .await
+        .unwrap();
+    // A slow client: its handshake 1.5 s after connecting, then no CONNECT.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tls
+        .connect(name, tcp)
+        .await
+        .expect("a handshake within the connect timeout completes");
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "closed without an answer: {read:?}"
+    );
+    let took = connected.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(2_800),
+        "closed {took:?} after connecting, with mqtt.connect_timeout_s = 2"
+    );
+    gw.stop().await;
+}
