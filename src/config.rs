@@ -345,7 +345,7 @@ fn default_influx_timeout() -> u64 {
     10
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FhirConfig {
     /// The FHIR R4 server's base, e.g. `https://fhir.example.org/r4`.
@@ -381,6 +381,25 @@ pub struct FhirConfig {
     pub readings_per_s: u32,
     #[serde(flatten)]
     pub retry: RetryConfig,
+}
+
+/// The defaults the file gets for keys it leaves out (and an empty `base_url`, which
+/// validation refuses).
+impl Default for FhirConfig {
+    fn default() -> Self {
+        FhirConfig {
+            base_url: String::new(),
+            token: None,
+            smart: None,
+            patient_identifier_system: String::new(),
+            create_patients: false,
+            create_devices: yes(),
+            all_readings: false,
+            readings_batch_max: default_readings_batch_max(),
+            readings_per_s: default_readings_per_s(),
+            retry: RetryConfig::default(),
+        }
+    }
 }
 
 fn yes() -> bool {

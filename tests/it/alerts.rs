@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(20);
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// Readings (`[metric, value, seconds ago]`) as one vigil-json array, published at QoS 1.
-async fn publish(
+pub(crate) async fn publish(
     mqtt: std::net::SocketAddr,
     device: &str,
     secret: &str,
@@ -69,7 +69,7 @@ fn kinds(timeline: &[Value]) -> Vec<&str> {
     timeline.iter().filter_map(|e| e["kind"].as_str()).collect()
 }
 
-async fn patient_with_app(api: &Api, patient: &str) -> String {
+pub(crate) async fn patient_with_app(api: &Api, patient: &str) -> String {
     api.patient(patient).await;
     api.device(&format!("{patient}-app"), patient, "patient-app")
         .await
