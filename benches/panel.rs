@@ -47,7 +47,7 @@ async fn seed(dir: &std::path::Path, patients: usize) {
             ..PatientDetails::default()
         };
         registry
-            .create_patient(id.clone(), format!("Patient {i}"), None, details, now)
+            .create_patient(id.clone(), format!("Patient {i}"), None, None, details, now)
             .await
             .unwrap();
         let ox = DeviceId::parse(&format!("ox-{i:04}")).unwrap();

@@ -15,8 +15,10 @@ use tokio_util::task::TaskTracker;
 use crate::alerts::engine::Settings;
 use crate::config::{Config, MqttMode, RetryConfig};
 use crate::crm::Crm;
+use crate::crm::fhir_refs::Matching;
 use crate::crm::fhir_sink::{FhirAuth, FhirSink};
 use crate::crm::outbox::Connector;
+use crate::crm::readings::ReadingsLane;
 use crate::crm::smart::SmartClient;
 use crate::crm::task::Command;
 use crate::crm::webhook::WebhookSink;
@@ -200,11 +202,12 @@ impl App {
             cfg.store.queue_capacity,
             metrics.clone(),
             cfg.influxdb.as_ref().map(|i| i.measurement.clone()),
+            cfg.fhir.as_ref().is_some_and(|f| f.all_readings),
         )?;
         if bootstrap.is_some() {
             tracing::warn!("VIGIL_BOOTSTRAP_TOKEN is set: it is accepted as an admin token");
         }
-        let connectors = connectors(&cfg)?;
+        let connectors = connectors(&cfg, &registry)?;
         let sinks = connectors.iter().map(|(c, _)| c.sink()).collect();
         let (crm, commands) = Crm::new(registry.clone(), metrics.clone(), sinks);
         let state = AppState {
@@ -359,6 +362,18 @@ impl App {
         ));
         for (connector, retry) in connectors {
             let ready = state.crm.ready(connector.sink());
+            let readings = match (&connector, &cfg.fhir) {
+                (Connector::Fhir(_), Some(f)) if f.all_readings => Some(ReadingsLane::new(
+                    store.clone(),
+                    f.readings_batch_max,
+                    f.readings_per_s,
+                )),
+                _ => None,
+            };
+            if readings.is_some() {
+                // New readings wake the worker as new alert events do.
+                tokio::spawn(wake_on_commits(store.clone(), ready.clone(), stop.clone()));
+            }
             tokio::spawn(crate::crm::outbox::run(
                 state.registry.clone(),
                 connector,
@@ -366,6 +381,7 @@ impl App {
                 ready,
                 state.metrics.clone(),
                 stop.clone(),
+                readings,
             ));
         }
         // The panel's cache and the live feed are display-only; they stop with `stop`.
@@ -501,7 +517,10 @@ fn fit_connection_caps(cfg: &mut Config) -> Result<(), StartError> {
 }
 
 /// The outward connectors the configuration asks for.
-fn connectors(cfg: &Config) -> Result<Vec<(Connector, RetryConfig)>, StartError> {
+fn connectors(
+    cfg: &Config,
+    registry: &Registry,
+) -> Result<Vec<(Connector, RetryConfig)>, StartError> {
     let client = |timeout_s: u64| {
         reqwest::Client::builder()
             .timeout(Duration::from_secs(timeout_s))
@@ -543,16 +562,39 @@ fn connectors(cfg: &Config) -> Result<Vec<(Connector, RetryConfig)>, StartError>
             (None, Some(t)) => FhirAuth::Bearer(t.clone()),
             (None, None) => FhirAuth::None,
         };
+        let matching = Matching {
+            patient_system: (!f.patient_identifier_system.is_empty())
+                .then(|| f.patient_identifier_system.clone()),
+            create_patients: f.create_patients,
+            create_devices: f.create_devices,
+        };
         out.push((
-            Connector::Fhir(FhirSink {
-                http: client(f.retry.timeout_s)?,
-                base_url: f.base_url.clone(),
+            Connector::Fhir(FhirSink::new(
+                client(f.retry.timeout_s)?,
+                f.base_url.clone(),
                 auth,
-            }),
+                registry.clone(),
+                matching,
+            )),
             f.retry.clone(),
         ));
     }
     Ok(out)
+}
+
+/// Wakes the FHIR worker after each commit that stored new readings (with
+/// `fhir.all_readings`), so they go out without waiting for its timer.
+async fn wake_on_commits(store: Store, ready: Arc<tokio::sync::Notify>, stop: CancellationToken) {
+    let mut feed = store.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            b = feed.recv() => match b {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => ready.notify_one(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
 }
 
 /// Deletes data older than the retention period, hourly. 0 days keeps everything.

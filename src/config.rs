@@ -355,8 +355,64 @@ pub struct FhirConfig {
     pub token: Option<String>,
     /// SMART Backend Services (client-credentials JWT) instead of a static token.
     pub smart: Option<SmartConfig>,
+    /// The identifier system of the patients' `mrn` on the clinic's FHIR server (e.g. the OID
+    /// of the clinic's MRNs, `urn:oid:…`). Empty: MRNs are not used to find patients, only
+    /// Vigil's own `urn:vigil:patient` identifier is.
+    #[serde(default)]
+    pub patient_identifier_system: String,
+    /// `true`: when no Patient on the server has the patient's identifiers, Vigil creates one
+    /// (name and birth date only). `false`: such a delivery fails, naming the identifier.
+    #[serde(default)]
+    pub create_patients: bool,
+    /// `true`: a `Device` per device (conditional create on `urn:vigil:device`), referenced
+    /// from each Observation. `false`: Observations carry no device reference (for servers
+    /// that take no Device writes).
+    #[serde(default = "yes")]
+    pub create_devices: bool,
+    /// `true`: every stored reading is written as an Observation, not only those that open
+    /// alerts.
+    #[serde(default)]
+    pub all_readings: bool,
+    /// Most readings in one `batch` Bundle (with `all_readings`, where the server supports
+    /// batches).
+    #[serde(default = "default_readings_batch_max")]
+    pub readings_batch_max: usize,
+    /// Most readings written per second (with `all_readings`): the bounded rate.
+    #[serde(default = "default_readings_per_s")]
+    pub readings_per_s: u32,
     #[serde(flatten)]
     pub retry: RetryConfig,
+}
+
+/// The defaults the file gets for keys it leaves out (and an empty `base_url`, which
+/// validation refuses).
+impl Default for FhirConfig {
+    fn default() -> Self {
+        FhirConfig {
+            base_url: String::new(),
+            token: None,
+            smart: None,
+            patient_identifier_system: String::new(),
+            create_patients: false,
+            create_devices: yes(),
+            all_readings: false,
+            readings_batch_max: default_readings_batch_max(),
+            readings_per_s: default_readings_per_s(),
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_readings_batch_max() -> usize {
+    100
+}
+
+fn default_readings_per_s() -> u32 {
+    50
 }
 
 /// SMART Backend Services: Vigil signs a client assertion with its ES384 key and trades it
@@ -374,8 +430,12 @@ pub struct SmartConfig {
     pub scope: String,
 }
 
+/// What the connector does: reads Patients (the identifier search) and may create them, creates
+/// Devices, Observations and Communications, and creates and updates Flags.
 fn default_smart_scope() -> String {
-    "system/Observation.write system/Flag.write system/Communication.write".into()
+    "system/Patient.read system/Patient.write system/Device.write system/Observation.write \
+     system/Flag.write system/Communication.write"
+        .into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -598,6 +658,16 @@ impl Config {
                 ));
             }
             validate_retry("fhir", &f.retry)?;
+            if !f.patient_identifier_system.is_empty() {
+                check_identifier_system(&f.patient_identifier_system)
+                    .map_err(|r| invalid("fhir.patient_identifier_system", r))?;
+            }
+            if !(1..=1000).contains(&f.readings_batch_max) {
+                return Err(invalid("fhir.readings_batch_max", "must be 1 to 1000"));
+            }
+            if !(1..=10_000).contains(&f.readings_per_s) {
+                return Err(invalid("fhir.readings_per_s", "must be 1 to 10000"));
+            }
             if let Some(smart) = &f.smart
                 && !(smart.token_url.starts_with("http://")
                     || smart.token_url.starts_with("https://"))
@@ -757,6 +827,29 @@ impl HttpConfig {
             format!("{scheme}://{bound}")
         }
     }
+}
+
+/// An identifier system as FHIR wants it: an absolute URI (`urn:oid:…`, `https://…`), and
+/// nothing FHIR token search would read as a separator.
+fn check_identifier_system(s: &str) -> Result<(), String> {
+    let scheme = s.split_once(':').map(|(a, _)| a).unwrap_or("");
+    let scheme_ok = !scheme.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok || s.len() == scheme.len() + 1 {
+        return Err(format!(
+            "{s:?} is not an absolute URI (e.g. urn:oid:2.16.840.1.113883.3.4242 or https://clinic.example/mrn)"
+        ));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '|' | ',' | '$' | '\\'))
+    {
+        return Err(format!("must not contain {c:?}"));
+    }
+    Ok(())
 }
 
 /// `http(s)://host[:port]`, with at most a trailing `/`: Vigil serves its pages at the root, and
@@ -1189,6 +1282,57 @@ mod tests {
         let smart = smart.replace("token = \"t\"\n", "");
         assert!(load(&smart, &[]).is_ok());
         refused(&smart, &[("VIGIL_FHIR__SMART__KID", "")], "fhir.smart.kid");
+        for bad in [
+            "mrn",
+            "urn:",
+            "urn:oid:1.2 3",
+            "https://x.example/a|b",
+            "1urn:x",
+        ] {
+            refused(
+                fhir,
+                &[("VIGIL_FHIR__PATIENT_IDENTIFIER_SYSTEM", bad)],
+                "fhir.patient_identifier_system",
+            );
+        }
+        refused(
+            fhir,
+            &[("VIGIL_FHIR__READINGS_BATCH_MAX", "0")],
+            "fhir.readings_batch_max",
+        );
+        refused(
+            fhir,
+            &[("VIGIL_FHIR__READINGS_PER_S", "0")],
+            "fhir.readings_per_s",
+        );
+    }
+
+    #[test]
+    fn the_fhir_matching_keys_have_their_contract_names_and_defaults() {
+        let c = load("[fhir]\nbase_url = \"https://fhir.example.org/r4\"\n", &[]).unwrap();
+        let f = c.fhir.unwrap();
+        assert_eq!(f.patient_identifier_system, "");
+        assert!(!f.create_patients && !f.all_readings && f.create_devices);
+        assert_eq!((f.readings_batch_max, f.readings_per_s), (100, 50));
+        let c = load(
+            r#"
+            [fhir]
+            base_url = "https://fhir.example.org/r4"
+            patient_identifier_system = "urn:oid:2.16.840.1.113883.3.0000"
+            create_patients = true
+            all_readings = true
+            create_devices = false
+            "#,
+            &[("VIGIL_FHIR__READINGS_PER_S", "5")],
+        )
+        .unwrap();
+        let f = c.fhir.unwrap();
+        assert_eq!(
+            f.patient_identifier_system,
+            "urn:oid:2.16.840.1.113883.3.0000"
+        );
+        assert!(f.create_patients && f.all_readings && !f.create_devices);
+        assert_eq!(f.readings_per_s, 5);
     }
 
     #[test]

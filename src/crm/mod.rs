@@ -4,16 +4,19 @@
 //! - [`task`]: the alert engine's shell — committed observations in, effects out to the
 //!   record, one transaction per batch.
 //! - [`outbox`]: one worker per outward sink, delivering in order with retries.
-//! - [`webhook`], [`fhir_sink`] (with [`fhir`] resource builders and [`smart`] credentials):
-//!   the connectors.
+//! - [`webhook`], [`fhir_sink`] (with [`fhir`] resource builders, [`fhir_refs`] for finding
+//!   the server's patients and devices, and [`smart`] credentials): the connectors;
+//!   [`readings`] sends every stored reading to FHIR where the clinic wants it.
 //!
 //! It must never deliver an event that is not committed in the record, or drop one that is:
 //! outbox rows are written with the alert, and removed from the queue only once delivered or
 //! given up (visible as failed in the API).
 
 pub mod fhir;
+pub mod fhir_refs;
 pub mod fhir_sink;
 pub mod outbox;
+pub mod readings;
 pub mod record;
 pub mod smart;
 pub mod task;

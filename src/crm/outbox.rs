@@ -1,38 +1,30 @@
-//! The outbox: events waiting for an outward connector, in `registry.db`.
+//! The outbox workers: one per sink delivers its rows (in `registry.db`, see
+//! `registry::outbox`) to the receiver.
 //!
 //! Rows are written in the same transaction as the alert they describe, so a crash loses none.
-//! One worker per sink delivers them in order (a later event never overtakes an earlier one
-//! for the same receiver), retries what failed with exponential backoff and jitter, and gives
-//! up after `give_up_after_s`, leaving the row `failed` with its last error for
-//! `GET /api/v1/deliveries`. Delivery is at least once; the event id travels with every
-//! attempt (`webhook-id`, FHIR identifiers) so the receiver keeps exactly one.
+//! Alert events are delivered in order (a later event never overtakes an earlier one for the
+//! same receiver); with `fhir.all_readings`, the FHIR worker also delivers readings, in batches,
+//! at a bounded rate, beside the events and never ahead of them ([`super::readings`]). What
+//! failed is retried with exponential backoff and jitter, and given up after `give_up_after_s`,
+//! leaving the row `failed` with its last error for `GET /api/v1/deliveries`. Delivery is at
+//! least once; the event id travels with every attempt (`webhook-id`, FHIR identifiers) so the
+//! receiver keeps exactly one.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::fhir_sink::FhirSink;
+use super::readings::ReadingsLane;
 use super::record::Sink;
 use super::webhook::WebhookSink;
 use crate::config::RetryConfig;
-use crate::domain::{format_rfc3339, now_ms};
-use crate::registry::{Registry, RegistryError};
+use crate::domain::now_ms;
+pub use crate::registry::{Delivery, OutboxRow};
+use crate::registry::{Lane, Registry, Settled};
 use crate::telemetry::Metrics;
-
-/// One pending event for one sink.
-#[derive(Debug, Clone)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub event_id: String,
-    pub event_type: String,
-    pub payload: String,
-    pub created_ms: i64,
-    pub attempts: u32,
-}
 
 /// The outcome of one delivery attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +34,11 @@ pub enum Attempt {
     Retry(String),
     /// The receiver refused it for good (another 4xx): retrying would not help.
     Refused(String),
+    /// The receiver does not know the patient (or knows several): failed at once, like
+    /// [`Attempt::Refused`], until someone fixes the patient's identifier and retries it. The
+    /// reason names the identifier (an MRN perhaps), so it goes to the delivery's last error
+    /// and never to the logs.
+    Unmatched(String),
 }
 
 impl Attempt {
@@ -55,147 +52,39 @@ impl Attempt {
     }
 }
 
-/// A delivery as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Delivery {
-    pub id: i64,
-    pub sink: String,
-    pub event_id: String,
-    pub event_type: String,
-    pub patient_id: String,
-    pub status: String,
-    pub attempts: u32,
-    pub created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub done_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-}
-
-impl Registry {
-    /// The oldest pending rows of a sink, in order.
-    pub async fn outbox_pending(
-        &self,
-        sink: Sink,
-        limit: usize,
-    ) -> Result<Vec<(OutboxRow, i64)>, RegistryError> {
-        self.with(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, event_id, event_type, payload, created_ms, attempts, next_ms FROM outbox
-                 WHERE sink = ?1 AND status = 'pending' ORDER BY id LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(
-                params![sink.as_str(), i64::try_from(limit).unwrap_or(i64::MAX)],
-                |r| {
-                    Ok((
-                        OutboxRow {
-                            id: r.get(0)?,
-                            event_id: r.get(1)?,
-                            event_type: r.get(2)?,
-                            payload: r.get(3)?,
-                            created_ms: r.get(4)?,
-                            attempts: r.get(5)?,
-                        },
-                        r.get(6)?,
-                    ))
-                },
-            )?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(RegistryError::from)
-        })
-        .await
-    }
-
-    /// Records the outcome of an attempt: `status` is `delivered`, `failed` or `pending`
-    /// (with the time of the next attempt).
-    pub async fn outbox_update(
-        &self,
-        id: i64,
-        status: &'static str,
-        next_ms: i64,
-        error: Option<String>,
-        now: i64,
-    ) -> Result<(), RegistryError> {
-        self.with(move |c| {
-            let done = (status != "pending").then_some(now);
-            c.execute(
-                "UPDATE outbox SET status = ?2, attempts = attempts + 1, next_ms = ?3,
-                 done_ms = ?4, last_error = coalesce(?5, last_error) WHERE id = ?1",
-                params![id, status, next_ms, done, error],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Deliveries, newest first.
-    pub async fn deliveries(
-        &self,
-        status: Option<String>,
-        sink: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<Delivery>, RegistryError> {
-        self.with(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT id, sink, event_id, event_type, patient_id, status, attempts, created_ms,
-                        next_ms, done_ms, last_error FROM outbox
-                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR sink = ?2)
-                 ORDER BY id DESC LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(
-                params![status, sink, i64::try_from(limit).unwrap_or(i64::MAX)],
-                |r| {
-                    let status: String = r.get(5)?;
-                    let next: i64 = r.get(8)?;
-                    Ok(Delivery {
-                        id: r.get(0)?,
-                        sink: r.get(1)?,
-                        event_id: r.get(2)?,
-                        event_type: r.get(3)?,
-                        patient_id: r.get(4)?,
-                        next_attempt_at: (status == "pending").then(|| format_rfc3339(next)),
-                        status,
-                        attempts: r.get(6)?,
-                        created_at: format_rfc3339(r.get(7)?),
-                        done_at: r.get::<_, Option<i64>>(9)?.map(format_rfc3339),
-                        last_error: r.get(10)?,
-                    })
-                },
-            )?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(RegistryError::from)
-        })
-        .await
-    }
-
-    /// Puts a failed delivery back in the queue (after the receiver was fixed). `false` when
-    /// there is no failed delivery with that id.
-    pub async fn retry_delivery(&self, id: i64, now: i64) -> Result<bool, RegistryError> {
-        self.with(move |c| {
-            let n = c.execute(
-                "UPDATE outbox SET status = 'pending', next_ms = ?2, created_ms = ?2, done_ms = NULL
-                 WHERE id = ?1 AND status = 'failed'",
-                params![id, now],
-            )?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    /// Pending rows per sink, for the metrics.
-    pub async fn outbox_depth(&self, sink: Sink) -> Result<i64, RegistryError> {
-        self.with(move |c| {
-            Ok(c.query_row(
-                "SELECT count(*) FROM outbox WHERE sink = ?1 AND status = 'pending'",
-                [sink.as_str()],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0))
-        })
-        .await
+/// What an attempt's outcome makes of its row: delivered, failed (refused, unmatched, or
+/// retried past `give_up_after_s` from the start of its delivery window), or pending until the
+/// backoff has passed (growing with the attempts made in this window). `delete`: a delivered
+/// row that is not kept (a reading).
+pub fn settle(
+    row: &OutboxRow,
+    outcome: Attempt,
+    retry: &RetryConfig,
+    now: i64,
+    jitter: f64,
+    delete: bool,
+) -> Settled {
+    let (status, next_ms, error) = match outcome {
+        Attempt::Delivered => ("delivered", now, None),
+        Attempt::Refused(e) | Attempt::Unmatched(e) => ("failed", now, Some(e)),
+        Attempt::Retry(e)
+            if now - row.window_ms
+                >= i64::try_from(retry.give_up_after_s).unwrap_or(i64::MAX / 1000) * 1000 =>
+        {
+            ("failed", now, Some(format!("gave up: {e}")))
+        }
+        Attempt::Retry(e) => (
+            "pending",
+            now + backoff_ms(row.window_attempts + 1, retry, jitter),
+            Some(e),
+        ),
+    };
+    Settled {
+        id: row.id,
+        status,
+        next_ms,
+        error,
+        delete,
     }
 }
 
@@ -229,14 +118,96 @@ pub fn backoff_ms(attempts: u32, retry: &RetryConfig, jitter: f64) -> i64 {
     (capped * (1.0 - 0.5 * jitter.clamp(0.0, 1.0))) as i64
 }
 
-fn jitter() -> f64 {
+pub(super) fn jitter() -> f64 {
     let mut b = [0u8; 2];
     let _ = getrandom::fill(&mut b);
     f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX)
 }
 
+/// Counts an attempt's outcome and logs it (a reason that may name a patient's identifier,
+/// [`Attempt::Unmatched`]'s, stays out of the log).
+fn record_outcome(
+    metrics: &Metrics,
+    sink: &'static str,
+    event_id: &str,
+    settled: &Settled,
+    unmatched: bool,
+) {
+    metrics
+        .outbox_attempts
+        .get_or_create(&vec![
+            ("sink", sink.to_owned()),
+            ("outcome", settled.status.to_owned()),
+        ])
+        .inc();
+    match &settled.error {
+        Some(_) if unmatched => tracing::error!(
+            sink, event_id = %event_id,
+            "delivery failed for good: the receiver does not know the patient (or knows several); \
+             see GET /api/v1/deliveries?status=failed for the identifier and what to do"
+        ),
+        Some(e) if settled.status == "failed" => tracing::error!(
+            sink, event_id = %event_id, error = %e,
+            "delivery failed for good; see GET /api/v1/deliveries?status=failed"
+        ),
+        Some(e) => {
+            tracing::warn!(sink, event_id = %event_id, error = %e, "delivery failed; will retry")
+        }
+        None => tracing::debug!(sink, event_id = %event_id, "delivered"),
+    }
+}
+
+/// Delivers due alert events in order until one must wait; how long until the next is due
+/// (zero: more may be ready at once).
+async fn deliver_events(
+    registry: &Registry,
+    connector: &Connector,
+    retry: &RetryConfig,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) -> Option<Duration> {
+    let name = connector.sink().as_str();
+    let rows = match registry.outbox_pending(name, Lane::Events, 100).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!(sink = name, error = %e, "outbox not readable");
+            return Some(IDLE);
+        }
+    };
+    let mut wait = IDLE;
+    for (row, next_ms) in rows {
+        let now = now_ms();
+        if next_ms > now {
+            // In order: everything behind a waiting row waits with it.
+            return Some(Duration::from_millis((next_ms - now) as u64));
+        }
+        let outcome = tokio::select! {
+            o = connector.deliver(&row, now) => o,
+            _ = stop.cancelled() => return None,
+        };
+        let now = now_ms();
+        let unmatched = matches!(outcome, Attempt::Unmatched(_));
+        let settled = settle(&row, outcome, retry, now, jitter(), false);
+        record_outcome(metrics, name, &row.event_id, &settled, unmatched);
+        let pending = (settled.status == "pending").then_some(settled.next_ms);
+        if let Err(e) = registry.outbox_settle(vec![settled], now).await {
+            tracing::warn!(sink = name, error = %e, "outbox update not written");
+            return Some(Duration::from_secs(1));
+        }
+        if let Some(next) = pending {
+            return Some(Duration::from_millis((next - now).max(0) as u64));
+        }
+        wait = Duration::ZERO;
+    }
+    Some(wait)
+}
+
+/// How long a worker with nothing to do sleeps before it looks again (it is woken sooner when
+/// rows are written).
+const IDLE: Duration = Duration::from_secs(5);
+
 /// Delivers a sink's outbox until `stop`: woken by `ready` when new rows are written, and by
-/// its own timer for retries.
+/// its own timer for retries. `readings` (FHIR with `fhir.all_readings`): the readings lane.
 pub async fn run(
     registry: Registry,
     connector: Connector,
@@ -244,76 +215,35 @@ pub async fn run(
     ready: Arc<Notify>,
     metrics: Metrics,
     stop: CancellationToken,
+    mut readings: Option<ReadingsLane>,
 ) {
-    let sink = connector.sink();
-    let name = sink.as_str();
+    let name = connector.sink().as_str();
+    let mut depth_at = 0i64;
     loop {
-        let mut wait = Duration::from_secs(5);
-        match registry.outbox_pending(sink, 100).await {
-            Ok(rows) => {
+        let Some(mut wait) = deliver_events(&registry, &connector, &retry, &metrics, &stop).await
+        else {
+            return;
+        };
+        if let (Some(lane), Connector::Fhir(fhir)) = (readings.as_mut(), &connector) {
+            wait = wait.min(lane.step(&registry, fhir, &retry, &metrics).await);
+        }
+        // The gauge: every pending row, and readings still in the store's spool.
+        let now = now_ms();
+        if now - depth_at >= 1000 {
+            depth_at = now;
+            let spooled = match &readings {
+                Some(lane) => lane.spooled().await,
+                None => 0,
+            };
+            if let Ok(n) = registry.outbox_depth(name).await {
                 metrics
                     .outbox_pending
                     .get_or_create(&vec![("sink", name.to_owned())])
-                    .set(rows.len() as i64);
-                for (row, next_ms) in rows {
-                    let now = now_ms();
-                    if next_ms > now {
-                        // In order: everything behind a waiting row waits with it.
-                        wait = Duration::from_millis((next_ms - now) as u64);
-                        break;
-                    }
-                    let outcome = tokio::select! {
-                        o = connector.deliver(&row, now) => o,
-                        _ = stop.cancelled() => return,
-                    };
-                    let now = now_ms();
-                    let (status, next, error) = match outcome {
-                        Attempt::Delivered => ("delivered", now, None),
-                        Attempt::Refused(e) => ("failed", now, Some(e)),
-                        Attempt::Retry(e)
-                            if now - row.created_ms >= retry.give_up_after_s as i64 * 1000 =>
-                        {
-                            ("failed", now, Some(format!("gave up: {e}")))
-                        }
-                        Attempt::Retry(e) => (
-                            "pending",
-                            now + backoff_ms(row.attempts + 1, &retry, jitter()),
-                            Some(e),
-                        ),
-                    };
-                    metrics
-                        .outbox_attempts
-                        .get_or_create(&vec![
-                            ("sink", name.to_owned()),
-                            ("outcome", status.to_owned()),
-                        ])
-                        .inc();
-                    match &error {
-                        Some(e) if status == "failed" => tracing::error!(
-                            sink = name, event_id = %row.event_id, error = %e,
-                            "delivery failed for good; see GET /api/v1/deliveries?status=failed"
-                        ),
-                        Some(e) => tracing::warn!(
-                            sink = name, event_id = %row.event_id, attempts = row.attempts + 1,
-                            error = %e, "delivery failed; will retry"
-                        ),
-                        None => tracing::debug!(sink = name, event_id = %row.event_id, "delivered"),
-                    }
-                    if let Err(e) = registry
-                        .outbox_update(row.id, status, next, error, now)
-                        .await
-                    {
-                        tracing::warn!(sink = name, error = %e, "outbox update not written");
-                        break;
-                    }
-                    if status == "pending" {
-                        wait = Duration::from_millis((next - now).max(0) as u64);
-                        break;
-                    }
-                    wait = Duration::ZERO;
-                }
+                    .set(n + spooled);
             }
-            Err(e) => tracing::warn!(sink = name, error = %e, "outbox not readable"),
+        }
+        if stop.is_cancelled() {
+            return;
         }
         if wait.is_zero() {
             continue;
@@ -354,5 +284,51 @@ mod tests {
             Attempt::from_status(400, "x"),
             Attempt::Refused(_)
         ));
+    }
+
+    fn row(window_ms: i64, window_attempts: u32) -> OutboxRow {
+        OutboxRow {
+            id: 7,
+            event_id: "evt_1".into(),
+            event_type: "alert.opened".into(),
+            patient_id: "p1".into(),
+            payload: "{}".into(),
+            created_ms: 0,
+            attempts: 40,
+            window_ms,
+            window_attempts,
+        }
+    }
+
+    #[test]
+    fn a_retried_delivery_starts_a_new_window_for_backoff_and_giving_up() {
+        let r = RetryConfig {
+            retry_initial_ms: 1000,
+            retry_max_s: 60,
+            give_up_after_s: 100,
+            ..RetryConfig::default()
+        };
+        let retry = || Attempt::Retry("503".into());
+        // Created at 0, put back by an admin at 1,000,000 ms: 40 attempts in all, none since.
+        // The next wait is the first one again, and giving up counts from the retry.
+        let s = settle(&row(1_000_000, 0), retry(), &r, 1_050_000, 0.0, false);
+        assert_eq!((s.status, s.next_ms), ("pending", 1_051_000));
+        let s = settle(&row(1_000_000, 3), retry(), &r, 1_050_000, 0.0, false);
+        assert_eq!(s.next_ms, 1_050_000 + 8000);
+        let s = settle(&row(1_000_000, 3), retry(), &r, 1_100_000, 0.0, false);
+        assert_eq!(s.status, "failed");
+        assert_eq!(s.error.as_deref(), Some("gave up: 503"));
+        // Refused and unmatched fail at once; delivered readings are deleted.
+        let s = settle(
+            &row(0, 0),
+            Attempt::Unmatched("who?".into()),
+            &r,
+            5,
+            0.0,
+            false,
+        );
+        assert_eq!((s.status, s.error.as_deref()), ("failed", Some("who?")));
+        let s = settle(&row(0, 0), Attempt::Delivered, &r, 5, 0.0, true);
+        assert_eq!((s.status, s.delete, s.error), ("delivered", true, None));
     }
 }

@@ -200,7 +200,14 @@ mod tests {
                 ..PatientDetails::default()
             };
             let p = r
-                .create_patient(PatientId::parse(id).unwrap(), id.into(), None, details, 0)
+                .create_patient(
+                    PatientId::parse(id).unwrap(),
+                    id.into(),
+                    None,
+                    None,
+                    details,
+                    0,
+                )
                 .await
                 .unwrap();
             assert_eq!(

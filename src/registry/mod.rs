@@ -12,6 +12,8 @@
 
 mod care_teams;
 pub mod mosquitto;
+mod mrn;
+mod outbox;
 mod password;
 mod profile;
 mod tokens;
@@ -28,6 +30,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use care_teams::{DEFAULT_TEAM, NOT_CLEARED, UnseenPatient, UnseenReason, initial_teams};
+pub use mrn::MRN_MAX_CHARS;
+pub use outbox::{Delivery, Lane, OutboxRow, QueuedReading, READING, Settled};
 pub use profile::{PayloadFormat, Profile, ProfileError, Profiles};
 pub use tokens::{ApiToken, Scope, TOKEN_PREFIX, token_actor};
 pub use users::{Session, Team, User, UserUpdate};
@@ -125,6 +129,10 @@ const SCHEMA: &[&str] = &[
     users::SCHEMA_V7,
     // version 8: the default care team, and every patient on a care team.
     care_teams::SCHEMA_V8,
+    // version 9: the patient's medical record number, unique where set.
+    mrn::SCHEMA_V9,
+    // version 10: a failed delivery put back in the queue starts a new delivery window.
+    outbox::SCHEMA_V10,
 ];
 
 /// A patient as the API shows it.
@@ -134,6 +142,9 @@ pub struct Patient {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub birth_date: Option<String>,
+    /// The clinic's medical record number, unique per clinic (see [`mrn`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mrn: Option<String>,
     pub created_at: String,
     #[serde(flatten)]
     pub details: PatientDetails,
@@ -274,6 +285,7 @@ fn patient_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Patient>> {
         id,
         name: r.get(1).unwrap_or_default(),
         birth_date: r.get(2).unwrap_or_default(),
+        mrn: r.get(5).unwrap_or_default(),
         created_at: format_rfc3339(r.get(3).unwrap_or_default()),
         details: details
             .and_then(|d| serde_json::from_str(&d).ok())
@@ -733,11 +745,13 @@ impl Registry {
         .map_err(|e| RegistryError::Db(e.to_string()))?
     }
 
+    /// Creates a patient; `mrn` is checked and must be no other patient's.
     pub async fn create_patient(
         &self,
         id: PatientId,
         name: String,
         birth_date: Option<String>,
+        mrn: Option<String>,
         details: PatientDetails,
         now_ms: i64,
     ) -> Result<Patient, RegistryError> {
@@ -745,15 +759,24 @@ impl Registry {
         if let Some(d) = &birth_date {
             check_birth_date(d)?;
         }
+        let mrn = mrn.as_deref().map(mrn::check).transpose()?.flatten();
         details.check()?;
         let details = care_teams::on_a_team(details);
         let details_json = details.to_json();
         self.with(move |c| {
-            let n = c.execute(
-                "INSERT INTO patients (id, name, birth_date, created_ms, details)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                params![id.as_str(), name, birth_date, now_ms, details_json],
-            )?;
+            let n = c
+                .execute(
+                    "INSERT INTO patients (id, name, birth_date, created_ms, details, mrn)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+                    params![id.as_str(), name, birth_date, now_ms, details_json, mrn],
+                )
+                .map_err(|e| {
+                    if mrn::is_taken(&e) {
+                        mrn::taken()
+                    } else {
+                        e.into()
+                    }
+                })?;
             if n == 0 {
                 return Err(RegistryError::Exists(format!("patient {id}")));
             }
@@ -761,6 +784,7 @@ impl Registry {
                 id,
                 name,
                 birth_date,
+                mrn,
                 created_at: format_rfc3339(now_ms),
                 details,
             })
@@ -774,48 +798,55 @@ impl Registry {
         })
     }
 
-    /// Changes a patient's name, birth date or details; `None` leaves a field as it is. The care
-    /// team can be changed, not cleared.
+    /// Changes a patient's name, birth date, MRN or details; `None` leaves a field as it is, an
+    /// empty MRN clears it. The care team can be changed, not cleared. Returns the patient as it
+    /// now is and whether its MRN changed (which the caller audits on its own line).
     pub async fn update_patient(
         &self,
         id: PatientId,
         name: Option<String>,
         birth_date: Option<String>,
+        mrn: Option<String>,
         details: PatientDetails,
-    ) -> Result<Patient, RegistryError> {
+    ) -> Result<(Patient, bool), RegistryError> {
         let name = name.as_deref().map(check_name).transpose()?;
         if let Some(d) = &birth_date {
             check_birth_date(d)?;
         }
+        // `None`: unchanged; `Some(None)`: cleared.
+        let mrn = mrn.as_deref().map(mrn::check).transpose()?;
         details.check()?;
         care_teams::check_not_cleared(&details)?;
         let current = self.patient(id.clone()).await?;
         let team_before = current.details.care_team.clone();
+        let mrn_changed = mrn.as_ref().is_some_and(|m| *m != current.mrn);
         let merged = current.details.merged(details);
         let moved = (merged.care_team != team_before).then(|| AccessChange::Patient {
             id: id.as_str().to_owned(),
             team: merged.care_team.clone(),
         });
         let details_json = merged.to_json();
+        let (set_mrn, new_mrn) = (mrn.is_some(), mrn.flatten());
         self.with(move |c| {
             c.execute(
                 "UPDATE patients SET name = coalesce(?2, name), birth_date = coalesce(?3, birth_date),
-                 details = ?4 WHERE id = ?1",
-                params![id.as_str(), name, birth_date, details_json],
-            )?;
+                 details = ?4, mrn = CASE WHEN ?5 THEN ?6 ELSE mrn END WHERE id = ?1",
+                params![id.as_str(), name, birth_date, details_json, set_mrn, new_mrn],
+            )
+            .map_err(|e| if mrn::is_taken(&e) { mrn::taken() } else { e.into() })?;
             Ok(())
         })
         .await?;
         if let Some(change) = moved {
             self.access_changed(change);
         }
-        self.patient(current.id).await
+        Ok((self.patient(current.id).await?, mrn_changed))
     }
 
     pub async fn patient(&self, id: PatientId) -> Result<Patient, RegistryError> {
         self.with(move |c| {
             c.query_row(
-                "SELECT id, name, birth_date, created_ms, details FROM patients WHERE id = ?1",
+                "SELECT id, name, birth_date, created_ms, details, mrn FROM patients WHERE id = ?1",
                 [id.as_str()],
                 patient_row,
             )
@@ -829,7 +860,7 @@ impl Registry {
     pub async fn patients(&self) -> Result<Vec<Patient>, RegistryError> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, name, birth_date, created_ms, details FROM patients ORDER BY id",
+                "SELECT id, name, birth_date, created_ms, details, mrn FROM patients ORDER BY id",
             )?;
             let rows = stmt.query_map([], patient_row)?;
             let mut out = Vec::new();
@@ -1385,9 +1416,16 @@ mod tests {
     async fn a_device_is_offline_only_when_its_last_connection_ends() {
         let (_dir, r) = registry().await;
         let p = PatientId::parse("p1").unwrap();
-        r.create_patient(p.clone(), "Ada".into(), None, PatientDetails::default(), 0)
-            .await
-            .unwrap();
+        r.create_patient(
+            p.clone(),
+            "Ada".into(),
+            None,
+            None,
+            PatientDetails::default(),
+            0,
+        )
+        .await
+        .unwrap();
         let d = DeviceId::parse("d1").unwrap();
         r.create_device(d.clone(), p, "scale", 0).await.unwrap();
         let mut events = r.subscribe_devices();
@@ -1449,9 +1487,16 @@ mod tests {
     async fn a_device_authenticates_with_its_secret_only() {
         let (dir, r) = registry().await;
         let p = PatientId::parse("p1").unwrap();
-        r.create_patient(p.clone(), "Ada".into(), None, PatientDetails::default(), 0)
-            .await
-            .unwrap();
+        r.create_patient(
+            p.clone(),
+            "Ada".into(),
+            None,
+            None,
+            PatientDetails::default(),
+            0,
+        )
+        .await
+        .unwrap();
         let (_, secret) = r
             .create_device(DeviceId::parse("d1").unwrap(), p, "scale", 0)
             .await
@@ -1476,14 +1521,22 @@ mod tests {
             p.clone(),
             "Ada".into(),
             Some("1950-04-23".into()),
+            None,
             PatientDetails::default(),
             0,
         )
         .await
         .unwrap();
         assert!(matches!(
-            r.create_patient(p.clone(), "Ada".into(), None, PatientDetails::default(), 0)
-                .await,
+            r.create_patient(
+                p.clone(),
+                "Ada".into(),
+                None,
+                None,
+                PatientDetails::default(),
+                0
+            )
+            .await,
             Err(RegistryError::Exists(_))
         ));
         assert!(matches!(
@@ -1491,6 +1544,7 @@ mod tests {
                 PatientId::parse("p2").unwrap(),
                 "B".into(),
                 Some("1950-13-01".into()),
+                None,
                 PatientDetails::default(),
                 0
             )
@@ -1517,6 +1571,82 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_mrn_belongs_to_one_patient_and_can_be_changed_or_cleared() {
+        let (_dir, r) = registry().await;
+        let (p1, p2) = (
+            PatientId::parse("p1").unwrap(),
+            PatientId::parse("p2").unwrap(),
+        );
+        let none = PatientDetails::default;
+        let a = r
+            .create_patient(
+                p1.clone(),
+                "Ada".into(),
+                None,
+                Some(" M-1 ".into()),
+                none(),
+                0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.mrn.as_deref(), Some("M-1"));
+        // Another patient cannot have it, at creation or by an update; nothing is half done.
+        assert!(matches!(
+            r.create_patient(p2.clone(), "Bo".into(), None, Some("M-1".into()), none(), 0)
+                .await,
+            Err(RegistryError::Exists(m)) if m == "another patient with this mrn"
+        ));
+        assert!(r.patient(p2.clone()).await.is_err());
+        r.create_patient(p2.clone(), "Bo".into(), None, None, none(), 0)
+            .await
+            .unwrap();
+        assert!(matches!(
+            r.update_patient(
+                p2.clone(),
+                Some("Bob".into()),
+                None,
+                Some("M-1".into()),
+                none()
+            )
+            .await,
+            Err(RegistryError::Exists(_))
+        ));
+        assert_eq!(r.patient(p2.clone()).await.unwrap().name, "Bo");
+        assert!(matches!(
+            r.update_patient(p2.clone(), None, None, Some("M 2".into()), none())
+                .await,
+            Err(RegistryError::Invalid(_))
+        ));
+        // Unchanged, set again to the same, changed, cleared: only real changes say so.
+        let (b, changed) = r
+            .update_patient(p1.clone(), None, None, None, none())
+            .await
+            .unwrap();
+        assert_eq!((b.mrn.as_deref(), changed), (Some("M-1"), false));
+        let (_, changed) = r
+            .update_patient(p1.clone(), None, None, Some("M-1".into()), none())
+            .await
+            .unwrap();
+        assert!(!changed);
+        let (_, changed) = r
+            .update_patient(p1.clone(), None, None, Some("".into()), none())
+            .await
+            .unwrap();
+        assert!(changed);
+        assert_eq!(r.patient(p1).await.unwrap().mrn, None);
+        // Cleared, the MRN is free for the other patient.
+        let (b, changed) = r
+            .update_patient(p2, None, None, Some("M-1".into()), none())
+            .await
+            .unwrap();
+        assert_eq!((b.mrn.as_deref(), changed), (Some("M-1"), true));
+        assert_eq!(
+            serde_json::to_value(&b).unwrap()["mrn"],
+            serde_json::json!("M-1")
+        );
+    }
+
+    #[tokio::test]
     async fn every_change_of_access_is_announced_and_other_changes_are_not() {
         let (_dir, r) = registry().await;
         let mut access = r.subscribe_access();
@@ -1540,7 +1670,7 @@ mod tests {
             care_team: Some("north".into()),
             ..PatientDetails::default()
         };
-        r.create_patient(p.clone(), "Ada".into(), None, north, 0)
+        r.create_patient(p.clone(), "Ada".into(), None, None, north, 0)
             .await
             .unwrap();
         assert_eq!(
@@ -1555,7 +1685,7 @@ mod tests {
             phone: Some("555".into()),
             ..PatientDetails::default()
         };
-        r.update_patient(p.clone(), None, None, phone)
+        r.update_patient(p.clone(), None, None, None, phone)
             .await
             .unwrap();
         assert_eq!(
@@ -1567,7 +1697,7 @@ mod tests {
             care_team: Some("south".into()),
             ..PatientDetails::default()
         };
-        r.update_patient(p, None, None, moved).await.unwrap();
+        r.update_patient(p, None, None, None, moved).await.unwrap();
         assert_eq!(
             announced(),
             Some(AccessChange::Patient {

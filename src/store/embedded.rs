@@ -117,6 +117,11 @@ enum Write {
         at_ms: i64,
         done: oneshot::Sender<Result<Committed, StoreError>>,
     },
+    /// Remove readings up to `upto` from the FHIR spool (they are in the outbox now).
+    FhirSpoolDone {
+        upto: i64,
+        done: oneshot::Sender<Result<Committed, StoreError>>,
+    },
 }
 
 /// A handle to the embedded store; cheap to clone.
@@ -202,6 +207,14 @@ const SCHEMA: &[&str] = &[
         line    TEXT NOT NULL,
         reason  TEXT NOT NULL
      );",
+    // version 3: readings on their way to the FHIR server (`fhir.all_readings`), written in the
+    // same transaction as the observations, by key; the FHIR worker moves them to its outbox.
+    "CREATE TABLE fhir_spool (
+        id        INTEGER PRIMARY KEY,
+        device_id TEXT    NOT NULL,
+        metric    INTEGER NOT NULL,
+        time_ms   INTEGER NOT NULL
+     );",
 ];
 
 /// Opens a SQLite database with Vigil's durability settings and brings its schema up to date.
@@ -256,17 +269,19 @@ impl Store {
         queue_capacity: usize,
         metrics: Metrics,
     ) -> Result<Store, StoreError> {
-        Store::open_with_outbox(dir, batch_max, queue_capacity, metrics, None)
+        Store::open_with_outbox(dir, batch_max, queue_capacity, metrics, None, false)
     }
 
     /// Like [`Store::open`]; with `outbox` (an InfluxDB measurement name), every newly stored
-    /// observation also gets a line-protocol line in the outbox, in the same transaction.
+    /// observation also gets a line-protocol line in the outbox, and with `fhir_readings` its
+    /// key in the FHIR spool, in the same transaction.
     pub fn open_with_outbox(
         dir: &Path,
         batch_max: usize,
         queue_capacity: usize,
         metrics: Metrics,
         outbox: Option<String>,
+        fhir_readings: bool,
     ) -> Result<Store, StoreError> {
         let path = dir.join("store.db");
         let conn = open_db(&path, SCHEMA)?;
@@ -277,6 +292,7 @@ impl Store {
             batch_max: batch_max.max(1),
             metrics,
             outbox,
+            fhir_readings,
             outbox_ready: outbox_ready.clone(),
             feed: feed.clone(),
         };
@@ -377,6 +393,17 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?.map(|_| ())
     }
 
+    /// Removes readings up to spool id `upto` from the FHIR spool (once they are in the
+    /// outbox).
+    pub async fn fhir_spool_done(&self, upto: i64) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Write::FhirSpoolDone { upto, done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?.map(|_| ())
+    }
+
     /// Lines InfluxDB refused, newest first, with the reason it gave.
     pub async fn influx_rejected(
         &self,
@@ -456,7 +483,7 @@ impl Store {
         }
     }
 
-    async fn read<T: Send + 'static>(
+    pub(super) async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, rusqlite::Error> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -679,6 +706,8 @@ struct WriterState {
     metrics: Metrics,
     /// The InfluxDB measurement, when observations also go to the outbox.
     outbox: Option<String>,
+    /// Whether new observations also go to the FHIR spool.
+    fhir_readings: bool,
     outbox_ready: Arc<tokio::sync::Notify>,
     feed: tokio::sync::broadcast::Sender<FeedItem>,
 }
@@ -713,7 +742,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Write>, st: WriterSt
         let started = Instant::now();
         let mut fresh = Vec::new();
         let wanted = (st.feed.receiver_count() > 0).then_some(&mut fresh);
-        let outcome = commit(&mut conn, &batch, st.outbox.as_deref(), wanted);
+        let outcome = commit(&mut conn, &batch, &st, wanted);
         metrics
             .store_commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -777,7 +806,8 @@ fn done_of(w: Write) -> Option<oneshot::Sender<Result<Committed, StoreError>>> {
         Write::Observations { done, .. }
         | Write::DeadLetter { done, .. }
         | Write::Prune { done, .. }
-        | Write::OutboxDone { done, .. } => Some(done),
+        | Write::OutboxDone { done, .. }
+        | Write::FhirSpoolDone { done, .. } => Some(done),
         Write::Shutdown => None,
     }
 }
@@ -785,9 +815,10 @@ fn done_of(w: Write) -> Option<oneshot::Sender<Result<Committed, StoreError>>> {
 fn commit(
     conn: &mut Connection,
     batch: &[Write],
-    outbox: Option<&str>,
+    st: &WriterState,
     mut fresh: Option<&mut Vec<Observation>>,
 ) -> Result<Vec<Committed>, StoreError> {
+    let outbox = st.outbox.as_deref();
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(write_err)?;
@@ -808,6 +839,16 @@ fn commit(
         let mut spool = tx
             .prepare_cached("INSERT INTO influx_outbox (line) VALUES (?1)")
             .map_err(write_err)?;
+        let mut fhir_spool = if st.fhir_readings {
+            Some(
+                tx.prepare_cached(
+                    "INSERT INTO fhir_spool (device_id, metric, time_ms) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(write_err)?,
+            )
+        } else {
+            None
+        };
         for w in batch {
             let mut c = Committed::default();
             match w {
@@ -835,6 +876,14 @@ fn commit(
                                 spool
                                     .execute([super::influx::line(measurement, o)])
                                     .map_err(write_err)?;
+                            }
+                            if let Some(f) = fhir_spool.as_mut() {
+                                f.execute(params![
+                                    o.device_id.as_str(),
+                                    o.metric.code(),
+                                    o.time_ms
+                                ])
+                                .map_err(write_err)?;
                             }
                         } else {
                             c.duplicates += 1;
@@ -870,6 +919,11 @@ fn commit(
                     }
                     c.inserted = tx
                         .execute("DELETE FROM influx_outbox WHERE id <= ?1", [upto])
+                        .map_err(write_err)?;
+                }
+                Write::FhirSpoolDone { upto, .. } => {
+                    c.inserted = tx
+                        .execute("DELETE FROM fhir_spool WHERE id <= ?1", [upto])
                         .map_err(write_err)?;
                 }
                 Write::Prune { before_ms, .. } => {

@@ -13,6 +13,7 @@
 //! bound (a full channel makes producers wait, which slows the devices' acknowledgements).
 
 mod embedded;
+mod fhir_spool;
 pub mod influx;
 
 pub use embedded::{
@@ -20,3 +21,4 @@ pub use embedded::{
     StoreError, StoredDeadLetter, StoredObservation,
 };
 pub(crate) use embedded::{is_disk_full, open_db};
+pub use fhir_spool::Spooled;

@@ -226,9 +226,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
         let p = PatientId::parse("p1").unwrap();
-        r.create_patient(p.clone(), "Ada".into(), None, PatientDetails::default(), 0)
-            .await
-            .unwrap();
+        r.create_patient(
+            p.clone(),
+            "Ada".into(),
+            None,
+            None,
+            PatientDetails::default(),
+            0,
+        )
+        .await
+        .unwrap();
         let v = r
             .create_visit(p.clone(), "nina".into(), 1_000, 3_601_000)
             .await

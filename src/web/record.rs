@@ -44,6 +44,9 @@ fn limit(l: Option<usize>) -> ApiResult<usize> {
 pub(super) struct PatientUpdate {
     name: Option<String>,
     birth_date: Option<String>,
+    /// `null` or `""` clears the MRN.
+    #[serde(default, deserialize_with = "present")]
+    mrn: Option<Option<String>>,
     gender: Option<String>,
     phone: Option<String>,
     email: Option<String>,
@@ -85,9 +88,10 @@ pub(super) async fn update_patient(
         contact_preference: b.contact_preference,
         contact_notes: b.contact_notes,
     };
-    let patient = s
+    let mrn = b.mrn.map(Option::unwrap_or_default);
+    let (patient, mrn_changed) = s
         .registry
-        .update_patient(id.clone(), b.name, b.birth_date, details)
+        .update_patient(id.clone(), b.name, b.birth_date, mrn, details)
         .await?;
     audit_line(
         &s,
@@ -97,6 +101,12 @@ pub(super) async fn update_patient(
         &format!("patient/{id}"),
     )
     .await?;
+    if mrn_changed {
+        // Its own line: the MRN decides where the patient's data goes outside Vigil (the FHIR
+        // server files it under the patient the MRN names), so a change is looked for on its own.
+        let target = format!("patient/{id}/mrn");
+        audit_line(&s, &p, "patient.mrn", Some(&id), &target).await?;
+    }
     Ok(Json(patient))
 }
 
@@ -415,7 +425,20 @@ pub(super) async fn resolve_alert(
 pub(super) struct DeliveryParams {
     status: Option<String>,
     sink: Option<String>,
+    patient_id: Option<String>,
     limit: Option<usize>,
+}
+
+fn sink_param(sink: Option<String>) -> ApiResult<Option<String>> {
+    let sink = sink.filter(|x| !x.is_empty());
+    if let Some(x) = &sink
+        && !["fhir", "webhook"].contains(&x.as_str())
+    {
+        return Err(ApiError::BadRequest(format!(
+            "sink {x:?} is not one of fhir, webhook"
+        )));
+    }
+    Ok(sink)
 }
 
 pub(super) async fn deliveries(
@@ -433,16 +456,22 @@ pub(super) async fn deliveries(
             "status {x:?} is not one of pending, delivered, failed"
         )));
     }
-    let sink = q.sink.filter(|x| !x.is_empty());
-    if let Some(x) = &sink
-        && !["fhir", "webhook"].contains(&x.as_str())
-    {
-        return Err(ApiError::BadRequest(format!(
-            "sink {x:?} is not one of fhir, webhook"
-        )));
-    }
-    let rows = s.registry.deliveries(status, sink, limit(q.limit)?).await?;
-    audit_line(&s, &p, "deliveries.read", None, "deliveries").await?;
+    let sink = sink_param(q.sink)?;
+    let patient = q
+        .patient_id
+        .filter(|x| !x.is_empty())
+        .map(|x| patient_id(&x))
+        .transpose()?;
+    let rows = s
+        .registry
+        .deliveries(
+            status,
+            sink,
+            patient.as_ref().map(|x| x.as_str().to_owned()),
+            limit(q.limit)?,
+        )
+        .await?;
+    audit_line(&s, &p, "deliveries.read", patient.as_ref(), "deliveries").await?;
     Ok(Json(json!({ "deliveries": rows })))
 }
 
@@ -461,4 +490,38 @@ pub(super) async fn retry_delivery(
     audit_line(&s, &p, "delivery.retry", None, &format!("delivery/{id}")).await?;
     s.crm.wake_outbox();
     Ok(Json(json!({"id": id, "status": "pending"})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RetryAll {
+    patient_id: String,
+    sink: Option<String>,
+}
+
+/// `POST /deliveries/retry` `{"patient_id", "sink"?}`: every failed delivery of a patient back
+/// in the queue, as after their MRN was set (one patient's readings can be many deliveries).
+pub(super) async fn retry_deliveries(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    body: Result<Json<RetryAll>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&p)?;
+    let Json(b) = body?;
+    let patient = patient_id(&b.patient_id)?;
+    let sink = sink_param(b.sink)?;
+    let n = s
+        .registry
+        .retry_deliveries(patient.as_str().to_owned(), sink, now_ms())
+        .await?;
+    audit_line(
+        &s,
+        &p,
+        "delivery.retry",
+        Some(&patient),
+        &format!("patient/{patient}/deliveries"),
+    )
+    .await?;
+    s.crm.wake_outbox();
+    Ok(Json(json!({"patient_id": patient, "retried": n})))
 }

@@ -41,6 +41,7 @@ pub(super) fn api() -> Router<AppState> {
             "/deliveries/{id}/retry",
             post(super::record::retry_delivery),
         )
+        .route("/deliveries/retry", post(super::record::retry_deliveries))
         .route("/patients/{id}/observations", get(observations))
         .route("/devices", post(create_device))
         .route("/devices/{id}", get(get_device))
@@ -149,6 +150,8 @@ struct NewPatient {
     id: String,
     name: String,
     birth_date: Option<String>,
+    /// The clinic's medical record number (unique per clinic).
+    mrn: Option<String>,
     gender: Option<String>,
     phone: Option<String>,
     email: Option<String>,
@@ -186,6 +189,7 @@ async fn create_patient(
             id.clone(),
             body.name.clone(),
             body.birth_date.clone(),
+            body.mrn.clone(),
             body.details(),
             now_ms(),
         )
@@ -198,6 +202,10 @@ async fn create_patient(
         &format!("patient/{id}"),
     )
     .await?;
+    if patient.mrn.is_some() {
+        let target = format!("patient/{id}/mrn");
+        audit_line(&s, &p, "patient.mrn", Some(&id), &target).await?;
+    }
     Ok((StatusCode::CREATED, Json(patient)))
 }
 

@@ -6,8 +6,12 @@ One HTTP server on 127.0.0.1 plays three parties Vigil writes to:
 * a CRM's webhook endpoint, ``POST /hooks/vigil``, checking Standard Webhooks signatures
   (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256>``);
 * a FHIR R4 server under ``/fhir``: create (conditional with ``If-None-Exist``), conditional
-  update (``PUT /fhir/{Type}?identifier=...``), read and search, every resource validated with
-  the ``fhir.resources`` R4B models (written by people who are not us);
+  update (``PUT /fhir/{Type}?identifier=...``), read, delete, search (by ``identifier``, or by
+  reference: ``patient``, ``subject``), ``batch`` Bundles (``POST /fhir``) and a
+  CapabilityStatement (``GET /fhir/metadata``, offering batches with ``--fhir-batch``); every
+  resource validated with the ``fhir.resources`` R4B models (written by people who are not us),
+  and every literal reference it holds (``Patient/7``) checked to exist, as a strict server
+  does (refused with 422 otherwise);
 * a SMART Backend Services token endpoint, ``POST /token``, verifying the ES384 client assertion
   with ``cryptography``.
 
@@ -16,7 +20,7 @@ Tests read what arrived from ``GET /_state`` and make the hook and FHIR endpoint
 ``{"reset": true}``).
 
     python3 tests/clients/receiver.py --port 0 [--webhook-secret whsec_...] [--fhir-token TOKEN]
-        [--smart-public-key PEMFILE --smart-client-id ID] [--verbose]
+        [--fhir-batch] [--smart-public-key PEMFILE --smart-client-id ID] [--verbose]
 
 Prints ``listening <port>`` on standard output once it accepts connections, and nothing else
 there.
@@ -71,10 +75,12 @@ class State:
         self.fhir = {}
         self.fhir_requests = []
         self.invalid = []
+        self.dangling = []
         self.tokens_issued = 0
         self.token_errors = []
         self.tokens = {}  # access token -> expiry (Unix seconds)
         self.jtis = set()
+        self.batches = 0
         self.next_id = 1
         self.fail_next = 0
         self.fail_status = 503
@@ -88,7 +94,9 @@ class State:
             "fhir": self.fhir,
             "fhir_requests": self.fhir_requests,
             "invalid": self.invalid,
+            "dangling": self.dangling,
             "tokens_issued": self.tokens_issued,
+            "batches": self.batches,
             "token_errors": self.token_errors,
             "control": {
                 "fail_next": self.fail_next,
@@ -154,6 +162,29 @@ def identifier_matches(resource, system, value):
             continue
         return True
     return False
+
+
+def references_in(value):
+    """Every literal reference ('Type/id') anywhere in a resource."""
+    if isinstance(value, dict):
+        ref = value.get("reference")
+        if isinstance(ref, str):
+            yield ref
+        for k, v in value.items():
+            if k != "reference":
+                yield from references_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from references_in(v)
+
+
+def references_match(resource, param, target):
+    """Whether the resource's element for search parameter 'patient' or 'subject' is 'Type/id'."""
+    if param == "patient":
+        elements = [resource.get("subject"), resource.get("patient")]
+    else:
+        elements = [resource.get("subject")]
+    return any(isinstance(e, dict) and e.get("reference") == target for e in elements)
 
 
 def parse_identifier_query(query, what):
@@ -434,6 +465,12 @@ class Handler(BaseHTTPRequestHandler):
                     FHIR_JSON,
                     {"WWW-Authenticate": "Bearer"},
                 )
+            if parts == ["metadata"] and method == "GET":
+                return self.fhir_metadata()
+            if not parts and method == "POST":
+                return self.fhir_batch()
+            if len(parts) == 2 and method == "DELETE":
+                return self.fhir_delete(parts[0], parts[1])
             if len(parts) == 1 and method == "POST":
                 return self.fhir_create(parts[0])
             if len(parts) == 1 and method == "PUT":
@@ -481,20 +518,35 @@ class Handler(BaseHTTPRequestHandler):
         if body.get("resourceType") != rtype:
             raise BadRequest(f"resourceType {body.get('resourceType')!r} posted to /fhir/{rtype}")
         try:
-            model = get_fhir_model_class(rtype)
+            get_fhir_model_class(rtype)
         except (KeyError, ValueError, ImportError, AttributeError):
             self.answer(404, operation_outcome("not-supported", f"unknown type {rtype}"), FHIR_JSON)
             return None
+        text = self.check_resource(rtype, body)
+        if text is not None:
+            self.answer(422, operation_outcome("invalid", text), FHIR_JSON)
+            return None
+        return body
+
+    def check_resource(self, rtype, body):
+        """None when the resource validates and its references exist, else why not."""
         try:
+            model = get_fhir_model_class(rtype)
             model.model_validate(body)
         except Exception as e:  # pydantic's ValidationError, or a model's own check
             text = str(e)
             st = self.server.state
             with st.lock:
                 st.invalid.append({"type": rtype, "error": text, "resource": body})
-            self.answer(422, operation_outcome("invalid", text), FHIR_JSON)
-            return None
-        return body
+            return text
+        st = self.server.state
+        with st.lock:
+            for ref in references_in(body):
+                kind, _, rid = ref.partition("/")
+                if not any(r["id"] == rid for r in st.fhir.get(kind, [])):
+                    st.dangling.append({"type": rtype, "reference": ref})
+                    return f"the reference {ref} is to no resource here"
+        return None
 
     def matches(self, rtype, system, value):
         st = self.server.state
@@ -594,8 +646,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def fhir_search(self, rtype):
         st = self.server.state
+        params = parse_qs(self.query, keep_blank_values=True)
+        by_ref = [p for p in ("patient", "subject") if p in params]
         with st.lock:
-            if self.query:
+            if by_ref:
+                target = params[by_ref[0]][0]
+                found = [
+                    r for r in st.fhir.get(rtype, []) if references_match(r, by_ref[0], target)
+                ]
+            elif self.query:
                 system, value = parse_identifier_query(self.query, "search")
                 found = self.matches(rtype, system, value)
             else:
@@ -614,6 +673,89 @@ class Handler(BaseHTTPRequestHandler):
             ],
         }
         self.answer(200, bundle, FHIR_JSON)
+
+    def fhir_delete(self, rtype, rid):
+        st = self.server.state
+        with st.lock:
+            items = st.fhir.get(rtype, [])
+            kept = [r for r in items if r["id"] != rid]
+            if len(kept) == len(items):
+                return self.answer(404, operation_outcome("not-found", f"{rtype}/{rid}"), FHIR_JSON)
+            st.fhir[rtype] = kept
+        self.answer(204)
+
+    def fhir_metadata(self):
+        interactions = [{"code": "transaction"}]
+        if self.server.args.fhir_batch:
+            interactions.append({"code": "batch"})
+        statement = {
+            "resourceType": "CapabilityStatement",
+            "status": "active",
+            "date": "2026-01-01",
+            "kind": "instance",
+            "fhirVersion": "4.0.1",
+            "format": ["json"],
+            "rest": [{"mode": "server", "interaction": interactions}],
+        }
+        get_fhir_model_class("CapabilityStatement").model_validate(statement)
+        self.answer(200, statement, FHIR_JSON)
+
+    def fhir_batch(self):
+        """A batch Bundle of conditional creates: each entry on its own, as R4 says."""
+        if not self.server.args.fhir_batch:
+            return self.answer(
+                405, operation_outcome("not-supported", "no batches here"), FHIR_JSON
+            )
+        bundle = self.json_body()
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            raise BadRequest("POST /fhir takes a Bundle")
+        try:
+            get_fhir_model_class("Bundle").model_validate(bundle)
+        except Exception as e:
+            st = self.server.state
+            with st.lock:
+                st.invalid.append({"type": "Bundle", "error": str(e), "resource": bundle})
+            return self.answer(422, operation_outcome("invalid", str(e)), FHIR_JSON)
+        if bundle.get("type") != "batch":
+            raise BadRequest("only batch Bundles are taken")
+        st = self.server.state
+        with st.lock:
+            st.batches += 1
+        answers = []
+        for entry in bundle.get("entry") or []:
+            request = entry.get("request") or {}
+            resource = entry.get("resource") or {}
+            rtype = resource.get("resourceType")
+            if request.get("method") != "POST" or request.get("url") != rtype:
+                answers.append(self.entry_answer(400, "only creates are taken in a batch"))
+                continue
+            text = self.check_resource(rtype, resource)
+            if text is not None:
+                answers.append(self.entry_answer(422, text))
+                continue
+            with st.lock:
+                cond = request.get("ifNoneExist")
+                found = []
+                if cond:
+                    system, value = parse_identifier_query(cond, "ifNoneExist")
+                    found = self.matches(rtype, system, value)
+                if len(found) > 1:
+                    answers.append(self.entry_answer(412, "ifNoneExist matches several"))
+                    continue
+                if found:
+                    answers.append({"response": {"status": "200 OK",
+                                                 "location": f"{rtype}/{found[0]['id']}"}})
+                    continue
+                stored = self.store_new(rtype, resource)
+            answers.append({"response": {"status": "201 Created",
+                                         "location": f"{rtype}/{stored['id']}/_history/1"}})
+        self.answer(
+            200, {"resourceType": "Bundle", "type": "batch-response", "entry": answers}, FHIR_JSON
+        )
+
+    def entry_answer(self, status, text):
+        return {"response": {"status": str(status),
+                             "outcome": operation_outcome("invalid", text)}}
 
     # --- SMART token endpoint -------------------------------------------------------------------
 
@@ -727,6 +869,9 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--webhook-secret", help="whsec_<base64>; absent: signatures not checked")
     ap.add_argument("--fhir-token", help="bearer token the FHIR endpoints accept")
+    ap.add_argument(
+        "--fhir-batch", action="store_true", help="take batch Bundles (and say so in metadata)"
+    )
     ap.add_argument("--smart-public-key", help="PEM file of the SMART client's P-384 public key")
     ap.add_argument("--smart-client-id")
     ap.add_argument("--verbose", action="store_true", help="log each request on stderr")

@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(20);
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// Readings (`[metric, value, seconds ago]`) as one vigil-json array, published at QoS 1.
-async fn publish(
+pub(crate) async fn publish(
     mqtt: std::net::SocketAddr,
     device: &str,
     secret: &str,
@@ -69,7 +69,7 @@ fn kinds(timeline: &[Value]) -> Vec<&str> {
     timeline.iter().filter_map(|e| e["kind"].as_str()).collect()
 }
 
-async fn patient_with_app(api: &Api, patient: &str) -> String {
+pub(crate) async fn patient_with_app(api: &Api, patient: &str) -> String {
     api.patient(patient).await;
     api.device(&format!("{patient}-app"), patient, "patient-app")
         .await
@@ -716,6 +716,9 @@ async fn fhir_resources_are_written_once_and_validate() {
                 retry_max_s: 1,
                 ..Default::default()
             },
+            create_patients: true,
+            create_devices: true,
+            ..Default::default()
         });
     })
     .await;
@@ -763,8 +766,24 @@ async fn fhir_resources_are_written_once_and_validate() {
         json!([]),
         "every resource validates with fhir.resources"
     );
+    assert_eq!(
+        state["dangling"],
+        json!([]),
+        "every reference is to a resource there"
+    );
+    let patients = state["fhir"]["Patient"].as_array().unwrap();
+    assert_eq!(patients.len(), 1, "{patients:#?}");
+    let patient_ref = format!("Patient/{}", patients[0]["id"].as_str().unwrap());
+    let devices = state["fhir"]["Device"].as_array().unwrap();
+    assert_eq!(devices.len(), 1, "{devices:#?}");
+    assert_eq!(devices[0]["identifier"][0]["value"], "p-fhir-app");
     let obs = state["fhir"]["Observation"].as_array().unwrap();
     assert_eq!(obs.len(), 1, "{obs:#?}");
+    assert_eq!(obs[0]["subject"]["reference"], patient_ref.as_str());
+    assert_eq!(
+        obs[0]["device"]["reference"],
+        format!("Device/{}", devices[0]["id"].as_str().unwrap())
+    );
     assert_eq!(obs[0]["code"]["coding"][0]["code"], "2708-6");
     assert_eq!(obs[0]["valueQuantity"]["code"], "%");
     let comms = state["fhir"]["Communication"].as_array().unwrap();
@@ -772,6 +791,21 @@ async fn fhir_resources_are_written_once_and_validate() {
     assert_eq!(comms[0]["priority"], "asap");
     let flag = &state["fhir"]["Flag"][0];
     assert_eq!(flag["identifier"][0]["value"], id.as_str());
+    assert_eq!(flag["subject"]["reference"], patient_ref.as_str());
+    assert_eq!(comms[0]["subject"]["reference"], patient_ref.as_str());
+    let about: Vec<&str> = comms[0]["about"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        about,
+        [
+            format!("Flag/{}", flag["id"].as_str().unwrap()),
+            format!("Observation/{}", obs[0]["id"].as_str().unwrap())
+        ]
+    );
     assert!(flag["period"]["end"].is_string(), "{flag}");
     gw.stop().await;
 }
@@ -911,6 +945,8 @@ async fn fhir_write_back_with_smart_backend_services() {
                 retry_initial_ms: 100,
                 ..Default::default()
             },
+            create_patients: true,
+            ..Default::default()
         });
     })
     .await;

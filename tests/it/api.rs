@@ -472,3 +472,94 @@ async fn observations_come_oldest_or_newest_first_and_say_when_the_limit_cut_the
     assert_eq!(v["error"], "order must be oldest or newest");
     gw.stop().await;
 }
+
+/// The MRN: set at creation or by a PATCH, unique per clinic (409, naming neither the other
+/// patient nor the MRN), checked (400), cleared by `null` or `""`, and every change audited on a
+/// line of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mrn_is_unique_checked_clearable_and_audited() {
+    let gw = Gateway::start().await;
+    let api = &gw.client;
+    let (s, v) = api
+        .post(
+            "/api/v1/patients",
+            json!({"id": "p-m1", "name": "Ada", "mrn": "MRN-0042"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["mrn"], "MRN-0042");
+    let (s, v) = api
+        .post(
+            "/api/v1/patients",
+            json!({"id": "p-m2", "name": "Bo", "mrn": "MRN-0042"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(
+        v["error"], "another patient with this mrn already exists",
+        "{v}"
+    );
+    let (s, _) = api.get("/api/v1/patients/p-m2").await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "a refused creation creates nothing"
+    );
+    api.patient("p-m2").await;
+    let (s, v) = api
+        .patch("/api/v1/patients/p-m2", json!({"mrn": "MRN-0042"}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    for bad in ["MRN 42", "a|b", &"9".repeat(65)] {
+        let (s, v) = api
+            .patch("/api/v1/patients/p-m2", json!({"mrn": bad}))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(v["error"].as_str().unwrap().starts_with("mrn "), "{v}");
+    }
+    let (s, v) = api
+        .patch("/api/v1/patients/p-m2", json!({"mrn": " 77/B "}))
+        .await;
+    assert_eq!((s, &v["mrn"]), (StatusCode::OK, &json!("77/B")), "{v}");
+    // Another change leaves the MRN as it is, and writes no MRN line.
+    let (s, v) = api
+        .patch("/api/v1/patients/p-m2", json!({"phone": "555"}))
+        .await;
+    assert_eq!((s, &v["mrn"]), (StatusCode::OK, &json!("77/B")), "{v}");
+    let (s, v) = api
+        .patch("/api/v1/patients/p-m1", json!({"mrn": null}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v.get("mrn").is_none(), "{v}");
+    // Cleared, MRN-0042 is free again.
+    let (s, v) = api
+        .patch("/api/v1/patients/p-m2", json!({"mrn": "MRN-0042"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, audit) = api.get("/api/v1/audit?limit=1000").await;
+    let mrn_lines: Vec<(&str, &str)> = audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["action"] == "patient.mrn")
+        .map(|l| {
+            (
+                l["patient_id"].as_str().unwrap(),
+                l["target"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let mut got = mrn_lines.clone();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("p-m1", "patient/p-m1/mrn"),
+            ("p-m1", "patient/p-m1/mrn"),
+            ("p-m2", "patient/p-m2/mrn"),
+            ("p-m2", "patient/p-m2/mrn"),
+        ],
+        "created with one, set, cleared, set: {mrn_lines:?}"
+    );
+    gw.stop().await;
+}

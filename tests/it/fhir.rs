@@ -15,7 +15,7 @@ use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use vigil::crm::fhir::{self, AlertFacts};
+use vigil::crm::fhir::{self, AlertFacts, DeviceFacts, Ident, PatientFacts, ServerRef};
 use vigil::crm::smart::SmartClient;
 use vigil::domain::{DeviceId, Metric, Observation, PatientId, now_ms};
 
@@ -34,7 +34,7 @@ pub(crate) struct Receiver {
 }
 
 impl Receiver {
-    /// Starts the receiver with `args` (`--webhook-secret`, `--fhir-token`,
+    /// Starts the receiver with `args` (`--webhook-secret`, `--fhir-token`, `--fhir-batch`,
     /// `--smart-public-key` + `--smart-client-id`) and waits until it listens.
     pub(crate) async fn start(args: &[&str]) -> Receiver {
         let script = clients_dir().join("receiver.py");
@@ -78,7 +78,8 @@ impl Receiver {
     }
 
     /// What arrived: `{"webhooks", "webhook_attempts", "webhook_rejected", "fhir",
-    /// "fhir_requests", "invalid", "tokens_issued", "token_errors", "control"}`.
+    /// "fhir_requests", "invalid", "dangling", "batches", "tokens_issued", "token_errors",
+    /// "control"}`.
     pub(crate) async fn state(&self) -> Value {
         let resp = self.http.get(self.url("/_state")).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
@@ -103,7 +104,12 @@ impl Receiver {
 
     /// Sends `resource` as a FHIR client would: `POST {Type}` with `If-None-Exist` from its
     /// identifier, or with `put`, a conditional update `PUT {Type}?identifier=…`.
-    async fn send(&self, resource: &Value, token: &str, put: bool) -> (StatusCode, Value) {
+    pub(crate) async fn send(
+        &self,
+        resource: &Value,
+        token: &str,
+        put: bool,
+    ) -> (StatusCode, Value) {
         let kind = resource["resourceType"].as_str().unwrap();
         let query = fhir::identifier_query(resource).expect("every resource has an identifier");
         let req = if put {
@@ -122,6 +128,21 @@ impl Receiver {
             .unwrap();
         let status = resp.status();
         (status, resp.json().await.unwrap())
+    }
+}
+
+/// Creates `resource` (conditionally) and answers it as a reference target.
+async fn create(rx: &Receiver, resource: &Value, kind: &'static str) -> ServerRef {
+    let (status, body) = rx.send(resource, FHIR_TOKEN, false).await;
+    assert_eq!(status, StatusCode::CREATED, "{resource}\n→ {body}");
+    let ident = &resource["identifier"][0];
+    ServerRef {
+        kind,
+        id: body["id"].as_str().unwrap().to_owned(),
+        ident: Ident::new(
+            ident["system"].as_str().unwrap(),
+            ident["value"].as_str().unwrap(),
+        ),
     }
 }
 
@@ -197,21 +218,72 @@ async fn every_resource_validates_and_a_resend_makes_no_duplicate() {
         ..open
     };
 
-    let mut resources: Vec<Value> = readings.iter().map(fhir::observation).collect();
-    resources.push(fhir::flag(&open));
-    resources.push(fhir::flag(&resolved_earlier));
+    // The Patient and Device first: the receiver, like a strict server, refuses a reference
+    // to nothing.
+    let mrn = Ident::new("urn:oid:2.16.840.1.113883.3.4242", "MRN-0042");
+    let pat = create(
+        &rx,
+        &fhir::patient(&PatientFacts {
+            id: &patient,
+            name: "Ada Lovelace",
+            birth_date: Some("1950-04-23"),
+            mrn: Some(&mrn),
+        }),
+        "Patient",
+    )
+    .await;
+    let dev = create(
+        &rx,
+        &fhir::device(
+            &DeviceFacts {
+                id: "dev-fhir-1",
+                profile: "pulse-oximeter",
+                profile_name: "Pulse oximeter",
+                revoked: false,
+            },
+            &pat,
+        ),
+        "Device",
+    )
+    .await;
+    let trigger = create(
+        &rx,
+        &fhir::observation(spo2, &pat, Some(&dev)),
+        "Observation",
+    )
+    .await;
+    let flag = create(&rx, &fhir::flag(&open, &pat), "Flag").await;
+    let about = [flag, trigger];
+
+    let mut resources: Vec<Value> = readings
+        .iter()
+        .filter(|o| o.metric != Metric::Spo2)
+        .map(|o| fhir::observation(o, &pat, Some(&dev)))
+        .collect();
+    resources.push(fhir::observation(&readings[0], &pat, None));
+    resources.last_mut().unwrap()["identifier"][0]["value"] = json!("without-a-device");
+    resources.push(fhir::flag(&resolved_earlier, &pat));
     for (i, event) in ["alert.opened", "alert.escalated", "alert.resolved"]
         .into_iter()
         .enumerate()
     {
         let event_id = format!("evt_{i}");
-        resources.push(fhir::communication(&open, event, &event_id, t0 + 1_000));
+        resources.push(fhir::communication(
+            &open,
+            event,
+            &event_id,
+            t0 + 1_000,
+            &pat,
+            &about,
+        ));
     }
     resources.push(fhir::communication(
         &resolved_earlier,
         "alert.resolved",
         "evt_9",
         t0 + 600_000,
+        &pat,
+        &[],
     ));
 
     for r in &resources {
@@ -230,14 +302,19 @@ async fn every_resource_validates_and_a_resend_makes_no_duplicate() {
         resolved_ms: Some(t0 + 120_000),
         ..open
     };
-    let (status, updated) = rx.send(&fhir::flag(&resolved), FHIR_TOKEN, true).await;
+    let (status, updated) = rx
+        .send(&fhir::flag(&resolved, &pat), FHIR_TOKEN, true)
+        .await;
     assert_eq!(status, StatusCode::OK, "{updated}");
     assert_eq!(updated["status"], "inactive");
 
     let state = rx.state().await;
     assert_eq!(state["invalid"], json!([]), "{:#}", state["invalid"]);
+    assert_eq!(state["dangling"], json!([]), "{:#}", state["dangling"]);
     let count = |kind: &str| state["fhir"][kind].as_array().map_or(0, Vec::len);
-    assert_eq!(count("Observation"), Metric::ALL.len());
+    assert_eq!(count("Patient"), 1);
+    assert_eq!(count("Device"), 1);
+    assert_eq!(count("Observation"), Metric::ALL.len() + 1);
     assert_eq!(count("Flag"), 2);
     assert_eq!(count("Communication"), 4);
     let flag = state["fhir"]["Flag"]
@@ -250,7 +327,7 @@ async fn every_resource_validates_and_a_resend_makes_no_duplicate() {
     assert_eq!(flag["meta"]["versionId"], "2");
 
     // The receiver does refuse what R4B forbids, so a pass above means something.
-    let mut bad = fhir::observation(spo2);
+    let mut bad = fhir::observation(spo2, &pat, Some(&dev));
     bad["effectiveDateTime"] = json!("yesterday");
     bad["identifier"][0]["value"] = json!("another");
     let (status, outcome) = rx.send(&bad, FHIR_TOKEN, false).await;
@@ -258,6 +335,78 @@ async fn every_resource_validates_and_a_resend_makes_no_duplicate() {
     assert_eq!(rx.state().await["invalid"].as_array().unwrap().len(), 1);
     let (status, _) = rx.send(&resources[0], "wrong-token", false).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // A reference to a Patient the server does not have is refused too.
+    let stranger = ServerRef {
+        id: "no-such-patient".into(),
+        ..pat.clone()
+    };
+    let mut orphan = fhir::observation(spo2, &stranger, None);
+    orphan["identifier"][0]["value"] = json!("orphan");
+    let (status, outcome) = rx.send(&orphan, FHIR_TOKEN, false).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{outcome}");
+}
+
+/// A `batch` Bundle of Vigil's readings validates as an R4B Bundle, and its answer is read
+/// entry by entry (a refused entry does not hold back the others).
+#[tokio::test]
+async fn a_batch_of_readings_validates_and_is_answered_entry_by_entry() {
+    let rx = Receiver::start(&["--fhir-token", FHIR_TOKEN, "--fhir-batch"]).await;
+    let patient = PatientId::parse("p-fhir-1").unwrap();
+    let pat = create(
+        &rx,
+        &fhir::patient(&PatientFacts {
+            id: &patient,
+            name: "Ada",
+            birth_date: None,
+            mrn: None,
+        }),
+        "Patient",
+    )
+    .await;
+    let t0 = 1_795_611_600_000;
+    let mut resources: Vec<Value> = Metric::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| fhir::observation(&reading(m, t0 + i as i64 * 1_000), &pat, None))
+        .collect();
+    let stranger = ServerRef {
+        id: "gone".into(),
+        ..pat.clone()
+    };
+    resources.push(fhir::observation(
+        &reading(Metric::HeartRate, t0 - 1),
+        &stranger,
+        None,
+    ));
+    let http = reqwest::Client::new();
+    let post = |bundle: Value| {
+        http.post(rx.url("/fhir"))
+            .bearer_auth(FHIR_TOKEN)
+            .header("Content-Type", "application/fhir+json")
+            .body(bundle.to_string())
+            .send()
+    };
+    for round in 0..2 {
+        let resp = post(fhir::batch(&resources)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let answer: Value = resp.json().await.unwrap();
+        let outcomes = fhir::batch_outcomes(&answer, resources.len()).unwrap();
+        let (last, rest) = outcomes.split_last().unwrap();
+        let want = if round == 0 { 201 } else { 200 };
+        assert!(rest.iter().all(|o| o.status == want), "{outcomes:?}");
+        assert_eq!(last.status, 422);
+        assert!(
+            last.detail.as_ref().unwrap().contains("Patient/gone"),
+            "{last:?}"
+        );
+    }
+    let state = rx.state().await;
+    assert_eq!(state["invalid"], json!([]), "{:#}", state["invalid"]);
+    assert_eq!(state["batches"], 2);
+    assert_eq!(
+        state["fhir"]["Observation"].as_array().unwrap().len(),
+        Metric::ALL.len()
+    );
 }
 
 #[tokio::test]
@@ -294,7 +443,12 @@ async fn smart_backend_services_token_is_issued_cached_and_refused_to_a_stranger
     assert_eq!(rx.state().await["tokens_issued"], 1);
 
     // The token opens the FHIR server.
-    let resource = fhir::observation(&reading(Metric::HeartRate, now_ms()));
+    let resource = fhir::patient(&PatientFacts {
+        id: &PatientId::parse("p-smart").unwrap(),
+        name: "Ada",
+        birth_date: None,
+        mrn: None,
+    });
     let (status, body) = rx.send(&resource, &token, false).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
@@ -379,8 +533,14 @@ async fn the_receiver_fails_on_demand_and_checks_webhook_signatures() {
     );
     rx.control(json!({"down": true})).await;
     assert!(hook("msg_3", key).await.is_err(), "no answer while down");
-    let observation = fhir::observation(&reading(Metric::Steps, now_ms()));
-    assert!(http.post(rx.url("/fhir/Observation")).send().await.is_err());
+    let id = PatientId::parse("p-control").unwrap();
+    let observation = fhir::patient(&PatientFacts {
+        id: &id,
+        name: "Ada",
+        birth_date: None,
+        mrn: None,
+    });
+    assert!(http.post(rx.url("/fhir/Patient")).send().await.is_err());
     rx.control(json!({"down": false, "fail_next": 1, "fail_status": 500}))
         .await;
     let (status, _) = rx.send(&observation, FHIR_TOKEN, false).await;

@@ -16,6 +16,7 @@ mod device_access;
 mod external;
 mod faults;
 mod fhir;
+mod fhir_chart;
 mod influx;
 mod ingest;
 mod logs;
