@@ -16,6 +16,7 @@ mod device_access;
 mod external;
 mod faults;
 mod fhir;
+mod fhir_server;
 mod influx;
 mod ingest;
 mod logs;
