@@ -24,7 +24,9 @@
 //
 // Test controls, outside the FHIR base and never behind the token:
 //   POST /_control {"fail_next": n, "fail_status": 503} | {"down": true} | {"reset": true}
-//                  | {"check_references": true}
+//                  | {"check_references": true} | {"lose_next": n}
+//   (`lose_next`: the next n writes are carried out but their answers are lost, the connection
+//   closed unanswered, so that the client must replay a write that already happened.)
 //   GET  /_state   -> {"resources": {Type: [...]}, "requests": [...], "control": {...}}
 
 import { timingSafeEqual, createHash } from 'node:crypto';
@@ -195,13 +197,20 @@ const state = {
   failNext: 0,
   failStatus: 503,
   down: false,
+  loseNext: 0,
 };
+
+/** Where the answer of a write whose answer is lost goes: nowhere. */
+function lostAnswer() {
+  return { headersSent: false, statusCode: 0, writeHead(status) { this.statusCode = status; }, end() {} };
+}
 
 function control() {
   return {
     fail_next: state.failNext,
     fail_status: state.failStatus,
     down: state.down,
+    lose_next: state.loseNext,
     check_references: repo.checkReferences,
   };
 }
@@ -540,6 +549,14 @@ async function handle(req, res) {
     record.status = send(res, state.failStatus, outcome('transient', 'scheduled failure'));
     return;
   }
+  if (state.loseNext > 0 && req.method !== 'GET') {
+    state.loseNext -= 1;
+    const lost = lostAnswer();
+    record.status = await fhir(req, lost, url, base, body);
+    record.answer_lost = true;
+    req.socket.destroy();
+    return;
+  }
   record.status = await fhir(req, res, url, base, body);
 }
 
@@ -554,13 +571,15 @@ function postControl(res, body) {
     return send(res, 400, { error: 'control body must be a JSON object' });
   }
   // Check everything before changing anything: a refused request changes nothing.
-  const known = ['fail_next', 'fail_status', 'down', 'reset', 'check_references'];
+  const known = ['fail_next', 'fail_status', 'down', 'reset', 'check_references', 'lose_next'];
   const unknown = Object.keys(c).filter((k) => !known.includes(k));
   if (unknown.length) {
     return send(res, 400, { error: `unknown control keys ${unknown.join(', ')}` });
   }
-  if ('fail_next' in c && !(Number.isInteger(c.fail_next) && c.fail_next >= 0)) {
-    return send(res, 400, { error: 'fail_next must be a non-negative integer' });
+  for (const k of ['fail_next', 'lose_next']) {
+    if (k in c && !(Number.isInteger(c[k]) && c[k] >= 0)) {
+      return send(res, 400, { error: `${k} must be a non-negative integer` });
+    }
   }
   if ('fail_status' in c && !(Number.isInteger(c.fail_status) && c.fail_status >= 400 && c.fail_status <= 599)) {
     return send(res, 400, { error: 'fail_status must be an HTTP error status' });
@@ -577,12 +596,14 @@ function postControl(res, body) {
     state.failNext = 0;
     state.failStatus = 503;
     state.down = false;
+    state.loseNext = 0;
     repo.checkReferences = args['check-references'];
     capabilityStatement = undefined;
   }
   if ('fail_next' in c) state.failNext = c.fail_next;
   if ('fail_status' in c) state.failStatus = c.fail_status;
   if ('down' in c) state.down = c.down;
+  if ('lose_next' in c) state.loseNext = c.lose_next;
   if ('check_references' in c) {
     repo.checkReferences = c.check_references;
     capabilityStatement = undefined;
