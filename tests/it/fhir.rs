@@ -5,101 +5,50 @@
 //! [`Receiver`] is the test double for every outward connector (webhook, FHIR server, SMART
 //! token endpoint); other tests start it the same way.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use vigil::crm::fhir::{self, AlertFacts, DeviceFacts, Ident, PatientFacts, ServerRef};
 use vigil::crm::smart::SmartClient;
 use vigil::domain::{DeviceId, Metric, Observation, PatientId, now_ms};
 
-use crate::support::clients_dir;
+use crate::support::{Double, clients_dir};
 
 const FHIR_TOKEN: &str = "fhir-test-token-0123";
 
 /// `tests/clients/receiver.py` on a port of its choosing, killed when dropped.
-pub(crate) struct Receiver {
-    /// `http://127.0.0.1:{port}`.
-    pub(crate) base: String,
-    http: reqwest::Client,
-    _child: tokio::process::Child,
-    /// Held so the receiver never writes to a closed pipe.
-    _stdout: BufReader<tokio::process::ChildStdout>,
-}
+pub(crate) struct Receiver(Double);
 
 impl Receiver {
     /// Starts the receiver with `args` (`--webhook-secret`, `--fhir-token`, `--fhir-batch`,
     /// `--smart-public-key` + `--smart-client-id`) and waits until it listens.
     pub(crate) async fn start(args: &[&str]) -> Receiver {
         let script = clients_dir().join("receiver.py");
-        let mut child = tokio::process::Command::new("python3")
-            .arg(&script)
-            .args(["--port", "0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", script.display()));
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line))
-            .await
-            .expect("receiver.py says it listens within 30 s")
-            .unwrap();
-        let port: u16 = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "receiver.py printed {line:?}, not `listening <port>` (are the packages of \
-                     tests/requirements.txt installed? ./scripts/test installs them)"
-                )
-            });
-        Receiver {
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-            _child: child,
-            _stdout: stdout,
-        }
+        let mut all = vec![script.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let install = "tests/requirements.txt (./scripts/test installs it)";
+        Receiver(Double::spawn("python3", &all, install).await)
     }
 
     /// The URL of `path` on the receiver, e.g. `url("/fhir")` for Vigil's `fhir.base_url`.
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.0.url(path)
     }
 
     /// What arrived: `{"webhooks", "webhook_attempts", "webhook_rejected", "fhir",
     /// "fhir_requests", "invalid", "dangling", "batches", "tokens_issued", "token_errors",
     /// "control"}`.
     pub(crate) async fn state(&self) -> Value {
-        let resp = self.http.get(self.url("/_state")).send().await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        resp.json().await.unwrap()
+        self.0.state().await
     }
 
     /// Schedules failures: `{"fail_next": n, "fail_status": 503}`, `{"down": true}`,
     /// `{"reset": true}`.
     pub(crate) async fn control(&self, body: Value) -> Value {
-        let resp = self
-            .http
-            .post(self.url("/_control"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap();
-        assert_eq!(status, StatusCode::OK, "{v}");
-        v
+        self.0.control(body).await
     }
 
     /// Sends `resource` as a FHIR client would: `POST {Type}` with `If-None-Exist` from its
@@ -113,9 +62,10 @@ impl Receiver {
         let kind = resource["resourceType"].as_str().unwrap();
         let query = fhir::identifier_query(resource).expect("every resource has an identifier");
         let req = if put {
-            self.http.put(self.url(&format!("/fhir/{kind}?{query}")))
+            self.0.http.put(self.url(&format!("/fhir/{kind}?{query}")))
         } else {
-            self.http
+            self.0
+                .http
                 .post(self.url(&format!("/fhir/{kind}")))
                 .header("If-None-Exist", query)
         };

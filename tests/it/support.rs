@@ -344,6 +344,84 @@ pub(crate) fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
+/// A test double run as a child process (`tests/clients/receiver.py`,
+/// `tests/fhir-server/server.mjs`): it prints `listening <port>` once it accepts connections on
+/// 127.0.0.1, answers `GET /_state` with what arrived and takes failures to schedule at
+/// `POST /_control`. Killed when dropped.
+pub(crate) struct Double {
+    /// `http://127.0.0.1:{port}`.
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+    _child: tokio::process::Child,
+    /// Held so the double never writes to a closed pipe.
+    _stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+}
+
+impl Double {
+    /// Runs `program args… --port 0` and waits until it says where it listens; `install` says
+    /// what installs the double's packages, for the panic when it cannot start.
+    pub(crate) async fn spawn(program: &str, args: &[&str], install: &str) -> Double {
+        use tokio::io::AsyncBufReadExt;
+        let what = format!("{program} {}", args.first().copied().unwrap_or_default());
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .args(["--port", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line))
+            .await
+            .unwrap_or_else(|_| panic!("{what} says it listens within 30 s"))
+            .unwrap();
+        let port: u16 = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                panic!("{what} printed {line:?}, not `listening <port>` (is {install} installed?)")
+            });
+        Double {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            _child: child,
+            _stdout: stdout,
+        }
+    }
+
+    /// The URL of `path` on the double.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// What arrived, as the double reports it.
+    pub(crate) async fn state(&self) -> Value {
+        let resp = self.http.get(self.url("/_state")).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json().await.unwrap()
+    }
+
+    /// Schedules failures: `{"fail_next": n, "fail_status": 503}`, `{"down": true}`,
+    /// `{"reset": true}` (and the double's own keys); returns the controls now in force.
+    pub(crate) async fn control(&self, body: Value) -> Value {
+        let resp = self
+            .http
+            .post(self.url("/_control"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{v}");
+        v
+    }
+}
+
 /// Runs the Paho device client (`tests/clients/device.py`) and returns its JSON report.
 pub(crate) async fn paho_device(
     mqtt: SocketAddr,
