@@ -39,7 +39,7 @@ async fn alerts(api: &Api, query: &str) -> Vec<Value> {
     v["alerts"].as_array().unwrap().clone()
 }
 
-async fn timeline(api: &Api, patient: &str) -> Vec<Value> {
+pub(crate) async fn timeline(api: &Api, patient: &str) -> Vec<Value> {
     let (s, v) = api.get(&format!("/api/v1/patients/{patient}/record")).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["timeline"].as_array().unwrap().clone()
@@ -47,7 +47,7 @@ async fn timeline(api: &Api, patient: &str) -> Vec<Value> {
 
 /// Waits until the patient has exactly `n` alerts (of any status) and returns them; then
 /// checks that no more arrive for a moment (one condition, one alert).
-async fn exactly(api: &Api, patient: &str, n: usize) -> Vec<Value> {
+pub(crate) async fn exactly(api: &Api, patient: &str, n: usize) -> Vec<Value> {
     let q = &format!("patient_id={patient}");
     eventually(
         WAIT,
@@ -65,7 +65,7 @@ async fn exactly(api: &Api, patient: &str, n: usize) -> Vec<Value> {
     a
 }
 
-fn kinds(timeline: &[Value]) -> Vec<&str> {
+pub(crate) fn kinds(timeline: &[Value]) -> Vec<&str> {
     timeline.iter().filter_map(|e| e["kind"].as_str()).collect()
 }
 

@@ -87,7 +87,10 @@ async fn an_unknown_patient_fails_naming_the_identifier_until_the_mrn_is_set_and
         "{reason}"
     );
     assert!(reason.contains("fhir.create_patients = true"), "{reason}");
-    assert_eq!(failed[0]["attempts"], 1, "refused at once, not retried for a day");
+    assert_eq!(
+        failed[0]["attempts"], 1,
+        "refused at once, not retried for a day"
+    );
     assert_eq!(failed[0]["patient_id"], "p-unk");
     assert!(resources(&rx.state().await, "Observation").is_empty());
 
@@ -151,7 +154,13 @@ async fn a_patient_gone_from_the_server_is_looked_up_again() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let secret = api.device("p-merge-app", "p-merge", "patient-app").await;
-    publish(gw.mqtt, "p-merge-app", &secret, &[("bp_systolic", 200.0, 5)]).await;
+    publish(
+        gw.mqtt,
+        "p-merge-app",
+        &secret,
+        &[("bp_systolic", 200.0, 5)],
+    )
+    .await;
     eventually(WAIT, "the first alert's Flag", || async move {
         (resources(&rx.state().await, "Flag").len() == 1).then_some(())
     })
@@ -251,8 +260,11 @@ async fn every_reading_is_written_once_in_batches_at_the_bounded_rate() {
     assert_eq!(state["invalid"], json!([]));
     assert_eq!(state["dangling"], json!([]));
     let device = &resources(&state, "Device")[0];
-    assert!(obs.iter().all(|o| o["device"]["reference"]
-        == format!("Device/{}", device["id"].as_str().unwrap())));
+    assert!(
+        obs.iter()
+            .all(|o| o["device"]["reference"]
+                == format!("Device/{}", device["id"].as_str().unwrap()))
+    );
     assert!(
         state["batches"].as_u64().unwrap() >= 6,
         "60 readings, 10 a batch: {}",

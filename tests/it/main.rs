@@ -17,6 +17,7 @@ mod external;
 mod faults;
 mod fhir;
 mod fhir_chart;
+mod fhir_ehr;
 mod fhir_server;
 mod influx;
 mod ingest;
