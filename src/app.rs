@@ -569,13 +569,13 @@ fn connectors(
             create_devices: f.create_devices,
         };
         out.push((
-            Connector::Fhir(FhirSink::new(
+            Connector::Fhir(Box::new(FhirSink::new(
                 client(f.retry.timeout_s)?,
                 f.base_url.clone(),
                 auth,
                 registry.clone(),
                 matching,
-            )),
+            ))),
             f.retry.clone(),
         ));
     }

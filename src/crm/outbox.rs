@@ -88,10 +88,11 @@ pub fn settle(
     }
 }
 
-/// An outward connector.
+/// An outward connector. (The FHIR one, with its reference cache and token state, is boxed: one
+/// of each is made at start.)
 pub enum Connector {
     Webhook(WebhookSink),
-    Fhir(FhirSink),
+    Fhir(Box<FhirSink>),
 }
 
 impl Connector {
