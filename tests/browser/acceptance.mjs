@@ -262,9 +262,22 @@ try {
     await page.waitForSelector(`#np-team option[value="${team}"]`, { state: 'attached', timeout: 10000 });
     await page.fill('#np-id', pid);
     await page.fill('#np-name', `Grace ${stamp}`);
+    await page.fill('#np-mrn', `MRN-${stamp}`);
     await page.selectOption('#np-team', team);
     await page.click('#new-patient button[type="submit"]');
     await page.waitForSelector(`#nd-patient option[value="${pid}"]`, { state: 'attached', timeout: 10000 });
+    // The MRN the clinic's record knows the patient by: given with the patient, changed in the
+    // table (saved on leaving the field), and kept by the API.
+    const mrnField = `#pt-mrn-${pid}`;
+    await page.waitForSelector(mrnField, { timeout: 10000 });
+    const mrnGiven = await page.inputValue(mrnField);
+    if (mrnGiven !== `MRN-${stamp}`) throw new Error(`the table shows MRN ${mrnGiven}`);
+    await page.fill(mrnField, `MRN-${stamp}-2`);
+    await page.press(mrnField, 'Tab');
+    const mrnSaved = await until('the MRN saved', 10000, async () => {
+      const r = await pageFetch(page, 'GET', `/api/v1/patients/${pid}/record`);
+      return r.body?.patient?.mrn === `MRN-${stamp}-2` ? r.body.patient.mrn : null;
+    });
     // A duplicate patient is refused with the API's reason, shown by the form.
     await page.fill('#np-id', pid);
     await page.fill('#np-name', 'Duplicate');
@@ -316,7 +329,9 @@ try {
     const visit = new URL(link).pathname;
     await page.evaluate((p) => { location.hash = `#/patients/${p}`; }, pid);
     await page.waitForSelector('#start-visit', { timeout: 10000 });
-    return { team, patient: pid, device: dev, duplicate_refused: dupError, plan_refused: planError, visit };
+    const mrnShown = await page.textContent('dl.facts');
+    if (!mrnShown.includes(`MRN-${stamp}-2`)) throw new Error(`the patient view does not show the MRN: ${mrnShown}`);
+    return { team, patient: pid, device: dev, duplicate_refused: dupError, plan_refused: planError, visit, mrn_given: mrnGiven, mrn_saved: mrnSaved };
   });
 
 

@@ -4,6 +4,10 @@
 import { ApiError, get, patch, post, seg } from './api.js';
 import { announce, clear, copyField, field, h, messageLine } from './util.js';
 
+// The medical record number: as the registry checks it (1–64 of letters, digits, . _ - /).
+const MRN_PATTERN = '[A-Za-z0-9._\\-\\/]{1,64}';
+const MRN_HINT = 'The number the clinic\'s record system knows the patient by (optional): letters, digits, . _ - /';
+
 export class AdminView {
   constructor(root, store, { user, onChanged }) {
     this.root = root;
@@ -61,14 +65,17 @@ export class AdminView {
     const id = h('input', { id: 'np-id', required: true, pattern: '[A-Za-z0-9._\\-]{1,64}', autocomplete: 'off' });
     const name = h('input', { id: 'np-name', required: true, autocomplete: 'off' });
     const birth = h('input', { id: 'np-birth', type: 'date' });
+    const mrn = h('input', { id: 'np-mrn', pattern: MRN_PATTERN, maxlength: '64', autocomplete: 'off' });
     const team = this.teamSelect('np-team');
     const form = h('form', { id: 'new-patient', class: 'grid-form' },
-      field('Patient id', id, '1–64 letters, digits, . _ -'), field('Name', name), field('Birth date', birth), field('Care team', team),
+      field('Patient id', id, '1–64 letters, digits, . _ -'), field('Name', name), field('Birth date', birth),
+      field('MRN', mrn, MRN_HINT), field('Care team', team),
       h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'btn' }, 'Add patient')), msg.el);
     form.addEventListener('submit', async (e) => {
       e.preventDefault();
       const body = { id: id.value.trim(), name: name.value.trim() };
       if (birth.value) body.birth_date = birth.value;
+      if (mrn.value.trim()) body.mrn = mrn.value.trim();
       body.care_team = team.value || 'default';
       try {
         await post('/patients', body);
@@ -94,13 +101,42 @@ export class AdminView {
           sel.value = p.care_team || 'default';
         }
       });
-      return h('tr', {}, h('th', { scope: 'row' }, h('a', { href: `#/patients/${encodeURIComponent(p.id)}` }, p.name)), h('td', {}, p.id), h('td', {}, sel));
+      return h('tr', {}, h('th', { scope: 'row' }, h('a', { href: `#/patients/${encodeURIComponent(p.id)}` }, p.name)), h('td', {}, p.id),
+        h('td', {}, this.mrnInput(p)), h('td', {}, sel));
     });
     clear(this.patientsBox).append(h('h2', { id: 'ad-patients' }, 'Patients'), form,
       h('div', { class: 'scroll tall', tabindex: '0', role: 'region', 'aria-label': 'Patients' }, h('table', { class: 'table' },
-        h('caption', { class: 'visually-hidden' }, 'Patients and their care teams'),
-        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Name'), h('th', { scope: 'col' }, 'Id'), h('th', { scope: 'col' }, 'Care team'))),
+        h('caption', { class: 'visually-hidden' }, 'Patients, their MRNs and care teams'),
+        h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Name'), h('th', { scope: 'col' }, 'Id'), h('th', { scope: 'col' }, 'MRN'), h('th', { scope: 'col' }, 'Care team'))),
         h('tbody', {}, rows))));
+  }
+
+  /**
+   * The patient's MRN, saved when it is changed (on leaving the field or pressing Enter); an
+   * empty field clears it. A refusal (an MRN another patient has) puts the old one back.
+   */
+  mrnInput(p) {
+    const input = h('input', {
+      id: `pt-mrn-${p.id}`, class: 'mrn', pattern: MRN_PATTERN, maxlength: '64', autocomplete: 'off',
+      value: p.mrn || '', 'aria-label': `MRN of ${p.name}`,
+    });
+    input.addEventListener('change', async () => {
+      const value = input.value.trim();
+      if (!input.checkValidity()) {
+        announce(`Not saved: ${MRN_HINT}`);
+        input.value = p.mrn || '';
+        return;
+      }
+      try {
+        await patch(`/patients/${seg(p.id)}`, { mrn: value || null });
+        p.mrn = value || null;
+        announce(value ? `MRN of ${p.name} saved.` : `MRN of ${p.name} cleared.`);
+      } catch (err) {
+        announce(`Not saved: ${err.message}`);
+        input.value = p.mrn || '';
+      }
+    });
+    return input;
   }
 
   renderDevices() {

@@ -92,7 +92,7 @@ export class PatientView {
     this.visitMsg = messageLine();
     const visitBtn = h('button', { type: 'button', class: 'btn', id: 'start-visit', onclick: () => this.startVisit(visitBtn) }, 'Start video visit');
     const facts = [
-      ['Id', patient.id], ['Born', patient.birth_date], ['Care team', patient.care_team],
+      ['Id', patient.id], ['MRN', patient.mrn], ['Born', patient.birth_date], ['Care team', patient.care_team],
       ['Phone', patient.phone], ['Contact', patient.contact_preference],
     ].filter(([, v]) => v);
     this.rangeGroup = h('div', { class: 'segmented', role: 'group', 'aria-label': 'Time range' },
