@@ -79,16 +79,39 @@ fn decode_validate(c: &mut Criterion) {
     g.finish();
 }
 
-/// Decode, validate and commit `n` readings, each its own publish, as concurrent devices would.
+/// Decode, validate and commit `n` readings, each its own publish, as concurrent devices would;
+/// then the same with `fhir.all_readings` on, where each reading's key also goes into the FHIR
+/// spool in the same transaction (what every-reading write-back costs the ingest path).
 fn store(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    let mut g = c.benchmark_group("decode+validate+store");
+    for (name, fhir_spool) in [
+        ("20k vigil-json publishes, group commit, fsync", false),
+        (
+            "20k vigil-json publishes, group commit, fsync, FHIR spool",
+            true,
+        ),
+    ] {
+        store_case(&rt, &mut g, name, fhir_spool);
+    }
+    g.finish();
+}
+
+fn store_case(
+    rt: &tokio::runtime::Runtime,
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    fhir_spool: bool,
+) {
     let dir = tempfile::tempdir().unwrap();
     let store = rt
-        .block_on(async { Store::open(dir.path(), 4096, 16_384, Metrics::new()) })
+        .block_on(async {
+            Store::open_with_outbox(dir.path(), 4096, 16_384, Metrics::new(), None, fhir_spool)
+        })
         .unwrap();
     let profiles = Profiles::built_in().unwrap();
     let profile = profiles.get("pulse-oximeter").unwrap().clone();
@@ -98,10 +121,9 @@ fn store(c: &mut Criterion) {
         .collect();
     let n: u64 = 20_000;
     let mut round = 0i64;
-    let mut g = c.benchmark_group("decode+validate+store");
     g.throughput(Throughput::Elements(n));
     g.sample_size(10);
-    g.bench_function("20k vigil-json publishes, group commit, fsync", |b| {
+    g.bench_function(name, |b| {
         b.iter(|| {
             round += 1;
             let base = 1_700_000_000_000 + round * 1_000_000_000;
@@ -136,7 +158,6 @@ fn store(c: &mut Criterion) {
             })
         })
     });
-    g.finish();
     rt.block_on(store.close());
 }
 
