@@ -23,6 +23,7 @@ mod influx;
 mod ingest;
 mod logs;
 mod mqtt_rules;
+mod postgres;
 mod sign_in_flood;
 mod tls;
 mod visit_browser;
