@@ -15,6 +15,7 @@ pub mod mosquitto;
 mod mrn;
 mod outbox;
 mod password;
+pub mod postgres;
 mod profile;
 mod tokens;
 mod users;

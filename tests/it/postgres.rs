@@ -57,12 +57,17 @@ impl Postgres {
 
     /// Runs `sql` with `psql` as the superuser; its output (unaligned, tuples only).
     pub(crate) async fn sql(&self, sql: &str) -> String {
-        let out = run(
-            "psql",
-            &[&self.url, "-v", "ON_ERROR_STOP=1", "-Atc", sql],
-            None,
-        )
-        .await;
+        self.sql_at(&self.url, sql).await
+    }
+
+    /// Runs `sql` in database `db`.
+    pub(crate) async fn sql_in(&self, db: &str, sql: &str) -> String {
+        let base = self.url.rsplit_once('/').unwrap().0;
+        self.sql_at(&format!("{base}/{db}"), sql).await
+    }
+
+    async fn sql_at(&self, url: &str, sql: &str) -> String {
+        let out = run("psql", &[url, "-v", "ON_ERROR_STOP=1", "-Atc", sql], None).await;
         assert!(out.ok, "psql {sql:?}: {}", out.stderr);
         out.stdout
     }
@@ -101,4 +106,59 @@ async fn a_throwaway_postgres_takes_its_password_and_gives_each_test_its_own_dat
     drop(pg);
     let out = run("psql", &[&url, "-Atc", "SELECT 1"], None).await;
     assert!(!out.ok, "the server is gone after drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_migrating_at_once_apply_each_step_once() {
+    use vigil::registry::postgres::{connect, migrate};
+    let pg = Postgres::start().await;
+    let url = pg.database("vigil").await;
+    // Each step appends to a log table: a step applied twice would show twice.
+    let steps = [
+        "CREATE TABLE step_log (n integer NOT NULL); INSERT INTO step_log VALUES (1);",
+        "INSERT INTO step_log VALUES (2); SELECT pg_sleep(0.2);",
+        "INSERT INTO step_log VALUES (3);",
+    ];
+    let (a, b) = (
+        connect(&url, None).await.unwrap(),
+        connect(&url, None).await.unwrap(),
+    );
+    let (ra, rb) = tokio::join!(migrate(&a, &steps), migrate(&b, &steps));
+    assert_eq!((ra.unwrap(), rb.unwrap()), (3, 3));
+    assert_eq!(
+        pg.sql_in(
+            "vigil",
+            "SELECT string_agg(n::text, ',' ORDER BY n) FROM step_log"
+        )
+        .await
+        .trim(),
+        "1,2,3"
+    );
+    // A build that knows fewer steps than the database has refuses it.
+    let e = migrate(&a, &steps[..2]).await.unwrap_err().to_string();
+    assert!(
+        e.contains("schema version 3, newer than this Vigil's 2"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_or_a_refused_tls_stops_the_connection_with_its_reason() {
+    use vigil::registry::postgres::connect;
+    let pg = Postgres::start().await;
+    let url = pg.database("vigil").await;
+    let wrong = url.replacen("vigil:", "vigil:x", 1);
+    let e = connect(&wrong, None).await.unwrap_err().to_string();
+    assert!(e.contains("password authentication failed"), "{e}");
+    // The test server has no TLS: a URL that requires it gets no connection.
+    let e = connect(&format!("{url}?sslmode=require"), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.to_lowercase().contains("tls") || e.contains("ssl"), "{e}");
+    assert!(
+        connect(&format!("{url}?sslmode=prefer"), None)
+            .await
+            .is_ok()
+    );
 }
