@@ -24,6 +24,7 @@
 
 pub mod alerts;
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod crm;
 pub mod data_dir;

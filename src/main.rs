@@ -70,6 +70,25 @@ enum Command {
         #[command(subcommand)]
         command: BrokerCommand,
     },
+    /// The databases: backups.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Write a consistent snapshot of the embedded databases (and the visit-link signing key)
+    /// to one tar file, while Vigil runs or not. Give the server's --data-dir (or --config).
+    /// Restore: stop Vigil, unpack the file into the data directory, start Vigil.
+    Backup {
+        #[command(flatten)]
+        common: Common,
+        /// The backup file to write (replaced if it exists, only once the new one is complete).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -143,6 +162,15 @@ fn main() -> ExitCode {
             };
             mosquitto_config(cfg, &out)
         }
+        Command::Db {
+            command: DbCommand::Backup { common, to },
+        } => {
+            let cfg = match common.load(None, None) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            db_backup(&cfg, &to)
+        }
         Command::User {
             command:
                 UserCommand::Add {
@@ -210,6 +238,36 @@ async fn signals(stop: CancellationToken, abort: CancellationToken) {
             _ = int.recv() => {}
         }
         token.cancel();
+    }
+}
+
+fn db_backup(cfg: &Config, to: &std::path::Path) -> ExitCode {
+    match vigil::backup::backup(&cfg.data_dir, to) {
+        Ok((m, took)) => {
+            let dbs: Vec<String> = m
+                .databases
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} ({} bytes, schema {})",
+                        d.name, d.bytes, d.schema_version
+                    )
+                })
+                .collect();
+            println!(
+                "backup of {} taken at {} written to {} in {:.1} s: {}",
+                cfg.data_dir.display(),
+                m.taken_at,
+                to.display(),
+                took.as_secs_f64(),
+                dbs.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vigil: backup failed: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod support;
 
 mod alerts;
 mod api;
+mod backup;
 mod care_teams;
 mod cli;
 mod conns;
