@@ -24,18 +24,6 @@ use super::{PatientDetails, Registry, RegistryError, Role};
 /// The id of the care team a patient is put on when none is given.
 pub const DEFAULT_TEAM: &str = "default";
 
-/// Schema version 8: the default care team, and every patient without a team moved to it. It is
-/// idempotent, so it is correct whichever version number it ends up with. (The team's id and
-/// name are written out here because SQL cannot take [`DEFAULT_TEAM`]; a test checks them.)
-pub(super) const SCHEMA_V8: &str = "
-    INSERT OR IGNORE INTO teams (id, name, created_ms)
-        VALUES ('default', 'Default care team', CAST(strftime('%s', 'now') AS INTEGER) * 1000);
-    UPDATE patients SET details = json_set(coalesce(details, '{}'), '$.care_team', 'default')
-     WHERE details IS NULL
-        OR CASE WHEN json_valid(details)
-                THEN coalesce(json_extract(details, '$.care_team'), '') = ''
-                ELSE 0 END;";
-
 /// The care teams a new user starts on: those given, or for a clinician given none, the default
 /// team. (An admin sees every patient; teams change nothing for them.)
 pub fn initial_teams(role: Role, given: Vec<String>) -> Vec<String> {
@@ -145,13 +133,13 @@ mod tests {
     async fn an_old_databases_patients_without_a_team_move_to_the_default_team() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.db");
-        let v8 = super::super::SCHEMA
+        let v8 = super::super::schema::SCHEMA
             .iter()
-            .position(|s| *s == SCHEMA_V8)
+            .position(|s| *s == super::super::schema::SCHEMA_V8)
             .unwrap();
         {
             // The database as the version before this one left it.
-            let c = crate::store::open_db(&path, &super::super::SCHEMA[..v8]).unwrap();
+            let c = crate::store::open_db(&path, &super::super::schema::SCHEMA[..v8]).unwrap();
             c.execute_batch(
                 "INSERT INTO patients (id, name, created_ms, details) VALUES
                    ('p-none', 'A', 0, NULL),

@@ -16,6 +16,7 @@ mod mrn;
 mod outbox;
 mod password;
 mod profile;
+mod schema;
 mod tokens;
 mod users;
 
@@ -37,6 +38,7 @@ pub use tokens::{ApiToken, Scope, TOKEN_PREFIX, token_actor};
 pub use users::{Session, Team, User, UserUpdate};
 
 use crate::domain::{DeviceId, PatientId, format_rfc3339};
+use schema::SCHEMA;
 use crate::store::StoreError;
 
 /// Why a registry operation failed.
@@ -77,63 +79,6 @@ impl From<StoreError> for RegistryError {
     }
 }
 
-const SCHEMA: &[&str] = &[
-    // version 1
-    "CREATE TABLE patients (
-        id         TEXT PRIMARY KEY,
-        name       TEXT NOT NULL,
-        birth_date TEXT,
-        created_ms INTEGER NOT NULL
-     );
-     CREATE TABLE devices (
-        id           TEXT PRIMARY KEY,
-        patient_id   TEXT NOT NULL REFERENCES patients (id),
-        profile      TEXT NOT NULL,
-        secret_hash  BLOB NOT NULL,
-        created_ms   INTEGER NOT NULL,
-        revoked      INTEGER NOT NULL DEFAULT 0,
-        online       INTEGER NOT NULL DEFAULT 0,
-        last_seen_ms INTEGER,
-        battery      INTEGER
-     );
-     CREATE INDEX devices_by_patient ON devices (patient_id);
-     CREATE TABLE users (
-        username      TEXT PRIMARY KEY,
-        password_hash TEXT NOT NULL,
-        role          TEXT NOT NULL,
-        created_ms    INTEGER NOT NULL
-     );
-     CREATE TABLE audit (
-        id         INTEGER PRIMARY KEY,
-        time_ms    INTEGER NOT NULL,
-        actor      TEXT NOT NULL,
-        action     TEXT NOT NULL,
-        patient_id TEXT,
-        target     TEXT NOT NULL,
-        remote     TEXT NOT NULL,
-        prev_hash  BLOB NOT NULL,
-        hash       BLOB NOT NULL
-     );
-     CREATE INDEX audit_by_patient ON audit (patient_id, time_ms);",
-    // version 2: the device's password in Mosquitto's format, for external-broker mode.
-    "ALTER TABLE devices ADD COLUMN broker_hash TEXT;",
-    // version 3: the CRM record — care plans, alerts, the timeline and the outbox.
-    crate::crm::record::SCHEMA_V3,
-    // version 4: care teams and sign-in sessions.
-    users::SCHEMA_V4,
-    // version 5: video visits.
-    crate::video::visits::SCHEMA_V5,
-    // version 6: API tokens.
-    tokens::SCHEMA_V6,
-    // version 7: usernames unique whatever their case.
-    users::SCHEMA_V7,
-    // version 8: the default care team, and every patient on a care team.
-    care_teams::SCHEMA_V8,
-    // version 9: the patient's medical record number, unique where set.
-    mrn::SCHEMA_V9,
-    // version 10: a failed delivery put back in the queue starts a new delivery window.
-    outbox::SCHEMA_V10,
-];
 
 /// A patient as the API shows it.
 #[derive(Debug, Clone, Serialize)]

@@ -10,20 +10,6 @@ use super::users::User;
 use super::{AccessChange, Registry, RegistryError, sha256};
 use crate::domain::format_rfc3339;
 
-/// Schema version 6: API tokens.
-pub(crate) const SCHEMA_V6: &str = "
-    CREATE TABLE api_tokens (
-        id          TEXT PRIMARY KEY,
-        token_hash  BLOB NOT NULL UNIQUE,
-        username    TEXT NOT NULL REFERENCES users (username),
-        label       TEXT NOT NULL,
-        scope       TEXT NOT NULL,
-        created_ms  INTEGER NOT NULL,
-        expires_ms  INTEGER NOT NULL,
-        revoked_ms  INTEGER
-    );
-    CREATE INDEX api_tokens_by_user ON api_tokens (username);";
-
 /// The prefix of every API token's secret (recognisable to secret scanners).
 pub const TOKEN_PREFIX: &str = "vgt_";
 

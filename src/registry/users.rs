@@ -20,46 +20,6 @@ use serde::Serialize;
 use super::{AccessChange, Registry, RegistryError, Role, sha256};
 use crate::domain::format_rfc3339;
 
-/// Schema version 4: care teams, their members, and sessions.
-pub(super) const SCHEMA_V4: &str = "
-    CREATE TABLE teams (
-        id         TEXT PRIMARY KEY,
-        name       TEXT NOT NULL,
-        created_ms INTEGER NOT NULL
-    );
-    CREATE TABLE team_members (
-        team_id  TEXT NOT NULL REFERENCES teams (id),
-        username TEXT NOT NULL REFERENCES users (username),
-        PRIMARY KEY (team_id, username)
-    );
-    CREATE INDEX team_members_by_user ON team_members (username);
-    CREATE TABLE sessions (
-        token_hash BLOB PRIMARY KEY,
-        username   TEXT NOT NULL REFERENCES users (username),
-        csrf       TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        expires_ms INTEGER NOT NULL
-    );
-    CREATE INDEX sessions_by_user ON sessions (username);";
-
-/// Schema version 7: usernames unique whatever their case. A unique index cannot be built on a
-/// registry that already holds two names differing only in case, and merging or dropping one
-/// of those accounts would lose a clinician's access or history; so triggers refuse any new
-/// clash, and the existing pairs are kept (and logged at every start, [`warn_of_case_twins`]).
-pub(super) const SCHEMA_V7: &str = "
-    CREATE INDEX users_by_name_nocase ON users (username COLLATE NOCASE);
-    CREATE TRIGGER users_names_ignore_case_insert BEFORE INSERT ON users
-    WHEN EXISTS (SELECT 1 FROM users WHERE username = NEW.username COLLATE NOCASE)
-    BEGIN
-        SELECT RAISE(ABORT, 'a user of that name exists (usernames ignore case)');
-    END;
-    CREATE TRIGGER users_names_ignore_case_update BEFORE UPDATE OF username ON users
-    WHEN EXISTS (SELECT 1 FROM users
-                 WHERE username = NEW.username COLLATE NOCASE AND rowid <> OLD.rowid)
-    BEGIN
-        SELECT RAISE(ABORT, 'a user of that name exists (usernames ignore case)');
-    END;";
-
 /// SQL for the stored spelling of the username bound to `?1`, whatever its case: the exact
 /// spelling if an account has it, else the one account that matches ignoring case, else NULL
 /// (none, or two older accounts that differ only in case: neither is guessed).
