@@ -30,7 +30,8 @@ use axum::response::Response;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 use crate::domain::{PatientId, now_ms};
 use crate::registry::{AuditEntry, Role};
 

@@ -35,9 +35,10 @@ use tokio::sync::broadcast::{
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Principal;
+use super::error::ApiError;
+use super::extract::{ApiResult, audit_line};
 use super::recheck::{Concerns, Rechecks, recheck};
-use super::routes::{ApiResult, audit_line};
-use super::{ApiError, AppState};
+use super::state::AppState;
 use crate::crm::Crm;
 use crate::domain::{Metric, format_rfc3339};
 use crate::registry::{AccessChange, Registry};

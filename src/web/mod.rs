@@ -12,6 +12,7 @@ mod assets;
 mod auth;
 mod conn;
 mod error;
+mod extract;
 mod live;
 mod panel;
 mod recheck;
@@ -20,6 +21,7 @@ mod routes;
 mod serve;
 mod session;
 mod signal;
+mod state;
 mod visits;
 
 use std::sync::Arc;
@@ -40,43 +42,11 @@ pub use panel::PanelCache;
 pub use serve::serve;
 pub use session::LoginThrottle;
 pub(crate) use signal::end_emptied_visits;
+pub use state::AppState;
 
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::telemetry::Metrics;
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub registry: Registry,
-    pub store: Store,
-    pub metrics: Metrics,
-    pub bootstrap: Option<Arc<BootstrapToken>>,
-    pub crm: crate::crm::Crm,
-    /// Latest values and sparklines for the panel.
-    pub panel: PanelCache,
-    /// The live feed's fan-out.
-    pub live: LiveHub,
-    /// Failed sign-ins.
-    pub throttle: Arc<LoginThrottle>,
-    /// How long a dashboard session lasts.
-    pub session_lifetime: Duration,
-    /// Whether cookies get `Secure` (the dashboard is served over TLS).
-    pub secure_cookies: bool,
-    /// Signs and checks video visits' join links.
-    pub visit_key: Arc<crate::video::token::TokenKey>,
-    /// How long a visit's join links work.
-    pub visit_link_ttl: Duration,
-    /// The origin join links point at (`http.public_url`, or derived from the listener); never
-    /// a request's `Host`, which a client chooses.
-    pub public_url: Arc<str>,
-    /// The video relay's calls.
-    pub rooms: Arc<crate::video::relay::Rooms>,
-    /// The `[video]` settings (ICE servers for the browsers).
-    pub video: Arc<crate::config::VideoConfig>,
-    /// How devices reach Vigil (told to the admin who provisions one).
-    pub device_access: Arc<crate::ingest::access::DeviceAccess>,
-}
 
 /// The whole HTTP application.
 pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {

@@ -19,8 +19,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{Principal, check_patient};
-use super::routes::{ApiResult, audit_line, patient_id, time_param};
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::extract::{ApiResult, audit_line, patient_id, time_param};
+use super::state::AppState;
 use crate::alerts::rules::Severity;
 use crate::crm::record::{AlertQuery, AlertStatus};
 use crate::domain::{DeviceId, Metric, PatientId, format_rfc3339, now_ms};

@@ -12,12 +12,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{Principal, check_patient};
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::extract::{ApiResult, audit_line, patient_id, require_admin, time_param};
+use super::state::AppState;
 use crate::domain::{DeviceId, Metric, PatientId, format_rfc3339, now_ms, parse_rfc3339};
 use crate::registry::{AuditEntry, PatientDetails, Role};
 use crate::store::ObservationQuery;
-
-pub(super) type ApiResult<T> = Result<T, ApiError>;
 
 pub(super) fn api() -> Router<AppState> {
     Router::new()
@@ -104,44 +104,8 @@ pub(super) async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     )
 }
 
-pub(super) fn patient_id(s: &str) -> ApiResult<PatientId> {
-    PatientId::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))
-}
-
 fn device_id(s: &str) -> ApiResult<DeviceId> {
     DeviceId::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))
-}
-
-pub(super) fn require_admin(p: &Principal) -> ApiResult<()> {
-    if p.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden("this needs the admin role".into()))
-    }
-}
-
-/// Writes one audit line, naming the caller as [`Principal::actor`] does; a request whose
-/// audit line cannot be written is not answered.
-pub(super) async fn audit_line(
-    s: &AppState,
-    p: &Principal,
-    action: &str,
-    patient: Option<&PatientId>,
-    target: &str,
-) -> ApiResult<()> {
-    s.registry
-        .audit(
-            AuditEntry {
-                actor: &p.actor(),
-                action,
-                patient_id: patient,
-                target,
-                remote: &p.remote,
-            },
-            now_ms(),
-        )
-        .await
-        .map_err(ApiError::from)
 }
 
 #[derive(Deserialize)]
@@ -358,18 +322,6 @@ struct ObsParams {
 
 const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 100_000;
-
-pub(super) fn time_param(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> {
-    v.filter(|s| !s.is_empty())
-        .map(|s| {
-            parse_rfc3339(s).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "{name} {s:?} is not an RFC 3339 time like 2026-11-25T13:00:00Z"
-                ))
-            })
-        })
-        .transpose()
-}
 
 async fn observations(
     State(s): State<AppState>,

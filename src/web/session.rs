@@ -20,8 +20,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Principal, SESSION_COOKIE, cookie};
-use super::routes::ApiResult;
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::extract::ApiResult;
+use super::state::AppState;
 use crate::domain::now_ms;
 use crate::registry::{AuditEntry, Session};
 use crate::throttle::{Backoff, FailureThrottle};
