@@ -10,11 +10,15 @@
 mod admin;
 mod assets;
 mod auth;
+mod bootstrap;
 mod conn;
 mod error;
 mod extract;
 mod live;
+mod live_hub;
+mod login_throttle;
 mod panel;
+mod panel_cache;
 mod recheck;
 mod record;
 mod routes;
@@ -34,13 +38,13 @@ use axum::routing::get;
 use tower_http::timeout::TimeoutLayer;
 
 pub use assets::CSP;
-pub use auth::{BootstrapError, BootstrapToken};
+pub use bootstrap::{BootstrapError, BootstrapToken};
 pub use conn::Deadlines;
 pub use error::ApiError;
-pub use live::LiveHub;
-pub use panel::PanelCache;
+pub use live_hub::LiveHub;
+pub use login_throttle::LoginThrottle;
+pub use panel_cache::PanelCache;
 pub use serve::serve;
-pub use session::LoginThrottle;
 pub(crate) use signal::end_emptied_visits;
 pub use state::AppState;
 

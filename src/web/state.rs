@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::auth::BootstrapToken;
-use super::live::LiveHub;
-use super::panel::PanelCache;
-use super::session::LoginThrottle;
+use super::bootstrap::BootstrapToken;
+use super::live_hub::LiveHub;
+use super::login_throttle::LoginThrottle;
+use super::panel_cache::PanelCache;
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::telemetry::Metrics;
