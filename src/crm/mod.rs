@@ -27,10 +27,19 @@ use std::sync::Arc;
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::alerts::engine::Effect;
+use crate::alerts::rules::CarePlan;
+use crate::domain::PatientId;
 use crate::registry::Registry;
 use crate::telemetry::Metrics;
 use record::{Event, Sink};
-use task::Command;
+
+/// What the API tells the engine (run by [`task::run`]).
+#[derive(Debug)]
+pub enum Command {
+    PlanChanged(PatientId, Option<Arc<CarePlan>>),
+    Acknowledged(PatientId, String),
+    Resolved(PatientId, String),
+}
 
 /// A handle to the record's live side; cheap to clone.
 #[derive(Clone)]

@@ -21,8 +21,8 @@ use super::error::ApiError;
 use super::extract::{ApiResult, audit_line, patient_id, require_admin, time_param};
 use super::state::AppState;
 use crate::alerts::rules::CarePlan;
+use crate::crm::Command;
 use crate::crm::record::{AlertActionError, AlertQuery, AlertStatus};
-use crate::crm::task::Command;
 use crate::domain::now_ms;
 use crate::registry::{NOT_CLEARED, PatientDetails};
 
