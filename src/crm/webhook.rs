@@ -8,7 +8,8 @@ use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
-use super::outbox::{Attempt, OutboxRow};
+use super::retry::Attempt;
+use crate::registry::OutboxRow;
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
