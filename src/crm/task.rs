@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Command, Crm};
 use crate::alerts::engine::{Effect, Engine, Input, Settings};
 use crate::alerts::rules::CarePlan;
-use crate::domain::{DeviceId, Observation, PatientId, now_ms};
+use crate::domain::{DeviceId, Observation, now_ms};
 use crate::registry::RegistryError;
 use crate::store::{CommittedBatch, ObservationQuery, Store, StoreError};
 

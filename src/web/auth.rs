@@ -29,7 +29,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use subtle::ConstantTimeEq;
 
-use super::bootstrap::BootstrapToken;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::domain::{PatientId, now_ms};

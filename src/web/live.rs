@@ -16,7 +16,6 @@
 //! ([`super::recheck`]), taking its user's current teams. A connection whose credential ended
 //! (signed out, expired, revoked, role changed) is closed with code 4001 and the reason.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,11 +27,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use futures_util::SinkExt as _;
 use serde_json::json;
-use tokio::sync::broadcast::{
-    self,
-    error::{RecvError, TryRecvError},
-};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::auth::Principal;
 use super::error::ApiError;
@@ -40,10 +35,7 @@ use super::extract::{ApiResult, audit_line};
 use super::live_hub::{LiveItem, coalesce};
 use super::recheck::{Concerns, Rechecks, recheck};
 use super::state::AppState;
-use crate::crm::Crm;
-use crate::domain::{Metric, format_rfc3339};
-use crate::registry::{AccessChange, Registry};
-use crate::store::Store;
+use crate::registry::AccessChange;
 use crate::telemetry::Metrics;
 
 /// Close code for a client dropped for falling behind (4000–4999: private use).

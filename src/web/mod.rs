@@ -28,7 +28,6 @@ mod signal;
 mod state;
 mod visits;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -47,10 +46,6 @@ pub use panel_cache::PanelCache;
 pub use serve::serve;
 pub(crate) use signal::end_emptied_visits;
 pub use state::AppState;
-
-use crate::registry::Registry;
-use crate::store::Store;
-use crate::telemetry::Metrics;
 
 /// The whole HTTP application.
 pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {

@@ -15,8 +15,8 @@ use super::auth::{Principal, check_patient};
 use super::error::ApiError;
 use super::extract::{ApiResult, audit_line, patient_id, require_admin, time_param};
 use super::state::AppState;
-use crate::domain::{DeviceId, Metric, PatientId, format_rfc3339, now_ms, parse_rfc3339};
-use crate::registry::{AuditEntry, PatientDetails, Role};
+use crate::domain::{DeviceId, Metric, format_rfc3339, now_ms};
+use crate::registry::PatientDetails;
 use crate::store::ObservationQuery;
 
 pub(super) fn api() -> Router<AppState> {
