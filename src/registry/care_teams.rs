@@ -19,10 +19,8 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{PatientDetails, Registry, RegistryError, Role};
-
-/// The id of the care team a patient is put on when none is given.
-pub const DEFAULT_TEAM: &str = "default";
+use super::error::RegistryError;
+use super::{DEFAULT_TEAM, PatientDetails, Registry, Role};
 
 /// The care teams a new user starts on: those given, or for a clinician given none, the default
 /// team. (An admin sees every patient; teams change nothing for them.)
@@ -33,27 +31,6 @@ pub fn initial_teams(role: Role, given: Vec<String>) -> Vec<String> {
         given
     }
 }
-
-/// A new patient's details, on the default team when they name none.
-pub(super) fn on_a_team(mut details: PatientDetails) -> PatientDetails {
-    if details.care_team.as_deref().is_none_or(str::is_empty) {
-        details.care_team = Some(DEFAULT_TEAM.to_owned());
-    }
-    details
-}
-
-/// Refuses an update that would leave a patient on no care team (an empty string clears a
-/// field).
-pub(super) fn check_not_cleared(update: &PatientDetails) -> Result<(), RegistryError> {
-    if update.care_team.as_deref() == Some("") {
-        return Err(RegistryError::Invalid(NOT_CLEARED.into()));
-    }
-    Ok(())
-}
-
-/// Why a patient's team cannot be cleared, in the words the API answers with.
-pub const NOT_CLEARED: &str = "care_team cannot be cleared: every patient belongs to a care team; \
-     give another team's id to move the patient";
 
 /// Why no clinician can see a patient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -125,7 +102,7 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::domain::PatientId;
-    use crate::registry::Profiles;
+    use crate::registry::{Profiles, check_not_cleared, on_a_team};
 
     const PASSWORD: &str = "amber kettle orbit meadow";
 

@@ -10,14 +10,18 @@
 //! and would turn every reconnect storm into a CPU storm); passwords, which people choose, are
 //! stored as Argon2id, hashed and checked only in [`password`]'s bounded hasher.
 
+mod actor;
 mod care_teams;
+mod error;
 pub mod mosquitto;
 mod mrn;
 mod outbox;
 mod password;
+mod password_policy;
 mod profile;
 mod schema;
 mod tokens;
+mod usernames;
 mod users;
 
 use std::collections::HashMap;
@@ -30,55 +34,41 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use care_teams::{DEFAULT_TEAM, NOT_CLEARED, UnseenPatient, UnseenReason, initial_teams};
+pub use actor::token_actor;
+pub use care_teams::{UnseenPatient, UnseenReason, initial_teams};
+pub use error::RegistryError;
 pub use mrn::MRN_MAX_CHARS;
 pub use outbox::{Delivery, Lane, OutboxRow, QueuedReading, READING, Settled};
 pub use profile::{PayloadFormat, Profile, ProfileError, Profiles};
-pub use tokens::{ApiToken, Scope, TOKEN_PREFIX, token_actor};
+pub use tokens::{ApiToken, Scope, TOKEN_PREFIX};
 pub use users::{Session, Team, User, UserUpdate};
 
 use crate::domain::{DeviceId, PatientId, format_rfc3339};
 use schema::SCHEMA;
-use crate::store::StoreError;
 
-/// Why a registry operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("{0} already exists")]
-    Exists(String),
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("registry database error: {0}")]
-    Db(String),
-    /// SQLite found no room on the data directory's disk; the change was rolled back whole.
-    #[error("the data directory's disk is full")]
-    Full,
-    /// Too many password checks are running and waiting; the caller may try again shortly.
-    #[error("too many password checks are under way; try again shortly")]
-    Busy,
-}
+/// The id of the care team a patient is put on when none is given.
+pub const DEFAULT_TEAM: &str = "default";
 
-impl From<rusqlite::Error> for RegistryError {
-    fn from(e: rusqlite::Error) -> Self {
-        if crate::store::is_disk_full(&e) {
-            RegistryError::Full
-        } else {
-            RegistryError::Db(e.to_string())
-        }
+/// A new patient's details, on the default team when they name none.
+fn on_a_team(mut details: PatientDetails) -> PatientDetails {
+    if details.care_team.as_deref().is_none_or(str::is_empty) {
+        details.care_team = Some(DEFAULT_TEAM.to_owned());
     }
+    details
 }
 
-impl From<StoreError> for RegistryError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Full => RegistryError::Full,
-            e => RegistryError::Db(e.to_string()),
-        }
+/// Refuses an update that would leave a patient on no care team (an empty string clears a
+/// field).
+fn check_not_cleared(update: &PatientDetails) -> Result<(), RegistryError> {
+    if update.care_team.as_deref() == Some("") {
+        return Err(RegistryError::Invalid(NOT_CLEARED.into()));
     }
+    Ok(())
 }
 
+/// Why a patient's team cannot be cleared, in the words the API answers with.
+pub const NOT_CLEARED: &str = "care_team cannot be cleared: every patient belongs to a care team; \
+     give another team's id to move the patient";
 
 /// A patient as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -594,7 +584,7 @@ impl Registry {
     /// Opens (or creates) `registry.db` in `dir` and loads device credentials into memory.
     pub fn open(dir: &Path, profiles: Profiles) -> Result<Registry, RegistryError> {
         let conn = crate::store::open_db(&dir.join("registry.db"), SCHEMA)?;
-        users::warn_of_case_twins(&conn)?;
+        usernames::warn_of_case_twins(&conn)?;
         let mut devices = HashMap::new();
         {
             let mut stmt =
@@ -706,7 +696,7 @@ impl Registry {
         }
         let mrn = mrn.as_deref().map(mrn::check).transpose()?.flatten();
         details.check()?;
-        let details = care_teams::on_a_team(details);
+        let details = on_a_team(details);
         let details_json = details.to_json();
         self.with(move |c| {
             let n = c
@@ -761,7 +751,7 @@ impl Registry {
         // `None`: unchanged; `Some(None)`: cleared.
         let mrn = mrn.as_deref().map(mrn::check).transpose()?;
         details.check()?;
-        care_teams::check_not_cleared(&details)?;
+        check_not_cleared(&details)?;
         let current = self.patient(id.clone()).await?;
         let team_before = current.details.care_team.clone();
         let mrn_changed = mrn.as_ref().is_some_and(|m| *m != current.mrn);
@@ -1080,7 +1070,7 @@ impl Registry {
                 "username must be 1 to 64 characters of A-Z a-z 0-9 . _ - @".into(),
             ));
         }
-        users::check_password(password, username)?;
+        password_policy::check_password(password, username)?;
         let hash = self.hasher.hash(ACCOUNTS, password).await?;
         let username = username.to_owned();
         self.with(move |c| {
@@ -1129,7 +1119,7 @@ impl Registry {
                 Ok(c.query_row(
                     &format!(
                         "SELECT password_hash, role FROM users WHERE username = {}",
-                        users::NAMED
+                        usernames::NAMED
                     ),
                     [username],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -1199,7 +1189,7 @@ impl Registry {
                     from_ms,
                     to_ms,
                     i64::try_from(limit).unwrap_or(i64::MAX),
-                    tokens::TOKEN_ACTOR_INFIX,
+                    actor::TOKEN_ACTOR_INFIX,
                 ],
                 |r| {
                     Ok(AuditRecord {

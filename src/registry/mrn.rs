@@ -11,7 +11,7 @@
 //!
 //! It must never log an MRN: it identifies a person outside Vigil.
 
-use super::RegistryError;
+use super::error::RegistryError;
 
 /// The longest MRN accepted.
 pub const MRN_MAX_CHARS: usize = 64;

@@ -15,7 +15,8 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Registry, RegistryError};
+use super::Registry;
+use super::error::RegistryError;
 use crate::domain::format_rfc3339;
 
 /// The `event_type` of a reading's row.

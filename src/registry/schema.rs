@@ -172,7 +172,7 @@ const SCHEMA_V6: &str = "
 /// Schema version 7: usernames unique whatever their case. A unique index cannot be built on a
 /// registry that already holds two names differing only in case, and merging or dropping one
 /// of those accounts would lose a clinician's access or history; so triggers refuse any new
-/// clash, and the existing pairs are kept (and logged at every start, `users::warn_of_case_twins`).
+/// clash, and the existing pairs are kept (and logged at every start, `usernames::warn_of_case_twins`).
 const SCHEMA_V7: &str = "
     CREATE INDEX users_by_name_nocase ON users (username COLLATE NOCASE);
     CREATE TRIGGER users_names_ignore_case_insert BEFORE INSERT ON users
