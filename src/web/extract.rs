@@ -2,7 +2,7 @@
 //! and the audit line. It uses no handler module and the router uses none of it, so every
 //! handler module can use it without an import cycle.
 
-use crate::domain::{PatientId, now_ms, parse_rfc3339};
+use crate::domain::{DeviceId, PatientId, now_ms, parse_rfc3339};
 use crate::registry::{AuditEntry, Role};
 
 use super::auth::Principal;
@@ -15,6 +15,11 @@ pub(super) type ApiResult<T> = Result<T, ApiError>;
 /// The patient id in a path, or 400.
 pub(super) fn patient_id(s: &str) -> ApiResult<PatientId> {
     PatientId::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// The device id in a path, or 400.
+pub(super) fn device_id(s: &str) -> ApiResult<DeviceId> {
+    DeviceId::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// Ok for an admin, 403 for anyone else.
@@ -61,4 +66,21 @@ pub(super) fn time_param(name: &str, v: Option<&str>) -> ApiResult<Option<i64>> 
             })
         })
         .transpose()
+}
+
+/// Rows a list answers when the caller gives no `limit` (observations, dead letters, InfluxDB
+/// rejections, the audit trail).
+pub(super) const DEFAULT_LIMIT: usize = 1000;
+/// The largest `limit` those lists take.
+pub(super) const MAX_LIMIT: usize = 100_000;
+
+/// The `order` parameter: `oldest` (the default) or `newest` first.
+pub(super) fn newest_first(order: Option<&str>) -> ApiResult<bool> {
+    match order {
+        None | Some("oldest") => Ok(false),
+        Some("newest") => Ok(true),
+        Some(_) => Err(ApiError::BadRequest(
+            "order must be oldest or newest".into(),
+        )),
+    }
 }

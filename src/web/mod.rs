@@ -9,16 +9,21 @@
 
 mod admin;
 mod assets;
+mod audit;
 mod auth;
 mod bootstrap;
 mod conn;
+mod devices;
 mod error;
 mod extract;
+mod health;
 mod live;
 mod live_hub;
 mod login_throttle;
 mod panel;
 mod panel_cache;
+mod patients;
+mod readings;
 mod recheck;
 mod record;
 mod routes;
@@ -56,8 +61,8 @@ pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {
             auth::require,
         ));
     Router::new()
-        .route("/healthz", get(routes::healthz))
-        .route("/metrics", get(routes::metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
         .route("/", get(assets::index))
         .route("/visit/{id}", get(assets::visit_page))
         .route("/assets/{*path}", get(assets::asset))
