@@ -20,7 +20,7 @@ use rusqlite::params;
 use serde::Serialize;
 
 use super::error::RegistryError;
-use super::{DEFAULT_TEAM, PatientDetails, Registry, Role};
+use super::{DEFAULT_TEAM, Registry, Role};
 
 /// The care teams a new user starts on: those given, or for a clinician given none, the default
 /// team. (An admin sees every patient; teams change nothing for them.)
@@ -102,7 +102,7 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::domain::PatientId;
-    use crate::registry::{Profiles, check_not_cleared, on_a_team};
+    use crate::registry::{PatientDetails, Profiles, check_not_cleared, on_a_team};
 
     const PASSWORD: &str = "amber kettle orbit meadow";
 
