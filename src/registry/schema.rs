@@ -172,7 +172,8 @@ const SCHEMA_V6: &str = "
 /// Schema version 7: usernames unique whatever their case. A unique index cannot be built on a
 /// registry that already holds two names differing only in case, and merging or dropping one
 /// of those accounts would lose a clinician's access or history; so triggers refuse any new
-/// clash, and the existing pairs are kept (and logged at every start, `usernames::warn_of_case_twins`).
+/// clash, and the existing pairs are kept (and logged at every start,
+/// `usernames::warn_of_case_twins`).
 const SCHEMA_V7: &str = "
     CREATE INDEX users_by_name_nocase ON users (username COLLATE NOCASE);
     CREATE TRIGGER users_names_ignore_case_insert BEFORE INSERT ON users
@@ -189,7 +190,7 @@ const SCHEMA_V7: &str = "
 
 /// Schema version 8: the default care team, and every patient without a team moved to it. It is
 /// idempotent, so it is correct whichever version number it ends up with. (The team's id and
-/// name are written out here because SQL cannot take `care_teams::DEFAULT_TEAM`; a test checks them.)
+/// name are written out here because SQL cannot take `DEFAULT_TEAM`; a test checks them.)
 pub(super) const SCHEMA_V8: &str = "
     INSERT OR IGNORE INTO teams (id, name, created_ms)
         VALUES ('default', 'Default care team', CAST(strftime('%s', 'now') AS INTEGER) * 1000);

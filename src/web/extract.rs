@@ -1,13 +1,12 @@
-//! What the `/api/v1` handlers share: parsing ids and times from the request, the admin check
-//! and the audit line. It uses no handler module and the router uses none of it, so every
-//! handler module can use it without an import cycle.
-
-use crate::domain::{DeviceId, PatientId, now_ms, parse_rfc3339};
-use crate::registry::{AuditEntry, Role};
+//! What the `/api/v1` handlers share: parsing ids, times and a list's order from the request,
+//! the limits of long lists, the admin check and the audit line. It uses no handler module and
+//! the router uses none of it, so every handler module can use it without an import cycle.
 
 use super::auth::Principal;
 use super::error::ApiError;
 use super::state::AppState;
+use crate::domain::{DeviceId, PatientId, now_ms, parse_rfc3339};
+use crate::registry::{AuditEntry, Role};
 
 /// What a handler returns: its answer, or the error the client is told.
 pub(super) type ApiResult<T> = Result<T, ApiError>;

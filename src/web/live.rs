@@ -3,10 +3,11 @@
 //!
 //! One hub task ([`super::live_hub`]) turns committed readings, alert events and device status
 //! changes into JSON once, and fans them out; each connection only filters and writes. It is a
-//! display feed, not a log: within one store commit only the newest reading of each patient's metric is
-//! sent (and, when a connection finds several batches waiting, only the newest of all of them),
-//! and a connection that cannot keep up is closed (code 4008, "too slow") rather than
-//! allowed to hold memory or slow the others; the dashboard reconnects and reloads its panel.
+//! display feed, not a log: within one store commit only the newest reading of each patient's
+//! metric is sent (and, when a connection finds several batches waiting, only the newest of all
+//! of them), and a connection that cannot keep up is closed (code 4008, "too slow") rather
+//! than allowed to hold memory or slow the others; the dashboard reconnects and reloads its
+//! panel.
 //! Nothing on this path can slow ingest: the store's feed is a broadcast that never waits.
 //!
 //! Who sees an event is decided when it is written, never only when the socket opened: the hub
