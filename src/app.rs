@@ -14,13 +14,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::alerts::engine::Settings;
 use crate::config::{Config, MqttMode, RetryConfig};
+use crate::crm::Command;
 use crate::crm::Crm;
 use crate::crm::fhir_refs::Matching;
 use crate::crm::fhir_sink::{FhirAuth, FhirSink};
 use crate::crm::outbox::Connector;
 use crate::crm::readings::ReadingsLane;
 use crate::crm::smart::SmartClient;
-use crate::crm::task::Command;
 use crate::crm::webhook::WebhookSink;
 use crate::data_dir::{self, DataDirLock};
 use crate::domain::now_ms;

@@ -14,7 +14,18 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest::tls::TlsError;
+/// Why the TLS settings could not be used; names the config key.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{key}: cannot read {path}: {reason}")]
+    Read {
+        key: &'static str,
+        path: String,
+        reason: String,
+    },
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
 
 /// How often the files are looked at.
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);

@@ -32,9 +32,10 @@ use serde_json::Value;
 
 use super::fhir::{self, AlertFacts, DeviceFacts, Ident, PatientFacts, ServerRef};
 use super::fhir_refs::{self, Found, Matching, PatientKey, RefCache};
-use super::outbox::{Attempt, OutboxRow};
+use super::retry::Attempt;
 use super::smart::SmartClient;
 use crate::domain::{DeviceId, Metric, Observation, PatientId, parse_rfc3339};
+use crate::registry::OutboxRow;
 use crate::registry::{Registry, RegistryError};
 
 /// How the connector authenticates.

@@ -3,7 +3,7 @@
 //! - [`record`]: care plans, alerts, the timeline and the outbox, in `registry.db`.
 //! - [`task`]: the alert engine's shell — committed observations in, effects out to the
 //!   record, one transaction per batch.
-//! - [`outbox`]: one worker per outward sink, delivering in order with retries.
+//! - [`outbox`]: one worker per outward sink, delivering in order with retries ([`retry`]).
 //! - [`webhook`], [`fhir_sink`] (with [`fhir`] resource builders, [`fhir_refs`] for finding
 //!   the server's patients and devices, and [`smart`] credentials): the connectors;
 //!   [`readings`] sends every stored reading to FHIR where the clinic wants it.
@@ -18,6 +18,7 @@ pub mod fhir_sink;
 pub mod outbox;
 pub mod readings;
 pub mod record;
+pub mod retry;
 pub mod smart;
 pub mod task;
 pub mod webhook;
@@ -27,10 +28,19 @@ use std::sync::Arc;
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::alerts::engine::Effect;
+use crate::alerts::rules::CarePlan;
+use crate::domain::PatientId;
 use crate::registry::Registry;
 use crate::telemetry::Metrics;
 use record::{Event, Sink};
-use task::Command;
+
+/// What the API tells the engine (run by [`task::run`]).
+#[derive(Debug)]
+pub enum Command {
+    PlanChanged(PatientId, Option<Arc<CarePlan>>),
+    Acknowledged(PatientId, String),
+    Resolved(PatientId, String),
+}
 
 /// A handle to the record's live side; cheap to clone.
 #[derive(Clone)]

@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 use super::fhir_sink::{self, FhirSink};
-use super::outbox::{jitter, settle};
+use super::retry::{jitter, settle};
 use crate::config::RetryConfig;
 use crate::domain::now_ms;
 use crate::registry::{Lane, QueuedReading, Registry};

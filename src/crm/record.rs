@@ -17,62 +17,6 @@ use crate::alerts::rules::{CarePlan, Severity};
 use crate::domain::{Observation, PatientId, format_rfc3339};
 use crate::registry::{Registry, RegistryError};
 
-pub(crate) const SCHEMA_V3: &str = "
-    ALTER TABLE patients ADD COLUMN details TEXT;
-    CREATE TABLE care_plans (
-        patient_id TEXT PRIMARY KEY REFERENCES patients (id),
-        plan       TEXT NOT NULL,
-        updated_ms INTEGER NOT NULL,
-        updated_by TEXT NOT NULL
-    );
-    CREATE TABLE alerts (
-        id              TEXT PRIMARY KEY,
-        patient_id      TEXT NOT NULL,
-        rule_id         TEXT NOT NULL,
-        kind            TEXT NOT NULL,
-        severity        TEXT NOT NULL,
-        status          TEXT NOT NULL,
-        message         TEXT NOT NULL,
-        opened_ms       INTEGER NOT NULL,
-        trigger_json    TEXT,
-        escalations     INTEGER NOT NULL DEFAULT 0,
-        escalated_ms    INTEGER NOT NULL,
-        acknowledged_ms INTEGER,
-        acknowledged_by TEXT,
-        ack_note        TEXT,
-        resolved_ms     INTEGER,
-        resolved_by     TEXT,
-        resolve_note    TEXT
-    );
-    CREATE UNIQUE INDEX alerts_one_unresolved ON alerts (patient_id, rule_id)
-        WHERE status <> 'resolved';
-    CREATE INDEX alerts_by_time ON alerts (opened_ms);
-    CREATE INDEX alerts_by_patient ON alerts (patient_id, opened_ms);
-    CREATE TABLE timeline (
-        id         INTEGER PRIMARY KEY,
-        patient_id TEXT NOT NULL,
-        time_ms    INTEGER NOT NULL,
-        kind       TEXT NOT NULL,
-        data       TEXT NOT NULL
-    );
-    CREATE INDEX timeline_by_patient ON timeline (patient_id, time_ms);
-    CREATE TABLE outbox (
-        id           INTEGER PRIMARY KEY,
-        sink         TEXT NOT NULL,
-        event_id     TEXT NOT NULL,
-        event_type   TEXT NOT NULL,
-        patient_id   TEXT NOT NULL,
-        payload      TEXT NOT NULL,
-        created_ms   INTEGER NOT NULL,
-        status       TEXT NOT NULL DEFAULT 'pending',
-        attempts     INTEGER NOT NULL DEFAULT 0,
-        next_ms      INTEGER NOT NULL,
-        done_ms      INTEGER,
-        last_error   TEXT,
-        UNIQUE (sink, event_id)
-    );
-    CREATE INDEX outbox_pending ON outbox (sink, status, id);";
-
 /// Where outbox events go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

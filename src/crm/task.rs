@@ -12,20 +12,12 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::Crm;
+use super::{Command, Crm};
 use crate::alerts::engine::{Effect, Engine, Input, Settings};
 use crate::alerts::rules::CarePlan;
-use crate::domain::{DeviceId, Observation, PatientId, now_ms};
+use crate::domain::{DeviceId, Observation, now_ms};
 use crate::registry::RegistryError;
 use crate::store::{CommittedBatch, ObservationQuery, Store, StoreError};
-
-/// What the API tells the engine.
-#[derive(Debug)]
-pub enum Command {
-    PlanChanged(PatientId, Option<Arc<CarePlan>>),
-    Acknowledged(PatientId, String),
-    Resolved(PatientId, String),
-}
 
 #[derive(Debug, thiserror::Error)]
 enum RebuildError {

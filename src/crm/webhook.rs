@@ -8,16 +8,14 @@ use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
-use super::outbox::{Attempt, OutboxRow};
+use super::retry::Attempt;
+use crate::registry::OutboxRow;
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
-/// The signing key a `whsec_<base64>` secret encodes (24 to 64 bytes), if it is one.
-pub fn signing_key(secret: &str) -> Option<Vec<u8>> {
-    let b64 = secret.strip_prefix("whsec_")?;
-    let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    (24..=64).contains(&key.len()).then_some(key)
-}
+/// The signing key a `whsec_<base64>` secret encodes; defined with the settings, which check
+/// the secret at start-up and must not depend on the delivery side.
+pub use crate::config::webhook_signing_key as signing_key;
 
 /// The `webhook-signature` header value for one attempt.
 pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {

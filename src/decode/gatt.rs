@@ -15,8 +15,8 @@
 
 use time::{Date, Month, PrimitiveDateTime, Time};
 
+use super::reading::{DecodeError, RawReading};
 use super::sfloat::{self, SpecialValue};
-use super::{DecodeError, RawReading};
 
 const HEART_RATE: u16 = 0x2a37;
 const BLOOD_PRESSURE: u16 = 0x2a35;

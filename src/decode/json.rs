@@ -14,7 +14,7 @@ use serde::de::{self, Deserialize, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{DecodeError, RawReading};
+use super::reading::{DecodeError, RawReading};
 
 /// A JSON object that knows how to read itself from a map.
 pub(crate) trait FromMap<'de>: Sized {

@@ -13,7 +13,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, MapAccess, SeqAccess, Visitor};
 
 use super::json::{self, Any, MAX_ELEMENTS, Number, Quoted};
-use super::{DecodeError, RawReading};
+use super::reading::{DecodeError, RawReading};
 
 /// The SenML version RFC 8428 defines; a pack declaring a later one must not be used (§4.4).
 const SUPPORTED_VERSION: f64 = 10.0;

@@ -9,7 +9,7 @@ use std::fmt;
 use serde::de::{self, Deserialize, MapAccess, SeqAccess, Visitor};
 
 use super::json::{self, Any, MAX_ELEMENTS, Quoted};
-use super::{DecodeError, RawReading};
+use super::reading::{DecodeError, RawReading};
 
 pub(crate) fn decode(payload: &[u8]) -> Result<Vec<RawReading>, DecodeError> {
     json::parse(payload, Payload)

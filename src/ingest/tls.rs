@@ -15,19 +15,8 @@ use tokio_rustls::TlsAcceptor;
 use x509_cert::der::Decode;
 
 use crate::tls_reload::ReloadingCert;
-
-/// Why the TLS settings could not be used; names the config key.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("{key}: cannot read {path}: {reason}")]
-    Read {
-        key: &'static str,
-        path: String,
-        reason: String,
-    },
-    #[error("{key}: {reason}")]
-    Invalid { key: &'static str, reason: String },
-}
+/// Re-exported: the error lives with the certificate loader, which the acceptor builds on.
+pub use crate::tls_reload::TlsError;
 
 fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let err = |reason: String| TlsError::Read {

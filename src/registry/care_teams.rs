@@ -19,22 +19,8 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{PatientDetails, Registry, RegistryError, Role};
-
-/// The id of the care team a patient is put on when none is given.
-pub const DEFAULT_TEAM: &str = "default";
-
-/// Schema version 8: the default care team, and every patient without a team moved to it. It is
-/// idempotent, so it is correct whichever version number it ends up with. (The team's id and
-/// name are written out here because SQL cannot take [`DEFAULT_TEAM`]; a test checks them.)
-pub(super) const SCHEMA_V8: &str = "
-    INSERT OR IGNORE INTO teams (id, name, created_ms)
-        VALUES ('default', 'Default care team', CAST(strftime('%s', 'now') AS INTEGER) * 1000);
-    UPDATE patients SET details = json_set(coalesce(details, '{}'), '$.care_team', 'default')
-     WHERE details IS NULL
-        OR CASE WHEN json_valid(details)
-                THEN coalesce(json_extract(details, '$.care_team'), '') = ''
-                ELSE 0 END;";
+use super::error::RegistryError;
+use super::{DEFAULT_TEAM, Registry, Role};
 
 /// The care teams a new user starts on: those given, or for a clinician given none, the default
 /// team. (An admin sees every patient; teams change nothing for them.)
@@ -45,27 +31,6 @@ pub fn initial_teams(role: Role, given: Vec<String>) -> Vec<String> {
         given
     }
 }
-
-/// A new patient's details, on the default team when they name none.
-pub(super) fn on_a_team(mut details: PatientDetails) -> PatientDetails {
-    if details.care_team.as_deref().is_none_or(str::is_empty) {
-        details.care_team = Some(DEFAULT_TEAM.to_owned());
-    }
-    details
-}
-
-/// Refuses an update that would leave a patient on no care team (an empty string clears a
-/// field).
-pub(super) fn check_not_cleared(update: &PatientDetails) -> Result<(), RegistryError> {
-    if update.care_team.as_deref() == Some("") {
-        return Err(RegistryError::Invalid(NOT_CLEARED.into()));
-    }
-    Ok(())
-}
-
-/// Why a patient's team cannot be cleared, in the words the API answers with.
-pub const NOT_CLEARED: &str = "care_team cannot be cleared: every patient belongs to a care team; \
-     give another team's id to move the patient";
 
 /// Why no clinician can see a patient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -137,7 +102,7 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::domain::PatientId;
-    use crate::registry::Profiles;
+    use crate::registry::{PatientDetails, Profiles, check_not_cleared, on_a_team};
 
     const PASSWORD: &str = "amber kettle orbit meadow";
 
@@ -145,13 +110,13 @@ mod tests {
     async fn an_old_databases_patients_without_a_team_move_to_the_default_team() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.db");
-        let v8 = super::super::SCHEMA
+        let v8 = super::super::schema::SCHEMA
             .iter()
-            .position(|s| *s == SCHEMA_V8)
+            .position(|s| *s == super::super::schema::SCHEMA_V8)
             .unwrap();
         {
             // The database as the version before this one left it.
-            let c = crate::store::open_db(&path, &super::super::SCHEMA[..v8]).unwrap();
+            let c = crate::store::open_db(&path, &super::super::schema::SCHEMA[..v8]).unwrap();
             c.execute_batch(
                 "INSERT INTO patients (id, name, created_ms, details) VALUES
                    ('p-none', 'A', 0, NULL),

@@ -10,14 +10,19 @@
 //! and would turn every reconnect storm into a CPU storm); passwords, which people choose, are
 //! stored as Argon2id, hashed and checked only in [`password`]'s bounded hasher.
 
+mod actor;
 mod care_teams;
+mod error;
 pub mod mosquitto;
 mod mrn;
 mod outbox;
 mod password;
+mod password_policy;
 pub mod postgres;
 mod profile;
+mod schema;
 mod tokens;
+mod usernames;
 mod users;
 
 use std::collections::HashMap;
@@ -30,111 +35,41 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use care_teams::{DEFAULT_TEAM, NOT_CLEARED, UnseenPatient, UnseenReason, initial_teams};
+pub use actor::token_actor;
+pub use care_teams::{UnseenPatient, UnseenReason, initial_teams};
+pub use error::RegistryError;
 pub use mrn::MRN_MAX_CHARS;
 pub use outbox::{Delivery, Lane, OutboxRow, QueuedReading, READING, Settled};
 pub use profile::{PayloadFormat, Profile, ProfileError, Profiles};
-pub use tokens::{ApiToken, Scope, TOKEN_PREFIX, token_actor};
+pub use tokens::{ApiToken, Scope, TOKEN_PREFIX};
 pub use users::{Session, Team, User, UserUpdate};
 
 use crate::domain::{DeviceId, PatientId, format_rfc3339};
-use crate::store::StoreError;
+use schema::SCHEMA;
 
-/// Why a registry operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("{0} already exists")]
-    Exists(String),
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("registry database error: {0}")]
-    Db(String),
-    /// SQLite found no room on the data directory's disk; the change was rolled back whole.
-    #[error("the data directory's disk is full")]
-    Full,
-    /// Too many password checks are running and waiting; the caller may try again shortly.
-    #[error("too many password checks are under way; try again shortly")]
-    Busy,
-}
+/// The id of the care team a patient is put on when none is given.
+pub const DEFAULT_TEAM: &str = "default";
 
-impl From<rusqlite::Error> for RegistryError {
-    fn from(e: rusqlite::Error) -> Self {
-        if crate::store::is_disk_full(&e) {
-            RegistryError::Full
-        } else {
-            RegistryError::Db(e.to_string())
-        }
+/// A new patient's details, on the default team when they name none.
+fn on_a_team(mut details: PatientDetails) -> PatientDetails {
+    if details.care_team.as_deref().is_none_or(str::is_empty) {
+        details.care_team = Some(DEFAULT_TEAM.to_owned());
     }
+    details
 }
 
-impl From<StoreError> for RegistryError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Full => RegistryError::Full,
-            e => RegistryError::Db(e.to_string()),
-        }
+/// Refuses an update that would leave a patient on no care team (an empty string clears a
+/// field).
+fn check_not_cleared(update: &PatientDetails) -> Result<(), RegistryError> {
+    if update.care_team.as_deref() == Some("") {
+        return Err(RegistryError::Invalid(NOT_CLEARED.into()));
     }
+    Ok(())
 }
 
-const SCHEMA: &[&str] = &[
-    // version 1
-    "CREATE TABLE patients (
-        id         TEXT PRIMARY KEY,
-        name       TEXT NOT NULL,
-        birth_date TEXT,
-        created_ms INTEGER NOT NULL
-     );
-     CREATE TABLE devices (
-        id           TEXT PRIMARY KEY,
-        patient_id   TEXT NOT NULL REFERENCES patients (id),
-        profile      TEXT NOT NULL,
-        secret_hash  BLOB NOT NULL,
-        created_ms   INTEGER NOT NULL,
-        revoked      INTEGER NOT NULL DEFAULT 0,
-        online       INTEGER NOT NULL DEFAULT 0,
-        last_seen_ms INTEGER,
-        battery      INTEGER
-     );
-     CREATE INDEX devices_by_patient ON devices (patient_id);
-     CREATE TABLE users (
-        username      TEXT PRIMARY KEY,
-        password_hash TEXT NOT NULL,
-        role          TEXT NOT NULL,
-        created_ms    INTEGER NOT NULL
-     );
-     CREATE TABLE audit (
-        id         INTEGER PRIMARY KEY,
-        time_ms    INTEGER NOT NULL,
-        actor      TEXT NOT NULL,
-        action     TEXT NOT NULL,
-        patient_id TEXT,
-        target     TEXT NOT NULL,
-        remote     TEXT NOT NULL,
-        prev_hash  BLOB NOT NULL,
-        hash       BLOB NOT NULL
-     );
-     CREATE INDEX audit_by_patient ON audit (patient_id, time_ms);",
-    // version 2: the device's password in Mosquitto's format, for external-broker mode.
-    "ALTER TABLE devices ADD COLUMN broker_hash TEXT;",
-    // version 3: the CRM record — care plans, alerts, the timeline and the outbox.
-    crate::crm::record::SCHEMA_V3,
-    // version 4: care teams and sign-in sessions.
-    users::SCHEMA_V4,
-    // version 5: video visits.
-    crate::video::visits::SCHEMA_V5,
-    // version 6: API tokens.
-    tokens::SCHEMA_V6,
-    // version 7: usernames unique whatever their case.
-    users::SCHEMA_V7,
-    // version 8: the default care team, and every patient on a care team.
-    care_teams::SCHEMA_V8,
-    // version 9: the patient's medical record number, unique where set.
-    mrn::SCHEMA_V9,
-    // version 10: a failed delivery put back in the queue starts a new delivery window.
-    outbox::SCHEMA_V10,
-];
+/// Why a patient's team cannot be cleared, in the words the API answers with.
+pub const NOT_CLEARED: &str = "care_team cannot be cleared: every patient belongs to a care team; \
+     give another team's id to move the patient";
 
 /// A patient as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -650,7 +585,7 @@ impl Registry {
     /// Opens (or creates) `registry.db` in `dir` and loads device credentials into memory.
     pub fn open(dir: &Path, profiles: Profiles) -> Result<Registry, RegistryError> {
         let conn = crate::store::open_db(&dir.join("registry.db"), SCHEMA)?;
-        users::warn_of_case_twins(&conn)?;
+        usernames::warn_of_case_twins(&conn)?;
         let mut devices = HashMap::new();
         {
             let mut stmt =
@@ -762,7 +697,7 @@ impl Registry {
         }
         let mrn = mrn.as_deref().map(mrn::check).transpose()?.flatten();
         details.check()?;
-        let details = care_teams::on_a_team(details);
+        let details = on_a_team(details);
         let details_json = details.to_json();
         self.with(move |c| {
             let n = c
@@ -817,7 +752,7 @@ impl Registry {
         // `None`: unchanged; `Some(None)`: cleared.
         let mrn = mrn.as_deref().map(mrn::check).transpose()?;
         details.check()?;
-        care_teams::check_not_cleared(&details)?;
+        check_not_cleared(&details)?;
         let current = self.patient(id.clone()).await?;
         let team_before = current.details.care_team.clone();
         let mrn_changed = mrn.as_ref().is_some_and(|m| *m != current.mrn);
@@ -1136,7 +1071,7 @@ impl Registry {
                 "username must be 1 to 64 characters of A-Z a-z 0-9 . _ - @".into(),
             ));
         }
-        users::check_password(password, username)?;
+        password_policy::check_password(password, username)?;
         let hash = self.hasher.hash(ACCOUNTS, password).await?;
         let username = username.to_owned();
         self.with(move |c| {
@@ -1185,7 +1120,7 @@ impl Registry {
                 Ok(c.query_row(
                     &format!(
                         "SELECT password_hash, role FROM users WHERE username = {}",
-                        users::NAMED
+                        usernames::NAMED
                     ),
                     [username],
                     |r| Ok((r.get(0)?, r.get(1)?)),
@@ -1255,7 +1190,7 @@ impl Registry {
                     from_ms,
                     to_ms,
                     i64::try_from(limit).unwrap_or(i64::MAX),
-                    tokens::TOKEN_ACTOR_INFIX,
+                    actor::TOKEN_ACTOR_INFIX,
                 ],
                 |r| {
                     Ok(AuditRecord {

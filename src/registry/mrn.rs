@@ -11,12 +11,7 @@
 //!
 //! It must never log an MRN: it identifies a person outside Vigil.
 
-use super::RegistryError;
-
-/// Schema version 9: the MRN column, unique where set.
-pub(super) const SCHEMA_V9: &str = "
-    ALTER TABLE patients ADD COLUMN mrn TEXT;
-    CREATE UNIQUE INDEX patients_by_mrn ON patients (mrn) WHERE mrn IS NOT NULL;";
+use super::error::RegistryError;
 
 /// The longest MRN accepted.
 pub const MRN_MAX_CHARS: usize = 64;

@@ -15,16 +15,9 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Registry, RegistryError};
+use super::Registry;
+use super::error::RegistryError;
 use crate::domain::format_rfc3339;
-
-/// Schema version 10: a failed delivery put back in the queue starts a new delivery window
-/// (`retried_ms`; attempts made before are in `attempts_before_retry`), and an index finds a
-/// patient's deliveries for a retry of them all.
-pub(super) const SCHEMA_V10: &str = "
-    ALTER TABLE outbox ADD COLUMN retried_ms INTEGER;
-    ALTER TABLE outbox ADD COLUMN attempts_before_retry INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX outbox_by_patient ON outbox (patient_id, sink, status);";
 
 /// The `event_type` of a reading's row.
 pub const READING: &str = "reading";

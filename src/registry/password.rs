@@ -25,7 +25,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use subtle::ConstantTimeEq as _;
 use tokio::sync::oneshot;
 
-use super::RegistryError;
+use super::error::RegistryError;
 
 /// Threads hashing at once, each with its own 19 MiB.
 pub(super) const WORKERS: usize = 2;

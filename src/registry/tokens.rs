@@ -6,35 +6,13 @@
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use super::error::RegistryError;
 use super::users::User;
-use super::{AccessChange, Registry, RegistryError, sha256};
+use super::{AccessChange, Registry, sha256};
 use crate::domain::format_rfc3339;
-
-/// Schema version 6: API tokens.
-pub(crate) const SCHEMA_V6: &str = "
-    CREATE TABLE api_tokens (
-        id          TEXT PRIMARY KEY,
-        token_hash  BLOB NOT NULL UNIQUE,
-        username    TEXT NOT NULL REFERENCES users (username),
-        label       TEXT NOT NULL,
-        scope       TEXT NOT NULL,
-        created_ms  INTEGER NOT NULL,
-        expires_ms  INTEGER NOT NULL,
-        revoked_ms  INTEGER
-    );
-    CREATE INDEX api_tokens_by_user ON api_tokens (username);";
 
 /// The prefix of every API token's secret (recognisable to secret scanners).
 pub const TOKEN_PREFIX: &str = "vgt_";
-
-/// The audit trail's actor for a request made with an API token: its user and the token,
-/// `nina (token:tok_…)`. `GET /audit?user=nina` finds these lines as well as nina's own.
-pub fn token_actor(user: &str, token_id: &str) -> String {
-    format!("{user}{TOKEN_ACTOR_INFIX}{token_id})")
-}
-
-/// What follows the username in [`token_actor`], up to the token's id.
-pub(super) const TOKEN_ACTOR_INFIX: &str = " (token:";
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,7 +114,7 @@ impl Registry {
         let token = self
             .with(move |c| {
                 // Any spelling of the name; the token holds the stored one.
-                let user = super::users::stored_name(c, &asked)?
+                let user = super::usernames::stored_name(c, &asked)?
                     .ok_or_else(|| RegistryError::NotFound(format!("user {asked}")))?;
                 c.execute(
                     "INSERT INTO api_tokens (id, token_hash, username, label, scope, created_ms, expires_ms)

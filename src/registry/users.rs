@@ -14,80 +14,14 @@
 //!
 //! It must never store a session token or a password in the clear.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{AccessChange, Registry, RegistryError, Role, sha256};
+use super::error::RegistryError;
+use super::password_policy::check_password;
+use super::usernames::{NAMED, stored_name};
+use super::{AccessChange, Registry, Role, sha256};
 use crate::domain::format_rfc3339;
-
-/// Schema version 4: care teams, their members, and sessions.
-pub(super) const SCHEMA_V4: &str = "
-    CREATE TABLE teams (
-        id         TEXT PRIMARY KEY,
-        name       TEXT NOT NULL,
-        created_ms INTEGER NOT NULL
-    );
-    CREATE TABLE team_members (
-        team_id  TEXT NOT NULL REFERENCES teams (id),
-        username TEXT NOT NULL REFERENCES users (username),
-        PRIMARY KEY (team_id, username)
-    );
-    CREATE INDEX team_members_by_user ON team_members (username);
-    CREATE TABLE sessions (
-        token_hash BLOB PRIMARY KEY,
-        username   TEXT NOT NULL REFERENCES users (username),
-        csrf       TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        expires_ms INTEGER NOT NULL
-    );
-    CREATE INDEX sessions_by_user ON sessions (username);";
-
-/// Schema version 7: usernames unique whatever their case. A unique index cannot be built on a
-/// registry that already holds two names differing only in case, and merging or dropping one
-/// of those accounts would lose a clinician's access or history; so triggers refuse any new
-/// clash, and the existing pairs are kept (and logged at every start, [`warn_of_case_twins`]).
-pub(super) const SCHEMA_V7: &str = "
-    CREATE INDEX users_by_name_nocase ON users (username COLLATE NOCASE);
-    CREATE TRIGGER users_names_ignore_case_insert BEFORE INSERT ON users
-    WHEN EXISTS (SELECT 1 FROM users WHERE username = NEW.username COLLATE NOCASE)
-    BEGIN
-        SELECT RAISE(ABORT, 'a user of that name exists (usernames ignore case)');
-    END;
-    CREATE TRIGGER users_names_ignore_case_update BEFORE UPDATE OF username ON users
-    WHEN EXISTS (SELECT 1 FROM users
-                 WHERE username = NEW.username COLLATE NOCASE AND rowid <> OLD.rowid)
-    BEGIN
-        SELECT RAISE(ABORT, 'a user of that name exists (usernames ignore case)');
-    END;";
-
-/// SQL for the stored spelling of the username bound to `?1`, whatever its case: the exact
-/// spelling if an account has it, else the one account that matches ignoring case, else NULL
-/// (none, or two older accounts that differ only in case: neither is guessed).
-pub(super) const NAMED: &str = "COALESCE(
-    (SELECT username FROM users WHERE username = ?1),
-    (SELECT CASE WHEN COUNT(*) = 1 THEN MIN(username) END
-     FROM users WHERE username = ?1 COLLATE NOCASE))";
-
-/// The stored spelling of the user `name` names ([`NAMED`]), if any.
-pub(super) fn stored_name(c: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
-    c.prepare_cached(&format!("SELECT {NAMED}"))?
-        .query_row([name], |r| r.get(0))
-}
-
-/// Logs the accounts whose names differ only in case (made before usernames ignored case).
-pub(super) fn warn_of_case_twins(c: &Connection) -> rusqlite::Result<()> {
-    let mut stmt = c.prepare(
-        "SELECT group_concat(username, ', ') FROM users
-         GROUP BY username COLLATE NOCASE HAVING COUNT(*) > 1",
-    )?;
-    for names in stmt.query_map([], |r| r.get::<_, String>(0))? {
-        tracing::warn!(
-            users = %names?,
-            "user accounts whose names differ only in case: each signs in under its exact spelling only; retire the one not in use (new password, no teams)"
-        );
-    }
-    Ok(())
-}
 
 /// A user as the API shows it (never the password hash).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -136,115 +70,6 @@ pub(super) fn check_team_id(id: &str) -> Result<(), RegistryError> {
             "team id must be 1 to 64 characters of A-Z a-z 0-9 . _ -".into(),
         ))
     }
-}
-
-/// Passwords of 12 or more characters that appear near the top of breach corpora, lower-cased.
-/// A password that is one of these (ignoring case) is refused.
-const COMMON: &[&str] = &[
-    "123456789012",
-    "1234567890123",
-    "12345678901234",
-    "123456789123",
-    "1234567891011",
-    "111111111111",
-    "000000000000",
-    "123123123123",
-    "qwertyuiop123",
-    "qwertyuiopasdf",
-    "qwertyuiopasdfgh",
-    "qwertyuiopasdfghjkl",
-    "qwerty123456",
-    "qwerty1234567",
-    "1qaz2wsx3edc",
-    "1q2w3e4r5t6y",
-    "1q2w3e4r5t6y7u",
-    "zaq12wsxcde3",
-    "asdfghjkl123",
-    "zxcvbnm12345",
-    "password1234",
-    "password12345",
-    "password123456",
-    "password1234567",
-    "passwordpassword",
-    "password!234",
-    "p@ssw0rd1234",
-    "p@ssword1234",
-    "passw0rd1234",
-    "iloveyou1234",
-    "iloveyou123456",
-    "welcome12345",
-    "welcome123456",
-    "letmein12345",
-    "letmein123456",
-    "administrator",
-    "administrator1",
-    "admin1234567",
-    "adminadmin123",
-    "changeme1234",
-    "changeme123456",
-    "trustno112345",
-    "sunshine1234",
-    "princess1234",
-    "football1234",
-    "baseball1234",
-    "superman1234",
-    "starwars1234",
-    "monkey123456",
-    "dragon123456",
-    "abc123456789",
-    "abcdefghijkl",
-    "abcd12345678",
-    "aa1234567890",
-    "1234567890qwerty",
-    "qwerty1234567890",
-    "hospital1234",
-    "hospital12345",
-    "patient12345",
-    "nurse1234567",
-    "doctor123456",
-    "correcthorsebatterystaple",
-    "correct horse battery staple",
-    "vigil1234567",
-    "vigilvigil12",
-];
-
-/// The password policy (NIST SP 800-63B): 12 to 1024 characters, any characters, no composition
-/// rules; refused are one character or one short group repeated, runs of consecutive characters
-/// (`abcdefghijkl`, `987654321098`), well-known breached passwords, and passwords containing
-/// the username.
-pub(super) fn check_password(password: &str, username: &str) -> Result<(), RegistryError> {
-    let invalid = |why: &str| Err(RegistryError::Invalid(format!("password {why}")));
-    let chars: Vec<char> = password.chars().collect();
-    if !(12..=1024).contains(&chars.len()) {
-        return invalid("must be 12 to 1024 characters");
-    }
-    if chars.iter().all(|c| *c == chars[0]) {
-        return invalid("must not be one character repeated");
-    }
-    if (2..=chars.len() / 2)
-        .any(|n| chars.len().is_multiple_of(n) && chars.chunks(n).all(|c| c == &chars[..n]))
-    {
-        return invalid("must not be a short group of characters repeated");
-    }
-    let step = |a: char, b: char| i64::from(u32::from(b)) - i64::from(u32::from(a));
-    let digit_wrap = |a: char, b: char| a.is_ascii_digit() && b.is_ascii_digit();
-    for dir in [1i64, -1] {
-        let run = chars.windows(2).all(|w| {
-            let d = step(w[0], w[1]);
-            d == dir || (digit_wrap(w[0], w[1]) && d == -9 * dir)
-        });
-        if run {
-            return invalid("must not be a run of consecutive characters");
-        }
-    }
-    let lower = password.to_lowercase();
-    if COMMON.contains(&lower.as_str()) {
-        return invalid("is one of the most common passwords; choose another");
-    }
-    if !username.is_empty() && lower.contains(&username.to_lowercase()) {
-        return invalid("must not contain the username");
-    }
-    Ok(())
 }
 
 fn random_token() -> Result<(String, [u8; 32]), RegistryError> {

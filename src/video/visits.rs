@@ -8,20 +8,6 @@ use serde_json::json;
 use crate::domain::{PatientId, format_rfc3339};
 use crate::registry::{Registry, RegistryError};
 
-/// Schema version 5: video visits.
-pub(crate) const SCHEMA_V5: &str = "
-    CREATE TABLE visits (
-        id         TEXT PRIMARY KEY,
-        patient_id TEXT NOT NULL REFERENCES patients (id),
-        created_by TEXT NOT NULL,
-        created_ms INTEGER NOT NULL,
-        expires_ms INTEGER NOT NULL,
-        started_ms INTEGER,
-        ended_ms   INTEGER,
-        ended_by   TEXT
-    );
-    CREATE INDEX visits_by_patient ON visits (patient_id, created_ms);";
-
 /// A visit as the API shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Visit {

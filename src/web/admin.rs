@@ -10,8 +10,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::Principal;
-use super::routes::{ApiResult, audit_line, require_admin};
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::extract::{ApiResult, audit_line, require_admin};
+use super::state::AppState;
 use crate::domain::now_ms;
 use crate::registry::{Role, UserUpdate, initial_teams};
 

@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
-use super::ApiError;
+use super::error::ApiError;
 
 include!(concat!(env!("OUT_DIR"), "/dashboard_assets.rs"));
 

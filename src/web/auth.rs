@@ -27,10 +27,10 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 use crate::domain::{PatientId, now_ms};
 use crate::registry::{AuditEntry, Role};
 
@@ -38,53 +38,6 @@ use crate::registry::{AuditEntry, Role};
 pub(crate) const SESSION_COOKIE: &str = "vigil_session";
 /// The header that carries the CSRF token.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
-
-/// The bootstrap token, kept only as its SHA-256 so it is compared in constant time and never
-/// printed.
-pub struct BootstrapToken([u8; 32]);
-
-/// The shortest bootstrap token accepted. The operator chooses it, so it may be guessable; the
-/// failure throttle slows guessing from one address, and the length keeps many addresses from
-/// making up for it.
-pub(crate) const MIN_BOOTSTRAP_CHARS: usize = 16;
-
-/// Why `VIGIL_BOOTSTRAP_TOKEN` was refused at start.
-#[derive(Debug, thiserror::Error)]
-pub enum BootstrapError {
-    #[error(
-        "VIGIL_BOOTSTRAP_TOKEN must be at least {MIN_BOOTSTRAP_CHARS} characters (it has {0}); make one with `openssl rand -hex 24`"
-    )]
-    TooShort(usize),
-    #[error(
-        "VIGIL_BOOTSTRAP_TOKEN is still a placeholder (it contains CHANGE-ME); make one with `openssl rand -hex 24`"
-    )]
-    Placeholder,
-}
-
-impl BootstrapToken {
-    /// `Ok(None)` for an empty secret (no bootstrap token: an empty one must never let anyone
-    /// in); refused when short or still the documented placeholder.
-    pub fn new(secret: &str) -> Result<Option<BootstrapToken>, BootstrapError> {
-        if secret.is_empty() {
-            return Ok(None);
-        }
-        let chars = secret.chars().count();
-        if chars < MIN_BOOTSTRAP_CHARS {
-            return Err(BootstrapError::TooShort(chars));
-        }
-        if secret.to_ascii_lowercase().contains("change-me") {
-            return Err(BootstrapError::Placeholder);
-        }
-        Ok(Some(BootstrapToken(
-            Sha256::digest(secret.as_bytes()).into(),
-        )))
-    }
-
-    fn matches(&self, presented: &str) -> bool {
-        let h: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        h.ct_eq(&self.0).into()
-    }
-}
 
 /// The authenticated caller, put in the request's extensions for handlers.
 #[derive(Debug, Clone)]
@@ -389,23 +342,6 @@ mod tests {
             expires_ms: None,
             request: "GET /api/v1/patients".into(),
         }
-    }
-
-    #[test]
-    fn a_bootstrap_token_must_be_long_and_not_the_placeholder() {
-        assert!(BootstrapToken::new("").unwrap().is_none(), "unset");
-        for short in ["change-me", "x", "fifteen-chars-x"] {
-            assert!(
-                matches!(BootstrapToken::new(short), Err(BootstrapError::TooShort(_))),
-                "{short}"
-            );
-        }
-        assert!(matches!(
-            BootstrapToken::new("CHANGE-ME-bootstrap-token"),
-            Err(BootstrapError::Placeholder)
-        ));
-        let t = BootstrapToken::new("sixteen-chars-ok").unwrap().unwrap();
-        assert!(t.matches("sixteen-chars-ok") && !t.matches("sixteen-chars-o"));
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The live feed: `GET /api/v1/live`, a WebSocket of JSON events for the patients the user may
 //! see — `observation`, `alert` and `device_status` — so the dashboard updates without polling.
 //!
-//! One hub task turns committed readings, alert events and device status changes into JSON
-//! once, and fans them out; each connection only filters and writes. It is a display feed,
-//! not a log: within one store commit only the newest reading of each patient's metric is
-//! sent (and, when a connection finds several batches waiting, only the newest of all of them),
-//! and a connection that cannot keep up is closed (code 4008, "too slow") rather than
-//! allowed to hold memory or slow the others; the dashboard reconnects and reloads its panel.
+//! One hub task ([`super::live_hub`]) turns committed readings, alert events and device status
+//! changes into JSON once, and fans them out; each connection only filters and writes. It is a
+//! display feed, not a log: within one store commit only the newest reading of each patient's
+//! metric is sent (and, when a connection finds several batches waiting, only the newest of all
+//! of them), and a connection that cannot keep up is closed (code 4008, "too slow") rather
+//! than allowed to hold memory or slow the others; the dashboard reconnects and reloads its
+//! panel.
 //! Nothing on this path can slow ingest: the store's feed is a broadcast that never waits.
 //!
 //! Who sees an event is decided when it is written, never only when the socket opened: the hub
@@ -16,7 +17,6 @@
 //! ([`super::recheck`]), taking its user's current teams. A connection whose credential ended
 //! (signed out, expired, revoked, role changed) is closed with code 4001 and the reason.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,20 +28,15 @@ use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use futures_util::SinkExt as _;
 use serde_json::json;
-use tokio::sync::broadcast::{
-    self,
-    error::{RecvError, TryRecvError},
-};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::auth::Principal;
+use super::error::ApiError;
+use super::extract::{ApiResult, audit_line};
+use super::live_hub::{LiveItem, coalesce};
 use super::recheck::{Concerns, Rechecks, recheck};
-use super::routes::{ApiResult, audit_line};
-use super::{ApiError, AppState};
-use crate::crm::Crm;
-use crate::domain::{Metric, format_rfc3339};
-use crate::registry::{AccessChange, Registry};
-use crate::store::Store;
+use super::state::AppState;
+use crate::registry::AccessChange;
 use crate::telemetry::Metrics;
 
 /// Close code for a client dropped for falling behind (4000–4999: private use).
@@ -49,236 +44,6 @@ pub(crate) const CLOSE_TOO_SLOW: u16 = 4008;
 /// A write that takes longer than this marks the client as not reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_EVERY: Duration = Duration::from_secs(30);
-/// How often the hub reads patients' care teams again without an announced change (changes
-/// made by another process).
-const TEAMS_REFRESH: Duration = Duration::from_secs(15);
-/// Batches the hub holds for a slow connection before it is dropped.
-const HUB_CAPACITY: usize = 512;
-
-/// One event, serialised once for every connection.
-#[derive(Clone)]
-pub(crate) struct LiveItem {
-    patient_id: Arc<str>,
-    /// The patient's care team when the event was made: who may see it.
-    team: Option<Arc<str>>,
-    /// For a reading: its metric (a newer reading of the same patient's metric replaces it).
-    metric: Option<Metric>,
-    json: Utf8Bytes,
-}
-
-/// The fan-out point of the live feed; cheap to clone.
-#[derive(Clone)]
-pub struct LiveHub {
-    tx: broadcast::Sender<Arc<[LiveItem]>>,
-    stop: CancellationToken,
-}
-
-impl LiveHub {
-    pub fn new(stop: CancellationToken) -> LiveHub {
-        let (tx, _) = broadcast::channel(HUB_CAPACITY);
-        LiveHub { tx, stop }
-    }
-
-    /// Closes every live connection (code 1001) and ends [`LiveHub::run`].
-    pub fn stop(&self) {
-        self.stop.cancel();
-    }
-
-    fn send(&self, items: Vec<LiveItem>) {
-        if !items.is_empty() {
-            // No receiver is fine: nobody is watching.
-            let _ = self.tx.send(items.into());
-        }
-    }
-
-    /// Turns commits, alert events and device changes into live events until stopped.
-    pub async fn run(self, store: Store, crm: Crm, registry: Registry) {
-        let mut readings = store.subscribe();
-        let mut alerts = crm.subscribe();
-        let mut devices = registry.subscribe_devices();
-        let mut access = registry.subscribe_access();
-        let mut teams = Teams::new(registry);
-        teams.reload().await;
-        let mut refresh = tokio::time::interval(TEAMS_REFRESH);
-        refresh.tick().await;
-        loop {
-            // A patient's move is taken in before any event received after it.
-            loop {
-                match access.try_recv() {
-                    Ok(change) => teams.apply(change),
-                    Err(TryRecvError::Lagged(_)) => teams.reload().await,
-                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-                }
-            }
-            let items = tokio::select! {
-                () = self.stop.cancelled() => return,
-                change = access.recv() => {
-                    match change {
-                        Ok(change) => teams.apply(change),
-                        Err(RecvError::Lagged(_)) => teams.reload().await,
-                        Err(RecvError::Closed) => return,
-                    }
-                    continue;
-                }
-                _ = refresh.tick() => {
-                    teams.reload().await;
-                    continue;
-                }
-                r = readings.recv() => match r {
-                    Ok(batch) => observation_items(&batch.observations),
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "live feed skipped commits it could not keep up with");
-                        vec![resync()]
-                    }
-                    Err(RecvError::Closed) => return,
-                },
-                a = alerts.recv() => match a {
-                    Ok(e) => vec![LiveItem {
-                        patient_id: e.patient_id.as_str().into(),
-                        team: None,
-                        metric: None,
-                        json: json!({"type": "alert", "event": e.event_type, "alert": e.alert})
-                            .to_string()
-                            .into(),
-                    }],
-                    Err(RecvError::Lagged(_)) => vec![resync()],
-                    Err(RecvError::Closed) => return,
-                },
-                d = devices.recv() => match d {
-                    Ok(d) => vec![LiveItem {
-                        patient_id: d.patient_id.as_str().into(),
-                        team: None,
-                        metric: None,
-                        json: json!({
-                            "type": "device_status", "patient_id": d.patient_id,
-                            "device_id": d.device_id, "online": d.online, "battery": d.battery,
-                            "last_seen": format_rfc3339(d.last_seen_ms),
-                        })
-                        .to_string()
-                        .into(),
-                    }],
-                    Err(RecvError::Lagged(_)) => vec![resync()],
-                    Err(RecvError::Closed) => return,
-                },
-            };
-            self.send(teams.stamp(items).await);
-        }
-    }
-}
-
-/// Each patient's care team as the registry has it now, for stamping events.
-struct Teams {
-    registry: Registry,
-    of: HashMap<Arc<str>, Option<Arc<str>>>,
-}
-
-impl Teams {
-    fn new(registry: Registry) -> Teams {
-        Teams {
-            registry,
-            of: HashMap::new(),
-        }
-    }
-
-    /// Reads every patient's team again; on failure the old map stays (and the next change
-    /// or refresh tries again).
-    async fn reload(&mut self) {
-        match self.registry.patients().await {
-            Ok(all) => {
-                self.of = all
-                    .into_iter()
-                    .map(|p| {
-                        let team = p.details.care_team.map(Arc::from);
-                        (Arc::from(p.id.as_str()), team)
-                    })
-                    .collect();
-            }
-            Err(e) => tracing::warn!(error = %e, "live feed: care teams not read again"),
-        }
-    }
-
-    /// Takes in an announced patient's move (or creation); other changes are the connections'.
-    fn apply(&mut self, change: AccessChange) {
-        if let AccessChange::Patient { id, team } = change {
-            self.of.insert(id.into(), team.map(Arc::from));
-        }
-    }
-
-    /// Stamps each event with its patient's team. A patient not in the map (created a moment
-    /// ago) is looked up; one that cannot be found is shown to admins only.
-    async fn stamp(&mut self, mut items: Vec<LiveItem>) -> Vec<LiveItem> {
-        for it in &mut items {
-            if it.patient_id.is_empty() {
-                continue;
-            }
-            if !self.of.contains_key(&it.patient_id) {
-                let team = match crate::domain::PatientId::parse(&it.patient_id) {
-                    Ok(id) => self.registry.patient_team(id).await.ok().flatten(),
-                    Err(_) => None,
-                };
-                self.of.insert(it.patient_id.clone(), team.map(Arc::from));
-            }
-            it.team = self.of.get(&it.patient_id).cloned().flatten();
-        }
-        items
-    }
-}
-
-/// Tells every client it missed events and should reload what it shows.
-fn resync() -> LiveItem {
-    LiveItem {
-        patient_id: "".into(),
-        team: None,
-        metric: None,
-        json: Utf8Bytes::from_static(r#"{"type":"resync"}"#),
-    }
-}
-
-/// The newest reading of each patient's metric in one commit, as live events.
-fn observation_items(obs: &[crate::domain::Observation]) -> Vec<LiveItem> {
-    let mut newest: HashMap<(&str, Metric), &crate::domain::Observation> = HashMap::new();
-    for o in obs {
-        let e = newest.entry((o.patient_id.as_str(), o.metric)).or_insert(o);
-        if o.time_ms >= e.time_ms {
-            *e = o;
-        }
-    }
-    let mut out: Vec<&crate::domain::Observation> = newest.into_values().collect();
-    out.sort_by_key(|o| o.time_ms);
-    out.into_iter()
-        .map(|o| LiveItem {
-            patient_id: o.patient_id.as_str().into(),
-            team: None,
-            metric: Some(o.metric),
-            json: json!({
-                "type": "observation", "patient_id": o.patient_id, "device_id": o.device_id,
-                "metric": o.metric, "value": o.value, "unit": o.metric.unit(),
-                "time": format_rfc3339(o.time_ms),
-            })
-            .to_string()
-            .into(),
-        })
-        .collect()
-}
-
-/// Batches a connection found waiting, as one: a reading superseded by a newer one of the same
-/// patient's metric is left out (the dashboard shows the newest anyway); everything else is
-/// kept, in order. A client that fell a little behind catches up with less to write.
-fn coalesce(batches: &[Arc<[LiveItem]>]) -> Vec<LiveItem> {
-    let mut seen: std::collections::HashSet<(&str, Metric)> = std::collections::HashSet::new();
-    let mut out: Vec<LiveItem> = Vec::new();
-    for it in batches.iter().rev().flat_map(|b| b.iter().rev()) {
-        if let Some(m) = it.metric
-            && !seen.insert((&*it.patient_id, m))
-        {
-            continue;
-        }
-        out.push(it.clone());
-    }
-    out.reverse();
-    out
-}
-
 /// Whether the page that opened the socket is our own: a browser always sends `Origin` on a
 /// WebSocket, and a page of another site must not ride on the user's cookie. Clients that
 /// are not browsers send none and authenticate with a token.
@@ -456,68 +221,6 @@ fn drop_slow(s: &AppState, p: &Principal, why: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{DeviceId, Observation, PatientId};
-
-    #[test]
-    fn one_event_per_patient_metric_per_commit_the_newest() {
-        let o = |p: &str, m: Metric, t: i64, v: f64| Observation {
-            patient_id: PatientId::parse(p).unwrap(),
-            device_id: DeviceId::parse("d1").unwrap(),
-            metric: m,
-            value: v,
-            time_ms: t,
-        };
-        let items = observation_items(&[
-            o("p1", Metric::HeartRate, 2, 71.0),
-            o("p1", Metric::HeartRate, 1, 70.0),
-            o("p1", Metric::Spo2, 1, 97.0),
-            o("p2", Metric::HeartRate, 1, 60.0),
-        ]);
-        assert_eq!(items.len(), 3);
-        let hr: Vec<&LiveItem> = items
-            .iter()
-            .filter(|i| &*i.patient_id == "p1" && i.json.as_str().contains("heart_rate"))
-            .collect();
-        assert_eq!(hr.len(), 1);
-        assert!(hr[0].json.as_str().contains("71"));
-    }
-
-    #[test]
-    fn waiting_batches_keep_the_newest_reading_of_each_metric_and_every_other_event() {
-        let obs = |p: &str, m: Metric, v: f64| LiveItem {
-            patient_id: p.into(),
-            team: None,
-            metric: Some(m),
-            json: format!("{p}:{m}:{v}").into(),
-        };
-        let alert = LiveItem {
-            patient_id: "p1".into(),
-            team: None,
-            metric: None,
-            json: "alert".into(),
-        };
-        let batches: Vec<Arc<[LiveItem]>> = vec![
-            vec![
-                obs("p1", Metric::HeartRate, 70.0),
-                obs("p1", Metric::Spo2, 97.0),
-            ]
-            .into(),
-            vec![alert.clone(), obs("p2", Metric::HeartRate, 60.0)].into(),
-            vec![obs("p1", Metric::HeartRate, 71.0), alert].into(),
-        ];
-        let merged = coalesce(&batches);
-        let out: Vec<&str> = merged.iter().map(|i| i.json.as_str()).collect();
-        assert_eq!(
-            out,
-            [
-                "p1:spo2:97",
-                "alert",
-                "p2:heart_rate:60",
-                "p1:heart_rate:71",
-                "alert"
-            ]
-        );
-    }
 
     #[test]
     fn origin_must_match_host() {

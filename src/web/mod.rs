@@ -9,20 +9,30 @@
 
 mod admin;
 mod assets;
+mod audit;
 mod auth;
+mod bootstrap;
 mod conn;
+mod devices;
 mod error;
+mod extract;
+mod health;
 mod live;
+mod live_hub;
+mod login_throttle;
 mod panel;
+mod panel_cache;
+mod patients;
+mod readings;
 mod recheck;
 mod record;
 mod routes;
 mod serve;
 mod session;
 mod signal;
+mod state;
 mod visits;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -32,51 +42,15 @@ use axum::routing::get;
 use tower_http::timeout::TimeoutLayer;
 
 pub use assets::CSP;
-pub use auth::{BootstrapError, BootstrapToken};
+pub use bootstrap::{BootstrapError, BootstrapToken};
 pub use conn::Deadlines;
 pub use error::ApiError;
-pub use live::LiveHub;
-pub use panel::PanelCache;
+pub use live_hub::LiveHub;
+pub use login_throttle::LoginThrottle;
+pub use panel_cache::PanelCache;
 pub use serve::serve;
-pub use session::LoginThrottle;
 pub(crate) use signal::end_emptied_visits;
-
-use crate::registry::Registry;
-use crate::store::Store;
-use crate::telemetry::Metrics;
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub registry: Registry,
-    pub store: Store,
-    pub metrics: Metrics,
-    pub bootstrap: Option<Arc<BootstrapToken>>,
-    pub crm: crate::crm::Crm,
-    /// Latest values and sparklines for the panel.
-    pub panel: PanelCache,
-    /// The live feed's fan-out.
-    pub live: LiveHub,
-    /// Failed sign-ins.
-    pub throttle: Arc<LoginThrottle>,
-    /// How long a dashboard session lasts.
-    pub session_lifetime: Duration,
-    /// Whether cookies get `Secure` (the dashboard is served over TLS).
-    pub secure_cookies: bool,
-    /// Signs and checks video visits' join links.
-    pub visit_key: Arc<crate::video::token::TokenKey>,
-    /// How long a visit's join links work.
-    pub visit_link_ttl: Duration,
-    /// The origin join links point at (`http.public_url`, or derived from the listener); never
-    /// a request's `Host`, which a client chooses.
-    pub public_url: Arc<str>,
-    /// The video relay's calls.
-    pub rooms: Arc<crate::video::relay::Rooms>,
-    /// The `[video]` settings (ICE servers for the browsers).
-    pub video: Arc<crate::config::VideoConfig>,
-    /// How devices reach Vigil (told to the admin who provisions one).
-    pub device_access: Arc<crate::ingest::access::DeviceAccess>,
-}
+pub use state::AppState;
 
 /// The whole HTTP application.
 pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {
@@ -87,8 +61,8 @@ pub fn router(state: AppState, max_body: usize, timeout: Duration) -> Router {
             auth::require,
         ));
     Router::new()
-        .route("/healthz", get(routes::healthz))
-        .route("/metrics", get(routes::metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics))
         .route("/", get(assets::index))
         .route("/visit/{id}", get(assets::visit_page))
         .route("/assets/{*path}", get(assets::asset))

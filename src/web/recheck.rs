@@ -21,8 +21,8 @@ use std::time::Duration;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::AppState;
 use super::auth::Principal;
+use super::state::AppState;
 use crate::domain::now_ms;
 use crate::registry::AccessChange;
 

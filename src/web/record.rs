@@ -17,11 +17,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{Principal, check_patient};
-use super::routes::{ApiResult, audit_line, patient_id, require_admin, time_param};
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::extract::{ApiResult, audit_line, patient_id, require_admin, time_param};
+use super::state::AppState;
 use crate::alerts::rules::CarePlan;
+use crate::crm::Command;
 use crate::crm::record::{AlertActionError, AlertQuery, AlertStatus};
-use crate::crm::task::Command;
 use crate::domain::now_ms;
 use crate::registry::{NOT_CLEARED, PatientDetails};
 

@@ -1,7 +1,9 @@
 //! Sign-in, the current session and sign-out (`/api/v1/session`).
 //!
-//! Sign-in throttles failures per username and per address: after [`FREE_FAILURES`] failures in
-//! a row, each further attempt must wait, doubling from 30 s up to 15 minutes (429 with
+//! Sign-in throttles failures per username and per address
+//! ([`LoginThrottle`](super::login_throttle::LoginThrottle)): after
+//! [`FREE_FAILURES`](super::login_throttle::FREE_FAILURES) failures in a row, each further
+//! attempt must wait, doubling from 30 s up to 15 minutes (429 with
 //! `Retry-After`). Each attempt is reserved against both keys before its password is checked,
 //! so a burst from one address or for one username gets no more checks than its free failures
 //! (the rest: 429 at once). The check itself runs in the registry's password hasher, which
@@ -9,7 +11,7 @@
 //! answer is 503 with `Retry-After` at once. A successful sign-in always starts a new session
 //! (no fixation) and ends the one the browser brought.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -20,88 +22,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::{Principal, SESSION_COOKIE, cookie};
-use super::routes::ApiResult;
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::extract::ApiResult;
+use super::state::AppState;
 use crate::domain::now_ms;
 use crate::registry::{AuditEntry, Session};
-use crate::throttle::{Backoff, FailureThrottle};
-
-/// Failures allowed in a row before sign-in attempts must wait.
-pub(crate) const FREE_FAILURES: u32 = 5;
-const FIRST_LOCK: Duration = Duration::from_secs(30);
-const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
-/// A key with no failure for this long is forgotten.
-const FORGET_AFTER: Duration = Duration::from_secs(3600);
-const MAX_KEYS: usize = 100_000;
-
-/// Failed sign-ins, per username and per remote address.
-pub struct LoginThrottle {
-    failures: FailureThrottle<String>,
-}
-
-impl Default for LoginThrottle {
-    fn default() -> Self {
-        LoginThrottle {
-            failures: FailureThrottle::new(Backoff {
-                free: FREE_FAILURES,
-                first: FIRST_LOCK,
-                max: MAX_LOCK,
-                forget_after: FORGET_AFTER,
-                max_keys: MAX_KEYS,
-            }),
-        }
-    }
-}
-
-impl LoginThrottle {
-    /// How long the caller must still wait, if any key of theirs is locked.
-    pub(super) fn wait(&self, keys: &[String], now: Instant) -> Option<Duration> {
-        self.failures.wait(keys, now)
-    }
-
-    pub(super) fn failed(&self, keys: &[String], now: Instant) {
-        self.failures.failed(keys, now);
-    }
-
-    fn succeeded(&self, user_key: &str) {
-        self.failures.succeeded(&user_key.to_owned());
-    }
-
-    /// Reserves a sign-in attempt for `keys` (see [`FailureThrottle::begin`]).
-    fn begin<'a>(&'a self, keys: &'a [String], now: Instant) -> Result<Attempt<'a>, Duration> {
-        self.failures.begin(keys, now)?;
-        Ok(Attempt {
-            throttle: self,
-            keys,
-            open: true,
-        })
-    }
-}
-
-/// A reserved sign-in attempt. One dropped before it was ended (the client hung up during the
-/// check) counts as a failure: hanging up must not be a way around the count.
-struct Attempt<'a> {
-    throttle: &'a LoginThrottle,
-    keys: &'a [String],
-    open: bool,
-}
-
-impl Attempt<'_> {
-    fn end(mut self, failed: bool) {
-        self.open = false;
-        self.throttle
-            .failures
-            .end(self.keys, failed, Instant::now());
-    }
-}
-
-impl Drop for Attempt<'_> {
-    fn drop(&mut self) {
-        if self.open {
-            self.throttle.failures.end(self.keys, true, Instant::now());
-        }
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,39 +173,4 @@ pub(super) async fn sign_out(
         [(header::SET_COOKIE, set_cookie(&s, "", 0))],
     )
         .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failures_lock_after_the_free_ones_and_the_lock_doubles() {
-        let t = LoginThrottle::default();
-        let keys = ["user:a".to_owned(), "addr:1".to_owned()];
-        let now = Instant::now();
-        for _ in 0..FREE_FAILURES {
-            assert!(t.wait(&keys, now).is_none());
-            t.failed(&keys, now);
-        }
-        assert!(t.wait(&keys, now).is_none(), "five failures are free");
-        t.failed(&keys, now);
-        let w = t.wait(&keys, now).unwrap();
-        assert!(
-            w > Duration::from_secs(25) && w <= Duration::from_secs(30),
-            "{w:?}"
-        );
-        t.failed(&keys, now);
-        assert!(t.wait(&keys, now).unwrap() > Duration::from_secs(50));
-        assert!(
-            t.wait(&keys, now + MAX_LOCK).is_none(),
-            "capped at 15 minutes"
-        );
-        t.succeeded("user:a");
-        assert!(
-            t.wait(&["user:a".to_owned()], now).is_none(),
-            "success clears the user's count"
-        );
-        assert!(t.wait(&keys, now).is_some(), "but not the address's");
-    }
 }

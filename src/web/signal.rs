@@ -24,10 +24,11 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::auth::{Principal, check_patient};
+use super::error::ApiError;
+use super::extract::{ApiResult, patient_id};
 use super::live::same_origin;
 use super::recheck::{CLOSE_NOT_ALLOWED, CLOSE_UNCHECKED, Concerns, Ended, Rechecks, recheck};
-use super::routes::{ApiResult, patient_id};
-use super::{ApiError, AppState};
+use super::state::AppState;
 use crate::domain::now_ms;
 use crate::registry::AuditEntry;
 use crate::video::relay::{Out, Pid, RelayError, Room};

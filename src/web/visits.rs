@@ -14,8 +14,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{Principal, check_patient};
-use super::routes::{ApiResult, audit_line, patient_id};
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::extract::{ApiResult, audit_line, patient_id};
+use super::state::AppState;
 use crate::domain::{PatientId, now_ms};
 use crate::registry::AuditEntry;
 use crate::video::token::{Claims, JoinRole};

@@ -1,0 +1,214 @@
+//! The registry's database schema: every version's SQL, in order. A database is brought up to
+//! date by applying the versions it lacks (`store::open_db`). All the registry's SQL schema
+//! lives here, whichever part of the program reads the tables (the CRM record, video visits),
+//! so that the registry depends on none of them and a second backend has one place to mirror.
+
+/// Every schema version, oldest first.
+pub(super) const SCHEMA: &[&str] = &[
+    // version 1
+    "CREATE TABLE patients (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        birth_date TEXT,
+        created_ms INTEGER NOT NULL
+     );
+     CREATE TABLE devices (
+        id           TEXT PRIMARY KEY,
+        patient_id   TEXT NOT NULL REFERENCES patients (id),
+        profile      TEXT NOT NULL,
+        secret_hash  BLOB NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        revoked      INTEGER NOT NULL DEFAULT 0,
+        online       INTEGER NOT NULL DEFAULT 0,
+        last_seen_ms INTEGER,
+        battery      INTEGER
+     );
+     CREATE INDEX devices_by_patient ON devices (patient_id);
+     CREATE TABLE users (
+        username      TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        role          TEXT NOT NULL,
+        created_ms    INTEGER NOT NULL
+     );
+     CREATE TABLE audit (
+        id         INTEGER PRIMARY KEY,
+        time_ms    INTEGER NOT NULL,
+        actor      TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        patient_id TEXT,
+        target     TEXT NOT NULL,
+        remote     TEXT NOT NULL,
+        prev_hash  BLOB NOT NULL,
+        hash       BLOB NOT NULL
+     );
+     CREATE INDEX audit_by_patient ON audit (patient_id, time_ms);",
+    // version 2: the device's password in Mosquitto's format, for external-broker mode.
+    "ALTER TABLE devices ADD COLUMN broker_hash TEXT;",
+    // version 3: the CRM record — care plans, alerts, the timeline and the outbox.
+    SCHEMA_V3,
+    // version 4: care teams and sign-in sessions.
+    SCHEMA_V4,
+    // version 5: video visits.
+    SCHEMA_V5,
+    // version 6: API tokens.
+    SCHEMA_V6,
+    // version 7: usernames unique whatever their case.
+    SCHEMA_V7,
+    // version 8: the default care team, and every patient on a care team.
+    SCHEMA_V8,
+    // version 9: the patient's medical record number, unique where set.
+    SCHEMA_V9,
+    // version 10: a failed delivery put back in the queue starts a new delivery window.
+    SCHEMA_V10,
+];
+
+/// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.
+const SCHEMA_V3: &str = "
+    ALTER TABLE patients ADD COLUMN details TEXT;
+    CREATE TABLE care_plans (
+        patient_id TEXT PRIMARY KEY REFERENCES patients (id),
+        plan       TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        updated_by TEXT NOT NULL
+    );
+    CREATE TABLE alerts (
+        id              TEXT PRIMARY KEY,
+        patient_id      TEXT NOT NULL,
+        rule_id         TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        severity        TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        message         TEXT NOT NULL,
+        opened_ms       INTEGER NOT NULL,
+        trigger_json    TEXT,
+        escalations     INTEGER NOT NULL DEFAULT 0,
+        escalated_ms    INTEGER NOT NULL,
+        acknowledged_ms INTEGER,
+        acknowledged_by TEXT,
+        ack_note        TEXT,
+        resolved_ms     INTEGER,
+        resolved_by     TEXT,
+        resolve_note    TEXT
+    );
+    CREATE UNIQUE INDEX alerts_one_unresolved ON alerts (patient_id, rule_id)
+        WHERE status <> 'resolved';
+    CREATE INDEX alerts_by_time ON alerts (opened_ms);
+    CREATE INDEX alerts_by_patient ON alerts (patient_id, opened_ms);
+    CREATE TABLE timeline (
+        id         INTEGER PRIMARY KEY,
+        patient_id TEXT NOT NULL,
+        time_ms    INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        data       TEXT NOT NULL
+    );
+    CREATE INDEX timeline_by_patient ON timeline (patient_id, time_ms);
+    CREATE TABLE outbox (
+        id           INTEGER PRIMARY KEY,
+        sink         TEXT NOT NULL,
+        event_id     TEXT NOT NULL,
+        event_type   TEXT NOT NULL,
+        patient_id   TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        status       TEXT NOT NULL DEFAULT 'pending',
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_ms      INTEGER NOT NULL,
+        done_ms      INTEGER,
+        last_error   TEXT,
+        UNIQUE (sink, event_id)
+    );
+    CREATE INDEX outbox_pending ON outbox (sink, status, id);";
+
+/// Schema version 4: care teams, their members, and sessions.
+const SCHEMA_V4: &str = "
+    CREATE TABLE teams (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE team_members (
+        team_id  TEXT NOT NULL REFERENCES teams (id),
+        username TEXT NOT NULL REFERENCES users (username),
+        PRIMARY KEY (team_id, username)
+    );
+    CREATE INDEX team_members_by_user ON team_members (username);
+    CREATE TABLE sessions (
+        token_hash BLOB PRIMARY KEY,
+        username   TEXT NOT NULL REFERENCES users (username),
+        csrf       TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_by_user ON sessions (username);";
+
+/// Schema version 5: video visits.
+const SCHEMA_V5: &str = "
+    CREATE TABLE visits (
+        id         TEXT PRIMARY KEY,
+        patient_id TEXT NOT NULL REFERENCES patients (id),
+        created_by TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        started_ms INTEGER,
+        ended_ms   INTEGER,
+        ended_by   TEXT
+    );
+    CREATE INDEX visits_by_patient ON visits (patient_id, created_ms);";
+
+/// Schema version 6: API tokens.
+const SCHEMA_V6: &str = "
+    CREATE TABLE api_tokens (
+        id          TEXT PRIMARY KEY,
+        token_hash  BLOB NOT NULL UNIQUE,
+        username    TEXT NOT NULL REFERENCES users (username),
+        label       TEXT NOT NULL,
+        scope       TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL,
+        expires_ms  INTEGER NOT NULL,
+        revoked_ms  INTEGER
+    );
+    CREATE INDEX api_tokens_by_user ON api_tokens (username);";
+
+/// Schema version 7: usernames unique whatever their case. A unique index cannot be built on a
+/// registry that already holds two names differing only in case, and merging or dropping one
+/// of those accounts would lose a clinician's access or history; so triggers refuse any new
+/// clash, and the existing pairs are kept (and logged at every start,
+/// `usernames::warn_of_case_twins`).
+const SCHEMA_V7: &str = "
+    CREATE INDEX users_by_name_nocase ON users (username COLLATE NOCASE);
+    CREATE TRIGGER users_names_ignore_case_insert BEFORE INSERT ON users
+    WHEN EXISTS (SELECT 1 FROM users WHERE username = NEW.username COLLATE NOCASE)
+    BEGIN
+        SELECT RAISE(ABORT, 'a user of that name exists (usernames ignore case)');
+    END;
+    CREATE TRIGGER users_names_ignore_case_update BEFORE UPDATE OF username ON users
+    WHEN EXISTS (SELECT 1 FROM users
+                 WHERE username = NEW.username COLLATE NOCASE AND rowid <> OLD.rowid)
+    BEGIN
+        SELECT RAISE(ABORT, 'a user of that name exists (usernames ignore case)');
+    END;";
+
+/// Schema version 8: the default care team, and every patient without a team moved to it. It is
+/// idempotent, so it is correct whichever version number it ends up with. (The team's id and
+/// name are written out here because SQL cannot take `DEFAULT_TEAM`; a test checks them.)
+pub(super) const SCHEMA_V8: &str = "
+    INSERT OR IGNORE INTO teams (id, name, created_ms)
+        VALUES ('default', 'Default care team', CAST(strftime('%s', 'now') AS INTEGER) * 1000);
+    UPDATE patients SET details = json_set(coalesce(details, '{}'), '$.care_team', 'default')
+     WHERE details IS NULL
+        OR CASE WHEN json_valid(details)
+                THEN coalesce(json_extract(details, '$.care_team'), '') = ''
+                ELSE 0 END;";
+
+/// Schema version 9: the MRN column, unique where set.
+const SCHEMA_V9: &str = "
+    ALTER TABLE patients ADD COLUMN mrn TEXT;
+    CREATE UNIQUE INDEX patients_by_mrn ON patients (mrn) WHERE mrn IS NOT NULL;";
+
+/// Schema version 10: a failed delivery put back in the queue starts a new delivery window
+/// (`retried_ms`; attempts made before are in `attempts_before_retry`), and an index finds a
+/// patient's deliveries for a retry of them all.
+const SCHEMA_V10: &str = "
+    ALTER TABLE outbox ADD COLUMN retried_ms INTEGER;
+    ALTER TABLE outbox ADD COLUMN attempts_before_retry INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX outbox_by_patient ON outbox (patient_id, sink, status);";

@@ -1,0 +1,103 @@
+//! Patients: `POST /patients` (admin), `GET /patients` (those the caller may see) and
+//! `GET /patients/{id}`; every read is audited.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{Principal, check_patient};
+use super::extract::{ApiResult, audit_line, patient_id, require_admin};
+use super::state::AppState;
+use crate::domain::now_ms;
+use crate::registry::PatientDetails;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewPatient {
+    id: String,
+    name: String,
+    birth_date: Option<String>,
+    /// The clinic's medical record number (unique per clinic).
+    mrn: Option<String>,
+    gender: Option<String>,
+    phone: Option<String>,
+    email: Option<String>,
+    address: Option<String>,
+    care_team: Option<String>,
+    contact_preference: Option<String>,
+    contact_notes: Option<String>,
+}
+
+impl NewPatient {
+    fn details(&self) -> PatientDetails {
+        PatientDetails {
+            gender: self.gender.clone(),
+            phone: self.phone.clone(),
+            email: self.email.clone(),
+            address: self.address.clone(),
+            care_team: self.care_team.clone(),
+            contact_preference: self.contact_preference.clone(),
+            contact_notes: self.contact_notes.clone(),
+        }
+    }
+}
+
+pub(super) async fn create_patient(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    body: Result<Json<NewPatient>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    require_admin(&p)?;
+    let Json(body) = body?;
+    let id = patient_id(&body.id)?;
+    let patient = s
+        .registry
+        .create_patient(
+            id.clone(),
+            body.name.clone(),
+            body.birth_date.clone(),
+            body.mrn.clone(),
+            body.details(),
+            now_ms(),
+        )
+        .await?;
+    audit_line(
+        &s,
+        &p,
+        "patient.create",
+        Some(&id),
+        &format!("patient/{id}"),
+    )
+    .await?;
+    if patient.mrn.is_some() {
+        let target = format!("patient/{id}/mrn");
+        audit_line(&s, &p, "patient.mrn", Some(&id), &target).await?;
+    }
+    Ok((StatusCode::CREATED, Json(patient)))
+}
+
+pub(super) async fn list_patients(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<Value>> {
+    let mut patients = s.registry.patients().await?;
+    patients.retain(|x| p.sees_team(x.details.care_team.as_deref()));
+    audit_line(&s, &p, "patient.list", None, "patients").await?;
+    Ok(Json(json!({ "patients": patients })))
+}
+
+pub(super) async fn get_patient(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let id = patient_id(&id)?;
+    check_patient(&s, &p, &id).await?;
+    let patient = s.registry.patient(id.clone()).await?;
+    audit_line(&s, &p, "patient.read", Some(&id), &format!("patient/{id}")).await?;
+    Ok(Json(patient))
+}

@@ -1,0 +1,46 @@
+//! The state every handler gets: the registry, the store, the live feed, the settings the
+//! handlers need.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::bootstrap::BootstrapToken;
+use super::live_hub::LiveHub;
+use super::login_throttle::LoginThrottle;
+use super::panel_cache::PanelCache;
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub bootstrap: Option<Arc<BootstrapToken>>,
+    pub crm: crate::crm::Crm,
+    /// Latest values and sparklines for the panel.
+    pub panel: PanelCache,
+    /// The live feed's fan-out.
+    pub live: LiveHub,
+    /// Failed sign-ins.
+    pub throttle: Arc<LoginThrottle>,
+    /// How long a dashboard session lasts.
+    pub session_lifetime: Duration,
+    /// Whether cookies get `Secure` (the dashboard is served over TLS).
+    pub secure_cookies: bool,
+    /// Signs and checks video visits' join links.
+    pub visit_key: Arc<crate::video::token::TokenKey>,
+    /// How long a visit's join links work.
+    pub visit_link_ttl: Duration,
+    /// The origin join links point at (`http.public_url`, or derived from the listener); never
+    /// a request's `Host`, which a client chooses.
+    pub public_url: Arc<str>,
+    /// The video relay's calls.
+    pub rooms: Arc<crate::video::relay::Rooms>,
+    /// The `[video]` settings (ICE servers for the browsers).
+    pub video: Arc<crate::config::VideoConfig>,
+    /// How devices reach Vigil (told to the admin who provisions one).
+    pub device_access: Arc<crate::ingest::access::DeviceAccess>,
+}
