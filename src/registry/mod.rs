@@ -11,6 +11,7 @@
 //! stored as Argon2id, hashed and checked only in [`password`]'s bounded hasher.
 
 mod actor;
+pub mod audit;
 mod care_teams;
 mod error;
 pub mod mosquitto;
@@ -21,13 +22,15 @@ mod password_policy;
 pub mod postgres;
 mod profile;
 mod schema;
+pub mod sqlite;
+pub mod storage;
 mod tokens;
 mod usernames;
 mod users;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -36,6 +39,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use actor::token_actor;
+pub use audit::{AuditEntry, AuditExportLine, AuditRecord};
 pub use care_teams::{UnseenPatient, UnseenReason, initial_teams};
 pub use error::RegistryError;
 pub use mrn::MRN_MAX_CHARS;
@@ -278,56 +282,16 @@ impl Role {
     }
 }
 
-/// One line of the audit trail, as written.
-#[derive(Debug, Clone)]
-pub struct AuditEntry<'a> {
-    pub actor: &'a str,
-    pub action: &'a str,
-    pub patient_id: Option<&'a PatientId>,
-    pub target: &'a str,
-    pub remote: &'a str,
-}
-
-/// One line of the audit trail, as read back.
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditRecord {
-    pub id: i64,
-    pub time: String,
-    pub actor: String,
-    pub action: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub patient_id: Option<String>,
-    pub target: String,
-    pub remote: String,
-    pub hash: String,
-}
-
-/// One line of an audit export (`GET /audit/export`): the stored line with its chain fields.
-///
-/// `hash` = SHA-256 over `prev_hash`, `time_ms` as 8 bytes big-endian, then `actor`, `action`,
-/// `patient_id` (a single NUL when absent), `target` and `remote`, each preceded by its length in
-/// bytes as 8 bytes big-endian. The first line of the trail has a `prev_hash` of 32 zero bytes.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct AuditExportLine {
-    pub id: i64,
-    pub time: String,
-    pub time_ms: i64,
-    pub actor: String,
-    pub action: String,
-    pub patient_id: Option<String>,
-    pub target: String,
-    pub remote: String,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
 /// Changes of access held for listeners that fall behind (they then re-check everything).
 const ACCESS_EVENTS: usize = 1024;
 
 /// A handle to the registry; cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
-    conn: Arc<Mutex<Connection>>,
+    /// The SQLite database, for what has not moved behind [`storage`] yet.
+    sqlite: sqlite::SqliteDb,
+    /// The registry's storage, behind the seam.
+    db: Arc<dyn storage::Storage>,
     devices: Arc<RwLock<HashMap<DeviceId, DeviceAuth>>>,
     profiles: Profiles,
     status: tokio::sync::mpsc::Sender<StatusUpdate>,
@@ -631,8 +595,10 @@ impl Registry {
             .name("vigil-device-status".into())
             .spawn(move || status_writer(status_conn, rx, events))
             .map_err(|e| RegistryError::Db(e.to_string()))?;
+        let sqlite = sqlite::SqliteDb::new(conn);
         Ok(Registry {
-            conn: Arc::new(Mutex::new(conn)),
+            db: Arc::new(sqlite.clone()),
+            sqlite,
             devices: Arc::new(RwLock::new(devices)),
             profiles,
             status,
@@ -665,20 +631,12 @@ impl Registry {
         &self.profiles
     }
 
-    /// Runs `f` with the connection on a blocking thread.
+    /// Runs `f` with the SQLite connection on a blocking thread.
     pub(crate) async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, RegistryError> + Send + 'static,
     ) -> Result<T, RegistryError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn
-                .lock()
-                .map_err(|_| RegistryError::Db("registry lock poisoned".into()))?;
-            f(&mut c)
-        })
-        .await
-        .map_err(|e| RegistryError::Db(e.to_string()))?
+        self.sqlite.with(f).await
     }
 
     /// Creates a patient; `mrn` is checked and must be no other patient's.
@@ -1134,31 +1092,12 @@ impl Registry {
     }
 
     /// Appends to the audit trail. Each line's hash covers the previous line's hash, so a line
-    /// changed or removed later breaks the chain.
+    /// changed or removed later breaks the chain ([`Registry::verify_audit_chain`]).
     pub async fn audit(&self, entry: AuditEntry<'_>, now_ms: i64) -> Result<(), RegistryError> {
-        let actor = entry.actor.to_owned();
-        let action = entry.action.to_owned();
-        let patient = entry.patient_id.map(|p| p.as_str().to_owned());
-        let target = entry.target.to_owned();
-        let remote = entry.remote.to_owned();
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let prev: Vec<u8> = tx
-                .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
-                    r.get(0)
-                })
-                .optional()?
-                .unwrap_or_else(|| vec![0u8; 32]);
-            let hash = audit_hash(&prev, now_ms, &actor, &action, patient.as_deref(), &target, &remote);
-            tx.execute(
-                "INSERT INTO audit (time_ms, actor, action, patient_id, target, remote, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![now_ms, actor, action, patient, target, remote, prev, &hash[..]],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.db
+            .append_audit(audit::NewAuditLine::of(&entry, now_ms))
+            .await
+            .map(drop)
     }
 
     /// Reads the audit trail, filtered: the first `limit` lines oldest first, or with
@@ -1173,41 +1112,16 @@ impl Registry {
         limit: usize,
         newest_first: bool,
     ) -> Result<Vec<AuditRecord>, RegistryError> {
-        self.with(move |c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT id, time_ms, actor, action, patient_id, target, remote, hash FROM audit
-                 WHERE (?1 IS NULL OR patient_id = ?1)
-                   AND (?2 IS NULL OR actor = ?2
-                        OR substr(actor, 1, length(?2) + length(?6)) = ?2 || ?6)
-                   AND time_ms BETWEEN ?3 AND ?4
-                 ORDER BY id {} LIMIT ?5",
-                if newest_first { "DESC" } else { "ASC" }
-            ))?;
-            let rows = stmt.query_map(
-                params![
-                    patient_id,
-                    actor,
-                    from_ms,
-                    to_ms,
-                    i64::try_from(limit).unwrap_or(i64::MAX),
-                    actor::TOKEN_ACTOR_INFIX,
-                ],
-                |r| {
-                    Ok(AuditRecord {
-                        id: r.get(0)?,
-                        time: format_rfc3339(r.get(1)?),
-                        actor: r.get(2)?,
-                        action: r.get(3)?,
-                        patient_id: r.get(4)?,
-                        target: r.get(5)?,
-                        remote: r.get(6)?,
-                        hash: hex::encode(r.get::<_, Vec<u8>>(7)?),
-                    })
-                },
-            )?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-        .await
+        let q = audit::AuditQuery {
+            patient_id,
+            actor,
+            from_ms,
+            to_ms,
+            limit,
+            newest_first,
+        };
+        let lines = self.db.audit_records(q).await?;
+        Ok(lines.into_iter().map(AuditRecord::from).collect())
     }
 
     /// One page of the audit trail for export, in chain order: lines with `id > after_id` and a
@@ -1219,106 +1133,27 @@ impl Registry {
         to_ms: i64,
         limit: usize,
     ) -> Result<Vec<AuditExportLine>, RegistryError> {
-        self.with(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, time_ms, actor, action, patient_id, target, remote, prev_hash, hash
-                 FROM audit WHERE id > ?1 AND time_ms BETWEEN ?2 AND ?3 ORDER BY id LIMIT ?4",
-            )?;
-            let rows = stmt.query_map(
-                params![
-                    after_id,
-                    from_ms,
-                    to_ms,
-                    i64::try_from(limit).unwrap_or(i64::MAX)
-                ],
-                |r| {
-                    let time_ms: i64 = r.get(1)?;
-                    Ok(AuditExportLine {
-                        id: r.get(0)?,
-                        time: format_rfc3339(time_ms),
-                        time_ms,
-                        actor: r.get(2)?,
-                        action: r.get(3)?,
-                        patient_id: r.get(4)?,
-                        target: r.get(5)?,
-                        remote: r.get(6)?,
-                        prev_hash: hex::encode(r.get::<_, Vec<u8>>(7)?),
-                        hash: hex::encode(r.get::<_, Vec<u8>>(8)?),
-                    })
-                },
-            )?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-        .await
+        let lines = self.db.audit_page(after_id, from_ms, to_ms, limit).await?;
+        Ok(lines.into_iter().map(AuditExportLine::from).collect())
     }
 
     /// Recomputes the audit hash chain; `Err` names the first line that does not match. Reads in
     /// pages, so other registry work runs between them however long the trail is.
     pub async fn verify_audit_chain(&self) -> Result<usize, RegistryError> {
-        const PAGE: i64 = 5000;
-        let (mut after, mut prev, mut total) = (0i64, vec![0u8; 32], 0usize);
+        let (mut after, mut prev, mut total) = (0i64, audit::GENESIS.to_vec(), 0usize);
         loop {
-            let (n, last, hash) = self
-                .with(move |c| {
-                    let mut stmt = c.prepare_cached(
-                        "SELECT id, time_ms, actor, action, patient_id, target, remote, prev_hash, hash
-                         FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2",
-                    )?;
-                    let mut rows = stmt.query(params![after, PAGE])?;
-                    let (mut n, mut last) = (0usize, after);
-                    while let Some(r) = rows.next()? {
-                        let id: i64 = r.get(0)?;
-                        let stored_prev: Vec<u8> = r.get(7)?;
-                        let stored: Vec<u8> = r.get(8)?;
-                        let patient: Option<String> = r.get(4)?;
-                        let h = audit_hash(
-                            &prev,
-                            r.get(1)?,
-                            &r.get::<_, String>(2)?,
-                            &r.get::<_, String>(3)?,
-                            patient.as_deref(),
-                            &r.get::<_, String>(5)?,
-                            &r.get::<_, String>(6)?,
-                        );
-                        if stored_prev != prev || stored != h {
-                            return Err(RegistryError::Invalid(format!(
-                                "audit line {id} does not match the chain"
-                            )));
-                        }
-                        prev = stored;
-                        last = id;
-                        n += 1;
-                    }
-                    Ok((n, last, prev))
-                })
+            let page = self
+                .db
+                .audit_page(after, i64::MIN, i64::MAX, audit::VERIFY_PAGE)
                 .await?;
-            total += n;
-            if n < PAGE as usize {
-                return Ok(total);
+            prev = audit::verify_page(&prev, &page)?;
+            total += page.len();
+            match page.last() {
+                Some(last) if page.len() == audit::VERIFY_PAGE => after = last.id,
+                _ => return Ok(total),
             }
-            (after, prev) = (last, hash);
         }
     }
-}
-
-fn audit_hash(
-    prev: &[u8],
-    time_ms: i64,
-    actor: &str,
-    action: &str,
-    patient: Option<&str>,
-    target: &str,
-    remote: &str,
-) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(time_ms.to_be_bytes());
-    for field in [actor, action, patient.unwrap_or("\u{0}"), target, remote] {
-        // Length-prefixed so that field boundaries cannot be shifted.
-        h.update((field.len() as u64).to_be_bytes());
-        h.update(field.as_bytes());
-    }
-    h.finalize().into()
 }
 
 #[cfg(test)]

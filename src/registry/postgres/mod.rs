@@ -2,14 +2,44 @@
 //! (chosen by `[database] url`; SQLite stays the embedded default). See "The registry on two
 //! databases" in `docs/store.md` for the choices and why.
 //!
-//! Built so far: connecting (the URL, TLS through rustls, the pool: [`connect`]) and the
-//! migrations applied under an advisory lock ([`migrate`]).
+//! Built so far: connecting (the URL, TLS through rustls, the pool: [`connect`]), the
+//! migrations applied under an advisory lock ([`migrate`], [`schema::STEPS`]), and the audit
+//! trail.
 
+mod audit;
 mod connect;
 mod migrate;
+pub mod schema;
 
 pub use connect::{connect, tls_mode};
 pub use migrate::migrate;
+
+use crate::registry::RegistryError;
+
+/// The registry's PostgreSQL database: a pool of connections to it.
+#[derive(Clone)]
+pub struct PgDb {
+    pool: deadpool_postgres::Pool,
+}
+
+impl PgDb {
+    /// Connects to `url` (see [`connect`]) and brings the schema up to date.
+    pub async fn open(url: &str, ca_file: Option<&std::path::Path>) -> Result<PgDb, PgError> {
+        let pool = connect(url, ca_file).await?;
+        migrate(&pool, schema::STEPS).await?;
+        Ok(PgDb { pool })
+    }
+
+    async fn conn(&self) -> Result<deadpool_postgres::Object, PgError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+impl From<PgError> for RegistryError {
+    fn from(e: PgError) -> RegistryError {
+        RegistryError::Db(e.to_string())
+    }
+}
 
 /// What can go wrong talking to PostgreSQL.
 #[derive(Debug, thiserror::Error)]

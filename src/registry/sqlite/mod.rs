@@ -1,0 +1,52 @@
+//! The registry on SQLite (`registry.db` in the data directory): the embedded default.
+//!
+//! One connection behind a mutex, used on Tokio's blocking pool: the registry's writes are few
+//! and small, and SQLite takes one writer at a time anyway. Transactions that write begin
+//! `IMMEDIATE`, so a write never fails half-way on a lock another connection took first.
+
+mod audit;
+
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+use super::RegistryError;
+
+/// The registry's SQLite database.
+#[derive(Clone)]
+pub struct SqliteDb {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteDb {
+    /// Over an open connection (the schema already applied).
+    pub fn new(conn: Connection) -> SqliteDb {
+        SqliteDb {
+            conn: Arc::new(Mutex::new(conn)),
+        }
+    }
+
+    /// Opens `path` (creating it), applying the registry's schema.
+    pub fn open(path: &std::path::Path) -> Result<SqliteDb, RegistryError> {
+        Ok(SqliteDb::new(crate::store::open_db(
+            path,
+            super::schema::SCHEMA,
+        )?))
+    }
+
+    /// Runs `f` with the connection on a blocking thread.
+    pub(crate) async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, RegistryError> + Send + 'static,
+    ) -> Result<T, RegistryError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = conn
+                .lock()
+                .map_err(|_| RegistryError::Db("registry lock poisoned".into()))?;
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| RegistryError::Db(e.to_string()))?
+    }
+}

@@ -1,0 +1,37 @@
+//! The registry's storage seam: what the registry asks of a database, one trait per aggregate,
+//! in domain types only (no driver type crosses it). Two backends implement it:
+//! [`super::sqlite`] (the embedded default) and [`super::postgres`] (several instances on one
+//! database). One conformance suite (`tests/it/registry_conformance.rs`) runs on both.
+//!
+//! Each method is one transaction. A change that is audited takes its audit line and writes
+//! both or neither; appends to the audit chain are serialized by the backend.
+//!
+//! Moving the registry behind this seam goes aggregate by aggregate; so far: the audit trail.
+
+use super::RegistryError;
+use super::audit::{AuditQuery, NewAuditLine, StoredAuditLine};
+
+/// The audit trail.
+#[async_trait::async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends `line` at the chain's end; its id.
+    async fn append_audit(&self, line: NewAuditLine) -> Result<i64, RegistryError>;
+
+    /// The lines `q` selects.
+    async fn audit_records(&self, q: AuditQuery) -> Result<Vec<StoredAuditLine>, RegistryError>;
+
+    /// Up to `limit` lines with `id > after_id` and a time within `from_ms..=to_ms`, in chain
+    /// order.
+    async fn audit_page(
+        &self,
+        after_id: i64,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredAuditLine>, RegistryError>;
+}
+
+/// Everything the registry stores.
+pub trait Storage: AuditStore {}
+
+impl<T: AuditStore> Storage for T {}
