@@ -128,7 +128,7 @@ pub async fn run(
     let mut engine = loop {
         match rebuild(&crm, &store, settings, &default_plan, now_ms()).await {
             Ok((engine, effects)) => {
-                crm.apply(effects).await;
+                crm.apply(effects, &stop).await;
                 break engine;
             }
             Err(e) => {
@@ -147,7 +147,7 @@ pub async fn run(
             _ = stop.cancelled() => return,
             batch = feed.recv() => match batch {
                 Ok(batch) => {
-                    on_batch(&crm, &mut engine, &batch).await;
+                    on_batch(&crm, &mut engine, &batch, &stop).await;
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(batches = n, "alert engine fell behind the store; rebuilding");
@@ -155,7 +155,7 @@ pub async fn run(
                         rebuild(&crm, &store, settings, &default_plan, now_ms()).await
                     {
                         engine = e;
-                        crm.apply(effects).await;
+                        crm.apply(effects, &stop).await;
                     }
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -176,17 +176,22 @@ pub async fn run(
                         now,
                     ),
                 };
-                crm.apply(effects).await;
+                crm.apply(effects, &stop).await;
             }
             _ = ticker.tick() => {
                 let effects = engine.handle(Input::Tick, now_ms());
-                crm.apply(effects).await;
+                crm.apply(effects, &stop).await;
             }
         }
     }
 }
 
-async fn on_batch(crm: &Crm, engine: &mut Engine, batch: &CommittedBatch) {
+async fn on_batch(
+    crm: &Crm,
+    engine: &mut Engine,
+    batch: &CommittedBatch,
+    stop: &CancellationToken,
+) {
     let now = now_ms();
     let mut effects = Vec::new();
     for o in &batch.observations {
@@ -206,7 +211,9 @@ async fn on_batch(crm: &Crm, engine: &mut Engine, batch: &CommittedBatch) {
     if effects.is_empty() {
         return;
     }
-    crm.apply(effects).await;
+    if !crm.apply(effects, stop).await {
+        return;
+    }
     crm.metrics
         .alert_eval_lag_seconds
         .observe(batch.at.elapsed().as_secs_f64());
