@@ -74,6 +74,7 @@ pub struct Metrics {
     pub alert_eval_lag_seconds: Histogram,
     pub alert_effects_waiting: Gauge,
     pub alert_effect_write_failures: Counter,
+    pub care_plan_read_failures: Counter,
     pub outbox_pending: Family<Vec<(&'static str, String)>, Gauge>,
     pub outbox_attempts: Family<Vec<(&'static str, String)>, Counter>,
     pub live_clients: Gauge,
@@ -244,6 +245,12 @@ impl Metrics {
             "Failed attempts to write alert effects to the record (each is retried)",
             alert_effect_write_failures.clone(),
         );
+        let care_plan_read_failures = Counter::default();
+        r.register(
+            "vigil_care_plan_read_failures",
+            "Failed reads of a patient's care plan by the alert engine (each is retried; the patient is never judged by the default plan meanwhile)",
+            care_plan_read_failures.clone(),
+        );
         let outbox_pending = Family::<Vec<(&'static str, String)>, Gauge>::default();
         r.register(
             "vigil_outbox_pending",
@@ -312,6 +319,7 @@ impl Metrics {
             alert_eval_lag_seconds,
             alert_effects_waiting,
             alert_effect_write_failures,
+            care_plan_read_failures,
             outbox_pending,
             outbox_attempts,
             readings_accepted,
