@@ -133,6 +133,8 @@ const SCHEMA: &[&str] = &[
     mrn::SCHEMA_V9,
     // version 10: a failed delivery put back in the queue starts a new delivery window.
     outbox::SCHEMA_V10,
+    // version 11: the patient's care team in a column of its own, naming a team.
+    care_teams::SCHEMA_V11,
 ];
 
 /// A patient as the API shows it.
@@ -251,6 +253,12 @@ impl PatientDetails {
         self
     }
 
+    /// The details as the `details` column keeps them: the care team has its own column.
+    fn without_team(mut self) -> PatientDetails {
+        self.care_team = None;
+        self
+    }
+
     fn to_json(&self) -> Option<String> {
         let cleaned = PatientDetails::default().merged(self.clone());
         (cleaned != PatientDetails::default())
@@ -281,15 +289,17 @@ fn check_birth_date(d: &str) -> Result<(), RegistryError> {
 fn patient_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Patient>> {
     let id: String = r.get(0)?;
     let details: Option<String> = r.get(4)?;
+    let mut details: PatientDetails = details
+        .and_then(|d| serde_json::from_str(&d).ok())
+        .unwrap_or_default();
+    details.care_team = r.get(6)?;
     Ok(PatientId::parse(&id).ok().map(|id| Patient {
         id,
         name: r.get(1).unwrap_or_default(),
         birth_date: r.get(2).unwrap_or_default(),
         mrn: r.get(5).unwrap_or_default(),
         created_at: format_rfc3339(r.get(3).unwrap_or_default()),
-        details: details
-            .and_then(|d| serde_json::from_str(&d).ok())
-            .unwrap_or_default(),
+        details,
     }))
 }
 
@@ -825,19 +835,20 @@ impl Registry {
         let mrn = mrn.as_deref().map(mrn::check).transpose()?.flatten();
         details.check()?;
         let details = care_teams::on_a_team(details);
-        let details_json = details.to_json();
+        let team = details.care_team.clone().unwrap_or_default();
+        let details_json = details.clone().without_team().to_json();
         self.with(move |c| {
             let n = c
                 .execute(
-                    "INSERT INTO patients (id, name, birth_date, created_ms, details, mrn)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
-                    params![id.as_str(), name, birth_date, now_ms, details_json, mrn],
+                    "INSERT INTO patients (id, name, birth_date, created_ms, details, mrn, care_team)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+                    params![id.as_str(), name, birth_date, now_ms, details_json, mrn, team],
                 )
                 .map_err(|e| {
                     if mrn::is_taken(&e) {
                         mrn::taken()
                     } else {
-                        e.into()
+                        care_teams::no_such_team(e, &team)
                     }
                 })?;
             if n == 0 {
@@ -888,15 +899,23 @@ impl Registry {
             id: id.as_str().to_owned(),
             team: merged.care_team.clone(),
         });
-        let details_json = merged.to_json();
+        let team = merged.care_team.clone();
+        let details_json = merged.clone().without_team().to_json();
         let (set_mrn, new_mrn) = (mrn.is_some(), mrn.flatten());
         self.with(move |c| {
             c.execute(
                 "UPDATE patients SET name = coalesce(?2, name), birth_date = coalesce(?3, birth_date),
-                 details = ?4, mrn = CASE WHEN ?5 THEN ?6 ELSE mrn END WHERE id = ?1",
-                params![id.as_str(), name, birth_date, details_json, set_mrn, new_mrn],
+                 details = ?4, mrn = CASE WHEN ?5 THEN ?6 ELSE mrn END,
+                 care_team = coalesce(?7, care_team) WHERE id = ?1",
+                params![id.as_str(), name, birth_date, details_json, set_mrn, new_mrn, team],
             )
-            .map_err(|e| if mrn::is_taken(&e) { mrn::taken() } else { e.into() })?;
+            .map_err(|e| {
+                if mrn::is_taken(&e) {
+                    mrn::taken()
+                } else {
+                    care_teams::no_such_team(e, team.as_deref().unwrap_or_default())
+                }
+            })?;
             Ok(())
         })
         .await?;
@@ -909,7 +928,7 @@ impl Registry {
     pub async fn patient(&self, id: PatientId) -> Result<Patient, RegistryError> {
         self.with(move |c| {
             c.query_row(
-                "SELECT id, name, birth_date, created_ms, details, mrn FROM patients WHERE id = ?1",
+                "SELECT id, name, birth_date, created_ms, details, mrn, care_team FROM patients WHERE id = ?1",
                 [id.as_str()],
                 patient_row,
             )
@@ -923,7 +942,7 @@ impl Registry {
     pub async fn patients(&self) -> Result<Vec<Patient>, RegistryError> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, name, birth_date, created_ms, details, mrn FROM patients ORDER BY id",
+                "SELECT id, name, birth_date, created_ms, details, mrn, care_team FROM patients ORDER BY id",
             )?;
             let rows = stmt.query_map([], patient_row)?;
             let mut out = Vec::new();
@@ -1720,6 +1739,7 @@ mod tests {
         };
         let nina = || Some(AccessChange::User("nina".into()));
         r.create_team("north", "North", 0).await.unwrap();
+        r.create_team("south", "South", 0).await.unwrap();
         assert_eq!(announced(), None, "a new team changes nobody's access");
         r.add_user("nina", Role::Clinician, "amber kettle orbit meadow", 0)
             .await

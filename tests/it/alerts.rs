@@ -410,6 +410,13 @@ async fn notes_demographics_and_devices_are_in_the_record() {
     let api = &gw.client;
     let (s, v) = api
         .post(
+            "/api/v1/teams",
+            json!({"id": "cardio-north", "name": "Cardiology North"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = api
+        .post(
             "/api/v1/patients",
             json!({"id": "p-rec", "name": "Ada Lovelace", "birth_date": "1950-04-23",
                    "gender": "female", "phone": "+44 20 7946 0000", "care_team": "cardio-north",
