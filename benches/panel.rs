@@ -32,6 +32,7 @@ async fn seed(dir: &std::path::Path, patients: usize) {
     let store = Store::open(dir, 4096, 64, Metrics::new()).unwrap();
     let now = now_ms();
     registry.create_team("north", "North", now).await.unwrap();
+    registry.create_team("south", "South", now).await.unwrap();
     registry
         .add_user("nina", Role::Clinician, "correct horse battery staple", now)
         .await

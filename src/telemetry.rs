@@ -72,6 +72,9 @@ pub struct Metrics {
     pub alerts_opened: Family<Vec<(&'static str, String)>, Counter>,
     pub alert_events: Family<Vec<(&'static str, String)>, Counter>,
     pub alert_eval_lag_seconds: Histogram,
+    pub alert_effects_waiting: Gauge,
+    pub alert_effect_write_failures: Counter,
+    pub care_plan_read_failures: Counter,
     pub outbox_pending: Family<Vec<(&'static str, String)>, Gauge>,
     pub outbox_attempts: Family<Vec<(&'static str, String)>, Counter>,
     pub live_clients: Gauge,
@@ -230,6 +233,24 @@ impl Metrics {
             "From the store commit of readings that opened or changed alerts to those alerts committed in the record",
             alert_eval_lag_seconds.clone(),
         );
+        let alert_effects_waiting = Gauge::default();
+        r.register(
+            "vigil_alert_effects_waiting",
+            "Alert effects (opened, raised, escalated, acknowledged, resolved) decided by the engine but not yet written to the record because writing failed; retried until they land",
+            alert_effects_waiting.clone(),
+        );
+        let alert_effect_write_failures = Counter::default();
+        r.register(
+            "vigil_alert_effect_write_failures",
+            "Failed attempts to write alert effects to the record (each is retried)",
+            alert_effect_write_failures.clone(),
+        );
+        let care_plan_read_failures = Counter::default();
+        r.register(
+            "vigil_care_plan_read_failures",
+            "Failed reads of a patient's care plan by the alert engine (each is retried; the patient is never judged by the default plan meanwhile)",
+            care_plan_read_failures.clone(),
+        );
         let outbox_pending = Family::<Vec<(&'static str, String)>, Gauge>::default();
         r.register(
             "vigil_outbox_pending",
@@ -296,6 +317,9 @@ impl Metrics {
             alerts_opened,
             alert_events,
             alert_eval_lag_seconds,
+            alert_effects_waiting,
+            alert_effect_write_failures,
+            care_plan_read_failures,
             outbox_pending,
             outbox_attempts,
             readings_accepted,

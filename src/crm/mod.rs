@@ -26,6 +26,7 @@ pub mod webhook;
 use std::sync::Arc;
 
 use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::alerts::engine::Effect;
 use crate::alerts::rules::CarePlan;
@@ -41,6 +42,12 @@ pub enum Command {
     Acknowledged(PatientId, String),
     Resolved(PatientId, String),
 }
+
+/// The first wait after a failed write of alert effects; it doubles on each failure.
+const APPLY_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(50);
+/// The longest wait between attempts to write alert effects: an alarm must land within
+/// seconds of the database taking writes again.
+const APPLY_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A handle to the record's live side; cheap to clone.
 #[derive(Clone)]
@@ -98,34 +105,66 @@ impl Crm {
         }
     }
 
-    /// Writes effects to the record (retrying a failed write a few times) and announces the
-    /// resulting events.
-    pub async fn apply(&self, effects: Vec<Effect>) {
+    /// Writes effects to the record and announces the resulting events; a failed write is
+    /// retried, backing off to [`APPLY_RETRY_MAX`], until it lands or `stop` is cancelled.
+    ///
+    /// It never gives up while the gateway runs: the engine already counts these alerts as
+    /// open, so an effect given up would be an alarm nobody hears until the next restart.
+    /// The engine waits meanwhile (it could record nothing anyway); readings stored in the
+    /// meantime are judged once the write lands. `vigil_alert_effects_waiting` shows the
+    /// effects waiting. Returns whether they were written (false only when stopped first;
+    /// the next start's rebuild then finds any alert whose condition still holds).
+    pub async fn apply(&self, effects: Vec<Effect>, stop: &CancellationToken) -> bool {
         if effects.is_empty() {
-            return;
+            return true;
         }
-        let mut delay = std::time::Duration::from_millis(50);
-        for attempt in 1..=5 {
+        let waiting = i64::try_from(effects.len()).unwrap_or(i64::MAX);
+        let mut delay = APPLY_RETRY_INITIAL;
+        let mut attempt: u64 = 0;
+        let written = loop {
+            attempt += 1;
             match self
                 .registry
                 .apply_effects(effects.clone(), self.sinks.clone())
                 .await
             {
                 Ok(events) => {
+                    if attempt > 1 {
+                        tracing::info!(attempt, "alert effects written after failed attempts");
+                    }
                     self.announce(events);
-                    return;
+                    break true;
                 }
-                Err(e) if attempt < 5 => {
-                    tracing::warn!(error = %e, attempt, "alert effects not written; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
+                Err(e) => {
+                    self.metrics.alert_effect_write_failures.inc();
+                    if attempt == 1 {
+                        self.metrics.alert_effects_waiting.inc_by(waiting);
+                    }
+                    tracing::warn!(
+                        error = %e,
+                        attempt,
+                        effects = effects.len(),
+                        retry_ms = delay.as_millis() as u64,
+                        "alert effects not written; retrying"
+                    );
+                    tokio::select! {
+                        _ = stop.cancelled() => {
+                            tracing::error!(
+                                effects = effects.len(),
+                                "alert effects not written before shutdown; the next start finds any alert whose condition still holds"
+                            );
+                            break false;
+                        }
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(APPLY_RETRY_MAX);
                 }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "alert effects not written; the engine finds them again at its next rebuild"
-                ),
             }
+        };
+        if attempt > 1 {
+            self.metrics.alert_effects_waiting.dec_by(waiting);
         }
+        written
     }
 
     /// Counts, wakes the outbox workers and tells live subscribers about committed events.

@@ -376,7 +376,7 @@ impl Registry {
                 "SELECT {ALERT_COLUMNS} FROM alerts
                  WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR patient_id = ?2)
                    AND (?4 IS NULL OR patient_id IN (
-                        SELECT id FROM patients WHERE json_extract(details, '$.care_team')
+                        SELECT id FROM patients WHERE care_team
                         IN (SELECT value FROM json_each(?4))))
                  ORDER BY opened_ms DESC, id LIMIT ?3"
             ))?;

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Command, Crm};
 use crate::alerts::engine::{Effect, Engine, Input, Settings};
 use crate::alerts::rules::CarePlan;
-use crate::domain::{DeviceId, Observation, now_ms};
+use crate::domain::{DeviceId, Observation, PatientId, now_ms};
 use crate::registry::RegistryError;
 use crate::store::{CommittedBatch, ObservationQuery, Store, StoreError};
 
@@ -120,7 +120,7 @@ pub async fn run(
     let mut engine = loop {
         match rebuild(&crm, &store, settings, &default_plan, now_ms()).await {
             Ok((engine, effects)) => {
-                crm.apply(effects).await;
+                crm.apply(effects, &stop).await;
                 break engine;
             }
             Err(e) => {
@@ -139,7 +139,7 @@ pub async fn run(
             _ = stop.cancelled() => return,
             batch = feed.recv() => match batch {
                 Ok(batch) => {
-                    on_batch(&crm, &mut engine, &batch).await;
+                    on_batch(&crm, &mut engine, &batch, &stop).await;
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(batches = n, "alert engine fell behind the store; rebuilding");
@@ -147,7 +147,7 @@ pub async fn run(
                         rebuild(&crm, &store, settings, &default_plan, now_ms()).await
                     {
                         engine = e;
-                        crm.apply(effects).await;
+                        crm.apply(effects, &stop).await;
                     }
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -168,29 +168,68 @@ pub async fn run(
                         now,
                     ),
                 };
-                crm.apply(effects).await;
+                crm.apply(effects, &stop).await;
             }
             _ = ticker.tick() => {
                 let effects = engine.handle(Input::Tick, now_ms());
-                crm.apply(effects).await;
+                crm.apply(effects, &stop).await;
             }
         }
     }
 }
 
-async fn on_batch(crm: &Crm, engine: &mut Engine, batch: &CommittedBatch) {
+/// The first wait after a failed read of a patient's care plan; it doubles on each failure.
+const PLAN_RETRY_INITIAL: Duration = Duration::from_millis(50);
+/// The longest wait between reads of a care plan that failed.
+const PLAN_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// A patient's own care plan (`Some(None)`: they have none, the default plan is theirs),
+/// read from the record, retried until it is read; `None` only when stopped first.
+///
+/// A read that fails is never taken for "no plan of their own": that would judge the patient
+/// by the default plan's thresholds as if they were theirs, raising alarms their clinician
+/// turned off and missing the ones they set. The engine waits instead (the error is the
+/// database's, passing), and `vigil_care_plan_read_failures_total` counts the failures.
+async fn load_plan(
+    crm: &Crm,
+    patient: &PatientId,
+    stop: &CancellationToken,
+) -> Option<Option<Arc<CarePlan>>> {
+    let mut delay = PLAN_RETRY_INITIAL;
+    loop {
+        match crm.registry.care_plan(patient.clone()).await {
+            Ok(plan) => return Some(plan.map(Arc::new)),
+            Err(e) => {
+                crm.metrics.care_plan_read_failures.inc();
+                tracing::warn!(
+                    error = %e,
+                    retry_ms = delay.as_millis() as u64,
+                    "care plan not read; the patient waits for it, never judged by the default plan"
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(PLAN_RETRY_MAX);
+            }
+        }
+    }
+}
+
+async fn on_batch(
+    crm: &Crm,
+    engine: &mut Engine,
+    batch: &CommittedBatch,
+    stop: &CancellationToken,
+) {
     let now = now_ms();
     let mut effects = Vec::new();
     for o in &batch.observations {
         if !engine.has_patient(&o.patient_id) {
             // A patient created since the engine started: watch them with their plan.
-            let plan = crm
-                .registry
-                .care_plan(o.patient_id.clone())
-                .await
-                .ok()
-                .flatten()
-                .map(Arc::new);
+            let Some(plan) = load_plan(crm, &o.patient_id, stop).await else {
+                return;
+            };
             engine.add_patient(o.patient_id.clone(), plan, now);
         }
         effects.extend(engine.handle(Input::Observation(o), now));
@@ -198,8 +237,68 @@ async fn on_batch(crm: &Crm, engine: &mut Engine, batch: &CommittedBatch) {
     if effects.is_empty() {
         return;
     }
-    crm.apply(effects).await;
+    if !crm.apply(effects, stop).await {
+        return;
+    }
     crm.metrics
         .alert_eval_lag_seconds
         .observe(batch.at.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{PatientDetails, Registry};
+    use crate::telemetry::Metrics;
+
+    #[tokio::test]
+    async fn a_care_plan_that_cannot_be_read_is_waited_for_not_replaced_by_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let profiles = crate::registry::Profiles::built_in().unwrap();
+        let registry = Registry::open(dir.path(), profiles).unwrap();
+        let p = PatientId::parse("p1").unwrap();
+        registry
+            .create_patient(
+                p.clone(),
+                "Ada".into(),
+                None,
+                None,
+                PatientDetails::default(),
+                0,
+            )
+            .await
+            .unwrap();
+        let mut own = CarePlan::default_plan();
+        own.rules.truncate(1);
+        registry
+            .set_care_plan(p.clone(), own.clone(), "admin".into(), 0)
+            .await
+            .unwrap();
+        let (crm, _commands) = Crm::new(registry, Metrics::new(), Vec::new());
+        // The record's care plans cannot be read for a while (a real database error).
+        let other = rusqlite::Connection::open(dir.path().join("registry.db")).unwrap();
+        other
+            .execute_batch("ALTER TABLE care_plans RENAME TO care_plans_away")
+            .unwrap();
+        let stop = CancellationToken::new();
+        let load = tokio::spawn({
+            let (crm, p, stop) = (crm.clone(), p.clone(), stop.clone());
+            async move { load_plan(&crm, &p, &stop).await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while crm.metrics.care_plan_read_failures.get() < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "no failed read");
+            assert!(!load.is_finished(), "a plan was taken without reading it");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!load.is_finished(), "a plan was taken without reading it");
+        other
+            .execute_batch("ALTER TABLE care_plans_away RENAME TO care_plans")
+            .unwrap();
+        let plan = tokio::time::timeout(Duration::from_secs(10), load)
+            .await
+            .expect("the plan is read once the record answers")
+            .unwrap();
+        assert_eq!(plan, Some(Some(Arc::new(own))));
+    }
 }

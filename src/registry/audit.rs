@@ -12,7 +12,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::RegistryError;
+use super::error::RegistryError;
 use crate::domain::{PatientId, format_rfc3339};
 
 /// One line of the audit trail, as written.

@@ -8,6 +8,8 @@
 //!   version 8 creates it, and no route deletes a team;
 //! - a patient created without a team is put on it, the same migration moves an old database's
 //!   patients without a team to it, and a patient's team can be changed but never cleared;
+//! - a patient's team is a column of `patients` that references `teams` (schema version 11),
+//!   so a patient is never put on a team that does not exist;
 //! - a clinician created without a team joins it ([`initial_teams`]), so that on a new
 //!   installation the first clinician sees the first patients;
 //! - [`Registry::unseen_patients`] lists the patients no clinician can see, with their open
@@ -63,9 +65,7 @@ impl Registry {
         self.with(|c| {
             let mut stmt = c.prepare_cached(
                 "WITH pt AS (
-                     SELECT id, name, CASE WHEN json_valid(details)
-                                           THEN json_extract(details, '$.care_team') END AS team
-                       FROM patients)
+                     SELECT id, name, care_team AS team FROM patients)
                  SELECT pt.id, pt.name, pt.team,
                         EXISTS (SELECT 1 FROM teams t WHERE t.id = pt.team),
                         (SELECT count(*) FROM alerts a
@@ -149,6 +149,82 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_care_team_column_keeps_each_patients_team_from_the_details() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.db");
+        let v11 = crate::registry::schema::SCHEMA
+            .iter()
+            .position(|s| *s == crate::registry::schema::SCHEMA_V11)
+            .unwrap();
+        {
+            // The database as the version before this one left it.
+            let c = crate::store::open_db(&path, &crate::registry::schema::SCHEMA[..v11]).unwrap();
+            c.execute_batch(
+                "INSERT INTO teams (id, name, created_ms) VALUES ('north', 'North', 0);
+                 INSERT INTO patients (id, name, created_ms, details) VALUES
+                   ('p-default', 'A', 0, '{\"care_team\":\"default\"}'),
+                   ('p-north', 'B', 0, '{\"care_team\":\"north\",\"phone\":\"1\"}'),
+                   ('p-gone', 'C', 0, '{\"care_team\":\"gone\"}'),
+                   ('p-none', 'D', 0, NULL),
+                   ('p-bad', 'E', 0, 'not json');",
+            )
+            .unwrap();
+        }
+        let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
+        let rows: Vec<(String, String, Option<String>)> = r
+            .with(|c| {
+                let mut stmt =
+                    c.prepare("SELECT id, care_team, details FROM patients ORDER BY id")?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        let row = |id: &str, team: &str, details: Option<&str>| {
+            (id.to_owned(), team.to_owned(), details.map(str::to_owned))
+        };
+        assert_eq!(
+            rows,
+            [
+                row("p-bad", DEFAULT_TEAM, Some("not json")),
+                row("p-default", DEFAULT_TEAM, None),
+                row("p-gone", "gone", None),
+                row("p-none", DEFAULT_TEAM, None),
+                row("p-north", "north", Some("{\"phone\":\"1\"}")),
+            ]
+        );
+        // The API shows the team as before, and a team that had gone is back (with no
+        // members: its patient stays seen by nobody new).
+        let p = r
+            .patient(PatientId::parse("p-north").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(p.details.care_team.as_deref(), Some("north"));
+        assert_eq!(p.details.phone.as_deref(), Some("1"));
+        let gone = r
+            .teams()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|t| t.id == "gone")
+            .unwrap();
+        assert!(gone.members.is_empty());
+        let index: i64 = r
+            .with(|c| {
+                Ok(c.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'patients_by_team'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(index, 1);
+    }
+
+    #[tokio::test]
     async fn patients_no_clinician_can_see_are_listed_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
@@ -158,7 +234,6 @@ mod tests {
             ("p-default", None),
             ("p-north", Some("north")),
             ("p-empty", Some("empty")),
-            ("p-ghost", Some("ghost")),
         ] {
             let details = PatientDetails {
                 care_team: team.map(str::to_owned),
@@ -180,6 +255,37 @@ mod tests {
                 Some(team.unwrap_or(DEFAULT_TEAM))
             );
         }
+        // A team that does not exist is refused, not kept as a patient nobody sees.
+        let ghost = PatientDetails {
+            care_team: Some("ghost".into()),
+            ..PatientDetails::default()
+        };
+        let e = r
+            .create_patient(
+                PatientId::parse("p-ghost").unwrap(),
+                "G".into(),
+                None,
+                None,
+                ghost.clone(),
+                0,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::Invalid(m) if m.contains("\"ghost\" does not exist")),
+            "{e}"
+        );
+        let e = r
+            .update_patient(
+                PatientId::parse("p-north").unwrap(),
+                None,
+                None,
+                None,
+                ghost,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RegistryError::Invalid(_)), "{e}");
         let reasons = |r: Registry| async move {
             r.unseen_patients()
                 .await
@@ -194,7 +300,6 @@ mod tests {
             [
                 ("p-default".into(), UnseenReason::NoClinician),
                 ("p-empty".into(), UnseenReason::NoClinician),
-                ("p-ghost".into(), UnseenReason::NoSuchTeam),
                 ("p-north".into(), UnseenReason::NoClinician),
             ]
         );
@@ -229,10 +334,7 @@ mod tests {
         assert_eq!(r.user("nina").await.unwrap().teams, [DEFAULT_TEAM]);
         assert_eq!(
             reasons(r.clone()).await,
-            [
-                ("p-empty".into(), UnseenReason::NoClinician),
-                ("p-ghost".into(), UnseenReason::NoSuchTeam),
-            ]
+            [("p-empty".into(), UnseenReason::NoClinician),]
         );
         assert!(initial_teams(Role::Admin, vec![]).is_empty());
     }

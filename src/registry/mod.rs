@@ -191,6 +191,12 @@ impl PatientDetails {
         self
     }
 
+    /// The details as the `details` column keeps them: the care team has its own column.
+    fn without_team(mut self) -> PatientDetails {
+        self.care_team = None;
+        self
+    }
+
     fn to_json(&self) -> Option<String> {
         let cleaned = PatientDetails::default().merged(self.clone());
         (cleaned != PatientDetails::default())
@@ -221,15 +227,17 @@ fn check_birth_date(d: &str) -> Result<(), RegistryError> {
 fn patient_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Patient>> {
     let id: String = r.get(0)?;
     let details: Option<String> = r.get(4)?;
+    let mut details: PatientDetails = details
+        .and_then(|d| serde_json::from_str(&d).ok())
+        .unwrap_or_default();
+    details.care_team = r.get(6)?;
     Ok(PatientId::parse(&id).ok().map(|id| Patient {
         id,
         name: r.get(1).unwrap_or_default(),
         birth_date: r.get(2).unwrap_or_default(),
         mrn: r.get(5).unwrap_or_default(),
         created_at: format_rfc3339(r.get(3).unwrap_or_default()),
-        details: details
-            .and_then(|d| serde_json::from_str(&d).ok())
-            .unwrap_or_default(),
+        details,
     }))
 }
 
@@ -296,6 +304,8 @@ pub struct Registry {
     profiles: Profiles,
     status: tokio::sync::mpsc::Sender<StatusUpdate>,
     device_events: tokio::sync::broadcast::Sender<Arc<DeviceStatus>>,
+    /// Device status batches that failed to commit (each is kept and tried again).
+    status_failures: Arc<std::sync::atomic::AtomicU64>,
     /// Devices whose credentials were revoked or replaced: their connections must end.
     credentials_changed: tokio::sync::broadcast::Sender<DeviceId>,
     /// Every password hash and check.
@@ -342,18 +352,24 @@ struct StatusUpdate {
 
 /// Writes device status updates, coalesced per device, one transaction per batch, so that a
 /// reconnect storm of thousands of devices costs a few commits rather than one each.
+///
+/// A batch that fails to commit is kept and tried again (after a pause that grows to
+/// [`STATUS_RETRY_MAX`], merged with what arrived meanwhile: the newest status of each
+/// device wins), so that a passing database error never leaves a device shown online that
+/// has gone, or offline that is back. What waits is one entry per device, so it never grows
+/// beyond the registry's devices (and the few unknown ids a batch may name).
 fn status_writer(
     conn: Connection,
     mut rx: tokio::sync::mpsc::Receiver<StatusUpdate>,
     events: tokio::sync::broadcast::Sender<Arc<DeviceStatus>>,
+    failures: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut written: Vec<DeviceStatus> = Vec::new();
     // Per device, its connections that came online and have not ended.
     let mut live: HashMap<DeviceId, Vec<u64>> = HashMap::new();
     let mut pending: HashMap<DeviceId, (Option<bool>, Option<u8>, i64)> = HashMap::new();
-    while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
-        while let Some(u) = next {
+    let mut merge =
+        |u: StatusUpdate, pending: &mut HashMap<DeviceId, (Option<bool>, Option<u8>, i64)>| {
             let mut online = u.online;
             if let Some(c) = u.conn {
                 match online {
@@ -384,11 +400,25 @@ fn status_writer(
             e.0 = online.or(e.0);
             e.1 = u.battery.or(e.1);
             e.2 = e.2.max(u.at_ms);
-            next = if pending.len() < 4096 {
-                rx.try_recv().ok()
-            } else {
-                None
+        };
+    let mut retry = STATUS_RETRY_INITIAL;
+    let mut closed = false;
+    loop {
+        if pending.is_empty() {
+            let Some(first) = rx.blocking_recv() else {
+                return;
             };
+            merge(first, &mut pending);
+        }
+        while pending.len() < 4096 {
+            match rx.try_recv() {
+                Ok(u) => merge(u, &mut pending),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
+            }
         }
         let result = (|| -> rusqlite::Result<()> {
             let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)?;
@@ -403,7 +433,7 @@ fn status_writer(
                 let mut timeline = tx.prepare_cached(
                     "INSERT INTO timeline (patient_id, time_ms, kind, data) VALUES (?1, ?2, ?3, ?4)",
                 )?;
-                for (id, (online, battery, at)) in pending.drain() {
+                for (id, &(online, battery, at)) in &pending {
                     let prior: Option<(String, bool, Option<u8>)> = before
                         .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                         .optional()?;
@@ -429,17 +459,49 @@ fn status_writer(
         })();
         match result {
             Ok(()) => {
+                pending.clear();
+                retry = STATUS_RETRY_INITIAL;
                 for d in written.drain(..) {
                     let _ = events.send(Arc::new(d));
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "device status batch not written");
-                pending.clear();
+                failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 written.clear();
+                if closed {
+                    // The registry is gone (shutdown): every device starts offline at the
+                    // next start anyway.
+                    tracing::warn!(error = %e, devices = pending.len(), "device status batch not written at shutdown");
+                    return;
+                }
+                tracing::warn!(
+                    error = %e,
+                    devices = pending.len(),
+                    retry_ms = retry.as_millis() as u64,
+                    "device status batch not written; kept for the next try"
+                );
+                pause(retry);
+                retry = (retry * 2).min(STATUS_RETRY_MAX);
             }
         }
+        if closed && pending.is_empty() {
+            return;
+        }
     }
+}
+
+/// The first pause after a failed device status batch; it doubles on each failure.
+const STATUS_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_millis(50);
+/// The longest pause between tries of a failed device status batch.
+const STATUS_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits on the status writer's own thread (never a runtime worker).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the device status writer runs on a dedicated thread, not a runtime worker"
+)]
+fn pause(d: std::time::Duration) {
+    std::thread::sleep(d);
 }
 
 /// Devices: one by id, those of one patient, or all.
@@ -591,9 +653,11 @@ impl Registry {
         let (status, rx) = tokio::sync::mpsc::channel(65_536);
         let (device_events, _) = tokio::sync::broadcast::channel(4096);
         let events = device_events.clone();
+        let status_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failures = status_failures.clone();
         std::thread::Builder::new()
             .name("vigil-device-status".into())
-            .spawn(move || status_writer(status_conn, rx, events))
+            .spawn(move || status_writer(status_conn, rx, events, failures))
             .map_err(|e| RegistryError::Db(e.to_string()))?;
         let sqlite = sqlite::SqliteDb::new(conn);
         Ok(Registry {
@@ -603,6 +667,7 @@ impl Registry {
             profiles,
             status,
             device_events,
+            status_failures,
             credentials_changed: tokio::sync::broadcast::channel(1024).0,
             hasher: password::Hasher::start()?,
             access: tokio::sync::broadcast::channel(ACCESS_EVENTS).0,
@@ -620,6 +685,12 @@ impl Registry {
     /// Announces a change of access (after it is committed). Nobody listening is fine.
     pub(crate) fn access_changed(&self, change: AccessChange) {
         let _ = self.access.send(change);
+    }
+
+    /// How many device status batches have failed to commit so far (each is tried again).
+    pub fn device_status_failures(&self) -> u64 {
+        self.status_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Device status changes as they are written (for the live view).
@@ -656,19 +727,20 @@ impl Registry {
         let mrn = mrn.as_deref().map(mrn::check).transpose()?.flatten();
         details.check()?;
         let details = on_a_team(details);
-        let details_json = details.to_json();
+        let team = details.care_team.clone().unwrap_or_default();
+        let details_json = details.clone().without_team().to_json();
         self.with(move |c| {
             let n = c
                 .execute(
-                    "INSERT INTO patients (id, name, birth_date, created_ms, details, mrn)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
-                    params![id.as_str(), name, birth_date, now_ms, details_json, mrn],
+                    "INSERT INTO patients (id, name, birth_date, created_ms, details, mrn, care_team)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+                    params![id.as_str(), name, birth_date, now_ms, details_json, mrn, team],
                 )
                 .map_err(|e| {
                     if mrn::is_taken(&e) {
                         mrn::taken()
                     } else {
-                        e.into()
+                        error::no_such_team(e, &team)
                     }
                 })?;
             if n == 0 {
@@ -719,15 +791,23 @@ impl Registry {
             id: id.as_str().to_owned(),
             team: merged.care_team.clone(),
         });
-        let details_json = merged.to_json();
+        let team = merged.care_team.clone();
+        let details_json = merged.clone().without_team().to_json();
         let (set_mrn, new_mrn) = (mrn.is_some(), mrn.flatten());
         self.with(move |c| {
             c.execute(
                 "UPDATE patients SET name = coalesce(?2, name), birth_date = coalesce(?3, birth_date),
-                 details = ?4, mrn = CASE WHEN ?5 THEN ?6 ELSE mrn END WHERE id = ?1",
-                params![id.as_str(), name, birth_date, details_json, set_mrn, new_mrn],
+                 details = ?4, mrn = CASE WHEN ?5 THEN ?6 ELSE mrn END,
+                 care_team = coalesce(?7, care_team) WHERE id = ?1",
+                params![id.as_str(), name, birth_date, details_json, set_mrn, new_mrn, team],
             )
-            .map_err(|e| if mrn::is_taken(&e) { mrn::taken() } else { e.into() })?;
+            .map_err(|e| {
+                if mrn::is_taken(&e) {
+                    mrn::taken()
+                } else {
+                    error::no_such_team(e, team.as_deref().unwrap_or_default())
+                }
+            })?;
             Ok(())
         })
         .await?;
@@ -740,7 +820,7 @@ impl Registry {
     pub async fn patient(&self, id: PatientId) -> Result<Patient, RegistryError> {
         self.with(move |c| {
             c.query_row(
-                "SELECT id, name, birth_date, created_ms, details, mrn FROM patients WHERE id = ?1",
+                "SELECT id, name, birth_date, created_ms, details, mrn, care_team FROM patients WHERE id = ?1",
                 [id.as_str()],
                 patient_row,
             )
@@ -754,7 +834,7 @@ impl Registry {
     pub async fn patients(&self) -> Result<Vec<Patient>, RegistryError> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT id, name, birth_date, created_ms, details, mrn FROM patients ORDER BY id",
+                "SELECT id, name, birth_date, created_ms, details, mrn, care_team FROM patients ORDER BY id",
             )?;
             let rows = stmt.query_map([], patient_row)?;
             let mut out = Vec::new();
@@ -1428,6 +1508,7 @@ mod tests {
         };
         let nina = || Some(AccessChange::User("nina".into()));
         r.create_team("north", "North", 0).await.unwrap();
+        r.create_team("south", "South", 0).await.unwrap();
         assert_eq!(announced(), None, "a new team changes nobody's access");
         r.add_user("nina", Role::Clinician, "amber kettle orbit meadow", 0)
             .await
@@ -1547,6 +1628,80 @@ mod tests {
         other.execute_batch("COMMIT").unwrap();
         add.await.unwrap();
         assert_eq!(r.user("nina").await.unwrap().role, Role::Clinician);
+    }
+
+    #[tokio::test]
+    async fn a_failed_device_status_batch_is_kept_and_written_at_the_next_try() {
+        let (dir, r) = registry().await;
+        let p = PatientId::parse("p1").unwrap();
+        r.create_patient(
+            p.clone(),
+            "Ada".into(),
+            None,
+            None,
+            PatientDetails::default(),
+            0,
+        )
+        .await
+        .unwrap();
+        let (a, b) = (
+            DeviceId::parse("ox-a").unwrap(),
+            DeviceId::parse("ox-b").unwrap(),
+        );
+        for d in [&a, &b] {
+            r.create_device(d.clone(), p.clone(), "scale", 0)
+                .await
+                .unwrap();
+        }
+        let mut events = r.subscribe_devices();
+        // The database refuses every device status change for a while.
+        let other = rusqlite::Connection::open(dir.path().join("registry.db")).unwrap();
+        other
+            .execute_batch(
+                "CREATE TRIGGER refuse_status BEFORE UPDATE ON devices
+                 BEGIN SELECT RAISE(ABORT, 'injected: status refused'); END;",
+            )
+            .unwrap();
+        // a comes online, then goes; b comes online: each device's newest status must land.
+        r.set_device_status(a.clone(), Some(true), Some(90), 1_000, Some(1))
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while r.device_status_failures() < 1 {
+            assert!(tokio::time::Instant::now() < deadline, "no failed batch");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        r.set_device_status(a.clone(), Some(false), None, 2_000, Some(1))
+            .await
+            .unwrap();
+        r.set_device_status(b.clone(), Some(true), Some(80), 2_000, Some(2))
+            .await
+            .unwrap();
+        let failed = r.device_status_failures();
+        while r.device_status_failures() == failed {
+            assert!(tokio::time::Instant::now() < deadline, "no failed batch");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        other.execute_batch("DROP TRIGGER refuse_status").unwrap();
+        status_with(&mut events, 80).await;
+        let rows: Vec<(String, bool, Option<u8>, i64)> = r
+            .with(|c| {
+                let mut stmt =
+                    c.prepare("SELECT id, online, battery, last_seen_ms FROM devices ORDER BY id")?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("ox-a".to_owned(), false, Some(90), 2_000),
+                ("ox-b".to_owned(), true, Some(80), 2_000),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -60,6 +60,8 @@ pub(super) const SCHEMA: &[&str] = &[
     SCHEMA_V9,
     // version 10: a failed delivery put back in the queue starts a new delivery window.
     SCHEMA_V10,
+    // version 11: the patient's care team in a column of its own, naming a team.
+    SCHEMA_V11,
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.
@@ -212,3 +214,24 @@ const SCHEMA_V10: &str = "
     ALTER TABLE outbox ADD COLUMN retried_ms INTEGER;
     ALTER TABLE outbox ADD COLUMN attempts_before_retry INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX outbox_by_patient ON outbox (patient_id, sink, status);";
+
+/// Schema version 11: the patient's care team in a column of its own, which must name a team
+/// (it was a field of the `details` JSON, which no constraint or index covers). Each patient
+/// keeps their team; one on a team that no longer exists gets that team back (named by its
+/// id, with no members) rather than being moved to the default team, whose clinicians would
+/// then see a patient nobody gave them. Foreign keys are off while migrating, which is what
+/// lets `ADD COLUMN` take a `REFERENCES` with a default; the migration then checks them.
+pub(super) const SCHEMA_V11: &str = "
+    INSERT OR IGNORE INTO teams (id, name, created_ms)
+        VALUES ('default', 'Default care team', CAST(strftime('%s', 'now') AS INTEGER) * 1000);
+    INSERT OR IGNORE INTO teams (id, name, created_ms)
+        SELECT DISTINCT json_extract(details, '$.care_team'), json_extract(details, '$.care_team'),
+               CAST(strftime('%s', 'now') AS INTEGER) * 1000
+          FROM patients
+         WHERE json_valid(details) AND coalesce(json_extract(details, '$.care_team'), '') <> '';
+    ALTER TABLE patients ADD COLUMN care_team TEXT NOT NULL DEFAULT 'default' REFERENCES teams (id);
+    UPDATE patients SET care_team = json_extract(details, '$.care_team')
+     WHERE json_valid(details) AND coalesce(json_extract(details, '$.care_team'), '') <> '';
+    UPDATE patients SET details = nullif(json_remove(details, '$.care_team'), '{}')
+     WHERE json_valid(details);
+    CREATE INDEX patients_by_team ON patients (care_team);";

@@ -8,8 +8,8 @@
 //!
 //! Moving the registry behind this seam goes aggregate by aggregate; so far: the audit trail.
 
-use super::RegistryError;
 use super::audit::{AuditQuery, NewAuditLine, StoredAuditLine};
+use super::error::RegistryError;
 
 /// The audit trail.
 #[async_trait::async_trait]

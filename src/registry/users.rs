@@ -388,7 +388,7 @@ impl Registry {
     ) -> Result<Option<String>, RegistryError> {
         self.with(move |c| {
             c.query_row(
-                "SELECT json_extract(details, '$.care_team') FROM patients WHERE id = ?1",
+                "SELECT care_team FROM patients WHERE id = ?1",
                 [id.as_str()],
                 |r| r.get(0),
             )

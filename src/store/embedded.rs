@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{DeviceId, Metric, Observation, PatientId};
@@ -233,7 +233,7 @@ pub(crate) fn open_db(path: &Path, schema: &[&str]) -> Result<Connection, StoreE
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA foreign_keys = ON;
+         PRAGMA foreign_keys = OFF;
          PRAGMA busy_timeout = 5000;",
     )
     .map_err(open_err)?;
@@ -254,10 +254,32 @@ pub(crate) fn open_db(path: &Path, schema: &[&str]) -> Result<Connection, StoreE
         let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)
             .map_err(open_err)?;
         tx.execute_batch(step).map_err(open_err)?;
+        // Foreign keys are off while migrating (SQLite cannot add a column that references
+        // another table with them on, nor turn them off inside a transaction); each step is
+        // checked instead, and rolled back whole if it left a row pointing nowhere.
+        let dangling: Option<String> = tx
+            .query_row(
+                "SELECT \"table\" FROM pragma_foreign_key_check LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(open_err)?;
+        if let Some(table) = dangling {
+            return Err(StoreError::Open {
+                path: path.display().to_string(),
+                reason: format!(
+                    "upgrading to schema {} would leave rows of {table} pointing nowhere",
+                    i + 1
+                ),
+            });
+        }
         tx.pragma_update(None, "user_version", i as i64 + 1)
             .map_err(open_err)?;
         tx.commit().map_err(open_err)?;
     }
+    conn.execute_batch("PRAGMA foreign_keys = ON;")
+        .map_err(open_err)?;
     Ok(conn)
 }
 

@@ -410,6 +410,13 @@ async fn notes_demographics_and_devices_are_in_the_record() {
     let api = &gw.client;
     let (s, v) = api
         .post(
+            "/api/v1/teams",
+            json!({"id": "cardio-north", "name": "Cardiology North"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = api
+        .post(
             "/api/v1/patients",
             json!({"id": "p-rec", "name": "Ada Lovelace", "birth_date": "1950-04-23",
                    "gender": "female", "phone": "+44 20 7946 0000", "care_team": "cardio-north",
@@ -648,6 +655,82 @@ async fn webhooks_reach_a_failing_receiver_exactly_once_and_escalate() {
                 got.values().filter(|(_, n)| *n > 1).count(),
             ),
         ],
+    );
+    gw.stop().await;
+}
+
+/// The record refuses alert writes (a trigger that aborts every insert into `alerts`) for
+/// more attempts than a few quick retries would cover; once it takes them again the alert
+/// lands, with its webhook, exactly once, and the wait showed on `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_the_record_refuses_for_a_while_lands_once_it_can() {
+    let rx = &Receiver::start(&["--webhook-secret", SECRET]).await;
+    let url = rx.url("/hooks/vigil");
+    let gw = Gateway::start_with(move |c| {
+        fast_alerts(c);
+        c.webhook = Some(vigil::config::WebhookConfig {
+            url,
+            secret: SECRET.into(),
+            retry: vigil::config::RetryConfig {
+                retry_initial_ms: 100,
+                retry_max_s: 1,
+                ..Default::default()
+            },
+        });
+    })
+    .await;
+    let api = &gw.client;
+    let secret = patient_with_app(api, "p-refused").await;
+    let db = rusqlite::Connection::open(gw.dir.path().join("registry.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_alerts BEFORE INSERT ON alerts
+         BEGIN SELECT RAISE(ABORT, 'injected: the record refuses alerts'); END;",
+    )
+    .unwrap();
+    publish(
+        gw.mqtt,
+        "p-refused-app",
+        &secret,
+        &[("bp_systolic", 195.0, 5)],
+    )
+    .await;
+    // Well past the five attempts the engine used to make before giving up.
+    eventually(WAIT, "ten failed writes of the alert", || async {
+        let n = crate::support::metric(gw.http, "vigil_alert_effect_write_failures_total").await;
+        (n.unwrap_or(0.0) >= 10.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        crate::support::metric(gw.http, "vigil_alert_effects_waiting").await,
+        Some(1.0)
+    );
+    assert!(alerts(api, "patient_id=p-refused").await.is_empty());
+    db.execute_batch("DROP TRIGGER refuse_alerts;").unwrap();
+
+    let a = exactly(api, "p-refused", 1).await;
+    let id = a[0]["id"].as_str().unwrap().to_owned();
+    let got = eventually(WAIT, "the alert's webhook", || async move {
+        let got = received(&rx.state().await);
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    let events: Vec<_> = got.values().collect();
+    assert_eq!(events, [&("alert.opened".to_owned(), 1)], "{got:?}");
+    let (_, v) = api.get("/api/v1/deliveries?sink=webhook").await;
+    let rows = v["deliveries"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    let n: i64 = db
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE sink = 'webhook'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(rx.state().await["webhooks"][0]["data"]["id"], id.as_str());
+    assert_eq!(
+        crate::support::metric(gw.http, "vigil_alert_effects_waiting").await,
+        Some(0.0)
     );
     gw.stop().await;
 }

@@ -32,6 +32,10 @@ async fn join_links_open_their_own_visit_and_nothing_else() {
     let api = &g.client;
     for (id, team) in [("pv1", "north"), ("pv2", "south")] {
         let (s, v) = api
+            .post("/api/v1/teams", json!({"id": team, "name": team}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, v) = api
             .post(
                 "/api/v1/patients",
                 json!({"id": id, "name": format!("Patient {id}"), "care_team": team}),
@@ -233,6 +237,10 @@ async fn send(ws: &mut Ws, v: Value) {
 async fn signalling_admits_from_the_waiting_room_and_refuses_bad_links() {
     let g = Gateway::start_with(|c| c.video.bind_ip = [127, 0, 0, 1].into()).await;
     let api = &g.client;
+    let (s, v) = api
+        .post("/api/v1/teams", json!({"id": "north", "name": "North"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     let (s, _) = api
         .post(
             "/api/v1/patients",

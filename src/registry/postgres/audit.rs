@@ -6,9 +6,9 @@
 use tokio_postgres::Row;
 
 use super::{PgDb, PgError};
-use crate::registry::RegistryError;
 use crate::registry::actor::TOKEN_ACTOR_INFIX;
 use crate::registry::audit::{AuditQuery, GENESIS, NewAuditLine, StoredAuditLine};
+use crate::registry::error::RegistryError;
 use crate::registry::storage::AuditStore;
 
 /// The advisory lock of the audit chain's head ("audit" in ASCII).

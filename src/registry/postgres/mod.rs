@@ -14,7 +14,7 @@ pub mod schema;
 pub use connect::{connect, tls_mode};
 pub use migrate::migrate;
 
-use crate::registry::RegistryError;
+use crate::registry::error::RegistryError;
 
 /// The registry's PostgreSQL database: a pool of connections to it.
 #[derive(Clone)]

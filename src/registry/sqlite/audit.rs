@@ -4,9 +4,9 @@
 use rusqlite::{OptionalExtension as _, Transaction, TransactionBehavior, params};
 
 use super::SqliteDb;
-use crate::registry::RegistryError;
 use crate::registry::actor::TOKEN_ACTOR_INFIX;
 use crate::registry::audit::{AuditQuery, GENESIS, NewAuditLine, StoredAuditLine};
+use crate::registry::error::RegistryError;
 use crate::registry::storage::AuditStore;
 
 const COLUMNS: &str = "id, time_ms, actor, action, patient_id, target, remote, prev_hash, hash";

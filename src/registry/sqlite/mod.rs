@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
-use super::RegistryError;
+use super::error::RegistryError;
 
 /// The registry's SQLite database.
 #[derive(Clone)]
