@@ -8,7 +8,7 @@
 //!
 //! Moving the registry behind this seam goes aggregate by aggregate; so far: the audit trail.
 
-use super::audit::{AuditQuery, NewAuditLine, StoredAuditLine};
+use super::audit::{AuditQuery, GENESIS, NewAuditLine, StoredAuditLine, VERIFY_PAGE, verify_page};
 use super::error::RegistryError;
 
 /// The audit trail.
@@ -35,3 +35,20 @@ pub trait AuditStore: Send + Sync {
 pub trait Storage: AuditStore {}
 
 impl<T: AuditStore> Storage for T {}
+
+/// Recomputes the audit hash chain of `db`; the number of lines, or `Err` naming the first that
+/// does not match. Reads in pages, so other work runs between them however long the trail is.
+pub async fn verify_chain(db: &dyn AuditStore) -> Result<usize, RegistryError> {
+    let (mut after, mut prev, mut total) = (0i64, GENESIS.to_vec(), 0usize);
+    loop {
+        let page = db
+            .audit_page(after, i64::MIN, i64::MAX, VERIFY_PAGE)
+            .await?;
+        prev = verify_page(&prev, &page)?;
+        total += page.len();
+        match page.last() {
+            Some(last) if page.len() == VERIFY_PAGE => after = last.id,
+            _ => return Ok(total),
+        }
+    }
+}

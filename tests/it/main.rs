@@ -25,6 +25,7 @@ mod ingest;
 mod logs;
 mod mqtt_rules;
 mod postgres;
+mod registry_conformance;
 mod sign_in_flood;
 mod tls;
 mod visit_browser;
