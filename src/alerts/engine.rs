@@ -134,6 +134,16 @@ pub struct OpenAlert {
     pub since_ms: i64,
 }
 
+/// A rule's latest alert, resolved by a person rather than by Vigil, as the shell reads it back
+/// at start-up: replayed at its time, it silences the rule again if the condition still held,
+/// so a restart does not undo the clinician's decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolution {
+    pub patient: PatientId,
+    pub rule_id: String,
+    pub at_ms: i64,
+}
+
 #[derive(Debug, Clone)]
 struct Track {
     severity: Severity,

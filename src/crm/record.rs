@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::alerts::engine::{Effect, OpenAlert};
+use crate::alerts::engine::{Effect, OpenAlert, Resolution};
 use crate::alerts::rules::{CarePlan, Severity};
 use crate::domain::{Observation, PatientId, format_rfc3339};
 use crate::registry::{Registry, RegistryError};
@@ -357,6 +357,40 @@ impl Registry {
                         acknowledged: status == "acknowledged",
                         escalations,
                         since_ms,
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// For each rule whose latest alert a person resolved (not Vigil), that resolution: the
+    /// engine replays it at start-up so that a condition still holding stays silenced.
+    pub async fn clinician_resolutions(&self) -> Result<Vec<Resolution>, RegistryError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT a.patient_id, a.rule_id, a.resolved_ms FROM alerts a
+                 WHERE a.status = 'resolved' AND a.resolved_ms IS NOT NULL
+                   AND coalesce(a.resolved_by, 'vigil') <> 'vigil'
+                   AND a.opened_ms = (SELECT max(b.opened_ms) FROM alerts b
+                                      WHERE b.patient_id = a.patient_id AND b.rule_id = a.rule_id)",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (patient, rule_id, at_ms) = row?;
+                if let Ok(patient) = PatientId::parse(&patient) {
+                    out.push(Resolution {
+                        patient,
+                        rule_id,
+                        at_ms,
                     });
                 }
             }

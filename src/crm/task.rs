@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{Command, Crm};
-use crate::alerts::engine::{Effect, Engine, Input, Settings};
+use crate::alerts::engine::{Effect, Engine, Input, Resolution, Settings};
 use crate::alerts::rules::CarePlan;
 use crate::domain::{DeviceId, Observation, PatientId, now_ms};
 use crate::registry::RegistryError;
@@ -41,6 +41,13 @@ async fn rebuild(
     let mut engine = Engine::new(settings, default_plan.clone());
     let plans = crm.registry.all_plans().await?;
     let patients = plans.len();
+    // A clinician's resolution of an alert whose condition still held silenced its rule; it is
+    // replayed at its time among the readings, so the rebuilt engine does not reopen it.
+    let mut resolutions: std::collections::HashMap<PatientId, Vec<Resolution>> =
+        std::collections::HashMap::new();
+    for r in crm.registry.clinician_resolutions().await? {
+        resolutions.entry(r.patient.clone()).or_default().push(r);
+    }
     let mut replayed = 0usize;
     for (patient, plan) in plans {
         let plan = plan.map(Arc::new);
@@ -87,8 +94,17 @@ async fn rebuild(
         }
         rows.sort_by_key(|o| o.time_ms);
         replayed += rows.len();
+        let mut resolved = resolutions.remove(&patient).unwrap_or_default();
+        resolved.sort_by_key(|r| r.at_ms);
+        let mut resolved = resolved.into_iter().peekable();
         for o in &rows {
+            while let Some(r) = resolved.next_if(|r| r.at_ms < o.time_ms) {
+                replay_resolution(&mut engine, &r, now);
+            }
             engine.replay(o);
+        }
+        for r in resolved {
+            replay_resolution(&mut engine, &r, now);
         }
     }
     for alert in crm.registry.unresolved_alerts().await? {
@@ -103,6 +119,18 @@ async fn rebuild(
         "alert engine rebuilt from the stores"
     );
     Ok((engine, effects))
+}
+
+/// A clinician's resolution, replayed: the rule's alert state as it was once they resolved it.
+fn replay_resolution(engine: &mut Engine, r: &Resolution, now: i64) {
+    let effects = engine.handle(
+        Input::Resolved {
+            patient: &r.patient,
+            rule_id: &r.rule_id,
+        },
+        now,
+    );
+    debug_assert!(effects.is_empty(), "a resolution has no effects");
 }
 
 /// Runs the engine until `stop`.

@@ -893,6 +893,65 @@ async fn fhir_resources_are_written_once_and_validate() {
     gw.stop().await;
 }
 
+/// A clinician resolves an alert whose condition still holds: the rule stays silent until the
+/// condition clears, and a restart does not undo that (the rebuilt engine replays the
+/// resolution) — the next alert is the one a new episode opens, after the condition cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinicians_resolution_holds_through_a_restart() {
+    let gw = Gateway::start_with(fast_alerts).await;
+    let api = &gw.client.clone();
+    let secret = patient_with_app(api, "p-hold").await;
+    publish(
+        gw.mqtt,
+        "p-hold-app",
+        &secret,
+        &[("bp_systolic", 200.0, 60)],
+    )
+    .await;
+    let a = exactly(api, "p-hold", 1).await;
+    let id = a[0]["id"].as_str().unwrap();
+    let (s, v) = api
+        .post(
+            &format!("/api/v1/alerts/{id}/resolve"),
+            json!({"note": "known, treated at home"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (cfg, dir) = gw.stop_keeping_data().await;
+    let gw = Gateway::start_again(cfg, dir).await;
+    let api = &gw.client;
+    // Still high (silenced), then normal (the episode ends), then high again (a new one).
+    publish(
+        gw.mqtt,
+        "p-hold-app",
+        &secret,
+        &[("bp_systolic", 205.0, 40)],
+    )
+    .await;
+    publish(
+        gw.mqtt,
+        "p-hold-app",
+        &secret,
+        &[("bp_systolic", 120.0, 30)],
+    )
+    .await;
+    publish(
+        gw.mqtt,
+        "p-hold-app",
+        &secret,
+        &[("bp_systolic", 210.0, 20)],
+    )
+    .await;
+    let b = exactly(api, "p-hold", 2).await;
+    let newest = &b[0];
+    assert_ne!(newest["id"], a[0]["id"]);
+    assert_eq!(
+        newest["trigger"]["value"], 210.0,
+        "the new alert is the new episode's, not one reopened on restart: {newest}"
+    );
+    gw.stop().await;
+}
+
 /// The SIGKILL case: an alert is committed while the receiver is down, Vigil is killed before
 /// it can deliver, and after the restart the receiver gets the event exactly once; the alert
 /// is not duplicated by the restart either.
