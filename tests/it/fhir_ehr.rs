@@ -188,7 +188,8 @@ async fn alerts_are_filed_under_the_chart_once_through_escalation_resolution_and
     let api = &gw.client;
     // Every open alert acknowledged, so that no escalation comes after the count; then every
     // event delivered, and as many Communications on the engine as events that make one (all
-    // but resolutions, which update the Flag). A duplicate, or a lost one, never settles.
+    // but resolutions, which update the Flag; acknowledgements are not written). A duplicate,
+    // or a lost one, never settles.
     let told = eventually(
         WAIT,
         "every event delivered and filed once",
@@ -248,7 +249,7 @@ async fn alerts_are_filed_under_the_chart_once_through_escalation_resolution_and
         .collect();
     assert_eq!(observations.len(), triggers.len(), "{alerts:#?}");
     assert_eq!(communications.len(), told);
-    assert!(told >= 4, "opened, escalated, acknowledged, opened: {told}");
+    assert!(told >= 3, "opened, escalated, opened: {told}");
 
     // Each reference names the chart's Patient, with the identifier it was found by beside it,
     // and the Device Vigil created for the patient's app.
