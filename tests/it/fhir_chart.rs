@@ -16,16 +16,27 @@ use crate::support::{Api, Gateway, eventually, metric, publish_readings};
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "fhir-chart-token";
-const MRN_SYSTEM: &str = "urn:oid:2.16.840.1.113883.3.4242";
+/// The clinic's MRN system in these tests.
+pub(crate) const MRN_SYSTEM: &str = "urn:oid:2.16.840.1.113883.3.4242";
 
 /// `[fhir]` against the receiver, with fast retries; `adjust` for the rest.
 fn fhir_config(
     base: String,
     adjust: impl FnOnce(&mut vigil::config::FhirConfig),
 ) -> vigil::config::FhirConfig {
+    fhir_config_with(base, TOKEN, adjust)
+}
+
+/// `[fhir]` at `base` with `token`, the MRN system of these tests and fast retries; `adjust`
+/// for the rest.
+pub(crate) fn fhir_config_with(
+    base: String,
+    token: &str,
+    adjust: impl FnOnce(&mut vigil::config::FhirConfig),
+) -> vigil::config::FhirConfig {
     let mut f = vigil::config::FhirConfig {
         base_url: base,
-        token: Some(TOKEN.into()),
+        token: Some(token.into()),
         patient_identifier_system: MRN_SYSTEM.into(),
         retry: vigil::config::RetryConfig {
             retry_initial_ms: 100,
@@ -54,7 +65,8 @@ fn resources(state: &Value, kind: &str) -> Vec<Value> {
     state["fhir"][kind].as_array().cloned().unwrap_or_default()
 }
 
-async fn deliveries(api: &Api, query: &str) -> Vec<Value> {
+/// The deliveries `GET /api/v1/deliveries?{query}` lists.
+pub(crate) async fn deliveries(api: &Api, query: &str) -> Vec<Value> {
     let (s, v) = api.get(&format!("/api/v1/deliveries?{query}")).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["deliveries"].as_array().unwrap().clone()

@@ -17,31 +17,19 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::alerts::{exactly, kinds, patient_with_app, publish, timeline};
+use crate::fhir_chart::{MRN_SYSTEM, deliveries, fhir_config_with};
 use crate::fhir_server::FhirServer;
 use crate::support::{Api, Gateway, eventually, metric, publish_readings};
 
 const WAIT: Duration = Duration::from_secs(40);
 const TOKEN: &str = "fhir-ehr-token-0123";
-const MRN_SYSTEM: &str = "urn:oid:2.16.840.1.113883.3.4242";
 
 /// `[fhir]` against the engine, with fast retries; `adjust` for the rest.
 fn fhir_config(
     fs: &FhirServer,
     adjust: impl FnOnce(&mut vigil::config::FhirConfig),
 ) -> vigil::config::FhirConfig {
-    let mut f = vigil::config::FhirConfig {
-        base_url: fs.base(),
-        token: Some(TOKEN.into()),
-        patient_identifier_system: MRN_SYSTEM.into(),
-        retry: vigil::config::RetryConfig {
-            retry_initial_ms: 100,
-            retry_max_s: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    adjust(&mut f);
-    f
+    fhir_config_with(fs.base(), TOKEN, adjust)
 }
 
 /// The clinic's chart: a Patient on the engine with an MRN; its id there.
@@ -65,12 +53,6 @@ async fn enrolled(api: &Api, id: &str, mrn: &str) {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-}
-
-async fn deliveries(api: &Api, query: &str) -> Vec<Value> {
-    let (s, v) = api.get(&format!("/api/v1/deliveries?{query}")).await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v["deliveries"].as_array().unwrap().clone()
 }
 
 /// Waits until there are FHIR deliveries (alert events) and every one is done (none pending,
