@@ -613,37 +613,57 @@ async fn a_visit_change_and_what_records_it_commit_together() {
     }
 }
 
-/// Several tasks starting one visit at once (on PostgreSQL each on its own connection, as
-/// several Vigil instances would): it starts once, with one timeline entry.
+/// Several tasks starting each of many visits at once (on PostgreSQL each on its own
+/// connection, as several Vigil instances would): each visit starts once, with one timeline
+/// entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_starts_start_a_visit_once() {
-    const TASKS: i64 = 8;
+    const VISITS: u32 = 30;
+    const TASKS: u32 = 8;
     for b in backends().await {
         b.add_patient("p-1").await;
-        b.db.create_visit(new_visit(1, "p-1"), visit_line("visit.create", 1))
-            .await
-            .unwrap();
-        let tasks: Vec<_> = (0..TASKS)
+        for n in 0..VISITS {
+            b.db.create_visit(new_visit(n, "p-1"), visit_line("visit.create", n))
+                .await
+                .unwrap();
+        }
+        let tasks: Vec<_> = (0..VISITS * TASKS)
             .map(|i| {
                 let db = b.db.clone();
                 tokio::spawn(async move {
-                    db.start_visit(visit_id(1), format!("clinician-{i}"), 10_000 + i)
+                    let v = db
+                        .start_visit(
+                            visit_id(i % VISITS),
+                            format!("clinician-{i}"),
+                            10_000 + i64::from(i),
+                        )
                         .await
-                        .unwrap()
+                        .unwrap();
+                    (v.id, v.started_ms)
                 })
             })
             .collect();
         let mut starts = Vec::new();
         for t in tasks {
-            starts.push(t.await.unwrap().started_ms);
+            starts.push(t.await.unwrap());
         }
-        let stored = b.db.visit(visit_id(1)).await.unwrap().unwrap().started_ms;
-        assert!(
-            starts.iter().all(|s| *s == stored && s.is_some()),
-            "{}: every start sees the one start: {starts:?} vs {stored:?}",
-            b.name
-        );
-        let kinds: Vec<String> = timeline(&b).await.into_iter().map(|(k, _)| k).collect();
-        assert_eq!(kinds, ["visit.started"], "{}", b.name);
+        for (id, started) in starts {
+            let stored = b.db.visit(id.clone()).await.unwrap().unwrap().started_ms;
+            assert!(
+                started.is_some() && started == stored,
+                "{}: {id}: a start saw {started:?}, the visit has {stored:?}",
+                b.name
+            );
+        }
+        let mut started: Vec<String> = timeline(&b)
+            .await
+            .into_iter()
+            .map(|(k, d)| format!("{k} {}", d["visit_id"].as_str().unwrap()))
+            .collect();
+        started.sort();
+        let want: Vec<String> = (0..VISITS)
+            .map(|n| format!("visit.started {}", visit_id(n)))
+            .collect();
+        assert_eq!(started, want, "{}: one entry per visit", b.name);
     }
 }
