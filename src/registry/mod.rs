@@ -27,6 +27,7 @@ pub mod storage;
 mod tokens;
 mod usernames;
 mod users;
+pub mod visits;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -700,6 +701,12 @@ impl Registry {
 
     pub fn profiles(&self) -> &Profiles {
         &self.profiles
+    }
+
+    /// The storage behind the seam, for the parts of the program whose registry methods live
+    /// beside them (video visits).
+    pub(crate) fn storage(&self) -> &dyn storage::Storage {
+        &*self.db
     }
 
     /// Runs `f` with the SQLite connection on a blocking thread.

@@ -6,10 +6,15 @@
 //! Each method is one transaction. A change that is audited takes its audit line and writes
 //! both or neither; appends to the audit chain are serialized by the backend.
 //!
-//! Moving the registry behind this seam goes aggregate by aggregate; so far: the audit trail.
+//! A change that puts an entry on a patient's timeline (a visit's start and end) writes the
+//! entry in the same transaction.
+//!
+//! Moving the registry behind this seam goes aggregate by aggregate; so far: the audit trail
+//! and video visits.
 
 use super::audit::{AuditQuery, GENESIS, NewAuditLine, StoredAuditLine, VERIFY_PAGE, verify_page};
 use super::error::RegistryError;
+use super::visits::{NewVisit, StoredVisit};
 
 /// The audit trail.
 #[async_trait::async_trait]
@@ -31,10 +36,47 @@ pub trait AuditStore: Send + Sync {
     ) -> Result<Vec<StoredAuditLine>, RegistryError>;
 }
 
-/// Everything the registry stores.
-pub trait Storage: AuditStore {}
+/// Video visits, and the entries their start and end put on the patient's timeline.
+#[async_trait::async_trait]
+pub trait VisitStore: Send + Sync {
+    /// Creates `visit` and appends `audit`, both or neither; the visit as stored.
+    /// `NotFound` when its patient is unknown, `Exists` when its id is taken.
+    async fn create_visit(
+        &self,
+        visit: NewVisit,
+        audit: NewAuditLine,
+    ) -> Result<StoredVisit, RegistryError>;
 
-impl<T: AuditStore> Storage for T {}
+    /// The visit `id`, if there is one.
+    async fn visit(&self, id: String) -> Result<Option<StoredVisit>, RegistryError>;
+
+    /// Marks the visit started by `by` at `now_ms` and writes `visit.started` on the
+    /// timeline, both or neither; a visit that has started or ended is left as it is. The visit
+    /// as it is after; `NotFound` when there is none.
+    async fn start_visit(
+        &self,
+        id: String,
+        by: String,
+        now_ms: i64,
+    ) -> Result<StoredVisit, RegistryError>;
+
+    /// Marks the visit ended by `by` at `now_ms` and writes `visit.ended` on the timeline,
+    /// both or neither; an ended visit is left as it is. `audit`, when given, is appended in
+    /// the same transaction whether or not the visit had ended (the request is audited either
+    /// way). The visit as it is after; `NotFound` when there is none.
+    async fn end_visit(
+        &self,
+        id: String,
+        by: String,
+        now_ms: i64,
+        audit: Option<NewAuditLine>,
+    ) -> Result<StoredVisit, RegistryError>;
+}
+
+/// Everything the registry stores.
+pub trait Storage: AuditStore + VisitStore {}
+
+impl<T: AuditStore + VisitStore> Storage for T {}
 
 /// Recomputes the audit hash chain of `db`; the number of lines, or `Err` naming the first that
 /// does not match. Reads in pages, so other work runs between them however long the trail is.

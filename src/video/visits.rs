@@ -1,11 +1,13 @@
-//! Visits in the registry (`visits`, schema version 5) and their entries on the patient's
-//! timeline (`visit.started`, `visit.ended` with the duration).
+//! Video visits as the API shows them, and the registry's methods for them. The registry
+//! stores them ([`crate::registry::storage::VisitStore`]: the `visits` table, and `visit.started`
+//! and `visit.ended` with the duration on the patient's timeline, each written with the change
+//! it records); this module mints their ids and says what state a visit is in at a given time.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
-use serde_json::json;
 
 use crate::domain::{PatientId, format_rfc3339};
+use crate::registry::audit::NewAuditLine;
+use crate::registry::visits::{NewVisit, StoredVisit};
 use crate::registry::{Registry, RegistryError};
 
 /// A visit as the API shows it.
@@ -42,97 +44,58 @@ pub fn is_visit_id(s: &str) -> bool {
     s.len() == 36 && s.starts_with("vis_") && s[4..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-type Row = (String, String, String, i64, i64, Option<i64>, Option<i64>);
-
-fn to_visit(r: Row, now_ms: i64) -> Visit {
-    let (id, patient_id, created_by, created, expires, started, ended) = r;
-    let status = match (started, ended) {
+/// The visit `v` as it stands at `now_ms`.
+fn to_visit(v: StoredVisit, now_ms: i64) -> Visit {
+    let status = match (v.started_ms, v.ended_ms) {
         (_, Some(_)) => "ended",
         (Some(_), None) => "in_progress",
-        (None, None) if now_ms >= expires => "expired",
+        (None, None) if now_ms >= v.expires_ms => "expired",
         (None, None) => "waiting",
     };
     Visit {
-        id,
-        patient_id,
-        created_by,
-        created_at: format_rfc3339(created),
-        expires_at: format_rfc3339(expires),
+        id: v.id,
+        patient_id: v.patient_id,
+        created_by: v.created_by,
+        created_at: format_rfc3339(v.created_ms),
+        expires_at: format_rfc3339(v.expires_ms),
         status,
-        started_at: started.map(format_rfc3339),
-        ended_at: ended.map(format_rfc3339),
-        duration_s: started.zip(ended).map(|(s, e)| (e - s).max(0) / 1000),
+        started_at: v.started_ms.map(format_rfc3339),
+        ended_at: v.ended_ms.map(format_rfc3339),
+        duration_s: v
+            .started_ms
+            .zip(v.ended_ms)
+            .map(|(s, e)| (e - s).max(0) / 1000),
     }
 }
 
-fn load(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<Row>> {
-    c.query_row(
-        "SELECT id, patient_id, created_by, created_ms, expires_ms, started_ms, ended_ms
-         FROM visits WHERE id = ?1",
-        [id],
-        |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        },
-    )
-    .optional()
-}
-
-fn timeline(
-    c: &rusqlite::Connection,
-    patient: &str,
-    now_ms: i64,
-    kind: &str,
-    data: serde_json::Value,
-) -> rusqlite::Result<()> {
-    c.execute(
-        "INSERT INTO timeline (patient_id, time_ms, kind, data) VALUES (?1, ?2, ?3, ?4)",
-        params![patient, now_ms, kind, data.to_string()],
-    )
-    .map(|_| ())
-}
-
 impl Registry {
-    /// Creates a visit whose links work until `expires_ms`.
+    /// Creates a visit whose links work until `expires_ms`, with the audit line `audit` makes
+    /// from the new visit's id, written together.
     pub async fn create_visit(
         &self,
         patient: PatientId,
         by: String,
         now_ms: i64,
         expires_ms: i64,
+        audit: impl FnOnce(&str) -> NewAuditLine,
     ) -> Result<Visit, RegistryError> {
         let id = new_id()?;
-        self.with(move |c| {
-            let exists: bool = c.query_row(
-                "SELECT EXISTS (SELECT 1 FROM patients WHERE id = ?1)",
-                [patient.as_str()],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                return Err(RegistryError::NotFound(format!("patient {patient}")));
-            }
-            c.execute(
-                "INSERT INTO visits (id, patient_id, created_by, created_ms, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, patient.as_str(), by, now_ms, expires_ms],
-            )?;
-            let row = load(c, &id)?.ok_or_else(|| RegistryError::Db("visit vanished".into()))?;
-            Ok(to_visit(row, now_ms))
-        })
-        .await
+        let line = audit(&id);
+        let new = NewVisit {
+            id,
+            patient_id: patient.as_str().to_owned(),
+            created_by: by,
+            created_ms: now_ms,
+            expires_ms,
+        };
+        let v = self.storage().create_visit(new, line).await?;
+        Ok(to_visit(v, now_ms))
     }
 
     /// One visit.
     pub async fn visit(&self, id: String, now_ms: i64) -> Result<Option<Visit>, RegistryError> {
-        self.with(move |c| Ok(load(c, &id)?.map(|r| to_visit(r, now_ms))))
-            .await
+        let v = self.storage().visit(id).await?;
+        Ok(v.map(|v| to_visit(v, now_ms)))
     }
 
     /// Marks a visit started (the clinician admitted the patient) and writes `visit.started`
@@ -143,62 +106,21 @@ impl Registry {
         by: String,
         now_ms: i64,
     ) -> Result<Visit, RegistryError> {
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let row =
-                load(&tx, &id)?.ok_or_else(|| RegistryError::NotFound(format!("visit {id}")))?;
-            if row.5.is_none() && row.6.is_none() {
-                tx.execute(
-                    "UPDATE visits SET started_ms = ?2 WHERE id = ?1",
-                    params![id, now_ms],
-                )?;
-                timeline(
-                    &tx,
-                    &row.1,
-                    now_ms,
-                    "visit.started",
-                    json!({"visit_id": id, "by": by}),
-                )?;
-            }
-            let row = load(&tx, &id)?.ok_or_else(|| RegistryError::Db("visit vanished".into()))?;
-            tx.commit()?;
-            Ok(to_visit(row, now_ms))
-        })
-        .await
+        let v = self.storage().start_visit(id, by, now_ms).await?;
+        Ok(to_visit(v, now_ms))
     }
 
     /// Ends a visit and writes `visit.ended` (with its duration when it had started); ending an
-    /// ended visit changes nothing.
+    /// ended visit changes nothing. `audit`, when given, is written with it, ended before or not.
     pub async fn end_visit(
         &self,
         id: String,
         by: String,
         now_ms: i64,
+        audit: Option<NewAuditLine>,
     ) -> Result<Visit, RegistryError> {
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let row =
-                load(&tx, &id)?.ok_or_else(|| RegistryError::NotFound(format!("visit {id}")))?;
-            if row.6.is_none() {
-                tx.execute(
-                    "UPDATE visits SET ended_ms = ?2, ended_by = ?3 WHERE id = ?1",
-                    params![id, now_ms, by],
-                )?;
-                let duration_s = row.5.map(|s| (now_ms - s).max(0) / 1000);
-                timeline(
-                    &tx,
-                    &row.1,
-                    now_ms,
-                    "visit.ended",
-                    json!({"visit_id": id, "by": by, "duration_s": duration_s,
-                           "held": row.5.is_some()}),
-                )?;
-            }
-            let row = load(&tx, &id)?.ok_or_else(|| RegistryError::Db("visit vanished".into()))?;
-            tx.commit()?;
-            Ok(to_visit(row, now_ms))
-        })
-        .await
+        let v = self.storage().end_visit(id, by, now_ms, audit).await?;
+        Ok(to_visit(v, now_ms))
     }
 }
 
@@ -206,6 +128,17 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::registry::{PatientDetails, Profiles};
+
+    fn created(id: &str) -> NewAuditLine {
+        NewAuditLine {
+            time_ms: 1_000,
+            actor: "nina".into(),
+            action: "visit.create".into(),
+            patient_id: Some("p1".into()),
+            target: format!("visit/{id}"),
+            remote: "127.0.0.1".into(),
+        }
+    }
 
     #[tokio::test]
     async fn a_visit_starts_once_ends_once_and_both_land_on_the_timeline() {
@@ -223,7 +156,7 @@ mod tests {
         .await
         .unwrap();
         let v = r
-            .create_visit(p.clone(), "nina".into(), 1_000, 3_601_000)
+            .create_visit(p.clone(), "nina".into(), 1_000, 3_601_000, created)
             .await
             .unwrap();
         assert!(is_visit_id(&v.id), "{}", v.id);
@@ -246,12 +179,12 @@ mod tests {
             .await
             .unwrap();
         let e = r
-            .end_visit(v.id.clone(), "nina".into(), 310_000)
+            .end_visit(v.id.clone(), "nina".into(), 310_000, None)
             .await
             .unwrap();
         assert_eq!((e.status, e.duration_s), ("ended", Some(300)));
         let again = r
-            .end_visit(v.id.clone(), "nina".into(), 999_000)
+            .end_visit(v.id.clone(), "nina".into(), 999_000, None)
             .await
             .unwrap();
         assert_eq!(again, e, "ending twice changes nothing");
@@ -268,9 +201,15 @@ mod tests {
             "{kinds:?}"
         );
         assert!(
-            r.create_visit(PatientId::parse("nobody").unwrap(), "x".into(), 0, 1)
-                .await
-                .is_err()
+            r.create_visit(
+                PatientId::parse("nobody").unwrap(),
+                "x".into(),
+                0,
+                1,
+                created
+            )
+            .await
+            .is_err()
         );
     }
 }

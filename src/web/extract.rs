@@ -6,6 +6,7 @@ use super::auth::Principal;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::domain::{DeviceId, PatientId, now_ms, parse_rfc3339};
+use crate::registry::audit::NewAuditLine;
 use crate::registry::{AuditEntry, Role};
 
 /// What a handler returns: its answer, or the error the client is told.
@@ -52,6 +53,27 @@ pub(super) async fn audit_line(
         )
         .await
         .map_err(ApiError::from)
+}
+
+/// The audit line [`audit_line`] would write at `now_ms`, for a change that writes it in its
+/// own transaction (so that the change and its line commit together).
+pub(super) fn new_audit_line(
+    p: &Principal,
+    action: &str,
+    patient: Option<&PatientId>,
+    target: &str,
+    now_ms: i64,
+) -> NewAuditLine {
+    NewAuditLine::of(
+        &AuditEntry {
+            actor: &p.actor(),
+            action,
+            patient_id: patient,
+            target,
+            remote: &p.remote,
+        },
+        now_ms,
+    )
 }
 
 /// An optional RFC 3339 time parameter (empty counts as absent), or 400 naming it.

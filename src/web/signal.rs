@@ -31,6 +31,7 @@ use super::recheck::{CLOSE_NOT_ALLOWED, CLOSE_UNCHECKED, Concerns, Ended, Rechec
 use super::state::AppState;
 use crate::domain::now_ms;
 use crate::registry::AuditEntry;
+use crate::registry::audit::NewAuditLine;
 use crate::video::relay::{Out, Pid, RelayError, Room};
 use crate::video::signal::{In, parse};
 use crate::video::token::JoinRole;
@@ -403,7 +404,7 @@ pub(crate) async fn end_emptied_visits(s: AppState, stop: tokio_util::sync::Canc
                 Ok(Some(v)) if v.status == "in_progress" => {
                     if let Err(e) = s
                         .registry
-                        .end_visit(id.clone(), "vigil (everyone left)".into(), left_ms)
+                        .end_visit(id.clone(), "vigil (everyone left)".into(), left_ms, None)
                         .await
                     {
                         tracing::warn!(visit = %id, error = %e, "an emptied visit could not be ended");
@@ -503,20 +504,21 @@ impl Ctx<'_> {
                 if self.joined.role != JoinRole::Clinician {
                     return Err("only a clinician can end the visit".into());
                 }
+                // The end and its audit line are recorded together, or neither is.
+                let now = now_ms();
+                let line = NewAuditLine {
+                    time_ms: now,
+                    actor: self.joined.actor.clone(),
+                    action: "visit.end".into(),
+                    patient_id: Some(self.patient.to_owned()),
+                    target: format!("visit/{}", self.id),
+                    remote: self.remote.to_owned(),
+                };
                 self.s
                     .registry
-                    .end_visit(self.id.to_owned(), self.joined.by.clone(), now_ms())
+                    .end_visit(self.id.to_owned(), self.joined.by.clone(), now, Some(line))
                     .await
                     .map_err(|e| format!("the visit's end was not recorded: {e}"))?;
-                audit(
-                    self.s,
-                    &self.joined.actor,
-                    "visit.end",
-                    self.patient,
-                    self.id,
-                    self.remote,
-                )
-                .await;
                 let rooms = self.s.rooms.clone();
                 let id = self.id.to_owned();
                 // Not awaited here: ending closes this very socket's room.

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::auth::{Principal, check_patient};
 use super::error::ApiError;
-use super::extract::{ApiResult, audit_line, patient_id};
+use super::extract::{ApiResult, audit_line, new_audit_line, patient_id};
 use super::state::AppState;
 use crate::domain::{PatientId, now_ms};
 use crate::registry::AuditEntry;
@@ -62,16 +62,16 @@ pub(super) async fn create(
     let ttl_ms = i64::try_from(s.visit_link_ttl.as_millis()).unwrap_or(i64::MAX / 2);
     let v = s
         .registry
-        .create_visit(patient.clone(), p.name.clone(), now, now + ttl_ms)
+        .create_visit(patient.clone(), p.name.clone(), now, now + ttl_ms, |id| {
+            new_audit_line(
+                &p,
+                "visit.create",
+                Some(&patient),
+                &format!("visit/{id}"),
+                now,
+            )
+        })
         .await?;
-    audit_line(
-        &s,
-        &p,
-        "visit.create",
-        Some(&patient),
-        &format!("visit/{}", v.id),
-    )
-    .await?;
     let exp = (now + ttl_ms) / 1000;
     let link = |r: JoinRole| {
         let token = s.visit_key.sign(&Claims {
@@ -164,9 +164,13 @@ pub(super) async fn end(
 ) -> ApiResult<Json<Value>> {
     let id = visit_id(&id)?;
     let v = scoped(&s, &p, &id).await?;
-    let v = s.registry.end_visit(v.id, p.name.clone(), now_ms()).await?;
     let patient = patient_id(&v.patient_id)?;
-    audit_line(&s, &p, "visit.end", Some(&patient), &format!("visit/{id}")).await?;
+    let now = now_ms();
+    let line = new_audit_line(&p, "visit.end", Some(&patient), &format!("visit/{id}"), now);
+    let v = s
+        .registry
+        .end_visit(v.id, p.name.clone(), now, Some(line))
+        .await?;
     s.rooms.end(&id, "the clinician ended the visit").await;
     Ok(Json(json!(v)))
 }

@@ -3,14 +3,16 @@
 //! (`scripts/pg-temp`). Each test states a behaviour of the seam and checks it on each backend in
 //! turn, so the two cannot drift apart.
 //!
-//! So far the seam covers the audit trail.
+//! So far the seam covers the audit trail and video visits.
 
 use std::sync::Arc;
 
+use vigil::registry::RegistryError;
 use vigil::registry::audit::{AuditQuery, NewAuditLine};
 use vigil::registry::postgres::PgDb;
 use vigil::registry::sqlite::SqliteDb;
 use vigil::registry::storage::{Storage, verify_chain};
+use vigil::registry::visits::{NewVisit, StoredVisit};
 
 use crate::postgres::Postgres;
 use crate::support::run;
@@ -39,6 +41,70 @@ impl Backend {
                 let out = run("psql", &[url, "-v", "ON_ERROR_STOP=1", "-c", sql], None).await;
                 assert!(out.ok, "{}", out.stderr);
             }
+        }
+    }
+}
+
+impl Backend {
+    /// The first column of `sql`'s rows, as text.
+    async fn rows(&self, sql: &str) -> Vec<String> {
+        match &self.raw {
+            Raw::Sqlite(dir) => {
+                let c = rusqlite::Connection::open(dir.path().join("registry.db")).unwrap();
+                let mut stmt = c.prepare(sql).unwrap();
+                stmt.query_map([], |r| r.get::<_, String>(0))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap()
+            }
+            Raw::Postgres { url, .. } => {
+                let out = run("psql", &[url, "-v", "ON_ERROR_STOP=1", "-Atc", sql], None).await;
+                assert!(out.ok, "{}", out.stderr);
+                out.stdout.lines().map(str::to_owned).collect()
+            }
+        }
+    }
+
+    /// Makes the database refuse every insert into `table`, as a full disk or a broken
+    /// constraint would.
+    async fn refuse_inserts(&self, table: &str) {
+        match &self.raw {
+            Raw::Sqlite(_) => {
+                self.tamper(&format!(
+                    "CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table}
+                     BEGIN SELECT RAISE(ABORT, 'injected: refused'); END;"
+                ))
+                .await
+            }
+            Raw::Postgres { .. } => {
+                self.tamper(&format!(
+                    "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql
+                       AS $$ BEGIN RAISE EXCEPTION 'injected: refused'; END $$;
+                     CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table}
+                       FOR EACH ROW EXECUTE FUNCTION refuse();"
+                ))
+                .await
+            }
+        }
+    }
+
+    async fn accept_inserts(&self, table: &str) {
+        let on = match self.raw {
+            Raw::Sqlite(_) => "",
+            Raw::Postgres { .. } => &format!(" ON {table}"),
+        };
+        self.tamper(&format!("DROP TRIGGER refuse_{table}{on}"))
+            .await;
+    }
+
+    /// Adds patient `id` where the backend has a patients table (SQLite; PostgreSQL has none
+    /// yet, and its visits do not reference one).
+    async fn add_patient(&self, id: &str) {
+        if let Raw::Sqlite(_) = self.raw {
+            self.tamper(&format!(
+                "INSERT INTO patients (id, name, created_ms) VALUES ('{id}', 'Ada', 0)"
+            ))
+            .await;
         }
     }
 }
@@ -239,5 +305,365 @@ async fn concurrent_appends_leave_one_unbroken_chain() {
             b.name,
             WRITERS * EACH
         );
+    }
+}
+
+fn visit_id(n: u32) -> String {
+    format!("vis_{n:032x}")
+}
+
+fn new_visit(n: u32, patient: &str) -> NewVisit {
+    NewVisit {
+        id: visit_id(n),
+        patient_id: patient.into(),
+        created_by: "nina".into(),
+        created_ms: 1_000,
+        expires_ms: 3_601_000,
+    }
+}
+
+fn visit_line(action: &str, n: u32) -> NewAuditLine {
+    NewAuditLine {
+        target: format!("visit/{}", visit_id(n)),
+        ..line(1_000, "nina", action, Some("p-1"))
+    }
+}
+
+/// The timeline as `kind` and its data, oldest first.
+async fn timeline(b: &Backend) -> Vec<(String, serde_json::Value)> {
+    b.rows("SELECT kind || ' ' || data FROM timeline ORDER BY id")
+        .await
+        .iter()
+        .map(|r| {
+            let (kind, data) = r.split_once(' ').unwrap();
+            (kind.to_owned(), serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}
+
+/// The actions of the audit trail, oldest first.
+async fn audited(b: &Backend) -> Vec<String> {
+    let lines = b.db.audit_records(all()).await.unwrap();
+    lines.into_iter().map(|l| l.line.action).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_reads_back_as_created_with_its_audit_line_and_its_id_once() {
+    for b in backends().await {
+        b.add_patient("p-1").await;
+        let v =
+            b.db.create_visit(new_visit(1, "p-1"), visit_line("visit.create", 1))
+                .await
+                .unwrap();
+        let want = StoredVisit {
+            id: visit_id(1),
+            patient_id: "p-1".into(),
+            created_by: "nina".into(),
+            created_ms: 1_000,
+            expires_ms: 3_601_000,
+            started_ms: None,
+            ended_ms: None,
+            ended_by: None,
+        };
+        assert_eq!(v, want, "{}", b.name);
+        assert_eq!(
+            b.db.visit(visit_id(1)).await.unwrap(),
+            Some(want),
+            "{}",
+            b.name
+        );
+        assert_eq!(b.db.visit(visit_id(2)).await.unwrap(), None, "{}", b.name);
+        assert_eq!(audited(&b).await, ["visit.create"], "{}", b.name);
+
+        let again =
+            b.db.create_visit(new_visit(1, "p-1"), visit_line("visit.create", 1))
+                .await;
+        assert!(
+            matches!(&again, Err(RegistryError::Exists(m)) if m.contains(&visit_id(1))),
+            "{}: {again:?}",
+            b.name
+        );
+        assert_eq!(
+            audited(&b).await,
+            ["visit.create"],
+            "{}: a refused visit is not audited",
+            b.name
+        );
+        assert!(
+            timeline(&b).await.is_empty(),
+            "{}: creating writes no timeline entry",
+            b.name
+        );
+    }
+}
+
+/// An unknown patient's visit is refused where the backend knows its patients (SQLite; on
+/// PostgreSQL once the patients table is there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_for_an_unknown_patient_is_refused() {
+    for b in backends().await {
+        if let Raw::Postgres { .. } = b.raw {
+            continue;
+        }
+        let r =
+            b.db.create_visit(new_visit(1, "nobody"), visit_line("visit.create", 1))
+                .await;
+        assert!(
+            matches!(&r, Err(RegistryError::NotFound(m)) if m == "patient nobody"),
+            "{}: {r:?}",
+            b.name
+        );
+        assert_eq!(b.db.visit(visit_id(1)).await.unwrap(), None, "{}", b.name);
+        assert!(audited(&b).await.is_empty(), "{}", b.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_starts_once_and_ends_once_each_on_the_timeline() {
+    for b in backends().await {
+        b.add_patient("p-1").await;
+        let db = &b.db;
+        db.create_visit(new_visit(1, "p-1"), visit_line("visit.create", 1))
+            .await
+            .unwrap();
+        let s = db
+            .start_visit(visit_id(1), "nina".into(), 10_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            (s.started_ms, s.ended_ms),
+            (Some(10_000), None),
+            "{}",
+            b.name
+        );
+        let again = db
+            .start_visit(visit_id(1), "omar".into(), 20_000)
+            .await
+            .unwrap();
+        assert_eq!(again, s, "{}: a second start changes nothing", b.name);
+        assert_eq!(
+            db.visit(visit_id(1)).await.unwrap(),
+            Some(s.clone()),
+            "{}",
+            b.name
+        );
+
+        let e = db
+            .end_visit(
+                visit_id(1),
+                "nina".into(),
+                310_999,
+                Some(visit_line("visit.end", 1)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (e.started_ms, e.ended_ms, e.ended_by.as_deref()),
+            (Some(10_000), Some(310_999), Some("nina")),
+            "{}",
+            b.name
+        );
+        let again = db
+            .end_visit(
+                visit_id(1),
+                "omar".into(),
+                999_000,
+                Some(visit_line("visit.end", 1)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, e, "{}: a second end changes nothing", b.name);
+        let after = db
+            .start_visit(visit_id(1), "omar".into(), 1_000_000)
+            .await
+            .unwrap();
+        assert_eq!(after, e, "{}: an ended visit does not start again", b.name);
+        assert_eq!(db.visit(visit_id(1)).await.unwrap(), Some(e), "{}", b.name);
+
+        let id = visit_id(1);
+        assert_eq!(
+            timeline(&b).await,
+            [
+                (
+                    "visit.started".to_owned(),
+                    serde_json::json!({"visit_id": id, "by": "nina"})
+                ),
+                (
+                    "visit.ended".to_owned(),
+                    serde_json::json!({"visit_id": id, "by": "nina", "duration_s": 300, "held": true})
+                ),
+            ],
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            b.rows("SELECT patient_id || ' ' || time_ms FROM timeline ORDER BY id")
+                .await,
+            ["p-1 10000", "p-1 310999"],
+            "{}",
+            b.name
+        );
+        // Each end request is audited, the one that changed nothing too.
+        assert_eq!(
+            audited(&b).await,
+            ["visit.create", "visit.end", "visit.end"],
+            "{}",
+            b.name
+        );
+
+        // Ended without anyone admitted: no duration; no audit line asked for, none written.
+        db.create_visit(new_visit(2, "p-1"), visit_line("visit.create", 2))
+            .await
+            .unwrap();
+        db.end_visit(visit_id(2), "vigil".into(), 5_000, None)
+            .await
+            .unwrap();
+        let last = timeline(&b).await.pop().unwrap();
+        assert_eq!(
+            last.1,
+            serde_json::json!({"visit_id": visit_id(2), "by": "vigil", "duration_s": null, "held": false}),
+            "{}",
+            b.name
+        );
+        assert_eq!(audited(&b).await.len(), 4, "{}", b.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_visit_is_not_found_and_nothing_is_written() {
+    for b in backends().await {
+        let r = b.db.start_visit(visit_id(9), "nina".into(), 1).await;
+        assert!(
+            matches!(&r, Err(RegistryError::NotFound(m)) if *m == format!("visit {}", visit_id(9))),
+            "{}: {r:?}",
+            b.name
+        );
+        let r =
+            b.db.end_visit(
+                visit_id(9),
+                "nina".into(),
+                1,
+                Some(visit_line("visit.end", 9)),
+            )
+            .await;
+        assert!(
+            matches!(r, Err(RegistryError::NotFound(_))),
+            "{}: {r:?}",
+            b.name
+        );
+        assert!(timeline(&b).await.is_empty(), "{}", b.name);
+        assert!(audited(&b).await.is_empty(), "{}", b.name);
+    }
+}
+
+/// A visit's start or end and its timeline entry (and its audit line) commit together: when
+/// one cannot be written, the other did not happen either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_change_and_what_records_it_commit_together() {
+    for b in backends().await {
+        b.add_patient("p-1").await;
+        let db = &b.db;
+        b.refuse_inserts("audit").await;
+        let r = db
+            .create_visit(new_visit(1, "p-1"), visit_line("visit.create", 1))
+            .await;
+        assert!(r.is_err(), "{}: {r:?}", b.name);
+        assert_eq!(
+            db.visit(visit_id(1)).await.unwrap(),
+            None,
+            "{}: created unaudited",
+            b.name
+        );
+        b.accept_inserts("audit").await;
+        let created = db
+            .create_visit(new_visit(1, "p-1"), visit_line("visit.create", 1))
+            .await
+            .unwrap();
+
+        b.refuse_inserts("timeline").await;
+        let r = db.start_visit(visit_id(1), "nina".into(), 10_000).await;
+        assert!(r.is_err(), "{}: {r:?}", b.name);
+        let r = db.end_visit(visit_id(1), "nina".into(), 20_000, None).await;
+        assert!(r.is_err(), "{}: {r:?}", b.name);
+        assert_eq!(
+            db.visit(visit_id(1)).await.unwrap(),
+            Some(created.clone()),
+            "{}: started or ended without its timeline entry",
+            b.name
+        );
+        b.accept_inserts("timeline").await;
+
+        db.start_visit(visit_id(1), "nina".into(), 10_000)
+            .await
+            .unwrap();
+        b.refuse_inserts("audit").await;
+        let r = db
+            .end_visit(
+                visit_id(1),
+                "nina".into(),
+                20_000,
+                Some(visit_line("visit.end", 1)),
+            )
+            .await;
+        assert!(r.is_err(), "{}: {r:?}", b.name);
+        let v = db.visit(visit_id(1)).await.unwrap().unwrap();
+        assert_eq!(v.ended_ms, None, "{}: ended unaudited", b.name);
+        let kinds: Vec<String> = timeline(&b).await.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(kinds, ["visit.started"], "{}", b.name);
+    }
+}
+
+/// Several tasks starting each of many visits at once (on PostgreSQL each on its own
+/// connection, as several Vigil instances would): each visit starts once, with one timeline
+/// entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_start_a_visit_once() {
+    const VISITS: u32 = 30;
+    const TASKS: u32 = 8;
+    for b in backends().await {
+        b.add_patient("p-1").await;
+        for n in 0..VISITS {
+            b.db.create_visit(new_visit(n, "p-1"), visit_line("visit.create", n))
+                .await
+                .unwrap();
+        }
+        let tasks: Vec<_> = (0..VISITS * TASKS)
+            .map(|i| {
+                let db = b.db.clone();
+                tokio::spawn(async move {
+                    let v = db
+                        .start_visit(
+                            visit_id(i % VISITS),
+                            format!("clinician-{i}"),
+                            10_000 + i64::from(i),
+                        )
+                        .await
+                        .unwrap();
+                    (v.id, v.started_ms)
+                })
+            })
+            .collect();
+        let mut starts = Vec::new();
+        for t in tasks {
+            starts.push(t.await.unwrap());
+        }
+        for (id, started) in starts {
+            let stored = b.db.visit(id.clone()).await.unwrap().unwrap().started_ms;
+            assert!(
+                started.is_some() && started == stored,
+                "{}: {id}: a start saw {started:?}, the visit has {stored:?}",
+                b.name
+            );
+        }
+        let mut started: Vec<String> = timeline(&b)
+            .await
+            .into_iter()
+            .map(|(k, d)| format!("{k} {}", d["visit_id"].as_str().unwrap()))
+            .collect();
+        started.sort();
+        let want: Vec<String> = (0..VISITS)
+            .map(|n| format!("visit.started {}", visit_id(n)))
+            .collect();
+        assert_eq!(started, want, "{}: one entry per visit", b.name);
     }
 }

@@ -21,4 +21,27 @@ pub const STEPS: &[&str] = &[
      );
      CREATE INDEX audit_by_patient ON audit (patient_id, time_ms);
      CREATE INDEX audit_by_time ON audit (time_ms);",
+    // 2: video visits, and the patients' timeline their start and end write to. The timeline
+    // is the CRM record's table, with SQLite's columns; it is created here only if the record's
+    // own step has not created it already. `visits.patient_id` will reference `patients (id)`
+    // once the patients table is on PostgreSQL.
+    "CREATE TABLE visits (
+        id         text   PRIMARY KEY,
+        patient_id text   NOT NULL,
+        created_by text   NOT NULL,
+        created_ms bigint NOT NULL,
+        expires_ms bigint NOT NULL,
+        started_ms bigint,
+        ended_ms   bigint,
+        ended_by   text
+     );
+     CREATE INDEX visits_by_patient ON visits (patient_id, created_ms);
+     CREATE TABLE IF NOT EXISTS timeline (
+        id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        patient_id text   NOT NULL,
+        time_ms    bigint NOT NULL,
+        kind       text   NOT NULL,
+        data       text   NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS timeline_by_patient ON timeline (patient_id, time_ms);",
 ];
