@@ -6,10 +6,12 @@
 //! Each method is one transaction. A change that is audited takes its audit line and writes
 //! both or neither; appends to the audit chain are serialized by the backend.
 //!
-//! Moving the registry behind this seam goes aggregate by aggregate; so far: the audit trail.
+//! Moving the registry behind this seam goes aggregate by aggregate; so far: the audit trail
+//! and API tokens.
 
 use super::audit::{AuditQuery, GENESIS, NewAuditLine, StoredAuditLine, VERIFY_PAGE, verify_page};
 use super::error::RegistryError;
+use super::tokens::{LiveBy, NewApiToken, StoredToken};
 
 /// The audit trail.
 #[async_trait::async_trait]
@@ -31,10 +33,46 @@ pub trait AuditStore: Send + Sync {
     ) -> Result<Vec<StoredAuditLine>, RegistryError>;
 }
 
-/// Everything the registry stores.
-pub trait Storage: AuditStore {}
+/// API tokens, kept only as the hash of their secret.
+#[async_trait::async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Stores `token` and appends `audit`, both or neither. `Exists` if its id or hash is taken;
+    /// `NotFound` if the backend knows its users and `token.user` is none of them.
+    async fn create_token(
+        &self,
+        token: NewApiToken,
+        audit: NewAuditLine,
+    ) -> Result<StoredToken, RegistryError>;
 
-impl<T: AuditStore> Storage for T {}
+    /// The tokens of `user` (its stored spelling), or every token (`None`): newest first, then
+    /// by id.
+    async fn tokens(&self, user: Option<String>) -> Result<Vec<StoredToken>, RegistryError>;
+
+    /// One token by id, live or not.
+    async fn token_by_id(&self, id: String) -> Result<Option<StoredToken>, RegistryError>;
+
+    /// The token `by` names if it is live at `now_ms`: not revoked, and expiring after `now_ms`.
+    async fn live_token(
+        &self,
+        by: LiveBy,
+        now_ms: i64,
+    ) -> Result<Option<StoredToken>, RegistryError>;
+
+    /// Revokes token `id` at `now_ms` (a token already revoked keeps its first time) and appends
+    /// `audit`, both or neither; the token as it now is. `NotFound` (and nothing appended) if
+    /// there is no such token.
+    async fn revoke_token(
+        &self,
+        id: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<StoredToken, RegistryError>;
+}
+
+/// Everything the registry stores.
+pub trait Storage: AuditStore + TokenStore {}
+
+impl<T: AuditStore + TokenStore> Storage for T {}
 
 /// Recomputes the audit hash chain of `db`; the number of lines, or `Err` naming the first that
 /// does not match. Reads in pages, so other work runs between them however long the trail is.

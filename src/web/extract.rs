@@ -1,11 +1,12 @@
 //! What the `/api/v1` handlers share: parsing ids, times and a list's order from the request,
-//! the limits of long lists, the admin check and the audit line. It uses no handler module and
+//! the limits of long lists, the admin check and the audit line (written, or made for a change that commits it). It uses no handler module and
 //! the router uses none of it, so every handler module can use it without an import cycle.
 
 use super::auth::Principal;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::domain::{DeviceId, PatientId, now_ms, parse_rfc3339};
+use crate::registry::audit::NewAuditLine;
 use crate::registry::{AuditEntry, Role};
 
 /// What a handler returns: its answer, or the error the client is told.
@@ -52,6 +53,24 @@ pub(super) async fn audit_line(
         )
         .await
         .map_err(ApiError::from)
+}
+
+/// The audit line [`audit_line`] would write now, for a change the registry commits together
+/// with it.
+pub(super) fn audit_of(
+    p: &Principal,
+    action: &str,
+    patient: Option<&PatientId>,
+    target: &str,
+) -> NewAuditLine {
+    let entry = AuditEntry {
+        actor: &p.actor(),
+        action,
+        patient_id: patient,
+        target,
+        remote: &p.remote,
+    };
+    NewAuditLine::of(&entry, now_ms())
 }
 
 /// An optional RFC 3339 time parameter (empty counts as absent), or 400 naming it.

@@ -3,13 +3,14 @@
 //! databases" in `docs/store.md` for the choices and why.
 //!
 //! Built so far: connecting (the URL, TLS through rustls, the pool: [`connect`]), the
-//! migrations applied under an advisory lock ([`migrate`], [`schema::STEPS`]), and the audit
-//! trail.
+//! migrations applied under an advisory lock ([`migrate`], [`schema::STEPS`]), the audit
+//! trail and API tokens.
 
 mod audit;
 mod connect;
 mod migrate;
 pub mod schema;
+mod tokens;
 
 pub use connect::{connect, tls_mode};
 pub use migrate::migrate;
