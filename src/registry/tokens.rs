@@ -229,6 +229,21 @@ mod tests {
             "revoked"
         );
         assert_eq!(r.api_tokens(Some("poller".into())).await.unwrap().len(), 2);
+        // Each change wrote the line made for it, naming the new token.
+        let lines = r
+            .audit_records(None, None, i64::MIN, i64::MAX, 100, false)
+            .await
+            .unwrap();
+        let lines: Vec<_> = lines.iter().map(|l| (&*l.action, &*l.target)).collect();
+        let (one, two) = (format!("token/{}", t.id), format!("token/{}", t2.id));
+        assert_eq!(
+            lines,
+            [
+                ("token.create", &*one),
+                ("token.create", &*two),
+                ("token.revoke", &*two)
+            ]
+        );
         assert!(
             r.create_api_token("nobody", "x", Scope::Read, 0, 1, created)
                 .await
