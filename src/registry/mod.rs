@@ -24,7 +24,7 @@ mod profile;
 mod schema;
 pub mod sqlite;
 pub mod storage;
-mod tokens;
+pub mod tokens;
 mod usernames;
 mod users;
 pub mod visits;
@@ -1229,11 +1229,109 @@ impl Registry {
     pub async fn verify_audit_chain(&self) -> Result<usize, RegistryError> {
         storage::verify_chain(&*self.db).await
     }
+
+    /// Creates a token for `user` (any spelling of the name; the token holds the stored one)
+    /// and appends the audit line `audit` makes of the new token's id, both or neither; returns
+    /// the token's secret (shown once) and the token.
+    pub async fn create_api_token(
+        &self,
+        user: &str,
+        label: &str,
+        scope: Scope,
+        now_ms: i64,
+        expires_ms: i64,
+        audit: impl FnOnce(&str) -> audit::NewAuditLine,
+    ) -> Result<(String, ApiToken), RegistryError> {
+        let label = tokens::check_label(label)?;
+        let user = self.user(user).await?.name;
+        let (secret, id) = tokens::new_secret()?;
+        let line = audit(&id);
+        let token = tokens::NewApiToken {
+            id,
+            hash: tokens::secret_hash(&secret),
+            user,
+            label,
+            scope,
+            created_ms: now_ms,
+            expires_ms,
+        };
+        let token = self.db.create_token(token, line).await?;
+        Ok((secret, token.into()))
+    }
+
+    /// The tokens of `user`, or every token (`None`), newest first.
+    pub async fn api_tokens(&self, user: Option<String>) -> Result<Vec<ApiToken>, RegistryError> {
+        let found = self.db.tokens(user).await?;
+        Ok(found.into_iter().map(ApiToken::from).collect())
+    }
+
+    /// One token by id.
+    pub async fn api_token_by_id(&self, id: String) -> Result<Option<ApiToken>, RegistryError> {
+        Ok(self.db.token_by_id(id).await?.map(ApiToken::from))
+    }
+
+    /// Revokes a token (at once: the next request with it is refused) and appends `audit`, both
+    /// or neither; its user's access change is announced once committed. Idempotent.
+    pub async fn revoke_api_token(
+        &self,
+        id: String,
+        now_ms: i64,
+        audit: audit::NewAuditLine,
+    ) -> Result<ApiToken, RegistryError> {
+        let t = self.db.revoke_token(id, now_ms, audit).await?;
+        self.access_changed(AccessChange::User(t.user.clone()));
+        Ok(t.into())
+    }
+
+    /// The token a secret names and its user, if it is live (not revoked, not expired).
+    pub async fn api_token(
+        &self,
+        secret: &str,
+        now_ms: i64,
+    ) -> Result<Option<(ApiToken, User)>, RegistryError> {
+        let by = tokens::LiveBy::Hash(tokens::secret_hash(secret));
+        self.live_token(by, now_ms).await
+    }
+
+    /// The token with this id and its user, if it is still live: how an open socket re-checks
+    /// the token it was opened with.
+    pub async fn live_api_token(
+        &self,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<Option<(ApiToken, User)>, RegistryError> {
+        self.live_token(tokens::LiveBy::Id(id.to_owned()), now_ms)
+            .await
+    }
+
+    async fn live_token(
+        &self,
+        by: tokens::LiveBy,
+        now_ms: i64,
+    ) -> Result<Option<(ApiToken, User)>, RegistryError> {
+        let Some(token) = self.db.live_token(by, now_ms).await? else {
+            return Ok(None);
+        };
+        let token = ApiToken::from(token);
+        let user = self.user(&token.user).await?;
+        Ok(Some((token, user)))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn token_line(action: &str, id: &str) -> audit::NewAuditLine {
+        audit::NewAuditLine {
+            time_ms: 0,
+            actor: "admin".into(),
+            action: action.into(),
+            patient_id: None,
+            target: format!("token/{id}"),
+            remote: "127.0.0.1".into(),
+        }
+    }
 
     async fn registry() -> (tempfile::TempDir, Registry) {
         let dir = tempfile::tempdir().unwrap();
@@ -1566,11 +1664,14 @@ mod tests {
         r.end_session(&session).await.unwrap();
         assert_eq!(announced(), None, "no such session: nothing changed");
         let (_, t) = r
-            .create_api_token("nina", "poller", Scope::Read, 0, 1_000)
+            .create_api_token("nina", "poller", Scope::Read, 0, 1_000, |id| {
+                token_line("token.create", id)
+            })
             .await
             .unwrap();
         assert_eq!(announced(), None);
-        r.revoke_api_token(t.id, 1).await.unwrap();
+        let line = token_line("token.revoke", &t.id);
+        r.revoke_api_token(t.id, 1, line).await.unwrap();
         assert_eq!(announced(), nina(), "a token revoked");
     }
 

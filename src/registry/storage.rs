@@ -9,11 +9,12 @@
 //! A change that puts an entry on a patient's timeline (a visit's start and end) writes the
 //! entry in the same transaction.
 //!
-//! Moving the registry behind this seam goes aggregate by aggregate; so far: the audit trail
-//! and video visits.
+//! Moving the registry behind this seam goes aggregate by aggregate; so far: the audit trail,
+//! video visits and API tokens.
 
 use super::audit::{AuditQuery, GENESIS, NewAuditLine, StoredAuditLine, VERIFY_PAGE, verify_page};
 use super::error::RegistryError;
+use super::tokens::{LiveBy, NewApiToken, StoredToken};
 use super::visits::{NewVisit, StoredVisit};
 
 /// The audit trail.
@@ -73,10 +74,46 @@ pub trait VisitStore: Send + Sync {
     ) -> Result<StoredVisit, RegistryError>;
 }
 
-/// Everything the registry stores.
-pub trait Storage: AuditStore + VisitStore {}
+/// API tokens, kept only as the hash of their secret.
+#[async_trait::async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Stores `token` and appends `audit`, both or neither. `Exists` if its id or hash is taken;
+    /// `NotFound` if the backend knows its users and `token.user` is none of them.
+    async fn create_token(
+        &self,
+        token: NewApiToken,
+        audit: NewAuditLine,
+    ) -> Result<StoredToken, RegistryError>;
 
-impl<T: AuditStore + VisitStore> Storage for T {}
+    /// The tokens of `user` (its stored spelling), or every token (`None`): newest first, then
+    /// by id.
+    async fn tokens(&self, user: Option<String>) -> Result<Vec<StoredToken>, RegistryError>;
+
+    /// One token by id, live or not.
+    async fn token_by_id(&self, id: String) -> Result<Option<StoredToken>, RegistryError>;
+
+    /// The token `by` names if it is live at `now_ms`: not revoked, and expiring after `now_ms`.
+    async fn live_token(
+        &self,
+        by: LiveBy,
+        now_ms: i64,
+    ) -> Result<Option<StoredToken>, RegistryError>;
+
+    /// Revokes token `id` at `now_ms` (a token already revoked keeps its first time) and appends
+    /// `audit`, both or neither; the token as it now is. `NotFound` (and nothing appended) if
+    /// there is no such token.
+    async fn revoke_token(
+        &self,
+        id: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<StoredToken, RegistryError>;
+}
+
+/// Everything the registry stores.
+pub trait Storage: AuditStore + VisitStore + TokenStore {}
+
+impl<T: AuditStore + VisitStore + TokenStore> Storage for T {}
 
 /// Recomputes the audit hash chain of `db`; the number of lines, or `Err` naming the first that
 /// does not match. Reads in pages, so other work runs between them however long the trail is.

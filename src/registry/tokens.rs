@@ -2,13 +2,15 @@
 //! belonging to a user (it acts with that user's role and care teams), with a scope (`read`:
 //! safe methods only, or `write`) and an expiry no more than a year ahead; revocable. The
 //! secret is shown once, at creation. Schema version 6.
+//!
+//! This module holds the tokens' types and rules (the label, how a secret and its id are made);
+//! it never touches a database: [`super::storage::TokenStore`] stores them, and the registry
+//! announces a revocation once it is committed.
 
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::error::RegistryError;
-use super::users::User;
-use super::{AccessChange, Registry, sha256};
 use crate::domain::format_rfc3339;
 
 /// The prefix of every API token's secret (recognisable to secret scanners).
@@ -25,10 +27,20 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn as_str(self) -> &'static str {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
         match self {
             Scope::Read => "read",
             Scope::Write => "write",
+        }
+    }
+
+    /// As stored; anything but `write` reads only, so a damaged row never grants more.
+    pub fn from_stored(s: &str) -> Scope {
+        if s == "write" {
+            Scope::Write
+        } else {
+            Scope::Read
         }
     }
 }
@@ -49,194 +61,120 @@ pub struct ApiToken {
     pub expires_ms: i64,
 }
 
-type Row = (String, String, String, String, i64, i64, Option<i64>);
-
-fn to_token(r: Row) -> ApiToken {
-    let (id, user, label, scope, created, expires, revoked) = r;
-    ApiToken {
-        id,
-        user,
-        label,
-        scope: if scope == "write" {
-            Scope::Write
-        } else {
-            Scope::Read
-        },
-        created_at: format_rfc3339(created),
-        expires_at: format_rfc3339(expires),
-        revoked_at: revoked.map(format_rfc3339),
-        expires_ms: expires,
-    }
+/// A token as a backend reads it back: times in milliseconds since the epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredToken {
+    pub id: String,
+    pub user: String,
+    pub label: String,
+    pub scope: Scope,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub revoked_ms: Option<i64>,
 }
 
-const COLUMNS: &str = "id, username, label, scope, created_ms, expires_ms, revoked_ms";
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
-}
-
-impl Registry {
-    /// Creates a token for `user`; returns its secret (shown once) and the token.
-    pub async fn create_api_token(
-        &self,
-        user: &str,
-        label: &str,
-        scope: Scope,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<(String, ApiToken), RegistryError> {
-        let label = label.trim();
-        if label.is_empty() || label.chars().count() > 100 {
-            return Err(RegistryError::Invalid(
-                "label: say what the token is for, in 1 to 100 characters".into(),
-            ));
+impl From<StoredToken> for ApiToken {
+    fn from(t: StoredToken) -> ApiToken {
+        ApiToken {
+            id: t.id,
+            user: t.user,
+            label: t.label,
+            scope: t.scope,
+            created_at: format_rfc3339(t.created_ms),
+            expires_at: format_rfc3339(t.expires_ms),
+            revoked_at: t.revoked_ms.map(format_rfc3339),
+            expires_ms: t.expires_ms,
         }
-        let mut b = [0u8; 32];
-        getrandom::fill(&mut b).map_err(|e| RegistryError::Db(format!("no randomness: {e}")))?;
-        let secret = {
-            use base64::Engine as _;
-            format!(
-                "{TOKEN_PREFIX}{}",
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-            )
-        };
-        let hash = sha256(secret.as_bytes());
-        let id = format!("tok_{}", hex::encode(&sha256(&b)[..8]));
-        let (asked, label) = (user.to_owned(), label.to_owned());
-        let token = self
-            .with(move |c| {
-                // Any spelling of the name; the token holds the stored one.
-                let user = super::usernames::stored_name(c, &asked)?
-                    .ok_or_else(|| RegistryError::NotFound(format!("user {asked}")))?;
-                c.execute(
-                    "INSERT INTO api_tokens (id, token_hash, username, label, scope, created_ms, expires_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![id, hash.as_slice(), user, label, scope.as_str(), now_ms, expires_ms],
-                )?;
-                Ok(to_token((id, user, label, scope.as_str().to_owned(), now_ms, expires_ms, None)))
-            })
-            .await?;
-        Ok((secret, token))
-    }
-
-    /// The tokens of `user`, or every token (`None`), newest first.
-    pub async fn api_tokens(&self, user: Option<String>) -> Result<Vec<ApiToken>, RegistryError> {
-        self.with(move |c| {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM api_tokens WHERE ?1 IS NULL OR username = ?1
-                 ORDER BY created_ms DESC, id"
-            );
-            let mut stmt = c.prepare(&sql)?;
-            let rows = stmt.query_map([user], row)?;
-            Ok(rows
-                .map(|r| r.map(to_token))
-                .collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    /// One token by id.
-    pub async fn api_token_by_id(&self, id: String) -> Result<Option<ApiToken>, RegistryError> {
-        self.with(move |c| {
-            let sql = format!("SELECT {COLUMNS} FROM api_tokens WHERE id = ?1");
-            Ok(c.query_row(&sql, [id], row).optional()?.map(to_token))
-        })
-        .await
-    }
-
-    /// Revokes a token (at once: the next request with it is refused). Idempotent.
-    pub async fn revoke_api_token(
-        &self,
-        id: String,
-        now_ms: i64,
-    ) -> Result<ApiToken, RegistryError> {
-        self.with(move |c| {
-            c.execute(
-                "UPDATE api_tokens SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
-                params![id, now_ms],
-            )?;
-            let sql = format!("SELECT {COLUMNS} FROM api_tokens WHERE id = ?1");
-            c.query_row(&sql, [&id], row)
-                .optional()?
-                .map(to_token)
-                .ok_or_else(|| RegistryError::NotFound(format!("token {id}")))
-        })
-        .await
-        .inspect(|t| self.access_changed(AccessChange::User(t.user.clone())))
-    }
-
-    /// The token a secret names and its user, if it is live (not revoked, not expired).
-    pub async fn api_token(
-        &self,
-        secret: &str,
-        now_ms: i64,
-    ) -> Result<Option<(ApiToken, User)>, RegistryError> {
-        let hash = sha256(secret.as_bytes());
-        self.live_token(LiveBy::Hash(hash), now_ms).await
-    }
-
-    /// The token with this id and its user, if it is still live: how an open socket re-checks
-    /// the token it was opened with.
-    pub async fn live_api_token(
-        &self,
-        id: &str,
-        now_ms: i64,
-    ) -> Result<Option<(ApiToken, User)>, RegistryError> {
-        self.live_token(LiveBy::Id(id.to_owned()), now_ms).await
-    }
-
-    async fn live_token(
-        &self,
-        by: LiveBy,
-        now_ms: i64,
-    ) -> Result<Option<(ApiToken, User)>, RegistryError> {
-        let found = self
-            .with(move |c| {
-                let live = "revoked_ms IS NULL AND expires_ms > ?2";
-                let found = match by {
-                    LiveBy::Hash(h) => c.query_row(
-                        &format!(
-                            "SELECT {COLUMNS} FROM api_tokens WHERE token_hash = ?1 AND {live}"
-                        ),
-                        params![h.as_slice(), now_ms],
-                        row,
-                    ),
-                    LiveBy::Id(id) => c.query_row(
-                        &format!("SELECT {COLUMNS} FROM api_tokens WHERE id = ?1 AND {live}"),
-                        params![id, now_ms],
-                        row,
-                    ),
-                };
-                Ok(found.optional()?)
-            })
-            .await?;
-        let Some(r) = found else {
-            return Ok(None);
-        };
-        let token = to_token(r);
-        let user = self.user(&token.user).await?;
-        Ok(Some((token, user)))
     }
 }
 
-/// How a live token is looked up: by its secret's hash (a request) or its id (a re-check).
-enum LiveBy {
+/// A token to store ([`super::storage::TokenStore::create_token`]): its secret only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiToken {
+    pub id: String,
+    /// SHA-256 of the secret.
+    pub hash: [u8; 32],
+    /// The user's name as stored (not another spelling of it).
+    pub user: String,
+    pub label: String,
+    pub scope: Scope,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+}
+
+impl NewApiToken {
+    /// The token as read back right after it is stored.
+    pub fn stored(&self) -> StoredToken {
+        StoredToken {
+            id: self.id.clone(),
+            user: self.user.clone(),
+            label: self.label.clone(),
+            scope: self.scope,
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+            revoked_ms: None,
+        }
+    }
+}
+
+/// How a live token is looked up: by its secret's hash (a request) or its id (an open socket
+/// re-checking the token it was opened with).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveBy {
     Hash([u8; 32]),
     Id(String),
+}
+
+/// A token's label, trimmed; `Err` unless it is 1 to 100 characters.
+pub fn check_label(label: &str) -> Result<String, RegistryError> {
+    let label = label.trim();
+    if label.is_empty() || label.chars().count() > 100 {
+        return Err(RegistryError::Invalid(
+            "label: say what the token is for, in 1 to 100 characters".into(),
+        ));
+    }
+    Ok(label.to_owned())
+}
+
+/// The SHA-256 of a token's secret: what is stored and looked up.
+pub fn secret_hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// A new token's secret (`vgt_` and 32 random bytes in URL-safe base64) and its id (derived
+/// from the same bytes, so it says nothing about the secret's hash).
+pub fn new_secret() -> Result<(String, String), RegistryError> {
+    use base64::Engine as _;
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| RegistryError::Db(format!("no randomness: {e}")))?;
+    let secret = format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    );
+    let id: [u8; 32] = Sha256::digest(b).into();
+    Ok((secret, format!("tok_{}", hex::encode(&id[..8]))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Profiles, Role};
+    use crate::registry::audit::NewAuditLine;
+    use crate::registry::{Profiles, Registry, Role};
+
+    fn audited(action: &str, id: &str) -> NewAuditLine {
+        NewAuditLine {
+            time_ms: 0,
+            actor: "admin".into(),
+            action: action.into(),
+            patient_id: None,
+            target: format!("token/{id}"),
+            remote: "127.0.0.1".into(),
+        }
+    }
+
+    fn created(id: &str) -> NewAuditLine {
+        audited("token.create", id)
+    }
 
     #[tokio::test]
     async fn a_token_works_until_it_expires_or_is_revoked_and_is_kept_only_as_a_hash() {
@@ -246,7 +184,7 @@ mod tests {
             .await
             .unwrap();
         let (secret, t) = r
-            .create_api_token("poller", "EHR poller", Scope::Read, 1_000, 2_000)
+            .create_api_token("poller", "EHR poller", Scope::Read, 1_000, 2_000, created)
             .await
             .unwrap();
         assert!(
@@ -274,27 +212,45 @@ mod tests {
             .with(|c| Ok(c.query_row("SELECT token_hash FROM api_tokens", [], |r| r.get(0))?))
             .await
             .unwrap();
-        assert_eq!(stored, sha256(secret.as_bytes()).to_vec());
+        assert_eq!(stored, secret_hash(&secret).to_vec());
 
         let (live, t2) = r
-            .create_api_token("poller", "writer", Scope::Write, 1_000, 9_000)
+            .create_api_token("poller", "writer", Scope::Write, 1_000, 9_000, created)
             .await
             .unwrap();
         assert!(r.api_token(&live, 1_500).await.unwrap().is_some());
-        let revoked = r.revoke_api_token(t2.id.clone(), 1_600).await.unwrap();
+        let revoked = r
+            .revoke_api_token(t2.id.clone(), 1_600, audited("token.revoke", &t2.id))
+            .await
+            .unwrap();
         assert!(revoked.revoked_at.is_some());
         assert!(
             r.api_token(&live, 1_700).await.unwrap().is_none(),
             "revoked"
         );
         assert_eq!(r.api_tokens(Some("poller".into())).await.unwrap().len(), 2);
+        // Each change wrote the line made for it, naming the new token.
+        let lines = r
+            .audit_records(None, None, i64::MIN, i64::MAX, 100, false)
+            .await
+            .unwrap();
+        let lines: Vec<_> = lines.iter().map(|l| (&*l.action, &*l.target)).collect();
+        let (one, two) = (format!("token/{}", t.id), format!("token/{}", t2.id));
+        assert_eq!(
+            lines,
+            [
+                ("token.create", &*one),
+                ("token.create", &*two),
+                ("token.revoke", &*two)
+            ]
+        );
         assert!(
-            r.create_api_token("nobody", "x", Scope::Read, 0, 1)
+            r.create_api_token("nobody", "x", Scope::Read, 0, 1, created)
                 .await
                 .is_err()
         );
         assert!(
-            r.create_api_token("poller", " ", Scope::Read, 0, 1)
+            r.create_api_token("poller", " ", Scope::Read, 0, 1, created)
                 .await
                 .is_err()
         );

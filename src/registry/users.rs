@@ -464,7 +464,16 @@ mod tests {
             "nina"
         );
         let (_, t) = r
-            .create_api_token("Nina", "ci", super::super::Scope::Read, 0, 60_000)
+            .create_api_token("Nina", "ci", super::super::Scope::Read, 0, 60_000, |id| {
+                crate::registry::audit::NewAuditLine {
+                    time_ms: 0,
+                    actor: "admin".into(),
+                    action: "token.create".into(),
+                    patient_id: None,
+                    target: format!("token/{id}"),
+                    remote: "127.0.0.1".into(),
+                }
+            })
             .await
             .unwrap();
         assert_eq!(t.user, "nina");

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::auth::Principal;
 use super::error::ApiError;
-use super::extract::{ApiResult, audit_line, require_admin};
+use super::extract::{ApiResult, audit_line, new_audit_line, require_admin};
 use super::state::AppState;
 use crate::domain::now_ms;
 use crate::registry::{Role, UserUpdate, initial_teams};
@@ -197,9 +197,9 @@ pub(super) async fn create_token(
             b.scope,
             now,
             now + i64::from(b.expires_days) * 86_400_000,
+            |id| new_audit_line(&p, "token.create", None, &format!("token/{id}"), now_ms()),
         )
         .await?;
-    audit_line(&s, &p, "token.create", None, &format!("token/{}", token.id)).await?;
     let mut out = json!(token);
     out["token"] = json!(secret);
     Ok((
@@ -235,7 +235,7 @@ pub(super) async fn revoke_token(
     if t.user != p.name {
         require_admin(&p)?;
     }
-    let t = s.registry.revoke_api_token(id.clone(), now_ms()).await?;
-    audit_line(&s, &p, "token.revoke", None, &format!("token/{id}")).await?;
+    let line = new_audit_line(&p, "token.revoke", None, &format!("token/{id}"), now_ms());
+    let t = s.registry.revoke_api_token(id, now_ms(), line).await?;
     Ok(Json(json!(t)))
 }

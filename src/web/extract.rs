@@ -1,5 +1,5 @@
 //! What the `/api/v1` handlers share: parsing ids, times and a list's order from the request,
-//! the limits of long lists, the admin check and the audit line. It uses no handler module and
+//! the limits of long lists, the admin check and the audit line (written, or made for a change that commits it). It uses no handler module and
 //! the router uses none of it, so every handler module can use it without an import cycle.
 
 use super::auth::Principal;

@@ -3,15 +3,17 @@
 //! (`scripts/pg-temp`). Each test states a behaviour of the seam and checks it on each backend in
 //! turn, so the two cannot drift apart.
 //!
-//! So far the seam covers the audit trail and video visits.
+//! So far the seam covers the audit trail, video visits and API tokens.
 
 use std::sync::Arc;
 
 use vigil::registry::RegistryError;
+use vigil::registry::Scope;
 use vigil::registry::audit::{AuditQuery, NewAuditLine};
 use vigil::registry::postgres::PgDb;
 use vigil::registry::sqlite::SqliteDb;
 use vigil::registry::storage::{Storage, verify_chain};
+use vigil::registry::tokens::{LiveBy, NewApiToken, StoredToken, secret_hash};
 use vigil::registry::visits::{NewVisit, StoredVisit};
 
 use crate::postgres::Postgres;
@@ -665,5 +667,327 @@ async fn concurrent_starts_start_a_visit_once() {
             .map(|n| format!("visit.started {}", visit_id(n)))
             .collect();
         assert_eq!(started, want, "{}: one entry per visit", b.name);
+    }
+}
+
+/// A user tokens can belong to. On SQLite `api_tokens` references `users`; PostgreSQL has no
+/// users yet, so nothing is needed there.
+async fn add_user(b: &Backend, name: &str) {
+    if let Raw::Sqlite(_) = b.raw {
+        b.tamper(&format!(
+            "INSERT INTO users (username, password_hash, role, created_ms)
+             VALUES ('{name}', 'x', 'clinician', 0)"
+        ))
+        .await;
+    }
+}
+
+/// Makes every audit append fail from now on, as a full disk or a broken chain table would.
+async fn refuse_audit(b: &Backend) {
+    b.refuse_inserts("audit").await;
+}
+
+fn secret(id: &str) -> String {
+    format!("vgt_secret_of_{id}")
+}
+
+fn new_token(id: &str, user: &str, created_ms: i64, expires_ms: i64) -> NewApiToken {
+    NewApiToken {
+        id: id.into(),
+        hash: secret_hash(&secret(id)),
+        user: user.into(),
+        label: format!("label of {id}"),
+        scope: Scope::Read,
+        created_ms,
+        expires_ms,
+    }
+}
+
+fn token_line(time_ms: i64, action: &str, id: &str) -> NewAuditLine {
+    NewAuditLine {
+        time_ms,
+        actor: "admin".into(),
+        action: action.into(),
+        patient_id: None,
+        target: format!("token/{id}"),
+        remote: "203.0.113.9".into(),
+    }
+}
+
+/// Every audit line's action and target, in chain order.
+async fn audited_targets(db: &dyn Storage) -> Vec<(String, String)> {
+    db.audit_records(all())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.line.action, s.line.target))
+        .collect()
+}
+
+fn ids(tokens: &[StoredToken]) -> Vec<&str> {
+    tokens.iter().map(|t| t.id.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_token_is_found_by_its_hash_listed_for_its_user_and_read_by_id() {
+    for b in backends().await {
+        let db = &*b.db;
+        add_user(&b, "nina").await;
+        add_user(&b, "omar").await;
+        let mut writer = new_token("tok_b", "nina", 2_000, 9_000);
+        writer.scope = Scope::Write;
+        let made = [
+            new_token("tok_c", "nina", 1_000, 5_000),
+            new_token("tok_d", "omar", 1_500, 5_000),
+            writer,
+            new_token("tok_a", "nina", 2_000, 9_000),
+        ];
+        for (i, t) in made.iter().enumerate() {
+            let line = token_line(i as i64, "token.create", &t.id);
+            let stored = db.create_token(t.clone(), line).await.unwrap();
+            assert_eq!(stored, t.stored(), "{}: as created", b.name);
+        }
+        assert_eq!(
+            audited_targets(db).await,
+            made.iter()
+                .map(|t| ("token.create".to_owned(), format!("token/{}", t.id)))
+                .collect::<Vec<_>>(),
+            "{}: each creation audited",
+            b.name
+        );
+
+        let by_hash = db
+            .live_token(LiveBy::Hash(secret_hash(&secret("tok_b"))), 3_000)
+            .await
+            .unwrap();
+        assert_eq!(by_hash, Some(made[2].stored()), "{}: by hash", b.name);
+        let by_id = db
+            .live_token(LiveBy::Id("tok_c".into()), 3_000)
+            .await
+            .unwrap();
+        assert_eq!(by_id, Some(made[0].stored()), "{}: live by id", b.name);
+
+        let nina = db.tokens(Some("nina".into())).await.unwrap();
+        assert_eq!(
+            ids(&nina),
+            ["tok_a", "tok_b", "tok_c"],
+            "{}: newest first, then by id",
+            b.name
+        );
+        let all_tokens = db.tokens(None).await.unwrap();
+        assert_eq!(
+            ids(&all_tokens),
+            ["tok_a", "tok_b", "tok_d", "tok_c"],
+            "{}: everyone's",
+            b.name
+        );
+        assert!(
+            db.tokens(Some("nobody".into())).await.unwrap().is_empty(),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            db.token_by_id("tok_d".into()).await.unwrap(),
+            Some(made[1].stored()),
+            "{}: by id",
+            b.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_revoked_unknown_and_duplicate_api_tokens() {
+    for b in backends().await {
+        let db = &*b.db;
+        add_user(&b, "nina").await;
+        let t = new_token("tok_1", "nina", 1_000, 5_000);
+        let hash = || LiveBy::Hash(secret_hash(&secret("tok_1")));
+        let id = || LiveBy::Id("tok_1".into());
+        db.create_token(t.clone(), token_line(1_000, "token.create", "tok_1"))
+            .await
+            .unwrap();
+        for (now, live) in [(4_999, true), (5_000, false), (6_000, false)] {
+            for by in [hash(), id()] {
+                let found = db.live_token(by.clone(), now).await.unwrap();
+                assert_eq!(found.is_some(), live, "{}: {by:?} at {now}", b.name);
+            }
+        }
+
+        let revoked = db
+            .revoke_token(
+                "tok_1".into(),
+                3_000,
+                token_line(3_000, "token.revoke", "tok_1"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(revoked.revoked_ms, Some(3_000), "{}", b.name);
+        for by in [hash(), id()] {
+            assert_eq!(
+                db.live_token(by.clone(), 3_001).await.unwrap(),
+                None,
+                "{}: revoked, {by:?}",
+                b.name
+            );
+        }
+        assert_eq!(
+            db.token_by_id("tok_1".into())
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_ms,
+            Some(3_000),
+            "{}: a revoked token is still read by id",
+            b.name
+        );
+        // Revoking again changes nothing but is audited, as every revocation asked for is.
+        let again = db
+            .revoke_token(
+                "tok_1".into(),
+                4_000,
+                token_line(4_000, "token.revoke", "tok_1"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.revoked_ms, Some(3_000), "{}: revoked twice", b.name);
+
+        let before = audited_targets(db).await;
+        assert_eq!(before.len(), 3, "{}: {before:?}", b.name);
+        let e = db
+            .revoke_token(
+                "tok_x".into(),
+                4_000,
+                token_line(4_000, "token.revoke", "tok_x"),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RegistryError::NotFound(_)), "{}: {e}", b.name);
+        assert_eq!(
+            db.live_token(LiveBy::Hash(secret_hash("vgt_unknown")), 0)
+                .await
+                .unwrap(),
+            None,
+            "{}: an unknown secret",
+            b.name
+        );
+        assert_eq!(db.token_by_id("tok_x".into()).await.unwrap(), None);
+
+        // The same id, or the same secret under another id: refused, nothing audited.
+        let mut same_hash = new_token("tok_2", "nina", 1_000, 5_000);
+        same_hash.hash = t.hash;
+        for dup in [t.clone(), same_hash] {
+            let e = db
+                .create_token(dup.clone(), token_line(5_000, "token.create", &dup.id))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, RegistryError::Exists(_)), "{}: {e}", b.name);
+        }
+        assert_eq!(
+            audited_targets(db).await,
+            before,
+            "{}: no line for a refusal",
+            b.name
+        );
+        assert_eq!(db.tokens(None).await.unwrap().len(), 1, "{}", b.name);
+
+        // SQLite knows the users; PostgreSQL will once `users` is behind the seam there.
+        if let Raw::Sqlite(_) = b.raw {
+            let e = db
+                .create_token(
+                    new_token("tok_3", "nobody", 0, 1),
+                    token_line(0, "token.create", "tok_3"),
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(e, RegistryError::NotFound(_)), "{}: {e}", b.name);
+        }
+    }
+}
+
+/// Tasks revoking one token at once (on PostgreSQL each on its own connection): every one
+/// succeeds, the first revocation's time stays, each is audited and the chain holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_revocations_keep_the_first_time_and_audit_each() {
+    const TASKS: i64 = 8;
+    for b in backends().await {
+        add_user(&b, "nina").await;
+        b.db.create_token(
+            new_token("tok_1", "nina", 0, 9_000),
+            token_line(0, "token.create", "tok_1"),
+        )
+        .await
+        .unwrap();
+        let tasks: Vec<_> = (1..=TASKS)
+            .map(|i| {
+                let db = b.db.clone();
+                tokio::spawn(async move {
+                    let line = token_line(i, "token.revoke", "tok_1");
+                    db.revoke_token("tok_1".into(), i, line).await.unwrap()
+                })
+            })
+            .collect();
+        let mut times = Vec::new();
+        for t in tasks {
+            times.push(t.await.unwrap().revoked_ms);
+        }
+        let first = db_revoked_ms(&*b.db).await;
+        assert!(
+            times.iter().all(|t| *t == Some(first)),
+            "{}: {times:?} vs {first}",
+            b.name
+        );
+        assert_eq!(
+            verify_chain(&*b.db).await.unwrap(),
+            1 + TASKS as usize,
+            "{}",
+            b.name
+        );
+    }
+}
+
+async fn db_revoked_ms(db: &dyn Storage) -> i64 {
+    let t = db.token_by_id("tok_1".into()).await.unwrap().unwrap();
+    t.revoked_ms.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_change_and_its_audit_line_commit_together_or_not_at_all() {
+    for b in backends().await {
+        let db = &*b.db;
+        add_user(&b, "nina").await;
+        db.create_token(
+            new_token("tok_1", "nina", 0, 9_000),
+            token_line(0, "token.create", "tok_1"),
+        )
+        .await
+        .unwrap();
+        refuse_audit(&b).await;
+
+        let made = db
+            .create_token(
+                new_token("tok_2", "nina", 0, 9_000),
+                token_line(1, "token.create", "tok_2"),
+            )
+            .await;
+        assert!(made.is_err(), "{}: {made:?}", b.name);
+        assert_eq!(
+            db.token_by_id("tok_2".into()).await.unwrap(),
+            None,
+            "{}: no token without its audit line",
+            b.name
+        );
+        let revoked = db
+            .revoke_token("tok_1".into(), 2, token_line(2, "token.revoke", "tok_1"))
+            .await;
+        assert!(revoked.is_err(), "{}: {revoked:?}", b.name);
+        assert!(
+            db.live_token(LiveBy::Id("tok_1".into()), 3)
+                .await
+                .unwrap()
+                .is_some(),
+            "{}: not revoked without its audit line",
+            b.name
+        );
+        assert_eq!(audited_targets(db).await.len(), 1, "{}", b.name);
     }
 }

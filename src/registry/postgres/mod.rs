@@ -4,12 +4,13 @@
 //!
 //! Built so far: connecting (the URL, TLS through rustls, the pool: [`connect`]), the
 //! migrations applied under an advisory lock ([`migrate`], [`schema::STEPS`]), the audit
-//! trail, and video visits (with the timeline entries they write).
+//! trail, video visits (with the timeline entries they write) and API tokens.
 
 mod audit;
 mod connect;
 mod migrate;
 pub mod schema;
+mod tokens;
 mod visits;
 
 pub use connect::{connect, tls_mode};

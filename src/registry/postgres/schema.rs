@@ -44,4 +44,17 @@ pub const STEPS: &[&str] = &[
         data       text   NOT NULL
      );
      CREATE INDEX IF NOT EXISTS timeline_by_patient ON timeline (patient_id, time_ms);",
+    // 3: API tokens (the token store), kept as the hash of their secret. `username` is to
+    // reference `users (username)`, as on SQLite, once the users' step is here.
+    "CREATE TABLE api_tokens (
+        id          text   PRIMARY KEY,
+        token_hash  bytea  NOT NULL UNIQUE,
+        username    text   NOT NULL,
+        label       text   NOT NULL,
+        scope       text   NOT NULL,
+        created_ms  bigint NOT NULL,
+        expires_ms  bigint NOT NULL,
+        revoked_ms  bigint
+     );
+     CREATE INDEX api_tokens_by_user ON api_tokens (username);",
 ];

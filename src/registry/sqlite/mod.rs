@@ -5,6 +5,7 @@
 //! `IMMEDIATE`, so a write never fails half-way on a lock another connection took first.
 
 mod audit;
+mod tokens;
 mod visits;
 
 use std::sync::{Arc, Mutex};
