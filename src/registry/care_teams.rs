@@ -228,8 +228,8 @@ mod tests {
     async fn patients_no_clinician_can_see_are_listed_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
-        r.create_team("north", "North", 0).await.unwrap();
-        r.create_team("empty", "Nobody yet", 0).await.unwrap();
+        r.create_team("north", "North", 0, None).await.unwrap();
+        r.create_team("empty", "Nobody yet", 0, None).await.unwrap();
         for (id, team) in [
             ("p-default", None),
             ("p-north", Some("north")),

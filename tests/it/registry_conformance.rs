@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use vigil::registry::RegistryError;
 use vigil::registry::Scope;
+use vigil::registry::access::{NewTeam, NewUser, Role, StoredUser, UserChange};
 use vigil::registry::audit::{AuditQuery, NewAuditLine};
 use vigil::registry::postgres::PgDb;
 use vigil::registry::sqlite::SqliteDb;
@@ -670,16 +671,11 @@ async fn concurrent_starts_start_a_visit_once() {
     }
 }
 
-/// A user tokens can belong to. On SQLite `api_tokens` references `users`; PostgreSQL has no
-/// users yet, so nothing is needed there.
+/// A user tokens can belong to (`api_tokens` references `users` on both backends).
 async fn add_user(b: &Backend, name: &str) {
-    if let Raw::Sqlite(_) = b.raw {
-        b.tamper(&format!(
-            "INSERT INTO users (username, password_hash, role, created_ms)
-             VALUES ('{name}', 'x', 'clinician', 0)"
-        ))
-        .await;
-    }
+    b.db.create_user(new_user(name, Role::Clinician, &[]), None)
+        .await
+        .unwrap();
 }
 
 /// Makes every audit append fail from now on, as a full disk or a broken chain table would.
@@ -890,17 +886,19 @@ async fn expired_revoked_unknown_and_duplicate_api_tokens() {
         );
         assert_eq!(db.tokens(None).await.unwrap().len(), 1, "{}", b.name);
 
-        // SQLite knows the users; PostgreSQL will once `users` is behind the seam there.
-        if let Raw::Sqlite(_) = b.raw {
-            let e = db
-                .create_token(
-                    new_token("tok_3", "nobody", 0, 1),
-                    token_line(0, "token.create", "tok_3"),
-                )
-                .await
-                .unwrap_err();
-            assert!(matches!(e, RegistryError::NotFound(_)), "{}: {e}", b.name);
-        }
+        // A token's user must exist.
+        let e = db
+            .create_token(
+                new_token("tok_3", "nobody", 0, 1),
+                token_line(0, "token.create", "tok_3"),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::NotFound(m) if m == "user nobody"),
+            "{}: {e}",
+            b.name
+        );
     }
 }
 
@@ -989,5 +987,245 @@ async fn a_token_change_and_its_audit_line_commit_together_or_not_at_all() {
             b.name
         );
         assert_eq!(audited_targets(db).await.len(), 1, "{}", b.name);
+    }
+}
+
+fn new_user(name: &str, role: Role, teams: &[&str]) -> NewUser {
+    NewUser {
+        name: name.into(),
+        password_hash: format!("$argon2id$hash-of-{name}"),
+        role,
+        teams: teams.iter().map(|t| (*t).to_owned()).collect(),
+        created_ms: 1_000,
+    }
+}
+
+fn new_team(id: &str) -> NewTeam {
+    NewTeam {
+        id: id.into(),
+        name: format!("Team {id}"),
+        created_ms: 1_000,
+    }
+}
+
+fn access_line(action: &str, target: &str) -> NewAuditLine {
+    NewAuditLine {
+        time_ms: 1_000,
+        actor: "admin".into(),
+        action: action.into(),
+        patient_id: None,
+        target: target.into(),
+        remote: "203.0.113.9".into(),
+    }
+}
+
+/// Each team's id and members.
+async fn memberships(db: &dyn Storage) -> Vec<(String, Vec<String>)> {
+    db.teams()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.members))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_teams_read_back_as_created_and_are_found_by_any_spelling() {
+    for b in backends().await {
+        let db = &*b.db;
+        let n = b.name;
+        // The default care team is there from the start.
+        assert_eq!(memberships(db).await, [("default".into(), vec![])], "{n}");
+        let north = db
+            .create_team(
+                new_team("north"),
+                Some(access_line("team.create", "team/north")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (north.name.as_str(), north.members.len()),
+            ("Team north", 0),
+            "{n}"
+        );
+        let nina = db
+            .create_user(
+                new_user("Nina", Role::Clinician, &["north", "default"]),
+                Some(access_line("user.create", "user/Nina")),
+            )
+            .await
+            .unwrap();
+        let expected = StoredUser {
+            name: "Nina".into(),
+            role: Role::Clinician,
+            teams: vec!["default".into(), "north".into()],
+            created_ms: 1_000,
+        };
+        assert_eq!(nina, expected, "{n}");
+        db.create_user(new_user("ada", Role::Admin, &[]), None)
+            .await
+            .unwrap();
+        for spelling in ["Nina", "nina", "NINA"] {
+            assert_eq!(
+                db.user(spelling.into()).await.unwrap().as_ref(),
+                Some(&expected),
+                "{n}: {spelling}"
+            );
+            let c = db.credentials(spelling.into()).await.unwrap().unwrap();
+            assert_eq!(
+                (c.password_hash.as_str(), c.role),
+                ("$argon2id$hash-of-Nina", Some(Role::Clinician)),
+                "{n}: {spelling}"
+            );
+        }
+        assert_eq!(db.user("nobody".into()).await.unwrap(), None, "{n}");
+        assert_eq!(db.credentials("nobody".into()).await.unwrap(), None, "{n}");
+        // By name, byte by byte: upper case first.
+        let names: Vec<_> = db
+            .users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(names, ["Nina", "ada"], "{n}");
+        assert_eq!(
+            memberships(db).await,
+            [
+                ("default".into(), vec!["Nina".into()]),
+                ("north".into(), vec!["Nina".into()])
+            ],
+            "{n}"
+        );
+        assert_eq!(
+            audited_targets(db).await,
+            [
+                ("team.create".into(), "team/north".into()),
+                ("user.create".into(), "user/Nina".into())
+            ],
+            "{n}"
+        );
+
+        // Refusals write nothing.
+        for (spelling, message) in [
+            ("Nina", "user Nina"),
+            ("nina", "user Nina (usernames ignore case)"),
+            ("NINA", "user Nina (usernames ignore case)"),
+        ] {
+            let e = db
+                .create_user(
+                    new_user(spelling, Role::Admin, &[]),
+                    Some(access_line("user.create", "user/x")),
+                )
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&e, RegistryError::Exists(m) if m == message),
+                "{n}: {spelling}: {e}"
+            );
+        }
+        let e = db
+            .create_user(new_user("sam", Role::Clinician, &["south"]), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RegistryError::Invalid(_)), "{n}: {e}");
+        assert_eq!(
+            db.user("sam".into()).await.unwrap(),
+            None,
+            "{n}: no half-made user"
+        );
+        let e = db.create_team(new_team("north"), None).await.unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::Exists(m) if m == "team north"),
+            "{n}: {e}"
+        );
+        assert_eq!(
+            audited_targets(db).await.len(),
+            2,
+            "{n}: no line for a refusal"
+        );
+        assert_eq!(db.users().await.unwrap().len(), 2, "{n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_role_password_and_teams_change_by_any_spelling() {
+    for b in backends().await {
+        let db = &*b.db;
+        let n = b.name;
+        db.create_team(new_team("north"), None).await.unwrap();
+        db.create_user(new_user("nina", Role::Clinician, &["default"]), None)
+            .await
+            .unwrap();
+        let change = UserChange {
+            role: Some(Role::Admin),
+            password_hash: Some("$argon2id$new".into()),
+            teams: Some(vec!["north".into(), "north".into()]),
+        };
+        let u = db
+            .update_user(
+                "NINA".into(),
+                change,
+                Some(access_line("user.update", "user/nina")),
+            )
+            .await
+            .unwrap();
+        assert_eq!((u.name.as_str(), u.role), ("nina", Role::Admin), "{n}");
+        assert_eq!(u.teams, ["north"], "{n}");
+        let c = db.credentials("nina".into()).await.unwrap().unwrap();
+        assert_eq!(c.password_hash, "$argon2id$new", "{n}");
+        assert_eq!(
+            db.user("nina".into()).await.unwrap(),
+            Some(u.clone()),
+            "{n}"
+        );
+        // Nothing asked, nothing changed (but the request is audited).
+        let same = db
+            .update_user(
+                "nina".into(),
+                UserChange::default(),
+                Some(access_line("user.update", "user/nina")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(same, u, "{n}");
+        assert_eq!(audited_targets(db).await.len(), 2, "{n}");
+
+        let e = db
+            .update_user(
+                "nobody".into(),
+                UserChange::default(),
+                Some(access_line("user.update", "user/nobody")),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::NotFound(m) if m == "user nobody"),
+            "{n}: {e}"
+        );
+        let to_south = UserChange {
+            role: Some(Role::Clinician),
+            teams: Some(vec!["south".into()]),
+            ..UserChange::default()
+        };
+        let e = db
+            .update_user(
+                "nina".into(),
+                to_south,
+                Some(access_line("user.update", "user/nina")),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RegistryError::Invalid(_)), "{n}: {e}");
+        assert_eq!(
+            db.user("nina".into()).await.unwrap(),
+            Some(u),
+            "{n}: a refused change changes nothing"
+        );
+        assert_eq!(
+            audited_targets(db).await.len(),
+            2,
+            "{n}: no line for a refusal"
+        );
     }
 }
