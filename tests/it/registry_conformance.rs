@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use vigil::registry::RegistryError;
 use vigil::registry::Scope;
-use vigil::registry::access::{NewTeam, NewUser, Role, StoredUser, UserChange};
+use vigil::registry::access::{NewSession, NewTeam, NewUser, Role, StoredUser, UserChange};
 use vigil::registry::audit::{AuditQuery, NewAuditLine};
 use vigil::registry::postgres::PgDb;
 use vigil::registry::sqlite::SqliteDb;
@@ -1226,6 +1226,236 @@ async fn a_users_role_password_and_teams_change_by_any_spelling() {
             audited_targets(db).await.len(),
             2,
             "{n}: no line for a refusal"
+        );
+    }
+}
+
+fn new_session(n: u8, user: &str, created_ms: i64, expires_ms: i64) -> NewSession {
+    NewSession {
+        hash: [n; 32],
+        user: user.into(),
+        csrf: format!("csrf-{n}"),
+        created_ms,
+        expires_ms,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_lives_until_it_expires_ends_or_its_users_role_or_password_changes() {
+    for b in backends().await {
+        let db = &*b.db;
+        let n = b.name;
+        db.create_user(new_user("nina", Role::Clinician, &[]), None)
+            .await
+            .unwrap();
+        // Any spelling signs in; the session holds the stored one.
+        let user = db
+            .create_session(new_session(1, "NINA", 1_000, 5_000))
+            .await
+            .unwrap();
+        assert_eq!(user, "nina", "{n}");
+        let live = db.live_session([1; 32], 4_999).await.unwrap().unwrap();
+        assert_eq!(
+            (live.user.as_str(), live.csrf.as_str(), live.expires_ms),
+            ("nina", "csrf-1", 5_000),
+            "{n}"
+        );
+        assert_eq!(
+            db.live_session([1; 32], 5_000).await.unwrap(),
+            None,
+            "{n}: expired"
+        );
+        assert_eq!(
+            db.live_session([9; 32], 1_000).await.unwrap(),
+            None,
+            "{n}: unknown"
+        );
+        let e = db
+            .create_session(new_session(2, "nobody", 1_000, 5_000))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::NotFound(m) if m == "user nobody"),
+            "{n}: {e}"
+        );
+
+        // A sign-in sweeps the sessions expired by then.
+        db.create_session(new_session(3, "nina", 6_000, 9_000))
+            .await
+            .unwrap();
+        let kept = b.rows("SELECT csrf FROM sessions ORDER BY csrf").await;
+        assert_eq!(kept, ["csrf-3"], "{n}: the expired session is swept");
+
+        // Ending: the user whose session it was, and the line, written either way.
+        let ended = db
+            .end_session([3; 32], Some(access_line("session.ended", "session")))
+            .await
+            .unwrap();
+        assert_eq!(ended.as_deref(), Some("nina"), "{n}");
+        assert_eq!(db.live_session([3; 32], 6_001).await.unwrap(), None, "{n}");
+        let again = db
+            .end_session([3; 32], Some(access_line("session.ended", "session")))
+            .await
+            .unwrap();
+        assert_eq!(again, None, "{n}: ended once");
+        assert_eq!(audited_targets(db).await.len(), 2, "{n}");
+
+        // A new team keeps the user's sessions; a new role or password ends them.
+        let changes = [
+            (
+                UserChange {
+                    teams: Some(vec!["default".into()]),
+                    ..UserChange::default()
+                },
+                true,
+            ),
+            (
+                UserChange {
+                    role: Some(Role::Admin),
+                    ..UserChange::default()
+                },
+                false,
+            ),
+            (
+                UserChange {
+                    password_hash: Some("$argon2id$new".into()),
+                    ..UserChange::default()
+                },
+                false,
+            ),
+        ];
+        for (i, (change, kept)) in (10u8..).zip(changes) {
+            db.create_session(new_session(i, "nina", 6_000, 9_000))
+                .await
+                .unwrap();
+            let what = format!("{change:?}");
+            db.update_user("Nina".into(), change, None).await.unwrap();
+            let live = db.live_session([i; 32], 6_001).await.unwrap();
+            assert_eq!(live.is_some(), kept, "{n}: {what}");
+            db.end_session([i; 32], None).await.unwrap();
+        }
+    }
+}
+
+/// Every access change, with the audit trail refusing appends: each fails whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_change_and_its_audit_line_commit_together_or_not_at_all() {
+    for b in backends().await {
+        let db = &*b.db;
+        let n = b.name;
+        db.create_user(new_user("nina", Role::Clinician, &["default"]), None)
+            .await
+            .unwrap();
+        db.create_session(new_session(1, "nina", 1_000, 9_000))
+            .await
+            .unwrap();
+        let before = db.user("nina".into()).await.unwrap();
+        let teams_before = memberships(db).await;
+        refuse_audit(&b).await;
+
+        let made = db
+            .create_user(
+                new_user("sam", Role::Clinician, &["default"]),
+                Some(access_line("user.create", "user/sam")),
+            )
+            .await;
+        assert!(made.is_err(), "{n}: {made:?}");
+        assert_eq!(
+            db.user("sam".into()).await.unwrap(),
+            None,
+            "{n}: no user unaudited"
+        );
+
+        let change = UserChange {
+            role: Some(Role::Admin),
+            password_hash: Some("$argon2id$new".into()),
+            teams: Some(vec![]),
+        };
+        let changed = db
+            .update_user(
+                "nina".into(),
+                change,
+                Some(access_line("user.update", "user/nina")),
+            )
+            .await;
+        assert!(changed.is_err(), "{n}: {changed:?}");
+        assert_eq!(
+            db.user("nina".into()).await.unwrap(),
+            before,
+            "{n}: no change unaudited"
+        );
+        let c = db.credentials("nina".into()).await.unwrap().unwrap();
+        assert_eq!(c.password_hash, "$argon2id$hash-of-nina", "{n}");
+
+        let team = db
+            .create_team(
+                new_team("north"),
+                Some(access_line("team.create", "team/north")),
+            )
+            .await;
+        assert!(team.is_err(), "{n}: {team:?}");
+        assert_eq!(
+            memberships(db).await,
+            teams_before,
+            "{n}: no team unaudited"
+        );
+
+        let ended = db
+            .end_session([1; 32], Some(access_line("session.ended", "session")))
+            .await;
+        assert!(ended.is_err(), "{n}: {ended:?}");
+        assert!(
+            db.live_session([1; 32], 1_001).await.unwrap().is_some(),
+            "{n}: the session (ended by nothing, and by no role change) is still live"
+        );
+        assert!(audited_targets(db).await.is_empty(), "{n}");
+
+        // Unaudited changes (the command line's) still work.
+        b.accept_inserts("audit").await;
+        db.create_team(new_team("north"), None).await.unwrap();
+    }
+}
+
+/// Instances adding one user at once, in several spellings (on PostgreSQL each on its own
+/// connection): one is created, every other is refused as existing, never a second row or a
+/// database error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_adds_of_one_user_create_it_once() {
+    for b in backends().await {
+        let n = b.name;
+        let tasks: Vec<_> = ["nina", "NINA", "Nina", "nINA"]
+            .iter()
+            .cycle()
+            .take(16)
+            .enumerate()
+            .map(|(i, name)| {
+                let db = b.db.clone();
+                let line = access_line("user.create", &format!("user/{name}/{i}"));
+                tokio::spawn(async move {
+                    db.create_user(new_user(name, Role::Clinician, &["default"]), Some(line))
+                        .await
+                })
+            })
+            .collect();
+        let mut made = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => made += 1,
+                Err(RegistryError::Exists(_)) => {}
+                Err(e) => panic!("{n}: {e}"),
+            }
+        }
+        assert_eq!(made, 1, "{n}");
+        assert_eq!(b.db.users().await.unwrap().len(), 1, "{n}");
+        assert_eq!(
+            audited_targets(&*b.db).await.len(),
+            1,
+            "{n}: one line, for the one made"
+        );
+        assert_eq!(
+            memberships(&*b.db).await[0].1.len(),
+            1,
+            "{n}: one membership"
         );
     }
 }
