@@ -4,8 +4,8 @@
 //! A clinician sees the patients of their own care teams and nothing else. A patient on no team,
 //! on a team that does not exist, or on a team without a clinician would be seen by admins
 //! alone, and its alerts would reach nobody who acts on them. So:
-//! - the default care team ([`DEFAULT_TEAM`], "Default care team") always exists: schema
-//!   version 8 creates it, and no route deletes a team;
+//! - the default care team ([`DEFAULT_TEAM`], "Default care team") always exists: SQLite's
+//!   schema version 8 creates it (PostgreSQL's access step too), and no route deletes a team;
 //! - a patient created without a team is put on it, the same migration moves an old database's
 //!   patients without a team to it, and a patient's team can be changed but never cleared;
 //! - a patient's team is a column of `patients` that references `teams` (schema version 11),

@@ -376,6 +376,13 @@ mod tests {
         let u = r.update_user("nInA", update, test_line).await.unwrap();
         assert_eq!((u.name.as_str(), u.role), ("nina", Role::Admin));
         assert_eq!(u.teams, ["north"]);
+        // The change's audit line is made of the stored spelling, and written with it.
+        let lines = r
+            .audit_records(None, None, i64::MIN, i64::MAX, 10, false)
+            .await
+            .unwrap();
+        let targets: Vec<_> = lines.iter().map(|l| l.target.as_str()).collect();
+        assert_eq!(targets, ["user/nina"]);
         let teams = r.teams().await.unwrap();
         let north = teams.iter().find(|t| t.id == "north").unwrap();
         assert_eq!(north.members, ["nina"]);

@@ -3,7 +3,8 @@
 //! (`scripts/pg-temp`). Each test states a behaviour of the seam and checks it on each backend in
 //! turn, so the two cannot drift apart.
 //!
-//! So far the seam covers the audit trail, video visits and API tokens.
+//! So far the seam covers the audit trail, video visits, API tokens and access (users, care
+//! teams, sign-in sessions).
 
 use std::sync::Arc;
 

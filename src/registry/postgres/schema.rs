@@ -44,8 +44,8 @@ pub const STEPS: &[&str] = &[
         data       text   NOT NULL
      );
      CREATE INDEX IF NOT EXISTS timeline_by_patient ON timeline (patient_id, time_ms);",
-    // 3: API tokens (the token store), kept as the hash of their secret. `username` is to
-    // reference `users (username)`, as on SQLite, once the users' step is here.
+    // 3: API tokens (the token store), kept as the hash of their secret. `username` references
+    // `users (username)` from step 4 on, as on SQLite.
     "CREATE TABLE api_tokens (
         id          text   PRIMARY KEY,
         token_hash  bytea  NOT NULL UNIQUE,
