@@ -1438,16 +1438,29 @@ async fn concurrent_adds_of_one_user_create_it_once() {
                 })
             })
             .collect();
-        let mut made = 0;
-        for t in tasks {
+        let (mut made, mut refused) = (Vec::new(), Vec::new());
+        for (t, asked) in tasks
+            .into_iter()
+            .zip(["nina", "NINA", "Nina", "nINA"].iter().cycle())
+        {
             match t.await.unwrap() {
-                Ok(_) => made += 1,
-                Err(RegistryError::Exists(_)) => {}
+                Ok(u) => made.push(u.name),
+                Err(RegistryError::Exists(m)) => refused.push((*asked, m)),
                 Err(e) => panic!("{n}: {e}"),
             }
         }
-        assert_eq!(made, 1, "{n}");
+        assert_eq!(made.len(), 1, "{n}: {made:?}");
         assert_eq!(b.db.users().await.unwrap().len(), 1, "{n}");
+        // Each refusal names the spelling that was created.
+        let winner = &made[0];
+        for (asked, m) in refused {
+            let note = if asked == winner {
+                ""
+            } else {
+                " (usernames ignore case)"
+            };
+            assert_eq!(m, format!("user {winner}{note}"), "{n}: {asked}");
+        }
         assert_eq!(
             audited_targets(&*b.db).await.len(),
             1,

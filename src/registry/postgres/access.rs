@@ -122,12 +122,11 @@ impl AccessStore for PgDb {
             .map_err(PgError::from);
         match inserted {
             // Another instance added this name (in some spelling) since it was looked up: the
-            // index waited for it to commit. Which spelling it took is not known here.
+            // index waited for it to commit. Its spelling is read once this transaction is over.
             Err(e) if is_unique_violation(&e) => {
-                return Err(RegistryError::Exists(format!(
-                    "user {} (usernames ignore case)",
-                    u.name
-                )));
+                drop(tx);
+                let taken = find(&c, &u.name).await?.map(|t| t.name);
+                return Err(user_exists(taken.as_deref().unwrap_or(&u.name), &u.name));
             }
             other => other?,
         };
