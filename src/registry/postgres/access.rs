@@ -25,38 +25,32 @@ fn is_unique_violation(e: &PgError) -> bool {
     matches!(e, PgError::Db { code: Some(code), .. } if *code == SqlState::UNIQUE_VIOLATION)
 }
 
-async fn teams_of<C: GenericClient>(c: &C, username: &str) -> Result<Vec<String>, PgError> {
-    let rows = c
-        .query(
-            "SELECT team_id FROM team_members WHERE username = $1 ORDER BY team_id COLLATE \"C\"",
-            &[&username],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+/// Users with their teams, in one statement (one snapshot); `filter` selects them.
+fn users_sql(filter: &str) -> String {
+    format!(
+        "SELECT u.username, u.role, u.created_ms,
+                COALESCE(array_agg(m.team_id ORDER BY m.team_id COLLATE \"C\")
+                         FILTER (WHERE m.team_id IS NOT NULL), '{{}}')
+           FROM users u LEFT JOIN team_members m ON m.username = u.username
+          {filter}
+          GROUP BY u.username
+          ORDER BY u.username COLLATE \"C\""
+    )
 }
 
-async fn user_of<C: GenericClient>(c: &C, r: &Row) -> Result<StoredUser, PgError> {
-    let name: String = r.get(0);
-    Ok(StoredUser {
-        teams: teams_of(c, &name).await?,
+fn user(r: &Row) -> StoredUser {
+    StoredUser {
+        name: r.get(0),
         role: Role::from_stored(r.get(1)),
-        name,
         created_ms: r.get(2),
-    })
+        teams: r.get(3),
+    }
 }
 
 /// The user any spelling of `name` names.
 async fn find<C: GenericClient>(c: &C, name: &str) -> Result<Option<StoredUser>, PgError> {
-    let row = c
-        .query_opt(
-            "SELECT username, role, created_ms FROM users WHERE lower(username) = lower($1)",
-            &[&name],
-        )
-        .await?;
-    match row {
-        Some(r) => Ok(Some(user_of(c, &r).await?)),
-        None => Ok(None),
-    }
+    let sql = users_sql("WHERE lower(u.username) = lower($1)");
+    Ok(c.query_opt(&sql, &[&name]).await?.as_ref().map(user))
 }
 
 /// The stored spelling of the user `name` names, locked until the transaction ends.
@@ -148,18 +142,8 @@ impl AccessStore for PgDb {
 
     async fn users(&self) -> Result<Vec<StoredUser>, RegistryError> {
         let c = self.conn().await?;
-        let rows = c
-            .query(
-                "SELECT username, role, created_ms FROM users ORDER BY username COLLATE \"C\"",
-                &[],
-            )
-            .await
-            .map_err(PgError::from)?;
-        let mut users = Vec::with_capacity(rows.len());
-        for r in &rows {
-            users.push(user_of(&c, r).await?);
-        }
-        Ok(users)
+        let rows = c.query(&users_sql(""), &[]).await.map_err(PgError::from)?;
+        Ok(rows.iter().map(user).collect())
     }
 
     async fn credentials(&self, name: String) -> Result<Option<Credentials>, RegistryError> {
@@ -251,30 +235,25 @@ impl AccessStore for PgDb {
 
     async fn teams(&self) -> Result<Vec<Team>, RegistryError> {
         let c = self.conn().await?;
-        let teams = c
-            .query("SELECT id, name FROM teams ORDER BY id COLLATE \"C\"", &[])
-            .await
-            .map_err(PgError::from)?;
-        let members = c
+        // One statement: the teams and their members as of one snapshot.
+        let rows = c
             .query(
-                "SELECT team_id, username FROM team_members ORDER BY username COLLATE \"C\"",
+                "SELECT t.id, t.name,
+                        COALESCE(array_agg(m.username ORDER BY m.username COLLATE \"C\")
+                                 FILTER (WHERE m.username IS NOT NULL), '{}')
+                   FROM teams t LEFT JOIN team_members m ON m.team_id = t.id
+                  GROUP BY t.id
+                  ORDER BY t.id COLLATE \"C\"",
                 &[],
             )
             .await
             .map_err(PgError::from)?;
-        Ok(teams
+        Ok(rows
             .iter()
-            .map(|t| {
-                let id: String = t.get(0);
-                Team {
-                    members: members
-                        .iter()
-                        .filter(|m| m.get::<_, &str>(0) == id)
-                        .map(|m| m.get(1))
-                        .collect(),
-                    name: t.get(1),
-                    id,
-                }
+            .map(|r| Team {
+                id: r.get(0),
+                name: r.get(1),
+                members: r.get(2),
             })
             .collect())
     }
