@@ -1146,6 +1146,14 @@ async fn users_and_teams_read_back_as_created_and_are_found_by_any_spelling() {
             "{n}: no line for a refusal"
         );
         assert_eq!(db.users().await.unwrap().len(), 2, "{n}");
+
+        // A role this Vigil does not know grants nothing: no sign-in, and a clinician's view.
+        b.tamper("UPDATE users SET role = 'root' WHERE username = 'ada'")
+            .await;
+        let c = db.credentials("ada".into()).await.unwrap().unwrap();
+        assert_eq!(c.role, None, "{n}");
+        let ada = db.user("ada".into()).await.unwrap().unwrap();
+        assert_eq!(ada.role, Role::Clinician, "{n}");
     }
 }
 
