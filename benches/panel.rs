@@ -31,8 +31,14 @@ async fn seed(dir: &std::path::Path, patients: usize) {
     let registry = Registry::open(dir, Profiles::built_in().unwrap()).unwrap();
     let store = Store::open(dir, 4096, 64, Metrics::new()).unwrap();
     let now = now_ms();
-    registry.create_team("north", "North", now).await.unwrap();
-    registry.create_team("south", "South", now).await.unwrap();
+    registry
+        .create_team("north", "North", now, None)
+        .await
+        .unwrap();
+    registry
+        .create_team("south", "South", now, None)
+        .await
+        .unwrap();
     registry
         .add_user("nina", Role::Clinician, "correct horse battery staple", now)
         .await

@@ -292,18 +292,17 @@ fn user_add(cfg: Config, username: &str, role: &str, teams: Vec<String>) -> Exit
         };
         for t in &teams {
             if !known.iter().any(|k| &k.id == t)
-                && let Err(e) = registry.create_team(t, t, now).await
+                && let Err(e) = registry.create_team(t, t, now, None).await
             {
                 return fail(&format!("--team {t}: {e}"));
             }
         }
-        let created = registry.add_user(username, role, &password, now).await;
-        let created = match created {
-            Ok(()) => registry.set_user_teams(username, teams.clone()).await,
-            Err(e) => Err(e),
-        };
+        // The user and their teams are created together (the command line is not audited).
+        let created = registry
+            .create_user(username, role, &password, teams.clone(), now, None)
+            .await;
         match created {
-            Ok(()) => {
+            Ok(_) => {
                 let on = if teams.is_empty() {
                     String::new()
                 } else {

@@ -4,8 +4,8 @@
 //! A clinician sees the patients of their own care teams and nothing else. A patient on no team,
 //! on a team that does not exist, or on a team without a clinician would be seen by admins
 //! alone, and its alerts would reach nobody who acts on them. So:
-//! - the default care team ([`DEFAULT_TEAM`], "Default care team") always exists: schema
-//!   version 8 creates it, and no route deletes a team;
+//! - the default care team ([`DEFAULT_TEAM`], "Default care team") always exists: SQLite's
+//!   schema version 8 creates it (PostgreSQL's access step too), and no route deletes a team;
 //! - a patient created without a team is put on it, the same migration moves an old database's
 //!   patients without a team to it, and a patient's team can be changed but never cleared;
 //! - a patient's team is a column of `patients` that references `teams` (schema version 11),
@@ -228,8 +228,8 @@ mod tests {
     async fn patients_no_clinician_can_see_are_listed_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
-        r.create_team("north", "North", 0).await.unwrap();
-        r.create_team("empty", "Nobody yet", 0).await.unwrap();
+        r.create_team("north", "North", 0, None).await.unwrap();
+        r.create_team("empty", "Nobody yet", 0, None).await.unwrap();
         for (id, team) in [
             ("p-default", None),
             ("p-north", Some("north")),

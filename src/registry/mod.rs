@@ -10,6 +10,7 @@
 //! and would turn every reconnect storm into a CPU storm); passwords, which people choose, are
 //! stored as Argon2id, hashed and checked only in [`password`]'s bounded hasher.
 
+pub mod access;
 mod actor;
 pub mod audit;
 mod care_teams;
@@ -39,6 +40,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+pub use access::{Role, Team, User};
 pub use actor::token_actor;
 pub use audit::{AuditEntry, AuditExportLine, AuditRecord};
 pub use care_teams::{UnseenPatient, UnseenReason, initial_teams};
@@ -47,7 +49,7 @@ pub use mrn::MRN_MAX_CHARS;
 pub use outbox::{Delivery, Lane, OutboxRow, QueuedReading, READING, Settled};
 pub use profile::{PayloadFormat, Profile, ProfileError, Profiles};
 pub use tokens::{ApiToken, Scope, TOKEN_PREFIX};
-pub use users::{Session, Team, User, UserUpdate};
+pub use users::{Session, UserUpdate};
 
 use crate::domain::{DeviceId, PatientId, format_rfc3339};
 use schema::SCHEMA;
@@ -264,31 +266,6 @@ pub struct DeviceAuth {
     pub profile: Arc<Profile>,
     secret_hash: [u8; 32],
     pub revoked: bool,
-}
-
-/// A dashboard user's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Clinician,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "clinician" => Some(Role::Clinician),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Clinician => "clinician",
-        }
-    }
 }
 
 /// Changes of access held for listeners that fall behind (they then re-check everything).
@@ -1098,86 +1075,6 @@ impl Registry {
             .map_err(|_| RegistryError::Db("device status writer stopped".into()))
     }
 
-    /// Creates a dashboard user with an Argon2id hash of `password`.
-    pub async fn add_user(
-        &self,
-        username: &str,
-        role: Role,
-        password: &str,
-        now_ms: i64,
-    ) -> Result<(), RegistryError> {
-        let name_ok = !username.is_empty()
-            && username.len() <= 64
-            && username
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-        if !name_ok {
-            return Err(RegistryError::Invalid(
-                "username must be 1 to 64 characters of A-Z a-z 0-9 . _ - @".into(),
-            ));
-        }
-        password_policy::check_password(password, username)?;
-        let hash = self.hasher.hash(ACCOUNTS, password).await?;
-        let username = username.to_owned();
-        self.with(move |c| {
-            // Immediate: a deferred transaction that reads, then writes, fails at once with
-            // "database is locked" when another connection committed in between.
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // Usernames ignore case: `NINA` is `nina` (schema 7's triggers refuse it too).
-            let taken: Option<String> = tx
-                .query_row(
-                    "SELECT username FROM users WHERE username = ?1 COLLATE NOCASE LIMIT 1",
-                    [&username],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(taken) = taken {
-                let note = if taken == username {
-                    ""
-                } else {
-                    " (usernames ignore case)"
-                };
-                return Err(RegistryError::Exists(format!("user {taken}{note}")));
-            }
-            tx.execute(
-                "INSERT INTO users (username, password_hash, role, created_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![username, hash, role.as_str(), now_ms],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Checks a user's password in `client`'s turn (a remote address: see [`password`]);
-    /// `Some(role)` when it matches. An unknown user costs the same Argon2 work as a known one,
-    /// so the time taken does not tell whether a username exists. [`RegistryError::Busy`]: too
-    /// many checks are under way to wait for this one.
-    pub async fn verify_user(
-        &self,
-        username: &str,
-        password: &str,
-        client: &str,
-    ) -> Result<Option<Role>, RegistryError> {
-        let username = username.to_owned();
-        let row: Option<(String, String)> = self
-            .with(move |c| {
-                Ok(c.query_row(
-                    &format!(
-                        "SELECT password_hash, role FROM users WHERE username = {}",
-                        usernames::NAMED
-                    ),
-                    [username],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?)
-            })
-            .await?;
-        let (hash, role) = row.unzip();
-        let ok = self.hasher.verify(client, hash, password).await?;
-        Ok(role.filter(|_| ok).and_then(|r| Role::parse(&r)))
-    }
-
     /// Appends to the audit trail. Each line's hash covers the previous line's hash, so a line
     /// changed or removed later breaks the chain ([`Registry::verify_audit_chain`]).
     pub async fn audit(&self, entry: AuditEntry<'_>, now_ms: i64) -> Result<(), RegistryError> {
@@ -1329,6 +1226,18 @@ mod tests {
             action: action.into(),
             patient_id: None,
             target: format!("token/{id}"),
+            remote: "127.0.0.1".into(),
+        }
+    }
+
+    /// The audit line of a change to user `name`.
+    fn test_line(name: &str) -> audit::NewAuditLine {
+        audit::NewAuditLine {
+            time_ms: 0,
+            actor: "admin".into(),
+            action: "user.update".into(),
+            patient_id: None,
+            target: format!("user/{name}"),
             remote: "127.0.0.1".into(),
         }
     }
@@ -1600,8 +1509,8 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         let nina = || Some(AccessChange::User("nina".into()));
-        r.create_team("north", "North", 0).await.unwrap();
-        r.create_team("south", "South", 0).await.unwrap();
+        r.create_team("north", "North", 0, None).await.unwrap();
+        r.create_team("south", "South", 0, None).await.unwrap();
         assert_eq!(announced(), None, "a new team changes nobody's access");
         r.add_user("nina", Role::Clinician, "amber kettle orbit meadow", 0)
             .await
@@ -1655,13 +1564,13 @@ mod tests {
             teams: Some(Vec::new()),
             ..UserUpdate::default()
         };
-        r.update_user("nina", update).await.unwrap();
+        r.update_user("nina", update, test_line).await.unwrap();
         assert_eq!(announced(), nina(), "a user's teams changed");
         let (session, _) = r.create_session("nina", 0, 1_000).await.unwrap();
         assert_eq!(announced(), None, "a new session changes nobody's access");
-        r.end_session(&session).await.unwrap();
+        r.end_session(&session, None).await.unwrap();
         assert_eq!(announced(), nina(), "signed out");
-        r.end_session(&session).await.unwrap();
+        r.end_session(&session, None).await.unwrap();
         assert_eq!(announced(), None, "no such session: nothing changed");
         let (_, t) = r
             .create_api_token("nina", "poller", Scope::Read, 0, 1_000, |id| {

@@ -10,8 +10,11 @@
 //! entry in the same transaction.
 //!
 //! Moving the registry behind this seam goes aggregate by aggregate; so far: the audit trail,
-//! video visits and API tokens.
+//! video visits, API tokens, and access (users, care teams, sign-in sessions).
 
+use super::access::{
+    Credentials, NewSession, NewTeam, NewUser, StoredSession, StoredUser, Team, UserChange,
+};
 use super::audit::{AuditQuery, GENESIS, NewAuditLine, StoredAuditLine, VERIFY_PAGE, verify_page};
 use super::error::RegistryError;
 use super::tokens::{LiveBy, NewApiToken, StoredToken};
@@ -110,10 +113,76 @@ pub trait TokenStore: Send + Sync {
     ) -> Result<StoredToken, RegistryError>;
 }
 
-/// Everything the registry stores.
-pub trait Storage: AuditStore + VisitStore + TokenStore {}
+/// Dashboard users, care teams and sign-in sessions.
+///
+/// A user is found by any spelling of their name: the exact spelling if a user has it, else
+/// the one user whose name matches ignoring case (none if two older accounts differ only in
+/// case). What is stored and returned is the spelling the user was created with.
+#[async_trait::async_trait]
+pub trait AccessStore: Send + Sync {
+    /// Creates `user` on its teams and appends `audit` (when given), all or nothing; the user
+    /// as stored. `Exists` when a user of that name, in any case, exists; `Invalid` when one of
+    /// its teams does not.
+    async fn create_user(
+        &self,
+        user: NewUser,
+        audit: Option<NewAuditLine>,
+    ) -> Result<StoredUser, RegistryError>;
 
-impl<T: AuditStore + VisitStore + TokenStore> Storage for T {}
+    /// The user `name` names, if any.
+    async fn user(&self, name: String) -> Result<Option<StoredUser>, RegistryError>;
+
+    /// Every user, by name (byte order).
+    async fn users(&self) -> Result<Vec<StoredUser>, RegistryError>;
+
+    /// What the password of the user `name` names is checked against, if there is such a user.
+    async fn credentials(&self, name: String) -> Result<Option<Credentials>, RegistryError>;
+
+    /// Applies `change` to the user `name` names and appends `audit` (when given), all or
+    /// nothing; a new role or password ends the user's sessions in the same transaction. The
+    /// user as it now is; `NotFound` if there is none, `Invalid` if a team does not exist.
+    async fn update_user(
+        &self,
+        name: String,
+        change: UserChange,
+        audit: Option<NewAuditLine>,
+    ) -> Result<StoredUser, RegistryError>;
+
+    /// Creates `team` (without members) and appends `audit` (when given), both or neither.
+    /// `Exists` when its id is taken.
+    async fn create_team(
+        &self,
+        team: NewTeam,
+        audit: Option<NewAuditLine>,
+    ) -> Result<Team, RegistryError>;
+
+    /// Every care team with its members, by id (byte order); members by name.
+    async fn teams(&self) -> Result<Vec<Team>, RegistryError>;
+
+    /// Starts `session` for its user, sweeping sessions expired at its creation time; the
+    /// stored spelling of the user's name. `NotFound` if there is no such user.
+    async fn create_session(&self, session: NewSession) -> Result<String, RegistryError>;
+
+    /// The session whose token hashes to `hash`, if it has not expired at `now_ms`.
+    async fn live_session(
+        &self,
+        hash: [u8; 32],
+        now_ms: i64,
+    ) -> Result<Option<StoredSession>, RegistryError>;
+
+    /// Ends the session whose token hashes to `hash` and appends `audit` (when given) whether
+    /// or not there was one, both or neither; the user whose session ended, if one did.
+    async fn end_session(
+        &self,
+        hash: [u8; 32],
+        audit: Option<NewAuditLine>,
+    ) -> Result<Option<String>, RegistryError>;
+}
+
+/// Everything the registry stores.
+pub trait Storage: AuditStore + VisitStore + TokenStore + AccessStore {}
+
+impl<T: AuditStore + VisitStore + TokenStore + AccessStore> Storage for T {}
 
 /// Recomputes the audit hash chain of `db`; the number of lines, or `Err` naming the first that
 /// does not match. Reads in pages, so other work runs between them however long the trail is.

@@ -1,5 +1,6 @@
-//! Usernames ignore case: the SQL and lookups that find an account by any spelling, and the
-//! warning about older accounts whose names differ only in case.
+//! Usernames ignore case, on SQLite: the SQL and lookups that find an account by any spelling,
+//! and the warning about older accounts whose names differ only in case. (PostgreSQL needs
+//! neither: a unique index on `lower(username)` has held there from the start.)
 
 use rusqlite::Connection;
 

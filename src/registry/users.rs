@@ -1,44 +1,28 @@
-//! Dashboard users, care teams and sign-in sessions.
+//! Dashboard users, care teams and sign-in sessions: the registry's side of them (password
+//! hashing, the username rule, session tokens, announcing changes); the storage seam
+//! ([`super::storage::AccessStore`]) keeps them.
 //!
 //! A clinician sees the patients of the care teams they belong to, and only those; an admin
 //! sees everyone. A session is a random 256-bit value held by the browser in an HttpOnly
 //! cookie; the registry keeps only its SHA-256, with the user it belongs to, its CSRF token and
 //! when it expires. Changing a user's password or role ends their sessions. Every change that
-//! ends a session or changes what a user sees is announced ([`Registry::subscribe_access`]), so
-//! that open sockets re-check at once.
+//! ends a session or changes what a user sees is announced ([`Registry::subscribe_access`])
+//! once it is committed, so that open sockets re-check at once.
 //!
 //! Usernames ignore case: `nina` and `NINA` are one account, found by either spelling (sign-in,
 //! changes, teams, tokens) and shown as it was created. Sessions, team memberships and tokens
 //! hold that stored spelling. Accounts that already differed only in case when this rule came
-//! (schema 7) are kept, each found by its exact spelling only; no new one can be added.
+//! (SQLite schema 7) are kept, each found by its exact spelling only; no new one can be added.
 //!
 //! It must never store a session token or a password in the clear.
 
-use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
+use rusqlite::OptionalExtension;
 
+use super::access::{NewSession, NewTeam, NewUser, UserChange, check_team_id};
+use super::audit::NewAuditLine;
 use super::error::RegistryError;
 use super::password_policy::check_password;
-use super::usernames::{NAMED, stored_name};
-use super::{AccessChange, Registry, Role, sha256};
-use crate::domain::format_rfc3339;
-
-/// A user as the API shows it (never the password hash).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    pub role: Role,
-    pub teams: Vec<String>,
-    pub created_at: String,
-}
-
-/// A care team and its members.
-#[derive(Debug, Clone, Serialize)]
-pub struct Team {
-    pub id: String,
-    pub name: String,
-    pub members: Vec<String>,
-}
+use super::{ACCOUNTS, AccessChange, Registry, Role, Team, User, sha256};
 
 /// A live session, found from the browser's cookie.
 #[derive(Debug, Clone)]
@@ -56,22 +40,6 @@ pub struct UserUpdate {
     pub password: Option<String>,
 }
 
-/// The rule for team ids, the same as for care_team on a patient.
-pub(super) fn check_team_id(id: &str) -> Result<(), RegistryError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(RegistryError::Invalid(
-            "team id must be 1 to 64 characters of A-Z a-z 0-9 . _ -".into(),
-        ))
-    }
-}
-
 fn random_token() -> Result<(String, [u8; 32]), RegistryError> {
     use base64::Engine as _;
     let mut bytes = [0u8; 32];
@@ -81,166 +49,163 @@ fn random_token() -> Result<(String, [u8; 32]), RegistryError> {
     Ok((token, hash))
 }
 
-fn teams_of(c: &rusqlite::Connection, username: &str) -> rusqlite::Result<Vec<String>> {
-    let mut stmt =
-        c.prepare_cached("SELECT team_id FROM team_members WHERE username = ?1 ORDER BY team_id")?;
-    stmt.query_map([username], |r| r.get(0))?.collect()
-}
-
-fn set_teams(
-    tx: &rusqlite::Transaction<'_>,
-    username: &str,
-    teams: &[String],
-) -> Result<(), RegistryError> {
-    for t in teams {
-        check_team_id(t)?;
-        let exists: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM teams WHERE id = ?1)",
-            [t],
-            |r| r.get(0),
-        )?;
-        if !exists {
-            return Err(RegistryError::Invalid(format!(
-                "no care team {t:?}; create it first"
-            )));
-        }
+/// `Err` unless `username` is 1 to 64 characters of A-Z a-z 0-9 . _ - @.
+fn check_username(username: &str) -> Result<(), RegistryError> {
+    let ok = !username.is_empty()
+        && username.len() <= 64
+        && username
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::Invalid(
+            "username must be 1 to 64 characters of A-Z a-z 0-9 . _ - @".into(),
+        ))
     }
-    tx.execute("DELETE FROM team_members WHERE username = ?1", [username])?;
-    for t in teams {
-        tx.execute(
-            "INSERT OR IGNORE INTO team_members (team_id, username) VALUES (?1, ?2)",
-            params![t, username],
-        )?;
-    }
-    Ok(())
 }
 
 impl Registry {
-    /// Sets a new user's care teams (used right after [`Registry::add_user`]).
+    /// Creates a dashboard user with an Argon2id hash of `password`, on no care team and
+    /// unaudited (see [`Registry::create_user`]).
+    pub async fn add_user(
+        &self,
+        username: &str,
+        role: Role,
+        password: &str,
+        now_ms: i64,
+    ) -> Result<(), RegistryError> {
+        self.create_user(username, role, password, Vec::new(), now_ms, None)
+            .await
+            .map(drop)
+    }
+
+    /// Creates a dashboard user with an Argon2id hash of `password`, on `teams` (each must
+    /// exist), and appends `audit` when given: all or nothing. `Exists` when a user of that
+    /// name, in any case, exists.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        role: Role,
+        password: &str,
+        teams: Vec<String>,
+        now_ms: i64,
+        audit: Option<NewAuditLine>,
+    ) -> Result<User, RegistryError> {
+        check_username(username)?;
+        check_password(password, username)?;
+        for t in &teams {
+            check_team_id(t)?;
+        }
+        let hash = self.hasher.hash(ACCOUNTS, password).await?;
+        let user = NewUser {
+            name: username.to_owned(),
+            password_hash: hash,
+            role,
+            teams,
+            created_ms: now_ms,
+        };
+        Ok(self.db.create_user(user, audit).await?.into())
+    }
+
+    /// Checks a user's password in `client`'s turn (a remote address: see [`super::password`]);
+    /// `Some(role)` when it matches. An unknown user costs the same Argon2 work as a known one,
+    /// so the time taken does not tell whether a username exists. [`RegistryError::Busy`]: too
+    /// many checks are under way to wait for this one.
+    pub async fn verify_user(
+        &self,
+        username: &str,
+        password: &str,
+        client: &str,
+    ) -> Result<Option<Role>, RegistryError> {
+        let found = self.db.credentials(username.to_owned()).await?;
+        let (hash, role) = found.map(|c| (c.password_hash, c.role)).unzip();
+        let ok = self.hasher.verify(client, hash, password).await?;
+        Ok(role.flatten().filter(|_| ok))
+    }
+
+    /// Sets a user's care teams, unaudited (the command line, right after
+    /// [`Registry::add_user`]).
     pub async fn set_user_teams(
         &self,
         username: &str,
         teams: Vec<String>,
     ) -> Result<(), RegistryError> {
-        let name = username.to_owned();
-        let stored = self
-            .with(move |c| {
-                // Immediate: a deferred transaction that reads, then writes, fails at once with
-                // "database is locked" when the device status writer committed in between.
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let username = stored_name(&tx, &name)?
-                    .ok_or_else(|| RegistryError::NotFound(format!("user {name}")))?;
-                set_teams(&tx, &username, &teams)?;
-                tx.commit()?;
-                Ok(username)
-            })
+        for t in &teams {
+            check_team_id(t)?;
+        }
+        let change = UserChange {
+            teams: Some(teams),
+            ..UserChange::default()
+        };
+        let user = self
+            .db
+            .update_user(username.to_owned(), change, None)
             .await?;
-        self.access_changed(AccessChange::User(stored));
+        self.access_changed(AccessChange::User(user.name));
         Ok(())
     }
 
     /// All users, by name.
     pub async fn users(&self) -> Result<Vec<User>, RegistryError> {
-        self.with(|c| {
-            let mut stmt =
-                c.prepare("SELECT username, role, created_ms FROM users ORDER BY username")?;
-            let rows: Vec<(String, String, i64)> = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            rows.into_iter()
-                .map(|(name, role, created)| {
-                    Ok(User {
-                        teams: teams_of(c, &name)?,
-                        role: Role::parse(&role).unwrap_or(Role::Clinician),
-                        name,
-                        created_at: format_rfc3339(created),
-                    })
-                })
-                .collect()
-        })
-        .await
+        let users = self.db.users().await?;
+        Ok(users.into_iter().map(User::from).collect())
     }
 
     /// One user, by any spelling of its name.
     pub async fn user(&self, username: &str) -> Result<User, RegistryError> {
-        let asked = username.to_owned();
-        self.with(move |c| {
-            let row: Option<(String, String, i64)> = c
-                .query_row(
-                    &format!(
-                        "SELECT username, role, created_ms FROM users WHERE username = {NAMED}"
-                    ),
-                    [&asked],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let (username, role, created) =
-                row.ok_or_else(|| RegistryError::NotFound(format!("user {asked}")))?;
-            Ok(User {
-                teams: teams_of(c, &username)?,
-                role: Role::parse(&role).unwrap_or(Role::Clinician),
-                name: username,
-                created_at: format_rfc3339(created),
-            })
-        })
-        .await
+        self.db
+            .user(username.to_owned())
+            .await?
+            .map(User::from)
+            .ok_or_else(|| RegistryError::NotFound(format!("user {username}")))
     }
 
-    /// Changes a user's role, teams or password. A new role or password ends their sessions.
+    /// Changes a user's role, teams or password and appends the audit line `audit` makes of
+    /// the user's stored name, all or nothing. A new role or password ends their sessions.
     pub async fn update_user(
         &self,
         username: &str,
         update: UserUpdate,
+        audit: impl FnOnce(&str) -> NewAuditLine,
     ) -> Result<User, RegistryError> {
-        let hash = match &update.password {
+        if let Some(teams) = &update.teams {
+            for t in teams {
+                check_team_id(t)?;
+            }
+        }
+        let password_hash = match &update.password {
             Some(p) => {
                 check_password(p, username)?;
-                Some(self.hasher.hash(super::ACCOUNTS, p).await?)
+                Some(self.hasher.hash(ACCOUNTS, p).await?)
             }
             None => None,
         };
-        let asked = username.to_owned();
-        let stored = self
-            .with(move |c| {
-                // Immediate: a deferred transaction that reads, then writes, fails at once with
-                // "database is locked" when the device status writer committed in between.
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let name = stored_name(&tx, &asked)?
-                    .ok_or_else(|| RegistryError::NotFound(format!("user {asked}")))?;
-                if let Some(role) = update.role {
-                    tx.execute(
-                        "UPDATE users SET role = ?2 WHERE username = ?1",
-                        params![name, role.as_str()],
-                    )?;
-                }
-                if let Some(h) = &hash {
-                    tx.execute(
-                        "UPDATE users SET password_hash = ?2 WHERE username = ?1",
-                        params![name, h],
-                    )?;
-                }
-                if update.role.is_some() || hash.is_some() {
-                    tx.execute("DELETE FROM sessions WHERE username = ?1", [&name])?;
-                }
-                if let Some(teams) = &update.teams {
-                    set_teams(&tx, &name, teams)?;
-                }
-                tx.commit()?;
-                Ok(name)
-            })
+        // The line names the stored spelling; no route renames a user, so it stays the one the
+        // change is made to.
+        let stored = self.user(username).await?.name;
+        let change = UserChange {
+            role: update.role,
+            password_hash,
+            teams: update.teams,
+        };
+        let user = self
+            .db
+            .update_user(stored.clone(), change, Some(audit(&stored)))
             .await?;
         // Sessions ended, or what the user sees changed: open sockets re-check (under the
         // stored spelling, which their principals hold).
-        self.access_changed(AccessChange::User(stored.clone()));
-        self.user(&stored).await
+        self.access_changed(AccessChange::User(user.name.clone()));
+        Ok(user.into())
     }
 
-    /// Creates a care team.
+    /// Creates a care team, and appends `audit` when given: both or neither.
     pub async fn create_team(
         &self,
         id: &str,
         name: &str,
         now_ms: i64,
+        audit: Option<NewAuditLine>,
     ) -> Result<Team, RegistryError> {
         check_team_id(id)?;
         let name = name.trim().to_owned();
@@ -249,49 +214,17 @@ impl Registry {
                 "team name must be 1 to 200 characters".into(),
             ));
         }
-        let id = id.to_owned();
-        self.with(move |c| {
-            let n = c.execute(
-                "INSERT INTO teams (id, name, created_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                params![id, name, now_ms],
-            )?;
-            if n == 0 {
-                return Err(RegistryError::Exists(format!("team {id}")));
-            }
-            Ok(Team {
-                id,
-                name,
-                members: Vec::new(),
-            })
-        })
-        .await
+        let team = NewTeam {
+            id: id.to_owned(),
+            name,
+            created_ms: now_ms,
+        };
+        self.db.create_team(team, audit).await
     }
 
     /// All care teams with their members.
     pub async fn teams(&self) -> Result<Vec<Team>, RegistryError> {
-        self.with(|c| {
-            let mut stmt = c.prepare("SELECT id, name FROM teams ORDER BY id")?;
-            let teams: Vec<(String, String)> = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut members = c.prepare(
-                "SELECT username FROM team_members WHERE team_id = ?1 ORDER BY username",
-            )?;
-            teams
-                .into_iter()
-                .map(|(id, name)| {
-                    let m = members
-                        .query_map([&id], |r| r.get(0))?
-                        .collect::<rusqlite::Result<_>>()?;
-                    Ok(Team {
-                        id,
-                        name,
-                        members: m,
-                    })
-                })
-                .collect()
-        })
-        .await
+        self.db.teams().await
     }
 
     /// Starts a session for a user whose password was just checked: `(token, session)`. The
@@ -304,24 +237,16 @@ impl Registry {
     ) -> Result<(String, Session), RegistryError> {
         let (token, hash) = random_token()?;
         let (csrf, _) = random_token()?;
-        let asked = username.to_owned();
         let expires_ms = now_ms + lifetime_ms;
-        let csrf2 = csrf.clone();
+        let session = NewSession {
+            hash,
+            user: username.to_owned(),
+            csrf: csrf.clone(),
+            created_ms: now_ms,
+            expires_ms,
+        };
         // The session holds the stored spelling, whichever one signed in.
-        let name = self
-            .with(move |c| {
-                let name = stored_name(c, &asked)?
-                    .ok_or_else(|| RegistryError::NotFound(format!("user {asked}")))?;
-                // Expired sessions are swept whenever someone signs in.
-                c.execute("DELETE FROM sessions WHERE expires_ms <= ?1", [now_ms])?;
-                c.execute(
-                    "INSERT INTO sessions (token_hash, username, csrf, created_ms, expires_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![hash.as_slice(), name, csrf2, now_ms, expires_ms],
-                )?;
-                Ok(name)
-            })
-            .await?;
+        let name = self.db.create_session(session).await?;
         let user = self.user(&name).await?;
         Ok((
             token,
@@ -340,48 +265,34 @@ impl Registry {
         now_ms: i64,
     ) -> Result<Option<Session>, RegistryError> {
         let hash = sha256(token.as_bytes());
-        let row: Option<(String, String, i64)> = self
-            .with(move |c| {
-                Ok(c.query_row(
-                    "SELECT username, csrf, expires_ms FROM sessions
-                     WHERE token_hash = ?1 AND expires_ms > ?2",
-                    params![hash.as_slice(), now_ms],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?)
-            })
-            .await?;
-        let Some((username, csrf, expires_ms)) = row else {
+        let Some(s) = self.db.live_session(hash, now_ms).await? else {
             return Ok(None);
         };
-        let user = self.user(&username).await?;
+        let user = self.user(&s.user).await?;
         Ok(Some(Session {
             user,
-            csrf,
-            expires_ms,
+            csrf: s.csrf,
+            expires_ms: s.expires_ms,
         }))
     }
 
-    /// Ends a session (sign-out). Ending one that does not exist is not an error.
-    pub async fn end_session(&self, token: &str) -> Result<(), RegistryError> {
+    /// Ends a session (sign-out) and appends `audit` when given, both or neither (the line is
+    /// written whether or not the session existed). Ending one that does not exist is not an
+    /// error.
+    pub async fn end_session(
+        &self,
+        token: &str,
+        audit: Option<NewAuditLine>,
+    ) -> Result<(), RegistryError> {
         let hash = sha256(token.as_bytes());
-        let ended: Option<String> = self
-            .with(move |c| {
-                Ok(c.query_row(
-                    "DELETE FROM sessions WHERE token_hash = ?1 RETURNING username",
-                    [hash.as_slice()],
-                    |r| r.get(0),
-                )
-                .optional()?)
-            })
-            .await?;
-        if let Some(user) = ended {
+        if let Some(user) = self.db.end_session(hash, audit).await? {
             self.access_changed(AccessChange::User(user));
         }
         Ok(())
     }
 
-    /// The care team a patient belongs to: `Err(NotFound)` for no such patient.
+    /// The care team a patient belongs to: `Err(NotFound)` for no such patient. (A patient's
+    /// column: it moves with the patients, not with access.)
     pub async fn patient_team(
         &self,
         id: crate::domain::PatientId,
@@ -419,6 +330,18 @@ mod tests {
         assert!(check_password("abcdefghijkx", "nina").is_ok());
     }
 
+    /// The audit line of a change to user `name`.
+    fn test_line(name: &str) -> NewAuditLine {
+        NewAuditLine {
+            time_ms: 0,
+            actor: "admin".into(),
+            action: "user.update".into(),
+            patient_id: None,
+            target: format!("user/{name}"),
+            remote: "127.0.0.1".into(),
+        }
+    }
+
     fn registry(dir: &std::path::Path) -> Registry {
         Registry::open(dir, super::super::Profiles::built_in().unwrap()).unwrap()
     }
@@ -442,7 +365,7 @@ mod tests {
         );
         assert_eq!(r.user("NINA").await.unwrap().name, "nina");
 
-        r.create_team("north", "North", 0).await.unwrap();
+        r.create_team("north", "North", 0, None).await.unwrap();
         r.set_user_teams("NINA", vec!["north".into()])
             .await
             .unwrap();
@@ -450,9 +373,16 @@ mod tests {
             role: Some(Role::Admin),
             ..UserUpdate::default()
         };
-        let u = r.update_user("nInA", update).await.unwrap();
+        let u = r.update_user("nInA", update, test_line).await.unwrap();
         assert_eq!((u.name.as_str(), u.role), ("nina", Role::Admin));
         assert_eq!(u.teams, ["north"]);
+        // The change's audit line is made of the stored spelling, and written with it.
+        let lines = r
+            .audit_records(None, None, i64::MIN, i64::MAX, 10, false)
+            .await
+            .unwrap();
+        let targets: Vec<_> = lines.iter().map(|l| l.target.as_str()).collect();
+        assert_eq!(targets, ["user/nina"]);
         let teams = r.teams().await.unwrap();
         let north = teams.iter().find(|t| t.id == "north").unwrap();
         assert_eq!(north.members, ["nina"]);
@@ -495,7 +425,7 @@ mod tests {
             for (name, role) in [("nina", "clinician"), ("NINA", "admin")] {
                 c.execute(
                     "INSERT INTO users (username, password_hash, role, created_ms) VALUES (?1, ?2, ?3, 0)",
-                    params![name, hash, role],
+                    rusqlite::params![name, hash, role],
                 )
                 .unwrap();
             }

@@ -58,12 +58,13 @@ pub(super) async fn create_user(
             "no care team {t:?}; create it first"
         )));
     }
-    s.registry
-        .add_user(&b.name, role, &b.password, now_ms())
+    // The user, their teams and the audit line commit together.
+    let now = now_ms();
+    let line = new_audit_line(&p, "user.create", None, &format!("user/{}", b.name), now);
+    let user = s
+        .registry
+        .create_user(&b.name, role, &b.password, teams, now, Some(line))
         .await?;
-    s.registry.set_user_teams(&b.name, teams).await?;
-    audit_line(&s, &p, "user.create", None, &format!("user/{}", b.name)).await?;
-    let user = s.registry.user(&b.name).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
@@ -97,15 +98,14 @@ pub(super) async fn update_user(
     .flatten()
     .collect::<Vec<_>>()
     .join(",");
-    let user = s.registry.update_user(&name, update).await?;
-    audit_line(
-        &s,
-        &p,
-        "user.update",
-        None,
-        &format!("user/{}?changed={what}", user.name),
-    )
-    .await?;
+    // The change and its audit line (naming the stored spelling) commit together.
+    let user = s
+        .registry
+        .update_user(&name, update, |stored| {
+            let target = format!("user/{stored}?changed={what}");
+            new_audit_line(&p, "user.update", None, &target, now_ms())
+        })
+        .await?;
     Ok(Json(json!(user)))
 }
 
@@ -132,8 +132,12 @@ pub(super) async fn create_team(
 ) -> ApiResult<impl IntoResponse> {
     require_admin(&p)?;
     let Json(b) = body?;
-    let team = s.registry.create_team(&b.id, &b.name, now_ms()).await?;
-    audit_line(&s, &p, "team.create", None, &format!("team/{}", b.id)).await?;
+    let now = now_ms();
+    let line = new_audit_line(&p, "team.create", None, &format!("team/{}", b.id), now);
+    let team = s
+        .registry
+        .create_team(&b.id, &b.name, now, Some(line))
+        .await?;
     Ok((StatusCode::CREATED, Json(team)))
 }
 

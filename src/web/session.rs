@@ -26,6 +26,7 @@ use super::error::ApiError;
 use super::extract::ApiResult;
 use super::state::AppState;
 use crate::domain::now_ms;
+use crate::registry::audit::NewAuditLine;
 use crate::registry::{AuditEntry, Session};
 
 #[derive(Deserialize)]
@@ -107,7 +108,7 @@ pub(super) async fn sign_in(
     }
     throttle.succeeded(&user_key);
     if let Some(old) = cookie(&headers, SESSION_COOKIE) {
-        s.registry.end_session(old).await?;
+        s.registry.end_session(old, None).await?;
     }
     let lifetime_ms = i64::try_from(s.session_lifetime.as_millis()).unwrap_or(i64::MAX / 2);
     let (token, session) = s
@@ -153,19 +154,18 @@ pub(super) async fn sign_out(
     Extension(p): Extension<Principal>,
 ) -> ApiResult<Response> {
     if let Some(token) = &p.session_token {
-        s.registry.end_session(token).await?;
-        s.registry
-            .audit(
-                AuditEntry {
-                    actor: &p.name,
-                    action: "session.ended",
-                    patient_id: None,
-                    target: "session",
-                    remote: &p.remote,
-                },
-                now_ms(),
-            )
-            .await?;
+        // The session ends with its audit line, or not at all.
+        let line = NewAuditLine::of(
+            &AuditEntry {
+                actor: &p.name,
+                action: "session.ended",
+                patient_id: None,
+                target: "session",
+                remote: &p.remote,
+            },
+            now_ms(),
+        );
+        s.registry.end_session(token, Some(line)).await?;
         tracing::info!(user = %p.name, "signed out");
     }
     Ok((

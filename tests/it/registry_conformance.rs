@@ -3,12 +3,14 @@
 //! (`scripts/pg-temp`). Each test states a behaviour of the seam and checks it on each backend in
 //! turn, so the two cannot drift apart.
 //!
-//! So far the seam covers the audit trail, video visits and API tokens.
+//! So far the seam covers the audit trail, video visits, API tokens and access (users, care
+//! teams, sign-in sessions).
 
 use std::sync::Arc;
 
 use vigil::registry::RegistryError;
 use vigil::registry::Scope;
+use vigil::registry::access::{NewSession, NewTeam, NewUser, Role, StoredUser, UserChange};
 use vigil::registry::audit::{AuditQuery, NewAuditLine};
 use vigil::registry::postgres::PgDb;
 use vigil::registry::sqlite::SqliteDb;
@@ -670,16 +672,11 @@ async fn concurrent_starts_start_a_visit_once() {
     }
 }
 
-/// A user tokens can belong to. On SQLite `api_tokens` references `users`; PostgreSQL has no
-/// users yet, so nothing is needed there.
+/// A user tokens can belong to (`api_tokens` references `users` on both backends).
 async fn add_user(b: &Backend, name: &str) {
-    if let Raw::Sqlite(_) = b.raw {
-        b.tamper(&format!(
-            "INSERT INTO users (username, password_hash, role, created_ms)
-             VALUES ('{name}', 'x', 'clinician', 0)"
-        ))
-        .await;
-    }
+    b.db.create_user(new_user(name, Role::Clinician, &[]), None)
+        .await
+        .unwrap();
 }
 
 /// Makes every audit append fail from now on, as a full disk or a broken chain table would.
@@ -890,17 +887,19 @@ async fn expired_revoked_unknown_and_duplicate_api_tokens() {
         );
         assert_eq!(db.tokens(None).await.unwrap().len(), 1, "{}", b.name);
 
-        // SQLite knows the users; PostgreSQL will once `users` is behind the seam there.
-        if let Raw::Sqlite(_) = b.raw {
-            let e = db
-                .create_token(
-                    new_token("tok_3", "nobody", 0, 1),
-                    token_line(0, "token.create", "tok_3"),
-                )
-                .await
-                .unwrap_err();
-            assert!(matches!(e, RegistryError::NotFound(_)), "{}: {e}", b.name);
-        }
+        // A token's user must exist.
+        let e = db
+            .create_token(
+                new_token("tok_3", "nobody", 0, 1),
+                token_line(0, "token.create", "tok_3"),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::NotFound(m) if m == "user nobody"),
+            "{}: {e}",
+            b.name
+        );
     }
 }
 
@@ -989,5 +988,496 @@ async fn a_token_change_and_its_audit_line_commit_together_or_not_at_all() {
             b.name
         );
         assert_eq!(audited_targets(db).await.len(), 1, "{}", b.name);
+    }
+}
+
+fn new_user(name: &str, role: Role, teams: &[&str]) -> NewUser {
+    NewUser {
+        name: name.into(),
+        password_hash: format!("$argon2id$hash-of-{name}"),
+        role,
+        teams: teams.iter().map(|t| (*t).to_owned()).collect(),
+        created_ms: 1_000,
+    }
+}
+
+fn new_team(id: &str) -> NewTeam {
+    NewTeam {
+        id: id.into(),
+        name: format!("Team {id}"),
+        created_ms: 1_000,
+    }
+}
+
+fn access_line(action: &str, target: &str) -> NewAuditLine {
+    NewAuditLine {
+        time_ms: 1_000,
+        actor: "admin".into(),
+        action: action.into(),
+        patient_id: None,
+        target: target.into(),
+        remote: "203.0.113.9".into(),
+    }
+}
+
+/// Each team's id and members.
+async fn memberships(db: &dyn Storage) -> Vec<(String, Vec<String>)> {
+    db.teams()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.members))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_teams_read_back_as_created_and_are_found_by_any_spelling() {
+    for b in backends().await {
+        let db = &*b.db;
+        let n = b.name;
+        // The default care team is there from the start.
+        assert_eq!(memberships(db).await, [("default".into(), vec![])], "{n}");
+        let north = db
+            .create_team(
+                new_team("north"),
+                Some(access_line("team.create", "team/north")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (north.name.as_str(), north.members.len()),
+            ("Team north", 0),
+            "{n}"
+        );
+        let nina = db
+            .create_user(
+                new_user("Nina", Role::Clinician, &["north", "default"]),
+                Some(access_line("user.create", "user/Nina")),
+            )
+            .await
+            .unwrap();
+        let expected = StoredUser {
+            name: "Nina".into(),
+            role: Role::Clinician,
+            teams: vec!["default".into(), "north".into()],
+            created_ms: 1_000,
+        };
+        assert_eq!(nina, expected, "{n}");
+        db.create_user(new_user("ada", Role::Admin, &[]), None)
+            .await
+            .unwrap();
+        for spelling in ["Nina", "nina", "NINA"] {
+            assert_eq!(
+                db.user(spelling.into()).await.unwrap().as_ref(),
+                Some(&expected),
+                "{n}: {spelling}"
+            );
+            let c = db.credentials(spelling.into()).await.unwrap().unwrap();
+            assert_eq!(
+                (c.password_hash.as_str(), c.role),
+                ("$argon2id$hash-of-Nina", Some(Role::Clinician)),
+                "{n}: {spelling}"
+            );
+        }
+        assert_eq!(db.user("nobody".into()).await.unwrap(), None, "{n}");
+        assert_eq!(db.credentials("nobody".into()).await.unwrap(), None, "{n}");
+        // By name, byte by byte: upper case first.
+        let names: Vec<_> = db
+            .users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(names, ["Nina", "ada"], "{n}");
+        assert_eq!(
+            memberships(db).await,
+            [
+                ("default".into(), vec!["Nina".into()]),
+                ("north".into(), vec!["Nina".into()])
+            ],
+            "{n}"
+        );
+        assert_eq!(
+            audited_targets(db).await,
+            [
+                ("team.create".into(), "team/north".into()),
+                ("user.create".into(), "user/Nina".into())
+            ],
+            "{n}"
+        );
+
+        // Refusals write nothing.
+        for (spelling, message) in [
+            ("Nina", "user Nina"),
+            ("nina", "user Nina (usernames ignore case)"),
+            ("NINA", "user Nina (usernames ignore case)"),
+        ] {
+            let e = db
+                .create_user(
+                    new_user(spelling, Role::Admin, &[]),
+                    Some(access_line("user.create", "user/x")),
+                )
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&e, RegistryError::Exists(m) if m == message),
+                "{n}: {spelling}: {e}"
+            );
+        }
+        let e = db
+            .create_user(new_user("sam", Role::Clinician, &["south"]), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RegistryError::Invalid(_)), "{n}: {e}");
+        assert_eq!(
+            db.user("sam".into()).await.unwrap(),
+            None,
+            "{n}: no half-made user"
+        );
+        let e = db.create_team(new_team("north"), None).await.unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::Exists(m) if m == "team north"),
+            "{n}: {e}"
+        );
+        assert_eq!(
+            audited_targets(db).await.len(),
+            2,
+            "{n}: no line for a refusal"
+        );
+        assert_eq!(db.users().await.unwrap().len(), 2, "{n}");
+
+        // A role this Vigil does not know grants nothing: no sign-in, and a clinician's view.
+        b.tamper("UPDATE users SET role = 'root' WHERE username = 'ada'")
+            .await;
+        let c = db.credentials("ada".into()).await.unwrap().unwrap();
+        assert_eq!(c.role, None, "{n}");
+        let ada = db.user("ada".into()).await.unwrap().unwrap();
+        assert_eq!(ada.role, Role::Clinician, "{n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_role_password_and_teams_change_by_any_spelling() {
+    for b in backends().await {
+        let db = &*b.db;
+        let n = b.name;
+        db.create_team(new_team("north"), None).await.unwrap();
+        db.create_user(new_user("nina", Role::Clinician, &["default"]), None)
+            .await
+            .unwrap();
+        let change = UserChange {
+            role: Some(Role::Admin),
+            password_hash: Some("$argon2id$new".into()),
+            teams: Some(vec!["north".into(), "north".into()]),
+        };
+        let u = db
+            .update_user(
+                "NINA".into(),
+                change,
+                Some(access_line("user.update", "user/nina")),
+            )
+            .await
+            .unwrap();
+        assert_eq!((u.name.as_str(), u.role), ("nina", Role::Admin), "{n}");
+        assert_eq!(u.teams, ["north"], "{n}");
+        let c = db.credentials("nina".into()).await.unwrap().unwrap();
+        assert_eq!(c.password_hash, "$argon2id$new", "{n}");
+        assert_eq!(
+            db.user("nina".into()).await.unwrap(),
+            Some(u.clone()),
+            "{n}"
+        );
+        // Nothing asked, nothing changed (but the request is audited).
+        let same = db
+            .update_user(
+                "nina".into(),
+                UserChange::default(),
+                Some(access_line("user.update", "user/nina")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(same, u, "{n}");
+        assert_eq!(audited_targets(db).await.len(), 2, "{n}");
+
+        let e = db
+            .update_user(
+                "nobody".into(),
+                UserChange::default(),
+                Some(access_line("user.update", "user/nobody")),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::NotFound(m) if m == "user nobody"),
+            "{n}: {e}"
+        );
+        let to_south = UserChange {
+            role: Some(Role::Clinician),
+            teams: Some(vec!["south".into()]),
+            ..UserChange::default()
+        };
+        let e = db
+            .update_user(
+                "nina".into(),
+                to_south,
+                Some(access_line("user.update", "user/nina")),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RegistryError::Invalid(_)), "{n}: {e}");
+        assert_eq!(
+            db.user("nina".into()).await.unwrap(),
+            Some(u),
+            "{n}: a refused change changes nothing"
+        );
+        assert_eq!(
+            audited_targets(db).await.len(),
+            2,
+            "{n}: no line for a refusal"
+        );
+    }
+}
+
+fn new_session(n: u8, user: &str, created_ms: i64, expires_ms: i64) -> NewSession {
+    NewSession {
+        hash: [n; 32],
+        user: user.into(),
+        csrf: format!("csrf-{n}"),
+        created_ms,
+        expires_ms,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_lives_until_it_expires_ends_or_its_users_role_or_password_changes() {
+    for b in backends().await {
+        let db = &*b.db;
+        let n = b.name;
+        db.create_user(new_user("nina", Role::Clinician, &[]), None)
+            .await
+            .unwrap();
+        // Any spelling signs in; the session holds the stored one.
+        let user = db
+            .create_session(new_session(1, "NINA", 1_000, 5_000))
+            .await
+            .unwrap();
+        assert_eq!(user, "nina", "{n}");
+        let live = db.live_session([1; 32], 4_999).await.unwrap().unwrap();
+        assert_eq!(
+            (live.user.as_str(), live.csrf.as_str(), live.expires_ms),
+            ("nina", "csrf-1", 5_000),
+            "{n}"
+        );
+        assert_eq!(
+            db.live_session([1; 32], 5_000).await.unwrap(),
+            None,
+            "{n}: expired"
+        );
+        assert_eq!(
+            db.live_session([9; 32], 1_000).await.unwrap(),
+            None,
+            "{n}: unknown"
+        );
+        let e = db
+            .create_session(new_session(2, "nobody", 1_000, 5_000))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, RegistryError::NotFound(m) if m == "user nobody"),
+            "{n}: {e}"
+        );
+
+        // A sign-in sweeps the sessions expired by then.
+        db.create_session(new_session(3, "nina", 6_000, 9_000))
+            .await
+            .unwrap();
+        let kept = b.rows("SELECT csrf FROM sessions ORDER BY csrf").await;
+        assert_eq!(kept, ["csrf-3"], "{n}: the expired session is swept");
+
+        // Ending: the user whose session it was, and the line, written either way.
+        let ended = db
+            .end_session([3; 32], Some(access_line("session.ended", "session")))
+            .await
+            .unwrap();
+        assert_eq!(ended.as_deref(), Some("nina"), "{n}");
+        assert_eq!(db.live_session([3; 32], 6_001).await.unwrap(), None, "{n}");
+        let again = db
+            .end_session([3; 32], Some(access_line("session.ended", "session")))
+            .await
+            .unwrap();
+        assert_eq!(again, None, "{n}: ended once");
+        assert_eq!(audited_targets(db).await.len(), 2, "{n}");
+
+        // A new team keeps the user's sessions; a new role or password ends them.
+        let changes = [
+            (
+                UserChange {
+                    teams: Some(vec!["default".into()]),
+                    ..UserChange::default()
+                },
+                true,
+            ),
+            (
+                UserChange {
+                    role: Some(Role::Admin),
+                    ..UserChange::default()
+                },
+                false,
+            ),
+            (
+                UserChange {
+                    password_hash: Some("$argon2id$new".into()),
+                    ..UserChange::default()
+                },
+                false,
+            ),
+        ];
+        for (i, (change, kept)) in (10u8..).zip(changes) {
+            db.create_session(new_session(i, "nina", 6_000, 9_000))
+                .await
+                .unwrap();
+            let what = format!("{change:?}");
+            db.update_user("Nina".into(), change, None).await.unwrap();
+            let live = db.live_session([i; 32], 6_001).await.unwrap();
+            assert_eq!(live.is_some(), kept, "{n}: {what}");
+            db.end_session([i; 32], None).await.unwrap();
+        }
+    }
+}
+
+/// Every access change, with the audit trail refusing appends: each fails whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_change_and_its_audit_line_commit_together_or_not_at_all() {
+    for b in backends().await {
+        let db = &*b.db;
+        let n = b.name;
+        db.create_user(new_user("nina", Role::Clinician, &["default"]), None)
+            .await
+            .unwrap();
+        db.create_session(new_session(1, "nina", 1_000, 9_000))
+            .await
+            .unwrap();
+        let before = db.user("nina".into()).await.unwrap();
+        let teams_before = memberships(db).await;
+        refuse_audit(&b).await;
+
+        let made = db
+            .create_user(
+                new_user("sam", Role::Clinician, &["default"]),
+                Some(access_line("user.create", "user/sam")),
+            )
+            .await;
+        assert!(made.is_err(), "{n}: {made:?}");
+        assert_eq!(
+            db.user("sam".into()).await.unwrap(),
+            None,
+            "{n}: no user unaudited"
+        );
+
+        let change = UserChange {
+            role: Some(Role::Admin),
+            password_hash: Some("$argon2id$new".into()),
+            teams: Some(vec![]),
+        };
+        let changed = db
+            .update_user(
+                "nina".into(),
+                change,
+                Some(access_line("user.update", "user/nina")),
+            )
+            .await;
+        assert!(changed.is_err(), "{n}: {changed:?}");
+        assert_eq!(
+            db.user("nina".into()).await.unwrap(),
+            before,
+            "{n}: no change unaudited"
+        );
+        let c = db.credentials("nina".into()).await.unwrap().unwrap();
+        assert_eq!(c.password_hash, "$argon2id$hash-of-nina", "{n}");
+
+        let team = db
+            .create_team(
+                new_team("north"),
+                Some(access_line("team.create", "team/north")),
+            )
+            .await;
+        assert!(team.is_err(), "{n}: {team:?}");
+        assert_eq!(
+            memberships(db).await,
+            teams_before,
+            "{n}: no team unaudited"
+        );
+
+        let ended = db
+            .end_session([1; 32], Some(access_line("session.ended", "session")))
+            .await;
+        assert!(ended.is_err(), "{n}: {ended:?}");
+        assert!(
+            db.live_session([1; 32], 1_001).await.unwrap().is_some(),
+            "{n}: the session (ended by nothing, and by no role change) is still live"
+        );
+        assert!(audited_targets(db).await.is_empty(), "{n}");
+
+        // Unaudited changes (the command line's) still work.
+        b.accept_inserts("audit").await;
+        db.create_team(new_team("north"), None).await.unwrap();
+    }
+}
+
+/// Instances adding one user at once, in several spellings (on PostgreSQL each on its own
+/// connection): one is created, every other is refused as existing, never a second row or a
+/// database error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_adds_of_one_user_create_it_once() {
+    for b in backends().await {
+        let n = b.name;
+        let tasks: Vec<_> = ["nina", "NINA", "Nina", "nINA"]
+            .iter()
+            .cycle()
+            .take(16)
+            .enumerate()
+            .map(|(i, name)| {
+                let db = b.db.clone();
+                let line = access_line("user.create", &format!("user/{name}/{i}"));
+                tokio::spawn(async move {
+                    db.create_user(new_user(name, Role::Clinician, &["default"]), Some(line))
+                        .await
+                })
+            })
+            .collect();
+        let (mut made, mut refused) = (Vec::new(), Vec::new());
+        for (t, asked) in tasks
+            .into_iter()
+            .zip(["nina", "NINA", "Nina", "nINA"].iter().cycle())
+        {
+            match t.await.unwrap() {
+                Ok(u) => made.push(u.name),
+                Err(RegistryError::Exists(m)) => refused.push((*asked, m)),
+                Err(e) => panic!("{n}: {e}"),
+            }
+        }
+        assert_eq!(made.len(), 1, "{n}: {made:?}");
+        assert_eq!(b.db.users().await.unwrap().len(), 1, "{n}");
+        // Each refusal names the spelling that was created.
+        let winner = &made[0];
+        for (asked, m) in refused {
+            let note = if asked == winner {
+                ""
+            } else {
+                " (usernames ignore case)"
+            };
+            assert_eq!(m, format!("user {winner}{note}"), "{n}: {asked}");
+        }
+        assert_eq!(
+            audited_targets(&*b.db).await.len(),
+            1,
+            "{n}: one line, for the one made"
+        );
+        assert_eq!(
+            memberships(&*b.db).await[0].1.len(),
+            1,
+            "{n}: one membership"
+        );
     }
 }

@@ -264,6 +264,73 @@ async fn sign_in_csrf_and_sign_out() {
     g.stop().await;
 }
 
+/// The admin's changes of access and a sign-out are made with their audit line or not at all:
+/// with the audit trail refusing appends (as a full disk would), each answers an error and
+/// leaves users, teams and the session as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_changes_are_not_made_unaudited() {
+    let g = Gateway::start().await;
+    clinic(&g).await;
+    let mut nina = Browser::new(&g);
+    nina.sign_in("nina", PASSWORD).await;
+    let api = &g.client;
+    let db = rusqlite::Connection::open(g.dir.path().join("registry.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit
+         BEGIN SELECT RAISE(ABORT, 'injected: the audit trail refuses lines'); END;",
+    )
+    .unwrap();
+
+    let user =
+        json!({"name": "zoe", "password": PASSWORD, "role": "clinician", "teams": ["north"]});
+    let (s, v) = api.post("/api/v1/users", user).await;
+    assert!(s.is_server_error(), "{s} {v}");
+    let (s, v) = api
+        .patch(
+            "/api/v1/users/sam",
+            json!({"role": "admin", "teams": ["north"]}),
+        )
+        .await;
+    assert!(s.is_server_error(), "{s} {v}");
+    let (s, v) = api
+        .post("/api/v1/teams", json!({"id": "east", "name": "East ward"}))
+        .await;
+    assert!(s.is_server_error(), "{s} {v}");
+    let (s, v) = nina.call("DELETE", "/api/v1/session", None).await;
+    assert!(s.is_server_error(), "{s} {v}");
+
+    db.execute_batch("DROP TRIGGER refuse_audit;").unwrap();
+    let (_, v) = api.get("/api/v1/users").await;
+    let users: Vec<_> = v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["name"].clone(), u["role"].clone(), u["teams"].clone()))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            (json!("ada"), json!("admin"), json!([])),
+            (json!("nina"), json!("clinician"), json!(["north"])),
+            (json!("sam"), json!("clinician"), json!(["south"])),
+        ],
+        "no user created or changed unaudited"
+    );
+    let (_, v) = api.get("/api/v1/teams").await;
+    let teams: Vec<_> = v["teams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].clone())
+        .collect();
+    assert_eq!(teams, [json!("default"), json!("north"), json!("south")]);
+    let (s, v) = nina.call("GET", "/api/v1/session", None).await;
+    assert_eq!(s, StatusCode::OK, "not signed out unaudited: {v}");
+    let (s, _) = nina.call("DELETE", "/api/v1/session", None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    g.stop().await;
+}
+
 #[tokio::test]
 async fn failed_sign_ins_are_throttled() {
     let g = Gateway::start().await;

@@ -4,8 +4,10 @@
 //!
 //! Built so far: connecting (the URL, TLS through rustls, the pool: [`connect`]), the
 //! migrations applied under an advisory lock ([`migrate`], [`schema::STEPS`]), the audit
-//! trail, video visits (with the timeline entries they write) and API tokens.
+//! trail, video visits (with the timeline entries they write), API tokens, and access (users,
+//! care teams, sign-in sessions).
 
+mod access;
 mod audit;
 mod connect;
 mod migrate;

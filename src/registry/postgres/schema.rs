@@ -44,8 +44,8 @@ pub const STEPS: &[&str] = &[
         data       text   NOT NULL
      );
      CREATE INDEX IF NOT EXISTS timeline_by_patient ON timeline (patient_id, time_ms);",
-    // 3: API tokens (the token store), kept as the hash of their secret. `username` is to
-    // reference `users (username)`, as on SQLite, once the users' step is here.
+    // 3: API tokens (the token store), kept as the hash of their secret. `username` references
+    // `users (username)` from step 4 on, as on SQLite.
     "CREATE TABLE api_tokens (
         id          text   PRIMARY KEY,
         token_hash  bytea  NOT NULL UNIQUE,
@@ -57,4 +57,38 @@ pub const STEPS: &[&str] = &[
         revoked_ms  bigint
      );
      CREATE INDEX api_tokens_by_user ON api_tokens (username);",
+    // 4: access (the access store): users, care teams and their members, sign-in sessions,
+    // with SQLite's columns. Usernames are unique whatever their case (a unique index on
+    // `lower(username)`; they are ASCII). The default care team exists from the start, as
+    // SQLite's version 8 makes it. API tokens now reference their user, as on SQLite.
+    "CREATE TABLE users (
+        username      text   PRIMARY KEY,
+        password_hash text   NOT NULL,
+        role          text   NOT NULL,
+        created_ms    bigint NOT NULL
+     );
+     CREATE UNIQUE INDEX users_name_ignores_case ON users (lower(username));
+     CREATE TABLE teams (
+        id         text   PRIMARY KEY,
+        name       text   NOT NULL,
+        created_ms bigint NOT NULL
+     );
+     INSERT INTO teams (id, name, created_ms)
+        VALUES ('default', 'Default care team', (extract(epoch FROM now()) * 1000)::bigint);
+     CREATE TABLE team_members (
+        team_id  text NOT NULL REFERENCES teams (id),
+        username text NOT NULL REFERENCES users (username),
+        PRIMARY KEY (team_id, username)
+     );
+     CREATE INDEX team_members_by_user ON team_members (username);
+     CREATE TABLE sessions (
+        token_hash bytea  PRIMARY KEY,
+        username   text   NOT NULL REFERENCES users (username),
+        csrf       text   NOT NULL,
+        created_ms bigint NOT NULL,
+        expires_ms bigint NOT NULL
+     );
+     CREATE INDEX sessions_by_user ON sessions (username);
+     ALTER TABLE api_tokens ADD CONSTRAINT api_tokens_username_fkey
+        FOREIGN KEY (username) REFERENCES users (username);",
 ];

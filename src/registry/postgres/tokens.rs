@@ -1,5 +1,5 @@
-//! API tokens on PostgreSQL (`api_tokens`). `users` is not on PostgreSQL yet, so nothing here
-//! checks that a token's user exists; the registry resolves the user before it stores a token.
+//! API tokens on PostgreSQL (`api_tokens`). A token's user must exist: the table references
+//! `users` (since step 4).
 
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
@@ -25,12 +25,17 @@ fn token(r: &Row) -> StoredToken {
     }
 }
 
-/// The refusal of a new token as the API can answer it: a taken id or hash.
+/// The refusal of a new token as the API can answer it: a taken id or hash, or no such user.
 fn refused(e: tokio_postgres::Error, t: &NewApiToken) -> RegistryError {
     match PgError::from(e) {
         PgError::Db {
             code: Some(code), ..
         } if code == SqlState::UNIQUE_VIOLATION => RegistryError::Exists(format!("token {}", t.id)),
+        PgError::Db {
+            code: Some(code), ..
+        } if code == SqlState::FOREIGN_KEY_VIOLATION => {
+            RegistryError::NotFound(format!("user {}", t.user))
+        }
         e => e.into(),
     }
 }

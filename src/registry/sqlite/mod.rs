@@ -4,6 +4,7 @@
 //! and small, and SQLite takes one writer at a time anyway. Transactions that write begin
 //! `IMMEDIATE`, so a write never fails half-way on a lock another connection took first.
 
+mod access;
 mod audit;
 mod tokens;
 mod visits;
