@@ -41,6 +41,38 @@ pub struct Config {
     pub fhir: Option<FhirConfig>,
     pub webhook: Option<WebhookConfig>,
     pub video: VideoConfig,
+    /// The registry's database; absent: SQLite files in `data_dir` (one instance).
+    pub database: Option<DatabaseConfig>,
+}
+
+/// The registry on PostgreSQL (`[database]`); several Vigil instances given the same `url` share
+/// one registry.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// A libpq-style URL, `postgres://user:password@host:port/database`, with `sslmode` as in
+    /// libpq (see `docs/store.md` for what each mode does here).
+    pub url: String,
+    /// A PEM file of the CA that signed the database's certificate; absent: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    // The URL holds the database's password: debug output names only where it points.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = match self.url.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://…@{host}"),
+                None => format!("{scheme}://{rest}"),
+            },
+            None => "(not a URL)".into(),
+        };
+        f.debug_struct("DatabaseConfig")
+            .field("url", &shown)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 /// Video visits.
@@ -470,6 +502,7 @@ impl Default for Config {
             video: VideoConfig::default(),
             fhir: None,
             webhook: None,
+            database: None,
         }
     }
 }
@@ -790,6 +823,15 @@ impl Config {
                 ("influxdb.flush_interval_ms", i.flush_interval_ms),
             ])?;
         }
+        if let Some(d) = &self.database {
+            // The whole URL is read (and refused with its reason) when the registry opens it.
+            if !(d.url.starts_with("postgres://") || d.url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "database.url",
+                    "must start with postgres:// (e.g. postgres://vigil:secret@db.clinic.example:5432/vigil)",
+                ));
+            }
+        }
         if let Some(f) = &self.fhir {
             if f.smart.is_some() && f.token.is_some() {
                 return Err(invalid(
@@ -1080,6 +1122,37 @@ mod tests {
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
             &Overrides::default(),
         )
+    }
+
+    #[test]
+    fn the_database_url_comes_from_the_environment_and_its_password_is_never_shown() {
+        let c = load(
+            "",
+            &[(
+                "VIGIL_DATABASE__URL",
+                "postgres://vigil:s3cret@db.clinic.example:5432/vigil",
+            )],
+        )
+        .unwrap();
+        let d = c
+            .database
+            .as_ref()
+            .expect("[database] from the environment");
+        assert_eq!(
+            d.url,
+            "postgres://vigil:s3cret@db.clinic.example:5432/vigil"
+        );
+        let shown = format!("{c:?}");
+        assert!(shown.contains("db.clinic.example:5432/vigil"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(load("", &[]).unwrap().database.is_none());
+        let e = load("[database]\nurl = \"mysql://v:s@h/vigil\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("database.url") && e.contains("postgres://"),
+            "{e}"
+        );
     }
 
     #[test]
