@@ -28,6 +28,7 @@ pub mod backup;
 pub mod config;
 pub mod crm;
 pub mod data_dir;
+pub mod db_migrate;
 pub mod decode;
 pub mod domain;
 pub mod fd_budget;

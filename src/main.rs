@@ -70,7 +70,7 @@ enum Command {
         #[command(subcommand)]
         command: BrokerCommand,
     },
-    /// The databases: backups.
+    /// The databases: backups, and moving the registry to PostgreSQL.
     Db {
         #[command(subcommand)]
         command: DbCommand,
@@ -88,6 +88,20 @@ enum DbCommand {
         /// The backup file to write (replaced if it exists, only once the new one is complete).
         #[arg(long, value_name = "FILE")]
         to: PathBuf,
+    },
+    /// Copy the embedded registry (patients, devices, users, alerts, timeline, outbox, visits,
+    /// audit trail) into an empty PostgreSQL database, while Vigil runs or not; then start Vigil
+    /// with `[database] url` set to it. Readings stay in the data directory.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+        /// The empty target database, `postgres://user:password@host:port/database`.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// A PEM file of the CA that signed the database's certificate (default: the system's
+        /// roots).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -170,6 +184,20 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&e),
             };
             db_backup(&cfg, &to)
+        }
+        Command::Db {
+            command:
+                DbCommand::Migrate {
+                    common,
+                    to,
+                    ca_file,
+                },
+        } => {
+            let cfg = match common.load(None, None) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            db_migrate(&cfg, &to, ca_file.as_deref())
         }
         Command::User {
             command:
@@ -266,6 +294,33 @@ fn db_backup(cfg: &Config, to: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("vigil: backup failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn db_migrate(cfg: &Config, url: &str, ca_file: Option<&std::path::Path>) -> ExitCode {
+    let moved = runtime().block_on(vigil::db_migrate::migrate(&cfg.data_dir, url, ca_file));
+    match moved {
+        Ok(m) => {
+            let tables: Vec<String> = m
+                .copied
+                .iter()
+                .filter(|c| c.rows > 0)
+                .map(|c| format!("{} {}", c.table, c.rows))
+                .collect();
+            println!(
+                "registry of {} copied in {:.1} s ({}); audit chain of {} lines verified on the \
+                 target. Start Vigil with [database] url set to it.",
+                cfg.data_dir.display(),
+                m.took.as_secs_f64(),
+                tables.join(", "),
+                m.audit_lines
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vigil: migrate failed: {e}");
             ExitCode::FAILURE
         }
     }

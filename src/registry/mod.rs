@@ -26,6 +26,7 @@ mod schema;
 pub mod sqlite;
 pub mod storage;
 pub mod tokens;
+pub mod transfer;
 mod usernames;
 mod users;
 pub mod visits;

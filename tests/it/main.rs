@@ -12,6 +12,7 @@ mod cli;
 mod conns;
 mod crash;
 mod dashboard;
+mod db_migrate;
 mod deploy;
 mod device_access;
 mod external;

@@ -62,6 +62,7 @@ impl Gateway {
             mqtt_listen: Some("127.0.0.1:0".into()),
         };
         let mut cfg = Config::load(None, Vec::new(), &flags).unwrap();
+        cfg.database = registry_database().await;
         adjust(&mut cfg);
         Gateway::run(cfg, dir).await
     }
@@ -109,6 +110,39 @@ impl Gateway {
             .expect("gateway stops within 30 s")
             .unwrap();
     }
+}
+
+/// The registry's database for a new gateway: with `VIGIL_TEST_PG_URL` set (a PostgreSQL
+/// superuser's URL; `./scripts/test` starts a server with `scripts/pg-temp` for the API-level
+/// tests' second run) a new database of its own on that server, so the same tests run with
+/// PostgreSQL as the registry; otherwise none (SQLite in the data directory).
+pub(crate) async fn registry_database() -> Option<vigil::config::DatabaseConfig> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let admin = std::env::var("VIGIL_TEST_PG_URL").ok()?;
+    let name = format!(
+        "vigil_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let out = run(
+        "psql",
+        &[
+            &admin,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-Atc",
+            &format!("CREATE DATABASE {name}"),
+        ],
+        None,
+    )
+    .await;
+    assert!(out.ok, "creating the gateway's database: {}", out.stderr);
+    let base = admin.rsplit_once('/').expect("a URL ending in /database").0;
+    Some(vigil::config::DatabaseConfig {
+        url: format!("{base}/{name}"),
+        ca_file: None,
+    })
 }
 
 /// An API client holding the bootstrap token.

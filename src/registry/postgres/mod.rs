@@ -10,6 +10,7 @@
 mod access;
 mod audit;
 mod connect;
+mod import;
 mod migrate;
 pub mod schema;
 mod tokens;

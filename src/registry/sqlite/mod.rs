@@ -6,6 +6,7 @@
 
 mod access;
 mod audit;
+pub mod export;
 mod tokens;
 mod visits;
 
