@@ -36,7 +36,7 @@ const FILES: [&str; 1] = ["visit-signing.key"];
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error(
-        "{0} is not a Vigil data directory (no registry.db): give the server's --data-dir or --config"
+        "{0} is not a Vigil data directory (no registry.db, or no store.db with [database] url set): give the server's --data-dir or --config"
     )]
     NotADataDir(PathBuf),
     #[error("{path}: {source}")]
@@ -64,7 +64,14 @@ pub struct Manifest {
     pub databases: Vec<DatabaseCopy>,
     /// The other files included.
     pub files: Vec<&'static str>,
+    /// Where the registry is when it is not in the data directory (then not in this backup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_elsewhere: Option<&'static str>,
 }
+
+/// Said of the registry when it lives on PostgreSQL.
+const REGISTRY_ON_POSTGRES: &str =
+    "PostgreSQL ([database] url): back it up with pg_dump or continuous archiving";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DatabaseCopy {
@@ -90,10 +97,21 @@ fn sql(path: &Path) -> impl FnOnce(rusqlite::Error) -> BackupError + '_ {
     }
 }
 
-/// Takes a snapshot of the data directory `data_dir` into the tar file `to`.
-pub fn backup(data_dir: &Path, to: &Path) -> Result<(Manifest, std::time::Duration), BackupError> {
+/// Takes a snapshot of the data directory `data_dir` into the tar file `to`. With
+/// `registry_on_postgres` the data directory's `registry.db`, if one is left from before a
+/// move, is stale and not taken: only the readings are.
+pub fn backup(
+    data_dir: &Path,
+    to: &Path,
+    registry_on_postgres: bool,
+) -> Result<(Manifest, std::time::Duration), BackupError> {
     let started = Instant::now();
-    if !data_dir.join("registry.db").is_file() {
+    let marker = if registry_on_postgres {
+        "store.db"
+    } else {
+        "registry.db"
+    };
+    if !data_dir.join(marker).is_file() {
         return Err(BackupError::NotADataDir(data_dir.to_owned()));
     }
     let taken_at = crate::domain::format_rfc3339(crate::domain::now_ms());
@@ -106,6 +124,9 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<(Manifest, std::time::Durati
     let work = WorkDir::new(&parent)?;
     let mut databases = Vec::new();
     for name in DATABASES {
+        if registry_on_postgres && name == "registry.db" {
+            continue;
+        }
         let src = data_dir.join(name);
         if !src.is_file() {
             continue;
@@ -122,6 +143,7 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<(Manifest, std::time::Durati
         vigil_version: env!("CARGO_PKG_VERSION"),
         databases,
         files,
+        registry_elsewhere: registry_on_postgres.then_some(REGISTRY_ON_POSTGRES),
     };
     write_tar(work.path(), data_dir, &manifest, to)?;
     Ok((manifest, started.elapsed()))
@@ -288,7 +310,7 @@ mod tests {
     fn a_folder_without_a_registry_is_refused_and_nothing_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let to = dir.path().join("b.tar");
-        let e = backup(dir.path(), &to).unwrap_err().to_string();
+        let e = backup(dir.path(), &to, false).unwrap_err().to_string();
         assert!(e.contains("not a Vigil data directory"), "{e}");
         assert!(!to.exists());
     }
@@ -307,7 +329,8 @@ mod tests {
         std::fs::write(dir.path().join("visit-signing.key"), b"k").unwrap();
         let out = tempfile::tempdir().unwrap();
         let to = out.path().join("vigil.tar");
-        let (m, _) = backup(dir.path(), &to).unwrap();
+        let (m, _) = backup(dir.path(), &to, false).unwrap();
+        assert!(m.registry_elsewhere.is_none());
         assert_eq!(m.databases.len(), 2);
         assert_eq!(m.databases[1].schema_version, 7);
         assert_eq!(m.databases[1].rows, [("t".to_owned(), 3)]);
@@ -334,5 +357,13 @@ mod tests {
         );
         // Only the tar is left next to it: the working folder is gone.
         assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
+
+        // With the registry on PostgreSQL the registry.db left from before the move is stale:
+        // only the readings are taken, and the manifest says where the registry is.
+        let to = out.path().join("readings.tar");
+        let (m, _) = backup(dir.path(), &to, true).unwrap();
+        let names: Vec<&str> = m.databases.iter().map(|d| d.name).collect();
+        assert_eq!(names, ["store.db"]);
+        assert!(m.registry_elsewhere.unwrap().contains("pg_dump"));
     }
 }

@@ -270,7 +270,7 @@ async fn signals(stop: CancellationToken, abort: CancellationToken) {
 }
 
 fn db_backup(cfg: &Config, to: &std::path::Path) -> ExitCode {
-    match vigil::backup::backup(&cfg.data_dir, to) {
+    match vigil::backup::backup(&cfg.data_dir, to, cfg.database.is_some()) {
         Ok((m, took)) => {
             let dbs: Vec<String> = m
                 .databases
@@ -290,6 +290,9 @@ fn db_backup(cfg: &Config, to: &std::path::Path) -> ExitCode {
                 took.as_secs_f64(),
                 dbs.join(", ")
             );
+            if let Some(registry) = m.registry_elsewhere {
+                println!("the registry is not in it: it is on {registry}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
