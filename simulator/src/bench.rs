@@ -14,6 +14,9 @@
 //! machine where absolute figures do not. Then, against embedded Vigil: publish → stored
 //! (PUBACK) and publish → alert latency at half the embedded peak, and the gateway's memory per
 //! idle connected device. Results go to `bench/results/<timestamp>.json` and `.md`.
+//!
+//! The gateways inherit this process's environment: with `VIGIL_DATABASE__URL` naming an empty
+//! PostgreSQL database, every phase runs with its registry there (the report says which).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -113,6 +116,9 @@ pub struct Report {
     pub quick: bool,
     pub sizes: Sizes,
     pub machine: String,
+    /// Where the gateways kept their registry: `sqlite` (embedded) or `postgresql` (the
+    /// gateways inherited `VIGIL_DATABASE__URL`).
+    pub registry: &'static str,
     pub phases: Vec<Phase>,
     pub ratio_embedded_to_ceiling: f64,
     pub ratio_external_to_ceiling: f64,
@@ -569,6 +575,7 @@ pub async fn run(quick: bool, idle_devices: Option<usize>) -> anyhow::Result<()>
         quick,
         sizes,
         machine: machine(),
+        registry: registry(),
         ratio_embedded_to_ceiling: rate(3) / rate(0),
         ratio_external_to_ceiling: rate(2) / rate(0),
         ratio_embedded_to_peer: rate(3) / rate(1),
@@ -852,14 +859,25 @@ fn machine() -> String {
     format!("{cores} × {cpu}")
 }
 
+/// The registry the gateways use: they inherit this process's environment, so
+/// `VIGIL_DATABASE__URL` (an empty database) puts every phase's registry on PostgreSQL.
+fn registry() -> &'static str {
+    if std::env::var_os("VIGIL_DATABASE__URL").is_some() {
+        "postgresql"
+    } else {
+        "sqlite"
+    }
+}
+
 fn markdown(r: &Report) -> String {
     let mut s = format!(
-        "## vigil-sim bench{} — {}\n\n{} devices × {} QoS 1 readings per phase; {}\n\n| phase | readings/s stored | × ceiling | CPU s | peak RSS MiB |\n| --- | ---: | ---: | ---: | ---: |\n",
+        "## vigil-sim bench{} — {}\n\n{} devices × {} QoS 1 readings per phase; {}; registry on {}\n\n| phase | readings/s stored | × ceiling | CPU s | peak RSS MiB |\n| --- | ---: | ---: | ---: | ---: |\n",
         if r.quick { " --quick" } else { "" },
         r.when,
         r.sizes.devices,
         r.sizes.per_device,
-        r.machine
+        r.machine,
+        r.registry
     );
     let ceiling = r.phases.first().map_or(1.0, |p| p.per_second);
     for p in &r.phases {
