@@ -384,15 +384,13 @@ async fn the_audit_trail_exports_as_a_verifiable_chain_and_a_changed_line_is_fou
         .unwrap()
         + 5;
     let target_id = lines[target]["id"].as_i64().unwrap();
-    let db = rusqlite::Connection::open(gw.dir.path().join("registry.db")).unwrap();
-    let n = db
-        .execute(
-            "UPDATE audit SET actor = 'somebody-else' WHERE id = ?1",
-            [target_id],
-        )
-        .unwrap();
-    assert_eq!(n, 1);
-    drop(db);
+    let db = gw.registry_db();
+    let changed = db
+        .rows(&format!(
+            "UPDATE audit SET actor = 'somebody-else' WHERE id = {target_id} RETURNING id"
+        ))
+        .await;
+    assert_eq!(changed, [target_id.to_string()]);
     let (s, v) = api.get("/api/v1/audit/verify").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["intact"], false, "{v}");

@@ -27,6 +27,7 @@ mod logs;
 mod mqtt_rules;
 mod postgres;
 mod registry_conformance;
+mod registry_db;
 mod sign_in_flood;
 mod tls;
 mod visit_browser;

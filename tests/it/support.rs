@@ -103,6 +103,14 @@ impl Gateway {
         Gateway::run(cfg, dir).await
     }
 
+    /// The gateway's registry database, to reach under the seam.
+    pub(crate) fn registry_db(&self) -> crate::registry_db::RegistryDb {
+        match &self.cfg.database {
+            Some(d) => crate::registry_db::RegistryDb::Postgres(d.url.clone()),
+            None => crate::registry_db::RegistryDb::Sqlite(self.cfg.data_dir.join("registry.db")),
+        }
+    }
+
     pub(crate) async fn stop(self) {
         self.stop.cancel();
         tokio::time::timeout(Duration::from_secs(30), self.task)

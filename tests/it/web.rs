@@ -274,12 +274,8 @@ async fn access_changes_are_not_made_unaudited() {
     let mut nina = Browser::new(&g);
     nina.sign_in("nina", PASSWORD).await;
     let api = &g.client;
-    let db = rusqlite::Connection::open(g.dir.path().join("registry.db")).unwrap();
-    db.execute_batch(
-        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit
-         BEGIN SELECT RAISE(ABORT, 'injected: the audit trail refuses lines'); END;",
-    )
-    .unwrap();
+    let db = g.registry_db();
+    db.refuse_inserts("audit").await;
 
     let user =
         json!({"name": "zoe", "password": PASSWORD, "role": "clinician", "teams": ["north"]});
@@ -299,7 +295,7 @@ async fn access_changes_are_not_made_unaudited() {
     let (s, v) = nina.call("DELETE", "/api/v1/session", None).await;
     assert!(s.is_server_error(), "{s} {v}");
 
-    db.execute_batch("DROP TRIGGER refuse_audit;").unwrap();
+    db.accept_inserts("audit").await;
     let (_, v) = api.get("/api/v1/users").await;
     let users: Vec<_> = v["users"]
         .as_array()
@@ -878,16 +874,13 @@ async fn the_live_feed_closes_as_soon_as_its_credential_ends() {
     // brought to four seconds from now in the database rather than the test waiting hours).
     nina.sign_in("nina", PASSWORD).await;
     let (id, secret) = nina.token("read").await;
-    let db = rusqlite::Connection::open(g.dir.path().join("registry.db")).unwrap();
+    let db = g.registry_db();
     let soon = vigil::domain::now_ms() + 4_000;
-    db.execute("UPDATE sessions SET expires_ms = ?1", [soon])
-        .unwrap();
-    db.execute(
-        "UPDATE api_tokens SET expires_ms = ?1 WHERE id = ?2",
-        rusqlite::params![soon, id],
-    )
-    .unwrap();
-    drop(db);
+    db.execute(&format!(
+        "UPDATE sessions SET expires_ms = {soon};
+         UPDATE api_tokens SET expires_ms = {soon} WHERE id = '{id}';"
+    ))
+    .await;
     let mut by_session = live_with_cookie(&g, &nina).await;
     let mut by_token = live_with_token(&g, &secret).await;
     expect(closed(&mut by_session).await, "expired");
@@ -1634,13 +1627,12 @@ async fn weak_passwords_are_refused_and_expired_sessions_and_tokens_stop_working
     );
     assert_eq!(as_token(token.clone()).await, StatusCode::OK);
     // Time passes (the clock in the database is moved instead of the test waiting hours).
-    let db = rusqlite::Connection::open(g.dir.path().join("registry.db")).unwrap();
     let past = vigil::domain::now_ms() - 1;
-    db.execute("UPDATE sessions SET expires_ms = ?1", [past])
-        .unwrap();
-    db.execute("UPDATE api_tokens SET expires_ms = ?1", [past])
-        .unwrap();
-    drop(db);
+    g.registry_db()
+        .execute(&format!(
+            "UPDATE sessions SET expires_ms = {past}; UPDATE api_tokens SET expires_ms = {past};"
+        ))
+        .await;
     assert_eq!(
         nina.call("GET", "/api/v1/session", None).await.0,
         StatusCode::UNAUTHORIZED
