@@ -6,8 +6,12 @@
 
 mod access;
 mod audit;
+mod devices;
+mod patients;
 mod tokens;
 mod visits;
+
+pub(crate) use devices::all_offline;
 
 use std::sync::{Arc, Mutex};
 
