@@ -2,8 +2,10 @@
 //! users, and the audit trail of who read or changed a patient's data.
 //!
 //! It lives in its own SQLite file (`registry.db`), apart from the time-series store, so the
-//! store's writer never waits on it. Device credentials are also held in memory so that a
-//! device connecting costs no disk read.
+//! store's writer never waits on it; what has moved behind [`storage`] can also live on
+//! PostgreSQL. Device credentials are also held in memory, loaded through the seam at open and
+//! changed only after a change of them is committed, so that a device connecting costs no
+//! database read.
 //!
 //! It must never keep a device secret or a password in the clear: device secrets are 256-bit
 //! random values stored as SHA-256 (a slow hash adds nothing to a secret with that much entropy
