@@ -357,6 +357,10 @@ impl Registry {
 
     /// Creates a patient; `mrn` is checked and must be no other patient's. `audit`, when given,
     /// is appended in the same transaction (its MRN line only if the patient has an MRN).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the patient's fields as the API gives them, each checked here, and the audit lines that commit with them"
+    )]
     pub async fn create_patient(
         &self,
         id: PatientId,
