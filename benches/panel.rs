@@ -28,7 +28,9 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn seed(dir: &std::path::Path, patients: usize) {
-    let registry = Registry::open(dir, Profiles::built_in().unwrap()).unwrap();
+    let registry = Registry::open(dir, Profiles::built_in().unwrap())
+        .await
+        .unwrap();
     let store = Store::open(dir, 4096, 64, Metrics::new()).unwrap();
     let now = now_ms();
     registry
@@ -54,17 +56,25 @@ async fn seed(dir: &std::path::Path, patients: usize) {
             ..PatientDetails::default()
         };
         registry
-            .create_patient(id.clone(), format!("Patient {i}"), None, None, details, now)
+            .create_patient(
+                id.clone(),
+                format!("Patient {i}"),
+                None,
+                None,
+                details,
+                now,
+                None,
+            )
             .await
             .unwrap();
         let ox = DeviceId::parse(&format!("ox-{i:04}")).unwrap();
         let cuff = DeviceId::parse(&format!("bp-{i:04}")).unwrap();
         registry
-            .create_device(ox.clone(), id.clone(), "pulse-oximeter", now)
+            .create_device(ox.clone(), id.clone(), "pulse-oximeter", now, None)
             .await
             .unwrap();
         registry
-            .create_device(cuff.clone(), id.clone(), "bp-cuff", now)
+            .create_device(cuff.clone(), id.clone(), "bp-cuff", now, None)
             .await
             .unwrap();
         let mut rows = Vec::new();

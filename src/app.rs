@@ -195,7 +195,7 @@ impl App {
         let device_access = Arc::new(device_access(&cfg, &link)?);
         let metrics = Metrics::new();
         let profiles = Profiles::built_in()?;
-        let registry = Registry::open(&cfg.data_dir, profiles)?;
+        let registry = Registry::open(&cfg.data_dir, profiles).await?;
         let store = Store::open_with_outbox(
             &cfg.data_dir,
             cfg.store.batch_max,

@@ -339,7 +339,7 @@ fn user_add(cfg: Config, username: &str, role: &str, teams: Vec<String>) -> Exit
         Err(e) => return fail(&e.to_string()),
     };
     runtime().block_on(async move {
-        let registry = match open_registry(&cfg) {
+        let registry = match open_registry(&cfg).await {
             Ok(r) => r,
             Err(e) => return fail(&e),
         };
@@ -383,10 +383,12 @@ fn user_add(cfg: Config, username: &str, role: &str, teams: Vec<String>) -> Exit
 
 /// Opens the registry without the data directory's lock: these commands may run beside the
 /// gateway (SQLite serialises the writes).
-fn open_registry(cfg: &Config) -> Result<Registry, String> {
+async fn open_registry(cfg: &Config) -> Result<Registry, String> {
     vigil::data_dir::prepare(&cfg.data_dir).map_err(|e| e.to_string())?;
     let profiles = Profiles::built_in().map_err(|e| e.to_string())?;
-    Registry::open(&cfg.data_dir, profiles).map_err(|e| e.to_string())
+    Registry::open(&cfg.data_dir, profiles)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn mosquitto_config(cfg: Config, out: &std::path::Path) -> ExitCode {
@@ -396,7 +398,7 @@ fn mosquitto_config(cfg: Config, out: &std::path::Path) -> ExitCode {
         return fail("mqtt.username and mqtt.password: Vigil's own broker user must be configured");
     };
     runtime().block_on(async move {
-        let registry = match open_registry(&cfg) {
+        let registry = match open_registry(&cfg).await {
             Ok(r) => r,
             Err(e) => return fail(&e),
         };

@@ -283,7 +283,7 @@ mod tests {
     async fn a_care_plan_that_cannot_be_read_is_waited_for_not_replaced_by_the_default() {
         let dir = tempfile::tempdir().unwrap();
         let profiles = crate::registry::Profiles::built_in().unwrap();
-        let registry = Registry::open(dir.path(), profiles).unwrap();
+        let registry = Registry::open(dir.path(), profiles).await.unwrap();
         let p = PatientId::parse("p1").unwrap();
         registry
             .create_patient(
@@ -293,6 +293,7 @@ mod tests {
                 None,
                 PatientDetails::default(),
                 0,
+                None,
             )
             .await
             .unwrap();

@@ -955,6 +955,7 @@ mod memory {
                 dir.path(),
                 crate::registry::Profiles::built_in().unwrap(),
             )
+            .await
             .unwrap(),
             store: crate::store::Store::open(dir.path(), 10, 10, metrics.clone()).unwrap(),
             metrics,

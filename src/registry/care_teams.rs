@@ -102,7 +102,8 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::domain::PatientId;
-    use crate::registry::{PatientDetails, Profiles, check_not_cleared, on_a_team};
+    use crate::registry::patients::{check_not_cleared, on_a_team};
+    use crate::registry::{PatientDetails, Profiles};
 
     const PASSWORD: &str = "amber kettle orbit meadow";
 
@@ -126,7 +127,9 @@ mod tests {
             )
             .unwrap();
         }
-        let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
+        let r = Registry::open(dir.path(), Profiles::built_in().unwrap())
+            .await
+            .unwrap();
         let teams = r.teams().await.unwrap();
         let default = teams.iter().find(|t| t.id == DEFAULT_TEAM).unwrap();
         assert_eq!(default.name, "Default care team");
@@ -170,7 +173,9 @@ mod tests {
             )
             .unwrap();
         }
-        let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
+        let r = Registry::open(dir.path(), Profiles::built_in().unwrap())
+            .await
+            .unwrap();
         let rows: Vec<(String, String, Option<String>)> = r
             .with(|c| {
                 let mut stmt =
@@ -227,7 +232,9 @@ mod tests {
     #[tokio::test]
     async fn patients_no_clinician_can_see_are_listed_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
+        let r = Registry::open(dir.path(), Profiles::built_in().unwrap())
+            .await
+            .unwrap();
         r.create_team("north", "North", 0, None).await.unwrap();
         r.create_team("empty", "Nobody yet", 0, None).await.unwrap();
         for (id, team) in [
@@ -247,6 +254,7 @@ mod tests {
                     None,
                     details,
                     0,
+                    None,
                 )
                 .await
                 .unwrap();
@@ -268,6 +276,7 @@ mod tests {
                 None,
                 ghost.clone(),
                 0,
+                None,
             )
             .await
             .unwrap_err();
@@ -282,6 +291,7 @@ mod tests {
                 None,
                 None,
                 ghost,
+                None,
             )
             .await
             .unwrap_err();

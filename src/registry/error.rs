@@ -39,18 +39,3 @@ impl From<StoreError> for RegistryError {
         }
     }
 }
-
-/// Turns the database's refusal of a patient's care team that names no team into an error
-/// the API can answer with.
-pub(super) fn no_such_team(e: rusqlite::Error, team: &str) -> RegistryError {
-    match &e {
-        rusqlite::Error::SqliteFailure(f, _)
-            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
-        {
-            RegistryError::Invalid(format!(
-                "care team {team:?} does not exist; create it first (POST /api/v1/teams)"
-            ))
-        }
-        _ => e.into(),
-    }
-}

@@ -2,8 +2,10 @@
 //! users, and the audit trail of who read or changed a patient's data.
 //!
 //! It lives in its own SQLite file (`registry.db`), apart from the time-series store, so the
-//! store's writer never waits on it. Device credentials are also held in memory so that a
-//! device connecting costs no disk read.
+//! store's writer never waits on it; what has moved behind [`storage`] can also live on
+//! PostgreSQL. Device credentials are also held in memory, loaded through the seam at open and
+//! changed only after a change of them is committed, so that a device connecting costs no
+//! database read.
 //!
 //! It must never keep a device secret or a password in the clear: device secrets are 256-bit
 //! random values stored as SHA-256 (a slow hash adds nothing to a secret with that much entropy
@@ -14,12 +16,14 @@ pub mod access;
 mod actor;
 pub mod audit;
 mod care_teams;
+pub mod devices;
 mod error;
 pub mod mosquitto;
 mod mrn;
 mod outbox;
 mod password;
 mod password_policy;
+pub mod patients;
 pub mod postgres;
 mod profile;
 mod schema;
@@ -35,9 +39,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use base64::Engine as _;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use serde::Serialize;
+use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -45,220 +47,17 @@ pub use access::{Role, Team, User};
 pub use actor::token_actor;
 pub use audit::{AuditEntry, AuditExportLine, AuditRecord};
 pub use care_teams::{UnseenPatient, UnseenReason, initial_teams};
+pub use devices::{BATTERY_LOW_PERCENT, Device, DeviceStatus, SECRET_PREFIX};
 pub use error::RegistryError;
 pub use mrn::MRN_MAX_CHARS;
 pub use outbox::{Delivery, Lane, OutboxRow, QueuedReading, READING, Settled};
+pub use patients::{DEFAULT_TEAM, NOT_CLEARED, Patient, PatientAudit, PatientDetails};
 pub use profile::{PayloadFormat, Profile, ProfileError, Profiles};
 pub use tokens::{ApiToken, Scope, TOKEN_PREFIX};
 pub use users::{Session, UserUpdate};
 
-use crate::domain::{DeviceId, PatientId, format_rfc3339};
+use crate::domain::{DeviceId, PatientId};
 use schema::SCHEMA;
-
-/// The id of the care team a patient is put on when none is given.
-pub const DEFAULT_TEAM: &str = "default";
-
-/// A new patient's details, on the default team when they name none.
-fn on_a_team(mut details: PatientDetails) -> PatientDetails {
-    if details.care_team.as_deref().is_none_or(str::is_empty) {
-        details.care_team = Some(DEFAULT_TEAM.to_owned());
-    }
-    details
-}
-
-/// Refuses an update that would leave a patient on no care team (an empty string clears a
-/// field).
-fn check_not_cleared(update: &PatientDetails) -> Result<(), RegistryError> {
-    if update.care_team.as_deref() == Some("") {
-        return Err(RegistryError::Invalid(NOT_CLEARED.into()));
-    }
-    Ok(())
-}
-
-/// Why a patient's team cannot be cleared, in the words the API answers with.
-pub const NOT_CLEARED: &str = "care_team cannot be cleared: every patient belongs to a care team; \
-     give another team's id to move the patient";
-
-/// A patient as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Patient {
-    pub id: PatientId,
-    pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub birth_date: Option<String>,
-    /// The clinic's medical record number, unique per clinic (see [`mrn`]).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mrn: Option<String>,
-    pub created_at: String,
-    #[serde(flatten)]
-    pub details: PatientDetails,
-}
-
-/// What the CRM record keeps about a patient beyond name and birth date: demographics, the
-/// care team responsible and how the patient prefers to be contacted. Every field is
-/// optional; an empty string clears a field in an update.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
-pub struct PatientDetails {
-    /// FHIR AdministrativeGender: `male`, `female`, `other` or `unknown`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gender: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    /// The care team responsible for the patient: always one (the default team when none is
-    /// given); see `care_teams`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub care_team: Option<String>,
-    /// `phone`, `sms`, `email` or `post`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contact_preference: Option<String>,
-    /// Free text, e.g. "mornings only; daughter is the carer".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contact_notes: Option<String>,
-}
-
-impl PatientDetails {
-    fn fields(&self) -> [(&'static str, &Option<String>); 7] {
-        [
-            ("gender", &self.gender),
-            ("phone", &self.phone),
-            ("email", &self.email),
-            ("address", &self.address),
-            ("care_team", &self.care_team),
-            ("contact_preference", &self.contact_preference),
-            ("contact_notes", &self.contact_notes),
-        ]
-    }
-
-    fn check(&self) -> Result<(), RegistryError> {
-        for (name, value) in self.fields() {
-            if let Some(v) = value
-                && v.chars().count() > 500
-            {
-                return Err(RegistryError::Invalid(format!(
-                    "{name} must be at most 500 characters"
-                )));
-            }
-        }
-        let one_of = |name: &str, v: &Option<String>, allowed: &[&str]| match v.as_deref() {
-            Some(x) if !x.is_empty() && !allowed.contains(&x) => Err(RegistryError::Invalid(
-                format!("{name} must be one of {}", allowed.join(", ")),
-            )),
-            _ => Ok(()),
-        };
-        one_of(
-            "gender",
-            &self.gender,
-            &["male", "female", "other", "unknown"],
-        )?;
-        one_of(
-            "contact_preference",
-            &self.contact_preference,
-            &["phone", "sms", "email", "post"],
-        )?;
-        if let Some(e) = self.email.as_deref()
-            && !e.is_empty()
-            && (!e.contains('@') || e.contains(char::is_whitespace))
-        {
-            return Err(RegistryError::Invalid(format!(
-                "email {e:?} is not an e-mail address"
-            )));
-        }
-        if let Some(t) = self.care_team.as_deref()
-            && !t.is_empty()
-            && PatientId::parse(t).is_err()
-        {
-            return Err(RegistryError::Invalid(
-                "care_team must be 1 to 64 characters of A-Z a-z 0-9 . _ -".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    /// `self` with the fields `update` gives; an empty string clears.
-    fn merged(mut self, update: PatientDetails) -> PatientDetails {
-        let set = |old: &mut Option<String>, new: Option<String>| {
-            if let Some(n) = new {
-                *old = (!n.is_empty()).then_some(n);
-            }
-        };
-        set(&mut self.gender, update.gender);
-        set(&mut self.phone, update.phone);
-        set(&mut self.email, update.email);
-        set(&mut self.address, update.address);
-        set(&mut self.care_team, update.care_team);
-        set(&mut self.contact_preference, update.contact_preference);
-        set(&mut self.contact_notes, update.contact_notes);
-        self
-    }
-
-    /// The details as the `details` column keeps them: the care team has its own column.
-    fn without_team(mut self) -> PatientDetails {
-        self.care_team = None;
-        self
-    }
-
-    fn to_json(&self) -> Option<String> {
-        let cleaned = PatientDetails::default().merged(self.clone());
-        (cleaned != PatientDetails::default())
-            .then(|| serde_json::to_string(&cleaned).unwrap_or_default())
-    }
-}
-
-fn check_name(name: &str) -> Result<String, RegistryError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(RegistryError::Invalid(
-            "name must be 1 to 200 characters".into(),
-        ));
-    }
-    Ok(name.to_owned())
-}
-
-fn check_birth_date(d: &str) -> Result<(), RegistryError> {
-    if valid_date(d) {
-        Ok(())
-    } else {
-        Err(RegistryError::Invalid(format!(
-            "birth_date {d:?} is not a date like 1950-04-23"
-        )))
-    }
-}
-
-fn patient_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Patient>> {
-    let id: String = r.get(0)?;
-    let details: Option<String> = r.get(4)?;
-    let mut details: PatientDetails = details
-        .and_then(|d| serde_json::from_str(&d).ok())
-        .unwrap_or_default();
-    details.care_team = r.get(6)?;
-    Ok(PatientId::parse(&id).ok().map(|id| Patient {
-        id,
-        name: r.get(1).unwrap_or_default(),
-        birth_date: r.get(2).unwrap_or_default(),
-        mrn: r.get(5).unwrap_or_default(),
-        created_at: format_rfc3339(r.get(3).unwrap_or_default()),
-        details,
-    }))
-}
-
-/// A device as the API shows it (never its secret).
-#[derive(Debug, Clone, Serialize)]
-pub struct Device {
-    pub id: DeviceId,
-    pub patient_id: PatientId,
-    pub profile: String,
-    pub created_at: String,
-    pub online: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_seen: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub battery: Option<u8>,
-    pub revoked: bool,
-}
 
 /// What the MQTT endpoint needs to know about a device, held in memory.
 #[derive(Debug, Clone)]
@@ -307,17 +106,6 @@ pub enum AccessChange {
 /// The hasher's client for passwords set by an admin or on the command line (not sign-ins).
 const ACCOUNTS: &str = "accounts";
 
-/// A device's status as just written: for the live view.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeviceStatus {
-    pub device_id: String,
-    pub patient_id: String,
-    pub online: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub battery: Option<u8>,
-    pub last_seen_ms: i64,
-}
-
 /// A device's connection state or battery report, written in batches.
 struct StatusUpdate {
     id: DeviceId,
@@ -337,13 +125,12 @@ struct StatusUpdate {
 /// device wins), so that a passing database error never leaves a device shown online that
 /// has gone, or offline that is back. What waits is one entry per device, so it never grows
 /// beyond the registry's devices (and the few unknown ids a batch may name).
-fn status_writer(
-    conn: Connection,
+async fn status_writer(
+    db: Arc<dyn storage::Storage>,
     mut rx: tokio::sync::mpsc::Receiver<StatusUpdate>,
     events: tokio::sync::broadcast::Sender<Arc<DeviceStatus>>,
     failures: Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let mut written: Vec<DeviceStatus> = Vec::new();
     // Per device, its connections that came online and have not ended.
     let mut live: HashMap<DeviceId, Vec<u64>> = HashMap::new();
     let mut pending: HashMap<DeviceId, (Option<bool>, Option<u8>, i64)> = HashMap::new();
@@ -384,7 +171,7 @@ fn status_writer(
     let mut closed = false;
     loop {
         if pending.is_empty() {
-            let Some(first) = rx.blocking_recv() else {
+            let Some(first) = rx.recv().await else {
                 return;
             };
             merge(first, &mut pending);
@@ -399,54 +186,25 @@ fn status_writer(
                 }
             }
         }
-        let result = (|| -> rusqlite::Result<()> {
-            let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)?;
-            {
-                let mut before = tx.prepare_cached(
-                    "SELECT patient_id, online, battery FROM devices WHERE id = ?1",
-                )?;
-                let mut stmt = tx.prepare_cached(
-                    "UPDATE devices SET online = coalesce(?2, online), battery = coalesce(?3, battery),
-                     last_seen_ms = max(coalesce(last_seen_ms, 0), ?4) WHERE id = ?1",
-                )?;
-                let mut timeline = tx.prepare_cached(
-                    "INSERT INTO timeline (patient_id, time_ms, kind, data) VALUES (?1, ?2, ?3, ?4)",
-                )?;
-                for (id, &(online, battery, at)) in &pending {
-                    let prior: Option<(String, bool, Option<u8>)> = before
-                        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .optional()?;
-                    stmt.execute(params![id.as_str(), online, battery, at])?;
-                    let Some((patient, was_online, was_battery)) = prior else {
-                        continue;
-                    };
-                    written.push(DeviceStatus {
-                        device_id: id.as_str().to_owned(),
-                        patient_id: patient.clone(),
-                        online: online.unwrap_or(was_online),
-                        battery: battery.or(was_battery),
-                        last_seen_ms: at,
-                    });
-                    for (kind, data) in
-                        device_events(id.as_str(), was_online, was_battery, online, battery)
-                    {
-                        timeline.execute(params![patient, at, kind, data.to_string()])?;
-                    }
-                }
-            }
-            tx.commit()
-        })();
-        match result {
-            Ok(()) => {
+        let batch = pending
+            .iter()
+            .map(|(id, &(online, battery, at_ms))| devices::StatusChange {
+                id: id.as_str().to_owned(),
+                online,
+                battery,
+                at_ms,
+            })
+            .collect();
+        match db.write_device_status(batch).await {
+            Ok(written) => {
                 pending.clear();
                 retry = STATUS_RETRY_INITIAL;
-                for d in written.drain(..) {
+                for d in written {
                     let _ = events.send(Arc::new(d));
                 }
             }
             Err(e) => {
                 failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                written.clear();
                 if closed {
                     // The registry is gone (shutdown): every device starts offline at the
                     // next start anyway.
@@ -459,7 +217,7 @@ fn status_writer(
                     retry_ms = retry.as_millis() as u64,
                     "device status batch not written; kept for the next try"
                 );
-                pause(retry);
+                tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(STATUS_RETRY_MAX);
             }
         }
@@ -474,173 +232,76 @@ const STATUS_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_mill
 /// The longest pause between tries of a failed device status batch.
 const STATUS_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Waits on the status writer's own thread (never a runtime worker).
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the device status writer runs on a dedicated thread, not a runtime worker"
-)]
-fn pause(d: std::time::Duration) {
-    std::thread::sleep(d);
-}
-
-/// Devices: one by id, those of one patient, or all.
-fn devices_where(
-    c: &Connection,
-    id: Option<&DeviceId>,
-    patient: Option<&PatientId>,
-) -> Result<Vec<Device>, RegistryError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT id, patient_id, profile, created_ms, online, last_seen_ms, battery, revoked
-         FROM devices WHERE (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR patient_id = ?2)
-         ORDER BY patient_id, id",
-    )?;
-    let ids = params![id.map(DeviceId::as_str), patient.map(PatientId::as_str)];
-    let rows = stmt.query_map(ids, |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, bool>(4)?,
-            r.get::<_, Option<i64>>(5)?,
-            r.get::<_, Option<u8>>(6)?,
-            r.get::<_, bool>(7)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, patient_id, profile, created, online, seen, battery, revoked) = row?;
-        if let (Ok(id), Ok(patient_id)) = (DeviceId::parse(&id), PatientId::parse(&patient_id)) {
-            out.push(Device {
-                id,
+/// The credential cache, loaded from every device's stored credentials. A row it cannot use
+/// (an unknown profile, a damaged hash) is left out: that device cannot connect.
+async fn credential_cache(
+    db: &dyn storage::Storage,
+    profiles: &Profiles,
+) -> Result<HashMap<DeviceId, DeviceAuth>, RegistryError> {
+    let mut devices = HashMap::new();
+    for c in db.device_credentials().await? {
+        let (Ok(id), Ok(patient_id), Some(profile), Ok(secret_hash)) = (
+            DeviceId::parse(&c.id),
+            PatientId::parse(&c.patient_id),
+            profiles.get(&c.profile),
+            <[u8; 32]>::try_from(c.secret_hash.as_slice()),
+        ) else {
+            tracing::warn!(device_id = %c.id, "device row unusable (unknown profile?); it cannot connect");
+            continue;
+        };
+        devices.insert(
+            id,
+            DeviceAuth {
                 patient_id,
-                profile,
-                created_at: format_rfc3339(created),
-                online,
-                last_seen: seen.map(format_rfc3339),
-                battery,
-                revoked,
-            });
-        }
+                profile: profile.clone(),
+                secret_hash,
+                revoked: c.revoked,
+            },
+        );
     }
-    Ok(out)
+    Ok(devices)
 }
 
-/// Battery level at or below which the record notes "battery low".
-pub const BATTERY_LOW_PERCENT: u8 = 20;
+/// Makes the audit line of a change to a device from the device's patient.
+pub type DeviceAudit<'a> = dyn Fn(&PatientId) -> audit::NewAuditLine + Send + Sync + 'a;
 
-/// The timeline entries a device's status change makes: offline, back online, battery low
-/// (once, when it crosses the threshold).
-fn device_events(
-    id: &str,
-    was_online: bool,
-    was_battery: Option<u8>,
-    online: Option<bool>,
-    battery: Option<u8>,
-) -> Vec<(&'static str, serde_json::Value)> {
-    let mut out = Vec::new();
-    match online {
-        Some(false) if was_online => out.push((
-            "device.offline",
-            serde_json::json!({"device_id": id, "battery": battery.or(was_battery)}),
-        )),
-        Some(true) if !was_online => {
-            out.push(("device.online", serde_json::json!({"device_id": id})));
-        }
-        _ => {}
-    }
-    if let Some(b) = battery
-        && b <= BATTERY_LOW_PERCENT
-        && was_battery.is_none_or(|w| w > BATTERY_LOW_PERCENT)
-    {
-        out.push((
-            "device.battery_low",
-            serde_json::json!({"device_id": id, "battery": b}),
-        ));
-    }
-    out
+/// A new device secret and what is kept of it.
+fn new_secret_hashes() -> Result<(String, devices::SecretHashes), RegistryError> {
+    let secret = devices::new_secret()?;
+    let hashes = devices::SecretHashes {
+        sha256: sha256(secret.as_bytes()),
+        broker: mosquitto::password_hash(&secret)
+            .map_err(|e| RegistryError::Db(format!("no randomness: {e}")))?,
+    };
+    Ok((secret, hashes))
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// The prefix of every device secret: it makes a leaked secret recognisable to secret
-/// scanners, and keeps command-line tools from mistaking a secret for an option.
-pub const SECRET_PREFIX: &str = "vgd_";
-
-/// A new random device secret: `vgd_` and 32 bytes from the OS in URL-safe base64
-/// (47 characters).
-fn new_secret() -> Result<String, RegistryError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| RegistryError::Db(format!("no randomness: {e}")))?;
-    Ok(format!(
-        "{SECRET_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    ))
-}
-
-/// Checks a calendar date `YYYY-MM-DD`.
-fn valid_date(s: &str) -> bool {
-    let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    s.len() == 10 && time::Date::parse(s, &fmt).is_ok()
-}
-
 impl Registry {
     /// Opens (or creates) `registry.db` in `dir` and loads device credentials into memory.
-    pub fn open(dir: &Path, profiles: Profiles) -> Result<Registry, RegistryError> {
+    /// Starts the device status writer on the current Tokio runtime.
+    pub async fn open(dir: &Path, profiles: Profiles) -> Result<Registry, RegistryError> {
         let conn = crate::store::open_db(&dir.join("registry.db"), SCHEMA)?;
         usernames::warn_of_case_twins(&conn)?;
-        let mut devices = HashMap::new();
-        {
-            let mut stmt =
-                conn.prepare("SELECT id, patient_id, profile, secret_hash, revoked FROM devices")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, bool>(4)?,
-                ))
-            })?;
-            for row in rows {
-                let (id, patient, profile, hash, revoked) = row?;
-                let (Ok(id), Ok(patient_id), Some(profile), Ok(secret_hash)) = (
-                    DeviceId::parse(&id),
-                    PatientId::parse(&patient),
-                    profiles.get(&profile),
-                    <[u8; 32]>::try_from(hash.as_slice()),
-                ) else {
-                    tracing::warn!(device_id = %id, "device row unusable (unknown profile?); it cannot connect");
-                    continue;
-                };
-                devices.insert(
-                    id,
-                    DeviceAuth {
-                        patient_id,
-                        profile: profile.clone(),
-                        secret_hash,
-                        revoked,
-                    },
-                );
-            }
-        }
         // No connection survives a restart: every device starts offline.
-        conn.execute("UPDATE devices SET online = 0 WHERE online = 1", [])?;
-        let status_conn = crate::store::open_db(&dir.join("registry.db"), SCHEMA)?;
+        sqlite::all_offline(&conn)?;
+        let sqlite = sqlite::SqliteDb::new(conn);
+        let db: Arc<dyn storage::Storage> = Arc::new(sqlite.clone());
+        let devices = credential_cache(&*db, &profiles).await?;
         let (status, rx) = tokio::sync::mpsc::channel(65_536);
         let (device_events, _) = tokio::sync::broadcast::channel(4096);
-        let events = device_events.clone();
         let status_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let failures = status_failures.clone();
-        std::thread::Builder::new()
-            .name("vigil-device-status".into())
-            .spawn(move || status_writer(status_conn, rx, events, failures))
-            .map_err(|e| RegistryError::Db(e.to_string()))?;
-        let sqlite = sqlite::SqliteDb::new(conn);
+        tokio::spawn(status_writer(
+            db.clone(),
+            rx,
+            device_events.clone(),
+            status_failures.clone(),
+        ));
         Ok(Registry {
-            db: Arc::new(sqlite.clone()),
+            db,
             sqlite,
             devices: Arc::new(RwLock::new(devices)),
             profiles,
@@ -695,7 +356,12 @@ impl Registry {
         self.sqlite.with(f).await
     }
 
-    /// Creates a patient; `mrn` is checked and must be no other patient's.
+    /// Creates a patient; `mrn` is checked and must be no other patient's. `audit`, when given,
+    /// is appended in the same transaction (its MRN line only if the patient has an MRN).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the patient's fields as the API gives them, each checked here, and the audit lines that commit with them"
+    )]
     pub async fn create_patient(
         &self,
         id: PatientId,
@@ -704,54 +370,35 @@ impl Registry {
         mrn: Option<String>,
         details: PatientDetails,
         now_ms: i64,
+        audit: Option<PatientAudit>,
     ) -> Result<Patient, RegistryError> {
-        let name = check_name(&name)?;
+        let name = patients::check_name(&name)?;
         if let Some(d) = &birth_date {
-            check_birth_date(d)?;
+            patients::check_birth_date(d)?;
         }
         let mrn = mrn.as_deref().map(mrn::check).transpose()?.flatten();
         details.check()?;
-        let details = on_a_team(details);
-        let team = details.care_team.clone().unwrap_or_default();
-        let details_json = details.clone().without_team().to_json();
-        self.with(move |c| {
-            let n = c
-                .execute(
-                    "INSERT INTO patients (id, name, birth_date, created_ms, details, mrn, care_team)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
-                    params![id.as_str(), name, birth_date, now_ms, details_json, mrn, team],
-                )
-                .map_err(|e| {
-                    if mrn::is_taken(&e) {
-                        mrn::taken()
-                    } else {
-                        error::no_such_team(e, &team)
-                    }
-                })?;
-            if n == 0 {
-                return Err(RegistryError::Exists(format!("patient {id}")));
-            }
-            Ok(Patient {
-                id,
-                name,
-                birth_date,
-                mrn,
-                created_at: format_rfc3339(now_ms),
-                details,
-            })
-        })
-        .await
-        .inspect(|p| {
-            self.access_changed(AccessChange::Patient {
-                id: p.id.as_str().to_owned(),
-                team: p.details.care_team.clone(),
-            });
-        })
+        let patient = patients::NewPatient {
+            id: id.as_str().to_owned(),
+            name,
+            birth_date,
+            mrn,
+            created_ms: now_ms,
+            details: patients::on_a_team(details),
+        };
+        let p = self.db.create_patient(patient, audit).await?;
+        self.access_changed(AccessChange::Patient {
+            id: p.id.as_str().to_owned(),
+            team: p.details.care_team.clone(),
+        });
+        Ok(p)
     }
 
     /// Changes a patient's name, birth date, MRN or details; `None` leaves a field as it is, an
-    /// empty MRN clears it. The care team can be changed, not cleared. Returns the patient as it
-    /// now is and whether its MRN changed (which the caller audits on its own line).
+    /// empty MRN clears it. The care team can be changed, not cleared. The change is merged
+    /// into the patient as stored when it is written, so concurrent changes of different fields
+    /// all survive. `audit`, when given, is appended in the same transaction (its MRN line only
+    /// if the MRN changed). Returns the patient as it now is and whether its MRN changed.
     pub async fn update_patient(
         &self,
         id: PatientId,
@@ -759,86 +406,64 @@ impl Registry {
         birth_date: Option<String>,
         mrn: Option<String>,
         details: PatientDetails,
+        audit: Option<PatientAudit>,
     ) -> Result<(Patient, bool), RegistryError> {
-        let name = name.as_deref().map(check_name).transpose()?;
+        let name = name.as_deref().map(patients::check_name).transpose()?;
         if let Some(d) = &birth_date {
-            check_birth_date(d)?;
+            patients::check_birth_date(d)?;
         }
         // `None`: unchanged; `Some(None)`: cleared.
         let mrn = mrn.as_deref().map(mrn::check).transpose()?;
         details.check()?;
-        check_not_cleared(&details)?;
-        let current = self.patient(id.clone()).await?;
-        let team_before = current.details.care_team.clone();
-        let mrn_changed = mrn.as_ref().is_some_and(|m| *m != current.mrn);
-        let merged = current.details.merged(details);
-        let moved = (merged.care_team != team_before).then(|| AccessChange::Patient {
-            id: id.as_str().to_owned(),
-            team: merged.care_team.clone(),
-        });
-        let team = merged.care_team.clone();
-        let details_json = merged.clone().without_team().to_json();
-        let (set_mrn, new_mrn) = (mrn.is_some(), mrn.flatten());
-        self.with(move |c| {
-            c.execute(
-                "UPDATE patients SET name = coalesce(?2, name), birth_date = coalesce(?3, birth_date),
-                 details = ?4, mrn = CASE WHEN ?5 THEN ?6 ELSE mrn END,
-                 care_team = coalesce(?7, care_team) WHERE id = ?1",
-                params![id.as_str(), name, birth_date, details_json, set_mrn, new_mrn, team],
-            )
-            .map_err(|e| {
-                if mrn::is_taken(&e) {
-                    mrn::taken()
-                } else {
-                    error::no_such_team(e, team.as_deref().unwrap_or_default())
-                }
-            })?;
-            Ok(())
-        })
-        .await?;
-        if let Some(change) = moved {
-            self.access_changed(change);
+        patients::check_not_cleared(&details)?;
+        let change = patients::PatientChange {
+            name,
+            birth_date,
+            mrn,
+            details,
+        };
+        let done = self
+            .db
+            .update_patient(id.as_str().to_owned(), change, audit)
+            .await?;
+        if done.team_changed {
+            self.access_changed(AccessChange::Patient {
+                id: id.as_str().to_owned(),
+                team: done.patient.details.care_team.clone(),
+            });
         }
-        Ok((self.patient(current.id).await?, mrn_changed))
+        Ok((done.patient, done.mrn_changed))
     }
 
     pub async fn patient(&self, id: PatientId) -> Result<Patient, RegistryError> {
-        self.with(move |c| {
-            c.query_row(
-                "SELECT id, name, birth_date, created_ms, details, mrn, care_team FROM patients WHERE id = ?1",
-                [id.as_str()],
-                patient_row,
-            )
-            .optional()?
-            .flatten()
+        self.db
+            .patient(id.as_str().to_owned())
+            .await?
             .ok_or_else(|| RegistryError::NotFound(format!("patient {id}")))
-        })
-        .await
     }
 
     pub async fn patients(&self) -> Result<Vec<Patient>, RegistryError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, name, birth_date, created_ms, details, mrn, care_team FROM patients ORDER BY id",
-            )?;
-            let rows = stmt.query_map([], patient_row)?;
-            let mut out = Vec::new();
-            for row in rows {
-                out.extend(row?);
-            }
-            Ok(out)
-        })
-        .await
+        self.db.patients().await
+    }
+
+    /// The care team a patient belongs to: `Err(NotFound)` for no such patient.
+    pub async fn patient_team(&self, id: PatientId) -> Result<Option<String>, RegistryError> {
+        self.db
+            .patient_team(id.as_str().to_owned())
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("patient {id}")))
     }
 
     /// Provisions a device and returns it with its secret, which is not kept and cannot be
-    /// shown again.
+    /// shown again. `audit`, when given, is appended in the same transaction: the secret is
+    /// answered only once the device, its secret's hash and the line are all committed.
     pub async fn create_device(
         &self,
         id: DeviceId,
         patient_id: PatientId,
         profile: &str,
         now_ms: i64,
+        audit: Option<audit::NewAuditLine>,
     ) -> Result<(Device, String), RegistryError> {
         let Some(prof) = self.profiles.get(profile).cloned() else {
             let known: Vec<&str> = self.profiles.ids().collect();
@@ -847,67 +472,27 @@ impl Registry {
                 known.join(", ")
             )));
         };
-        let secret = new_secret()?;
-        let secret_hash = sha256(secret.as_bytes());
-        let broker_hash = mosquitto::password_hash(&secret)
-            .map_err(|e| RegistryError::Db(format!("no randomness: {e}")))?;
-        let (id2, patient2, profile_id) = (id.clone(), patient_id.clone(), prof.id.clone());
-        self.with(move |c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let exists: bool = tx
-                .query_row(
-                    "SELECT 1 FROM patients WHERE id = ?1",
-                    [patient2.as_str()],
-                    |_| Ok(true),
-                )
-                .optional()?
-                .unwrap_or(false);
-            if !exists {
-                return Err(RegistryError::NotFound(format!("patient {patient2}")));
-            }
-            let n = tx.execute(
-                "INSERT INTO devices (id, patient_id, profile, secret_hash, created_ms, broker_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                params![
-                    id2.as_str(),
-                    patient2.as_str(),
-                    profile_id,
-                    &secret_hash[..],
-                    now_ms,
-                    broker_hash
-                ],
-            )?;
-            if n == 0 {
-                return Err(RegistryError::Exists(format!("device {id2}")));
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await?;
+        let (secret, hashes) = new_secret_hashes()?;
+        let new = devices::NewDevice {
+            id: id.as_str().to_owned(),
+            patient_id: patient_id.as_str().to_owned(),
+            profile: prof.id.clone(),
+            created_ms: now_ms,
+            secret: hashes.clone(),
+        };
+        let device = self.db.create_device(new, audit).await?;
         if let Ok(mut map) = self.devices.write() {
             map.insert(
-                id.clone(),
+                id,
                 DeviceAuth {
-                    patient_id: patient_id.clone(),
-                    profile: prof.clone(),
-                    secret_hash,
+                    patient_id,
+                    profile: prof,
+                    secret_hash: hashes.sha256,
                     revoked: false,
                 },
             );
         }
-        Ok((
-            Device {
-                id,
-                patient_id,
-                profile: prof.id.clone(),
-                created_at: format_rfc3339(now_ms),
-                online: false,
-                last_seen: None,
-                battery: None,
-                revoked: false,
-            },
-            secret,
-        ))
+        Ok((device, secret))
     }
 
     /// Devices whose credentials were just revoked or replaced: whoever holds their
@@ -916,26 +501,33 @@ impl Registry {
         self.credentials_changed.subscribe()
     }
 
+    /// The audit line `audit` makes of the device's patient (a device never changes patient),
+    /// `None` when there is none.
+    async fn device_line(
+        &self,
+        id: &DeviceId,
+        audit: Option<&DeviceAudit<'_>>,
+    ) -> Result<Option<audit::NewAuditLine>, RegistryError> {
+        match audit {
+            Some(f) => Ok(Some(f(&self.device(id.clone()).await?.patient_id))),
+            None => Ok(None),
+        }
+    }
+
     /// Revokes a device: it can no longer connect, and its connections are ended (by the
     /// endpoint, told through [`Registry::subscribe_credential_changes`]). Its readings stay.
-    pub async fn revoke_device(&self, id: DeviceId, now_ms: i64) -> Result<Device, RegistryError> {
-        let id2 = id.clone();
+    /// `audit`, when given, makes the audit line of the device's patient, appended in the same
+    /// transaction.
+    pub async fn revoke_device(
+        &self,
+        id: DeviceId,
+        now_ms: i64,
+        audit: Option<&DeviceAudit<'_>>,
+    ) -> Result<Device, RegistryError> {
+        let line = self.device_line(&id, audit).await?;
         let dev = self
-            .with(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let d = devices_where(&tx, Some(&id2), None)?
-                    .pop()
-                    .ok_or_else(|| RegistryError::NotFound(format!("device {id2}")))?;
-                if !d.revoked {
-                    tx.execute("UPDATE devices SET revoked = 1 WHERE id = ?1", [id2.as_str()])?;
-                    tx.execute(
-                        "INSERT INTO timeline (patient_id, time_ms, kind, data) VALUES (?1, ?2, 'device.revoked', ?3)",
-                        params![d.patient_id.as_str(), now_ms, serde_json::json!({"device_id": id2.as_str()}).to_string()],
-                    )?;
-                }
-                tx.commit()?;
-                Ok(Device { revoked: true, ..d })
-            })
+            .db
+            .revoke_device(id.as_str().to_owned(), now_ms, line)
             .await?;
         if let Ok(mut map) = self.devices.write()
             && let Some(a) = map.get_mut(&id)
@@ -947,62 +539,47 @@ impl Registry {
     }
 
     /// Gives a device a new secret, returned once; the old one stops working at once and the
-    /// connections made with it are ended.
+    /// connections made with it are ended. `audit`, when given, makes the audit line of the
+    /// device's patient, appended in the same transaction: the new secret is answered only once
+    /// its hash and the line are committed, and until then the old secret still works.
     pub async fn rotate_device_secret(
         &self,
         id: DeviceId,
+        audit: Option<&DeviceAudit<'_>>,
     ) -> Result<(Device, String), RegistryError> {
-        let secret = new_secret()?;
-        let secret_hash = sha256(secret.as_bytes());
-        let broker_hash = mosquitto::password_hash(&secret)
-            .map_err(|e| RegistryError::Db(format!("no randomness: {e}")))?;
-        let id2 = id.clone();
+        let line = self.device_line(&id, audit).await?;
+        let (secret, hashes) = new_secret_hashes()?;
         let dev = self
-            .with(move |c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let d = devices_where(&tx, Some(&id2), None)?
-                    .pop()
-                    .ok_or_else(|| RegistryError::NotFound(format!("device {id2}")))?;
-                if d.revoked {
-                    return Err(RegistryError::Invalid(format!(
-                        "device {id2} is revoked; provision a new device instead"
-                    )));
-                }
-                tx.execute(
-                    "UPDATE devices SET secret_hash = ?2, broker_hash = ?3 WHERE id = ?1",
-                    params![id2.as_str(), &secret_hash[..], broker_hash],
-                )?;
-                tx.commit()?;
-                Ok(d)
-            })
+            .db
+            .rotate_device_secret(id.as_str().to_owned(), hashes.clone(), line)
             .await?;
         if let Ok(mut map) = self.devices.write()
             && let Some(a) = map.get_mut(&id)
         {
-            a.secret_hash = secret_hash;
+            a.secret_hash = hashes.sha256;
         }
         let _ = self.credentials_changed.send(id);
         Ok((dev, secret))
     }
 
     pub async fn device(&self, id: DeviceId) -> Result<Device, RegistryError> {
-        self.with(move |c| {
-            devices_where(c, Some(&id), None)?
-                .pop()
-                .ok_or_else(|| RegistryError::NotFound(format!("device {id}")))
-        })
-        .await
+        self.db
+            .devices(Some(id.as_str().to_owned()), None)
+            .await?
+            .pop()
+            .ok_or_else(|| RegistryError::NotFound(format!("device {id}")))
     }
 
     /// A patient's devices, by id.
     pub async fn patient_devices(&self, patient: PatientId) -> Result<Vec<Device>, RegistryError> {
-        self.with(move |c| devices_where(c, None, Some(&patient)))
+        self.db
+            .devices(None, Some(patient.as_str().to_owned()))
             .await
     }
 
     /// Every device, for the monitoring panel.
     pub async fn all_devices(&self) -> Result<Vec<Device>, RegistryError> {
-        self.with(move |c| devices_where(c, None, None)).await
+        self.db.devices(None, None).await
     }
 
     /// Checks a device's credentials. `None` for an unknown or revoked device or a wrong
@@ -1031,15 +608,7 @@ impl Registry {
 
     /// Mosquitto password-file entries (`id`, `$7$…`) of every device that may connect.
     pub async fn broker_passwords(&self) -> Result<Vec<(String, String)>, RegistryError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id, broker_hash FROM devices
-                 WHERE revoked = 0 AND broker_hash IS NOT NULL ORDER BY id",
-            )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-        .await
+        self.db.broker_passwords().await
     }
 
     /// Looks up the device a verified TLS client certificate names (its CN). `None` for an
@@ -1245,7 +814,9 @@ mod tests {
 
     async fn registry() -> (tempfile::TempDir, Registry) {
         let dir = tempfile::tempdir().unwrap();
-        let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
+        let r = Registry::open(dir.path(), Profiles::built_in().unwrap())
+            .await
+            .unwrap();
         (dir, r)
     }
 
@@ -1277,11 +848,14 @@ mod tests {
             None,
             PatientDetails::default(),
             0,
+            None,
         )
         .await
         .unwrap();
         let d = DeviceId::parse("d1").unwrap();
-        r.create_device(d.clone(), p, "scale", 0).await.unwrap();
+        r.create_device(d.clone(), p, "scale", 0, None)
+            .await
+            .unwrap();
         let mut events = r.subscribe_devices();
         // Each case: updates in the order written (online, connection, battery), and whether
         // the device is online after the last one, whose battery marks it in the events.
@@ -1348,11 +922,12 @@ mod tests {
             None,
             PatientDetails::default(),
             0,
+            None,
         )
         .await
         .unwrap();
         let (_, secret) = r
-            .create_device(DeviceId::parse("d1").unwrap(), p, "scale", 0)
+            .create_device(DeviceId::parse("d1").unwrap(), p, "scale", 0, None)
             .await
             .unwrap();
         assert_eq!(secret.len(), 47);
@@ -1363,8 +938,69 @@ mod tests {
         // The secret is not stored, only its hash; and it survives a restart.
         let raw = std::fs::read(dir.path().join("registry.db")).unwrap();
         assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));
-        let r2 = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
+        let r2 = Registry::open(dir.path(), Profiles::built_in().unwrap())
+            .await
+            .unwrap();
         assert!(r2.authenticate("d1", secret.as_bytes()).is_some());
+    }
+
+    /// A device's secret changes in the credential cache only once the change and its audit
+    /// line are committed: when the audit trail refuses the line, the old secret still
+    /// authenticates and a device not created cannot connect.
+    #[tokio::test]
+    async fn a_secret_change_the_audit_trail_refuses_leaves_the_old_secret_working() {
+        let (dir, r) = registry().await;
+        let p = PatientId::parse("p1").unwrap();
+        r.create_patient(
+            p.clone(),
+            "Ada".into(),
+            None,
+            None,
+            PatientDetails::default(),
+            0,
+            None,
+        )
+        .await
+        .unwrap();
+        let d = DeviceId::parse("d1").unwrap();
+        let (_, old) = r
+            .create_device(d.clone(), p.clone(), "scale", 0, None)
+            .await
+            .unwrap();
+        let other = rusqlite::Connection::open(dir.path().join("registry.db")).unwrap();
+        other
+            .execute_batch(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit
+                 BEGIN SELECT RAISE(ABORT, 'injected: audit refused'); END;",
+            )
+            .unwrap();
+        let line = |patient: &PatientId| audit::NewAuditLine {
+            patient_id: Some(patient.as_str().to_owned()),
+            ..token_line("device.rotate", "d1")
+        };
+        assert!(
+            r.rotate_device_secret(d.clone(), Some(&line))
+                .await
+                .is_err()
+        );
+        assert!(r.revoke_device(d.clone(), 1, Some(&line)).await.is_err());
+        assert!(
+            r.authenticate("d1", old.as_bytes()).is_some(),
+            "the old secret still works"
+        );
+        let d2 = DeviceId::parse("d2").unwrap();
+        let made = r
+            .create_device(d2.clone(), p.clone(), "scale", 0, Some(line(&p)))
+            .await;
+        assert!(made.is_err());
+        assert!(
+            r.device_auth(&d2).is_none(),
+            "a device not created cannot connect"
+        );
+        other.execute_batch("DROP TRIGGER refuse_audit").unwrap();
+        let (_, new) = r.rotate_device_secret(d, Some(&line)).await.unwrap();
+        assert!(r.authenticate("d1", old.as_bytes()).is_none());
+        assert!(r.authenticate("d1", new.as_bytes()).is_some());
     }
 
     #[tokio::test]
@@ -1378,6 +1014,7 @@ mod tests {
             None,
             PatientDetails::default(),
             0,
+            None,
         )
         .await
         .unwrap();
@@ -1388,7 +1025,8 @@ mod tests {
                 None,
                 None,
                 PatientDetails::default(),
-                0
+                0,
+                None
             )
             .await,
             Err(RegistryError::Exists(_))
@@ -1400,26 +1038,34 @@ mod tests {
                 Some("1950-13-01".into()),
                 None,
                 PatientDetails::default(),
-                0
+                0,
+                None
             )
             .await,
             Err(RegistryError::Invalid(_))
         ));
         let d = DeviceId::parse("d1").unwrap();
         assert!(matches!(
-            r.create_device(d.clone(), PatientId::parse("nobody").unwrap(), "scale", 0)
-                .await,
+            r.create_device(
+                d.clone(),
+                PatientId::parse("nobody").unwrap(),
+                "scale",
+                0,
+                None
+            )
+            .await,
             Err(RegistryError::NotFound(_))
         ));
         assert!(matches!(
-            r.create_device(d.clone(), p.clone(), "toaster", 0).await,
+            r.create_device(d.clone(), p.clone(), "toaster", 0, None)
+                .await,
             Err(RegistryError::Invalid(_))
         ));
-        r.create_device(d.clone(), p.clone(), "scale", 0)
+        r.create_device(d.clone(), p.clone(), "scale", 0, None)
             .await
             .unwrap();
         assert!(matches!(
-            r.create_device(d, p, "scale", 0).await,
+            r.create_device(d, p, "scale", 0, None).await,
             Err(RegistryError::Exists(_))
         ));
     }
@@ -1440,18 +1086,19 @@ mod tests {
                 Some(" M-1 ".into()),
                 none(),
                 0,
+                None,
             )
             .await
             .unwrap();
         assert_eq!(a.mrn.as_deref(), Some("M-1"));
         // Another patient cannot have it, at creation or by an update; nothing is half done.
         assert!(matches!(
-            r.create_patient(p2.clone(), "Bo".into(), None, Some("M-1".into()), none(), 0)
+            r.create_patient(p2.clone(), "Bo".into(), None, Some("M-1".into()), none(), 0, None)
                 .await,
             Err(RegistryError::Exists(m)) if m == "another patient with this mrn"
         ));
         assert!(r.patient(p2.clone()).await.is_err());
-        r.create_patient(p2.clone(), "Bo".into(), None, None, none(), 0)
+        r.create_patient(p2.clone(), "Bo".into(), None, None, none(), 0, None)
             .await
             .unwrap();
         assert!(matches!(
@@ -1460,37 +1107,38 @@ mod tests {
                 Some("Bob".into()),
                 None,
                 Some("M-1".into()),
-                none()
+                none(),
+                None
             )
             .await,
             Err(RegistryError::Exists(_))
         ));
         assert_eq!(r.patient(p2.clone()).await.unwrap().name, "Bo");
         assert!(matches!(
-            r.update_patient(p2.clone(), None, None, Some("M 2".into()), none())
+            r.update_patient(p2.clone(), None, None, Some("M 2".into()), none(), None)
                 .await,
             Err(RegistryError::Invalid(_))
         ));
         // Unchanged, set again to the same, changed, cleared: only real changes say so.
         let (b, changed) = r
-            .update_patient(p1.clone(), None, None, None, none())
+            .update_patient(p1.clone(), None, None, None, none(), None)
             .await
             .unwrap();
         assert_eq!((b.mrn.as_deref(), changed), (Some("M-1"), false));
         let (_, changed) = r
-            .update_patient(p1.clone(), None, None, Some("M-1".into()), none())
+            .update_patient(p1.clone(), None, None, Some("M-1".into()), none(), None)
             .await
             .unwrap();
         assert!(!changed);
         let (_, changed) = r
-            .update_patient(p1.clone(), None, None, Some("".into()), none())
+            .update_patient(p1.clone(), None, None, Some("".into()), none(), None)
             .await
             .unwrap();
         assert!(changed);
         assert_eq!(r.patient(p1).await.unwrap().mrn, None);
         // Cleared, the MRN is free for the other patient.
         let (b, changed) = r
-            .update_patient(p2, None, None, Some("M-1".into()), none())
+            .update_patient(p2, None, None, Some("M-1".into()), none(), None)
             .await
             .unwrap();
         assert_eq!((b.mrn.as_deref(), changed), (Some("M-1"), true));
@@ -1525,7 +1173,7 @@ mod tests {
             care_team: Some("north".into()),
             ..PatientDetails::default()
         };
-        r.create_patient(p.clone(), "Ada".into(), None, None, north, 0)
+        r.create_patient(p.clone(), "Ada".into(), None, None, north, 0, None)
             .await
             .unwrap();
         assert_eq!(
@@ -1540,7 +1188,7 @@ mod tests {
             phone: Some("555".into()),
             ..PatientDetails::default()
         };
-        r.update_patient(p.clone(), None, None, None, phone)
+        r.update_patient(p.clone(), None, None, None, phone, None)
             .await
             .unwrap();
         assert_eq!(
@@ -1552,7 +1200,9 @@ mod tests {
             care_team: Some("south".into()),
             ..PatientDetails::default()
         };
-        r.update_patient(p, None, None, None, moved).await.unwrap();
+        r.update_patient(p, None, None, None, moved, None)
+            .await
+            .unwrap();
         assert_eq!(
             announced(),
             Some(AccessChange::Patient {
@@ -1647,6 +1297,7 @@ mod tests {
             None,
             PatientDetails::default(),
             0,
+            None,
         )
         .await
         .unwrap();
@@ -1655,7 +1306,7 @@ mod tests {
             DeviceId::parse("ox-b").unwrap(),
         );
         for d in [&a, &b] {
-            r.create_device(d.clone(), p.clone(), "scale", 0)
+            r.create_device(d.clone(), p.clone(), "scale", 0, None)
                 .await
                 .unwrap();
         }

@@ -39,14 +39,8 @@ pub(super) fn check(mrn: &str) -> Result<Option<String>, RegistryError> {
     Ok(Some(mrn.to_owned()))
 }
 
-/// Whether a write failed on the MRN's unique index (another patient has it).
-pub(super) fn is_taken(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, Some(msg))
-        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE && msg.contains("mrn"))
-}
-
 /// The error for an MRN another patient has. It names neither that patient nor the MRN.
-pub(super) fn taken() -> RegistryError {
+pub(crate) fn taken() -> RegistryError {
     RegistryError::Exists("another patient with this mrn".into())
 }
 

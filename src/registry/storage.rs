@@ -10,13 +10,18 @@
 //! entry in the same transaction.
 //!
 //! Moving the registry behind this seam goes aggregate by aggregate; so far: the audit trail,
-//! video visits, API tokens, and access (users, care teams, sign-in sessions).
+//! video visits, API tokens, access (users, care teams, sign-in sessions), and patients and
+//! their devices.
 
 use super::access::{
     Credentials, NewSession, NewTeam, NewUser, StoredSession, StoredUser, Team, UserChange,
 };
 use super::audit::{AuditQuery, GENESIS, NewAuditLine, StoredAuditLine, VERIFY_PAGE, verify_page};
+use super::devices::{
+    Device, DeviceStatus, NewDevice, SecretHashes, StatusChange, StoredCredential,
+};
 use super::error::RegistryError;
+use super::patients::{NewPatient, Patient, PatientAudit, PatientChange, PatientUpdated};
 use super::tokens::{LiveBy, NewApiToken, StoredToken};
 use super::visits::{NewVisit, StoredVisit};
 
@@ -179,10 +184,104 @@ pub trait AccessStore: Send + Sync {
     ) -> Result<Option<String>, RegistryError>;
 }
 
-/// Everything the registry stores.
-pub trait Storage: AuditStore + VisitStore + TokenStore + AccessStore {}
+/// Patients: who they are, their details and the care team responsible for them.
+#[async_trait::async_trait]
+pub trait PatientStore: Send + Sync {
+    /// Creates `patient` and appends `audit` (when given: its `mrn` line only if the patient
+    /// has an MRN), all or nothing; the patient as stored. `Exists` when its id is taken or
+    /// another patient has its MRN (`mrn::taken`'s words), `Invalid` when its care team does
+    /// not exist.
+    async fn create_patient(
+        &self,
+        patient: NewPatient,
+        audit: Option<PatientAudit>,
+    ) -> Result<Patient, RegistryError>;
 
-impl<T: AuditStore + VisitStore + TokenStore + AccessStore> Storage for T {}
+    /// Merges `change` into the patient `id` as stored at that moment (read and written in one
+    /// transaction that holds the row, so concurrent changes of different fields all survive)
+    /// and appends `audit` (when given: its `mrn` line only if the MRN changed), all or
+    /// nothing. `NotFound`, `Exists` (the MRN is another patient's) or `Invalid` (no such care
+    /// team), and then nothing changed.
+    async fn update_patient(
+        &self,
+        id: String,
+        change: PatientChange,
+        audit: Option<PatientAudit>,
+    ) -> Result<PatientUpdated, RegistryError>;
+
+    /// The patient `id`, if there is one.
+    async fn patient(&self, id: String) -> Result<Option<Patient>, RegistryError>;
+
+    /// Every patient, by id.
+    async fn patients(&self) -> Result<Vec<Patient>, RegistryError>;
+
+    /// The care team of patient `id`: `None` when there is no such patient.
+    async fn patient_team(&self, id: String) -> Result<Option<Option<String>>, RegistryError>;
+}
+
+/// Devices, kept with the hashes of their secrets only, and their status.
+#[async_trait::async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// Creates `device` and appends `audit` (when given), all or nothing; the device as stored.
+    /// `NotFound` when its patient does not exist, `Exists` when its id is taken.
+    async fn create_device(
+        &self,
+        device: NewDevice,
+        audit: Option<NewAuditLine>,
+    ) -> Result<Device, RegistryError>;
+
+    /// Revokes device `id`, writing `device.revoked` on its patient's timeline at `now_ms`
+    /// (once: a revoked device is left as it is), and appends `audit` (when given) either way,
+    /// all or nothing; the device as it now is. `NotFound` (and nothing appended) when there is
+    /// none.
+    async fn revoke_device(
+        &self,
+        id: String,
+        now_ms: i64,
+        audit: Option<NewAuditLine>,
+    ) -> Result<Device, RegistryError>;
+
+    /// Replaces the secret of device `id` with `secret` and appends `audit` (when given), all
+    /// or nothing; the device. `NotFound` when there is none, `Invalid` when it is revoked.
+    async fn rotate_device_secret(
+        &self,
+        id: String,
+        secret: SecretHashes,
+        audit: Option<NewAuditLine>,
+    ) -> Result<Device, RegistryError>;
+
+    /// The devices with id `id` and of patient `patient` (each `None`: any), by patient then id.
+    async fn devices(
+        &self,
+        id: Option<String>,
+        patient: Option<String>,
+    ) -> Result<Vec<Device>, RegistryError>;
+
+    /// Every device's credentials, revoked or not: what the registry's cache is loaded from.
+    async fn device_credentials(&self) -> Result<Vec<StoredCredential>, RegistryError>;
+
+    /// Mosquitto password-file entries (`id`, `$7$…`) of every device that may connect, by id.
+    async fn broker_passwords(&self) -> Result<Vec<(String, String)>, RegistryError>;
+
+    /// Writes a batch of status changes (at most one per device) and the timeline entries they
+    /// make ([`super::devices::device_events`]), all or nothing; the status of each known device
+    /// as written (unknown ids are skipped).
+    async fn write_device_status(
+        &self,
+        batch: Vec<StatusChange>,
+    ) -> Result<Vec<DeviceStatus>, RegistryError>;
+}
+
+/// Everything the registry stores.
+pub trait Storage:
+    AuditStore + VisitStore + TokenStore + AccessStore + PatientStore + DeviceStore
+{
+}
+
+impl<T> Storage for T where
+    T: AuditStore + VisitStore + TokenStore + AccessStore + PatientStore + DeviceStore
+{
+}
 
 /// Recomputes the audit hash chain of `db`; the number of lines, or `Err` naming the first that
 /// does not match. Reads in pages, so other work runs between them however long the trail is.

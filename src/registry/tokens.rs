@@ -179,7 +179,9 @@ mod tests {
     #[tokio::test]
     async fn a_token_works_until_it_expires_or_is_revoked_and_is_kept_only_as_a_hash() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
+        let r = Registry::open(dir.path(), Profiles::built_in().unwrap())
+            .await
+            .unwrap();
         r.add_user("poller", Role::Clinician, "a long enough password", 0)
             .await
             .unwrap();

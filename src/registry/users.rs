@@ -16,8 +16,6 @@
 //!
 //! It must never store a session token or a password in the clear.
 
-use rusqlite::OptionalExtension;
-
 use super::access::{NewSession, NewTeam, NewUser, UserChange, check_team_id};
 use super::audit::NewAuditLine;
 use super::error::RegistryError;
@@ -290,24 +288,6 @@ impl Registry {
         }
         Ok(())
     }
-
-    /// The care team a patient belongs to: `Err(NotFound)` for no such patient. (A patient's
-    /// column: it moves with the patients, not with access.)
-    pub async fn patient_team(
-        &self,
-        id: crate::domain::PatientId,
-    ) -> Result<Option<String>, RegistryError> {
-        self.with(move |c| {
-            c.query_row(
-                "SELECT care_team FROM patients WHERE id = ?1",
-                [id.as_str()],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| RegistryError::NotFound(format!("patient {id}")))
-        })
-        .await
-    }
 }
 
 #[cfg(test)]
@@ -342,14 +322,16 @@ mod tests {
         }
     }
 
-    fn registry(dir: &std::path::Path) -> Registry {
-        Registry::open(dir, super::super::Profiles::built_in().unwrap()).unwrap()
+    async fn registry(dir: &std::path::Path) -> Registry {
+        Registry::open(dir, super::super::Profiles::built_in().unwrap())
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
     async fn usernames_ignore_case_and_keep_their_first_spelling() {
         let dir = tempfile::tempdir().unwrap();
-        let r = registry(dir.path());
+        let r = registry(dir.path()).await;
         let pw = "correct horse battery";
         r.add_user("nina", Role::Clinician, pw, 0).await.unwrap();
         for other in ["NINA", "Nina"] {
@@ -430,7 +412,7 @@ mod tests {
                 .unwrap();
             }
         }
-        let r = registry(dir.path());
+        let r = registry(dir.path()).await;
         let names: Vec<String> = r
             .users()
             .await

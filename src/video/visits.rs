@@ -143,7 +143,9 @@ mod tests {
     #[tokio::test]
     async fn a_visit_starts_once_ends_once_and_both_land_on_the_timeline() {
         let dir = tempfile::tempdir().unwrap();
-        let r = Registry::open(dir.path(), Profiles::built_in().unwrap()).unwrap();
+        let r = Registry::open(dir.path(), Profiles::built_in().unwrap())
+            .await
+            .unwrap();
         let p = PatientId::parse("p1").unwrap();
         r.create_patient(
             p.clone(),
@@ -152,6 +154,7 @@ mod tests {
             None,
             PatientDetails::default(),
             0,
+            None,
         )
         .await
         .unwrap();

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 
 use super::auth::{Principal, check_patient};
 use super::error::ApiError;
-use super::extract::{ApiResult, audit_line, device_id, patient_id, require_admin};
+use super::extract::{ApiResult, audit_line, device_id, new_audit_line, patient_id, require_admin};
 use super::state::AppState;
-use crate::domain::{DeviceId, now_ms};
+use crate::domain::{DeviceId, PatientId, now_ms};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,18 +32,19 @@ pub(super) async fn create_device(
     let Json(body) = body?;
     let id = device_id(&body.id)?;
     let patient = patient_id(&body.patient_id)?;
-    let (device, secret) = s
-        .registry
-        .create_device(id.clone(), patient.clone(), &body.profile, now_ms())
-        .await?;
-    audit_line(
-        &s,
+    // The secret is answered only once the device and its audit line are committed together.
+    let now = now_ms();
+    let line = new_audit_line(
         &p,
         "device.create",
         Some(&patient),
         &format!("device/{id}"),
-    )
-    .await?;
+        now,
+    );
+    let (device, secret) = s
+        .registry
+        .create_device(id.clone(), patient.clone(), &body.profile, now, Some(line))
+        .await?;
     let mut out = serde_json::to_value(&device).map_err(|e| ApiError::Internal(e.to_string()))?;
     out["mqtt"] = mqtt_credentials(&s, &id, secret);
     Ok((
@@ -73,15 +74,14 @@ pub(super) async fn revoke_device(
 ) -> ApiResult<impl IntoResponse> {
     require_admin(&p)?;
     let id = device_id(&id)?;
-    let device = s.registry.revoke_device(id.clone(), now_ms()).await?;
-    audit_line(
-        &s,
-        &p,
-        "device.revoke",
-        Some(&device.patient_id),
-        &format!("device/{id}"),
-    )
-    .await?;
+    let target = format!("device/{id}");
+    let now = now_ms();
+    let line =
+        |patient: &PatientId| new_audit_line(&p, "device.revoke", Some(patient), &target, now);
+    let device = s
+        .registry
+        .revoke_device(id.clone(), now, Some(&line))
+        .await?;
     Ok(Json(device))
 }
 
@@ -95,15 +95,16 @@ pub(super) async fn rotate_device(
 ) -> ApiResult<impl IntoResponse> {
     require_admin(&p)?;
     let id = device_id(&id)?;
-    let (device, secret) = s.registry.rotate_device_secret(id.clone()).await?;
-    audit_line(
-        &s,
-        &p,
-        "device.rotate",
-        Some(&device.patient_id),
-        &format!("device/{id}"),
-    )
-    .await?;
+    // The new secret is answered only once its hash and the audit line are committed together;
+    // until then the old secret still works.
+    let target = format!("device/{id}");
+    let now = now_ms();
+    let line =
+        |patient: &PatientId| new_audit_line(&p, "device.rotate", Some(patient), &target, now);
+    let (device, secret) = s
+        .registry
+        .rotate_device_secret(id.clone(), Some(&line))
+        .await?;
     let mut out = serde_json::to_value(&device).map_err(|e| ApiError::Internal(e.to_string()))?;
     out["mqtt"] = mqtt_credentials(&s, &id, secret);
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(out)))

@@ -10,10 +10,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{Principal, check_patient};
-use super::extract::{ApiResult, audit_line, patient_id, require_admin};
+use super::extract::{ApiResult, audit_line, new_audit_line, patient_id, require_admin};
 use super::state::AppState;
-use crate::domain::now_ms;
-use crate::registry::PatientDetails;
+use crate::domain::{PatientId, now_ms};
+use crate::registry::{PatientAudit, PatientDetails};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +54,7 @@ pub(super) async fn create_patient(
     require_admin(&p)?;
     let Json(body) = body?;
     let id = patient_id(&body.id)?;
+    let audit = patient_audit(&p, "patient.create", &id, now_ms());
     let patient = s
         .registry
         .create_patient(
@@ -62,22 +63,33 @@ pub(super) async fn create_patient(
             body.birth_date.clone(),
             body.mrn.clone(),
             body.details(),
-            now_ms(),
+            audit.change.time_ms,
+            Some(audit),
         )
         .await?;
-    audit_line(
-        &s,
-        &p,
-        "patient.create",
-        Some(&id),
-        &format!("patient/{id}"),
-    )
-    .await?;
-    if patient.mrn.is_some() {
-        let target = format!("patient/{id}/mrn");
-        audit_line(&s, &p, "patient.mrn", Some(&id), &target).await?;
-    }
     Ok((StatusCode::CREATED, Json(patient)))
+}
+
+/// The audit lines of a change to patient `id` by `p`: `action` on the patient, and
+/// `patient.mrn` on its own line (written only when the MRN is set or changed: it decides where
+/// the patient's data goes outside Vigil, the FHIR server filing it under the patient the MRN
+/// names, so a change is looked for on its own).
+pub(super) fn patient_audit(
+    p: &Principal,
+    action: &str,
+    id: &PatientId,
+    now_ms: i64,
+) -> PatientAudit {
+    PatientAudit {
+        change: new_audit_line(p, action, Some(id), &format!("patient/{id}"), now_ms),
+        mrn: new_audit_line(
+            p,
+            "patient.mrn",
+            Some(id),
+            &format!("patient/{id}/mrn"),
+            now_ms,
+        ),
+    }
 }
 
 pub(super) async fn list_patients(

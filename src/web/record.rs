@@ -90,24 +90,11 @@ pub(super) async fn update_patient(
         contact_notes: b.contact_notes,
     };
     let mrn = b.mrn.map(Option::unwrap_or_default);
-    let (patient, mrn_changed) = s
+    let audit = super::patients::patient_audit(&p, "patient.update", &id, now_ms());
+    let (patient, _mrn_changed) = s
         .registry
-        .update_patient(id.clone(), b.name, b.birth_date, mrn, details)
+        .update_patient(id.clone(), b.name, b.birth_date, mrn, details, Some(audit))
         .await?;
-    audit_line(
-        &s,
-        &p,
-        "patient.update",
-        Some(&id),
-        &format!("patient/{id}"),
-    )
-    .await?;
-    if mrn_changed {
-        // Its own line: the MRN decides where the patient's data goes outside Vigil (the FHIR
-        // server files it under the patient the MRN names), so a change is looked for on its own.
-        let target = format!("patient/{id}/mrn");
-        audit_line(&s, &p, "patient.mrn", Some(&id), &target).await?;
-    }
     Ok(Json(patient))
 }
 

@@ -458,6 +458,55 @@ async fn connack_code(gw: &Gateway, device: &str, secret: &str) -> u8 {
     ack[3]
 }
 
+/// A device's new secret is answered only once the secret's hash and its audit line are
+/// committed together: with the audit trail refusing lines (as a full disk would), rotating,
+/// revoking and provisioning each answer an error, the old secret still connects and the device
+/// is neither revoked nor created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_secret_is_not_changed_unaudited() {
+    let gw = Gateway::start().await;
+    gw.client.patient("p-aud").await;
+    let old = gw.client.device("th-aud", "p-aud", "thermometer").await;
+    let db = rusqlite::Connection::open(gw.dir.path().join("registry.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit
+         BEGIN SELECT RAISE(ABORT, 'injected: the audit trail refuses lines'); END;",
+    )
+    .unwrap();
+    let (s, v) = gw
+        .client
+        .post("/api/v1/devices/th-aud/rotate", json!({}))
+        .await;
+    assert!(s.is_server_error(), "{s} {v}");
+    assert!(v.get("mqtt").is_none(), "no secret answered: {v}");
+    let (s, v) = gw
+        .client
+        .post("/api/v1/devices/th-aud/revoke", json!({}))
+        .await;
+    assert!(s.is_server_error(), "{s} {v}");
+    let new = json!({"id": "th-new", "patient_id": "p-aud", "profile": "thermometer"});
+    let (s, v) = gw.client.post("/api/v1/devices", new).await;
+    assert!(s.is_server_error(), "{s} {v}");
+    assert!(v.get("mqtt").is_none(), "no secret answered: {v}");
+    assert_eq!(
+        connack_code(&gw, "th-aud", &old).await,
+        0,
+        "the old secret still connects"
+    );
+
+    db.execute_batch("DROP TRIGGER refuse_audit;").unwrap();
+    let (_, d) = gw.client.get("/api/v1/devices/th-aud").await;
+    assert_eq!(d["revoked"], json!(false), "{d}");
+    let (s, _) = gw.client.get("/api/v1/devices/th-new").await;
+    assert_eq!(s, 404, "no device created unaudited");
+    assert_eq!(
+        connack_code(&gw, "th-aud", &old).await,
+        0,
+        "the old secret still connects"
+    );
+    gw.stop().await;
+}
+
 async fn refused_for(gw: &Gateway, reason: &str) -> u64 {
     let name = format!("vigil_mqtt_connections_refused_total{{reason=\"{reason}\"}}");
     crate::support::metric(gw.http, &name).await.unwrap_or(0.0) as u64

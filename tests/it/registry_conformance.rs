@@ -3,15 +3,18 @@
 //! (`scripts/pg-temp`). Each test states a behaviour of the seam and checks it on each backend in
 //! turn, so the two cannot drift apart.
 //!
-//! So far the seam covers the audit trail, video visits, API tokens and access (users, care
-//! teams, sign-in sessions).
+//! So far the seam covers the audit trail, video visits, API tokens, access (users, care
+//! teams, sign-in sessions), and patients and their devices.
 
 use std::sync::Arc;
 
+use vigil::registry::PatientDetails;
 use vigil::registry::RegistryError;
 use vigil::registry::Scope;
 use vigil::registry::access::{NewSession, NewTeam, NewUser, Role, StoredUser, UserChange};
 use vigil::registry::audit::{AuditQuery, NewAuditLine};
+use vigil::registry::devices::{NewDevice, SecretHashes, StatusChange};
+use vigil::registry::patients::{NewPatient, PatientAudit, PatientChange};
 use vigil::registry::postgres::PgDb;
 use vigil::registry::sqlite::SqliteDb;
 use vigil::registry::storage::{Storage, verify_chain};
@@ -101,15 +104,12 @@ impl Backend {
             .await;
     }
 
-    /// Adds patient `id` where the backend has a patients table (SQLite; PostgreSQL has none
-    /// yet, and its visits do not reference one).
+    /// Adds patient `id` under the seam (on the default care team).
     async fn add_patient(&self, id: &str) {
-        if let Raw::Sqlite(_) = self.raw {
-            self.tamper(&format!(
-                "INSERT INTO patients (id, name, created_ms) VALUES ('{id}', 'Ada', 0)"
-            ))
-            .await;
-        }
+        self.tamper(&format!(
+            "INSERT INTO patients (id, name, created_ms) VALUES ('{id}', 'Ada', 0)"
+        ))
+        .await;
     }
 }
 
@@ -401,14 +401,10 @@ async fn a_visit_reads_back_as_created_with_its_audit_line_and_its_id_once() {
     }
 }
 
-/// An unknown patient's visit is refused where the backend knows its patients (SQLite; on
-/// PostgreSQL once the patients table is there).
+/// An unknown patient's visit is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visit_for_an_unknown_patient_is_refused() {
     for b in backends().await {
-        if let Raw::Postgres { .. } = b.raw {
-            continue;
-        }
         let r =
             b.db.create_visit(new_visit(1, "nobody"), visit_line("visit.create", 1))
                 .await;
@@ -1478,6 +1474,904 @@ async fn concurrent_adds_of_one_user_create_it_once() {
             memberships(&*b.db).await[0].1.len(),
             1,
             "{n}: one membership"
+        );
+    }
+}
+
+// Patients.
+
+fn new_patient(id: &str, mrn: Option<&str>, team: &str) -> NewPatient {
+    NewPatient {
+        id: id.into(),
+        name: format!("Name of {id}"),
+        birth_date: Some("1950-04-23".into()),
+        mrn: mrn.map(str::to_owned),
+        created_ms: 1_000,
+        details: PatientDetails {
+            phone: Some("555".into()),
+            care_team: Some(team.into()),
+            ..PatientDetails::default()
+        },
+    }
+}
+
+fn patient_audit(action: &str, id: &str) -> PatientAudit {
+    PatientAudit {
+        change: line(1, "admin", action, Some(id)),
+        mrn: line(1, "admin", "patient.mrn", Some(id)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_reads_back_as_created_listed_by_id_with_its_team() {
+    for b in backends().await {
+        let n = b.name;
+        let made =
+            b.db.create_patient(new_patient("p-2", Some("M-2"), "default"), None)
+                .await
+                .unwrap();
+        b.db.create_patient(new_patient("p-1", None, "default"), None)
+            .await
+            .unwrap();
+        assert_eq!(made.id.as_str(), "p-2", "{n}");
+        assert_eq!(made.name, "Name of p-2", "{n}");
+        assert_eq!(made.birth_date.as_deref(), Some("1950-04-23"), "{n}");
+        assert_eq!(made.mrn.as_deref(), Some("M-2"), "{n}");
+        assert_eq!(made.details.phone.as_deref(), Some("555"), "{n}");
+        assert_eq!(made.details.care_team.as_deref(), Some("default"), "{n}");
+        let read = b.db.patient("p-2".into()).await.unwrap().unwrap();
+        assert_eq!(
+            serde_json::to_value(&read).unwrap(),
+            serde_json::to_value(&made).unwrap(),
+            "{n}"
+        );
+        assert!(
+            b.db.patient("nobody".into()).await.unwrap().is_none(),
+            "{n}"
+        );
+        let all: Vec<String> =
+            b.db.patients()
+                .await
+                .unwrap()
+                .iter()
+                .map(|p| p.id.as_str().to_owned())
+                .collect();
+        assert_eq!(all, ["p-1", "p-2"], "{n}");
+        assert_eq!(
+            b.db.patient_team("p-1".into()).await.unwrap(),
+            Some(Some("default".into())),
+            "{n}"
+        );
+        assert_eq!(
+            b.db.patient_team("nobody".into()).await.unwrap(),
+            None,
+            "{n}"
+        );
+        let none =
+            b.db.update_patient("nobody".into(), PatientChange::default(), None)
+                .await;
+        assert!(
+            matches!(&none, Err(RegistryError::NotFound(m)) if m == "patient nobody"),
+            "{n}: {none:?}"
+        );
+        assert!(audited(&b).await.is_empty(), "{n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_change_merges_into_what_is_stored_and_says_what_changed() {
+    for b in backends().await {
+        let n = b.name;
+        b.db.create_team(new_team("north"), None).await.unwrap();
+        b.db.create_patient(new_patient("p-1", Some("M-1"), "default"), None)
+            .await
+            .unwrap();
+        let change = PatientChange {
+            name: Some("Ada".into()),
+            details: PatientDetails {
+                email: Some("ada@example.org".into()),
+                phone: Some(String::new()),
+                care_team: Some("north".into()),
+                ..PatientDetails::default()
+            },
+            ..PatientChange::default()
+        };
+        let done =
+            b.db.update_patient("p-1".into(), change, None)
+                .await
+                .unwrap();
+        let p = &done.patient;
+        assert_eq!((done.mrn_changed, done.team_changed), (false, true), "{n}");
+        assert_eq!(p.name, "Ada", "{n}");
+        assert_eq!(p.birth_date.as_deref(), Some("1950-04-23"), "{n}: kept");
+        assert_eq!(p.mrn.as_deref(), Some("M-1"), "{n}: kept");
+        assert_eq!(p.details.email.as_deref(), Some("ada@example.org"), "{n}");
+        assert_eq!(p.details.phone, None, "{n}: cleared");
+        assert_eq!(p.details.care_team.as_deref(), Some("north"), "{n}");
+        let clear_mrn = PatientChange {
+            mrn: Some(None),
+            ..PatientChange::default()
+        };
+        let done =
+            b.db.update_patient("p-1".into(), clear_mrn, None)
+                .await
+                .unwrap();
+        assert_eq!((done.mrn_changed, done.team_changed), (true, false), "{n}");
+        let stored = b.db.patient("p-1".into()).await.unwrap().unwrap();
+        assert_eq!(stored.mrn, None, "{n}");
+        assert_eq!(
+            stored.details.email.as_deref(),
+            Some("ada@example.org"),
+            "{n}"
+        );
+        assert_eq!(stored.details.care_team.as_deref(), Some("north"), "{n}");
+    }
+}
+
+/// A taken id or MRN is `Exists` (409) at creation and at an update, and nothing is written:
+/// no second row, no audit line, the patient unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_patient_id_or_mrn_is_refused_as_existing() {
+    for b in backends().await {
+        let n = b.name;
+        b.db.create_patient(new_patient("p-1", Some("M-1"), "default"), None)
+            .await
+            .unwrap();
+        b.db.create_patient(new_patient("p-2", None, "default"), None)
+            .await
+            .unwrap();
+        let again =
+            b.db.create_patient(
+                new_patient("p-1", None, "default"),
+                Some(patient_audit("patient.create", "p-1")),
+            )
+            .await;
+        assert!(
+            matches!(&again, Err(RegistryError::Exists(m)) if m == "patient p-1"),
+            "{n}: {again:?}"
+        );
+        let taken =
+            b.db.create_patient(
+                new_patient("p-3", Some("M-1"), "default"),
+                Some(patient_audit("patient.create", "p-3")),
+            )
+            .await;
+        assert!(
+            matches!(&taken, Err(RegistryError::Exists(m)) if m == "another patient with this mrn"),
+            "{n}: {taken:?}"
+        );
+        assert!(b.db.patient("p-3".into()).await.unwrap().is_none(), "{n}");
+        let to_taken = PatientChange {
+            name: Some("Bo".into()),
+            mrn: Some(Some("M-1".into())),
+            ..PatientChange::default()
+        };
+        let r =
+            b.db.update_patient(
+                "p-2".into(),
+                to_taken,
+                Some(patient_audit("patient.update", "p-2")),
+            )
+            .await;
+        assert!(
+            matches!(&r, Err(RegistryError::Exists(m)) if m == "another patient with this mrn"),
+            "{n}: {r:?}"
+        );
+        let p2 = b.db.patient("p-2".into()).await.unwrap().unwrap();
+        assert_eq!(
+            (p2.name.as_str(), p2.mrn),
+            ("Name of p-2", None),
+            "{n}: unchanged"
+        );
+        assert_eq!(b.db.patients().await.unwrap().len(), 2, "{n}");
+        assert!(audited(&b).await.is_empty(), "{n}");
+    }
+}
+
+/// Instances creating one patient id, or patients with one MRN, at once (on PostgreSQL each on
+/// its own connection): one is created, every other is refused as existing, never a second row
+/// or a database error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creations_of_one_patient_or_mrn_create_one() {
+    for b in backends().await {
+        let n = b.name;
+        for (what, patient) in [
+            (
+                "id",
+                (|_| new_patient("p-1", None, "default")) as fn(usize) -> NewPatient,
+            ),
+            ("mrn", |i| {
+                new_patient(&format!("q-{i}"), Some("M-9"), "default")
+            }),
+        ] {
+            let tasks: Vec<_> = (0..12)
+                .map(|i| {
+                    let db = b.db.clone();
+                    let p = patient(i);
+                    let audit = patient_audit("patient.create", &p.id);
+                    tokio::spawn(async move { db.create_patient(p, Some(audit)).await })
+                })
+                .collect();
+            let mut made = 0;
+            for t in tasks {
+                match t.await.unwrap() {
+                    Ok(_) => made += 1,
+                    Err(RegistryError::Exists(_)) => {}
+                    Err(e) => panic!("{n} {what}: {e}"),
+                }
+            }
+            assert_eq!(made, 1, "{n} {what}");
+        }
+        assert_eq!(b.db.patients().await.unwrap().len(), 2, "{n}");
+        // One create line each, and the MRN's line for the one with an MRN.
+        assert_eq!(
+            audited(&b).await,
+            ["patient.create", "patient.create", "patient.mrn"],
+            "{n}"
+        );
+    }
+}
+
+/// Many changes of different fields of one patient at once (on PostgreSQL each on its own
+/// connection): every one of them holds afterwards, none is lost to another's write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_of_different_fields_all_survive() {
+    for b in backends().await {
+        let n = b.name;
+        b.db.create_patient(new_patient("p-1", None, "default"), None)
+            .await
+            .unwrap();
+        for round in 0..4 {
+            let changes: Vec<PatientChange> = vec![
+                PatientChange {
+                    name: Some(format!("Ada {round}")),
+                    ..PatientChange::default()
+                },
+                PatientChange {
+                    birth_date: Some(format!("195{round}-01-01")),
+                    ..PatientChange::default()
+                },
+                PatientChange {
+                    mrn: Some(Some(format!("M-{round}"))),
+                    ..PatientChange::default()
+                },
+                details_change(|d| d.phone = Some(format!("555-{round}"))),
+                details_change(|d| d.email = Some(format!("ada{round}@example.org"))),
+                details_change(|d| d.address = Some(format!("{round} Main St"))),
+                details_change(|d| d.contact_notes = Some(format!("note {round}"))),
+                details_change(|d| {
+                    d.gender = Some(["male", "female", "other", "unknown"][round].into())
+                }),
+                details_change(|d| {
+                    d.contact_preference = Some(["phone", "sms", "email", "post"][round].into())
+                }),
+            ];
+            let tasks: Vec<_> = changes
+                .into_iter()
+                .map(|c| {
+                    let db = b.db.clone();
+                    let audit = patient_audit("patient.update", "p-1");
+                    tokio::spawn(
+                        async move { db.update_patient("p-1".into(), c, Some(audit)).await },
+                    )
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let p = b.db.patient("p-1".into()).await.unwrap().unwrap();
+            let d = &p.details;
+            let got = (
+                p.name.clone(),
+                p.birth_date.clone(),
+                p.mrn.clone(),
+                d.phone.clone(),
+                d.email.clone(),
+                d.address.clone(),
+                d.contact_notes.clone(),
+                d.gender.clone(),
+                d.contact_preference.clone(),
+                d.care_team.clone(),
+            );
+            let want = (
+                format!("Ada {round}"),
+                Some(format!("195{round}-01-01")),
+                Some(format!("M-{round}")),
+                Some(format!("555-{round}")),
+                Some(format!("ada{round}@example.org")),
+                Some(format!("{round} Main St")),
+                Some(format!("note {round}")),
+                Some(["male", "female", "other", "unknown"][round].to_owned()),
+                Some(["phone", "sms", "email", "post"][round].to_owned()),
+                Some("default".to_owned()),
+            );
+            assert_eq!(got, want, "{n}: round {round}");
+        }
+        // Every change audited, and the MRN's own line once per round that changed it.
+        let actions = audited(&b).await;
+        assert_eq!(
+            actions.iter().filter(|a| *a == "patient.update").count(),
+            36,
+            "{n}"
+        );
+        assert_eq!(
+            actions.iter().filter(|a| *a == "patient.mrn").count(),
+            4,
+            "{n}"
+        );
+    }
+}
+
+fn details_change(f: impl FnOnce(&mut PatientDetails)) -> PatientChange {
+    let mut details = PatientDetails::default();
+    f(&mut details);
+    PatientChange {
+        details,
+        ..PatientChange::default()
+    }
+}
+
+/// A care team that does not exist is refused (400) at creation and at a move, and nothing is
+/// written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_care_team_is_refused() {
+    for b in backends().await {
+        let n = b.name;
+        let want = "care team \"nowhere\" does not exist; create it first (POST /api/v1/teams)";
+        let r =
+            b.db.create_patient(
+                new_patient("p-1", None, "nowhere"),
+                Some(patient_audit("patient.create", "p-1")),
+            )
+            .await;
+        assert!(
+            matches!(&r, Err(RegistryError::Invalid(m)) if m == want),
+            "{n}: {r:?}"
+        );
+        assert!(b.db.patient("p-1".into()).await.unwrap().is_none(), "{n}");
+        b.db.create_patient(new_patient("p-1", None, "default"), None)
+            .await
+            .unwrap();
+        let r =
+            b.db.update_patient(
+                "p-1".into(),
+                details_change(|d| d.care_team = Some("nowhere".into())),
+                Some(patient_audit("patient.update", "p-1")),
+            )
+            .await;
+        assert!(
+            matches!(&r, Err(RegistryError::Invalid(m)) if m == want),
+            "{n}: {r:?}"
+        );
+        let team = b.db.patient_team("p-1".into()).await.unwrap();
+        assert_eq!(team, Some(Some("default".into())), "{n}");
+        assert!(audited(&b).await.is_empty(), "{n}");
+    }
+}
+
+/// A patient's creation and change take their audit lines (the MRN's own line only when the
+/// MRN is set or changes), all or nothing: when the trail refuses the line, nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_change_and_its_audit_lines_commit_together_or_not_at_all() {
+    for b in backends().await {
+        let n = b.name;
+        b.db.create_patient(
+            new_patient("p-1", Some("M-1"), "default"),
+            Some(patient_audit("patient.create", "p-1")),
+        )
+        .await
+        .unwrap();
+        b.db.create_patient(
+            new_patient("p-2", None, "default"),
+            Some(patient_audit("patient.create", "p-2")),
+        )
+        .await
+        .unwrap();
+        b.db.update_patient(
+            "p-2".into(),
+            details_change(|d| d.phone = Some("1".into())),
+            Some(patient_audit("patient.update", "p-2")),
+        )
+        .await
+        .unwrap();
+        let mrn = PatientChange {
+            mrn: Some(Some("M-2".into())),
+            ..PatientChange::default()
+        };
+        b.db.update_patient(
+            "p-2".into(),
+            mrn,
+            Some(patient_audit("patient.update", "p-2")),
+        )
+        .await
+        .unwrap();
+        let want = [
+            "patient.create",
+            "patient.mrn",
+            "patient.create",
+            "patient.update",
+            "patient.update",
+            "patient.mrn",
+        ];
+        assert_eq!(audited(&b).await, want, "{n}");
+        refuse_audit(&b).await;
+        let r =
+            b.db.create_patient(
+                new_patient("p-3", None, "default"),
+                Some(patient_audit("patient.create", "p-3")),
+            )
+            .await;
+        assert!(r.is_err(), "{n}: {r:?}");
+        assert!(
+            b.db.patient("p-3".into()).await.unwrap().is_none(),
+            "{n}: not created"
+        );
+        let change = PatientChange {
+            name: Some("Changed".into()),
+            mrn: Some(None),
+            details: PatientDetails {
+                phone: Some("2".into()),
+                ..PatientDetails::default()
+            },
+            ..PatientChange::default()
+        };
+        let r =
+            b.db.update_patient(
+                "p-2".into(),
+                change,
+                Some(patient_audit("patient.update", "p-2")),
+            )
+            .await;
+        assert!(r.is_err(), "{n}: {r:?}");
+        let p2 = b.db.patient("p-2".into()).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                p2.name.as_str(),
+                p2.mrn.as_deref(),
+                p2.details.phone.as_deref()
+            ),
+            ("Name of p-2", Some("M-2"), Some("1")),
+            "{n}: unchanged"
+        );
+        assert_eq!(audited(&b).await, want, "{n}");
+    }
+}
+
+// Devices.
+
+fn hashes(n: u8) -> SecretHashes {
+    SecretHashes {
+        sha256: [n; 32],
+        broker: format!("$7$broker-{n}"),
+    }
+}
+
+fn new_device(id: &str, patient: &str, n: u8) -> NewDevice {
+    NewDevice {
+        id: id.into(),
+        patient_id: patient.into(),
+        profile: "scale".into(),
+        created_ms: 2_000,
+        secret: hashes(n),
+    }
+}
+
+fn device_line(action: &str, id: &str) -> NewAuditLine {
+    NewAuditLine {
+        target: format!("device/{id}"),
+        ..line(1, "admin", action, Some("p-1"))
+    }
+}
+
+/// Each device's id and the hash of its secret, as the credential cache loads them.
+async fn credentials(db: &dyn Storage) -> Vec<(String, Vec<u8>, bool)> {
+    let mut c: Vec<_> = db
+        .device_credentials()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.id, c.secret_hash, c.revoked))
+        .collect();
+    c.sort();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_read_back_as_created_and_are_refused_when_taken_or_orphaned() {
+    for b in backends().await {
+        let n = b.name;
+        b.add_patient("p-1").await;
+        b.add_patient("p-2").await;
+        let d =
+            b.db.create_device(
+                new_device("d-2", "p-1", 2),
+                Some(device_line("device.create", "d-2")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                d.id.as_str(),
+                d.patient_id.as_str(),
+                d.profile.as_str(),
+                d.online,
+                d.revoked,
+                d.battery,
+                d.last_seen.clone()
+            ),
+            ("d-2", "p-1", "scale", false, false, None, None),
+            "{n}"
+        );
+        b.db.create_device(new_device("d-1", "p-2", 1), None)
+            .await
+            .unwrap();
+        b.db.create_device(new_device("d-3", "p-1", 3), None)
+            .await
+            .unwrap();
+        let ids = |v: Vec<vigil::registry::Device>| {
+            v.iter()
+                .map(|d| d.id.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(b.db.devices(None, None).await.unwrap()),
+            ["d-2", "d-3", "d-1"],
+            "{n}: by patient, then id"
+        );
+        assert_eq!(
+            ids(b.db.devices(None, Some("p-1".into())).await.unwrap()),
+            ["d-2", "d-3"],
+            "{n}"
+        );
+        assert_eq!(
+            ids(b.db.devices(Some("d-1".into()), None).await.unwrap()),
+            ["d-1"],
+            "{n}"
+        );
+        assert!(
+            b.db.devices(Some("nope".into()), None)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{n}"
+        );
+        let taken =
+            b.db.create_device(
+                new_device("d-2", "p-2", 9),
+                Some(device_line("device.create", "d-2")),
+            )
+            .await;
+        assert!(
+            matches!(&taken, Err(RegistryError::Exists(m)) if m == "device d-2"),
+            "{n}: {taken:?}"
+        );
+        let orphan =
+            b.db.create_device(
+                new_device("d-4", "nobody", 4),
+                Some(device_line("device.create", "d-4")),
+            )
+            .await;
+        assert!(
+            matches!(&orphan, Err(RegistryError::NotFound(m)) if m == "patient nobody"),
+            "{n}: {orphan:?}"
+        );
+        assert_eq!(
+            credentials(&*b.db).await,
+            [
+                ("d-1".into(), vec![1; 32], false),
+                ("d-2".into(), vec![2; 32], false),
+                ("d-3".into(), vec![3; 32], false)
+            ],
+            "{n}: the first secret of d-2 kept"
+        );
+        assert_eq!(audited(&b).await, ["device.create"], "{n}");
+        let broker = b.db.broker_passwords().await.unwrap();
+        assert_eq!(
+            broker,
+            [
+                ("d-1".to_owned(), "$7$broker-1".to_owned()),
+                ("d-2".into(), "$7$broker-2".into()),
+                ("d-3".into(), "$7$broker-3".into())
+            ],
+            "{n}"
+        );
+    }
+}
+
+/// Instances creating one device at once (on PostgreSQL each on its own connection): one is
+/// created, every other refused as existing, never a second row or a database error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creations_of_one_device_create_it_once() {
+    for b in backends().await {
+        let n = b.name;
+        b.add_patient("p-1").await;
+        let tasks: Vec<_> = (0..12u8)
+            .map(|i| {
+                let db = b.db.clone();
+                tokio::spawn(async move {
+                    db.create_device(
+                        new_device("d-1", "p-1", i),
+                        Some(device_line("device.create", "d-1")),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut made = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => made += 1,
+                Err(RegistryError::Exists(_)) => {}
+                Err(e) => panic!("{n}: {e}"),
+            }
+        }
+        assert_eq!(made, 1, "{n}");
+        assert_eq!(credentials(&*b.db).await.len(), 1, "{n}");
+        assert_eq!(audited(&b).await, ["device.create"], "{n}");
+    }
+}
+
+/// Revoking writes `device.revoked` on the timeline once and audits every request; rotating
+/// replaces the secret's hashes; a revoked device cannot be rotated; an unknown one is not
+/// found, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_is_rotated_and_revoked_once() {
+    for b in backends().await {
+        let n = b.name;
+        b.add_patient("p-1").await;
+        b.db.create_device(new_device("d-1", "p-1", 1), None)
+            .await
+            .unwrap();
+        let d =
+            b.db.rotate_device_secret(
+                "d-1".into(),
+                hashes(7),
+                Some(device_line("device.rotate", "d-1")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(d.id.as_str(), "d-1", "{n}");
+        assert_eq!(
+            credentials(&*b.db).await,
+            [("d-1".into(), vec![7; 32], false)],
+            "{n}"
+        );
+        assert_eq!(
+            b.db.broker_passwords().await.unwrap(),
+            [("d-1".to_owned(), "$7$broker-7".to_owned())],
+            "{n}"
+        );
+        for _ in 0..2 {
+            let d =
+                b.db.revoke_device(
+                    "d-1".into(),
+                    5_000,
+                    Some(device_line("device.revoke", "d-1")),
+                )
+                .await
+                .unwrap();
+            assert!(d.revoked, "{n}");
+        }
+        assert_eq!(
+            timeline(&b).await,
+            [(
+                "device.revoked".to_owned(),
+                serde_json::json!({"device_id": "d-1"})
+            )],
+            "{n}: once"
+        );
+        assert_eq!(
+            credentials(&*b.db).await,
+            [("d-1".into(), vec![7; 32], true)],
+            "{n}"
+        );
+        assert!(
+            b.db.broker_passwords().await.unwrap().is_empty(),
+            "{n}: a revoked device may not connect"
+        );
+        let r =
+            b.db.rotate_device_secret(
+                "d-1".into(),
+                hashes(8),
+                Some(device_line("device.rotate", "d-1")),
+            )
+            .await;
+        assert!(
+            matches!(&r, Err(RegistryError::Invalid(m)) if m.contains("is revoked")),
+            "{n}: {r:?}"
+        );
+        for r in [
+            b.db.rotate_device_secret(
+                "nope".into(),
+                hashes(8),
+                Some(device_line("device.rotate", "nope")),
+            )
+            .await,
+            b.db.revoke_device(
+                "nope".into(),
+                5_000,
+                Some(device_line("device.revoke", "nope")),
+            )
+            .await,
+        ] {
+            assert!(
+                matches!(&r, Err(RegistryError::NotFound(m)) if m == "device nope"),
+                "{n}: {r:?}"
+            );
+        }
+        assert_eq!(
+            credentials(&*b.db).await,
+            [("d-1".into(), vec![7; 32], true)],
+            "{n}"
+        );
+        assert_eq!(
+            audited(&b).await,
+            ["device.rotate", "device.revoke", "device.revoke"],
+            "{n}"
+        );
+    }
+}
+
+/// A device's new secret (at creation or rotation) and its revocation commit with their audit
+/// line or not at all: when the trail refuses the line, the device is not created, and a
+/// rotated or revoked device keeps its old secret, which still authenticates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_secret_commits_with_its_audit_line_or_not_at_all() {
+    for b in backends().await {
+        let n = b.name;
+        b.add_patient("p-1").await;
+        b.db.create_device(
+            new_device("d-1", "p-1", 1),
+            Some(device_line("device.create", "d-1")),
+        )
+        .await
+        .unwrap();
+        refuse_audit(&b).await;
+        let r =
+            b.db.create_device(
+                new_device("d-2", "p-1", 2),
+                Some(device_line("device.create", "d-2")),
+            )
+            .await;
+        assert!(r.is_err(), "{n}: {r:?}");
+        let r =
+            b.db.rotate_device_secret(
+                "d-1".into(),
+                hashes(9),
+                Some(device_line("device.rotate", "d-1")),
+            )
+            .await;
+        assert!(r.is_err(), "{n}: {r:?}");
+        let r =
+            b.db.revoke_device(
+                "d-1".into(),
+                5_000,
+                Some(device_line("device.revoke", "d-1")),
+            )
+            .await;
+        assert!(r.is_err(), "{n}: {r:?}");
+        assert_eq!(
+            credentials(&*b.db).await,
+            [("d-1".into(), vec![1; 32], false)],
+            "{n}: no new device, the old secret kept, not revoked"
+        );
+        assert_eq!(
+            b.db.broker_passwords().await.unwrap(),
+            [("d-1".to_owned(), "$7$broker-1".to_owned())],
+            "{n}"
+        );
+        assert!(timeline(&b).await.is_empty(), "{n}");
+        assert_eq!(audited(&b).await, ["device.create"], "{n}");
+    }
+}
+
+/// A status batch writes each known device's status (the last-seen time only moves forward)
+/// and the timeline entries the changes make, skips unknown ids, and returns what it wrote; a
+/// batch that fails writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_status_batches_write_status_and_timeline_together() {
+    for b in backends().await {
+        let n = b.name;
+        b.add_patient("p-1").await;
+        b.db.create_device(new_device("d-1", "p-1", 1), None)
+            .await
+            .unwrap();
+        b.db.create_device(new_device("d-2", "p-1", 2), None)
+            .await
+            .unwrap();
+        let change =
+            |id: &str, online: Option<bool>, battery: Option<u8>, at_ms: i64| StatusChange {
+                id: id.into(),
+                online,
+                battery,
+                at_ms,
+            };
+        let written =
+            b.db.write_device_status(vec![
+                change("d-1", Some(true), Some(90), 10_000),
+                change("ghost", Some(true), None, 10_000),
+                change("d-2", None, Some(50), 10_000),
+            ])
+            .await
+            .unwrap();
+        let mut got: Vec<_> = written
+            .iter()
+            .map(|s| {
+                (
+                    s.device_id.clone(),
+                    s.patient_id.clone(),
+                    s.online,
+                    s.battery,
+                    s.last_seen_ms,
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("d-1".into(), "p-1".into(), true, Some(90), 10_000),
+                ("d-2".into(), "p-1".into(), false, Some(50), 10_000)
+            ],
+            "{n}"
+        );
+        let written =
+            b.db.write_device_status(vec![change("d-1", Some(false), Some(15), 9_000)])
+                .await
+                .unwrap();
+        assert_eq!(
+            (written[0].online, written[0].battery),
+            (false, Some(15)),
+            "{n}"
+        );
+        let d1 =
+            b.db.devices(Some("d-1".into()), None)
+                .await
+                .unwrap()
+                .pop()
+                .unwrap();
+        assert_eq!((d1.online, d1.battery), (false, Some(15)), "{n}");
+        assert_eq!(
+            d1.last_seen.as_deref(),
+            Some("1970-01-01T00:00:10Z"),
+            "{n}: never moves back"
+        );
+        let kinds: Vec<String> = timeline(&b).await.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            kinds,
+            ["device.online", "device.offline", "device.battery_low"],
+            "{n}"
+        );
+        // A batch the database refuses (here, its timeline entry) changes nothing.
+        b.refuse_inserts("timeline").await;
+        let r =
+            b.db.write_device_status(vec![
+                change("d-2", Some(true), Some(60), 20_000),
+                change("d-1", Some(true), None, 20_000),
+            ])
+            .await;
+        assert!(r.is_err(), "{n}: {r:?}");
+        let all = b.db.devices(None, None).await.unwrap();
+        let states: Vec<_> = all.iter().map(|d| (d.online, d.battery)).collect();
+        assert_eq!(
+            states,
+            [(false, Some(15)), (false, Some(50))],
+            "{n}: nothing written"
+        );
+        b.accept_inserts("timeline").await;
+        b.db.write_device_status(vec![change("d-2", Some(true), Some(60), 20_000)])
+            .await
+            .unwrap();
+        let d2 =
+            b.db.devices(Some("d-2".into()), None)
+                .await
+                .unwrap()
+                .pop()
+                .unwrap();
+        assert_eq!(
+            (d2.online, d2.battery),
+            (true, Some(60)),
+            "{n}: the retry lands"
         );
     }
 }

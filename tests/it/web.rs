@@ -327,6 +327,40 @@ async fn access_changes_are_not_made_unaudited() {
     g.stop().await;
 }
 
+/// A patient's creation and change are made with their audit lines or not at all: with the
+/// audit trail refusing appends (as a full disk would), each answers an error and the patient
+/// is neither created nor changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patient_changes_are_not_made_unaudited() {
+    let g = Gateway::start().await;
+    g.client.patient("p-kept").await;
+    let api = &g.client;
+    let db = rusqlite::Connection::open(g.dir.path().join("registry.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit
+         BEGIN SELECT RAISE(ABORT, 'injected: the audit trail refuses lines'); END;",
+    )
+    .unwrap();
+    let new = json!({"id": "p-new", "name": "Ada", "mrn": "M-1"});
+    let (s, v) = api.post("/api/v1/patients", new).await;
+    assert!(s.is_server_error(), "{s} {v}");
+    let change = json!({"name": "Changed", "phone": "555", "mrn": "M-2"});
+    let (s, v) = api.patch("/api/v1/patients/p-kept", change).await;
+    assert!(s.is_server_error(), "{s} {v}");
+
+    db.execute_batch("DROP TRIGGER refuse_audit;").unwrap();
+    let (s, _) = api.get("/api/v1/patients/p-new").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "no patient created unaudited");
+    let (_, p) = api.get("/api/v1/patients/p-kept").await;
+    assert_ne!(p["name"], json!("Changed"), "{p}");
+    assert_eq!(
+        (p.get("phone"), p.get("mrn")),
+        (None, None),
+        "not changed unaudited: {p}"
+    );
+    g.stop().await;
+}
+
 #[tokio::test]
 async fn failed_sign_ins_are_throttled() {
     let g = Gateway::start().await;

@@ -4,14 +4,16 @@
 //!
 //! Built so far: connecting (the URL, TLS through rustls, the pool: [`connect`]), the
 //! migrations applied under an advisory lock ([`migrate`], [`schema::STEPS`]), the audit
-//! trail, video visits (with the timeline entries they write), API tokens, and access (users,
-//! care teams, sign-in sessions).
+//! trail, video visits (with the timeline entries they write), API tokens, access (users,
+//! care teams, sign-in sessions), and patients and their devices.
 
 mod access;
 mod audit;
 mod connect;
+mod devices;
 mod import;
 mod migrate;
+mod patients;
 pub mod schema;
 mod tokens;
 mod visits;

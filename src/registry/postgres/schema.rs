@@ -23,8 +23,8 @@ pub const STEPS: &[&str] = &[
      CREATE INDEX audit_by_time ON audit (time_ms);",
     // 2: video visits, and the patients' timeline their start and end write to. The timeline
     // is the CRM record's table, with SQLite's columns; it is created here only if the record's
-    // own step has not created it already. `visits.patient_id` will reference `patients (id)`
-    // once the patients table is on PostgreSQL.
+    // own step has not created it already. `visits.patient_id` references `patients (id)`
+    // from step 5 on.
     "CREATE TABLE visits (
         id         text   PRIMARY KEY,
         patient_id text   NOT NULL,
@@ -91,4 +91,33 @@ pub const STEPS: &[&str] = &[
      CREATE INDEX sessions_by_user ON sessions (username);
      ALTER TABLE api_tokens ADD CONSTRAINT api_tokens_username_fkey
         FOREIGN KEY (username) REFERENCES users (username);",
+    // 5: patients and their devices (the patient and device stores), with SQLite's columns.
+    // A patient's MRN is unique where set and their care team names a team (step 4); a device
+    // belongs to a patient and keeps only the hashes of its secret. Visits now reference their
+    // patient, as on SQLite.
+    "CREATE TABLE patients (
+        id         text   PRIMARY KEY,
+        name       text   NOT NULL,
+        birth_date text,
+        created_ms bigint NOT NULL,
+        details    text,
+        mrn        text   UNIQUE,
+        care_team  text   NOT NULL DEFAULT 'default' REFERENCES teams (id)
+     );
+     CREATE INDEX patients_by_team ON patients (care_team);
+     CREATE TABLE devices (
+        id           text     PRIMARY KEY,
+        patient_id   text     NOT NULL REFERENCES patients (id),
+        profile      text     NOT NULL,
+        secret_hash  bytea    NOT NULL,
+        created_ms   bigint   NOT NULL,
+        revoked      boolean  NOT NULL DEFAULT false,
+        online       boolean  NOT NULL DEFAULT false,
+        last_seen_ms bigint,
+        battery      smallint,
+        broker_hash  text
+     );
+     CREATE INDEX devices_by_patient ON devices (patient_id);
+     ALTER TABLE visits ADD CONSTRAINT visits_patient_id_fkey
+        FOREIGN KEY (patient_id) REFERENCES patients (id);",
 ];

@@ -79,8 +79,8 @@ impl VisitStore for PgDb {
     ) -> Result<StoredVisit, RegistryError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(PgError::from)?;
-        // The patients table is not on PostgreSQL yet; once it is, `visits.patient_id`
-        // references it and an unknown patient is refused here as a foreign key violation.
+        // `visits.patient_id` references `patients`: an unknown patient is refused here as a
+        // foreign key violation.
         let row = tx
             .query_one(
                 &format!(

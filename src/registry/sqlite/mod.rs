@@ -3,12 +3,17 @@
 //! One connection behind a mutex, used on Tokio's blocking pool: the registry's writes are few
 //! and small, and SQLite takes one writer at a time anyway. Transactions that write begin
 //! `IMMEDIATE`, so a write never fails half-way on a lock another connection took first.
+//! The device status writer's batches take the same connection, one transaction each.
 
 mod access;
 mod audit;
+mod devices;
+mod patients;
 pub mod export;
 mod tokens;
 mod visits;
+
+pub(crate) use devices::all_offline;
 
 use std::sync::{Arc, Mutex};
 

@@ -1,0 +1,176 @@
+//! Patients on PostgreSQL. A change reads the patient's row `FOR UPDATE`, merges and writes it in
+//! one transaction, so two instances changing different fields of one patient at once both
+//! land: the second waits for the first to commit and merges into what it wrote. The MRN is
+//! unique (a unique constraint); a patient's care team references `teams`.
+//!
+//! Ids are ordered byte by byte (`COLLATE "C"`), as SQLite does, whatever the database's
+//! collation.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Row, Transaction};
+
+use super::audit::append_in;
+use super::{PgDb, PgError};
+use crate::registry::error::RegistryError;
+use crate::registry::mrn;
+use crate::registry::patients::{
+    NewPatient, Patient, PatientAudit, PatientChange, PatientRow, PatientUpdated, apply,
+    unknown_care_team,
+};
+use crate::registry::storage::PatientStore;
+
+const COLUMNS: &str = "id, name, birth_date, created_ms, details, mrn, care_team";
+
+fn row(r: &Row) -> PatientRow {
+    PatientRow {
+        id: r.get(0),
+        name: r.get(1),
+        birth_date: r.get(2),
+        created_ms: r.get(3),
+        details: r.get(4),
+        mrn: r.get(5),
+        care_team: r.get(6),
+    }
+}
+
+async fn read<C: GenericClient>(
+    c: &C,
+    id: &str,
+    lock: &str,
+) -> Result<Option<PatientRow>, PgError> {
+    let sql = format!("SELECT {COLUMNS} FROM patients WHERE id = $1 {lock}");
+    Ok(c.query_opt(&sql, &[&id]).await?.as_ref().map(row))
+}
+
+/// A write's refusal in the registry's words: another patient's MRN (the only unique
+/// constraint a write can hit once the id is settled), or a care team that does not exist.
+fn refused(e: tokio_postgres::Error, team: &str) -> RegistryError {
+    match PgError::from(e) {
+        PgError::Db { code: Some(c), .. } if c == SqlState::UNIQUE_VIOLATION => mrn::taken(),
+        PgError::Db { code: Some(c), .. } if c == SqlState::FOREIGN_KEY_VIOLATION => {
+            unknown_care_team(team)
+        }
+        e => e.into(),
+    }
+}
+
+async fn append(
+    tx: &Transaction<'_>,
+    audit: Option<PatientAudit>,
+    mrn_line: bool,
+) -> Result<(), PgError> {
+    if let Some(a) = audit {
+        append_in(tx, &a.change).await?;
+        if mrn_line {
+            append_in(tx, &a.mrn).await?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl PatientStore for PgDb {
+    async fn create_patient(
+        &self,
+        p: NewPatient,
+        audit: Option<PatientAudit>,
+    ) -> Result<Patient, RegistryError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(PgError::from)?;
+        let team = p.details.care_team.clone().unwrap_or_default();
+        let details = p.details.clone().without_team().to_json();
+        // A taken id is settled by `ON CONFLICT`: of two instances creating one patient at
+        // once, the second waits for the first to commit and then inserts nothing.
+        let inserted = tx
+            .query_opt(
+                &format!(
+                    "INSERT INTO patients (id, name, birth_date, created_ms, details, mrn, care_team)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING
+                     RETURNING {COLUMNS}"
+                ),
+                &[
+                    &p.id,
+                    &p.name,
+                    &p.birth_date,
+                    &p.created_ms,
+                    &details,
+                    &p.mrn,
+                    &team,
+                ],
+            )
+            .await
+            .map_err(|e| refused(e, &team))?;
+        let Some(stored) = inserted else {
+            return Err(RegistryError::Exists(format!("patient {}", p.id)));
+        };
+        append(&tx, audit, p.mrn.is_some()).await?;
+        let patient = row(&stored)
+            .into_patient()
+            .ok_or_else(|| RegistryError::Invalid(format!("{:?} is not a patient id", p.id)))?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(patient)
+    }
+
+    async fn update_patient(
+        &self,
+        id: String,
+        change: PatientChange,
+        audit: Option<PatientAudit>,
+    ) -> Result<PatientUpdated, RegistryError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(PgError::from)?;
+        let not_found = || RegistryError::NotFound(format!("patient {id}"));
+        let current = read(&tx, &id, "FOR UPDATE").await?.ok_or_else(not_found)?;
+        let (new, mrn_changed, team_changed) = apply(&current, &change);
+        let team = new.care_team.clone().unwrap_or_default();
+        tx.execute(
+            "UPDATE patients SET name = $2, birth_date = $3, details = $4, mrn = $5,
+             care_team = $6 WHERE id = $1",
+            &[
+                &id,
+                &new.name,
+                &new.birth_date,
+                &new.details,
+                &new.mrn,
+                &team,
+            ],
+        )
+        .await
+        .map_err(|e| refused(e, &team))?;
+        append(&tx, audit, mrn_changed).await?;
+        let patient = new.into_patient().ok_or_else(not_found)?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(PatientUpdated {
+            patient,
+            mrn_changed,
+            team_changed,
+        })
+    }
+
+    async fn patient(&self, id: String) -> Result<Option<Patient>, RegistryError> {
+        let c = self.conn().await?;
+        Ok(read(&c, &id, "").await?.and_then(PatientRow::into_patient))
+    }
+
+    async fn patients(&self) -> Result<Vec<Patient>, RegistryError> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {COLUMNS} FROM patients ORDER BY id COLLATE \"C\""),
+                &[],
+            )
+            .await
+            .map_err(PgError::from)?;
+        Ok(rows.iter().filter_map(|r| row(r).into_patient()).collect())
+    }
+
+    async fn patient_team(&self, id: String) -> Result<Option<Option<String>>, RegistryError> {
+        let c = self.conn().await?;
+        let r = c
+            .query_opt("SELECT care_team FROM patients WHERE id = $1", &[&id])
+            .await
+            .map_err(PgError::from)?;
+        Ok(r.map(|r| r.get(0)))
+    }
+}

@@ -1,0 +1,162 @@
+//! Patients on SQLite. A change is read, merged and written in one `IMMEDIATE` transaction, which
+//! holds SQLite's write lock from the start: no other change of the patient falls between the
+//! read and the write.
+
+use rusqlite::{OptionalExtension as _, Transaction, TransactionBehavior, params};
+
+use super::SqliteDb;
+use super::audit::append_in;
+use crate::registry::error::RegistryError;
+use crate::registry::mrn;
+use crate::registry::patients::{
+    NewPatient, Patient, PatientAudit, PatientChange, PatientRow, PatientUpdated, apply,
+    unknown_care_team,
+};
+use crate::registry::storage::PatientStore;
+
+const COLUMNS: &str = "id, name, birth_date, created_ms, details, mrn, care_team";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PatientRow> {
+    Ok(PatientRow {
+        id: r.get(0)?,
+        name: r.get(1).unwrap_or_default(),
+        birth_date: r.get(2).unwrap_or_default(),
+        created_ms: r.get(3).unwrap_or_default(),
+        details: r.get(4).unwrap_or_default(),
+        mrn: r.get(5).unwrap_or_default(),
+        care_team: r.get(6)?,
+    })
+}
+
+fn read(c: &rusqlite::Connection, id: &str) -> Result<Option<PatientRow>, RegistryError> {
+    Ok(c.query_row(
+        &format!("SELECT {COLUMNS} FROM patients WHERE id = ?1"),
+        [id],
+        row,
+    )
+    .optional()?)
+}
+
+/// Whether a write failed on the MRN's unique index (another patient has it).
+fn mrn_taken(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, Some(msg))
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE && msg.contains("mrn"))
+}
+
+/// A write's refusal in the registry's words: another patient's MRN, or a care team that does
+/// not exist.
+fn refused(e: rusqlite::Error, team: &str) -> RegistryError {
+    match &e {
+        _ if mrn_taken(&e) => mrn::taken(),
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+        {
+            unknown_care_team(team)
+        }
+        _ => e.into(),
+    }
+}
+
+fn append(
+    tx: &Transaction<'_>,
+    audit: Option<PatientAudit>,
+    mrn_line: bool,
+) -> Result<(), RegistryError> {
+    if let Some(a) = audit {
+        append_in(tx, &a.change)?;
+        if mrn_line {
+            append_in(tx, &a.mrn)?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl PatientStore for SqliteDb {
+    async fn create_patient(
+        &self,
+        p: NewPatient,
+        audit: Option<PatientAudit>,
+    ) -> Result<Patient, RegistryError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let team = p.details.care_team.clone().unwrap_or_default();
+            let details = p.details.clone().without_team().to_json();
+            let n = tx
+                .execute(
+                    "INSERT INTO patients (id, name, birth_date, created_ms, details, mrn, care_team)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
+                    params![p.id, p.name, p.birth_date, p.created_ms, details, p.mrn, team],
+                )
+                .map_err(|e| refused(e, &team))?;
+            if n == 0 {
+                return Err(RegistryError::Exists(format!("patient {}", p.id)));
+            }
+            append(&tx, audit, p.mrn.is_some())?;
+            let stored = read(&tx, &p.id)?.and_then(PatientRow::into_patient);
+            tx.commit()?;
+            stored.ok_or_else(|| RegistryError::Invalid(format!("{:?} is not a patient id", p.id)))
+        })
+        .await
+    }
+
+    async fn update_patient(
+        &self,
+        id: String,
+        change: PatientChange,
+        audit: Option<PatientAudit>,
+    ) -> Result<PatientUpdated, RegistryError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let not_found = || RegistryError::NotFound(format!("patient {id}"));
+            let current = read(&tx, &id)?.ok_or_else(not_found)?;
+            let (new, mrn_changed, team_changed) = apply(&current, &change);
+            let team = new.care_team.clone().unwrap_or_default();
+            tx.execute(
+                "UPDATE patients SET name = ?2, birth_date = ?3, details = ?4, mrn = ?5,
+                 care_team = ?6 WHERE id = ?1",
+                params![id, new.name, new.birth_date, new.details, new.mrn, team],
+            )
+            .map_err(|e| refused(e, &team))?;
+            append(&tx, audit, mrn_changed)?;
+            let patient = new.into_patient().ok_or_else(not_found)?;
+            tx.commit()?;
+            Ok(PatientUpdated {
+                patient,
+                mrn_changed,
+                team_changed,
+            })
+        })
+        .await
+    }
+
+    async fn patient(&self, id: String) -> Result<Option<Patient>, RegistryError> {
+        self.with(move |c| Ok(read(c, &id)?.and_then(PatientRow::into_patient)))
+            .await
+    }
+
+    async fn patients(&self) -> Result<Vec<Patient>, RegistryError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM patients ORDER BY id"))?;
+            let rows = stmt.query_map([], row)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.extend(r?.into_patient());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn patient_team(&self, id: String) -> Result<Option<Option<String>>, RegistryError> {
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT care_team FROM patients WHERE id = ?1",
+                [id.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+}
