@@ -195,7 +195,7 @@ impl App {
         let device_access = Arc::new(device_access(&cfg, &link)?);
         let metrics = Metrics::new();
         let profiles = Profiles::built_in()?;
-        let registry = Registry::open(&cfg.data_dir, profiles).await?;
+        let registry = open_registry(&cfg, profiles).await?;
         let store = Store::open_with_outbox(
             &cfg.data_dir,
             cfg.store.batch_max,
@@ -334,6 +334,7 @@ impl App {
             mqtt = %mqtt,
             mqtts = %mqtts,
             data_dir = %cfg.data_dir.display(),
+            registry = if cfg.database.is_some() { "postgresql" } else { "sqlite" },
             "vigil listening"
         );
 
@@ -517,6 +518,18 @@ fn fit_connection_caps(cfg: &mut Config) -> Result<(), StartError> {
 }
 
 /// The outward connectors the configuration asks for.
+/// The registry where the configuration puts it: the PostgreSQL database of `[database] url`,
+/// or `registry.db` in the data directory.
+pub async fn open_registry(
+    cfg: &Config,
+    profiles: Profiles,
+) -> Result<Registry, crate::registry::RegistryError> {
+    match &cfg.database {
+        Some(d) => Registry::open_postgres(&d.url, d.ca_file.as_deref(), profiles).await,
+        None => Registry::open(&cfg.data_dir, profiles).await,
+    }
+}
+
 fn connectors(
     cfg: &Config,
     registry: &Registry,

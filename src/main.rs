@@ -382,11 +382,11 @@ fn user_add(cfg: Config, username: &str, role: &str, teams: Vec<String>) -> Exit
 }
 
 /// Opens the registry without the data directory's lock: these commands may run beside the
-/// gateway (SQLite serialises the writes).
+/// gateway (SQLite serialises the writes; PostgreSQL is shared anyway).
 async fn open_registry(cfg: &Config) -> Result<Registry, String> {
     vigil::data_dir::prepare(&cfg.data_dir).map_err(|e| e.to_string())?;
     let profiles = Profiles::built_in().map_err(|e| e.to_string())?;
-    Registry::open(&cfg.data_dir, profiles)
+    vigil::app::open_registry(cfg, profiles)
         .await
         .map_err(|e| e.to_string())
 }

@@ -74,8 +74,9 @@ const ACCESS_EVENTS: usize = 1024;
 /// A handle to the registry; cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
-    /// The SQLite database, for what has not moved behind [`storage`] yet.
-    sqlite: sqlite::SqliteDb,
+    /// The SQLite database, for what has not moved behind [`storage`] yet (`None` on
+    /// PostgreSQL).
+    sqlite: Option<sqlite::SqliteDb>,
     /// The registry's storage, behind the seam.
     db: Arc<dyn storage::Storage>,
     devices: Arc<RwLock<HashMap<DeviceId, DeviceAuth>>>,
@@ -286,10 +287,33 @@ impl Registry {
     pub async fn open(dir: &Path, profiles: Profiles) -> Result<Registry, RegistryError> {
         let conn = crate::store::open_db(&dir.join("registry.db"), SCHEMA)?;
         usernames::warn_of_case_twins(&conn)?;
-        // No connection survives a restart: every device starts offline.
-        sqlite::all_offline(&conn)?;
         let sqlite = sqlite::SqliteDb::new(conn);
-        let db: Arc<dyn storage::Storage> = Arc::new(sqlite.clone());
+        Registry::on(Arc::new(sqlite.clone()), Some(sqlite), profiles).await
+    }
+
+    /// Opens the registry in the PostgreSQL database at `url` (see
+    /// [`postgres::connect`]: TLS through rustls, `ca_file` or the system's roots), bringing its
+    /// schema up to date under the migrations' lock, and loads device credentials into memory.
+    pub async fn open_postgres(
+        url: &str,
+        ca_file: Option<&Path>,
+        profiles: Profiles,
+    ) -> Result<Registry, RegistryError> {
+        let db = postgres::PgDb::open(url, ca_file).await?;
+        Registry::on(Arc::new(db), None, profiles).await
+    }
+
+    /// The registry on `db` (`sqlite`: the same database, when it is SQLite, for what has not
+    /// moved behind the seam yet).
+    async fn on(
+        db: Arc<dyn storage::Storage>,
+        sqlite: Option<sqlite::SqliteDb>,
+        profiles: Profiles,
+    ) -> Result<Registry, RegistryError> {
+        // No connection survives a restart: every device starts offline. (With several
+        // instances on one database this also marks another instance's devices offline until
+        // they next report; see "The registry on two databases" in docs/store.md.)
+        db.mark_all_offline().await?;
         let devices = credential_cache(&*db, &profiles).await?;
         let (status, rx) = tokio::sync::mpsc::channel(65_536);
         let (device_events, _) = tokio::sync::broadcast::channel(4096);
@@ -353,7 +377,12 @@ impl Registry {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, RegistryError> + Send + 'static,
     ) -> Result<T, RegistryError> {
-        self.sqlite.with(f).await
+        match &self.sqlite {
+            Some(db) => db.with(f).await,
+            None => Err(RegistryError::Db(
+                "this needs the embedded registry and is not available on PostgreSQL yet".into(),
+            )),
+        }
     }
 
     /// Creates a patient; `mrn` is checked and must be no other patient's. `audit`, when given,

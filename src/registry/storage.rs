@@ -263,6 +263,9 @@ pub trait DeviceStore: Send + Sync {
     /// Mosquitto password-file entries (`id`, `$7$…`) of every device that may connect, by id.
     async fn broker_passwords(&self) -> Result<Vec<(String, String)>, RegistryError>;
 
+    /// Marks every device offline, as a gateway starting does: no connection to it survived.
+    async fn mark_all_offline(&self) -> Result<(), RegistryError>;
+
     /// Writes a batch of status changes (at most one per device) and the timeline entries they
     /// make ([`super::devices::device_events`]), all or nothing; the status of each known device
     /// as written (unknown ids are skipped).

@@ -142,7 +142,7 @@ async fn spawn_vigil_umask_000(data_dir: &std::path::Path) -> Child {
 }
 
 /// Starts `command` (`vigil`, or a wrapper that execs its arguments) with `serve` and its flags.
-async fn spawn_serve(
+pub(crate) async fn spawn_serve(
     mut command: tokio::process::Command,
     data_dir: &std::path::Path,
     mqtt_listen: &str,

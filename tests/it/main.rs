@@ -28,6 +28,7 @@ mod mqtt_rules;
 mod postgres;
 mod registry_conformance;
 mod registry_db;
+mod registry_postgres;
 mod sign_in_flood;
 mod tls;
 mod visit_browser;

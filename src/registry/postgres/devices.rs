@@ -203,6 +203,15 @@ impl DeviceStore for PgDb {
             .collect())
     }
 
+    async fn mark_all_offline(&self) -> Result<(), RegistryError> {
+        self.conn()
+            .await?
+            .execute("UPDATE devices SET online = false WHERE online", &[])
+            .await
+            .map_err(PgError::from)?;
+        Ok(())
+    }
+
     async fn broker_passwords(&self) -> Result<Vec<(String, String)>, RegistryError> {
         let c = self.conn().await?;
         let rows = c

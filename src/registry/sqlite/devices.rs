@@ -49,13 +49,6 @@ fn one(c: &Connection, id: &str) -> Result<Device, RegistryError> {
         .ok_or_else(|| RegistryError::NotFound(format!("device {id}")))
 }
 
-/// Marks every device offline: no connection survives a restart of the (one) gateway that
-/// uses this database.
-pub(crate) fn all_offline(c: &Connection) -> Result<(), RegistryError> {
-    c.execute("UPDATE devices SET online = 0 WHERE online = 1", [])?;
-    Ok(())
-}
-
 #[async_trait::async_trait]
 impl DeviceStore for SqliteDb {
     async fn create_device(
@@ -181,6 +174,14 @@ impl DeviceStore for SqliteDb {
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn mark_all_offline(&self) -> Result<(), RegistryError> {
+        self.with(|c| {
+            c.execute("UPDATE devices SET online = 0 WHERE online = 1", [])?;
+            Ok(())
         })
         .await
     }

@@ -8,12 +8,10 @@
 mod access;
 mod audit;
 mod devices;
-mod patients;
 pub mod export;
+mod patients;
 mod tokens;
 mod visits;
-
-pub(crate) use devices::all_offline;
 
 use std::sync::{Arc, Mutex};
 
