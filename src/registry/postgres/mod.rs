@@ -4,13 +4,16 @@
 //!
 //! Built so far: connecting (the URL, TLS through rustls, the pool: [`connect`]), the
 //! migrations applied under an advisory lock ([`migrate`], [`schema::STEPS`]), the audit
-//! trail, video visits (with the timeline entries they write), API tokens, and access (users,
-//! care teams, sign-in sessions).
+//! trail, video visits (with the timeline entries they write), API tokens, access (users,
+//! care teams, sign-in sessions), and the CRM record (care plans, alerts, notes, the timeline)
+//! with its outbox.
 
 mod access;
 mod audit;
 mod connect;
 mod migrate;
+mod outbox;
+mod record;
 pub mod schema;
 mod tokens;
 mod visits;

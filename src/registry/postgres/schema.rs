@@ -91,4 +91,61 @@ pub const STEPS: &[&str] = &[
      CREATE INDEX sessions_by_user ON sessions (username);
      ALTER TABLE api_tokens ADD CONSTRAINT api_tokens_username_fkey
         FOREIGN KEY (username) REFERENCES users (username);",
+    // 6: the CRM record (the record and outbox stores): care plans, alerts (one unresolved per
+    // patient and rule, a partial unique index that opening an alert relies on under
+    // concurrency), and the outbox, with SQLite's columns. The timeline is the record's table
+    // too; step 2 created it and its index already, so nothing of it is missing here. Alert
+    // ids are Vigil's text ids; outbox ids an identity column (the events' order). JSON stays
+    // text: the outbox payload is the exact body delivered (and signed), which jsonb would
+    // re-encode. `care_plans.patient_id`, `alerts.patient_id` and `outbox.patient_id` will
+    // reference `patients (id)` once the patients table is on PostgreSQL (a later step; this
+    // one must not depend on it).
+    "CREATE TABLE care_plans (
+        patient_id text   PRIMARY KEY,
+        plan       text   NOT NULL,
+        updated_ms bigint NOT NULL,
+        updated_by text   NOT NULL
+     );
+     CREATE TABLE alerts (
+        id              text    PRIMARY KEY,
+        patient_id      text    NOT NULL,
+        rule_id         text    NOT NULL,
+        kind            text    NOT NULL,
+        severity        text    NOT NULL,
+        status          text    NOT NULL,
+        message         text    NOT NULL,
+        opened_ms       bigint  NOT NULL,
+        trigger_json    text,
+        escalations     integer NOT NULL DEFAULT 0,
+        escalated_ms    bigint  NOT NULL,
+        acknowledged_ms bigint,
+        acknowledged_by text,
+        ack_note        text,
+        resolved_ms     bigint,
+        resolved_by     text,
+        resolve_note    text
+     );
+     CREATE UNIQUE INDEX alerts_one_unresolved ON alerts (patient_id, rule_id)
+        WHERE status <> 'resolved';
+     CREATE INDEX alerts_by_time ON alerts (opened_ms);
+     CREATE INDEX alerts_by_patient ON alerts (patient_id, opened_ms);
+     CREATE TABLE outbox (
+        id                    bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        sink                  text    NOT NULL,
+        event_id              text    NOT NULL,
+        event_type            text    NOT NULL,
+        patient_id            text    NOT NULL,
+        payload               text    NOT NULL,
+        created_ms            bigint  NOT NULL,
+        status                text    NOT NULL DEFAULT 'pending',
+        attempts              integer NOT NULL DEFAULT 0,
+        next_ms               bigint  NOT NULL,
+        done_ms               bigint,
+        last_error            text,
+        retried_ms            bigint,
+        attempts_before_retry integer NOT NULL DEFAULT 0,
+        UNIQUE (sink, event_id)
+     );
+     CREATE INDEX outbox_pending ON outbox (sink, status, id);
+     CREATE INDEX outbox_by_patient ON outbox (patient_id, sink, status);",
 ];

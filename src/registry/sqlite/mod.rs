@@ -6,6 +6,8 @@
 
 mod access;
 mod audit;
+mod outbox;
+mod record;
 mod tokens;
 mod visits;
 
