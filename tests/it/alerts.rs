@@ -222,9 +222,15 @@ async fn record_changes_are_not_made_unaudited() {
 
     let (s, alert) = api.get(&format!("/api/v1/alerts/{id}")).await;
     assert_eq!(s, StatusCode::OK, "{alert}");
-    assert_eq!(alert["status"], "open", "not acknowledged or resolved unaudited");
+    assert_eq!(
+        alert["status"], "open",
+        "not acknowledged or resolved unaudited"
+    );
     let (_, plan) = api.get("/api/v1/patients/p-aud/care-plan").await;
-    assert_eq!(plan["rules"][0]["id"], "spo2-low", "the plan is unchanged: {plan}");
+    assert_eq!(
+        plan["rules"][0]["id"], "spo2-low",
+        "the plan is unchanged: {plan}"
+    );
     assert_eq!(
         kinds(&timeline(api, "p-aud").await),
         kinds(&before),

@@ -1573,6 +1573,15 @@ async fn an_alerts_life_writes_its_timeline_entries_and_outbox_rows_with_it() {
             (AlertStatus::Open, Severity::Medium, 0),
             "{n}"
         );
+        // Listed without a team filter, which reads no patients table.
+        let listed = db
+            .alerts(AlertQuery {
+                limit: 10,
+                ..AlertQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed, [stored.clone()], "{n}");
         // The same condition again (the engine restarted): no second alert, no event.
         let again = db
             .apply_effects(vec![open("p-1", "spo2", 2_000)], SINKS.to_vec())

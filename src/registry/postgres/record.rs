@@ -441,14 +441,20 @@ impl RecordStore for PgDb {
         let c = self.conn().await?;
         let status = q.status.map(AlertStatus::as_str);
         let patient = q.patient_id.as_ref().map(PatientId::as_str);
+        // Only a clinician's view reads the patients' teams: the patients table is another
+        // aggregate's, and a query naming it needs it even where the filter is off.
+        let teams = if q.teams.is_some() {
+            "AND patient_id IN (SELECT id FROM patients WHERE care_team = ANY ($4))"
+        } else {
+            "AND $4::text[] IS NULL"
+        };
         // `COLLATE "C"`: ids in byte order, as SQLite orders them.
         let rows = c
             .query(
                 &format!(
                     "SELECT {ALERT_COLUMNS} FROM alerts
                      WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR patient_id = $2)
-                       AND ($4::text[] IS NULL OR patient_id IN (
-                            SELECT id FROM patients WHERE care_team = ANY ($4)))
+                       {teams}
                      ORDER BY opened_ms DESC, id COLLATE \"C\" LIMIT $3"
                 ),
                 &[&status, &patient, &limit(q.limit), &q.teams],
