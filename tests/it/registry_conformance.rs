@@ -1581,7 +1581,7 @@ async fn an_alerts_life_writes_its_timeline_entries_and_outbox_rows_with_it() {
             })
             .await
             .unwrap();
-        assert_eq!(listed, [stored.clone()], "{n}");
+        assert_eq!(listed, std::slice::from_ref(&stored), "{n}");
         // The same condition again (the engine restarted): no second alert, no event.
         let again = db
             .apply_effects(vec![open("p-1", "spo2", 2_000)], SINKS.to_vec())
