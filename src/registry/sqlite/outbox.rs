@@ -1,7 +1,8 @@
 //! The outbox on SQLite: the `outbox` table's two lanes (alert events in order, readings as
 //! they come due), the outcomes of attempts, and the failed rows an admin puts back in the
-//! queue. One connection serves the one worker per sink, so a pending row read for delivery is
-//! not read by another worker while it is out.
+//! queue. Each sink has one worker, which reads its pending rows, delivers them and settles
+//! them, so a row is out with one worker at a time; settling touches only a pending row, so an
+//! outcome recorded twice counts once.
 
 use rusqlite::{OptionalExtension, params};
 
