@@ -2287,3 +2287,59 @@ async fn an_outbox_row_is_delivered_once_settled_once_and_retried_with_a_new_win
         assert_eq!(db.outbox_depth("webhook").await.unwrap(), 2, "{n}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_resolutions_resolve_an_alert_once() {
+    const ALERTS: i64 = 8;
+    const TASKS: i64 = 6;
+    for b in backends().await {
+        let n = b.name;
+        let opens = (0..ALERTS)
+            .map(|i| open(&format!("p-{i}"), "spo2", i))
+            .collect();
+        let opened = b.db.apply_effects(opens, SINKS.to_vec()).await.unwrap();
+        let ids: Vec<(String, String)> = opened
+            .iter()
+            .map(|e| (e.alert.id.clone(), e.patient_id.clone()))
+            .collect();
+        let tasks: Vec<_> = (0..ALERTS * TASKS)
+            .map(|i| {
+                let db = b.db.clone();
+                let (id, patient) = ids[(i % ALERTS) as usize].clone();
+                tokio::spawn(async move {
+                    db.act_on_alert(
+                        id.clone(),
+                        true,
+                        format!("clinician-{i}"),
+                        None,
+                        5_000,
+                        SINKS.to_vec(),
+                        alert_line("alert.resolve", &patient, &id),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let (mut resolved, mut refused) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok((alert, events)) => {
+                    assert_eq!(alert.status, AlertStatus::Resolved, "{n}");
+                    assert_eq!(events.len(), 1, "{n}");
+                    resolved += 1;
+                }
+                Err(AlertActionError::AlreadyResolved(_)) => refused += 1,
+                Err(e) => panic!("{n}: {e}"),
+            }
+        }
+        assert_eq!((resolved, refused), (ALERTS, ALERTS * (TASKS - 1)), "{n}");
+        let t = timeline(&b).await;
+        let resolutions = t.iter().filter(|(k, _)| k == "alert.resolved").count();
+        assert_eq!(resolutions as i64, ALERTS, "{n}: one alert.resolved each");
+        assert_eq!(
+            audited(&b).await.len() as i64,
+            ALERTS,
+            "{n}: each resolution audited once"
+        );
+    }
+}
