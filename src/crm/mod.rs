@@ -1,6 +1,7 @@
 //! The patient's record (CRM) and everything that leaves Vigil about it.
 //!
-//! - [`record`]: care plans, alerts, the timeline and the outbox, in `registry.db`.
+//! - [`record`]: care plans, alerts, the timeline and the outbox, as the registry stores them
+//!   (SQLite's `registry.db` or PostgreSQL).
 //! - [`task`]: the alert engine's shell — committed observations in, effects out to the
 //!   record, one transaction per batch.
 //! - [`outbox`]: one worker per outward sink, delivering in order with retries ([`retry`]).

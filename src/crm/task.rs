@@ -300,7 +300,7 @@ mod tests {
         let mut own = CarePlan::default_plan();
         own.rules.truncate(1);
         registry
-            .set_care_plan(p.clone(), own.clone(), "admin".into(), 0)
+            .set_care_plan(p.clone(), own.clone(), "admin".into(), 0, None)
             .await
             .unwrap();
         let (crm, _commands) = Crm::new(registry, Metrics::new(), Vec::new());

@@ -9,9 +9,12 @@
 //! A change that puts an entry on a patient's timeline (a visit's start and end) writes the
 //! entry in the same transaction.
 //!
+//! An alert's change writes its timeline entry and its outbox rows in the same transaction, and
+//! a clinician's action on it, a care plan's change and a note their audit line too.
+//!
 //! Moving the registry behind this seam goes aggregate by aggregate; so far: the audit trail,
-//! video visits, API tokens, access (users, care teams, sign-in sessions), and patients and
-//! their devices.
+//! video visits, API tokens, access (users, care teams, sign-in sessions), patients and their
+//! devices, and the CRM record (care plans, alerts, notes, the timeline) with its outbox.
 
 use super::access::{
     Credentials, NewSession, NewTeam, NewUser, StoredSession, StoredUser, Team, UserChange,
@@ -22,8 +25,13 @@ use super::devices::{
 };
 use super::error::RegistryError;
 use super::patients::{NewPatient, Patient, PatientAudit, PatientChange, PatientUpdated};
+use super::outbox::{Delivery, Lane, OutboxRow, QueuedReading, Settled};
+use super::record::{Alert, AlertActionError, AlertQuery, Event, Sink, TimelineRow};
 use super::tokens::{LiveBy, NewApiToken, StoredToken};
 use super::visits::{NewVisit, StoredVisit};
+use crate::alerts::engine::{Effect, OpenAlert, Resolution};
+use crate::alerts::rules::CarePlan;
+use crate::domain::PatientId;
 
 /// The audit trail.
 #[async_trait::async_trait]
@@ -273,16 +281,183 @@ pub trait DeviceStore: Send + Sync {
         &self,
         batch: Vec<StatusChange>,
     ) -> Result<Vec<DeviceStatus>, RegistryError>;
+/// The patients' CRM record: care plans, alerts, notes and the timeline.
+#[async_trait::async_trait]
+pub trait RecordStore: Send + Sync {
+    /// Writes the engine's effects — alerts, their timeline entries and their outbox rows (one
+    /// per sink of `sinks` that takes the event) — all or nothing; the events that resulted.
+    /// Opening a rule that has an unresolved alert for the patient opens nothing (also when
+    /// another instance opens it at the same moment); raising, escalating or resolving one that
+    /// has none changes nothing.
+    async fn apply_effects(
+        &self,
+        effects: Vec<Effect>,
+        sinks: Vec<Sink>,
+    ) -> Result<Vec<Event>, RegistryError>;
+
+    /// Every unresolved alert, for the engine at start-up (rows naming no valid patient are
+    /// left out).
+    async fn unresolved_alerts(&self) -> Result<Vec<OpenAlert>, RegistryError>;
+
+    /// For each (patient, rule) whose latest alert a person resolved (not Vigil), that
+    /// resolution.
+    async fn clinician_resolutions(&self) -> Result<Vec<Resolution>, RegistryError>;
+
+    /// The alerts `q` selects, newest first (then by id).
+    async fn alerts(&self, q: AlertQuery) -> Result<Vec<Alert>, RegistryError>;
+
+    /// The alert `id`, if there is one.
+    async fn alert(&self, id: String) -> Result<Option<Alert>, RegistryError>;
+
+    /// Acknowledges (`resolve` false) or resolves the alert `id` on behalf of `by`, with its
+    /// timeline entry and outbox rows, and appends `audit`, all or nothing; the alert as it now
+    /// is and the events written. Acknowledging an acknowledged alert changes nothing (and is
+    /// still audited); `NotFound` or `AlreadyResolved` (nothing appended) otherwise.
+    #[allow(clippy::too_many_arguments)]
+    async fn act_on_alert(
+        &self,
+        id: String,
+        resolve: bool,
+        by: String,
+        note: Option<String>,
+        now_ms: i64,
+        sinks: Vec<Sink>,
+        audit: NewAuditLine,
+    ) -> Result<(Alert, Vec<Event>), AlertActionError>;
+
+    /// The patient's own care plan, if one was set (a stored plan this build cannot read counts
+    /// as none).
+    async fn care_plan(&self, patient: PatientId) -> Result<Option<CarePlan>, RegistryError>;
+
+    /// Every patient with the plan of their own (`None`: the default plan).
+    async fn all_plans(&self) -> Result<Vec<(PatientId, Option<CarePlan>)>, RegistryError>;
+
+    /// Sets the patient's care plan, notes it on the timeline (`care_plan.updated`) and
+    /// appends `audit` (when given), all or nothing. `NotFound` if there is no such patient.
+    async fn set_care_plan(
+        &self,
+        patient: PatientId,
+        plan: CarePlan,
+        by: String,
+        now_ms: i64,
+        audit: Option<NewAuditLine>,
+    ) -> Result<(), RegistryError>;
+
+    /// Adds a clinician's note to the timeline and appends `audit`, both or neither; the entry.
+    /// `NotFound` if there is no such patient.
+    async fn add_note(
+        &self,
+        patient: PatientId,
+        by: String,
+        text: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<TimelineRow, RegistryError>;
+
+    /// Adds an entry of any kind to the timeline (`data` a JSON object, as text).
+    async fn add_timeline(
+        &self,
+        patient: PatientId,
+        kind: String,
+        data: String,
+        now_ms: i64,
+    ) -> Result<(), RegistryError>;
+
+    /// The patient's timeline, newest first (then by id, newest first), entries before
+    /// `before_ms`.
+    async fn timeline(
+        &self,
+        patient: PatientId,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<TimelineRow>, RegistryError>;
+}
+
+/// The outbox: events (written by [`RecordStore`] with their alert) and readings waiting for an
+/// outward sink, their attempts and outcomes.
+///
+/// There is no claim step: a sink's worker reads pending rows, delivers them and settles the
+/// outcomes, and one instance runs one worker per sink.
+#[async_trait::async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// The oldest pending rows of `sink` in `lane`, in id order, each with when it is due.
+    async fn outbox_pending(
+        &self,
+        sink: &'static str,
+        lane: Lane,
+        limit: usize,
+    ) -> Result<Vec<(OutboxRow, i64)>, RegistryError>;
+
+    /// When the next pending reading of `sink` is due, if one is pending.
+    async fn outbox_next_reading_ms(
+        &self,
+        sink: &'static str,
+    ) -> Result<Option<i64>, RegistryError>;
+
+    /// Records the outcomes of attempts at `now`, all or nothing. Only a pending row is
+    /// settled: settling a row again (delivered, failed, or a delivered reading deleted)
+    /// changes nothing.
+    async fn outbox_settle(&self, outcomes: Vec<Settled>, now: i64) -> Result<(), RegistryError>;
+
+    /// Queues readings for `sink` (one already queued is left as it is); how many were new.
+    async fn queue_readings(
+        &self,
+        sink: &'static str,
+        readings: Vec<QueuedReading>,
+        now: i64,
+    ) -> Result<usize, RegistryError>;
+
+    /// Deliveries, newest first, filtered by status, sink and patient where given.
+    async fn deliveries(
+        &self,
+        status: Option<String>,
+        sink: Option<String>,
+        patient_id: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, RegistryError>;
+
+    /// Puts the failed delivery `id` back in the queue, due `now` with a new delivery window;
+    /// `false` when there is no failed delivery with that id.
+    async fn retry_delivery(&self, id: i64, now: i64) -> Result<bool, RegistryError>;
+
+    /// Puts every failed delivery of a patient (of one sink, if given) back in the queue as
+    /// [`OutboxStore::retry_delivery`] does one; how many.
+    async fn retry_deliveries(
+        &self,
+        patient_id: String,
+        sink: Option<String>,
+        now: i64,
+    ) -> Result<usize, RegistryError>;
+
+    /// Pending rows of `sink` (readings among them).
+    async fn outbox_depth(&self, sink: &'static str) -> Result<i64, RegistryError>;
+
+    /// Pending reading rows of `sink`.
+    async fn outbox_waiting_readings(&self, sink: &'static str) -> Result<i64, RegistryError>;
 }
 
 /// Everything the registry stores.
 pub trait Storage:
-    AuditStore + VisitStore + TokenStore + AccessStore + PatientStore + DeviceStore
+    AuditStore
+    + VisitStore
+    + TokenStore
+    + AccessStore
+    + PatientStore
+    + DeviceStore
+    + RecordStore
+    + OutboxStore
 {
 }
 
 impl<T> Storage for T where
-    T: AuditStore + VisitStore + TokenStore + AccessStore + PatientStore + DeviceStore
+    T: AuditStore
+        + VisitStore
+        + TokenStore
+        + AccessStore
+        + PatientStore
+        + DeviceStore
+        + RecordStore
+        + OutboxStore
 {
 }
 

@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 
 use super::auth::{Principal, check_patient};
 use super::error::ApiError;
-use super::extract::{ApiResult, audit_line, patient_id, require_admin, time_param};
+use super::extract::{
+    ApiResult, audit_line, new_audit_line, patient_id, require_admin, time_param,
+};
 use super::state::AppState;
 use crate::alerts::rules::CarePlan;
 use crate::crm::Command;
@@ -135,17 +137,12 @@ pub(super) async fn put_care_plan(
     // A care plan is a clinical decision: an admin, or a clinician of the patient's team.
     check_patient(&s, &p, &id).await?;
     let plan = CarePlan::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let now = now_ms();
+    let target = format!("patient/{id}/care-plan");
+    let line = new_audit_line(&p, "care_plan.update", Some(&id), &target, now);
     s.registry
-        .set_care_plan(id.clone(), plan.clone(), p.name.clone(), now_ms())
+        .set_care_plan(id.clone(), plan.clone(), p.name.clone(), now, Some(line))
         .await?;
-    audit_line(
-        &s,
-        &p,
-        "care_plan.update",
-        Some(&id),
-        &format!("patient/{id}/care-plan"),
-    )
-    .await?;
     s.crm
         .tell(Command::PlanChanged(
             id.clone(),
@@ -176,18 +173,13 @@ pub(super) async fn add_note(
             "text must be 1 to 10000 characters".into(),
         ));
     }
+    let now = now_ms();
+    let target = format!("patient/{id}/notes");
+    let line = new_audit_line(&p, "note.create", Some(&id), &target, now);
     let entry = s
         .registry
-        .add_note(id.clone(), p.name.clone(), text, now_ms())
+        .add_note(id.clone(), p.name.clone(), text, now, line)
         .await?;
-    audit_line(
-        &s,
-        &p,
-        "note.create",
-        Some(&id),
-        &format!("patient/{id}/notes"),
-    )
-    .await?;
     Ok((StatusCode::CREATED, Json(entry)))
 }
 
@@ -331,13 +323,16 @@ async fn act(
     resolve: bool,
 ) -> ApiResult<Json<Value>> {
     let id = alert_id(&id)?;
+    // The alert's patient names the audit line written with the action (an alert never moves
+    // to another patient, so it is the one the action finds).
+    let alert = s
+        .registry
+        .alert(id.clone())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("alert {id} not found")))?;
+    let patient = patient_id(&alert.patient_id)?;
     if !p.sees_all() {
-        let alert = s
-            .registry
-            .alert(id.clone())
-            .await?
-            .ok_or_else(|| ApiError::NotFound(format!("alert {id} not found")))?;
-        check_patient(&s, &p, &patient_id(&alert.patient_id)?).await?;
+        check_patient(&s, &p, &patient).await?;
     }
     let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
         ActionBody::default()
@@ -354,6 +349,13 @@ async fn act(
             "note must be at most 10000 characters".into(),
         ));
     }
+    let action = if resolve {
+        "alert.resolve"
+    } else {
+        "alert.acknowledge"
+    };
+    let now = now_ms();
+    let line = new_audit_line(&p, action, Some(&patient), &format!("alert/{id}"), now);
     let (alert, events) = s
         .registry
         .act_on_alert(
@@ -361,8 +363,9 @@ async fn act(
             resolve,
             p.name.clone(),
             note,
-            now_ms(),
+            now,
             s.crm.sinks.clone(),
+            line,
         )
         .await
         .map_err(|e| match e {
@@ -370,13 +373,6 @@ async fn act(
             AlertActionError::AlreadyResolved(_) => ApiError::Conflict(e.to_string()),
             AlertActionError::Registry(r) => ApiError::from(r),
         })?;
-    let patient = patient_id(&alert.patient_id)?;
-    let action = if resolve {
-        "alert.resolve"
-    } else {
-        "alert.acknowledge"
-    };
-    audit_line(&s, &p, action, Some(&patient), &format!("alert/{id}")).await?;
     let changed = !events.is_empty();
     s.crm.announce(events);
     if changed {

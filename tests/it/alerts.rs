@@ -182,6 +182,67 @@ async fn threshold_fires_once_and_ack_and_resolve_land_in_the_record() {
     gw.stop().await;
 }
 
+/// A clinician's action on an alert, a care plan's change and a note are made with their
+/// audit line or not at all: with the audit trail refusing appends (as a full disk would), each
+/// answers an error and the alert, the plan and the timeline stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_changes_are_not_made_unaudited() {
+    let gw = Gateway::start_with(fast_alerts).await;
+    let api = &gw.client;
+    let secret = patient_with_app(api, "p-aud").await;
+    let plan = json!([{"id": "spo2-low", "kind": "threshold", "metric": "spo2", "op": "<",
+        "value": 90, "severity": "high"}]);
+    let (s, v) = api.care_plan("p-aud", plan).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    publish(gw.mqtt, "p-aud-app", &secret, &[("spo2", 85.0, 1)]).await;
+    let id = exactly(api, "p-aud", 1).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = timeline(api, "p-aud").await;
+    let db = rusqlite::Connection::open(gw.dir.path().join("registry.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit
+         BEGIN SELECT RAISE(ABORT, 'injected: the audit trail refuses lines'); END;",
+    )
+    .unwrap();
+    for action in ["ack", "resolve"] {
+        let (s, v) = api
+            .post(&format!("/api/v1/alerts/{id}/{action}"), json!({}))
+            .await;
+        assert!(s.is_server_error(), "{action}: {s} {v}");
+    }
+    let (s, v) = api.care_plan("p-aud", json!([])).await;
+    assert!(s.is_server_error(), "{s} {v}");
+    let (s, v) = api
+        .post("/api/v1/patients/p-aud/notes", json!({"text": "called"}))
+        .await;
+    assert!(s.is_server_error(), "{s} {v}");
+    db.execute_batch("DROP TRIGGER refuse_audit;").unwrap();
+
+    let (s, alert) = api.get(&format!("/api/v1/alerts/{id}")).await;
+    assert_eq!(s, StatusCode::OK, "{alert}");
+    assert_eq!(
+        alert["status"], "open",
+        "not acknowledged or resolved unaudited"
+    );
+    let (_, plan) = api.get("/api/v1/patients/p-aud/care-plan").await;
+    assert_eq!(
+        plan["rules"][0]["id"], "spo2-low",
+        "the plan is unchanged: {plan}"
+    );
+    assert_eq!(
+        kinds(&timeline(api, "p-aud").await),
+        kinds(&before),
+        "nothing landed on the timeline"
+    );
+    let (s, v) = api
+        .post(&format!("/api/v1/alerts/{id}/ack"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_rule_catches_weight_gain_within_the_window() {
     let gw = Gateway::start_with(fast_alerts).await;

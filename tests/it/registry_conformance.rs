@@ -4,10 +4,13 @@
 //! turn, so the two cannot drift apart.
 //!
 //! So far the seam covers the audit trail, video visits, API tokens, access (users, care
-//! teams, sign-in sessions), and patients and their devices.
+//! teams, sign-in sessions), patients and their devices, and the CRM record with its outbox.
 
 use std::sync::Arc;
 
+use vigil::alerts::engine::Effect;
+use vigil::alerts::rules::{CarePlan, Severity};
+use vigil::domain::PatientId;
 use vigil::registry::PatientDetails;
 use vigil::registry::RegistryError;
 use vigil::registry::Scope;
@@ -16,10 +19,12 @@ use vigil::registry::audit::{AuditQuery, NewAuditLine};
 use vigil::registry::devices::{NewDevice, SecretHashes, StatusChange};
 use vigil::registry::patients::{NewPatient, PatientAudit, PatientChange};
 use vigil::registry::postgres::PgDb;
+use vigil::registry::record::{AlertActionError, AlertQuery, AlertStatus, Sink};
 use vigil::registry::sqlite::SqliteDb;
 use vigil::registry::storage::{Storage, verify_chain};
 use vigil::registry::tokens::{LiveBy, NewApiToken, StoredToken, secret_hash};
 use vigil::registry::visits::{NewVisit, StoredVisit};
+use vigil::registry::{Lane, QueuedReading, READING, Settled};
 
 use crate::postgres::Postgres;
 use crate::support::run;
@@ -108,6 +113,21 @@ impl Backend {
     async fn add_patient(&self, id: &str) {
         self.tamper(&format!(
             "INSERT INTO patients (id, name, created_ms) VALUES ('{id}', 'Ada', 0)"
+        ))
+        .await;
+    }
+
+    /// Adds patient `id` on care team `team` (creating the team when it is not the default),
+    /// for the CRM record, whose care plans, notes and team-filtered alerts look patients up.
+    async fn add_patient_on(&self, id: &str, team: &str) {
+        if team != "default" {
+            self.tamper(&format!(
+                "INSERT INTO teams (id, name, created_ms) VALUES ('{team}', '{team}', 0)"
+            ))
+            .await;
+        }
+        self.tamper(&format!(
+            "INSERT INTO patients (id, name, created_ms, care_team) VALUES ('{id}', 'Ada', 0, '{team}')"
         ))
         .await;
     }
@@ -2372,6 +2392,838 @@ async fn device_status_batches_write_status_and_timeline_together() {
             (d2.online, d2.battery),
             (true, Some(60)),
             "{n}: the retry lands"
+        );
+    }
+}
+
+// The CRM record: alerts with their timeline entries and outbox rows, care plans, notes, the
+// timeline, and the outbox.
+
+const SINKS: [Sink; 2] = [Sink::Fhir, Sink::Webhook];
+
+fn pid(id: &str) -> PatientId {
+    PatientId::parse(id).unwrap()
+}
+
+fn open(patient: &str, rule: &str, at_ms: i64) -> Effect {
+    Effect::Open {
+        patient: pid(patient),
+        rule_id: rule.into(),
+        kind: "threshold",
+        severity: Severity::Medium,
+        message: format!("{rule} out of range"),
+        trigger: None,
+        at_ms,
+    }
+}
+
+fn alert_line(action: &str, patient: &str, id: &str) -> NewAuditLine {
+    NewAuditLine {
+        target: format!("alert/{id}"),
+        ..line(5_000, "nina", action, Some(patient))
+    }
+}
+
+/// The outbox as `sink event_id status attempts`, oldest first.
+async fn outbox(b: &Backend) -> Vec<String> {
+    b.rows(
+        "SELECT sink || ' ' || event_id || ' ' || status || ' ' || attempts FROM outbox ORDER BY id",
+    )
+    .await
+}
+
+fn kinds(t: &[(String, serde_json::Value)]) -> Vec<&str> {
+    t.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alerts_life_writes_its_timeline_entries_and_outbox_rows_with_it() {
+    for b in backends().await {
+        let db = &b.db;
+        let n = b.name;
+        let events = db
+            .apply_effects(vec![open("p-1", "spo2", 1_000)], SINKS.to_vec())
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1, "{n}");
+        let opened = &events[0];
+        let id = opened.alert.id.clone();
+        assert_eq!(opened.event_type, "alert.opened", "{n}");
+        assert_eq!(opened.id, format!("evt_{}_opened", &id[4..]), "{n}");
+        let stored = db.alert(id.clone()).await.unwrap().unwrap();
+        assert_eq!(stored, opened.alert, "{n}");
+        assert_eq!(
+            (stored.status, stored.severity, stored.escalations),
+            (AlertStatus::Open, Severity::Medium, 0),
+            "{n}"
+        );
+        // Listed without a team filter, which reads no patients table.
+        let listed = db
+            .alerts(AlertQuery {
+                limit: 10,
+                ..AlertQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed, std::slice::from_ref(&stored), "{n}");
+        // The same condition again (the engine restarted): no second alert, no event.
+        let again = db
+            .apply_effects(vec![open("p-1", "spo2", 2_000)], SINKS.to_vec())
+            .await
+            .unwrap();
+        assert!(again.is_empty(), "{n}: {again:?}");
+        let raised = db
+            .apply_effects(
+                vec![
+                    Effect::Raise {
+                        patient: pid("p-1"),
+                        rule_id: "spo2".into(),
+                        severity: Severity::High,
+                        message: "spo2 far out of range".into(),
+                        at_ms: 3_000,
+                    },
+                    Effect::Escalate {
+                        patient: pid("p-1"),
+                        rule_id: "spo2".into(),
+                        level: 2,
+                        at_ms: 4_000,
+                    },
+                    // A rule with no alert: nothing to raise.
+                    Effect::Raise {
+                        patient: pid("p-1"),
+                        rule_id: "hr".into(),
+                        severity: Severity::High,
+                        message: "x".into(),
+                        at_ms: 3_000,
+                    },
+                ],
+                SINKS.to_vec(),
+            )
+            .await
+            .unwrap();
+        let ids: Vec<&str> = raised.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                format!("evt_{}_raised_high", &id[4..]),
+                format!("evt_{}_escalated_2", &id[4..])
+            ],
+            "{n}"
+        );
+        let open_now = db.unresolved_alerts().await.unwrap();
+        assert_eq!(open_now.len(), 1, "{n}");
+        assert_eq!(
+            (
+                open_now[0].rule_id.as_str(),
+                open_now[0].severity,
+                open_now[0].escalations,
+                open_now[0].since_ms,
+                open_now[0].acknowledged
+            ),
+            ("spo2", Severity::High, 2, 4_000, false),
+            "{n}"
+        );
+        let resolved = db
+            .apply_effects(
+                vec![Effect::Resolve {
+                    patient: pid("p-1"),
+                    rule_id: "spo2".into(),
+                    reason: "clear".into(),
+                    at_ms: 5_000,
+                }],
+                SINKS.to_vec(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resolved[0].alert.status, AlertStatus::Resolved, "{n}");
+        assert_eq!(
+            resolved[0].alert.resolved_by.as_deref(),
+            Some("vigil"),
+            "{n}"
+        );
+        assert!(db.unresolved_alerts().await.unwrap().is_empty(), "{n}");
+        assert!(
+            db.clinician_resolutions().await.unwrap().is_empty(),
+            "{n}: Vigil's own resolution is not a clinician's"
+        );
+        let t = timeline(&b).await;
+        assert_eq!(
+            kinds(&t),
+            [
+                "alert.opened",
+                "alert.raised",
+                "alert.escalated",
+                "alert.resolved"
+            ],
+            "{n}"
+        );
+        assert_eq!(t[2].1["level"], 2, "{n}");
+        assert_eq!(t[3].1["note"], "clear", "{n}");
+        // Every event to both sinks, in order.
+        let rows = outbox(&b).await;
+        assert_eq!(rows.len(), 8, "{n}: {rows:?}");
+        assert!(rows[0].starts_with("fhir evt_"), "{n}: {rows:?}");
+        assert!(
+            rows.iter().all(|r| r.ends_with(" pending 0")),
+            "{n}: {rows:?}"
+        );
+        // A new alert for the rule once the old one is resolved.
+        let reopened = db
+            .apply_effects(vec![open("p-1", "spo2", 6_000)], SINKS.to_vec())
+            .await
+            .unwrap();
+        assert_eq!(reopened.len(), 1, "{n}");
+        assert_ne!(reopened[0].alert.id, id, "{n}");
+        assert!(
+            db.alert("alr_nothing".into()).await.unwrap().is_none(),
+            "{n}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_listed_newest_first_by_status_patient_and_team() {
+    for b in backends().await {
+        let n = b.name;
+        b.add_patient_on("p-1", "default").await;
+        b.add_patient_on("p-2", "ward-b").await;
+        b.db.apply_effects(
+            vec![
+                open("p-1", "spo2", 1_000),
+                open("p-2", "spo2", 2_000),
+                open("p-1", "hr", 3_000),
+            ],
+            SINKS.to_vec(),
+        )
+        .await
+        .unwrap();
+        let q = |status, patient: Option<&str>, teams: Option<&[&str]>| AlertQuery {
+            status,
+            patient_id: patient.map(pid),
+            teams: teams.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            limit: 100,
+        };
+        let list = |a: Vec<vigil::crm::record::Alert>| {
+            a.into_iter()
+                .map(|a| format!("{} {}", a.patient_id, a.rule_id))
+                .collect::<Vec<_>>()
+        };
+        let all = b.db.alerts(q(None, None, None)).await.unwrap();
+        assert_eq!(list(all.clone()), ["p-1 hr", "p-2 spo2", "p-1 spo2"], "{n}");
+        let mine = b.db.alerts(q(None, Some("p-1"), None)).await.unwrap();
+        assert_eq!(list(mine), ["p-1 hr", "p-1 spo2"], "{n}");
+        let team = b.db.alerts(q(None, None, Some(&["ward-b"]))).await.unwrap();
+        assert_eq!(list(team), ["p-2 spo2"], "{n}");
+        let none = b.db.alerts(q(None, None, Some(&[]))).await.unwrap();
+        assert!(none.is_empty(), "{n}");
+        let limited = b.db.alerts(AlertQuery {
+            limit: 1,
+            ..q(None, None, None)
+        });
+        assert_eq!(list(limited.await.unwrap()), ["p-1 hr"], "{n}");
+        let hr = all[0].id.clone();
+        b.db.act_on_alert(
+            hr.clone(),
+            false,
+            "nina".into(),
+            None,
+            4_000,
+            SINKS.to_vec(),
+            alert_line("alert.acknowledge", "p-1", &hr),
+        )
+        .await
+        .unwrap();
+        let acked = b.db.alerts(q(Some(AlertStatus::Acknowledged), None, None));
+        assert_eq!(list(acked.await.unwrap()), ["p-1 hr"], "{n}");
+        let opened = b.db.alerts(q(Some(AlertStatus::Open), None, None));
+        assert_eq!(list(opened.await.unwrap()), ["p-2 spo2", "p-1 spo2"], "{n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinician_acknowledges_and_resolves_an_alert_once_each_audited() {
+    for b in backends().await {
+        let n = b.name;
+        let db = &b.db;
+        let opened = db
+            .apply_effects(vec![open("p-1", "spo2", 1_000)], SINKS.to_vec())
+            .await
+            .unwrap();
+        let id = opened[0].alert.id.clone();
+        let act = |resolve: bool, note: Option<&str>, action: &str| {
+            db.act_on_alert(
+                id.clone(),
+                resolve,
+                "nina".into(),
+                note.map(str::to_owned),
+                5_000,
+                SINKS.to_vec(),
+                alert_line(action, "p-1", &id),
+            )
+        };
+        let (alert, events) = act(false, Some("on my way"), "alert.acknowledge")
+            .await
+            .unwrap();
+        assert_eq!(alert.status, AlertStatus::Acknowledged, "{n}");
+        assert_eq!(
+            (alert.acknowledged_by.as_deref(), alert.ack_note.as_deref()),
+            (Some("nina"), Some("on my way")),
+            "{n}"
+        );
+        assert_eq!(events.len(), 1, "{n}");
+        assert_eq!(events[0].event_type, "alert.acknowledged", "{n}");
+        // FHIR takes no acknowledgement: one row, the webhook's.
+        let rows = outbox(&b).await;
+        assert_eq!(rows.len(), 3, "{n}: {rows:?}");
+        assert!(rows[2].starts_with("webhook "), "{n}: {rows:?}");
+        // Acknowledging again changes nothing, and is audited.
+        let (again, none) = act(false, None, "alert.acknowledge").await.unwrap();
+        assert_eq!(again, alert, "{n}");
+        assert!(none.is_empty(), "{n}");
+        let (resolved, events) = act(true, Some("treated"), "alert.resolve").await.unwrap();
+        assert_eq!(resolved.status, AlertStatus::Resolved, "{n}");
+        assert_eq!(resolved.resolved_by.as_deref(), Some("nina"), "{n}");
+        assert_eq!(events[0].event_type, "alert.resolved", "{n}");
+        let r = act(true, None, "alert.resolve").await;
+        assert!(
+            matches!(&r, Err(AlertActionError::AlreadyResolved(i)) if *i == id),
+            "{n}: {r:?}"
+        );
+        let r = db
+            .act_on_alert(
+                "alr_unknown".into(),
+                false,
+                "nina".into(),
+                None,
+                5_000,
+                SINKS.to_vec(),
+                alert_line("alert.acknowledge", "p-1", "alr_unknown"),
+            )
+            .await;
+        assert!(
+            matches!(&r, Err(AlertActionError::NotFound(i)) if i == "alr_unknown"),
+            "{n}: {r:?}"
+        );
+        assert_eq!(
+            audited(&b).await,
+            ["alert.acknowledge", "alert.acknowledge", "alert.resolve"],
+            "{n}: a refused action is not audited"
+        );
+        assert_eq!(
+            kinds(&timeline(&b).await),
+            ["alert.opened", "alert.acknowledged", "alert.resolved"],
+            "{n}"
+        );
+        let by_clinician = db.clinician_resolutions().await.unwrap();
+        assert_eq!(by_clinician.len(), 1, "{n}");
+        assert_eq!(
+            (by_clinician[0].rule_id.as_str(), by_clinician[0].at_ms),
+            ("spo2", 5_000),
+            "{n}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_change_and_what_records_it_commit_together_or_not_at_all() {
+    for b in backends().await {
+        let n = b.name;
+        let db = &b.db;
+        b.add_patient_on("p-1", "default").await;
+        let opened = db
+            .apply_effects(vec![open("p-1", "spo2", 1_000)], SINKS.to_vec())
+            .await
+            .unwrap();
+        let id = opened[0].alert.id.clone();
+        let plan_before = db.care_plan(pid("p-1")).await.unwrap();
+        let rows_before = outbox(&b).await;
+        refuse_audit(&b).await;
+        for resolve in [false, true] {
+            let r = db
+                .act_on_alert(
+                    id.clone(),
+                    resolve,
+                    "nina".into(),
+                    None,
+                    5_000,
+                    SINKS.to_vec(),
+                    alert_line("alert.resolve", "p-1", &id),
+                )
+                .await;
+            assert!(
+                matches!(&r, Err(AlertActionError::Registry(_))),
+                "{n}: {r:?}"
+            );
+        }
+        let mut plan = CarePlan::default_plan();
+        plan.rules.truncate(1);
+        let r = db
+            .set_care_plan(
+                pid("p-1"),
+                plan,
+                "nina".into(),
+                5_000,
+                Some(line(5_000, "nina", "care_plan.update", Some("p-1"))),
+            )
+            .await;
+        assert!(r.is_err(), "{n}: {r:?}");
+        let r = db
+            .add_note(
+                pid("p-1"),
+                "nina".into(),
+                "called".into(),
+                5_000,
+                line(5_000, "nina", "note.create", Some("p-1")),
+            )
+            .await;
+        assert!(r.is_err(), "{n}: {r:?}");
+        b.accept_inserts("audit").await;
+        assert_eq!(
+            db.alert(id.clone()).await.unwrap().unwrap(),
+            opened[0].alert,
+            "{n}: the alert is unchanged"
+        );
+        assert_eq!(db.care_plan(pid("p-1")).await.unwrap(), plan_before, "{n}");
+        assert_eq!(kinds(&timeline(&b).await), ["alert.opened"], "{n}");
+        assert_eq!(outbox(&b).await, rows_before, "{n}");
+        assert!(audited(&b).await.is_empty(), "{n}");
+        // An effect whose outbox row cannot be written leaves no alert and no entry either.
+        b.refuse_inserts("outbox").await;
+        let r = db
+            .apply_effects(vec![open("p-1", "hr", 2_000)], SINKS.to_vec())
+            .await;
+        assert!(r.is_err(), "{n}: {r:?}");
+        b.accept_inserts("outbox").await;
+        assert_eq!(db.unresolved_alerts().await.unwrap().len(), 1, "{n}");
+        assert_eq!(kinds(&timeline(&b).await), ["alert.opened"], "{n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_of_one_rule_open_one_alert() {
+    const TASKS: i64 = 16;
+    const PATIENTS: i64 = 4;
+    for b in backends().await {
+        let n = b.name;
+        let tasks: Vec<_> = (0..TASKS * PATIENTS)
+            .map(|i| {
+                let db = b.db.clone();
+                tokio::spawn(async move {
+                    let patient = format!("p-{}", i % PATIENTS);
+                    db.apply_effects(vec![open(&patient, "spo2", i)], SINKS.to_vec())
+                        .await
+                })
+            })
+            .collect();
+        let mut opened = 0;
+        for t in tasks {
+            opened += t.await.unwrap().unwrap().len();
+        }
+        assert_eq!(opened as i64, PATIENTS, "{n}: one alert.opened per patient");
+        assert_eq!(
+            b.db.unresolved_alerts().await.unwrap().len() as i64,
+            PATIENTS,
+            "{n}"
+        );
+        assert_eq!(timeline(&b).await.len() as i64, PATIENTS, "{n}");
+        assert_eq!(outbox(&b).await.len() as i64, 2 * PATIENTS, "{n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn care_plans_notes_and_the_timeline_read_back_as_written() {
+    for b in backends().await {
+        let n = b.name;
+        let db = &b.db;
+        b.add_patient_on("p-1", "default").await;
+        b.add_patient_on("p-2", "default").await;
+        assert_eq!(db.care_plan(pid("p-1")).await.unwrap(), None, "{n}");
+        let mut plan = CarePlan::default_plan();
+        plan.rules.truncate(2);
+        db.set_care_plan(
+            pid("p-1"),
+            plan.clone(),
+            "nina".into(),
+            1_000,
+            Some(line(1_000, "nina", "care_plan.update", Some("p-1"))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            db.care_plan(pid("p-1")).await.unwrap(),
+            Some(plan.clone()),
+            "{n}"
+        );
+        plan.rules.truncate(1);
+        db.set_care_plan(pid("p-1"), plan.clone(), "omar".into(), 2_000, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            db.care_plan(pid("p-1")).await.unwrap(),
+            Some(plan.clone()),
+            "{n}"
+        );
+        let mut all = db.all_plans().await.unwrap();
+        all.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        assert_eq!(
+            all,
+            [(pid("p-1"), Some(plan.clone())), (pid("p-2"), None)],
+            "{n}"
+        );
+        let r = db
+            .set_care_plan(pid("nobody"), plan.clone(), "nina".into(), 1, None)
+            .await;
+        assert!(
+            matches!(&r, Err(RegistryError::NotFound(m)) if m == "patient nobody"),
+            "{n}: {r:?}"
+        );
+        let note = db
+            .add_note(
+                pid("p-1"),
+                "nina".into(),
+                "called the patient".into(),
+                3_000,
+                line(3_000, "nina", "note.create", Some("p-1")),
+            )
+            .await
+            .unwrap();
+        assert_eq!((note.time_ms, note.kind.as_str()), (3_000, "note"), "{n}");
+        let shown = note.to_json();
+        assert_eq!(
+            (shown["by"].clone(), shown["text"].clone()),
+            (
+                serde_json::json!("nina"),
+                serde_json::json!("called the patient")
+            ),
+            "{n}"
+        );
+        let r = db
+            .add_note(
+                pid("nobody"),
+                "nina".into(),
+                "x".into(),
+                3_000,
+                line(3_000, "nina", "note.create", Some("nobody")),
+            )
+            .await;
+        assert!(matches!(&r, Err(RegistryError::NotFound(_))), "{n}: {r:?}");
+        db.add_timeline(
+            pid("p-1"),
+            "device.paired".into(),
+            r#"{"device_id":"d1"}"#.into(),
+            3_000,
+        )
+        .await
+        .unwrap();
+        db.add_timeline(pid("p-2"), "note".into(), "{}".into(), 3_500)
+            .await
+            .unwrap();
+        assert_eq!(
+            audited(&b).await,
+            ["care_plan.update", "note.create"],
+            "{n}"
+        );
+        let t = db.timeline(pid("p-1"), i64::MAX, 100).await.unwrap();
+        let seen: Vec<(i64, &str)> = t.iter().map(|e| (e.time_ms, e.kind.as_str())).collect();
+        assert_eq!(
+            seen,
+            [
+                (3_000, "device.paired"),
+                (3_000, "note"),
+                (2_000, "care_plan.updated"),
+                (1_000, "care_plan.updated")
+            ],
+            "{n}: newest first, then the later entry first"
+        );
+        assert_eq!(t[1], note, "{n}");
+        let updated: serde_json::Value = serde_json::from_str(&t[2].data).unwrap();
+        assert_eq!(updated["by"], "omar", "{n}");
+        assert_eq!(updated["rules"].as_array().unwrap().len(), 1, "{n}");
+        let before = db.timeline(pid("p-1"), 3_000, 1).await.unwrap();
+        assert_eq!(before.len(), 1, "{n}");
+        assert_eq!(before[0].time_ms, 2_000, "{n}");
+        assert!(
+            db.timeline(pid("p-9"), i64::MAX, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{n}"
+        );
+    }
+}
+
+fn reading(n: u32, patient: &str) -> QueuedReading {
+    QueuedReading {
+        event_id: format!("rdg_{n}"),
+        patient_id: patient.into(),
+        payload: format!("{{\"n\":{n}}}"),
+    }
+}
+
+fn settled(id: i64, status: &'static str, next_ms: i64, delete: bool) -> Settled {
+    Settled {
+        id,
+        status,
+        next_ms,
+        error: (status != "delivered").then(|| "503 from the receiver".to_owned()),
+        delete,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_row_is_delivered_once_settled_once_and_retried_with_a_new_window() {
+    for b in backends().await {
+        let n = b.name;
+        let db = &b.db;
+        db.apply_effects(
+            vec![open("p-1", "spo2", 1_000), open("p-2", "spo2", 1_000)],
+            SINKS.to_vec(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            db.queue_readings("fhir", vec![reading(1, "p-1"), reading(2, "p-1")], 1_000)
+                .await
+                .unwrap(),
+            2,
+            "{n}"
+        );
+        assert_eq!(
+            db.queue_readings("fhir", vec![reading(2, "p-1"), reading(3, "p-2")], 2_000)
+                .await
+                .unwrap(),
+            1,
+            "{n}: a reading queued already is left as it is"
+        );
+        assert_eq!(db.outbox_depth("fhir").await.unwrap(), 5, "{n}");
+        assert_eq!(db.outbox_waiting_readings("fhir").await.unwrap(), 3, "{n}");
+        assert_eq!(
+            db.outbox_next_reading_ms("fhir").await.unwrap(),
+            Some(1_000),
+            "{n}"
+        );
+        assert_eq!(
+            db.outbox_next_reading_ms("webhook").await.unwrap(),
+            None,
+            "{n}"
+        );
+        let events = db.outbox_pending("fhir", Lane::Events, 10).await.unwrap();
+        assert_eq!(events.len(), 2, "{n}");
+        assert!(
+            events.iter().all(|(r, _)| r.event_type == "alert.opened"),
+            "{n}"
+        );
+        assert!(events[0].0.id < events[1].0.id, "{n}: in order");
+        let due = db
+            .outbox_pending("fhir", Lane::Readings { now_ms: 1_500 }, 10)
+            .await
+            .unwrap();
+        let due_ids: Vec<&str> = due.iter().map(|(r, _)| r.event_id.as_str()).collect();
+        assert_eq!(
+            due_ids,
+            ["rdg_1", "rdg_2"],
+            "{n}: only readings due by then"
+        );
+        assert!(due.iter().all(|(r, _)| r.event_type == READING), "{n}");
+        // The first event delivered, the second failed; readings: one delivered (deleted),
+        // one tried again later.
+        let (first, second) = (events[0].0.id, events[1].0.id);
+        db.outbox_settle(
+            vec![
+                settled(first, "delivered", 0, false),
+                settled(second, "failed", 0, false),
+                settled(due[0].0.id, "delivered", 0, true),
+                settled(due[1].0.id, "pending", 9_000, false),
+            ],
+            3_000,
+        )
+        .await
+        .unwrap();
+        // The same outcomes again (a worker that retried its settle): nothing changes.
+        db.outbox_settle(
+            vec![
+                settled(first, "delivered", 0, false),
+                settled(second, "failed", 0, false),
+                settled(due[0].0.id, "delivered", 0, true),
+            ],
+            4_000,
+        )
+        .await
+        .unwrap();
+        let pending = db.outbox_pending("fhir", Lane::Events, 10).await.unwrap();
+        assert!(
+            pending.is_empty(),
+            "{n}: a settled event is not delivered again"
+        );
+        let all = db
+            .deliveries(None, Some("fhir".into()), None, 100)
+            .await
+            .unwrap();
+        let shown: Vec<(&str, &str, u32, Option<&str>)> = all
+            .iter()
+            .map(|d| {
+                (
+                    d.event_id.as_str(),
+                    d.status.as_str(),
+                    d.attempts,
+                    d.done_at.as_deref(),
+                )
+            })
+            .collect();
+        let done = vigil::domain::format_rfc3339(3_000);
+        assert_eq!(
+            shown,
+            [
+                ("rdg_3", "pending", 0, None),
+                ("rdg_2", "pending", 1, None),
+                (
+                    events[1].0.event_id.as_str(),
+                    "failed",
+                    1,
+                    Some(done.as_str())
+                ),
+                (
+                    events[0].0.event_id.as_str(),
+                    "delivered",
+                    1,
+                    Some(done.as_str())
+                ),
+            ],
+            "{n}: newest first; settled once; the delivered reading is gone"
+        );
+        assert_eq!(
+            all[1].last_error.as_deref(),
+            Some("503 from the receiver"),
+            "{n}"
+        );
+        let failed = db
+            .deliveries(Some("failed".into()), None, Some("p-2".into()), 100)
+            .await
+            .unwrap();
+        assert_eq!(failed.len(), 1, "{n}");
+        assert_eq!(failed[0].patient_id, "p-2", "{n}");
+        // Retry: due now, a new window, the attempts before it kept.
+        assert!(db.retry_delivery(second, 10_000).await.unwrap(), "{n}");
+        assert!(
+            !db.retry_delivery(second, 10_000).await.unwrap(),
+            "{n}: not failed now"
+        );
+        assert!(
+            !db.retry_delivery(first, 10_000).await.unwrap(),
+            "{n}: delivered"
+        );
+        assert!(!db.retry_delivery(999_999, 10_000).await.unwrap(), "{n}");
+        let again = db.outbox_pending("fhir", Lane::Events, 10).await.unwrap();
+        assert_eq!(again.len(), 1, "{n}");
+        let (row, due_ms) = &again[0];
+        assert_eq!(
+            (
+                row.id,
+                *due_ms,
+                row.attempts,
+                row.window_ms,
+                row.window_attempts
+            ),
+            (second, 10_000, 1, 10_000, 0),
+            "{n}"
+        );
+        let d = db.deliveries(None, None, None, 100).await.unwrap();
+        let d: Vec<_> = d.into_iter().filter(|d| d.id == second).collect();
+        assert_eq!(
+            d[0].retried_at,
+            Some(vigil::domain::format_rfc3339(10_000)),
+            "{n}"
+        );
+        // Every failed delivery of a patient, of one sink or all.
+        db.outbox_settle(vec![settled(second, "failed", 0, false)], 11_000)
+            .await
+            .unwrap();
+        let webhook_rows = db
+            .outbox_pending("webhook", Lane::Events, 10)
+            .await
+            .unwrap();
+        let outcomes = webhook_rows
+            .iter()
+            .map(|(r, _)| settled(r.id, "failed", 0, false))
+            .collect();
+        db.outbox_settle(outcomes, 11_000).await.unwrap();
+        assert_eq!(
+            db.retry_deliveries("p-2".into(), Some("fhir".into()), 12_000)
+                .await
+                .unwrap(),
+            1,
+            "{n}"
+        );
+        assert_eq!(
+            db.retry_deliveries("p-2".into(), None, 12_000)
+                .await
+                .unwrap(),
+            1,
+            "{n}: the webhook's row of p-2 left"
+        );
+        assert_eq!(
+            db.retry_deliveries("p-1".into(), None, 12_000)
+                .await
+                .unwrap(),
+            1,
+            "{n}"
+        );
+        assert_eq!(db.outbox_depth("webhook").await.unwrap(), 2, "{n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_resolutions_resolve_an_alert_once() {
+    const ALERTS: i64 = 8;
+    const TASKS: i64 = 6;
+    for b in backends().await {
+        let n = b.name;
+        let opens = (0..ALERTS)
+            .map(|i| open(&format!("p-{i}"), "spo2", i))
+            .collect();
+        let opened = b.db.apply_effects(opens, SINKS.to_vec()).await.unwrap();
+        let ids: Vec<(String, String)> = opened
+            .iter()
+            .map(|e| (e.alert.id.clone(), e.patient_id.clone()))
+            .collect();
+        let tasks: Vec<_> = (0..ALERTS * TASKS)
+            .map(|i| {
+                let db = b.db.clone();
+                let (id, patient) = ids[(i % ALERTS) as usize].clone();
+                tokio::spawn(async move {
+                    db.act_on_alert(
+                        id.clone(),
+                        true,
+                        format!("clinician-{i}"),
+                        None,
+                        5_000,
+                        SINKS.to_vec(),
+                        alert_line("alert.resolve", &patient, &id),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let (mut resolved, mut refused) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok((alert, events)) => {
+                    assert_eq!(alert.status, AlertStatus::Resolved, "{n}");
+                    assert_eq!(events.len(), 1, "{n}");
+                    resolved += 1;
+                }
+                Err(AlertActionError::AlreadyResolved(_)) => refused += 1,
+                Err(e) => panic!("{n}: {e}"),
+            }
+        }
+        assert_eq!((resolved, refused), (ALERTS, ALERTS * (TASKS - 1)), "{n}");
+        let t = timeline(&b).await;
+        let resolutions = t.iter().filter(|(k, _)| k == "alert.resolved").count();
+        assert_eq!(resolutions as i64, ALERTS, "{n}: one alert.resolved each");
+        assert_eq!(
+            audited(&b).await.len() as i64,
+            ALERTS,
+            "{n}: each resolution audited once"
         );
     }
 }

@@ -5,7 +5,8 @@
 //! Built so far: connecting (the URL, TLS through rustls, the pool: [`connect`]), the
 //! migrations applied under an advisory lock ([`migrate`], [`schema::STEPS`]), the audit
 //! trail, video visits (with the timeline entries they write), API tokens, access (users,
-//! care teams, sign-in sessions), and patients and their devices.
+//! care teams, sign-in sessions), patients and their devices, and the CRM record (care plans,
+//! alerts, notes, the timeline) with its outbox.
 
 mod access;
 mod audit;
@@ -14,6 +15,8 @@ mod devices;
 mod import;
 mod migrate;
 mod patients;
+mod outbox;
+mod record;
 pub mod schema;
 mod tokens;
 mod visits;

@@ -120,4 +120,60 @@ pub const STEPS: &[&str] = &[
      CREATE INDEX devices_by_patient ON devices (patient_id);
      ALTER TABLE visits ADD CONSTRAINT visits_patient_id_fkey
         FOREIGN KEY (patient_id) REFERENCES patients (id);",
+    // 6: the CRM record (the record and outbox stores): care plans, alerts (one unresolved per
+    // patient and rule, a partial unique index that opening an alert relies on under
+    // concurrency), and the outbox, with SQLite's columns and references (a care plan names its
+    // patient; alerts and outbox rows keep the patient's id as SQLite does, without a key). The
+    // timeline is the record's table too; step 2 created it and its index already, so nothing
+    // of it is missing here. Alert ids are Vigil's text ids; outbox ids an identity column (the
+    // events' order). JSON stays text: the outbox payload is the exact body delivered (and
+    // signed), which jsonb would re-encode.
+    "CREATE TABLE care_plans (
+        patient_id text   PRIMARY KEY REFERENCES patients (id),
+        plan       text   NOT NULL,
+        updated_ms bigint NOT NULL,
+        updated_by text   NOT NULL
+     );
+     CREATE TABLE alerts (
+        id              text    PRIMARY KEY,
+        patient_id      text    NOT NULL,
+        rule_id         text    NOT NULL,
+        kind            text    NOT NULL,
+        severity        text    NOT NULL,
+        status          text    NOT NULL,
+        message         text    NOT NULL,
+        opened_ms       bigint  NOT NULL,
+        trigger_json    text,
+        escalations     integer NOT NULL DEFAULT 0,
+        escalated_ms    bigint  NOT NULL,
+        acknowledged_ms bigint,
+        acknowledged_by text,
+        ack_note        text,
+        resolved_ms     bigint,
+        resolved_by     text,
+        resolve_note    text
+     );
+     CREATE UNIQUE INDEX alerts_one_unresolved ON alerts (patient_id, rule_id)
+        WHERE status <> 'resolved';
+     CREATE INDEX alerts_by_time ON alerts (opened_ms);
+     CREATE INDEX alerts_by_patient ON alerts (patient_id, opened_ms);
+     CREATE TABLE outbox (
+        id                    bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        sink                  text    NOT NULL,
+        event_id              text    NOT NULL,
+        event_type            text    NOT NULL,
+        patient_id            text    NOT NULL,
+        payload               text    NOT NULL,
+        created_ms            bigint  NOT NULL,
+        status                text    NOT NULL DEFAULT 'pending',
+        attempts              integer NOT NULL DEFAULT 0,
+        next_ms               bigint  NOT NULL,
+        done_ms               bigint,
+        last_error            text,
+        retried_ms            bigint,
+        attempts_before_retry integer NOT NULL DEFAULT 0,
+        UNIQUE (sink, event_id)
+     );
+     CREATE INDEX outbox_pending ON outbox (sink, status, id);
+     CREATE INDEX outbox_by_patient ON outbox (patient_id, sink, status);",
 ];

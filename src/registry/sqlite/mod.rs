@@ -10,6 +10,8 @@ mod audit;
 mod devices;
 pub mod export;
 mod patients;
+mod outbox;
+mod record;
 mod tokens;
 mod visits;
 

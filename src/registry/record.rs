@@ -1,0 +1,312 @@
+//! The patient's CRM record as the registry stores it ([`super::storage::RecordStore`]): care
+//! plans, alerts, notes and the timeline of everything that happened, and the events an alert's
+//! changes queue in the outbox. Domain types and pure rules only — both backends write the same
+//! rows from them; the SQL is in `sqlite/record.rs` and `postgres/record.rs`.
+//!
+//! An alert, its timeline entry and its outbox rows are written in one transaction, so a crash
+//! can lose none of them without losing all (and then the engine's restart finds the condition
+//! again). Each backend guarantees one unresolved alert per patient and rule (a partial unique
+//! index), whatever the engine believes, also when two instances open it at once.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::error::RegistryError;
+use crate::alerts::rules::Severity;
+use crate::domain::{Observation, PatientId, format_rfc3339};
+
+/// Where outbox events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sink {
+    Fhir,
+    Webhook,
+}
+
+impl Sink {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sink::Fhir => "fhir",
+            Sink::Webhook => "webhook",
+        }
+    }
+
+    /// Whether the sink takes this event type (FHIR has nothing to say about an
+    /// acknowledgement).
+    pub fn takes(self, event_type: &str) -> bool {
+        match self {
+            Sink::Webhook => true,
+            Sink::Fhir => event_type != "alert.acknowledged",
+        }
+    }
+}
+
+/// An alert's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn parse(s: &str) -> Option<AlertStatus> {
+        match s {
+            "open" => Some(AlertStatus::Open),
+            "acknowledged" => Some(AlertStatus::Acknowledged),
+            "resolved" => Some(AlertStatus::Resolved),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Open => "open",
+            AlertStatus::Acknowledged => "acknowledged",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// How a severity is stored.
+pub fn severity_str(s: Severity) -> &'static str {
+    match s {
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+    }
+}
+
+/// A stored severity (anything unknown reads as low).
+pub fn parse_severity(s: &str) -> Severity {
+    match s {
+        "high" => Severity::High,
+        "medium" => Severity::Medium,
+        _ => Severity::Low,
+    }
+}
+
+/// The reading that tipped an alert's condition over.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Trigger {
+    pub device_id: String,
+    pub metric: String,
+    pub value: f64,
+    pub unit: String,
+    pub time: String,
+}
+
+impl Trigger {
+    pub fn of(o: &Observation) -> Trigger {
+        Trigger {
+            device_id: o.device_id.as_str().to_owned(),
+            metric: o.metric.name().to_owned(),
+            value: o.value,
+            unit: o.metric.unit().to_owned(),
+            time: format_rfc3339(o.time_ms),
+        }
+    }
+}
+
+/// An alert as the API and the outward events show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub id: String,
+    pub patient_id: String,
+    pub rule_id: String,
+    pub kind: String,
+    pub severity: Severity,
+    pub status: AlertStatus,
+    pub opened_at: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+    pub escalations: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolve_note: Option<String>,
+}
+
+/// A filter over alerts.
+#[derive(Debug, Clone, Default)]
+pub struct AlertQuery {
+    pub status: Option<AlertStatus>,
+    pub patient_id: Option<PatientId>,
+    /// Only patients of these care teams (a clinician's view); `None` for all.
+    pub teams: Option<Vec<String>>,
+    pub limit: usize,
+}
+
+/// One outward event, as written to the outbox and delivered.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub event_type: &'static str,
+    pub patient_id: String,
+    pub time_ms: i64,
+    pub alert: Alert,
+}
+
+impl Event {
+    /// The Standard Webhooks body: `{"type", "timestamp", "data"}`.
+    pub fn body(&self) -> String {
+        json!({
+            "type": self.event_type,
+            "timestamp": format_rfc3339(self.time_ms),
+            "data": self.alert,
+        })
+        .to_string()
+    }
+}
+
+/// Why acknowledging or resolving was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertActionError {
+    #[error("alert {0} not found")]
+    NotFound(String),
+    #[error("alert {0} is already resolved")]
+    AlreadyResolved(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// A new alert id: `alr_` and 16 random bytes in hex.
+pub fn new_alert_id() -> Result<String, RegistryError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| RegistryError::Db(format!("no randomness: {e}")))?;
+    Ok(format!("alr_{}", hex::encode(b)))
+}
+
+/// What an alert's change writes besides the alert: the timeline entry's data (a JSON object,
+/// as text) and the event queued for every sink that [`Sink::takes`] it.
+pub fn emitted(
+    alert: &Alert,
+    event_type: &'static str,
+    suffix: &str,
+    time_ms: i64,
+    extra: Value,
+) -> (String, Event) {
+    let mut data = json!({
+        "alert_id": alert.id,
+        "rule_id": alert.rule_id,
+        "severity": alert.severity,
+        "message": alert.message,
+    });
+    if let (Value::Object(d), Value::Object(x)) = (&mut data, extra) {
+        d.extend(x);
+    }
+    let event = Event {
+        id: format!("evt_{}_{}{suffix}", &alert.id[4..], &event_type[6..]),
+        event_type,
+        patient_id: alert.patient_id.clone(),
+        time_ms,
+        alert: alert.clone(),
+    };
+    (data.to_string(), event)
+}
+
+/// An entry of a patient's timeline as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineRow {
+    pub id: i64,
+    pub time_ms: i64,
+    pub kind: String,
+    /// A JSON object, as text.
+    pub data: String,
+}
+
+impl TimelineRow {
+    /// The entry as the API shows it: `{"id","time","kind", ...data}` (data that is not JSON
+    /// shows as nothing).
+    pub fn to_json(&self) -> Value {
+        let data = serde_json::from_str(&self.data).unwrap_or(Value::Null);
+        let mut entry =
+            json!({"id": self.id, "time": format_rfc3339(self.time_ms), "kind": self.kind});
+        if let (Value::Object(e), Value::Object(d)) = (&mut entry, data) {
+            for (k, v) in d {
+                e.entry(k).or_insert(v);
+            }
+        }
+        entry
+    }
+}
+
+/// A clinician's note's timeline data.
+pub fn note_data(by: &str, text: &str) -> String {
+    json!({"by": by, "text": text}).to_string()
+}
+
+/// The timeline data of a care plan's change by `by` to a plan of these rules.
+pub fn plan_changed_data(by: &str, rules: &[&str]) -> String {
+    json!({"by": by, "rules": rules}).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert() -> Alert {
+        Alert {
+            id: "alr_00112233445566778899aabbccddeeff".into(),
+            patient_id: "p1".into(),
+            rule_id: "spo2".into(),
+            kind: "threshold".into(),
+            severity: Severity::High,
+            status: AlertStatus::Open,
+            opened_at: format_rfc3339(0),
+            message: "low".into(),
+            trigger: None,
+            escalations: 0,
+            acknowledged_at: None,
+            acknowledged_by: None,
+            ack_note: None,
+            resolved_at: None,
+            resolved_by: None,
+            resolve_note: None,
+        }
+    }
+
+    #[test]
+    fn an_event_is_named_by_its_alert_type_and_suffix_and_its_entry_holds_the_extra_fields() {
+        let (data, event) = emitted(&alert(), "alert.escalated", "_2", 7, json!({"level": 2}));
+        assert_eq!(event.id, "evt_00112233445566778899aabbccddeeff_escalated_2");
+        assert_eq!((event.time_ms, event.patient_id.as_str()), (7, "p1"));
+        let data: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(data["level"], 2);
+        assert_eq!(data["rule_id"], "spo2");
+        assert_eq!(data["severity"], "high");
+    }
+
+    #[test]
+    fn fhir_takes_every_event_but_an_acknowledgement() {
+        assert!(!Sink::Fhir.takes("alert.acknowledged"));
+        assert!(Sink::Fhir.takes("alert.opened"));
+        assert!(Sink::Webhook.takes("alert.acknowledged"));
+    }
+
+    #[test]
+    fn a_timeline_row_shows_its_data_without_overriding_its_own_fields() {
+        let row = TimelineRow {
+            id: 3,
+            time_ms: 0,
+            kind: "note".into(),
+            data: json!({"by": "nina", "id": 99}).to_string(),
+        };
+        let v = row.to_json();
+        assert_eq!(
+            (v["id"].clone(), v["by"].clone()),
+            (json!(3), json!("nina"))
+        );
+        assert_eq!(v["kind"], "note");
+    }
+}
