@@ -18,11 +18,10 @@
 //! It must never cache that list: it is read from the database each time it is asked for, so a
 //! warning goes as soon as a clinician joins the team and comes back as soon as the last leaves.
 
-use rusqlite::params;
 use serde::Serialize;
 
-use super::error::RegistryError;
-use super::{DEFAULT_TEAM, Registry, Role};
+use super::access::Role;
+use super::patients::DEFAULT_TEAM;
 
 /// The care teams a new user starts on: those given, or for a clinician given none, the default
 /// team. (An admin sees every patient; teams change nothing for them.)
@@ -58,43 +57,15 @@ pub struct UnseenPatient {
     pub open_alerts: u64,
 }
 
-impl Registry {
-    /// The patients no clinician can see (only admins do), those with the most open alerts
-    /// first.
-    pub async fn unseen_patients(&self) -> Result<Vec<UnseenPatient>, RegistryError> {
-        self.with(|c| {
-            let mut stmt = c.prepare_cached(
-                "WITH pt AS (
-                     SELECT id, name, care_team AS team FROM patients)
-                 SELECT pt.id, pt.name, pt.team,
-                        EXISTS (SELECT 1 FROM teams t WHERE t.id = pt.team),
-                        (SELECT count(*) FROM alerts a
-                          WHERE a.patient_id = pt.id AND a.status = 'open') AS open
-                   FROM pt
-                  WHERE NOT EXISTS (
-                        SELECT 1 FROM team_members m JOIN users u ON u.username = m.username
-                         WHERE m.team_id = pt.team AND u.role = ?1)
-                  ORDER BY open DESC, pt.id",
-            )?;
-            let rows = stmt.query_map(params![Role::Clinician.as_str()], |r| {
-                let team: Option<String> = r.get(2)?;
-                let known: bool = r.get(3)?;
-                let reason = match (&team, known) {
-                    (None, _) => UnseenReason::NoTeam,
-                    (Some(_), false) => UnseenReason::NoSuchTeam,
-                    (Some(_), true) => UnseenReason::NoClinician,
-                };
-                Ok(UnseenPatient {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    care_team: team,
-                    reason,
-                    open_alerts: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-        .await
+impl UnseenReason {
+    /// Why nobody sees a patient on `team` (`team_exists`: whether that team exists) whose team
+    /// has no clinician.
+    pub fn of(team: Option<&str>, team_exists: bool) -> UnseenReason {
+        match (team, team_exists) {
+            (None, _) => UnseenReason::NoTeam,
+            (Some(_), false) => UnseenReason::NoSuchTeam,
+            (Some(_), true) => UnseenReason::NoClinician,
+        }
     }
 }
 
@@ -103,7 +74,7 @@ mod tests {
     use super::*;
     use crate::domain::PatientId;
     use crate::registry::patients::{check_not_cleared, on_a_team};
-    use crate::registry::{PatientDetails, Profiles};
+    use crate::registry::{PatientDetails, Profiles, Registry, RegistryError};
 
     const PASSWORD: &str = "amber kettle orbit meadow";
 
@@ -176,8 +147,8 @@ mod tests {
         let r = Registry::open(dir.path(), Profiles::built_in().unwrap())
             .await
             .unwrap();
-        let rows: Vec<(String, String, Option<String>)> = r
-            .with(|c| {
+        let rows: Vec<(String, String, Option<String>)> =
+            crate::registry::sqlite::with_file(dir.path(), |c| {
                 let mut stmt =
                     c.prepare("SELECT id, care_team, details FROM patients ORDER BY id")?;
                 let rows = stmt
@@ -216,8 +187,7 @@ mod tests {
             .find(|t| t.id == "gone")
             .unwrap();
         assert!(gone.members.is_empty());
-        let index: i64 = r
-            .with(|c| {
+        let index: i64 = crate::registry::sqlite::with_file(dir.path(), |c| {
                 Ok(c.query_row(
                     "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'patients_by_team'",
                     [],
@@ -314,7 +284,7 @@ mod tests {
             ]
         );
         // Open alerts are counted (acknowledged and resolved ones are not) and come first.
-        r.with(|c| {
+        crate::registry::sqlite::with_file(dir.path(), |c| {
             c.execute_batch(
                 "INSERT INTO alerts (id, patient_id, rule_id, kind, severity, status, message,
                                      opened_ms, escalated_ms) VALUES

@@ -40,7 +40,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -75,9 +74,6 @@ const ACCESS_EVENTS: usize = 1024;
 /// A handle to the registry; cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
-    /// The SQLite database, for what has not moved behind [`storage`] yet (`None` on
-    /// PostgreSQL).
-    sqlite: Option<sqlite::SqliteDb>,
     /// The registry's storage, behind the seam.
     db: Arc<dyn storage::Storage>,
     devices: Arc<RwLock<HashMap<DeviceId, DeviceAuth>>>,
@@ -289,7 +285,7 @@ impl Registry {
         let conn = crate::store::open_db(&dir.join("registry.db"), SCHEMA)?;
         usernames::warn_of_case_twins(&conn)?;
         let sqlite = sqlite::SqliteDb::new(conn);
-        Registry::on(Arc::new(sqlite.clone()), Some(sqlite), profiles).await
+        Registry::on(Arc::new(sqlite), profiles).await
     }
 
     /// Opens the registry in the PostgreSQL database at `url` (see
@@ -301,14 +297,12 @@ impl Registry {
         profiles: Profiles,
     ) -> Result<Registry, RegistryError> {
         let db = postgres::PgDb::open(url, ca_file).await?;
-        Registry::on(Arc::new(db), None, profiles).await
+        Registry::on(Arc::new(db), profiles).await
     }
 
-    /// The registry on `db` (`sqlite`: the same database, when it is SQLite, for what has not
-    /// moved behind the seam yet).
+    /// The registry on `db`.
     async fn on(
         db: Arc<dyn storage::Storage>,
-        sqlite: Option<sqlite::SqliteDb>,
         profiles: Profiles,
     ) -> Result<Registry, RegistryError> {
         // No connection survives a restart: every device starts offline. (With several
@@ -327,7 +321,6 @@ impl Registry {
         ));
         Ok(Registry {
             db,
-            sqlite,
             devices: Arc::new(RwLock::new(devices)),
             profiles,
             status,
@@ -337,6 +330,12 @@ impl Registry {
             hasher: password::Hasher::start()?,
             access: tokio::sync::broadcast::channel(ACCESS_EVENTS).0,
         })
+    }
+
+    /// The patients no clinician can see (only admins do), those with the most open alerts
+    /// first (see [`care_teams`]).
+    pub async fn unseen_patients(&self) -> Result<Vec<UnseenPatient>, RegistryError> {
+        self.db.unseen_patients().await
     }
 
     /// Every change that may end a credential or narrow or widen what a signed-in user sees
@@ -371,19 +370,6 @@ impl Registry {
     /// beside them (video visits).
     pub(crate) fn storage(&self) -> &dyn storage::Storage {
         &*self.db
-    }
-
-    /// Runs `f` with the SQLite connection on a blocking thread.
-    pub(crate) async fn with<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, RegistryError> + Send + 'static,
-    ) -> Result<T, RegistryError> {
-        match &self.sqlite {
-            Some(db) => db.with(f).await,
-            None => Err(RegistryError::Db(
-                "this needs the embedded registry and is not available on PostgreSQL yet".into(),
-            )),
-        }
     }
 
     /// Creates a patient; `mrn` is checked and must be no other patient's. `audit`, when given,
@@ -1267,7 +1253,7 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_are_argon2id_and_verified() {
-        let (_dir, r) = registry().await;
+        let (dir, r) = registry().await;
         r.add_user("nurse", Role::Clinician, "correct horse battery", 0)
             .await
             .unwrap();
@@ -1287,10 +1273,11 @@ mod tests {
             );
         }
         assert!(r.add_user("x", Role::Admin, "short", 0).await.is_err());
-        let hash: String = r
-            .with(|c| Ok(c.query_row("SELECT password_hash FROM users", [], |r| r.get(0))?))
-            .await
-            .unwrap();
+        let hash: String = crate::registry::sqlite::with_file(dir.path(), |c| {
+            Ok(c.query_row("SELECT password_hash FROM users", [], |r| r.get(0))?)
+        })
+        .await
+        .unwrap();
         assert!(hash.starts_with("$argon2id$"), "{hash}");
     }
 
@@ -1371,8 +1358,8 @@ mod tests {
         }
         other.execute_batch("DROP TRIGGER refuse_status").unwrap();
         status_with(&mut events, 80).await;
-        let rows: Vec<(String, bool, Option<u8>, i64)> = r
-            .with(|c| {
+        let rows: Vec<(String, bool, Option<u8>, i64)> =
+            crate::registry::sqlite::with_file(dir.path(), |c| {
                 let mut stmt =
                     c.prepare("SELECT id, online, battery, last_seen_ms FROM devices ORDER BY id")?;
                 let rows = stmt
@@ -1393,7 +1380,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_audit_chain_detects_a_changed_line() {
-        let (_dir, r) = registry().await;
+        let (dir, r) = registry().await;
         let p = PatientId::parse("p1").unwrap();
         for i in 0..3 {
             r.audit(
@@ -1410,9 +1397,11 @@ mod tests {
             .unwrap();
         }
         assert_eq!(r.verify_audit_chain().await.unwrap(), 3);
-        r.with(|c| Ok(c.execute("UPDATE audit SET actor = 'mallory' WHERE id = 2", [])?))
-            .await
-            .unwrap();
+        crate::registry::sqlite::with_file(dir.path(), |c| {
+            Ok(c.execute("UPDATE audit SET actor = 'mallory' WHERE id = 2", [])?)
+        })
+        .await
+        .unwrap();
         let e = r.verify_audit_chain().await.unwrap_err().to_string();
         assert!(e.contains("line 2"), "{e}");
     }

@@ -20,12 +20,13 @@ use super::access::{
     Credentials, NewSession, NewTeam, NewUser, StoredSession, StoredUser, Team, UserChange,
 };
 use super::audit::{AuditQuery, GENESIS, NewAuditLine, StoredAuditLine, VERIFY_PAGE, verify_page};
+use super::care_teams::UnseenPatient;
 use super::devices::{
     Device, DeviceStatus, NewDevice, SecretHashes, StatusChange, StoredCredential,
 };
 use super::error::RegistryError;
-use super::patients::{NewPatient, Patient, PatientAudit, PatientChange, PatientUpdated};
 use super::outbox::{Delivery, Lane, OutboxRow, QueuedReading, Settled};
+use super::patients::{NewPatient, Patient, PatientAudit, PatientChange, PatientUpdated};
 use super::record::{Alert, AlertActionError, AlertQuery, Event, Sink, TimelineRow};
 use super::tokens::{LiveBy, NewApiToken, StoredToken};
 use super::visits::{NewVisit, StoredVisit};
@@ -225,6 +226,10 @@ pub trait PatientStore: Send + Sync {
 
     /// The care team of patient `id`: `None` when there is no such patient.
     async fn patient_team(&self, id: String) -> Result<Option<Option<String>>, RegistryError>;
+
+    /// The patients whose care team has no clinician (or who are on no team, or on one that
+    /// does not exist), with their open alerts; the most open alerts first, then by id.
+    async fn unseen_patients(&self) -> Result<Vec<UnseenPatient>, RegistryError>;
 }
 
 /// Devices, kept with the hashes of their secrets only, and their status.
@@ -281,6 +286,8 @@ pub trait DeviceStore: Send + Sync {
         &self,
         batch: Vec<StatusChange>,
     ) -> Result<Vec<DeviceStatus>, RegistryError>;
+}
+
 /// The patients' CRM record: care plans, alerts, notes and the timeline.
 #[async_trait::async_trait]
 pub trait RecordStore: Send + Sync {

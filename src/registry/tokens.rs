@@ -210,10 +210,11 @@ mod tests {
                 .is_none()
         );
         // Not stored in the clear.
-        let stored: Vec<u8> = r
-            .with(|c| Ok(c.query_row("SELECT token_hash FROM api_tokens", [], |r| r.get(0))?))
-            .await
-            .unwrap();
+        let stored: Vec<u8> = crate::registry::sqlite::with_file(dir.path(), |c| {
+            Ok(c.query_row("SELECT token_hash FROM api_tokens", [], |r| r.get(0))?)
+        })
+        .await
+        .unwrap();
         assert_eq!(stored, secret_hash(&secret).to_vec());
 
         let (live, t2) = r

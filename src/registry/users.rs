@@ -443,8 +443,7 @@ mod tests {
             Err(RegistryError::Exists(_))
         ));
         // The database refuses a clash by itself too, whoever writes.
-        let raw = r
-            .with(|c| {
+        let raw = crate::registry::sqlite::with_file(dir.path(), |c| {
                 Ok(c.execute(
                     "INSERT INTO users (username, password_hash, role, created_ms) VALUES ('NiNa', 'x', 'admin', 0)",
                     [],

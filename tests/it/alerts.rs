@@ -200,12 +200,8 @@ async fn record_changes_are_not_made_unaudited() {
         .unwrap()
         .to_owned();
     let before = timeline(api, "p-aud").await;
-    let db = rusqlite::Connection::open(gw.dir.path().join("registry.db")).unwrap();
-    db.execute_batch(
-        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit
-         BEGIN SELECT RAISE(ABORT, 'injected: the audit trail refuses lines'); END;",
-    )
-    .unwrap();
+    let db = gw.registry_db();
+    db.refuse_inserts("audit").await;
     for action in ["ack", "resolve"] {
         let (s, v) = api
             .post(&format!("/api/v1/alerts/{id}/{action}"), json!({}))
@@ -218,7 +214,7 @@ async fn record_changes_are_not_made_unaudited() {
         .post("/api/v1/patients/p-aud/notes", json!({"text": "called"}))
         .await;
     assert!(s.is_server_error(), "{s} {v}");
-    db.execute_batch("DROP TRIGGER refuse_audit;").unwrap();
+    db.accept_inserts("audit").await;
 
     let (s, alert) = api.get(&format!("/api/v1/alerts/{id}")).await;
     assert_eq!(s, StatusCode::OK, "{alert}");
@@ -742,12 +738,8 @@ async fn an_alert_the_record_refuses_for_a_while_lands_once_it_can() {
     .await;
     let api = &gw.client;
     let secret = patient_with_app(api, "p-refused").await;
-    let db = rusqlite::Connection::open(gw.dir.path().join("registry.db")).unwrap();
-    db.execute_batch(
-        "CREATE TRIGGER refuse_alerts BEFORE INSERT ON alerts
-         BEGIN SELECT RAISE(ABORT, 'injected: the record refuses alerts'); END;",
-    )
-    .unwrap();
+    let db = gw.registry_db();
+    db.refuse_inserts("alerts").await;
     publish(
         gw.mqtt,
         "p-refused-app",
@@ -766,7 +758,7 @@ async fn an_alert_the_record_refuses_for_a_while_lands_once_it_can() {
         Some(1.0)
     );
     assert!(alerts(api, "patient_id=p-refused").await.is_empty());
-    db.execute_batch("DROP TRIGGER refuse_alerts;").unwrap();
+    db.accept_inserts("alerts").await;
 
     let a = exactly(api, "p-refused", 1).await;
     let id = a[0]["id"].as_str().unwrap().to_owned();
@@ -780,14 +772,10 @@ async fn an_alert_the_record_refuses_for_a_while_lands_once_it_can() {
     let (_, v) = api.get("/api/v1/deliveries?sink=webhook").await;
     let rows = v["deliveries"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "{v}");
-    let n: i64 = db
-        .query_row(
-            "SELECT count(*) FROM outbox WHERE sink = 'webhook'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(n, 1);
+    let n = db
+        .rows("SELECT count(*) FROM outbox WHERE sink = 'webhook'")
+        .await;
+    assert_eq!(n, ["1"]);
     assert_eq!(rx.state().await["webhooks"][0]["data"]["id"], id.as_str());
     assert_eq!(
         crate::support::metric(gw.http, "vigil_alert_effects_waiting").await,
@@ -1095,11 +1083,9 @@ async fn a_restart_neither_loses_nor_duplicates_alerts() {
     // Simulate a crash after the reading's commit but before its alert's: remove the alert
     // from the record while Vigil is down. The restart finds the condition and opens it.
     let (cfg, dir) = gw.stop_keeping_data().await;
-    {
-        let db = rusqlite::Connection::open(dir.path().join("registry.db")).unwrap();
-        db.execute_batch("DELETE FROM alerts; DELETE FROM timeline WHERE kind LIKE 'alert.%';")
-            .unwrap();
-    }
+    crate::registry_db::RegistryDb::of(&cfg)
+        .execute("DELETE FROM alerts; DELETE FROM timeline WHERE kind LIKE 'alert.%';")
+        .await;
     let gw = Gateway::start_again(cfg, dir).await;
     let c = exactly(&gw.client, "p-rs", 1).await;
     assert_ne!(c[0]["id"], a[0]["id"]);

@@ -33,17 +33,21 @@ async fn external_gateway_with(
     .await
 }
 
-/// `vigil broker mosquitto-config` for the gateway's data directory; returns the output dir.
+/// `vigil broker mosquitto-config` for the gateway's registry; returns the output dir.
 async fn generate_broker_config(gw: &Gateway) -> tempfile::TempDir {
-    generate_broker_config_for(gw.dir.path()).await
-}
-
-async fn generate_broker_config_for(data_dir: &std::path::Path) -> tempfile::TempDir {
+    let data_dir = gw.data_dir();
     let out = tempfile::tempdir().unwrap();
     let cfg = out.path().join("vigil.toml");
+    // The gateway's registry, wherever it is (its data directory, or its PostgreSQL database).
+    let database = match gw.registry_db() {
+        crate::registry_db::RegistryDb::Postgres(url) => format!("[database]\nurl = \"{url}\"\n"),
+        crate::registry_db::RegistryDb::Sqlite(_) => String::new(),
+    };
     std::fs::write(
         &cfg,
-        format!("[mqtt]\nusername = \"{SERVICE_USER}\"\npassword = \"{SERVICE_PASSWORD}\"\n"),
+        format!(
+            "[mqtt]\nusername = \"{SERVICE_USER}\"\npassword = \"{SERVICE_PASSWORD}\"\n{database}"
+        ),
     )
     .unwrap();
     let conf_d = out.path().join("conf.d");
@@ -367,7 +371,7 @@ async fn a_full_disk_behind_an_external_broker_loses_nothing_and_backs_off() {
     api.patient("p-xfull").await;
     let secret = api.device("hr-xfull", "p-xfull", "smartwatch").await;
     crate::faults::tachycardia_plan(api, "p-xfull", 95).await;
-    let out = generate_broker_config_for(&data).await;
+    let out = generate_broker_config(&gw).await;
     let broker = Mosquitto::start(&out.path().join("conf.d"), port).await;
     subscribed(&gw).await;
     let start = vigil::domain::now_ms() / 1000 - 86_400;

@@ -467,12 +467,8 @@ async fn a_device_secret_is_not_changed_unaudited() {
     let gw = Gateway::start().await;
     gw.client.patient("p-aud").await;
     let old = gw.client.device("th-aud", "p-aud", "thermometer").await;
-    let db = rusqlite::Connection::open(gw.dir.path().join("registry.db")).unwrap();
-    db.execute_batch(
-        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit
-         BEGIN SELECT RAISE(ABORT, 'injected: the audit trail refuses lines'); END;",
-    )
-    .unwrap();
+    let db = gw.registry_db();
+    db.refuse_inserts("audit").await;
     let (s, v) = gw
         .client
         .post("/api/v1/devices/th-aud/rotate", json!({}))
@@ -494,7 +490,7 @@ async fn a_device_secret_is_not_changed_unaudited() {
         "the old secret still connects"
     );
 
-    db.execute_batch("DROP TRIGGER refuse_audit;").unwrap();
+    db.accept_inserts("audit").await;
     let (_, d) = gw.client.get("/api/v1/devices/th-aud").await;
     assert_eq!(d["revoked"], json!(false), "{d}");
     let (s, _) = gw.client.get("/api/v1/devices/th-new").await;

@@ -3227,3 +3227,59 @@ async fn concurrent_resolutions_resolve_an_alert_once() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patients_no_clinician_sees_are_listed_with_their_open_alerts() {
+    use vigil::registry::UnseenReason;
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        // North has a clinician; south has only an admin; the default team nobody.
+        b.add_patient_on("p-north", "north").await;
+        b.add_patient_on("p-south", "south").await;
+        b.add_patient_on("p-default", "default").await;
+        db.create_user(new_user("nina", Role::Clinician, &["north"]), None)
+            .await
+            .unwrap();
+        db.create_user(new_user("adam", Role::Admin, &["south"]), None)
+            .await
+            .unwrap();
+        db.apply_effects(
+            vec![open("p-south", "spo2", 1_000), open("p-south", "hr", 1_000)],
+            SINKS.to_vec(),
+        )
+        .await
+        .unwrap();
+        let unseen = db.unseen_patients().await.unwrap();
+        let got: Vec<(&str, Option<&str>, UnseenReason, u64)> = unseen
+            .iter()
+            .map(|u| {
+                (
+                    u.id.as_str(),
+                    u.care_team.as_deref(),
+                    u.reason,
+                    u.open_alerts,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("p-south", Some("south"), UnseenReason::NoClinician, 2),
+                ("p-default", Some("default"), UnseenReason::NoClinician, 0),
+            ],
+            "{n}: the most open alerts first; north's clinician sees p-north"
+        );
+        // A clinician joins south: only the default team's patient is left.
+        db.create_user(new_user("sam", Role::Clinician, &["south"]), None)
+            .await
+            .unwrap();
+        let ids: Vec<String> = db
+            .unseen_patients()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        assert_eq!(ids, ["p-default"], "{n}");
+    }
+}

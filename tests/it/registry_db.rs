@@ -17,6 +17,14 @@ pub(crate) enum RegistryDb {
 }
 
 impl RegistryDb {
+    /// The registry database of a gateway configured with `cfg`.
+    pub(crate) fn of(cfg: &vigil::config::Config) -> RegistryDb {
+        match &cfg.database {
+            Some(d) => RegistryDb::Postgres(d.url.clone()),
+            None => RegistryDb::Sqlite(cfg.data_dir.join("registry.db")),
+        }
+    }
+
     /// Runs `sql` (statements both dialects read, such as plain UPDATE and DELETE).
     pub(crate) async fn execute(&self, sql: &str) {
         match self {
@@ -51,7 +59,7 @@ impl RegistryDb {
                 .unwrap()
             }
             RegistryDb::Postgres(url) => {
-                let out = run("psql", &[url, "-v", "ON_ERROR_STOP=1", "-Atc", sql], None).await;
+                let out = run("psql", &[url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql], None).await;
                 assert!(out.ok, "psql {sql:?}: {}", out.stderr);
                 out.stdout.lines().map(str::to_owned).collect()
             }

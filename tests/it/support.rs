@@ -103,12 +103,14 @@ impl Gateway {
         Gateway::run(cfg, dir).await
     }
 
+    /// Its data directory (`data_dir` as configured).
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.cfg.data_dir
+    }
+
     /// The gateway's registry database, to reach under the seam.
     pub(crate) fn registry_db(&self) -> crate::registry_db::RegistryDb {
-        match &self.cfg.database {
-            Some(d) => crate::registry_db::RegistryDb::Postgres(d.url.clone()),
-            None => crate::registry_db::RegistryDb::Sqlite(self.cfg.data_dir.join("registry.db")),
-        }
+        crate::registry_db::RegistryDb::of(&self.cfg)
     }
 
     pub(crate) async fn stop(self) {

@@ -335,12 +335,8 @@ async fn patient_changes_are_not_made_unaudited() {
     let g = Gateway::start().await;
     g.client.patient("p-kept").await;
     let api = &g.client;
-    let db = rusqlite::Connection::open(g.dir.path().join("registry.db")).unwrap();
-    db.execute_batch(
-        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit
-         BEGIN SELECT RAISE(ABORT, 'injected: the audit trail refuses lines'); END;",
-    )
-    .unwrap();
+    let db = g.registry_db();
+    db.refuse_inserts("audit").await;
     let new = json!({"id": "p-new", "name": "Ada", "mrn": "M-1"});
     let (s, v) = api.post("/api/v1/patients", new).await;
     assert!(s.is_server_error(), "{s} {v}");
@@ -348,7 +344,7 @@ async fn patient_changes_are_not_made_unaudited() {
     let (s, v) = api.patch("/api/v1/patients/p-kept", change).await;
     assert!(s.is_server_error(), "{s} {v}");
 
-    db.execute_batch("DROP TRIGGER refuse_audit;").unwrap();
+    db.accept_inserts("audit").await;
     let (s, _) = api.get("/api/v1/patients/p-new").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "no patient created unaudited");
     let (_, p) = api.get("/api/v1/patients/p-kept").await;

@@ -12,6 +12,8 @@ use tokio_postgres::{Row, Transaction};
 
 use super::audit::append_in;
 use super::{PgDb, PgError};
+use crate::registry::access::Role;
+use crate::registry::care_teams::{UnseenPatient, UnseenReason};
 use crate::registry::error::RegistryError;
 use crate::registry::mrn;
 use crate::registry::patients::{
@@ -172,5 +174,38 @@ impl PatientStore for PgDb {
             .await
             .map_err(PgError::from)?;
         Ok(r.map(|r| r.get(0)))
+    }
+
+    async fn unseen_patients(&self) -> Result<Vec<UnseenPatient>, RegistryError> {
+        let c = self.conn().await?;
+        // One statement: one snapshot of patients, teams, members and alerts.
+        let rows = c
+            .query(
+                "SELECT p.id, p.name, p.care_team,
+                        EXISTS (SELECT 1 FROM teams t WHERE t.id = p.care_team),
+                        (SELECT count(*) FROM alerts a
+                          WHERE a.patient_id = p.id AND a.status = 'open') AS open
+                   FROM patients p
+                  WHERE NOT EXISTS (
+                        SELECT 1 FROM team_members m JOIN users u ON u.username = m.username
+                         WHERE m.team_id = p.care_team AND u.role = $1)
+                  ORDER BY open DESC, p.id COLLATE \"C\"",
+                &[&Role::Clinician.as_str()],
+            )
+            .await
+            .map_err(PgError::from)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let team: Option<String> = r.get(2);
+                UnseenPatient {
+                    id: r.get(0),
+                    name: r.get(1),
+                    reason: UnseenReason::of(team.as_deref(), r.get(3)),
+                    care_team: team,
+                    open_alerts: u64::try_from(r.get::<_, i64>(4)).unwrap_or(0),
+                }
+            })
+            .collect())
     }
 }

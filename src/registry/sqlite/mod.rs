@@ -9,8 +9,8 @@ mod access;
 mod audit;
 mod devices;
 pub mod export;
-mod patients;
 mod outbox;
+mod patients;
 mod record;
 mod tokens;
 mod visits;
@@ -58,4 +58,16 @@ impl SqliteDb {
         .await
         .map_err(|e| RegistryError::Db(e.to_string()))?
     }
+}
+
+/// Tests: runs `f` on a connection of its own to the registry in `dir`, beside the registry's
+/// (as a look under the seam, or an intruder with the file, would).
+#[cfg(test)]
+pub(crate) async fn with_file<T>(
+    dir: &std::path::Path,
+    f: impl FnOnce(&mut Connection) -> Result<T, RegistryError>,
+) -> Result<T, RegistryError> {
+    let mut c = Connection::open(dir.join("registry.db"))?;
+    c.busy_timeout(std::time::Duration::from_secs(5))?;
+    f(&mut c)
 }

@@ -6,6 +6,8 @@ use rusqlite::{OptionalExtension as _, Transaction, TransactionBehavior, params}
 
 use super::SqliteDb;
 use super::audit::append_in;
+use crate::registry::access::Role;
+use crate::registry::care_teams::{UnseenPatient, UnseenReason};
 use crate::registry::error::RegistryError;
 use crate::registry::mrn;
 use crate::registry::patients::{
@@ -156,6 +158,35 @@ impl PatientStore for SqliteDb {
                 |r| r.get(0),
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn unseen_patients(&self) -> Result<Vec<UnseenPatient>, RegistryError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT p.id, p.name, p.care_team,
+                        EXISTS (SELECT 1 FROM teams t WHERE t.id = p.care_team),
+                        (SELECT count(*) FROM alerts a
+                          WHERE a.patient_id = p.id AND a.status = 'open') AS open
+                   FROM patients p
+                  WHERE NOT EXISTS (
+                        SELECT 1 FROM team_members m JOIN users u ON u.username = m.username
+                         WHERE m.team_id = p.care_team AND u.role = ?1)
+                  ORDER BY open DESC, p.id",
+            )?;
+            let rows = stmt.query_map(params![Role::Clinician.as_str()], |r| {
+                let team: Option<String> = r.get(2)?;
+                let known: bool = r.get(3)?;
+                Ok(UnseenPatient {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    reason: UnseenReason::of(team.as_deref(), known),
+                    care_team: team,
+                    open_alerts: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }
