@@ -82,13 +82,14 @@ mod tests {
     async fn an_old_databases_patients_without_a_team_move_to_the_default_team() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.db");
-        let v8 = super::super::schema::SCHEMA
+        let v8 = crate::registry::sqlite::schema::SCHEMA
             .iter()
-            .position(|s| *s == super::super::schema::SCHEMA_V8)
+            .position(|s| *s == crate::registry::sqlite::schema::SCHEMA_V8)
             .unwrap();
         {
             // The database as the version before this one left it.
-            let c = crate::store::open_db(&path, &super::super::schema::SCHEMA[..v8]).unwrap();
+            let c = crate::store::open_db(&path, &crate::registry::sqlite::schema::SCHEMA[..v8])
+                .unwrap();
             c.execute_batch(
                 "INSERT INTO patients (id, name, created_ms, details) VALUES
                    ('p-none', 'A', 0, NULL),
@@ -126,13 +127,14 @@ mod tests {
     async fn the_care_team_column_keeps_each_patients_team_from_the_details() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registry.db");
-        let v11 = crate::registry::schema::SCHEMA
+        let v11 = crate::registry::sqlite::schema::SCHEMA
             .iter()
-            .position(|s| *s == crate::registry::schema::SCHEMA_V11)
+            .position(|s| *s == crate::registry::sqlite::schema::SCHEMA_V11)
             .unwrap();
         {
             // The database as the version before this one left it.
-            let c = crate::store::open_db(&path, &crate::registry::schema::SCHEMA[..v11]).unwrap();
+            let c = crate::store::open_db(&path, &crate::registry::sqlite::schema::SCHEMA[..v11])
+                .unwrap();
             c.execute_batch(
                 "INSERT INTO teams (id, name, created_ms) VALUES ('north', 'North', 0);
                  INSERT INTO patients (id, name, created_ms, details) VALUES

@@ -21,16 +21,6 @@ pub enum RegistryError {
     Busy,
 }
 
-impl From<rusqlite::Error> for RegistryError {
-    fn from(e: rusqlite::Error) -> Self {
-        if crate::store::is_disk_full(&e) {
-            RegistryError::Full
-        } else {
-            RegistryError::Db(e.to_string())
-        }
-    }
-}
-
 impl From<StoreError> for RegistryError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -27,12 +27,10 @@ pub mod patients;
 pub mod postgres;
 mod profile;
 pub mod record;
-mod schema;
 pub mod sqlite;
 pub mod storage;
 pub mod tokens;
 pub mod transfer;
-mod usernames;
 mod users;
 pub mod visits;
 
@@ -57,7 +55,6 @@ pub use tokens::{ApiToken, Scope, TOKEN_PREFIX};
 pub use users::{Session, UserUpdate};
 
 use crate::domain::{DeviceId, PatientId};
-use schema::SCHEMA;
 
 /// What the MQTT endpoint needs to know about a device, held in memory.
 #[derive(Debug, Clone)]
@@ -282,9 +279,7 @@ impl Registry {
     /// Opens (or creates) `registry.db` in `dir` and loads device credentials into memory.
     /// Starts the device status writer on the current Tokio runtime.
     pub async fn open(dir: &Path, profiles: Profiles) -> Result<Registry, RegistryError> {
-        let conn = crate::store::open_db(&dir.join("registry.db"), SCHEMA)?;
-        usernames::warn_of_case_twins(&conn)?;
-        let sqlite = sqlite::SqliteDb::new(conn);
+        let sqlite = sqlite::SqliteDb::open(&dir.join("registry.db"))?;
         Registry::on(Arc::new(sqlite), profiles).await
     }
 

@@ -401,7 +401,8 @@ mod tests {
         {
             // A registry from before names ignored case, holding `nina` and `NINA`.
             let path = dir.path().join("registry.db");
-            let c = crate::store::open_db(&path, &super::super::SCHEMA[..6]).unwrap();
+            let c = crate::store::open_db(&path, &crate::registry::sqlite::schema::SCHEMA[..6])
+                .unwrap();
             let hash = super::super::password::hash_with("correct horse battery", &mut Vec::new())
                 .unwrap();
             for (name, role) in [("nina", "clinician"), ("NINA", "admin")] {

@@ -9,6 +9,7 @@ use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehav
 
 use super::SqliteDb;
 use super::audit::append_in;
+use super::usernames::{NAMED, stored_name};
 use crate::registry::access::{
     Credentials, NewSession, NewTeam, NewUser, Role, StoredSession, StoredUser, Team, UserChange,
     no_such_team, user_exists,
@@ -16,7 +17,6 @@ use crate::registry::access::{
 use crate::registry::audit::NewAuditLine;
 use crate::registry::error::RegistryError;
 use crate::registry::storage::AccessStore;
-use crate::registry::usernames::{NAMED, stored_name};
 
 fn teams_of(c: &Connection, username: &str) -> rusqlite::Result<Vec<String>> {
     let mut stmt =

@@ -12,7 +12,9 @@ pub mod export;
 mod outbox;
 mod patients;
 mod record;
+pub(crate) mod schema;
 mod tokens;
+mod usernames;
 mod visits;
 
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,18 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 
 use super::error::RegistryError;
+
+/// SQLite's error as the registry says it: a full disk as such, anything else as a database
+/// error with SQLite's words.
+impl From<rusqlite::Error> for RegistryError {
+    fn from(e: rusqlite::Error) -> Self {
+        if crate::store::is_disk_full(&e) {
+            RegistryError::Full
+        } else {
+            RegistryError::Db(e.to_string())
+        }
+    }
+}
 
 /// The registry's SQLite database.
 #[derive(Clone)]
@@ -35,12 +49,12 @@ impl SqliteDb {
         }
     }
 
-    /// Opens `path` (creating it), applying the registry's schema.
+    /// Opens `path` (creating it), applying the registry's schema, and warns of accounts that
+    /// differ only in case (kept from before names ignored case).
     pub fn open(path: &std::path::Path) -> Result<SqliteDb, RegistryError> {
-        Ok(SqliteDb::new(crate::store::open_db(
-            path,
-            super::schema::SCHEMA,
-        )?))
+        let conn = crate::store::open_db(path, schema::SCHEMA)?;
+        usernames::warn_of_case_twins(&conn)?;
+        Ok(SqliteDb::new(conn))
     }
 
     /// Runs `f` with the connection on a blocking thread.

@@ -7,19 +7,19 @@ use rusqlite::Connection;
 /// SQL for the stored spelling of the username bound to `?1`, whatever its case: the exact
 /// spelling if an account has it, else the one account that matches ignoring case, else NULL
 /// (none, or two older accounts that differ only in case: neither is guessed).
-pub(super) const NAMED: &str = "COALESCE(
+pub(crate) const NAMED: &str = "COALESCE(
     (SELECT username FROM users WHERE username = ?1),
     (SELECT CASE WHEN COUNT(*) = 1 THEN MIN(username) END
      FROM users WHERE username = ?1 COLLATE NOCASE))";
 
 /// The stored spelling of the user `name` names ([`NAMED`]), if any.
-pub(super) fn stored_name(c: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
+pub(crate) fn stored_name(c: &Connection, name: &str) -> rusqlite::Result<Option<String>> {
     c.prepare_cached(&format!("SELECT {NAMED}"))?
         .query_row([name], |r| r.get(0))
 }
 
 /// Logs the accounts whose names differ only in case (made before usernames ignored case).
-pub(super) fn warn_of_case_twins(c: &Connection) -> rusqlite::Result<()> {
+pub(crate) fn warn_of_case_twins(c: &Connection) -> rusqlite::Result<()> {
     let mut stmt = c.prepare(
         "SELECT group_concat(username, ', ') FROM users
          GROUP BY username COLLATE NOCASE HAVING COUNT(*) > 1",

@@ -4,7 +4,7 @@
 //! so that the registry depends on none of them and a second backend has one place to mirror.
 
 /// Every schema version, oldest first.
-pub(super) const SCHEMA: &[&str] = &[
+pub(crate) const SCHEMA: &[&str] = &[
     // version 1
     "CREATE TABLE patients (
         id         TEXT PRIMARY KEY,
@@ -193,7 +193,7 @@ const SCHEMA_V7: &str = "
 /// Schema version 8: the default care team, and every patient without a team moved to it. It is
 /// idempotent, so it is correct whichever version number it ends up with. (The team's id and
 /// name are written out here because SQL cannot take `DEFAULT_TEAM`; a test checks them.)
-pub(super) const SCHEMA_V8: &str = "
+pub(crate) const SCHEMA_V8: &str = "
     INSERT OR IGNORE INTO teams (id, name, created_ms)
         VALUES ('default', 'Default care team', CAST(strftime('%s', 'now') AS INTEGER) * 1000);
     UPDATE patients SET details = json_set(coalesce(details, '{}'), '$.care_team', 'default')
@@ -221,7 +221,7 @@ const SCHEMA_V10: &str = "
 /// id, with no members) rather than being moved to the default team, whose clinicians would
 /// then see a patient nobody gave them. Foreign keys are off while migrating, which is what
 /// lets `ADD COLUMN` take a `REFERENCES` with a default; the migration then checks them.
-pub(super) const SCHEMA_V11: &str = "
+pub(crate) const SCHEMA_V11: &str = "
     INSERT OR IGNORE INTO teams (id, name, created_ms)
         VALUES ('default', 'Default care team', CAST(strftime('%s', 'now') AS INTEGER) * 1000);
     INSERT OR IGNORE INTO teams (id, name, created_ms)
