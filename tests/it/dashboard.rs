@@ -57,7 +57,7 @@ pub(crate) fn require_tools() {
     );
 }
 
-fn vigil_sim() -> PathBuf {
+pub(crate) fn vigil_sim() -> PathBuf {
     let sim = Path::new(env!("CARGO_BIN_EXE_vigil")).with_file_name("vigil-sim");
     assert!(
         sim.exists(),

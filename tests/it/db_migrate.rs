@@ -157,3 +157,176 @@ async fn a_column_the_target_cannot_hold_stops_the_move_before_anything_is_writt
     );
     assert!(target.users().await.unwrap().is_empty());
 }
+
+/// The acceptance: a clinic that `vigil-sim run` has used (patients, devices, alerts, a
+/// visit, over a thousand audit lines) moved with `vigil db migrate`, then served from
+/// PostgreSQL: the same patients and alerts, the devices connect with their old secrets, the
+/// audit chain verifies and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_clinic_moves_to_postgres_and_goes_on_as_before() {
+    use crate::support::{Gateway, TOKEN, eventually, publish_readings, run};
+    use reqwest::StatusCode;
+    use serde_json::{Value, json};
+    use std::time::Duration;
+
+    let gw = Gateway::start_with(|cfg| cfg.database = None).await;
+    let sim = crate::dashboard::vigil_sim();
+    let creds = gw.dir.path().join("sim-credentials.json");
+    let base = format!("http://{}", gw.http);
+    let out = run(
+        sim.to_str().unwrap(),
+        &[
+            "provision",
+            "--url",
+            &base,
+            "--token",
+            TOKEN,
+            "--patients",
+            "3",
+            "--prefix",
+            "mig",
+            "--out",
+            creds.to_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    assert!(out.ok, "vigil-sim provision: {}", out.stderr);
+    let mqtt = format!("mqtt://{}", gw.mqtt);
+    let out = run(
+        sim.to_str().unwrap(),
+        &[
+            "run",
+            "--credentials",
+            creds.to_str().unwrap(),
+            "--mqtt",
+            &mqtt,
+            "--duration",
+            "12s",
+            "--speed",
+            "3600",
+            "--scenario",
+            "hypertensive-crisis",
+            "--token",
+            TOKEN,
+        ],
+        None,
+    )
+    .await;
+    assert!(out.ok, "vigil-sim run: {}", out.stderr);
+    let api = &gw.client;
+    let alerts_before = eventually(Duration::from_secs(30), "alerts from the run", || async {
+        let (_, v) = api.get("/api/v1/alerts?limit=1000").await;
+        let ids: Vec<String> = v["alerts"]
+            .as_array()?
+            .iter()
+            .map(|a| a["id"].as_str().unwrap().to_owned())
+            .collect();
+        (!ids.is_empty()).then_some(ids)
+    })
+    .await;
+    let (s, visit) = api
+        .post("/api/v1/visits", json!({"patient_id": "mig-0001"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{visit}");
+    let visit_id = visit["id"].as_str().unwrap().to_owned();
+    // Reading the record is audited: a clinic's day of lookups.
+    for _ in 0..1_000 {
+        let (s, _) = api.get("/api/v1/patients/mig-0002").await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let patients = |api: crate::support::Api| async move {
+        let (_, v) = api.get("/api/v1/patients").await;
+        let mut ids: Vec<String> = v["patients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let patients_before = patients(api.clone()).await;
+    assert_eq!(patients_before, ["mig-0001", "mig-0002", "mig-0003"]);
+    let (cfg, dir) = gw.stop_keeping_data().await;
+    let lines_before = verify_chain(&SqliteDb::open(&dir.path().join("registry.db")).unwrap())
+        .await
+        .unwrap();
+    assert!(lines_before > 1_000, "{lines_before} audit lines");
+
+    let pg = Postgres::start().await;
+    let url = pg.database("clinic").await;
+    let out = run(
+        env!("CARGO_BIN_EXE_vigil"),
+        &[
+            "db",
+            "migrate",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--to",
+            &url,
+        ],
+        None,
+    )
+    .await;
+    assert!(out.ok, "vigil db migrate: {}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(&format!("audit chain of {lines_before} lines verified")),
+        "{}",
+        out.stdout
+    );
+
+    // Served from PostgreSQL, with the readings' store still in the data directory.
+    let mut cfg = cfg;
+    cfg.database = Some(vigil::config::DatabaseConfig {
+        url: url.clone(),
+        ca_file: None,
+    });
+    let gw = Gateway::start_again(cfg, dir).await;
+    let api = &gw.client;
+    assert_eq!(patients(api.clone()).await, patients_before);
+    let (_, v) = api.get("/api/v1/alerts?limit=1000").await;
+    let alerts_after: Vec<String> = v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect();
+    for id in &alerts_before {
+        assert!(
+            alerts_after.contains(id),
+            "alert {id} was moved: {alerts_after:?}"
+        );
+    }
+    let (s, v) = api.get(&format!("/api/v1/visits/{visit_id}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // A device connects with the secret it was given before the move.
+    let creds: Value = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
+    let oximeter = creds["patients"][2]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["profile"] == "pulse-oximeter")
+        .unwrap()
+        .clone();
+    let before = api.observations("mig-0003", "limit=100000").await.len();
+    let time = vigil::domain::format_rfc3339(vigil::domain::now_ms());
+    publish_readings(
+        gw.mqtt,
+        oximeter["id"].as_str().unwrap(),
+        oximeter["password"].as_str().unwrap(),
+        &json!([{"metric": "spo2", "value": 97, "time": time}]),
+    )
+    .await;
+    assert_eq!(
+        api.observations("mig-0003", "limit=100000").await.len(),
+        before + 1
+    );
+    // The chain verifies on PostgreSQL and goes on from where it was.
+    let (s, v) = api.get("/api/v1/audit/verify").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["intact"], true, "{v}");
+    assert!(v["lines"].as_u64().unwrap() as usize > lines_before, "{v}");
+    gw.stop().await;
+}
