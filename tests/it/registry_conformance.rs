@@ -3283,3 +3283,39 @@ async fn patients_no_clinician_sees_are_listed_with_their_open_alerts() {
         assert_eq!(ids, ["p-default"], "{n}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_gateway_marks_every_device_offline_and_keeps_the_rest() {
+    for b in backends().await {
+        let n = b.name;
+        b.add_patient("p-1").await;
+        for (id, seed) in [("d-1", 1), ("d-2", 2)] {
+            b.db.create_device(new_device(id, "p-1", seed), None)
+                .await
+                .unwrap();
+        }
+        let on = |id: &str| StatusChange {
+            id: id.into(),
+            online: Some(true),
+            battery: Some(80),
+            at_ms: 10_000,
+        };
+        b.db.write_device_status(vec![on("d-1"), on("d-2")])
+            .await
+            .unwrap();
+        b.db.mark_all_offline().await.unwrap();
+        let devices = b.db.devices(None, None).await.unwrap();
+        let got: Vec<_> = devices
+            .iter()
+            .map(|d| (d.id.as_str(), d.online, d.battery, d.last_seen.is_some()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("d-1", false, Some(80), true),
+                ("d-2", false, Some(80), true)
+            ],
+            "{n}: offline, the battery and the last time seen kept"
+        );
+    }
+}
