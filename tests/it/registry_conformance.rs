@@ -27,86 +27,36 @@ use vigil::registry::visits::{NewVisit, StoredVisit};
 use vigil::registry::{Lane, QueuedReading, READING, Settled};
 
 use crate::postgres::Postgres;
-use crate::support::run;
+use crate::registry_db::RegistryDb;
 
 /// A backend under test, with what keeps it alive and a way to reach under the seam.
 struct Backend {
     name: &'static str,
     db: Arc<dyn Storage>,
-    raw: Raw,
-}
-
-enum Raw {
-    Sqlite(tempfile::TempDir),
-    Postgres { _server: Postgres, url: String },
+    under: RegistryDb,
+    /// The SQLite file's folder, or the PostgreSQL server: kept for the test's length.
+    _keep: Box<dyn std::any::Any + Send>,
 }
 
 impl Backend {
     /// Runs `sql` directly on the database, as an intruder with file or database access would.
     async fn tamper(&self, sql: &str) {
-        match &self.raw {
-            Raw::Sqlite(dir) => {
-                let c = rusqlite::Connection::open(dir.path().join("registry.db")).unwrap();
-                c.execute_batch(sql).unwrap();
-            }
-            Raw::Postgres { url, .. } => {
-                let out = run("psql", &[url, "-v", "ON_ERROR_STOP=1", "-c", sql], None).await;
-                assert!(out.ok, "{}", out.stderr);
-            }
-        }
+        self.under.execute(sql).await;
     }
-}
 
-impl Backend {
     /// The first column of `sql`'s rows, as text.
     async fn rows(&self, sql: &str) -> Vec<String> {
-        match &self.raw {
-            Raw::Sqlite(dir) => {
-                let c = rusqlite::Connection::open(dir.path().join("registry.db")).unwrap();
-                let mut stmt = c.prepare(sql).unwrap();
-                stmt.query_map([], |r| r.get::<_, String>(0))
-                    .unwrap()
-                    .collect::<Result<_, _>>()
-                    .unwrap()
-            }
-            Raw::Postgres { url, .. } => {
-                let out = run("psql", &[url, "-v", "ON_ERROR_STOP=1", "-Atc", sql], None).await;
-                assert!(out.ok, "{}", out.stderr);
-                out.stdout.lines().map(str::to_owned).collect()
-            }
-        }
+        self.under.rows(sql).await
     }
 
     /// Makes the database refuse every insert into `table`, as a full disk or a broken
     /// constraint would.
     async fn refuse_inserts(&self, table: &str) {
-        match &self.raw {
-            Raw::Sqlite(_) => {
-                self.tamper(&format!(
-                    "CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table}
-                     BEGIN SELECT RAISE(ABORT, 'injected: refused'); END;"
-                ))
-                .await
-            }
-            Raw::Postgres { .. } => {
-                self.tamper(&format!(
-                    "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql
-                       AS $$ BEGIN RAISE EXCEPTION 'injected: refused'; END $$;
-                     CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table}
-                       FOR EACH ROW EXECUTE FUNCTION refuse();"
-                ))
-                .await
-            }
-        }
+        self.under.refuse_inserts(table).await;
     }
 
     async fn accept_inserts(&self, table: &str) {
-        let on = match self.raw {
-            Raw::Sqlite(_) => "",
-            Raw::Postgres { .. } => &format!(" ON {table}"),
-        };
-        self.tamper(&format!("DROP TRIGGER refuse_{table}{on}"))
-            .await;
+        self.under.accept_inserts(table).await;
     }
 
     /// Adds patient `id` under the seam (on the default care team).
@@ -144,12 +94,14 @@ async fn backends() -> Vec<Backend> {
         Backend {
             name: "sqlite",
             db: Arc::new(sqlite),
-            raw: Raw::Sqlite(dir),
+            under: RegistryDb::Sqlite(dir.path().join("registry.db")),
+            _keep: Box::new(dir),
         },
         Backend {
             name: "postgres",
             db: Arc::new(postgres),
-            raw: Raw::Postgres { _server: pg, url },
+            under: RegistryDb::Postgres(url),
+            _keep: Box::new(pg),
         },
     ]
 }
