@@ -18,6 +18,7 @@ pub mod audit;
 mod care_teams;
 pub mod devices;
 mod error;
+pub mod lease;
 pub mod mosquitto;
 mod mrn;
 pub mod outbox;
