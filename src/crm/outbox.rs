@@ -9,6 +9,13 @@
 //! leaving the row `failed` with its last error for `GET /api/v1/deliveries`. Delivery is at
 //! least once; the event id travels with every attempt (`webhook-id`, FHIR identifiers) so the
 //! receiver keeps exactly one.
+//!
+//! Instances sharing one database share the outbox: each sink's deliveries are one instance's
+//! at a time, under the lease `outbox:<sink>` ([`crate::registry::lease`]). Its holder renews
+//! it while it works and gives it up when it stops; the others look every few seconds and take
+//! it once it is free or has lapsed. So events stay in order and no row is attempted by two
+//! instances at once (a holder paused past its lease, then woken mid-delivery, is the one case
+//! left to the event id's deduplication at the receiver).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +30,7 @@ use super::retry::{Attempt, jitter, settle};
 use super::webhook::WebhookSink;
 use crate::config::RetryConfig;
 use crate::domain::now_ms;
+use crate::registry::lease::Lease;
 pub use crate::registry::{Delivery, OutboxRow};
 use crate::registry::{Lane, Registry, Settled};
 use crate::telemetry::Metrics;
@@ -91,6 +99,7 @@ async fn deliver_events(
     retry: &RetryConfig,
     metrics: &Metrics,
     stop: &CancellationToken,
+    lease: &mut SinkLease,
 ) -> Option<Duration> {
     let name = connector.sink().as_str();
     let rows = match registry.outbox_pending(name, Lane::Events, 100).await {
@@ -106,6 +115,9 @@ async fn deliver_events(
         if next_ms > now {
             // In order: everything behind a waiting row waits with it.
             return Some(Duration::from_millis((next_ms - now) as u64));
+        }
+        if !lease.ensure(registry).await {
+            return Some(LEASE_RETRY);
         }
         let outcome = tokio::select! {
             o = connector.deliver(&row, now) => o,
@@ -132,6 +144,68 @@ async fn deliver_events(
 /// rows are written).
 const IDLE: Duration = Duration::from_secs(5);
 
+/// How long a sink's lease lasts unless renewed: how long deliveries wait when their instance
+/// dies without giving it up.
+const LEASE_TTL_MS: i64 = 15_000;
+
+/// How often an instance that does not hold a sink's lease asks for it.
+const LEASE_RETRY: Duration = Duration::from_secs(2);
+
+/// A sink's lease as this instance holds it, or not.
+struct SinkLease {
+    name: String,
+    held: Option<Lease>,
+}
+
+impl SinkLease {
+    fn new(sink: &str) -> SinkLease {
+        SinkLease {
+            name: format!("outbox:{sink}"),
+            held: None,
+        }
+    }
+
+    /// Whether this instance holds the sink's deliveries for at least half a lease from now,
+    /// renewing or taking the lease when it must.
+    async fn ensure(&mut self, registry: &Registry) -> bool {
+        if let Some(l) = &self.held
+            && l.expires_ms - now_ms() > LEASE_TTL_MS / 2
+        {
+            return true;
+        }
+        match registry.acquire_lease(&self.name, LEASE_TTL_MS).await {
+            Ok(Some(l)) => {
+                if self.held.as_ref().map(|h| h.epoch) != Some(l.epoch) {
+                    tracing::info!(lease = %self.name, epoch = l.epoch, "delivering this sink's outbox");
+                }
+                self.held = Some(l);
+                true
+            }
+            Ok(None) => {
+                if self.held.take().is_some() {
+                    tracing::warn!(lease = %self.name, "another instance delivers this sink's outbox now");
+                }
+                false
+            }
+            Err(e) => {
+                // Unsure whether it is still ours: deliver nothing until it is known to be.
+                tracing::warn!(lease = %self.name, error = %e, "outbox lease not renewed");
+                self.held = None;
+                false
+            }
+        }
+    }
+
+    /// Gives the lease up (at a stop), so another instance takes over at once.
+    async fn release(&mut self, registry: &Registry) {
+        if let Some(l) = self.held.take()
+            && let Err(e) = registry.release_lease(&l).await
+        {
+            tracing::warn!(lease = %self.name, error = %e, "outbox lease not given up; it lapses");
+        }
+    }
+}
+
 /// Delivers a sink's outbox until `stop`: woken by `ready` when new rows are written, and by
 /// its own timer for retries. `readings` (FHIR with `fhir.all_readings`): the readings lane.
 pub async fn run(
@@ -141,17 +215,47 @@ pub async fn run(
     ready: Arc<Notify>,
     metrics: Metrics,
     stop: CancellationToken,
+    readings: Option<ReadingsLane>,
+) {
+    let mut lease = SinkLease::new(connector.sink().as_str());
+    work(
+        &registry, &connector, &retry, &ready, &metrics, &stop, readings, &mut lease,
+    )
+    .await;
+    lease.release(&registry).await;
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the worker's parts, passed down from run"
+)]
+async fn work(
+    registry: &Registry,
+    connector: &Connector,
+    retry: &RetryConfig,
+    ready: &Notify,
+    metrics: &Metrics,
+    stop: &CancellationToken,
     mut readings: Option<ReadingsLane>,
+    lease: &mut SinkLease,
 ) {
     let name = connector.sink().as_str();
     let mut depth_at = 0i64;
     loop {
-        let Some(mut wait) = deliver_events(&registry, &connector, &retry, &metrics, &stop).await
+        if !lease.ensure(registry).await {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(LEASE_RETRY) => continue,
+            }
+        }
+        let Some(mut wait) = deliver_events(registry, connector, retry, metrics, stop, lease).await
         else {
             return;
         };
-        if let (Some(lane), Connector::Fhir(fhir)) = (readings.as_mut(), &connector) {
-            wait = wait.min(lane.step(&registry, fhir, &retry, &metrics).await);
+        if let (Some(lane), Connector::Fhir(fhir)) = (readings.as_mut(), connector)
+            && lease.ensure(registry).await
+        {
+            wait = wait.min(lane.step(registry, fhir, retry, metrics).await);
         }
         // The gauge: every pending row, and readings still in the store's spool.
         let now = now_ms();

@@ -18,6 +18,7 @@ pub mod audit;
 mod care_teams;
 pub mod devices;
 mod error;
+pub mod lease;
 pub mod mosquitto;
 mod mrn;
 pub mod outbox;
@@ -85,6 +86,8 @@ pub struct Registry {
     hasher: password::Hasher,
     /// Changes of who may see what (see [`Registry::subscribe_access`]).
     access: tokio::sync::broadcast::Sender<AccessChange>,
+    /// This process's name among the instances sharing the database: leases are held under it.
+    instance: Arc<str>,
 }
 
 /// A change that may end a credential or change what someone may see, announced after it is
@@ -96,6 +99,19 @@ pub enum AccessChange {
     User(String),
     /// A patient was created or moved to another care team (`team`: now; `None`, no team).
     Patient { id: String, team: Option<String> },
+}
+
+/// A name for this process among instances: `host-pid-random`.
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "vigil".into());
+    let mut random = [0u8; 4];
+    // Without randomness the host and process id still tell this process from another.
+    let _ = getrandom::fill(&mut random);
+    format!("{host}-{}-{}", std::process::id(), hex::encode(random))
 }
 
 /// The hasher's client for passwords set by an admin or on the command line (not sign-ins).
@@ -324,7 +340,38 @@ impl Registry {
             credentials_changed: tokio::sync::broadcast::channel(1024).0,
             hasher: password::Hasher::start()?,
             access: tokio::sync::broadcast::channel(ACCESS_EVENTS).0,
+            instance: instance_name().into(),
         })
+    }
+
+    /// This process's name among the instances sharing the database (host, process id and a
+    /// random part, so a restarted process is a new instance).
+    pub fn instance_id(&self) -> &str {
+        &self.instance
+    }
+
+    /// Takes or renews lease `name` for this instance for `ttl_ms` (see [`lease`]); `None`
+    /// when another instance holds it.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        ttl_ms: i64,
+    ) -> Result<Option<lease::Lease>, RegistryError> {
+        self.db
+            .acquire_lease(
+                name.to_owned(),
+                self.instance.to_string(),
+                crate::domain::now_ms(),
+                ttl_ms,
+            )
+            .await
+    }
+
+    /// Gives `lease` up, if this instance still holds it at its epoch.
+    pub async fn release_lease(&self, lease: &lease::Lease) -> Result<bool, RegistryError> {
+        self.db
+            .release_lease(lease.name.clone(), lease.holder.clone(), lease.epoch)
+            .await
     }
 
     /// The patients no clinician can see (only admins do), those with the most open alerts

@@ -25,6 +25,7 @@ use super::devices::{
     Device, DeviceStatus, NewDevice, SecretHashes, StatusChange, StoredCredential,
 };
 use super::error::RegistryError;
+use super::lease::Lease;
 use super::outbox::{Delivery, Lane, OutboxRow, QueuedReading, Settled};
 use super::patients::{NewPatient, Patient, PatientAudit, PatientChange, PatientUpdated};
 use super::record::{Alert, AlertActionError, AlertQuery, Event, Sink, TimelineRow};
@@ -443,6 +444,35 @@ pub trait OutboxStore: Send + Sync {
     async fn outbox_waiting_readings(&self, sink: &'static str) -> Result<i64, RegistryError>;
 }
 
+/// Leases on named pieces of work, so that instances sharing a database do each once (see
+/// [`super::lease`]).
+#[async_trait::async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Takes lease `name` for `holder` until `now_ms + ttl_ms`: when nobody holds it (a new
+    /// lease is at epoch 1), when its holding has expired (the next epoch, also for the same
+    /// holder), or when `holder` holds it still (renewed, the same epoch). `None` when another
+    /// holds it unexpired. One transaction; of several instances asking at once, one gets it.
+    async fn acquire_lease(
+        &self,
+        name: String,
+        holder: String,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>, RegistryError>;
+
+    /// Gives lease `name` up if `holder` holds it at `epoch` (another may take it at once);
+    /// whether it did.
+    async fn release_lease(
+        &self,
+        name: String,
+        holder: String,
+        epoch: i64,
+    ) -> Result<bool, RegistryError>;
+
+    /// The lease `name` as stored, held or expired.
+    async fn lease(&self, name: String) -> Result<Option<Lease>, RegistryError>;
+}
+
 /// Everything the registry stores.
 pub trait Storage:
     AuditStore
@@ -453,6 +483,7 @@ pub trait Storage:
     + DeviceStore
     + RecordStore
     + OutboxStore
+    + LeaseStore
 {
 }
 
@@ -465,6 +496,7 @@ impl<T> Storage for T where
         + DeviceStore
         + RecordStore
         + OutboxStore
+        + LeaseStore
 {
 }
 

@@ -17,6 +17,7 @@ use vigil::registry::Scope;
 use vigil::registry::access::{NewSession, NewTeam, NewUser, Role, StoredUser, UserChange};
 use vigil::registry::audit::{AuditQuery, NewAuditLine};
 use vigil::registry::devices::{NewDevice, SecretHashes, StatusChange};
+use vigil::registry::lease::Lease;
 use vigil::registry::patients::{NewPatient, PatientAudit, PatientChange};
 use vigil::registry::postgres::PgDb;
 use vigil::registry::record::{AlertActionError, AlertQuery, AlertStatus, Sink};
@@ -3269,5 +3270,98 @@ async fn a_starting_gateway_marks_every_device_offline_and_keeps_the_rest() {
             ],
             "{n}: offline, the battery and the last time seen kept"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_has_one_holder_until_it_expires_or_is_given_up() {
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        let take =
+            |holder: &str, now: i64| db.acquire_lease("job".into(), holder.into(), now, 10_000);
+        let held = |l: Option<Lease>| l.map(|l| (l.holder, l.epoch, l.expires_ms));
+        assert_eq!(
+            held(take("a", 1_000).await.unwrap()),
+            Some(("a".into(), 1, 11_000)),
+            "{n}"
+        );
+        assert_eq!(take("b", 2_000).await.unwrap(), None, "{n}: a holds it");
+        assert_eq!(
+            held(take("a", 5_000).await.unwrap()),
+            Some(("a".into(), 1, 15_000)),
+            "{n}: renewed at the same epoch"
+        );
+        assert_eq!(
+            held(take("b", 15_000).await.unwrap()),
+            Some(("b".into(), 2, 25_000)),
+            "{n}: expired, so b takes it at the next epoch"
+        );
+        assert_eq!(take("a", 16_000).await.unwrap(), None, "{n}: a lost it");
+        // Only the holder, at its epoch, gives it up.
+        assert!(
+            !db.release_lease("job".into(), "a".into(), 2).await.unwrap(),
+            "{n}"
+        );
+        assert!(
+            !db.release_lease("job".into(), "b".into(), 1).await.unwrap(),
+            "{n}"
+        );
+        assert!(
+            db.release_lease("job".into(), "b".into(), 2).await.unwrap(),
+            "{n}"
+        );
+        assert_eq!(
+            held(take("a", 17_000).await.unwrap()),
+            Some(("a".into(), 3, 27_000)),
+            "{n}: given up, so free at once"
+        );
+        // A holder that let its lease lapse starts a new epoch: what it began before is stale.
+        assert_eq!(
+            held(take("a", 40_000).await.unwrap()),
+            Some(("a".into(), 4, 50_000)),
+            "{n}"
+        );
+        assert_eq!(
+            held(db.lease("job".into()).await.unwrap()),
+            Some(("a".into(), 4, 50_000)),
+            "{n}"
+        );
+        assert_eq!(db.lease("other".into()).await.unwrap(), None, "{n}");
+        // Leases are independent of each other.
+        assert_eq!(
+            held(
+                db.acquire_lease("other".into(), "b".into(), 40_000, 5_000)
+                    .await
+                    .unwrap()
+            ),
+            Some(("b".into(), 1, 45_000)),
+            "{n}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_many_instances_asking_at_once_one_gets_the_lease() {
+    for b in backends().await {
+        let n = b.name;
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let db = b.db.clone();
+                tokio::spawn(async move {
+                    db.acquire_lease("outbox:fhir".into(), format!("instance-{i}"), 1_000, 30_000)
+                        .await
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            if let Some(l) = t.await.unwrap().unwrap() {
+                winners.push(l);
+            }
+        }
+        assert_eq!(winners.len(), 1, "{n}: {winners:?}");
+        assert_eq!(winners[0].epoch, 1, "{n}");
+        let stored = b.db.lease("outbox:fhir".into()).await.unwrap().unwrap();
+        assert_eq!(stored, winners[0], "{n}");
     }
 }

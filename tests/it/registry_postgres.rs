@@ -157,3 +157,94 @@ async fn concurrent_patches_of_different_fields_of_one_patient_both_survive() {
     }
     drop((a, b));
 }
+
+/// Two gateways on one database share the outbox: a sink's deliveries are one instance's at a
+/// time (the other attempts nothing), each event reaches the receiver once, and when the
+/// holder stops, the other takes the deliveries over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_at_a_time_delivers_the_shared_outbox_and_another_takes_over() {
+    use crate::alerts::{patient_with_app, publish};
+    use crate::fhir::Receiver;
+    use crate::support::{Gateway, eventually, metric};
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const WAIT: Duration = Duration::from_secs(30);
+    let pg = Postgres::start().await;
+    let url = pg.database("clinic").await;
+    let rx = &Receiver::start(&["--webhook-secret", SECRET]).await;
+    let hook = rx.url("/hooks/vigil");
+    let gateway = || {
+        let (url, hook) = (url.clone(), hook.clone());
+        Gateway::start_with(move |c| {
+            c.database = Some(vigil::config::DatabaseConfig { url, ca_file: None });
+            c.webhook = Some(vigil::config::WebhookConfig {
+                url: hook,
+                secret: SECRET.into(),
+                retry: vigil::config::RetryConfig {
+                    retry_initial_ms: 100,
+                    retry_max_s: 1,
+                    ..Default::default()
+                },
+            });
+        })
+    };
+    let a = gateway().await;
+    let b = gateway().await;
+    // The receiver is down: the event waits in the outbox and is tried again and again, about
+    // once a second, for longer than an idle worker sleeps (5 s), so that both instances look.
+    rx.control(json!({"down": true})).await;
+    let secret = patient_with_app(&a.client, "p-one").await;
+    publish(a.mqtt, "p-one-app", &secret, &[("bp_systolic", 195.0, 5)]).await;
+    eventually(WAIT, "a dozen refused attempts", || async move {
+        (rx.state().await["webhook_attempts"].as_u64().unwrap_or(0) >= 12).then_some(())
+    })
+    .await;
+    // Only one instance has attempted anything.
+    let attempts = |g: &Gateway| {
+        let http = g.http;
+        async move {
+            metric(
+                http,
+                "vigil_outbox_attempts_total{sink=\"webhook\",outcome=\"pending\"}",
+            )
+            .await
+            .unwrap_or(0.0)
+        }
+    };
+    let (at_a, at_b) = (attempts(&a).await, attempts(&b).await);
+    assert!(
+        (at_a > 0.0) != (at_b > 0.0),
+        "one instance attempts the deliveries: a {at_a}, b {at_b}"
+    );
+    rx.control(json!({"down": false})).await;
+    let delivered = |n: usize| async move {
+        eventually(WAIT, "the events delivered", || async move {
+            let state = rx.state().await;
+            let hooks = state["webhooks"].as_array().unwrap().clone();
+            (hooks.len() >= n).then_some(hooks)
+        })
+        .await
+    };
+    let hooks = delivered(1).await;
+    assert_eq!(hooks.len(), 1, "delivered once: {hooks:?}");
+
+    // The holder stops (giving the lease up); the other delivers what comes next.
+    let (holder, other) = if at_a > 0.0 { (a, b) } else { (b, a) };
+    holder.stop().await;
+    let secret = patient_with_app(&other.client, "p-two").await;
+    publish(
+        other.mqtt,
+        "p-two-app",
+        &secret,
+        &[("bp_systolic", 196.0, 5)],
+    )
+    .await;
+    let hooks = delivered(2).await;
+    let ids: std::collections::HashSet<&str> =
+        hooks.iter().map(|h| h["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        (hooks.len(), ids.len()),
+        (2, 2),
+        "each event once: {hooks:?}"
+    );
+    other.stop().await;
+}

@@ -13,6 +13,7 @@ mod audit;
 mod connect;
 mod devices;
 mod import;
+mod lease;
 mod migrate;
 mod outbox;
 mod patients;

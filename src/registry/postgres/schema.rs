@@ -176,4 +176,11 @@ pub const STEPS: &[&str] = &[
      );
      CREATE INDEX outbox_pending ON outbox (sink, status, id);
      CREATE INDEX outbox_by_patient ON outbox (patient_id, sink, status);",
+    // 7: leases on pieces of work (see `registry::lease`), as SQLite's version 12.
+    "CREATE TABLE leases (
+        name       text   PRIMARY KEY,
+        holder     text   NOT NULL,
+        epoch      bigint NOT NULL,
+        expires_ms bigint NOT NULL
+     );",
 ];

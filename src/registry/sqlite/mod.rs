@@ -9,6 +9,7 @@ mod access;
 mod audit;
 mod devices;
 pub mod export;
+mod lease;
 mod outbox;
 mod patients;
 mod record;

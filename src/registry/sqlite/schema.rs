@@ -62,6 +62,13 @@ pub(crate) const SCHEMA: &[&str] = &[
     SCHEMA_V10,
     // version 11: the patient's care team in a column of its own, naming a team.
     SCHEMA_V11,
+    // version 12: leases on pieces of work (see `registry::lease`).
+    "CREATE TABLE leases (
+        name       TEXT PRIMARY KEY,
+        holder     TEXT NOT NULL,
+        epoch      INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.

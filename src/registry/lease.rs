@@ -1,0 +1,23 @@
+//! Leases: a named piece of work — a sink's deliveries, a scheduled job, a partition of
+//! patients — held by one Vigil instance at a time, for a bounded time, so that instances
+//! sharing one database do each piece once.
+//!
+//! A lease is taken or renewed for `ttl` from now; it is free again once that time has passed
+//! without a renewal (its holder died, paused or lost the database) or when its holder gives it
+//! up. Each new holding gets the next **epoch**, and a holder that let its lease lapse gets a new
+//! one too: work written with the epoch it was begun under can be refused once the epoch has
+//! moved on (fencing), so a paused former holder that wakes up cannot act on stale state.
+//!
+//! Time is an input (milliseconds since the epoch, as everywhere in the registry): instances'
+//! clocks must agree to well within a lease's time to live.
+
+/// A lease as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    /// 1 for the first holding, one more for each new one.
+    pub epoch: i64,
+    /// Until when it is held, unless renewed.
+    pub expires_ms: i64,
+}
