@@ -870,6 +870,23 @@ mod tests {
         }
     }
 
+    /// Patient `p1` (Ada), created unaudited.
+    async fn patient_p1(r: &Registry) -> PatientId {
+        let p = PatientId::parse("p1").unwrap();
+        r.create_patient(
+            p.clone(),
+            "Ada".into(),
+            None,
+            None,
+            PatientDetails::default(),
+            0,
+            None,
+        )
+        .await
+        .unwrap();
+        p
+    }
+
     async fn registry() -> (tempfile::TempDir, Registry) {
         let dir = tempfile::tempdir().unwrap();
         let r = Registry::open(dir.path(), Profiles::built_in().unwrap())
@@ -898,18 +915,7 @@ mod tests {
     #[tokio::test]
     async fn a_device_is_offline_only_when_its_last_connection_ends() {
         let (_dir, r) = registry().await;
-        let p = PatientId::parse("p1").unwrap();
-        r.create_patient(
-            p.clone(),
-            "Ada".into(),
-            None,
-            None,
-            PatientDetails::default(),
-            0,
-            None,
-        )
-        .await
-        .unwrap();
+        let p = patient_p1(&r).await;
         let d = DeviceId::parse("d1").unwrap();
         r.create_device(d.clone(), p, "scale", 0, None)
             .await
@@ -972,18 +978,7 @@ mod tests {
     #[tokio::test]
     async fn a_device_authenticates_with_its_secret_only() {
         let (dir, r) = registry().await;
-        let p = PatientId::parse("p1").unwrap();
-        r.create_patient(
-            p.clone(),
-            "Ada".into(),
-            None,
-            None,
-            PatientDetails::default(),
-            0,
-            None,
-        )
-        .await
-        .unwrap();
+        let p = patient_p1(&r).await;
         let (_, secret) = r
             .create_device(DeviceId::parse("d1").unwrap(), p, "scale", 0, None)
             .await
@@ -1008,18 +1003,7 @@ mod tests {
     #[tokio::test]
     async fn a_secret_change_the_audit_trail_refuses_leaves_the_old_secret_working() {
         let (dir, r) = registry().await;
-        let p = PatientId::parse("p1").unwrap();
-        r.create_patient(
-            p.clone(),
-            "Ada".into(),
-            None,
-            None,
-            PatientDetails::default(),
-            0,
-            None,
-        )
-        .await
-        .unwrap();
+        let p = patient_p1(&r).await;
         let d = DeviceId::parse("d1").unwrap();
         let (_, old) = r
             .create_device(d.clone(), p.clone(), "scale", 0, None)
@@ -1348,18 +1332,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_device_status_batch_is_kept_and_written_at_the_next_try() {
         let (dir, r) = registry().await;
-        let p = PatientId::parse("p1").unwrap();
-        r.create_patient(
-            p.clone(),
-            "Ada".into(),
-            None,
-            None,
-            PatientDetails::default(),
-            0,
-            None,
-        )
-        .await
-        .unwrap();
+        let p = patient_p1(&r).await;
         let (a, b) = (
             DeviceId::parse("ox-a").unwrap(),
             DeviceId::parse("ox-b").unwrap(),
