@@ -135,12 +135,13 @@ pub struct OpenAlert {
 }
 
 /// A rule's latest alert, resolved by a person rather than by Vigil, as the shell reads it back
-/// at start-up: replayed at its time, it silences the rule again if the condition still held,
-/// so a restart does not undo the clinician's decision.
+/// at start-up: replayed among the readings by when Vigil received them, it silences the rule
+/// again if the condition still held, so a restart does not undo the clinician's decision.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolution {
     pub patient: PatientId,
     pub rule_id: String,
+    /// When it was resolved (Vigil's clock, as readings' `received_ms`).
     pub at_ms: i64,
 }
 
@@ -162,6 +163,9 @@ struct RuleState {
     alert: Option<Track>,
     /// Resolved by a clinician while holding: no new alert until the condition clears.
     silenced: bool,
+    /// Replaying: the reading that made the condition hold with no alert open, which
+    /// `settle` gives the alert it opens as its trigger.
+    tripped: Option<Observation>,
     /// The newest reading time judged.
     last_ms: Option<i64>,
     /// threshold: the first reading of the current run meeting the condition.
@@ -332,6 +336,7 @@ impl Engine {
         // Until a reading says otherwise, the condition is taken to hold: an alert is not
         // resolved merely because Vigil restarted.
         st.holding = Some(a.severity);
+        st.tripped = None;
     }
 
     /// Replays a stored reading to rebuild state: no effects, and the rule's alert state is
@@ -350,6 +355,7 @@ impl Engine {
                     continue;
                 };
                 if let (Some(sev), None, false) = (st.holding, &st.alert, st.silenced) {
+                    let trigger = st.tripped.take();
                     st.alert = Some(Track {
                         severity: sev,
                         acknowledged: false,
@@ -363,7 +369,7 @@ impl Engine {
                         kind: kind_of(rule),
                         severity: sev,
                         message: format!("{} (found on restart)", describe(rule, &p.latest, now)),
-                        trigger: None,
+                        trigger,
                         at_ms: now,
                     });
                 }
@@ -848,6 +854,7 @@ fn apply(
     st.holding = holding;
     let Some(sev) = holding else {
         st.silenced = false;
+        st.tripped = None;
         if let Some(t) = st.alert.as_mut() {
             t.clear_since.get_or_insert(now);
         }
@@ -891,7 +898,11 @@ fn apply(
             });
         }
         // Replaying: the condition holds but no alert was restored; `settle` opens it.
-        None => {}
+        None => {
+            if st.tripped.is_none() {
+                st.tripped = trigger.cloned();
+            }
+        }
     }
 }
 
@@ -1211,6 +1222,39 @@ mod tests {
         assert!(feed(&mut e, Metric::HeartRate, 2 * MIN, 150.0).is_empty());
         feed(&mut e, Metric::HeartRate, 3 * MIN, 80.0);
         assert_eq!(opened(&feed(&mut e, Metric::HeartRate, 4 * MIN, 150.0)), 1);
+    }
+
+    #[test]
+    fn an_alert_found_on_restart_names_the_reading_that_tripped_it() {
+        let mut e = engine(
+            r#"{"rules":[{"id":"hr","kind":"threshold","metric":"heart_rate","op":">","value":130,"severity":"high"}]}"#,
+        );
+        e.replay(&obs(Metric::HeartRate, 0, 80.0));
+        e.replay(&obs(Metric::HeartRate, MIN, 150.0));
+        e.replay(&obs(Metric::HeartRate, 2 * MIN, 160.0));
+        let fx = e.settle(3 * MIN);
+        let [Effect::Open { trigger, .. }] = &fx[..] else {
+            panic!("one alert opened: {fx:?}");
+        };
+        let t = trigger.as_ref().expect("a trigger");
+        assert_eq!((t.time_ms, t.value), (MIN, 150.0), "the first reading over");
+        // An episode that ended during the replay leaves no trigger behind for the next.
+        let mut e = engine(
+            r#"{"rules":[{"id":"hr","kind":"threshold","metric":"heart_rate","op":">","value":130,"severity":"high"}]}"#,
+        );
+        e.replay(&obs(Metric::HeartRate, 0, 150.0));
+        e.replay(&obs(Metric::HeartRate, MIN, 80.0));
+        e.replay(&obs(Metric::HeartRate, 2 * MIN, 170.0));
+        let fx = e.settle(3 * MIN);
+        let [
+            Effect::Open {
+                trigger: Some(t), ..
+            },
+        ] = &fx[..]
+        else {
+            panic!("one alert opened with a trigger: {fx:?}");
+        };
+        assert_eq!(t.value, 170.0);
     }
 
     #[test]

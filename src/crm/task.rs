@@ -17,7 +17,7 @@ use crate::alerts::engine::{Effect, Engine, Input, Resolution, Settings};
 use crate::alerts::rules::CarePlan;
 use crate::domain::{DeviceId, Observation, PatientId, now_ms};
 use crate::registry::RegistryError;
-use crate::store::{CommittedBatch, ObservationQuery, Store, StoreError};
+use crate::store::{CommittedBatch, ObservationQuery, Store, StoreError, StoredObservation};
 
 #[derive(Debug, thiserror::Error)]
 enum RebuildError {
@@ -42,7 +42,7 @@ async fn rebuild(
     let plans = crm.registry.all_plans().await?;
     let patients = plans.len();
     // A clinician's resolution of an alert whose condition still held silenced its rule; it is
-    // replayed at its time among the readings, so the rebuilt engine does not reopen it.
+    // replayed among the readings, so the rebuilt engine does not reopen it.
     let mut resolutions: std::collections::HashMap<PatientId, Vec<Resolution>> =
         std::collections::HashMap::new();
     for r in crm.registry.clinician_resolutions().await? {
@@ -53,18 +53,22 @@ async fn rebuild(
         let plan = plan.map(Arc::new);
         let effective = plan.clone().unwrap_or_else(|| default_plan.clone());
         engine.add_patient(patient.clone(), plan, now);
-        let mut rows: Vec<Observation> = Vec::new();
+        // Each reading with when Vigil received it.
+        let mut rows: Vec<(i64, Observation)> = Vec::new();
         for (metric, span) in Engine::lookback_ms(&effective) {
-            let to_obs = |device_id: &str, time_ms, value| {
-                DeviceId::parse(device_id)
-                    .ok()
-                    .map(|device_id| Observation {
-                        patient_id: patient.clone(),
-                        device_id,
-                        metric,
-                        value,
-                        time_ms,
-                    })
+            let to_obs = |o: &StoredObservation| {
+                DeviceId::parse(&o.device_id).ok().map(|device_id| {
+                    (
+                        o.received_ms,
+                        Observation {
+                            patient_id: patient.clone(),
+                            device_id,
+                            metric,
+                            value: o.value,
+                            time_ms: o.time_ms,
+                        },
+                    )
+                })
             };
             let Some(latest) = store.latest(patient.clone(), metric).await? else {
                 continue;
@@ -79,33 +83,18 @@ async fn rebuild(
                         to_ms: i64::MAX / 2,
                         limit: REPLAY_LIMIT,
                         // Beyond the limit the oldest are left out, never the newest: the
-                        // rules judge the latest readings (sorted into time order below).
+                        // rules judge the latest readings.
                         newest_first: true,
                     })
                     .await?;
-                rows.extend(
-                    window
-                        .iter()
-                        .filter_map(|o| to_obs(&o.device_id, o.time_ms, o.value)),
-                );
+                rows.extend(window.iter().filter_map(to_obs));
             } else {
-                rows.extend(to_obs(&latest.device_id, latest.time_ms, latest.value));
+                rows.extend(to_obs(&latest));
             }
         }
-        rows.sort_by_key(|o| o.time_ms);
         replayed += rows.len();
-        let mut resolved = resolutions.remove(&patient).unwrap_or_default();
-        resolved.sort_by_key(|r| r.at_ms);
-        let mut resolved = resolved.into_iter().peekable();
-        for o in &rows {
-            while let Some(r) = resolved.next_if(|r| r.at_ms < o.time_ms) {
-                replay_resolution(&mut engine, &r, now);
-            }
-            engine.replay(o);
-        }
-        for r in resolved {
-            replay_resolution(&mut engine, &r, now);
-        }
+        let resolved = resolutions.remove(&patient).unwrap_or_default();
+        replay_in_arrival_order(&mut engine, rows, resolved, now);
     }
     for alert in crm.registry.unresolved_alerts().await? {
         engine.restore(alert);
@@ -119,6 +108,32 @@ async fn rebuild(
         "alert engine rebuilt from the stores"
     );
     Ok((engine, effects))
+}
+
+/// Replays one patient's readings, each with when Vigil received it, and the clinicians'
+/// resolutions in the order the engine first saw them: readings by arrival (a reading that
+/// arrives late is judged late, as it was live), and each resolution after the readings Vigil
+/// had received when the clinician resolved it, before those that came later. Not by the
+/// readings' own times: a reading taken before a resolution but received after it belongs to
+/// whatever came next.
+fn replay_in_arrival_order(
+    engine: &mut Engine,
+    mut rows: Vec<(i64, Observation)>,
+    mut resolved: Vec<Resolution>,
+    now: i64,
+) {
+    rows.sort_by_key(|(received_ms, o)| (*received_ms, o.time_ms));
+    resolved.sort_by_key(|r| r.at_ms);
+    let mut resolved = resolved.into_iter().peekable();
+    for (received_ms, o) in &rows {
+        while let Some(r) = resolved.next_if(|r| r.at_ms <= *received_ms) {
+            replay_resolution(engine, &r, now);
+        }
+        engine.replay(o);
+    }
+    for r in resolved {
+        replay_resolution(engine, &r, now);
+    }
 }
 
 /// A clinician's resolution, replayed: the rule's alert state as it was once they resolved it.
@@ -278,6 +293,59 @@ mod tests {
     use super::*;
     use crate::registry::{PatientDetails, Registry};
     use crate::telemetry::Metrics;
+
+    /// The restart case that raced: readings stamped by the device before a clinician's
+    /// resolution but received after it (the gateway was restarting) belong to the next
+    /// episode, which must open its own alert, not stay silenced.
+    #[test]
+    fn a_resolution_is_replayed_by_when_the_readings_arrived_not_when_they_were_taken() {
+        let plan = Arc::new(
+            CarePlan::parse(
+                br#"{"rules":[{"id":"sys","kind":"threshold","metric":"bp_systolic","op":">","value":180,"severity":"high"}]}"#,
+            )
+            .unwrap(),
+        );
+        let p = PatientId::parse("p1").unwrap();
+        let reading = |time_ms, value| Observation {
+            patient_id: p.clone(),
+            device_id: DeviceId::parse("d1").unwrap(),
+            metric: crate::domain::Metric::BpSystolic,
+            value,
+            time_ms,
+        };
+        let resolved_at = 100_000;
+        let rows = vec![
+            (resolved_at - 60_000, reading(resolved_at - 61_000, 200.0)),
+            // After the resolution, though taken before it: still high, normal, high again.
+            (resolved_at + 5_000, reading(resolved_at - 40_000, 205.0)),
+            (resolved_at + 5_001, reading(resolved_at - 30_000, 120.0)),
+            (resolved_at + 5_002, reading(resolved_at - 20_000, 210.0)),
+        ];
+        let resolution = Resolution {
+            patient: p.clone(),
+            rule_id: "sys".into(),
+            at_ms: resolved_at,
+        };
+        let mut engine = Engine::new(Settings::default(), plan.clone());
+        engine.add_patient(p.clone(), Some(plan.clone()), 0);
+        replay_in_arrival_order(&mut engine, rows.clone(), vec![resolution.clone()], 0);
+        let fx = engine.settle(resolved_at + 6_000);
+        let [
+            Effect::Open {
+                trigger: Some(t), ..
+            },
+        ] = &fx[..]
+        else {
+            panic!("the new episode opens one alert with its reading: {fx:?}");
+        };
+        assert_eq!(t.value, 210.0);
+
+        // Without the later readings the condition still holds as resolved: nothing opens.
+        let mut engine = Engine::new(Settings::default(), plan.clone());
+        engine.add_patient(p.clone(), Some(plan), 0);
+        replay_in_arrival_order(&mut engine, rows[..2].to_vec(), vec![resolution], 0);
+        assert!(engine.settle(resolved_at + 6_000).is_empty());
+    }
 
     #[tokio::test]
     async fn a_care_plan_that_cannot_be_read_is_waited_for_not_replaced_by_the_default() {

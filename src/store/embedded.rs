@@ -79,6 +79,8 @@ pub struct StoredObservation {
     pub metric: Metric,
     pub value: f64,
     pub device_id: String,
+    /// When Vigil received it (its own clock; `time_ms` is the device's).
+    pub received_ms: i64,
 }
 
 /// A range query over one patient's observations.
@@ -353,7 +355,7 @@ impl Store {
         self.read(move |conn| {
             use rusqlite::OptionalExtension;
             conn.prepare_cached(
-                "SELECT time_ms, value, device_id FROM observations
+                "SELECT time_ms, value, device_id, received_ms FROM observations
                  WHERE patient_id = ?1 AND metric = ?2 ORDER BY time_ms DESC LIMIT 1",
             )?
             .query_row(params![patient.as_str(), metric.code()], |r| {
@@ -362,6 +364,7 @@ impl Store {
                     metric,
                     value: r.get(1)?,
                     device_id: r.get(2)?,
+                    received_ms: r.get(3)?,
                 })
             })
             .optional()
@@ -546,33 +549,33 @@ impl Store {
             let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
             let map = |r: &rusqlite::Row<'_>| {
                 let code: u8 = r.get(1)?;
-                Ok((r.get(0)?, code, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, code, r.get(2)?, r.get(3)?, r.get(4)?))
             };
             // One metric walks the (patient_id, metric, time_ms) index either way.
             let sql = match (q.metric.is_some(), q.newest_first) {
                 (true, false) => {
-                    "SELECT time_ms, metric, value, device_id FROM observations
+                    "SELECT time_ms, metric, value, device_id, received_ms FROM observations
                      WHERE patient_id = ?1 AND metric = ?2 AND time_ms BETWEEN ?3 AND ?4
                      ORDER BY time_ms, device_id LIMIT ?5"
                 }
                 (true, true) => {
-                    "SELECT time_ms, metric, value, device_id FROM observations
+                    "SELECT time_ms, metric, value, device_id, received_ms FROM observations
                      WHERE patient_id = ?1 AND metric = ?2 AND time_ms BETWEEN ?3 AND ?4
                      ORDER BY time_ms DESC, device_id DESC LIMIT ?5"
                 }
                 (false, false) => {
-                    "SELECT time_ms, metric, value, device_id FROM observations
+                    "SELECT time_ms, metric, value, device_id, received_ms FROM observations
                      WHERE patient_id = ?1 AND time_ms BETWEEN ?2 AND ?3
                      ORDER BY time_ms, metric, device_id LIMIT ?4"
                 }
                 (false, true) => {
-                    "SELECT time_ms, metric, value, device_id FROM observations
+                    "SELECT time_ms, metric, value, device_id, received_ms FROM observations
                      WHERE patient_id = ?1 AND time_ms BETWEEN ?2 AND ?3
                      ORDER BY time_ms DESC, metric DESC, device_id DESC LIMIT ?4"
                 }
             };
             let mut stmt = conn.prepare_cached(sql)?;
-            let rows: Vec<(i64, u8, f64, String)> = match q.metric {
+            let rows: Vec<(i64, u8, f64, String, i64)> = match q.metric {
                 Some(m) => stmt
                     .query_map(
                         params![q.patient_id.as_str(), m.code(), q.from_ms, q.to_ms, limit],
@@ -588,12 +591,13 @@ impl Store {
             };
             Ok(rows
                 .into_iter()
-                .filter_map(|(time_ms, code, value, device_id)| {
+                .filter_map(|(time_ms, code, value, device_id, received_ms)| {
                     Some(StoredObservation {
                         time_ms,
                         metric: Metric::from_code(code)?,
                         value,
                         device_id,
+                        received_ms,
                     })
                 })
                 .collect())
