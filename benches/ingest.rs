@@ -11,7 +11,7 @@ use vigil::domain::{DeviceId, PatientId};
 use vigil::ingest::pipeline::{self, Accepted, Source};
 use vigil::ingest::topic::TopicKind;
 use vigil::registry::Profiles;
-use vigil::store::Store;
+use vigil::store::{Store, StoreOptions};
 use vigil::telemetry::Metrics;
 
 const NOW: i64 = 1_795_611_600_000;
@@ -110,7 +110,11 @@ fn store_case(
     let dir = tempfile::tempdir().unwrap();
     let store = rt
         .block_on(async {
-            Store::open_with_outbox(dir.path(), 4096, 16_384, Metrics::new(), None, fhir_spool)
+            let options = StoreOptions {
+                fhir_readings: fhir_spool,
+                ..StoreOptions::new(4096, 16_384)
+            };
+            Store::open_sqlite(dir.path(), options, Metrics::new())
         })
         .unwrap();
     let profiles = Profiles::built_in().unwrap();

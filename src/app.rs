@@ -31,7 +31,7 @@ use crate::ingest::external::{self, BrokerAddress, ExternalError};
 use crate::ingest::tls::{self, TlsError};
 use crate::registry::{ProfileError, Profiles, Registry, RegistryError};
 use crate::slots::Slots;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreOptions};
 use crate::telemetry::Metrics;
 use crate::web::{self, AppState, BootstrapToken};
 
@@ -195,15 +195,8 @@ impl App {
         let device_access = Arc::new(device_access(&cfg, &link)?);
         let metrics = Metrics::new();
         let profiles = Profiles::built_in()?;
-        let registry = open_registry(&cfg, profiles).await?;
-        let store = Store::open_with_outbox(
-            &cfg.data_dir,
-            cfg.store.batch_max,
-            cfg.store.queue_capacity,
-            metrics.clone(),
-            cfg.influxdb.as_ref().map(|i| i.measurement.clone()),
-            cfg.fhir.as_ref().is_some_and(|f| f.all_readings),
-        )?;
+        let (registry, pool) = open_databases(&cfg, profiles).await?;
+        let store = open_store(&cfg, pool, &metrics).await?;
         if bootstrap.is_some() {
             tracing::warn!("VIGIL_BOOTSTRAP_TOKEN is set: it is accepted as an admin token");
         }
@@ -335,6 +328,7 @@ impl App {
             mqtts = %mqtts,
             data_dir = %cfg.data_dir.display(),
             registry = if cfg.database.is_some() { "postgresql" } else { "sqlite" },
+            readings = store.backend(),
             "vigil listening"
         );
 
@@ -517,19 +511,53 @@ fn fit_connection_caps(cfg: &mut Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// The outward connectors the configuration asks for.
 /// The registry where the configuration puts it: the PostgreSQL database of `[database] url`,
 /// or `registry.db` in the data directory.
 pub async fn open_registry(
     cfg: &Config,
     profiles: Profiles,
 ) -> Result<Registry, crate::registry::RegistryError> {
+    Ok(open_databases(cfg, profiles).await?.0)
+}
+
+/// The registry as [`open_registry`] opens it, and the pool of connections to PostgreSQL
+/// when the configuration names one (shared with the readings' store).
+async fn open_databases(
+    cfg: &Config,
+    profiles: Profiles,
+) -> Result<(Registry, Option<deadpool_postgres::Pool>), crate::registry::RegistryError> {
     match &cfg.database {
-        Some(d) => Registry::open_postgres(&d.url, d.ca_file.as_deref(), profiles).await,
-        None => Registry::open(&cfg.data_dir, profiles).await,
+        Some(d) => {
+            let pool = crate::pg::connect(&d.url, d.ca_file.as_deref()).await?;
+            Ok((
+                Registry::on_postgres(pool.clone(), profiles).await?,
+                Some(pool),
+            ))
+        }
+        None => Ok((Registry::open(&cfg.data_dir, profiles).await?, None)),
     }
 }
 
+/// The readings' store: in the PostgreSQL database when there is one (`pool`), else
+/// `store.db` in the data directory.
+async fn open_store(
+    cfg: &Config,
+    pool: Option<deadpool_postgres::Pool>,
+    metrics: &Metrics,
+) -> Result<Store, StoreError> {
+    let options = StoreOptions {
+        batch_max: cfg.store.batch_max,
+        queue_capacity: cfg.store.queue_capacity,
+        influx_measurement: cfg.influxdb.as_ref().map(|i| i.measurement.clone()),
+        fhir_readings: cfg.fhir.as_ref().is_some_and(|f| f.all_readings),
+    };
+    match pool {
+        Some(pool) => Store::open_postgres(pool, options, metrics.clone()).await,
+        None => Store::open_sqlite(&cfg.data_dir, options, metrics.clone()),
+    }
+}
+
+/// The outward connectors the configuration asks for.
 fn connectors(
     cfg: &Config,
     registry: &Registry,

@@ -33,6 +33,7 @@ pub mod decode;
 pub mod domain;
 pub mod fd_budget;
 pub mod ingest;
+pub mod pg;
 pub mod registry;
 pub mod slots;
 pub mod store;

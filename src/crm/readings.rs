@@ -90,9 +90,12 @@ impl ReadingsLane {
             .fhir_spool_batch(usize::try_from(room).unwrap_or(0))
             .await
             .map_err(|e| e.to_string())?;
-        let Some(upto) = spooled.iter().map(|(id, _)| *id).max() else {
+        if spooled.is_empty() {
             return Ok(());
-        };
+        }
+        // Exactly these are cleared after: on PostgreSQL another instance's reading with a
+        // lower id may commit after this read.
+        let ids: Vec<i64> = spooled.iter().map(|(id, _)| *id).collect();
         let queued: Vec<QueuedReading> = spooled
             .into_iter()
             .filter_map(|(_, o)| o)
@@ -109,7 +112,7 @@ impl ReadingsLane {
             .await
             .map_err(|e| e.to_string())?;
         self.store
-            .fhir_spool_done(upto)
+            .fhir_spool_done(ids)
             .await
             .map_err(|e| e.to_string())
     }

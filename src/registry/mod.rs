@@ -300,14 +300,25 @@ impl Registry {
     }
 
     /// Opens the registry in the PostgreSQL database at `url` (see
-    /// [`postgres::connect`]: TLS through rustls, `ca_file` or the system's roots), bringing its
-    /// schema up to date under the migrations' lock, and loads device credentials into memory.
+    /// [`crate::pg::connect`]: TLS through rustls, `ca_file` or the system's roots), bringing
+    /// its schema up to date under the migrations' lock, and loads device credentials into
+    /// memory.
     pub async fn open_postgres(
         url: &str,
         ca_file: Option<&Path>,
         profiles: Profiles,
     ) -> Result<Registry, RegistryError> {
         let db = postgres::PgDb::open(url, ca_file).await?;
+        Registry::on(Arc::new(db), profiles).await
+    }
+
+    /// Like [`Registry::open_postgres`], on a pool already connected (shared with the
+    /// readings' store).
+    pub async fn on_postgres(
+        pool: deadpool_postgres::Pool,
+        profiles: Profiles,
+    ) -> Result<Registry, RegistryError> {
+        let db = postgres::PgDb::on(pool).await?;
         Registry::on(Arc::new(db), profiles).await
     }
 

@@ -29,49 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Store, StoreError};
 use crate::config::InfluxConfig;
-use crate::domain::{Observation, now_ms};
+use crate::domain::now_ms;
 use crate::telemetry::Metrics;
-
-/// Escapes a measurement name (commas and spaces).
-fn escape_measurement(s: &str, out: &mut String) {
-    for c in s.chars() {
-        if matches!(c, ',' | ' ' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-}
-
-/// Escapes a tag key or value (commas, equals signs and spaces).
-fn escape_tag(s: &str, out: &mut String) {
-    for c in s.chars() {
-        if matches!(c, ',' | '=' | ' ' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-}
-
-/// One observation as a line-protocol line with a millisecond timestamp.
-pub fn line(measurement: &str, o: &Observation) -> String {
-    let mut s = String::with_capacity(96);
-    escape_measurement(measurement, &mut s);
-    s.push_str(",device=");
-    escape_tag(o.device_id.as_str(), &mut s);
-    s.push_str(",patient=");
-    escape_tag(o.patient_id.as_str(), &mut s);
-    s.push(' ');
-    s.push_str(o.metric.name());
-    s.push('=');
-    if o.metric.is_integral() {
-        s.push_str(&format!("{}i", o.value as i64));
-    } else {
-        s.push_str(&format!("{:?}", o.value));
-    }
-    s.push(' ');
-    s.push_str(&o.time_ms.to_string());
-    s
-}
 
 /// What InfluxDB's answer means for the batch.
 #[derive(Debug, PartialEq, Eq)]
@@ -214,7 +173,7 @@ async fn send_batch(
     backoff: &mut Duration,
     stop: &CancellationToken,
 ) -> bool {
-    let upto = batch.last().map_or(0, |(id, _)| *id);
+    let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
     let mut body = String::with_capacity(batch.len() * 96);
     for (_, l) in &batch {
         body.push_str(l);
@@ -254,7 +213,7 @@ async fn send_batch(
             *limit = cfg.batch_max;
             metrics.influx_lines_written.inc_by(batch.len() as u64);
             if let Err(e) = store
-                .outbox_done(upto, Vec::new(), String::new(), now_ms())
+                .outbox_done(ids, Vec::new(), String::new(), now_ms())
                 .await
             {
                 tracing::warn!(error = %e, "delivered lines not cleared; they will be sent again");
@@ -271,7 +230,6 @@ async fn send_batch(
                 store,
                 metrics,
                 batch,
-                upto,
                 "InfluxDB answered 413: line too large".into(),
             )
             .await;
@@ -279,7 +237,7 @@ async fn send_batch(
         }
         Verdict::Rejected(reason) => {
             tracing::error!(%reason, lines = batch.len(), "influxdb refused lines; kept in influx_rejected");
-            reject(store, metrics, batch, upto, reason).await;
+            reject(store, metrics, batch, reason).await;
             return true;
         }
         Verdict::Misconfigured(reason) => {
@@ -296,16 +254,10 @@ async fn send_batch(
     }
 }
 
-async fn reject(
-    store: &Store,
-    metrics: &Metrics,
-    batch: Vec<(i64, String)>,
-    upto: i64,
-    reason: String,
-) {
+async fn reject(store: &Store, metrics: &Metrics, batch: Vec<(i64, String)>, reason: String) {
     metrics.influx_lines_rejected.inc_by(batch.len() as u64);
-    let lines = batch.into_iter().map(|(_, l)| l).collect();
-    if let Err(e) = store.outbox_done(upto, lines, reason, now_ms()).await {
+    let (ids, lines) = batch.into_iter().unzip();
+    if let Err(e) = store.outbox_done(ids, lines, reason, now_ms()).await {
         tracing::warn!(error = %e, "rejected lines not moved out of the spool");
     }
 }
@@ -313,40 +265,6 @@ async fn reject(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{DeviceId, Metric, PatientId};
-
-    fn obs(metric: Metric, value: f64) -> Observation {
-        Observation {
-            patient_id: PatientId::parse("pat-1").unwrap(),
-            device_id: DeviceId::parse("ox-1").unwrap(),
-            metric,
-            value,
-            time_ms: 1_795_611_600_000,
-        }
-    }
-
-    #[test]
-    fn lines_follow_the_documented_schema() {
-        assert_eq!(
-            line("vitals", &obs(Metric::Spo2, 97.0)),
-            "vitals,device=ox-1,patient=pat-1 spo2=97.0 1795611600000"
-        );
-        assert_eq!(
-            line("vitals", &obs(Metric::BodyTemperature, 36.85)),
-            "vitals,device=ox-1,patient=pat-1 body_temperature=36.85 1795611600000"
-        );
-        assert_eq!(
-            line("vitals", &obs(Metric::Steps, 4200.0)),
-            "vitals,device=ox-1,patient=pat-1 steps=4200i 1795611600000"
-        );
-        assert_eq!(
-            line("my vitals,x", &obs(Metric::Spo2, 97.0)),
-            "my\\ vitals\\,x,device=ox-1,patient=pat-1 spo2=97.0 1795611600000"
-        );
-        let mut t = String::new();
-        escape_tag("a b,c=d", &mut t);
-        assert_eq!(t, "a\\ b\\,c\\=d");
-    }
 
     #[test]
     fn answers_decide_what_happens_to_the_batch() {

@@ -1,24 +1,331 @@
 //! The time-series store: observations and dead letters, durably.
 //!
-//! The embedded backend is SQLite in WAL mode with `synchronous=FULL`, written by exactly one
-//! thread that owns the write connection. Producers send [`Write`]s over a bounded channel;
-//! the writer takes everything waiting (up to `batch_max`), commits it in one transaction
-//! (group commit: one fsync for the batch) and only then answers each producer. A reading is
-//! acknowledged to its device after that answer, never before.
+//! Two backends behind one handle, [`Store`]: SQLite (`store.db` in the data directory, WAL
+//! mode, `synchronous=FULL`: the embedded default) and PostgreSQL (with `[database] url`, so
+//! that several instances share every reading; observations partitioned by month, so retention
+//! drops whole partitions). Either way exactly one writer per instance owns the writes:
+//! producers send them over a bounded channel; the writer takes everything waiting (up to
+//! `batch_max` rows), commits it in one transaction (group commit: one flush for the batch) and
+//! only then answers each producer. A reading is acknowledged to its device after that answer,
+//! never before.
 //!
 //! Observations are keyed by (device, metric, time): a redelivered reading is ignored, not
-//! stored twice. Reads run on `spawn_blocking` with their own connections, never on the writer.
+//! stored twice. Reads never go through the writer.
 //!
 //! It must never: acknowledge before the commit, hold a lock across an await, or buffer without
 //! bound (a full channel makes producers wait, which slows the devices' acknowledgements).
 
-mod embedded;
-mod fhir_spool;
 pub mod influx;
+mod line_protocol;
+mod postgres;
+mod reads;
+mod sqlite;
+mod types;
+mod writer;
 
-pub use embedded::{
-    Committed, CommittedBatch, DeadLetter, ObservationQuery, Series, SeriesPoint, Store,
-    StoreError, StoredDeadLetter, StoredObservation,
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+pub(crate) use sqlite::{is_disk_full, open_db};
+pub use types::{
+    Committed, CommittedBatch, DeadLetter, InfluxLine, ObservationQuery, Series, SeriesPoint,
+    Spooled, StoreError, StoreOptions, StoredDeadLetter, StoredObservation,
 };
-pub(crate) use embedded::{is_disk_full, open_db};
-pub use fhir_spool::Spooled;
+
+use crate::domain::{DeviceId, Metric, Observation, PatientId};
+use crate::telemetry::Metrics;
+use reads::Reads;
+use writer::{Committer, Write, WriterState};
+
+/// Batches the feed holds for a slow subscriber before it lags (and must resync).
+const FEED_CAPACITY: usize = 4096;
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Write>,
+    reads: Arc<dyn Reads>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Woken after a commit that added outbox lines.
+    outbox_ready: Arc<tokio::sync::Notify>,
+    /// Every batch of newly stored observations, after its commit.
+    feed: tokio::sync::broadcast::Sender<Arc<CommittedBatch>>,
+    /// Which database holds the readings: "sqlite" or "postgresql".
+    backend: &'static str,
+}
+
+impl Store {
+    /// Opens (or creates) `store.db` in `dir` and starts the writer thread.
+    pub fn open(
+        dir: &Path,
+        batch_max: usize,
+        queue_capacity: usize,
+        metrics: Metrics,
+    ) -> Result<Store, StoreError> {
+        Store::open_sqlite(dir, StoreOptions::new(batch_max, queue_capacity), metrics)
+    }
+
+    /// Opens (or creates) `store.db` in `dir` with `options` and starts the writer thread.
+    pub fn open_sqlite(
+        dir: &Path,
+        options: StoreOptions,
+        metrics: Metrics,
+    ) -> Result<Store, StoreError> {
+        let (committer, reads) = sqlite::open(dir, &options)?;
+        Store::start(committer, Arc::new(reads), options, metrics, "sqlite")
+    }
+
+    /// The store in the PostgreSQL database behind `pool` (shared with the registry), its
+    /// schema brought up to date; starts the writer thread.
+    pub async fn open_postgres(
+        pool: deadpool_postgres::Pool,
+        options: StoreOptions,
+        metrics: Metrics,
+    ) -> Result<Store, StoreError> {
+        let (committer, reads) = postgres::open(pool, &options).await?;
+        Store::start(committer, Arc::new(reads), options, metrics, "postgresql")
+    }
+
+    fn start(
+        committer: impl Committer,
+        reads: Arc<dyn Reads>,
+        options: StoreOptions,
+        metrics: Metrics,
+        backend: &'static str,
+    ) -> Result<Store, StoreError> {
+        let (tx, rx) = mpsc::channel(options.queue_capacity.max(1));
+        let outbox_ready = Arc::new(tokio::sync::Notify::new());
+        let (feed, _) = tokio::sync::broadcast::channel(FEED_CAPACITY);
+        let state = WriterState {
+            batch_max: options.batch_max.max(1),
+            metrics,
+            influx: options.influx_measurement.is_some(),
+            outbox_ready: outbox_ready.clone(),
+            feed: feed.clone(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("vigil-store-writer".into())
+            .spawn(move || writer::run(committer, rx, state))
+            .map_err(|e| StoreError::Open {
+                path: backend.into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Store {
+            tx,
+            reads,
+            writer: Arc::new(Mutex::new(Some(writer))),
+            outbox_ready,
+            feed,
+            backend,
+        })
+    }
+
+    /// Which database holds the readings: "sqlite" or "postgresql".
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// Subscribes to the observations each commit of this instance newly stores
+    /// (redeliveries excluded), in commit order. A subscriber that falls more than a few
+    /// thousand commits behind gets `Lagged` and must rebuild from the store.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<CommittedBatch>> {
+        self.feed.subscribe()
+    }
+
+    /// Waits until a commit has added outbox lines (or returns at once if one did since the
+    /// last call).
+    pub async fn outbox_ready(&self) {
+        self.outbox_ready.notified().await;
+    }
+
+    async fn send(&self, w: Write) -> Result<(), StoreError> {
+        self.tx.send(w).await.map_err(|_| StoreError::Closed)
+    }
+
+    async fn wait(
+        rx: oneshot::Receiver<Result<Committed, StoreError>>,
+    ) -> Result<Committed, StoreError> {
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues observations for the next commit; the returned receiver answers after it.
+    /// Waits (backpressure) while the writer's queue is full.
+    pub async fn submit(
+        &self,
+        rows: Vec<Observation>,
+        received_ms: i64,
+    ) -> Result<oneshot::Receiver<Result<Committed, StoreError>>, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Write::Observations {
+            rows,
+            received_ms,
+            done,
+        })
+        .await?;
+        Ok(rx)
+    }
+
+    /// Stores observations and waits for the commit.
+    pub async fn insert(
+        &self,
+        rows: Vec<Observation>,
+        received_ms: i64,
+    ) -> Result<Committed, StoreError> {
+        Store::wait(self.submit(rows, received_ms).await?).await
+    }
+
+    /// Queues a dead letter for the next commit.
+    pub async fn submit_dead_letter(
+        &self,
+        letter: DeadLetter,
+    ) -> Result<oneshot::Receiver<Result<Committed, StoreError>>, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Write::DeadLetter { letter, done }).await?;
+        Ok(rx)
+    }
+
+    /// Deletes observations and dead letters older than `before_ms`; returns how many (on
+    /// PostgreSQL, whole months' partitions are dropped and counted as their rows).
+    pub async fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Write::Prune { before_ms, done }).await?;
+        Ok(Store::wait(rx).await?.inserted)
+    }
+
+    /// Removes the InfluxDB lines `ids` (delivered or refused); `rejected` lines are kept
+    /// with `reason`.
+    pub async fn outbox_done(
+        &self,
+        ids: Vec<i64>,
+        rejected: Vec<String>,
+        reason: String,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Write::OutboxDone {
+            ids,
+            rejected,
+            reason,
+            at_ms,
+            done,
+        })
+        .await?;
+        Store::wait(rx).await.map(|_| ())
+    }
+
+    /// Removes the readings `ids` from the FHIR spool (once they are in the outbox).
+    pub async fn fhir_spool_done(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.send(Write::FhirSpoolDone { ids, done }).await?;
+        Store::wait(rx).await.map(|_| ())
+    }
+
+    /// Stops the writer after it has committed everything queued before this call, and waits
+    /// for it. Writes submitted afterwards fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        let _ = self.tx.send(Write::Shutdown).await;
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+
+    /// The latest observation of a patient's metric, if any.
+    pub async fn latest(
+        &self,
+        patient: PatientId,
+        metric: Metric,
+    ) -> Result<Option<StoredObservation>, StoreError> {
+        self.reads.latest(patient, metric).await
+    }
+
+    /// Observations of one patient in `[from, to]`: the first `limit` oldest first, or the last
+    /// `limit` newest first.
+    pub async fn observations(
+        &self,
+        q: ObservationQuery,
+    ) -> Result<Vec<StoredObservation>, StoreError> {
+        self.reads.observations(q).await
+    }
+
+    /// A patient's metric over `[from, to]` for a chart of about `points` points, oldest first:
+    /// the readings themselves when there are no more than `points`, otherwise buckets of
+    /// `step` ms (mean, min, max) so the reply stays small however long the range.
+    pub async fn series(
+        &self,
+        patient: PatientId,
+        metric: Metric,
+        from_ms: i64,
+        to_ms: i64,
+        points: usize,
+    ) -> Result<Series, StoreError> {
+        let count = self
+            .reads
+            .count_in(patient.clone(), metric, from_ms, to_ms)
+            .await?;
+        let points_i = i64::try_from(points).unwrap_or(i64::MAX).max(1);
+        if count <= points_i {
+            return Ok(Series {
+                step_ms: 0,
+                points: self.reads.points(patient, metric, from_ms, to_ms).await?,
+            });
+        }
+        let span = to_ms.saturating_sub(from_ms).max(1);
+        let step_ms = (span / points_i).max(1000);
+        Ok(Series {
+            step_ms,
+            points: self
+                .reads
+                .buckets(patient, metric, from_ms, to_ms, step_ms)
+                .await?,
+        })
+    }
+
+    /// How many observations are stored in all (for tests, benchmarks and the operator).
+    pub async fn count_observations(&self) -> Result<i64, StoreError> {
+        self.reads.count_observations().await
+    }
+
+    /// Dead letters, newest first, optionally of one device.
+    pub async fn dead_letters(
+        &self,
+        device_id: Option<DeviceId>,
+        limit: usize,
+    ) -> Result<Vec<StoredDeadLetter>, StoreError> {
+        self.reads.dead_letters(device_id, limit).await
+    }
+
+    /// The oldest `limit` InfluxDB outbox lines, with their ids.
+    pub async fn outbox_batch(&self, limit: usize) -> Result<Vec<InfluxLine>, StoreError> {
+        self.reads.outbox_batch(limit).await
+    }
+
+    /// How many lines wait in the InfluxDB outbox.
+    pub async fn outbox_depth(&self) -> Result<i64, StoreError> {
+        self.reads.outbox_depth().await
+    }
+
+    /// Lines InfluxDB refused, newest first, with the reason it gave.
+    pub async fn influx_rejected(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        self.reads.influx_rejected(limit).await
+    }
+
+    /// The oldest `limit` readings in the FHIR spool (`fhir.all_readings`), waiting to be
+    /// moved into the FHIR worker's outbox. The writer spools a reading's key in the same
+    /// transaction as the reading, so an acknowledged reading is never lost to a crash before
+    /// it reaches the outbox; the worker queues them in the outbox (where a reading already
+    /// queued is ignored) and only then removes them ([`Store::fhir_spool_done`]).
+    pub async fn fhir_spool_batch(&self, limit: usize) -> Result<Vec<Spooled>, StoreError> {
+        self.reads.fhir_spool_batch(limit).await
+    }
+
+    /// How many readings wait in the FHIR spool.
+    pub async fn fhir_spool_depth(&self) -> Result<i64, StoreError> {
+        self.reads.fhir_spool_depth().await
+    }
+}

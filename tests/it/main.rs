@@ -30,6 +30,7 @@ mod registry_conformance;
 mod registry_db;
 mod registry_postgres;
 mod sign_in_flood;
+mod store_conformance;
 mod tls;
 mod visit_browser;
 mod visits;

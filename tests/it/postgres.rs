@@ -110,7 +110,7 @@ async fn a_throwaway_postgres_takes_its_password_and_gives_each_test_its_own_dat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_migrating_at_once_apply_each_step_once() {
-    use vigil::registry::postgres::{connect, migrate};
+    use vigil::pg::{connect, migrate};
     let pg = Postgres::start().await;
     let url = pg.database("vigil").await;
     // Each step appends to a log table: a step applied twice would show twice.
@@ -123,7 +123,10 @@ async fn two_instances_migrating_at_once_apply_each_step_once() {
         connect(&url, None).await.unwrap(),
         connect(&url, None).await.unwrap(),
     );
-    let (ra, rb) = tokio::join!(migrate(&a, &steps), migrate(&b, &steps));
+    let (ra, rb) = tokio::join!(
+        migrate(&a, "step_schema", &steps),
+        migrate(&b, "step_schema", &steps)
+    );
     assert_eq!((ra.unwrap(), rb.unwrap()), (3, 3));
     assert_eq!(
         pg.sql_in(
@@ -135,7 +138,10 @@ async fn two_instances_migrating_at_once_apply_each_step_once() {
         "1,2,3"
     );
     // A build that knows fewer steps than the database has refuses it.
-    let e = migrate(&a, &steps[..2]).await.unwrap_err().to_string();
+    let e = migrate(&a, "step_schema", &steps[..2])
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("schema version 3, newer than this Vigil's 2"),
         "{e}"
@@ -144,7 +150,7 @@ async fn two_instances_migrating_at_once_apply_each_step_once() {
 
 #[tokio::test]
 async fn a_wrong_password_or_a_refused_tls_stops_the_connection_with_its_reason() {
-    use vigil::registry::postgres::connect;
+    use vigil::pg::connect;
     let pg = Postgres::start().await;
     let url = pg.database("vigil").await;
     let wrong = url.replacen("vigil:", "vigil:x", 1);

@@ -1,0 +1,57 @@
+//! What a backend answers besides the writes (the writer does those): the same questions on
+//! SQLite and PostgreSQL.
+
+use super::types::{
+    InfluxLine, ObservationQuery, SeriesPoint, Spooled, StoreError, StoredDeadLetter,
+    StoredObservation,
+};
+use crate::domain::{DeviceId, Metric, PatientId};
+
+/// The reads a backend answers (the writer does the writes).
+#[async_trait::async_trait]
+pub(super) trait Reads: Send + Sync {
+    async fn latest(
+        &self,
+        patient: PatientId,
+        metric: Metric,
+    ) -> Result<Option<StoredObservation>, StoreError>;
+    async fn observations(&self, q: ObservationQuery)
+    -> Result<Vec<StoredObservation>, StoreError>;
+    /// How many readings of the metric lie in `[from, to]`.
+    async fn count_in(
+        &self,
+        patient: PatientId,
+        metric: Metric,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<i64, StoreError>;
+    /// The readings in `[from, to]` as points, oldest first.
+    async fn points(
+        &self,
+        patient: PatientId,
+        metric: Metric,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<SeriesPoint>, StoreError>;
+    /// Buckets of `step_ms` from `from_ms` (mean, min, max, count), oldest first.
+    async fn buckets(
+        &self,
+        patient: PatientId,
+        metric: Metric,
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<SeriesPoint>, StoreError>;
+    async fn count_observations(&self) -> Result<i64, StoreError>;
+    async fn dead_letters(
+        &self,
+        device_id: Option<DeviceId>,
+        limit: usize,
+    ) -> Result<Vec<StoredDeadLetter>, StoreError>;
+    async fn outbox_batch(&self, limit: usize) -> Result<Vec<InfluxLine>, StoreError>;
+    async fn outbox_depth(&self) -> Result<i64, StoreError>;
+    async fn influx_rejected(&self, limit: usize)
+    -> Result<Vec<(i64, String, String)>, StoreError>;
+    async fn fhir_spool_batch(&self, limit: usize) -> Result<Vec<Spooled>, StoreError>;
+    async fn fhir_spool_depth(&self) -> Result<i64, StoreError>;
+}
