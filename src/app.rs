@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::alerts::engine::Settings;
+use crate::cluster::HeldLease;
 use crate::config::{Config, MqttMode, RetryConfig};
 use crate::crm::Command;
 use crate::crm::Crm;
@@ -336,6 +337,7 @@ impl App {
             // Not on `tracker`: it stops with `stop`; what it has not sent stays in the spool.
             tokio::spawn(crate::store::influx::run(
                 store.clone(),
+                state.registry.clone(),
                 influx,
                 state.metrics.clone(),
                 stop.clone(),
@@ -433,6 +435,7 @@ impl App {
             }
         }
         let metrics = state.metrics.clone();
+        let registry = state.registry.clone();
         let app = web::router(
             state,
             cfg.http.max_body_bytes,
@@ -453,6 +456,7 @@ impl App {
         ));
         let retention = tokio::spawn(retention_loop(
             store.clone(),
+            registry,
             cfg.store.retention_days,
             stop.clone(),
         ));
@@ -638,21 +642,28 @@ async fn wake_on_commits(store: Store, ready: Arc<tokio::sync::Notify>, stop: Ca
     }
 }
 
-/// Deletes data older than the retention period, hourly. 0 days keeps everything.
-async fn retention_loop(store: Store, days: u32, stop: CancellationToken) {
+/// Deletes data older than the retention period, hourly. 0 days keeps everything. With
+/// several instances on one database, the one holding the `retention` lease does it.
+async fn retention_loop(store: Store, registry: Registry, days: u32, stop: CancellationToken) {
     if days == 0 {
         return;
     }
     let keep_ms = i64::from(days) * 86_400_000;
+    // Held for three passes, renewed every other: another instance takes over within three
+    // hours of the holder's end (retention is not urgent).
+    let mut lease = HeldLease::new("retention", "running retention", 3 * 3_600_000);
     loop {
-        match store.prune(now_ms() - keep_ms).await {
-            Ok(n) if n > 0 => tracing::info!(rows = n, days, "retention: old data deleted"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+        if lease.ensure(&registry).await {
+            match store.prune(now_ms() - keep_ms).await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, days, "retention: old data deleted"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention pass failed"),
+            }
         }
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
     }
+    lease.release(&registry).await;
 }

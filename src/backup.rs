@@ -16,6 +16,11 @@
 //!
 //! Restoring: stop Vigil, move the data directory's `registry.db*` and `store.db*` away, unpack
 //! the file into the data directory (`tar -xf FILE -C DATA_DIR`), start Vigil.
+//!
+//! With `[database] url` the registry and the readings are both in PostgreSQL (backed up with
+//! its own tools: `pg_dump`, continuous archiving); the backup then holds only the data
+//! directory's other files, and its manifest says where the databases are. A `registry.db` or
+//! `store.db` left from before the move is stale and not taken.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -36,7 +41,7 @@ const FILES: [&str; 1] = ["visit-signing.key"];
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error(
-        "{0} is not a Vigil data directory (no registry.db, or no store.db with [database] url set): give the server's --data-dir or --config"
+        "{0} is not a Vigil data directory (no registry.db, or no visit-signing.key with [database] url set): give the server's --data-dir or --config"
     )]
     NotADataDir(PathBuf),
     #[error("{path}: {source}")]
@@ -64,13 +69,14 @@ pub struct Manifest {
     pub databases: Vec<DatabaseCopy>,
     /// The other files included.
     pub files: Vec<&'static str>,
-    /// Where the registry is when it is not in the data directory (then not in this backup).
+    /// Where the databases are when they are not in the data directory (then not in this
+    /// backup).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub registry_elsewhere: Option<&'static str>,
+    pub databases_elsewhere: Option<&'static str>,
 }
 
-/// Said of the registry when it lives on PostgreSQL.
-const REGISTRY_ON_POSTGRES: &str =
+/// Said of the registry and the readings when they live on PostgreSQL.
+const ON_POSTGRES: &str =
     "PostgreSQL ([database] url): back it up with pg_dump or continuous archiving";
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,16 +104,16 @@ fn sql(path: &Path) -> impl FnOnce(rusqlite::Error) -> BackupError + '_ {
 }
 
 /// Takes a snapshot of the data directory `data_dir` into the tar file `to`. With
-/// `registry_on_postgres` the data directory's `registry.db`, if one is left from before a
-/// move, is stale and not taken: only the readings are.
+/// `on_postgres` the databases are in PostgreSQL: a `registry.db` or `store.db` left from
+/// before a move is stale and not taken, only the other files are.
 pub fn backup(
     data_dir: &Path,
     to: &Path,
-    registry_on_postgres: bool,
+    on_postgres: bool,
 ) -> Result<(Manifest, std::time::Duration), BackupError> {
     let started = Instant::now();
-    let marker = if registry_on_postgres {
-        "store.db"
+    let marker = if on_postgres {
+        "visit-signing.key"
     } else {
         "registry.db"
     };
@@ -124,8 +130,8 @@ pub fn backup(
     let work = WorkDir::new(&parent)?;
     let mut databases = Vec::new();
     for name in DATABASES {
-        if registry_on_postgres && name == "registry.db" {
-            continue;
+        if on_postgres {
+            break;
         }
         let src = data_dir.join(name);
         if !src.is_file() {
@@ -143,7 +149,7 @@ pub fn backup(
         vigil_version: env!("CARGO_PKG_VERSION"),
         databases,
         files,
-        registry_elsewhere: registry_on_postgres.then_some(REGISTRY_ON_POSTGRES),
+        databases_elsewhere: on_postgres.then_some(ON_POSTGRES),
     };
     write_tar(work.path(), data_dir, &manifest, to)?;
     Ok((manifest, started.elapsed()))
@@ -330,7 +336,7 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let to = out.path().join("vigil.tar");
         let (m, _) = backup(dir.path(), &to, false).unwrap();
-        assert!(m.registry_elsewhere.is_none());
+        assert!(m.databases_elsewhere.is_none());
         assert_eq!(m.databases.len(), 2);
         assert_eq!(m.databases[1].schema_version, 7);
         assert_eq!(m.databases[1].rows, [("t".to_owned(), 3)]);
@@ -358,12 +364,12 @@ mod tests {
         // Only the tar is left next to it: the working folder is gone.
         assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
 
-        // With the registry on PostgreSQL the registry.db left from before the move is stale:
-        // only the readings are taken, and the manifest says where the registry is.
-        let to = out.path().join("readings.tar");
+        // With the databases on PostgreSQL the files left from before the move are stale:
+        // only the signing key is taken, and the manifest says where the databases are.
+        let to = out.path().join("files.tar");
         let (m, _) = backup(dir.path(), &to, true).unwrap();
-        let names: Vec<&str> = m.databases.iter().map(|d| d.name).collect();
-        assert_eq!(names, ["store.db"]);
-        assert!(m.registry_elsewhere.unwrap().contains("pg_dump"));
+        assert!(m.databases.is_empty());
+        assert_eq!(m.files, ["visit-signing.key"]);
+        assert!(m.databases_elsewhere.unwrap().contains("pg_dump"));
     }
 }

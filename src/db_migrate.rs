@@ -9,9 +9,13 @@
 //! the timeline, the outbox (undelivered rows are delivered from PostgreSQL), visits and the
 //! audit trail, whose hash chain is verified on the target before the move is called done.
 //!
-//! What is written to the SQLite registry after the snapshot is not moved: stop Vigil (or take
-//! it out of service) before the move when nothing may be left behind, then start it with
-//! `[database] url` set. The readings stay in the data directory's `store.db`.
+//! Then the readings (`store.db`: observations, dead letters, the InfluxDB and FHIR spools) the
+//! same way, into the `readings` schema ([`crate::store::move_to_postgres`]), in a second
+//! transaction.
+//!
+//! What is written to the SQLite databases after the snapshots is not moved: stop Vigil (or
+//! take it out of service) before the move when nothing may be left behind, then start it
+//! with `[database] url` set.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -27,6 +31,8 @@ pub struct Moved {
     pub copied: Vec<Copied>,
     /// Audit lines whose chain verified on the target.
     pub audit_lines: usize,
+    /// Readings' rows per table (none when the data directory has no `store.db`).
+    pub readings: Vec<(&'static str, u64)>,
     pub took: Duration,
 }
 
@@ -43,6 +49,11 @@ pub enum MigrateError {
          drop and recreate the database before trying again"
     )]
     Verify(String),
+    #[error(
+        "the registry was moved but the readings were not ({0}); drop and recreate the \
+         database before trying again"
+    )]
+    Readings(String),
 }
 
 /// Moves the registry in `data_dir` into the empty database at `url`.
@@ -60,7 +71,8 @@ pub async fn migrate(
         ))
         .into());
     }
-    let db = PgDb::open(url, ca_file).await?;
+    let pool = crate::pg::connect(url, ca_file).await?;
+    let db = PgDb::on(pool.clone()).await?;
     let plan = db.transfer_plan().await?;
     let (send, chunks) = tokio::sync::mpsc::channel::<Chunk>(2);
     let (done, source_done) = tokio::sync::oneshot::channel();
@@ -87,9 +99,18 @@ pub async fn migrate(
             "{audit_lines} lines verified, {expected} copied"
         )));
     }
+    let store_db = data_dir.join("store.db");
+    let readings = if store_db.is_file() {
+        crate::store::move_to_postgres(store_db, pool)
+            .await
+            .map_err(|e| MigrateError::Readings(e.to_string()))?
+    } else {
+        Vec::new()
+    };
     Ok(Moved {
         copied,
         audit_lines,
+        readings,
         took: started.elapsed(),
     })
 }

@@ -290,8 +290,8 @@ fn db_backup(cfg: &Config, to: &std::path::Path) -> ExitCode {
                 took.as_secs_f64(),
                 dbs.join(", ")
             );
-            if let Some(registry) = m.registry_elsewhere {
-                println!("the registry is not in it: it is on {registry}");
+            if let Some(elsewhere) = m.databases_elsewhere {
+                println!("the registry and the readings are not in it: they are on {elsewhere}");
             }
             ExitCode::SUCCESS
         }
@@ -312,13 +312,24 @@ fn db_migrate(cfg: &Config, url: &str, ca_file: Option<&std::path::Path>) -> Exi
                 .filter(|c| c.rows > 0)
                 .map(|c| format!("{} {}", c.table, c.rows))
                 .collect();
+            let readings: Vec<String> = m
+                .readings
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect();
             println!(
                 "registry of {} copied in {:.1} s ({}); audit chain of {} lines verified on the \
-                 target. Start Vigil with [database] url set to it.",
+                 target; readings copied ({}). Start Vigil with [database] url set to it.",
                 cfg.data_dir.display(),
                 m.took.as_secs_f64(),
                 tables.join(", "),
-                m.audit_lines
+                m.audit_lines,
+                if readings.is_empty() {
+                    "none".to_owned()
+                } else {
+                    readings.join(", ")
+                }
             );
             ExitCode::SUCCESS
         }

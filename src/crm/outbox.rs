@@ -28,9 +28,9 @@ use super::readings::ReadingsLane;
 use super::record::Sink;
 use super::retry::{Attempt, jitter, settle};
 use super::webhook::WebhookSink;
+use crate::cluster::HeldLease;
 use crate::config::RetryConfig;
 use crate::domain::now_ms;
-use crate::registry::lease::Lease;
 pub use crate::registry::{Delivery, OutboxRow};
 use crate::registry::{Lane, Registry, Settled};
 use crate::telemetry::Metrics;
@@ -99,7 +99,7 @@ async fn deliver_events(
     retry: &RetryConfig,
     metrics: &Metrics,
     stop: &CancellationToken,
-    lease: &mut SinkLease,
+    lease: &mut HeldLease,
 ) -> Option<Duration> {
     let name = connector.sink().as_str();
     let rows = match registry.outbox_pending(name, Lane::Events, 100).await {
@@ -151,61 +151,6 @@ const LEASE_TTL_MS: i64 = 15_000;
 /// How often an instance that does not hold a sink's lease asks for it.
 const LEASE_RETRY: Duration = Duration::from_secs(2);
 
-/// A sink's lease as this instance holds it, or not.
-struct SinkLease {
-    name: String,
-    held: Option<Lease>,
-}
-
-impl SinkLease {
-    fn new(sink: &str) -> SinkLease {
-        SinkLease {
-            name: format!("outbox:{sink}"),
-            held: None,
-        }
-    }
-
-    /// Whether this instance holds the sink's deliveries for at least half a lease from now,
-    /// renewing or taking the lease when it must.
-    async fn ensure(&mut self, registry: &Registry) -> bool {
-        if let Some(l) = &self.held
-            && l.expires_ms - now_ms() > LEASE_TTL_MS / 2
-        {
-            return true;
-        }
-        match registry.acquire_lease(&self.name, LEASE_TTL_MS).await {
-            Ok(Some(l)) => {
-                if self.held.as_ref().map(|h| h.epoch) != Some(l.epoch) {
-                    tracing::info!(lease = %self.name, epoch = l.epoch, "delivering this sink's outbox");
-                }
-                self.held = Some(l);
-                true
-            }
-            Ok(None) => {
-                if self.held.take().is_some() {
-                    tracing::warn!(lease = %self.name, "another instance delivers this sink's outbox now");
-                }
-                false
-            }
-            Err(e) => {
-                // Unsure whether it is still ours: deliver nothing until it is known to be.
-                tracing::warn!(lease = %self.name, error = %e, "outbox lease not renewed");
-                self.held = None;
-                false
-            }
-        }
-    }
-
-    /// Gives the lease up (at a stop), so another instance takes over at once.
-    async fn release(&mut self, registry: &Registry) {
-        if let Some(l) = self.held.take()
-            && let Err(e) = registry.release_lease(&l).await
-        {
-            tracing::warn!(lease = %self.name, error = %e, "outbox lease not given up; it lapses");
-        }
-    }
-}
-
 /// Delivers a sink's outbox until `stop`: woken by `ready` when new rows are written, and by
 /// its own timer for retries. `readings` (FHIR with `fhir.all_readings`): the readings lane.
 pub async fn run(
@@ -217,7 +162,11 @@ pub async fn run(
     stop: CancellationToken,
     readings: Option<ReadingsLane>,
 ) {
-    let mut lease = SinkLease::new(connector.sink().as_str());
+    let mut lease = HeldLease::new(
+        format!("outbox:{}", connector.sink().as_str()),
+        "delivering this sink's outbox",
+        LEASE_TTL_MS,
+    );
     work(
         &registry, &connector, &retry, &ready, &metrics, &stop, readings, &mut lease,
     )
@@ -237,7 +186,7 @@ async fn work(
     metrics: &Metrics,
     stop: &CancellationToken,
     mut readings: Option<ReadingsLane>,
-    lease: &mut SinkLease,
+    lease: &mut HeldLease,
 ) {
     let name = connector.sink().as_str();
     let mut depth_at = 0i64;

@@ -28,8 +28,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Store, StoreError};
+use crate::cluster::HeldLease;
 use crate::config::InfluxConfig;
 use crate::domain::now_ms;
+use crate::registry::Registry;
 use crate::telemetry::Metrics;
 
 /// What InfluxDB's answer means for the batch.
@@ -89,7 +91,31 @@ fn jittered(base: Duration) -> Duration {
 }
 
 /// Sends the outbox to InfluxDB until `stop`.
-pub async fn run(store: Store, cfg: InfluxConfig, metrics: Metrics, stop: CancellationToken) {
+pub async fn run(
+    store: Store,
+    registry: Registry,
+    cfg: InfluxConfig,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    // One instance writes the copy at a time (on PostgreSQL the outbox is everyone's).
+    let mut lease = HeldLease::new("influx", "writing the InfluxDB copy", LEASE_TTL_MS);
+    write(&store, &registry, &cfg, &metrics, &stop, &mut lease).await;
+    lease.release(&registry).await;
+}
+
+/// How long the InfluxDB lease lasts unless renewed, and how often another instance asks.
+const LEASE_TTL_MS: i64 = 15_000;
+const LEASE_RETRY: Duration = Duration::from_secs(2);
+
+async fn write(
+    store: &Store,
+    registry: &Registry,
+    cfg: &InfluxConfig,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+    lease: &mut HeldLease,
+) {
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(cfg.timeout_s))
         .build()
@@ -111,6 +137,12 @@ pub async fn run(store: Store, cfg: InfluxConfig, metrics: Metrics, stop: Cancel
     let mut backoff = Duration::from_millis(250);
     let mut waited = false;
     while !stop.is_cancelled() {
+        if !lease.ensure(registry).await {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(LEASE_RETRY) => continue,
+            }
+        }
         let batch = match store.outbox_batch(limit).await {
             Ok(b) => b,
             Err(StoreError::Closed) => return,
@@ -144,13 +176,13 @@ pub async fn run(store: Store, cfg: InfluxConfig, metrics: Metrics, stop: Cancel
             &client,
             &url,
             &query,
-            &cfg,
-            &store,
-            &metrics,
+            cfg,
+            store,
+            metrics,
             batch,
             &mut limit,
             &mut backoff,
-            &stop,
+            stop,
         )
         .await;
         if !sent {

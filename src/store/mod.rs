@@ -29,6 +29,16 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) use sqlite::{is_disk_full, open_db};
+
+/// Moves a data directory's readings (`store_db`, a SQLite store) into the empty readings
+/// schema of the PostgreSQL database behind `pool`, in one transaction (for `vigil db
+/// migrate`); the rows moved per table.
+pub async fn move_to_postgres(
+    store_db: std::path::PathBuf,
+    pool: deadpool_postgres::Pool,
+) -> Result<Vec<(&'static str, u64)>, StoreError> {
+    postgres::import::import(store_db, pool).await
+}
 pub use types::{
     Committed, CommittedBatch, DeadLetter, InfluxLine, ObservationQuery, Series, SeriesPoint,
     Spooled, StoreError, StoreOptions, StoredDeadLetter, StoredObservation,

@@ -248,6 +248,14 @@ async fn a_simulated_clinic_moves_to_postgres_and_goes_on_as_before() {
     };
     let patients_before = patients(api.clone()).await;
     assert_eq!(patients_before, ["mig-0001", "mig-0002", "mig-0003"]);
+    let mut readings_before = Vec::new();
+    for p in &patients_before {
+        readings_before.push(api.observations(p, "limit=100000").await);
+    }
+    assert!(
+        readings_before.iter().all(|r| r.len() > 10),
+        "the run sent readings for every patient"
+    );
     let (cfg, dir) = gw.stop_keeping_data().await;
     let lines_before = verify_chain(&SqliteDb::open(&dir.path().join("registry.db")).unwrap())
         .await
@@ -276,8 +284,22 @@ async fn a_simulated_clinic_moves_to_postgres_and_goes_on_as_before() {
         "{}",
         out.stdout
     );
+    let total: usize = readings_before.iter().map(Vec::len).sum();
+    assert!(
+        out.stdout.contains(&format!("observations {total}")),
+        "{}",
+        out.stdout
+    );
 
-    // Served from PostgreSQL, with the readings' store still in the data directory.
+    // Served from PostgreSQL; the data directory's SQLite files are put aside, to show that
+    // nothing is read from them any more.
+    for f in ["registry.db", "store.db"] {
+        std::fs::rename(
+            dir.path().join(f),
+            dir.path().join(format!("{f}.before-move")),
+        )
+        .unwrap();
+    }
     let mut cfg = cfg;
     cfg.database = Some(vigil::config::DatabaseConfig {
         url: url.clone(),
@@ -286,6 +308,13 @@ async fn a_simulated_clinic_moves_to_postgres_and_goes_on_as_before() {
     let gw = Gateway::start_again(cfg, dir).await;
     let api = &gw.client;
     assert_eq!(patients(api.clone()).await, patients_before);
+    for (p, before) in patients_before.iter().zip(&readings_before) {
+        assert_eq!(
+            &api.observations(p, "limit=100000").await,
+            before,
+            "{p}'s readings moved as they were"
+        );
+    }
     let (_, v) = api.get("/api/v1/alerts?limit=1000").await;
     let alerts_after: Vec<String> = v["alerts"]
         .as_array()

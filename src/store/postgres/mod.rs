@@ -10,6 +10,7 @@
 //! acknowledged; the pool reconnects by itself when it is back.
 
 mod error;
+pub(super) mod import;
 mod partitions;
 mod reads;
 mod schema;

@@ -1,0 +1,79 @@
+//! A lease as one instance holds it: taken when free, renewed at half its time to live, given
+//! up at a stop. Work is done only while [`HeldLease::ensure`] says the lease is this
+//! instance's for at least half a lease from now, so two instances never do it at once (their
+//! clocks agreeing to well within that half).
+
+use crate::domain::now_ms;
+use crate::registry::Registry;
+use crate::registry::lease::Lease;
+
+/// A named lease this instance holds, or asks for.
+pub struct HeldLease {
+    name: String,
+    /// What the work is, for the log ("delivering this sink's outbox").
+    what: &'static str,
+    ttl_ms: i64,
+    held: Option<Lease>,
+}
+
+impl HeldLease {
+    /// The lease `name`, held for `ttl_ms` at a time; `what` names the work in the log.
+    pub fn new(name: impl Into<String>, what: &'static str, ttl_ms: i64) -> HeldLease {
+        HeldLease {
+            name: name.into(),
+            what,
+            ttl_ms,
+            held: None,
+        }
+    }
+
+    /// The lease's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The epoch of the holding, while held.
+    pub fn epoch(&self) -> Option<i64> {
+        self.held.as_ref().map(|l| l.epoch)
+    }
+
+    /// Whether this instance holds the lease for at least half a lease from now, renewing or
+    /// taking it when it must.
+    pub async fn ensure(&mut self, registry: &Registry) -> bool {
+        if let Some(l) = &self.held
+            && l.expires_ms - now_ms() > self.ttl_ms / 2
+        {
+            return true;
+        }
+        match registry.acquire_lease(&self.name, self.ttl_ms).await {
+            Ok(Some(l)) => {
+                if self.epoch() != Some(l.epoch) {
+                    tracing::info!(lease = %self.name, epoch = l.epoch, "{}", self.what);
+                }
+                self.held = Some(l);
+                true
+            }
+            Ok(None) => {
+                if self.held.take().is_some() {
+                    tracing::warn!(lease = %self.name, "another instance holds this lease now");
+                }
+                false
+            }
+            Err(e) => {
+                // Unsure whether it is still ours: do nothing until it is known to be.
+                tracing::warn!(lease = %self.name, error = %e, "lease not renewed");
+                self.held = None;
+                false
+            }
+        }
+    }
+
+    /// Gives the lease up (at a stop), so another instance takes over at once.
+    pub async fn release(&mut self, registry: &Registry) {
+        if let Some(l) = self.held.take()
+            && let Err(e) = registry.release_lease(&l).await
+        {
+            tracing::warn!(lease = %self.name, error = %e, "lease not given up; it lapses");
+        }
+    }
+}
