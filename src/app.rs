@@ -454,6 +454,14 @@ impl App {
             metrics,
             stop.clone(),
         ));
+        tokio::spawn(crate::cluster::credentials::run(
+            registry.clone(),
+            stop.clone(),
+        ));
+        let membership = tokio::spawn(crate::cluster::membership::run(
+            registry.clone(),
+            stop.clone(),
+        ));
         let retention = tokio::spawn(retention_loop(
             store.clone(),
             registry,
@@ -468,6 +476,7 @@ impl App {
             tracker.wait().await;
             let _ = http_task.await;
             let _ = retention.await;
+            let _ = membership.await;
             let _ = alerts.await;
         };
         tokio::select! {

@@ -154,4 +154,21 @@ pub struct StatusChange {
     pub online: Option<bool>,
     pub battery: Option<u8>,
     pub at_ms: i64,
+    /// The instance that reports it: the one holding the device's connection.
+    pub instance: String,
+}
+
+/// The device's online state and the instance holding it after `change`, given what was
+/// stored: an instance that no longer holds the connection (`held_by` is another: the device
+/// reconnected there) cannot take the device offline.
+pub fn status_after(
+    change: &StatusChange,
+    was_online: bool,
+    held_by: Option<String>,
+) -> (bool, Option<String>) {
+    match change.online {
+        Some(true) => (true, Some(change.instance.clone())),
+        Some(false) if held_by.as_deref().is_none_or(|h| h == change.instance) => (false, None),
+        _ => (was_online, held_by),
+    }
 }

@@ -11,6 +11,18 @@
 //! Time is an input (milliseconds since the epoch, as everywhere in the registry): instances'
 //! clocks must agree to well within a lease's time to live.
 
+/// The start of every instance's heartbeat lease name: `instance:<instance id>`.
+pub const INSTANCE_PREFIX: &str = "instance:";
+
+/// How long an instance's heartbeat lasts unless renewed: how long after an instance dies the
+/// others see it gone.
+pub const INSTANCE_TTL_MS: i64 = 15_000;
+
+/// The heartbeat lease of instance `id`.
+pub fn instance_lease(id: &str) -> String {
+    format!("{INSTANCE_PREFIX}{id}")
+}
+
 /// A lease as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {

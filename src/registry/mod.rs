@@ -141,6 +141,7 @@ async fn status_writer(
     mut rx: tokio::sync::mpsc::Receiver<StatusUpdate>,
     events: tokio::sync::broadcast::Sender<Arc<DeviceStatus>>,
     failures: Arc<std::sync::atomic::AtomicU64>,
+    instance: String,
 ) {
     // Per device, its connections that came online and have not ended.
     let mut live: HashMap<DeviceId, Vec<u64>> = HashMap::new();
@@ -204,6 +205,7 @@ async fn status_writer(
                 online,
                 battery,
                 at_ms,
+                instance: instance.clone(),
             })
             .collect();
         match db.write_device_status(batch).await {
@@ -236,6 +238,16 @@ async fn status_writer(
             return;
         }
     }
+}
+
+/// The instances whose heartbeat lease is held now.
+async fn live_instances(db: &dyn storage::Storage) -> Result<Vec<String>, RegistryError> {
+    Ok(db
+        .live_leases(lease::INSTANCE_PREFIX.into(), crate::domain::now_ms())
+        .await?
+        .into_iter()
+        .map(|l| l.holder)
+        .collect())
 }
 
 /// The first pause after a failed device status batch; it doubles on each failure.
@@ -327,10 +339,20 @@ impl Registry {
         db: Arc<dyn storage::Storage>,
         profiles: Profiles,
     ) -> Result<Registry, RegistryError> {
-        // No connection survives a restart: every device starts offline. (With several
-        // instances on one database this also marks another instance's devices offline until
-        // they next report; see "The registry on two databases" in docs/store.md.)
-        db.mark_all_offline().await?;
+        // This instance is known to the others from now on (its heartbeat lease, renewed by
+        // `cluster::membership`); no connection survives a restart, so every device held by
+        // an instance that is gone — this process's former self too — is offline. Devices
+        // held by live instances stay as they are.
+        let instance = instance_name();
+        db.acquire_lease(
+            lease::instance_lease(&instance),
+            instance.clone(),
+            crate::domain::now_ms(),
+            lease::INSTANCE_TTL_MS,
+        )
+        .await?;
+        let live = live_instances(&*db).await?;
+        db.mark_offline_unless_held_by(live).await?;
         let devices = credential_cache(&*db, &profiles).await?;
         let (status, rx) = tokio::sync::mpsc::channel(65_536);
         let (device_events, _) = tokio::sync::broadcast::channel(4096);
@@ -340,6 +362,7 @@ impl Registry {
             rx,
             device_events.clone(),
             status_failures.clone(),
+            instance.clone(),
         ));
         Ok(Registry {
             db,
@@ -351,8 +374,24 @@ impl Registry {
             credentials_changed: tokio::sync::broadcast::channel(1024).0,
             hasher: password::Hasher::start()?,
             access: tokio::sync::broadcast::channel(ACCESS_EVENTS).0,
-            instance: instance_name().into(),
+            instance: instance.into(),
         })
+    }
+
+    /// The instances sharing the database now: those whose heartbeat lease is held.
+    pub async fn live_instances(&self) -> Result<Vec<String>, RegistryError> {
+        live_instances(&*self.db).await
+    }
+
+    /// Marks offline the devices held by instances that are gone (their heartbeat lapsed or
+    /// was given up); how many.
+    pub async fn mark_devices_of_gone_instances(&self) -> Result<u64, RegistryError> {
+        let mut live = self.live_instances().await?;
+        if !live.iter().any(|i| *i == *self.instance) {
+            // Between two heartbeats this instance is alive whatever the lease says.
+            live.push(self.instance.to_string());
+        }
+        self.db.mark_offline_unless_held_by(live).await
     }
 
     /// This process's name among the instances sharing the database (host, process id and a
@@ -562,6 +601,41 @@ impl Registry {
             );
         }
         Ok((device, secret))
+    }
+
+    /// The version of the devices' credentials on a shared database (see
+    /// [`storage::DeviceStore::credentials_version`]); `None` on SQLite.
+    pub async fn credentials_version(&self) -> Result<Option<i64>, RegistryError> {
+        self.db.credentials_version().await
+    }
+
+    /// Reloads the cache of device credentials from the database (another instance changed
+    /// some) and tells the connections' holders of every device whose credentials changed
+    /// or went (they end its connections); how many changed.
+    pub async fn reload_credentials(&self) -> Result<usize, RegistryError> {
+        let fresh = credential_cache(&*self.db, &self.profiles).await?;
+        let changed: Vec<DeviceId> = {
+            let Ok(mut map) = self.devices.write() else {
+                return Err(RegistryError::Db("the credential cache is poisoned".into()));
+            };
+            let changed = map
+                .iter()
+                .filter(|(id, old)| {
+                    fresh.get(*id).is_none_or(|new| {
+                        new.secret_hash != old.secret_hash
+                            || new.revoked != old.revoked
+                            || new.patient_id != old.patient_id
+                    })
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            *map = fresh;
+            changed
+        };
+        for id in &changed {
+            let _ = self.credentials_changed.send(id.clone());
+        }
+        Ok(changed.len())
     }
 
     /// Devices whose credentials were just revoked or replaced: whoever holds their

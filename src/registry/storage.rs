@@ -274,15 +274,23 @@ pub trait DeviceStore: Send + Sync {
     /// Every device's credentials, revoked or not: what the registry's cache is loaded from.
     async fn device_credentials(&self) -> Result<Vec<StoredCredential>, RegistryError>;
 
+    /// A number that moves whenever any device's credentials change, on a database several
+    /// instances share (each reloads its cache when it moves); `None` where there is only one
+    /// instance (SQLite), whose own changes update its cache directly.
+    async fn credentials_version(&self) -> Result<Option<i64>, RegistryError>;
+
     /// Mosquitto password-file entries (`id`, `$7$…`) of every device that may connect, by id.
     async fn broker_passwords(&self) -> Result<Vec<(String, String)>, RegistryError>;
 
-    /// Marks every device offline, as a gateway starting does: no connection to it survived.
-    async fn mark_all_offline(&self) -> Result<(), RegistryError>;
+    /// Marks offline every online device whose connection is held by no instance of `live`
+    /// (it was held by an instance that stopped or died, or by nobody known); how many.
+    async fn mark_offline_unless_held_by(&self, live: Vec<String>) -> Result<u64, RegistryError>;
 
     /// Writes a batch of status changes (at most one per device) and the timeline entries they
     /// make ([`super::devices::device_events`]), all or nothing; the status of each known device
-    /// as written (unknown ids are skipped).
+    /// as written (unknown ids are skipped). Online, a device is held by the reporting
+    /// instance; a report that it went offline from an instance that no longer holds it (the
+    /// device reconnected to another) leaves it online.
     async fn write_device_status(
         &self,
         batch: Vec<StatusChange>,
@@ -471,6 +479,9 @@ pub trait LeaseStore: Send + Sync {
 
     /// The lease `name` as stored, held or expired.
     async fn lease(&self, name: String) -> Result<Option<Lease>, RegistryError>;
+
+    /// The leases whose name starts with `prefix` held at `now_ms`, by name.
+    async fn live_leases(&self, prefix: String, now_ms: i64) -> Result<Vec<Lease>, RegistryError>;
 }
 
 /// Everything the registry stores.

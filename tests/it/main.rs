@@ -9,6 +9,7 @@ mod api;
 mod backup;
 mod care_teams;
 mod cli;
+mod cluster;
 mod conns;
 mod crash;
 mod dashboard;

@@ -55,6 +55,28 @@ impl Postgres {
         format!("{base}/{name}")
     }
 
+    /// Stops the server at once (an outage: connections drop, nothing is flushed first).
+    pub(crate) async fn stop_server(&self) {
+        let out = run(
+            script().to_str().unwrap(),
+            &["stop", self.cluster.to_str().unwrap()],
+            None,
+        )
+        .await;
+        assert!(out.ok, "scripts/pg-temp stop: {}", out.stderr);
+    }
+
+    /// Starts the stopped server again, on the same port.
+    pub(crate) async fn resume(&self) {
+        let out = run(
+            script().to_str().unwrap(),
+            &["resume", self.cluster.to_str().unwrap()],
+            None,
+        )
+        .await;
+        assert!(out.ok, "scripts/pg-temp resume: {}", out.stderr);
+    }
+
     /// Runs `sql` with `psql` as the superuser; its output (unaligned, tuples only).
     pub(crate) async fn sql(&self, sql: &str) -> String {
         self.sql_at(&self.url, sql).await

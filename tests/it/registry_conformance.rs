@@ -2258,6 +2258,7 @@ async fn device_status_batches_write_status_and_timeline_together() {
                 online,
                 battery,
                 at_ms,
+                instance: "vigil-a".into(),
             };
         let written =
             b.db.write_device_status(vec![
@@ -3238,25 +3239,35 @@ async fn patients_no_clinician_sees_are_listed_with_their_open_alerts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_starting_gateway_marks_every_device_offline_and_keeps_the_rest() {
+async fn devices_held_by_instances_that_are_gone_go_offline_and_the_rest_stay() {
     for b in backends().await {
         let n = b.name;
         b.add_patient("p-1").await;
-        for (id, seed) in [("d-1", 1), ("d-2", 2)] {
+        for (id, seed) in [("d-1", 1), ("d-2", 2), ("d-3", 3)] {
             b.db.create_device(new_device(id, "p-1", seed), None)
                 .await
                 .unwrap();
         }
-        let on = |id: &str| StatusChange {
+        let on = |id: &str, instance: &str| StatusChange {
             id: id.into(),
             online: Some(true),
             battery: Some(80),
             at_ms: 10_000,
+            instance: instance.into(),
         };
-        b.db.write_device_status(vec![on("d-1"), on("d-2")])
-            .await
-            .unwrap();
-        b.db.mark_all_offline().await.unwrap();
+        b.db.write_device_status(vec![
+            on("d-1", "vigil-a"),
+            on("d-2", "vigil-b"),
+            on("d-3", "vigil-c"),
+        ])
+        .await
+        .unwrap();
+        // vigil-a restarted (as a new instance) and vigil-c died; vigil-b lives on.
+        let marked =
+            b.db.mark_offline_unless_held_by(vec!["vigil-b".into(), "vigil-new".into()])
+                .await
+                .unwrap();
+        assert_eq!(marked, 2, "{n}");
         let devices = b.db.devices(None, None).await.unwrap();
         let got: Vec<_> = devices
             .iter()
@@ -3266,9 +3277,105 @@ async fn a_starting_gateway_marks_every_device_offline_and_keeps_the_rest() {
             got,
             [
                 ("d-1", false, Some(80), true),
-                ("d-2", false, Some(80), true)
+                ("d-2", true, Some(80), true),
+                ("d-3", false, Some(80), true)
             ],
-            "{n}: offline, the battery and the last time seen kept"
+            "{n}: the gone instances' devices offline, the battery and the last time seen kept"
+        );
+    }
+}
+
+/// A device that reconnected to another instance stays online when the instance it left
+/// reports it gone; only the instance holding it takes it offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_moved_to_another_instance_is_not_taken_offline_by_the_one_it_left() {
+    for b in backends().await {
+        let n = b.name;
+        b.add_patient("p-1").await;
+        b.db.create_device(new_device("d-1", "p-1", 1), None)
+            .await
+            .unwrap();
+        let change = |online: bool, instance: &str, at_ms: i64| StatusChange {
+            id: "d-1".into(),
+            online: Some(online),
+            battery: None,
+            at_ms,
+            instance: instance.into(),
+        };
+        let online = |w: Vec<vigil::registry::devices::DeviceStatus>| w[0].online;
+        assert!(online(
+            b.db.write_device_status(vec![change(true, "vigil-a", 1)])
+                .await
+                .unwrap()
+        ));
+        assert!(online(
+            b.db.write_device_status(vec![change(true, "vigil-b", 2)])
+                .await
+                .unwrap()
+        ));
+        // vigil-a sees its old connection end after the device moved to vigil-b.
+        assert!(
+            online(
+                b.db.write_device_status(vec![change(false, "vigil-a", 3)])
+                    .await
+                    .unwrap()
+            ),
+            "{n}: still online, held by vigil-b"
+        );
+        assert_eq!(
+            b.db.mark_offline_unless_held_by(vec!["vigil-b".into()])
+                .await
+                .unwrap(),
+            0,
+            "{n}: held by a live instance"
+        );
+        assert!(
+            !online(
+                b.db.write_device_status(vec![change(false, "vigil-b", 4)])
+                    .await
+                    .unwrap()
+            ),
+            "{n}"
+        );
+        let kinds = b
+            .rows("SELECT kind FROM timeline WHERE kind LIKE 'device.%' ORDER BY id")
+            .await;
+        assert_eq!(
+            kinds,
+            ["device.online", "device.offline"],
+            "{n}: one of each"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_leases_of_a_kind_are_those_held_now() {
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        for (name, holder, ttl) in [
+            ("instance:a", "a", 10_000),
+            ("instance:b", "b", 1_000),
+            ("instance:c", "c", 10_000),
+            ("retention", "a", 10_000),
+        ] {
+            db.acquire_lease(name.into(), holder.into(), 0, ttl)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let c = db.lease("instance:c".into()).await.unwrap().unwrap();
+        assert!(db.release_lease(c.name, c.holder, c.epoch).await.unwrap());
+        let live: Vec<String> = db
+            .live_leases("instance:".into(), 5_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.holder)
+            .collect();
+        assert_eq!(
+            live,
+            ["a"],
+            "{n}: b lapsed, c given up, retention another kind"
         );
     }
 }

@@ -12,7 +12,7 @@ use super::{PgDb, PgError};
 use crate::registry::audit::NewAuditLine;
 use crate::registry::devices::{
     Device, DeviceRow, DeviceStatus, NewDevice, SecretHashes, StatusChange, StoredCredential,
-    device_events,
+    device_events, status_after,
 };
 use crate::registry::error::RegistryError;
 use crate::registry::storage::DeviceStore;
@@ -203,13 +203,27 @@ impl DeviceStore for PgDb {
             .collect())
     }
 
-    async fn mark_all_offline(&self) -> Result<(), RegistryError> {
-        self.conn()
+    async fn credentials_version(&self) -> Result<Option<i64>, RegistryError> {
+        let row = self
+            .conn()
             .await?
-            .execute("UPDATE devices SET online = false WHERE online", &[])
+            .query_one("SELECT version FROM credential_changes", &[])
             .await
             .map_err(PgError::from)?;
-        Ok(())
+        Ok(Some(row.get(0)))
+    }
+
+    async fn mark_offline_unless_held_by(&self, live: Vec<String>) -> Result<u64, RegistryError> {
+        Ok(self
+            .conn()
+            .await?
+            .execute(
+                "UPDATE devices SET online = false
+                  WHERE online AND (instance IS NULL OR NOT instance = ANY($1))",
+                &[&live],
+            )
+            .await
+            .map_err(PgError::from)?)
     }
 
     async fn broker_passwords(&self) -> Result<Vec<(String, String)>, RegistryError> {
@@ -236,7 +250,8 @@ impl DeviceStore for PgDb {
         for s in &batch {
             let prior = tx
                 .query_opt(
-                    "SELECT patient_id, online, battery FROM devices WHERE id = $1 FOR UPDATE",
+                    "SELECT patient_id, online, battery, instance FROM devices
+                      WHERE id = $1 FOR UPDATE",
                     &[&s.id],
                 )
                 .await
@@ -246,15 +261,18 @@ impl DeviceStore for PgDb {
             };
             let (patient, was_online, was_battery): (String, bool, Option<u8>) =
                 (prior.get(0), prior.get(1), battery(prior.get(2)));
+            let (online, holder) = status_after(s, was_online, prior.get(3));
             tx.execute(
-                "UPDATE devices SET online = coalesce($2, online),
+                "UPDATE devices SET online = $2,
                  battery = coalesce($3, battery),
-                 last_seen_ms = greatest(coalesce(last_seen_ms, 0), $4) WHERE id = $1",
-                &[&s.id, &s.online, &s.battery.map(i16::from), &s.at_ms],
+                 last_seen_ms = greatest(coalesce(last_seen_ms, 0), $4), instance = $5
+                 WHERE id = $1",
+                &[&s.id, &online, &s.battery.map(i16::from), &s.at_ms, &holder],
             )
             .await
             .map_err(PgError::from)?;
-            for (kind, data) in device_events(&s.id, was_online, was_battery, s.online, s.battery) {
+            let told = s.online.map(|_| online);
+            for (kind, data) in device_events(&s.id, was_online, was_battery, told, s.battery) {
                 tx.execute(
                     "INSERT INTO timeline (patient_id, time_ms, kind, data)
                      VALUES ($1, $2, $3, $4)",
@@ -266,7 +284,7 @@ impl DeviceStore for PgDb {
             written.push(DeviceStatus {
                 device_id: s.id.clone(),
                 patient_id: patient,
-                online: s.online.unwrap_or(was_online),
+                online,
                 battery: s.battery.or(was_battery),
                 last_seen_ms: s.at_ms,
             });

@@ -77,4 +77,27 @@ impl LeaseStore for PgDb {
             expires_ms: r.get(2),
         }))
     }
+
+    async fn live_leases(&self, prefix: String, now_ms: i64) -> Result<Vec<Lease>, RegistryError> {
+        let rows = self
+            .conn()
+            .await?
+            .query(
+                "SELECT name, holder, epoch, expires_ms FROM leases
+                  WHERE left(name, length($1)) = $1 AND expires_ms > $2
+                  ORDER BY name COLLATE \"C\"",
+                &[&prefix, &now_ms],
+            )
+            .await
+            .map_err(PgError::from)?;
+        Ok(rows
+            .iter()
+            .map(|r| Lease {
+                name: r.get(0),
+                holder: r.get(1),
+                epoch: r.get(2),
+                expires_ms: r.get(3),
+            })
+            .collect())
+    }
 }

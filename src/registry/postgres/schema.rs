@@ -183,4 +183,21 @@ pub const STEPS: &[&str] = &[
         epoch      bigint NOT NULL,
         expires_ms bigint NOT NULL
      );",
+    // 8: which instance holds an online device's connection, as SQLite's version 13.
+    "ALTER TABLE devices ADD COLUMN instance text;",
+    // 9: a counter every change of a device's credentials moves (a statement trigger, so no
+    // way of writing them is missed), which every instance watches to reload its cache of
+    // them: a device added, revoked or given a new secret through one instance is known to
+    // all within moments. PostgreSQL only: on SQLite there is one instance.
+    "CREATE TABLE credential_changes (version bigint NOT NULL);
+     INSERT INTO credential_changes (version) VALUES (0);
+     CREATE FUNCTION credential_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         UPDATE credential_changes SET version = version + 1;
+         RETURN NULL;
+       END
+     $$;
+     CREATE TRIGGER devices_credentials_changed
+       AFTER INSERT OR DELETE OR UPDATE OF secret_hash, revoked, patient_id, profile ON devices
+       FOR EACH STATEMENT EXECUTE FUNCTION credential_changed();",
 ];

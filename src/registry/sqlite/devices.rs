@@ -8,7 +8,7 @@ use super::audit::append_in;
 use crate::registry::audit::NewAuditLine;
 use crate::registry::devices::{
     Device, DeviceRow, DeviceStatus, NewDevice, SecretHashes, StatusChange, StoredCredential,
-    device_events,
+    device_events, status_after,
 };
 use crate::registry::error::RegistryError;
 use crate::registry::storage::DeviceStore;
@@ -178,10 +178,19 @@ impl DeviceStore for SqliteDb {
         .await
     }
 
-    async fn mark_all_offline(&self) -> Result<(), RegistryError> {
-        self.with(|c| {
-            c.execute("UPDATE devices SET online = 0 WHERE online = 1", [])?;
-            Ok(())
+    async fn credentials_version(&self) -> Result<Option<i64>, RegistryError> {
+        Ok(None)
+    }
+
+    async fn mark_offline_unless_held_by(&self, live: Vec<String>) -> Result<u64, RegistryError> {
+        self.with(move |c| {
+            let live = serde_json::to_string(&live).unwrap_or_else(|_| "[]".into());
+            Ok(c.execute(
+                "UPDATE devices SET online = 0
+                  WHERE online = 1
+                    AND (instance IS NULL OR instance NOT IN (SELECT value FROM json_each(?1)))",
+                [live],
+            )? as u64)
         })
         .await
     }
@@ -207,32 +216,36 @@ impl DeviceStore for SqliteDb {
             let mut written = Vec::new();
             {
                 let mut before = tx.prepare_cached(
-                    "SELECT patient_id, online, battery FROM devices WHERE id = ?1",
+                    "SELECT patient_id, online, battery, instance FROM devices WHERE id = ?1",
                 )?;
                 let mut stmt = tx.prepare_cached(
-                    "UPDATE devices SET online = coalesce(?2, online), battery = coalesce(?3, battery),
-                     last_seen_ms = max(coalesce(last_seen_ms, 0), ?4) WHERE id = ?1",
+                    "UPDATE devices SET online = ?2, battery = coalesce(?3, battery),
+                     last_seen_ms = max(coalesce(last_seen_ms, 0), ?4), instance = ?5
+                     WHERE id = ?1",
                 )?;
                 let mut timeline = tx.prepare_cached(
                     "INSERT INTO timeline (patient_id, time_ms, kind, data) VALUES (?1, ?2, ?3, ?4)",
                 )?;
                 for s in &batch {
-                    let prior: Option<(String, bool, Option<u8>)> = before
-                        .query_row([&s.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    let prior: Option<(String, bool, Option<u8>, Option<String>)> = before
+                        .query_row([&s.id], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        })
                         .optional()?;
-                    stmt.execute(params![s.id, s.online, s.battery, s.at_ms])?;
-                    let Some((patient, was_online, was_battery)) = prior else {
+                    let Some((patient, was_online, was_battery, held_by)) = prior else {
                         continue;
                     };
-                    for (kind, data) in
-                        device_events(&s.id, was_online, was_battery, s.online, s.battery)
+                    let (online, holder) = status_after(s, was_online, held_by);
+                    stmt.execute(params![s.id, online, s.battery, s.at_ms, holder])?;
+                    let told = s.online.map(|_| online);
+                    for (kind, data) in device_events(&s.id, was_online, was_battery, told, s.battery)
                     {
                         timeline.execute(params![patient, s.at_ms, kind, data.to_string()])?;
                     }
                     written.push(DeviceStatus {
                         device_id: s.id.clone(),
                         patient_id: patient,
-                        online: s.online.unwrap_or(was_online),
+                        online,
                         battery: s.battery.or(was_battery),
                         last_seen_ms: s.at_ms,
                     });

@@ -77,4 +77,23 @@ impl LeaseStore for SqliteDb {
         })
         .await
     }
+
+    async fn live_leases(&self, prefix: String, now_ms: i64) -> Result<Vec<Lease>, RegistryError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT name, holder, epoch, expires_ms FROM leases
+                  WHERE substr(name, 1, length(?1)) = ?1 AND expires_ms > ?2 ORDER BY name",
+            )?;
+            let rows = stmt.query_map(params![prefix, now_ms], |r| {
+                Ok(Lease {
+                    name: r.get(0)?,
+                    holder: r.get(1)?,
+                    epoch: r.get(2)?,
+                    expires_ms: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
 }

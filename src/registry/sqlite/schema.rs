@@ -69,6 +69,8 @@ pub(crate) const SCHEMA: &[&str] = &[
         epoch      INTEGER NOT NULL,
         expires_ms INTEGER NOT NULL
     );",
+    // version 13: which instance holds an online device's connection.
+    "ALTER TABLE devices ADD COLUMN instance TEXT;",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.

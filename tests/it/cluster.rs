@@ -1,0 +1,168 @@
+//! Vigil instances on a shared PostgreSQL when something fails: real `vigil serve` processes, a
+//! real PostgreSQL (`scripts/pg-temp`, stopped and started again under them), real devices
+//! (Paho, `mosquitto_sub`).
+
+use std::time::Duration;
+
+use crate::cli::{spawn_serve, spawn_vigil_with};
+use crate::faults::{Publisher, stored};
+use crate::postgres::Postgres;
+use crate::support::{Api, eventually, metric, run};
+
+/// PostgreSQL goes away while a device streams readings: nothing is acknowledged while it is
+/// away (the commits fail; the device keeps its readings and resends them), and once it is back
+/// Vigil resumes by itself — no restart — storing every reading exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_restarted_under_load_withholds_acknowledgements_and_loses_nothing() {
+    // Enough that the outage comes while the device is still sending.
+    const COUNT: usize = 20_000;
+    let pg = Postgres::start().await;
+    let url = pg.database("vigil").await;
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = spawn_vigil_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &[("VIGIL_DATABASE__URL", url.as_str())],
+    )
+    .await;
+    let api = Api::new(vigil.http);
+    api.patient("p-pg").await;
+    let secret = api.device("hr-pg", "p-pg", "smartwatch").await;
+    let start = vigil::domain::now_ms() / 1000 - 43_200;
+    let device = Publisher::start(vigil.mqtt.port(), "hr-pg", &secret, COUNT, start, (60, 20));
+    eventually(Duration::from_secs(60), "readings acknowledged", || async {
+        (device.acked() >= 50).then_some(())
+    })
+    .await;
+
+    pg.stop_server().await;
+    // Commits fail: wait until two have, and see that no acknowledgement came between them.
+    let failures = || async { metric(vigil.http, "vigil_store_commit_failures_total").await };
+    let first = eventually(Duration::from_secs(30), "a failed commit", || async {
+        failures().await.filter(|n| *n >= 1.0)
+    })
+    .await;
+    let acked_while_away = device.acked();
+    eventually(Duration::from_secs(30), "another failed commit", || async {
+        failures().await.filter(|n| *n > first)
+    })
+    .await;
+    assert_eq!(
+        device.acked(),
+        acked_while_away,
+        "a reading was acknowledged while PostgreSQL was away"
+    );
+    assert!(
+        acked_while_away < COUNT,
+        "the outage came too late to matter"
+    );
+
+    pg.resume().await;
+    device.finish(Duration::from_secs(180)).await;
+    assert_eq!(
+        stored(&api, "p-pg").await,
+        COUNT,
+        "every reading stored exactly once"
+    );
+    assert_eq!(
+        pg.sql_in(
+            "vigil",
+            "SELECT count(*) - count(DISTINCT time_ms) FROM readings.observations"
+        )
+        .await
+        .trim(),
+        "0"
+    );
+}
+
+/// Two instances on one database, a device connected to the second: restarting the first
+/// leaves the device online (a starting instance marks offline only the devices of instances
+/// that are gone); killing the second (SIGKILL: nobody reports the device gone) shows it
+/// offline once the dead instance's heartbeat lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_leaves_other_instances_devices_online_and_a_dead_ones_go_offline() {
+    const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+    let pg = Postgres::start().await;
+    let url = pg.database("vigil").await;
+    let env = [("VIGIL_DATABASE__URL", url.as_str())];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let serve = |dir: std::path::PathBuf| async move {
+        spawn_serve(
+            tokio::process::Command::new(VIGIL),
+            &dir,
+            "127.0.0.1:0",
+            &env,
+        )
+        .await
+    };
+    let mut a = serve(dir_a.path().to_owned()).await;
+    let mut b = serve(dir_b.path().to_owned()).await;
+    let api_a = Api::new(a.http);
+    api_a.patient("p-pres").await;
+    let secret = api_a.device("scale-pres", "p-pres", "scale").await;
+    let online = |api: Api| async move {
+        let (s, d) = api.get("/api/v1/devices/scale-pres").await;
+        assert_eq!(s, reqwest::StatusCode::OK, "{d}");
+        d["online"] == true
+    };
+    // The device connects to b (made through a, it is known to b within moments: a refused
+    // first try is retried, as a device does).
+    let port = b.mqtt.port().to_string();
+    let connect = || {
+        tokio::process::Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                "mqttv311",
+                "-i",
+                "scale-pres",
+            ])
+            .args(["-u", "scale-pres", "-P", &secret, "-k", "5"])
+            .args(["-t", "vigil/v1/devices/scale-pres/errors"])
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut device = connect();
+    eventually(Duration::from_secs(15), "the device online on b", || {
+        if device.try_wait().unwrap().is_some() {
+            device = connect();
+        }
+        let api = api_a.clone();
+        async move { online(api).await.then_some(()) }
+    })
+    .await;
+
+    // a stops and starts again (a new instance on the same data directory).
+    let pid = a.child.id().unwrap().to_string();
+    assert!(run("kill", &["-TERM", &pid], None).await.ok);
+    assert!(a.child.wait().await.unwrap().success());
+    let a = serve(dir_a.path().to_owned()).await;
+    let api_a = Api::new(a.http);
+    assert!(
+        online(api_a.clone()).await,
+        "a's restart took b's device offline"
+    );
+
+    // b dies.
+    b.child.start_kill().unwrap();
+    b.child.wait().await.unwrap();
+    let took = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(60),
+        "the dead instance's device offline",
+        || {
+            let api = api_a.clone();
+            async move { (!online(api).await).then_some(()) }
+        },
+    )
+    .await;
+    eprintln!(
+        "cluster-report device offline {} ms after its instance died",
+        took.elapsed().as_millis()
+    );
+}
