@@ -166,3 +166,81 @@ async fn a_restart_leaves_other_instances_devices_online_and_a_dead_ones_go_offl
         took.elapsed().as_millis()
     );
 }
+
+/// Two instances on one database: a device revoked through one loses its connection to the
+/// other within moments, and the other refuses it from then on (each instance checks
+/// CONNECTs against its own cache of credentials, which follows the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_revoked_through_one_instance_is_cut_off_by_the_other() {
+    const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+    let pg = Postgres::start().await;
+    let url = pg.database("vigil").await;
+    let env = [("VIGIL_DATABASE__URL", url.as_str())];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn_serve(
+        tokio::process::Command::new(VIGIL),
+        dir_a.path(),
+        "127.0.0.1:0",
+        &env,
+    )
+    .await;
+    let b = spawn_serve(
+        tokio::process::Command::new(VIGIL),
+        dir_b.path(),
+        "127.0.0.1:0",
+        &env,
+    )
+    .await;
+    let (api_a, api_b) = (Api::new(a.http), Api::new(b.http));
+    api_a.patient("p-rev").await;
+    let secret = api_a.device("scale-rev", "p-rev", "scale").await;
+    let port = b.mqtt.port().to_string();
+    let connect = || {
+        tokio::process::Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                "mqttv311",
+                "-i",
+                "scale-rev",
+            ])
+            .args(["-u", "scale-rev", "-P", &secret, "-k", "5"])
+            .args(["-t", "vigil/v1/devices/scale-rev/errors"])
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut device = connect();
+    eventually(Duration::from_secs(15), "the device connected to b", || {
+        if device.try_wait().unwrap().is_some() {
+            device = connect();
+        }
+        let api = api_b.clone();
+        async move {
+            let (_, d) = api.get("/api/v1/devices/scale-rev").await;
+            (d["online"] == true).then_some(())
+        }
+    })
+    .await;
+
+    let (s, v) = api_a
+        .post("/api/v1/devices/scale-rev/revoke", serde_json::json!({}))
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    let took = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), device.wait()).await;
+    assert!(ended.is_ok(), "b kept the revoked device's connection");
+    eprintln!(
+        "cluster-report revoked device cut off by the other instance after {} ms",
+        took.elapsed().as_millis()
+    );
+    // Refused from then on (MQTT 3.1.1 has no code for "revoked": a refusal, whichever).
+    let again = connect().wait_with_output().await.unwrap();
+    assert!(!again.status.success());
+    let why = String::from_utf8_lossy(&again.stderr);
+    assert!(why.contains("Connection Refused"), "{why}");
+}
