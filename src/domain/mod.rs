@@ -7,6 +7,7 @@
 
 mod ids;
 mod metric;
+pub mod partition;
 mod time;
 
 pub use ids::{DeviceId, IdError, PatientId};

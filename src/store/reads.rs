@@ -2,7 +2,7 @@
 //! SQLite and PostgreSQL.
 
 use super::types::{
-    InfluxLine, ObservationQuery, SeriesPoint, Spooled, StoreError, StoredDeadLetter,
+    FedReadings, InfluxLine, ObservationQuery, SeriesPoint, Spooled, StoreError, StoredDeadLetter,
     StoredObservation,
 };
 use crate::domain::{DeviceId, Metric, PatientId};
@@ -54,4 +54,13 @@ pub(super) trait Reads: Send + Sync {
     -> Result<Vec<(i64, String, String)>, StoreError>;
     async fn fhir_spool_batch(&self, limit: usize) -> Result<Vec<Spooled>, StoreError>;
     async fn fhir_spool_depth(&self) -> Result<i64, StoreError>;
+    /// Where a commit-order read of the readings starts now; `None` where there is no
+    /// shared commit order to read (SQLite: one instance, fed by its own writer).
+    async fn commit_horizon(&self) -> Result<Option<i64>, StoreError>;
+    /// The readings of alert partitions `parts` committed from `from` on, in commit order.
+    async fn committed_in(
+        &self,
+        parts: Vec<u16>,
+        from: i64,
+    ) -> Result<Option<FedReadings>, StoreError>;
 }

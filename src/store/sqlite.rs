@@ -10,8 +10,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 use super::reads::Reads;
 use super::types::{
-    Committed, InfluxLine, ObservationQuery, SeriesPoint, Spooled, StoreError, StoreOptions,
-    StoredDeadLetter, StoredObservation,
+    Committed, FedReadings, InfluxLine, ObservationQuery, SeriesPoint, Spooled, StoreError,
+    StoreOptions, StoredDeadLetter, StoredObservation,
 };
 use super::writer::{Committer, Write};
 use crate::domain::{DeviceId, Metric, Observation, PatientId};
@@ -639,5 +639,17 @@ impl Reads for SqliteReads {
     async fn fhir_spool_depth(&self) -> Result<i64, StoreError> {
         self.read(|conn| conn.query_row("SELECT count(*) FROM fhir_spool", [], |r| r.get(0)))
             .await
+    }
+
+    async fn commit_horizon(&self) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+
+    async fn committed_in(
+        &self,
+        _parts: Vec<u16>,
+        _from: i64,
+    ) -> Result<Option<FedReadings>, StoreError> {
+        Ok(None)
     }
 }

@@ -104,6 +104,14 @@ pub struct SeriesPoint {
 /// stored: retention removed it first).
 pub type Spooled = (i64, Option<Observation>);
 
+/// Readings in commit order (PostgreSQL; see [`super::Store::committed_in`]): each with when
+/// Vigil received it, and where the next read starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FedReadings {
+    pub readings: Vec<(Observation, i64)>,
+    pub next: i64,
+}
+
 /// One line waiting for InfluxDB: its id and the line.
 pub type InfluxLine = (i64, String);
 

@@ -613,3 +613,74 @@ async fn postgres_instances_writing_the_same_readings_at_once_store_each_once() 
         s.close().await;
     }
 }
+
+/// PostgreSQL: the instance evaluating some alert partitions reads their readings in commit
+/// order with no gap — a reading whose transaction began earlier but commits later is not
+/// skipped (what a sequence number would lose), and none comes twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_feeds_a_partitions_readings_in_commit_order_without_a_gap() {
+    use vigil::domain::partition::alert_partition;
+    let b = postgres().await;
+    let store = b.open().await;
+    let (_, url) = b.pg.as_ref().unwrap();
+    let p1 = PatientId::parse("p1").unwrap();
+    let mine = alert_partition(&p1);
+    let other_patient = (0..)
+        .map(|i| PatientId::parse(&format!("other-{i}")).unwrap())
+        .find(|p| alert_partition(p) != mine)
+        .unwrap();
+    let start = store.commit_horizon().await.unwrap().unwrap();
+    // This month, whose partition the store made when it opened (making one waits for the
+    // writers of the default partition, which would include the transaction held open here).
+    let now = vigil::domain::now_ms();
+
+    // Another writer's transaction begins first and stays open.
+    let pool = vigil::pg::connect(url, None).await.unwrap();
+    let mut slow = pool.get().await.unwrap();
+    let slow = slow.transaction().await.unwrap();
+    slow.execute(
+        &format!(
+            "INSERT INTO readings.observations
+               (device_id, metric, time_ms, patient_id, value, received_ms, part)
+             VALUES ('d-slow', 1, {now}, 'p1', 61, 0, {mine})"
+        ),
+        &[],
+    )
+    .await
+    .unwrap();
+    // Then this store commits two readings: one of the partition, one of another.
+    let mut theirs = obs("d-other", Metric::HeartRate, now, 70.0);
+    theirs.patient_id = other_patient;
+    store
+        .insert(vec![obs("d-fast", Metric::HeartRate, now, 62.0), theirs], 0)
+        .await
+        .unwrap();
+    let read = |from: i64| {
+        let store = store.clone();
+        async move {
+            let fed = store.committed_in(vec![mine], from).await.unwrap().unwrap();
+            let devices: Vec<String> = fed
+                .readings
+                .iter()
+                .map(|(o, _)| o.device_id.as_str().to_owned())
+                .collect();
+            (devices, fed.next)
+        }
+    };
+    // While the earlier transaction runs, the later commit waits behind it.
+    let (first, next) = read(start).await;
+    assert!(
+        first.is_empty(),
+        "{first:?}: read past a running transaction"
+    );
+    slow.commit().await.unwrap();
+    let (second, next) = read(next).await;
+    assert_eq!(
+        second,
+        ["d-slow", "d-fast"],
+        "both, the other partition's not"
+    );
+    let (third, _) = read(next).await;
+    assert!(third.is_empty(), "{third:?}: nothing twice");
+    store.close().await;
+}

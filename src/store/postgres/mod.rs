@@ -10,6 +10,7 @@
 //! acknowledged; the pool reconnects by itself when it is back.
 
 mod error;
+mod feed;
 pub(super) mod import;
 mod partitions;
 mod reads;
@@ -21,6 +22,7 @@ use deadpool_postgres::Pool;
 
 use super::types::{Committed, StoreError, StoreOptions};
 use super::writer::{Committer, Write};
+use crate::domain::partition::alert_partition;
 use crate::domain::{Observation, PatientId, now_ms};
 use crate::pg::PgError;
 use error::write_err;
@@ -261,17 +263,23 @@ async fn insert_observations<'a>(
         .collect();
     let times: Vec<i64> = rows.iter().map(|(o, _)| o.time_ms).collect();
     let patients: Vec<&str> = rows.iter().map(|(o, _)| o.patient_id.as_str()).collect();
+    let parts: Vec<i16> = rows
+        .iter()
+        .map(|(o, _)| i16::try_from(alert_partition(&o.patient_id)).unwrap_or(0))
+        .collect();
     let values: Vec<f64> = rows.iter().map(|(o, _)| o.value).collect();
     let received: Vec<i64> = rows.iter().map(|(_, r)| *r).collect();
     let returned = tx
         .query(
             "INSERT INTO readings.observations
-               (device_id, metric, time_ms, patient_id, value, received_ms)
+               (device_id, metric, time_ms, patient_id, value, received_ms, part)
              SELECT * FROM unnest($1::text[], $2::int2[], $3::int8[], $4::text[],
-                                  $5::float8[], $6::int8[])
+                                  $5::float8[], $6::int8[], $7::int2[])
              ON CONFLICT DO NOTHING
              RETURNING device_id, metric, time_ms",
-            &[&devices, &metrics, &times, &patients, &values, &received],
+            &[
+                &devices, &metrics, &times, &patients, &values, &received, &parts,
+            ],
         )
         .await
         .map_err(write_err)?;

@@ -8,7 +8,7 @@ use super::error::read_err;
 use crate::domain::{DeviceId, Metric, Observation, PatientId};
 use crate::store::reads::Reads;
 use crate::store::types::{
-    InfluxLine, ObservationQuery, SeriesPoint, Spooled, StoreError, StoredDeadLetter,
+    FedReadings, InfluxLine, ObservationQuery, SeriesPoint, Spooled, StoreError, StoredDeadLetter,
     StoredObservation,
 };
 
@@ -287,5 +287,19 @@ impl Reads for PgReads {
 
     async fn fhir_spool_depth(&self) -> Result<i64, StoreError> {
         self.count("SELECT count(*) FROM readings.fhir_spool").await
+    }
+
+    async fn commit_horizon(&self) -> Result<Option<i64>, StoreError> {
+        super::feed::horizon(&self.pool).await.map(Some)
+    }
+
+    async fn committed_in(
+        &self,
+        parts: Vec<u16>,
+        from: i64,
+    ) -> Result<Option<FedReadings>, StoreError> {
+        super::feed::committed(&self.pool, &parts, from)
+            .await
+            .map(Some)
     }
 }
