@@ -81,70 +81,24 @@ async fn postgresql_restarted_under_load_withholds_acknowledgements_and_loses_no
 /// offline once the dead instance's heartbeat lapses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_leaves_other_instances_devices_online_and_a_dead_ones_go_offline() {
-    const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
     let pg = Postgres::start().await;
     let url = pg.database("vigil").await;
-    let env = [("VIGIL_DATABASE__URL", url.as_str())];
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let serve = |dir: std::path::PathBuf| async move {
-        spawn_serve(
-            tokio::process::Command::new(VIGIL),
-            &dir,
-            "127.0.0.1:0",
-            &env,
-        )
-        .await
-    };
-    let mut a = serve(dir_a.path().to_owned()).await;
-    let mut b = serve(dir_b.path().to_owned()).await;
+    let mut a = instance(&url, dir_a.path()).await;
+    let mut b = instance(&url, dir_b.path()).await;
     let api_a = Api::new(a.http);
     api_a.patient("p-pres").await;
     let secret = api_a.device("scale-pres", "p-pres", "scale").await;
-    let online = |api: Api| async move {
-        let (s, d) = api.get("/api/v1/devices/scale-pres").await;
-        assert_eq!(s, reqwest::StatusCode::OK, "{d}");
-        d["online"] == true
-    };
-    // The device connects to b (made through a, it is known to b within moments: a refused
-    // first try is retried, as a device does).
-    let port = b.mqtt.port().to_string();
-    let connect = || {
-        tokio::process::Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-V",
-                "mqttv311",
-                "-i",
-                "scale-pres",
-            ])
-            .args(["-u", "scale-pres", "-P", &secret, "-k", "5"])
-            .args(["-t", "vigil/v1/devices/scale-pres/errors"])
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
-    let mut device = connect();
-    eventually(Duration::from_secs(15), "the device online on b", || {
-        if device.try_wait().unwrap().is_some() {
-            device = connect();
-        }
-        let api = api_a.clone();
-        async move { online(api).await.then_some(()) }
-    })
-    .await;
+    let _device = connected_device(b.mqtt, "scale-pres", &secret, &api_a).await;
 
     // a stops and starts again (a new instance on the same data directory).
     let pid = a.child.id().unwrap().to_string();
     assert!(run("kill", &["-TERM", &pid], None).await.ok);
     assert!(a.child.wait().await.unwrap().success());
-    let a = serve(dir_a.path().to_owned()).await;
+    let a = instance(&url, dir_a.path()).await;
     let api_a = Api::new(a.http);
     assert!(
-        online(api_a.clone()).await,
+        online(&api_a, "scale-pres").await,
         "a's restart took b's device offline"
     );
 
@@ -157,7 +111,7 @@ async fn a_restart_leaves_other_instances_devices_online_and_a_dead_ones_go_offl
         "the dead instance's device offline",
         || {
             let api = api_a.clone();
-            async move { (!online(api).await).then_some(()) }
+            async move { (!online(&api, "scale-pres").await).then_some(()) }
         },
     )
     .await;
@@ -172,60 +126,15 @@ async fn a_restart_leaves_other_instances_devices_online_and_a_dead_ones_go_offl
 /// CONNECTs against its own cache of credentials, which follows the database).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_revoked_through_one_instance_is_cut_off_by_the_other() {
-    const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
     let pg = Postgres::start().await;
     let url = pg.database("vigil").await;
-    let env = [("VIGIL_DATABASE__URL", url.as_str())];
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = spawn_serve(
-        tokio::process::Command::new(VIGIL),
-        dir_a.path(),
-        "127.0.0.1:0",
-        &env,
-    )
-    .await;
-    let b = spawn_serve(
-        tokio::process::Command::new(VIGIL),
-        dir_b.path(),
-        "127.0.0.1:0",
-        &env,
-    )
-    .await;
+    let a = instance(&url, dir_a.path()).await;
+    let b = instance(&url, dir_b.path()).await;
     let (api_a, api_b) = (Api::new(a.http), Api::new(b.http));
     api_a.patient("p-rev").await;
     let secret = api_a.device("scale-rev", "p-rev", "scale").await;
-    let port = b.mqtt.port().to_string();
-    let connect = || {
-        tokio::process::Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-V",
-                "mqttv311",
-                "-i",
-                "scale-rev",
-            ])
-            .args(["-u", "scale-rev", "-P", &secret, "-k", "5"])
-            .args(["-t", "vigil/v1/devices/scale-rev/errors"])
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
-    let mut device = connect();
-    eventually(Duration::from_secs(15), "the device connected to b", || {
-        if device.try_wait().unwrap().is_some() {
-            device = connect();
-        }
-        let api = api_b.clone();
-        async move {
-            let (_, d) = api.get("/api/v1/devices/scale-rev").await;
-            (d["online"] == true).then_some(())
-        }
-    })
-    .await;
+    let mut device = connected_device(b.mqtt, "scale-rev", &secret, &api_b).await;
 
     let (s, v) = api_a
         .post("/api/v1/devices/scale-rev/revoke", serde_json::json!({}))
@@ -239,8 +148,69 @@ async fn a_device_revoked_through_one_instance_is_cut_off_by_the_other() {
         took.elapsed().as_millis()
     );
     // Refused from then on (MQTT 3.1.1 has no code for "revoked": a refusal, whichever).
-    let again = connect().wait_with_output().await.unwrap();
+    let again = device_connection(b.mqtt, "scale-rev", &secret)
+        .wait_with_output()
+        .await
+        .unwrap();
     assert!(!again.status.success());
     let why = String::from_utf8_lossy(&again.stderr);
     assert!(why.contains("Connection Refused"), "{why}");
+}
+
+/// `vigil serve` on the database at `url`, with its data directory `dir`.
+async fn instance(url: &str, dir: &std::path::Path) -> crate::cli::Child {
+    spawn_serve(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil")),
+        dir,
+        "127.0.0.1:0",
+        &[("VIGIL_DATABASE__URL", url)],
+    )
+    .await
+}
+
+/// A device (`mosquitto_sub` with the device's credentials) connected to the endpoint at
+/// `mqtt`, once `api` shows it online. A device made through another instance is known to this
+/// one within moments: a refused try is tried again, as a device does.
+async fn connected_device(
+    mqtt: std::net::SocketAddr,
+    id: &str,
+    secret: &str,
+    api: &Api,
+) -> tokio::process::Child {
+    let mut device = device_connection(mqtt, id, secret);
+    eventually(Duration::from_secs(15), "the device online", || {
+        if device.try_wait().unwrap().is_some() {
+            device = device_connection(mqtt, id, secret);
+        }
+        let api = api.clone();
+        async move { online(&api, id).await.then_some(()) }
+    })
+    .await;
+    device
+}
+
+/// One try of a device's connection; its complaints on stderr.
+fn device_connection(mqtt: std::net::SocketAddr, id: &str, secret: &str) -> tokio::process::Child {
+    tokio::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &mqtt.port().to_string(),
+            "-V",
+            "mqttv311",
+        ])
+        .args(["-i", id, "-u", id, "-P", secret, "-k", "5"])
+        .args(["-t", &format!("vigil/v1/devices/{id}/errors")])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Whether the API shows device `id` online.
+async fn online(api: &Api, id: &str) -> bool {
+    let (s, d) = api.get(&format!("/api/v1/devices/{id}")).await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{d}");
+    d["online"] == true
 }
