@@ -451,7 +451,7 @@ impl App {
                 idle: Duration::from_secs(cfg.http.idle_timeout_s),
                 tls_handshake: Duration::from_secs(cfg.http.tls_handshake_timeout_s),
             },
-            metrics,
+            metrics.clone(),
             stop.clone(),
         ));
         tokio::spawn(crate::cluster::credentials::run(
@@ -460,11 +460,13 @@ impl App {
         ));
         let membership = tokio::spawn(crate::cluster::membership::run(
             registry.clone(),
+            metrics.clone(),
             stop.clone(),
         ));
         let retention = tokio::spawn(retention_loop(
             store.clone(),
             registry,
+            metrics.clone(),
             cfg.store.retention_days,
             stop.clone(),
         ));
@@ -653,14 +655,20 @@ async fn wake_on_commits(store: Store, ready: Arc<tokio::sync::Notify>, stop: Ca
 
 /// Deletes data older than the retention period, hourly. 0 days keeps everything. With
 /// several instances on one database, the one holding the `retention` lease does it.
-async fn retention_loop(store: Store, registry: Registry, days: u32, stop: CancellationToken) {
+async fn retention_loop(
+    store: Store,
+    registry: Registry,
+    metrics: Metrics,
+    days: u32,
+    stop: CancellationToken,
+) {
     if days == 0 {
         return;
     }
     let keep_ms = i64::from(days) * 86_400_000;
     // Held for three passes, renewed every other: another instance takes over within three
     // hours of the holder's end (retention is not urgent).
-    let mut lease = HeldLease::new("retention", "running retention", 3 * 3_600_000);
+    let mut lease = HeldLease::new("retention", "running retention", 3 * 3_600_000, &metrics);
     loop {
         if lease.ensure(&registry).await {
             match store.prune(now_ms() - keep_ms).await {

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub care_plan_read_failures: Counter,
     pub outbox_pending: Family<Vec<(&'static str, String)>, Gauge>,
     pub outbox_attempts: Family<Vec<(&'static str, String)>, Counter>,
+    pub leases_held: Family<Vec<(&'static str, String)>, Gauge>,
+    pub lease_changes: Family<Vec<(&'static str, String)>, Counter>,
     pub live_clients: Gauge,
     pub live_dropped: Counter,
     pub video_peer_connections: Gauge,
@@ -263,6 +265,18 @@ impl Metrics {
             "Delivery attempts by sink and outcome (delivered, pending = will retry, failed = given up)",
             outbox_attempts.clone(),
         );
+        let leases_held = Family::<Vec<(&'static str, String)>, Gauge>::default();
+        r.register(
+            "vigil_leases_held",
+            "Leases this instance holds (1) or not (0), by lease: each sink's outbox, influx, retention, presence, instance (see docs/scaling.md)",
+            leases_held.clone(),
+        );
+        let lease_changes = Family::<Vec<(&'static str, String)>, Counter>::default();
+        r.register(
+            "vigil_lease_changes",
+            "Leases this instance took, lost to another or gave up, by lease and change (taken, lost, released)",
+            lease_changes.clone(),
+        );
         let live_clients = Gauge::default();
         r.register(
             "vigil_live_clients",
@@ -322,6 +336,8 @@ impl Metrics {
             care_plan_read_failures,
             outbox_pending,
             outbox_attempts,
+            leases_held,
+            lease_changes,
             readings_accepted,
             readings_duplicate,
             readings_rejected,

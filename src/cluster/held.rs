@@ -5,7 +5,8 @@
 
 use crate::domain::now_ms;
 use crate::registry::Registry;
-use crate::registry::lease::Lease;
+use crate::registry::lease::{INSTANCE_PREFIX, Lease};
+use crate::telemetry::Metrics;
 
 /// A named lease this instance holds, or asks for.
 pub struct HeldLease {
@@ -14,17 +15,48 @@ pub struct HeldLease {
     what: &'static str,
     ttl_ms: i64,
     held: Option<Lease>,
+    metrics: Metrics,
 }
 
 impl HeldLease {
-    /// The lease `name`, held for `ttl_ms` at a time; `what` names the work in the log.
-    pub fn new(name: impl Into<String>, what: &'static str, ttl_ms: i64) -> HeldLease {
+    /// The lease `name`, held for `ttl_ms` at a time; `what` names the work in the log. Its
+    /// holding is shown in `vigil_leases_held` and its changes counted in
+    /// `vigil_lease_changes_total`.
+    pub fn new(
+        name: impl Into<String>,
+        what: &'static str,
+        ttl_ms: i64,
+        metrics: &Metrics,
+    ) -> HeldLease {
         HeldLease {
             name: name.into(),
             what,
             ttl_ms,
             held: None,
+            metrics: metrics.clone(),
         }
+    }
+
+    /// The lease's label in the metrics: its name, but `instance` for every instance's
+    /// heartbeat (whose name changes with each process).
+    fn label(&self) -> String {
+        if self.name.starts_with(INSTANCE_PREFIX) {
+            "instance".into()
+        } else {
+            self.name.clone()
+        }
+    }
+
+    fn counted(&self, held: bool, change: &str) {
+        let label = self.label();
+        self.metrics
+            .leases_held
+            .get_or_create(&vec![("lease", label.clone())])
+            .set(i64::from(held));
+        self.metrics
+            .lease_changes
+            .get_or_create(&vec![("lease", label), ("change", change.to_owned())])
+            .inc();
     }
 
     /// The lease's name.
@@ -49,6 +81,7 @@ impl HeldLease {
             Ok(Some(l)) => {
                 if self.epoch() != Some(l.epoch) {
                     tracing::info!(lease = %self.name, epoch = l.epoch, "{}", self.what);
+                    self.counted(true, "taken");
                 }
                 self.held = Some(l);
                 true
@@ -56,13 +89,16 @@ impl HeldLease {
             Ok(None) => {
                 if self.held.take().is_some() {
                     tracing::warn!(lease = %self.name, "another instance holds this lease now");
+                    self.counted(false, "lost");
                 }
                 false
             }
             Err(e) => {
                 // Unsure whether it is still ours: do nothing until it is known to be.
                 tracing::warn!(lease = %self.name, error = %e, "lease not renewed");
-                self.held = None;
+                if self.held.take().is_some() {
+                    self.counted(false, "lost");
+                }
                 false
             }
         }
@@ -70,10 +106,11 @@ impl HeldLease {
 
     /// Gives the lease up (at a stop), so another instance takes over at once.
     pub async fn release(&mut self, registry: &Registry) {
-        if let Some(l) = self.held.take()
-            && let Err(e) = registry.release_lease(&l).await
-        {
-            tracing::warn!(lease = %self.name, error = %e, "lease not given up; it lapses");
+        if let Some(l) = self.held.take() {
+            self.counted(false, "released");
+            if let Err(e) = registry.release_lease(&l).await {
+                tracing::warn!(lease = %self.name, error = %e, "lease not given up; it lapses");
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::HeldLease;
 use crate::registry::Registry;
 use crate::registry::lease::{INSTANCE_TTL_MS, instance_lease};
+use crate::telemetry::Metrics;
 
 /// How often the heartbeat is looked at (it is renewed once less than half its time is left).
 const BEAT_EVERY: Duration = Duration::from_millis(2_500);
@@ -25,13 +26,19 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Keeps this instance's heartbeat and sweeps gone instances' devices until `stop`; gives the
 /// leases up then.
-pub async fn run(registry: Registry, stop: CancellationToken) {
+pub async fn run(registry: Registry, metrics: Metrics, stop: CancellationToken) {
     let mut beat = HeldLease::new(
         instance_lease(registry.instance_id()),
         "this instance is live",
         INSTANCE_TTL_MS,
+        &metrics,
     );
-    let mut presence = HeldLease::new("presence", "sweeping devices of gone instances", 20_000);
+    let mut presence = HeldLease::new(
+        "presence",
+        "sweeping devices of gone instances",
+        20_000,
+        &metrics,
+    );
     let mut beats = tokio::time::interval(BEAT_EVERY);
     let mut sweeps = tokio::time::interval(SWEEP_EVERY);
     loop {

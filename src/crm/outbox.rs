@@ -166,6 +166,7 @@ pub async fn run(
         format!("outbox:{}", connector.sink().as_str()),
         "delivering this sink's outbox",
         LEASE_TTL_MS,
+        &metrics,
     );
     work(
         &registry, &connector, &retry, &ready, &metrics, &stop, readings, &mut lease,

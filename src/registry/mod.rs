@@ -378,6 +378,11 @@ impl Registry {
         })
     }
 
+    /// Whether the database answers (always, embedded).
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        self.db.ping().await
+    }
+
     /// The instances sharing the database now: those whose heartbeat lease is held.
     pub async fn live_instances(&self) -> Result<Vec<String>, RegistryError> {
         live_instances(&*self.db).await

@@ -484,6 +484,14 @@ pub trait LeaseStore: Send + Sync {
     async fn live_leases(&self, prefix: String, now_ms: i64) -> Result<Vec<Lease>, RegistryError>;
 }
 
+/// Whether the database answers, for `/healthz`.
+#[async_trait::async_trait]
+pub trait HealthStore: Send + Sync {
+    /// Answers once the database has: a shared database that cannot be reached is an error.
+    /// An embedded one is always there (its file's problems show where they are met).
+    async fn ping(&self) -> Result<(), RegistryError>;
+}
+
 /// Everything the registry stores.
 pub trait Storage:
     AuditStore
@@ -495,6 +503,7 @@ pub trait Storage:
     + RecordStore
     + OutboxStore
     + LeaseStore
+    + HealthStore
 {
 }
 
@@ -508,6 +517,7 @@ impl<T> Storage for T where
         + RecordStore
         + OutboxStore
         + LeaseStore
+        + HealthStore
 {
 }
 

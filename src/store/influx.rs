@@ -99,7 +99,12 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     // One instance writes the copy at a time (on PostgreSQL the outbox is everyone's).
-    let mut lease = HeldLease::new("influx", "writing the InfluxDB copy", LEASE_TTL_MS);
+    let mut lease = HeldLease::new(
+        "influx",
+        "writing the InfluxDB copy",
+        LEASE_TTL_MS,
+        &metrics,
+    );
     write(&store, &registry, &cfg, &metrics, &stop, &mut lease).await;
     lease.release(&registry).await;
 }

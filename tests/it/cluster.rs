@@ -56,9 +56,24 @@ async fn postgresql_restarted_under_load_withholds_acknowledgements_and_loses_no
         acked_while_away < COUNT,
         "the outage came too late to matter"
     );
+    // A load balancer asking this instance is told to go elsewhere, and why.
+    let health = reqwest::get(format!("http://{}/healthz", vigil.http))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let why: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(why["status"], "unavailable", "{why}");
+    assert!(
+        why["reason"].as_str().unwrap().contains("database"),
+        "{why}"
+    );
 
     pg.resume().await;
     device.finish(Duration::from_secs(180)).await;
+    let health = reqwest::get(format!("http://{}/healthz", vigil.http))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), reqwest::StatusCode::OK, "back in service");
     assert_eq!(
         stored(&api, "p-pg").await,
         COUNT,
@@ -90,6 +105,19 @@ async fn a_restart_leaves_other_instances_devices_online_and_a_dead_ones_go_offl
     api_a.patient("p-pres").await;
     let secret = api_a.device("scale-pres", "p-pres", "scale").await;
     let _device = connected_device(b.mqtt, "scale-pres", &secret, &api_a).await;
+    // Each holds its heartbeat; one of the two sweeps.
+    let held = |http, lease: &'static str| async move {
+        metric(http, &format!("vigil_leases_held{{lease=\"{lease}\"}}"))
+            .await
+            .unwrap_or(0.0)
+    };
+    eventually(Duration::from_secs(15), "one sweeper", || async {
+        let sweepers = held(a.http, "presence").await + held(b.http, "presence").await;
+        (sweepers == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(held(a.http, "instance").await, 1.0);
+    assert_eq!(held(b.http, "instance").await, 1.0);
 
     // a stops and starts again (a new instance on the same data directory).
     let pid = a.child.id().unwrap().to_string();

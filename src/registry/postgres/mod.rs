@@ -51,6 +51,18 @@ impl PgDb {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::registry::storage::HealthStore for PgDb {
+    async fn ping(&self) -> Result<(), RegistryError> {
+        self.conn()
+            .await?
+            .simple_query("SELECT 1")
+            .await
+            .map_err(PgError::from)?;
+        Ok(())
+    }
+}
+
 impl From<PgError> for RegistryError {
     fn from(e: PgError) -> RegistryError {
         RegistryError::Db(e.to_string())

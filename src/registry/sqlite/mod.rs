@@ -86,3 +86,10 @@ pub(crate) async fn with_file<T>(
     c.busy_timeout(std::time::Duration::from_secs(5))?;
     f(&mut c)
 }
+
+#[async_trait::async_trait]
+impl crate::registry::storage::HealthStore for SqliteDb {
+    async fn ping(&self) -> Result<(), RegistryError> {
+        Ok(())
+    }
+}
