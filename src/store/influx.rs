@@ -1,10 +1,11 @@
 //! The InfluxDB 2 writer: line protocol over HTTPS, from the durable outbox.
 //!
-//! Every observation newly committed to the embedded store also gets a line in the
+//! Every observation newly committed to the store (SQLite or PostgreSQL) also gets a line in the
 //! `influx_outbox` table, in the same transaction, so the outbox is a durable spool: while
 //! InfluxDB is unreachable lines wait there (across restarts too) and are sent in order once
 //! it is back. A batch leaves the outbox only after InfluxDB answered 2xx: nothing is lost, and
-//! since a redelivered reading never reaches the outbox, nothing is duplicated.
+//! since a redelivered reading never reaches the outbox, nothing is duplicated. With several
+//! instances on one database, the one holding the `influx` lease writes (docs/scaling.md).
 //!
 //! ## Schema
 //! One measurement (`vitals` by default), tags `patient` and `device`, one field per metric
