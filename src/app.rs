@@ -345,18 +345,33 @@ impl App {
         }
         // The alert engine and the outbox workers stop with `stop`: what they have not done is
         // in the stores and is picked up at the next start.
-        let alerts = tokio::spawn(crate::crm::task::run(
-            state.crm.clone(),
-            store.clone(),
-            commands,
-            Settings {
-                auto_resolve_s: cfg.alerts.auto_resolve_s,
-                escalate_after_s: cfg.alerts.escalate_after_s,
-                max_escalations: cfg.alerts.max_escalations,
-            },
-            Duration::from_millis(cfg.alerts.tick_ms),
-            stop.clone(),
-        ));
+        // With PostgreSQL, several instances may share the database: each evaluates the alert
+        // partitions it holds (see `crm::partitioned`). With SQLite, this one evaluates all.
+        let settings = Settings {
+            auto_resolve_s: cfg.alerts.auto_resolve_s,
+            escalate_after_s: cfg.alerts.escalate_after_s,
+            max_escalations: cfg.alerts.max_escalations,
+        };
+        let tick = Duration::from_millis(cfg.alerts.tick_ms);
+        let alerts = if store.backend() == "postgresql" {
+            tokio::spawn(crate::crm::partitioned::run(
+                state.crm.clone(),
+                store.clone(),
+                commands,
+                settings,
+                tick,
+                stop.clone(),
+            ))
+        } else {
+            tokio::spawn(crate::crm::task::run(
+                state.crm.clone(),
+                store.clone(),
+                commands,
+                settings,
+                tick,
+                stop.clone(),
+            ))
+        };
         for (connector, retry) in connectors {
             let ready = state.crm.ready(connector.sink());
             let readings = match (&connector, &cfg.fhir) {

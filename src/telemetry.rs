@@ -74,6 +74,8 @@ pub struct Metrics {
     pub alert_eval_lag_seconds: Histogram,
     pub alert_effects_waiting: Gauge,
     pub alert_effect_write_failures: Counter,
+    pub alert_writes_fenced: Counter,
+    pub alert_partitions_held: Gauge,
     pub care_plan_read_failures: Counter,
     pub outbox_pending: Family<Vec<(&'static str, String)>, Gauge>,
     pub outbox_attempts: Family<Vec<(&'static str, String)>, Counter>,
@@ -247,6 +249,18 @@ impl Metrics {
             "Failed attempts to write alert effects to the record (each is retried)",
             alert_effect_write_failures.clone(),
         );
+        let alert_writes_fenced = Counter::default();
+        r.register(
+            "vigil_alert_writes_fenced",
+            "Writes of alert effects refused because this instance no longer held the patient's alert partition (another instance took it over; its effects are its own)",
+            alert_writes_fenced.clone(),
+        );
+        let alert_partitions_held = Gauge::default();
+        r.register(
+            "vigil_alert_partitions_held",
+            "Alert partitions whose patients this instance evaluates now (with PostgreSQL; all of them with SQLite)",
+            alert_partitions_held.clone(),
+        );
         let care_plan_read_failures = Counter::default();
         r.register(
             "vigil_care_plan_read_failures",
@@ -333,6 +347,8 @@ impl Metrics {
             alert_eval_lag_seconds,
             alert_effects_waiting,
             alert_effect_write_failures,
+            alert_writes_fenced,
+            alert_partitions_held,
             care_plan_read_failures,
             outbox_pending,
             outbox_attempts,

@@ -122,6 +122,18 @@ pub enum Effect {
     },
 }
 
+impl Effect {
+    /// The patient it is about.
+    pub fn patient(&self) -> &PatientId {
+        match self {
+            Effect::Open { patient, .. }
+            | Effect::Raise { patient, .. }
+            | Effect::Escalate { patient, .. }
+            | Effect::Resolve { patient, .. } => patient,
+        }
+    }
+}
+
 /// An unresolved alert, as the shell restores it at start-up.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenAlert {
@@ -376,6 +388,22 @@ impl Engine {
             }
         }
         effects
+    }
+
+    /// Takes over the patients `other` watches, with their state (an engine rebuilt for some
+    /// patients joining the one that watches the others).
+    pub fn absorb(&mut self, other: Engine) {
+        self.patients.extend(other.patients);
+    }
+
+    /// Stops watching the patients `keep` says no to, forgetting their state.
+    pub fn retain_patients(&mut self, mut keep: impl FnMut(&PatientId) -> bool) {
+        self.patients.retain(|p, _| keep(p));
+    }
+
+    /// How many patients the engine watches.
+    pub fn patient_count(&self) -> usize {
+        self.patients.len()
     }
 
     /// Whether the engine watches this patient.

@@ -1,7 +1,7 @@
-//! A lease as one instance holds it: taken when free, renewed at half its time to live, given
-//! up at a stop. Work is done only while [`HeldLease::ensure`] says the lease is this
-//! instance's for at least half a lease from now, so two instances never do it at once (their
-//! clocks agreeing to well within that half).
+//! A lease as one instance holds it: taken when free, renewed at half its time to live (or
+//! sooner, [`HeldLease::renewed_below`]), given up at a stop. Work is done only while
+//! [`HeldLease::ensure`] says the lease is this instance's for at least that long from now, so
+//! two instances never do it at once (their clocks agreeing to well within that margin).
 
 use crate::domain::now_ms;
 use crate::registry::Registry;
@@ -14,6 +14,8 @@ pub struct HeldLease {
     /// What the work is, for the log ("delivering this sink's outbox").
     what: &'static str,
     ttl_ms: i64,
+    /// Renewed once less than this is left.
+    renew_below_ms: i64,
     held: Option<Lease>,
     metrics: Metrics,
 }
@@ -32,16 +34,26 @@ impl HeldLease {
             name: name.into(),
             what,
             ttl_ms,
+            renew_below_ms: ttl_ms / 2,
             held: None,
             metrics: metrics.clone(),
         }
     }
 
-    /// The lease's label in the metrics: its name, but `instance` for every instance's
-    /// heartbeat (whose name changes with each process).
+    /// Renewed once less than `ms` is left (instead of half its time to live): a lease whose
+    /// renewals others watch as a heartbeat is renewed at every [`HeldLease::ensure`].
+    pub fn renewed_below(mut self, ms: i64) -> HeldLease {
+        self.renew_below_ms = ms.clamp(0, self.ttl_ms);
+        self
+    }
+
+    /// The lease's label in the metrics: its name, but `instance` and `evaluator` for every
+    /// instance's heartbeats (whose names change with each process).
     fn label(&self) -> String {
         if self.name.starts_with(INSTANCE_PREFIX) {
             "instance".into()
+        } else if self.name.starts_with(super::balance::EVALUATOR_PREFIX) {
+            "evaluator".into()
         } else {
             self.name.clone()
         }
@@ -69,11 +81,23 @@ impl HeldLease {
         self.held.as_ref().map(|l| l.epoch)
     }
 
-    /// Whether this instance holds the lease for at least half a lease from now, renewing or
-    /// taking it when it must.
+    /// The holding as last taken or renewed (for fencing the work done under it).
+    pub fn held(&self) -> Option<&Lease> {
+        self.held.as_ref()
+    }
+
+    /// Forgets the holding without giving it up (another instance has it now).
+    pub fn forget(&mut self) {
+        if self.held.take().is_some() {
+            self.counted(false, "lost");
+        }
+    }
+
+    /// Whether this instance holds the lease for at least its renewal margin from now,
+    /// renewing or taking it when it must.
     pub async fn ensure(&mut self, registry: &Registry) -> bool {
         if let Some(l) = &self.held
-            && l.expires_ms - now_ms() > self.ttl_ms / 2
+            && l.expires_ms - now_ms() > self.renew_below_ms
         {
             return true;
         }

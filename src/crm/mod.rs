@@ -17,6 +17,7 @@ pub mod fhir;
 pub mod fhir_refs;
 pub mod fhir_sink;
 pub mod outbox;
+pub mod partitioned;
 pub mod readings;
 pub mod record;
 pub mod retry;
@@ -31,8 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alerts::engine::Effect;
 use crate::alerts::rules::CarePlan;
-use crate::domain::PatientId;
-use crate::registry::Registry;
+use crate::domain::{PatientId, now_ms};
+use crate::registry::lease::Lease;
+use crate::registry::{Registry, RegistryError};
 use crate::telemetry::Metrics;
 use record::{Event, Sink};
 
@@ -49,6 +51,17 @@ const APPLY_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_milli
 /// The longest wait between attempts to write alert effects: an alarm must land within
 /// seconds of the database taking writes again.
 const APPLY_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How a write of alert effects ended ([`Crm::apply`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Written (or there was nothing to write).
+    Written,
+    /// Not written: stopped first.
+    Stopped,
+    /// Not written: the partition's lease moved on (another instance evaluates it now).
+    Fenced,
+}
 
 /// A handle to the record's live side; cheap to clone.
 #[derive(Clone)]
@@ -107,17 +120,23 @@ impl Crm {
     }
 
     /// Writes effects to the record and announces the resulting events; a failed write is
-    /// retried, backing off to [`APPLY_RETRY_MAX`], until it lands or `stop` is cancelled.
+    /// retried, backing off to [`APPLY_RETRY_MAX`], until it lands, `stop` is cancelled or —
+    /// written under a `fence` — the lease has moved on.
     ///
     /// It never gives up while the gateway runs: the engine already counts these alerts as
     /// open, so an effect given up would be an alarm nobody hears until the next restart.
     /// The engine waits meanwhile (it could record nothing anyway); readings stored in the
     /// meantime are judged once the write lands. `vigil_alert_effects_waiting` shows the
-    /// effects waiting. Returns whether they were written (false only when stopped first;
-    /// the next start's rebuild then finds any alert whose condition still holds).
-    pub async fn apply(&self, effects: Vec<Effect>, stop: &CancellationToken) -> bool {
+    /// effects waiting. When stopped first, the next start's rebuild finds any alert whose
+    /// condition still holds; when fenced, the lease's new holder does, from the stored state.
+    pub async fn apply(
+        &self,
+        effects: Vec<Effect>,
+        fence: Option<&Lease>,
+        stop: &CancellationToken,
+    ) -> Applied {
         if effects.is_empty() {
-            return true;
+            return Applied::Written;
         }
         let waiting = i64::try_from(effects.len()).unwrap_or(i64::MAX);
         let mut delay = APPLY_RETRY_INITIAL;
@@ -126,7 +145,11 @@ impl Crm {
             attempt += 1;
             match self
                 .registry
-                .apply_effects(effects.clone(), self.sinks.clone())
+                .apply_effects(
+                    effects.clone(),
+                    self.sinks.clone(),
+                    fence.map(|l| l.fence(now_ms())),
+                )
                 .await
             {
                 Ok(events) => {
@@ -134,7 +157,16 @@ impl Crm {
                         tracing::info!(attempt, "alert effects written after failed attempts");
                     }
                     self.announce(events);
-                    break true;
+                    break Applied::Written;
+                }
+                Err(RegistryError::Fenced(lease)) => {
+                    self.metrics.alert_writes_fenced.inc();
+                    tracing::warn!(
+                        %lease,
+                        effects = effects.len(),
+                        "alert effects not written: the partition's lease moved on; its new holder evaluates it"
+                    );
+                    break Applied::Fenced;
                 }
                 Err(e) => {
                     self.metrics.alert_effect_write_failures.inc();
@@ -154,7 +186,7 @@ impl Crm {
                                 effects = effects.len(),
                                 "alert effects not written before shutdown; the next start finds any alert whose condition still holds"
                             );
-                            break false;
+                            break Applied::Stopped;
                         }
                         _ = tokio::time::sleep(delay) => {}
                     }

@@ -18,24 +18,46 @@ use crate::alerts::engine::{Effect, OpenAlert, Resolution};
 use crate::alerts::rules::CarePlan;
 use crate::domain::PatientId;
 use crate::registry::audit::NewAuditLine;
+use crate::registry::lease::Fence;
 use crate::registry::{Delivery, Lane, OutboxRow, QueuedReading, Registry, RegistryError, Settled};
 
 pub use crate::registry::record::{
-    Alert, AlertActionError, AlertQuery, AlertStatus, Event, Sink, Trigger,
+    Alert, AlertActionError, AlertQuery, AlertStatus, EngineNotice, Event, Noticed, Sink, Trigger,
 };
 
 impl Registry {
     /// Writes the engine's effects — alerts, timeline entries and outbox rows — in one
-    /// transaction, and returns the events that resulted.
+    /// transaction, and returns the events that resulted; with a `fence`, only while its lease
+    /// is held as it says (`Fenced` otherwise, nothing written).
     pub async fn apply_effects(
         &self,
         effects: Vec<Effect>,
         sinks: Arc<[Sink]>,
+        fence: Option<Fence>,
     ) -> Result<Vec<Event>, RegistryError> {
         if effects.is_empty() {
             return Ok(Vec::new());
         }
-        self.storage().apply_effects(effects, sinks.to_vec()).await
+        self.storage()
+            .apply_effects(effects, sinks.to_vec(), fence)
+            .await
+    }
+
+    /// People's changes to patients of alert partitions `parts` the engine must hear of,
+    /// written by transactions in `[from, until)`; none on SQLite (see
+    /// [`crate::registry::storage::RecordStore::engine_notices`]).
+    pub async fn engine_notices(
+        &self,
+        parts: Vec<u16>,
+        from: i64,
+        until: i64,
+    ) -> Result<Vec<Noticed>, RegistryError> {
+        self.storage().engine_notices(parts, from, until).await
+    }
+
+    /// Forgets engine notices written before `before_ms`; how many.
+    pub async fn prune_engine_notices(&self, before_ms: i64) -> Result<u64, RegistryError> {
+        self.storage().prune_engine_notices(before_ms).await
     }
 
     /// Every unresolved alert, for the engine at start-up.

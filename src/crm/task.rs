@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{Command, Crm};
+use super::{Applied, Command, Crm};
 use crate::alerts::engine::{Effect, Engine, Input, Resolution, Settings};
 use crate::alerts::rules::CarePlan;
 use crate::domain::{DeviceId, Observation, PatientId, now_ms};
@@ -20,7 +20,7 @@ use crate::registry::RegistryError;
 use crate::store::{CommittedBatch, ObservationQuery, Store, StoreError, StoredObservation};
 
 #[derive(Debug, thiserror::Error)]
-enum RebuildError {
+pub(super) enum RebuildError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
@@ -30,23 +30,30 @@ enum RebuildError {
 /// Most rows replayed per metric and patient when rebuilding (the newest of the lookback).
 const REPLAY_LIMIT: usize = 200_000;
 
-async fn rebuild(
+/// An engine for the patients `watch` says yes to (all, with one instance; those of the alert
+/// partitions taken over, with several), rebuilt from the stores as of `now`, and the alerts
+/// it found that the record lacks.
+pub(super) async fn rebuild(
     crm: &Crm,
     store: &Store,
     settings: Settings,
     default_plan: &Arc<CarePlan>,
     now: i64,
+    watch: &(dyn Fn(&PatientId) -> bool + Sync),
 ) -> Result<(Engine, Vec<Effect>), RebuildError> {
     let started = std::time::Instant::now();
     let mut engine = Engine::new(settings, default_plan.clone());
-    let plans = crm.registry.all_plans().await?;
+    let mut plans = crm.registry.all_plans().await?;
+    plans.retain(|(p, _)| watch(p));
     let patients = plans.len();
     // A clinician's resolution of an alert whose condition still held silenced its rule; it is
     // replayed among the readings, so the rebuilt engine does not reopen it.
     let mut resolutions: std::collections::HashMap<PatientId, Vec<Resolution>> =
         std::collections::HashMap::new();
     for r in crm.registry.clinician_resolutions().await? {
-        resolutions.entry(r.patient.clone()).or_default().push(r);
+        if watch(&r.patient) {
+            resolutions.entry(r.patient.clone()).or_default().push(r);
+        }
     }
     let mut replayed = 0usize;
     for (patient, plan) in plans {
@@ -97,6 +104,7 @@ async fn rebuild(
         replay_in_arrival_order(&mut engine, rows, resolved, now);
     }
     for alert in crm.registry.unresolved_alerts().await? {
+        // (`restore` skips a patient the engine does not watch.)
         engine.restore(alert);
     }
     let effects = engine.settle(now);
@@ -158,12 +166,16 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let default_plan = Arc::new(CarePlan::default_plan());
+    // The one instance evaluates every partition.
+    crm.metrics
+        .alert_partitions_held
+        .set(i64::from(crate::domain::partition::ALERT_PARTITIONS));
     // Subscribe first: what commits during the rebuild waits in the feed.
     let mut feed = store.subscribe();
     let mut engine = loop {
-        match rebuild(&crm, &store, settings, &default_plan, now_ms()).await {
+        match rebuild(&crm, &store, settings, &default_plan, now_ms(), &|_| true).await {
             Ok((engine, effects)) => {
-                crm.apply(effects, &stop).await;
+                crm.apply(effects, None, &stop).await;
                 break engine;
             }
             Err(e) => {
@@ -187,10 +199,10 @@ pub async fn run(
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(batches = n, "alert engine fell behind the store; rebuilding");
                     if let Ok((e, effects)) =
-                        rebuild(&crm, &store, settings, &default_plan, now_ms()).await
+                        rebuild(&crm, &store, settings, &default_plan, now_ms(), &|_| true).await
                     {
                         engine = e;
-                        crm.apply(effects, &stop).await;
+                        crm.apply(effects, None, &stop).await;
                     }
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -211,11 +223,11 @@ pub async fn run(
                         now,
                     ),
                 };
-                crm.apply(effects, &stop).await;
+                crm.apply(effects, None, &stop).await;
             }
             _ = ticker.tick() => {
                 let effects = engine.handle(Input::Tick, now_ms());
-                crm.apply(effects, &stop).await;
+                crm.apply(effects, None, &stop).await;
             }
         }
     }
@@ -233,7 +245,7 @@ const PLAN_RETRY_MAX: Duration = Duration::from_secs(2);
 /// by the default plan's thresholds as if they were theirs, raising alarms their clinician
 /// turned off and missing the ones they set. The engine waits instead (the error is the
 /// database's, passing), and `vigil_care_plan_read_failures_total` counts the failures.
-async fn load_plan(
+pub(super) async fn load_plan(
     crm: &Crm,
     patient: &PatientId,
     stop: &CancellationToken,
@@ -280,7 +292,7 @@ async fn on_batch(
     if effects.is_empty() {
         return;
     }
-    if !crm.apply(effects, stop).await {
+    if crm.apply(effects, None, stop).await != Applied::Written {
         return;
     }
     crm.metrics

@@ -16,6 +16,10 @@ pub enum RegistryError {
     /// SQLite found no room on the data directory's disk; the change was rolled back whole.
     #[error("the data directory's disk is full")]
     Full,
+    /// A write made under a lease ([`super::lease::Fence`]) after the lease moved on or
+    /// lapsed: nothing was written.
+    #[error("lease {0} is no longer held at this epoch; nothing written")]
+    Fenced(String),
     /// Too many password checks are running and waiting; the caller may try again shortly.
     #[error("too many password checks are under way; try again shortly")]
     Busy,

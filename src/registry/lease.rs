@@ -23,6 +23,18 @@ pub fn instance_lease(id: &str) -> String {
     format!("{INSTANCE_PREFIX}{id}")
 }
 
+/// A write to be made only while a lease is held: by `holder`, at `epoch`, and not expired at
+/// `at_ms` (the writer's clock, when it writes). The write checks it in its own transaction and
+/// locks the lease's row until it commits, so the lease cannot move on in between: once another
+/// instance has taken the lease, a former holder — paused, cut off, or unaware — writes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub name: String,
+    pub holder: String,
+    pub epoch: i64,
+    pub at_ms: i64,
+}
+
 /// A lease as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -32,4 +44,16 @@ pub struct Lease {
     pub epoch: i64,
     /// Until when it is held, unless renewed.
     pub expires_ms: i64,
+}
+
+impl Lease {
+    /// The fence for a write made under this holding at `at_ms`.
+    pub fn fence(&self, at_ms: i64) -> Fence {
+        Fence {
+            name: self.name.clone(),
+            holder: self.holder.clone(),
+            epoch: self.epoch,
+            at_ms,
+        }
+    }
 }

@@ -383,6 +383,13 @@ impl Registry {
         self.db.ping().await
     }
 
+    /// The leases whose name starts with `prefix` held now, by name.
+    pub async fn live_leases(&self, prefix: &str) -> Result<Vec<lease::Lease>, RegistryError> {
+        self.db
+            .live_leases(prefix.to_owned(), crate::domain::now_ms())
+            .await
+    }
+
     /// The instances sharing the database now: those whose heartbeat lease is held.
     pub async fn live_instances(&self) -> Result<Vec<String>, RegistryError> {
         live_instances(&*self.db).await

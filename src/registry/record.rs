@@ -310,3 +310,45 @@ mod tests {
         assert_eq!(v["kind"], "note");
     }
 }
+
+/// A person's change the alert engine must hear of: on PostgreSQL, whichever instance made it
+/// writes it with the change, and the instance holding the patient's alert partition reads it
+/// in commit order among the partition's readings ([`super::storage::RecordStore::engine_notices`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineNotice {
+    /// The patient's care plan was set.
+    PlanChanged,
+    /// The rule's alert was acknowledged.
+    Acknowledged { rule_id: String },
+    /// The rule's alert was resolved by a person.
+    Resolved { rule_id: String },
+}
+
+impl EngineNotice {
+    /// Its `kind` as stored, and the rule it names.
+    pub fn parts(&self) -> (&'static str, Option<&str>) {
+        match self {
+            EngineNotice::PlanChanged => ("plan", None),
+            EngineNotice::Acknowledged { rule_id } => ("acknowledged", Some(rule_id)),
+            EngineNotice::Resolved { rule_id } => ("resolved", Some(rule_id)),
+        }
+    }
+
+    /// From its `kind` and rule as stored; `None` for a kind this build does not know.
+    pub fn from_parts(kind: &str, rule_id: Option<String>) -> Option<EngineNotice> {
+        match (kind, rule_id) {
+            ("plan", _) => Some(EngineNotice::PlanChanged),
+            ("acknowledged", Some(rule_id)) => Some(EngineNotice::Acknowledged { rule_id }),
+            ("resolved", Some(rule_id)) => Some(EngineNotice::Resolved { rule_id }),
+            _ => None,
+        }
+    }
+}
+
+/// An [`EngineNotice`] as read back: the patient and the transaction that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Noticed {
+    pub tx: i64,
+    pub patient: PatientId,
+    pub notice: EngineNotice,
+}

@@ -25,10 +25,10 @@ use super::devices::{
     Device, DeviceStatus, NewDevice, SecretHashes, StatusChange, StoredCredential,
 };
 use super::error::RegistryError;
-use super::lease::Lease;
+use super::lease::{Fence, Lease};
 use super::outbox::{Delivery, Lane, OutboxRow, QueuedReading, Settled};
 use super::patients::{NewPatient, Patient, PatientAudit, PatientChange, PatientUpdated};
-use super::record::{Alert, AlertActionError, AlertQuery, Event, Sink, TimelineRow};
+use super::record::{Alert, AlertActionError, AlertQuery, Event, Noticed, Sink, TimelineRow};
 use super::tokens::{LiveBy, NewApiToken, StoredToken};
 use super::visits::{NewVisit, StoredVisit};
 use crate::alerts::engine::{Effect, OpenAlert, Resolution};
@@ -304,12 +304,29 @@ pub trait RecordStore: Send + Sync {
     /// per sink of `sinks` that takes the event) — all or nothing; the events that resulted.
     /// Opening a rule that has an unresolved alert for the patient opens nothing (also when
     /// another instance opens it at the same moment); raising, escalating or resolving one that
-    /// has none changes nothing.
+    /// has none changes nothing. With a `fence`, only while that lease is held as it says
+    /// (checked and locked in the same transaction); `Fenced` and nothing written otherwise.
     async fn apply_effects(
         &self,
         effects: Vec<Effect>,
         sinks: Vec<Sink>,
+        fence: Option<Fence>,
     ) -> Result<Vec<Event>, RegistryError>;
+
+    /// The [`Noticed`] changes of patients in alert partitions `parts` written by transactions
+    /// in `[from, until)` (`until` a commit horizon, see [`crate::store::Store::commit_horizon`]),
+    /// by transaction. PostgreSQL only: it writes one with each care-plan change and each
+    /// person's acknowledgement or resolution of an alert. SQLite has one instance, whose
+    /// engine hears of them directly, and answers none.
+    async fn engine_notices(
+        &self,
+        parts: Vec<u16>,
+        from: i64,
+        until: i64,
+    ) -> Result<Vec<Noticed>, RegistryError>;
+
+    /// Forgets notices written before `before_ms`; how many.
+    async fn prune_engine_notices(&self, before_ms: i64) -> Result<u64, RegistryError>;
 
     /// Every unresolved alert, for the engine at start-up (rows naming no valid patient are
     /// left out).

@@ -40,8 +40,8 @@ pub async fn move_to_postgres(
     postgres::import::import(store_db, pool).await
 }
 pub use types::{
-    Committed, CommittedBatch, DeadLetter, FedReadings, InfluxLine, ObservationQuery, Series,
-    SeriesPoint, Spooled, StoreError, StoreOptions, StoredDeadLetter, StoredObservation,
+    Committed, CommittedBatch, DeadLetter, FedReading, FedReadings, InfluxLine, ObservationQuery,
+    Series, SeriesPoint, Spooled, StoreError, StoreOptions, StoredDeadLetter, StoredObservation,
 };
 
 use crate::domain::{DeviceId, Metric, Observation, PatientId};
@@ -339,21 +339,23 @@ impl Store {
         self.reads.fhir_spool_depth().await
     }
 
-    /// Where a read of the readings in commit order ([`Store::committed_in`]) starts now;
-    /// `None` on SQLite, where this instance's own writer feeds it ([`Store::subscribe`]).
+    /// The commit horizon now: every transaction below it has ended, so a read up to it in
+    /// [`Store::committed_in`] leaves nothing behind; `None` on SQLite, where this instance's
+    /// own writer feeds it ([`Store::subscribe`]).
     pub async fn commit_horizon(&self) -> Result<Option<i64>, StoreError> {
         self.reads.commit_horizon().await
     }
 
-    /// Every reading of alert partitions `parts` that committed from `from` on, whichever
-    /// instance stored it, each once and with no gap — read after read in commit order (within
-    /// one read, by transaction) — with where the next read starts (see
-    /// `src/store/postgres/feed.rs`); `None` on SQLite.
+    /// Every reading of alert partitions `parts` written by a transaction in `[from, until)`
+    /// (`until` a [`Store::commit_horizon`]), whichever instance stored it: read after read
+    /// from one horizon to the next, each once, with no gap and in commit order (within one
+    /// read, by transaction; see `src/store/postgres/feed.rs`); `None` on SQLite.
     pub async fn committed_in(
         &self,
         parts: Vec<u16>,
         from: i64,
+        until: i64,
     ) -> Result<Option<FedReadings>, StoreError> {
-        self.reads.committed_in(parts, from).await
+        self.reads.committed_in(parts, from, until).await
     }
 }

@@ -57,10 +57,11 @@ pub(super) trait Reads: Send + Sync {
     /// Where a commit-order read of the readings starts now; `None` where there is no
     /// shared commit order to read (SQLite: one instance, fed by its own writer).
     async fn commit_horizon(&self) -> Result<Option<i64>, StoreError>;
-    /// The readings of alert partitions `parts` committed from `from` on, in commit order.
+    /// The readings of alert partitions `parts` written by transactions in `[from, until)`.
     async fn committed_in(
         &self,
         parts: Vec<u16>,
         from: i64,
+        until: i64,
     ) -> Result<Option<FedReadings>, StoreError>;
 }

@@ -649,6 +649,7 @@ impl Reads for SqliteReads {
         &self,
         _parts: Vec<u16>,
         _from: i64,
+        _until: i64,
     ) -> Result<Option<FedReadings>, StoreError> {
         Ok(None)
     }

@@ -104,12 +104,21 @@ pub struct SeriesPoint {
 /// stored: retention removed it first).
 pub type Spooled = (i64, Option<Observation>);
 
-/// Readings in commit order (PostgreSQL; see [`super::Store::committed_in`]): each with when
-/// Vigil received it, and where the next read starts.
-#[derive(Debug, Clone, PartialEq)]
+/// Readings in commit order (PostgreSQL; see [`super::Store::committed_in`]), and where the
+/// next read starts.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FedReadings {
-    pub readings: Vec<(Observation, i64)>,
+    pub readings: Vec<FedReading>,
     pub next: i64,
+}
+
+/// One reading of [`FedReadings`]: with when Vigil received it and the transaction that wrote
+/// it (to order it among other changes read up to the same horizon).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FedReading {
+    pub observation: Observation,
+    pub received_ms: i64,
+    pub tx: i64,
 }
 
 /// One line waiting for InfluxDB: its id and the line.

@@ -124,6 +124,8 @@ impl From<RegistryError> for ApiError {
             RegistryError::NotFound(m) => ApiError::NotFound(format!("{m} not found")),
             RegistryError::Invalid(m) => ApiError::BadRequest(m),
             RegistryError::Db(m) => ApiError::Internal(m),
+            // Only the alert engine writes under a lease; an API caller never meets it.
+            RegistryError::Fenced(m) => ApiError::Internal(format!("lease {m} moved on")),
             RegistryError::Full => ApiError::DiskFull,
             RegistryError::Busy => ApiError::Busy {
                 retry_after_s: PASSWORDS_BUSY_RETRY_S,

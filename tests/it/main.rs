@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alert_partitions;
 mod alerts;
 mod api;
 mod backup;

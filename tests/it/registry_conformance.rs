@@ -2396,7 +2396,7 @@ async fn an_alerts_life_writes_its_timeline_entries_and_outbox_rows_with_it() {
         let db = &b.db;
         let n = b.name;
         let events = db
-            .apply_effects(vec![open("p-1", "spo2", 1_000)], SINKS.to_vec())
+            .apply_effects(vec![open("p-1", "spo2", 1_000)], SINKS.to_vec(), None)
             .await
             .unwrap();
         assert_eq!(events.len(), 1, "{n}");
@@ -2422,7 +2422,7 @@ async fn an_alerts_life_writes_its_timeline_entries_and_outbox_rows_with_it() {
         assert_eq!(listed, std::slice::from_ref(&stored), "{n}");
         // The same condition again (the engine restarted): no second alert, no event.
         let again = db
-            .apply_effects(vec![open("p-1", "spo2", 2_000)], SINKS.to_vec())
+            .apply_effects(vec![open("p-1", "spo2", 2_000)], SINKS.to_vec(), None)
             .await
             .unwrap();
         assert!(again.is_empty(), "{n}: {again:?}");
@@ -2452,6 +2452,7 @@ async fn an_alerts_life_writes_its_timeline_entries_and_outbox_rows_with_it() {
                     },
                 ],
                 SINKS.to_vec(),
+                None,
             )
             .await
             .unwrap();
@@ -2486,6 +2487,7 @@ async fn an_alerts_life_writes_its_timeline_entries_and_outbox_rows_with_it() {
                     at_ms: 5_000,
                 }],
                 SINKS.to_vec(),
+                None,
             )
             .await
             .unwrap();
@@ -2523,7 +2525,7 @@ async fn an_alerts_life_writes_its_timeline_entries_and_outbox_rows_with_it() {
         );
         // A new alert for the rule once the old one is resolved.
         let reopened = db
-            .apply_effects(vec![open("p-1", "spo2", 6_000)], SINKS.to_vec())
+            .apply_effects(vec![open("p-1", "spo2", 6_000)], SINKS.to_vec(), None)
             .await
             .unwrap();
         assert_eq!(reopened.len(), 1, "{n}");
@@ -2548,6 +2550,7 @@ async fn alerts_are_listed_newest_first_by_status_patient_and_team() {
                 open("p-1", "hr", 3_000),
             ],
             SINKS.to_vec(),
+            None,
         )
         .await
         .unwrap();
@@ -2600,7 +2603,7 @@ async fn a_clinician_acknowledges_and_resolves_an_alert_once_each_audited() {
         let n = b.name;
         let db = &b.db;
         let opened = db
-            .apply_effects(vec![open("p-1", "spo2", 1_000)], SINKS.to_vec())
+            .apply_effects(vec![open("p-1", "spo2", 1_000)], SINKS.to_vec(), None)
             .await
             .unwrap();
         let id = opened[0].alert.id.clone();
@@ -2685,7 +2688,7 @@ async fn an_alert_change_and_what_records_it_commit_together_or_not_at_all() {
         let db = &b.db;
         b.add_patient_on("p-1", "default").await;
         let opened = db
-            .apply_effects(vec![open("p-1", "spo2", 1_000)], SINKS.to_vec())
+            .apply_effects(vec![open("p-1", "spo2", 1_000)], SINKS.to_vec(), None)
             .await
             .unwrap();
         let id = opened[0].alert.id.clone();
@@ -2744,7 +2747,7 @@ async fn an_alert_change_and_what_records_it_commit_together_or_not_at_all() {
         // An effect whose outbox row cannot be written leaves no alert and no entry either.
         b.refuse_inserts("outbox").await;
         let r = db
-            .apply_effects(vec![open("p-1", "hr", 2_000)], SINKS.to_vec())
+            .apply_effects(vec![open("p-1", "hr", 2_000)], SINKS.to_vec(), None)
             .await;
         assert!(r.is_err(), "{n}: {r:?}");
         b.accept_inserts("outbox").await;
@@ -2764,7 +2767,7 @@ async fn concurrent_opens_of_one_rule_open_one_alert() {
                 let db = b.db.clone();
                 tokio::spawn(async move {
                     let patient = format!("p-{}", i % PATIENTS);
-                    db.apply_effects(vec![open(&patient, "spo2", i)], SINKS.to_vec())
+                    db.apply_effects(vec![open(&patient, "spo2", i)], SINKS.to_vec(), None)
                         .await
                 })
             })
@@ -2932,6 +2935,7 @@ async fn an_outbox_row_is_delivered_once_settled_once_and_retried_with_a_new_win
         db.apply_effects(
             vec![open("p-1", "spo2", 1_000), open("p-2", "spo2", 1_000)],
             SINKS.to_vec(),
+            None,
         )
         .await
         .unwrap();
@@ -3135,7 +3139,10 @@ async fn concurrent_resolutions_resolve_an_alert_once() {
         let opens = (0..ALERTS)
             .map(|i| open(&format!("p-{i}"), "spo2", i))
             .collect();
-        let opened = b.db.apply_effects(opens, SINKS.to_vec()).await.unwrap();
+        let opened =
+            b.db.apply_effects(opens, SINKS.to_vec(), None)
+                .await
+                .unwrap();
         let ids: Vec<(String, String)> = opened
             .iter()
             .map(|e| (e.alert.id.clone(), e.patient_id.clone()))
@@ -3200,6 +3207,7 @@ async fn patients_no_clinician_sees_are_listed_with_their_open_alerts() {
         db.apply_effects(
             vec![open("p-south", "spo2", 1_000), open("p-south", "hr", 1_000)],
             SINKS.to_vec(),
+            None,
         )
         .await
         .unwrap();
@@ -3470,5 +3478,192 @@ async fn of_many_instances_asking_at_once_one_gets_the_lease() {
         assert_eq!(winners[0].epoch, 1, "{n}");
         let stored = b.db.lease("outbox:fhir".into()).await.unwrap().unwrap();
         assert_eq!(stored, winners[0], "{n}");
+    }
+}
+
+/// An alert write under a lease lands only while its writer holds the lease at the epoch it
+/// wrote under: a former holder whose lease lapsed — taken by another or not — writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_write_fenced_by_a_lease_lands_only_while_it_is_held() {
+    use vigil::registry::RegistryError;
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        let name = "alerts:3".to_owned();
+        let a = db
+            .acquire_lease(name.clone(), "a".into(), 1_000, 5_000)
+            .await
+            .unwrap()
+            .unwrap();
+        let written = db
+            .apply_effects(
+                vec![open("p-1", "spo2", 2_000)],
+                SINKS.to_vec(),
+                Some(a.fence(2_000)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(written.len(), 1, "{n}: held, so written");
+        // Lapsed, nobody else has it yet: still refused (the writer cannot know it is safe).
+        let lapsed = db
+            .apply_effects(
+                vec![open("p-1", "hr", 6_000)],
+                SINKS.to_vec(),
+                Some(a.fence(6_000)),
+            )
+            .await;
+        assert!(
+            matches!(lapsed, Err(RegistryError::Fenced(ref l)) if *l == name),
+            "{n}: {lapsed:?}"
+        );
+        // Another instance takes it; the former holder's write, made as if its clock lagged,
+        // is refused by the epoch alone.
+        let b2 = db
+            .acquire_lease(name.clone(), "b".into(), 6_001, 5_000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(b2.epoch, a.epoch + 1, "{n}");
+        let stale = db
+            .apply_effects(
+                vec![open("p-1", "hr", 3_000)],
+                SINKS.to_vec(),
+                Some(a.fence(3_000)),
+            )
+            .await;
+        assert!(
+            matches!(stale, Err(RegistryError::Fenced(_))),
+            "{n}: {stale:?}"
+        );
+        let theirs = db
+            .apply_effects(
+                vec![open("p-1", "hr", 7_000)],
+                SINKS.to_vec(),
+                Some(b2.fence(7_000)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(theirs.len(), 1, "{n}");
+        assert_eq!(
+            b.rows("SELECT rule_id FROM alerts ORDER BY opened_ms")
+                .await,
+            ["spo2", "hr"],
+            "{n}: nothing of the refused writes"
+        );
+        assert_eq!(
+            b.rows("SELECT count(*) FROM outbox").await,
+            [(2 * SINKS.len()).to_string()],
+            "{n}: no outbox row of the refused writes"
+        );
+    }
+}
+
+/// A care plan set and an alert acknowledged or resolved through any instance are written, on
+/// PostgreSQL, as notices for the holder of the patient's alert partition, read back by
+/// partition up to a horizon and in commit order; SQLite (one instance, told directly) has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peoples_changes_reach_the_holder_of_the_patients_partition() {
+    use vigil::alerts::rules::CarePlan;
+    use vigil::domain::partition::alert_partition;
+    use vigil::registry::record::EngineNotice;
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        b.add_patient("p-1").await;
+        b.add_patient("p-2").await;
+        let part = alert_partition(&pid("p-1"));
+        let other = alert_partition(&pid("p-2"));
+        assert_ne!(part, other, "the test needs two partitions");
+        let horizon = || async {
+            match n {
+                "postgres" => b
+                    .rows("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+                    .await[0]
+                    .parse::<i64>()
+                    .unwrap(),
+                _ => 0,
+            }
+        };
+        let from = horizon().await;
+        db.set_care_plan(
+            pid("p-1"),
+            CarePlan::default_plan(),
+            "nina".into(),
+            1_000,
+            None,
+        )
+        .await
+        .unwrap();
+        db.set_care_plan(
+            pid("p-2"),
+            CarePlan::default_plan(),
+            "nina".into(),
+            1_000,
+            None,
+        )
+        .await
+        .unwrap();
+        let opened = db
+            .apply_effects(vec![open("p-1", "spo2", 2_000)], SINKS.to_vec(), None)
+            .await
+            .unwrap();
+        let id = opened[0].alert.id.clone();
+        for resolve in [false, true] {
+            db.act_on_alert(
+                id.clone(),
+                resolve,
+                "nina".into(),
+                None,
+                3_000,
+                SINKS.to_vec(),
+                line(3_000, "nina", "alert.act", Some("p-1")),
+            )
+            .await
+            .unwrap();
+        }
+        let until = horizon().await;
+        let read = db.engine_notices(vec![part], from, until).await.unwrap();
+        let kinds: Vec<(String, EngineNotice)> = read
+            .iter()
+            .map(|r| (r.patient.as_str().to_owned(), r.notice.clone()))
+            .collect();
+        if n == "sqlite" {
+            assert!(kinds.is_empty(), "{n}: {kinds:?}");
+            continue;
+        }
+        assert_eq!(
+            kinds,
+            [
+                ("p-1".to_owned(), EngineNotice::PlanChanged),
+                (
+                    "p-1".to_owned(),
+                    EngineNotice::Acknowledged {
+                        rule_id: "spo2".into()
+                    }
+                ),
+                (
+                    "p-1".to_owned(),
+                    EngineNotice::Resolved {
+                        rule_id: "spo2".into()
+                    }
+                ),
+            ],
+            "{n}: the partition's, in commit order"
+        );
+        assert!(read.windows(2).all(|w| w[0].tx < w[1].tx), "{n}");
+        assert!(
+            db.engine_notices(vec![part], until, horizon().await)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{n}: nothing twice"
+        );
+        assert_eq!(
+            db.engine_notices(vec![other], from, until)
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "{n}: p-2's plan, in its own partition"
+        );
+        assert_eq!(db.prune_engine_notices(2_000).await.unwrap(), 2, "{n}");
     }
 }

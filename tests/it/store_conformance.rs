@@ -658,11 +658,16 @@ async fn postgres_feeds_a_partitions_readings_in_commit_order_without_a_gap() {
     let read = |from: i64| {
         let store = store.clone();
         async move {
-            let fed = store.committed_in(vec![mine], from).await.unwrap().unwrap();
+            let until = store.commit_horizon().await.unwrap().unwrap();
+            let fed = store
+                .committed_in(vec![mine], from, until)
+                .await
+                .unwrap()
+                .unwrap();
             let devices: Vec<String> = fed
                 .readings
                 .iter()
-                .map(|(o, _)| o.device_id.as_str().to_owned())
+                .map(|r| r.observation.device_id.as_str().to_owned())
                 .collect();
             (devices, fed.next)
         }

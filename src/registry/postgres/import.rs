@@ -167,7 +167,8 @@ impl PgDb {
                    JOIN pg_attribute a ON a.attrelid = c.oid
                   WHERE c.relnamespace = current_schema()::regnamespace
                     AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-                    AND c.relname NOT IN ('vigil_schema', 'vigil_store_schema', 'credential_changes')
+                    AND c.relname NOT IN ('vigil_schema', 'vigil_store_schema',
+                                          'credential_changes', 'engine_notices')
                     AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
                   ORDER BY c.relname, a.attnum",
                 &[],

@@ -15,12 +15,15 @@ use super::audit::append_in;
 use super::{PgDb, PgError};
 use crate::alerts::engine::{Effect, OpenAlert, Resolution};
 use crate::alerts::rules::CarePlan;
+use crate::domain::partition::alert_partition;
 use crate::domain::{PatientId, format_rfc3339};
 use crate::registry::audit::NewAuditLine;
 use crate::registry::error::RegistryError;
+use crate::registry::lease::Fence;
 use crate::registry::record::{
-    Alert, AlertActionError, AlertQuery, AlertStatus, Event, Sink, TimelineRow, Trigger, emitted,
-    new_alert_id, note_data, parse_severity, plan_changed_data, severity_str,
+    Alert, AlertActionError, AlertQuery, AlertStatus, EngineNotice, Event, Noticed, Sink,
+    TimelineRow, Trigger, emitted, new_alert_id, note_data, parse_severity, plan_changed_data,
+    severity_str,
 };
 use crate::registry::storage::RecordStore;
 
@@ -306,6 +309,41 @@ async fn apply_one(
     Ok(())
 }
 
+/// Writes `notice` about `patient` inside `tx`, for the instance holding the patient's alert
+/// partition (see `RecordStore::engine_notices`).
+async fn notify_engine(
+    tx: &Transaction<'_>,
+    patient: &PatientId,
+    notice: &EngineNotice,
+    now_ms: i64,
+) -> Result<(), RegistryError> {
+    let (kind, rule_id) = notice.parts();
+    let part = i16::try_from(alert_partition(patient)).unwrap_or(0);
+    tx.execute(
+        "INSERT INTO engine_notices (part, patient_id, kind, rule_id, at_ms)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[&part, &patient.as_str(), &kind, &rule_id, &now_ms],
+    )
+    .await
+    .map_err(PgError::from)?;
+    Ok(())
+}
+
+/// Whether `fence`'s lease is held as it says, locking its row (`FOR SHARE`) so that no other
+/// instance takes the lease until `tx` ends.
+async fn fence_holds(tx: &Transaction<'_>, fence: &Fence) -> Result<bool, RegistryError> {
+    let row = tx
+        .query_opt(
+            "SELECT 1 FROM leases
+             WHERE name = $1 AND holder = $2 AND epoch = $3 AND expires_ms > $4
+             FOR SHARE",
+            &[&fence.name, &fence.holder, &fence.epoch, &fence.at_ms],
+        )
+        .await
+        .map_err(PgError::from)?;
+    Ok(row.is_some())
+}
+
 /// Acknowledges or resolves the alert `id` inside `tx` (see `RecordStore::act_on_alert`).
 #[allow(clippy::too_many_arguments)]
 async fn act(
@@ -347,6 +385,15 @@ async fn act(
     let alert = match changed {
         Some((event_type, set)) => {
             let alert = update_alert(tx, set, &[&id, &now_ms, &by, &note]).await?;
+            let rule_id = alert.rule_id.clone();
+            let notice = if resolve {
+                EngineNotice::Resolved { rule_id }
+            } else {
+                EngineNotice::Acknowledged { rule_id }
+            };
+            if let Ok(patient) = PatientId::parse(&alert.patient_id) {
+                notify_engine(tx, &patient, &notice, now_ms).await?;
+            }
             let extra = json!({"by": by, "note": note});
             emit(
                 tx,
@@ -372,18 +419,69 @@ impl RecordStore for PgDb {
         &self,
         effects: Vec<Effect>,
         sinks: Vec<Sink>,
+        fence: Option<Fence>,
     ) -> Result<Vec<Event>, RegistryError> {
         if effects.is_empty() {
             return Ok(Vec::new());
         }
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(PgError::from)?;
+        if let Some(f) = &fence
+            && !fence_holds(&tx, f).await?
+        {
+            return Err(RegistryError::Fenced(f.name.clone()));
+        }
         let mut events = Vec::new();
         for effect in effects {
             apply_one(&tx, &sinks, effect, new_alert_id()?, &mut events).await?;
         }
         tx.commit().await.map_err(PgError::from)?;
         Ok(events)
+    }
+
+    async fn engine_notices(
+        &self,
+        parts: Vec<u16>,
+        from: i64,
+        until: i64,
+    ) -> Result<Vec<Noticed>, RegistryError> {
+        if until <= from || parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let parts: Vec<i16> = parts
+            .iter()
+            .filter_map(|p| i16::try_from(*p).ok())
+            .collect();
+        let rows = self
+            .conn()
+            .await?
+            .query(
+                "SELECT tx::text, patient_id, kind, rule_id FROM engine_notices
+                 WHERE part = ANY($1) AND tx >= $2::text::xid8 AND tx < $3::text::xid8
+                 ORDER BY tx, at_ms",
+                &[&parts, &from.to_string(), &until.to_string()],
+            )
+            .await
+            .map_err(PgError::from)?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                Some(Noticed {
+                    tx: r.get::<_, &str>(0).parse().ok()?,
+                    patient: PatientId::parse(r.get::<_, &str>(1)).ok()?,
+                    notice: EngineNotice::from_parts(r.get(2), r.get(3))?,
+                })
+            })
+            .collect())
+    }
+
+    async fn prune_engine_notices(&self, before_ms: i64) -> Result<u64, RegistryError> {
+        Ok(self
+            .conn()
+            .await?
+            .execute("DELETE FROM engine_notices WHERE at_ms < $1", &[&before_ms])
+            .await
+            .map_err(PgError::from)?)
     }
 
     async fn unresolved_alerts(&self) -> Result<Vec<OpenAlert>, RegistryError> {
@@ -559,6 +657,7 @@ impl RecordStore for PgDb {
         let rules: Vec<&str> = plan.rules.iter().map(|r| r.id()).collect();
         let data = plan_changed_data(&by, &rules);
         timeline(&tx, patient.as_str(), now_ms, "care_plan.updated", &data).await?;
+        notify_engine(&tx, &patient, &EngineNotice::PlanChanged, now_ms).await?;
         if let Some(line) = &audit {
             append_in(&tx, line).await?;
         }

@@ -200,4 +200,18 @@ pub const STEPS: &[&str] = &[
      CREATE TRIGGER devices_credentials_changed
        AFTER INSERT OR DELETE OR UPDATE OF secret_hash, revoked, patient_id, profile ON devices
        FOR EACH STATEMENT EXECUTE FUNCTION credential_changed();",
+    // 10: people's changes the alert engine must hear of (a care plan set, an alert
+    // acknowledged or resolved), written with the change and read, in commit order, by the
+    // instance holding the patient's alert partition (`tx` as in the readings' feed).
+    // PostgreSQL only: on SQLite the one instance's engine is told directly.
+    "CREATE TABLE engine_notices (
+        tx         xid8     NOT NULL DEFAULT pg_current_xact_id(),
+        part       smallint NOT NULL,
+        patient_id text     NOT NULL,
+        kind       text     NOT NULL,
+        rule_id    text,
+        at_ms      bigint   NOT NULL
+     );
+     CREATE INDEX engine_notices_by_part_tx ON engine_notices (part, tx);
+     CREATE INDEX engine_notices_by_time ON engine_notices (at_ms);",
 ];

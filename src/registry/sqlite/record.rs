@@ -13,9 +13,10 @@ use crate::alerts::rules::CarePlan;
 use crate::domain::{PatientId, format_rfc3339};
 use crate::registry::audit::NewAuditLine;
 use crate::registry::error::RegistryError;
+use crate::registry::lease::Fence;
 use crate::registry::record::{
-    Alert, AlertActionError, AlertQuery, AlertStatus, Event, Sink, TimelineRow, Trigger, emitted,
-    new_alert_id, note_data, parse_severity, plan_changed_data, severity_str,
+    Alert, AlertActionError, AlertQuery, AlertStatus, Event, Noticed, Sink, TimelineRow, Trigger,
+    emitted, new_alert_id, note_data, parse_severity, plan_changed_data, severity_str,
 };
 use crate::registry::storage::RecordStore;
 
@@ -146,6 +147,7 @@ impl RecordStore for SqliteDb {
         &self,
         effects: Vec<Effect>,
         sinks: Vec<Sink>,
+        fence: Option<Fence>,
     ) -> Result<Vec<Event>, RegistryError> {
         if effects.is_empty() {
             return Ok(Vec::new());
@@ -155,7 +157,22 @@ impl RecordStore for SqliteDb {
             .map(|_| new_alert_id())
             .collect::<Result<Vec<_>, _>>()?;
         self.with(move |c| {
+            // The immediate transaction holds the write lock: no lease moves until it ends.
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(f) = &fence {
+                let held = tx
+                    .query_row(
+                        "SELECT 1 FROM leases
+                         WHERE name = ?1 AND holder = ?2 AND epoch = ?3 AND expires_ms > ?4",
+                        params![f.name, f.holder, f.epoch, f.at_ms],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some();
+                if !held {
+                    return Err(RegistryError::Fenced(f.name.clone()));
+                }
+            }
             let mut events = Vec::new();
             for (effect, new_id) in effects.into_iter().zip(ids) {
                 apply_one(&tx, &sinks, effect, new_id, &mut events)?;
@@ -164,6 +181,19 @@ impl RecordStore for SqliteDb {
             Ok(events)
         })
         .await
+    }
+
+    async fn engine_notices(
+        &self,
+        _parts: Vec<u16>,
+        _from: i64,
+        _until: i64,
+    ) -> Result<Vec<Noticed>, RegistryError> {
+        Ok(Vec::new())
+    }
+
+    async fn prune_engine_notices(&self, _before_ms: i64) -> Result<u64, RegistryError> {
+        Ok(0)
     }
 
     async fn unresolved_alerts(&self) -> Result<Vec<OpenAlert>, RegistryError> {

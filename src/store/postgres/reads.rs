@@ -297,8 +297,9 @@ impl Reads for PgReads {
         &self,
         parts: Vec<u16>,
         from: i64,
+        until: i64,
     ) -> Result<Option<FedReadings>, StoreError> {
-        super::feed::committed(&self.pool, &parts, from)
+        super::feed::committed(&self.pool, &parts, from, until)
             .await
             .map(Some)
     }
