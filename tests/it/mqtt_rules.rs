@@ -458,6 +458,18 @@ async fn connack_code(gw: &Gateway, device: &str, secret: &str) -> u8 {
     ack[3]
 }
 
+/// The reason code of the CONNACK an MQTT 5 CONNECT as `device` gets.
+async fn connack_v5_reason(gw: &Gateway, device: &str, secret: &str) -> u8 {
+    let mut s = TcpStream::connect(gw.mqtt).await.unwrap();
+    s.write_all(&connect_packet_of(5, device, secret, 30))
+        .await
+        .unwrap();
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], 0x20, "a CONNACK");
+    head[3]
+}
+
 /// A device's new secret is answered only once the secret's hash and its audit line are
 /// committed together: with the audit trail refusing lines (as a full disk would), rotating,
 /// revoking and provisioning each answer an error, the old secret still connects and the device
@@ -528,9 +540,10 @@ async fn failed_authentications_and_reconnect_storms_are_rate_limited() {
     for _ in 0..4 {
         assert_eq!(connack_code(&gw, "d1", "wrong").await, BAD_CREDENTIALS);
     }
+    // MQTT 5 says why (0x9F, "Connection rate exceeded"); asked first, within the lock's
+    // second (a client that takes long to start, such as Paho in Python, may come after it).
+    assert_eq!(connack_v5_reason(&gw, "d1", &d1).await, 0x9F);
     assert_eq!(connack_code(&gw, "d1", &d1).await, UNAVAILABLE);
-    let r = paho_device(gw.mqtt, V::V5, "d1", &d1, json!([]), &[]).await;
-    assert_eq!(r["refused"], "Connection rate exceeded", "{r}");
     assert!(refused_for(&gw, "auth_failures").await >= 2);
     // Other devices behind the same address (a carrier's NAT) are not locked out by it.
     assert_eq!(connack_code(&gw, "d3", &d3).await, ACCEPTED);
