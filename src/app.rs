@@ -403,10 +403,23 @@ impl App {
                 .clone()
                 .run(store.clone(), state.registry.clone(), stop.clone()),
         );
+        // With PostgreSQL, they show every instance's readings, alerts and device changes:
+        // heard from the database (`pg::listen`), the readings read in commit order.
+        let heard = cfg.database.as_ref().map(|d| {
+            let listener =
+                crate::pg::listen::Listener::start(d.url.clone(), d.ca_file.clone(), stop.clone());
+            tokio::spawn(
+                store
+                    .clone()
+                    .feed_everyone(listener.subscribe(), stop.clone()),
+            );
+            listener.subscribe()
+        });
         tokio::spawn(state.live.clone().run(
             store.clone(),
             state.crm.clone(),
             state.registry.clone(),
+            heard,
         ));
         tokio::spawn(web::end_emptied_visits(state.clone(), stop.clone()));
         let live = state.live.clone();

@@ -90,7 +90,7 @@ fn all_local(cfg: &tokio_postgres::Config) -> bool {
 }
 
 /// The rustls client configuration: the system's roots, or only the CA in `ca_file` (PEM).
-fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, PgError> {
+pub(super) fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, PgError> {
     use rustls_pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
@@ -125,15 +125,25 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, PgError> {
         .with_no_client_auth())
 }
 
-/// A pool of connections to the database at `url`, checked by opening one.
-pub async fn connect(url: &str, ca_file: Option<&Path>) -> Result<Pool, PgError> {
+/// The connection settings for `url` (TLS as the URL or Vigil's default says), naming the
+/// connection `application` on the server, and the TLS mode.
+pub(super) fn configure(
+    url: &str,
+    application: &str,
+) -> Result<(tokio_postgres::Config, SslMode), PgError> {
     let mode = tls_mode(url)?;
     let (mut cfg, _) = parse(url)?;
     cfg.ssl_mode(mode);
-    cfg.application_name("vigil");
+    cfg.application_name(application);
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(std::time::Duration::from_secs(10));
     }
+    Ok((cfg, mode))
+}
+
+/// A pool of connections to the database at `url`, checked by opening one.
+pub async fn connect(url: &str, ca_file: Option<&Path>) -> Result<Pool, PgError> {
+    let (cfg, mode) = configure(url, "vigil")?;
     let manager_cfg = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };

@@ -1,8 +1,9 @@
 //! PostgreSQL, shared by the registry and the readings' store when `[database] url` is set:
 //! connecting ([`connect`]: the URL, TLS through rustls, one pool per instance), migrations
-//! ([`migrate`]), and the error both report.
+//! ([`migrate`]), notifications between instances ([`listen`]), and the error all report.
 
 mod connect;
+pub mod listen;
 mod migrate;
 
 pub use connect::{connect, tls_mode};

@@ -26,8 +26,9 @@ pub struct Device {
     pub revoked: bool,
 }
 
-/// A device's status as just written: for the live view.
-#[derive(Debug, Clone, Serialize)]
+/// A device's status as just written: for the live view (and, read back, for the live views
+/// of the other instances sharing the database).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DeviceStatus {
     pub device_id: String,
     pub patient_id: String,

@@ -15,6 +15,7 @@
 //! It must never: acknowledge before the commit, hold a lock across an await, or buffer without
 //! bound (a full channel makes producers wait, which slows the devices' acknowledgements).
 
+mod everyone;
 pub mod influx;
 mod line_protocol;
 mod postgres;
@@ -62,6 +63,9 @@ pub struct Store {
     outbox_ready: Arc<tokio::sync::Notify>,
     /// Every batch of newly stored observations, after its commit.
     feed: tokio::sync::broadcast::Sender<Arc<CommittedBatch>>,
+    /// Every instance's newly stored observations: `feed` itself on SQLite; on PostgreSQL
+    /// filled by [`Store::feed_everyone`].
+    everyone: tokio::sync::broadcast::Sender<Arc<CommittedBatch>>,
     /// Which database holds the readings: "sqlite" or "postgresql".
     backend: &'static str,
 }
@@ -122,12 +126,18 @@ impl Store {
                 path: backend.into(),
                 reason: e.to_string(),
             })?;
+        let everyone = if backend == "postgresql" {
+            tokio::sync::broadcast::channel(FEED_CAPACITY).0
+        } else {
+            feed.clone()
+        };
         Ok(Store {
             tx,
             reads,
             writer: Arc::new(Mutex::new(Some(writer))),
             outbox_ready,
             feed,
+            everyone,
             backend,
         })
     }
@@ -142,6 +152,29 @@ impl Store {
     /// thousand commits behind gets `Lagged` and must rebuild from the store.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<CommittedBatch>> {
         self.feed.subscribe()
+    }
+
+    /// Subscribes to the observations every instance sharing the database newly stores, in
+    /// commit order (for displays: the live feed, the panel's cache). On SQLite, this
+    /// instance's ([`Store::subscribe`]); on PostgreSQL, while [`Store::feed_everyone`] runs.
+    /// A subscriber that falls behind gets `Lagged`, as with [`Store::subscribe`].
+    pub fn subscribe_everyone(&self) -> tokio::sync::broadcast::Receiver<Arc<CommittedBatch>> {
+        self.everyone.subscribe()
+    }
+
+    /// On PostgreSQL, feeds [`Store::subscribe_everyone`] until `stop`: what every instance
+    /// commits, read in commit order, woken by the database's notifications (see
+    /// `src/store/everyone.rs`). Returns at once on SQLite.
+    pub async fn feed_everyone(
+        self,
+        heard: tokio::sync::broadcast::Receiver<crate::pg::listen::Heard>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        if self.backend != "postgresql" {
+            return;
+        }
+        let tx = self.everyone.clone();
+        everyone::run(self, tx, heard, stop).await;
     }
 
     /// Waits until a commit has added outbox lines (or returns at once if one did since the

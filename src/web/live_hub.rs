@@ -3,6 +3,10 @@
 //! batches out to every connection (a broadcast that never waits, so nothing here can slow
 //! ingest). The WebSocket side (`super::live`) only filters and writes; the hub is kept apart
 //! from it so that the application state can hold the hub without depending on the handler.
+//!
+//! With several instances on PostgreSQL the hub takes every instance's events, not only this
+//! one's: readings from the store's feed of everyone's commits, alerts and device changes from
+//! the database's notifications (`docs/scaling.md`, "One live feed").
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,8 +21,10 @@ use tokio::sync::broadcast::{
 use tokio_util::sync::CancellationToken;
 
 use crate::crm::Crm;
+use crate::crm::record::Alert;
 use crate::domain::{Metric, format_rfc3339};
-use crate::registry::{AccessChange, Registry};
+use crate::pg::listen::{Heard, LIVE_CHANNEL};
+use crate::registry::{AccessChange, DeviceStatus, Registry};
 use crate::store::Store;
 
 /// How often the hub reads patients' care teams again without an announced change (changes
@@ -65,12 +71,27 @@ impl LiveHub {
     }
 
     /// Turns commits, alert events and device changes into live events until stopped.
-    pub async fn run(self, store: Store, crm: Crm, registry: Registry) {
-        let mut readings = store.subscribe();
-        let mut alerts = crm.subscribe();
-        let mut devices = registry.subscribe_devices();
+    ///
+    /// With several instances on PostgreSQL (`heard`: this instance's notifications from the
+    /// database, see `pg::listen`), every instance's: readings from the store's feed of
+    /// everyone's commits, alert events and device changes from the notifications their
+    /// transactions sent (a gap in listening tells the clients to reload). Otherwise this
+    /// instance's own, as they commit.
+    pub async fn run(
+        self,
+        store: Store,
+        crm: Crm,
+        registry: Registry,
+        heard: Option<broadcast::Receiver<Heard>>,
+    ) {
+        let cluster = heard.is_some();
+        let mut heard = heard;
+        let mut listened = false;
+        let mut readings = store.subscribe_everyone();
+        let mut alerts = (!cluster).then(|| crm.subscribe());
+        let mut devices = (!cluster).then(|| registry.subscribe_devices());
         let mut access = registry.subscribe_access();
-        let mut teams = Teams::new(registry);
+        let mut teams = Teams::new(registry.clone());
         teams.reload().await;
         let mut refresh = tokio::time::interval(TEAMS_REFRESH);
         refresh.tick().await;
@@ -105,37 +126,95 @@ impl LiveHub {
                     }
                     Err(RecvError::Closed) => return,
                 },
-                a = alerts.recv() => match a {
-                    Ok(e) => vec![LiveItem {
-                        patient_id: e.patient_id.as_str().into(),
-                        team: None,
-                        metric: None,
-                        json: json!({"type": "alert", "event": e.event_type, "alert": e.alert})
-                            .to_string()
-                            .into(),
-                    }],
+                h = recv_some(&mut heard) => match h {
+                    Ok(Heard::Listening) => {
+                        // Listening again after a gap: what was sent meanwhile is lost.
+                        if !std::mem::replace(&mut listened, true) {
+                            continue;
+                        }
+                        vec![resync()]
+                    }
+                    Ok(Heard::Notification { channel, payload }) if channel == LIVE_CHANNEL => {
+                        match from_notification(&registry, &payload).await {
+                            Some(item) => vec![item],
+                            None => continue,
+                        }
+                    }
+                    Ok(Heard::Notification { .. }) => continue,
                     Err(RecvError::Lagged(_)) => vec![resync()],
                     Err(RecvError::Closed) => return,
                 },
-                d = devices.recv() => match d {
-                    Ok(d) => vec![LiveItem {
-                        patient_id: d.patient_id.as_str().into(),
-                        team: None,
-                        metric: None,
-                        json: json!({
-                            "type": "device_status", "patient_id": d.patient_id,
-                            "device_id": d.device_id, "online": d.online, "battery": d.battery,
-                            "last_seen": format_rfc3339(d.last_seen_ms),
-                        })
-                        .to_string()
-                        .into(),
-                    }],
+                a = recv_some(&mut alerts) => match a {
+                    Ok(e) => vec![alert_item(e.event_type, &e.alert)],
+                    Err(RecvError::Lagged(_)) => vec![resync()],
+                    Err(RecvError::Closed) => return,
+                },
+                d = recv_some(&mut devices) => match d {
+                    Ok(d) => vec![device_item(&d)],
                     Err(RecvError::Lagged(_)) => vec![resync()],
                     Err(RecvError::Closed) => return,
                 },
             };
             self.send(teams.stamp(items).await);
         }
+    }
+}
+
+/// The next from `r`; never, when there is none.
+async fn recv_some<T: Clone>(r: &mut Option<broadcast::Receiver<T>>) -> Result<T, RecvError> {
+    match r {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn alert_item(event_type: &str, alert: &Alert) -> LiveItem {
+    LiveItem {
+        patient_id: alert.patient_id.as_str().into(),
+        team: None,
+        metric: None,
+        json: json!({"type": "alert", "event": event_type, "alert": alert})
+            .to_string()
+            .into(),
+    }
+}
+
+fn device_item(d: &DeviceStatus) -> LiveItem {
+    LiveItem {
+        patient_id: d.patient_id.as_str().into(),
+        team: None,
+        metric: None,
+        json: json!({
+            "type": "device_status", "patient_id": d.patient_id,
+            "device_id": d.device_id, "online": d.online, "battery": d.battery,
+            "last_seen": format_rfc3339(d.last_seen_ms),
+        })
+        .to_string()
+        .into(),
+    }
+}
+
+/// The live event a notification from the database announces (`alert <id> <event type>`, the
+/// alert read as it is now; `device <status>`); `None` for one this build cannot read or an
+/// alert no longer there.
+async fn from_notification(registry: &Registry, payload: &str) -> Option<LiveItem> {
+    let (kind, rest) = payload.split_once(' ')?;
+    match kind {
+        "alert" => {
+            let (id, event_type) = rest.split_once(' ')?;
+            match registry.alert(id.to_owned()).await {
+                Ok(Some(alert)) => Some(alert_item(event_type, &alert)),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "live feed: an announced alert not read");
+                    None
+                }
+            }
+        }
+        "device" => serde_json::from_str::<DeviceStatus>(rest)
+            .ok()
+            .map(|d| device_item(&d)),
+        _ => None,
     }
 }
 

@@ -151,7 +151,8 @@ impl PanelCache {
 
     /// Keeps the cache current from the store's commit feed until `stop`.
     pub async fn run(self, store: Store, registry: Registry, stop: CancellationToken) {
-        let mut feed = store.subscribe();
+        // Every instance's readings (with several on PostgreSQL), not only this one's.
+        let mut feed = store.subscribe_everyone();
         if let Err(e) = self.warm(&store, &registry).await {
             tracing::warn!(error = %e, "panel cache not warmed; tiles fill as readings arrive");
         }

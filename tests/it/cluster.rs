@@ -242,3 +242,113 @@ async fn online(api: &Api, id: &str) -> bool {
     assert_eq!(s, reqwest::StatusCode::OK, "{d}");
     d["online"] == true
 }
+
+/// Two instances on one database: a dashboard's live feed on the first shows a device's
+/// readings, its alert and its status as they happen on the second (where the device sends),
+/// heard through PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_on_one_instance_sees_what_happens_on_the_other() {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let pg = Postgres::start().await;
+    let url = pg.database("vigil").await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = instance(&url, dir_a.path()).await;
+    let b = instance(&url, dir_b.path()).await;
+    let api = Api::new(a.http);
+    api.patient("p-live").await;
+    let (s, v) = api
+        .care_plan(
+            "p-live",
+            serde_json::json!([{"id": "hr-high", "kind": "threshold", "metric": "heart_rate",
+                "op": ">", "value": 120, "severity": "high"}]),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    let secret = api.device("hr-live", "p-live", "smartwatch").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/api/v1/live?token={}",
+        a.http,
+        crate::support::TOKEN
+    ))
+    .await
+    .unwrap();
+
+    // The device sends through b (tried again while b does not know it yet, as a device does).
+    let body = serde_json::json!({"metric": "heart_rate", "value": 135});
+    eventually(
+        Duration::from_secs(15),
+        "b acknowledging the reading",
+        || {
+            let body = serde_json::to_vec(&body).unwrap();
+            let secret = secret.clone();
+            async move {
+                crate::support::mosquitto_pub(
+                    b.mqtt,
+                    crate::support::V::V5,
+                    "hr-live",
+                    &secret,
+                    "vigil/v1/devices/hr-live/readings",
+                    &body,
+                    &[],
+                )
+                .await
+                .ok
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    let sent = std::time::Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while seen.len() < 3 {
+            let Some(Ok(Message::Text(t))) = ws.next().await else {
+                panic!("the live feed closed");
+            };
+            let e: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            match e["type"].as_str() {
+                Some("observation") if e["patient_id"] == "p-live" && e["value"] == 135.0 => {
+                    seen.insert("observation");
+                }
+                Some("alert") if e["alert"]["patient_id"] == "p-live" => {
+                    assert_eq!(e["event"], "alert.opened", "{e}");
+                    seen.insert("alert");
+                }
+                Some("device_status") if e["device_id"] == "hr-live" => {
+                    seen.insert("device_status");
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("seen on a's live feed: {seen:?}"));
+    eprintln!(
+        "cluster-report a reading, its alert and its device's status sent through one instance reached a dashboard on the other within {} ms",
+        sent.elapsed().as_millis()
+    );
+
+    // The instances' listening connections are cut: what was announced meanwhile is lost to
+    // them, so the dashboard is told to reload once a's listens again.
+    let cut = pg
+        .sql_in(
+            "vigil",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = 'vigil-listen'",
+        )
+        .await;
+    assert_eq!(cut.trim(), "2", "one listening connection per instance");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let Some(Ok(Message::Text(t))) = ws.next().await else {
+                panic!("the live feed closed");
+            };
+            if t.as_str() == r#"{"type":"resync"}"# {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("a resync after the gap in listening");
+}

@@ -9,6 +9,7 @@ use tokio_postgres::{Row, Transaction};
 
 use super::audit::append_in;
 use super::{PgDb, PgError};
+use crate::pg::listen::LIVE_CHANNEL;
 use crate::registry::audit::NewAuditLine;
 use crate::registry::devices::{
     Device, DeviceRow, DeviceStatus, NewDevice, SecretHashes, StatusChange, StoredCredential,
@@ -281,13 +282,23 @@ impl DeviceStore for PgDb {
                 .await
                 .map_err(PgError::from)?;
             }
-            written.push(DeviceStatus {
+            let status = DeviceStatus {
                 device_id: s.id.clone(),
                 patient_id: patient,
                 online,
                 battery: s.battery.or(was_battery),
                 last_seen_ms: s.at_ms,
-            });
+            };
+            // Every instance's live feed hears of it once it commits (`pg::listen`); a few
+            // hundred bytes at most (ids are at most 64 characters).
+            let payload = format!(
+                "device {}",
+                serde_json::to_string(&status).map_err(|e| RegistryError::Db(e.to_string()))?
+            );
+            tx.execute("SELECT pg_notify($1, $2)", &[&LIVE_CHANNEL, &payload])
+                .await
+                .map_err(PgError::from)?;
+            written.push(status);
         }
         tx.commit().await.map_err(PgError::from)?;
         Ok(written)

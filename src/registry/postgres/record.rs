@@ -17,6 +17,7 @@ use crate::alerts::engine::{Effect, OpenAlert, Resolution};
 use crate::alerts::rules::CarePlan;
 use crate::domain::partition::alert_partition;
 use crate::domain::{PatientId, format_rfc3339};
+use crate::pg::listen::LIVE_CHANNEL;
 use crate::registry::audit::NewAuditLine;
 use crate::registry::error::RegistryError;
 use crate::registry::lease::Fence;
@@ -140,6 +141,12 @@ async fn emit(
         )
         .await?;
     }
+    // Every instance's live feed hears of it once it commits (`pg::listen`).
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&LIVE_CHANNEL, &format!("alert {} {event_type}", alert.id)],
+    )
+    .await?;
     out.push(event);
     Ok(())
 }

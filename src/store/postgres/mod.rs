@@ -16,6 +16,7 @@ mod partitions;
 mod reads;
 mod schema;
 
+use crate::pg::listen::READINGS_CHANNEL;
 use std::collections::HashSet;
 
 use deadpool_postgres::Pool;
@@ -101,6 +102,7 @@ impl PgWriter {
         let mut conn = self.pool.get().await.map_err(write_err)?;
         let mut tx = conn.transaction().await.map_err(write_err)?;
         let mut new = insert_observations(&tx, observations()).await?;
+        let stored_new = !new.is_empty();
         let mut lines = Vec::new();
         let mut spool: (Vec<&str>, Vec<i16>, Vec<i64>) = Default::default();
         let mut results = Vec::with_capacity(batch.len());
@@ -227,6 +229,12 @@ impl PgWriter {
             )
             .await
             .map_err(write_err)?;
+        }
+        if stored_new {
+            // Wakes every instance's displays' feed once this commits (`store::everyone`).
+            tx.batch_execute(&format!("NOTIFY {READINGS_CHANNEL}"))
+                .await
+                .map_err(write_err)?;
         }
         tx.commit().await.map_err(write_err)?;
         Ok(results)
