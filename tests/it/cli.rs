@@ -143,8 +143,20 @@ async fn spawn_vigil_umask_000(data_dir: &std::path::Path) -> Child {
 
 /// Starts `command` (`vigil`, or a wrapper that execs its arguments) with `serve` and its flags.
 pub(crate) async fn spawn_serve(
+    command: tokio::process::Command,
+    data_dir: &std::path::Path,
+    mqtt_listen: &str,
+    env: &[(&str, &str)],
+) -> Child {
+    spawn_serve_on(command, data_dir, "127.0.0.1:0", mqtt_listen, env).await
+}
+
+/// Like [`spawn_serve`], its HTTP listener at `http_listen` (to start an instance again on the
+/// addresses a load balancer knows it by).
+pub(crate) async fn spawn_serve_on(
     mut command: tokio::process::Command,
     data_dir: &std::path::Path,
+    http_listen: &str,
     mqtt_listen: &str,
     env: &[(&str, &str)],
 ) -> Child {
@@ -154,7 +166,7 @@ pub(crate) async fn spawn_serve(
             "--data-dir",
             data_dir.to_str().unwrap(),
             "--http-listen",
-            "127.0.0.1:0",
+            http_listen,
             "--mqtt-listen",
             mqtt_listen,
         ])
