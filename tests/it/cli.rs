@@ -188,9 +188,15 @@ pub(crate) async fn spawn_serve_on(
                 continue;
             };
             if v["message"] == "vigil listening" {
+                // In external mode there is no endpoint of its own ("external mqtt://…"):
+                // the unspecified address stands for none.
+                let mqtt = v["mqtt"].as_str().unwrap();
                 return (
                     v["http"].as_str().unwrap().parse().unwrap(),
-                    v["mqtt"].as_str().unwrap().parse().unwrap(),
+                    mqtt.parse().unwrap_or_else(|_| {
+                        assert!(mqtt.starts_with("external "), "{mqtt}");
+                        "0.0.0.0:0".parse().unwrap()
+                    }),
                 );
             }
         }

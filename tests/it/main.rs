@@ -11,6 +11,7 @@ mod backup;
 mod care_teams;
 mod cli;
 mod cluster;
+mod cluster_broker;
 mod cluster_lb;
 mod conns;
 mod crash;
