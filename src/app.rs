@@ -343,6 +343,11 @@ impl App {
                 stop.clone(),
             ));
         }
+        // With PostgreSQL, this instance hears the others' changes as they commit (`pg::listen`):
+        // the alert engine and the displays read what committed as soon as told.
+        let listener = cfg.database.as_ref().map(|d| {
+            crate::pg::listen::Listener::start(d.url.clone(), d.ca_file.clone(), stop.clone())
+        });
         // The alert engine and the outbox workers stop with `stop`: what they have not done is
         // in the stores and is picked up at the next start.
         // With PostgreSQL, several instances may share the database: each evaluates the alert
@@ -358,6 +363,7 @@ impl App {
                 state.crm.clone(),
                 store.clone(),
                 commands,
+                listener.as_ref().map(crate::pg::listen::Listener::subscribe),
                 settings,
                 tick,
                 stop.clone(),
@@ -405,9 +411,7 @@ impl App {
         );
         // With PostgreSQL, they show every instance's readings, alerts and device changes:
         // heard from the database (`pg::listen`), the readings read in commit order.
-        let heard = cfg.database.as_ref().map(|d| {
-            let listener =
-                crate::pg::listen::Listener::start(d.url.clone(), d.ca_file.clone(), stop.clone());
+        let heard = listener.as_ref().map(|listener| {
             tokio::spawn(
                 store
                     .clone()

@@ -95,7 +95,7 @@ pub struct Latency {
     pub max_ms: f64,
 }
 
-fn latency(mut ms: Vec<f64>) -> Option<Latency> {
+pub(crate) fn latency(mut ms: Vec<f64>) -> Option<Latency> {
     if ms.is_empty() {
         return None;
     }
@@ -157,15 +157,15 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// A running gateway.
-struct Gateway {
+pub(crate) struct Gateway {
     child: tokio::process::Child,
     http: String,
-    mqtt: Option<SocketAddr>,
-    api: Api,
+    pub(crate) mqtt: Option<SocketAddr>,
+    pub(crate) api: Api,
 }
 
 impl Gateway {
-    async fn start(data_dir: &Path, env: &[(&str, String)]) -> anyhow::Result<Gateway> {
+    pub(crate) async fn start(data_dir: &Path, env: &[(&str, String)]) -> anyhow::Result<Gateway> {
         let mut child = tokio::process::Command::new(vigil_bin()?)
             .args(["serve", "--data-dir"])
             .arg(data_dir)
@@ -215,7 +215,7 @@ impl Gateway {
         self.child.id()
     }
 
-    async fn metric(&self, name: &str) -> f64 {
+    pub(crate) async fn metric(&self, name: &str) -> f64 {
         let Ok(resp) = reqwest::get(format!("{}/metrics", self.http)).await else {
             return 0.0;
         };
@@ -240,7 +240,7 @@ impl Gateway {
     }
 
     /// SIGTERM and wait (the drain commits everything).
-    async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
             tokio::process::Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
@@ -255,9 +255,9 @@ impl Gateway {
 }
 
 /// A bench device: id and secret.
-type Cred = (String, String);
+pub(crate) type Cred = (String, String);
 
-async fn provision(api: &Api, prefix: &str, n: usize) -> anyhow::Result<Vec<Cred>> {
+pub(crate) async fn provision(api: &Api, prefix: &str, n: usize) -> anyhow::Result<Vec<Cred>> {
     let mut out = Vec::with_capacity(n);
     for d in 0..n {
         if d % 10 == 0 {
@@ -290,7 +290,7 @@ async fn provision(api: &Api, prefix: &str, n: usize) -> anyhow::Result<Vec<Cred
 /// Publishes `per_device` QoS 1 readings from each device (100 in flight), each with its own
 /// time starting at `base_ms` (so no phase's readings collide with another's). Returns the
 /// instant of the first publish and of the last acknowledgement.
-async fn stream(
+pub(crate) async fn stream(
     addr: SocketAddr,
     creds: &[Cred],
     per_device: usize,
@@ -598,7 +598,7 @@ pub async fn run(quick: bool, idle_devices: Option<usize>) -> anyhow::Result<()>
 /// Probes, under a paced background load of `rate` readings/s: publish → PUBACK (which
 /// Vigil's endpoint sends after the durable commit: publish → stored), publish → the
 /// reading's event on the dashboard's live WebSocket, and publish → alert visible in the API.
-async fn probe_latency(
+pub(crate) async fn probe_latency(
     gw: &Gateway,
     mqtt: SocketAddr,
     creds: &[Cred],
@@ -843,7 +843,7 @@ async fn idle_memory(
     Ok((connected, per))
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {

@@ -18,6 +18,7 @@
 //! and [`visit_load`] (`vigil-sim visits`: concurrent 1:1 visits as load).
 
 pub mod bench;
+pub mod bench_cluster;
 pub mod device;
 pub mod fleet;
 pub mod payload;

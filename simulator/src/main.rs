@@ -127,6 +127,11 @@ enum Command {
         /// Idle devices to connect for the memory measurement (default: 300 quick, 10000 full).
         #[arg(long)]
         idle_devices: Option<usize>,
+        /// Instead: Vigil as one gateway of 1, 2, … N instances on one PostgreSQL (each count
+        /// on a throw-away server started by scripts/pg-temp): readings/s stored and publish →
+        /// alert latency for each.
+        #[arg(long, value_name = "N")]
+        cluster: Option<usize>,
     },
 }
 
@@ -263,6 +268,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             quick,
             idle_devices,
+            cluster: Some(n),
+        } => {
+            let _ = idle_devices;
+            vigil_sim::bench_cluster::run(n, quick).await
+        }
+        Command::Bench {
+            quick,
+            idle_devices,
+            cluster: None,
         } => vigil_sim::bench::run(quick, idle_devices).await,
         Command::Visits {
             url,

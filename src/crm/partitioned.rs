@@ -5,7 +5,8 @@
 //! instance holds which is decided each round ([`ROUND_EVERY`]) by [`crate::cluster::balance`]
 //! and held through a lease per partition (`alerts:<k>`, [`PARTITION_TTL_MS`]). The engine here
 //! watches the patients of the partitions held, and:
-//! - **reads what committed, in commit order, with no gap**: every [`POLL_EVERY`] it takes the
+//! - **reads what committed, in commit order, with no gap**: as soon as a commit's
+//!   notification wakes it (`pg::listen`), and at least every [`POLL_EVERY`], it takes the
 //!   commit horizon and reads, for its partitions, the readings stored by any instance
 //!   ([`Store::committed_in`]) and the people's changes the engine must hear of — care plans
 //!   set, alerts acknowledged or resolved, through whichever instance —
@@ -31,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +46,7 @@ use crate::cluster::balance::{
 };
 use crate::domain::partition::alert_partition;
 use crate::domain::{Observation, now_ms};
+use crate::pg::listen::{Heard, READINGS_CHANNEL};
 use crate::registry::record::{EngineNotice, Noticed};
 use crate::store::{FedReading, Store};
 
@@ -58,6 +61,14 @@ const NOTICES_KEPT_MS: i64 = 86_400_000;
 
 /// How often the holder of partition 0 forgets old engine notices.
 const PRUNE_EVERY_MS: i64 = 3_600_000;
+
+/// The next from `r`; never, when there is none.
+async fn recv_some<T: Clone>(r: &mut Option<broadcast::Receiver<T>>) -> Result<T, RecvError> {
+    match r {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// A partition this instance evaluates.
 struct Held {
@@ -101,6 +112,7 @@ pub async fn run(
     crm: Crm,
     store: Store,
     mut commands: mpsc::Receiver<Command>,
+    mut heard: Option<broadcast::Receiver<Heard>>,
     settings: Settings,
     tick: Duration,
     stop: CancellationToken,
@@ -138,6 +150,18 @@ pub async fn run(
             _ = stop.cancelled() => break,
             _ = rounds.tick() => p.round(&stop).await,
             _ = polls.tick() => p.poll(&stop).await,
+            h = recv_some(&mut heard) => match h {
+                Ok(Heard::Notification { channel, .. }) if channel != READINGS_CHANNEL => {}
+                Err(RecvError::Closed) => heard = None,
+                // Readings committed somewhere (or maybe missed): read now, not at the next
+                // poll; every wake waiting is answered by this one read.
+                _ => {
+                    if let Some(h) = heard.as_mut() {
+                        while let Ok(_) | Err(TryRecvError::Lagged(_)) = h.try_recv() {}
+                    }
+                    p.poll(&stop).await;
+                }
+            },
             _ = ticks.tick() => {
                 let effects = p.engine.handle(Input::Tick, now_ms());
                 p.write(effects, &stop).await;

@@ -2,7 +2,7 @@
 //! panel's cache of a clinician connected here show readings whichever instance stored them.
 //!
 //! It reads what committed in commit order, from one horizon to the next
-//! ([`Store::committed_in`] over every alert partition: each reading once, none skipped), and
+//! (`Store::committed_in` over every alert partition: each reading once, none skipped), and
 //! broadcasts each read as a [`CommittedBatch`]. It reads when a commit's notification wakes it
 //! (the writer notifies [`READINGS_CHANNEL`] in every transaction that stored a new reading;
 //! the notifications of many commits are taken as one), and every [`FALLBACK`] whatever it
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio_util::sync::CancellationToken;
 
-use super::{CommittedBatch, Store};
+use super::reads::Reads;
+use super::types::CommittedBatch;
 use crate::domain::now_ms;
 use crate::domain::partition::ALERT_PARTITIONS;
 use crate::pg::listen::{Heard, READINGS_CHANNEL};
@@ -27,7 +28,7 @@ const FALLBACK: Duration = Duration::from_secs(1);
 const BATCH_MAX: usize = 4096;
 
 pub(super) async fn run(
-    store: Store,
+    store: Arc<dyn Reads>,
     tx: broadcast::Sender<Arc<CommittedBatch>>,
     mut heard: broadcast::Receiver<Heard>,
     stop: CancellationToken,

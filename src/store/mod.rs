@@ -174,7 +174,7 @@ impl Store {
             return;
         }
         let tx = self.everyone.clone();
-        everyone::run(self, tx, heard, stop).await;
+        everyone::run(self.reads.clone(), tx, heard, stop).await;
     }
 
     /// Waits until a commit has added outbox lines (or returns at once if one did since the
