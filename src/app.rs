@@ -363,7 +363,9 @@ impl App {
                 state.crm.clone(),
                 store.clone(),
                 commands,
-                listener.as_ref().map(crate::pg::listen::Listener::subscribe),
+                listener
+                    .as_ref()
+                    .map(crate::pg::listen::Listener::subscribe),
                 settings,
                 tick,
                 stop.clone(),
