@@ -112,6 +112,10 @@ struct Participant {
     gone: tokio_util::sync::CancellationToken,
     /// Keyed by (publisher, track id).
     forwards: Mutex<HashMap<(Pid, String), Forward>>,
+    /// Held while a forward is added, from the check that it is missing to its insertion: a
+    /// track is subscribed both when it is published and when this participant's connection
+    /// comes up, and the two can meet.
+    subscribing: tokio::sync::Mutex<()>,
 }
 
 impl Participant {
@@ -293,6 +297,7 @@ impl Room {
                 negotiating: tokio::sync::Mutex::new(()),
                 gone: tokio_util::sync::CancellationToken::new(),
                 forwards: Mutex::new(HashMap::new()),
+                subscribing: tokio::sync::Mutex::new(()),
             }),
         );
         Ok(pid)
@@ -614,6 +619,11 @@ impl Room {
 
     /// Adds an outgoing copy of `pb` to `p`'s connection with its writer and RTCP tasks.
     /// `Ok(false)` when `p` already has it.
+    ///
+    /// One at a time per participant: two calls for the same track (its publication, and `p`'s
+    /// connection coming up) would otherwise both find it missing across the awaits below and
+    /// both add it. The second copy's sender would stay on the connection when the publisher
+    /// leaves (its track never ends for `p`), and its tasks would outlive the forward.
     async fn subscribe(
         &self,
         p: &Arc<Participant>,
@@ -624,6 +634,7 @@ impl Room {
         };
         let track_id = format!("p{}-{}", pb.from, pb.media_ssrc);
         let key = (pb.from, track_id.clone());
+        let _one = p.subscribing.lock().await;
         if lock(&p.forwards).contains_key(&key) {
             return Ok(false);
         }
@@ -1073,5 +1084,151 @@ mod tests {
         );
         room.announce_admission(patient);
         assert_eq!(admitted_messages(&mut rxs[0]), 1);
+    }
+
+    /// A publisher's track for [`Room::subscribe`]: a real peer connection is not needed, and its
+    /// keyframe request yields, as a real one waits for its connection's driver.
+    struct FakeRemote(std::sync::Mutex<MediaStreamTrack>);
+
+    impl FakeRemote {
+        fn track(&self) -> std::sync::MutexGuard<'_, MediaStreamTrack> {
+            lock(&self.0)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl webrtc::media_stream::Track for FakeRemote {
+        async fn stream_id(&self) -> String {
+            self.track().stream_id().clone()
+        }
+        async fn track_id(&self) -> String {
+            self.track().track_id().clone()
+        }
+        async fn label(&self) -> String {
+            self.track().label().clone()
+        }
+        async fn kind(&self) -> RtpCodecKind {
+            self.track().kind()
+        }
+        async fn rid(&self, ssrc: u32) -> Option<String> {
+            self.track().rid(ssrc).cloned()
+        }
+        async fn codec(&self, ssrc: u32) -> Option<RTCRtpCodec> {
+            self.track().codec(ssrc).cloned()
+        }
+        async fn ssrcs(&self) -> Vec<u32> {
+            self.track().ssrcs().collect()
+        }
+        async fn enabled(&self) -> bool {
+            self.track().enabled()
+        }
+        async fn set_enabled(&self, enabled: bool) {
+            self.track().set_enabled(enabled);
+        }
+        async fn muted(&self) -> bool {
+            self.track().muted()
+        }
+        async fn set_muted(&self, muted: bool) {
+            self.track().set_muted(muted);
+        }
+        async fn ready_state(&self) -> rtc::media_stream::MediaStreamTrackState {
+            self.track().ready_state()
+        }
+        async fn stop(&self) {
+            self.track().stop();
+        }
+        async fn get_capabilities(&self) -> rtc::media_stream::MediaTrackCapabilities {
+            self.track().get_capabilities().clone()
+        }
+        async fn get_constraints(&self) -> rtc::media_stream::MediaTrackConstraints {
+            self.track().get_constraints().clone()
+        }
+        async fn get_settings(&self) -> rtc::media_stream::MediaTrackSettings {
+            self.track().get_settings().clone()
+        }
+        async fn apply_constraints(
+            &self,
+            constraints: Option<rtc::media_stream::MediaTrackConstraints>,
+        ) {
+            self.track().apply_constraints(constraints);
+        }
+        async fn codings(&self) -> Vec<RTCRtpEncodingParameters> {
+            self.track().codings().to_vec()
+        }
+        async fn add_coding(&self, coding: RTCRtpEncodingParameters) {
+            self.track().add_coding(coding);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl TrackRemote for FakeRemote {
+        async fn write_rtcp(
+            &self,
+            _: Vec<Box<dyn rtc::rtcp::Packet>>,
+        ) -> webrtc::error::Result<()> {
+            tokio::task::yield_now().await;
+            Ok(())
+        }
+        async fn poll(&self) -> Option<TrackRemoteEvent> {
+            None
+        }
+    }
+
+    /// A track is subscribed when it is published and when a participant's connection comes up;
+    /// when both happen at once, the participant gets one copy of it, not two (the second
+    /// copy's sender stayed on its connection after the publisher left: the track never ended
+    /// for it, and the relay's offers kept sending it).
+    #[tokio::test]
+    async fn a_track_subscribed_twice_at_once_is_forwarded_once() {
+        let rooms = Rooms::new(
+            RtcSetup::new([127, 0, 0, 1].into(), 0..=0, Vec::new()),
+            Metrics::new(),
+        );
+        let (tx, _rx) = mpsc::channel(16);
+        let (room, pid) = rooms
+            .enter("vis_d", JoinRole::Clinician, "c".into(), tx)
+            .unwrap();
+        let p = room.get(pid).unwrap();
+        let handler = Arc::new(Handler {
+            room: Arc::downgrade(&room),
+            pid,
+            gathered: p.gathered.clone(),
+            connected: p.connected.clone(),
+            _live: LiveConnection::new(&room.metrics),
+        });
+        let pc = room.rtc.build(handler).await.unwrap();
+        assert!(p.pc.set(pc.clone()).is_ok());
+        let codec = super::super::rtc_setup::vp8_codec();
+        let remote = FakeRemote(std::sync::Mutex::new(MediaStreamTrack::new(
+            "participant-p9".into(),
+            "video".into(),
+            "video".into(),
+            RtpCodecKind::Video,
+            vec![],
+        )));
+        let pb = Arc::new(Published {
+            from: 9,
+            kind: RtpCodecKind::Video,
+            codec,
+            media_ssrc: 1234,
+            remote: Arc::new(remote),
+            tx: broadcast::channel(4).0,
+        });
+
+        let (a, b) = tokio::join!(room.subscribe(&p, &pb), room.subscribe(&p, &pb));
+        let added = [a.unwrap(), b.unwrap()];
+        assert_eq!(
+            added.iter().filter(|a| **a).count(),
+            1,
+            "exactly one of the two adds it: {added:?}"
+        );
+        assert_eq!(lock(&p.forwards).len(), 1);
+        assert_eq!(
+            pc.get_senders().await.len(),
+            1,
+            "one sender on the connection"
+        );
+        // Its connection is closed (`close().await`, never dropped) and its forward's tasks end.
+        room.leave(pid).await;
     }
 }
