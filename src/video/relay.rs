@@ -526,6 +526,10 @@ impl Room {
                 ));
             }
         };
+        // Held from before the connection is visible to the others until the answer is queued:
+        // a relay offer (a track published meanwhile and added to this connection) must not
+        // reach the participant before the answer to its own offer.
+        let negotiating = p.negotiating.lock().await;
         if p.pc.set(pc.clone()).is_err() {
             let _ = pc.close().await;
             return Err(refused("an offer was already made"));
@@ -536,7 +540,6 @@ impl Room {
             return Err(refused("you left the visit"));
         }
         let negotiated = async {
-            let _n = p.negotiating.lock().await;
             pc.set_remote_description(offer)
                 .await
                 .map_err(|e| refused(format!("the offer was refused: {e}")))?;
@@ -564,6 +567,7 @@ impl Room {
         let answer = match negotiated {
             Ok(a) => a,
             Err(e) => {
+                drop(negotiating);
                 // Its connection cannot be used: the participant goes, told why, and may rejoin.
                 let why = format!("{e}; rejoin from your link");
                 self.kick(pid, 4000, &why).await;
@@ -571,6 +575,7 @@ impl Room {
             }
         };
         p.send(json!({"type": "answer", "sdp": answer.sdp}));
+        drop(negotiating);
         tracing::debug!(visit = %self.visit_id, participant = pid, "offer answered");
         self.broadcast_roster();
         // What the others already publish, once this connection is up: a renegotiation while
