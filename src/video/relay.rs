@@ -423,28 +423,18 @@ impl Room {
 
     /// The roster, as sent to every participant.
     pub fn roster(&self) -> Value {
-        let ps = lock(&self.participants);
-        let list: Vec<Value> = ps
-            .iter()
-            .map(|(pid, p)| {
-                let st = lock(&p.state);
-                json!({
-                    "id": format!("p{pid}"),
-                    "role": p.role.as_str(),
-                    "name": p.name,
-                    "state": if st.admission == Admission::Waiting { "waiting" } else { "in_call" },
-                    "audio": st.audio,
-                    "video": st.video,
-                })
-            })
-            .collect();
-        json!({"type": "participants", "participants": list})
+        roster_of(&lock(&self.participants))
     }
 
-    /// Sends the roster to everyone.
+    /// Sends the roster to everyone. It is taken and queued under one hold of the lock, so
+    /// rosters sent at once (a participant entering while another one's offer is answered)
+    /// reach everyone in the order they were taken and the last one each gets is the room as
+    /// it is. (Taken, the lock let go, then sent, an older roster could follow a newer one:
+    /// the clinician was left with a roster without the patient who was waiting.)
     pub fn broadcast_roster(&self) {
-        let roster = self.roster();
-        for p in lock(&self.participants).values() {
+        let ps = lock(&self.participants);
+        let roster = roster_of(&ps);
+        for p in ps.values() {
             p.send(roster.clone());
         }
     }
@@ -990,6 +980,25 @@ impl Room {
             self.leave(pid).await;
         }
     }
+}
+
+/// The roster of a room's participants: who, in which role, waiting or in the call, muted.
+fn roster_of(ps: &BTreeMap<Pid, Arc<Participant>>) -> Value {
+    let list: Vec<Value> = ps
+        .iter()
+        .map(|(pid, p)| {
+            let st = lock(&p.state);
+            json!({
+                "id": format!("p{pid}"),
+                "role": p.role.as_str(),
+                "name": p.name,
+                "state": if st.admission == Admission::Waiting { "waiting" } else { "in_call" },
+                "audio": st.audio,
+                "video": st.video,
+            })
+        })
+        .collect();
+    json!({"type": "participants", "participants": list})
 }
 
 /// The payload type this leg negotiated for `mime` (lower case), once negotiation gave one.
