@@ -496,6 +496,7 @@ impl Peer {
             receivers: Vec::new(),
             admitted: HashSet::new(),
             flags: Arc::new(MediaFlags::default()),
+            write_failed: None,
         };
         let task = tokio::spawn(actor.run());
         Ok(Peer {
@@ -648,6 +649,8 @@ struct Actor {
     /// Participants this (auto-admitting) clinician already admitted.
     admitted: HashSet<String>,
     flags: Arc<MediaFlags>,
+    /// Why the socket could no longer be written, the first time it could not.
+    write_failed: Option<String>,
 }
 
 impl Actor {
@@ -715,33 +718,37 @@ impl Actor {
                         return Ok(());
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        // After leave/end the server may drop the socket without a close frame.
-                        return if leaving.is_some() { Ok(()) } else { Err(e.into()) };
+                    // After leave/end the server may drop the socket without a close frame.
+                    Some(Err(_)) | None if leaving.is_some() => return Ok(()),
+                    Some(Err(e)) => return Err(self.broken(e.into())),
+                    None => {
+                        return match self.write_failed.take() {
+                            Some(why) => Err(anyhow::anyhow!("signalling socket: {why}")),
+                            None => Ok(()),
+                        };
                     }
-                    None => return Ok(()),
                 },
                 cmd = self.cmd_rx.recv(), if leaving.is_none() => match cmd {
-                    Some(Command::Send(v)) => self.send(&v).await?,
+                    Some(Command::Send(v)) => self.send(&v).await,
                     Some(Command::Mute { audio, video }) => {
                         self.flags.audio_muted.store(audio, Ordering::Relaxed);
                         self.flags.video_muted.store(video, Ordering::Relaxed);
                         if !video {
                             self.flags.want_keyframe.store(true, Ordering::Relaxed);
                         }
-                        self.send(&json!({"type": "mute", "audio": audio, "video": video})).await?;
+                        self.send(&json!({"type": "mute", "audio": audio, "video": video})).await;
                     }
                     Some(Command::Leave { send: true }) | None => {
-                        let _ = self.send(&json!({"type": "leave"})).await;
+                        self.send(&json!({"type": "leave"})).await;
                         return Ok(());
                     }
                     Some(Command::Leave { send: false }) => return Ok(()),
                     Some(Command::End) => {
-                        self.send(&json!({"type": "end"})).await?;
+                        self.send(&json!({"type": "end"})).await;
                         leaving = Some(tokio::time::Instant::now() + self.opts.close_grace);
                     }
                 },
-                Some(c) = self.cand_rx.recv() => self.local_candidate(c).await?,
+                Some(c) = self.cand_rx.recv() => self.local_candidate(c).await,
                 Some(track) = self.track_rx.recv() => {
                     let shared = self.shared.clone();
                     self.receivers.push(tokio::spawn(receive(track, shared)));
@@ -751,11 +758,26 @@ impl Actor {
         }
     }
 
-    async fn send(&mut self, v: &Value) -> anyhow::Result<()> {
-        self.ws
-            .send(Message::text(v.to_string()))
-            .await
-            .context("signalling socket")
+    /// Sends a message on the signalling socket. A socket that can no longer be written does
+    /// not end the peer here: as in a browser, what is sent once the server has closed it is
+    /// dropped, and what the server sent before closing (`ended`, `error`, the close frame) is
+    /// still read. The read side then ends the peer, with this failure as its error unless the
+    /// server closed the socket with a close frame or we were leaving.
+    async fn send(&mut self, v: &Value) {
+        if self.write_failed.is_some() {
+            return;
+        }
+        if let Err(e) = self.ws.send(Message::text(v.to_string())).await {
+            self.write_failed = Some(e.to_string());
+        }
+    }
+
+    /// The error for a socket that broke while reading, with the write failure before it if any.
+    fn broken(&mut self, e: anyhow::Error) -> anyhow::Error {
+        match self.write_failed.take() {
+            Some(why) => e.context(format!("signalling socket (a write failed before: {why})")),
+            None => e.context("signalling socket"),
+        }
     }
 
     async fn on_message(&mut self, text: &str) -> anyhow::Result<()> {
@@ -840,7 +862,7 @@ impl Actor {
                     for id in waiting {
                         if self.admitted.insert(id.clone()) {
                             self.send(&json!({"type": "admit", "participant": id}))
-                                .await?;
+                                .await;
                         }
                     }
                 }
@@ -893,11 +915,10 @@ impl Actor {
             .local_description()
             .await
             .context("no local description after set_local_description")?;
-        self.send(&json!({"type": "offer", "sdp": offer.sdp}))
-            .await?;
+        self.send(&json!({"type": "offer", "sdp": offer.sdp})).await;
         self.offer_sent = true;
         for c in std::mem::take(&mut self.pending_local) {
-            self.send_candidate(c).await?;
+            self.send_candidate(c).await;
         }
         Ok(())
     }
@@ -924,7 +945,7 @@ impl Actor {
         .await;
         match r {
             Ok(answer) => {
-                self.send(&json!({"type": "answer", "sdp": answer})).await?;
+                self.send(&json!({"type": "answer", "sdp": answer})).await;
                 self.remote_set = true;
                 // The webrtc crate ends no remote track when an offer stops sending it; a
                 // browser fires `removetrack`. Do what the browser does, from the offer.
@@ -945,16 +966,15 @@ impl Actor {
         Ok(())
     }
 
-    async fn local_candidate(&mut self, c: Option<RTCIceCandidateInit>) -> anyhow::Result<()> {
+    async fn local_candidate(&mut self, c: Option<RTCIceCandidateInit>) {
         if self.offer_sent {
-            self.send_candidate(c).await
+            self.send_candidate(c).await;
         } else {
             self.pending_local.push(c);
-            Ok(())
         }
     }
 
-    async fn send_candidate(&mut self, c: Option<RTCIceCandidateInit>) -> anyhow::Result<()> {
+    async fn send_candidate(&mut self, c: Option<RTCIceCandidateInit>) {
         let candidate = match c {
             Some(c) => json!({
                 "candidate": c.candidate,
@@ -965,7 +985,7 @@ impl Actor {
             None => Value::Null,
         };
         self.send(&json!({"type": "candidate", "candidate": candidate}))
-            .await
+            .await;
     }
 
     /// Once the answer is applied: the media sender and the keyframe-request reader.

@@ -49,6 +49,9 @@ pub const MAX_PARTICIPANTS: usize = 4;
 /// How long a participant has to answer the relay's offer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The close code of a participant whose socket fell an [`Outbox`]'s capacity behind.
+pub const CLOSE_TOO_SLOW: u16 = 4008;
+
 /// What the relay sends a participant's socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Out {
@@ -56,6 +59,123 @@ pub enum Out {
     Text(String),
     /// Close the socket with this code and reason.
     Close(u16, String),
+}
+
+/// The relay's side of a participant's signalling socket: messages wait, in order, for the
+/// socket's writer ([`OutboxReader`]). No message is dropped while the participant is
+/// connected: a client that stops reading until the queue is full is disconnected at once
+/// ([`CLOSE_TOO_SLOW`]) rather than left in the call with a gap in what it was told (a roster,
+/// an offer, the end), and a close the relay asks for comes after the messages queued before
+/// it. Neither close can fail, full queue or not.
+pub struct Outbox {
+    queue: mpsc::Sender<String>,
+    close: watch::Sender<Option<Closing>>,
+}
+
+/// The socket writer's side of an [`Outbox`].
+pub struct OutboxReader {
+    queue: mpsc::Receiver<String>,
+    close: watch::Receiver<Option<Closing>>,
+}
+
+#[derive(Debug, Clone)]
+struct Closing {
+    code: u16,
+    reason: String,
+    /// Before the messages still queued (the queue overflowed), not after them.
+    at_once: bool,
+}
+
+/// An outbox for at most `capacity` waiting messages, and its reader.
+pub fn outbox(capacity: usize) -> (Outbox, OutboxReader) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let (close_tx, close_rx) = watch::channel(None);
+    (
+        Outbox {
+            queue: tx,
+            close: close_tx,
+        },
+        OutboxReader {
+            queue: rx,
+            close: close_rx,
+        },
+    )
+}
+
+impl Outbox {
+    /// Queues a message; once the socket is being closed, nothing more is. A full queue closes
+    /// the socket with [`CLOSE_TOO_SLOW`]: the client rejoins, and is then told the visit as it
+    /// is.
+    pub fn send(&self, text: String) {
+        if self.close.borrow().is_some() {
+            return;
+        }
+        match self.queue.try_send(text) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.close_with(Closing {
+                code: CLOSE_TOO_SLOW,
+                reason:
+                    "too slow: the visit's messages were not read in time; rejoin from your link"
+                        .into(),
+                at_once: true,
+            }),
+            // The socket's writer has ended: the participant is leaving.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Closes the socket with `code` once the messages queued before are written. The first
+    /// close asked for is the one sent.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.close_with(Closing {
+            code,
+            reason: reason.to_owned(),
+            at_once: false,
+        });
+    }
+
+    fn close_with(&self, closing: Closing) {
+        self.close.send_if_modified(|c| {
+            if c.is_some() {
+                return false;
+            }
+            *c = Some(closing);
+            true
+        });
+    }
+}
+
+impl OutboxReader {
+    /// What to write next: a queued message, or the close (after the messages queued before it,
+    /// unless the queue overflowed). `None` when the outbox was dropped without a close.
+    pub async fn recv(&mut self) -> Option<Out> {
+        loop {
+            let closing = self.close.borrow_and_update().clone();
+            if let Some(c) = closing {
+                if !c.at_once
+                    && let Ok(text) = self.queue.try_recv()
+                {
+                    return Some(Out::Text(text));
+                }
+                return Some(Out::Close(c.code, c.reason));
+            }
+            tokio::select! {
+                biased;
+                text = self.queue.recv() => match text {
+                    Some(text) => return Some(Out::Text(text)),
+                    // The outbox is gone; a close asked for just before still counts.
+                    None => {
+                        return self.close.borrow().clone().map(|c| Out::Close(c.code, c.reason));
+                    }
+                },
+                changed = self.close.changed() => {
+                    if changed.is_err() && self.close.borrow().is_none() {
+                        return self.queue.recv().await.map(Out::Text);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Why a room refused something (said to the participant in these words).
@@ -99,7 +219,7 @@ struct Forward {
 struct Participant {
     role: JoinRole,
     name: String,
-    out: mpsc::Sender<Out>,
+    out: Outbox,
     state: Mutex<PState>,
     pc: std::sync::OnceLock<Arc<dyn PeerConnection>>,
     gathered: watch::Sender<bool>,
@@ -112,14 +232,15 @@ struct Participant {
     gone: tokio_util::sync::CancellationToken,
     /// Keyed by (publisher, track id).
     forwards: Mutex<HashMap<(Pid, String), Forward>>,
+    /// Held while a forward is added, from the check that it is missing to its insertion: a
+    /// track is subscribed both when it is published and when this participant's connection
+    /// comes up, and the two can meet.
+    subscribing: tokio::sync::Mutex<()>,
 }
 
 impl Participant {
     fn send(&self, msg: Value) {
-        // A socket that cannot take a small signalling message is stuck: its writer ends it.
-        if self.out.try_send(Out::Text(msg.to_string())).is_err() {
-            let _ = self.out.try_send(Out::Close(4008, "too slow".into()));
-        }
+        self.out.send(msg.to_string());
     }
 }
 
@@ -253,12 +374,7 @@ impl Room {
 
     /// A participant enters: a clinician is admitted at once, anyone else waits. Sync, so
     /// [`Rooms`] can do it under its lock.
-    fn enter(
-        &self,
-        role: JoinRole,
-        name: String,
-        out: mpsc::Sender<Out>,
-    ) -> Result<Pid, RelayError> {
+    fn enter(&self, role: JoinRole, name: String, out: Outbox) -> Result<Pid, RelayError> {
         if self.ended.load(Ordering::Acquire) {
             return Err(RelayError::Ended);
         }
@@ -293,6 +409,7 @@ impl Room {
                 negotiating: tokio::sync::Mutex::new(()),
                 gone: tokio_util::sync::CancellationToken::new(),
                 forwards: Mutex::new(HashMap::new()),
+                subscribing: tokio::sync::Mutex::new(()),
             }),
         );
         Ok(pid)
@@ -306,28 +423,18 @@ impl Room {
 
     /// The roster, as sent to every participant.
     pub fn roster(&self) -> Value {
-        let ps = lock(&self.participants);
-        let list: Vec<Value> = ps
-            .iter()
-            .map(|(pid, p)| {
-                let st = lock(&p.state);
-                json!({
-                    "id": format!("p{pid}"),
-                    "role": p.role.as_str(),
-                    "name": p.name,
-                    "state": if st.admission == Admission::Waiting { "waiting" } else { "in_call" },
-                    "audio": st.audio,
-                    "video": st.video,
-                })
-            })
-            .collect();
-        json!({"type": "participants", "participants": list})
+        roster_of(&lock(&self.participants))
     }
 
-    /// Sends the roster to everyone.
+    /// Sends the roster to everyone. It is taken and queued under one hold of the lock, so
+    /// rosters sent at once (a participant entering while another one's offer is answered)
+    /// reach everyone in the order they were taken and the last one each gets is the room as
+    /// it is. (Taken, the lock let go, then sent, an older roster could follow a newer one:
+    /// the clinician was left with a roster without the patient who was waiting.)
     pub fn broadcast_roster(&self) {
-        let roster = self.roster();
-        for p in lock(&self.participants).values() {
+        let ps = lock(&self.participants);
+        let roster = roster_of(&ps);
+        for p in ps.values() {
             p.send(roster.clone());
         }
     }
@@ -409,6 +516,10 @@ impl Room {
                 ));
             }
         };
+        // Held from before the connection is visible to the others until the answer is queued:
+        // a relay offer (a track published meanwhile and added to this connection) must not
+        // reach the participant before the answer to its own offer.
+        let negotiating = p.negotiating.lock().await;
         if p.pc.set(pc.clone()).is_err() {
             let _ = pc.close().await;
             return Err(refused("an offer was already made"));
@@ -419,7 +530,6 @@ impl Room {
             return Err(refused("you left the visit"));
         }
         let negotiated = async {
-            let _n = p.negotiating.lock().await;
             pc.set_remote_description(offer)
                 .await
                 .map_err(|e| refused(format!("the offer was refused: {e}")))?;
@@ -447,6 +557,7 @@ impl Room {
         let answer = match negotiated {
             Ok(a) => a,
             Err(e) => {
+                drop(negotiating);
                 // Its connection cannot be used: the participant goes, told why, and may rejoin.
                 let why = format!("{e}; rejoin from your link");
                 self.kick(pid, 4000, &why).await;
@@ -454,6 +565,7 @@ impl Room {
             }
         };
         p.send(json!({"type": "answer", "sdp": answer.sdp}));
+        drop(negotiating);
         tracing::debug!(visit = %self.visit_id, participant = pid, "offer answered");
         self.broadcast_roster();
         // What the others already publish, once this connection is up: a renegotiation while
@@ -614,6 +726,11 @@ impl Room {
 
     /// Adds an outgoing copy of `pb` to `p`'s connection with its writer and RTCP tasks.
     /// `Ok(false)` when `p` already has it.
+    ///
+    /// One at a time per participant: two calls for the same track (its publication, and `p`'s
+    /// connection coming up) would otherwise both find it missing across the awaits below and
+    /// both add it. The second copy's sender would stay on the connection when the publisher
+    /// leaves (its track never ends for `p`), and its tasks would outlive the forward.
     async fn subscribe(
         &self,
         p: &Arc<Participant>,
@@ -624,6 +741,7 @@ impl Room {
         };
         let track_id = format!("p{}-{}", pb.from, pb.media_ssrc);
         let key = (pb.from, track_id.clone());
+        let _one = p.subscribing.lock().await;
         if lock(&p.forwards).contains_key(&key) {
             return Ok(false);
         }
@@ -777,7 +895,7 @@ impl Room {
     pub async fn kick(self: &Arc<Self>, pid: Pid, code: u16, reason: &str) {
         if let Some(p) = self.get(pid) {
             p.send(json!({"type": "error", "message": reason}));
-            let _ = p.out.try_send(Out::Close(code, reason.to_owned()));
+            p.out.close(code, reason);
         }
         self.leave(pid).await;
     }
@@ -856,14 +974,31 @@ impl Room {
             .collect();
         for (_, p) in &all {
             p.send(json!({"type": "ended", "reason": reason}));
-            let _ = p
-                .out
-                .try_send(Out::Close(1000, "the visit has ended".into()));
+            p.out.close(1000, "the visit has ended");
         }
         for (pid, _) in all {
             self.leave(pid).await;
         }
     }
+}
+
+/// The roster of a room's participants: who, in which role, waiting or in the call, muted.
+fn roster_of(ps: &BTreeMap<Pid, Arc<Participant>>) -> Value {
+    let list: Vec<Value> = ps
+        .iter()
+        .map(|(pid, p)| {
+            let st = lock(&p.state);
+            json!({
+                "id": format!("p{pid}"),
+                "role": p.role.as_str(),
+                "name": p.name,
+                "state": if st.admission == Admission::Waiting { "waiting" } else { "in_call" },
+                "audio": st.audio,
+                "video": st.video,
+            })
+        })
+        .collect();
+    json!({"type": "participants", "participants": list})
 }
 
 /// The payload type this leg negotiated for `mime` (lower case), once negotiation gave one.
@@ -914,7 +1049,7 @@ impl Rooms {
         visit_id: &str,
         role: JoinRole,
         name: String,
-        out: mpsc::Sender<Out>,
+        out: Outbox,
     ) -> Result<(Arc<Room>, Pid), RelayError> {
         let mut rooms = lock(&self.rooms);
         let room = rooms
@@ -1012,7 +1147,7 @@ mod tests {
         rooms.emptied("vis_b", 2_000);
         assert!(rooms.take_emptied(1_200, 300).is_empty());
         // Someone is back in b: it is forgotten, not ended.
-        let (tx, _rx) = mpsc::channel(4);
+        let (tx, _rx) = outbox(4);
         let (room, _) = rooms
             .enter("vis_b", JoinRole::Clinician, "c".into(), tx)
             .unwrap();
@@ -1038,11 +1173,11 @@ mod tests {
             JoinRole::Guest,
             JoinRole::Guest,
         ] {
-            let (tx, rx) = mpsc::channel(16);
+            let (tx, rx) = outbox(16);
             rxs.push(rx);
             pids.push(rooms.enter("vis_c", role, "x".into(), tx).unwrap());
         }
-        let (tx, _rx) = mpsc::channel(4);
+        let (tx, _rx) = outbox(4);
         assert_eq!(
             rooms.enter("vis_c", JoinRole::Guest, "y".into(), tx).err(),
             Some(RelayError::Full)
@@ -1061,9 +1196,9 @@ mod tests {
             room.admit(clinician, patient).is_err(),
             "not waiting any more"
         );
-        let admitted_messages = |rx: &mut mpsc::Receiver<Out>| {
-            std::iter::from_fn(|| rx.try_recv().ok())
-                .filter(|m| matches!(m, Out::Text(t) if t.contains(r#""admitted""#)))
+        let admitted_messages = |rx: &mut OutboxReader| {
+            std::iter::from_fn(|| rx.queue.try_recv().ok())
+                .filter(|t| t.contains(r#""admitted""#))
                 .count()
         };
         assert_eq!(
@@ -1073,5 +1208,227 @@ mod tests {
         );
         room.announce_admission(patient);
         assert_eq!(admitted_messages(&mut rxs[0]), 1);
+    }
+
+    /// A participant whose socket stops reading is disconnected, told why, once its queue is
+    /// full; the others get every message. (A roster that did not fit used to be dropped, and
+    /// the close that should have followed did not fit either: the participant stayed in the
+    /// call, its roster out of date, and nothing said so.)
+    #[tokio::test]
+    async fn a_participant_that_stops_reading_is_disconnected_and_told_so() {
+        let rooms = Rooms::new(
+            RtcSetup::new([127, 0, 0, 1].into(), 0..=0, Vec::new()),
+            Metrics::new(),
+        );
+        let (tx, mut slow) = outbox(4);
+        let (room, _) = rooms
+            .enter("vis_e", JoinRole::Clinician, "slow".into(), tx)
+            .unwrap();
+        let (tx, mut other) = outbox(64);
+        rooms
+            .enter("vis_e", JoinRole::Guest, "other".into(), tx)
+            .unwrap();
+        for _ in 0..5 {
+            room.broadcast_roster();
+        }
+        match slow.recv().await {
+            Some(Out::Close(CLOSE_TOO_SLOW, why)) => assert!(why.contains("rejoin"), "{why}"),
+            other => panic!("not disconnected: {other:?}"),
+        }
+        for _ in 0..5 {
+            let m = other.recv().await;
+            assert!(
+                matches!(&m, Some(Out::Text(t)) if t.contains(r#""participants""#)),
+                "{m:?}"
+            );
+        }
+    }
+
+    /// A close comes after the messages queued before it, full queue or not, and nothing is
+    /// queued after it; an overflow closes at once, and the first close is the one sent.
+    #[tokio::test]
+    async fn a_close_follows_what_was_queued_and_cannot_be_lost() {
+        let text = |t: &str| Some(Out::Text(t.to_owned()));
+        let (out, mut reader) = outbox(2);
+        out.send("a".into());
+        out.send("b".into());
+        out.close(4011, "kicked");
+        out.send("c".into());
+        drop(out);
+        assert_eq!(reader.recv().await, text("a"));
+        assert_eq!(reader.recv().await, text("b"));
+        assert_eq!(reader.recv().await, Some(Out::Close(4011, "kicked".into())));
+
+        let (out, mut reader) = outbox(1);
+        out.send("a".into());
+        out.send("b".into());
+        out.close(1000, "the visit has ended");
+        assert!(matches!(
+            reader.recv().await,
+            Some(Out::Close(CLOSE_TOO_SLOW, _))
+        ));
+
+        // A reader waiting on an empty queue wakes for a close.
+        let (out, mut reader) = outbox(2);
+        let waiting = tokio::spawn(async move { reader.recv().await });
+        tokio::task::yield_now().await;
+        out.close(1000, "the visit has ended");
+        assert_eq!(
+            waiting.await.unwrap(),
+            Some(Out::Close(1000, "the visit has ended".into()))
+        );
+
+        // Dropped without a close: the writer ends once the queue is read.
+        let (out, mut reader) = outbox(2);
+        out.send("a".into());
+        drop(out);
+        assert_eq!(reader.recv().await, text("a"));
+        assert_eq!(reader.recv().await, None);
+    }
+
+    /// A publisher's track for [`Room::subscribe`]: a real peer connection is not needed, and its
+    /// keyframe request yields, as a real one waits for its connection's driver.
+    struct FakeRemote(std::sync::Mutex<MediaStreamTrack>);
+
+    impl FakeRemote {
+        fn track(&self) -> std::sync::MutexGuard<'_, MediaStreamTrack> {
+            lock(&self.0)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl webrtc::media_stream::Track for FakeRemote {
+        async fn stream_id(&self) -> String {
+            self.track().stream_id().clone()
+        }
+        async fn track_id(&self) -> String {
+            self.track().track_id().clone()
+        }
+        async fn label(&self) -> String {
+            self.track().label().clone()
+        }
+        async fn kind(&self) -> RtpCodecKind {
+            self.track().kind()
+        }
+        async fn rid(&self, ssrc: u32) -> Option<String> {
+            self.track().rid(ssrc).cloned()
+        }
+        async fn codec(&self, ssrc: u32) -> Option<RTCRtpCodec> {
+            self.track().codec(ssrc).cloned()
+        }
+        async fn ssrcs(&self) -> Vec<u32> {
+            self.track().ssrcs().collect()
+        }
+        async fn enabled(&self) -> bool {
+            self.track().enabled()
+        }
+        async fn set_enabled(&self, enabled: bool) {
+            self.track().set_enabled(enabled);
+        }
+        async fn muted(&self) -> bool {
+            self.track().muted()
+        }
+        async fn set_muted(&self, muted: bool) {
+            self.track().set_muted(muted);
+        }
+        async fn ready_state(&self) -> rtc::media_stream::MediaStreamTrackState {
+            self.track().ready_state()
+        }
+        async fn stop(&self) {
+            self.track().stop();
+        }
+        async fn get_capabilities(&self) -> rtc::media_stream::MediaTrackCapabilities {
+            self.track().get_capabilities().clone()
+        }
+        async fn get_constraints(&self) -> rtc::media_stream::MediaTrackConstraints {
+            self.track().get_constraints().clone()
+        }
+        async fn get_settings(&self) -> rtc::media_stream::MediaTrackSettings {
+            self.track().get_settings().clone()
+        }
+        async fn apply_constraints(
+            &self,
+            constraints: Option<rtc::media_stream::MediaTrackConstraints>,
+        ) {
+            self.track().apply_constraints(constraints);
+        }
+        async fn codings(&self) -> Vec<RTCRtpEncodingParameters> {
+            self.track().codings().to_vec()
+        }
+        async fn add_coding(&self, coding: RTCRtpEncodingParameters) {
+            self.track().add_coding(coding);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl TrackRemote for FakeRemote {
+        async fn write_rtcp(
+            &self,
+            _: Vec<Box<dyn rtc::rtcp::Packet>>,
+        ) -> webrtc::error::Result<()> {
+            tokio::task::yield_now().await;
+            Ok(())
+        }
+        async fn poll(&self) -> Option<TrackRemoteEvent> {
+            None
+        }
+    }
+
+    /// A track is subscribed when it is published and when a participant's connection comes up;
+    /// when both happen at once, the participant gets one copy of it, not two (the second
+    /// copy's sender stayed on its connection after the publisher left: the track never ended
+    /// for it, and the relay's offers kept sending it).
+    #[tokio::test]
+    async fn a_track_subscribed_twice_at_once_is_forwarded_once() {
+        let rooms = Rooms::new(
+            RtcSetup::new([127, 0, 0, 1].into(), 0..=0, Vec::new()),
+            Metrics::new(),
+        );
+        let (tx, _rx) = outbox(16);
+        let (room, pid) = rooms
+            .enter("vis_d", JoinRole::Clinician, "c".into(), tx)
+            .unwrap();
+        let p = room.get(pid).unwrap();
+        let handler = Arc::new(Handler {
+            room: Arc::downgrade(&room),
+            pid,
+            gathered: p.gathered.clone(),
+            connected: p.connected.clone(),
+            _live: LiveConnection::new(&room.metrics),
+        });
+        let pc = room.rtc.build(handler).await.unwrap();
+        assert!(p.pc.set(pc.clone()).is_ok());
+        let codec = super::super::rtc_setup::vp8_codec();
+        let remote = FakeRemote(std::sync::Mutex::new(MediaStreamTrack::new(
+            "participant-p9".into(),
+            "video".into(),
+            "video".into(),
+            RtpCodecKind::Video,
+            vec![],
+        )));
+        let pb = Arc::new(Published {
+            from: 9,
+            kind: RtpCodecKind::Video,
+            codec,
+            media_ssrc: 1234,
+            remote: Arc::new(remote),
+            tx: broadcast::channel(4).0,
+        });
+
+        let (a, b) = tokio::join!(room.subscribe(&p, &pb), room.subscribe(&p, &pb));
+        let added = [a.unwrap(), b.unwrap()];
+        assert_eq!(
+            added.iter().filter(|a| **a).count(),
+            1,
+            "exactly one of the two adds it: {added:?}"
+        );
+        assert_eq!(lock(&p.forwards).len(), 1);
+        assert_eq!(
+            pc.get_senders().await.len(),
+            1,
+            "one sender on the connection"
+        );
+        // Its connection is closed (`close().await`, never dropped) and its forward's tasks end.
+        room.leave(pid).await;
     }
 }

@@ -32,13 +32,21 @@ use super::state::AppState;
 use crate::domain::now_ms;
 use crate::registry::AuditEntry;
 use crate::registry::audit::NewAuditLine;
-use crate::video::relay::{Out, Pid, RelayError, Room};
+use crate::video::relay::{CLOSE_TOO_SLOW, Out, Pid, RelayError, Room, outbox};
 use crate::video::signal::{In, parse};
 use crate::video::token::JoinRole;
 use crate::video::visits::is_visit_id;
 
 /// How long a new socket has to send `join`.
 const JOIN_WITHIN: Duration = Duration::from_secs(10);
+/// The relay's messages that may wait for a participant's socket; a client that falls this far
+/// behind is disconnected (4008) rather than skipped.
+const OUT_QUEUE: usize = 64;
+/// How long one message may take to be written to a participant's socket; a client that reads
+/// nothing for that long is disconnected (4008).
+const WRITE_WITHIN: Duration = Duration::from_secs(10);
+/// How long the close frame of a socket that is being dropped may take.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 /// How long a started visit whose last participant left stays open for a rejoin before it is
 /// ended (with the time the last one left).
 pub(crate) const EMPTY_END_AFTER: Duration = Duration::from_secs(300);
@@ -92,6 +100,15 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
             reason: truncate(reason).into(),
         })))
         .await;
+}
+
+/// Sends a close frame, giving up after [`CLOSE_WITHIN`] (a client that reads nothing).
+async fn close_frame(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: truncate(reason).into(),
+    }));
+    let _ = tokio::time::timeout(CLOSE_WITHIN, socket.send(frame)).await;
 }
 
 /// A close reason fits in 123 bytes.
@@ -248,7 +265,7 @@ async fn connection(
         .await;
         return;
     }
-    let (out_tx, mut out_rx) = mpsc::channel::<Out>(64);
+    let (out_tx, mut out_rx) = outbox(OUT_QUEUE);
     let (room, pid) = match s.rooms.enter(&id, joined.role, joined.name.clone(), out_tx) {
         Ok(x) => x,
         Err(e) => {
@@ -314,14 +331,21 @@ async fn connection(
             }
             out = out_rx.recv() => match out {
                 Some(Out::Text(t)) => {
-                    if socket.send(Message::Text(t.into())).await.is_err() {
-                        break;
+                    match tokio::time::timeout(WRITE_WITHIN, socket.send(Message::Text(t.into()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            tracing::info!(visit = %id, participant = pid, "a participant's socket took no message for {WRITE_WITHIN:?}; disconnected");
+                            close_frame(&mut socket, CLOSE_TOO_SLOW, "too slow: the visit's messages were not read in time; rejoin from your link").await;
+                            break;
+                        }
                     }
                 }
                 Some(Out::Close(code, reason)) => {
-                    let _ = socket
-                        .send(Message::Close(Some(CloseFrame { code, reason: truncate(&reason).into() })))
-                        .await;
+                    if code == CLOSE_TOO_SLOW {
+                        tracing::info!(visit = %id, participant = pid, "a participant fell {OUT_QUEUE} messages behind; disconnected");
+                    }
+                    close_frame(&mut socket, code, &reason).await;
                     break;
                 }
                 None => break,
