@@ -287,6 +287,37 @@ pub(crate) async fn provision(api: &Api, prefix: &str, n: usize) -> anyhow::Resu
     Ok(out)
 }
 
+/// The probe patient (`probe`, one rule: heart rate over 150 is high) and its device
+/// (`probe-app`); the device's secret.
+pub(crate) async fn provision_probe(api: &Api) -> anyhow::Result<String> {
+    api.call(
+        reqwest::Method::POST,
+        "/patients",
+        Some(json!({"id": "probe", "name": "Probe"})),
+    )
+    .await?;
+    let probe = api
+        .call(
+            reqwest::Method::POST,
+            "/devices",
+            Some(json!({"id": "probe-app", "patient_id": "probe", "profile": "patient-app"})),
+        )
+        .await?;
+    api.call(
+        reqwest::Method::PUT,
+        "/patients/probe/care-plan",
+        Some(
+            json!({"rules": [{"id": "probe", "kind": "threshold", "metric": "heart_rate",
+                                "op": ">", "value": 150, "severity": "high"}]}),
+        ),
+    )
+    .await?;
+    Ok(probe["mqtt"]["password"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
 /// Publishes `per_device` QoS 1 readings from each device (100 in flight), each with its own
 /// time starting at `base_ms` (so no phase's readings collide with another's). Returns the
 /// instant of the first publish and of the last acknowledgement.
@@ -417,35 +448,7 @@ pub async fn run(quick: bool, idle_devices: Option<usize>) -> anyhow::Result<()>
     let gw = Gateway::start(&data, &[]).await?;
     let creds = provision(&gw.api, "bench", sizes.devices).await?;
     let idle = provision(&gw.api, "idle", sizes.idle_devices).await?;
-    gw.api
-        .call(
-            reqwest::Method::POST,
-            "/patients",
-            Some(json!({"id": "probe", "name": "Probe"})),
-        )
-        .await?;
-    let probe = gw
-        .api
-        .call(
-            reqwest::Method::POST,
-            "/devices",
-            Some(json!({"id": "probe-app", "patient_id": "probe", "profile": "patient-app"})),
-        )
-        .await?;
-    let probe_secret = probe["mqtt"]["password"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    gw.api
-        .call(
-            reqwest::Method::PUT,
-            "/patients/probe/care-plan",
-            Some(
-                json!({"rules": [{"id": "probe", "kind": "threshold", "metric": "heart_rate",
-                                    "op": ">", "value": 150, "severity": "high"}]}),
-            ),
-        )
-        .await?;
+    let probe_secret = provision_probe(&gw.api).await?;
     gw.stop().await?;
     let conf = work.join("mosquitto");
     mosquitto_config(&data, &conf).await?;

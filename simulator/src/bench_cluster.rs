@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use serde_json::json;
 
-use crate::bench::{Cred, Gateway, Latency, Sizes, probe_latency, provision, stream};
+use crate::bench::{
+    Cred, Gateway, Latency, Sizes, probe_latency, provision, provision_probe, stream,
+};
 use crate::fleet::rfc3339;
 
 /// One count of instances' outcome.
@@ -177,32 +178,7 @@ pub async fn run(max: usize, quick: bool) -> anyhow::Result<()> {
         }
         let api = &gws[0].api;
         let creds = provision(api, "bench", sizes.devices).await?;
-        api.call(
-            reqwest::Method::POST,
-            "/patients",
-            Some(json!({"id": "probe", "name": "Probe"})),
-        )
-        .await?;
-        let probe = api
-            .call(
-                reqwest::Method::POST,
-                "/devices",
-                Some(json!({"id": "probe-app", "patient_id": "probe", "profile": "patient-app"})),
-            )
-            .await?;
-        let probe_secret = probe["mqtt"]["password"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        api.call(
-            reqwest::Method::PUT,
-            "/patients/probe/care-plan",
-            Some(
-                json!({"rules": [{"id": "probe", "kind": "threshold", "metric": "heart_rate",
-                                    "op": ">", "value": 150, "severity": "high"}]}),
-            ),
-        )
-        .await?;
+        let probe_secret = provision_probe(api).await?;
         let endpoints: Vec<SocketAddr> = gws
             .iter()
             .map(|g| g.mqtt.context("an instance without an embedded endpoint"))

@@ -46,7 +46,7 @@ use crate::cluster::balance::{
 };
 use crate::domain::partition::alert_partition;
 use crate::domain::{Observation, now_ms};
-use crate::pg::listen::{Heard, READINGS_CHANNEL};
+use crate::pg::listen::{Heard, READINGS_CHANNEL, recv_some};
 use crate::registry::record::{EngineNotice, Noticed};
 use crate::store::{FedReading, Store};
 
@@ -61,14 +61,6 @@ const NOTICES_KEPT_MS: i64 = 86_400_000;
 
 /// How often the holder of partition 0 forgets old engine notices.
 const PRUNE_EVERY_MS: i64 = 3_600_000;
-
-/// The next from `r`; never, when there is none.
-async fn recv_some<T: Clone>(r: &mut Option<broadcast::Receiver<T>>) -> Result<T, RecvError> {
-    match r {
-        Some(r) => r.recv().await,
-        None => std::future::pending().await,
-    }
-}
 
 /// A partition this instance evaluates.
 struct Held {

@@ -72,6 +72,17 @@ impl Listener {
     }
 }
 
+/// The next from `r`; never, when there is none (a receiver that exists only in some
+/// configurations, such as this listener's with PostgreSQL, waited on in a `select!`).
+pub async fn recv_some<T: Clone>(
+    r: &mut Option<broadcast::Receiver<T>>,
+) -> Result<T, broadcast::error::RecvError> {
+    match r {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(
     url: String,
     ca_file: Option<PathBuf>,

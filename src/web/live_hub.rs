@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::crm::Crm;
 use crate::crm::record::Alert;
 use crate::domain::{Metric, format_rfc3339};
-use crate::pg::listen::{Heard, LIVE_CHANNEL};
+use crate::pg::listen::{Heard, LIVE_CHANNEL, recv_some};
 use crate::registry::{AccessChange, DeviceStatus, Registry};
 use crate::store::Store;
 
@@ -157,14 +157,6 @@ impl LiveHub {
             };
             self.send(teams.stamp(items).await);
         }
-    }
-}
-
-/// The next from `r`; never, when there is none.
-async fn recv_some<T: Clone>(r: &mut Option<broadcast::Receiver<T>>) -> Result<T, RecvError> {
-    match r {
-        Some(r) => r.recv().await,
-        None => std::future::pending().await,
     }
 }
 
