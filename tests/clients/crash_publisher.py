@@ -25,6 +25,9 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=240.0)
     ap.add_argument("--base", type=int, default=60, help="lowest heart rate sent")
     ap.add_argument("--spread", type=int, default=40, help="values cycle base..base+spread-1")
+    ap.add_argument(
+        "--rate", type=float, default=0.0, help="readings handed to Paho per second (0: all at once)"
+    )
     args = ap.parse_args()
 
     client = mqtt.Client(
@@ -49,20 +52,33 @@ def main() -> int:
     client.connect_async("127.0.0.1", args.port, keepalive=5)
     client.loop_start()
 
-    topic = f"vigil/v1/devices/{args.device}/readings"
-    for i in range(args.count):
-        # Distinct times, one second apart, so every reading is a distinct observation.
-        body = {"metric": "heart_rate", "value": args.base + i % args.spread, "time": args.start + i}
-        client.publish(topic, json.dumps(body), qos=1)
-
-    deadline = time.monotonic() + args.timeout
     last = -1
-    while time.monotonic() < deadline:
+
+    def report() -> int:
+        nonlocal last
         with lock:
             n = acked
         if n != last:
             print(f"acked {n}", flush=True)
             last = n
+        return n
+
+    topic = f"vigil/v1/devices/{args.device}/readings"
+    began = time.monotonic()
+    for i in range(args.count):
+        # Distinct times, one second apart, so every reading is a distinct observation.
+        body = {"metric": "heart_rate", "value": args.base + i % args.spread, "time": args.start + i}
+        client.publish(topic, json.dumps(body), qos=1)
+        if args.rate > 0 and i % 20 == 19:
+            # Paced: the stream lasts count / rate seconds, reporting acknowledgements meanwhile.
+            ahead = began + (i + 1) / args.rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+            report()
+
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        n = report()
         if n >= args.count:
             print(f"done {n}", flush=True)
             client.disconnect()

@@ -44,6 +44,20 @@ impl Publisher {
         start: i64,
         values: (i64, i64),
     ) -> Publisher {
+        Publisher::paced(mqtt_port, device, secret, count, start, values, 0)
+    }
+
+    /// As [`Publisher::start`], handing Paho `per_second` readings a second (0: all at once), so
+    /// the stream lasts long enough for a test to act in the middle of it.
+    pub(crate) fn paced(
+        mqtt_port: u16,
+        device: &str,
+        secret: &str,
+        count: usize,
+        start: i64,
+        values: (i64, i64),
+        per_second: u32,
+    ) -> Publisher {
         let script = clients_dir().join("crash_publisher.py");
         let mut child = tokio::process::Command::new("python3")
             .arg(script)
@@ -57,6 +71,7 @@ impl Publisher {
                 "--spread",
                 &values.1.to_string(),
             ])
+            .args(["--rate", &per_second.to_string()])
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
