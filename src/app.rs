@@ -436,6 +436,8 @@ impl App {
             live.stop();
             rooms.close_all().await;
         });
+        let mut shared_throttles = crate::cluster::throttles::SharedThrottles::default();
+        shared_throttles.add("sign-in", state.throttle.failures());
         // Every task that takes readings runs on `tracker`, so the drain can wait for all.
         match link {
             DeviceLink::Embedded { plain, tls } => {
@@ -451,6 +453,9 @@ impl App {
                         auth_failures_free: cfg.mqtt.auth_failures_free,
                     },
                 );
+                for (scope, throttle) in endpoint.failure_throttles() {
+                    shared_throttles.add(scope, throttle);
+                }
                 tokio::spawn(endpoint.clone().end_revoked(stop.clone()));
                 if let Some((listener, acceptor)) = tls {
                     tracker.spawn(endpoint.clone().serve(
@@ -492,6 +497,8 @@ impl App {
             registry.clone(),
             stop.clone(),
         ));
+        let throttles =
+            tokio::spawn(shared_throttles.run(registry.clone(), metrics.clone(), stop.clone()));
         let membership = tokio::spawn(crate::cluster::membership::run(
             registry.clone(),
             metrics.clone(),
@@ -513,6 +520,7 @@ impl App {
             let _ = http_task.await;
             let _ = retention.await;
             let _ = membership.await;
+            let _ = throttles.await;
             let _ = alerts.await;
         };
         tokio::select! {

@@ -2,15 +2,22 @@
 //! failures ([`FailureThrottle`]) and a token bucket per key ([`RateLimiter`]). Both live in
 //! memory, are bounded in the number of keys they hold, and forget idle keys.
 //!
+//! A [`FailureThrottle`] can be shared ([`FailureThrottle::share`]): it then reports each failure
+//! and success for the instances sharing the database to count together
+//! (`crate::cluster::throttles`), and takes in their counts ([`FailureThrottle::merge`]).
+//!
 //! A check that takes long (a password) reserves its attempt before it starts
 //! ([`FailureThrottle::begin`]), so that attempts made all at once are counted as they are made,
 //! not only once each has failed: otherwise a burst would all pass the check before the first
 //! failure was counted.
 
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::registry::throttles::FailureReport;
 
 /// How failures lock a key: `free` failures in a row cost nothing; each further one locks the
 /// key for `first`, doubling per failure up to `max`. A key without a failure for
@@ -40,13 +47,85 @@ const PENDING_WAIT: Duration = Duration::from_secs(1);
 pub struct FailureThrottle<K> {
     keys: Mutex<HashMap<K, Failures>>,
     policy: Backoff,
+    shared: OnceLock<Shared>,
 }
 
-impl<K: Hash + Eq + Clone> FailureThrottle<K> {
+/// Where a shared throttle's reports go, and the name its keys are reported under.
+struct Shared {
+    scope: &'static str,
+    reports: tokio::sync::mpsc::Sender<FailureReport>,
+}
+
+/// Two times closer than this are one report seen twice (a count read back as it was written).
+const SAME_REPORT: Duration = Duration::from_millis(5);
+
+impl<K: Hash + Eq + Clone + Display> FailureThrottle<K> {
     pub fn new(policy: Backoff) -> Self {
         FailureThrottle {
             keys: Mutex::new(HashMap::new()),
             policy,
+            shared: OnceLock::new(),
+        }
+    }
+
+    /// Reports every failure and success from now on to `reports`, each key as
+    /// `<scope>/<key>`. Once: a second call changes nothing.
+    pub fn share(&self, scope: &'static str, reports: tokio::sync::mpsc::Sender<FailureReport>) {
+        let _ = self.shared.set(Shared { scope, reports });
+    }
+
+    /// Reports `keys`' failure (or success) if shared. A full queue drops the report: this
+    /// instance still counts it, and a flood that fills the queue is being refused anyway.
+    fn report(&self, keys: &[K], failed: bool) {
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
+        let at_ms = crate::domain::now_ms();
+        let forget_ms = i64::try_from(self.policy.forget_after.as_millis()).unwrap_or(i64::MAX);
+        for k in keys {
+            let _ = shared.reports.try_send(FailureReport {
+                key: format!("{}/{k}", shared.scope),
+                failed,
+                at_ms,
+                forget_ms,
+            });
+        }
+    }
+
+    /// Takes in a key's count as the instances sharing the database hold it, its last report
+    /// made at `last`: the later of the two wins (a success reported elsewhere clears this
+    /// instance's count too); one report seen twice keeps the larger count. Attempts under
+    /// way here stay counted.
+    pub fn merge(&self, key: K, count: u32, last: Instant) {
+        let Ok(mut map) = self.keys.lock() else {
+            return;
+        };
+        match map.get_mut(&key) {
+            Some(f) => {
+                let same = if f.last > last {
+                    f.last - last <= SAME_REPORT
+                } else {
+                    last - f.last <= SAME_REPORT
+                };
+                if same {
+                    f.count = f.count.max(count);
+                } else if last > f.last {
+                    f.count = count;
+                    f.last = last;
+                }
+            }
+            None if count > 0 => {
+                self.sweep(&mut map, last);
+                map.insert(
+                    key,
+                    Failures {
+                        count,
+                        last,
+                        pending: 0,
+                    },
+                );
+            }
+            None => {}
         }
     }
 
@@ -142,6 +221,7 @@ impl<K: Hash + Eq + Clone> FailureThrottle<K> {
     }
 
     fn count(&self, map: &mut HashMap<K, Failures>, keys: &[K], now: Instant) {
+        self.report(keys, true);
         let forget = self.policy.forget_after;
         self.sweep(map, now);
         for k in keys {
@@ -160,6 +240,7 @@ impl<K: Hash + Eq + Clone> FailureThrottle<K> {
 
     /// Clears a key's failures (attempts still under way stay counted).
     pub fn succeeded(&self, key: &K) {
+        self.report(std::slice::from_ref(key), false);
         if let Ok(mut map) = self.keys.lock() {
             match map.get_mut(key) {
                 Some(f) if f.pending > 0 => f.count = 0,
@@ -306,6 +387,45 @@ mod tests {
         assert!(
             t.begin(&fresh, now).is_ok(),
             "a success ends the attempt without a failure"
+        );
+    }
+
+    #[test]
+    fn a_merged_count_wins_when_later_and_one_report_seen_twice_keeps_the_larger() {
+        let t = FailureThrottle::new(Backoff {
+            free: 2,
+            first: Duration::from_secs(30),
+            max: Duration::from_secs(60),
+            forget_after: Duration::from_secs(3600),
+            max_keys: 100,
+        });
+        let now = Instant::now();
+        let later = now + Duration::from_secs(1);
+        t.merge("k", 3, now);
+        assert!(
+            t.wait(&["k"], now).is_some(),
+            "three from elsewhere lock here"
+        );
+        t.merge("k", 0, later);
+        assert!(t.wait(&["k"], later).is_none(), "a later success clears");
+        t.failed(&["k"], later);
+        t.merge("k", 0, now);
+        t.failed(&["k"], later);
+        t.failed(&["k"], later);
+        assert!(
+            t.wait(&["k"], later).is_some(),
+            "an earlier report does not undo later failures"
+        );
+        t.merge("j", 5, now);
+        t.merge("j", 2, now + Duration::from_millis(2));
+        assert!(
+            t.wait(&["j"], now).is_some(),
+            "the same report: the larger count"
+        );
+        t.merge("z", 0, now);
+        assert!(
+            t.keys.lock().unwrap().get("z").is_none(),
+            "nothing kept for a zero"
         );
     }
 

@@ -9,5 +9,6 @@ pub mod balance;
 pub mod credentials;
 mod held;
 pub mod membership;
+pub mod throttles;
 
 pub use held::HeldLease;

@@ -19,7 +19,7 @@
 //! size limit.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,10 +73,11 @@ pub struct Endpoint {
     slots: Slots,
     /// Failed authentications per (remote address, user name): a device with a wrong secret
     /// waits, without locking out the other devices behind the same address (carrier NAT).
-    auth_failures: FailureThrottle<(IpAddr, String)>,
+    /// Keyed `<address> <user name>`.
+    auth_failures: Arc<FailureThrottle<String>>,
     /// Failed authentications per remote address, whatever the user name, with ten times the
     /// allowance: one address trying many ids waits too.
-    address_failures: FailureThrottle<IpAddr>,
+    address_failures: Arc<FailureThrottle<String>>,
     /// Connects per device (a device in a reconnect loop cannot churn sessions and the store).
     device_connects: RateLimiter<DeviceId>,
 }
@@ -200,20 +201,20 @@ impl Endpoint {
     pub fn new(ingest: Ingest, cfg: EndpointConfig) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             slots: Slots::new("mqtt", cfg.max_connections, ingest.metrics.mqtt_slots()),
-            auth_failures: FailureThrottle::new(Backoff {
+            auth_failures: Arc::new(FailureThrottle::new(Backoff {
                 free: cfg.auth_failures_free,
                 first: AUTH_FIRST_LOCK,
                 max: AUTH_MAX_LOCK,
                 forget_after: Duration::from_secs(3600),
                 max_keys: LIMIT_KEYS,
-            }),
-            address_failures: FailureThrottle::new(Backoff {
+            })),
+            address_failures: Arc::new(FailureThrottle::new(Backoff {
                 free: cfg.auth_failures_free.saturating_mul(10),
                 first: AUTH_FIRST_LOCK,
                 max: AUTH_MAX_LOCK,
                 forget_after: Duration::from_secs(3600),
                 max_keys: LIMIT_KEYS,
-            }),
+            })),
             device_connects: RateLimiter::new(
                 cfg.device_connects_per_minute,
                 cfg.device_connect_burst,
@@ -224,6 +225,15 @@ impl Endpoint {
             sessions: Mutex::new(BTreeMap::new()),
             next_conn: AtomicU64::new(1),
         })
+    }
+
+    /// The failed-authentication throttles, by the scope they are shared under with the other
+    /// instances (`crate::cluster::throttles`): per address and device id, and per address.
+    pub fn failure_throttles(&self) -> [(&'static str, Arc<FailureThrottle<String>>); 2] {
+        [
+            ("mqtt-device", self.auth_failures.clone()),
+            ("mqtt-address", self.address_failures.clone()),
+        ]
     }
 
     /// Ends the connections of devices whose credentials are revoked or replaced, as the
@@ -409,13 +419,20 @@ impl Endpoint {
         }
         // A device id that keeps failing to authenticate from an address, or an address that
         // keeps failing for many ids, waits before it is heard again.
-        let user_key = (peer.ip(), connect.username.clone().unwrap_or_default());
+        let address_key = peer.ip().to_string();
+        let user_key = format!(
+            "{address_key} {}",
+            connect.username.as_deref().unwrap_or_default()
+        );
         let now = std::time::Instant::now();
         if self
             .auth_failures
             .wait(std::slice::from_ref(&user_key), now)
             .is_some()
-            || self.address_failures.wait(&[peer.ip()], now).is_some()
+            || self
+                .address_failures
+                .wait(std::slice::from_ref(&address_key), now)
+                .is_some()
         {
             let _ = sock
                 .write_all(&refuse(ConnectCode::RateExceeded, "auth_failures"))
@@ -453,7 +470,7 @@ impl Endpoint {
             );
             let now = std::time::Instant::now();
             self.auth_failures.failed(&[user_key], now);
-            self.address_failures.failed(&[peer.ip()], now);
+            self.address_failures.failed(&[address_key], now);
             let _ = sock
                 .write_all(&refuse(ConnectCode::BadCredentials, "bad_credentials"))
                 .await;

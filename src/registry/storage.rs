@@ -29,6 +29,7 @@ use super::lease::{Fence, Lease};
 use super::outbox::{Delivery, Lane, OutboxRow, QueuedReading, Settled};
 use super::patients::{NewPatient, Patient, PatientAudit, PatientChange, PatientUpdated};
 use super::record::{Alert, AlertActionError, AlertQuery, Event, Noticed, Sink, TimelineRow};
+use super::throttles::{FailureCount, FailureReport};
 use super::tokens::{LiveBy, NewApiToken, StoredToken};
 use super::visits::{NewVisit, StoredVisit};
 use crate::alerts::engine::{Effect, OpenAlert, Resolution};
@@ -501,6 +502,31 @@ pub trait LeaseStore: Send + Sync {
     async fn live_leases(&self, prefix: String, now_ms: i64) -> Result<Vec<Lease>, RegistryError>;
 }
 
+/// Failed authentications counted across instances (see [`super::throttles`]).
+#[async_trait::async_trait]
+pub trait ThrottleStore: Send + Sync {
+    /// Records each report in turn, in one transaction: a failure counts one more (from one
+    /// when the key's last report is older than its `forget_ms`), a success sets the count to
+    /// zero; the last report's time is kept, the later of the stored and the reported. Each
+    /// key's count after its report, in the reports' order.
+    async fn report_failures(
+        &self,
+        reports: Vec<FailureReport>,
+    ) -> Result<Vec<FailureCount>, RegistryError>;
+
+    /// The counts whose (`last_ms`, `key`) is after (`since_ms`, `after_key`), in that order,
+    /// at most `limit`.
+    async fn failures_after(
+        &self,
+        since_ms: i64,
+        after_key: String,
+        limit: usize,
+    ) -> Result<Vec<FailureCount>, RegistryError>;
+
+    /// Deletes the counts whose last report is before `before_ms`; how many.
+    async fn prune_failures(&self, before_ms: i64) -> Result<u64, RegistryError>;
+}
+
 /// Whether the database answers, for `/healthz`.
 #[async_trait::async_trait]
 pub trait HealthStore: Send + Sync {
@@ -520,6 +546,7 @@ pub trait Storage:
     + RecordStore
     + OutboxStore
     + LeaseStore
+    + ThrottleStore
     + HealthStore
 {
 }
@@ -534,6 +561,7 @@ impl<T> Storage for T where
         + RecordStore
         + OutboxStore
         + LeaseStore
+        + ThrottleStore
         + HealthStore
 {
 }

@@ -2,6 +2,7 @@
 //! lock that doubles after the free failures. Kept apart from the sign-in handlers so that the
 //! application state can hold it without depending on them.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::throttle::{Backoff, FailureThrottle};
@@ -16,24 +17,30 @@ const MAX_KEYS: usize = 100_000;
 
 /// Failed sign-ins, per username and per remote address.
 pub struct LoginThrottle {
-    failures: FailureThrottle<String>,
+    failures: Arc<FailureThrottle<String>>,
 }
 
 impl Default for LoginThrottle {
     fn default() -> Self {
         LoginThrottle {
-            failures: FailureThrottle::new(Backoff {
+            failures: Arc::new(FailureThrottle::new(Backoff {
                 free: FREE_FAILURES,
                 first: FIRST_LOCK,
                 max: MAX_LOCK,
                 forget_after: FORGET_AFTER,
                 max_keys: MAX_KEYS,
-            }),
+            })),
         }
     }
 }
 
 impl LoginThrottle {
+    /// The failures' throttle, to be shared with the other instances
+    /// (`crate::cluster::throttles`): sign-ins and bearer tokens, per user name and address.
+    pub fn failures(&self) -> Arc<FailureThrottle<String>> {
+        self.failures.clone()
+    }
+
     /// How long the caller must still wait, if any key of theirs is locked.
     pub(super) fn wait(&self, keys: &[String], now: Instant) -> Option<Duration> {
         self.failures.wait(keys, now)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
-use crate::support::{Api, TOKEN, run};
+use crate::support::{Api, TOKEN, eventually, run};
 
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 
@@ -240,6 +240,49 @@ async fn sigterm_drains_and_exits_zero_and_data_survives() {
     let v = spawn_vigil(dir.path(), "127.0.0.1:0").await;
     let (s, p) = Api::new(v.http).get("/api/v1/patients/p1").await;
     assert_eq!(s, reqwest::StatusCode::OK, "{p}");
+}
+
+/// A user name locked by failed sign-ins is still locked after a restart: the counts are kept
+/// in the registry, not only in the process's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_lock_outlives_a_restart() {
+    const FREE: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let mut v = spawn_vigil(dir.path(), "127.0.0.1:0").await;
+    let (s, body) = Api::new(v.http)
+        .post(
+            "/api/v1/users",
+            serde_json::json!({"name": "nurse-kept", "password": "a-long-enough-password", "role": "clinician"}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{body}");
+    let wrong = |http: std::net::SocketAddr| async move {
+        reqwest::Client::new()
+            .post(format!("http://{http}/api/v1/session"))
+            .json(&serde_json::json!({"username": "nurse-kept", "password": "wrong-password"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for _ in 0..=FREE {
+        assert_eq!(wrong(v.http).await, 401);
+    }
+    assert_eq!(wrong(v.http).await, 429);
+    let pid = v.child.id().unwrap().to_string();
+    assert!(run("kill", &["-TERM", &pid], None).await.ok);
+    v.child.wait().await.unwrap();
+
+    let v = spawn_vigil(dir.path(), "127.0.0.1:0").await;
+    let mut own = 0;
+    eventually(Duration::from_secs(10), "the lock kept", || {
+        own += 1;
+        assert!(own < FREE, "the restarted gateway counted afresh");
+        let attempt = wrong(v.http);
+        async move { (attempt.await == 429).then_some(()) }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -352,3 +352,118 @@ async fn a_dashboard_on_one_instance_sees_what_happens_on_the_other() {
     .await
     .expect("a resync after the gap in listening");
 }
+
+/// Two instances on one database: a user name locked by failed sign-ins through the first is
+/// locked on the second before the second has counted its own free failures, and stays locked
+/// for the right password; a device id locked by failed connects through the first is refused
+/// by the second in the same way. Guesses spread over the instances behind a load balancer
+/// earn no more than guesses at one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_and_device_connects_count_across_instances() {
+    /// Failures in a row that cost nothing (`web::login_throttle`, `mqtt.auth_failures_free`).
+    const FREE_SIGN_INS: usize = 5;
+    const FREE_CONNECTS: usize = 10;
+    let pg = Postgres::start().await;
+    let url = pg.database("vigil").await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = instance(&url, dir_a.path()).await;
+    let b = instance(&url, dir_b.path()).await;
+    let api_a = Api::new(a.http);
+    let password = "a-long-enough-password-for-tests";
+    let (s, v) = api_a
+        .post(
+            "/api/v1/users",
+            serde_json::json!({"name": "nurse-spread", "password": password, "role": "clinician"}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{v}");
+
+    let http = reqwest::Client::new();
+    let sign_in = |at: std::net::SocketAddr, password: &'static str| {
+        let http = http.clone();
+        async move {
+            http.post(format!("http://{at}/api/v1/session"))
+                .json(&serde_json::json!({"username": "nurse-spread", "password": password}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for _ in 0..=FREE_SIGN_INS {
+        assert_eq!(sign_in(a.http, "wrong-password").await, 401);
+    }
+    assert_eq!(sign_in(a.http, "wrong-password").await, 429, "locked on a");
+    let mut own = 0;
+    eventually(
+        Duration::from_secs(10),
+        "b refusing the locked user",
+        || {
+            own += 1;
+            let attempt = sign_in(b.http, "wrong-password");
+            async move {
+                match attempt.await {
+                    429 => Some(()),
+                    s => {
+                        assert_eq!(s, 401);
+                        assert!(own < FREE_SIGN_INS, "b counted its own free failures first");
+                        None
+                    }
+                }
+            }
+        },
+    )
+    .await;
+    // The right password waits too (the lock is not a hint that the password was wrong).
+    assert_eq!(sign_in(b.http, password).await, 429);
+    assert_eq!(sign_in(a.http, password).await, 429);
+
+    // Device connects: a wrong secret through a until a locks the id, then through b.
+    api_a.patient("p-spread").await;
+    let _secret = api_a.device("scale-spread", "p-spread", "scale").await;
+    let refused = |http| async move {
+        crate::support::metric(
+            http,
+            "vigil_mqtt_connections_refused_total{reason=\"auth_failures\"}",
+        )
+        .await
+        .unwrap_or(0.0)
+    };
+    for _ in 0..=FREE_CONNECTS {
+        let out = device_connection(a.mqtt, "scale-spread", "not-the-secret")
+            .wait_with_output()
+            .await
+            .unwrap();
+        assert!(!out.status.success());
+    }
+    assert_eq!(refused(a.http).await, 0.0, "each wrong secret checked on a");
+    let out = device_connection(a.mqtt, "scale-spread", "not-the-secret")
+        .wait_with_output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(refused(a.http).await, 1.0, "locked on a");
+    let mut own = 0;
+    eventually(
+        Duration::from_secs(10),
+        "b refusing the locked device",
+        || {
+            own += 1;
+            assert!(
+                own <= FREE_CONNECTS,
+                "b counted its own free failures first"
+            );
+            let try_b = device_connection(b.mqtt, "scale-spread", "not-the-secret");
+            async move {
+                let out = try_b.wait_with_output().await.unwrap();
+                assert!(!out.status.success());
+                (refused(b.http).await > 0.0).then_some(())
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "cluster-report throttles: a user and a device locked through one instance were refused by the other"
+    );
+}

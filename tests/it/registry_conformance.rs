@@ -3667,3 +3667,105 @@ async fn peoples_changes_reach_the_holder_of_the_patients_partition() {
         assert_eq!(db.prune_engine_notices(2_000).await.unwrap(), 2, "{n}");
     }
 }
+
+/// Failed authentications counted across instances: failures count up, concurrently too; a
+/// failure after the forget window counts from one; a success clears the count; the counts
+/// read back in (time, key) order, page after page; old ones are pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_counts_add_up_clear_on_success_and_read_back_in_order() {
+    use vigil::registry::throttles::FailureReport;
+    let report = |key: &str, failed, at_ms| FailureReport {
+        key: key.into(),
+        failed,
+        at_ms,
+        forget_ms: 60_000,
+    };
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let db = b.db.clone();
+                let r = report("sign-in/user:ann", true, 1_000 + i);
+                tokio::spawn(async move { db.report_failures(vec![r]).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let counts = db
+            .report_failures(vec![
+                report("sign-in/user:ann", true, 2_000),
+                report("sign-in/addr:10.0.0.1", true, 2_000),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            counts
+                .iter()
+                .map(|c| (c.key.as_str(), c.count, c.last_ms))
+                .collect::<Vec<_>>(),
+            [
+                ("sign-in/user:ann", 9, 2_000),
+                ("sign-in/addr:10.0.0.1", 1, 2_000)
+            ],
+            "{n}: every failure counted, concurrent ones too"
+        );
+        // A report older than the stored one keeps the later time.
+        let c = db
+            .report_failures(vec![report("sign-in/user:ann", true, 1_500)])
+            .await
+            .unwrap();
+        assert_eq!((c[0].count, c[0].last_ms), (10, 2_000), "{n}");
+        let c = db
+            .report_failures(vec![report("sign-in/user:ann", true, 2_000 + 60_000)])
+            .await
+            .unwrap();
+        assert_eq!(
+            c[0].count, 1,
+            "{n}: forgotten after its window, counted from one"
+        );
+        let c = db
+            .report_failures(vec![report("sign-in/user:ann", false, 70_000)])
+            .await
+            .unwrap();
+        assert_eq!(
+            (c[0].count, c[0].last_ms),
+            (0, 70_000),
+            "{n}: a success clears"
+        );
+
+        for i in 0..5 {
+            db.report_failures(vec![report(
+                &format!("mqtt-address/10.0.1.{i}"),
+                true,
+                80_000,
+            )])
+            .await
+            .unwrap();
+        }
+        let all = db.failures_after(0, String::new(), 100).await.unwrap();
+        let keys: Vec<_> = all.iter().map(|c| (c.last_ms, c.key.clone())).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "{n}: in (time, key) order");
+        assert_eq!(all.len(), 7, "{n}");
+        let first = db.failures_after(80_000, String::new(), 2).await.unwrap();
+        assert_eq!(first.len(), 2, "{n}");
+        let next = db
+            .failures_after(80_000, first[1].key.clone(), 100)
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 3, "{n}: the page after the last row read");
+        assert!(next.iter().all(|c| c.key > first[1].key), "{n}");
+
+        assert_eq!(db.prune_failures(70_000).await.unwrap(), 1, "{n}");
+        assert_eq!(
+            db.failures_after(0, String::new(), 100)
+                .await
+                .unwrap()
+                .len(),
+            6,
+            "{n}"
+        );
+    }
+}

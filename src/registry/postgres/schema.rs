@@ -214,4 +214,11 @@ pub const STEPS: &[&str] = &[
      );
      CREATE INDEX engine_notices_by_part_tx ON engine_notices (part, tx);
      CREATE INDEX engine_notices_by_time ON engine_notices (at_ms);",
+    // 11: failed authentications counted across instances (`registry::throttles`).
+    "CREATE TABLE throttle_failures (
+        key     text    PRIMARY KEY,
+        count   integer NOT NULL,
+        last_ms bigint  NOT NULL
+     );
+     CREATE INDEX throttle_failures_by_time ON throttle_failures (last_ms, key COLLATE \"C\");",
 ];

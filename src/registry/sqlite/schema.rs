@@ -71,6 +71,13 @@ pub(crate) const SCHEMA: &[&str] = &[
     );",
     // version 13: which instance holds an online device's connection.
     "ALTER TABLE devices ADD COLUMN instance TEXT;",
+    // version 14: failed authentications, kept over restarts (`registry::throttles`).
+    "CREATE TABLE throttle_failures (
+        key     TEXT PRIMARY KEY,
+        count   INTEGER NOT NULL,
+        last_ms INTEGER NOT NULL
+    );
+    CREATE INDEX throttle_failures_by_time ON throttle_failures (last_ms, key);",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.
