@@ -224,10 +224,24 @@ impl App {
                 .map_err(|e| StartError::DataDir {
                     path: cfg.data_dir.join("visit-signing.key").display().to_string(),
                     reason: e.to_string(),
-                })?,
+                })?
+                .shared(&registry)
+                .await?,
             ),
             visit_link_ttl: Duration::from_secs(cfg.video.link_minutes * 60),
             public_url: public_url.into(),
+            internal_url: cfg.http.internal_origin(bound).map(Into::into),
+            relay_tls: match &cfg.http.tls {
+                Some(t) => {
+                    let origin = match cfg.http.public_url.is_empty() {
+                        false => cfg.http.public_url.clone(),
+                        true => cfg.http.internal_origin(bound).unwrap_or_default(),
+                    };
+                    let name = host_of(&origin);
+                    Some(web::relay_tls(&t.cert, name).map_err(StartError::Connector)?)
+                }
+                None => None,
+            },
             rooms: Arc::new(crate::video::relay::Rooms::new(
                 crate::video::rtc_setup::RtcSetup::new(
                     cfg.video.bind_ip,
@@ -692,6 +706,18 @@ async fn wake_on_commits(store: Store, ready: Arc<tokio::sync::Notify>, stop: Ca
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
         }
+    }
+}
+
+/// The host of an `http(s)://host[:port]` origin (checked at load), brackets off an IPv6 one.
+fn host_of(origin: &str) -> &str {
+    let authority = origin
+        .split_once("://")
+        .map_or(origin, |(_, a)| a)
+        .trim_end_matches('/');
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or(v6, |(h, _)| h),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
     }
 }
 

@@ -217,6 +217,11 @@ pub struct HttpConfig {
     /// Where browsers reach Vigil (`https://vigil.clinic.example`): the origin of video visits'
     /// join links. Empty: derived from `listen` and `tls`. Never taken from a request.
     pub public_url: String,
+    /// Where the other instances sharing the database reach this one (`http://10.0.0.5:8080`):
+    /// a video visit's call lives on one instance, and the others pass their participants'
+    /// signalling on to it there. Empty: `listen`'s address, or none when it is every interface
+    /// (a call hosted here is then joined only through this instance).
+    pub internal_url: String,
 }
 
 /// The HTTPS listener's certificate (reloaded when the files change).
@@ -520,6 +525,7 @@ impl Default for HttpConfig {
             tls_handshake_timeout_s: 10,
             tls: None,
             public_url: String::new(),
+            internal_url: String::new(),
         }
     }
 }
@@ -743,6 +749,10 @@ impl Config {
         if !self.http.public_url.is_empty() {
             check_public_url(&self.http.public_url).map_err(|r| invalid("http.public_url", r))?;
         }
+        if !self.http.internal_url.is_empty() {
+            check_public_url(&self.http.internal_url)
+                .map_err(|r| invalid("http.internal_url", r))?;
+        }
         for (key, v) in [
             ("http.header_timeout_s", self.http.header_timeout_s),
             ("http.idle_timeout_s", self.http.idle_timeout_s),
@@ -876,6 +886,16 @@ impl HttpConfig {
         } else {
             format!("{scheme}://{bound}")
         }
+    }
+
+    /// Where the other instances reach this one: `internal_url` without a trailing `/`, or else
+    /// `http(s)://` and the bound address; `None` for an unspecified address (0.0.0.0, ::).
+    pub fn internal_origin(&self, bound: SocketAddr) -> Option<String> {
+        if !self.internal_url.is_empty() {
+            return Some(self.internal_url.trim_end_matches('/').to_owned());
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        (!bound.ip().is_unspecified()).then(|| format!("{scheme}://{bound}"))
     }
 }
 

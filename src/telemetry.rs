@@ -85,6 +85,8 @@ pub struct Metrics {
     pub live_dropped: Counter,
     pub video_peer_connections: Gauge,
     pub video_rooms: Gauge,
+    /// Visits' signalling sockets passed on to the instance hosting the call.
+    pub visit_signalling_relayed: Counter,
     runtime_alive_tasks: Gauge,
     process_open_fds: Gauge,
     process_resident_memory_bytes: Gauge,
@@ -315,6 +317,12 @@ impl Metrics {
             "Video visits with someone connected",
             video_rooms.clone(),
         );
+        let visit_signalling_relayed = Counter::default();
+        r.register(
+            "vigil_visit_signalling_relayed",
+            "Visits' signalling sockets passed on to the instance that holds the call",
+            visit_signalling_relayed.clone(),
+        );
         let runtime_alive_tasks = Gauge::default();
         r.register(
             "vigil_runtime_alive_tasks",
@@ -337,6 +345,7 @@ impl Metrics {
             registry: Arc::new(r),
             video_peer_connections,
             video_rooms,
+            visit_signalling_relayed,
             runtime_alive_tasks,
             process_open_fds,
             process_resident_memory_bytes,

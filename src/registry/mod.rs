@@ -414,6 +414,18 @@ impl Registry {
         &self.instance
     }
 
+    /// The secret `name` every instance sharing the database agrees on: the one stored, or
+    /// `candidate`, stored now (see [`storage::SecretStore`]).
+    pub async fn shared_secret(
+        &self,
+        name: &str,
+        candidate: Vec<u8>,
+    ) -> Result<Vec<u8>, RegistryError> {
+        self.db
+            .shared_secret(name.to_owned(), candidate, crate::domain::now_ms())
+            .await
+    }
+
     /// Takes or renews lease `name` for this instance for `ttl_ms` (see [`lease`]); `None`
     /// when another instance holds it.
     pub async fn acquire_lease(

@@ -31,7 +31,7 @@ use super::patients::{NewPatient, Patient, PatientAudit, PatientChange, PatientU
 use super::record::{Alert, AlertActionError, AlertQuery, Event, Noticed, Sink, TimelineRow};
 use super::throttles::{FailureCount, FailureReport};
 use super::tokens::{LiveBy, NewApiToken, StoredToken};
-use super::visits::{NewVisit, StoredVisit};
+use super::visits::{NewVisit, StoredVisit, VisitHost};
 use crate::alerts::engine::{Effect, OpenAlert, Resolution};
 use crate::alerts::rules::CarePlan;
 use crate::domain::PatientId;
@@ -91,6 +91,29 @@ pub trait VisitStore: Send + Sync {
         now_ms: i64,
         audit: Option<NewAuditLine>,
     ) -> Result<StoredVisit, RegistryError>;
+
+    /// Makes `host` the visit's host unless another instance hosts it whose heartbeat lease
+    /// (`instance:<id>`) is held at `now_ms`; the host after, `None` when there is no visit
+    /// `id`. Of several instances asking at once, one hosts it.
+    async fn host_visit(
+        &self,
+        id: String,
+        host: VisitHost,
+        now_ms: i64,
+    ) -> Result<Option<VisitHost>, RegistryError>;
+}
+
+/// Secrets the instances sharing a database must agree on (the key that signs visit links).
+#[async_trait::async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The secret `name`: the one stored, or `candidate`, stored now, when there is none. Of
+    /// several instances asking at once, all get the same.
+    async fn shared_secret(
+        &self,
+        name: String,
+        candidate: Vec<u8>,
+        now_ms: i64,
+    ) -> Result<Vec<u8>, RegistryError>;
 }
 
 /// API tokens, kept only as the hash of their secret.
@@ -547,6 +570,7 @@ pub trait Storage:
     + OutboxStore
     + LeaseStore
     + ThrottleStore
+    + SecretStore
     + HealthStore
 {
 }
@@ -562,6 +586,7 @@ impl<T> Storage for T where
         + OutboxStore
         + LeaseStore
         + ThrottleStore
+        + SecretStore
         + HealthStore
 {
 }

@@ -35,6 +35,17 @@ pub struct StoredVisit {
     pub ended_by: Option<String>,
 }
 
+/// The instance a visit's call lives on (its relay room), among instances sharing a database:
+/// the first to let a participant in hosts it; the others pass their participants' signalling
+/// on to it (`web::signal_relay`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VisitHost {
+    /// The instance's id (its heartbeat lease is `instance:<id>`).
+    pub instance: String,
+    /// Where the other instances reach it (`http.internal_url`); empty when it gave none.
+    pub url: String,
+}
+
 /// An entry on a patient's timeline, written in the same transaction as the change it records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimelineEntry {

@@ -75,6 +75,26 @@ impl TokenKey {
         TokenKey(bytes)
     }
 
+    /// The key shared by every instance on the registry's database: the registry's
+    /// `visit-signing` secret, or this one, stored there now when it has none. So a link made
+    /// through one instance opens through any, and a move from SQLite to PostgreSQL keeps links
+    /// working.
+    pub async fn shared(
+        self,
+        registry: &crate::registry::Registry,
+    ) -> Result<TokenKey, crate::registry::RegistryError> {
+        let stored = registry
+            .shared_secret("visit-signing", self.0.to_vec())
+            .await?;
+        <[u8; 32]>::try_from(stored.as_slice())
+            .map(TokenKey)
+            .map_err(|_| {
+                crate::registry::RegistryError::Db(
+                    "the stored visit-signing secret is not a 32-byte key".into(),
+                )
+            })
+    }
+
     /// Reads the key from `path`, creating it (256 random bits, mode 0600) if missing.
     pub fn load_or_create(path: &std::path::Path) -> std::io::Result<TokenKey> {
         match std::fs::read(path) {
@@ -132,6 +152,42 @@ impl TokenKey {
         }
         Ok(claims)
     }
+
+    /// What an instance passing a participant's signalling on to the visit's host says of the
+    /// participant's address (`x-vigil-relayed-for`): `<address> <unix s> <tag>`, signed with
+    /// this key, which every instance shares, so the host records the participant's address
+    /// rather than the relaying instance's.
+    pub fn sign_relayed(&self, visit: &str, remote: &str, at_s: i64) -> String {
+        let tag = self
+            .mac(&relayed(visit, remote, at_s))
+            .finalize()
+            .into_bytes();
+        format!("{remote} {at_s} {}", B64.encode(tag))
+    }
+
+    /// The address in a genuine [`TokenKey::sign_relayed`] for `visit` made within
+    /// [`RELAYED_WITHIN_S`] of `now_s`.
+    pub fn relayed_for(&self, header: &str, visit: &str, now_s: i64) -> Option<std::net::IpAddr> {
+        let mut parts = header.split(' ');
+        let (remote, at, tag) = (parts.next()?, parts.next()?, parts.next()?);
+        let at_s: i64 = at.parse().ok()?;
+        if parts.next().is_some() || (now_s - at_s).abs() > RELAYED_WITHIN_S {
+            return None;
+        }
+        let tag = B64.decode(tag).ok()?;
+        self.mac(&relayed(visit, remote, at_s))
+            .verify_slice(&tag)
+            .ok()?;
+        remote.parse().ok()
+    }
+}
+
+/// How old (or how far ahead, clocks differing) a relayed address's signature may be.
+pub const RELAYED_WITHIN_S: i64 = 60;
+
+/// What a relayed address's tag signs: apart from a link token's `v1.` text by its first line.
+fn relayed(visit: &str, remote: &str, at_s: i64) -> String {
+    format!("relayed-for\n{visit}\n{remote}\n{at_s}")
 }
 
 #[cfg(unix)]
@@ -155,6 +211,24 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relayed_address_is_taken_only_when_genuine_recent_and_for_the_visit() {
+        let key = TokenKey::from_bytes([7; 32]);
+        let h = key.sign_relayed("vis_a", "203.0.113.9", 1_000);
+        assert_eq!(
+            key.relayed_for(&h, "vis_a", 1_030),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        assert_eq!(key.relayed_for(&h, "vis_b", 1_030), None, "another visit");
+        assert_eq!(key.relayed_for(&h, "vis_a", 1_061), None, "too old");
+        let forged = h.replacen("203.0.113.9", "198.51.100.1", 1);
+        assert_eq!(key.relayed_for(&forged, "vis_a", 1_000), None, "altered");
+        let other = TokenKey::from_bytes([8; 32]);
+        assert_eq!(other.relayed_for(&h, "vis_a", 1_000), None, "another key");
+        assert_eq!(key.relayed_for("", "vis_a", 1_000), None);
+        assert_eq!(key.relayed_for("a b c d", "vis_a", 1_000), None);
+    }
 
     fn key(b: u8) -> TokenKey {
         TokenKey::from_bytes([b; 32])

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::domain::{PatientId, format_rfc3339};
 use crate::registry::audit::NewAuditLine;
-use crate::registry::visits::{NewVisit, StoredVisit};
+use crate::registry::visits::{NewVisit, StoredVisit, VisitHost};
 use crate::registry::{Registry, RegistryError};
 
 /// A visit as the API shows it.
@@ -108,6 +108,21 @@ impl Registry {
     ) -> Result<Visit, RegistryError> {
         let v = self.storage().start_visit(id, by, now_ms).await?;
         Ok(to_visit(v, now_ms))
+    }
+
+    /// Hosts the visit's call on this instance (the others reach it at `url`) unless another
+    /// live instance hosts it; the host, `None` when there is no visit `id`.
+    pub async fn host_visit(
+        &self,
+        id: String,
+        url: String,
+        now_ms: i64,
+    ) -> Result<Option<VisitHost>, RegistryError> {
+        let here = VisitHost {
+            instance: self.instance_id().to_owned(),
+            url,
+        };
+        self.storage().host_visit(id, here, now_ms).await
     }
 
     /// Ends a visit and writes `visit.ended` (with its duration when it had started); ending an

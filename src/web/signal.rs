@@ -73,6 +73,21 @@ pub(super) async fn signal(
             "a visit's signalling opens only from Vigil's own pages".into(),
         ));
     }
+    // The call lives on one instance: here, unless another live instance holds it already.
+    let here = s.internal_url.as_deref().unwrap_or_default().to_owned();
+    match s.registry.host_visit(id.clone(), here, now_ms()).await? {
+        Some(host) if host.instance != s.registry.instance_id() => {
+            return super::signal_relay::relay(s, id, host, headers, addr, ws).await;
+        }
+        // Here, or no such visit (the join is told so).
+        _ => {}
+    }
+    // Passed on by another instance: the participant's own address, if genuinely signed.
+    let addr = headers
+        .get(super::signal_relay::RELAYED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| s.visit_key.relayed_for(v, &id, now_ms() / 1000))
+        .map_or(addr, |ip| SocketAddr::new(ip, 0));
     Ok(ws
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| connection(socket, s, id, principal, addr)))

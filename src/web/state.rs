@@ -37,6 +37,11 @@ pub struct AppState {
     /// The origin join links point at (`http.public_url`, or derived from the listener); never
     /// a request's `Host`, which a client chooses.
     pub public_url: Arc<str>,
+    /// Where the other instances reach this one (`http.internal_url`, or derived from the
+    /// listener): recorded as the host of the visits whose call is here.
+    pub internal_url: Option<Arc<str>>,
+    /// How to reach the other instances at `https://` internal URLs.
+    pub relay_tls: Option<Arc<super::relay_tls::RelayTls>>,
     /// The video relay's calls.
     pub rooms: Arc<crate::video::relay::Rooms>,
     /// The `[video]` settings (ICE servers for the browsers).

@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod cluster_broker;
 mod cluster_lb;
+mod cluster_visits;
 mod conns;
 mod crash;
 mod dashboard;

@@ -3769,3 +3769,103 @@ async fn failure_counts_add_up_clear_on_success_and_read_back_in_order() {
         );
     }
 }
+
+/// A visit's call is hosted by the first instance to ask; the others are told where it is
+/// while that instance's heartbeat is held, and may host it once it lapses. Of many asking at
+/// once, one hosts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_is_hosted_by_one_live_instance() {
+    use vigil::registry::lease::instance_lease;
+    use vigil::registry::visits::VisitHost;
+    let host = |i: &str| VisitHost {
+        instance: i.into(),
+        url: format!("http://{i}:8080"),
+    };
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        b.add_patient("p-1").await;
+        db.create_visit(new_visit(0, "p-1"), visit_line("visit.create", 0))
+            .await
+            .unwrap();
+        assert_eq!(
+            db.host_visit("vis_nothing".into(), host("a"), 1_000)
+                .await
+                .unwrap(),
+            None,
+            "{n}: no such visit"
+        );
+        for i in ["a", "b", "c"] {
+            db.acquire_lease(instance_lease(i), i.into(), 1_000, 15_000)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let tasks: Vec<_> = ["a", "b", "c", "a", "b", "c"]
+            .into_iter()
+            .map(|i| {
+                let db = b.db.clone();
+                tokio::spawn(async move { db.host_visit(visit_id(0), host(i), 2_000).await })
+            })
+            .collect();
+        let mut hosts = std::collections::HashSet::new();
+        for t in tasks {
+            hosts.insert(t.await.unwrap().unwrap().unwrap());
+        }
+        assert_eq!(hosts.len(), 1, "{n}: one host, told to all: {hosts:?}");
+        let first = hosts.into_iter().next().unwrap();
+        let other = if first.instance == "a" { "b" } else { "a" };
+        assert_eq!(
+            db.host_visit(visit_id(0), host(other), 3_000)
+                .await
+                .unwrap(),
+            Some(first.clone()),
+            "{n}: the host stays while it lives"
+        );
+        // Its heartbeat lapses: the next to ask hosts the call.
+        assert_eq!(
+            db.host_visit(visit_id(0), host(other), 20_000)
+                .await
+                .unwrap(),
+            Some(host(other)),
+            "{n}"
+        );
+    }
+}
+
+/// A shared secret is the first candidate stored, whoever asks after, concurrently too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_secret_is_the_first_one_stored() {
+    for b in backends().await {
+        let n = b.name;
+        let tasks: Vec<_> = (0u8..8)
+            .map(|i| {
+                let db = b.db.clone();
+                tokio::spawn(async move {
+                    db.shared_secret("visit-signing".into(), vec![i; 32], 1_000)
+                        .await
+                })
+            })
+            .collect();
+        let mut got = std::collections::HashSet::new();
+        for t in tasks {
+            got.insert(t.await.unwrap().unwrap());
+        }
+        assert_eq!(got.len(), 1, "{n}: every instance the same secret");
+        let stored = got.into_iter().next().unwrap();
+        assert_eq!(stored.len(), 32, "{n}");
+        assert_eq!(
+            b.db.shared_secret("visit-signing".into(), vec![99; 32], 2_000)
+                .await
+                .unwrap(),
+            stored,
+            "{n}"
+        );
+        assert_eq!(
+            b.db.shared_secret("other".into(), vec![5; 32], 2_000)
+                .await
+                .unwrap(),
+            vec![5; 32],
+            "{n}: secrets by name"
+        );
+    }
+}

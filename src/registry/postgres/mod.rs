@@ -17,6 +17,7 @@ mod outbox;
 mod patients;
 mod record;
 pub mod schema;
+mod secrets;
 mod throttles;
 mod tokens;
 mod visits;

@@ -221,4 +221,12 @@ pub const STEPS: &[&str] = &[
         last_ms bigint  NOT NULL
      );
      CREATE INDEX throttle_failures_by_time ON throttle_failures (last_ms, key COLLATE \"C\");",
+    // 12: the instance a visit's call lives on, and secrets every instance must share (the
+    // key that signs visit links).
+    "ALTER TABLE visits ADD COLUMN host text, ADD COLUMN host_url text;
+     CREATE TABLE secrets (
+        name       text   PRIMARY KEY,
+        value      bytea  NOT NULL,
+        created_ms bigint NOT NULL
+     );",
 ];

@@ -10,8 +10,9 @@ use super::audit::append_in;
 use super::{PgDb, PgError};
 use crate::registry::audit::NewAuditLine;
 use crate::registry::error::RegistryError;
+use crate::registry::lease::instance_lease;
 use crate::registry::storage::VisitStore;
-use crate::registry::visits::{NewVisit, StoredVisit, TimelineEntry};
+use crate::registry::visits::{NewVisit, StoredVisit, TimelineEntry, VisitHost};
 
 const COLUMNS: &str =
     "id, patient_id, created_by, created_ms, expires_ms, started_ms, ended_ms, ended_by";
@@ -163,5 +164,50 @@ impl VisitStore for PgDb {
         }
         tx.commit().await.map_err(PgError::from)?;
         Ok(v)
+    }
+
+    async fn host_visit(
+        &self,
+        id: String,
+        host: VisitHost,
+        now_ms: i64,
+    ) -> Result<Option<VisitHost>, RegistryError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(PgError::from)?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT host, host_url FROM visits WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await
+            .map_err(PgError::from)?
+        else {
+            return Ok(None);
+        };
+        let current: Option<String> = row.get(0);
+        if let Some(other) = current.filter(|h| *h != host.instance) {
+            let alive = tx
+                .query_opt(
+                    "SELECT 1 FROM leases WHERE name = $1 AND expires_ms > $2",
+                    &[&instance_lease(&other), &now_ms],
+                )
+                .await
+                .map_err(PgError::from)?
+                .is_some();
+            if alive {
+                return Ok(Some(VisitHost {
+                    instance: other,
+                    url: row.get::<_, Option<String>>(1).unwrap_or_default(),
+                }));
+            }
+        }
+        tx.execute(
+            "UPDATE visits SET host = $2, host_url = $3 WHERE id = $1",
+            &[&id, &host.instance, &host.url],
+        )
+        .await
+        .map_err(PgError::from)?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(Some(host))
     }
 }

@@ -14,6 +14,7 @@ mod outbox;
 mod patients;
 mod record;
 pub(crate) mod schema;
+mod secrets;
 mod throttles;
 mod tokens;
 mod usernames;

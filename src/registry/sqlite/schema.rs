@@ -78,6 +78,15 @@ pub(crate) const SCHEMA: &[&str] = &[
         last_ms INTEGER NOT NULL
     );
     CREATE INDEX throttle_failures_by_time ON throttle_failures (last_ms, key);",
+    // version 15: the instance a visit's call lives on, and secrets kept in the registry (the
+    // key that signs visit links), so that a move to PostgreSQL takes them along.
+    "ALTER TABLE visits ADD COLUMN host TEXT;
+    ALTER TABLE visits ADD COLUMN host_url TEXT;
+    CREATE TABLE secrets (
+        name       TEXT PRIMARY KEY,
+        value      BLOB NOT NULL,
+        created_ms INTEGER NOT NULL
+    );",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.

@@ -9,8 +9,9 @@ use super::SqliteDb;
 use super::audit::append_in;
 use crate::registry::audit::NewAuditLine;
 use crate::registry::error::RegistryError;
+use crate::registry::lease::instance_lease;
 use crate::registry::storage::VisitStore;
-use crate::registry::visits::{NewVisit, StoredVisit, TimelineEntry};
+use crate::registry::visits::{NewVisit, StoredVisit, TimelineEntry, VisitHost};
 
 fn load(c: &Connection, id: &str) -> Result<Option<StoredVisit>, RegistryError> {
     Ok(c.query_row(
@@ -141,6 +142,55 @@ impl VisitStore for SqliteDb {
             let stored = reload(&tx, &id)?;
             tx.commit()?;
             Ok(stored)
+        })
+        .await
+    }
+
+    async fn host_visit(
+        &self,
+        id: String,
+        host: VisitHost,
+        now_ms: i64,
+    ) -> Result<Option<VisitHost>, RegistryError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some((current, url)) = tx
+                .query_row(
+                    "SELECT host, host_url FROM visits WHERE id = ?1",
+                    [&id],
+                    |r| {
+                        Ok((
+                            r.get::<_, Option<String>>(0)?,
+                            r.get::<_, Option<String>>(1)?,
+                        ))
+                    },
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            if let Some(other) = current.filter(|h| *h != host.instance) {
+                let alive = tx
+                    .query_row(
+                        "SELECT 1 FROM leases WHERE name = ?1 AND expires_ms > ?2",
+                        params![instance_lease(&other), now_ms],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some();
+                if alive {
+                    return Ok(Some(VisitHost {
+                        instance: other,
+                        url: url.unwrap_or_default(),
+                    }));
+                }
+            }
+            tx.execute(
+                "UPDATE visits SET host = ?2, host_url = ?3 WHERE id = ?1",
+                params![id, host.instance, host.url],
+            )?;
+            tx.commit()?;
+            Ok(Some(host))
         })
         .await
     }
