@@ -529,20 +529,24 @@ fn env_example() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Compose's interpolation of one value (`${A}`, `${A:-default}`, `${A:?error}`) from `vars`.
+/// Compose's interpolation of a value (each `${A}`, `${A:-default}`, `${A:?error}` in it) from
+/// `vars`.
 fn interpolate(value: &str, vars: &BTreeMap<String, String>) -> String {
-    let Some(inner) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) else {
+    let Some((before, rest)) = value.split_once("${") else {
         return value.to_owned();
     };
+    let (inner, after) = rest.split_once('}').expect("a closed ${");
     let (name, default) = match inner.split_once(":-") {
         Some((n, d)) => (n, Some(d)),
         None => (inner.split(":?").next().unwrap(), None),
     };
-    vars.get(name)
+    let v = vars
+        .get(name)
         .filter(|v| !v.is_empty())
         .cloned()
         .or(default.map(str::to_owned))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    format!("{before}{v}{}", interpolate(after, vars))
 }
 
 /// Every variable docker-compose.yml interpolates (`$$` is a literal dollar).
@@ -688,7 +692,17 @@ fn compose_secrets_come_from_env_example_and_vigil_accepts_its_environment() {
             );
         }
     }
-    for name in ["vigil", "mosquitto", "influxdb", "grafana"] {
+    for name in [
+        "vigil",
+        "mosquitto",
+        "influxdb",
+        "grafana",
+        "postgres",
+        "vigil1",
+        "vigil2",
+        "vigil3",
+        "haproxy",
+    ] {
         for (k, v) in environment(&service(&compose, name)) {
             if k.contains("PASSWORD") || k.contains("TOKEN") {
                 assert!(
@@ -727,6 +741,205 @@ fn compose_secrets_come_from_env_example_and_vigil_accepts_its_environment() {
             "the data source uses {var}, which the grafana service does not set"
         );
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// The cluster profile
+
+/// The lines of a top-level extension block (`x-…: &anchor`) of docker-compose.yml.
+fn extension(compose: &str, name: &str) -> Vec<String> {
+    let mut lines = compose
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("{name}:")));
+    assert!(lines.next().is_some(), "docker-compose.yml has no {name}");
+    lines
+        .take_while(|l| l.trim().is_empty() || l.starts_with("  "))
+        .map(|l| format!("  {l}"))
+        .collect()
+}
+
+/// The profiles a service is in, its own or its extension's (`<<: *anchor`).
+fn profiles(compose: &str, service_lines: &[String]) -> String {
+    let own = |lines: &[String]| {
+        lines.iter().find_map(|l| {
+            l.trim()
+                .strip_prefix("profiles:")
+                .map(|p| p.trim().to_owned())
+        })
+    };
+    own(service_lines)
+        .or_else(|| {
+            let anchor = service_lines
+                .iter()
+                .find_map(|l| l.trim().strip_prefix("<<: *").map(str::to_owned))?;
+            let block = compose
+                .lines()
+                .find(|l| l.ends_with(&format!("&{anchor}")))?
+                .split(':')
+                .next()?
+                .to_owned();
+            own(&extension(compose, &block))
+        })
+        .unwrap_or_default()
+}
+
+/// The `cluster` profile: PostgreSQL, three Vigil instances on it and HAProxy in front, wired
+/// to each other as deploy/vigil-cluster.toml and deploy/haproxy.cfg expect, with the single
+/// stack's own services in the other profile, and the HAProxy config accepted by HAProxy
+/// itself with the compose file's environment.
+#[tokio::test]
+async fn the_cluster_profile_puts_three_instances_on_postgresql_behind_haproxy() {
+    let compose = read("docker-compose.yml");
+    let example = env_example();
+    assert_eq!(
+        example.get("COMPOSE_PROFILES").map(String::as_str),
+        Some("single"),
+        "env.example chooses a profile"
+    );
+    for name in ["vigil", "mosquitto"] {
+        assert_eq!(
+            profiles(&compose, &service(&compose, name)),
+            "[single]",
+            "{name}"
+        );
+    }
+    for name in ["postgres", "vigil1", "vigil2", "vigil3", "haproxy"] {
+        assert_eq!(
+            profiles(&compose, &service(&compose, name)),
+            "[cluster]",
+            "{name}"
+        );
+    }
+    for name in ["influxdb", "grafana"] {
+        assert_eq!(
+            profiles(&compose, &service(&compose, name)),
+            "",
+            "{name}: both stacks"
+        );
+    }
+
+    let pg = environment(&service(&compose, "postgres"));
+    let pg_value = |k: &str| interpolate(&pg[k], &example);
+    let instance_block = extension(&compose, "x-vigil-instance");
+    let command = instance_block
+        .iter()
+        .find(|l| l.trim_start().starts_with("command:"))
+        .expect("the instances' command");
+    let haproxy_env: BTreeMap<String, String> = environment(&service(&compose, "haproxy"))
+        .into_iter()
+        .map(|(k, v)| (k, interpolate(&v, &example)))
+        .collect();
+    let mut ranges = BTreeSet::new();
+    for n in 1..=3 {
+        let name = format!("vigil{n}");
+        let svc = service(&compose, &name);
+        let env: Vec<(String, String)> = environment(&svc)
+            .iter()
+            .map(|(k, v)| (k.clone(), interpolate(v, &example)))
+            .collect();
+        let vm = mounts(&svc);
+        let config_path = target_of(&vm, "./deploy/vigil-cluster.toml");
+        assert!(
+            command.contains(&format!(r#""--config", "{config_path}""#)),
+            "{name} is not started with --config {config_path}: {command}"
+        );
+        let cfg = Config::load(
+            Some(&root().join("deploy/vigil-cluster.toml")),
+            env.clone(),
+            &Overrides::default(),
+        )
+        .unwrap_or_else(|e| panic!("{name} rejects its compose environment {env:?}: {e}"));
+        assert_eq!(cfg.mqtt.mode, MqttMode::Embedded, "{name}");
+        let db = cfg.database.as_ref().expect("a database").url.clone();
+        assert_eq!(
+            db,
+            format!(
+                "postgres://{}:{}@postgres:5432/{}?sslmode=disable",
+                pg_value("POSTGRES_USER"),
+                pg_value("POSTGRES_PASSWORD"),
+                pg_value("POSTGRES_DB")
+            ),
+            "{name}: the database the postgres service creates"
+        );
+        let http_port = cfg.http_addr().port();
+        assert_eq!(cfg.http.internal_url, format!("http://{name}:{http_port}"));
+        assert_eq!(
+            Path::new(target_of(&vm, &format!("{name}-data"))),
+            cfg.data_dir,
+            "{name}: data_dir on its own volume"
+        );
+        let tls = cfg.mqtt.tls.as_ref().expect("MQTTS");
+        assert!(tls.only, "{name}: MQTTS only");
+        assert_eq!(
+            Some(Path::new(target_of(&vm, "./deploy/certs"))),
+            tls.cert.parent(),
+            "{name}: the certificate where the certs are mounted"
+        );
+        let mqtt_port: u16 = tls.listen.rsplit_once(':').unwrap().1.parse().unwrap();
+        // Its UDP range is its own and published as it is.
+        let range = cfg.video.udp_ports.clone();
+        assert!(
+            ranges.insert(range.clone()),
+            "{name}: {range} is another's too"
+        );
+        let ports: Vec<String> = section(&svc, "ports")
+            .into_iter()
+            .map(|p| unquote(p.trim_start_matches("- ")).to_owned())
+            .collect();
+        assert_eq!(ports, [format!("{range}:{range}/udp")], "{name} publishes");
+        // HAProxy sends devices and people to it, and checks its health where it answers.
+        assert_eq!(
+            haproxy_env[&format!("VIGIL{n}_MQTT")],
+            format!("{name}:{mqtt_port}")
+        );
+        assert_eq!(
+            haproxy_env[&format!("VIGIL{n}_HTTP")],
+            format!("{name}:{http_port}")
+        );
+        assert_eq!(
+            haproxy_env[&format!("VIGIL{n}_HTTP_PORT")],
+            http_port.to_string()
+        );
+    }
+    assert!(
+        section(&service(&compose, "postgres"), "ports").is_empty(),
+        "PostgreSQL stays inside"
+    );
+    let haproxy = service(&compose, "haproxy");
+    assert_eq!(
+        target_of(&mounts(&haproxy), "./deploy/haproxy.cfg"),
+        "/usr/local/etc/haproxy/haproxy.cfg"
+    );
+    let ports = section(&haproxy, "ports");
+    assert!(ports.contains(&r#"- "8883:8883""#), "{ports:?}");
+    assert!(ports.contains(&r#"- "127.0.0.1:8080:8080""#), "{ports:?}");
+    let cfg_text = read("deploy/haproxy.cfg");
+    for var in compose_variables(&cfg_text) {
+        assert!(
+            haproxy_env.contains_key(&var) || cfg_text.contains(&format!("${{{var}-")),
+            "haproxy.cfg uses {var}, which the haproxy service does not set"
+        );
+    }
+
+    // HAProxy itself accepts the file with that environment (names it cannot resolve here
+    // start disabled and are looked up again, as in the compose network).
+    let mut check = tokio::process::Command::new("/usr/sbin/haproxy");
+    check
+        .args(["-c", "-f"])
+        .arg(root().join("deploy/haproxy.cfg"))
+        .envs(&haproxy_env)
+        .env("VIGIL_LB_MQTT", format!("127.0.0.1:{}", free_port()))
+        .env("VIGIL_LB_HTTP", format!("127.0.0.1:{}", free_port()));
+    let out = check
+        .output()
+        .await
+        .expect("haproxy (./scripts/test installs it)");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && said.contains("Configuration file is valid"),
+        "{said}"
+    );
 }
 
 // ------------------------------------------------------------------------------------------
