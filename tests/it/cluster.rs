@@ -430,19 +430,19 @@ async fn failed_sign_ins_and_device_connects_count_across_instances() {
         .await
         .unwrap_or(0.0)
     };
+    // One connect with a wrong secret, refused.
+    let wrong = |mqtt| {
+        let try_once = device_connection(mqtt, "scale-spread", "not-the-secret");
+        async move {
+            let out = try_once.wait_with_output().await.unwrap();
+            assert!(!out.status.success());
+        }
+    };
     for _ in 0..=FREE_CONNECTS {
-        let out = device_connection(a.mqtt, "scale-spread", "not-the-secret")
-            .wait_with_output()
-            .await
-            .unwrap();
-        assert!(!out.status.success());
+        wrong(a.mqtt).await;
     }
     assert_eq!(refused(a.http).await, 0.0, "each wrong secret checked on a");
-    let out = device_connection(a.mqtt, "scale-spread", "not-the-secret")
-        .wait_with_output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
+    wrong(a.mqtt).await;
     assert_eq!(refused(a.http).await, 1.0, "locked on a");
     let mut own = 0;
     eventually(
@@ -454,10 +454,9 @@ async fn failed_sign_ins_and_device_connects_count_across_instances() {
                 own <= FREE_CONNECTS,
                 "b counted its own free failures first"
             );
-            let try_b = device_connection(b.mqtt, "scale-spread", "not-the-secret");
+            let try_b = wrong(b.mqtt);
             async move {
-                let out = try_b.wait_with_output().await.unwrap();
-                assert!(!out.status.success());
+                try_b.await;
                 (refused(b.http).await > 0.0).then_some(())
             }
         },
