@@ -5,6 +5,7 @@
 //! - [`token`]: the join tokens (pure).
 //! - [`visits`]: the visits and their record entries, in `registry.db`.
 //! - [`relay`]: the media relay (SFU), one [`relay::Room`] per visit's call.
+//! - [`outbox`]: a participant's signalling socket as the relay sees it (its message queue).
 //! - [`rtc_setup`]: how the relay's peer connections are built (codecs, interceptors, ports).
 //! - [`signal`]: the signalling messages (pure).
 //! - [`ice`]: the STUN/TURN servers handed to browsers, with TURN REST credentials.
@@ -13,6 +14,7 @@
 //! join a visit and in which role.
 
 pub mod ice;
+pub mod outbox;
 pub mod relay;
 pub mod rtc_setup;
 pub mod signal;
