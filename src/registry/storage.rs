@@ -24,6 +24,7 @@ use super::care_teams::UnseenPatient;
 use super::devices::{
     Device, DeviceStatus, NewDevice, SecretHashes, StatusChange, StoredCredential,
 };
+use super::enrollment::{Enrollment, Programme};
 use super::error::RegistryError;
 use super::lease::{Fence, Lease};
 use super::outbox::{Delivery, Lane, OutboxRow, QueuedReading, Settled};
@@ -101,6 +102,38 @@ pub trait VisitStore: Send + Sync {
         host: VisitHost,
         now_ms: i64,
     ) -> Result<Option<VisitHost>, RegistryError>;
+}
+
+/// The care programme: the programmes admins keep and patients' enrollments in them
+/// ([`super::enrollment`]).
+#[async_trait::async_trait]
+pub trait ProgrammeStore: Send + Sync {
+    /// Every programme, by id.
+    async fn programmes(&self) -> Result<Vec<Programme>, RegistryError>;
+
+    /// Adds `programme` (made by `by` at `now_ms`) and appends `audit`, both or neither.
+    /// `Exists` when its id is taken.
+    async fn add_programme(
+        &self,
+        programme: Programme,
+        by: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<Programme, RegistryError>;
+
+    /// Puts `enrollment`: the patient's episode with its start date changed, or a new episode.
+    /// With it, one transaction: an `enrollment` timeline entry and `audit`. `NotFound` when
+    /// there is no such patient, `Invalid` (naming the programmes there are) when there is no
+    /// such programme, `Exists` when it would overlap another of the patient's episodes; then
+    /// nothing is written.
+    async fn put_enrollment(
+        &self,
+        enrollment: Enrollment,
+        audit: NewAuditLine,
+    ) -> Result<Enrollment, RegistryError>;
+
+    /// The patient's enrollment episodes, latest start first.
+    async fn enrollments(&self, patient: PatientId) -> Result<Vec<Enrollment>, RegistryError>;
 }
 
 /// Secrets the instances sharing a database must agree on (the key that signs visit links).
@@ -571,6 +604,7 @@ pub trait Storage:
     + LeaseStore
     + ThrottleStore
     + SecretStore
+    + ProgrammeStore
     + HealthStore
 {
 }
@@ -587,6 +621,7 @@ impl<T> Storage for T where
         + LeaseStore
         + ThrottleStore
         + SecretStore
+        + ProgrammeStore
         + HealthStore
 {
 }

@@ -14,6 +14,7 @@ mod auth;
 mod bootstrap;
 mod conn;
 mod devices;
+mod enrollment;
 mod error;
 mod extract;
 mod health;

@@ -20,6 +20,14 @@ pub(super) fn api() -> Router<AppState> {
             "/patients/{id}/care-plan",
             get(super::record::get_care_plan).put(super::record::put_care_plan),
         )
+        .route(
+            "/patients/{id}/enrollment",
+            get(super::enrollment::get_enrollment).put(super::enrollment::put_enrollment),
+        )
+        .route(
+            "/programs",
+            get(super::enrollment::list_programmes).post(super::enrollment::add_programme),
+        )
         .route("/patients/{id}/notes", post(super::record::add_note))
         .route("/patients/{id}/record", get(super::record::record))
         .route("/alerts", get(super::record::list_alerts))

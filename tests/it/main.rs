@@ -20,6 +20,7 @@ mod dashboard;
 mod db_migrate;
 mod deploy;
 mod device_access;
+mod enrollment;
 mod external;
 mod faults;
 mod fhir;

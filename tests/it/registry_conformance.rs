@@ -3869,3 +3869,148 @@ async fn a_shared_secret_is_the_first_one_stored() {
         );
     }
 }
+
+/// The care programme: the built-in programmes are there and admins add more (an id once);
+/// an enrollment episode is put with its timeline entry and audit line, changed by its start
+/// date, and refused — with nothing written — for an unknown patient or programme or when it
+/// would overlap another episode; episodes read back latest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn programmes_and_enrollment_episodes_read_back_as_put() {
+    use vigil::registry::RegistryError;
+    use vigil::registry::enrollment::{EnrollmentBody, Programme};
+    let episode = |start: &str, end: Option<&str>, program: &str, at_ms: i64| {
+        let body: EnrollmentBody = serde_json::from_value(serde_json::json!({
+            "program": program, "start": start, "end": end, "practitioner": "Dr Rao",
+            "diagnoses": ["I10"],
+            "consent": {"method": "verbal", "by": "nina", "at": "2026-01-01T09:00:00Z"}
+        }))
+        .unwrap();
+        body.checked("p-1", "nina", at_ms).unwrap()
+    };
+    const NOW: i64 = 1_790_000_000_000;
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        b.add_patient_on("p-1", "default").await;
+        let ids: Vec<String> = db
+            .programmes()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(
+            ids,
+            ["copd", "diabetes", "heart-failure", "hypertension"],
+            "{n}"
+        );
+        let ckd = Programme::new("ckd", "Chronic kidney disease").unwrap();
+        db.add_programme(
+            ckd.clone(),
+            "admin".into(),
+            NOW,
+            line(NOW, "admin", "program.create", None),
+        )
+        .await
+        .unwrap();
+        let again = db
+            .add_programme(
+                ckd,
+                "admin".into(),
+                NOW,
+                line(NOW, "admin", "program.create", None),
+            )
+            .await;
+        assert!(
+            matches!(again, Err(RegistryError::Exists(_))),
+            "{n}: {again:?}"
+        );
+
+        let audit_before = db
+            .audit_page(0, i64::MIN, i64::MAX, 1_000)
+            .await
+            .unwrap()
+            .len();
+        let first = episode("2026-01-01", None, "hypertension", NOW);
+        db.put_enrollment(
+            first.clone(),
+            line(NOW, "nina", "enrollment.update", Some("p-1")),
+        )
+        .await
+        .unwrap();
+        // Ended by a change of the same episode; a second episode after it.
+        let ended = episode("2026-01-01", Some("2026-03-31"), "hypertension", NOW + 1);
+        db.put_enrollment(
+            ended.clone(),
+            line(NOW + 1, "nina", "enrollment.update", Some("p-1")),
+        )
+        .await
+        .unwrap();
+        let second = episode("2026-05-01", None, "ckd", NOW + 2);
+        db.put_enrollment(
+            second.clone(),
+            line(NOW + 2, "nina", "enrollment.update", Some("p-1")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            db.enrollments(pid("p-1")).await.unwrap(),
+            [second.clone(), ended.clone()],
+            "{n}: latest first"
+        );
+        let t = db.timeline(pid("p-1"), i64::MAX, 100).await.unwrap();
+        assert_eq!(
+            t.iter().filter(|r| r.kind == "enrollment").count(),
+            3,
+            "{n}: one entry per change"
+        );
+
+        // Refusals write nothing.
+        let writes = |db: &Arc<dyn vigil::registry::storage::Storage>| {
+            let db = db.clone();
+            async move {
+                (
+                    db.audit_page(0, i64::MIN, i64::MAX, 1_000)
+                        .await
+                        .unwrap()
+                        .len(),
+                    db.timeline(pid("p-1"), i64::MAX, 100).await.unwrap().len(),
+                )
+            }
+        };
+        let before = writes(db).await;
+        assert_eq!(before.0, audit_before + 3, "{n}: an audit line each");
+        let overlapping = episode("2026-03-01", None, "diabetes", NOW + 3);
+        let r = db
+            .put_enrollment(
+                overlapping,
+                line(NOW + 3, "nina", "enrollment.update", Some("p-1")),
+            )
+            .await;
+        assert!(matches!(r, Err(RegistryError::Exists(_))), "{n}: {r:?}");
+        let unknown = episode("2027-01-01", None, "asthma", NOW + 3);
+        let r = db
+            .put_enrollment(
+                unknown,
+                line(NOW + 3, "nina", "enrollment.update", Some("p-1")),
+            )
+            .await;
+        match r {
+            Err(RegistryError::Invalid(m)) => assert!(m.contains("hypertension"), "{n}: {m}"),
+            other => panic!("{n}: {other:?}"),
+        }
+        let mut nobody = episode("2027-01-01", None, "copd", NOW + 3);
+        nobody.patient_id = "p-9".into();
+        let r = db
+            .put_enrollment(
+                nobody,
+                line(NOW + 3, "nina", "enrollment.update", Some("p-9")),
+            )
+            .await;
+        assert!(matches!(r, Err(RegistryError::NotFound(_))), "{n}: {r:?}");
+        assert_eq!(
+            writes(db).await,
+            before,
+            "{n}: nothing written by a refusal"
+        );
+    }
+}

@@ -1225,6 +1225,9 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             "/patients/{id}" => json!({"name": "Renamed"}),
             "/patients/{id}/care-plan" => json!({"rules": []}),
             "/patients/{id}/notes" => json!({"text": "a note"}),
+            "/patients/{id}/enrollment" => json!({"program": "copd", "start": "2026-11-02",
+                "consent": {"method": "verbal", "by": "x", "at": "2026-11-02T09:00:00Z"}}),
+            "/programs" => json!({"id": "east", "name": "East"}),
             "/devices" => json!({"id": "oxs9", "patient_id": "ps1", "profile": "pulse-oximeter"}),
             "/users" => json!({"name": "mallory", "password": PASSWORD, "role": "admin"}),
             "/users/{name}" => json!({"role": "admin"}),
@@ -1280,7 +1283,11 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
         }
         match (method.as_str(), path.as_str()) {
             // (`/alerts?patient_id=ps1` is refused like the patient itself.)
-            ("GET", "/patients" | "/panel" | "/profiles" | "/session" | "/teams" | "/tokens") => {
+            (
+                "GET",
+                "/patients" | "/panel" | "/profiles" | "/programs" | "/session" | "/teams"
+                | "/tokens",
+            ) => {
                 assert_eq!(s, StatusCode::OK, "{method} {url}: {v}");
                 let text = v.to_string();
                 assert!(

@@ -21,7 +21,10 @@ use crate::registry::transfer::{Cell, Chunk, Copied, Wanted};
 
 /// Rows the migrations put in a new database themselves, by table: the target may hold these
 /// and still count as empty; the source's own rows replace them.
-const SEEDED: &[(&str, &str)] = &[("teams", "id = 'default'")];
+const SEEDED: &[(&str, &str)] = &[
+    ("teams", "id = 'default'"),
+    ("programs", "created_by = 'vigil' AND created_ms = 0"),
+];
 
 /// Most parameters in one INSERT (PostgreSQL allows 65,535).
 const MAX_PARAMS: usize = 30_000;

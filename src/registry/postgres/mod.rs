@@ -15,6 +15,7 @@ mod import;
 mod lease;
 mod outbox;
 mod patients;
+mod programmes;
 mod record;
 pub mod schema;
 mod secrets;

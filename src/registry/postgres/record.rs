@@ -94,7 +94,7 @@ async fn update_alert(
 }
 
 /// Appends a timeline entry; its id.
-async fn timeline(
+pub(super) async fn timeline(
     tx: &Transaction<'_>,
     patient: &str,
     time_ms: i64,

@@ -229,4 +229,31 @@ pub const STEPS: &[&str] = &[
         value      bytea  NOT NULL,
         created_ms bigint NOT NULL
      );",
+    // 13: the care programme: programmes (four built in, `registry::enrollment::BUILT_IN`)
+    // and patients' enrollment episodes, one per start date.
+    "CREATE TABLE programs (
+        id         text   PRIMARY KEY,
+        name       text   NOT NULL,
+        created_ms bigint NOT NULL,
+        created_by text   NOT NULL
+     );
+     INSERT INTO programs (id, name, created_ms, created_by) VALUES
+        ('hypertension', 'Hypertension', 0, 'vigil'),
+        ('heart-failure', 'Heart failure', 0, 'vigil'),
+        ('diabetes', 'Diabetes', 0, 'vigil'),
+        ('copd', 'COPD', 0, 'vigil');
+     CREATE TABLE enrollments (
+        patient_id     text   NOT NULL REFERENCES patients (id),
+        start_date     text   NOT NULL,
+        end_date       text,
+        program        text   NOT NULL REFERENCES programs (id),
+        practitioner   text,
+        diagnoses      text   NOT NULL,
+        consent_method text   NOT NULL,
+        consent_by     text   NOT NULL,
+        consent_ms     bigint NOT NULL,
+        updated_by     text   NOT NULL,
+        updated_ms     bigint NOT NULL,
+        PRIMARY KEY (patient_id, start_date)
+     );",
 ];

@@ -12,6 +12,7 @@ pub mod export;
 mod lease;
 mod outbox;
 mod patients;
+mod programmes;
 mod record;
 pub(crate) mod schema;
 mod secrets;

@@ -74,7 +74,7 @@ fn unresolved(c: &Connection, patient: &str, rule_id: &str) -> rusqlite::Result<
 }
 
 /// Appends a timeline entry; its id.
-fn timeline(
+pub(super) fn timeline(
     tx: &Transaction<'_>,
     patient: &str,
     time_ms: i64,
@@ -121,7 +121,10 @@ fn emit(
     Ok(())
 }
 
-fn require_patient(tx: &Transaction<'_>, patient: &PatientId) -> Result<(), RegistryError> {
+pub(super) fn require_patient(
+    tx: &Transaction<'_>,
+    patient: &PatientId,
+) -> Result<(), RegistryError> {
     let exists = tx
         .query_row(
             "SELECT 1 FROM patients WHERE id = ?1",

@@ -87,6 +87,33 @@ pub(crate) const SCHEMA: &[&str] = &[
         value      BLOB NOT NULL,
         created_ms INTEGER NOT NULL
     );",
+    // version 16: the care programme: programmes (four built in,
+    // `registry::enrollment::BUILT_IN`) and patients' enrollment episodes, one per start date.
+    "CREATE TABLE programs (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    INSERT INTO programs (id, name, created_ms, created_by) VALUES
+        ('hypertension', 'Hypertension', 0, 'vigil'),
+        ('heart-failure', 'Heart failure', 0, 'vigil'),
+        ('diabetes', 'Diabetes', 0, 'vigil'),
+        ('copd', 'COPD', 0, 'vigil');
+    CREATE TABLE enrollments (
+        patient_id     TEXT NOT NULL REFERENCES patients (id),
+        start_date     TEXT NOT NULL,
+        end_date       TEXT,
+        program        TEXT NOT NULL REFERENCES programs (id),
+        practitioner   TEXT,
+        diagnoses      TEXT NOT NULL,
+        consent_method TEXT NOT NULL,
+        consent_by     TEXT NOT NULL,
+        consent_ms     INTEGER NOT NULL,
+        updated_by     TEXT NOT NULL,
+        updated_ms     INTEGER NOT NULL,
+        PRIMARY KEY (patient_id, start_date)
+    );",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.

@@ -1,0 +1,180 @@
+//! The care programme on PostgreSQL: programmes and enrollment episodes. A change of a
+//! patient's episodes locks the patient's row first, so two instances changing one patient's
+//! enrollment at once are checked one after the other.
+
+use tokio_postgres::Row;
+
+use super::audit::append_in;
+use super::record::timeline;
+use super::{PgDb, PgError};
+use crate::domain::{PatientId, format_rfc3339};
+use crate::registry::audit::NewAuditLine;
+use crate::registry::enrollment::{Consent, Enrollment, Programme, overlapping, unknown_programme};
+use crate::registry::error::RegistryError;
+use crate::registry::storage::ProgrammeStore;
+
+const COLUMNS: &str = "patient_id, program, start_date, end_date, practitioner, diagnoses, \
+     consent_method, consent_by, consent_ms, updated_by, updated_ms";
+
+fn enrollment(r: &Row) -> Enrollment {
+    let diagnoses: String = r.get(5);
+    Enrollment {
+        patient_id: r.get(0),
+        program: r.get(1),
+        start: r.get(2),
+        end: r.get(3),
+        practitioner: r.get(4),
+        diagnoses: serde_json::from_str(&diagnoses).unwrap_or_default(),
+        consent: Consent {
+            method: r.get(6),
+            by: r.get(7),
+            at: format_rfc3339(r.get(8)),
+        },
+        updated_by: r.get(9),
+        updated_at: format_rfc3339(r.get(10)),
+    }
+}
+
+async fn programmes<C: deadpool_postgres::GenericClient + Sync>(
+    c: &C,
+) -> Result<Vec<Programme>, PgError> {
+    Ok(c.query(
+        "SELECT id, name FROM programs ORDER BY id COLLATE \"C\"",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|r| Programme {
+        id: r.get(0),
+        name: r.get(1),
+    })
+    .collect())
+}
+
+#[async_trait::async_trait]
+impl ProgrammeStore for PgDb {
+    async fn programmes(&self) -> Result<Vec<Programme>, RegistryError> {
+        let c = self.conn().await?;
+        Ok(programmes(&c).await?)
+    }
+
+    async fn add_programme(
+        &self,
+        programme: Programme,
+        by: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<Programme, RegistryError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(PgError::from)?;
+        let n = tx
+            .execute(
+                "INSERT INTO programs (id, name, created_ms, created_by) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&programme.id, &programme.name, &now_ms, &by],
+            )
+            .await
+            .map_err(PgError::from)?;
+        if n == 0 {
+            return Err(RegistryError::Exists(format!("programme {}", programme.id)));
+        }
+        append_in(&tx, &audit).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(programme)
+    }
+
+    async fn put_enrollment(
+        &self,
+        e: Enrollment,
+        audit: NewAuditLine,
+    ) -> Result<Enrollment, RegistryError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(PgError::from)?;
+        let found = tx
+            .query_opt(
+                "SELECT 1 FROM patients WHERE id = $1 FOR UPDATE",
+                &[&e.patient_id],
+            )
+            .await
+            .map_err(PgError::from)?;
+        if found.is_none() {
+            return Err(RegistryError::NotFound(format!("patient {}", e.patient_id)));
+        }
+        let known = programmes(&tx).await?;
+        if !known.iter().any(|p| p.id == e.program) {
+            return Err(unknown_programme(&e.program, &known));
+        }
+        let others: Vec<Enrollment> = tx
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM enrollments WHERE patient_id = $1 AND start_date <> $2"
+                ),
+                &[&e.patient_id, &e.start],
+            )
+            .await
+            .map_err(PgError::from)?
+            .iter()
+            .map(enrollment)
+            .collect();
+        if let Some(o) = others.iter().find(|o| o.overlaps(&e)) {
+            return Err(overlapping(o));
+        }
+        let diagnoses = serde_json::to_string(&e.diagnoses).unwrap_or_else(|_| "[]".into());
+        tx.execute(
+            &format!(
+                "INSERT INTO enrollments ({COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (patient_id, start_date) DO UPDATE SET
+                    program = excluded.program, end_date = excluded.end_date,
+                    practitioner = excluded.practitioner, diagnoses = excluded.diagnoses,
+                    consent_method = excluded.consent_method, consent_by = excluded.consent_by,
+                    consent_ms = excluded.consent_ms, updated_by = excluded.updated_by,
+                    updated_ms = excluded.updated_ms"
+            ),
+            &[
+                &e.patient_id,
+                &e.program,
+                &e.start,
+                &e.end,
+                &e.practitioner,
+                &diagnoses,
+                &e.consent.method,
+                &e.consent.by,
+                &e.consent_ms(),
+                &e.updated_by,
+                &e.updated_ms(),
+            ],
+        )
+        .await
+        .map_err(PgError::from)?;
+        timeline(
+            &tx,
+            &e.patient_id,
+            e.updated_ms(),
+            "enrollment",
+            &e.timeline_data(),
+        )
+        .await?;
+        append_in(&tx, &audit).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(e)
+    }
+
+    async fn enrollments(&self, patient: PatientId) -> Result<Vec<Enrollment>, RegistryError> {
+        Ok(self
+            .conn()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM enrollments WHERE patient_id = $1
+                      ORDER BY start_date DESC"
+                ),
+                &[&patient.as_str()],
+            )
+            .await
+            .map_err(PgError::from)?
+            .iter()
+            .map(enrollment)
+            .collect())
+    }
+}

@@ -1,0 +1,146 @@
+//! The care programme on SQLite: programmes and enrollment episodes. A change is one
+//! `IMMEDIATE` transaction, so two changes of one patient's episodes are checked one after the
+//! other.
+
+use rusqlite::{Row, TransactionBehavior, params};
+
+use super::SqliteDb;
+use super::audit::append_in;
+use super::record::{require_patient, timeline};
+use crate::domain::{PatientId, format_rfc3339};
+use crate::registry::audit::NewAuditLine;
+use crate::registry::enrollment::{Consent, Enrollment, Programme};
+use crate::registry::error::RegistryError;
+use crate::registry::storage::ProgrammeStore;
+
+const COLUMNS: &str = "patient_id, program, start_date, end_date, practitioner, diagnoses, \
+     consent_method, consent_by, consent_ms, updated_by, updated_ms";
+
+fn enrollment(r: &Row<'_>) -> rusqlite::Result<Enrollment> {
+    let diagnoses: String = r.get(5)?;
+    Ok(Enrollment {
+        patient_id: r.get(0)?,
+        program: r.get(1)?,
+        start: r.get(2)?,
+        end: r.get(3)?,
+        practitioner: r.get(4)?,
+        diagnoses: serde_json::from_str(&diagnoses).unwrap_or_default(),
+        consent: Consent {
+            method: r.get(6)?,
+            by: r.get(7)?,
+            at: format_rfc3339(r.get(8)?),
+        },
+        updated_by: r.get(9)?,
+        updated_at: format_rfc3339(r.get(10)?),
+    })
+}
+
+fn programmes(c: &rusqlite::Connection) -> rusqlite::Result<Vec<Programme>> {
+    let mut stmt = c.prepare_cached("SELECT id, name FROM programs ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Programme {
+            id: r.get(0)?,
+            name: r.get(1)?,
+        })
+    })?;
+    rows.collect()
+}
+
+#[async_trait::async_trait]
+impl ProgrammeStore for SqliteDb {
+    async fn programmes(&self) -> Result<Vec<Programme>, RegistryError> {
+        self.with(|c| Ok(programmes(c)?)).await
+    }
+
+    async fn add_programme(
+        &self,
+        programme: Programme,
+        by: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<Programme, RegistryError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "INSERT INTO programs (id, name, created_ms, created_by) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO NOTHING",
+                params![programme.id, programme.name, now_ms, by],
+            )?;
+            if n == 0 {
+                return Err(RegistryError::Exists(format!("programme {}", programme.id)));
+            }
+            append_in(&tx, &audit)?;
+            tx.commit()?;
+            Ok(programme)
+        })
+        .await
+    }
+
+    async fn put_enrollment(
+        &self,
+        e: Enrollment,
+        audit: NewAuditLine,
+    ) -> Result<Enrollment, RegistryError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let patient = PatientId::parse(&e.patient_id)
+                .map_err(|why| RegistryError::Invalid(why.to_string()))?;
+            require_patient(&tx, &patient)?;
+            let known = programmes(&tx)?;
+            if !known.iter().any(|p| p.id == e.program) {
+                return Err(crate::registry::enrollment::unknown_programme(&e.program, &known));
+            }
+            let others: Vec<Enrollment> = {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM enrollments WHERE patient_id = ?1 AND start_date <> ?2"
+                ))?;
+                let rows = stmt.query_map(params![e.patient_id, e.start], enrollment)?;
+                rows.collect::<Result<_, _>>()?
+            };
+            if let Some(o) = others.iter().find(|o| o.overlaps(&e)) {
+                return Err(crate::registry::enrollment::overlapping(o));
+            }
+            let diagnoses = serde_json::to_string(&e.diagnoses).unwrap_or_else(|_| "[]".into());
+            tx.execute(
+                &format!(
+                    "INSERT INTO enrollments ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT (patient_id, start_date) DO UPDATE SET
+                        program = excluded.program, end_date = excluded.end_date,
+                        practitioner = excluded.practitioner, diagnoses = excluded.diagnoses,
+                        consent_method = excluded.consent_method, consent_by = excluded.consent_by,
+                        consent_ms = excluded.consent_ms, updated_by = excluded.updated_by,
+                        updated_ms = excluded.updated_ms"
+                ),
+                params![
+                    e.patient_id,
+                    e.program,
+                    e.start,
+                    e.end,
+                    e.practitioner,
+                    diagnoses,
+                    e.consent.method,
+                    e.consent.by,
+                    e.consent_ms(),
+                    e.updated_by,
+                    e.updated_ms()
+                ],
+            )?;
+            timeline(&tx, &e.patient_id, e.updated_ms(), "enrollment", &e.timeline_data())?;
+            append_in(&tx, &audit)?;
+            tx.commit()?;
+            Ok(e)
+        })
+        .await
+    }
+
+    async fn enrollments(&self, patient: PatientId) -> Result<Vec<Enrollment>, RegistryError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM enrollments WHERE patient_id = ?1 ORDER BY start_date DESC"
+            ))?;
+            let rows = stmt.query_map([patient.as_str()], enrollment)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}
