@@ -34,6 +34,7 @@ pub mod record;
 pub mod sqlite;
 pub mod storage;
 pub mod throttles;
+pub mod time_log;
 pub mod tokens;
 pub mod transfer;
 mod users;

@@ -4,6 +4,7 @@ use super::Registry;
 use super::audit::NewAuditLine;
 use super::enrollment::{Enrollment, Programme};
 use super::error::RegistryError;
+use super::time_log::TimeEntry;
 use crate::domain::PatientId;
 
 impl Registry {
@@ -35,5 +36,26 @@ impl Registry {
     /// A patient's enrollment episodes, latest start first.
     pub async fn enrollments(&self, patient: &PatientId) -> Result<Vec<Enrollment>, RegistryError> {
         self.db.enrollments(patient.clone()).await
+    }
+
+    /// Logs a time entry with its audit line.
+    pub async fn add_time(
+        &self,
+        entry: TimeEntry,
+        audit: NewAuditLine,
+    ) -> Result<TimeEntry, RegistryError> {
+        self.db.add_time(entry, audit).await
+    }
+
+    /// A patient's time entries dated `from` to `to` (both included).
+    pub async fn time_entries(
+        &self,
+        patient: &PatientId,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<TimeEntry>, RegistryError> {
+        self.db
+            .time_entries(patient.clone(), from.to_owned(), to.to_owned())
+            .await
     }
 }

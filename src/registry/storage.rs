@@ -31,6 +31,7 @@ use super::outbox::{Delivery, Lane, OutboxRow, QueuedReading, Settled};
 use super::patients::{NewPatient, Patient, PatientAudit, PatientChange, PatientUpdated};
 use super::record::{Alert, AlertActionError, AlertQuery, Event, Noticed, Sink, TimelineRow};
 use super::throttles::{FailureCount, FailureReport};
+use super::time_log::TimeEntry;
 use super::tokens::{LiveBy, NewApiToken, StoredToken};
 use super::visits::{NewVisit, StoredVisit, VisitHost};
 use crate::alerts::engine::{Effect, OpenAlert, Resolution};
@@ -134,6 +135,23 @@ pub trait ProgrammeStore: Send + Sync {
 
     /// The patient's enrollment episodes, latest start first.
     async fn enrollments(&self, patient: PatientId) -> Result<Vec<Enrollment>, RegistryError>;
+
+    /// Logs a time entry and appends `audit`, both or neither; `NotFound` when there is no
+    /// such patient.
+    async fn add_time(
+        &self,
+        entry: TimeEntry,
+        audit: NewAuditLine,
+    ) -> Result<TimeEntry, RegistryError>;
+
+    /// The patient's time entries dated `from` to `to` (`YYYY-MM-DD`, both included), by date
+    /// and then as logged.
+    async fn time_entries(
+        &self,
+        patient: PatientId,
+        from: String,
+        to: String,
+    ) -> Result<Vec<TimeEntry>, RegistryError>;
 }
 
 /// Secrets the instances sharing a database must agree on (the key that signs visit links).

@@ -1,9 +1,10 @@
-//! The care programme's routes: the programmes (`GET /programs`; admins add with `POST`) and a
-//! patient's enrollment (`PUT|GET /patients/{id}/enrollment`, docs/programme.md). Reads are
-//! audited; a change writes its audit line and timeline entry with it.
+//! The care programme's routes: the programmes (`GET /programs`; admins add with `POST`), a
+//! patient's enrollment (`PUT|GET /patients/{id}/enrollment`) and the care team's time with
+//! them (`POST|GET /patients/{id}/time`), docs/programme.md. Reads are audited; a change writes
+//! its audit line (and an enrollment its timeline entry) with it.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
@@ -16,6 +17,7 @@ use super::extract::{ApiResult, audit_line, new_audit_line, patient_id, require_
 use super::state::AppState;
 use crate::domain::now_ms;
 use crate::registry::enrollment::{EnrollmentBody, Programme};
+use crate::registry::time_log::{MAX_AGE_DAYS, TimeBody, new_entry_id};
 
 /// `GET /programs`.
 pub(super) async fn list_programmes(
@@ -105,4 +107,102 @@ pub(super) async fn get_enrollment(
     let mut v = json!(latest);
     v["episodes"] = json!(episodes);
     Ok(Json(v))
+}
+
+/// `POST /patients/{id}/time`: a time entry logged by the caller.
+pub(super) async fn add_time(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Result<Json<TimeBody>, JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let id = patient_id(&id)?;
+    check_patient(&s, &p, &id).await?;
+    let Json(body) = body?;
+    let now = now_ms();
+    let entry = body.checked(new_entry_id()?, id.as_str(), &p.name, now)?;
+    let line = new_audit_line(
+        &p,
+        "time.create",
+        Some(&id),
+        &format!("patient/{id}/time/{}", entry.id),
+        now,
+    );
+    let stored = s.registry.add_time(entry, line).await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TimeQuery {
+    /// `YYYY-MM`: that calendar month.
+    month: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /patients/{id}/time`: the entries of `month`, or dated `from` to `to` (each optional:
+/// by default the last year to tomorrow).
+pub(super) async fn list_time(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    q: Result<Query<TimeQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let id = patient_id(&id)?;
+    let Query(q) = q?;
+    check_patient(&s, &p, &id).await?;
+    let (from, to) = time_range(&q, now_ms())?;
+    let entries = s.registry.time_entries(&id, &from, &to).await?;
+    audit_line(
+        &s,
+        &p,
+        "time.read",
+        Some(&id),
+        &format!("patient/{id}/time"),
+    )
+    .await?;
+    let minutes: u32 = entries.iter().map(|e| e.minutes).sum();
+    Ok(Json(
+        json!({"from": from, "to": to, "minutes": minutes, "entries": entries}),
+    ))
+}
+
+/// The dates a time query asks for: a month's first and last day, or `from`/`to` (checked).
+fn time_range(q: &TimeQuery, now_ms: i64) -> ApiResult<(String, String)> {
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let day = |s: &str, what: &str| {
+        time::Date::parse(s, &fmt).map_err(|_| {
+            ApiError::BadRequest(format!("{what} {s:?} is not a date like 2026-11-02"))
+        })
+    };
+    if let Some(m) = &q.month {
+        if q.from.is_some() || q.to.is_some() {
+            return Err(ApiError::BadRequest(
+                "give month, or from and to, not both".into(),
+            ));
+        }
+        let first = day(&format!("{m}-01"), "month").map_err(|_| {
+            ApiError::BadRequest(format!("month {m:?} is not a month like 2026-11"))
+        })?;
+        let last = first
+            .replace_day(first.month().length(first.year()))
+            .unwrap_or(first);
+        return Ok((first.to_string(), last.to_string()));
+    }
+    let today = time::OffsetDateTime::from_unix_timestamp(now_ms.div_euclid(1000))
+        .map(|t| t.date())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let from = match &q.from {
+        Some(f) => day(f, "from")?,
+        None => today - time::Duration::days(MAX_AGE_DAYS),
+    };
+    let to = match &q.to {
+        Some(t) => day(t, "to")?,
+        None => today + time::Duration::days(1),
+    };
+    if to < from {
+        return Err(ApiError::BadRequest("to is before from".into()));
+    }
+    Ok((from.to_string(), to.to_string()))
 }

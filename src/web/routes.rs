@@ -25,6 +25,10 @@ pub(super) fn api() -> Router<AppState> {
             get(super::enrollment::get_enrollment).put(super::enrollment::put_enrollment),
         )
         .route(
+            "/patients/{id}/time",
+            get(super::enrollment::list_time).post(super::enrollment::add_time),
+        )
+        .route(
             "/programs",
             get(super::enrollment::list_programmes).post(super::enrollment::add_programme),
         )

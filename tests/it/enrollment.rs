@@ -1,5 +1,6 @@
-//! The care programme through the API: programmes, and a patient's enrollment put, changed and
-//! read back — audited, on the timeline, refused with reasons, and kept to the patient's team.
+//! The care programme through the API: programmes, a patient's enrollment put, changed and
+//! read back — audited, on the timeline, refused with reasons, and kept to the patient's team —
+//! and the care team's time log.
 //! (Runs on SQLite, and on PostgreSQL in `./scripts/test`'s PostgreSQL block.)
 
 use reqwest::StatusCode;
@@ -211,5 +212,127 @@ async fn a_patient_is_enrolled_changed_and_read_back_audited_and_on_the_timeline
         .post("/api/v1/programs", json!({"id": "Bad Id", "name": "x"}))
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    g.stop().await;
+}
+
+#[tokio::test]
+async fn time_is_logged_per_patient_listed_by_month_and_kept_to_the_team() {
+    let g = Gateway::start().await;
+    let api = &g.client;
+    for team in ["north", "south"] {
+        let (s, v) = api
+            .post("/api/v1/teams", json!({"id": team, "name": team}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (s, v) = api
+        .post(
+            "/api/v1/patients",
+            json!({"id": "p-time", "name": "Patient", "care_team": "north"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let nina = clinician_of(api, "nina-time", "north").await;
+    let sam = clinician_of(api, "sam-time", "south").await;
+    let path = "/api/v1/patients/p-time/time";
+    // Today and yesterday (UTC), so the dates are never in the future nor too old.
+    let today = time::OffsetDateTime::now_utc().date();
+    let yesterday = today - time::Duration::days(1);
+    let mut total = 0;
+    for (date, minutes, activity, interactive) in [
+        (yesterday, 20, "review", false),
+        (today, 15, "call", true),
+        (today, 10, "coordination", false),
+    ] {
+        let (s, v) = api
+            .call(
+                "POST",
+                path,
+                Some(
+                    json!({"date": date.to_string(), "minutes": minutes, "activity": activity,
+                    "interactive": interactive, "note": "checked the week's readings"}),
+                ),
+                Some(&nina),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["user"], "nina-time", "{v}");
+        assert!(v["id"].as_str().unwrap().starts_with("te_"), "{v}");
+        total += minutes;
+    }
+    let (s, v) = api.call("GET", path, None, Some(&nina)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["entries"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["minutes"], total, "{v}");
+    assert_eq!(
+        v["entries"][0]["date"],
+        yesterday.to_string(),
+        "by date: {v}"
+    );
+    let month = format!("{:04}-{:02}", today.year(), u8::from(today.month()));
+    let (s, v) = api
+        .call("GET", &format!("{path}?month={month}"), None, Some(&nina))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["date"].as_str().unwrap().starts_with(&month)),
+        "{v}"
+    );
+
+    for (body, why) in [
+        (
+            json!({"date": "2026-02-30", "minutes": 5, "activity": "call", "interactive": true}),
+            "not a date",
+        ),
+        (
+            json!({"date": today.to_string(), "minutes": 0, "activity": "call", "interactive": true}),
+            "minutes",
+        ),
+        (
+            json!({"date": today.to_string(), "minutes": 5, "activity": "lunch", "interactive": true}),
+            "review, call, video, coordination",
+        ),
+        (
+            json!({"date": today.to_string(), "minutes": 5, "activity": "call"}),
+            "interactive",
+        ),
+    ] {
+        let (s, v) = api.call("POST", path, Some(body), Some(&nina)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v.to_string().contains(why), "{why}: {v}");
+    }
+    let (s, v) = api
+        .call("GET", &format!("{path}?month=2026-13"), None, Some(&nina))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // Another team's clinician neither reads nor logs.
+    let (s, v) = api.call("GET", path, None, Some(&sam)).await;
+    assert!(!s.is_success() && v.get("entries").is_none(), "{s} {v}");
+    let (s, _) = api
+        .call(
+            "POST",
+            path,
+            Some(json!({"date": today.to_string(), "minutes": 5, "activity": "call", "interactive": true})),
+            Some(&sam),
+        )
+        .await;
+    assert!(!s.is_success(), "{s}");
+    let (_, v) = api.call("GET", path, None, Some(&nina)).await;
+    assert_eq!(
+        v["entries"].as_array().unwrap().len(),
+        3,
+        "nothing added: {v}"
+    );
+
+    // Each entry and each read is audited.
+    let (_, audit) = api.get("/api/v1/audit?patient_id=p-time").await;
+    let text = audit.to_string();
+    assert_eq!(text.matches("\"time.create\"").count(), 3, "{audit}");
+    assert!(text.contains("\"time.read\""), "{audit}");
     g.stop().await;
 }

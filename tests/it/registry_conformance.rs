@@ -4014,3 +4014,70 @@ async fn programmes_and_enrollment_episodes_read_back_as_put() {
         );
     }
 }
+
+/// The time log: entries are logged with their audit line and read back by date range, in
+/// date order then as logged; an entry for an unknown patient is refused with nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_entries_read_back_by_date_as_logged() {
+    use vigil::registry::RegistryError;
+    use vigil::registry::time_log::TimeBody;
+    const NOW: i64 = 1_794_744_000_000; // 2026-11-15T12:00:00Z
+    let entry = |n: u32, patient: &str, date: &str, minutes: u32, interactive: bool| {
+        let body: TimeBody = serde_json::from_value(serde_json::json!({
+            "date": date, "minutes": minutes, "activity": "review", "interactive": interactive
+        }))
+        .unwrap();
+        body.checked(format!("te_{n:032x}"), patient, "nina", NOW + i64::from(n))
+            .unwrap()
+    };
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        b.add_patient_on("p-1", "default").await;
+        b.add_patient_on("p-2", "default").await;
+        let audit_before = db
+            .audit_page(0, i64::MIN, i64::MAX, 1_000)
+            .await
+            .unwrap()
+            .len();
+        let logged = [
+            entry(1, "p-1", "2026-11-03", 12, false),
+            entry(2, "p-1", "2026-10-31", 20, true),
+            entry(3, "p-1", "2026-11-03", 8, true),
+            entry(4, "p-2", "2026-11-03", 30, false),
+            entry(5, "p-1", "2026-11-14", 5, false),
+        ];
+        for e in &logged {
+            let stored = db
+                .add_time(
+                    e.clone(),
+                    line(NOW, "nina", "time.create", Some(&e.patient_id)),
+                )
+                .await
+                .unwrap();
+            assert_eq!(&stored, e, "{n}");
+        }
+        let nov = db
+            .time_entries(pid("p-1"), "2026-11-01".into(), "2026-11-30".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            nov,
+            [logged[0].clone(), logged[2].clone(), logged[4].clone()],
+            "{n}: November's, by date then as logged"
+        );
+        let mut orphan = entry(6, "p-1", "2026-11-03", 5, false);
+        orphan.patient_id = "p-9".into();
+        let r = db
+            .add_time(orphan, line(NOW, "nina", "time.create", Some("p-9")))
+            .await;
+        assert!(matches!(r, Err(RegistryError::NotFound(_))), "{n}: {r:?}");
+        assert_eq!(
+            db.audit_page(0, i64::MIN, i64::MAX, 1_000)
+                .await
+                .unwrap()
+                .len(),
+            audit_before + logged.len(),
+            "{n}: an audit line per entry, none for the refusal"
+        );
+    }
+}

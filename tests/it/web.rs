@@ -1228,6 +1228,8 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             "/patients/{id}/enrollment" => json!({"program": "copd", "start": "2026-11-02",
                 "consent": {"method": "verbal", "by": "x", "at": "2026-11-02T09:00:00Z"}}),
             "/programs" => json!({"id": "east", "name": "East"}),
+            "/patients/{id}/time" => json!({"date": "2026-11-02", "minutes": 10,
+                "activity": "review", "interactive": false}),
             "/devices" => json!({"id": "oxs9", "patient_id": "ps1", "profile": "pulse-oximeter"}),
             "/users" => json!({"name": "mallory", "password": PASSWORD, "role": "admin"}),
             "/users/{name}" => json!({"role": "admin"}),

@@ -12,6 +12,7 @@ use crate::registry::audit::NewAuditLine;
 use crate::registry::enrollment::{Consent, Enrollment, Programme, overlapping, unknown_programme};
 use crate::registry::error::RegistryError;
 use crate::registry::storage::ProgrammeStore;
+use crate::registry::time_log::TimeEntry;
 
 const COLUMNS: &str = "patient_id, program, start_date, end_date, practitioner, diagnoses, \
      consent_method, consent_by, consent_ms, updated_by, updated_ms";
@@ -32,6 +33,23 @@ fn enrollment(r: &Row) -> Enrollment {
         },
         updated_by: r.get(9),
         updated_at: format_rfc3339(r.get(10)),
+    }
+}
+
+const TIME_COLUMNS: &str =
+    "id, patient_id, date, minutes, activity, interactive, note, username, created_ms";
+
+fn time_entry(r: &Row) -> TimeEntry {
+    TimeEntry {
+        id: r.get(0),
+        patient_id: r.get(1),
+        date: r.get(2),
+        minutes: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+        activity: r.get(4),
+        interactive: r.get(5),
+        note: r.get(6),
+        user: r.get(7),
+        created_at: format_rfc3339(r.get(8)),
     }
 }
 
@@ -175,6 +193,72 @@ impl ProgrammeStore for PgDb {
             .map_err(PgError::from)?
             .iter()
             .map(enrollment)
+            .collect())
+    }
+
+    async fn add_time(
+        &self,
+        entry: TimeEntry,
+        audit: NewAuditLine,
+    ) -> Result<TimeEntry, RegistryError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(PgError::from)?;
+        let found = tx
+            .query_opt("SELECT 1 FROM patients WHERE id = $1", &[&entry.patient_id])
+            .await
+            .map_err(PgError::from)?;
+        if found.is_none() {
+            return Err(RegistryError::NotFound(format!(
+                "patient {}",
+                entry.patient_id
+            )));
+        }
+        let minutes = i32::try_from(entry.minutes).unwrap_or(i32::MAX);
+        let created_ms = crate::domain::parse_rfc3339(&entry.created_at).unwrap_or_default();
+        tx.execute(
+            &format!(
+                "INSERT INTO time_entries ({TIME_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ),
+            &[
+                &entry.id,
+                &entry.patient_id,
+                &entry.date,
+                &minutes,
+                &entry.activity,
+                &entry.interactive,
+                &entry.note,
+                &entry.user,
+                &created_ms,
+            ],
+        )
+        .await
+        .map_err(PgError::from)?;
+        append_in(&tx, &audit).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(entry)
+    }
+
+    async fn time_entries(
+        &self,
+        patient: PatientId,
+        from: String,
+        to: String,
+    ) -> Result<Vec<TimeEntry>, RegistryError> {
+        Ok(self
+            .conn()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {TIME_COLUMNS} FROM time_entries
+                      WHERE patient_id = $1 AND date >= $2 AND date <= $3
+                      ORDER BY date, created_ms, id COLLATE \"C\""
+                ),
+                &[&patient.as_str(), &from, &to],
+            )
+            .await
+            .map_err(PgError::from)?
+            .iter()
+            .map(time_entry)
             .collect())
     }
 }

@@ -256,4 +256,17 @@ pub const STEPS: &[&str] = &[
         updated_ms     bigint NOT NULL,
         PRIMARY KEY (patient_id, start_date)
      );",
+    // 14: the care team's time with each patient (`registry::time_log`).
+    "CREATE TABLE time_entries (
+        id          text    PRIMARY KEY,
+        patient_id  text    NOT NULL REFERENCES patients (id),
+        date        text    NOT NULL,
+        minutes     integer NOT NULL,
+        activity    text    NOT NULL,
+        interactive boolean NOT NULL,
+        note        text,
+        username    text    NOT NULL,
+        created_ms  bigint  NOT NULL
+     );
+     CREATE INDEX time_entries_by_patient ON time_entries (patient_id, date);",
 ];

@@ -12,6 +12,7 @@ use crate::registry::audit::NewAuditLine;
 use crate::registry::enrollment::{Consent, Enrollment, Programme};
 use crate::registry::error::RegistryError;
 use crate::registry::storage::ProgrammeStore;
+use crate::registry::time_log::TimeEntry;
 
 const COLUMNS: &str = "patient_id, program, start_date, end_date, practitioner, diagnoses, \
      consent_method, consent_by, consent_ms, updated_by, updated_ms";
@@ -32,6 +33,23 @@ fn enrollment(r: &Row<'_>) -> rusqlite::Result<Enrollment> {
         },
         updated_by: r.get(9)?,
         updated_at: format_rfc3339(r.get(10)?),
+    })
+}
+
+const TIME_COLUMNS: &str =
+    "id, patient_id, date, minutes, activity, interactive, note, username, created_ms";
+
+fn time_entry(r: &Row<'_>) -> rusqlite::Result<TimeEntry> {
+    Ok(TimeEntry {
+        id: r.get(0)?,
+        patient_id: r.get(1)?,
+        date: r.get(2)?,
+        minutes: r.get(3)?,
+        activity: r.get(4)?,
+        interactive: r.get(5)?,
+        note: r.get(6)?,
+        user: r.get(7)?,
+        created_at: format_rfc3339(r.get(8)?),
     })
 }
 
@@ -139,6 +157,57 @@ impl ProgrammeStore for SqliteDb {
                 "SELECT {COLUMNS} FROM enrollments WHERE patient_id = ?1 ORDER BY start_date DESC"
             ))?;
             let rows = stmt.query_map([patient.as_str()], enrollment)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn add_time(
+        &self,
+        entry: TimeEntry,
+        audit: NewAuditLine,
+    ) -> Result<TimeEntry, RegistryError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let patient = PatientId::parse(&entry.patient_id)
+                .map_err(|why| RegistryError::Invalid(why.to_string()))?;
+            require_patient(&tx, &patient)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO time_entries ({TIME_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
+                params![
+                    entry.id,
+                    entry.patient_id,
+                    entry.date,
+                    entry.minutes,
+                    entry.activity,
+                    entry.interactive,
+                    entry.note,
+                    entry.user,
+                    crate::domain::parse_rfc3339(&entry.created_at).unwrap_or_default()
+                ],
+            )?;
+            append_in(&tx, &audit)?;
+            tx.commit()?;
+            Ok(entry)
+        })
+        .await
+    }
+
+    async fn time_entries(
+        &self,
+        patient: PatientId,
+        from: String,
+        to: String,
+    ) -> Result<Vec<TimeEntry>, RegistryError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {TIME_COLUMNS} FROM time_entries
+                  WHERE patient_id = ?1 AND date >= ?2 AND date <= ?3
+                  ORDER BY date, created_ms, id"
+            ))?;
+            let rows = stmt.query_map(params![patient.as_str(), from, to], time_entry)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
         .await

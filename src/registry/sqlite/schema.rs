@@ -114,6 +114,19 @@ pub(crate) const SCHEMA: &[&str] = &[
         updated_ms     INTEGER NOT NULL,
         PRIMARY KEY (patient_id, start_date)
     );",
+    // version 17: the care team's time with each patient (`registry::time_log`).
+    "CREATE TABLE time_entries (
+        id          TEXT PRIMARY KEY,
+        patient_id  TEXT NOT NULL REFERENCES patients (id),
+        date        TEXT NOT NULL,
+        minutes     INTEGER NOT NULL,
+        activity    TEXT NOT NULL,
+        interactive INTEGER NOT NULL,
+        note        TEXT,
+        username    TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL
+    );
+    CREATE INDEX time_entries_by_patient ON time_entries (patient_id, date);",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.

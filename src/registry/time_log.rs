@@ -1,0 +1,175 @@
+//! The care team's time with a patient, as the registry stores it
+//! ([`super::storage::ProgrammeStore`]): minutes of care-management work on a date, what kind
+//! (data review, phone call, video visit, care coordination), whether it was a real-time
+//! interactive communication with the patient, and a note. Remote-monitoring management is
+//! billed on these minutes (docs/programme.md), so each entry keeps who logged it and when, and
+//! every entry is audited.
+//!
+//! The checks here are pure, so that both backends store the same thing.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::RegistryError;
+use crate::domain::format_rfc3339;
+
+/// The kinds of work logged: data review, a phone call, a video visit, care coordination.
+pub const ACTIVITIES: [&str; 4] = ["review", "call", "video", "coordination"];
+/// Minutes one entry may hold at most (a working day).
+pub const MAX_MINUTES: u32 = 600;
+/// How far back an entry's date may be, in days (a month's billing is closed after that).
+pub const MAX_AGE_DAYS: i64 = 366;
+
+/// A time entry as a client posts it (`POST /patients/{id}/time`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeBody {
+    pub date: String,
+    pub minutes: u32,
+    pub activity: String,
+    pub interactive: bool,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// A time entry as stored and shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimeEntry {
+    /// `te_` and 128 random bits in hex.
+    pub id: String,
+    pub patient_id: String,
+    /// `YYYY-MM-DD`: the day the work was done.
+    pub date: String,
+    pub minutes: u32,
+    pub activity: String,
+    pub interactive: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Who logged it.
+    pub user: String,
+    /// When it was logged (RFC 3339).
+    pub created_at: String,
+}
+
+impl TimeBody {
+    /// The entry this body describes, checked, logged by `user` at `now_ms` with id `id`: a
+    /// calendar date neither after today (UTC, give or take a day for the clinic's zone) nor
+    /// more than [`MAX_AGE_DAYS`] back; 1 to [`MAX_MINUTES`] minutes; one of [`ACTIVITIES`];
+    /// a note of at most 2,000 characters.
+    pub fn checked(
+        self,
+        id: String,
+        patient: &str,
+        user: &str,
+        now_ms: i64,
+    ) -> Result<TimeEntry, RegistryError> {
+        let bad = |m: String| Err(RegistryError::Invalid(m));
+        let fmt = time::macros::format_description!("[year]-[month]-[day]");
+        let date = self.date.trim();
+        let Ok(day) = time::Date::parse(date, &fmt) else {
+            return bad(format!("date {date:?} is not a date like 2026-11-02"));
+        };
+        let today = time::OffsetDateTime::from_unix_timestamp(now_ms.div_euclid(1000))
+            .map(|t| t.date())
+            .unwrap_or(day);
+        if (day - today).whole_days() > 1 {
+            return bad(format!("date {date} is in the future"));
+        }
+        if (today - day).whole_days() > MAX_AGE_DAYS {
+            return bad(format!("date {date} is more than {MAX_AGE_DAYS} days ago"));
+        }
+        if !(1..=MAX_MINUTES).contains(&self.minutes) {
+            return bad(format!("minutes must be 1 to {MAX_MINUTES}"));
+        }
+        let activity = self.activity.trim().to_ascii_lowercase();
+        if !ACTIVITIES.contains(&activity.as_str()) {
+            return bad(format!(
+                "activity {:?} must be one of {}",
+                self.activity,
+                ACTIVITIES.join(", ")
+            ));
+        }
+        let note = self
+            .note
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty());
+        if note.as_ref().is_some_and(|n| n.chars().count() > 2_000) {
+            return bad("note must be at most 2000 characters".into());
+        }
+        Ok(TimeEntry {
+            id,
+            patient_id: patient.to_owned(),
+            date: day.to_string(),
+            minutes: self.minutes,
+            activity,
+            interactive: self.interactive,
+            note,
+            user: user.to_owned(),
+            created_at: format_rfc3339(now_ms),
+        })
+    }
+}
+
+/// A new time entry's id: `te_` and 128 random bits in hex.
+pub fn new_entry_id() -> Result<String, RegistryError> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| RegistryError::Db(format!("no randomness: {e}")))?;
+    Ok(format!(
+        "te_{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-11-15T12:00:00Z.
+    const NOW: i64 = 1_794_744_000_000;
+
+    fn body(v: serde_json::Value) -> TimeBody {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn an_entry_is_checked_with_reasons() {
+        let ok = serde_json::json!({"date": "2026-11-14", "minutes": 25, "activity": "Call",
+            "interactive": true, "note": "  titrated diuretic  "});
+        let e = body(ok.clone())
+            .checked("te_1".into(), "p1", "nina", NOW)
+            .unwrap();
+        assert_eq!(
+            (e.activity.as_str(), e.note.as_deref(), e.minutes),
+            ("call", Some("titrated diuretic"), 25)
+        );
+        for (field, value, why) in [
+            ("date", serde_json::json!("2026-11-31"), "not a date"),
+            ("date", serde_json::json!("2026-11-20"), "future"),
+            ("date", serde_json::json!("2025-01-01"), "days ago"),
+            ("minutes", serde_json::json!(0), "minutes"),
+            ("minutes", serde_json::json!(601), "minutes"),
+            (
+                "activity",
+                serde_json::json!("lunch"),
+                "review, call, video, coordination",
+            ),
+        ] {
+            let mut v = ok.clone();
+            v[field] = value;
+            let e = body(v)
+                .checked("te_1".into(), "p1", "nina", NOW)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{field}: {e}");
+        }
+        // Tomorrow is allowed (the clinic's zone may be ahead of UTC).
+        let mut v = ok;
+        v["date"] = "2026-11-16".into();
+        assert!(body(v).checked("te_1".into(), "p1", "nina", NOW).is_ok());
+    }
+
+    #[test]
+    fn ids_have_their_form() {
+        let id = new_entry_id().unwrap();
+        assert!(id.starts_with("te_") && id.len() == 35, "{id}");
+    }
+}
