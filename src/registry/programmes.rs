@@ -4,7 +4,7 @@ use super::Registry;
 use super::audit::NewAuditLine;
 use super::enrollment::{Enrollment, Programme};
 use super::error::RegistryError;
-use super::time_log::TimeEntry;
+use super::time_log::{TimeChange, TimeEntry};
 use crate::domain::PatientId;
 
 impl Registry {
@@ -56,6 +56,63 @@ impl Registry {
     ) -> Result<Vec<TimeEntry>, RegistryError> {
         self.db
             .time_entries(patient.clone(), from.to_owned(), to.to_owned())
+            .await
+    }
+
+    /// The patient's time entry `id`, unless deleted.
+    pub async fn time_entry(
+        &self,
+        patient: &PatientId,
+        id: &str,
+    ) -> Result<Option<TimeEntry>, RegistryError> {
+        self.db.time_entry(patient.clone(), id.to_owned()).await
+    }
+
+    /// Changes a time entry by `by`, with its audit line (whose time is the change's), once
+    /// `allowed` accepts the entry as it stands. Read, checked and written again if another
+    /// change came in between (each change's time is after the one it replaces, so the two are
+    /// told apart).
+    pub async fn change_time(
+        &self,
+        patient: &PatientId,
+        id: &str,
+        change: TimeChange,
+        by: &str,
+        audit: NewAuditLine,
+        allowed: impl Fn(&TimeEntry) -> Result<(), RegistryError>,
+    ) -> Result<TimeEntry, RegistryError> {
+        let now_ms = audit.time_ms;
+        for _ in 0..8 {
+            let Some(current) = self.time_entry(patient, id).await? else {
+                return Err(RegistryError::NotFound(format!("time entry {id}")));
+            };
+            allowed(&current)?;
+            let at = now_ms.max(current.version_ms() + 1);
+            let changed = current.changed(change.clone(), by, at)?;
+            if let Some(done) = self
+                .db
+                .update_time(changed, current.version_ms(), audit.clone())
+                .await?
+            {
+                return Ok(done);
+            }
+        }
+        Err(RegistryError::Db(format!(
+            "time entry {id} kept changing; try again"
+        )))
+    }
+
+    /// Deletes a time entry (kept, no longer listed or billed), with its audit line.
+    pub async fn delete_time(
+        &self,
+        patient: &PatientId,
+        id: &str,
+        by: &str,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<(), RegistryError> {
+        self.db
+            .delete_time(patient.clone(), id.to_owned(), by.to_owned(), now_ms, audit)
             .await
     }
 }

@@ -144,8 +144,36 @@ pub trait ProgrammeStore: Send + Sync {
         audit: NewAuditLine,
     ) -> Result<TimeEntry, RegistryError>;
 
+    /// The patient's time entry `id`, unless deleted.
+    async fn time_entry(
+        &self,
+        patient: PatientId,
+        id: String,
+    ) -> Result<Option<TimeEntry>, RegistryError>;
+
+    /// Replaces the entry (same patient and id, not deleted) with `entry` and appends `audit`,
+    /// both or neither, if it is still at `version_ms` (`TimeEntry::version_ms` when it was
+    /// read): `Ok(None)` when it changed meanwhile (read it again), `NotFound` when it is gone.
+    async fn update_time(
+        &self,
+        entry: TimeEntry,
+        version_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<Option<TimeEntry>, RegistryError>;
+
+    /// Marks the entry deleted by `by` at `now_ms` (kept, no longer listed or billed) and
+    /// appends `audit`, both or neither; `NotFound` when there is none or it is deleted.
+    async fn delete_time(
+        &self,
+        patient: PatientId,
+        id: String,
+        by: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<(), RegistryError>;
+
     /// The patient's time entries dated `from` to `to` (`YYYY-MM-DD`, both included), by date
-    /// and then as logged.
+    /// and then as logged; deleted ones left out.
     async fn time_entries(
         &self,
         patient: PatientId,

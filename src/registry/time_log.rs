@@ -48,6 +48,55 @@ pub struct TimeEntry {
     pub user: String,
     /// When it was logged (RFC 3339).
     pub created_at: String,
+    /// Who last changed it, and when (RFC 3339); absent while unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// A change of a time entry (`PATCH /patients/{id}/time/{entry}`): the fields given replace the
+/// entry's (a `note` of `""` clears it).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeChange {
+    pub date: Option<String>,
+    pub minutes: Option<u32>,
+    pub activity: Option<String>,
+    pub interactive: Option<bool>,
+    pub note: Option<String>,
+}
+
+impl TimeEntry {
+    /// The version a change was read at: when it was last written, in milliseconds.
+    pub fn version_ms(&self) -> i64 {
+        crate::domain::parse_rfc3339(self.updated_at.as_deref().unwrap_or(&self.created_at))
+            .unwrap_or_default()
+    }
+
+    /// This entry with `change` applied by `by` at `now_ms`, checked as a new entry is (its
+    /// author and creation kept).
+    pub fn changed(
+        &self,
+        change: TimeChange,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<TimeEntry, RegistryError> {
+        let body = TimeBody {
+            date: change.date.unwrap_or_else(|| self.date.clone()),
+            minutes: change.minutes.unwrap_or(self.minutes),
+            activity: change.activity.unwrap_or_else(|| self.activity.clone()),
+            interactive: change.interactive.unwrap_or(self.interactive),
+            note: change.note.or_else(|| self.note.clone()),
+        };
+        let checked = body.checked(self.id.clone(), &self.patient_id, &self.user, now_ms)?;
+        Ok(TimeEntry {
+            created_at: self.created_at.clone(),
+            updated_by: Some(by.to_owned()),
+            updated_at: Some(format_rfc3339(now_ms)),
+            ..checked
+        })
+    }
 }
 
 impl TimeBody {
@@ -105,6 +154,8 @@ impl TimeBody {
             note,
             user: user.to_owned(),
             created_at: format_rfc3339(now_ms),
+            updated_by: None,
+            updated_at: None,
         })
     }
 }
@@ -165,6 +216,39 @@ mod tests {
         let mut v = ok;
         v["date"] = "2026-11-16".into();
         assert!(body(v).checked("te_1".into(), "p1", "nina", NOW).is_ok());
+    }
+
+    #[test]
+    fn a_change_keeps_the_author_and_is_checked_as_new() {
+        let e = body(
+            serde_json::json!({"date": "2026-11-14", "minutes": 25, "activity": "call",
+            "interactive": true, "note": "n"}),
+        )
+        .checked("te_1".into(), "p1", "nina", NOW)
+        .unwrap();
+        let c = e
+            .changed(
+                TimeChange {
+                    minutes: Some(30),
+                    note: Some(String::new()),
+                    ..TimeChange::default()
+                },
+                "admin",
+                NOW + 5,
+            )
+            .unwrap();
+        assert_eq!(
+            (c.minutes, c.note.as_deref(), c.user.as_str()),
+            (30, None, "nina")
+        );
+        assert_eq!(c.created_at, e.created_at);
+        assert_eq!(c.updated_by.as_deref(), Some("admin"));
+        assert_eq!(c.version_ms(), NOW + 5);
+        let bad = TimeChange {
+            activity: Some("lunch".into()),
+            ..TimeChange::default()
+        };
+        assert!(e.changed(bad, "admin", NOW).is_err());
     }
 
     #[test]

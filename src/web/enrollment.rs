@@ -16,8 +16,9 @@ use super::error::ApiError;
 use super::extract::{ApiResult, audit_line, new_audit_line, patient_id, require_admin};
 use super::state::AppState;
 use crate::domain::now_ms;
+use crate::registry::RegistryError;
 use crate::registry::enrollment::{EnrollmentBody, Programme};
-use crate::registry::time_log::{MAX_AGE_DAYS, TimeBody, new_entry_id};
+use crate::registry::time_log::{MAX_AGE_DAYS, TimeBody, TimeChange, TimeEntry, new_entry_id};
 
 /// `GET /programs`.
 pub(super) async fn list_programmes(
@@ -205,4 +206,77 @@ fn time_range(q: &TimeQuery, now_ms: i64) -> ApiResult<(String, String)> {
         return Err(ApiError::BadRequest("to is before from".into()));
     }
     Ok((from.to_string(), to.to_string()))
+}
+
+/// Whether `p` may change or delete `entry`: its author, or an admin.
+fn may_edit(p: &Principal, entry: &TimeEntry) -> Result<(), RegistryError> {
+    if p.role == crate::registry::Role::Admin || p.name.eq_ignore_ascii_case(&entry.user) {
+        Ok(())
+    } else {
+        Err(RegistryError::Invalid(format!(
+            "only {} (who logged it) or an admin may change this entry",
+            entry.user
+        )))
+    }
+}
+
+/// `PATCH /patients/{id}/time/{entry}`: the author (or an admin) corrects an entry.
+pub(super) async fn change_time(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path((id, entry)): Path<(String, String)>,
+    body: Result<Json<TimeChange>, JsonRejection>,
+) -> ApiResult<Json<TimeEntry>> {
+    let id = patient_id(&id)?;
+    check_patient(&s, &p, &id).await?;
+    let Json(change) = body?;
+    let now = now_ms();
+    let line = new_audit_line(
+        &p,
+        "time.update",
+        Some(&id),
+        &format!("patient/{id}/time/{entry}"),
+        now,
+    );
+    let changed = s
+        .registry
+        .change_time(&id, &entry, change, &p.name, line, |e| may_edit(&p, e))
+        .await
+        .map_err(forbidden_if_not_author)?;
+    Ok(Json(changed))
+}
+
+/// `DELETE /patients/{id}/time/{entry}`: the author (or an admin) deletes an entry; it is kept,
+/// with who deleted it and when, and no longer listed or counted.
+pub(super) async fn delete_time(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path((id, entry)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let id = patient_id(&id)?;
+    check_patient(&s, &p, &id).await?;
+    let Some(current) = s.registry.time_entry(&id, &entry).await? else {
+        return Err(ApiError::NotFound(format!("time entry {entry} not found")));
+    };
+    may_edit(&p, &current).map_err(forbidden_if_not_author)?;
+    let now = now_ms();
+    let line = new_audit_line(
+        &p,
+        "time.delete",
+        Some(&id),
+        &format!("patient/{id}/time/{entry}"),
+        now,
+    );
+    s.registry
+        .delete_time(&id, &entry, &p.name, now, line)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Someone else's entry is 403, not 400.
+fn forbidden_if_not_author(e: RegistryError) -> ApiError {
+    match e {
+        RegistryError::Invalid(m) if m.starts_with("only ") => ApiError::Forbidden(m),
+        e => e.into(),
+    }
 }

@@ -2,7 +2,7 @@
 //! in their own modules (one per resource), with what they share in `extract`.
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 
 use super::state::AppState;
 
@@ -27,6 +27,10 @@ pub(super) fn api() -> Router<AppState> {
         .route(
             "/patients/{id}/time",
             get(super::enrollment::list_time).post(super::enrollment::add_time),
+        )
+        .route(
+            "/patients/{id}/time/{entry}",
+            patch(super::enrollment::change_time).delete(super::enrollment::delete_time),
         )
         .route(
             "/programs",

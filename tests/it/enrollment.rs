@@ -329,10 +329,67 @@ async fn time_is_logged_per_patient_listed_by_month_and_kept_to_the_team() {
         "nothing added: {v}"
     );
 
-    // Each entry and each read is audited.
+    // The author corrects an entry; a colleague of the same team may not; an admin may delete.
+    let (_, v) = api.call("GET", path, None, Some(&nina)).await;
+    let first = v["entries"][0]["id"].as_str().unwrap().to_owned();
+    let entry_path = format!("{path}/{first}");
+    let (s, v) = api
+        .call(
+            "PATCH",
+            &entry_path,
+            Some(json!({"minutes": 25, "note": ""})),
+            Some(&nina),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["minutes"].as_u64(), v.get("note")),
+        (Some(25), None),
+        "{v}"
+    );
+    assert_eq!(v["updated_by"], "nina-time", "{v}");
+    assert_eq!(v["user"], "nina-time", "the author stays: {v}");
+    let colleague = clinician_of(api, "noor-time", "north").await;
+    let (s, v) = api
+        .call(
+            "PATCH",
+            &entry_path,
+            Some(json!({"minutes": 90})),
+            Some(&colleague),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v) = api
+        .call(
+            "PATCH",
+            &entry_path,
+            Some(json!({"activity": "lunch"})),
+            Some(&nina),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, _) = api
+        .call("DELETE", &entry_path, None, Some(&colleague))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = api
+        .call("DELETE", &entry_path, None, Some(crate::support::TOKEN))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api
+        .call("DELETE", &entry_path, None, Some(crate::support::TOKEN))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "deleted once");
+    let (_, v) = api.call("GET", path, None, Some(&nina)).await;
+    assert_eq!(v["entries"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["minutes"], total - 20, "{v}");
+
+    // Each entry, change, deletion and read is audited.
     let (_, audit) = api.get("/api/v1/audit?patient_id=p-time").await;
     let text = audit.to_string();
     assert_eq!(text.matches("\"time.create\"").count(), 3, "{audit}");
+    assert_eq!(text.matches("\"time.update\"").count(), 1, "{audit}");
+    assert_eq!(text.matches("\"time.delete\"").count(), 1, "{audit}");
     assert!(text.contains("\"time.read\""), "{audit}");
     g.stop().await;
 }

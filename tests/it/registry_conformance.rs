@@ -4081,3 +4081,114 @@ async fn time_entries_read_back_by_date_as_logged() {
         );
     }
 }
+
+/// A time entry is changed only at the version it was read at (a change made in between is
+/// reported, not overwritten), and a deleted one is kept but neither read nor listed nor
+/// changed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_entries_change_at_their_version_and_deleted_ones_are_gone() {
+    use vigil::registry::RegistryError;
+    use vigil::registry::time_log::{TimeBody, TimeChange};
+    const NOW: i64 = 1_794_744_000_000; // 2026-11-15T12:00:00Z
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        b.add_patient_on("p-1", "default").await;
+        let body: TimeBody = serde_json::from_value(serde_json::json!({
+            "date": "2026-11-14", "minutes": 20, "activity": "call", "interactive": true
+        }))
+        .unwrap();
+        let e = body
+            .checked(format!("te_{:032x}", 1), "p-1", "nina", NOW)
+            .unwrap();
+        db.add_time(e.clone(), line(NOW, "nina", "time.create", Some("p-1")))
+            .await
+            .unwrap();
+        let v0 = e.version_ms();
+        let first = e
+            .changed(
+                TimeChange {
+                    minutes: Some(25),
+                    ..TimeChange::default()
+                },
+                "nina",
+                NOW + 10,
+            )
+            .unwrap();
+        let stored = db
+            .update_time(
+                first.clone(),
+                v0,
+                line(NOW + 10, "nina", "time.update", Some("p-1")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored.as_ref(), Some(&first), "{n}");
+        // A change read at the old version is not written over the first.
+        let stale = e
+            .changed(
+                TimeChange {
+                    interactive: Some(false),
+                    ..TimeChange::default()
+                },
+                "omar",
+                NOW + 20,
+            )
+            .unwrap();
+        let r = db
+            .update_time(
+                stale,
+                v0,
+                line(NOW + 20, "omar", "time.update", Some("p-1")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r, None, "{n}: changed meanwhile");
+        assert_eq!(
+            db.time_entry(pid("p-1"), e.id.clone()).await.unwrap(),
+            Some(first.clone()),
+            "{n}"
+        );
+        db.delete_time(
+            pid("p-1"),
+            e.id.clone(),
+            "nina".into(),
+            NOW + 30,
+            line(NOW + 30, "nina", "time.delete", Some("p-1")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            db.time_entry(pid("p-1"), e.id.clone()).await.unwrap(),
+            None,
+            "{n}"
+        );
+        assert!(
+            db.time_entries(pid("p-1"), "2026-11-01".into(), "2026-11-30".into())
+                .await
+                .unwrap()
+                .is_empty(),
+            "{n}: not listed"
+        );
+        let again = db
+            .delete_time(
+                pid("p-1"),
+                e.id.clone(),
+                "nina".into(),
+                NOW + 40,
+                line(NOW + 40, "nina", "time.delete", Some("p-1")),
+            )
+            .await;
+        assert!(
+            matches!(again, Err(RegistryError::NotFound(_))),
+            "{n}: {again:?}"
+        );
+        let r = db
+            .update_time(
+                first.clone(),
+                first.version_ms(),
+                line(NOW + 50, "nina", "time.update", Some("p-1")),
+            )
+            .await;
+        assert!(matches!(r, Err(RegistryError::NotFound(_))), "{n}: {r:?}");
+    }
+}

@@ -1212,7 +1212,9 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
         };
         format!(
             "/api/v1{}{query}",
-            path.replace("{id}", id).replace("{name}", id)
+            path.replace("{id}", id)
+                .replace("{name}", id)
+                .replace("{entry}", "te_00000000000000000000000000000000")
         )
     };
     // A body that passes each handler's parsing, aimed at the south team.

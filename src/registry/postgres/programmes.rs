@@ -36,8 +36,8 @@ fn enrollment(r: &Row) -> Enrollment {
     }
 }
 
-const TIME_COLUMNS: &str =
-    "id, patient_id, date, minutes, activity, interactive, note, username, created_ms";
+const TIME_COLUMNS: &str = "id, patient_id, date, minutes, activity, interactive, note, username, \
+     created_ms, updated_by, updated_ms";
 
 fn time_entry(r: &Row) -> TimeEntry {
     TimeEntry {
@@ -50,6 +50,8 @@ fn time_entry(r: &Row) -> TimeEntry {
         note: r.get(6),
         user: r.get(7),
         created_at: format_rfc3339(r.get(8)),
+        updated_by: r.get(9),
+        updated_at: r.get::<_, Option<i64>>(10).map(format_rfc3339),
     }
 }
 
@@ -217,7 +219,8 @@ impl ProgrammeStore for PgDb {
         let created_ms = crate::domain::parse_rfc3339(&entry.created_at).unwrap_or_default();
         tx.execute(
             &format!(
-                "INSERT INTO time_entries ({TIME_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                "INSERT INTO time_entries ({TIME_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)"
             ),
             &[
                 &entry.id,
@@ -251,6 +254,7 @@ impl ProgrammeStore for PgDb {
                 &format!(
                     "SELECT {TIME_COLUMNS} FROM time_entries
                       WHERE patient_id = $1 AND date >= $2 AND date <= $3
+                        AND deleted_ms IS NULL
                       ORDER BY date, created_ms, id COLLATE \"C\""
                 ),
                 &[&patient.as_str(), &from, &to],
@@ -260,5 +264,97 @@ impl ProgrammeStore for PgDb {
             .iter()
             .map(time_entry)
             .collect())
+    }
+
+    async fn time_entry(
+        &self,
+        patient: PatientId,
+        id: String,
+    ) -> Result<Option<TimeEntry>, RegistryError> {
+        Ok(self
+            .conn()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {TIME_COLUMNS} FROM time_entries
+                      WHERE patient_id = $1 AND id = $2 AND deleted_ms IS NULL"
+                ),
+                &[&patient.as_str(), &id],
+            )
+            .await
+            .map_err(PgError::from)?
+            .map(|r| time_entry(&r)))
+    }
+
+    async fn update_time(
+        &self,
+        entry: TimeEntry,
+        version_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<Option<TimeEntry>, RegistryError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(PgError::from)?;
+        let version: Option<i64> = tx
+            .query_opt(
+                "SELECT COALESCE(updated_ms, created_ms) FROM time_entries
+                  WHERE patient_id = $1 AND id = $2 AND deleted_ms IS NULL FOR UPDATE",
+                &[&entry.patient_id, &entry.id],
+            )
+            .await
+            .map_err(PgError::from)?
+            .map(|r| r.get(0));
+        match version {
+            None => return Err(RegistryError::NotFound(format!("time entry {}", entry.id))),
+            Some(v) if v != version_ms => return Ok(None),
+            Some(_) => {}
+        }
+        let minutes = i32::try_from(entry.minutes).unwrap_or(i32::MAX);
+        tx.execute(
+            "UPDATE time_entries SET date = $3, minutes = $4, activity = $5, interactive = $6,
+                    note = $7, updated_by = $8, updated_ms = $9
+              WHERE patient_id = $1 AND id = $2",
+            &[
+                &entry.patient_id,
+                &entry.id,
+                &entry.date,
+                &minutes,
+                &entry.activity,
+                &entry.interactive,
+                &entry.note,
+                &entry.updated_by,
+                &entry.version_ms(),
+            ],
+        )
+        .await
+        .map_err(PgError::from)?;
+        append_in(&tx, &audit).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(Some(entry))
+    }
+
+    async fn delete_time(
+        &self,
+        patient: PatientId,
+        id: String,
+        by: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<(), RegistryError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(PgError::from)?;
+        let n = tx
+            .execute(
+                "UPDATE time_entries SET deleted_by = $3, deleted_ms = $4
+                  WHERE patient_id = $1 AND id = $2 AND deleted_ms IS NULL",
+                &[&patient.as_str(), &id, &by, &now_ms],
+            )
+            .await
+            .map_err(PgError::from)?;
+        if n == 0 {
+            return Err(RegistryError::NotFound(format!("time entry {id}")));
+        }
+        append_in(&tx, &audit).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(())
     }
 }

@@ -269,4 +269,7 @@ pub const STEPS: &[&str] = &[
         created_ms  bigint  NOT NULL
      );
      CREATE INDEX time_entries_by_patient ON time_entries (patient_id, date);",
+    // 15: time entries changed (who, when) and deleted (kept, who, when).
+    "ALTER TABLE time_entries ADD COLUMN updated_by text, ADD COLUMN updated_ms bigint,
+        ADD COLUMN deleted_by text, ADD COLUMN deleted_ms bigint;",
 ];

@@ -2,7 +2,7 @@
 //! `IMMEDIATE` transaction, so two changes of one patient's episodes are checked one after the
 //! other.
 
-use rusqlite::{Row, TransactionBehavior, params};
+use rusqlite::{OptionalExtension as _, Row, TransactionBehavior, params};
 
 use super::SqliteDb;
 use super::audit::append_in;
@@ -36,8 +36,8 @@ fn enrollment(r: &Row<'_>) -> rusqlite::Result<Enrollment> {
     })
 }
 
-const TIME_COLUMNS: &str =
-    "id, patient_id, date, minutes, activity, interactive, note, username, created_ms";
+const TIME_COLUMNS: &str = "id, patient_id, date, minutes, activity, interactive, note, username, \
+     created_ms, updated_by, updated_ms";
 
 fn time_entry(r: &Row<'_>) -> rusqlite::Result<TimeEntry> {
     Ok(TimeEntry {
@@ -50,6 +50,8 @@ fn time_entry(r: &Row<'_>) -> rusqlite::Result<TimeEntry> {
         note: r.get(6)?,
         user: r.get(7)?,
         created_at: format_rfc3339(r.get(8)?),
+        updated_by: r.get(9)?,
+        updated_at: r.get::<_, Option<i64>>(10)?.map(format_rfc3339),
     })
 }
 
@@ -174,7 +176,8 @@ impl ProgrammeStore for SqliteDb {
             require_patient(&tx, &patient)?;
             tx.execute(
                 &format!(
-                    "INSERT INTO time_entries ({TIME_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                    "INSERT INTO time_entries ({TIME_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL)"
                 ),
                 params![
                     entry.id,
@@ -204,11 +207,99 @@ impl ProgrammeStore for SqliteDb {
         self.with(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {TIME_COLUMNS} FROM time_entries
-                  WHERE patient_id = ?1 AND date >= ?2 AND date <= ?3
+                  WHERE patient_id = ?1 AND date >= ?2 AND date <= ?3 AND deleted_ms IS NULL
                   ORDER BY date, created_ms, id"
             ))?;
             let rows = stmt.query_map(params![patient.as_str(), from, to], time_entry)?;
             Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn time_entry(
+        &self,
+        patient: PatientId,
+        id: String,
+    ) -> Result<Option<TimeEntry>, RegistryError> {
+        self.with(move |c| {
+            Ok(c.query_row(
+                &format!(
+                    "SELECT {TIME_COLUMNS} FROM time_entries
+                      WHERE patient_id = ?1 AND id = ?2 AND deleted_ms IS NULL"
+                ),
+                params![patient.as_str(), id],
+                time_entry,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn update_time(
+        &self,
+        entry: TimeEntry,
+        version_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<Option<TimeEntry>, RegistryError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let version: Option<i64> = tx
+                .query_row(
+                    "SELECT COALESCE(updated_ms, created_ms) FROM time_entries
+                      WHERE patient_id = ?1 AND id = ?2 AND deleted_ms IS NULL",
+                    params![entry.patient_id, entry.id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match version {
+                None => return Err(RegistryError::NotFound(format!("time entry {}", entry.id))),
+                Some(v) if v != version_ms => return Ok(None),
+                Some(_) => {}
+            }
+            tx.execute(
+                "UPDATE time_entries SET date = ?3, minutes = ?4, activity = ?5, interactive = ?6,
+                        note = ?7, updated_by = ?8, updated_ms = ?9
+                  WHERE patient_id = ?1 AND id = ?2",
+                params![
+                    entry.patient_id,
+                    entry.id,
+                    entry.date,
+                    entry.minutes,
+                    entry.activity,
+                    entry.interactive,
+                    entry.note,
+                    entry.updated_by,
+                    entry.version_ms()
+                ],
+            )?;
+            append_in(&tx, &audit)?;
+            tx.commit()?;
+            Ok(Some(entry))
+        })
+        .await
+    }
+
+    async fn delete_time(
+        &self,
+        patient: PatientId,
+        id: String,
+        by: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<(), RegistryError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE time_entries SET deleted_by = ?3, deleted_ms = ?4
+                  WHERE patient_id = ?1 AND id = ?2 AND deleted_ms IS NULL",
+                params![patient.as_str(), id, by, now_ms],
+            )?;
+            if n == 0 {
+                return Err(RegistryError::NotFound(format!("time entry {id}")));
+            }
+            append_in(&tx, &audit)?;
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

@@ -127,6 +127,11 @@ pub(crate) const SCHEMA: &[&str] = &[
         created_ms  INTEGER NOT NULL
     );
     CREATE INDEX time_entries_by_patient ON time_entries (patient_id, date);",
+    // version 18: time entries changed (who, when) and deleted (kept, who, when).
+    "ALTER TABLE time_entries ADD COLUMN updated_by TEXT;
+    ALTER TABLE time_entries ADD COLUMN updated_ms INTEGER;
+    ALTER TABLE time_entries ADD COLUMN deleted_by TEXT;
+    ALTER TABLE time_entries ADD COLUMN deleted_ms INTEGER;",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.
