@@ -9,6 +9,7 @@ mod ids;
 mod metric;
 pub mod partition;
 mod time;
+pub mod zone;
 
 pub use ids::{DeviceId, IdError, PatientId};
 pub use metric::{Metric, UnitError};

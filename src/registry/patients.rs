@@ -74,10 +74,15 @@ pub struct PatientDetails {
     /// Free text, e.g. "mornings only; daughter is the carer".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact_notes: Option<String>,
+    /// Where the patient lives, as an IANA time-zone name (`America/Chicago`): their days of
+    /// monitoring are counted in it (docs/billing.md); the clinic's `[clinic] timezone` when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
 }
 
 impl PatientDetails {
-    fn fields(&self) -> [(&'static str, &Option<String>); 7] {
+    fn fields(&self) -> [(&'static str, &Option<String>); 8] {
         [
             ("gender", &self.gender),
             ("phone", &self.phone),
@@ -86,6 +91,7 @@ impl PatientDetails {
             ("care_team", &self.care_team),
             ("contact_preference", &self.contact_preference),
             ("contact_notes", &self.contact_notes),
+            ("timezone", &self.timezone),
         ]
     }
 
@@ -131,6 +137,12 @@ impl PatientDetails {
                 "care_team must be 1 to 64 characters of A-Z a-z 0-9 . _ -".into(),
             ));
         }
+        if let Some(z) = self.timezone.as_deref()
+            && !z.is_empty()
+        {
+            crate::domain::zone::Zone::parse(z)
+                .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        }
         Ok(())
     }
 
@@ -148,6 +160,7 @@ impl PatientDetails {
         set(&mut self.care_team, update.care_team);
         set(&mut self.contact_preference, update.contact_preference);
         set(&mut self.contact_notes, update.contact_notes);
+        set(&mut self.timezone, update.timezone);
         self
     }
 

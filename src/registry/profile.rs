@@ -29,6 +29,8 @@ struct ProfileFile {
     gatt: Vec<String>,
     reporting_interval_s: u64,
     #[serde(default)]
+    manual_entry: bool,
+    #[serde(default)]
     aliases: BTreeMap<String, String>,
 }
 
@@ -42,6 +44,10 @@ pub struct Profile {
     /// GATT characteristics (16-bit UUIDs) the device type has.
     pub gatt: Vec<u16>,
     pub reporting_interval_s: u64,
+    /// Readings are typed in by a person (the patient app), not measured and sent by the
+    /// device itself: they are kept and alerted on, but are not remote physiologic monitoring
+    /// and never count as a day of device data for billing (docs/billing.md).
+    pub manual_entry: bool,
     #[serde(skip)]
     aliases: HashMap<String, Metric>,
 }
@@ -136,6 +142,7 @@ fn parse(file: &str, text: &str) -> Result<Profile, ProfileError> {
         metrics,
         gatt,
         reporting_interval_s: raw.reporting_interval_s,
+        manual_entry: raw.manual_entry,
         aliases,
     })
 }

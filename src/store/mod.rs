@@ -293,6 +293,20 @@ impl Store {
         self.reads.observations(q).await
     }
 
+    /// Which devices sent the patient's readings measured in `[from, to)`, by quarter hour:
+    /// `(device, quarter-hour start ms)`, each once, in no order. Every UTC offset in use is a
+    /// whole number of quarter hours, so a quarter hour lies within one calendar day in any
+    /// zone: the days of data a billing period has follow from these without reading every
+    /// reading (docs/billing.md).
+    pub async fn quarter_hours(
+        &self,
+        patient: PatientId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.reads.quarter_hours(patient, from_ms, to_ms).await
+    }
+
     /// A patient's metric over `[from, to]` for a chart of about `points` points, oldest first:
     /// the readings themselves when there are no more than `points`, otherwise buckets of
     /// `step` ms (mean, min, max) so the reply stays small however long the range.

@@ -43,6 +43,14 @@ pub(super) trait Reads: Send + Sync {
         step_ms: i64,
     ) -> Result<Vec<SeriesPoint>, StoreError>;
     async fn count_observations(&self) -> Result<i64, StoreError>;
+    /// Which devices sent the patient's readings measured in `[from, to)`, by quarter hour:
+    /// `(device, quarter-hour start)`, each once, in no order.
+    async fn quarter_hours(
+        &self,
+        patient: PatientId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
     async fn dead_letters(
         &self,
         device_id: Option<DeviceId>,

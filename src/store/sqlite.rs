@@ -472,6 +472,25 @@ impl Reads for SqliteReads {
         .await
     }
 
+    async fn quarter_hours(
+        &self,
+        patient: PatientId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT DISTINCT device_id, (time_ms / 900000) * 900000 FROM observations
+                 WHERE patient_id = ?1 AND time_ms >= ?2 AND time_ms < ?3",
+            )?
+            .query_map(params![patient.as_str(), from_ms, to_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })
+        .await
+    }
+
     async fn points(
         &self,
         patient: PatientId,

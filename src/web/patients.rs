@@ -30,6 +30,8 @@ pub(super) struct NewPatient {
     care_team: Option<String>,
     contact_preference: Option<String>,
     contact_notes: Option<String>,
+    /// IANA time-zone name (docs/billing.md).
+    timezone: Option<String>,
 }
 
 impl NewPatient {
@@ -42,6 +44,7 @@ impl NewPatient {
             care_team: self.care_team.clone(),
             contact_preference: self.contact_preference.clone(),
             contact_notes: self.contact_notes.clone(),
+            timezone: self.timezone.clone(),
         }
     }
 }

@@ -59,6 +59,8 @@ pub(super) struct PatientUpdate {
     care_team: Option<Option<String>>,
     contact_preference: Option<String>,
     contact_notes: Option<String>,
+    /// IANA time-zone name (docs/billing.md).
+    timezone: Option<String>,
 }
 
 /// A field that may be absent (`None`), `null` (`Some(None)`) or a value.
@@ -90,6 +92,7 @@ pub(super) async fn update_patient(
         care_team,
         contact_preference: b.contact_preference,
         contact_notes: b.contact_notes,
+        timezone: b.timezone,
     };
     let mrn = b.mrn.map(Option::unwrap_or_default);
     let audit = super::patients::patient_audit(&p, "patient.update", &id, now_ms());

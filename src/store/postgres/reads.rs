@@ -138,6 +138,23 @@ impl Reads for PgReads {
         Ok(rows[0].get(0))
     }
 
+    async fn quarter_hours(
+        &self,
+        patient: PatientId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT DISTINCT device_id, (time_ms / 900000) * 900000
+                   FROM readings.observations
+                  WHERE patient_id = $1 AND time_ms >= $2 AND time_ms < $3",
+                &[&patient.as_str(), &from_ms, &to_ms],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     async fn points(
         &self,
         patient: PatientId,
