@@ -254,6 +254,11 @@ impl App {
             )),
             video: Arc::new(cfg.video.clone()),
             device_access,
+            // Checked when the settings were loaded.
+            clinic_zone: Arc::new(
+                crate::domain::zone::Zone::parse(&cfg.clinic.timezone)
+                    .unwrap_or_else(|_| crate::domain::zone::Zone::utc()),
+            ),
         };
         let ingest = Ingest {
             registry,

@@ -43,6 +43,24 @@ pub struct Config {
     pub video: VideoConfig,
     /// The registry's database; absent: SQLite files in `data_dir` (one instance).
     pub database: Option<DatabaseConfig>,
+    pub clinic: ClinicConfig,
+}
+
+/// The clinic (`[clinic]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClinicConfig {
+    /// The IANA time zone the clinic's patients live in, unless a patient's record names their
+    /// own: days of monitoring are counted in it (docs/billing.md).
+    pub timezone: String,
+}
+
+impl Default for ClinicConfig {
+    fn default() -> Self {
+        ClinicConfig {
+            timezone: "UTC".into(),
+        }
+    }
 }
 
 /// The registry on PostgreSQL (`[database]`); several Vigil instances given the same `url` share
@@ -508,6 +526,7 @@ impl Default for Config {
             fhir: None,
             webhook: None,
             database: None,
+            clinic: ClinicConfig::default(),
         }
     }
 }
@@ -694,6 +713,8 @@ impl Config {
                 return Err(invalid("influxdb.measurement", "must not be empty"));
             }
         }
+        crate::domain::zone::Zone::parse(&self.clinic.timezone)
+            .map_err(|e| invalid("clinic.timezone", e.to_string()))?;
         if self.alerts.tick_ms == 0 || self.alerts.tick_ms > 60_000 {
             return Err(invalid("alerts.tick_ms", "must be 1 to 60000"));
         }

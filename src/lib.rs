@@ -25,6 +25,7 @@
 pub mod alerts;
 pub mod app;
 pub mod backup;
+pub mod billing;
 pub mod cluster;
 pub mod config;
 pub mod crm;

@@ -31,6 +31,7 @@ pub mod postgres;
 mod profile;
 mod programmes;
 pub mod record;
+pub mod setups;
 pub mod sqlite;
 pub mod storage;
 pub mod throttles;

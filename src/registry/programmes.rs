@@ -4,6 +4,7 @@ use super::Registry;
 use super::audit::NewAuditLine;
 use super::enrollment::{Enrollment, Programme};
 use super::error::RegistryError;
+use super::setups::Setup;
 use super::time_log::{TimeChange, TimeEntry};
 use crate::domain::PatientId;
 
@@ -45,6 +46,20 @@ impl Registry {
         audit: NewAuditLine,
     ) -> Result<TimeEntry, RegistryError> {
         self.db.add_time(entry, audit).await
+    }
+
+    /// Records a device set-up, with its timeline entry and audit line.
+    pub async fn add_setup(
+        &self,
+        setup: Setup,
+        audit: NewAuditLine,
+    ) -> Result<Setup, RegistryError> {
+        self.db.add_setup(setup, audit).await
+    }
+
+    /// A patient's device set-ups, by date.
+    pub async fn setups(&self, patient: &PatientId) -> Result<Vec<Setup>, RegistryError> {
+        self.db.setups(patient.clone()).await
     }
 
     /// A patient's time entries dated `from` to `to` (both included).

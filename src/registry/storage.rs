@@ -30,6 +30,7 @@ use super::lease::{Fence, Lease};
 use super::outbox::{Delivery, Lane, OutboxRow, QueuedReading, Settled};
 use super::patients::{NewPatient, Patient, PatientAudit, PatientChange, PatientUpdated};
 use super::record::{Alert, AlertActionError, AlertQuery, Event, Noticed, Sink, TimelineRow};
+use super::setups::Setup;
 use super::throttles::{FailureCount, FailureReport};
 use super::time_log::TimeEntry;
 use super::tokens::{LiveBy, NewApiToken, StoredToken};
@@ -171,6 +172,14 @@ pub trait ProgrammeStore: Send + Sync {
         now_ms: i64,
         audit: NewAuditLine,
     ) -> Result<(), RegistryError>;
+
+    /// Records a device set-up with its `device_setup` timeline entry and `audit`, one
+    /// transaction. `NotFound` when there is no such patient; `Invalid` when the device is not
+    /// (or no longer) the patient's; then nothing is written.
+    async fn add_setup(&self, setup: Setup, audit: NewAuditLine) -> Result<Setup, RegistryError>;
+
+    /// The patient's device set-ups, by date and then as recorded.
+    async fn setups(&self, patient: PatientId) -> Result<Vec<Setup>, RegistryError>;
 
     /// The patient's time entries dated `from` to `to` (`YYYY-MM-DD`, both included), by date
     /// and then as logged; deleted ones left out.

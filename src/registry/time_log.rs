@@ -112,20 +112,7 @@ impl TimeBody {
         now_ms: i64,
     ) -> Result<TimeEntry, RegistryError> {
         let bad = |m: String| Err(RegistryError::Invalid(m));
-        let fmt = time::macros::format_description!("[year]-[month]-[day]");
-        let date = self.date.trim();
-        let Ok(day) = time::Date::parse(date, &fmt) else {
-            return bad(format!("date {date:?} is not a date like 2026-11-02"));
-        };
-        let today = time::OffsetDateTime::from_unix_timestamp(now_ms.div_euclid(1000))
-            .map(|t| t.date())
-            .unwrap_or(day);
-        if (day - today).whole_days() > 1 {
-            return bad(format!("date {date} is in the future"));
-        }
-        if (today - day).whole_days() > MAX_AGE_DAYS {
-            return bad(format!("date {date} is more than {MAX_AGE_DAYS} days ago"));
-        }
+        let day = recent_date(&self.date, now_ms)?;
         if !(1..=MAX_MINUTES).contains(&self.minutes) {
             return bad(format!("minutes must be 1 to {MAX_MINUTES}"));
         }
@@ -160,12 +147,38 @@ impl TimeBody {
     }
 }
 
+/// `date` (`YYYY-MM-DD`) checked as the day some care work was done: neither after today (UTC,
+/// give or take a day for the clinic's zone) nor more than [`MAX_AGE_DAYS`] back.
+pub(super) fn recent_date(date: &str, now_ms: i64) -> Result<time::Date, RegistryError> {
+    let bad = |m: String| Err(RegistryError::Invalid(m));
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let date = date.trim();
+    let Ok(day) = time::Date::parse(date, &fmt) else {
+        return bad(format!("date {date:?} is not a date like 2026-11-02"));
+    };
+    let today = time::OffsetDateTime::from_unix_timestamp(now_ms.div_euclid(1000))
+        .map(|t| t.date())
+        .unwrap_or(day);
+    if (day - today).whole_days() > 1 {
+        return bad(format!("date {date} is in the future"));
+    }
+    if (today - day).whole_days() > MAX_AGE_DAYS {
+        return bad(format!("date {date} is more than {MAX_AGE_DAYS} days ago"));
+    }
+    Ok(day)
+}
+
 /// A new time entry's id: `te_` and 128 random bits in hex.
 pub fn new_entry_id() -> Result<String, RegistryError> {
+    random_id("te_")
+}
+
+/// `prefix` and 128 random bits in hex.
+pub(super) fn random_id(prefix: &str) -> Result<String, RegistryError> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).map_err(|e| RegistryError::Db(format!("no randomness: {e}")))?;
     Ok(format!(
-        "te_{}",
+        "{prefix}{}",
         b.iter().map(|x| format!("{x:02x}")).collect::<String>()
     ))
 }

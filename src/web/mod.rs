@@ -11,6 +11,7 @@ mod admin;
 mod assets;
 mod audit;
 mod auth;
+mod billing;
 mod bootstrap;
 mod conn;
 mod devices;

@@ -36,6 +36,15 @@ pub(super) fn api() -> Router<AppState> {
             "/programs",
             get(super::enrollment::list_programmes).post(super::enrollment::add_programme),
         )
+        .route(
+            "/patients/{id}/setups",
+            get(super::billing::list_setups).post(super::billing::add_setup),
+        )
+        .route(
+            "/patients/{id}/billing",
+            get(super::billing::patient_billing),
+        )
+        .route("/billing", get(super::billing::clinic_billing))
         .route("/patients/{id}/notes", post(super::record::add_note))
         .route("/patients/{id}/record", get(super::record::record))
         .route("/alerts", get(super::record::list_alerts))

@@ -48,4 +48,7 @@ pub struct AppState {
     pub video: Arc<crate::config::VideoConfig>,
     /// How devices reach Vigil (told to the admin who provisions one).
     pub device_access: Arc<crate::ingest::access::DeviceAccess>,
+    /// The zone patients' days are counted in unless their record names one
+    /// (`clinic.timezone`).
+    pub clinic_zone: Arc<crate::domain::zone::Zone>,
 }

@@ -8,6 +8,7 @@ mod alert_partitions;
 mod alerts;
 mod api;
 mod backup;
+mod billing;
 mod care_teams;
 mod cli;
 mod cluster;

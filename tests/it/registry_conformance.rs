@@ -4192,3 +4192,74 @@ async fn time_entries_change_at_their_version_and_deleted_ones_are_gone() {
         assert!(matches!(r, Err(RegistryError::NotFound(_))), "{n}: {r:?}");
     }
 }
+
+/// Device set-ups (the 99453 event): recorded with their timeline entry and audit line, read
+/// back by date; a set-up of another patient's device or for an unknown patient is refused
+/// with nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_setups_read_back_by_date_and_only_of_the_patients_own_devices() {
+    use vigil::registry::RegistryError;
+    use vigil::registry::setups::SetupBody;
+    const NOW: i64 = 1_794_744_000_000; // 2026-11-15T12:00:00Z
+    let setup = |patient: &str, device: &str, date: &str, at: i64| {
+        let body: SetupBody = serde_json::from_value(serde_json::json!({
+            "device_id": device, "date": date, "note": "taught"
+        }))
+        .unwrap();
+        body.checked(patient, "nina", at).unwrap()
+    };
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        b.add_patient_on("p-1", "default").await;
+        b.add_patient_on("p-2", "default").await;
+        db.create_device(new_device("d-1", "p-1", 1), None)
+            .await
+            .unwrap();
+        db.create_device(new_device("d-2", "p-2", 2), None)
+            .await
+            .unwrap();
+        let timeline_before = timeline(&b).await.len();
+        let audit_before = audited(&b).await.len();
+        let later = setup("p-1", "d-1", "2026-11-10", NOW);
+        let earlier = setup("p-1", "d-1", "2026-11-02", NOW + 1);
+        for s in [&later, &earlier] {
+            let stored = db
+                .add_setup(s.clone(), line(NOW, "nina", "setup.create", Some("p-1")))
+                .await
+                .unwrap();
+            assert_eq!(&stored, s, "{n}");
+        }
+        assert_eq!(
+            db.setups(pid("p-1")).await.unwrap(),
+            [earlier.clone(), later.clone()],
+            "{n}: by date"
+        );
+        assert!(db.setups(pid("p-2")).await.unwrap().is_empty(), "{n}");
+        let r = db
+            .add_setup(
+                setup("p-1", "d-2", "2026-11-03", NOW),
+                line(NOW, "nina", "setup.create", Some("p-1")),
+            )
+            .await;
+        assert!(
+            matches!(&r, Err(RegistryError::Invalid(m)) if m.contains("d-2")),
+            "{n}: another patient's device: {r:?}"
+        );
+        let r = db
+            .add_setup(
+                setup("p-9", "d-1", "2026-11-03", NOW),
+                line(NOW, "nina", "setup.create", Some("p-9")),
+            )
+            .await;
+        assert!(matches!(r, Err(RegistryError::NotFound(_))), "{n}: {r:?}");
+        let tl = timeline(&b).await;
+        assert_eq!(tl.len(), timeline_before + 2, "{n}");
+        assert_eq!(tl[tl.len() - 1].0, "device_setup", "{n}");
+        assert_eq!(tl[tl.len() - 1].1["device_id"], "d-1", "{n}");
+        assert_eq!(
+            audited(&b).await.len(),
+            audit_before + 2,
+            "{n}: none for refusals"
+        );
+    }
+}

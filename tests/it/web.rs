@@ -1208,6 +1208,7 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             "/patients/{id}/series" => "?metric=spo2",
             "/dead-letters" => "?device_id=oxs1",
             "/alerts" => "?patient_id=ps1",
+            "/patients/{id}/billing" | "/billing" => "?month=2026-11",
             _ => "",
         };
         format!(
@@ -1232,6 +1233,7 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             "/programs" => json!({"id": "east", "name": "East"}),
             "/patients/{id}/time" => json!({"date": "2026-11-02", "minutes": 10,
                 "activity": "review", "interactive": false}),
+            "/patients/{id}/setups" => json!({"device_id": "oxs1", "date": "2026-11-02"}),
             "/devices" => json!({"id": "oxs9", "patient_id": "ps1", "profile": "pulse-oximeter"}),
             "/users" => json!({"name": "mallory", "password": PASSWORD, "role": "admin"}),
             "/users/{name}" => json!({"role": "admin"}),
@@ -1290,7 +1292,7 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             (
                 "GET",
                 "/patients" | "/panel" | "/profiles" | "/programs" | "/session" | "/teams"
-                | "/tokens",
+                | "/tokens" | "/billing",
             ) => {
                 assert_eq!(s, StatusCode::OK, "{method} {url}: {v}");
                 let text = v.to_string();

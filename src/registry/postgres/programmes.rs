@@ -11,6 +11,7 @@ use crate::domain::{PatientId, format_rfc3339};
 use crate::registry::audit::NewAuditLine;
 use crate::registry::enrollment::{Consent, Enrollment, Programme, overlapping, unknown_programme};
 use crate::registry::error::RegistryError;
+use crate::registry::setups::{SETUP_COLUMNS, Setup, not_the_patients};
 use crate::registry::storage::ProgrammeStore;
 use crate::registry::time_log::TimeEntry;
 
@@ -239,6 +240,85 @@ impl ProgrammeStore for PgDb {
         append_in(&tx, &audit).await?;
         tx.commit().await.map_err(PgError::from)?;
         Ok(entry)
+    }
+
+    async fn add_setup(&self, setup: Setup, audit: NewAuditLine) -> Result<Setup, RegistryError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(PgError::from)?;
+        let found = tx
+            .query_opt("SELECT 1 FROM patients WHERE id = $1", &[&setup.patient_id])
+            .await
+            .map_err(PgError::from)?;
+        if found.is_none() {
+            return Err(RegistryError::NotFound(format!(
+                "patient {}",
+                setup.patient_id
+            )));
+        }
+        let owner: Option<String> = tx
+            .query_opt(
+                "SELECT patient_id FROM devices WHERE id = $1",
+                &[&setup.device_id],
+            )
+            .await
+            .map_err(PgError::from)?
+            .map(|r| r.get(0));
+        if owner.as_deref() != Some(setup.patient_id.as_str()) {
+            return Err(not_the_patients(&setup));
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO device_setups ({SETUP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            ),
+            &[
+                &setup.id,
+                &setup.patient_id,
+                &setup.device_id,
+                &setup.date,
+                &setup.note,
+                &setup.user,
+                &setup.created_ms(),
+            ],
+        )
+        .await
+        .map_err(PgError::from)?;
+        timeline(
+            &tx,
+            &setup.patient_id,
+            setup.created_ms(),
+            "device_setup",
+            &setup.timeline_data(),
+        )
+        .await?;
+        append_in(&tx, &audit).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(setup)
+    }
+
+    async fn setups(&self, patient: PatientId) -> Result<Vec<Setup>, RegistryError> {
+        Ok(self
+            .conn()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {SETUP_COLUMNS} FROM device_setups WHERE patient_id = $1
+                      ORDER BY date, created_ms, id COLLATE \"C\""
+                ),
+                &[&patient.as_str()],
+            )
+            .await
+            .map_err(PgError::from)?
+            .iter()
+            .map(|r| Setup {
+                id: r.get(0),
+                patient_id: r.get(1),
+                device_id: r.get(2),
+                date: r.get(3),
+                note: r.get(4),
+                user: r.get(5),
+                created_at: format_rfc3339(r.get(6)),
+            })
+            .collect())
     }
 
     async fn time_entries(

@@ -272,4 +272,15 @@ pub const STEPS: &[&str] = &[
     // 15: time entries changed (who, when) and deleted (kept, who, when).
     "ALTER TABLE time_entries ADD COLUMN updated_by text, ADD COLUMN updated_ms bigint,
         ADD COLUMN deleted_by text, ADD COLUMN deleted_ms bigint;",
+    // 16: device set-ups with the patient, the 99453 event (`registry::setups`).
+    "CREATE TABLE device_setups (
+        id         text   PRIMARY KEY,
+        patient_id text   NOT NULL REFERENCES patients (id),
+        device_id  text   NOT NULL,
+        date       text   NOT NULL,
+        note       text,
+        username   text   NOT NULL,
+        created_ms bigint NOT NULL
+     );
+     CREATE INDEX device_setups_by_patient ON device_setups (patient_id, date);",
 ];

@@ -11,6 +11,7 @@ use crate::domain::{PatientId, format_rfc3339};
 use crate::registry::audit::NewAuditLine;
 use crate::registry::enrollment::{Consent, Enrollment, Programme};
 use crate::registry::error::RegistryError;
+use crate::registry::setups::{SETUP_COLUMNS, Setup, not_the_patients};
 use crate::registry::storage::ProgrammeStore;
 use crate::registry::time_log::TimeEntry;
 
@@ -194,6 +195,70 @@ impl ProgrammeStore for SqliteDb {
             append_in(&tx, &audit)?;
             tx.commit()?;
             Ok(entry)
+        })
+        .await
+    }
+
+    async fn add_setup(&self, setup: Setup, audit: NewAuditLine) -> Result<Setup, RegistryError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let patient = PatientId::parse(&setup.patient_id)
+                .map_err(|why| RegistryError::Invalid(why.to_string()))?;
+            require_patient(&tx, &patient)?;
+            let owner: Option<String> = tx
+                .query_row(
+                    "SELECT patient_id FROM devices WHERE id = ?1",
+                    [&setup.device_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if owner.as_deref() != Some(setup.patient_id.as_str()) {
+                return Err(not_the_patients(&setup));
+            }
+            tx.execute(
+                &format!("INSERT INTO device_setups ({SETUP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                params![
+                    setup.id,
+                    setup.patient_id,
+                    setup.device_id,
+                    setup.date,
+                    setup.note,
+                    setup.user,
+                    setup.created_ms()
+                ],
+            )?;
+            timeline(
+                &tx,
+                &setup.patient_id,
+                setup.created_ms(),
+                "device_setup",
+                &setup.timeline_data(),
+            )?;
+            append_in(&tx, &audit)?;
+            tx.commit()?;
+            Ok(setup)
+        })
+        .await
+    }
+
+    async fn setups(&self, patient: PatientId) -> Result<Vec<Setup>, RegistryError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {SETUP_COLUMNS} FROM device_setups WHERE patient_id = ?1
+                  ORDER BY date, created_ms, id"
+            ))?;
+            let rows = stmt.query_map([patient.as_str()], |r| {
+                Ok(Setup {
+                    id: r.get(0)?,
+                    patient_id: r.get(1)?,
+                    device_id: r.get(2)?,
+                    date: r.get(3)?,
+                    note: r.get(4)?,
+                    user: r.get(5)?,
+                    created_at: format_rfc3339(r.get(6)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await
     }

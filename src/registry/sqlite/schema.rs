@@ -132,6 +132,17 @@ pub(crate) const SCHEMA: &[&str] = &[
     ALTER TABLE time_entries ADD COLUMN updated_ms INTEGER;
     ALTER TABLE time_entries ADD COLUMN deleted_by TEXT;
     ALTER TABLE time_entries ADD COLUMN deleted_ms INTEGER;",
+    // version 19: device set-ups with the patient, the 99453 event (`registry::setups`).
+    "CREATE TABLE device_setups (
+        id         TEXT PRIMARY KEY,
+        patient_id TEXT NOT NULL REFERENCES patients (id),
+        device_id  TEXT NOT NULL,
+        date       TEXT NOT NULL,
+        note       TEXT,
+        username   TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX device_setups_by_patient ON device_setups (patient_id, date);",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.
