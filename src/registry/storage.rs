@@ -38,6 +38,7 @@ use super::visits::{NewVisit, StoredVisit, VisitHost};
 use crate::alerts::engine::{Effect, OpenAlert, Resolution};
 use crate::alerts::rules::CarePlan;
 use crate::domain::PatientId;
+use crate::domain::zone::Zone;
 
 /// The audit trail.
 #[async_trait::async_trait]
@@ -84,8 +85,9 @@ pub trait VisitStore: Send + Sync {
     ) -> Result<StoredVisit, RegistryError>;
 
     /// Marks the visit ended by `by` at `now_ms` and writes `visit.ended` on the timeline,
-    /// both or neither; an ended visit is left as it is. `audit`, when given, is appended in
-    /// the same transaction whether or not the visit had ended (the request is audited either
+    /// with the care team's time it adds ([`StoredVisit::time_entry`], dated in `zone`), all
+    /// or nothing; an ended visit is left as it is. `audit`, when given, is appended in the
+    /// same transaction whether or not the visit had ended (the request is audited either
     /// way). The visit as it is after; `NotFound` when there is none.
     async fn end_visit(
         &self,
@@ -93,6 +95,7 @@ pub trait VisitStore: Send + Sync {
         by: String,
         now_ms: i64,
         audit: Option<NewAuditLine>,
+        zone: Zone,
     ) -> Result<StoredVisit, RegistryError>;
 
     /// Makes `host` the visit's host unless another instance hosts it whose heartbeat lease

@@ -8,6 +8,11 @@
 
 use serde_json::json;
 
+use super::error::RegistryError;
+use super::time_log::{MAX_MINUTES, TimeEntry, random_id};
+use crate::domain::format_rfc3339;
+use crate::domain::zone::Zone;
+
 /// A visit to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewVisit {
@@ -76,6 +81,39 @@ impl StoredVisit {
             kind: "visit.started",
             data: json!({"visit_id": self.id, "by": by}).to_string(),
         }
+    }
+
+    /// The care team's time a visit ending at `now_ms` adds by itself: its duration in whole
+    /// minutes (rounded, 1 to [`MAX_MINUTES`]) as interactive `video` time of the clinician who
+    /// created it, dated the day it started in `zone` (docs/programme.md). `None` when nobody
+    /// was admitted (no interactive communication took place) or it lasted under 30 seconds.
+    pub fn time_entry(&self, now_ms: i64, zone: &Zone) -> Result<Option<TimeEntry>, RegistryError> {
+        let Some(started) = self.started_ms else {
+            return Ok(None);
+        };
+        let held_ms = (now_ms - started).max(0);
+        if held_ms < 30_000 {
+            return Ok(None);
+        }
+        let minutes = u32::try_from((held_ms + 30_000) / 60_000)
+            .unwrap_or(MAX_MINUTES)
+            .clamp(1, MAX_MINUTES);
+        let Some(day) = zone.day_of(started) else {
+            return Ok(None);
+        };
+        Ok(Some(TimeEntry {
+            id: random_id("te_")?,
+            patient_id: self.patient_id.clone(),
+            date: day.to_string(),
+            minutes,
+            activity: "video".into(),
+            interactive: true,
+            note: Some(format!("video visit {} (logged by Vigil)", self.id)),
+            user: self.created_by.clone(),
+            created_at: format_rfc3339(now_ms),
+            updated_by: None,
+            updated_at: None,
+        }))
     }
 
     /// The timeline entry of its end by `by` at `now_ms`: with its duration in whole seconds

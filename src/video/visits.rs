@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::domain::zone::Zone;
 use crate::domain::{PatientId, format_rfc3339};
 use crate::registry::audit::NewAuditLine;
 use crate::registry::visits::{NewVisit, StoredVisit, VisitHost};
@@ -125,16 +126,21 @@ impl Registry {
         self.storage().host_visit(id, here, now_ms).await
     }
 
-    /// Ends a visit and writes `visit.ended` (with its duration when it had started); ending an
-    /// ended visit changes nothing. `audit`, when given, is written with it, ended before or not.
+    /// Ends a visit and writes `visit.ended` (with its duration when it had started) and the
+    /// care team's time it adds (dated in `zone`); ending an ended visit changes nothing.
+    /// `audit`, when given, is written with it, ended before or not.
     pub async fn end_visit(
         &self,
         id: String,
         by: String,
         now_ms: i64,
         audit: Option<NewAuditLine>,
+        zone: &Zone,
     ) -> Result<Visit, RegistryError> {
-        let v = self.storage().end_visit(id, by, now_ms, audit).await?;
+        let v = self
+            .storage()
+            .end_visit(id, by, now_ms, audit, zone.clone())
+            .await?;
         Ok(to_visit(v, now_ms))
     }
 }
@@ -197,12 +203,12 @@ mod tests {
             .await
             .unwrap();
         let e = r
-            .end_visit(v.id.clone(), "nina".into(), 310_000, None)
+            .end_visit(v.id.clone(), "nina".into(), 310_000, None, &Zone::utc())
             .await
             .unwrap();
         assert_eq!((e.status, e.duration_s), ("ended", Some(300)));
         let again = r
-            .end_visit(v.id.clone(), "nina".into(), 999_000, None)
+            .end_visit(v.id.clone(), "nina".into(), 999_000, None, &Zone::utc())
             .await
             .unwrap();
         assert_eq!(again, e, "ending twice changes nothing");

@@ -443,7 +443,13 @@ pub(crate) async fn end_emptied_visits(s: AppState, stop: tokio_util::sync::Canc
                 Ok(Some(v)) if v.status == "in_progress" => {
                     if let Err(e) = s
                         .registry
-                        .end_visit(id.clone(), "vigil (everyone left)".into(), left_ms, None)
+                        .end_visit(
+                            id.clone(),
+                            "vigil (everyone left)".into(),
+                            left_ms,
+                            None,
+                            &s.clinic_zone,
+                        )
                         .await
                     {
                         tracing::warn!(visit = %id, error = %e, "an emptied visit could not be ended");
@@ -555,7 +561,13 @@ impl Ctx<'_> {
                 };
                 self.s
                     .registry
-                    .end_visit(self.id.to_owned(), self.joined.by.clone(), now, Some(line))
+                    .end_visit(
+                        self.id.to_owned(),
+                        self.joined.by.clone(),
+                        now,
+                        Some(line),
+                        &self.s.clinic_zone,
+                    )
                     .await
                     .map_err(|e| format!("the visit's end was not recorded: {e}"))?;
                 let rooms = self.s.rooms.clone();

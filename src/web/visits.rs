@@ -169,7 +169,7 @@ pub(super) async fn end(
     let line = new_audit_line(&p, "visit.end", Some(&patient), &format!("visit/{id}"), now);
     let v = s
         .registry
-        .end_visit(v.id, p.name.clone(), now, Some(line))
+        .end_visit(v.id, p.name.clone(), now, Some(line), &s.clinic_zone)
         .await?;
     s.rooms.end(&id, "the clinician ended the visit").await;
     Ok(Json(json!(v)))

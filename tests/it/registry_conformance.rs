@@ -11,6 +11,7 @@ use std::sync::Arc;
 use vigil::alerts::engine::Effect;
 use vigil::alerts::rules::{CarePlan, Severity};
 use vigil::domain::PatientId;
+use vigil::domain::zone::Zone;
 use vigil::registry::PatientDetails;
 use vigil::registry::RegistryError;
 use vigil::registry::Scope;
@@ -427,6 +428,7 @@ async fn a_visit_starts_once_and_ends_once_each_on_the_timeline() {
                 "nina".into(),
                 310_999,
                 Some(visit_line("visit.end", 1)),
+                Zone::utc(),
             )
             .await
             .unwrap();
@@ -442,6 +444,7 @@ async fn a_visit_starts_once_and_ends_once_each_on_the_timeline() {
                 "omar".into(),
                 999_000,
                 Some(visit_line("visit.end", 1)),
+                Zone::utc(),
             )
             .await
             .unwrap();
@@ -488,7 +491,7 @@ async fn a_visit_starts_once_and_ends_once_each_on_the_timeline() {
         db.create_visit(new_visit(2, "p-1"), visit_line("visit.create", 2))
             .await
             .unwrap();
-        db.end_visit(visit_id(2), "vigil".into(), 5_000, None)
+        db.end_visit(visit_id(2), "vigil".into(), 5_000, None, Zone::utc())
             .await
             .unwrap();
         let last = timeline(&b).await.pop().unwrap();
@@ -499,6 +502,32 @@ async fn a_visit_starts_once_and_ends_once_each_on_the_timeline() {
             b.name
         );
         assert_eq!(audited(&b).await.len(), 4, "{}", b.name);
+
+        // The held visit logged its 5 minutes (300.999 s, rounded) as the creator's interactive
+        // video time, dated the day it started, with its end; the other logged nothing.
+        let logged = db
+            .time_entries(pid("p-1"), "1970-01-01".into(), "1970-01-02".into())
+            .await
+            .unwrap();
+        assert_eq!(logged.len(), 1, "{}: {logged:?}", b.name);
+        let t = &logged[0];
+        assert_eq!(
+            (
+                t.date.as_str(),
+                t.minutes,
+                t.activity.as_str(),
+                t.interactive,
+                t.user.as_str()
+            ),
+            ("1970-01-01", 5, "video", true, "nina"),
+            "{}",
+            b.name
+        );
+        assert!(
+            t.note.as_deref().unwrap().contains(&visit_id(1)),
+            "{}",
+            b.name
+        );
     }
 }
 
@@ -517,6 +546,7 @@ async fn an_unknown_visit_is_not_found_and_nothing_is_written() {
                 "nina".into(),
                 1,
                 Some(visit_line("visit.end", 9)),
+                Zone::utc(),
             )
             .await;
         assert!(
@@ -556,7 +586,9 @@ async fn a_visit_change_and_what_records_it_commit_together() {
         b.refuse_inserts("timeline").await;
         let r = db.start_visit(visit_id(1), "nina".into(), 10_000).await;
         assert!(r.is_err(), "{}: {r:?}", b.name);
-        let r = db.end_visit(visit_id(1), "nina".into(), 20_000, None).await;
+        let r = db
+            .end_visit(visit_id(1), "nina".into(), 20_000, None, Zone::utc())
+            .await;
         assert!(r.is_err(), "{}: {r:?}", b.name);
         assert_eq!(
             db.visit(visit_id(1)).await.unwrap(),
@@ -574,13 +606,22 @@ async fn a_visit_change_and_what_records_it_commit_together() {
             .end_visit(
                 visit_id(1),
                 "nina".into(),
-                20_000,
+                200_000,
                 Some(visit_line("visit.end", 1)),
+                Zone::utc(),
             )
             .await;
         assert!(r.is_err(), "{}: {r:?}", b.name);
         let v = db.visit(visit_id(1)).await.unwrap().unwrap();
         assert_eq!(v.ended_ms, None, "{}: ended unaudited", b.name);
+        assert!(
+            db.time_entries(pid("p-1"), "1970-01-01".into(), "1970-01-02".into())
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}: the visit's time logged without its end",
+            b.name
+        );
         let kinds: Vec<String> = timeline(&b).await.into_iter().map(|(k, _)| k).collect();
         assert_eq!(kinds, ["visit.started"], "{}", b.name);
     }

@@ -2,7 +2,7 @@
 //! patient's episodes locks the patient's row first, so two instances changing one patient's
 //! enrollment at once are checked one after the other.
 
-use tokio_postgres::Row;
+use tokio_postgres::{Row, Transaction};
 
 use super::audit::append_in;
 use super::record::timeline;
@@ -70,6 +70,31 @@ async fn programmes<C: deadpool_postgres::GenericClient + Sync>(
         name: r.get(1),
     })
     .collect())
+}
+
+/// Writes a new time entry (in the caller's transaction).
+pub(super) async fn insert_time(tx: &Transaction<'_>, entry: &TimeEntry) -> Result<(), PgError> {
+    let minutes = i32::try_from(entry.minutes).unwrap_or(i32::MAX);
+    let created_ms = crate::domain::parse_rfc3339(&entry.created_at).unwrap_or_default();
+    tx.execute(
+        &format!(
+            "INSERT INTO time_entries ({TIME_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)"
+        ),
+        &[
+            &entry.id,
+            &entry.patient_id,
+            &entry.date,
+            &minutes,
+            &entry.activity,
+            &entry.interactive,
+            &entry.note,
+            &entry.user,
+            &created_ms,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -216,27 +241,7 @@ impl ProgrammeStore for PgDb {
                 entry.patient_id
             )));
         }
-        let minutes = i32::try_from(entry.minutes).unwrap_or(i32::MAX);
-        let created_ms = crate::domain::parse_rfc3339(&entry.created_at).unwrap_or_default();
-        tx.execute(
-            &format!(
-                "INSERT INTO time_entries ({TIME_COLUMNS})
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)"
-            ),
-            &[
-                &entry.id,
-                &entry.patient_id,
-                &entry.date,
-                &minutes,
-                &entry.activity,
-                &entry.interactive,
-                &entry.note,
-                &entry.user,
-                &created_ms,
-            ],
-        )
-        .await
-        .map_err(PgError::from)?;
+        insert_time(&tx, &entry).await?;
         append_in(&tx, &audit).await?;
         tx.commit().await.map_err(PgError::from)?;
         Ok(entry)

@@ -7,7 +7,9 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 
 use super::audit::append_in;
+use super::programmes::insert_time;
 use super::{PgDb, PgError};
+use crate::domain::zone::Zone;
 use crate::registry::audit::NewAuditLine;
 use crate::registry::error::RegistryError;
 use crate::registry::lease::instance_lease;
@@ -144,6 +146,7 @@ impl VisitStore for PgDb {
         by: String,
         now_ms: i64,
         audit: Option<NewAuditLine>,
+        zone: Zone,
     ) -> Result<StoredVisit, RegistryError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(PgError::from)?;
@@ -156,6 +159,9 @@ impl VisitStore for PgDb {
             .await
             .map_err(PgError::from)?;
             write_timeline(&tx, &v.ended_entry(&by, now_ms)).await?;
+            if let Some(entry) = v.time_entry(now_ms, &zone)? {
+                insert_time(&tx, &entry).await?;
+            }
             v.ended_ms = Some(now_ms);
             v.ended_by = Some(by);
         }

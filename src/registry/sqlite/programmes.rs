@@ -2,7 +2,7 @@
 //! `IMMEDIATE` transaction, so two changes of one patient's episodes are checked one after the
 //! other.
 
-use rusqlite::{OptionalExtension as _, Row, TransactionBehavior, params};
+use rusqlite::{OptionalExtension as _, Row, Transaction, TransactionBehavior, params};
 
 use super::SqliteDb;
 use super::audit::append_in;
@@ -65,6 +65,28 @@ fn programmes(c: &rusqlite::Connection) -> rusqlite::Result<Vec<Programme>> {
         })
     })?;
     rows.collect()
+}
+
+/// Writes a new time entry (in the caller's transaction).
+pub(super) fn insert_time(tx: &Transaction<'_>, entry: &TimeEntry) -> rusqlite::Result<()> {
+    tx.execute(
+        &format!(
+            "INSERT INTO time_entries ({TIME_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL)"
+        ),
+        params![
+            entry.id,
+            entry.patient_id,
+            entry.date,
+            entry.minutes,
+            entry.activity,
+            entry.interactive,
+            entry.note,
+            entry.user,
+            crate::domain::parse_rfc3339(&entry.created_at).unwrap_or_default()
+        ],
+    )?;
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -175,23 +197,7 @@ impl ProgrammeStore for SqliteDb {
             let patient = PatientId::parse(&entry.patient_id)
                 .map_err(|why| RegistryError::Invalid(why.to_string()))?;
             require_patient(&tx, &patient)?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO time_entries ({TIME_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, NULL)"
-                ),
-                params![
-                    entry.id,
-                    entry.patient_id,
-                    entry.date,
-                    entry.minutes,
-                    entry.activity,
-                    entry.interactive,
-                    entry.note,
-                    entry.user,
-                    crate::domain::parse_rfc3339(&entry.created_at).unwrap_or_default()
-                ],
-            )?;
+            insert_time(&tx, &entry)?;
             append_in(&tx, &audit)?;
             tx.commit()?;
             Ok(entry)

@@ -7,6 +7,8 @@ use rusqlite::{Connection, OptionalExtension as _, Transaction, TransactionBehav
 
 use super::SqliteDb;
 use super::audit::append_in;
+use super::programmes::insert_time;
+use crate::domain::zone::Zone;
 use crate::registry::audit::NewAuditLine;
 use crate::registry::error::RegistryError;
 use crate::registry::lease::instance_lease;
@@ -124,6 +126,7 @@ impl VisitStore for SqliteDb {
         by: String,
         now_ms: i64,
         audit: Option<NewAuditLine>,
+        zone: Zone,
     ) -> Result<StoredVisit, RegistryError> {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -135,6 +138,9 @@ impl VisitStore for SqliteDb {
                     params![id, now_ms, by],
                 )?;
                 write_timeline(&tx, &v.ended_entry(&by, now_ms))?;
+                if let Some(entry) = v.time_entry(now_ms, &zone)? {
+                    insert_time(&tx, &entry)?;
+                }
             }
             if let Some(line) = &audit {
                 append_in(&tx, line)?;
