@@ -45,3 +45,4 @@ pub mod throttle;
 pub mod tls_reload;
 pub mod video;
 pub mod web;
+pub mod worklist;

@@ -293,6 +293,16 @@ impl Store {
         self.reads.observations(q).await
     }
 
+    /// When `device`'s latest reading of any of `metrics` (its profile's) was measured: one
+    /// index lookup per metric.
+    pub async fn last_reading(
+        &self,
+        device: DeviceId,
+        metrics: Vec<Metric>,
+    ) -> Result<Option<i64>, StoreError> {
+        self.reads.last_reading(device, metrics).await
+    }
+
     /// Which devices sent the patient's readings measured in `[from, to)`, by quarter hour:
     /// `(device, quarter-hour start ms)`, each once, in no order. Every UTC offset in use is a
     /// whole number of quarter hours, so a quarter hour lies within one calendar day in any

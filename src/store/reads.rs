@@ -43,6 +43,12 @@ pub(super) trait Reads: Send + Sync {
         step_ms: i64,
     ) -> Result<Vec<SeriesPoint>, StoreError>;
     async fn count_observations(&self) -> Result<i64, StoreError>;
+    /// When the device's latest reading of any of `metrics` was measured.
+    async fn last_reading(
+        &self,
+        device: DeviceId,
+        metrics: Vec<Metric>,
+    ) -> Result<Option<i64>, StoreError>;
     /// Which devices sent the patient's readings measured in `[from, to)`, by quarter hour:
     /// `(device, quarter-hour start)`, each once, in no order.
     async fn quarter_hours(

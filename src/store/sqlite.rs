@@ -472,6 +472,27 @@ impl Reads for SqliteReads {
         .await
     }
 
+    async fn last_reading(
+        &self,
+        device: DeviceId,
+        metrics: Vec<Metric>,
+    ) -> Result<Option<i64>, StoreError> {
+        self.read(move |conn| {
+            // One primary-key lookup per metric.
+            let mut stmt = conn.prepare_cached(
+                "SELECT max(time_ms) FROM observations WHERE device_id = ?1 AND metric = ?2",
+            )?;
+            let mut latest: Option<i64> = None;
+            for m in metrics {
+                let t: Option<i64> =
+                    stmt.query_row(params![device.as_str(), m.code()], |r| r.get(0))?;
+                latest = latest.max(t);
+            }
+            Ok(latest)
+        })
+        .await
+    }
+
     async fn quarter_hours(
         &self,
         patient: PatientId,

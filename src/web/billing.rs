@@ -218,7 +218,7 @@ fn csv_response(filename: &str, rows: &[Row<'_>]) -> Response {
 
 /// Every device by id: whether its readings count as transmitted by a device (its profile is
 /// not typed in by hand).
-async fn automatic_devices(s: &AppState) -> ApiResult<HashMap<String, bool>> {
+pub(super) async fn automatic_devices(s: &AppState) -> ApiResult<HashMap<String, bool>> {
     let profiles = s.registry.profiles();
     Ok(s.registry
         .all_devices()
@@ -232,7 +232,7 @@ async fn automatic_devices(s: &AppState) -> ApiResult<HashMap<String, bool>> {
 }
 
 /// The zone a patient's days are counted in: their record's, else the clinic's.
-fn zone_of(s: &AppState, patient: &Patient) -> Zone {
+pub(super) fn zone_of(s: &AppState, patient: &Patient) -> Zone {
     patient
         .details
         .timezone
@@ -242,7 +242,7 @@ fn zone_of(s: &AppState, patient: &Patient) -> Zone {
 }
 
 /// `patient`'s statement for `month` as of `now_ms`.
-async fn statement_for(
+pub(super) async fn statement_for(
     s: &AppState,
     patient: &Patient,
     month: Month,

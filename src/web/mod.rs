@@ -36,6 +36,7 @@ mod signal;
 mod signal_relay;
 mod state;
 mod visits;
+mod worklist;
 
 use std::time::Duration;
 

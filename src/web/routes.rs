@@ -45,6 +45,7 @@ pub(super) fn api() -> Router<AppState> {
             get(super::billing::patient_billing),
         )
         .route("/billing", get(super::billing::clinic_billing))
+        .route("/worklist", get(super::worklist::worklist))
         .route("/patients/{id}/notes", post(super::record::add_note))
         .route("/patients/{id}/record", get(super::record::record))
         .route("/alerts", get(super::record::list_alerts))

@@ -42,3 +42,4 @@ mod tls;
 mod visit_browser;
 mod visits;
 mod web;
+mod worklist;

@@ -138,6 +138,24 @@ impl Reads for PgReads {
         Ok(rows[0].get(0))
     }
 
+    async fn last_reading(
+        &self,
+        device: DeviceId,
+        metrics: Vec<Metric>,
+    ) -> Result<Option<i64>, StoreError> {
+        // A backward index scan per metric, not a scan of the device's readings.
+        let codes: Vec<i16> = metrics.into_iter().map(metric_code).collect();
+        let rows = self
+            .query(
+                "SELECT max(t) FROM unnest($2::smallint[]) AS m(code),
+                        LATERAL (SELECT max(time_ms) AS t FROM readings.observations
+                                  WHERE device_id = $1 AND metric = m.code) AS latest",
+                &[&device.as_str(), &codes],
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| r.get(0)))
+    }
+
     async fn quarter_hours(
         &self,
         patient: PatientId,
