@@ -36,6 +36,7 @@ pub mod domain;
 pub mod fd_budget;
 pub mod ingest;
 pub mod pg;
+pub mod population;
 pub mod registry;
 pub mod slots;
 pub mod store;

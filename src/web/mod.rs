@@ -25,6 +25,7 @@ mod login_throttle;
 mod panel;
 mod panel_cache;
 mod patients;
+mod population;
 mod readings;
 mod recheck;
 mod record;

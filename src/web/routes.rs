@@ -46,6 +46,7 @@ pub(super) fn api() -> Router<AppState> {
         )
         .route("/billing", get(super::billing::clinic_billing))
         .route("/worklist", get(super::worklist::worklist))
+        .route("/population", get(super::population::population))
         .route("/patients/{id}/notes", post(super::record::add_note))
         .route("/patients/{id}/record", get(super::record::record))
         .route("/alerts", get(super::record::list_alerts))

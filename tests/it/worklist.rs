@@ -1,7 +1,8 @@
 //! The caseload worklist through the API (docs/worklist.md): a scenario fleet published by
 //! `mosquitto_pub` — a patient with an unacknowledged high alert, one whose cuff went silent,
 //! one at risk of missing 16 days, a stable one — comes back in that order with its reasons in
-//! words, and a clinician sees only their teams' patients.
+//! words, and a clinician sees only their teams' patients; the month's population figures
+//! over the same fleet.
 //! (Runs on SQLite, and on PostgreSQL in `./scripts/test`'s PostgreSQL block.)
 
 use reqwest::StatusCode;
@@ -228,4 +229,40 @@ async fn the_worklist_ranks_alerts_above_silence_above_risk_above_the_stable() {
         .call("GET", "/api/v1/worklist", None, Some(&north))
         .await;
     assert_ne!(v["items"][0]["patient_id"], "w-high", "{v:#}");
+
+    // The population figures of the month, over the north team's patients.
+    let (s, v) = api
+        .call("GET", "/api/v1/population", None, Some(&north))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let f = &v["figures"];
+    assert_eq!(f["patients"], 4, "{v:#}");
+    assert_eq!(f["alerts"], 1, "{v:#}");
+    assert_eq!(f["alert_rates"][0]["rule_id"], "sys-high");
+    assert!(
+        f["alert_rates"][0]["per_100_patient_days"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(f["ack_minutes"]["count"], 1, "{v:#}");
+    assert_eq!(f["unacknowledged"], 0);
+    assert_eq!(f["risk_tiers"]["high"], 1);
+    assert_eq!(f["risk_tiers"]["none"], 3);
+    assert_eq!(f["minutes_total"], 12);
+    assert_eq!(f["interactive_patients"], 1);
+    let (_, v) = api.get("/api/v1/population?program=hypertension").await;
+    assert_eq!(
+        v["figures"]["patients"], 5,
+        "the admin sees the south patient too: {v:#}"
+    );
+    let (_, v) = api.get("/api/v1/population?program=copd").await;
+    assert_eq!(v["figures"]["patients"], 0, "{v:#}");
+    for bad in [
+        "/api/v1/population?month=2026-13",
+        "/api/v1/population?program=asthma",
+    ] {
+        let (s, v) = api.get(bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
 }
