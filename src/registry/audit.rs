@@ -49,6 +49,16 @@ impl NewAuditLine {
     }
 
     /// Its hash after the line whose hash is `prev`.
+    /// This line about the time entry `entry` of `patient` (for a change whose patient is known
+    /// only inside its transaction, such as a stopped timer's entry).
+    pub fn for_patient(&self, patient: &str, entry: &str) -> NewAuditLine {
+        NewAuditLine {
+            patient_id: Some(patient.to_owned()),
+            target: format!("patient/{patient}/time/{entry}"),
+            ..self.clone()
+        }
+    }
+
     pub fn hash_after(&self, prev: &[u8]) -> [u8; 32] {
         chain_hash(
             prev,

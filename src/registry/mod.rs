@@ -36,6 +36,7 @@ pub mod sqlite;
 pub mod storage;
 pub mod throttles;
 pub mod time_log;
+pub mod timer;
 pub mod tokens;
 pub mod transfer;
 mod users;

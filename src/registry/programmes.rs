@@ -6,7 +6,9 @@ use super::enrollment::{Enrollment, Programme};
 use super::error::RegistryError;
 use super::setups::Setup;
 use super::time_log::{TimeChange, TimeEntry};
+use super::timer::{Timer, TimerStop};
 use crate::domain::PatientId;
+use crate::domain::zone::Zone;
 
 impl Registry {
     /// Every programme, by id.
@@ -55,6 +57,35 @@ impl Registry {
         audit: NewAuditLine,
     ) -> Result<Setup, RegistryError> {
         self.db.add_setup(setup, audit).await
+    }
+
+    /// Starts the user's timer on a patient, with its audit line.
+    pub async fn start_timer(
+        &self,
+        timer: Timer,
+        audit: NewAuditLine,
+    ) -> Result<Timer, RegistryError> {
+        self.db.start_timer(timer, audit).await
+    }
+
+    /// The user's running timer.
+    pub async fn timer(&self, user: &str) -> Result<Option<Timer>, RegistryError> {
+        self.db.timer(user.to_owned()).await
+    }
+
+    /// Stops the user's timer and logs its entry (dated in `zone`) with `audit` (made about
+    /// the entry there); `None` when none runs.
+    pub async fn stop_timer(
+        &self,
+        user: &str,
+        now_ms: i64,
+        stop: TimerStop,
+        zone: &Zone,
+        audit: NewAuditLine,
+    ) -> Result<Option<TimeEntry>, RegistryError> {
+        self.db
+            .stop_timer(user.to_owned(), now_ms, stop, zone.clone(), audit)
+            .await
     }
 
     /// A patient's device set-ups, by date.

@@ -33,6 +33,7 @@ use super::record::{Alert, AlertActionError, AlertQuery, Event, Noticed, Sink, T
 use super::setups::Setup;
 use super::throttles::{FailureCount, FailureReport};
 use super::time_log::TimeEntry;
+use super::timer::{Timer, TimerStop};
 use super::tokens::{LiveBy, NewApiToken, StoredToken};
 use super::visits::{NewVisit, StoredVisit, VisitHost};
 use crate::alerts::engine::{Effect, OpenAlert, Resolution};
@@ -180,6 +181,25 @@ pub trait ProgrammeStore: Send + Sync {
     /// transaction. `NotFound` when there is no such patient; `Invalid` when the device is not
     /// (or no longer) the patient's; then nothing is written.
     async fn add_setup(&self, setup: Setup, audit: NewAuditLine) -> Result<Setup, RegistryError>;
+
+    /// Starts `timer` (its user's) with `audit`, both or neither. `Exists` (naming the patient)
+    /// when the user has a timer running; `NotFound` when there is no such patient.
+    async fn start_timer(&self, timer: Timer, audit: NewAuditLine) -> Result<Timer, RegistryError>;
+
+    /// The user's running timer, if any.
+    async fn timer(&self, user: String) -> Result<Option<Timer>, RegistryError>;
+
+    /// Stops the user's running timer at `now_ms` and logs its time entry
+    /// ([`Timer::entry`], dated in `zone`) with `audit`, all or nothing; `Ok(None)` when no
+    /// timer runs.
+    async fn stop_timer(
+        &self,
+        user: String,
+        now_ms: i64,
+        stop: TimerStop,
+        zone: Zone,
+        audit: NewAuditLine,
+    ) -> Result<Option<TimeEntry>, RegistryError>;
 
     /// The patient's device set-ups, by date and then as recorded.
     async fn setups(&self, patient: PatientId) -> Result<Vec<Setup>, RegistryError>;

@@ -36,6 +36,7 @@ mod session;
 mod signal;
 mod signal_relay;
 mod state;
+mod timer;
 mod visits;
 mod worklist;
 

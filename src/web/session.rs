@@ -154,6 +154,8 @@ pub(super) async fn sign_out(
     Extension(p): Extension<Principal>,
 ) -> ApiResult<Response> {
     if let Some(token) = &p.session_token {
+        // A running timer stops (and logs its time) when its user signs out.
+        super::timer::stop_at_sign_out(&s, &p).await?;
         // The session ends with its audit line, or not at all.
         let line = NewAuditLine::of(
             &AuditEntry {

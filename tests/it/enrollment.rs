@@ -393,3 +393,91 @@ async fn time_is_logged_per_patient_listed_by_month_and_kept_to_the_team() {
     assert!(text.contains("\"time.read\""), "{audit}");
     g.stop().await;
 }
+
+/// The timer: one per user, read back after a "reload" (another request, another client),
+/// stopped into a time entry, refused on another team's patient, and stopped by signing out.
+#[tokio::test]
+async fn a_users_timer_runs_once_survives_a_reload_and_stops_into_a_time_entry() {
+    use crate::web::{Browser, PASSWORD as WEB_PASSWORD, clinic};
+    let g = Gateway::start().await;
+    clinic(&g).await;
+    let mut nina = Browser::new(&g);
+    let (s, v) = nina.sign_in("nina", WEB_PASSWORD).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let (s, v) = nina.call("GET", "/api/v1/timer", None).await;
+    assert_eq!((s, &v["timer"]), (StatusCode::OK, &Value::Null), "{v}");
+    let (s, v) = nina
+        .call(
+            "POST",
+            "/api/v1/patients/pn1/timer",
+            Some(json!({"activity": "call"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        (v["patient_id"].as_str(), v["user"].as_str()),
+        (Some("pn1"), Some("nina"))
+    );
+    let started_at = v["started_at"].clone();
+
+    // A second browser of hers (a reload) sees the same timer; a second timer is refused.
+    let mut again = Browser::new(&g);
+    again.sign_in("nina", WEB_PASSWORD).await;
+    let (_, v) = again.call("GET", "/api/v1/timer", None).await;
+    assert_eq!(v["timer"]["started_at"], started_at, "{v}");
+    let (s, v) = again.call("POST", "/api/v1/patients/pn1/timer", None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v.to_string().contains("pn1"), "{v}");
+    let (s, v) = again.call("POST", "/api/v1/patients/ps1/timer", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "another team's patient: {v}");
+    let (s, v) = again
+        .call(
+            "POST",
+            "/api/v1/patients/pn1/timer",
+            Some(json!({"activity": "gardening"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+
+    // Stopped: a time entry of at least a minute, hers, with what she said.
+    let (s, v) = nina
+        .call(
+            "POST",
+            "/api/v1/timer/stop",
+            Some(json!({"interactive": true, "note": "reviewed the weights"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["activity"], "call");
+    assert_eq!(v["interactive"], true);
+    assert!(v["minutes"].as_u64().unwrap() >= 1);
+    let entry = v["id"].as_str().unwrap().to_owned();
+    let (_, listed) = g.client.get("/api/v1/patients/pn1/time").await;
+    assert_eq!(listed["entries"][0]["id"], entry.as_str(), "{listed}");
+    let (s, _) = nina.call("POST", "/api/v1/timer/stop", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing runs any more");
+    let (_, audit) = g.client.get("/api/v1/audit?patient_id=pn1").await;
+    let text = audit.to_string();
+    assert!(
+        text.contains("timer.start") && text.contains(&entry),
+        "{audit}"
+    );
+
+    // Signing out stops a running timer and logs it.
+    let (s, _) = nina.call("POST", "/api/v1/patients/pn1/timer", None).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = nina.call("DELETE", "/api/v1/session", None).await;
+    assert!(s.is_success(), "{s}");
+    let (_, v) = again.call("GET", "/api/v1/timer", None).await;
+    assert_eq!(v["timer"], Value::Null, "{v}");
+    let (_, listed) = g.client.get("/api/v1/patients/pn1/time").await;
+    let entries = listed["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{listed}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["note"] == "timer stopped at sign-out" && e["activity"] == "review"),
+        "{listed}"
+    );
+}

@@ -4304,3 +4304,93 @@ async fn device_setups_read_back_by_date_and_only_of_the_patients_own_devices() 
         );
     }
 }
+
+/// The timer: one per user, read back, stopped into a time entry (with its audit line, the
+/// timer gone) once; a second start is refused naming the patient; of two stops at once, one
+/// logs the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_timer_runs_once_and_stops_into_one_time_entry() {
+    use vigil::registry::timer::{TimerStart, TimerStop};
+    const NOW: i64 = 1_794_744_000_000; // 2026-11-15T12:00:00Z
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        b.add_patient_on("p-1", "default").await;
+        b.add_patient_on("p-2", "default").await;
+        let timer = TimerStart::default().checked("nina", "p-1", NOW).unwrap();
+        let started = db
+            .start_timer(timer.clone(), line(NOW, "nina", "timer.start", Some("p-1")))
+            .await
+            .unwrap();
+        assert_eq!(started, timer, "{n}");
+        assert_eq!(
+            db.timer("nina".into()).await.unwrap(),
+            Some(timer.clone()),
+            "{n}"
+        );
+        assert_eq!(db.timer("omar".into()).await.unwrap(), None, "{n}");
+        let second = TimerStart::default().checked("nina", "p-2", NOW).unwrap();
+        let r = db
+            .start_timer(second, line(NOW, "nina", "timer.start", Some("p-2")))
+            .await;
+        assert!(
+            matches!(&r, Err(RegistryError::Exists(m)) if m.contains("p-1")),
+            "{n}: {r:?}"
+        );
+        let orphan = TimerStart::default().checked("omar", "p-9", NOW).unwrap();
+        let r = db
+            .start_timer(orphan, line(NOW, "omar", "timer.start", Some("p-9")))
+            .await;
+        assert!(matches!(r, Err(RegistryError::NotFound(_))), "{n}: {r:?}");
+
+        // Two stops at once: one entry.
+        let stop = || {
+            db.stop_timer(
+                "nina".into(),
+                NOW + 20 * 60_000,
+                TimerStop {
+                    interactive: true,
+                    ..TimerStop::default()
+                },
+                Zone::utc(),
+                line(NOW, "nina", "time.create", None),
+            )
+        };
+        let (a, c) = tokio::join!(stop(), stop());
+        let logged: Vec<_> = [a.unwrap(), c.unwrap()].into_iter().flatten().collect();
+        assert_eq!(logged.len(), 1, "{n}: {logged:?}");
+        let e = &logged[0];
+        assert_eq!(
+            (
+                e.patient_id.as_str(),
+                e.date.as_str(),
+                e.minutes,
+                e.interactive,
+                e.user.as_str()
+            ),
+            ("p-1", "2026-11-15", 20, true, "nina"),
+            "{n}"
+        );
+        assert_eq!(db.timer("nina".into()).await.unwrap(), None, "{n}");
+        let listed = db
+            .time_entries(pid("p-1"), "2026-11-01".into(), "2026-11-30".into())
+            .await
+            .unwrap();
+        assert_eq!(listed, std::slice::from_ref(e), "{n}");
+        let lines = db.audit_records(all()).await.unwrap();
+        let stopped = lines
+            .iter()
+            .find(|l| l.line.action == "time.create")
+            .unwrap();
+        assert_eq!(stopped.line.patient_id.as_deref(), Some("p-1"), "{n}");
+        assert_eq!(
+            stopped.line.target,
+            format!("patient/p-1/time/{}", e.id),
+            "{n}"
+        );
+        assert_eq!(
+            lines.len(),
+            2,
+            "{n}: the start and the stop, none for refusals"
+        );
+    }
+}

@@ -7,6 +7,7 @@ use tokio_postgres::{Row, Transaction};
 use super::audit::append_in;
 use super::record::timeline;
 use super::{PgDb, PgError};
+use crate::domain::zone::Zone;
 use crate::domain::{PatientId, format_rfc3339};
 use crate::registry::audit::NewAuditLine;
 use crate::registry::enrollment::{Consent, Enrollment, Programme, overlapping, unknown_programme};
@@ -14,6 +15,7 @@ use crate::registry::error::RegistryError;
 use crate::registry::setups::{SETUP_COLUMNS, Setup, not_the_patients};
 use crate::registry::storage::ProgrammeStore;
 use crate::registry::time_log::TimeEntry;
+use crate::registry::timer::{Timer, TimerStop, timer_running};
 
 const COLUMNS: &str = "patient_id, program, start_date, end_date, practitioner, diagnoses, \
      consent_method, consent_by, consent_ms, updated_by, updated_ms";
@@ -70,6 +72,15 @@ async fn programmes<C: deadpool_postgres::GenericClient + Sync>(
         name: r.get(1),
     })
     .collect())
+}
+
+fn timer_row(r: &Row) -> Timer {
+    Timer {
+        user: r.get(0),
+        patient_id: r.get(1),
+        activity: r.get(2),
+        started_at: format_rfc3339(r.get(3)),
+    }
 }
 
 /// Writes a new time entry (in the caller's transaction).
@@ -298,6 +309,91 @@ impl ProgrammeStore for PgDb {
         append_in(&tx, &audit).await?;
         tx.commit().await.map_err(PgError::from)?;
         Ok(setup)
+    }
+
+    async fn start_timer(&self, timer: Timer, audit: NewAuditLine) -> Result<Timer, RegistryError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(PgError::from)?;
+        let found = tx
+            .query_opt("SELECT 1 FROM patients WHERE id = $1", &[&timer.patient_id])
+            .await
+            .map_err(PgError::from)?;
+        if found.is_none() {
+            return Err(RegistryError::NotFound(format!(
+                "patient {}",
+                timer.patient_id
+            )));
+        }
+        // Of two starts at once, one inserts; the other finds the row.
+        let inserted = tx
+            .execute(
+                "INSERT INTO timers (username, patient_id, activity, started_ms)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (username) DO NOTHING",
+                &[
+                    &timer.user,
+                    &timer.patient_id,
+                    &timer.activity,
+                    &timer.started_ms(),
+                ],
+            )
+            .await
+            .map_err(PgError::from)?;
+        if inserted == 0 {
+            let on: String = tx
+                .query_one(
+                    "SELECT patient_id FROM timers WHERE username = $1",
+                    &[&timer.user],
+                )
+                .await
+                .map_err(PgError::from)?
+                .get(0);
+            return Err(timer_running(&on));
+        }
+        append_in(&tx, &audit).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(timer)
+    }
+
+    async fn timer(&self, user: String) -> Result<Option<Timer>, RegistryError> {
+        Ok(self
+            .conn()
+            .await?
+            .query_opt(
+                "SELECT username, patient_id, activity, started_ms FROM timers WHERE username = $1",
+                &[&user],
+            )
+            .await
+            .map_err(PgError::from)?
+            .map(|r| timer_row(&r)))
+    }
+
+    async fn stop_timer(
+        &self,
+        user: String,
+        now_ms: i64,
+        stop: TimerStop,
+        zone: Zone,
+        audit: NewAuditLine,
+    ) -> Result<Option<TimeEntry>, RegistryError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(PgError::from)?;
+        // Deleting returns it: of two stops at once, one logs the entry.
+        let Some(row) = tx
+            .query_opt(
+                "DELETE FROM timers WHERE username = $1
+                 RETURNING username, patient_id, activity, started_ms",
+                &[&user],
+            )
+            .await
+            .map_err(PgError::from)?
+        else {
+            return Ok(None);
+        };
+        let entry = timer_row(&row).entry(now_ms, &stop, &zone)?;
+        insert_time(&tx, &entry).await?;
+        append_in(&tx, &audit.for_patient(&entry.patient_id, &entry.id)).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(Some(entry))
     }
 
     async fn setups(&self, patient: PatientId) -> Result<Vec<Setup>, RegistryError> {

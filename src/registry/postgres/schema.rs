@@ -283,4 +283,11 @@ pub const STEPS: &[&str] = &[
         created_ms bigint NOT NULL
      );
      CREATE INDEX device_setups_by_patient ON device_setups (patient_id, date);",
+    // 17: each user's running care-management timer (`registry::timer`).
+    "CREATE TABLE timers (
+        username   text   PRIMARY KEY,
+        patient_id text   NOT NULL REFERENCES patients (id),
+        activity   text   NOT NULL,
+        started_ms bigint NOT NULL
+     );",
 ];

@@ -7,6 +7,7 @@ use rusqlite::{OptionalExtension as _, Row, Transaction, TransactionBehavior, pa
 use super::SqliteDb;
 use super::audit::append_in;
 use super::record::{require_patient, timeline};
+use crate::domain::zone::Zone;
 use crate::domain::{PatientId, format_rfc3339};
 use crate::registry::audit::NewAuditLine;
 use crate::registry::enrollment::{Consent, Enrollment, Programme};
@@ -14,6 +15,7 @@ use crate::registry::error::RegistryError;
 use crate::registry::setups::{SETUP_COLUMNS, Setup, not_the_patients};
 use crate::registry::storage::ProgrammeStore;
 use crate::registry::time_log::TimeEntry;
+use crate::registry::timer::{Timer, TimerStop, timer_running};
 
 const COLUMNS: &str = "patient_id, program, start_date, end_date, practitioner, diagnoses, \
      consent_method, consent_by, consent_ms, updated_by, updated_ms";
@@ -65,6 +67,15 @@ fn programmes(c: &rusqlite::Connection) -> rusqlite::Result<Vec<Programme>> {
         })
     })?;
     rows.collect()
+}
+
+fn timer_row(r: &Row<'_>) -> rusqlite::Result<Timer> {
+    Ok(Timer {
+        user: r.get(0)?,
+        patient_id: r.get(1)?,
+        activity: r.get(2)?,
+        started_at: format_rfc3339(r.get(3)?),
+    })
 }
 
 /// Writes a new time entry (in the caller's transaction).
@@ -243,6 +254,82 @@ impl ProgrammeStore for SqliteDb {
             append_in(&tx, &audit)?;
             tx.commit()?;
             Ok(setup)
+        })
+        .await
+    }
+
+    async fn start_timer(&self, timer: Timer, audit: NewAuditLine) -> Result<Timer, RegistryError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let patient = PatientId::parse(&timer.patient_id)
+                .map_err(|why| RegistryError::Invalid(why.to_string()))?;
+            require_patient(&tx, &patient)?;
+            let running: Option<String> = tx
+                .query_row(
+                    "SELECT patient_id FROM timers WHERE username = ?1",
+                    [&timer.user],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(on) = running {
+                return Err(timer_running(&on));
+            }
+            tx.execute(
+                "INSERT INTO timers (username, patient_id, activity, started_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    timer.user,
+                    timer.patient_id,
+                    timer.activity,
+                    timer.started_ms()
+                ],
+            )?;
+            append_in(&tx, &audit)?;
+            tx.commit()?;
+            Ok(timer)
+        })
+        .await
+    }
+
+    async fn timer(&self, user: String) -> Result<Option<Timer>, RegistryError> {
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT username, patient_id, activity, started_ms FROM timers WHERE username = ?1",
+                [&user],
+                timer_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn stop_timer(
+        &self,
+        user: String,
+        now_ms: i64,
+        stop: TimerStop,
+        zone: Zone,
+        audit: NewAuditLine,
+    ) -> Result<Option<TimeEntry>, RegistryError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(timer) = tx
+                .query_row(
+                    "SELECT username, patient_id, activity, started_ms FROM timers
+                      WHERE username = ?1",
+                    [&user],
+                    timer_row,
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let entry = timer.entry(now_ms, &stop, &zone)?;
+            tx.execute("DELETE FROM timers WHERE username = ?1", [&user])?;
+            insert_time(&tx, &entry)?;
+            append_in(&tx, &audit.for_patient(&entry.patient_id, &entry.id))?;
+            tx.commit()?;
+            Ok(Some(entry))
         })
         .await
     }

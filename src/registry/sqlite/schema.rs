@@ -143,6 +143,13 @@ pub(crate) const SCHEMA: &[&str] = &[
         created_ms INTEGER NOT NULL
     );
     CREATE INDEX device_setups_by_patient ON device_setups (patient_id, date);",
+    // version 20: each user's running care-management timer (`registry::timer`).
+    "CREATE TABLE timers (
+        username   TEXT PRIMARY KEY,
+        patient_id TEXT NOT NULL REFERENCES patients (id),
+        activity   TEXT NOT NULL,
+        started_ms INTEGER NOT NULL
+    );",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.
