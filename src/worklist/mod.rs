@@ -147,10 +147,12 @@ fn severity_word(s: Severity) -> &'static str {
     }
 }
 
-/// A span in words: "45 min", "5 h", "3 days".
+/// A span in words: "under a minute", "45 min", "5 h", "3 days".
 pub fn span(ms: i64) -> String {
     let min = ms.max(0) / 60_000;
-    if min < 60 {
+    if min == 0 {
+        "under a minute".into()
+    } else if min < 60 {
         format!("{min} min")
     } else if min < 48 * 60 {
         format!("{} h", min / 60)

@@ -185,5 +185,6 @@ fn spans_read_as_words() {
     assert_eq!(span(60 * 60_000), "1 h");
     assert_eq!(span(5 * HOUR), "5 h");
     assert_eq!(span(72 * HOUR), "3 days");
-    assert_eq!(span(-1), "0 min");
+    assert_eq!(span(-1), "under a minute");
+    assert_eq!(span(59_999), "under a minute");
 }

@@ -33,6 +33,7 @@ mod ingest;
 mod logs;
 mod mqtt_rules;
 mod postgres;
+mod programme_browser;
 mod registry_conformance;
 mod registry_db;
 mod registry_postgres;

@@ -1,5 +1,5 @@
 // Vigil's clinician dashboard: the shell. Restores the session, signs in and out, routes by the
-// URL hash (#/panel, #/inbox, #/patients/{id}, #/visits/{id}, #/admin, #/audit, #/tokens — every
+// URL hash (#/panel, #/worklist, #/inbox, #/patients/{id}, #/visits/{id}, #/admin, #/audit, #/tokens — every
 // page is served by "/"), owns the live feed and the store, and makes a new high alert impossible to miss.
 
 import { ApiError, del, get, post, setCsrfToken, setUnauthorizedHandler } from './api.js';
@@ -12,6 +12,7 @@ import { PatientView } from './patient.js';
 import { Store } from './store.js';
 import { TokensView } from './tokens.js';
 import { VisitView } from './visitview.js';
+import { WorklistView } from './worklist.js';
 import { announce, clear, field, h, messageLine, refreshAges } from './util.js';
 
 const main = document.getElementById('main');
@@ -336,6 +337,10 @@ function route() {
       }
       location.replace('#/panel');
       return;
+    case 'worklist':
+      document.title = 'Worklist · Vigil';
+      state.view = new WorklistView(container, state.store);
+      break;
     case 'admin':
       document.title = 'Admin · Vigil';
       state.view = new AdminView(container, state.store, ctx);

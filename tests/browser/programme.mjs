@@ -1,0 +1,90 @@
+// The care programme's pages in headless Chromium, against a running Vigil that
+// tests/it/programme_browser.rs set up: the clinician's worklist ranks, moves with the keyboard,
+// acknowledges, opens a patient, and updates live when a reading raises an alert.
+//
+// Environment: BASE_URL, CLIN_USER, CLIN_PASS, MQTT_PORT, HIGH_PATIENT (an unacknowledged high
+// alert), STABLE_PATIENT, STABLE_DEVICE, STABLE_SECRET (its cuff: a systolic above 180 raises a
+// high alert), OTHER_PATIENT (another team's).
+
+import { launch, need, newPage, runProcess, scenarios, signIn, until } from './lib.mjs';
+
+const BASE = need('BASE_URL').replace(/\/$/, '');
+const { results, scenario } = scenarios();
+const problems = [];
+
+const order = (page) => page.$$eval('#worklist .worklist-row', (rows) => rows.map((r) => r.dataset.patientId));
+const focusedRow = (page) => page.evaluate(() => document.activeElement?.closest?.('.worklist-row')?.dataset.patientId || null);
+
+const browser = await launch();
+try {
+  const { page } = await newPage(browser, problems);
+  await signIn(page, BASE, need('CLIN_USER'), need('CLIN_PASS'));
+
+  await scenario('worklist_ranks', async () => {
+    await page.goto(`${BASE}/#/worklist`);
+    await page.waitForSelector('#worklist .worklist-row');
+    const rows = await until('both patients listed', 10000, async () => {
+      const o = await order(page);
+      return o.length >= 2 ? o : null;
+    });
+    if (rows[0] !== need('HIGH_PATIENT')) throw new Error(`first row is ${rows[0]}, not the patient with the high alert`);
+    if (rows.includes(need('OTHER_PATIENT'))) throw new Error('another team\'s patient is listed');
+    const reason = await page.textContent(`#worklist .worklist-row[data-patient-id="${rows[0]}"] .reasons .first`);
+    if (!reason.startsWith('Unacknowledged high alert')) throw new Error(`first reason: ${reason}`);
+    const nav = await page.getAttribute('[data-route="worklist"]', 'aria-current');
+    return { rows, reason, nav };
+  });
+
+  await scenario('worklist_keyboard', async () => {
+    await page.focus('#worklist .worklist-row[tabindex="0"]');
+    const first = await focusedRow(page);
+    await page.keyboard.press('j');
+    const second = await focusedRow(page);
+    await page.keyboard.press('ArrowUp');
+    const back = await focusedRow(page);
+    if (!(first && second && first !== second && back === first)) throw new Error(`focus moved ${first} → ${second} → ${back}`);
+    // "a" acknowledges the focused row's alert; the list refetches and the row says so.
+    if (first !== need('HIGH_PATIENT')) throw new Error(`focus began on ${first}`);
+    await page.keyboard.press('a');
+    const tier = await until('the acknowledged alert off the row', 10000, async () => {
+      const t = await page.getAttribute(`#worklist .worklist-row[data-patient-id="${first}"]`, 'data-tier');
+      return t && t !== 'high_alert' ? t : null;
+    });
+    const alerts = await page.evaluate(async (pid) => (await fetch(`/api/v1/alerts?patient_id=${pid}`)).json(), first);
+    if (alerts.alerts[0]?.status !== 'acknowledged') throw new Error(`the alert is ${alerts.alerts[0]?.status}`);
+    return { first, second, tier, rows: await order(page) };
+  });
+
+  await scenario('worklist_live', async () => {
+    // A reading raising a high alert for the stable patient moves them to the top, no reload.
+    await page.evaluate(() => { window.__stillHere = true; });
+    const r = await runProcess('mosquitto_pub', ['-h', '127.0.0.1', '-p', need('MQTT_PORT'), '-V', 'mqttv311', '-q', '1',
+      '-i', `${need('STABLE_DEVICE')}-browser`, '-u', need('STABLE_DEVICE'), '-P', need('STABLE_SECRET'),
+      '-t', `vigil/v1/devices/${need('STABLE_DEVICE')}/readings`, '-m', JSON.stringify({ metric: 'bp_systolic', value: 196 })], { timeout: 15000 });
+    if (r.code !== 0) throw new Error(`mosquitto_pub: ${r.err}`);
+    const before = await order(page);
+    if (before[0] === need('STABLE_PATIENT')) throw new Error(`already first: ${before}`);
+    const rows = await until('the stable patient at the top', 15000, async () => {
+      const o = await order(page);
+      return o[0] === need('STABLE_PATIENT') ? o : null;
+    }, 100);
+    if (!(await page.evaluate(() => window.__stillHere))) throw new Error('the page reloaded');
+    return { rows };
+  });
+
+  await scenario('worklist_enter_opens_the_patient', async () => {
+    await page.focus('#worklist .worklist-row[tabindex="0"]');
+    const id = await focusedRow(page);
+    await page.keyboard.press('Enter');
+    await until('the patient page', 10000, () => page.evaluate(() => location.hash));
+    const hash = await page.evaluate(() => location.hash);
+    if (hash !== `#/patients/${id}`) throw new Error(`Enter went to ${hash}`);
+    return { hash };
+  });
+} finally {
+  await browser.close();
+}
+
+const failed = results.filter((r) => !r.ok).map((r) => r.scenario);
+console.log(JSON.stringify({ summary: { passed: results.length - failed.length, failed }, problems }));
+process.exit(failed.length ? 1 : 0);
