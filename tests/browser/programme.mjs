@@ -1,6 +1,7 @@
 // The care programme's pages in headless Chromium, against a running Vigil that
 // tests/it/programme_browser.rs set up: the clinician's worklist ranks, moves with the keyboard,
-// acknowledges, opens a patient, and updates live when a reading raises an alert.
+// acknowledges, opens a patient, and updates live when a reading raises an alert; the care
+// timer on a patient's page survives a reload and logs its time.
 //
 // Environment: BASE_URL, CLIN_USER, CLIN_PASS, MQTT_PORT, HIGH_PATIENT (an unacknowledged high
 // alert), STABLE_PATIENT, STABLE_DEVICE, STABLE_SECRET (its cuff: a systolic above 180 raises a
@@ -80,6 +81,28 @@ try {
     const hash = await page.evaluate(() => location.hash);
     if (hash !== `#/patients/${id}`) throw new Error(`Enter went to ${hash}`);
     return { hash };
+  });
+
+  await scenario('timer_survives_a_reload_and_logs_its_time', async () => {
+    const pid = need('HIGH_PATIENT');
+    await page.goto(`${BASE}/#/patients/${pid}`);
+    await page.waitForSelector('#timer-start');
+    await page.selectOption('#timer-activity', 'call');
+    await page.click('#timer-start');
+    await page.waitForSelector('#timer-clock');
+    await page.reload();
+    await page.waitForSelector('#timer-clock', { timeout: 10000 });
+    const clock = await page.textContent('#timer-clock');
+    await page.check('#timer-interactive');
+    await page.fill('#timer-note', 'talked through the morning readings');
+    await page.click('#timer-stop');
+    const logged = await page.waitForSelector('#timer-logged', { timeout: 10000 }).then((e) => e.textContent());
+    const time = await page.evaluate(async (p) => (await fetch(`/api/v1/patients/${p}/time`)).json(), pid);
+    const e = time.entries.find((x) => x.note === 'talked through the morning readings');
+    if (!e || e.activity !== 'call' || e.interactive !== true || e.minutes < 1) throw new Error(`entry: ${JSON.stringify(time.entries)}`);
+    const after = await page.evaluate(async () => (await fetch('/api/v1/timer')).json());
+    if (after.timer !== null) throw new Error(`the timer still runs: ${JSON.stringify(after)}`);
+    return { clock, logged, minutes: e.minutes };
   });
 } finally {
   await browser.close();

@@ -1,6 +1,7 @@
 //! The care programme's dashboard pages in a real browser (headless Chromium driven by
 //! playwright-core, `tests/browser/programme.mjs`): the worklist ranks a scenario's patients,
-//! moves with the keyboard, acknowledges, updates live and opens a patient.
+//! moves with the keyboard, acknowledges, updates live and opens a patient; the care timer on
+//! the patient's page survives a reload and logs its time.
 
 use std::time::Duration;
 
@@ -112,6 +113,7 @@ async fn the_worklist_works_in_a_real_browser() {
             "worklist_keyboard",
             "worklist_live",
             "worklist_enter_opens_the_patient",
+            "timer_survives_a_reload_and_logs_its_time",
         ],
     );
     g.stop().await;

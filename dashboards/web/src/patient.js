@@ -7,6 +7,7 @@
 // window again at full resolution, for every chart at once; double-click or "Reset zoom" goes
 // back. Live readings of this patient are appended while the window ends at "now".
 
+import { TimerBox } from './timerbox.js';
 import uPlot from '/assets/vendor/uPlot.esm.js';
 import { showCredentials } from './admin.js';
 import { ApiError, get, post, put, seg } from './api.js';
@@ -56,6 +57,7 @@ export class PatientView {
     this.abort.abort();
     this.resizeObs.disconnect();
     clearTimeout(this.recordTimer);
+    this.timerBox?.destroy();
     for (const c of this.charts.values()) c.u.destroy();
     this.charts.clear();
   }
@@ -112,6 +114,8 @@ export class PatientView {
     this.devicesBox = h('section', { class: 'card', 'aria-labelledby': 'pv-devices' },
       h('h2', { id: 'pv-devices', tabindex: '-1' }, 'Devices'), this.devicesTable, this.deviceConfirm, this.deviceSecret);
     this.timelineBox = h('ol', { class: 'timeline', id: 'timeline' });
+    this.timerBox?.destroy();
+    this.timerBox = new TimerBox(patient.id);
     clear(this.root).append(
       h('div', { class: 'view-head' },
         h('div', {}, h('h1', { id: 'patient-name' }, patient.name),
@@ -125,7 +129,7 @@ export class PatientView {
       h('div', { class: 'two-col' },
         h('section', { class: 'card', 'aria-labelledby': 'pv-timeline' },
           h('h2', { id: 'pv-timeline' }, 'Record'), this.noteForm(), this.timelineBox, this.moreButton()),
-        h('div', {}, this.devicesBox, this.planEditor())),
+        h('div', {}, this.timerBox.el, this.devicesBox, this.planEditor())),
     );
     this.renderAlerts();
     this.renderDevices();
