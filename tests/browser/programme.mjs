@@ -1,7 +1,8 @@
 // The care programme's pages in headless Chromium, against a running Vigil that
 // tests/it/programme_browser.rs set up: the clinician's worklist ranks, moves with the keyboard,
 // acknowledges, opens a patient, and updates live when a reading raises an alert; the care
-// timer on a patient's page survives a reload and logs its time.
+// timer on a patient's page survives a reload and logs its time; the month's billing evidence
+// prints one page per patient.
 //
 // Environment: BASE_URL, CLIN_USER, CLIN_PASS, MQTT_PORT, HIGH_PATIENT (an unacknowledged high
 // alert), STABLE_PATIENT, STABLE_DEVICE, STABLE_SECRET (its cuff: a systolic above 180 raises a
@@ -103,6 +104,26 @@ try {
     const after = await page.evaluate(async () => (await fetch('/api/v1/timer')).json());
     if (after.timer !== null) throw new Error(`the timer still runs: ${JSON.stringify(after)}`);
     return { clock, logged, minutes: e.minutes };
+  });
+
+  await scenario('billing_prints_one_page_per_patient', async () => {
+    const month = await page.evaluate(() => {
+      const d = new Date();
+      return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}`;
+    });
+    await page.goto(`${BASE}/#/billing?month=${month}`);
+    const sheets = await until('a sheet per enrolled patient', 10000, async () => {
+      const ids = await page.$$eval('.billing-sheet', (els) => els.map((e) => e.dataset.patientId));
+      return ids.length >= 2 ? ids : null;
+    });
+    if (sheets.includes(need('OTHER_PATIENT'))) throw new Error('another team\'s patient is on the billing pages');
+    const text = await page.textContent(`.billing-sheet[data-patient-id="${need('HIGH_PATIENT')}"]`);
+    if (!/Management time this month: [1-9]\d* min; with a live conversation/.test(text)) throw new Error(`sheet: ${text}`);
+    const pdf = await page.pdf({ format: 'A4', printBackground: true });
+    const pages = (pdf.toString('latin1').match(/\/Type\s*\/Page[^s]/g) || []).length;
+    if (pages !== sheets.length) throw new Error(`${pages} printed pages for ${sheets.length} patients`);
+    const csv = await page.getAttribute('#billing-csv', 'href');
+    return { sheets, pages, bytes: pdf.length, csv };
   });
 } finally {
   await browser.close();

@@ -1,7 +1,8 @@
 //! The care programme's dashboard pages in a real browser (headless Chromium driven by
 //! playwright-core, `tests/browser/programme.mjs`): the worklist ranks a scenario's patients,
 //! moves with the keyboard, acknowledges, updates live and opens a patient; the care timer on
-//! the patient's page survives a reload and logs its time.
+//! the patient's page survives a reload and logs its time; the billing evidence prints a page
+//! per patient (PDF through Chromium's print).
 
 use std::time::Duration;
 
@@ -114,6 +115,7 @@ async fn the_worklist_works_in_a_real_browser() {
             "worklist_live",
             "worklist_enter_opens_the_patient",
             "timer_survives_a_reload_and_logs_its_time",
+            "billing_prints_one_page_per_patient",
         ],
     );
     g.stop().await;

@@ -1,10 +1,11 @@
 // Vigil's clinician dashboard: the shell. Restores the session, signs in and out, routes by the
-// URL hash (#/panel, #/worklist, #/inbox, #/patients/{id}, #/visits/{id}, #/admin, #/audit, #/tokens — every
+// URL hash (#/panel, #/worklist, #/billing, #/inbox, #/patients/{id}, #/visits/{id}, #/admin, #/audit, #/tokens — every
 // page is served by "/"), owns the live feed and the store, and makes a new high alert impossible to miss.
 
 import { ApiError, del, get, post, setCsrfToken, setUnauthorizedHandler } from './api.js';
 import { AdminView } from './admin.js';
 import { AuditView } from './audit.js';
+import { BillingView } from './billing.js';
 import { InboxView } from './inbox.js';
 import { Live } from './live.js';
 import { PanelView } from './panel.js';
@@ -308,7 +309,8 @@ function destroyView() {
 function route() {
   if (!state.user) return;
   const hash = location.hash.replace(/^#/, '') || '/panel';
-  const parts = hash.split('/').filter(Boolean);
+  // A query after the path (#/billing?month=2026-11) is the view's to read.
+  const parts = hash.split('?')[0].split('/').filter(Boolean);
   destroyView();
   for (const a of document.querySelectorAll('[data-route]')) {
     if (a.dataset.route === parts[0]) a.setAttribute('aria-current', 'page');
@@ -337,6 +339,10 @@ function route() {
       }
       location.replace('#/panel');
       return;
+    case 'billing':
+      document.title = 'Billing · Vigil';
+      state.view = new BillingView(container, state.store, parts[1] ? decodeURIComponent(parts[1]) : null);
+      break;
     case 'worklist':
       document.title = 'Worklist · Vigil';
       state.view = new WorklistView(container, state.store);
