@@ -2,7 +2,7 @@
 // tests/it/programme_browser.rs set up: the clinician's worklist ranks, moves with the keyboard,
 // acknowledges, opens a patient, and updates live when a reading raises an alert; the care
 // timer on a patient's page survives a reload and logs its time; the month's billing evidence
-// prints one page per patient.
+// prints one page per patient; the population page's figures and charts render.
 //
 // Environment: BASE_URL, CLIN_USER, CLIN_PASS, MQTT_PORT, HIGH_PATIENT (an unacknowledged high
 // alert), STABLE_PATIENT, STABLE_DEVICE, STABLE_SECRET (its cuff: a systolic above 180 raises a
@@ -124,6 +124,29 @@ try {
     if (pages !== sheets.length) throw new Error(`${pages} printed pages for ${sheets.length} patients`);
     const csv = await page.getAttribute('#billing-csv', 'href');
     return { sheets, pages, bytes: pdf.length, csv };
+  });
+
+  await scenario('population_charts_render', async () => {
+    await page.goto(`${BASE}/#/population`);
+    await page.waitForSelector('#chart-risk li', { timeout: 10000 });
+    const api = await page.evaluate(async () => (await fetch('/api/v1/population')).json());
+    const f = api.figures;
+    const shown = await page.textContent('#pop-patients dd');
+    if (shown !== String(f.patients) || f.patients < 2) throw new Error(`patients shown ${shown}, API ${f.patients}`);
+    const risk = await page.$$eval('#chart-risk li', (lis) => lis.map((l) => Number(l.dataset.value)));
+    const want = [f.risk_tiers.high, f.risk_tiers.medium, f.risk_tiers.low, f.risk_tiers.none];
+    if (JSON.stringify(risk) !== JSON.stringify(want)) throw new Error(`risk bars ${risk}, figures ${want}`);
+    const rates = await page.$$eval('#chart-alert-rates li', (lis) => lis.length);
+    if (rates !== f.alert_rates.length || rates < 1) throw new Error(`${rates} alert-rate bars for ${f.alert_rates.length} rules`);
+    // Each bar as wide as its value makes it: the largest full, an empty one nothing.
+    const widths = await page.$$eval('#chart-risk li', (lis) => lis.map((l) => {
+      const track = l.querySelector('.bar-track').getBoundingClientRect().width;
+      return Math.round((100 * l.querySelector('.bar').getBoundingClientRect().width) / track);
+    }));
+    const top = Math.max(...want);
+    const expected = want.map((v) => Math.round((100 * v) / Math.max(1, top)));
+    if (JSON.stringify(widths) !== JSON.stringify(expected)) throw new Error(`bar widths ${widths} %, values ${want}`);
+    return { patients: f.patients, risk, rates, widths };
   });
 } finally {
   await browser.close();

@@ -2,7 +2,7 @@
 //! playwright-core, `tests/browser/programme.mjs`): the worklist ranks a scenario's patients,
 //! moves with the keyboard, acknowledges, updates live and opens a patient; the care timer on
 //! the patient's page survives a reload and logs its time; the billing evidence prints a page
-//! per patient (PDF through Chromium's print).
+//! per patient (PDF through Chromium's print); the population page's charts render.
 
 use std::time::Duration;
 
@@ -116,6 +116,7 @@ async fn the_worklist_works_in_a_real_browser() {
             "worklist_enter_opens_the_patient",
             "timer_survives_a_reload_and_logs_its_time",
             "billing_prints_one_page_per_patient",
+            "population_charts_render",
         ],
     );
     g.stop().await;

@@ -1,5 +1,5 @@
 // Vigil's clinician dashboard: the shell. Restores the session, signs in and out, routes by the
-// URL hash (#/panel, #/worklist, #/billing, #/inbox, #/patients/{id}, #/visits/{id}, #/admin, #/audit, #/tokens — every
+// URL hash (#/panel, #/worklist, #/billing, #/population, #/inbox, #/patients/{id}, #/visits/{id}, #/admin, #/audit, #/tokens — every
 // page is served by "/"), owns the live feed and the store, and makes a new high alert impossible to miss.
 
 import { ApiError, del, get, post, setCsrfToken, setUnauthorizedHandler } from './api.js';
@@ -10,6 +10,7 @@ import { InboxView } from './inbox.js';
 import { Live } from './live.js';
 import { PanelView } from './panel.js';
 import { PatientView } from './patient.js';
+import { PopulationView } from './population.js';
 import { Store } from './store.js';
 import { TokensView } from './tokens.js';
 import { VisitView } from './visitview.js';
@@ -342,6 +343,10 @@ function route() {
     case 'billing':
       document.title = 'Billing · Vigil';
       state.view = new BillingView(container, state.store, parts[1] ? decodeURIComponent(parts[1]) : null);
+      break;
+    case 'population':
+      document.title = 'Population · Vigil';
+      state.view = new PopulationView(container);
       break;
     case 'worklist':
       document.title = 'Worklist · Vigil';
