@@ -529,6 +529,8 @@ try {
     const { context, page: cp } = await newPage(browser, problems);
     try {
       await signIn(cp, BASE, need('CLIN_USER'), need('CLIN_PASS'));
+      // Clinicians land on the worklist; the panel is one click away.
+      await cp.click('a[data-route="panel"]');
       await cp.waitForSelector(`[data-patient-id="${need('OWN_PATIENT')}"]`, { state: 'attached', timeout: 10000 });
       const otherTile = await cp.$(`[data-patient-id="${need('OTHER_PATIENT')}"]`);
       if (otherTile) throw new Error('another team\'s patient is on the clinician\'s panel');
@@ -593,6 +595,8 @@ try {
     const { context, page: cp } = await newPage(browser, problems);
     try {
       await signIn(cp, BASE, need('DEFAULT_USER'), need('DEFAULT_PASS'));
+      // Clinicians land on the worklist; the panel is one click away.
+      await cp.click('a[data-route="panel"]');
       const ids = simPatients.length ? simPatients : [`${prefix}-0001`];
       await until('the default team\'s patients on the panel', 10000,
         () => cp.evaluate((list) => list.every((id) => document.querySelector(`[data-patient-id="${id}"]`)), ids));
@@ -616,6 +620,8 @@ try {
     const { context, page: cp } = await newPage(browser, problems);
     try {
       await signIn(cp, BASE, need('NOTEAM_USER'), need('NOTEAM_PASS'));
+      // Clinicians land on the worklist; the panel is one click away.
+      await cp.click('a[data-route="panel"]');
       await cp.waitForFunction(() => /not on a care team/.test(document.getElementById('panel-summary')?.textContent), null, { timeout: 10000 });
       const panel = await cp.textContent('#panel-summary');
       await cp.click('a[data-route="inbox"]');

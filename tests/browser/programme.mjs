@@ -22,6 +22,14 @@ try {
   const { page } = await newPage(browser, problems);
   await signIn(page, BASE, need('CLIN_USER'), need('CLIN_PASS'));
 
+  await scenario('clinician_lands_on_the_worklist', async () => {
+    await until('the worklist page', 10000, () => page.evaluate(() => document.querySelector('#worklist') !== null),
+      100).catch(async (e) => { throw new Error(`${e.message}; the page is ${await page.evaluate(() => `${location.hash} ${document.title}`)}`); });
+    const current = await page.getAttribute('[data-route="worklist"]', 'aria-current');
+    if (current !== 'page') throw new Error(`the worklist link is not marked current (${current})`);
+    return { title: await page.title() };
+  });
+
   await scenario('worklist_ranks', async () => {
     await page.goto(`${BASE}/#/worklist`);
     await page.waitForSelector('#worklist .worklist-row');

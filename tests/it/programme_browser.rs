@@ -110,6 +110,7 @@ async fn the_worklist_works_in_a_real_browser() {
         &lines,
         &summary,
         &[
+            "clinician_lands_on_the_worklist",
             "worklist_ranks",
             "worklist_keyboard",
             "worklist_live",

@@ -88,6 +88,12 @@ function showSignIn(message) {
   user.focus();
 }
 
+/** Where a user lands: a clinician on the worklist (who needs action first), an admin on the
+ * panel. */
+function landing() {
+  return state.user?.role === 'clinician' ? '#/worklist' : '#/panel';
+}
+
 function signedIn(s) {
   state.user = s.user;
   setCsrfToken(s.csrf_token);
@@ -120,7 +126,7 @@ function signedIn(s) {
   });
   state.live.start();
   resync();
-  if (!location.hash || location.hash === '#' || location.hash === '#/') location.replace('#/panel');
+  if (!location.hash || location.hash === '#' || location.hash === '#/') location.replace(landing());
   route();
 }
 
@@ -160,7 +166,8 @@ document.getElementById('sign-out').addEventListener('click', async () => {
     }
   }
   signedOut(null);
-  history.replaceState(null, '', '#/panel');
+  // The next user lands on their own first page.
+  history.replaceState(null, '', location.pathname);
 });
 
 function setConnState(s, info = {}) {
@@ -309,7 +316,7 @@ function destroyView() {
 
 function route() {
   if (!state.user) return;
-  const hash = location.hash.replace(/^#/, '') || '/panel';
+  const hash = location.hash.replace(/^#/, '') || landing().slice(1);
   // A query after the path (#/billing?month=2026-11) is the view's to read.
   const parts = hash.split('?')[0].split('/').filter(Boolean);
   destroyView();
