@@ -159,3 +159,22 @@ export function scenarios() {
   return { results, scenario };
 }
 
+
+const AXE = new URL('./node_modules/axe-core/axe.min.js', import.meta.url);
+
+/**
+ * Runs axe-core (WCAG 2.1 A and AA rules) on what `page` shows, or on `selector` within it;
+ * resolves to {violations: [{id, impact, help, nodes: [target…]}], passes: rules that passed}. axe is evaluated in the page
+ * by the driver, so the page's CSP (no inline scripts) is not loosened for it.
+ */
+export async function axe(page, selector = null) {
+  const source = fs.readFileSync(AXE, 'utf8');
+  await page.evaluate(source);
+  return page.evaluate(async (sel) => {
+    const r = await window.axe.run(sel || document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } });
+    return {
+      violations: r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 5) })),
+      passes: r.passes.length,
+    };
+  }, selector);
+}

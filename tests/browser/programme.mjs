@@ -8,7 +8,7 @@
 // alert), STABLE_PATIENT, STABLE_DEVICE, STABLE_SECRET (its cuff: a systolic above 180 raises a
 // high alert), OTHER_PATIENT (another team's).
 
-import { launch, need, newPage, runProcess, scenarios, signIn, until } from './lib.mjs';
+import { axe, launch, need, newPage, runProcess, scenarios, signIn, until } from './lib.mjs';
 
 const BASE = need('BASE_URL').replace(/\/$/, '');
 const { results, scenario } = scenarios();
@@ -155,6 +155,27 @@ try {
     const expected = want.map((v) => Math.round((100 * v) / Math.max(1, top)));
     if (JSON.stringify(widths) !== JSON.stringify(expected)) throw new Error(`bar widths ${widths} %, values ${want}`);
     return { patients: f.patients, risk, rates, widths };
+  });
+
+  await scenario('programme_pages_pass_axe', async () => {
+    // WCAG 2.1 AA on each page this work added, as a clinician sees it.
+    const found = {};
+    const passes = {};
+    for (const [route, ready] of [
+      ['#/worklist', '#worklist .worklist-row'],
+      [`#/patients/${need('STABLE_PATIENT')}`, '#care-timer button'],
+      ['#/billing', '#billing-month'],
+      ['#/population', '#chart-risk li'],
+    ]) {
+      await page.goto(`${BASE}/${route}`);
+      await page.waitForSelector(ready, { timeout: 10000 });
+      const r = await axe(page, '#main');
+      if (r.passes < 5) throw new Error(`axe checked only ${r.passes} rules on ${route}`);
+      if (r.violations.length) found[route] = r.violations;
+      passes[route] = r.passes;
+    }
+    if (Object.keys(found).length) throw new Error(`axe violations: ${JSON.stringify(found)}`);
+    return { passes };
   });
 } finally {
   await browser.close();

@@ -118,6 +118,7 @@ async fn the_worklist_works_in_a_real_browser() {
             "timer_survives_a_reload_and_logs_its_time",
             "billing_prints_one_page_per_patient",
             "population_charts_render",
+            "programme_pages_pass_axe",
         ],
     );
     g.stop().await;
