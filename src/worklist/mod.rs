@@ -169,6 +169,17 @@ fn plural(n: i64, one: &str) -> String {
     }
 }
 
+/// The month's minutes against the management codes' thresholds (docs/billing.md): 10 for
+/// 99470, 20 for 99457.
+fn minutes_words(m: u32) -> String {
+    match m {
+        0 => "No minutes logged this month".into(),
+        1..10 => format!("{m} min this month, {} short of 10", 10 - m),
+        10..20 => format!("{m} min this month, {} short of 20", 20 - m),
+        _ => format!("{m} min this month, 20 reached"),
+    }
+}
+
 /// The key rows sort by within the tier: smaller is more urgent.
 fn key(f: &Facts, tier: Tier, now_ms: i64) -> (Tier, i64) {
     let k = match tier {
@@ -299,18 +310,15 @@ fn assess(f: &Facts, now_ms: i64, month_day: u8, month_days: u8) -> (Tier, Vec<S
     } else {
         Tier::Stable
     };
+    let minutes = minutes_words(f.minutes);
     found.push((
         contact_tier,
         match (f.interactive_this_month, &f.last_interactive) {
-            (true, Some(d)) => format!(
-                "{} min this month; last spoke with the patient on {d}",
-                f.minutes
-            ),
-            (_, Some(d)) => format!(
-                "{} min this month; no interactive contact this month (last on {d})",
-                f.minutes
-            ),
-            (_, None) => format!("{} min this month; no interactive contact yet", f.minutes),
+            (true, Some(d)) => format!("{minutes}; last spoke with the patient on {d}"),
+            (_, Some(d)) => {
+                format!("{minutes}; no interactive contact this month (last on {d})")
+            }
+            (_, None) => format!("{minutes}; no interactive contact yet"),
         },
     ));
     // The reason that placed the row first; the rest in order of urgency.

@@ -174,9 +174,17 @@ fn no_contact_matters_once_half_the_month_is_gone() {
     assert_eq!(late[0].tier, Tier::NoContact);
     assert_eq!(
         late[0].reasons[0],
-        "0 min this month; no interactive contact this month (last on 2026-11-10)",
+        "No minutes logged this month; no interactive contact this month (last on 2026-11-10)",
         "the reason that placed it comes first"
     );
+}
+
+#[test]
+fn minutes_read_against_10_and_20() {
+    assert_eq!(minutes_words(0), "No minutes logged this month");
+    assert_eq!(minutes_words(4), "4 min this month, 6 short of 10");
+    assert_eq!(minutes_words(12), "12 min this month, 8 short of 20");
+    assert_eq!(minutes_words(20), "20 min this month, 20 reached");
 }
 
 #[test]
