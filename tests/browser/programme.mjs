@@ -111,6 +111,9 @@ try {
     if (!e || e.activity !== 'call' || e.interactive !== true || e.minutes < 1) throw new Error(`entry: ${JSON.stringify(time.entries)}`);
     const after = await page.evaluate(async () => (await fetch('/api/v1/timer')).json());
     if (after.timer !== null) throw new Error(`the timer still runs: ${JSON.stringify(after)}`);
+    // The patient's own billing page is a link away.
+    await page.click('#patient-billing');
+    await page.waitForSelector(`.billing-sheet[data-patient-id="${pid}"]`, { timeout: 10000 });
     return { clock, logged, minutes: e.minutes };
   });
 
