@@ -24,6 +24,7 @@ use crate::billing::{Inputs, Month, Rules, SetupEvent, Statement, days_needed, d
 use crate::domain::zone::Zone;
 use crate::domain::{PatientId, now_ms};
 use crate::registry::Patient;
+use crate::registry::enrollment::Enrollment;
 use crate::registry::setups::SetupBody;
 
 /// The rules in force (`billing/cms-rpm-2026.toml`).
@@ -126,7 +127,8 @@ pub(super) async fn patient_billing(
     check_patient(&s, &p, &id).await?;
     let patient = s.registry.patient(id.clone()).await?;
     let counts = automatic_devices(&s).await?;
-    let statement = statement_for(&s, &patient, month, &counts, now_ms()).await?;
+    let episodes = s.registry.enrollments(&id).await?;
+    let statement = statement_for(&s, &patient, &episodes, month, &counts, now_ms()).await?;
     audit_line(
         &s,
         &p,
@@ -174,7 +176,12 @@ pub(super) async fn clinic_billing(
     patients.sort_by(|a, b| a.id.cmp(&b.id));
     let mut rows: Vec<(Patient, Statement)> = Vec::new();
     for patient in patients {
-        let st = statement_for(&s, &patient, month, &counts, now).await?;
+        // Patients never enrolled in the month cost one query.
+        let episodes = s.registry.enrollments(&patient.id).await?;
+        if !episodes.iter().any(|e| touches(e, month)) {
+            continue;
+        }
+        let st = statement_for(&s, &patient, &episodes, month, &counts, now).await?;
         let in_programme = |prog: &str| q.program.as_deref().is_none_or(|want| want == prog);
         let touches = st.periods.iter().any(|x| in_programme(&x.program))
             || st.codes.iter().any(|c| in_programme(&c.program));
@@ -200,6 +207,13 @@ pub(super) async fn clinic_billing(
             csv_response(&format!("vigil-billing-{month}.csv"), &csv_rows)
         }
     })
+}
+
+/// Whether the episode's dates touch `month`.
+pub(super) fn touches(e: &Enrollment, month: Month) -> bool {
+    let first = month.first().to_string();
+    let last = month.last().to_string();
+    e.start <= last && e.end.as_deref().is_none_or(|end| end >= first.as_str())
 }
 
 fn csv_response(filename: &str, rows: &[Row<'_>]) -> Response {
@@ -241,10 +255,11 @@ pub(super) fn zone_of(s: &AppState, patient: &Patient) -> Zone {
         .unwrap_or_else(|| (*s.clinic_zone).clone())
 }
 
-/// `patient`'s statement for `month` as of `now_ms`.
+/// `patient`'s statement for `month` as of `now_ms`, from their enrollment `episodes`.
 pub(super) async fn statement_for(
     s: &AppState,
     patient: &Patient,
+    episodes: &[Enrollment],
     month: Month,
     counts: &HashMap<String, bool>,
     now_ms: i64,
@@ -254,7 +269,6 @@ pub(super) async fn statement_for(
     let today = zone
         .day_of(now_ms)
         .ok_or_else(|| ApiError::Internal("the clock is out of range".into()))?;
-    let episodes = s.registry.enrollments(id).await?;
     let setups: Vec<SetupEvent> = s
         .registry
         .setups(id)
@@ -269,7 +283,7 @@ pub(super) async fn statement_for(
             })
         })
         .collect();
-    let days = match days_needed(&RULES, month, &episodes, &setups) {
+    let days = match days_needed(&RULES, month, episodes, &setups) {
         None => Default::default(),
         Some((first, last)) => {
             let from = zone.start_of(first);
@@ -294,7 +308,7 @@ pub(super) async fn statement_for(
             month,
             today,
             timezone: zone.name(),
-            episodes: &episodes,
+            episodes,
             days: &days,
             setups: &setups,
             entries: &entries,

@@ -129,7 +129,7 @@ pub(super) async fn population(
         if !in_programme {
             continue;
         }
-        let st = statement_for(&s, patient, month, &counts, now).await?;
+        let st = statement_for(&s, patient, &episodes, month, &counts, now).await?;
         months.push(PatientMonth {
             patient_id: patient.id.to_string(),
             enrolled_days,

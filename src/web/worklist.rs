@@ -116,7 +116,8 @@ pub(super) async fn worklist(
         {
             continue;
         }
-        let statement = statement_for(&s, patient, Month::of(today), &counts, now).await?;
+        let statement =
+            statement_for(&s, patient, &episodes, Month::of(today), &counts, now).await?;
         let today_s = today.to_string();
         let adherence = statement
             .periods
