@@ -7,7 +7,9 @@
 //! - [`scenario`]: named clinical stories with the alerts Vigil should raise and when;
 //! - [`device`]: what each device profile measures, how often, its battery and drop-outs;
 //! - [`payload`]: the bytes a device sends — vigil-json, SenML, Bluetooth GATT — and
-//!   malformed payloads Vigil must refuse.
+//!   malformed payloads Vigil must refuse;
+//! - [`history`]: a month of a patient's past — an adherence persona, the days they measured,
+//!   each reading with its own time, the care team's time with them.
 //!
 //! The shells: [`provision`] (patients and devices through the HTTP API), [`fleet`] (one MQTT
 //! connection per device, real or accelerated time) and [`bench`] (Vigil measured end to end
@@ -21,6 +23,7 @@ pub mod bench;
 pub mod bench_cluster;
 pub mod device;
 pub mod fleet;
+pub mod history;
 pub mod payload;
 pub mod peers;
 pub mod physio;
