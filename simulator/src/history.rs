@@ -1,7 +1,7 @@
 //! `vigil-sim backfill`'s plan: a month (or any number of days) of one patient's past, pure and
 //! deterministic for a seed — how adherent the patient is (a [`Persona`]), on which days they
 //! measured, every reading with its device's own time, and the care team's time with them
-//! ([`Care`]). The shell, `vigil-sim backfill`, sends it through the API and MQTT.
+//! ([`Care`]). The shell, [`crate::backfill`], sends it through the API and MQTT.
 //!
 //! This module must never do I/O or read a clock: the current time is an input ([`Window`]),
 //! and no reading is planned after it.
