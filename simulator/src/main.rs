@@ -83,6 +83,42 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// Fill in the past: enroll every patient of a credentials file from DAYS ago, record
+    /// their devices' set-up, publish the readings of an adherence persona each (adherent,
+    /// dropout, sporadic, barely) with the devices' own past times, and log the care team's
+    /// time (past video visits as video time). Prints a JSON summary.
+    Backfill {
+        #[arg(long)]
+        credentials: PathBuf,
+        /// Vigil's HTTP base URL (default: the one in the credentials file).
+        #[arg(long)]
+        url: Option<String>,
+        /// mqtt://host:port or mqtts://host:port.
+        #[arg(long)]
+        mqtt: String,
+        /// CA certificate (PEM) for mqtts://.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// An admin bearer token (or set VIGIL_TOKEN).
+        #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Days before today to start from (the enrollment's start); today is filled in too,
+        /// up to now.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
+        days: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The programme to enroll in (GET /api/v1/programs lists them).
+        #[arg(long, default_value = "hypertension")]
+        program: String,
+        /// Set every patient's time zone (an IANA name, e.g. America/Chicago); without it each
+        /// patient keeps theirs (their record's, else the clinic's).
+        #[arg(long, value_parser = parse_zone)]
+        timezone: Option<String>,
+        /// The practitioner responsible for billing, on the enrollments.
+        #[arg(long, default_value = "Dr Sim Okafor")]
+        practitioner: String,
+    },
     /// Video visits as load: N concurrent 1:1 visits (VP8 + audio both ways through Vigil's
     /// relay), or with --step, growing N until the loss exceeds --max-loss. Prints a markdown
     /// table.
@@ -154,6 +190,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} must be more than zero"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_zone(s: &str) -> Result<String, String> {
+    jiff::tz::TimeZone::get(s)
+        .map(|_| s.to_owned())
+        .map_err(|_| format!("{s:?} is not an IANA time-zone name like America/Chicago"))
 }
 
 fn now_ms() -> i64 {
@@ -262,6 +304,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 summary.malformed,
                 summary.acknowledged,
                 summary.real_seconds
+            );
+            Ok(())
+        }
+        Command::Backfill {
+            credentials,
+            url,
+            mqtt,
+            ca,
+            token,
+            days,
+            seed,
+            program,
+            timezone,
+            practitioner,
+        } => {
+            let creds = Credentials::load(&credentials)?;
+            let target = Target::parse(&mqtt, ca.as_deref())?;
+            let api = Api::new(url.as_deref().unwrap_or(&creds.api), &token);
+            let options = vigil_sim::backfill::Options {
+                days,
+                seed,
+                program,
+                timezone,
+                practitioner,
+            };
+            let summary =
+                vigil_sim::backfill::run(&creds, &api, &target, &options, now_ms()).await?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            eprintln!(
+                "vigil-sim: {} patients from {} to {} ({}), {} readings published, {} set-ups and {} time entries logged ({} minutes), {} already there",
+                summary.patients,
+                summary.start,
+                summary.today,
+                summary
+                    .personas
+                    .iter()
+                    .map(|(p, n)| format!("{n} {p}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                summary.readings,
+                summary.setups,
+                summary.time_entries,
+                summary.minutes,
+                summary.already_logged
             );
             Ok(())
         }

@@ -85,9 +85,27 @@ impl Api {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<serde_json::Value> {
+        let (status, value) = self.request(method.clone(), path, body).await?;
+        if !status.is_success() {
+            bail!(
+                "{method} {path}: {status}: {}",
+                value["error"].as_str().unwrap_or("no reason given")
+            );
+        }
+        Ok(value)
+    }
+
+    /// One request, answered with its status and body (`null` when not JSON), whatever the
+    /// status; only a failure to reach Vigil is an error.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<(reqwest::StatusCode, serde_json::Value)> {
         let mut req = self
             .http
-            .request(method.clone(), format!("{}/api/v1{path}", self.base))
+            .request(method, format!("{}/api/v1{path}", self.base))
             .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
@@ -98,13 +116,7 @@ impl Api {
             .with_context(|| format!("cannot reach Vigil at {}", self.base))?;
         let status = resp.status();
         let value: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
-        if !status.is_success() {
-            bail!(
-                "{method} {path}: {status}: {}",
-                value["error"].as_str().unwrap_or("no reason given")
-            );
-        }
-        Ok(value)
+        Ok((status, value))
     }
 }
 

@@ -47,6 +47,15 @@ impl Rng {
     pub fn chance(&mut self, p: f64) -> bool {
         self.f64() < p
     }
+
+    /// Uniform in `lo..=hi` (`lo` when `hi < lo`).
+    pub fn between(&mut self, lo: u32, hi: u32) -> u32 {
+        if hi <= lo {
+            return lo;
+        }
+        let n = u64::from(hi - lo) + 1;
+        lo + (self.next_u64() % n) as u32
+    }
 }
 
 /// A stable 64-bit hash of a string (FNV-1a), to seed sub-streams by name.

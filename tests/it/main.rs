@@ -38,6 +38,7 @@ mod registry_conformance;
 mod registry_db;
 mod registry_postgres;
 mod sign_in_flood;
+mod sim_backfill;
 mod store_conformance;
 mod tls;
 mod visit_browser;
