@@ -138,9 +138,14 @@ pub(super) async fn worklist(
         // issued) against its profile's reporting interval.
         let mut silent = Vec::new();
         for d in by_patient.get(patient.id.as_str()).into_iter().flatten() {
+            // A device whose readings are typed in (the patient app) is used when there is
+            // something to enter: its quiet is not silence.
             let Some(profile) = s.registry.profiles().get(&d.profile) else {
                 continue;
             };
+            if profile.manual_entry {
+                continue;
+            }
             let last = s
                 .store
                 .last_reading(d.id.clone(), profile.metrics.clone())

@@ -245,7 +245,33 @@ fn assess(f: &Facts, now_ms: i64, month_day: u8, month_days: u8) -> (Tier, Vec<S
             ));
         }
     }
-    for s in &f.silent {
+    // One reason per silent device, or one for them all when there are more than two.
+    if f.silent.len() > 2 {
+        let longest = f
+            .silent
+            .iter()
+            .map(|s| now_ms - s.last_ms)
+            .max()
+            .unwrap_or(0);
+        let shortest = f
+            .silent
+            .iter()
+            .map(|s| now_ms - s.last_ms)
+            .min()
+            .unwrap_or(0);
+        let names: Vec<&str> = f.silent.iter().map(|s| s.device_id.as_str()).collect();
+        found.push((
+            Tier::Silent,
+            format!(
+                "No reading from {} devices for {} to {} ({})",
+                f.silent.len(),
+                span(shortest),
+                span(longest),
+                names.join(", ")
+            ),
+        ));
+    }
+    for s in f.silent.iter().filter(|_| f.silent.len() <= 2) {
         let every = span(
             i64::try_from(s.interval_s)
                 .unwrap_or(0)

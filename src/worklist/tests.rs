@@ -180,6 +180,34 @@ fn no_contact_matters_once_half_the_month_is_gone() {
 }
 
 #[test]
+fn many_silent_devices_are_one_reason() {
+    let mut p = patient("quiet");
+    p.silent = ["cuff", "scale", "watch"]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Silence {
+            device_id: (*d).into(),
+            last_ms: NOW - (50 + 24 * i as i64) * HOUR,
+            interval_s: 43_200,
+            never: false,
+        })
+        .collect();
+    let rows = rank(&[p], NOW, 5, 30);
+    assert_eq!(
+        rows[0].reasons[0],
+        "No reading from 3 devices for 2 days to 4 days (cuff, scale, watch)"
+    );
+    assert_eq!(
+        rows[0]
+            .reasons
+            .iter()
+            .filter(|r| r.starts_with("No reading"))
+            .count(),
+        1
+    );
+}
+
+#[test]
 fn minutes_read_against_10_and_20() {
     assert_eq!(minutes_words(0), "No minutes logged this month");
     assert_eq!(minutes_words(4), "4 min this month, 6 short of 10");
