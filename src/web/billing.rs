@@ -159,16 +159,7 @@ pub(super) async fn clinic_billing(
 ) -> ApiResult<Response> {
     let Query(q) = q?;
     let (month, format) = (q.month()?, q.format()?);
-    if let Some(program) = &q.program {
-        let known = s.registry.programmes().await?;
-        if !known.iter().any(|x| &x.id == program) {
-            let ids: Vec<&str> = known.iter().map(|x| x.id.as_str()).collect();
-            return Err(ApiError::BadRequest(format!(
-                "program {program:?} is not one of {}",
-                ids.join(", ")
-            )));
-        }
-    }
+    super::enrollment::known_programme(&s, q.program.as_deref()).await?;
     let counts = automatic_devices(&s).await?;
     let now = now_ms();
     let mut patients = s.registry.patients().await?;

@@ -17,8 +17,19 @@ use super::extract::{ApiResult, audit_line, new_audit_line, patient_id, require_
 use super::state::AppState;
 use crate::domain::now_ms;
 use crate::registry::RegistryError;
-use crate::registry::enrollment::{EnrollmentBody, Programme};
+use crate::registry::enrollment::{EnrollmentBody, Programme, unknown_programme};
 use crate::registry::time_log::{MAX_AGE_DAYS, TimeBody, TimeChange, TimeEntry, new_entry_id};
+
+/// Refuses (400, naming those there are) a `program` filter naming no programme.
+pub(super) async fn known_programme(s: &AppState, program: Option<&str>) -> ApiResult<()> {
+    if let Some(program) = program {
+        let known = s.registry.programmes().await?;
+        if !known.iter().any(|x| x.id == program) {
+            return Err(unknown_programme(program, &known).into());
+        }
+    }
+    Ok(())
+}
 
 /// `GET /programs`.
 pub(super) async fn list_programmes(

@@ -45,16 +45,7 @@ pub(super) async fn population(
         Some(m) => Month::parse(m).map_err(ApiError::BadRequest)?,
         None => Month::of(today),
     };
-    if let Some(program) = &q.program {
-        let known = s.registry.programmes().await?;
-        if !known.iter().any(|x| &x.id == program) {
-            let ids: Vec<&str> = known.iter().map(|x| x.id.as_str()).collect();
-            return Err(ApiError::BadRequest(format!(
-                "program {program:?} is not one of {}",
-                ids.join(", ")
-            )));
-        }
-    }
+    super::enrollment::known_programme(&s, q.program.as_deref()).await?;
     // Alerts opened in the month (in the clinic's zone), by patient.
     let zone = &s.clinic_zone;
     let from_ms = zone.start_of(month.first());

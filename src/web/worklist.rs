@@ -46,16 +46,7 @@ pub(super) async fn worklist(
     q: Result<Query<WorklistQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(q) = q?;
-    if let Some(program) = &q.program {
-        let known = s.registry.programmes().await?;
-        if !known.iter().any(|x| &x.id == program) {
-            let ids: Vec<&str> = known.iter().map(|x| x.id.as_str()).collect();
-            return Err(ApiError::BadRequest(format!(
-                "program {program:?} is not one of {}",
-                ids.join(", ")
-            )));
-        }
-    }
+    super::enrollment::known_programme(&s, q.program.as_deref()).await?;
     if let Some(team) = &q.team
         && !p.sees_team(Some(team))
     {

@@ -9,10 +9,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::{Date, Duration, OffsetDateTime};
 
-use crate::support::{Api, Gateway, TOKEN, eventually, publish_readings, run};
+use crate::support::{Gateway, TOKEN, eventually, publish_readings, run};
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
-const PASSWORD: &str = "a-long-enough-password-for-tests";
 
 /// The last complete calendar month (UTC) and a 30-day period ending on its last day: the
 /// month, its first day, and the period's first day.
@@ -38,24 +37,6 @@ async fn csv_of(base: &str, path: &str, token: &str) -> (StatusCode, String, Str
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
     (status, ct, resp.text().await.unwrap())
-}
-
-async fn clinician_of(api: &Api, name: &str, team: &str) -> String {
-    let (s, v) = api
-        .post(
-            "/api/v1/users",
-            json!({"name": name, "password": PASSWORD, "role": "clinician", "teams": [team]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, v) = api
-        .post(
-            "/api/v1/tokens",
-            json!({"label": name, "scope": "write", "expires_days": 1, "user": name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["token"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -295,7 +276,7 @@ async fn a_months_device_days_and_minutes_support_their_codes_with_the_evidence(
     for action in ["billing.read", "setup.create"] {
         assert!(text.contains(action), "{action}: {audit}");
     }
-    let south = clinician_of(api, "sam-south", "south").await;
+    let south = api.clinician("sam-south", "south").await;
     let (s, v) = api
         .call(
             "GET",
@@ -319,7 +300,7 @@ async fn a_months_device_days_and_minutes_support_their_codes_with_the_evidence(
         .call("GET", "/api/v1/patients/p-bill/setups", None, Some(&south))
         .await;
     assert!(!s.is_success(), "{s}");
-    let north = clinician_of(api, "nina-north", "north").await;
+    let north = api.clinician("nina-north", "north").await;
     let (s, v) = api
         .call(
             "GET",

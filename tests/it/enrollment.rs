@@ -6,33 +6,12 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{Api, Gateway};
-
-const PASSWORD: &str = "a-long-enough-password-for-tests";
+use crate::support::Gateway;
 
 fn enrollment(start: &str, end: Option<&str>) -> Value {
     json!({"program": "heart-failure", "start": start, "end": end, "practitioner": "Dr Rao",
         "diagnoses": ["I50.9", "i10"],
         "consent": {"method": "written", "by": "nina", "at": "2026-11-02T09:30:00Z"}})
-}
-
-/// A write token acting as a clinician of `team` (made with the bootstrap token).
-async fn clinician_of(api: &Api, name: &str, team: &str) -> String {
-    let (s, v) = api
-        .post(
-            "/api/v1/users",
-            json!({"name": name, "password": PASSWORD, "role": "clinician", "teams": [team]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, v) = api
-        .post(
-            "/api/v1/tokens",
-            json!({"label": format!("{name} test"), "scope": "write", "expires_days": 1, "user": name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["token"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -167,7 +146,7 @@ async fn a_patient_is_enrolled_changed_and_read_back_audited_and_on_the_timeline
     assert!(actions.iter().any(|a| a == "enrollment.read"), "{audit}");
 
     // A clinician of another team gets nothing; one of the patient's team may read and change.
-    let south = clinician_of(api, "sam-south", "south").await;
+    let south = api.clinician("sam-south", "south").await;
     let (s, v) = api.call("GET", path, None, Some(&south)).await;
     assert!(!s.is_success() && v.get("program").is_none(), "{s} {v}");
     let (s, _) = api
@@ -179,7 +158,7 @@ async fn a_patient_is_enrolled_changed_and_read_back_audited_and_on_the_timeline
         )
         .await;
     assert!(!s.is_success(), "{s}");
-    let north = clinician_of(api, "nina-north", "north").await;
+    let north = api.clinician("nina-north", "north").await;
     let (s, v) = api.call("GET", path, None, Some(&north)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = api
@@ -232,8 +211,8 @@ async fn time_is_logged_per_patient_listed_by_month_and_kept_to_the_team() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let nina = clinician_of(api, "nina-time", "north").await;
-    let sam = clinician_of(api, "sam-time", "south").await;
+    let nina = api.clinician("nina-time", "north").await;
+    let sam = api.clinician("sam-time", "south").await;
     let path = "/api/v1/patients/p-time/time";
     // Today and yesterday (UTC), so the dates are never in the future nor too old.
     let today = time::OffsetDateTime::now_utc().date();
@@ -349,7 +328,7 @@ async fn time_is_logged_per_patient_listed_by_month_and_kept_to_the_team() {
     );
     assert_eq!(v["updated_by"], "nina-time", "{v}");
     assert_eq!(v["user"], "nina-time", "the author stays: {v}");
-    let colleague = clinician_of(api, "noor-time", "north").await;
+    let colleague = api.clinician("noor-time", "north").await;
     let (s, v) = api
         .call(
             "PATCH",

@@ -238,6 +238,26 @@ impl Api {
     }
 
     /// Provisions a device and returns its MQTT secret.
+    /// A clinician of `team` (made with the bootstrap token) and a write token acting as them.
+    pub(crate) async fn clinician(&self, name: &str, team: &str) -> String {
+        let (s, v) = self
+            .post(
+                "/api/v1/users",
+                json!({"name": name, "password": "a-long-enough-password-for-tests",
+                       "role": "clinician", "teams": [team]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let (s, v) = self
+            .post(
+                "/api/v1/tokens",
+                json!({"label": format!("{name} test"), "scope": "write", "expires_days": 1, "user": name}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+
     pub(crate) async fn device(&self, id: &str, patient: &str, profile: &str) -> String {
         let (s, v) = self
             .post(

@@ -12,25 +12,6 @@ use time::{Duration, OffsetDateTime};
 use crate::support::{Api, Gateway, TOKEN, eventually, publish_readings};
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
-const PASSWORD: &str = "a-long-enough-password-for-tests";
-
-async fn clinician_of(api: &Api, name: &str, team: &str) -> String {
-    let (s, v) = api
-        .post(
-            "/api/v1/users",
-            json!({"name": name, "password": PASSWORD, "role": "clinician", "teams": [team]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, v) = api
-        .post(
-            "/api/v1/tokens",
-            json!({"label": name, "scope": "write", "expires_days": 1, "user": name}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v["token"].as_str().unwrap().to_owned()
-}
 
 /// A patient of `team` enrolled 25 days ago (so the device period ends in 4 days), with a cuff;
 /// its secret.
@@ -137,7 +118,7 @@ async fn the_worklist_ranks_alerts_above_silence_above_risk_above_the_stable() {
     let other = enrolled(api, "w-south", "south", start).await;
     publish_readings(g.mqtt, "w-south-cuff", &other, &readings(now, &[0], 125.0)).await;
 
-    let north = clinician_of(api, "nina-north", "north").await;
+    let north = api.clinician("nina-north", "north").await;
     let list = eventually(WAIT, "the alert and the readings in the worklist", || {
         let north = north.clone();
         async move {
