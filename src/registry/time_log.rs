@@ -16,6 +16,8 @@ use crate::domain::format_rfc3339;
 pub const ACTIVITIES: [&str; 4] = ["review", "call", "video", "coordination"];
 /// Minutes one entry may hold at most (a working day).
 pub const MAX_MINUTES: u32 = 600;
+/// Characters a note may hold at most.
+pub const MAX_NOTE_CHARS: usize = 2_000;
 /// How far back an entry's date may be, in days (a month's billing is closed after that).
 pub const MAX_AGE_DAYS: i64 = 366;
 
@@ -116,21 +118,8 @@ impl TimeBody {
         if !(1..=MAX_MINUTES).contains(&self.minutes) {
             return bad(format!("minutes must be 1 to {MAX_MINUTES}"));
         }
-        let activity = self.activity.trim().to_ascii_lowercase();
-        if !ACTIVITIES.contains(&activity.as_str()) {
-            return bad(format!(
-                "activity {:?} must be one of {}",
-                self.activity,
-                ACTIVITIES.join(", ")
-            ));
-        }
-        let note = self
-            .note
-            .map(|n| n.trim().to_owned())
-            .filter(|n| !n.is_empty());
-        if note.as_ref().is_some_and(|n| n.chars().count() > 2_000) {
-            return bad("note must be at most 2000 characters".into());
-        }
+        let activity = activity(&self.activity)?;
+        let note = note(self.note)?;
         Ok(TimeEntry {
             id,
             patient_id: patient.to_owned(),
@@ -145,6 +134,32 @@ impl TimeBody {
             updated_at: None,
         })
     }
+}
+
+/// `a` as one of [`ACTIVITIES`] (case and surrounding spaces ignored).
+pub(super) fn activity(a: &str) -> Result<String, RegistryError> {
+    let activity = a.trim().to_ascii_lowercase();
+    if !ACTIVITIES.contains(&activity.as_str()) {
+        return Err(RegistryError::Invalid(format!(
+            "activity {a:?} must be one of {}",
+            ACTIVITIES.join(", ")
+        )));
+    }
+    Ok(activity)
+}
+
+/// A note trimmed, `None` when empty, of at most [`MAX_NOTE_CHARS`] characters.
+pub(super) fn note(n: Option<String>) -> Result<Option<String>, RegistryError> {
+    let note = n.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    if note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
+    {
+        return Err(RegistryError::Invalid(format!(
+            "note must be at most {MAX_NOTE_CHARS} characters"
+        )));
+    }
+    Ok(note)
 }
 
 /// `date` (`YYYY-MM-DD`) checked as the day some care work was done: neither after today (UTC,

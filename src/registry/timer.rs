@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::RegistryError;
-use super::time_log::{ACTIVITIES, MAX_MINUTES, TimeEntry, random_id};
+use super::time_log::{self, MAX_MINUTES, TimeEntry, random_id};
 use crate::domain::zone::Zone;
 use crate::domain::{format_rfc3339, parse_rfc3339};
 
@@ -51,15 +51,9 @@ pub fn timer_running(patient: &str) -> RegistryError {
     ))
 }
 
+/// `a`, else `default`, checked as the time log checks an activity.
 fn activity(a: Option<&str>, default: &str) -> Result<String, RegistryError> {
-    let a = a.map_or(default.to_owned(), |a| a.trim().to_ascii_lowercase());
-    if !ACTIVITIES.contains(&a.as_str()) {
-        return Err(RegistryError::Invalid(format!(
-            "activity {a:?} must be one of {}",
-            ACTIVITIES.join(", ")
-        )));
-    }
-    Ok(a)
+    time_log::activity(a.unwrap_or(default))
 }
 
 impl TimerStart {
@@ -78,17 +72,9 @@ impl TimerStop {
     /// Checks what the client sent (before anything is stopped).
     pub fn check(&self) -> Result<(), RegistryError> {
         if let Some(a) = &self.activity {
-            activity(Some(a), "review")?;
+            time_log::activity(a)?;
         }
-        if self
-            .note
-            .as_ref()
-            .is_some_and(|n| n.trim().chars().count() > 2_000)
-        {
-            return Err(RegistryError::Invalid(
-                "note must be at most 2000 characters".into(),
-            ));
-        }
+        time_log::note(self.note.clone())?;
         Ok(())
     }
 }
@@ -115,11 +101,7 @@ impl Timer {
             .day_of(self.started_ms())
             .map(|d| d.to_string())
             .ok_or_else(|| RegistryError::Invalid("the timer's start is out of range".into()))?;
-        let note = stop
-            .note
-            .as_ref()
-            .map(|n| n.trim().to_owned())
-            .filter(|n| !n.is_empty());
+        let note = time_log::note(stop.note.clone())?;
         Ok(TimeEntry {
             id: random_id("te_")?,
             patient_id: self.patient_id.clone(),

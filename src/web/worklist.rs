@@ -87,6 +87,14 @@ pub(super) async fn worklist(
             });
     }
     let counts = automatic_devices(&s).await?;
+    // When each device last sent a reading, as far as the panel cache has seen (it is kept
+    // current from every instance's commit feed): a device seen lately is not silent, and
+    // only the others cost a look in the store.
+    let seen: HashMap<crate::domain::DeviceId, i64> = s.panel.with(|all| {
+        all.values()
+            .flat_map(|l| l.device_seen.iter().map(|(d, t)| (d.clone(), *t)))
+            .collect()
+    });
     let mut facts = Vec::new();
     for patient in &patients {
         let zone = zone_of(&s, patient);
@@ -137,13 +145,17 @@ pub(super) async fn worklist(
             if profile.manual_entry {
                 continue;
             }
+            let quiet_for = silent_after_ms(profile.reporting_interval_s);
+            if seen.get(&d.id).is_some_and(|t| now - t <= quiet_for) {
+                continue;
+            }
             let last = s
                 .store
                 .last_reading(d.id.clone(), profile.metrics.clone())
                 .await?;
             let issued = parse_rfc3339(&d.created_at).unwrap_or(now);
             let since = last.unwrap_or(issued);
-            if now - since > silent_after_ms(profile.reporting_interval_s) {
+            if now - since > quiet_for {
                 silent.push(Silence {
                     device_id: d.id.to_string(),
                     last_ms: since,

@@ -117,6 +117,8 @@ pub struct Row {
     /// Why the row is where it is, the reason that placed it first.
     pub reasons: Vec<String>,
     pub open_alerts: usize,
+    /// How many of the patient's devices are silent (a reading from one may change the row).
+    pub silent_devices: usize,
     /// The id of the oldest of the most severe unacknowledged alerts (to acknowledge).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_alert: Option<String>,
@@ -380,6 +382,7 @@ pub fn rank(facts: &[Facts], now_ms: i64, month_day: u8, month_days: u8) -> Vec<
                 tier,
                 reasons,
                 open_alerts: f.alerts.len(),
+                silent_devices: f.silent.len(),
                 top_alert,
                 days: f.adherence.as_ref().map(|a| a.days),
                 days_needed: f.adherence.as_ref().map(Adherence::needed),

@@ -1,7 +1,8 @@
 // The caseload worklist (GET /api/v1/worklist, docs/worklist.md): one row per enrolled patient,
 // most urgent first, each saying why. Keyboard-driven: ArrowDown/j and ArrowUp/k move between
 // rows, Enter opens the patient, "a" acknowledges the row's most urgent alert. Rows update live:
-// any change the live feed brings (readings, alerts) refetches the list, at most once a second.
+// an alert raised or changed, or a reading from a patient with a silent device, refetches the list
+// within a second; otherwise it is refetched each minute.
 
 import { get, post, seg } from './api.js';
 import { NO_TEAM, announce, clear, h, messageLine, onNoTeam } from './util.js';
@@ -26,8 +27,11 @@ export class WorklistView {
     this.focused = null; // patient id of the focused row
     this.timer = null;
     this.unsub = store.subscribe((c) => {
-      if (c.alerts || c.patients === 'all' || (c.patients && c.patients.size)) this.soon();
+      if (c.alerts || c.patients === 'all' || this.quietAmong(c.patients)) this.soon();
     });
+    // Silence comes with time passing, and a day's first reading adds a day: a refetch each
+    // minute keeps both current without refetching for every reading of a busy fleet.
+    this.every = setInterval(() => this.load(), 60_000);
     this.render();
     this.load();
   }
@@ -35,7 +39,14 @@ export class WorklistView {
   destroy() {
     this.unsub();
     clearTimeout(this.timer);
+    clearInterval(this.every);
     this.destroyed = true;
+  }
+
+  /** Whether a reading for one of `patients` may change its row at once: it has a silent device. */
+  quietAmong(patients) {
+    if (!patients || !patients.size) return false;
+    return this.rows.some((r) => r.silent_devices > 0 && patients.has(r.patient_id));
   }
 
   /** Refetches within a second, once however many changes arrive meanwhile. */
