@@ -35,6 +35,7 @@ pub mod decode;
 pub mod domain;
 pub mod fd_budget;
 pub mod ingest;
+pub mod oncall;
 pub mod pg;
 pub mod population;
 pub mod registry;

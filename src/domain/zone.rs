@@ -62,6 +62,15 @@ impl Zone {
         Some(self.tz.to_datetime(at).date())
     }
 
+    /// The moment the clocks of this zone show `time` on `day`, Unix milliseconds. A time a
+    /// clock change skips (02:30 when clocks go forward at 02:00) is taken as the moment after
+    /// the gap; a time shown twice (01:30 when clocks go back) as the first of the two, as
+    /// RFC 5545 (iCalendar) reads such times.
+    pub fn at(&self, day: Date, time: jiff::civil::Time) -> Option<i64> {
+        let z = day.to_datetime(time).to_zoned(self.tz.clone()).ok()?;
+        Some(z.timestamp().as_millisecond())
+    }
+
     /// When `day` begins in this zone, Unix milliseconds (its first moment, which is not
     /// midnight on the rare days a clock change skips midnight).
     pub fn start_of(&self, day: Date) -> Option<i64> {
