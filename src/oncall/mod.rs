@@ -1,4 +1,4 @@
-//! Who is on call for a care team at a given moment (docs/notifications.md): the team's weekly
+//! Who is on call for a care team at a given moment (docs/oncall.md): the team's weekly
 //! rota in the team's time zone, the shifts set for particular dates (which override the rota
 //! at their level while they last), and the team's fallback when nobody is. Pure: the rota,
 //! the shifts and the moment go in, the people on call come out, so midnight changes,

@@ -21,6 +21,7 @@ use super::access::{
 };
 use super::audit::{AuditQuery, GENESIS, NewAuditLine, StoredAuditLine, VERIFY_PAGE, verify_page};
 use super::care_teams::UnseenPatient;
+use super::cover::Cover;
 use super::devices::{
     Device, DeviceStatus, NewDevice, SecretHashes, StatusChange, StoredCredential,
 };
@@ -40,6 +41,7 @@ use crate::alerts::engine::{Effect, OpenAlert, Resolution};
 use crate::alerts::rules::CarePlan;
 use crate::domain::PatientId;
 use crate::domain::zone::Zone;
+use crate::oncall::{Rota, Shift};
 
 /// The audit trail.
 #[async_trait::async_trait]
@@ -661,6 +663,35 @@ pub trait ThrottleStore: Send + Sync {
     async fn prune_failures(&self, before_ms: i64) -> Result<u64, RegistryError>;
 }
 
+/// Who is on call for each care team (`crate::oncall`): its weekly rota and its shifts.
+#[async_trait::async_trait]
+pub trait CoverStore: Send + Sync {
+    /// Sets `team`'s weekly rota and appends `audit`, both or neither; `NotFound` when there is
+    /// no such team.
+    async fn put_rota(
+        &self,
+        team: String,
+        rota: Rota,
+        by: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<(), RegistryError>;
+
+    /// Replaces `team`'s shifts and appends `audit`, both or neither; `NotFound` when there is
+    /// no such team.
+    async fn put_shifts(
+        &self,
+        team: String,
+        shifts: Vec<Shift>,
+        by: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<(), RegistryError>;
+
+    /// `team`'s cover ([`Cover::empty`] when nothing is set); `None` when there is no such team.
+    async fn cover(&self, team: String) -> Result<Option<Cover>, RegistryError>;
+}
+
 /// Whether the database answers, for `/healthz`.
 #[async_trait::async_trait]
 pub trait HealthStore: Send + Sync {
@@ -683,6 +714,7 @@ pub trait Storage:
     + ThrottleStore
     + SecretStore
     + ProgrammeStore
+    + CoverStore
     + HealthStore
 {
 }
@@ -700,6 +732,7 @@ impl<T> Storage for T where
         + ThrottleStore
         + SecretStore
         + ProgrammeStore
+        + CoverStore
         + HealthStore
 {
 }

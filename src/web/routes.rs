@@ -2,7 +2,7 @@
 //! in their own modules (one per resource), with what they share in `extract`.
 
 use axum::Router;
-use axum::routing::{get, patch, post};
+use axum::routing::{get, patch, post, put};
 
 use super::state::AppState;
 
@@ -97,6 +97,11 @@ pub(super) fn api() -> Router<AppState> {
             "/teams",
             get(super::admin::list_teams).post(super::admin::create_team),
         )
+        .route(
+            "/teams/{id}/on-call",
+            get(super::oncall::get_on_call).put(super::oncall::put_on_call),
+        )
+        .route("/teams/{id}/rota", put(super::oncall::put_rota))
         .route(
             "/tokens",
             get(super::admin::list_tokens).post(super::admin::create_token),

@@ -4394,3 +4394,88 @@ async fn a_users_timer_runs_once_and_stops_into_one_time_entry() {
         );
     }
 }
+
+/// A care team's cover: nothing set reads back empty; the rota and the shifts are written
+/// separately (one does not clear the other), each with its audit line, and read back as
+/// written; an unknown team is `NotFound` with nothing audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teams_rota_and_shifts_read_back_as_written_with_their_audit_lines() {
+    use vigil::oncall::{Rota, Shift, Slot};
+    const NOW: i64 = 1_794_744_000_000; // 2026-11-15T12:00:00Z
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        let empty = db.cover("default".into()).await.unwrap().unwrap();
+        assert_eq!((empty.rota, empty.shifts.len()), (None, 0), "{n}");
+        assert_eq!(db.cover("nowhere".into()).await.unwrap(), None, "{n}");
+        let rota = Rota {
+            timezone: "America/Chicago".into(),
+            weekly: vec![Slot {
+                days: vec!["mon".into(), "tue".into()],
+                start: "20:00".into(),
+                end: "08:00".into(),
+                user: "nina".into(),
+                level: 1,
+            }],
+            fallback: Some("omar".into()),
+        };
+        let shift = Shift {
+            user: "omar".into(),
+            start: "2026-12-24T20:00:00-06:00".into(),
+            end: "2026-12-25T08:00:00-06:00".into(),
+            level: 1,
+        };
+        db.put_rota(
+            "default".into(),
+            rota.clone(),
+            "ada".into(),
+            NOW,
+            line(NOW, "ada", "rota.update", None),
+        )
+        .await
+        .unwrap();
+        db.put_shifts(
+            "default".into(),
+            vec![shift.clone()],
+            "bo".into(),
+            NOW + 1_000,
+            line(NOW, "bo", "oncall.update", None),
+        )
+        .await
+        .unwrap();
+        let c = db.cover("default".into()).await.unwrap().unwrap();
+        assert_eq!(
+            c.rota.as_ref(),
+            Some(&rota),
+            "{n}: the shifts left the rota"
+        );
+        assert_eq!(c.shifts, [shift], "{n}");
+        assert_eq!(c.updated_by.as_deref(), Some("bo"), "{n}");
+        assert_eq!(c.updated_at.as_deref(), Some("2026-11-15T12:00:01Z"), "{n}");
+        db.put_shifts(
+            "default".into(),
+            Vec::new(),
+            "bo".into(),
+            NOW + 2_000,
+            line(NOW, "bo", "oncall.update", None),
+        )
+        .await
+        .unwrap();
+        let c = db.cover("default".into()).await.unwrap().unwrap();
+        assert_eq!((c.rota.as_ref(), c.shifts.len()), (Some(&rota), 0), "{n}");
+        let r = db
+            .put_rota(
+                "nowhere".into(),
+                rota.clone(),
+                "ada".into(),
+                NOW,
+                line(NOW, "ada", "rota.update", None),
+            )
+            .await;
+        assert!(matches!(r, Err(RegistryError::NotFound(_))), "{n}: {r:?}");
+        assert_eq!(
+            audited(&b).await,
+            ["rota.update", "oncall.update", "oncall.update"],
+            "{n}"
+        );
+    }
+}

@@ -1200,6 +1200,8 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             &visit
         } else if path.starts_with("/users/") {
             "sam"
+        } else if path.starts_with("/teams/") {
+            "south"
         } else {
             "1"
         };
@@ -1238,6 +1240,8 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             "/users" => json!({"name": "mallory", "password": PASSWORD, "role": "admin"}),
             "/users/{name}" => json!({"role": "admin"}),
             "/teams" => json!({"id": "east", "name": "East"}),
+            "/teams/{id}/on-call" => json!({"shifts": []}),
+            "/teams/{id}/rota" => json!({"timezone": "UTC", "weekly": []}),
             "/visits" => json!({"patient_id": "ps1"}),
             "/visits/{id}/links" => json!({"role": "guest"}),
             "/tokens" => json!({"label": "x", "scope": "write", "expires_days": 1, "user": "sam"}),

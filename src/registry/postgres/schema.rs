@@ -290,4 +290,12 @@ pub const STEPS: &[&str] = &[
         activity   text   NOT NULL,
         started_ms bigint NOT NULL
      );",
+    // 18: who covers each care team, its on-call rota and shifts (`registry::cover`).
+    "CREATE TABLE team_cover (
+        team_id    text   PRIMARY KEY REFERENCES teams (id),
+        rota       text,
+        shifts     text   NOT NULL DEFAULT '[]',
+        updated_by text   NOT NULL,
+        updated_ms bigint NOT NULL
+     );",
 ];

@@ -150,6 +150,14 @@ pub(crate) const SCHEMA: &[&str] = &[
         activity   TEXT NOT NULL,
         started_ms INTEGER NOT NULL
     );",
+    // version 21: who covers each care team, its on-call rota and shifts (`registry::cover`).
+    "CREATE TABLE team_cover (
+        team_id    TEXT PRIMARY KEY REFERENCES teams (id),
+        rota       TEXT,
+        shifts     TEXT NOT NULL DEFAULT '[]',
+        updated_by TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.
