@@ -62,6 +62,12 @@ impl Zone {
         Some(self.tz.to_datetime(at).date())
     }
 
+    /// The time of day this zone's clocks show at `ms`.
+    pub fn time_of(&self, ms: i64) -> Option<jiff::civil::Time> {
+        let at = Timestamp::from_millisecond(ms).ok()?;
+        Some(self.tz.to_datetime(at).time())
+    }
+
     /// The moment the clocks of this zone show `time` on `day`, Unix milliseconds. A time a
     /// clock change skips (02:30 when clocks go forward at 02:00) is taken as the moment after
     /// the gap; a time shown twice (01:30 when clocks go back) as the first of the two, as

@@ -137,7 +137,8 @@ fn weekday(s: &str) -> Option<Weekday> {
     })
 }
 
-fn clock(s: &str) -> Option<Time> {
+/// `HH:MM` as a clock time (two digits each).
+pub fn clock(s: &str) -> Option<Time> {
     let (h, m) = s.trim().split_once(':')?;
     if h.len() != 2 || m.len() != 2 {
         return None;

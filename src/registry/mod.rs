@@ -16,6 +16,7 @@ pub mod access;
 mod actor;
 pub mod audit;
 mod care_teams;
+pub mod contacts;
 pub mod cover;
 pub mod devices;
 pub mod enrollment;

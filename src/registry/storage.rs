@@ -21,6 +21,7 @@ use super::access::{
 };
 use super::audit::{AuditQuery, GENESIS, NewAuditLine, StoredAuditLine, VERIFY_PAGE, verify_page};
 use super::care_teams::UnseenPatient;
+use super::contacts::{Contact, ContactChange};
 use super::cover::Cover;
 use super::devices::{
     Device, DeviceStatus, NewDevice, SecretHashes, StatusChange, StoredCredential,
@@ -692,6 +693,24 @@ pub trait CoverStore: Send + Sync {
     async fn cover(&self, team: String) -> Result<Option<Cover>, RegistryError>;
 }
 
+/// How to reach each dashboard user ([`super::contacts`]).
+#[async_trait::async_trait]
+pub trait ContactStore: Send + Sync {
+    /// Applies `change` to the contact details of the user stored as `user` (read and written
+    /// in one transaction, so two changes of different fields both survive) and appends
+    /// `audit`, all or nothing; the details as they now are. `NotFound` when there is no such
+    /// user; `Invalid` when the result does not pass [`Contact::check`].
+    async fn change_contact(
+        &self,
+        user: String,
+        change: ContactChange,
+        audit: NewAuditLine,
+    ) -> Result<Contact, RegistryError>;
+
+    /// Every user's contact details that have been set, by user.
+    async fn contacts(&self) -> Result<Vec<(String, Contact)>, RegistryError>;
+}
+
 /// Whether the database answers, for `/healthz`.
 #[async_trait::async_trait]
 pub trait HealthStore: Send + Sync {
@@ -715,6 +734,7 @@ pub trait Storage:
     + SecretStore
     + ProgrammeStore
     + CoverStore
+    + ContactStore
     + HealthStore
 {
 }
@@ -733,6 +753,7 @@ impl<T> Storage for T where
         + SecretStore
         + ProgrammeStore
         + CoverStore
+        + ContactStore
         + HealthStore
 {
 }

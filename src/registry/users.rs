@@ -16,8 +16,11 @@
 //!
 //! It must never store a session token or a password in the clear.
 
+use std::collections::HashMap;
+
 use super::access::{NewSession, NewTeam, NewUser, UserChange, check_team_id};
 use super::audit::NewAuditLine;
+use super::contacts::{Contact, ContactChange};
 use super::error::RegistryError;
 use super::password_policy::check_password;
 use super::{ACCOUNTS, AccessChange, Registry, Role, Team, User, sha256};
@@ -195,6 +198,24 @@ impl Registry {
         // stored spelling, which their principals hold).
         self.access_changed(AccessChange::User(user.name.clone()));
         Ok(user.into())
+    }
+
+    /// Changes the contact details of the user `username` names (any spelling), with the audit
+    /// line `audit` makes of the stored name, both or neither; the details as they now are.
+    pub async fn change_contact(
+        &self,
+        username: &str,
+        change: ContactChange,
+        audit: impl FnOnce(&str) -> NewAuditLine,
+    ) -> Result<Contact, RegistryError> {
+        let stored = self.user(username).await?.name;
+        let line = audit(&stored);
+        self.db.change_contact(stored, change, line).await
+    }
+
+    /// Every user's contact details that have been set, by stored user name.
+    pub async fn contacts(&self) -> Result<HashMap<String, Contact>, RegistryError> {
+        Ok(self.db.contacts().await?.into_iter().collect())
     }
 
     /// Creates a care team, and appends `audit` when given: both or neither.

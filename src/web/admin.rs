@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::extract::{ApiResult, audit_line, new_audit_line, require_admin};
 use super::state::AppState;
 use crate::domain::now_ms;
+use crate::registry::contacts::{ContactChange, Quiet};
 use crate::registry::{Role, UserUpdate, initial_teams};
 
 fn role(s: &str) -> ApiResult<Role> {
@@ -27,6 +28,16 @@ pub(super) async fn list_users(
 ) -> ApiResult<Json<Value>> {
     require_admin(&p)?;
     let users = s.registry.users().await?;
+    let mut contacts = s.registry.contacts().await?;
+    let users: Vec<Value> = users
+        .into_iter()
+        .map(|u| {
+            let contact = contacts.remove(&u.name).unwrap_or_default();
+            let mut v = json!(u);
+            v["contact"] = json!(contact);
+            v
+        })
+        .collect();
     audit_line(&s, &p, "users.read", None, "users").await?;
     Ok(Json(json!({ "users": users })))
 }
@@ -74,6 +85,21 @@ pub(super) struct UserPatch {
     role: Option<String>,
     teams: Option<Vec<String>>,
     password: Option<String>,
+    // Contact details (docs/oncall.md): the user's own, or any user's for an admin.
+    email: Option<String>,
+    phone: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    quiet: Option<Option<Quiet>>,
+    timezone: Option<String>,
+}
+
+/// A field that may be given as `null` (to clear it) or left out (to keep it).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 pub(super) async fn update_user(
@@ -82,8 +108,44 @@ pub(super) async fn update_user(
     Path(name): Path<String>,
     body: Result<Json<UserPatch>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    require_admin(&p)?;
     let Json(b) = body?;
+    let contact = ContactChange {
+        email: b.email,
+        phone: b.phone,
+        quiet: b.quiet,
+        timezone: b.timezone,
+    };
+    let account = b.role.is_some() || b.teams.is_some() || b.password.is_some();
+    if !contact.is_empty() {
+        // Users keep their own contact details; an admin may set anyone's.
+        let stored = s.registry.user(&name).await?.name;
+        if stored != p.name {
+            require_admin(&p)?;
+        }
+        if account {
+            require_admin(&p)?;
+        }
+        let contact = s
+            .registry
+            .change_contact(&name, contact, |stored| {
+                new_audit_line(
+                    &p,
+                    "user.contact",
+                    None,
+                    &format!("user/{stored}"),
+                    now_ms(),
+                )
+            })
+            .await?;
+        if !account {
+            let user = s.registry.user(&name).await?;
+            return Ok(Json(json!({
+                "name": user.name, "role": user.role, "teams": user.teams,
+                "created_at": user.created_at, "contact": contact,
+            })));
+        }
+    }
+    require_admin(&p)?;
     let update = UserUpdate {
         role: b.role.as_deref().map(role).transpose()?,
         teams: b.teams,

@@ -175,3 +175,92 @@ async fn an_admin_sets_the_rota_and_a_shift_and_the_team_reads_who_is_on_call() 
         .collect();
     assert_eq!(actions, ["rota.update", "oncall.update"], "{v}");
 }
+
+#[tokio::test]
+async fn users_keep_their_own_contact_details_and_admins_anyones() {
+    let g = Gateway::start().await;
+    let api = &g.client;
+    let nina = api.clinician("nina", "default").await;
+    let _omar = api.clinician("omar", "default").await;
+
+    let (s, v) = api
+        .call(
+            "PATCH",
+            "/api/v1/users/nina",
+            Some(
+                json!({"email": "nina@clinic.example", "phone": "+13125550123",
+                        "quiet": {"from": "22:00", "to": "07:00"}, "timezone": "America/Chicago"}),
+            ),
+            Some(&nina),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["contact"]["phone"], "+13125550123");
+    // One field at a time; null clears the quiet hours.
+    let (s, v) = api
+        .call(
+            "PATCH",
+            "/api/v1/users/NINA",
+            Some(json!({"quiet": null})),
+            Some(&nina),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["contact"]["quiet"], Value::Null, "{v}");
+    assert_eq!(v["contact"]["email"], "nina@clinic.example", "{v}");
+
+    // Not someone else's, and not her own role.
+    let (s, v) = api
+        .call(
+            "PATCH",
+            "/api/v1/users/omar",
+            Some(json!({"phone": "+13125550199"})),
+            Some(&nina),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v) = api
+        .call(
+            "PATCH",
+            "/api/v1/users/nina",
+            Some(json!({"phone": "+13125550199", "role": "admin"})),
+            Some(&nina),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    // Refused with the reason.
+    let (s, v) = api
+        .call(
+            "PATCH",
+            "/api/v1/users/nina",
+            Some(json!({"phone": "312-555-0123"})),
+            Some(&nina),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("E.164"), "{v}");
+
+    // An admin sets anyone's and sees them listed.
+    let (s, v) = api
+        .call(
+            "PATCH",
+            "/api/v1/users/omar",
+            Some(json!({"email": "omar@clinic.example"})),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = api.get("/api/v1/users").await;
+    let users = v["users"].as_array().unwrap();
+    let find = |n: &str| users.iter().find(|u| u["name"] == n).unwrap().clone();
+    assert_eq!(find("nina")["contact"]["phone"], "+13125550123");
+    assert_eq!(find("omar")["contact"]["email"], "omar@clinic.example");
+    let (_, v) = api.get("/api/v1/audit?limit=1000").await;
+    let contact_lines = v["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["action"] == "user.contact")
+        .count();
+    assert_eq!(contact_lines, 3, "{v}");
+}

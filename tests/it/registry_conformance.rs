@@ -4479,3 +4479,92 @@ async fn a_teams_rota_and_shifts_read_back_as_written_with_their_audit_lines() {
         );
     }
 }
+
+/// A user's contact details: changed field by field with an audit line each; two changes of
+/// different fields at once both survive; a bad one is refused whole; an unknown user is
+/// `NotFound`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_contact_details_change_field_by_field_and_both_of_two_changes_survive() {
+    use vigil::registry::contacts::{ContactChange, Quiet};
+    const NOW: i64 = 1_794_744_000_000;
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        b.tamper(
+            "INSERT INTO users (username, password_hash, role, created_ms)
+             VALUES ('nina', 'x', 'clinician', 0)",
+        )
+        .await;
+        assert!(db.contacts().await.unwrap().is_empty(), "{n}");
+        let email = ContactChange {
+            email: Some("nina@clinic.example".into()),
+            ..ContactChange::default()
+        };
+        let quiet = ContactChange {
+            quiet: Some(Some(Quiet {
+                from: "22:00".into(),
+                to: "07:00".into(),
+            })),
+            ..ContactChange::default()
+        };
+        let phone = ContactChange {
+            phone: Some("+13125550123".into()),
+            ..ContactChange::default()
+        };
+        db.change_contact(
+            "nina".into(),
+            email,
+            line(NOW, "nina", "user.contact", None),
+        )
+        .await
+        .unwrap();
+        let (a, c) = tokio::join!(
+            db.change_contact(
+                "nina".into(),
+                quiet,
+                line(NOW, "nina", "user.contact", None)
+            ),
+            db.change_contact("nina".into(), phone, line(NOW, "ada", "user.contact", None)),
+        );
+        a.unwrap();
+        c.unwrap();
+        let all = db.contacts().await.unwrap();
+        assert_eq!(all.len(), 1, "{n}");
+        let got = &all[0].1;
+        assert_eq!(
+            (
+                got.email.as_deref(),
+                got.phone.as_deref(),
+                got.quiet.is_some()
+            ),
+            (Some("nina@clinic.example"), Some("+13125550123"), true),
+            "{n}: {got:?}"
+        );
+        let bad = ContactChange {
+            email: Some("nobody".into()),
+            phone: Some(String::new()),
+            ..ContactChange::default()
+        };
+        let r = db
+            .change_contact("nina".into(), bad, line(NOW, "nina", "user.contact", None))
+            .await;
+        assert!(matches!(r, Err(RegistryError::Invalid(_))), "{n}: {r:?}");
+        assert_eq!(
+            db.contacts().await.unwrap()[0].1.phone.as_deref(),
+            Some("+13125550123"),
+            "{n}: a refused change changes nothing"
+        );
+        let r = db
+            .change_contact(
+                "ghost".into(),
+                ContactChange::default(),
+                line(NOW, "ghost", "user.contact", None),
+            )
+            .await;
+        assert!(matches!(r, Err(RegistryError::NotFound(_))), "{n}: {r:?}");
+        assert_eq!(
+            audited(&b).await,
+            ["user.contact", "user.contact", "user.contact"],
+            "{n}"
+        );
+    }
+}

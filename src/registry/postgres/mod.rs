@@ -10,6 +10,7 @@
 
 mod access;
 mod audit;
+mod contacts;
 mod cover;
 mod devices;
 mod import;

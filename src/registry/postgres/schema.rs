@@ -298,4 +298,10 @@ pub const STEPS: &[&str] = &[
         updated_by text   NOT NULL,
         updated_ms bigint NOT NULL
      );",
+    // 19: how to reach each user (`registry::contacts`).
+    "CREATE TABLE user_contacts (
+        username   text   PRIMARY KEY REFERENCES users (username),
+        contact    text   NOT NULL,
+        updated_ms bigint NOT NULL
+     );",
 ];

@@ -7,6 +7,7 @@
 
 mod access;
 mod audit;
+mod contacts;
 mod cover;
 mod devices;
 pub mod export;

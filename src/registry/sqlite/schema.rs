@@ -158,6 +158,12 @@ pub(crate) const SCHEMA: &[&str] = &[
         updated_by TEXT NOT NULL,
         updated_ms INTEGER NOT NULL
     );",
+    // version 22: how to reach each user (`registry::contacts`).
+    "CREATE TABLE user_contacts (
+        username   TEXT PRIMARY KEY REFERENCES users (username),
+        contact    TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.
