@@ -8,6 +8,7 @@
 //! Nobody on call at level 1 is a gap in cover: the fallback (a named user, else every
 //! clinician of the team) is reached instead, and the gap is reported so the dashboard warns.
 
+pub mod policy;
 #[cfg(test)]
 mod tests;
 

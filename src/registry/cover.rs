@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use crate::domain::format_rfc3339;
+use crate::oncall::policy::Policy;
 use crate::oncall::{Rota, Shift};
 
 /// A care team's cover as stored.
@@ -16,6 +17,8 @@ pub struct Cover {
     /// `null` until a rota is set.
     pub rota: Option<Rota>,
     pub shifts: Vec<Shift>,
+    /// The team's escalation policy; `null` until one is set (then [`Policy::default`]).
+    pub policy: Option<Policy>,
     /// Who last changed it, and when (RFC 3339); absent while never set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_by: Option<String>,
@@ -30,16 +33,23 @@ impl Cover {
             team: team.to_owned(),
             rota: None,
             shifts: Vec::new(),
+            policy: None,
             updated_by: None,
             updated_at: None,
         }
     }
 
-    /// As a backend reads it back: the rota and shifts as stored JSON.
+    /// The policy in force: the team's, else the default.
+    pub fn policy_in_force(&self) -> Policy {
+        self.policy.clone().unwrap_or_default()
+    }
+
+    /// As a backend reads it back: the rota, shifts and policy as stored JSON.
     pub fn from_stored(
         team: String,
         rota: Option<&str>,
         shifts: &str,
+        policy: Option<&str>,
         updated_by: Option<String>,
         updated_ms: Option<i64>,
     ) -> Cover {
@@ -47,6 +57,7 @@ impl Cover {
             team,
             rota: rota.and_then(|r| serde_json::from_str(r).ok()),
             shifts: serde_json::from_str(shifts).unwrap_or_default(),
+            policy: policy.and_then(|p| serde_json::from_str(p).ok()),
             updated_by,
             updated_at: updated_ms.map(format_rfc3339),
         }

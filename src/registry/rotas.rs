@@ -6,6 +6,7 @@ use super::access::Role;
 use super::audit::NewAuditLine;
 use super::cover::Cover;
 use super::error::RegistryError;
+use crate::oncall::policy::Policy;
 use crate::oncall::{self, OnCall, Rota, Shift};
 
 impl Registry {
@@ -86,6 +87,24 @@ impl Registry {
             .collect();
         self.db
             .put_shifts(team.to_owned(), shifts, by.to_owned(), now_ms, audit)
+            .await?;
+        self.cover(team).await
+    }
+
+    /// Sets `team`'s escalation policy, checked, with its audit line.
+    pub async fn put_policy(
+        &self,
+        team: &str,
+        policy: Policy,
+        by: &str,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<Cover, RegistryError> {
+        policy
+            .check()
+            .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        self.db
+            .put_policy(team.to_owned(), policy, by.to_owned(), now_ms, audit)
             .await?;
         self.cover(team).await
     }

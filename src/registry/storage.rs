@@ -42,6 +42,7 @@ use crate::alerts::engine::{Effect, OpenAlert, Resolution};
 use crate::alerts::rules::CarePlan;
 use crate::domain::PatientId;
 use crate::domain::zone::Zone;
+use crate::oncall::policy::Policy;
 use crate::oncall::{Rota, Shift};
 
 /// The audit trail.
@@ -684,6 +685,17 @@ pub trait CoverStore: Send + Sync {
         &self,
         team: String,
         shifts: Vec<Shift>,
+        by: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<(), RegistryError>;
+
+    /// Sets `team`'s escalation policy and appends `audit`, both or neither; `NotFound` when
+    /// there is no such team.
+    async fn put_policy(
+        &self,
+        team: String,
+        policy: Policy,
         by: String,
         now_ms: i64,
         audit: NewAuditLine,

@@ -1,8 +1,8 @@
 //! On-call cover of a care team (docs/oncall.md): `PUT /teams/{id}/rota` (the weekly
 //! rota in the team's zone, and its fallback), `PUT /teams/{id}/on-call` (shifts for
-//! particular dates, the contract's form) and `GET /teams/{id}/on-call?at=` (who is on call,
-//! with the rota and shifts). Admins set cover; the team's clinicians read it. Every change is
-//! audited with it.
+//! particular dates, the contract's form), `PUT /teams/{id}/policy` (the escalation policy)
+//! and `GET /teams/{id}/on-call?at=` (who is on call, with the rota, shifts and policy).
+//! Admins set cover; the team's clinicians read it. Every change is audited with it.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::extract::{ApiResult, new_audit_line, require_admin};
 use super::state::AppState;
 use crate::domain::{format_rfc3339, now_ms, parse_rfc3339};
+use crate::oncall::policy::Policy;
 use crate::oncall::{Rota, Shift};
 use crate::registry::cover::Cover;
 
@@ -39,6 +40,8 @@ async fn answer(s: &AppState, cover: Cover, at_ms: i64) -> ApiResult<Json<Value>
         "gap": on.gap,
         "rota": cover.rota,
         "shifts": cover.shifts,
+        "policy": cover.policy_in_force(),
+        "policy_is_default": cover.policy.is_none(),
         "updated_by": cover.updated_by,
         "updated_at": cover.updated_at,
     })))
@@ -113,5 +116,29 @@ pub(super) async fn put_rota(
     let now = now_ms();
     let line = new_audit_line(&p, "rota.update", None, &format!("team/{team}/rota"), now);
     let cover = s.registry.put_rota(&team, rota, &p.name, now, line).await?;
+    answer(&s, cover, now).await
+}
+
+/// `PUT /teams/{id}/policy` `{"high":[{"after_min","level"}],"medium":[…],"low":[…]}`.
+pub(super) async fn put_policy(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(team): Path<String>,
+    body: Result<Json<Policy>, JsonRejection>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&p)?;
+    let Json(policy) = body?;
+    let now = now_ms();
+    let line = new_audit_line(
+        &p,
+        "policy.update",
+        None,
+        &format!("team/{team}/policy"),
+        now,
+    );
+    let cover = s
+        .registry
+        .put_policy(&team, policy, &p.name, now, line)
+        .await?;
     answer(&s, cover, now).await
 }

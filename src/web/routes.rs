@@ -102,6 +102,7 @@ pub(super) fn api() -> Router<AppState> {
             get(super::oncall::get_on_call).put(super::oncall::put_on_call),
         )
         .route("/teams/{id}/rota", put(super::oncall::put_rota))
+        .route("/teams/{id}/policy", put(super::oncall::put_policy))
         .route(
             "/tokens",
             get(super::admin::list_tokens).post(super::admin::create_token),

@@ -114,6 +114,42 @@ async fn an_admin_sets_the_rota_and_a_shift_and_the_team_reads_who_is_on_call() 
     assert_eq!(on_call(&v), who(&[("nina", 1, "shift")]), "{v}");
     assert_eq!(v["rota"]["weekly"].as_array().unwrap().len(), 2, "{v}");
 
+    // The escalation policy: the default until one is set.
+    let (_, v) = api
+        .call("GET", "/api/v1/teams/north/on-call", None, Some(&nina))
+        .await;
+    assert_eq!(v["policy_is_default"], true, "{v}");
+    assert_eq!(v["policy"]["high"][1]["after_min"], 15, "{v}");
+    let policy = json!({"high": [{"after_min": 0, "level": 1}, {"after_min": 10, "level": 2}],
+                        "medium": [{"after_min": 0, "level": 1}]});
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/v1/teams/north/policy",
+            Some(policy),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (
+            v["policy_is_default"].clone(),
+            v["policy"]["high"][1]["after_min"].clone()
+        ),
+        (json!(false), json!(10)),
+        "{v}"
+    );
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/v1/teams/north/policy",
+            Some(json!({"high": [{"after_min": 5, "level": 1}, {"after_min": 5, "level": 2}]})),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("high step 2"), "{v}");
+
     // Refusals, with reasons.
     let (s, v) = api
         .call(
@@ -171,9 +207,13 @@ async fn an_admin_sets_the_rota_and_a_shift_and_the_team_reads_who_is_on_call() 
         .unwrap()
         .iter()
         .filter_map(|l| l["action"].as_str())
-        .filter(|a| a.starts_with("rota.") || a.starts_with("oncall."))
+        .filter(|a| a.starts_with("rota.") || a.starts_with("oncall.") || a.starts_with("policy."))
         .collect();
-    assert_eq!(actions, ["rota.update", "oncall.update"], "{v}");
+    assert_eq!(
+        actions,
+        ["rota.update", "oncall.update", "policy.update"],
+        "{v}"
+    );
 }
 
 #[tokio::test]

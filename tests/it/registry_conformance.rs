@@ -4395,8 +4395,8 @@ async fn a_users_timer_runs_once_and_stops_into_one_time_entry() {
     }
 }
 
-/// A care team's cover: nothing set reads back empty; the rota and the shifts are written
-/// separately (one does not clear the other), each with its audit line, and read back as
+/// A care team's cover: nothing set reads back empty; the rota, the shifts and the policy are
+/// written separately (one does not clear another), each with its audit line, and read back as
 /// written; an unknown team is `NotFound` with nothing audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_teams_rota_and_shifts_read_back_as_written_with_their_audit_lines() {
@@ -4462,6 +4462,30 @@ async fn a_teams_rota_and_shifts_read_back_as_written_with_their_audit_lines() {
         .unwrap();
         let c = db.cover("default".into()).await.unwrap().unwrap();
         assert_eq!((c.rota.as_ref(), c.shifts.len()), (Some(&rota), 0), "{n}");
+        assert_eq!(c.policy, None, "{n}");
+        let policy = vigil::oncall::policy::Policy {
+            low: vec![vigil::oncall::policy::Step {
+                after_min: 60,
+                level: 1,
+            }],
+            ..Default::default()
+        };
+        db.put_policy(
+            "default".into(),
+            policy.clone(),
+            "ada".into(),
+            NOW + 3_000,
+            line(NOW, "ada", "policy.update", None),
+        )
+        .await
+        .unwrap();
+        let c = db.cover("default".into()).await.unwrap().unwrap();
+        assert_eq!(c.policy.as_ref(), Some(&policy), "{n}");
+        assert_eq!(
+            c.rota.as_ref(),
+            Some(&rota),
+            "{n}: the policy left the rota"
+        );
         let r = db
             .put_rota(
                 "nowhere".into(),
@@ -4474,7 +4498,12 @@ async fn a_teams_rota_and_shifts_read_back_as_written_with_their_audit_lines() {
         assert!(matches!(r, Err(RegistryError::NotFound(_))), "{n}: {r:?}");
         assert_eq!(
             audited(&b).await,
-            ["rota.update", "oncall.update", "oncall.update"],
+            [
+                "rota.update",
+                "oncall.update",
+                "oncall.update",
+                "policy.update"
+            ],
             "{n}"
         );
     }

@@ -1242,6 +1242,7 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             "/teams" => json!({"id": "east", "name": "East"}),
             "/teams/{id}/on-call" => json!({"shifts": []}),
             "/teams/{id}/rota" => json!({"timezone": "UTC", "weekly": []}),
+            "/teams/{id}/policy" => json!({"high": []}),
             "/visits" => json!({"patient_id": "ps1"}),
             "/visits/{id}/links" => json!({"role": "guest"}),
             "/tokens" => json!({"label": "x", "scope": "write", "expires_days": 1, "user": "sam"}),

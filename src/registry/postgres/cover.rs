@@ -5,6 +5,7 @@
 
 use super::audit::append_in;
 use super::{PgDb, PgError};
+use crate::oncall::policy::Policy;
 use crate::oncall::{Rota, Shift};
 use crate::registry::audit::NewAuditLine;
 use crate::registry::cover::Cover;
@@ -78,11 +79,23 @@ impl CoverStore for PgDb {
             .await
     }
 
+    async fn put_policy(
+        &self,
+        team: String,
+        policy: Policy,
+        by: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<(), RegistryError> {
+        self.put_cover(team, "policy", to_json(&policy)?, by, now_ms, audit)
+            .await
+    }
+
     async fn cover(&self, team: String) -> Result<Option<Cover>, RegistryError> {
         let c = self.conn().await?;
         let row = c
             .query_opt(
-                "SELECT t.id, v.rota, v.shifts, v.updated_by, v.updated_ms
+                "SELECT t.id, v.rota, v.shifts, v.updated_by, v.updated_ms, v.policy
                  FROM teams t LEFT JOIN team_cover v ON v.team_id = t.id
                  WHERE t.id = $1",
                 &[&team],
@@ -97,6 +110,7 @@ impl CoverStore for PgDb {
                     r.get(0),
                     r.get::<_, Option<String>>(1).as_deref(),
                     &shifts,
+                    r.get::<_, Option<String>>(5).as_deref(),
                     r.get(3),
                     r.get(4),
                 ),

@@ -304,4 +304,6 @@ pub const STEPS: &[&str] = &[
         contact    text   NOT NULL,
         updated_ms bigint NOT NULL
      );",
+    // 20: each care team's escalation policy (`oncall::policy`), beside its cover.
+    "ALTER TABLE team_cover ADD COLUMN policy text;",
 ];

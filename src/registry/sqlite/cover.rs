@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
 use super::SqliteDb;
 use super::audit::append_in;
+use crate::oncall::policy::Policy;
 use crate::oncall::{Rota, Shift};
 use crate::registry::audit::NewAuditLine;
 use crate::registry::cover::Cover;
@@ -78,6 +79,17 @@ impl CoverStore for SqliteDb {
         put(self, team, "shifts", to_json(&shifts)?, by, now_ms, audit).await
     }
 
+    async fn put_policy(
+        &self,
+        team: String,
+        policy: Policy,
+        by: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<(), RegistryError> {
+        put(self, team, "policy", to_json(&policy)?, by, now_ms, audit).await
+    }
+
     async fn cover(&self, team: String) -> Result<Option<Cover>, RegistryError> {
         self.with(move |c| {
             if !team_exists(c, &team)? {
@@ -85,7 +97,7 @@ impl CoverStore for SqliteDb {
             }
             let row = c
                 .query_row(
-                    "SELECT rota, shifts, updated_by, updated_ms FROM team_cover
+                    "SELECT rota, shifts, updated_by, updated_ms, policy FROM team_cover
                      WHERE team_id = ?1",
                     [&team],
                     |r| {
@@ -94,15 +106,21 @@ impl CoverStore for SqliteDb {
                             r.get::<_, String>(1)?,
                             r.get::<_, String>(2)?,
                             r.get::<_, i64>(3)?,
+                            r.get::<_, Option<String>>(4)?,
                         ))
                     },
                 )
                 .optional()?;
             Ok(Some(match row {
                 None => Cover::empty(&team),
-                Some((rota, shifts, by, ms)) => {
-                    Cover::from_stored(team, rota.as_deref(), &shifts, Some(by), Some(ms))
-                }
+                Some((rota, shifts, by, ms, policy)) => Cover::from_stored(
+                    team,
+                    rota.as_deref(),
+                    &shifts,
+                    policy.as_deref(),
+                    Some(by),
+                    Some(ms),
+                ),
             }))
         })
         .await

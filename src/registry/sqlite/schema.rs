@@ -164,6 +164,8 @@ pub(crate) const SCHEMA: &[&str] = &[
         contact    TEXT NOT NULL,
         updated_ms INTEGER NOT NULL
     );",
+    // version 23: each care team's escalation policy (`oncall::policy`), beside its cover.
+    "ALTER TABLE team_cover ADD COLUMN policy TEXT;",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.
