@@ -1,7 +1,8 @@
 //! The notification channels against real servers: email to aiosmtpd
 //! (`tests/clients/smtp_sink.py`) over plain SMTP, STARTTLS and SMTPS, and SMS to the
 //! receiver's form endpoint (`tests/clients/receiver.py --sms-token`); what arrives, that it
-//! carries no reading or name by default, and how failures are classified.
+//! carries no reading or name by default, and how failures are classified. Also
+//! `vigil notify test`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use vigil::registry::record::{Alert, AlertStatus, Trigger};
 use crate::fhir::Receiver;
 use crate::support::{Double, clients_dir, eventually, free_port, issue_cert};
 
+const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 const FROM: &str = "Vigil <vigil@clinic.example>";
 const LINK: &str = "https://vigil.clinic.example/alerts/alr_0011";
 const SMS_TOKEN: &str = "sms-test-token-0123";
@@ -440,6 +442,105 @@ async fn sms_failures_are_retryable_or_permanent() {
     // Then it works again.
     send().await.unwrap();
     assert_eq!(r.state().await["sms"].as_array().unwrap().len(), 1);
+}
+
+/// Runs `vigil notify test` with `args`; its exit code and standard output and error.
+async fn notify_test(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(VIGIL)
+        .args(["notify", "test", "--config", config.to_str().unwrap()])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vigil_notify_test_sends_by_each_channel_and_says_what_happened() {
+    let sink = SmtpSink::start(&["--reject", "gone@clinic.example"]).await;
+    let r = sms_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vigil.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[http]\npublic_url = \"https://vigil.clinic.example\"\n{}{}",
+            smtp_toml(&format!("smtp://127.0.0.1:{}", sink.port), ""),
+            sms_toml(&r.url("/sms/send"), SMS_TOKEN)
+        ),
+    )
+    .unwrap();
+
+    let (code, out, err) = notify_test(
+        &file,
+        &["--email", "nina@clinic.example", "--sms", "+4915112345678"],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("email to nina@clinic.example: sent, Message-ID <vigil.ntf_test_")
+            && lines[0].contains("queued as SINK1"),
+        "{out}"
+    );
+    assert_eq!(
+        lines[1],
+        "sms to +4915112345678: sent; the receiver answered: SM1"
+    );
+    let got = sink.wait_for(1).await;
+    assert_eq!(got[0]["headers"]["subject"], "[Vigil] Test notification");
+    assert!(
+        got[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("https://vigil.clinic.example"),
+        "{}",
+        got[0]
+    );
+    let sms = &r.state().await["sms"][0];
+    assert!(
+        sms["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("Vigil test message"),
+        "{sms}"
+    );
+
+    // A refused recipient: exit 1, and the line says retrying will not help.
+    let (code, out, _) = notify_test(&file, &["--email", "gone@clinic.example"]).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.starts_with(
+            "email to gone@clinic.example: not sent (permanent: retrying will not help)"
+        ) && out.contains("550"),
+        "{out}"
+    );
+
+    // No channel asked for, or one that is not configured: exit 2, one line.
+    let (code, _, err) = notify_test(&file, &[]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--email"), "{err}");
+    let only_smtp = dir.path().join("smtp.toml");
+    std::fs::write(
+        &only_smtp,
+        smtp_toml(&format!("smtp://127.0.0.1:{}", sink.port), ""),
+    )
+    .unwrap();
+    let (code, _, err) = notify_test(&only_smtp, &["--sms", "+4915112345678"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("[sms] is not configured"), "{err}");
+    // A bad [smtp] stops it naming the key.
+    std::fs::write(&only_smtp, "[smtp]\nurl = \"smtp://127.0.0.1:25\"\n").unwrap();
+    let (code, _, err) = notify_test(&only_smtp, &["--email", "nina@clinic.example"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("smtp.from"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
