@@ -82,6 +82,8 @@ pub struct App {
     ingest: Ingest,
     commands: tokio::sync::mpsc::Receiver<Command>,
     connectors: Vec<(Connector, RetryConfig)>,
+    /// Email and SMS as configured (`[smtp]`, `[sms]`), for the notification outbox.
+    channels: Arc<crate::notify::Channels>,
 }
 
 /// How devices' readings reach Vigil.
@@ -202,6 +204,10 @@ impl App {
             tracing::warn!("VIGIL_BOOTSTRAP_TOKEN is set: it is accepted as an admin token");
         }
         let connectors = connectors(&cfg, &registry)?;
+        let channels = Arc::new(
+            crate::notify::Channels::from_config(&cfg)
+                .map_err(|e| StartError::Connector(e.to_string()))?,
+        );
         let sinks = connectors.iter().map(|(c, _)| c.sink()).collect();
         let (crm, commands) = Crm::new(registry.clone(), metrics.clone(), sinks);
         let state = AppState {
@@ -276,7 +282,14 @@ impl App {
             ingest,
             commands,
             connectors,
+            channels,
         })
+    }
+
+    /// The notification channels the configuration turns on (none when neither `[smtp]` nor
+    /// `[sms]` is present).
+    pub fn channels(&self) -> Arc<crate::notify::Channels> {
+        self.channels.clone()
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -321,6 +334,7 @@ impl App {
             ingest,
             commands,
             connectors,
+            channels: _,
         } = self;
         let store = state.store.clone();
         let tracker = TaskTracker::new();

@@ -16,6 +16,8 @@
 //!    transaction, and the outbox workers deliver events to FHIR and webhooks.
 //! 6. [`web`] — the API reads observations, alerts and the record back; every read is audited.
 //!
+//! [`notify`] sends alerts to people by email and SMS, saying no more than it must.
+//!
 //! [`app`] wires these together; [`config`] holds the settings; [`data_dir`] keeps the data
 //! directory private and locked to one gateway; [`telemetry`] the logs and metrics;
 //! [`tls_reload`] keeps TLS certificates current; [`video`] relays video visits; [`terminal`]
@@ -35,6 +37,7 @@ pub mod decode;
 pub mod domain;
 pub mod fd_budget;
 pub mod ingest;
+pub mod notify;
 pub mod oncall;
 pub mod pg;
 pub mod population;

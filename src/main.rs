@@ -75,6 +75,29 @@ enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// Notification channels: email (`[smtp]`) and SMS (`[sms]`).
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NotifyCommand {
+    /// Send a test message through the configured channels and say what each one answered.
+    /// Give the server's --config (or its VIGIL_SMTP__… / VIGIL_SMS__… variables). Exit code
+    /// 0: every message was handed over; 1: one was not; 2: bad configuration or arguments.
+    Test {
+        #[command(flatten)]
+        common: Common,
+        /// Send a test email to this address (needs `[smtp]`).
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
+        /// Send a test SMS to this number, in international form such as +4915112345678
+        /// (needs `[sms]`).
+        #[arg(long, value_name = "NUMBER")]
+        sms: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -198,6 +221,15 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&e),
             };
             db_migrate(&cfg, &to, ca_file.as_deref())
+        }
+        Command::Notify {
+            command: NotifyCommand::Test { common, email, sms },
+        } => {
+            let cfg = match common.load(None, None) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            notify_test(&cfg, email, sms)
         }
         Command::User {
             command:
@@ -388,6 +420,66 @@ fn user_add(cfg: Config, username: &str, role: &str, teams: Vec<String>) -> Exit
                 eprintln!("vigil: {e}");
                 ExitCode::FAILURE
             }
+        }
+    })
+}
+
+/// `vigil notify test`: one test message per channel asked for, and a line each saying how it
+/// went (what the server or provider answered, or why it was not sent and whether a retry
+/// could help).
+fn notify_test(cfg: &Config, email: Option<String>, sms: Option<String>) -> ExitCode {
+    use vigil::notify::{Channel, Channels, Notice, SendError};
+    let asked: Vec<(Channel, String)> = [(Channel::Email, email), (Channel::Sms, sms)]
+        .into_iter()
+        .filter_map(|(c, to)| to.map(|to| (c, to)))
+        .collect();
+    if asked.is_empty() {
+        return fail("notify test: give --email ADDRESS, --sms NUMBER or both");
+    }
+    let channels = match Channels::from_config(cfg) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    for (channel, _) in &asked {
+        if !channels.has(*channel) {
+            return fail(&SendError::NotConfigured(*channel).to_string());
+        }
+    }
+    let mut id = [0u8; 8];
+    let _ = getrandom::fill(&mut id);
+    let notice = Notice::test(
+        &format!("ntf_test_{}", hex::encode(id)),
+        &cfg.http.public_origin(cfg.http_addr()),
+    );
+    runtime().block_on(async move {
+        let mut all_sent = true;
+        for (channel, to) in asked {
+            match channels.send(channel, &to, &notice).await {
+                Ok(sent) => {
+                    let mut line = format!("{channel} to {to}: sent");
+                    if let Some(id) = &sent.message_id {
+                        line.push_str(&format!(", Message-ID {id}"));
+                    }
+                    if let Some(r) = &sent.receipt {
+                        line.push_str(&format!("; the receiver answered: {r}"));
+                    }
+                    println!("{line}");
+                }
+                Err(e) => {
+                    all_sent = false;
+                    let kind = if e.is_retryable() {
+                        "retryable: a later attempt may succeed"
+                    } else {
+                        "permanent: retrying will not help"
+                    };
+                    println!("{channel} to {to}: not sent ({kind}): {e}");
+                }
+            }
+        }
+        if all_sent {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
         }
     })
 }

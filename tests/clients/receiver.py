@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The receiving end of Vigil's outward connectors, for the end-to-end tests.
 
-One HTTP server on 127.0.0.1 plays three parties Vigil writes to:
+One HTTP server on 127.0.0.1 plays four parties Vigil writes to:
 
 * a CRM's webhook endpoint, ``POST /hooks/vigil``, checking Standard Webhooks signatures
   (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256>``);
@@ -13,14 +13,18 @@ One HTTP server on 127.0.0.1 plays three parties Vigil writes to:
   and every literal reference it holds (``Patient/7``) checked to exist, as a strict server
   does (refused with 422 otherwise);
 * a SMART Backend Services token endpoint, ``POST /token``, verifying the ES384 client assertion
-  with ``cryptography``.
+  with ``cryptography``;
+* an SMS provider, ``POST /sms/send``: a form (``application/x-www-form-urlencoded``) with the
+  fields ``to`` and ``body`` and ``Authorization: Bearer <--sms-token>``, answered 201
+  ``{"sid": "SM<n>", "status": "queued"}`` (docs/notifications.md).
 
-Tests read what arrived from ``GET /_state`` and make the hook and FHIR endpoints fail with
+Tests read what arrived from ``GET /_state`` and make the hook, FHIR and SMS endpoints fail with
 ``POST /_control`` (``{"fail_next": n, "fail_status": 503}``, ``{"down": true}``,
 ``{"reset": true}``).
 
     python3 tests/clients/receiver.py --port 0 [--webhook-secret whsec_...] [--fhir-token TOKEN]
-        [--fhir-batch] [--smart-public-key PEMFILE --smart-client-id ID] [--verbose]
+        [--fhir-batch] [--smart-public-key PEMFILE --smart-client-id ID] [--sms-token TOKEN]
+        [--verbose]
 
 Prints ``listening <port>`` on standard output once it accepts connections, and nothing else
 there.
@@ -81,6 +85,9 @@ class State:
         self.tokens = {}  # access token -> expiry (Unix seconds)
         self.jtis = set()
         self.batches = 0
+        self.sms = []
+        self.sms_attempts = 0
+        self.sms_rejected = []
         self.next_id = 1
         self.fail_next = 0
         self.fail_status = 503
@@ -97,6 +104,9 @@ class State:
             "dangling": self.dangling,
             "tokens_issued": self.tokens_issued,
             "batches": self.batches,
+            "sms": self.sms,
+            "sms_attempts": self.sms_attempts,
+            "sms_rejected": self.sms_rejected,
             "token_errors": self.token_errors,
             "control": {
                 "fail_next": self.fail_next,
@@ -321,6 +331,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.post_hook
         if p == "/token" and method == "POST" and self.server.smart_key is not None:
             return self.post_token
+        if p == "/sms/send" and method == "POST" and self.server.args.sms_token:
+            return self.post_sms
         if p == "/fhir" or p.startswith("/fhir/"):
             return lambda: self.fhir(method)
         return None
@@ -435,6 +447,43 @@ class Handler(BaseHTTPRequestHandler):
             if version == "v1" and hmac.compare_digest(value.encode(), expected.encode()):
                 ok = True
         return None if ok else "no v1 signature matches"
+
+    # --- SMS ----------------------------------------------------------------------------------
+
+    def post_sms(self):
+        st = self.server.state
+        with st.lock:
+            st.sms_attempts += 1
+            failure = st.scheduled_failure()
+        if failure == "down":
+            return self.hang_up()
+        if failure is not None:
+            return self.answer(failure, {"error": "scheduled failure"})
+        expected = "Bearer " + self.server.args.sms_token
+        if not hmac.compare_digest((self.headers.get("Authorization") or "").encode(), expected.encode()):
+            with st.lock:
+                st.sms_rejected.append({"reason": "bad or missing bearer token"})
+            return self.answer(401, {"error": "a valid bearer token is required"})
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            raise BadRequest(f"expected a form, not {content_type!r}")
+        try:
+            form = parse_qs(self.body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+        except (UnicodeDecodeError, ValueError) as e:
+            raise BadRequest(f"not a form: {e}") from None
+        if sorted(form) != ["body", "to"] or any(len(v) != 1 for v in form.values()):
+            raise BadRequest("the form holds exactly one 'to' and one 'body'")
+        with st.lock:
+            sid = f"SM{len(st.sms) + 1}"
+            st.sms.append(
+                {
+                    "sid": sid,
+                    "to": form["to"][0],
+                    "body": form["body"][0],
+                    "idempotency_key": self.headers.get("Idempotency-Key"),
+                }
+            )
+        self.answer(201, {"sid": sid, "status": "queued"})
 
     # --- FHIR ---------------------------------------------------------------------------------
 
@@ -874,6 +923,7 @@ def main():
     )
     ap.add_argument("--smart-public-key", help="PEM file of the SMART client's P-384 public key")
     ap.add_argument("--smart-client-id")
+    ap.add_argument("--sms-token", help="bearer token the SMS endpoint takes; absent: no SMS endpoint")
     ap.add_argument("--verbose", action="store_true", help="log each request on stderr")
     args = ap.parse_args()
     server = Receiver(args)

@@ -32,6 +32,7 @@ mod influx;
 mod ingest;
 mod logs;
 mod mqtt_rules;
+mod notify_channels;
 mod oncall;
 mod postgres;
 mod programme_browser;

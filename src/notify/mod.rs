@@ -1,0 +1,27 @@
+//! Notification channels: how an alert reaches a person by email and SMS, and what the
+//! message says. Who is notified, when, and how often a failed send is tried again is the
+//! notification outbox's business; this module only sends one notice to one address and says
+//! how it went.
+//!
+//! - [`message`]: the words — an email's subject and plain-text body, an SMS — made from an
+//!   alert under `[notify]`'s policy: the minimum necessary (severity, the rule, the patient's
+//!   initials, a link), never readings or full names unless the clinic turns
+//!   `notify.include_details` on. Pure.
+//! - [`email`]: SMTP (`[smtp]`) with `lettre` over rustls.
+//! - [`sms`]: the provider's form POST (`[sms]`) over reqwest.
+//! - [`outcome`]: what a send ends in — [`Sent`], or a [`SendError`] that is retryable or
+//!   permanent.
+//! - [`channels`]: [`Channels`], the configured channels behind one `send`.
+//!
+//! It must never log a message's text, a recipient's reading or a secret (the SMTP password,
+//! the SMS token). See docs/notifications.md.
+
+pub mod channels;
+pub mod email;
+pub mod message;
+pub mod outcome;
+pub mod sms;
+
+pub use channels::Channels;
+pub use message::{About, Details, EmailText, Notice, PatientRef};
+pub use outcome::{Channel, SendError, Sent, SetupError};
