@@ -25,6 +25,7 @@ mod failure_counts;
 pub mod lease;
 pub mod mosquitto;
 mod mrn;
+pub mod notifications;
 pub mod outbox;
 mod password;
 mod password_policy;

@@ -16,6 +16,8 @@
 //! video visits, API tokens, access (users, care teams, sign-in sessions), patients and their
 //! devices, and the CRM record (care plans, alerts, notes, the timeline) with its outbox.
 
+use std::collections::HashMap;
+
 use super::access::{
     Credentials, NewSession, NewTeam, NewUser, StoredSession, StoredUser, Team, UserChange,
 };
@@ -29,6 +31,7 @@ use super::devices::{
 use super::enrollment::{Enrollment, Programme};
 use super::error::RegistryError;
 use super::lease::{Fence, Lease};
+use super::notifications::{Notification, Settlement, TakenStep};
 use super::outbox::{Delivery, Lane, OutboxRow, QueuedReading, Settled};
 use super::patients::{NewPatient, Patient, PatientAudit, PatientChange, PatientUpdated};
 use super::record::{Alert, AlertActionError, AlertQuery, Event, Noticed, Sink, TimelineRow};
@@ -723,6 +726,45 @@ pub trait ContactStore: Send + Sync {
     async fn contacts(&self) -> Result<Vec<(String, Contact)>, RegistryError>;
 }
 
+/// Notifications of people about alerts ([`super::notifications`]): escalation steps taken once
+/// each, and the notifications' outbox.
+#[async_trait::async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// Takes `step` with its notifications and its timeline entry (`alert.notify_step`), all in
+    /// one transaction; `false`, with nothing written, when the step was taken already.
+    async fn take_step(&self, step: TakenStep) -> Result<bool, RegistryError>;
+
+    /// The steps taken of each of `alerts` (those with none are absent).
+    async fn steps_taken(
+        &self,
+        alerts: Vec<String>,
+    ) -> Result<HashMap<String, Vec<u32>>, RegistryError>;
+
+    /// Claims for `holder` until `now_ms + lease_ms` up to `limit` pending notifications due
+    /// at `now_ms` and not claimed by anyone else (or whose claim lapsed), counting an attempt
+    /// on each; those claimed, earliest due first. Two instances never claim one at once.
+    async fn claim_notifications(
+        &self,
+        holder: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Notification>, RegistryError>;
+
+    /// Settles the attempt on notification `id` with its timeline entry, both or neither;
+    /// `false`, with nothing written, unless it is pending and claimed by `holder`.
+    async fn settle_notification(
+        &self,
+        id: String,
+        holder: String,
+        settlement: Settlement,
+        now_ms: i64,
+    ) -> Result<bool, RegistryError>;
+
+    /// An alert's notifications, in the order they were created.
+    async fn notifications_of(&self, alert_id: String) -> Result<Vec<Notification>, RegistryError>;
+}
+
 /// Whether the database answers, for `/healthz`.
 #[async_trait::async_trait]
 pub trait HealthStore: Send + Sync {
@@ -747,6 +789,7 @@ pub trait Storage:
     + ProgrammeStore
     + CoverStore
     + ContactStore
+    + NotificationStore
     + HealthStore
 {
 }
@@ -766,6 +809,7 @@ impl<T> Storage for T where
         + ProgrammeStore
         + CoverStore
         + ContactStore
+        + NotificationStore
         + HealthStore
 {
 }

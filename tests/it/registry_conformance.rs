@@ -4597,3 +4597,181 @@ async fn a_users_contact_details_change_field_by_field_and_both_of_two_changes_s
         );
     }
 }
+
+/// Notifications: of two instances taking one escalation step at once, exactly one writes it
+/// with its notifications and one timeline entry; a notification without a channel is failed
+/// from the start; two claims at once split the due notifications between them (none twice,
+/// none not yet due); only the claim's holder settles, each settlement with its timeline entry;
+/// a retried notification comes back when due with its attempt counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_step_is_taken_once_and_its_notifications_claimed_once_each() {
+    use vigil::registry::notifications::{
+        NewNotification, NotificationStatus, Settlement, TakenStep,
+    };
+    const NOW: i64 = 1_796_263_200_000;
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        b.add_patient("p-1").await;
+        let step = |notifications: Vec<NewNotification>| TakenStep {
+            alert_id: "al_1".into(),
+            patient_id: "p-1".into(),
+            step: 0,
+            level: 1,
+            due_ms: NOW,
+            taken_ms: NOW,
+            notifications,
+            gap: None,
+        };
+        let mine = || {
+            vec![
+                NewNotification::new("nina", "email", Some("nina@clinic.example"), NOW).unwrap(),
+                NewNotification::new("nina", "sms", Some("+13125550123"), NOW).unwrap(),
+                NewNotification::new("omar", "none", None, NOW).unwrap(),
+                NewNotification::new("pat", "email", Some("pat@clinic.example"), NOW + 60_000)
+                    .unwrap(),
+            ]
+        };
+        let before = timeline(&b).await.len();
+        let (a, c) = tokio::join!(db.take_step(step(mine())), db.take_step(step(mine())));
+        let (a, c) = (a.unwrap(), c.unwrap());
+        assert!(a ^ c, "{n}: exactly one takes the step ({a}, {c})");
+        let all = db.notifications_of("al_1".into()).await.unwrap();
+        assert_eq!(all.len(), 4, "{n}: {all:?}");
+        let tl = timeline(&b).await;
+        assert_eq!(tl.len(), before + 1, "{n}");
+        assert_eq!(tl[before].0, "alert.notify_step", "{n}");
+        assert!(
+            !tl[before].1.to_string().contains("clinic.example"),
+            "{n}: no address on the timeline"
+        );
+        let omar = all.iter().find(|x| x.username == "omar").unwrap();
+        assert_eq!(omar.status, NotificationStatus::Failed, "{n}");
+        assert!(
+            omar.last_error.as_deref().unwrap().contains("no email"),
+            "{n}"
+        );
+        assert_eq!(
+            db.steps_taken(vec!["al_1".into(), "al_2".into()])
+                .await
+                .unwrap()
+                .get("al_1"),
+            Some(&vec![0]),
+            "{n}"
+        );
+
+        // Two claims at once: nina's two, once each; pat's is not due yet.
+        let (x, y) = tokio::join!(
+            db.claim_notifications("one".into(), NOW, 30_000, 10),
+            db.claim_notifications("two".into(), NOW, 30_000, 10)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let mut ids: Vec<&str> = x.iter().chain(&y).map(|x| x.id.as_str()).collect();
+        ids.sort_unstable();
+        let mut want: Vec<&str> = all
+            .iter()
+            .filter(|x| x.username == "nina")
+            .map(|x| x.id.as_str())
+            .collect();
+        want.sort_unstable();
+        assert_eq!(ids, want, "{n}: claimed once each");
+        assert!(x.iter().chain(&y).all(|x| x.attempts == 1), "{n}");
+        let (held, holder) = if x.is_empty() {
+            (&y, "two")
+        } else {
+            (&x, "one")
+        };
+        let first = held[0].clone();
+        // A claim still held is not claimed again.
+        assert!(
+            db.claim_notifications("three".into(), NOW + 1_000, 30_000, 10)
+                .await
+                .unwrap()
+                .iter()
+                .all(|x| x.username != "nina" || !held.iter().any(|h| h.id == x.id)),
+            "{n}"
+        );
+        let ok = db
+            .settle_notification(
+                first.id.clone(),
+                "intruder".into(),
+                Settlement::Delivered { receipt: None },
+                NOW,
+            )
+            .await
+            .unwrap();
+        assert!(!ok, "{n}: only the claim's holder settles");
+        let ok = db
+            .settle_notification(
+                first.id.clone(),
+                holder.into(),
+                Settlement::Retry {
+                    at_ms: NOW + 120_000,
+                    error: "451 try later".into(),
+                },
+                NOW + 2_000,
+            )
+            .await
+            .unwrap();
+        assert!(ok, "{n}");
+        let early = db
+            .claim_notifications("four".into(), NOW + 119_000, 30_000, 10)
+            .await
+            .unwrap();
+        assert!(
+            early.iter().all(|x| x.id != first.id),
+            "{n}: not before it is due"
+        );
+        let again = db
+            .claim_notifications("four".into(), NOW + 120_000, 30_000, 10)
+            .await
+            .unwrap();
+        let again = again.iter().find(|x| x.id == first.id).expect("due again");
+        assert_eq!(again.attempts, 2, "{n}");
+        assert!(
+            db.settle_notification(
+                first.id.clone(),
+                "four".into(),
+                Settlement::Delivered {
+                    receipt: Some("250 queued".into())
+                },
+                NOW + 121_000,
+            )
+            .await
+            .unwrap(),
+            "{n}"
+        );
+        assert!(
+            !db.settle_notification(
+                first.id.clone(),
+                "four".into(),
+                Settlement::Delivered { receipt: None },
+                NOW + 122_000,
+            )
+            .await
+            .unwrap(),
+            "{n}: settled once"
+        );
+        let done = db.notifications_of("al_1".into()).await.unwrap();
+        let d = done.iter().find(|x| x.id == first.id).unwrap();
+        assert_eq!(
+            (d.status, d.receipt.as_deref(), d.attempts),
+            (NotificationStatus::Delivered, Some("250 queued"), 2),
+            "{n}"
+        );
+        let kinds: Vec<String> = timeline(&b)
+            .await
+            .into_iter()
+            .skip(before)
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "alert.notify_step",
+                "notification.retry",
+                "notification.delivered"
+            ],
+            "{n}"
+        );
+    }
+}

@@ -15,6 +15,7 @@ mod cover;
 mod devices;
 mod import;
 mod lease;
+mod notifications;
 mod outbox;
 mod patients;
 mod programmes;

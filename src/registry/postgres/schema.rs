@@ -306,4 +306,35 @@ pub const STEPS: &[&str] = &[
      );",
     // 20: each care team's escalation policy (`oncall::policy`), beside its cover.
     "ALTER TABLE team_cover ADD COLUMN policy text;",
+    // 21: alerts' escalation steps, taken once each, and the notifications' outbox
+    // (`registry::notifications`).
+    "CREATE TABLE escalation_steps (
+        alert_id text    NOT NULL,
+        step     integer NOT NULL,
+        level    integer NOT NULL,
+        due_ms   bigint  NOT NULL,
+        taken_ms bigint  NOT NULL,
+        PRIMARY KEY (alert_id, step)
+     );
+     CREATE TABLE notifications (
+        id             text    PRIMARY KEY,
+        alert_id       text    NOT NULL,
+        patient_id     text    NOT NULL,
+        step           integer NOT NULL,
+        username       text    NOT NULL,
+        channel        text    NOT NULL,
+        address        text,
+        status         text    NOT NULL,
+        attempts       integer NOT NULL DEFAULT 0,
+        next_ms        bigint  NOT NULL,
+        claimed_by     text,
+        claim_until_ms bigint,
+        last_error     text,
+        receipt        text,
+        created_ms     bigint  NOT NULL,
+        settled_ms     bigint,
+        UNIQUE (alert_id, step, username, channel)
+     );
+     CREATE INDEX notifications_due ON notifications (status, next_ms);
+     CREATE INDEX notifications_by_alert ON notifications (alert_id);",
 ];

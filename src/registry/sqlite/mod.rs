@@ -12,6 +12,7 @@ mod cover;
 mod devices;
 pub mod export;
 mod lease;
+mod notifications;
 mod outbox;
 mod patients;
 mod programmes;

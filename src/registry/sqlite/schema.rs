@@ -166,6 +166,37 @@ pub(crate) const SCHEMA: &[&str] = &[
     );",
     // version 23: each care team's escalation policy (`oncall::policy`), beside its cover.
     "ALTER TABLE team_cover ADD COLUMN policy TEXT;",
+    // version 24: alerts' escalation steps, taken once each, and the notifications' outbox
+    // (`registry::notifications`).
+    "CREATE TABLE escalation_steps (
+        alert_id TEXT    NOT NULL,
+        step     INTEGER NOT NULL,
+        level    INTEGER NOT NULL,
+        due_ms   INTEGER NOT NULL,
+        taken_ms INTEGER NOT NULL,
+        PRIMARY KEY (alert_id, step)
+    );
+    CREATE TABLE notifications (
+        id             TEXT PRIMARY KEY,
+        alert_id       TEXT    NOT NULL,
+        patient_id     TEXT    NOT NULL,
+        step           INTEGER NOT NULL,
+        username       TEXT    NOT NULL,
+        channel        TEXT    NOT NULL,
+        address        TEXT,
+        status         TEXT    NOT NULL,
+        attempts       INTEGER NOT NULL DEFAULT 0,
+        next_ms        INTEGER NOT NULL,
+        claimed_by     TEXT,
+        claim_until_ms INTEGER,
+        last_error     TEXT,
+        receipt        TEXT,
+        created_ms     INTEGER NOT NULL,
+        settled_ms     INTEGER,
+        UNIQUE (alert_id, step, username, channel)
+    );
+    CREATE INDEX notifications_due ON notifications (status, next_ms);
+    CREATE INDEX notifications_by_alert ON notifications (alert_id);",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.
