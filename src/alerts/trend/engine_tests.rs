@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::days::{Bucket, DAY_MS};
+use super::days::{BUCKET_MS, Bucket, DAY_MS};
 use super::{State, figure};
 use crate::alerts::engine::{Effect, Engine, Input, Settings};
 use crate::alerts::rules::{CarePlan, Severity};
@@ -148,6 +148,48 @@ fn a_drift_found_on_replay_names_the_reading_that_tripped_it() {
     );
     let t = trigger.as_ref().unwrap();
     assert_eq!((t.time_ms, t.value), (16 * DAY_MS + 7 * HOUR, 82.0));
+}
+
+#[test]
+fn a_clinicians_resolution_replayed_after_the_buckets_keeps_a_drift_silenced() {
+    // A restart on day 17: days 0–16 come as buckets (one weighing each), the drift alert a
+    // clinician resolved on the evening of day 16 is replayed next, then day 17's weighing.
+    let before = 17 * DAY_MS;
+    let buckets: Vec<Bucket> = weights()
+        .into_iter()
+        .filter(|(t, _)| *t < before)
+        .map(|(t, w)| Bucket {
+            start_ms: t / BUCKET_MS * BUCKET_MS,
+            mean: w,
+            count: 1,
+        })
+        .collect();
+    let day17 = obs(Metric::BodyWeight, before + 7 * HOUR, 80.0);
+    let rebuild = |resolved: bool| {
+        let mut e = engine(DRIFT);
+        e.replay_buckets(&pid(), Metric::BodyWeight, before, &buckets);
+        if resolved {
+            let fx = e.handle(
+                Input::Resolved {
+                    patient: &pid(),
+                    rule_id: "weight-drift",
+                },
+                before,
+            );
+            assert!(fx.is_empty());
+        }
+        e.replay(&day17);
+        e.settle(before + 8 * HOUR)
+    };
+    // The condition held as of day 16 (judged from the buckets) and still holds on day 17
+    // (S 8.5): the clinician's decision stands.
+    assert!(rebuild(true).is_empty());
+    // Without the resolution the alert is found, with day 17's weighing as its trigger.
+    let fx = rebuild(false);
+    let [Effect::Open { trigger, .. }] = &fx[..] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(trigger.as_ref(), Some(&day17));
 }
 
 #[test]
