@@ -707,6 +707,49 @@ mod tests {
         }
     }
 
+    /// `care-plans/*.json`: each programme's plan is the default plan's rules, as they are,
+    /// followed by the programme's trend rules.
+    #[test]
+    fn the_programme_plans_parse_and_extend_the_default_plan() {
+        let default = CarePlan::default_plan();
+        let plans: [(&str, &str, &[&str]); 4] = [
+            (
+                "heart-failure",
+                include_str!("../../care-plans/heart-failure.json"),
+                &["weight-macd", "resting-hr-drift"],
+            ),
+            (
+                "hypertension",
+                include_str!("../../care-plans/hypertension.json"),
+                &["bp-systolic-drift"],
+            ),
+            (
+                "diabetes",
+                include_str!("../../care-plans/diabetes.json"),
+                &["glucose-forecast"],
+            ),
+            (
+                "copd",
+                include_str!("../../care-plans/copd.json"),
+                &["spo2-drift", "resting-hr-drift"],
+            ),
+        ];
+        for (name, json, trend) in plans {
+            let plan = CarePlan::parse(json.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let (base, extra) = plan.rules.split_at(default.rules.len());
+            assert_eq!(base, &default.rules[..], "{name}");
+            let ids: Vec<&str> = extra.iter().map(Rule::id).collect();
+            assert_eq!(ids, trend, "{name}");
+            assert!(
+                extra.iter().all(|r| matches!(
+                    r,
+                    Rule::Drift { .. } | Rule::Macd { .. } | Rule::Forecast { .. }
+                )),
+                "{name}"
+            );
+        }
+    }
+
     #[test]
     fn the_default_plan_is_valid() {
         assert_eq!(CarePlan::default_plan().rules.len(), 8);
