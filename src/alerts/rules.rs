@@ -9,7 +9,6 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use super::news2::Spo2Scale;
-use super::trend::DRIFT_METRICS;
 use crate::domain::{Metric, PatientId};
 
 /// How urgent an alert is.
@@ -45,6 +44,15 @@ impl Op {
         }
     }
 }
+
+/// The metrics a `drift` rule may watch: those whose daily figure means something as a
+/// personal baseline (docs/alerts.md, "Trend rules").
+pub const DRIFT_METRICS: [Metric; 4] = [
+    Metric::BodyWeight,
+    Metric::BpSystolic,
+    Metric::HeartRate,
+    Metric::Spo2,
+];
 
 /// Which way a `drift` rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

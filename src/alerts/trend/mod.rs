@@ -22,19 +22,11 @@ use self::forecast::Recent;
 use super::rules::{Direction, Rule};
 use crate::domain::Metric;
 
-/// The metrics a `drift` rule may watch.
-pub const DRIFT_METRICS: [Metric; 4] = [
-    Metric::BodyWeight,
-    Metric::BpSystolic,
-    Metric::HeartRate,
-    Metric::Spo2,
-];
-
 /// The smallest standard deviation a `drift` baseline is taken to have unless the rule says
 /// (`min_sd`): a baseline that happens to be flat — a scale that rounds to 0.5 kg, a wearable
 /// whose night-time minimum repeats — would otherwise make any small change look enormous.
-/// About half the day-to-day variation seen in stable patients (weight ~0.5 kg; home systolic
-/// pressure ~6 mmHg; COPD heart rate ~5 /min and SpO2 ~1 %, Hurst et al. 2010).
+/// About half the day-to-day variation of stable patients (COPD heart rate ~5 /min and SpO2
+/// ~1 %, Hurst et al. 2010; weight and home systolic pressure taken as ~0.5 kg and ~6 mmHg).
 pub fn default_min_sd(metric: Metric) -> f64 {
     match metric {
         Metric::BodyWeight => 0.3,
