@@ -480,7 +480,11 @@ mod tests {
             other => panic!("one alert: {other:?}"),
         };
         assert_eq!(message(&found), message(&expected));
-        assert!(message(&found).starts_with("resting heart rate up "));
+        assert_eq!(
+            message(&found),
+            "resting heart rate up 8 bpm over 3 days against a 28-day baseline of 55 bpm \
+             (found on restart)"
+        );
         store.close().await;
     }
 
