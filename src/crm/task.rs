@@ -388,8 +388,8 @@ mod tests {
     }
 
     /// A resting-heart-rate drift rule with a 28-day baseline, fed a reading a minute, comes
-    /// back from a restart as it was: the rebuild reads the 32 days before the latest reading's
-    /// day as 5-minute buckets (9,216 rows instead of 46,080 readings), replays the latest day
+    /// back from a restart as it was: the rebuild reads the 31 days before the latest reading's
+    /// day as 5-minute buckets (8,928 rows instead of 44,640 readings), replays the latest day
     /// reading by reading, and holds the same daily figures and finds the same alert as an
     /// engine that judged every reading.
     #[tokio::test]
@@ -468,7 +468,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         let (a, b) = (figures(&replayed), figures(&rebuilt));
-        assert_eq!(a.len(), 33, "the latest day and the 32 before it");
+        assert_eq!(a.len(), 32, "the latest day and the 31 before it");
         assert_eq!(a.len(), b.len());
         for ((da, va), (db, vb)) in a.iter().zip(&b) {
             assert_eq!(da, db);

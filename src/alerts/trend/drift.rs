@@ -28,10 +28,11 @@ pub struct Params {
 }
 
 impl Params {
-    /// How many days before the newest reading's day the rule reads (one more than the window
-    /// and baseline, for a figure judged the day after it is complete).
+    /// How many days before the newest reading's day the rule reads: the window and the
+    /// baseline, for a resting figure (judged the day after it, so its window ends the day
+    /// before the newest); a mean's window ends on the newest day and needs one day fewer.
     pub fn days_kept(&self) -> u32 {
-        self.window_days + self.baseline_days + 1
+        self.window_days + self.baseline_days
     }
 }
 
