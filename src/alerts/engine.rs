@@ -22,6 +22,10 @@
 //!   7 or more high. A score that climbs while its alert is open raises the alert's severity.
 //! - **missing**: no reading of `metric` for `after_s` seconds (from the latest reading, or
 //!   from when the rule started watching).
+//! - **drift**, **macd**, **forecast** (trend rules): judged by [`super::trend`] on each reading
+//!   from what the rule keeps (daily figures; the last few glucose readings); a rebuild gives
+//!   them the days before the latest reading's day as 5-minute buckets
+//!   ([`Engine::replay_buckets`]) rather than every reading.
 //!
 //! One condition, one alert: while an alert for a rule is open or acknowledged, the rule
 //! raises no other. It resolves by itself once its condition has stayed clear for
@@ -37,6 +41,7 @@ use std::sync::Arc;
 
 use super::news2::{self, Inputs, Spo2Scale};
 use super::rules::{CarePlan, Op, Rule, Severity};
+use super::trend::{self, Verdict, days::Bucket};
 use crate::domain::{Metric, Observation, PatientId};
 
 /// Engine settings (config `[alerts]`).
@@ -186,6 +191,8 @@ struct RuleState {
     window: VecDeque<(i64, f64)>,
     /// missing: when the rule started watching.
     watch_from: i64,
+    /// drift, macd, forecast: what the rule keeps (made on its first reading).
+    trend: Option<trend::State>,
 }
 
 struct PatientState {
@@ -245,8 +252,11 @@ fn rule_metrics(rule: &Rule) -> Vec<Metric> {
     match rule {
         Rule::Threshold { metric, .. }
         | Rule::Rate { metric, .. }
-        | Rule::Missing { metric, .. } => Metric::parse(metric).into_iter().collect(),
+        | Rule::Missing { metric, .. }
+        | Rule::Drift { metric, .. } => Metric::parse(metric).into_iter().collect(),
         Rule::News2 { .. } => NEWS2_METRICS.to_vec(),
+        Rule::Macd { .. } => vec![Metric::BodyWeight],
+        Rule::Forecast { .. } => vec![Metric::Glucose],
     }
 }
 
@@ -282,6 +292,7 @@ impl Engine {
 
     /// How far back each metric must be replayed to rebuild a patient's state under `plan`
     /// (besides the latest reading of every metric the plan reads, which is always replayed).
+    /// Trend rules' earlier days come from [`Engine::trend_days`] instead.
     pub fn lookback_ms(plan: &CarePlan) -> HashMap<Metric, i64> {
         let mut out: HashMap<Metric, i64> = HashMap::new();
         for rule in &plan.rules {
@@ -291,6 +302,9 @@ impl Engine {
                 Rule::Rate { window_h, .. } => (window_h * 3_600_000.0) as i64,
                 // Only the latest readings matter.
                 Rule::News2 { .. } | Rule::Missing { .. } => 0,
+                // The latest reading's day, reading by reading (the days before it: buckets).
+                Rule::Drift { .. } | Rule::Macd { .. } => trend::days::DAY_MS,
+                Rule::Forecast { .. } => trend::forecast::LOOKBACK_MS,
             };
             for m in rule_metrics(rule) {
                 let e = out.entry(m).or_insert(0);
@@ -298,6 +312,58 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// How many whole UTC days before the day of its latest reading each metric's trend rules
+    /// keep: a rebuild gives them those days as 5-minute buckets ([`Engine::replay_buckets`])
+    /// before replaying the latest day's readings.
+    pub fn trend_days(plan: &CarePlan) -> HashMap<Metric, u32> {
+        let mut out: HashMap<Metric, u32> = HashMap::new();
+        for (m, days) in plan.rules.iter().filter_map(trend::days_kept) {
+            let e = out.entry(m).or_insert(0);
+            *e = (*e).max(days);
+        }
+        out
+    }
+
+    /// Replays a rebuild's 5-minute buckets of `metric` (readings taken before `before_ms`, the
+    /// start of its latest reading's day; oldest first) into the patient's trend rules, which
+    /// then skip the readings taken before `before_ms` when they are replayed. Each rule is
+    /// judged once, as of the newest bucket, without effects (so a clinician's resolution
+    /// replayed next finds the condition as it was). Call before [`Engine::replay`].
+    pub fn replay_buckets(
+        &mut self,
+        patient: &PatientId,
+        metric: Metric,
+        before_ms: i64,
+        buckets: &[Bucket],
+    ) {
+        let Some(p) = self.patients.get_mut(patient) else {
+            return;
+        };
+        let Some(indices) = p.by_metric.get(&metric) else {
+            return;
+        };
+        for &i in indices {
+            let rule = &p.plan.rules[i];
+            let Some(st) = p.rules.get_mut(rule.id()) else {
+                continue;
+            };
+            if let Some(v) = trend::add_buckets(rule, &mut st.trend, before_ms, buckets) {
+                let (holding, message) = verdict(rule, st, v);
+                apply(
+                    patient,
+                    rule,
+                    st,
+                    holding,
+                    message,
+                    None,
+                    before_ms,
+                    false,
+                    &mut Vec::new(),
+                );
+            }
+        }
     }
 
     /// Starts watching a patient (with the default plan when `plan` is `None`). Rules that
@@ -380,7 +446,10 @@ impl Engine {
                         rule_id: rule.id().to_owned(),
                         kind: kind_of(rule),
                         severity: sev,
-                        message: format!("{} (found on restart)", describe(rule, &p.latest, now)),
+                        message: format!(
+                            "{} (found on restart)",
+                            describe(rule, st, &p.latest, now)
+                        ),
                         trigger,
                         at_ms: now,
                     });
@@ -404,6 +473,17 @@ impl Engine {
     /// How many patients the engine watches.
     pub fn patient_count(&self) -> usize {
         self.patients.len()
+    }
+
+    /// What a trend rule keeps (tests compare a rebuilt engine with a live one).
+    #[cfg(test)]
+    pub(crate) fn trend_state(&self, patient: &PatientId, rule_id: &str) -> Option<&trend::State> {
+        self.patients
+            .get(patient)?
+            .rules
+            .get(rule_id)?
+            .trend
+            .as_ref()
     }
 
     /// Whether the engine watches this patient.
@@ -529,8 +609,15 @@ impl Engine {
             if st.last_ms.is_some_and(|t| o.time_ms < t) {
                 continue;
             }
+            let (holding, message) = if trend::is_trend(rule) {
+                let Some(v) = trend::observe(rule, &mut st.trend, o.time_ms, o.value) else {
+                    continue;
+                };
+                verdict(rule, st, v)
+            } else {
+                judge(rule, st, o, &p.latest)
+            };
             st.last_ms = Some(o.time_ms);
-            let (holding, message) = judge(rule, st, o, &p.latest);
             apply(
                 &o.patient_id,
                 rule,
@@ -651,6 +738,9 @@ fn kind_of(rule: &Rule) -> &'static str {
         Rule::Rate { .. } => "rate",
         Rule::News2 { .. } => "news2",
         Rule::Missing { .. } => "missing",
+        Rule::Drift { .. } => "drift",
+        Rule::Macd { .. } => "macd",
+        Rule::Forecast { .. } => "forecast",
     }
 }
 
@@ -658,13 +748,25 @@ fn rule_severity(rule: &Rule) -> Severity {
     match rule {
         Rule::Threshold { severity, .. }
         | Rule::Rate { severity, .. }
-        | Rule::Missing { severity, .. } => *severity,
+        | Rule::Missing { severity, .. }
+        | Rule::Drift { severity, .. }
+        | Rule::Macd { severity, .. }
+        | Rule::Forecast { severity, .. } => *severity,
         Rule::News2 { severity, .. } => severity.unwrap_or(Severity::High),
     }
 }
 
+/// A trend rule's verdict as the condition it makes: one that cannot be judged stays as it was.
+fn verdict(rule: &Rule, st: &RuleState, v: Verdict) -> (Option<Severity>, String) {
+    match v {
+        Verdict::Holds(message) => (Some(rule_severity(rule)), message),
+        Verdict::Clear => (None, String::new()),
+        Verdict::Unknown(message) => (st.holding, message),
+    }
+}
+
 /// A sentence for a rule as it stands (used when an alert is found on restart).
-fn describe(rule: &Rule, latest: &HashMap<Metric, (i64, f64)>, now: i64) -> String {
+fn describe(rule: &Rule, st: &RuleState, latest: &HashMap<Metric, (i64, f64)>, now: i64) -> String {
     match rule {
         Rule::Threshold {
             metric, op, value, ..
@@ -688,6 +790,9 @@ fn describe(rule: &Rule, latest: &HashMap<Metric, (i64, f64)>, now: i64) -> Stri
         ),
         Rule::News2 { .. } => news2_judge(rule, latest, now).1,
         Rule::Missing { metric, .. } => format!("no recent {metric} reading"),
+        Rule::Drift { .. } | Rule::Macd { .. } | Rule::Forecast { .. } => {
+            trend::describe(rule, st.trend.as_ref())
+        }
     }
 }
 
@@ -794,7 +899,8 @@ fn judge(
         // Fresh relative to the reading being judged (an uploaded backlog is judged as it was
         // charted); the ticks judge staleness against `now`.
         Rule::News2 { .. } => news2_judge(rule, latest, o.time_ms),
-        Rule::Missing { .. } => (None, String::new()),
+        // Trend rules are judged in `observe`, by `trend`; missing at the ticks.
+        _ => (None, String::new()),
     }
 }
 

@@ -45,6 +45,23 @@ impl Op {
     }
 }
 
+/// The metrics a `drift` rule may watch: those whose daily figure means something as a
+/// personal baseline (docs/alerts.md, "Trend rules").
+pub const DRIFT_METRICS: [Metric; 4] = [
+    Metric::BodyWeight,
+    Metric::BpSystolic,
+    Metric::HeartRate,
+    Metric::Spo2,
+];
+
+/// Which way a `drift` rule watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Up,
+    Down,
+}
+
 /// One rule, as stored and returned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -93,10 +110,108 @@ pub enum Rule {
         metric: String,
         after_s: u32,
     },
+    /// Fires when the metric's daily figures drift `direction` from the patient's own
+    /// baseline: a one-sided CUSUM (`k`, `h`) over the last `window_days` days, standardised
+    /// by the mean and SD of the `baseline_days` days before them, once the baseline has
+    /// `min_days` days of data (docs/alerts.md, "Trend rules").
+    Drift {
+        id: String,
+        #[serde(default = "default_trend_severity")]
+        severity: Severity,
+        metric: String,
+        direction: Direction,
+        #[serde(default = "default_baseline_days")]
+        baseline_days: u32,
+        #[serde(default = "default_window_days")]
+        window_days: u32,
+        #[serde(default = "default_drift_min_days")]
+        min_days: u32,
+        #[serde(default = "default_k")]
+        k: f64,
+        #[serde(default = "default_h")]
+        h: f64,
+        /// The smallest baseline SD; absent: the metric's floor (`trend::default_min_sd`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_sd: Option<f64>,
+    },
+    /// Fires when the MACD of daily weights (EMA spans `fast_days`, `slow_days`, signal
+    /// `signal_days`) is positive and crosses above its signal by at least `margin` kg.
+    Macd {
+        id: String,
+        #[serde(default = "default_trend_severity")]
+        severity: Severity,
+        #[serde(default = "default_fast_days")]
+        fast_days: u32,
+        #[serde(default = "default_slow_days")]
+        slow_days: u32,
+        #[serde(default = "default_signal_days")]
+        signal_days: u32,
+        #[serde(default = "default_margin")]
+        margin: f64,
+        #[serde(default = "default_macd_min_days")]
+        min_days: u32,
+    },
+    /// Fires when Nightscout's AR2 forecast of glucose falls below `low` or rises above `high`
+    /// within `horizon_min` minutes (`null` turns a side off).
+    Forecast {
+        id: String,
+        #[serde(default = "default_trend_severity")]
+        severity: Severity,
+        #[serde(default = "default_horizon_min")]
+        horizon_min: u32,
+        #[serde(default = "default_low")]
+        low: Option<f64>,
+        #[serde(default = "default_high")]
+        high: Option<f64>,
+    },
 }
 
 fn default_freshness() -> u32 {
     4 * 3600
+}
+
+// Trend rules' defaults: docs/alerts.md, "Trend rules", gives each one's source.
+fn default_trend_severity() -> Severity {
+    Severity::Medium
+}
+fn default_baseline_days() -> u32 {
+    14
+}
+fn default_window_days() -> u32 {
+    3
+}
+fn default_drift_min_days() -> u32 {
+    10
+}
+fn default_k() -> f64 {
+    0.5
+}
+fn default_h() -> f64 {
+    4.0
+}
+fn default_fast_days() -> u32 {
+    3
+}
+fn default_slow_days() -> u32 {
+    14
+}
+fn default_signal_days() -> u32 {
+    9
+}
+fn default_margin() -> f64 {
+    0.5
+}
+fn default_macd_min_days() -> u32 {
+    14
+}
+fn default_horizon_min() -> u32 {
+    30
+}
+fn default_low() -> Option<f64> {
+    Some(70.0)
+}
+fn default_high() -> Option<f64> {
+    Some(250.0)
 }
 
 /// A care plan as `PUT` and `GET` carry it.
@@ -121,7 +236,10 @@ impl Rule {
             Rule::Threshold { id, .. }
             | Rule::Rate { id, .. }
             | Rule::News2 { id, .. }
-            | Rule::Missing { id, .. } => id,
+            | Rule::Missing { id, .. }
+            | Rule::Drift { id, .. }
+            | Rule::Macd { id, .. }
+            | Rule::Forecast { id, .. } => id,
         }
     }
 
@@ -193,6 +311,104 @@ impl Rule {
                 metric(m)?;
                 if !(5..=30 * 86_400).contains(after_s) {
                     return Err("after_s must be 5 to 2592000 (30 days)".into());
+                }
+            }
+            Rule::Drift {
+                metric: m,
+                baseline_days,
+                window_days,
+                min_days,
+                k,
+                h,
+                min_sd,
+                ..
+            } => {
+                let m = metric(m)?;
+                if !DRIFT_METRICS.contains(&m) {
+                    return Err(format!(
+                        "drift watches body_weight, bp_systolic, heart_rate or spo2, not {m}"
+                    ));
+                }
+                if !(7..=28).contains(baseline_days) {
+                    return Err("baseline_days must be 7 to 28".into());
+                }
+                if !(1..=7).contains(window_days) {
+                    return Err("window_days must be 1 to 7".into());
+                }
+                if !(5..=*baseline_days).contains(min_days) {
+                    return Err(format!(
+                        "min_days must be 5 to baseline_days ({baseline_days}): a baseline of \
+                         fewer days says too little about the patient"
+                    ));
+                }
+                if !(k.is_finite() && (0.0..=3.0).contains(k)) {
+                    return Err("k must be 0 to 3 (standard deviations)".into());
+                }
+                if !(h.is_finite() && *h > 0.0 && *h <= 20.0) {
+                    return Err("h must be more than 0 and at most 20".into());
+                }
+                let (lo, hi) = m.plausible_range();
+                if let Some(sd) = min_sd
+                    && !(sd.is_finite() && *sd > 0.0 && *sd <= hi - lo)
+                {
+                    return Err("min_sd must be a positive number within the metric's range".into());
+                }
+            }
+            Rule::Macd {
+                fast_days,
+                slow_days,
+                signal_days,
+                margin,
+                min_days,
+                ..
+            } => {
+                if !(2..=7).contains(fast_days) {
+                    return Err("fast_days must be 2 to 7".into());
+                }
+                if !(fast_days + 1..=14).contains(slow_days) {
+                    return Err(format!(
+                        "slow_days must be more than fast_days ({fast_days}) and at most 14"
+                    ));
+                }
+                if !(2..=14).contains(signal_days) {
+                    return Err("signal_days must be 2 to 14".into());
+                }
+                if !(margin.is_finite() && *margin > 0.0 && *margin <= 5.0) {
+                    return Err("margin must be more than 0 and at most 5 (kg)".into());
+                }
+                if !(*slow_days..=28).contains(min_days) {
+                    return Err(format!(
+                        "min_days must be slow_days ({slow_days}) to 28: the slow average needs \
+                         that many days of weights"
+                    ));
+                }
+            }
+            Rule::Forecast {
+                horizon_min,
+                low,
+                high,
+                ..
+            } => {
+                if !(5..=60).contains(horizon_min) || horizon_min % 5 != 0 {
+                    return Err("horizon_min must be 5 to 60, in steps of 5 minutes".into());
+                }
+                let within = |v: f64| v.is_finite() && (40.0..=400.0).contains(&v);
+                match (low, high) {
+                    (None, None) => return Err("give low, high or both".into()),
+                    (Some(l), _) if !within(*l) => {
+                        return Err(format!(
+                            "low {l} must be 40 to 400 mg/dL (the forecast's range is 36 to 400)"
+                        ));
+                    }
+                    (_, Some(h)) if !within(*h) => {
+                        return Err(format!(
+                            "high {h} must be 40 to 400 mg/dL (the forecast's range is 36 to 400)"
+                        ));
+                    }
+                    (Some(l), Some(h)) if l >= h => {
+                        return Err(format!("low ({l}) must be below high ({h})"));
+                    }
+                    _ => {}
                 }
             }
         }
@@ -345,6 +561,201 @@ mod tests {
         }
         let twice = br#"{"rules":[{"kind":"news2","id":"x"},{"kind":"news2","id":"x"}]}"#;
         assert!(CarePlan::parse(twice).unwrap_err().0.contains("used twice"));
+    }
+
+    #[test]
+    fn trend_rules_parse_with_their_defaults_and_round_trip() {
+        let plan = CarePlan::parse(
+            br#"{"rules":[
+                {"kind":"drift","id":"w","metric":"body_weight","direction":"up"},
+                {"kind":"macd","id":"m"},
+                {"kind":"forecast","id":"f","high":null}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            plan.rules[0],
+            Rule::Drift {
+                id: "w".into(),
+                severity: Severity::Medium,
+                metric: "body_weight".into(),
+                direction: Direction::Up,
+                baseline_days: 14,
+                window_days: 3,
+                min_days: 10,
+                k: 0.5,
+                h: 4.0,
+                min_sd: None,
+            }
+        );
+        assert_eq!(
+            plan.rules[1],
+            Rule::Macd {
+                id: "m".into(),
+                severity: Severity::Medium,
+                fast_days: 3,
+                slow_days: 14,
+                signal_days: 9,
+                margin: 0.5,
+                min_days: 14,
+            }
+        );
+        assert_eq!(
+            plan.rules[2],
+            Rule::Forecast {
+                id: "f".into(),
+                severity: Severity::Medium,
+                horizon_min: 30,
+                low: Some(70.0),
+                high: None,
+            }
+        );
+        // A side turned off stays off through a round trip (`null`, not the default).
+        let json = serde_json::to_string(&plan).unwrap();
+        assert!(json.contains(r#""high":null"#), "{json}");
+        assert_eq!(CarePlan::parse(json.as_bytes()).unwrap(), plan);
+    }
+
+    #[test]
+    fn bad_trend_rules_are_refused_naming_the_rule_and_the_problem() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"kind":"drift","id":"d","metric":"glucose","direction":"up"}"#,
+                r#"rule 0 ("d"): drift watches body_weight, bp_systolic, heart_rate or spo2, not glucose"#,
+            ),
+            (
+                r#"{"kind":"drift","id":"d","metric":"body_weight"}"#,
+                "invalid care plan",
+            ),
+            (
+                r#"{"kind":"drift","id":"d","metric":"body_weight","direction":"sideways"}"#,
+                "invalid care plan",
+            ),
+            (
+                r#"{"kind":"drift","id":"d","metric":"body_weight","direction":"up","baseline_days":60}"#,
+                r#"rule 0 ("d"): baseline_days must be 7 to 28"#,
+            ),
+            (
+                r#"{"kind":"drift","id":"d","metric":"body_weight","direction":"up","window_days":0}"#,
+                "window_days must be 1 to 7",
+            ),
+            (
+                r#"{"kind":"drift","id":"d","metric":"spo2","direction":"down","baseline_days":7,"min_days":10}"#,
+                "min_days must be 5 to baseline_days (7)",
+            ),
+            (
+                r#"{"kind":"drift","id":"d","metric":"spo2","direction":"down","min_days":2}"#,
+                "min_days must be 5 to baseline_days (14)",
+            ),
+            (
+                r#"{"kind":"drift","id":"d","metric":"heart_rate","direction":"up","k":-1}"#,
+                "k must be 0 to 3",
+            ),
+            (
+                r#"{"kind":"drift","id":"d","metric":"heart_rate","direction":"up","h":0}"#,
+                "h must be more than 0",
+            ),
+            (
+                r#"{"kind":"drift","id":"d","metric":"heart_rate","direction":"up","min_sd":0}"#,
+                "min_sd must be a positive number",
+            ),
+            (
+                r#"{"kind":"macd","id":"m","slow_days":3}"#,
+                r#"rule 0 ("m"): slow_days must be more than fast_days (3) and at most 14"#,
+            ),
+            (
+                r#"{"kind":"macd","id":"m","fast_days":1}"#,
+                "fast_days must be 2 to 7",
+            ),
+            (
+                r#"{"kind":"macd","id":"m","signal_days":30}"#,
+                "signal_days must be 2 to 14",
+            ),
+            (
+                r#"{"kind":"macd","id":"m","margin":0}"#,
+                "margin must be more than 0",
+            ),
+            (
+                r#"{"kind":"macd","id":"m","min_days":7}"#,
+                "min_days must be slow_days (14) to 28",
+            ),
+            (
+                r#"{"kind":"macd","id":"m","metric":"spo2"}"#,
+                "invalid care plan",
+            ),
+            (
+                r#"{"kind":"forecast","id":"f","horizon_min":90}"#,
+                r#"rule 0 ("f"): horizon_min must be 5 to 60, in steps of 5 minutes"#,
+            ),
+            (
+                r#"{"kind":"forecast","id":"f","horizon_min":12}"#,
+                "in steps of 5",
+            ),
+            (
+                r#"{"kind":"forecast","id":"f","low":null,"high":null}"#,
+                "give low, high or both",
+            ),
+            (
+                r#"{"kind":"forecast","id":"f","low":20}"#,
+                "low 20 must be 40 to 400 mg/dL",
+            ),
+            (
+                r#"{"kind":"forecast","id":"f","high":500}"#,
+                "high 500 must be 40 to 400 mg/dL",
+            ),
+            (
+                r#"{"kind":"forecast","id":"f","low":180,"high":150}"#,
+                "low (180) must be below high (150)",
+            ),
+        ];
+        for (rule, needle) in cases {
+            let body = format!(r#"{{"rules":[{rule}]}}"#);
+            let e = CarePlan::parse(body.as_bytes()).unwrap_err().0;
+            assert!(e.contains(needle), "{rule}: {e}");
+        }
+    }
+
+    /// `care-plans/*.json`: each programme's plan is the default plan's rules, as they are,
+    /// followed by the programme's trend rules.
+    #[test]
+    fn the_programme_plans_parse_and_extend_the_default_plan() {
+        let default = CarePlan::default_plan();
+        let plans: [(&str, &str, &[&str]); 4] = [
+            (
+                "heart-failure",
+                include_str!("../../care-plans/heart-failure.json"),
+                &["weight-macd", "resting-hr-drift"],
+            ),
+            (
+                "hypertension",
+                include_str!("../../care-plans/hypertension.json"),
+                &["bp-systolic-drift"],
+            ),
+            (
+                "diabetes",
+                include_str!("../../care-plans/diabetes.json"),
+                &["glucose-forecast"],
+            ),
+            (
+                "copd",
+                include_str!("../../care-plans/copd.json"),
+                &["spo2-drift", "resting-hr-drift"],
+            ),
+        ];
+        for (name, json, trend) in plans {
+            let plan = CarePlan::parse(json.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let (base, extra) = plan.rules.split_at(default.rules.len());
+            assert_eq!(base, &default.rules[..], "{name}");
+            let ids: Vec<&str> = extra.iter().map(Rule::id).collect();
+            assert_eq!(ids, trend, "{name}");
+            assert!(
+                extra.iter().all(|r| matches!(
+                    r,
+                    Rule::Drift { .. } | Rule::Macd { .. } | Rule::Forecast { .. }
+                )),
+                "{name}"
+            );
+        }
     }
 
     #[test]

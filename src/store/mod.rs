@@ -350,6 +350,22 @@ impl Store {
         })
     }
 
+    /// A patient's readings of `metric` in `[from, to]` summarised in buckets of `step_ms`
+    /// counted from `from` (mean, min, max, count), oldest first, empty buckets left out: how
+    /// a rebuild gives the trend rules their past days without reading every reading.
+    pub async fn buckets(
+        &self,
+        patient: PatientId,
+        metric: Metric,
+        from_ms: i64,
+        to_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        self.reads
+            .buckets(patient, metric, from_ms, to_ms, step_ms.max(1))
+            .await
+    }
+
     /// How many observations are stored in all (for tests, benchmarks and the operator).
     pub async fn count_observations(&self) -> Result<i64, StoreError> {
         self.reads.count_observations().await
