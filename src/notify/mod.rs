@@ -1,7 +1,7 @@
-//! Notification channels: how an alert reaches a person by email and SMS, and what the
-//! message says. Who is notified, when, and how often a failed send is tried again is the
-//! notification outbox's business; this module only sends one notice to one address and says
-//! how it went.
+//! Notifications: how an alert reaches a person by email and SMS, what the message says, and
+//! which escalation steps to take when ([`plan`]). Storing steps once each and the
+//! notifications' outbox is the registry's (`registry::notifications`); the channels here only
+//! send one notice to one address and say how it went.
 //!
 //! - [`message`]: the words — an email's subject and plain-text body, an SMS — made from an
 //!   alert under `[notify]`'s policy: the minimum necessary (severity, the rule, the patient's
@@ -12,6 +12,8 @@
 //! - [`outcome`]: what a send ends in — [`Sent`], or a [`SendError`] that is retryable or
 //!   permanent.
 //! - [`channels`]: [`Channels`], the configured channels behind one `send`.
+//! - [`plan`]: which escalation steps of an alert to take now, and whom each notifies by which
+//!   channel and when (pure).
 //!
 //! It must never log a message's text, a recipient's reading or a secret (the SMTP password,
 //! the SMS token). See docs/notifications.md.
@@ -20,6 +22,7 @@ pub mod channels;
 pub mod email;
 pub mod message;
 pub mod outcome;
+pub mod plan;
 pub mod sms;
 
 pub use channels::Channels;

@@ -149,6 +149,31 @@ impl Contact {
     }
 }
 
+impl Contact {
+    /// When the quiet hours that `at_ms` falls in end (on the user's clocks, else `clinic`'s);
+    /// `None` outside quiet hours.
+    pub fn quiet_until(&self, at_ms: i64, clinic: &Zone) -> Option<i64> {
+        if !self.quiet_at(at_ms, clinic) {
+            return None;
+        }
+        let q = self.quiet.as_ref()?;
+        let to = clock(&q.to)?;
+        let zone = self
+            .timezone
+            .as_deref()
+            .and_then(|z| Zone::parse(z).ok())
+            .unwrap_or_else(|| clinic.clone());
+        let today = zone.day_of(at_ms)?;
+        // The end is today's `to` if that is still ahead, else tomorrow's.
+        let end = zone.at(today, to)?;
+        if end > at_ms {
+            Some(end)
+        } else {
+            zone.at(today.tomorrow().ok()?, to)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +284,9 @@ mod tests {
         u.timezone = None;
         assert!(u.quiet_at(1_796_335_200_000, &utc)); // 2026-12-03T22:00:00Z
         assert!(!Contact::default().quiet_at(t, &utc));
+        // Quiet at 22:00 Chicago lasts until 07:00 the next morning (13:00 UTC).
+        assert_eq!(c.quiet_until(t + 60_000, &utc), Some(morning + 60_000));
+        assert_eq!(c.quiet_until(morning, &utc), Some(morning + 60_000));
+        assert_eq!(c.quiet_until(t, &utc), None);
     }
 }
