@@ -437,6 +437,18 @@ impl App {
                 readings,
             ));
         }
+        // Notifications of people (docs/oncall.md): every instance schedules and sends; the
+        // registry sees that each step and each notification is taken by one of them.
+        tokio::spawn(
+            crate::notify::worker::Worker {
+                registry: state.registry.clone(),
+                channels: self.channels.clone(),
+                clinic_zone: state.clinic_zone.clone(),
+                public_url: state.public_url.clone(),
+                retry: crate::config::RetryConfig::default(),
+            }
+            .run(stop.clone()),
+        );
         // The panel's cache and the live feed are display-only; they stop with `stop`.
         tokio::spawn(
             state

@@ -12,6 +12,8 @@
 //! - [`outcome`]: what a send ends in — [`Sent`], or a [`SendError`] that is retryable or
 //!   permanent.
 //! - [`channels`]: [`Channels`], the configured channels behind one `send`.
+//! - [`worker`]: the loop that takes the steps due and sends the notifications claimed, on
+//!   every instance.
 //! - [`plan`]: which escalation steps of an alert to take now, and whom each notifies by which
 //!   channel and when (pure).
 //!
@@ -24,6 +26,7 @@ pub mod message;
 pub mod outcome;
 pub mod plan;
 pub mod sms;
+pub mod worker;
 
 pub use channels::Channels;
 pub use message::{About, Details, EmailText, Notice, PatientRef};

@@ -27,6 +27,7 @@ pub mod mosquitto;
 mod mrn;
 pub mod notifications;
 pub mod outbox;
+mod paging;
 mod password;
 mod password_policy;
 pub mod patients;

@@ -11,7 +11,7 @@ use crate::oncall::{self, OnCall, Rota, Shift};
 
 impl Registry {
     /// The clinicians of `team` (by stored name); `NotFound` when there is no such team.
-    async fn team_clinicians(&self, team: &str) -> Result<Vec<String>, RegistryError> {
+    pub async fn team_clinicians(&self, team: &str) -> Result<Vec<String>, RegistryError> {
         let teams = self.db.teams().await?;
         let t = teams
             .into_iter()

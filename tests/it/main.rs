@@ -33,6 +33,7 @@ mod ingest;
 mod logs;
 mod mqtt_rules;
 mod notify_channels;
+mod notify_escalation;
 mod oncall;
 mod postgres;
 mod programme_browser;

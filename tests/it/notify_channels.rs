@@ -19,11 +19,11 @@ use crate::support::{Double, clients_dir, eventually, free_port, issue_cert};
 const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
 const FROM: &str = "Vigil <vigil@clinic.example>";
 const LINK: &str = "https://vigil.clinic.example/alerts/alr_0011";
-const SMS_TOKEN: &str = "sms-test-token-0123";
+pub(crate) const SMS_TOKEN: &str = "sms-test-token-0123";
 
 /// aiosmtpd on a port of its choosing, writing what it accepts to a file; killed when dropped.
-struct SmtpSink {
-    port: u16,
+pub(crate) struct SmtpSink {
+    pub(crate) port: u16,
     out: PathBuf,
     _double: Double,
     _dir: tempfile::TempDir,
@@ -32,7 +32,7 @@ struct SmtpSink {
 impl SmtpSink {
     /// Starts `smtp_sink.py` with `args` (`--tls`, `--cert`, `--key`, `--auth`, `--reject`,
     /// `--defer`).
-    async fn start(args: &[&str]) -> SmtpSink {
+    pub(crate) async fn start(args: &[&str]) -> SmtpSink {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("received.jsonl");
         let script = clients_dir().join("smtp_sink.py");
@@ -50,7 +50,7 @@ impl SmtpSink {
     }
 
     /// What it has accepted so far, one JSON object per message.
-    fn received(&self) -> Vec<Value> {
+    pub(crate) fn received(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.out)
             .unwrap_or_default()
             .lines()
@@ -59,7 +59,7 @@ impl SmtpSink {
     }
 
     /// Waits until it has accepted `n` messages.
-    async fn wait_for(&self, n: usize) -> Vec<Value> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Value> {
         eventually(
             Duration::from_secs(10),
             "the SMTP sink's messages",
@@ -73,7 +73,7 @@ impl SmtpSink {
 }
 
 /// The configuration Vigil would load from `toml` (validated as at start-up).
-fn config(toml: &str) -> Config {
+pub(crate) fn config(toml: &str) -> Config {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vigil.toml");
     std::fs::write(&path, toml).unwrap();
@@ -81,7 +81,7 @@ fn config(toml: &str) -> Config {
         .unwrap_or_else(|e| panic!("{e}\n{toml}"))
 }
 
-fn smtp_toml(url: &str, extra: &str) -> String {
+pub(crate) fn smtp_toml(url: &str, extra: &str) -> String {
     format!("[smtp]\nurl = \"{url}\"\nfrom = \"{FROM}\"\n{extra}")
 }
 
@@ -355,11 +355,11 @@ async fn smtp_failures_are_retryable_or_permanent() {
     assert_eq!(e, SendError::NotConfigured(Channel::Sms));
 }
 
-async fn sms_receiver() -> Receiver {
+pub(crate) async fn sms_receiver() -> Receiver {
     Receiver::start(&["--sms-token", SMS_TOKEN]).await
 }
 
-fn sms_toml(url: &str, token: &str) -> String {
+pub(crate) fn sms_toml(url: &str, token: &str) -> String {
     format!("[sms]\nurl = \"{url}\"\ntoken = \"{token}\"\n")
 }
 
