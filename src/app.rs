@@ -235,6 +235,7 @@ impl App {
                 .await?,
             ),
             visit_link_ttl: Duration::from_secs(cfg.video.link_minutes * 60),
+            ack_key: Arc::new(crate::notify::ack::AckKey::shared(&registry).await?),
             public_url: public_url.into(),
             internal_url: cfg.http.internal_origin(bound).map(Into::into),
             relay_tls: match &cfg.http.tls {
@@ -445,6 +446,8 @@ impl App {
                 channels: self.channels.clone(),
                 clinic_zone: state.clinic_zone.clone(),
                 public_url: state.public_url.clone(),
+                ack_key: state.ack_key.clone(),
+                ack_link_s: i64::try_from(cfg.notify.ack_link_hours * 3600).unwrap_or(i64::MAX),
                 retry: crate::config::RetryConfig::default(),
             }
             .run(stop.clone()),

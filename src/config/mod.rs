@@ -355,6 +355,12 @@ impl Config {
     /// `[smtp]` and `[sms]`: where they point, who mail comes from, and that no password or
     /// token would cross the network in the clear.
     fn validate_notify(&self) -> Result<(), ConfigError> {
+        if !(1..=168).contains(&self.notify.ack_link_hours) {
+            return Err(invalid(
+                "notify.ack_link_hours",
+                "must be 1 to 168 (a week): how long an acknowledgement link works",
+            ));
+        }
         if let Some(m) = &self.smtp {
             let endpoint = parse_smtp_url(&m.url).map_err(|r| invalid("smtp.url", r))?;
             if m.from.trim().is_empty() {

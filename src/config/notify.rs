@@ -105,6 +105,9 @@ pub struct NotifyConfig {
     pub include_details: bool,
     /// How the patient is named: `initials`, `id` or `none`.
     pub patient_label: PatientLabel,
+    /// How long a notification's acknowledgement link works, in hours (1 to 168). It needs
+    /// a sign-in and works once, whatever this says.
+    pub ack_link_hours: u64,
 }
 
 impl Default for NotifyConfig {
@@ -112,6 +115,7 @@ impl Default for NotifyConfig {
         NotifyConfig {
             include_details: false,
             patient_label: PatientLabel::Initials,
+            ack_link_hours: 24,
         }
     }
 }

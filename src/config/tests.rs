@@ -416,6 +416,7 @@ fn email_and_sms_are_off_unless_configured_and_the_contract_sections_are_accepte
     assert!(c.smtp.is_none() && c.sms.is_none());
     assert!(!c.notify.include_details);
     assert_eq!(c.notify.patient_label, PatientLabel::Initials);
+    assert_eq!(c.notify.ack_link_hours, 24);
     let c = load(
         r#"
         [smtp]
@@ -540,6 +541,13 @@ fn bad_email_and_sms_settings_name_the_key() {
         &[("VIGIL_NOTIFY__PATIENT_LABEL", "name")],
         "notify.patient_label",
     );
+    for hours in ["0", "169"] {
+        refused(
+            "",
+            &[("VIGIL_NOTIFY__ACK_LINK_HOURS", hours)],
+            "notify.ack_link_hours",
+        );
+    }
 }
 
 #[test]

@@ -16,10 +16,13 @@
 //!   every instance.
 //! - [`plan`]: which escalation steps of an alert to take now, and whom each notifies by which
 //!   channel and when (pure).
+//! - [`ack`]: the signed, expiring, single-use link in a notification that acknowledges its
+//!   alert after sign-in (pure).
 //!
 //! It must never log a message's text, a recipient's reading or a secret (the SMTP password,
 //! the SMS token). See docs/notifications.md.
 
+pub mod ack;
 pub mod channels;
 pub mod email;
 pub mod message;

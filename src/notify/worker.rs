@@ -42,6 +42,10 @@ pub struct Worker {
     pub clinic_zone: Arc<Zone>,
     /// The dashboard's address for links (`http.public_url`); empty: relative links.
     pub public_url: Arc<str>,
+    /// Signs each notification's acknowledgement link ([`super::ack`]).
+    pub ack_key: Arc<super::ack::AckKey>,
+    /// How long a link works, in seconds (`notify.ack_link_hours`).
+    pub ack_link_s: i64,
     pub retry: RetryConfig,
 }
 
@@ -198,11 +202,10 @@ impl Worker {
             Err(_) => None,
         }
         .unwrap_or_default();
-        let link = format!(
-            "{}/#/patients/{}",
-            self.public_url.trim_end_matches('/'),
-            alert.patient_id
-        );
+        // The link acknowledges with one click after sign-in; its token rides in the URL's
+        // fragment, which browsers never send to a server or in a `Referer`.
+        let token = self.ack_key.sign(&n.id, now_ms() / 1000 + self.ack_link_s);
+        let link = format!("{}/#/ack/{token}", self.public_url.trim_end_matches('/'));
         let notice = self.channels.notice_for_alert(
             &n.id,
             &alert,

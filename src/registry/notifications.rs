@@ -164,6 +164,15 @@ pub struct Notification {
     pub settled_at: Option<String>,
 }
 
+/// The one use of a notification's acknowledgement link (`notify::ack`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkUse {
+    /// When (RFC 3339).
+    pub at: String,
+    /// By whom.
+    pub by: String,
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {

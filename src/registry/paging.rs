@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use super::Registry;
+use super::audit::NewAuditLine;
 use super::error::RegistryError;
-use super::notifications::{Notification, Settlement, TakenStep};
+use super::notifications::{LinkUse, Notification, Settlement, TakenStep};
 
 impl Registry {
     /// Takes an escalation step with its notifications and timeline entry; `false` when it was
@@ -52,5 +53,28 @@ impl Registry {
         alert_id: &str,
     ) -> Result<Vec<Notification>, RegistryError> {
         self.db.notifications_of(alert_id.to_owned()).await
+    }
+
+    /// Notification `id`, if there is one.
+    pub async fn notification(&self, id: &str) -> Result<Option<Notification>, RegistryError> {
+        self.db.notification(id.to_owned()).await
+    }
+
+    /// How notification `id`'s acknowledgement link was used, if it was.
+    pub async fn ack_link_use(&self, id: &str) -> Result<Option<LinkUse>, RegistryError> {
+        self.db.ack_link_use(id.to_owned()).await
+    }
+
+    /// Records `username`'s use of notification `id`'s acknowledgement link with `audit`;
+    /// the earlier use, with nothing written, when it was used already.
+    pub async fn use_ack_link(
+        &self,
+        id: &str,
+        username: &str,
+        audit: NewAuditLine,
+    ) -> Result<Option<LinkUse>, RegistryError> {
+        self.db
+            .use_ack_link(id.to_owned(), username.to_owned(), audit.time_ms, audit)
+            .await
     }
 }

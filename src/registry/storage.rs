@@ -31,7 +31,7 @@ use super::devices::{
 use super::enrollment::{Enrollment, Programme};
 use super::error::RegistryError;
 use super::lease::{Fence, Lease};
-use super::notifications::{Notification, Settlement, TakenStep};
+use super::notifications::{LinkUse, Notification, Settlement, TakenStep};
 use super::outbox::{Delivery, Lane, OutboxRow, QueuedReading, Settled};
 use super::patients::{NewPatient, Patient, PatientAudit, PatientChange, PatientUpdated};
 use super::record::{Alert, AlertActionError, AlertQuery, Event, Noticed, Sink, TimelineRow};
@@ -763,6 +763,23 @@ pub trait NotificationStore: Send + Sync {
 
     /// An alert's notifications, in the order they were created.
     async fn notifications_of(&self, alert_id: String) -> Result<Vec<Notification>, RegistryError>;
+
+    /// Notification `id`, if there is one.
+    async fn notification(&self, id: String) -> Result<Option<Notification>, RegistryError>;
+
+    /// How notification `id`'s acknowledgement link was used, if it was.
+    async fn ack_link_use(&self, id: String) -> Result<Option<LinkUse>, RegistryError>;
+
+    /// Records `username`'s use of notification `id`'s acknowledgement link at `now_ms` with
+    /// `audit`, both or neither; when it was used already, the earlier use, and nothing is
+    /// written. Of two uses at once, one is recorded.
+    async fn use_ack_link(
+        &self,
+        id: String,
+        username: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<Option<LinkUse>, RegistryError>;
 }
 
 /// Whether the database answers, for `/healthz`.

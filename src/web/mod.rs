@@ -7,6 +7,7 @@
 //! patient's data writes a line to the audit trail before the data is sent. Every response
 //! carries the security headers of [`assets::security_headers`].
 
+mod ack_links;
 mod admin;
 mod assets;
 mod audit;

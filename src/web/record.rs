@@ -318,7 +318,7 @@ struct ActionBody {
     note: Option<String>,
 }
 
-async fn act(
+pub(super) async fn act(
     s: AppState,
     p: Principal,
     id: String,

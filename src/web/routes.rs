@@ -56,6 +56,10 @@ pub(super) fn api() -> Router<AppState> {
         .route("/alerts/{id}", get(super::record::get_alert))
         .route("/alerts/{id}/ack", post(super::record::ack_alert))
         .route("/alerts/{id}/resolve", post(super::record::resolve_alert))
+        .route(
+            "/ack-links/{token}",
+            get(super::ack_links::show).post(super::ack_links::acknowledge),
+        )
         .route("/deliveries", get(super::record::deliveries))
         .route(
             "/deliveries/{id}/retry",

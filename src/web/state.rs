@@ -34,6 +34,8 @@ pub struct AppState {
     pub visit_key: Arc<crate::video::token::TokenKey>,
     /// How long a visit's join links work.
     pub visit_link_ttl: Duration,
+    /// Signs and checks notifications' acknowledgement links (`notify::ack`).
+    pub ack_key: Arc<crate::notify::ack::AckKey>,
     /// The origin join links point at (`http.public_url`, or derived from the listener); never
     /// a request's `Host`, which a client chooses.
     pub public_url: Arc<str>,

@@ -4775,3 +4775,70 @@ async fn an_escalation_step_is_taken_once_and_its_notifications_claimed_once_eac
         );
     }
 }
+
+/// Acknowledgement links: a notification is read back by its id; of two uses of its link at
+/// once, one is recorded with its audit line and the other is told who used it and when; an
+/// unused link has no use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_link_is_used_once_with_its_audit_line() {
+    use vigil::registry::notifications::{NewNotification, TakenStep};
+    const NOW: i64 = 1_796_263_200_000;
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        b.add_patient("p-1").await;
+        let note = NewNotification::new("nina", "email", Some("nina@clinic.example"), NOW).unwrap();
+        let id = note.id.clone();
+        assert!(
+            db.take_step(TakenStep {
+                alert_id: "al_1".into(),
+                patient_id: "p-1".into(),
+                step: 0,
+                level: 1,
+                due_ms: NOW,
+                taken_ms: NOW,
+                notifications: vec![note],
+                gap: None,
+            })
+            .await
+            .unwrap(),
+            "{n}"
+        );
+        let got = db.notification(id.clone()).await.unwrap().expect("stored");
+        assert_eq!(
+            (got.alert_id.as_str(), got.username.as_str()),
+            ("al_1", "nina")
+        );
+        assert!(
+            db.notification("nt_00".into()).await.unwrap().is_none(),
+            "{n}"
+        );
+        assert_eq!(db.ack_link_use(id.clone()).await.unwrap(), None, "{n}");
+
+        let before = audited(&b).await.len();
+        let use_by = |who: &str, at: i64| {
+            db.use_ack_link(
+                id.clone(),
+                who.into(),
+                at,
+                alert_line("alert.ack_link", "p-1", "al_1"),
+            )
+        };
+        let (x, y) = tokio::join!(use_by("nina", NOW + 1_000), use_by("omar", NOW + 1_000));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!(
+            x.is_none() ^ y.is_none(),
+            "{n}: one use is recorded ({x:?}, {y:?})"
+        );
+        let earlier = x.or(y).unwrap();
+        let stored = db.ack_link_use(id.clone()).await.unwrap().unwrap();
+        assert_eq!(stored, earlier, "{n}");
+        assert!(["nina", "omar"].contains(&stored.by.as_str()), "{n}");
+        let again = use_by("pat", NOW + 5_000).await.unwrap();
+        assert_eq!(again, Some(stored), "{n}: a later use changes nothing");
+        assert_eq!(
+            audited(&b).await.len(),
+            before + 1,
+            "{n}: one audit line, with the use"
+        );
+    }
+}

@@ -422,14 +422,18 @@ pub(crate) struct Double {
 }
 
 impl Double {
-    /// Runs `program args… --port 0` and waits until it says where it listens; `install` says
-    /// what installs the double's packages, for the panic when it cannot start.
+    /// Runs `program args… --port 0` (unless `args` name a `--port`) and waits until it says
+    /// where it listens; `install` says what installs the double's packages, for the panic
+    /// when it cannot start.
     pub(crate) async fn spawn(program: &str, args: &[&str], install: &str) -> Double {
         use tokio::io::AsyncBufReadExt;
         let what = format!("{program} {}", args.first().copied().unwrap_or_default());
-        let mut child = tokio::process::Command::new(program)
-            .args(args)
-            .args(["--port", "0"])
+        let mut command = tokio::process::Command::new(program);
+        command.args(args);
+        if !args.contains(&"--port") {
+            command.args(["--port", "0"]);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1202,6 +1202,10 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             "sam"
         } else if path.starts_with("/teams/") {
             "south"
+        } else if path.starts_with("/ack-links/") {
+            // Well formed, not signed by this Vigil: refused before anything is looked up. A
+            // genuine link to another team's patient is refused in tests/it/notify_escalation.rs.
+            "a1.nt_0123456789abcdef0123456789abcdef.4102444800.AAAAAAAAAAAAAAAAAAAAAA"
         } else {
             "1"
         };
@@ -1217,6 +1221,7 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             "/api/v1{}{query}",
             path.replace("{id}", id)
                 .replace("{name}", id)
+                .replace("{token}", id)
                 .replace("{entry}", "te_00000000000000000000000000000000")
         )
     };

@@ -8,11 +8,15 @@ use std::collections::HashMap;
 
 use tokio_postgres::Row;
 
+use super::audit::append_in;
 use super::record::timeline;
 use super::{PgDb, PgError};
 use crate::domain::format_rfc3339;
+use crate::registry::audit::NewAuditLine;
 use crate::registry::error::RegistryError;
-use crate::registry::notifications::{Notification, NotificationStatus, Settlement, TakenStep};
+use crate::registry::notifications::{
+    LinkUse, Notification, NotificationStatus, Settlement, TakenStep,
+};
 use crate::registry::storage::NotificationStore;
 
 const COLUMNS: &str = "id, alert_id, patient_id, step, username, channel, address, status, \
@@ -223,5 +227,68 @@ impl NotificationStore for PgDb {
         .iter()
         .map(notification)
         .collect())
+    }
+
+    async fn notification(&self, id: String) -> Result<Option<Notification>, RegistryError> {
+        let c = self.conn().await?;
+        Ok(c.query_opt(
+            &format!("SELECT {COLUMNS} FROM notifications WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(PgError::from)?
+        .as_ref()
+        .map(notification))
+    }
+
+    async fn ack_link_use(&self, id: String) -> Result<Option<LinkUse>, RegistryError> {
+        let c = self.conn().await?;
+        Ok(c.query_opt(
+            "SELECT used_ms, username FROM ack_links_used WHERE notification_id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(PgError::from)?
+        .map(|r| link_use(&r)))
+    }
+
+    async fn use_ack_link(
+        &self,
+        id: String,
+        username: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<Option<LinkUse>, RegistryError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(PgError::from)?;
+        // Of two uses at once, the second waits on the first's row and then inserts nothing.
+        let inserted = tx
+            .execute(
+                "INSERT INTO ack_links_used (notification_id, username, used_ms)
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&id, &username, &now_ms],
+            )
+            .await
+            .map_err(PgError::from)?;
+        if inserted == 0 {
+            let earlier = tx
+                .query_one(
+                    "SELECT used_ms, username FROM ack_links_used WHERE notification_id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(PgError::from)?;
+            return Ok(Some(link_use(&earlier)));
+        }
+        append_in(&tx, &audit).await?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(None)
+    }
+}
+
+fn link_use(r: &Row) -> LinkUse {
+    LinkUse {
+        at: format_rfc3339(r.get(0)),
+        by: r.get(1),
     }
 }

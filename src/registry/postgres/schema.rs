@@ -337,4 +337,10 @@ pub const STEPS: &[&str] = &[
      );
      CREATE INDEX notifications_due ON notifications (status, next_ms);
      CREATE INDEX notifications_by_alert ON notifications (alert_id);",
+    // 22: acknowledgement links used, one row each (`notify::ack`).
+    "CREATE TABLE ack_links_used (
+        notification_id text   PRIMARY KEY,
+        username        text   NOT NULL,
+        used_ms         bigint NOT NULL
+     );",
 ];

@@ -8,10 +8,14 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension as _, Row, TransactionBehavior, params};
 
 use super::SqliteDb;
+use super::audit::append_in;
 use super::record::timeline;
 use crate::domain::format_rfc3339;
+use crate::registry::audit::NewAuditLine;
 use crate::registry::error::RegistryError;
-use crate::registry::notifications::{Notification, NotificationStatus, Settlement, TakenStep};
+use crate::registry::notifications::{
+    LinkUse, Notification, NotificationStatus, Settlement, TakenStep,
+};
 use crate::registry::storage::NotificationStore;
 
 const COLUMNS: &str = "id, alert_id, patient_id, step, username, channel, address, status, \
@@ -222,4 +226,58 @@ impl NotificationStore for SqliteDb {
         })
         .await
     }
+
+    async fn notification(&self, id: String) -> Result<Option<Notification>, RegistryError> {
+        self.with(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {COLUMNS} FROM notifications WHERE id = ?1"),
+                [&id],
+                notification,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn ack_link_use(&self, id: String) -> Result<Option<LinkUse>, RegistryError> {
+        self.with(move |c| Ok(link_use(c, &id)?)).await
+    }
+
+    async fn use_ack_link(
+        &self,
+        id: String,
+        username: String,
+        now_ms: i64,
+        audit: NewAuditLine,
+    ) -> Result<Option<LinkUse>, RegistryError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(earlier) = link_use(&tx, &id)? {
+                return Ok(Some(earlier));
+            }
+            tx.execute(
+                "INSERT INTO ack_links_used (notification_id, username, used_ms)
+                 VALUES (?1, ?2, ?3)",
+                params![id, username, now_ms],
+            )?;
+            append_in(&tx, &audit)?;
+            tx.commit()?;
+            Ok(None)
+        })
+        .await
+    }
+}
+
+fn link_use(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<LinkUse>> {
+    c.query_row(
+        "SELECT used_ms, username FROM ack_links_used WHERE notification_id = ?1",
+        [id],
+        |r| {
+            Ok(LinkUse {
+                at: format_rfc3339(r.get(0)?),
+                by: r.get(1)?,
+            })
+        },
+    )
+    .optional()
 }

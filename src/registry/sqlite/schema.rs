@@ -197,6 +197,12 @@ pub(crate) const SCHEMA: &[&str] = &[
     );
     CREATE INDEX notifications_due ON notifications (status, next_ms);
     CREATE INDEX notifications_by_alert ON notifications (alert_id);",
+    // version 25: acknowledgement links used, one row each (`notify::ack`).
+    "CREATE TABLE ack_links_used (
+        notification_id TEXT PRIMARY KEY,
+        username        TEXT    NOT NULL,
+        used_ms         INTEGER NOT NULL
+    );",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.
