@@ -16,6 +16,9 @@
 //! through the API and MQTT) and [`bench`] (Vigil measured end to end beside a plain
 //! `mosquitto_sub` and a typical Python subscriber).
 //!
+//! Trend rules measured: [`trends`] (the scenarios with their ground truth, and the report's
+//! arithmetic; the gateway's `examples/trends.rs` replays them through Vigil's alert engine).
+//!
 //! Video visits: [`visit`] (a participant on the signalling WebSocket and a WebRTC peer
 //! connection to Vigil's relay, sending synthetic VP8 and Opus and checking what it receives)
 //! and [`visit_load`] (`vigil-sim visits`: concurrent 1:1 visits as load).
@@ -32,5 +35,6 @@ pub mod physio;
 pub mod provision;
 pub mod rng;
 pub mod scenario;
+pub mod trends;
 pub mod visit;
 pub mod visit_load;
