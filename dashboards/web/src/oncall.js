@@ -309,9 +309,12 @@ export class OnCallView {
         const level = this.levelSelect(`${id}-level`, s.level, null);
         level.removeAttribute('aria-label');
         const remove = h('button', { type: 'button', class: 'btn-quiet' }, 'Remove');
-        const li = h('li', { class: 'step' }, h('span', { class: 'step-n' }, 'Step'),
-          h('label', { for: after.id }, ' after '), after, h('span', {}, ' minutes '),
-          h('label', { for: level.id }, ' notify '), level, remove);
+        // Each control is named with its step ("Step 2: after … minutes"), not a bare "after".
+        after.setAttribute('aria-labelledby', `${id}-n ${id}-la ${id}-min`);
+        level.setAttribute('aria-labelledby', `${id}-n ${id}-ll`);
+        const li = h('li', { class: 'step' }, h('span', { class: 'step-n', id: `${id}-n` }, 'Step'),
+          h('label', { for: after.id, id: `${id}-la` }, ' after '), after, h('span', { id: `${id}-min` }, ' minutes '),
+          h('label', { for: level.id, id: `${id}-ll` }, ' notify '), level, remove);
         remove.addEventListener('click', () => {
           li.remove();
           renumber();
