@@ -218,6 +218,18 @@ impl Registry {
         Ok(self.db.contacts().await?.into_iter().collect())
     }
 
+    /// The contact details of the user stored as `name` (empty when none are set), for their
+    /// own session.
+    pub async fn contact_of(&self, name: &str) -> Result<Contact, RegistryError> {
+        Ok(self
+            .db
+            .contacts()
+            .await?
+            .into_iter()
+            .find_map(|(n, c)| (n == name).then_some(c))
+            .unwrap_or_default())
+    }
+
     /// Creates a care team, and appends `audit` when given: both or neither.
     pub async fn create_team(
         &self,

@@ -23,6 +23,7 @@ mod health;
 mod live;
 mod live_hub;
 mod login_throttle;
+mod notifications;
 mod oncall;
 mod panel;
 mod panel_cache;

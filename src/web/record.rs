@@ -283,7 +283,7 @@ pub(super) async fn list_alerts(
     Ok(Json(json!({ "alerts": alerts })))
 }
 
-fn alert_id(id: &str) -> ApiResult<String> {
+pub(super) fn alert_id(id: &str) -> ApiResult<String> {
     let ok =
         id.len() == 36 && id.starts_with("alr_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit());
     if ok {

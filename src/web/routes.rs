@@ -55,6 +55,10 @@ pub(super) fn api() -> Router<AppState> {
         .route("/alerts", get(super::record::list_alerts))
         .route("/alerts/{id}", get(super::record::get_alert))
         .route("/alerts/{id}/ack", post(super::record::ack_alert))
+        .route(
+            "/alerts/{id}/notifications",
+            get(super::notifications::alert_notifications),
+        )
         .route("/alerts/{id}/resolve", post(super::record::resolve_alert))
         .route(
             "/ack-links/{token}",

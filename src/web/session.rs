@@ -36,12 +36,17 @@ pub(super) struct SignIn {
     password: String,
 }
 
-fn session_body(s: &Session) -> serde_json::Value {
-    json!({
-        "user": s.user,
+/// The session as the dashboard reads it: the user with their own contact details (for the
+/// "My details" form), the CSRF token and when the session ends.
+async fn session_body(state: &AppState, s: &Session) -> ApiResult<serde_json::Value> {
+    let contact = state.registry.contact_of(&s.user.name).await?;
+    let mut user = json!(s.user);
+    user["contact"] = json!(contact);
+    Ok(json!({
+        "user": user,
         "csrf_token": s.csrf,
         "expires_at": crate::domain::format_rfc3339(s.expires_ms),
-    })
+    }))
 }
 
 fn set_cookie(state: &AppState, value: &str, max_age_s: i64) -> HeaderValue {
@@ -122,7 +127,7 @@ pub(super) async fn sign_in(
             header::SET_COOKIE,
             set_cookie(&s, &token, lifetime_ms / 1000),
         )],
-        Json(session_body(&session)),
+        Json(session_body(&s, &session).await?),
     )
         .into_response())
 }
@@ -139,7 +144,7 @@ pub(super) async fn current(
                 .session(token, now_ms())
                 .await?
                 .ok_or(ApiError::Unauthorized)?;
-            Ok(Json(session_body(&session)))
+            Ok(Json(session_body(&s, &session).await?))
         }
         None => Ok(Json(json!({
             "user": {"name": p.name, "role": p.role, "teams": []},

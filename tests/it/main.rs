@@ -35,6 +35,7 @@ mod mqtt_rules;
 mod notify_channels;
 mod notify_escalation;
 mod oncall;
+mod oncall_browser;
 mod postgres;
 mod programme_browser;
 mod registry_conformance;

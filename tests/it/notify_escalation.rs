@@ -144,6 +144,59 @@ async fn a_high_alert_reaches_the_nurse_on_call_by_email_and_sms_at_once() {
     // Only one email and one SMS: the step was taken once.
     assert_eq!(sink.received().len(), 1);
     assert_eq!(sms.state().await["sms"].as_array().unwrap().len(), 1);
+
+    // The alert's view reads the step and its notifications: the nurse sees names, channels
+    // and where each stands, never an address; an admin sees the addresses too; the read is
+    // audited.
+    let (_, v) = api.get("/api/v1/alerts?patient_id=p-7").await;
+    let alert = v["alerts"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/alerts/{alert}/notifications");
+    let (s, v) = api.call("GET", &path, None, Some(&nina)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["alert_id"], alert.as_str());
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{v}");
+    assert_eq!(steps[0]["step"], 0);
+    let mut sent: Vec<(String, String, String)> = steps[0]["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["user"].as_str().unwrap().to_owned(),
+                n["channel"].as_str().unwrap().to_owned(),
+                n["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            ("nina".into(), "email".into(), "delivered".into()),
+            ("nina".into(), "sms".into(), "delivered".into())
+        ],
+        "{v}"
+    );
+    let text = v.to_string();
+    assert!(
+        !text.contains("address")
+            && !text.contains("nina@clinic.example")
+            && !text.contains("+1312"),
+        "{text}"
+    );
+    let (s, v) = api.call("GET", &path, None, Some(TOKEN)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v.to_string().contains("+13125550123"), "{v}");
+    let (_, audit) = api.get("/api/v1/audit?patient_id=p-7&limit=1000").await;
+    assert!(
+        audit["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["action"] == "alert.notifications.read" && l["patient_id"] == "p-7"),
+        "{audit}"
+    );
 }
 
 /// The link in a notification: `…/#/ack/<token>`, the token alone.

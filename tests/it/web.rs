@@ -1167,6 +1167,11 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
     let (_, south) = clinic(&g).await;
     let table = route_table();
     assert!(table.len() >= 40, "the route table was not read: {table:?}");
+    // Who was notified about an alert is the alert's patient's data (docs/oncall.md).
+    assert!(
+        table.contains(&("GET".into(), "/alerts/{id}/notifications".into())),
+        "{table:?}"
+    );
 
     // What a south-team resource of each kind is.
     let (s, v) = g

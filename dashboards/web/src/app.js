@@ -1,13 +1,17 @@
 // Vigil's clinician dashboard: the shell. Restores the session, signs in and out, routes by the
-// URL hash (#/panel, #/worklist, #/billing, #/population, #/inbox, #/patients/{id}, #/visits/{id}, #/admin, #/audit, #/tokens — every
-// page is served by "/"), owns the live feed and the store, and makes a new high alert impossible to miss.
+// URL hash (#/panel, #/worklist, #/billing, #/population, #/inbox, #/patients/{id}, #/visits/{id}, #/admin, #/audit, #/tokens,
+// #/on-call[/{team}], #/me, #/ack/{token} — every page is served by "/"; the hash survives sign-in, so a notification's
+// link opens its page once the user has signed in), owns the live feed and the store, and makes a new high alert impossible to miss.
 
 import { ApiError, del, get, post, setCsrfToken, setUnauthorizedHandler } from './api.js';
+import { AckView } from './ack.js';
 import { AdminView } from './admin.js';
 import { AuditView } from './audit.js';
 import { BillingView } from './billing.js';
 import { InboxView } from './inbox.js';
 import { Live } from './live.js';
+import { MyDetailsView } from './mydetails.js';
+import { OnCallView } from './oncall.js';
 import { PanelView } from './panel.js';
 import { PatientView } from './patient.js';
 import { PopulationView } from './population.js';
@@ -63,6 +67,7 @@ function showSignIn(message) {
   const form = h('form', { class: 'signin', id: 'signin-form', 'aria-labelledby': 'signin-title' },
     h('h1', { id: 'signin-title' }, h('span', { class: 'brand-mark', 'aria-hidden': 'true' }), 'Vigil'),
     h('p', { class: 'muted' }, 'Remote monitoring for your patients. Sign in with your Vigil account.'),
+    location.hash.startsWith('#/ack/') ? h('p', { id: 'signin-ack' }, 'Sign in to acknowledge the alert you were notified about. You come back to it after signing in.') : null,
     field('Username', user), field('Password', pass), btn, msg.el);
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
@@ -367,6 +372,22 @@ function route() {
       document.title = 'Audit trail · Vigil';
       state.view = new AuditView(container, state.store, ctx);
       break;
+    case 'on-call':
+      document.title = 'On call · Vigil';
+      state.view = new OnCallView(container, ctx, parts[1] ? decodeURIComponent(parts[1]) : null);
+      break;
+    case 'me':
+      document.title = 'My details · Vigil';
+      state.view = new MyDetailsView(container, ctx);
+      break;
+    case 'ack':
+      if (parts[1]) {
+        document.title = 'Acknowledge an alert · Vigil';
+        state.view = new AckView(container, state.store, decodeURIComponent(parts.slice(1).join('/')));
+        break;
+      }
+      location.replace('#/inbox');
+      return;
     case 'tokens':
       document.title = 'API tokens · Vigil';
       state.view = new TokensView(container, state.store, ctx);

@@ -2,6 +2,7 @@
 // Items are keyed by alert id and updated in place, so a note being typed survives live updates.
 
 import { post, seg } from './api.js';
+import { notificationSteps } from './notifysteps.js';
 import { NO_TEAM, ageEl, announce, clear, formatTime, formatValue, h, messageLine, metricLabel, onNoTeam, unitLabel } from './util.js';
 
 export class InboxView {
@@ -76,7 +77,9 @@ export class InboxView {
       h('div', { class: 'field' }, h('label', { for: noteId }, 'Note (optional)'), item.note),
       h('div', { class: 'buttons' }, item.ackBtn, item.resolveBtn),
       item.msg.el);
-    el.append(item.head, item.body, item.form);
+    const name = this.store.patientName(a.patient_id);
+    item.notify = notificationSteps(a.id, `${a.severity} alert for ${name}`);
+    el.append(item.head, item.body, item.form, item.notify);
     this.updateItem(item, a);
     return item;
   }

@@ -7,6 +7,7 @@
 // window again at full resolution, for every chart at once; double-click or "Reset zoom" goes
 // back. Live readings of this patient are appended while the window ends at "now".
 
+import { notificationSteps } from './notifysteps.js';
 import { TimerBox } from './timerbox.js';
 import uPlot from '/assets/vendor/uPlot.esm.js';
 import { showCredentials } from './admin.js';
@@ -141,12 +142,16 @@ export class PatientView {
 
   renderAlerts() {
     const open = (this.record.open_alerts || []);
+    // A list of notifications someone opened stays open through a redraw.
+    const wasOpen = new Set([...this.alertsBox.querySelectorAll('details.notify-steps[open]')].map((d) => d.dataset.alertId));
     clear(this.alertsBox).append(h('h2', { id: 'pv-alerts' }, 'Unresolved alerts'));
     this.alertsBox.hidden = open.length === 0;
     this.alertsBox.append(h('ul', { class: 'plain' }, open.map((a) => h('li', { class: `mini-alert sev-${a.severity}` },
       h('span', { class: `badge sev-${a.severity}` }, a.severity.toUpperCase()), ' ', a.message, ' · ',
       a.status === 'acknowledged' ? `acknowledged by ${a.acknowledged_by || '?'} · ` : '',
-      'opened ', ageEl(a.opened_at), ' · ', h('a', { href: '#/inbox' }, 'handle in the inbox')))));
+      'opened ', ageEl(a.opened_at), ' · ', h('a', { href: '#/inbox' }, 'handle in the inbox'),
+      notificationSteps(a.id, `${a.severity} alert: ${a.message}`)))));
+    for (const d of this.alertsBox.querySelectorAll('details.notify-steps')) if (wasOpen.has(d.dataset.alertId)) d.open = true;
   }
 
   renderDevices() {

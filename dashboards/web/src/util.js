@@ -259,3 +259,9 @@ export function confirmStep(box, { id, question, detail, confirmLabel, trigger, 
   box.hidden = false;
   no.focus();
 }
+
+/** The IANA zones the browser knows, for the time-zone field's suggestions. */
+export function zoneList(id) {
+  const zones = typeof Intl.supportedValuesOf === 'function' ? Intl.supportedValuesOf('timeZone') : [];
+  return h('datalist', { id }, zones.map((z) => h('option', { value: z })));
+}
