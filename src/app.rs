@@ -388,7 +388,15 @@ impl App {
         // partitions it holds (see `crm::partitioned`). With SQLite, this one evaluates all.
         let settings = Settings {
             auto_resolve_s: cfg.alerts.auto_resolve_s,
-            escalate_after_s: cfg.alerts.escalate_after_s,
+            // With email or SMS configured, an alert's escalations are the later steps of its
+            // team's escalation policy, taken by the notification worker (docs/oncall.md), and
+            // the engine's own timer is off. Without, nobody can be notified, and the engine
+            // escalates every `alerts.escalate_after_s` on the dashboard and outward, as before.
+            escalate_after_s: if self.channels.configured().is_empty() {
+                cfg.alerts.escalate_after_s
+            } else {
+                u32::MAX
+            },
             max_escalations: cfg.alerts.max_escalations,
         };
         let tick = Duration::from_millis(cfg.alerts.tick_ms);
@@ -443,6 +451,7 @@ impl App {
         tokio::spawn(
             crate::notify::worker::Worker {
                 registry: state.registry.clone(),
+                crm: state.crm.clone(),
                 channels: self.channels.clone(),
                 clinic_zone: state.clinic_zone.clone(),
                 public_url: state.public_url.clone(),

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,9 @@ const BATCH: usize = 20;
 /// The worker's parts.
 pub struct Worker {
     pub registry: Registry,
+    /// Where a later step's `alert.escalated` event goes: the sinks it is queued for, and the
+    /// live feed it is announced to.
+    pub crm: crate::crm::Crm,
     pub channels: Arc<Channels>,
     pub clinic_zone: Arc<Zone>,
     /// The dashboard's address for links (`http.public_url`); empty: relative links.
@@ -98,26 +102,30 @@ impl Worker {
             .steps_taken(open.iter().map(|(a, _)| a.id.clone()).collect())
             .await?;
         let contacts = self.registry.contacts().await?;
-        let mut teams: HashMap<String, Option<(Cover, Vec<String>)>> = HashMap::new();
+        let mut teams: HashMap<String, (Cover, Vec<String>)> = HashMap::new();
         let mut written = 0;
         for (a, opened_ms) in &open {
             let Ok(pid) = PatientId::parse(&a.patient_id) else {
                 continue;
             };
-            let Some(team) = self.registry.patient_team(pid).await? else {
-                continue;
-            };
+            // A team that set no cover has the default policy and reaches its clinicians (the
+            // fallback); a patient with no team reaches nobody, and each step says so — the
+            // steps are still taken, as they are the alert's escalations.
+            let team = self.registry.patient_team(pid).await?.unwrap_or_default();
             if !teams.contains_key(&team) {
-                let cover = match self.registry.cover(&team).await {
-                    Ok(c) => Some((c, self.registry.team_clinicians(&team).await?)),
-                    Err(RegistryError::NotFound(_)) => None,
-                    Err(e) => return Err(e),
+                let cover = if team.is_empty() {
+                    (Cover::empty(""), Vec::new())
+                } else {
+                    let cover = match self.registry.cover(&team).await {
+                        Ok(c) => c,
+                        Err(RegistryError::NotFound(_)) => Cover::empty(&team),
+                        Err(e) => return Err(e),
+                    };
+                    (cover, self.registry.team_clinicians(&team).await?)
                 };
                 teams.insert(team.clone(), cover);
             }
-            let Some((cover, clinicians)) = &teams[&team] else {
-                continue;
-            };
+            let (cover, clinicians) = &teams[&team];
             let facts = AlertFacts {
                 id: &a.id,
                 patient_id: &a.patient_id,
@@ -135,7 +143,12 @@ impl Worker {
             };
             let done = taken.get(&a.id).map(Vec::as_slice).unwrap_or_default();
             for step in plan::steps(&facts, done, &cx, now)? {
-                if self.registry.take_step(step).await? {
+                if let Some(events) = self
+                    .registry
+                    .take_step(step, self.crm.sinks.to_vec())
+                    .await?
+                {
+                    self.crm.announce(events);
                     written += 1;
                 }
             }

@@ -88,6 +88,19 @@ pub struct TakenStep {
 }
 
 impl TakenStep {
+    /// Whether taking it escalates the alert: every step after the first is one of its
+    /// escalations (`alert.escalated`, its `level` being the step's index), as the engine's
+    /// timer made them before the team's policy did.
+    pub fn escalates(&self) -> bool {
+        self.step >= 1
+    }
+
+    /// What the `alert.escalated` event of a step adds to its data: the on-call level it
+    /// reached.
+    pub fn escalation_data(&self) -> serde_json::Value {
+        serde_json::json!({"on_call_level": self.level})
+    }
+
     /// The timeline entry's data (`alert.notify_step`): the step, its level, whom it reached by
     /// which channel — user names and channels only, never an address.
     pub fn timeline_data(&self) -> String {

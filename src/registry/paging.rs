@@ -7,12 +7,18 @@ use super::Registry;
 use super::audit::NewAuditLine;
 use super::error::RegistryError;
 use super::notifications::{LinkUse, Notification, Settlement, TakenStep};
+use super::record::{Event, Sink};
 
 impl Registry {
-    /// Takes an escalation step with its notifications and timeline entry; `false` when it was
-    /// taken already (by this instance or another).
-    pub async fn take_step(&self, step: TakenStep) -> Result<bool, RegistryError> {
-        self.db.take_step(step).await
+    /// Takes an escalation step with its notifications and timeline entry, and for a later
+    /// step the alert's escalation (queued for `sinks`); the events to announce, or `None`
+    /// when it was taken already (by this instance or another).
+    pub async fn take_step(
+        &self,
+        step: TakenStep,
+        sinks: Vec<Sink>,
+    ) -> Result<Option<Vec<Event>>, RegistryError> {
+        self.db.take_step(step, sinks).await
     }
 
     /// The steps taken of each of `alerts`.

@@ -730,9 +730,15 @@ pub trait ContactStore: Send + Sync {
 /// each, and the notifications' outbox.
 #[async_trait::async_trait]
 pub trait NotificationStore: Send + Sync {
-    /// Takes `step` with its notifications and its timeline entry (`alert.notify_step`), all in
-    /// one transaction; `false`, with nothing written, when the step was taken already.
-    async fn take_step(&self, step: TakenStep) -> Result<bool, RegistryError>;
+    /// Takes `step` with its notifications and its timeline entry (`alert.notify_step`), and,
+    /// for a step after the first, the alert's escalation (`alert.escalated`, queued for
+    /// `sinks`) if it is still open, all in one transaction; the events to announce, or
+    /// `None`, with nothing written, when the step was taken already.
+    async fn take_step(
+        &self,
+        step: TakenStep,
+        sinks: Vec<Sink>,
+    ) -> Result<Option<Vec<Event>>, RegistryError>;
 
     /// The steps taken of each of `alerts` (those with none are absent).
     async fn steps_taken(

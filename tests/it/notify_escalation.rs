@@ -312,7 +312,7 @@ async fn the_alert(api: &crate::support::Api, patient: &str) -> Value {
 /// Two high alerts at once: Nina is emailed about both. She acknowledges the first from the
 /// email's link, once (a second use, hers or anyone's, is refused; a clinician of another team
 /// cannot use it at all); its escalation stops there. The second, unacknowledged after the
-/// policy's minute, reaches Omar at level 2.
+/// policy's minute, reaches Omar at level 2, and that step is the alert's escalation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_emails_link_acknowledges_once_and_stops_the_escalation_which_otherwise_reaches_level_two()
  {
@@ -435,6 +435,21 @@ async fn the_emails_link_acknowledges_once_and_stops_the_escalation_which_otherw
         taken - opened
     );
     assert_eq!(second["to"], json!([{"user": "omar", "channel": "email"}]));
+    // The second step is the alert's escalation, written with it.
+    let escalated = entries(api, "p-2", "alert.escalated").await;
+    assert_eq!(escalated.len(), 1, "{escalated:?}");
+    assert_eq!(
+        (&escalated[0]["level"], &escalated[0]["on_call_level"]),
+        (&json!(1), &json!(2))
+    );
+    let (_, v) = api
+        .get(&format!(
+            "/api/v1/alerts/{}",
+            carl_alert["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(v["escalations"], 1, "{v}");
+    assert!(entries(api, "p-1", "alert.escalated").await.is_empty());
     // Ann's level 2 fell due no later than Carl's, in the same pass of the scheduler or an
     // earlier one: acknowledged, it was never taken.
     assert_eq!(entries(api, "p-1", "alert.notify_step").await.len(), 1);

@@ -4632,8 +4632,11 @@ async fn an_escalation_step_is_taken_once_and_its_notifications_claimed_once_eac
             ]
         };
         let before = timeline(&b).await.len();
-        let (a, c) = tokio::join!(db.take_step(step(mine())), db.take_step(step(mine())));
-        let (a, c) = (a.unwrap(), c.unwrap());
+        let (a, c) = tokio::join!(
+            db.take_step(step(mine()), SINKS.to_vec()),
+            db.take_step(step(mine()), SINKS.to_vec())
+        );
+        let (a, c) = (a.unwrap().is_some(), c.unwrap().is_some());
         assert!(a ^ c, "{n}: exactly one takes the step ({a}, {c})");
         let all = db.notifications_of("al_1".into()).await.unwrap();
         assert_eq!(all.len(), 4, "{n}: {all:?}");
@@ -4789,18 +4792,22 @@ async fn an_acknowledgement_link_is_used_once_with_its_audit_line() {
         let note = NewNotification::new("nina", "email", Some("nina@clinic.example"), NOW).unwrap();
         let id = note.id.clone();
         assert!(
-            db.take_step(TakenStep {
-                alert_id: "al_1".into(),
-                patient_id: "p-1".into(),
-                step: 0,
-                level: 1,
-                due_ms: NOW,
-                taken_ms: NOW,
-                notifications: vec![note],
-                gap: None,
-            })
+            db.take_step(
+                TakenStep {
+                    alert_id: "al_1".into(),
+                    patient_id: "p-1".into(),
+                    step: 0,
+                    level: 1,
+                    due_ms: NOW,
+                    taken_ms: NOW,
+                    notifications: vec![note],
+                    gap: None,
+                },
+                Vec::new()
+            )
             .await
-            .unwrap(),
+            .unwrap()
+            .is_some(),
             "{n}"
         );
         let got = db.notification(id.clone()).await.unwrap().expect("stored");
@@ -4840,5 +4847,78 @@ async fn an_acknowledgement_link_is_used_once_with_its_audit_line() {
             before + 1,
             "{n}: one audit line, with the use"
         );
+    }
+}
+
+/// A later escalation step is the alert's escalation: of two instances taking step 1 of an open
+/// alert at once, one writes it with `alert.escalated` (level 1, the on-call level it reached),
+/// its outbox rows and the event to announce; step 0 escalates nothing; an acknowledged alert's
+/// later step is recorded but does not escalate it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_escalation_step_escalates_its_alert_once() {
+    use vigil::registry::notifications::TakenStep;
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        let opened = db
+            .apply_effects(vec![open("p-1", "spo2", 1_000)], SINKS.to_vec(), None)
+            .await
+            .unwrap();
+        let id = opened[0].alert.id.clone();
+        let step = |index: u32, level: u8| TakenStep {
+            alert_id: id.clone(),
+            patient_id: "p-1".into(),
+            step: index,
+            level,
+            due_ms: 2_000,
+            taken_ms: 2_000,
+            notifications: Vec::new(),
+            gap: Some("nobody is on call".into()),
+        };
+        let first = db.take_step(step(0, 1), SINKS.to_vec()).await.unwrap();
+        assert!(
+            first.is_some_and(|e| e.is_empty()),
+            "{n}: step 0 escalates nothing"
+        );
+        let (x, y) = tokio::join!(
+            db.take_step(step(1, 2), SINKS.to_vec()),
+            db.take_step(step(1, 2), SINKS.to_vec())
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert!(x.is_some() ^ y.is_some(), "{n}: one takes it");
+        let events = x.or(y).unwrap();
+        assert_eq!(events.len(), 1, "{n}: {events:?}");
+        assert_eq!(events[0].event_type, "alert.escalated", "{n}");
+        assert_eq!(events[0].id, format!("evt_{}_escalated_1", &id[4..]), "{n}");
+        assert_eq!(db.alert(id.clone()).await.unwrap().unwrap().escalations, 1);
+        let tl = timeline(&b).await;
+        let escalated: Vec<_> = tl.iter().filter(|(k, _)| k == "alert.escalated").collect();
+        assert_eq!(escalated.len(), 1, "{n}: {tl:?}");
+        assert_eq!(
+            (&escalated[0].1["level"], &escalated[0].1["on_call_level"]),
+            (&serde_json::json!(1), &serde_json::json!(2)),
+            "{n}"
+        );
+        let queued = outbox(&b).await;
+        assert_eq!(
+            queued.iter().filter(|r| r.contains("_escalated_1")).count(),
+            SINKS.iter().filter(|s| s.takes("alert.escalated")).count(),
+            "{n}: {queued:?}"
+        );
+
+        // Acknowledged: the next step is recorded, the alert not escalated.
+        db.act_on_alert(
+            id.clone(),
+            false,
+            "nina".into(),
+            None,
+            3_000,
+            SINKS.to_vec(),
+            alert_line("alert.acknowledge", "p-1", &id),
+        )
+        .await
+        .unwrap();
+        let later = db.take_step(step(2, 2), SINKS.to_vec()).await.unwrap();
+        assert!(later.is_some_and(|e| e.is_empty()), "{n}");
+        assert_eq!(db.alert(id.clone()).await.unwrap().unwrap().escalations, 1);
     }
 }

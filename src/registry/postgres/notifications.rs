@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use tokio_postgres::Row;
 
 use super::audit::append_in;
-use super::record::timeline;
+use super::record::{escalate_in, lock_alert, timeline};
 use super::{PgDb, PgError};
 use crate::domain::format_rfc3339;
 use crate::registry::audit::NewAuditLine;
@@ -17,6 +17,7 @@ use crate::registry::error::RegistryError;
 use crate::registry::notifications::{
     LinkUse, Notification, NotificationStatus, Settlement, TakenStep,
 };
+use crate::registry::record::{Event, Sink};
 use crate::registry::storage::NotificationStore;
 
 const COLUMNS: &str = "id, alert_id, patient_id, step, username, channel, address, status, \
@@ -47,9 +48,20 @@ fn int(v: u32) -> i32 {
 
 #[async_trait::async_trait]
 impl NotificationStore for PgDb {
-    async fn take_step(&self, step: TakenStep) -> Result<bool, RegistryError> {
+    async fn take_step(
+        &self,
+        step: TakenStep,
+        sinks: Vec<Sink>,
+    ) -> Result<Option<Vec<Event>>, RegistryError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(PgError::from)?;
+        // A later step escalates the alert: its row is locked first, as the engine's writes
+        // lock it, so the two queue rather than deadlock.
+        let alert = if step.escalates() {
+            lock_alert(&tx, &step.alert_id).await?
+        } else {
+            None
+        };
         let inserted = tx
             .execute(
                 "INSERT INTO escalation_steps (alert_id, step, level, due_ms, taken_ms)
@@ -65,7 +77,7 @@ impl NotificationStore for PgDb {
             .await
             .map_err(PgError::from)?;
         if inserted == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         for n in &step.notifications {
             let (status, error) = n.initial();
@@ -100,8 +112,21 @@ impl NotificationStore for PgDb {
             &step.timeline_data(),
         )
         .await?;
+        let mut events = Vec::new();
+        if let Some(alert) = &alert {
+            escalate_in(
+                &tx,
+                &sinks,
+                alert,
+                step.step,
+                step.taken_ms,
+                step.escalation_data(),
+                &mut events,
+            )
+            .await?;
+        }
         tx.commit().await.map_err(PgError::from)?;
-        Ok(true)
+        Ok(Some(events))
     }
 
     async fn steps_taken(

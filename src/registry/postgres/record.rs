@@ -151,6 +151,58 @@ async fn emit(
     Ok(())
 }
 
+/// Locks alert `id` for the rest of `tx`; `None` when there is no such alert.
+pub(super) async fn lock_alert(tx: &Transaction<'_>, id: &str) -> Result<Option<Alert>, PgError> {
+    Ok(tx
+        .query_opt(
+            &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1 FOR UPDATE"),
+            &[&id],
+        )
+        .await?
+        .map(|r| alert_row(&r)))
+}
+
+/// Escalates `alert` (locked by [`lock_alert`]), if it is still open, to escalation `level` at
+/// `at_ms`: a step after the first of its team's escalation policy (`registry::notifications`,
+/// docs/oncall.md), with the `alert.escalated` event, its timeline entry, its outbox rows and
+/// its notice to every instance's live feed, as the engine's own escalation writes them;
+/// `extra` joins the event's data.
+pub(super) async fn escalate_in(
+    tx: &Transaction<'_>,
+    sinks: &[Sink],
+    alert: &Alert,
+    level: u32,
+    at_ms: i64,
+    extra: Value,
+    events: &mut Vec<Event>,
+) -> Result<(), PgError> {
+    if alert.status != AlertStatus::Open {
+        return Ok(());
+    }
+    let stored = i32::try_from(level).unwrap_or(i32::MAX);
+    let alert = update_alert(
+        tx,
+        "escalations = $2, escalated_ms = $3",
+        &[&alert.id, &stored, &at_ms],
+    )
+    .await?;
+    let mut data = json!({"level": level});
+    if let (Value::Object(d), Value::Object(x)) = (&mut data, extra) {
+        d.extend(x);
+    }
+    emit(
+        tx,
+        sinks,
+        &alert,
+        "alert.escalated",
+        &format!("_{level}"),
+        at_ms,
+        data,
+        events,
+    )
+    .await
+}
+
 /// `NotFound` unless the patient exists. The patients table is not in this aggregate's step;
 /// it is the patients and devices' (see `schema.rs`).
 async fn require_patient(tx: &Transaction<'_>, patient: &PatientId) -> Result<(), RegistryError> {

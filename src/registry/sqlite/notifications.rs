@@ -9,13 +9,14 @@ use rusqlite::{OptionalExtension as _, Row, TransactionBehavior, params};
 
 use super::SqliteDb;
 use super::audit::append_in;
-use super::record::timeline;
+use super::record::{escalate_in, timeline};
 use crate::domain::format_rfc3339;
 use crate::registry::audit::NewAuditLine;
 use crate::registry::error::RegistryError;
 use crate::registry::notifications::{
     LinkUse, Notification, NotificationStatus, Settlement, TakenStep,
 };
+use crate::registry::record::{Event, Sink};
 use crate::registry::storage::NotificationStore;
 
 const COLUMNS: &str = "id, alert_id, patient_id, step, username, channel, address, status, \
@@ -42,7 +43,11 @@ fn notification(r: &Row<'_>) -> rusqlite::Result<Notification> {
 
 #[async_trait::async_trait]
 impl NotificationStore for SqliteDb {
-    async fn take_step(&self, step: TakenStep) -> Result<bool, RegistryError> {
+    async fn take_step(
+        &self,
+        step: TakenStep,
+        sinks: Vec<Sink>,
+    ) -> Result<Option<Vec<Event>>, RegistryError> {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let inserted = tx.execute(
@@ -57,7 +62,7 @@ impl NotificationStore for SqliteDb {
                 ],
             )?;
             if inserted == 0 {
-                return Ok(false);
+                return Ok(None);
             }
             for n in &step.notifications {
                 let (status, error) = n.initial();
@@ -89,8 +94,20 @@ impl NotificationStore for SqliteDb {
                 "alert.notify_step",
                 &step.timeline_data(),
             )?;
+            let mut events = Vec::new();
+            if step.escalates() {
+                escalate_in(
+                    &tx,
+                    &sinks,
+                    &step.alert_id,
+                    step.step,
+                    step.taken_ms,
+                    step.escalation_data(),
+                    &mut events,
+                )?;
+            }
             tx.commit()?;
-            Ok(true)
+            Ok(Some(events))
         })
         .await
     }

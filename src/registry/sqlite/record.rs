@@ -121,6 +121,47 @@ fn emit(
     Ok(())
 }
 
+/// Escalates alert `id`, if it is still open, to escalation `level` at `at_ms`: a step after
+/// the first of its team's escalation policy (`registry::notifications`, docs/oncall.md), with
+/// the `alert.escalated` event, its timeline entry and its outbox rows, as the engine's own
+/// escalation writes them; `extra` joins the event's data.
+pub(super) fn escalate_in(
+    tx: &Transaction<'_>,
+    sinks: &[Sink],
+    id: &str,
+    level: u32,
+    at_ms: i64,
+    extra: Value,
+    events: &mut Vec<Event>,
+) -> Result<(), RegistryError> {
+    let Some(alert) = load_alert(tx, id)? else {
+        return Ok(());
+    };
+    if alert.status != AlertStatus::Open {
+        return Ok(());
+    }
+    tx.execute(
+        "UPDATE alerts SET escalations = ?2, escalated_ms = ?3 WHERE id = ?1",
+        params![alert.id, level, at_ms],
+    )?;
+    let alert = reload(tx, &alert.id)?;
+    let mut data = json!({"level": level});
+    if let (Value::Object(d), Value::Object(x)) = (&mut data, extra) {
+        d.extend(x);
+    }
+    emit(
+        tx,
+        sinks,
+        &alert,
+        "alert.escalated",
+        &format!("_{level}"),
+        at_ms,
+        data,
+        events,
+    )?;
+    Ok(())
+}
+
 pub(super) fn require_patient(
     tx: &Transaction<'_>,
     patient: &PatientId,
