@@ -4,15 +4,18 @@
 //!   so that `PUT /patients/{id}/care-plan` can refuse a bad rule with a reason — and the
 //!   documented default plan.
 //! - [`news2`]: the Royal College of Physicians' NEWS2 table (2017).
+//! - [`programme_plans`]: the programme care plans shipped in `care-plans/` (the default plan
+//!   plus each programme's trend rules, with their sources).
 //! - [`trend`]: the trend rules' mathematics (`drift`, `macd`, `forecast`) and what they keep
 //!   per patient: daily figures, a few recent glucose readings.
 //! - [`engine`]: the pure state machine that turns committed readings and the passing of time
 //!   into alert effects; it dispatches trend rules to [`trend`].
 //!
-//! It must never do I/O or read a clock in `rules`, `news2`, `trend` or `engine`: the shell that
+//! It must never do I/O or read a clock in `rules`, `news2`, `programme_plans`, `trend` or `engine`: the shell that
 //! moves readings in and effects out lives with the record, in [`crate::crm`].
 
 pub mod engine;
 pub mod news2;
+pub mod programme_plans;
 pub mod rules;
 pub mod trend;

@@ -512,3 +512,9 @@ pub(super) async fn retry_deliveries(
     s.crm.wake_outbox();
     Ok(Json(json!({"patient_id": patient, "retried": n})))
 }
+
+/// `GET /care-plans`: the programme care plans Vigil ships (`alerts::programme_plans`), to give
+/// one to a patient with `PUT /patients/{id}/care-plan`. No patient's data: not audited.
+pub(super) async fn programme_plans() -> Json<Value> {
+    Json(json!({"plans": crate::alerts::programme_plans::programme_plans()}))
+}

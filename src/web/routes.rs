@@ -52,6 +52,7 @@ pub(super) fn api() -> Router<AppState> {
         .route("/population", get(super::population::population))
         .route("/patients/{id}/notes", post(super::record::add_note))
         .route("/patients/{id}/record", get(super::record::record))
+        .route("/care-plans", get(super::record::programme_plans))
         .route("/alerts", get(super::record::list_alerts))
         .route("/alerts/{id}", get(super::record::get_alert))
         .route("/alerts/{id}/ack", post(super::record::ack_alert))

@@ -417,6 +417,31 @@ async fn the_default_plan_applies_and_bad_plans_are_refused_with_a_reason() {
     rules.sort();
     assert_eq!(rules, ["glucose-low", "glucose-very-low"]);
 
+    // The programme plans shipped: listed, and one given to the patient as it is.
+    let (s, v) = api.get("/api/v1/care-plans").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let ids: Vec<&str> = v["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["heart-failure", "hypertension", "diabetes", "copd"]);
+    let diabetes = &v["plans"][2];
+    assert!(diabetes["sources"].as_str().unwrap().contains("AR2"));
+    let rules = diabetes["plan"]["rules"].clone();
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/v1/patients/p-def/care-plan",
+            Some(json!({"rules": rules})),
+            Some(crate::support::TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = api.get("/api/v1/patients/p-def/care-plan").await;
+    assert_eq!((v["default"].as_bool(), &v["rules"]), (Some(false), &rules));
+
     for (rule, reason) in [
         (
             json!({"id": "x", "kind": "threshold", "metric": "spo2", "op": "<", "value": 900, "severity": "high"}),
