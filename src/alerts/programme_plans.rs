@@ -1,7 +1,8 @@
 //! The programme care plans Vigil ships (`care-plans/*.json`, docs/alerts.md "Programme care
 //! plans"): each is the default plan's rules followed by the programme's trend rules, with the
-//! sources they rest on. `GET /care-plans` lists them, so that a clinician (or the dashboard's
-//! plan editor) can give one to a patient with `PUT /patients/{id}/care-plan`.
+//! sources they rest on. A patient enrolled in a programme of the same id, with no plan of
+//! their own, is judged by it (`crm::record`); `GET /care-plans` lists them, so that a
+//! clinician can also give one to a patient with `PUT /patients/{id}/care-plan`.
 
 use serde::Serialize;
 
@@ -49,9 +50,19 @@ const SHIPPED: [(&str, &str, &str, &str); 4] = [
     ),
 ];
 
-/// Every shipped plan, parsed. Each is checked by this module's test, so a plan that does not
-/// parse never ships; should one not parse all the same, it is left out.
-pub fn programme_plans() -> Vec<ProgrammePlan> {
+/// Every shipped plan, parsed once. Each is checked by this module's test, so a plan that
+/// does not parse never ships; should one not parse all the same, it is left out.
+pub fn programme_plans() -> &'static [ProgrammePlan] {
+    static PLANS: std::sync::LazyLock<Vec<ProgrammePlan>> = std::sync::LazyLock::new(parse_all);
+    &PLANS
+}
+
+/// The shipped plan of programme `id` (the four built-in programmes have one each).
+pub fn programme_plan(id: &str) -> Option<&'static ProgrammePlan> {
+    programme_plans().iter().find(|p| p.id == id)
+}
+
+fn parse_all() -> Vec<ProgrammePlan> {
     SHIPPED
         .iter()
         .filter_map(|(id, name, sources, json)| {
@@ -77,5 +88,10 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), SHIPPED.len());
         assert!(plans.iter().all(|p| !p.plan.rules.is_empty()));
+        // The built-in programmes each have theirs.
+        for (id, _) in crate::registry::enrollment::BUILT_IN {
+            assert_eq!(programme_plan(id).map(|p| p.id), Some(id));
+        }
+        assert!(programme_plan("east").is_none());
     }
 }

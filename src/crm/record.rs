@@ -15,6 +15,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::alerts::engine::{Effect, OpenAlert, Resolution};
+use crate::alerts::programme_plans::programme_plan;
 use crate::alerts::rules::CarePlan;
 use crate::domain::PatientId;
 use crate::registry::audit::NewAuditLine;
@@ -108,6 +109,53 @@ impl Registry {
     /// Every patient with the plan of their own (None: the default plan).
     pub async fn all_plans(&self) -> Result<Vec<(PatientId, Option<CarePlan>)>, RegistryError> {
         self.storage().all_plans().await
+    }
+
+    /// The care plan the patient is judged by (docs/alerts.md, "Programme care plans"): their
+    /// own; else, when their latest enrollment episode has no end and its programme has a
+    /// shipped plan (the four built-in programmes do), that plan; else the default.
+    pub async fn plan_in_force(&self, patient: PatientId) -> Result<PlanInForce, RegistryError> {
+        if let Some(own) = self.care_plan(patient.clone()).await? {
+            return Ok(PlanInForce::Own(own));
+        }
+        let latest = self
+            .storage()
+            .enrollments(patient)
+            .await?
+            .into_iter()
+            .next();
+        Ok(latest
+            .filter(|e| e.end.is_none())
+            .and_then(|e| programme_plan(&e.program))
+            .map_or(PlanInForce::Default, |p| PlanInForce::Programme {
+                id: p.id,
+                plan: p.plan.clone(),
+            }))
+    }
+
+    /// [`Registry::plan_in_force`] of every patient, `None` for the default plan: what the
+    /// alert engine is built with.
+    pub async fn all_plans_in_force(
+        &self,
+    ) -> Result<Vec<(PatientId, Option<CarePlan>)>, RegistryError> {
+        let mut plans = self.storage().all_plans().await?;
+        if plans.iter().any(|(_, p)| p.is_none()) {
+            let open: std::collections::HashMap<PatientId, String> = self
+                .storage()
+                .open_enrollments()
+                .await?
+                .into_iter()
+                .collect();
+            for (patient, plan) in &mut plans {
+                if plan.is_none() {
+                    *plan = open
+                        .get(patient)
+                        .and_then(|program| programme_plan(program))
+                        .map(|p| p.plan.clone());
+                }
+            }
+        }
+        Ok(plans)
     }
 
     /// Sets a patient's care plan (validated by the caller), notes it on the timeline and
@@ -250,5 +298,26 @@ impl Registry {
     /// Pending reading rows of a sink.
     pub async fn outbox_waiting_readings(&self, sink: &'static str) -> Result<i64, RegistryError> {
         self.storage().outbox_waiting_readings(sink).await
+    }
+}
+
+/// Which care plan a patient is judged by ([`Registry::plan_in_force`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlanInForce {
+    /// Their own, set by a clinician.
+    Own(CarePlan),
+    /// Their programme's, as shipped.
+    Programme { id: &'static str, plan: CarePlan },
+    /// The documented default plan.
+    Default,
+}
+
+impl PlanInForce {
+    /// The plan for the engine: `None` for the default.
+    pub fn into_plan(self) -> Option<CarePlan> {
+        match self {
+            PlanInForce::Own(p) | PlanInForce::Programme { plan: p, .. } => Some(p),
+            PlanInForce::Default => None,
+        }
     }
 }

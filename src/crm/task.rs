@@ -47,7 +47,7 @@ pub(super) async fn rebuild(
 ) -> Result<(Engine, Vec<Effect>), RebuildError> {
     let started = std::time::Instant::now();
     let mut engine = Engine::new(settings, default_plan.clone());
-    let mut plans = crm.registry.all_plans().await?;
+    let mut plans = crm.registry.all_plans_in_force().await?;
     plans.retain(|(p, _)| watch(p));
     let patients = plans.len();
     // A clinician's resolution of an alert whose condition still held silenced its rule; it is
@@ -280,8 +280,8 @@ pub(super) async fn load_plan(
 ) -> Option<Option<Arc<CarePlan>>> {
     let mut delay = PLAN_RETRY_INITIAL;
     loop {
-        match crm.registry.care_plan(patient.clone()).await {
-            Ok(plan) => return Some(plan.map(Arc::new)),
+        match crm.registry.plan_in_force(patient.clone()).await {
+            Ok(plan) => return Some(plan.into_plan().map(Arc::new)),
             Err(e) => {
                 crm.metrics.care_plan_read_failures.inc();
                 tracing::warn!(

@@ -135,7 +135,9 @@ pub trait ProgrammeStore: Send + Sync {
     ) -> Result<Programme, RegistryError>;
 
     /// Puts `enrollment`: the patient's episode with its start date changed, or a new episode.
-    /// With it, one transaction: an `enrollment` timeline entry and `audit`. `NotFound` when
+    /// With it, one transaction: an `enrollment` timeline entry, `audit`, and (where the alert
+    /// engine learns of changes through the database) word to the engine that the patient's
+    /// care plan in force may have changed. `NotFound` when
     /// there is no such patient, `Invalid` (naming the programmes there are) when there is no
     /// such programme, `Exists` when it would overlap another of the patient's episodes; then
     /// nothing is written.
@@ -147,6 +149,10 @@ pub trait ProgrammeStore: Send + Sync {
 
     /// The patient's enrollment episodes, latest start first.
     async fn enrollments(&self, patient: PatientId) -> Result<Vec<Enrollment>, RegistryError>;
+
+    /// Each patient whose latest episode has no end, with its programme: those currently in a
+    /// programme, as the care plan in force reads them (`crm::record`).
+    async fn open_enrollments(&self) -> Result<Vec<(PatientId, String)>, RegistryError>;
 
     /// Logs a time entry and appends `audit`, both or neither; `NotFound` when there is no
     /// such patient.

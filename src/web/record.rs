@@ -24,6 +24,7 @@ use super::extract::{
 use super::state::AppState;
 use crate::alerts::rules::CarePlan;
 use crate::crm::Command;
+use crate::crm::record::PlanInForce;
 use crate::crm::record::{AlertActionError, AlertQuery, AlertStatus};
 use crate::domain::now_ms;
 use crate::registry::{NOT_CLEARED, PatientDetails};
@@ -103,12 +104,16 @@ pub(super) async fn update_patient(
     Ok(Json(patient))
 }
 
-/// The plan in force and whether it is the default one.
+/// The plan in force, whether it is the default one, and where it comes from: `source` is
+/// `own`, `programme` (then `programme` names it) or `default`.
 async fn plan_of(s: &AppState, id: &crate::domain::PatientId) -> ApiResult<Value> {
-    let own = s.registry.care_plan(id.clone()).await?;
-    let default = own.is_none();
-    let plan = own.unwrap_or_else(CarePlan::default_plan);
-    Ok(json!({"rules": plan.rules, "default": default}))
+    Ok(match s.registry.plan_in_force(id.clone()).await? {
+        PlanInForce::Own(plan) => json!({"rules": plan.rules, "default": false, "source": "own"}),
+        PlanInForce::Programme { id, plan } => json!({"rules": plan.rules, "default": false,
+            "source": "programme", "programme": id}),
+        PlanInForce::Default => json!({"rules": CarePlan::default_plan().rules, "default": true,
+            "source": "default"}),
+    })
 }
 
 pub(super) async fn get_care_plan(
@@ -152,7 +157,9 @@ pub(super) async fn put_care_plan(
             Some(Arc::new(plan.clone())),
         ))
         .await;
-    Ok(Json(json!({"rules": plan.rules, "default": false})))
+    Ok(Json(
+        json!({"rules": plan.rules, "default": false, "source": "own"}),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -460,3 +460,110 @@ async fn a_users_timer_runs_once_survives_a_reload_and_stops_into_a_time_entry()
         "{listed}"
     );
 }
+
+/// A patient with no care plan of their own who is enrolled in the diabetes programme is judged
+/// by the programme's plan (docs/alerts.md, "Programme care plans"): a falling glucose still
+/// above the default plan's limits opens the programme's `glucose-forecast` alert. An ended
+/// enrollment gives the default plan back; a plan of their own comes before the programme's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolled_patient_is_judged_by_the_programmes_care_plan() {
+    use crate::support::{eventually, publish_readings};
+    use std::time::Duration;
+    let g = Gateway::start().await;
+    let api = &g.client;
+    api.patient("p-dm").await;
+    let meter = api.device("gm-dm", "p-dm", "glucose-meter").await;
+    let plan = |source: &'static str| async move {
+        let (s, v) = api.get("/api/v1/patients/p-dm/care-plan").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["source"], source, "{v}");
+        v
+    };
+    plan("default").await;
+    let diabetes = |end: Option<&str>| {
+        json!({"program": "diabetes", "start": "2026-11-02", "end": end,
+            "consent": {"method": "verbal", "by": "nina", "at": "2026-11-02T09:30:00Z"}})
+    };
+    let path = "/api/v1/patients/p-dm/enrollment";
+    let (s, v) = api
+        .call(
+            "PUT",
+            path,
+            Some(diabetes(None)),
+            Some(crate::support::TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let v = plan("programme").await;
+    assert_eq!(v["programme"], "diabetes");
+    assert!(
+        v["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == "glucose-forecast"),
+        "{v}"
+    );
+
+    // 130 then 100 mg/dL five minutes apart: falling fast (AR2: below 70 within 15 minutes),
+    // not yet low.
+    let at =
+        |min_ago: i64| vigil::domain::format_rfc3339(vigil::domain::now_ms() - min_ago * 60_000);
+    let readings = json!([
+        {"metric": "glucose", "value": 130, "time": at(6)},
+        {"metric": "glucose", "value": 100, "time": at(1)},
+    ]);
+    publish_readings(g.mqtt, "gm-dm", &meter, &readings).await;
+    let alert = eventually(Duration::from_secs(20), "the forecast alert", || async {
+        let (_, v) = api.get("/api/v1/alerts?patient_id=p-dm").await;
+        v["alerts"].as_array().and_then(|a| {
+            a.iter()
+                .find(|x| x["rule_id"] == "glucose-forecast")
+                .cloned()
+        })
+    })
+    .await;
+    assert_eq!(alert["severity"], "medium", "{alert}");
+    let (_, v) = api.get("/api/v1/alerts?patient_id=p-dm").await;
+    assert!(
+        v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["rule_id"] == "glucose-forecast"),
+        "nothing from the default plan's limits: {v}"
+    );
+
+    // Ended: the default plan again. A plan of their own comes first.
+    let (s, v) = api
+        .call(
+            "PUT",
+            path,
+            Some(diabetes(Some("2026-12-01"))),
+            Some(crate::support::TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    plan("default").await;
+    let (s, v) = api
+        .call(
+            "PUT",
+            path,
+            Some(json!({"program": "copd", "start": "2026-12-02",
+            "consent": {"method": "verbal", "by": "nina", "at": "2026-12-02T09:30:00Z"}})),
+            Some(crate::support::TOKEN),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(plan("programme").await["programme"], "copd");
+    let (s, v) = api
+        .care_plan(
+            "p-dm",
+            json!([{"id": "spo2-low", "kind": "threshold", "metric": "spo2", "op": "<",
+                    "value": 90, "for_s": 0, "severity": "high"}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(plan("own").await["rules"].as_array().unwrap().len(), 1);
+    g.stop().await;
+}

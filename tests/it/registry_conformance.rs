@@ -3998,6 +3998,12 @@ async fn programmes_and_enrollment_episodes_read_back_as_put() {
             [second.clone(), ended.clone()],
             "{n}: latest first"
         );
+        // In a programme now: the latest episode, unended (not the ended one before it).
+        assert_eq!(
+            db.open_enrollments().await.unwrap(),
+            [(pid("p-1"), "ckd".to_owned())],
+            "{n}"
+        );
         let t = db.timeline(pid("p-1"), i64::MAX, 100).await.unwrap();
         assert_eq!(
             t.iter().filter(|r| r.kind == "enrollment").count(),

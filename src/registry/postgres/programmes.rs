@@ -5,13 +5,14 @@
 use tokio_postgres::{Row, Transaction};
 
 use super::audit::append_in;
-use super::record::timeline;
+use super::record::{notify_engine, timeline};
 use super::{PgDb, PgError};
 use crate::domain::zone::Zone;
 use crate::domain::{PatientId, format_rfc3339};
 use crate::registry::audit::NewAuditLine;
 use crate::registry::enrollment::{Consent, Enrollment, Programme, overlapping, unknown_programme};
 use crate::registry::error::RegistryError;
+use crate::registry::record::EngineNotice;
 use crate::registry::setups::{SETUP_COLUMNS, Setup, not_the_patients};
 use crate::registry::storage::ProgrammeStore;
 use crate::registry::time_log::TimeEntry;
@@ -213,6 +214,11 @@ impl ProgrammeStore for PgDb {
         )
         .await?;
         append_in(&tx, &audit).await?;
+        // The programme's care plan may now be in force, or no longer: the engine holding the
+        // patient's partition re-reads it (`crm::partitioned`).
+        if let Ok(patient) = PatientId::parse(&e.patient_id) {
+            notify_engine(&tx, &patient, &EngineNotice::PlanChanged, e.updated_ms()).await?;
+        }
         tx.commit().await.map_err(PgError::from)?;
         Ok(e)
     }
@@ -232,6 +238,28 @@ impl ProgrammeStore for PgDb {
             .map_err(PgError::from)?
             .iter()
             .map(enrollment)
+            .collect())
+    }
+
+    async fn open_enrollments(&self) -> Result<Vec<(PatientId, String)>, RegistryError> {
+        Ok(self
+            .conn()
+            .await?
+            .query(
+                "SELECT e.patient_id, e.program FROM enrollments e
+                 WHERE e.end_date IS NULL AND NOT EXISTS (
+                    SELECT 1 FROM enrollments l
+                     WHERE l.patient_id = e.patient_id AND l.start_date > e.start_date)
+                 ORDER BY e.patient_id COLLATE \"C\"",
+                &[],
+            )
+            .await
+            .map_err(PgError::from)?
+            .iter()
+            .filter_map(|r| {
+                let p = PatientId::parse(r.get::<_, &str>(0)).ok()?;
+                Some((p, r.get(1)))
+            })
             .collect())
     }
 

@@ -370,7 +370,7 @@ async fn apply_one(
 
 /// Writes `notice` about `patient` inside `tx`, for the instance holding the patient's alert
 /// partition (see `RecordStore::engine_notices`).
-async fn notify_engine(
+pub(super) async fn notify_engine(
     tx: &Transaction<'_>,
     patient: &PatientId,
     notice: &EngineNotice,

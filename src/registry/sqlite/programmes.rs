@@ -198,6 +198,28 @@ impl ProgrammeStore for SqliteDb {
         .await
     }
 
+    async fn open_enrollments(&self) -> Result<Vec<(PatientId, String)>, RegistryError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT e.patient_id, e.program FROM enrollments e
+                 WHERE e.end_date IS NULL AND NOT EXISTS (
+                    SELECT 1 FROM enrollments l
+                     WHERE l.patient_id = e.patient_id AND l.start_date > e.start_date)
+                 ORDER BY e.patient_id",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (patient, program) = row?;
+                if let Ok(p) = PatientId::parse(&patient) {
+                    out.push((p, program));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn add_time(
         &self,
         entry: TimeEntry,
