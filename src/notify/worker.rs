@@ -239,18 +239,65 @@ impl Worker {
                     i64::try_from(self.retry.give_up_after_s).unwrap_or(i64::MAX / 1000) * 1000;
                 if now - started >= give_up_ms {
                     Settlement::Failed {
-                        error: format!("gave up: {e}"),
+                        error: redacted(&format!("gave up: {e}"), address),
                     }
                 } else {
                     Settlement::Retry {
                         at_ms: now + backoff_ms(n.attempts, &self.retry, 0.5),
-                        error: e.to_string(),
+                        error: redacted(&e.to_string(), address),
                     }
                 }
             }
             Err(e) => Settlement::Failed {
-                error: e.to_string(),
+                error: redacted(&e.to_string(), address),
             },
         })
+    }
+}
+
+/// `error` without `address` in it: servers often echo the recipient (`550 <nina@…>: no such
+/// user`), and the error goes on the patient's timeline and to every clinician who may see the
+/// alert, where staff contact details do not belong (the recipient's name and channel are
+/// there).
+fn redacted(error: &str, address: &str) -> String {
+    if address.is_empty() {
+        return error.to_owned();
+    }
+    // ASCII case folding keeps byte offsets, so the places found in the folded text are the
+    // places in `error` (a server may echo `Nina@Clinic.example` as `nina@clinic.example`).
+    let (folded, wanted) = (error.to_ascii_lowercase(), address.to_ascii_lowercase());
+    let mut out = String::with_capacity(error.len());
+    let mut from = 0;
+    for (at, _) in folded.match_indices(&wanted) {
+        out.push_str(&error[from..at]);
+        out.push_str("(the address)");
+        from = at + wanted.len();
+    }
+    out.push_str(&error[from..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn an_error_loses_the_address_it_echoes() {
+        assert_eq!(
+            redacted(
+                "550 5.1.1 <nina@clinic.example>: recipient address rejected",
+                "nina@clinic.example"
+            ),
+            "550 5.1.1 <(the address)>: recipient address rejected"
+        );
+        assert_eq!(
+            redacted(
+                "rejected Nina@Clinic.Example twice: nina@clinic.example",
+                "nina@clinic.example"
+            ),
+            "rejected (the address) twice: (the address)"
+        );
+        assert_eq!(redacted("timed out", "+13125550123"), "timed out");
+        assert_eq!(redacted("x", ""), "x");
     }
 }

@@ -549,3 +549,33 @@ async fn a_notification_pending_when_vigil_is_killed_is_delivered_once_after_res
     assert_eq!(sink.received().len(), 1, "delivered once");
     assert_eq!(entries(&api, "p-1", "alert.notify_step").await.len(), 1);
 }
+
+/// An address the mail server refuses for good: the notification fails at once (no retries),
+/// and the failure on the timeline, which every clinician of the patient reads, says why
+/// without the address the server echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_address_fails_once_and_the_timeline_does_not_repeat_it() {
+    let sink = SmtpSink::start(&["--reject", "nina@clinic.example"]).await;
+    let channels = config(&smtp_toml(&format!("smtp://127.0.0.1:{}", sink.port), ""));
+    let g = Gateway::start_with(|c| c.smtp = channels.smtp.clone()).await;
+    let api = &g.client;
+    north_ward(api).await;
+    let secret = north_patient(api, "p-1", "Ann Brown").await;
+    publish_readings(
+        g.mqtt,
+        "ox-p-1",
+        &secret,
+        &json!({"metric": "spo2", "value": 84}),
+    )
+    .await;
+    let failed = eventually(WAIT, "the failure on the timeline", || async {
+        let f = entries(api, "p-1", "notification.failed").await;
+        (!f.is_empty()).then_some(f)
+    })
+    .await;
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(error.contains("550"), "{error}");
+    assert!(!error.to_lowercase().contains("nina@"), "{error}");
+    assert!(entries(api, "p-1", "notification.retry").await.is_empty());
+    assert!(sink.received().is_empty());
+}
