@@ -95,10 +95,10 @@ impl TakenStep {
         self.step >= 1
     }
 
-    /// What the `alert.escalated` event of a step adds to its data: the on-call level it
-    /// reached.
+    /// The `alert.escalated` event's data for this step: the escalation (the step's index) and
+    /// the on-call level it reached.
     pub fn escalation_data(&self) -> serde_json::Value {
-        serde_json::json!({"on_call_level": self.level})
+        serde_json::json!({"level": self.step, "on_call_level": self.level})
     }
 
     /// The timeline entry's data (`alert.notify_step`): the step, its level, whom it reached by

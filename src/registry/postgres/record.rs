@@ -162,18 +162,17 @@ pub(super) async fn lock_alert(tx: &Transaction<'_>, id: &str) -> Result<Option<
         .map(|r| alert_row(&r)))
 }
 
-/// Escalates `alert` (locked by [`lock_alert`]), if it is still open, to escalation `level` at
-/// `at_ms`: a step after the first of its team's escalation policy (`registry::notifications`,
-/// docs/oncall.md), with the `alert.escalated` event, its timeline entry, its outbox rows and
-/// its notice to every instance's live feed, as the engine's own escalation writes them;
-/// `extra` joins the event's data.
+/// Escalates `alert` (locked), if it is still open, to escalation `level` at `at_ms`, with the
+/// `alert.escalated` event (`data` joins it: at least `{"level"}`), its timeline entry, its
+/// outbox rows and its notice to every instance's live feed: the engine's escalation, and a
+/// later step of the team's escalation policy (`registry::notifications`, docs/oncall.md).
 pub(super) async fn escalate_in(
     tx: &Transaction<'_>,
     sinks: &[Sink],
     alert: &Alert,
     level: u32,
     at_ms: i64,
-    extra: Value,
+    data: Value,
     events: &mut Vec<Event>,
 ) -> Result<(), PgError> {
     if alert.status != AlertStatus::Open {
@@ -186,10 +185,6 @@ pub(super) async fn escalate_in(
         &[&alert.id, &stored, &at_ms],
     )
     .await?;
-    let mut data = json!({"level": level});
-    if let (Value::Object(d), Value::Object(x)) = (&mut data, extra) {
-        d.extend(x);
-    }
     emit(
         tx,
         sinks,
@@ -312,26 +307,13 @@ async fn apply_one(
             let Some(alert) = lock_unresolved(tx, patient.as_str(), &rule_id).await? else {
                 return Ok(());
             };
-            if alert.status != AlertStatus::Open {
-                return Ok(());
-            }
-            let stored = i32::try_from(level).unwrap_or(i32::MAX);
-            let alert = update_alert(
-                tx,
-                "escalations = $2, escalated_ms = $3",
-                &[&alert.id, &stored, &at_ms],
-            )
-            .await?;
-            let suffix = format!("_{level}");
-            let extra = json!({"level": level});
-            emit(
+            escalate_in(
                 tx,
                 sinks,
                 &alert,
-                "alert.escalated",
-                &suffix,
+                level,
                 at_ms,
-                extra,
+                json!({"level": level}),
                 events,
             )
             .await?;

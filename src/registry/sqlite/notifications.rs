@@ -9,7 +9,7 @@ use rusqlite::{OptionalExtension as _, Row, TransactionBehavior, params};
 
 use super::SqliteDb;
 use super::audit::append_in;
-use super::record::{escalate_in, timeline};
+use super::record::{alert_by_id, escalate_in, timeline};
 use crate::domain::format_rfc3339;
 use crate::registry::audit::NewAuditLine;
 use crate::registry::error::RegistryError;
@@ -95,11 +95,13 @@ impl NotificationStore for SqliteDb {
                 &step.timeline_data(),
             )?;
             let mut events = Vec::new();
-            if step.escalates() {
+            if step.escalates()
+                && let Some(alert) = alert_by_id(&tx, &step.alert_id)?
+            {
                 escalate_in(
                     &tx,
                     &sinks,
-                    &step.alert_id,
+                    &alert,
                     step.step,
                     step.taken_ms,
                     step.escalation_data(),

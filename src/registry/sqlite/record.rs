@@ -121,22 +121,19 @@ fn emit(
     Ok(())
 }
 
-/// Escalates alert `id`, if it is still open, to escalation `level` at `at_ms`: a step after
-/// the first of its team's escalation policy (`registry::notifications`, docs/oncall.md), with
-/// the `alert.escalated` event, its timeline entry and its outbox rows, as the engine's own
-/// escalation writes them; `extra` joins the event's data.
+/// Escalates `alert`, if it is still open, to escalation `level` at `at_ms`, with the
+/// `alert.escalated` event (`data` joins it: at least `{"level"}`), its timeline entry and its
+/// outbox rows: the engine's escalation, and a later step of the team's escalation policy
+/// (`registry::notifications`, docs/oncall.md).
 pub(super) fn escalate_in(
     tx: &Transaction<'_>,
     sinks: &[Sink],
-    id: &str,
+    alert: &Alert,
     level: u32,
     at_ms: i64,
-    extra: Value,
+    data: Value,
     events: &mut Vec<Event>,
 ) -> Result<(), RegistryError> {
-    let Some(alert) = load_alert(tx, id)? else {
-        return Ok(());
-    };
     if alert.status != AlertStatus::Open {
         return Ok(());
     }
@@ -145,10 +142,6 @@ pub(super) fn escalate_in(
         params![alert.id, level, at_ms],
     )?;
     let alert = reload(tx, &alert.id)?;
-    let mut data = json!({"level": level});
-    if let (Value::Object(d), Value::Object(x)) = (&mut data, extra) {
-        d.extend(x);
-    }
     emit(
         tx,
         sinks,
@@ -160,6 +153,11 @@ pub(super) fn escalate_in(
         events,
     )?;
     Ok(())
+}
+
+/// Alert `id`, if there is one.
+pub(super) fn alert_by_id(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<Option<Alert>> {
+    load_alert(tx, id)
 }
 
 pub(super) fn require_patient(
@@ -626,21 +624,11 @@ fn apply_one(
             let Some(alert) = unresolved(tx, patient.as_str(), &rule_id)? else {
                 return Ok(());
             };
-            if alert.status != AlertStatus::Open {
-                return Ok(());
-            }
-            tx.execute(
-                "UPDATE alerts SET escalations = ?2, escalated_ms = ?3 WHERE id = ?1",
-                params![alert.id, level, at_ms],
-            )?;
-            let alert = reload(tx, &alert.id)?;
-            let suffix = format!("_{level}");
-            emit(
+            escalate_in(
                 tx,
                 sinks,
                 &alert,
-                "alert.escalated",
-                &suffix,
+                level,
                 at_ms,
                 json!({"level": level}),
                 events,
