@@ -398,6 +398,7 @@ impl App {
                 u32::MAX
             },
             max_escalations: cfg.alerts.max_escalations,
+            units: cfg.clinic.units(),
         };
         let tick = Duration::from_millis(cfg.alerts.tick_ms);
         let alerts = if store.backend() == "postgresql" {

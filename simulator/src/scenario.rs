@@ -182,7 +182,8 @@ impl Scenario {
             }
             Scenario::Hypoglycaemia => vec![
                 at(alert("glucose-low", "medium"), 10 * MIN, 45 * MIN),
-                at(alert("glucose-very-low", "high"), 20 * MIN, 60 * MIN),
+                // The same episode: the low alert raised once glucose is very low.
+                at(alert("glucose-low", "high"), 20 * MIN, 60 * MIN),
             ],
             Scenario::HypertensiveCrisis => {
                 vec![at(alert("bp-crisis-systolic", "high"), 0, 11 * MIN)]

@@ -10,8 +10,9 @@
 //!   per patient: daily figures, a few recent glucose readings.
 //! - [`engine`]: the pure state machine that turns committed readings and the passing of time
 //!   into alert effects; it dispatches trend rules to [`trend`].
+//! - [`words`]: alert messages in clinical language, in the clinic's display units.
 //!
-//! It must never do I/O or read a clock in `rules`, `news2`, `programme_plans`, `trend` or `engine`: the shell that
+//! It must never do I/O or read a clock in `rules`, `news2`, `programme_plans`, `trend`, `words` or `engine`: the shell that
 //! moves readings in and effects out lives with the record, in [`crate::crm`].
 
 pub mod engine;
@@ -19,3 +20,4 @@ pub mod news2;
 pub mod programme_plans;
 pub mod rules;
 pub mod trend;
+pub mod words;

@@ -41,7 +41,20 @@ pub struct Score {
     pub any_three: bool,
     /// Parameters that had no reading (scored 0, and the score is then incomplete).
     pub missing: u8,
+    /// Each parameter's score, in the order of [`PARAMETERS`] (`None`: no reading).
+    pub parts: [Option<u8>; 7],
 }
+
+/// The seven NEWS2 parameters as a nurse names them, in the chart's order (RCP 2017).
+pub const PARAMETERS: [&str; 7] = [
+    "respiratory rate",
+    "SpO2",
+    "oxygen",
+    "systolic BP",
+    "pulse",
+    "consciousness",
+    "temperature",
+];
 
 /// The clinical response the score asks for (RCP Chart 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -146,6 +159,7 @@ pub fn score(i: &Inputs, scale: Spo2Scale) -> Score {
         total: parts.iter().flatten().sum(),
         any_three: parts.iter().flatten().any(|p| *p == 3),
         missing: parts.iter().filter(|p| p.is_none()).count() as u8,
+        parts,
     }
 }
 

@@ -413,6 +413,7 @@ impl Partitions {
                 }
             }
         }
+        self.engine.complete_messages(&mut effects);
         if self.write(effects, stop).await {
             Some(newest)
         } else {

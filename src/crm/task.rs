@@ -317,6 +317,7 @@ async fn on_batch(
         }
         effects.extend(engine.handle(Input::Observation(o), now));
     }
+    engine.complete_messages(&mut effects);
     if effects.is_empty() {
         return;
     }
@@ -482,7 +483,7 @@ mod tests {
         assert_eq!(message(&found), message(&expected));
         assert_eq!(
             message(&found),
-            "resting heart rate up 8 bpm over 3 days against a 28-day baseline of 55 bpm \
+            "Resting heart rate up 8 bpm over 3 days against a 28-day baseline of 55 bpm \
              (found on restart)"
         );
         store.close().await;

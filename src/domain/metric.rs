@@ -59,7 +59,7 @@ const fn scaled(unit: &'static str, scale: f64) -> Conversion {
 /// mmHg per kPa (the factor the Bluetooth blood-pressure profile gives).
 const MMHG_PER_KPA: f64 = 7.500_62;
 /// mg/dL of glucose per mmol/L (molar mass of glucose 180.156 g/mol).
-const MGDL_PER_MMOLL: f64 = 18.0156;
+pub(crate) const MGDL_PER_MMOLL: f64 = 18.0156;
 /// Kilograms per avoirdupois pound (exact by definition).
 const KG_PER_LB: f64 = 0.453_592_37;
 

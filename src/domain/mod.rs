@@ -5,12 +5,14 @@
 //! hold a character the contract forbids, and an [`Observation`]'s value is always in its
 //! metric's canonical unit.
 
+pub mod display;
 mod ids;
 mod metric;
 pub mod partition;
 mod time;
 pub mod zone;
 
+pub use display::DisplayUnits;
 pub use ids::{DeviceId, IdError, PatientId};
 pub use metric::{Metric, UnitError};
 pub use time::{format_rfc3339, now_ms, parse_rfc3339};

@@ -27,8 +27,12 @@
 //!   them the days before the latest reading's day as 5-minute buckets
 //!   ([`Engine::replay_buckets`]) rather than every reading.
 //!
-//! One condition, one alert: while an alert for a rule is open or acknowledged, the rule
-//! raises no other. It resolves by itself once its condition has stayed clear for
+//! One episode, one alert. Threshold rules on one measurement and one side form an episode
+//! ([`episode_key`]): a blood-pressure cuff's systolic and diastolic limits, glucose's low and
+//! very low. Their alert is opened by the first of them to hold, carries that rule's id, and
+//! is raised when a more severe one holds too (as NEWS2 medium → high is); it clears when
+//! none holds. Every other rule is an episode of its own. While an episode's alert is open or
+//! acknowledged, it raises no other. It resolves by itself once its condition has stayed clear for
 //! `auto_resolve_s`; an open alert nobody acknowledges escalates every `escalate_after_s`,
 //! up to `max_escalations` times. A clinician resolving an alert whose condition still holds
 //! silences the rule until the condition clears (no immediate re-alert).
@@ -42,7 +46,8 @@ use std::sync::Arc;
 use super::news2::{self, Inputs, Spo2Scale};
 use super::rules::{CarePlan, Op, Rule, Severity};
 use super::trend::{self, Verdict, days::Bucket};
-use crate::domain::{Metric, Observation, PatientId};
+use super::words;
+use crate::domain::{DisplayUnits, Metric, Observation, PatientId};
 
 /// Engine settings (config `[alerts]`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,6 +58,8 @@ pub struct Settings {
     pub escalate_after_s: u32,
     /// How many times an alert escalates at most.
     pub max_escalations: u32,
+    /// The units messages write values in (`[clinic]`).
+    pub units: DisplayUnits,
 }
 
 impl Default for Settings {
@@ -61,6 +68,7 @@ impl Default for Settings {
             auto_resolve_s: 900,
             escalate_after_s: 900,
             max_escalations: 3,
+            units: DisplayUnits::default(),
         }
     }
 }
@@ -164,6 +172,8 @@ pub struct Resolution {
 
 #[derive(Debug, Clone)]
 struct Track {
+    /// The alert's rule: the one of its episode that opened it.
+    rule_id: String,
     severity: Severity,
     acknowledged: bool,
     escalations: u32,
@@ -173,16 +183,23 @@ struct Track {
     clear_since: Option<i64>,
 }
 
+/// One episode's alert: the rules of an episode share it ([`episode_key`]).
 #[derive(Debug, Clone, Default)]
-struct RuleState {
-    /// The condition, as of the latest judgement (`None` while it does not hold).
-    holding: Option<Severity>,
+struct Episode {
     alert: Option<Track>,
     /// Resolved by a clinician while holding: no new alert until the condition clears.
     silenced: bool,
     /// Replaying: the reading that made the condition hold with no alert open, which
     /// `settle` gives the alert it opens as its trigger.
     tripped: Option<Observation>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct RuleState {
+    /// The condition, as of the latest judgement (`None` while it does not hold).
+    holding: Option<Severity>,
+    /// The sentence of the latest judgement that held.
+    message: String,
     /// The newest reading time judged.
     last_ms: Option<i64>,
     /// threshold: the first reading of the current run meeting the condition.
@@ -195,14 +212,156 @@ struct RuleState {
     trend: Option<trend::State>,
 }
 
-struct PatientState {
-    plan: Arc<CarePlan>,
+/// What a plan's rules are looked up by, made once per plan.
+struct PlanIndex {
     /// For each metric, the plan's rules that read it (indices into `plan.rules`).
     by_metric: HashMap<Metric, Vec<usize>>,
+    /// Each rule's episode, by index.
+    keys: Vec<String>,
+    /// Each episode's rules, in plan order.
+    members: HashMap<String, Vec<usize>>,
+}
+
+impl PlanIndex {
+    fn of(plan: &CarePlan) -> PlanIndex {
+        let mut by_metric: HashMap<Metric, Vec<usize>> = HashMap::new();
+        let mut members: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut keys = Vec::with_capacity(plan.rules.len());
+        for (i, rule) in plan.rules.iter().enumerate() {
+            for m in rule_metrics(rule) {
+                by_metric.entry(m).or_default().push(i);
+            }
+            let key = episode_key(rule);
+            members.entry(key.clone()).or_default().push(i);
+            keys.push(key);
+        }
+        PlanIndex {
+            by_metric,
+            keys,
+            members,
+        }
+    }
+}
+
+struct PatientState {
+    plan: Arc<CarePlan>,
+    index: Arc<PlanIndex>,
     custom: bool,
     rules: HashMap<String, RuleState>,
-    /// The latest reading of each metric: (measurement time, value, when Vigil judged it).
+    episodes: HashMap<String, Episode>,
+    /// The latest reading of each metric: (measurement time, value).
     latest: HashMap<Metric, (i64, f64)>,
+}
+
+impl PatientState {
+    /// The episode an alert of `rule_id` belongs to: the one whose alert carries that rule, else
+    /// the rule's own episode in the plan.
+    fn episode_of(&self, rule_id: &str) -> Option<String> {
+        self.episodes
+            .iter()
+            .find(|(_, e)| e.alert.as_ref().is_some_and(|t| t.rule_id == rule_id))
+            .map(|(k, _)| k.clone())
+            .or_else(|| {
+                let i = self.plan.rules.iter().position(|r| r.id() == rule_id)?;
+                Some(self.index.keys[i].clone())
+            })
+    }
+
+    /// An episode's condition: the highest severity any of its rules holds, and the rule
+    /// holding it (`prefer` when it is among the highest).
+    fn episode_holding(&self, key: &str, prefer: Option<usize>) -> Option<(Severity, usize)> {
+        let mut best: Option<(Severity, usize)> = None;
+        for &j in self.index.members.get(key)? {
+            let Some(sev) = self
+                .rules
+                .get(self.plan.rules[j].id())
+                .and_then(|r| r.holding)
+            else {
+                continue;
+            };
+            let better = match best {
+                None => true,
+                Some((b, _)) => sev > b || (sev == b && prefer == Some(j)),
+            };
+            if better {
+                best = Some((sev, j));
+            }
+        }
+        best
+    }
+
+    /// The alert's sentence for an episode as it stands: the holding rule's own, except for
+    /// blood pressure, which says both values of the latest measurement and every limit past
+    /// at the episode's severity.
+    fn episode_message(&self, key: &str, top: usize) -> String {
+        if !key.starts_with(BP_EPISODE) {
+            let rule = &self.plan.rules[top];
+            return self
+                .rules
+                .get(rule.id())
+                .map(|r| r.message.clone())
+                .unwrap_or_default();
+        }
+        let sev = self
+            .rules
+            .get(self.plan.rules[top].id())
+            .and_then(|r| r.holding);
+        let mut limits: [Option<(Op, f64)>; 2] = [None, None];
+        for &j in self.index.members.get(key).into_iter().flatten() {
+            let rule = &self.plan.rules[j];
+            let Rule::Threshold {
+                metric, op, value, ..
+            } = rule
+            else {
+                continue;
+            };
+            if self.rules.get(rule.id()).and_then(|r| r.holding) != sev {
+                continue;
+            }
+            let side = usize::from(Metric::parse(metric) == Some(Metric::BpDiastolic));
+            // Of two limits on one side, the one nearer normal (the first past).
+            let nearer = match limits[side] {
+                None => true,
+                Some((_, v)) => match op {
+                    Op::Gt | Op::Ge => *value < v,
+                    Op::Lt | Op::Le => *value > v,
+                },
+            };
+            if nearer {
+                limits[side] = Some((*op, *value));
+            }
+        }
+        // The measurement: the newest of the two readings, and the other only if taken with it.
+        let sys = self.latest.get(&Metric::BpSystolic).copied();
+        let dia = self.latest.get(&Metric::BpDiastolic).copied();
+        let at = sys.map(|(t, _)| t).max(dia.map(|(t, _)| t));
+        let of = |r: Option<(i64, f64)>| r.filter(|(t, _)| Some(*t) == at).map(|(_, v)| v);
+        words::blood_pressure(of(sys), of(dia), limits[0], limits[1])
+    }
+}
+
+/// The episode of blood-pressure limits (systolic and diastolic on one side).
+const BP_EPISODE: &str = "blood_pressure:";
+
+/// Which episode a rule's condition belongs to. Threshold rules on one measurement and one
+/// side share one: "blood_pressure:high" for systolic and diastolic limits above, "glucose:low"
+/// for glucose low and very low. `:` cannot be in a rule id, so these never meet one. Every
+/// other rule is its own episode, keyed by its id.
+pub fn episode_key(rule: &Rule) -> String {
+    match rule {
+        Rule::Threshold { metric, op, .. } => {
+            let group = match Metric::parse(metric) {
+                Some(Metric::BpSystolic | Metric::BpDiastolic) => "blood_pressure",
+                _ => metric.as_str(),
+            };
+            let side = match op {
+                Op::Lt | Op::Le => "low",
+                Op::Gt | Op::Ge => "high",
+            };
+            format!("{group}:{side}")
+        }
+        _ => rule.id().to_owned(),
+    }
 }
 
 /// The alert engine for every patient.
@@ -210,41 +369,6 @@ pub struct Engine {
     settings: Settings,
     default_plan: Arc<CarePlan>,
     patients: HashMap<PatientId, PatientState>,
-}
-
-fn fmt_value(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        let s = format!("{v:.2}");
-        s.trim_end_matches('0').trim_end_matches('.').to_owned()
-    }
-}
-
-fn unit_suffix(m: Metric) -> String {
-    match m.unit() {
-        "{bool}" | "{ACVPU}" | "{steps}" => String::new(),
-        u => format!(" {u}"),
-    }
-}
-
-fn fmt_duration(s: i64) -> String {
-    match s {
-        ..60 => format!("{s} s"),
-        60..3600 if s % 60 == 0 => format!("{} min", s / 60),
-        60..3600 => format!("{} min {} s", s / 60, s % 60),
-        _ if s % 3600 == 0 => format!("{} h", s / 3600),
-        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
-    }
-}
-
-fn op_str(op: Op) -> &'static str {
-    match op {
-        Op::Lt => "<",
-        Op::Le => "<=",
-        Op::Gt => ">",
-        Op::Ge => ">=",
-    }
 }
 
 /// The metrics a rule reads.
@@ -260,16 +384,6 @@ fn rule_metrics(rule: &Rule) -> Vec<Metric> {
     }
 }
 
-fn index_by_metric(plan: &CarePlan) -> HashMap<Metric, Vec<usize>> {
-    let mut out: HashMap<Metric, Vec<usize>> = HashMap::new();
-    for (i, rule) in plan.rules.iter().enumerate() {
-        for m in rule_metrics(rule) {
-            out.entry(m).or_default().push(i);
-        }
-    }
-    out
-}
-
 /// The readings NEWS2 is built from.
 pub const NEWS2_METRICS: [Metric; 7] = [
     Metric::RespiratoryRate,
@@ -280,6 +394,15 @@ pub const NEWS2_METRICS: [Metric; 7] = [
     Metric::Consciousness,
     Metric::BodyTemperature,
 ];
+
+/// What moved a rule's condition: which patient and rule, and the reading that did it.
+struct Judged<'a> {
+    patient: &'a PatientId,
+    index: usize,
+    holding: Option<Severity>,
+    message: String,
+    trigger: Option<&'a Observation>,
+}
 
 impl Engine {
     pub fn new(settings: Settings, default_plan: Arc<CarePlan>) -> Engine {
@@ -338,30 +461,29 @@ impl Engine {
         before_ms: i64,
         buckets: &[Bucket],
     ) {
+        let units = self.settings.units;
         let Some(p) = self.patients.get_mut(patient) else {
             return;
         };
-        let Some(indices) = p.by_metric.get(&metric) else {
+        let (plan, index) = (p.plan.clone(), p.index.clone());
+        let Some(indices) = index.by_metric.get(&metric) else {
             return;
         };
         for &i in indices {
-            let rule = &p.plan.rules[i];
+            let rule = &plan.rules[i];
             let Some(st) = p.rules.get_mut(rule.id()) else {
                 continue;
             };
-            if let Some(v) = trend::add_buckets(rule, &mut st.trend, before_ms, buckets) {
+            if let Some(v) = trend::add_buckets(rule, &mut st.trend, before_ms, buckets, units) {
                 let (holding, message) = verdict(rule, st, v);
-                apply(
+                let judged = Judged {
                     patient,
-                    rule,
-                    st,
+                    index: i,
                     holding,
                     message,
-                    None,
-                    before_ms,
-                    false,
-                    &mut Vec::new(),
-                );
+                    trigger: None,
+                };
+                apply(p, judged, before_ms, false, &mut Vec::new());
             }
         }
     }
@@ -387,10 +509,11 @@ impl Engine {
         self.patients.insert(
             patient,
             PatientState {
-                by_metric: index_by_metric(&plan),
+                index: Arc::new(PlanIndex::of(&plan)),
                 plan,
                 custom,
                 rules,
+                episodes: HashMap::new(),
                 latest: HashMap::new(),
             },
         );
@@ -398,23 +521,35 @@ impl Engine {
 
     /// Restores an unresolved alert read back from the record (at start-up, after
     /// [`Engine::add_patient`]). An alert whose rule is no longer in the plan is resolved at
-    /// the next tick.
+    /// the next tick, and so is a second alert of one episode (from before episodes shared
+    /// one): the first restored stays.
     pub fn restore(&mut self, a: OpenAlert) {
         let Some(p) = self.patients.get_mut(&a.patient) else {
             return;
         };
-        let st = p.rules.entry(a.rule_id).or_default();
-        st.alert = Some(Track {
+        let key = match p.plan.rules.iter().position(|r| r.id() == a.rule_id) {
+            Some(i) => p.index.keys[i].clone(),
+            None => a.rule_id.clone(),
+        };
+        let key = match p.episodes.get(&key) {
+            Some(e) if e.alert.is_some() => format!("{key}{SUPERSEDED}{}", a.rule_id),
+            _ => key,
+        };
+        // Until a reading says otherwise, the condition is taken to hold: an alert is not
+        // resolved merely because Vigil restarted.
+        if let Some(st) = p.rules.get_mut(&a.rule_id) {
+            st.holding = Some(a.severity);
+        }
+        let ep = p.episodes.entry(key).or_default();
+        ep.alert = Some(Track {
+            rule_id: a.rule_id,
             severity: a.severity,
             acknowledged: a.acknowledged,
             escalations: a.escalations,
             escalated_ms: a.since_ms,
             clear_since: None,
         });
-        // Until a reading says otherwise, the condition is taken to hold: an alert is not
-        // resolved merely because Vigil restarted.
-        st.holding = Some(a.severity);
-        st.tripped = None;
+        ep.tripped = None;
     }
 
     /// Replays a stored reading to rebuild state: no effects, and the rule's alert state is
@@ -423,40 +558,100 @@ impl Engine {
         let _ = self.observe(obs, obs.time_ms, false);
     }
 
-    /// After a replay, alerts whose condition holds but which have no alert (the gateway
+    /// After a replay, episodes whose condition holds but which have no alert (the gateway
     /// stopped between storing a reading and recording its alert) are opened now.
     pub fn settle(&mut self, now: i64) -> Vec<Effect> {
+        let units = self.settings.units;
         let mut effects = Vec::new();
         for (pid, p) in &mut self.patients {
-            for rule in p.plan.rules.iter() {
-                let Some(st) = p.rules.get_mut(rule.id()) else {
+            let (plan, index) = (p.plan.clone(), p.index.clone());
+            for (i, key) in index.keys.iter().enumerate() {
+                if index.members.get(key).and_then(|m| m.first()) != Some(&i) {
+                    continue; // the episode's first rule speaks for it
+                }
+                let Some((sev, top)) = p.episode_holding(key, None) else {
                     continue;
                 };
-                if let (Some(sev), None, false) = (st.holding, &st.alert, st.silenced) {
-                    let trigger = st.tripped.take();
-                    st.alert = Some(Track {
-                        severity: sev,
-                        acknowledged: false,
-                        escalations: 0,
-                        escalated_ms: now,
-                        clear_since: None,
-                    });
-                    effects.push(Effect::Open {
-                        patient: pid.clone(),
-                        rule_id: rule.id().to_owned(),
-                        kind: kind_of(rule),
-                        severity: sev,
-                        message: format!(
-                            "{} (found on restart)",
-                            describe(rule, st, &p.latest, now)
-                        ),
-                        trigger,
-                        at_ms: now,
-                    });
+                if p.episodes
+                    .get(key)
+                    .is_some_and(|e| e.alert.is_some() || e.silenced)
+                {
+                    continue;
                 }
+                let rule = &plan.rules[top];
+                let mut message = p.episode_message(key, top);
+                if message.is_empty()
+                    && let Some(st) = p.rules.get(rule.id())
+                {
+                    message = describe(rule, st, &p.latest, now, units);
+                }
+                let ep = p.episodes.entry(key.clone()).or_default();
+                ep.alert = Some(Track {
+                    rule_id: rule.id().to_owned(),
+                    severity: sev,
+                    acknowledged: false,
+                    escalations: 0,
+                    escalated_ms: now,
+                    clear_since: None,
+                });
+                effects.push(Effect::Open {
+                    patient: pid.clone(),
+                    rule_id: rule.id().to_owned(),
+                    kind: kind_of(rule),
+                    severity: sev,
+                    message: format!("{message} (found on restart)"),
+                    trigger: ep.tripped.take(),
+                    at_ms: now,
+                });
             }
         }
         effects
+    }
+
+    /// Rewords the blood-pressure alerts among a batch's effects once all its readings are in:
+    /// a cuff's systolic and diastolic arrive as two readings, and the alert the first opens
+    /// should say both. Call once after feeding a batch's readings, before writing its effects.
+    pub fn complete_messages(&self, effects: &mut [Effect]) {
+        for fx in effects.iter_mut() {
+            let (patient, rule_id, message, at) = match fx {
+                Effect::Open {
+                    patient,
+                    rule_id,
+                    message,
+                    trigger,
+                    ..
+                } => (
+                    patient,
+                    rule_id,
+                    message,
+                    trigger.as_ref().map(|t| t.time_ms),
+                ),
+                Effect::Raise {
+                    patient,
+                    rule_id,
+                    message,
+                    ..
+                } => (patient, rule_id, message, None),
+                _ => continue,
+            };
+            let Some(p) = self.patients.get(patient) else {
+                continue;
+            };
+            let Some(key) = p.episode_of(rule_id).filter(|k| k.starts_with(BP_EPISODE)) else {
+                continue;
+            };
+            // An alert opened by an earlier measurement of the batch keeps its own words.
+            let newest = [Metric::BpSystolic, Metric::BpDiastolic]
+                .iter()
+                .filter_map(|m| p.latest.get(m).map(|(t, _)| *t))
+                .max();
+            if at.is_some() && at != newest {
+                continue;
+            }
+            if let Some((_, top)) = p.episode_holding(&key, None) {
+                *message = p.episode_message(&key, top);
+            }
+        }
     }
 
     /// Takes over the patients `other` watches, with their state (an engine rebuilt for some
@@ -505,32 +700,26 @@ impl Engine {
             Input::Tick => self.tick(now),
             Input::PlanChanged { patient, plan } => self.change_plan(patient, plan, now),
             Input::Acknowledged { patient, rule_id } => {
-                if let Some(t) = self.track(patient, rule_id) {
+                if let Some(p) = self.patients.get_mut(patient)
+                    && let Some(key) = p.episode_of(rule_id)
+                    && let Some(t) = p.episodes.get_mut(&key).and_then(|e| e.alert.as_mut())
+                {
                     t.acknowledged = true;
                 }
                 Vec::new()
             }
             Input::Resolved { patient, rule_id } => {
-                if let Some(st) = self
-                    .patients
-                    .get_mut(patient)
-                    .and_then(|p| p.rules.get_mut(rule_id))
+                if let Some(p) = self.patients.get_mut(patient)
+                    && let Some(key) = p.episode_of(rule_id)
                 {
-                    st.alert = None;
-                    st.silenced = st.holding.is_some();
+                    let holding = p.episode_holding(&key, None).is_some();
+                    let ep = p.episodes.entry(key).or_default();
+                    ep.alert = None;
+                    ep.silenced = holding;
                 }
                 Vec::new()
             }
         }
-    }
-
-    fn track(&mut self, patient: &PatientId, rule_id: &str) -> Option<&mut Track> {
-        self.patients
-            .get_mut(patient)?
-            .rules
-            .get_mut(rule_id)?
-            .alert
-            .as_mut()
     }
 
     fn change_plan(
@@ -545,6 +734,7 @@ impl Engine {
         };
         p.custom = plan.is_some();
         let plan = plan.unwrap_or_else(|| self.default_plan.clone());
+        let index = PlanIndex::of(&plan);
         let mut effects = Vec::new();
         let mut rules = HashMap::new();
         for rule in &plan.rules {
@@ -556,10 +746,11 @@ impl Engine {
                 .any(|r| r.id() == rule.id() && r == rule);
             let st = match old {
                 Some(st) if unchanged => st,
-                // A changed rule starts afresh but keeps its alert; the next readings decide.
+                // A changed rule starts afresh but keeps its condition (its episode keeps its
+                // alert); the next readings decide.
                 Some(st) => RuleState {
-                    alert: st.alert,
                     holding: st.holding,
+                    message: st.message,
                     watch_from: now,
                     ..RuleState::default()
                 },
@@ -570,23 +761,39 @@ impl Engine {
             };
             rules.insert(rule.id().to_owned(), st);
         }
-        for (rule_id, st) in p.rules.drain() {
-            if st.alert.is_some() {
+        let mut episodes = HashMap::new();
+        let mut gone: Vec<(String, Episode)> = p
+            .episodes
+            .drain()
+            .filter_map(|(key, ep)| {
+                if index.members.contains_key(&key) {
+                    episodes.insert(key, ep);
+                    None
+                } else {
+                    Some((key, ep))
+                }
+            })
+            .collect();
+        gone.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, ep) in gone {
+            if let Some(t) = ep.alert {
                 effects.push(Effect::Resolve {
                     patient: patient.clone(),
-                    rule_id,
+                    rule_id: t.rule_id,
                     reason: "its rule was removed from the care plan".into(),
                     at_ms: now,
                 });
             }
         }
         p.rules = rules;
-        p.by_metric = index_by_metric(&plan);
+        p.episodes = episodes;
+        p.index = Arc::new(index);
         p.plan = plan;
         effects
     }
 
     fn observe(&mut self, o: &Observation, now: i64, emit: bool) -> Vec<Effect> {
+        let units = self.settings.units;
         let Some(p) = self.patients.get_mut(&o.patient_id) else {
             return Vec::new();
         };
@@ -598,11 +805,13 @@ impl Engine {
             p.latest.insert(o.metric, (o.time_ms, o.value));
         }
         let mut effects = Vec::new();
-        let Some(indices) = p.by_metric.get(&o.metric) else {
+        let (plan, index) = (p.plan.clone(), p.index.clone());
+        let Some(indices) = index.by_metric.get(&o.metric) else {
             return effects;
         };
+        let mut moved: Vec<(&String, usize)> = Vec::new();
         for &i in indices {
-            let rule = &p.plan.rules[i];
+            let rule = &plan.rules[i];
             let Some(st) = p.rules.get_mut(rule.id()) else {
                 continue;
             };
@@ -610,25 +819,31 @@ impl Engine {
                 continue;
             }
             let (holding, message) = if trend::is_trend(rule) {
-                let Some(v) = trend::observe(rule, &mut st.trend, o.time_ms, o.value) else {
+                let Some(v) = trend::observe(rule, &mut st.trend, o.time_ms, o.value, units) else {
                     continue;
                 };
                 verdict(rule, st, v)
             } else {
-                judge(rule, st, o, &p.latest)
+                judge(rule, st, o, &p.latest, units)
             };
             st.last_ms = Some(o.time_ms);
-            apply(
-                &o.patient_id,
-                rule,
-                st,
+            let j = Judged {
+                patient: &o.patient_id,
+                index: i,
                 holding,
                 message,
-                Some(o),
-                now,
-                emit,
-                &mut effects,
-            );
+                trigger: Some(o),
+            };
+            judged(p, j);
+            // Each episode moves once, after all its rules that read this metric are judged
+            // (a glucose of 50 is very low and low at once: one alert, opened high).
+            match moved.iter_mut().find(|(k, _)| *k == &index.keys[i]) {
+                Some(m) => m.1 = i,
+                None => moved.push((&index.keys[i], i)),
+            }
+        }
+        for (_, i) in moved {
+            move_episode(p, &o.patient_id, i, Some(o), now, emit, &mut effects);
         }
         effects
     }
@@ -637,59 +852,77 @@ impl Engine {
         let s = self.settings;
         let mut effects = Vec::new();
         for (pid, p) in &mut self.patients {
-            let plan = p.plan.clone();
-            for rule in plan.rules.iter() {
-                let Some(st) = p.rules.get_mut(rule.id()) else {
+            let (plan, index) = (p.plan.clone(), p.index.clone());
+            // Conditions that time alone changes.
+            for (i, rule) in plan.rules.iter().enumerate() {
+                let Some(st) = p.rules.get(rule.id()) else {
                     continue;
                 };
-                // Conditions that time alone changes.
-                match rule {
+                let (holding, message) = match rule {
                     Rule::Missing {
                         metric, after_s, ..
                     } => {
-                        let last = Metric::parse(metric)
-                            .and_then(|m| p.latest.get(&m))
-                            .map_or(st.watch_from, |(t, _)| *t);
+                        let Some(m) = Metric::parse(metric) else {
+                            continue;
+                        };
+                        let last = p.latest.get(&m).map_or(st.watch_from, |(t, _)| *t);
                         let silent = now - last >= i64::from(*after_s) * 1000;
-                        let holding = silent.then(|| rule_severity(rule));
-                        let message = format!(
-                            "no {metric} reading for {}",
-                            fmt_duration((now - last) / 1000)
-                        );
-                        apply(
-                            pid,
-                            rule,
-                            st,
-                            holding,
-                            message,
-                            None,
-                            now,
-                            true,
-                            &mut effects,
-                        );
+                        (
+                            silent.then(|| rule_severity(rule)),
+                            words::missing(m, (now - last) / 1000),
+                        )
                     }
                     Rule::News2 { .. } if st.holding.is_some() => {
                         let (holding, message) = news2_judge(rule, &p.latest, now);
-                        if holding.is_none() {
-                            apply(pid, rule, st, None, message, None, now, true, &mut effects);
+                        if holding.is_some() {
+                            continue;
                         }
+                        (holding, message)
                     }
-                    _ => {}
+                    _ => continue,
+                };
+                let judged = Judged {
+                    patient: pid,
+                    index: i,
+                    holding,
+                    message,
+                    trigger: None,
+                };
+                apply(p, judged, now, true, &mut effects);
+            }
+            // The timers of each episode's alert, in plan order, then alerts whose episode
+            // left the plan while the gateway was down (or a second of one episode).
+            let mut keys: Vec<&String> = Vec::new();
+            for key in &index.keys {
+                if !keys.contains(&key) {
+                    keys.push(key);
                 }
-                // Timers of the rule's alert.
-                let Some(t) = st.alert.as_mut() else {
+            }
+            let mut orphans: Vec<String> = p
+                .episodes
+                .iter()
+                .filter(|(k, e)| e.alert.is_some() && !index.members.contains_key(*k))
+                .map(|(k, _)| k.clone())
+                .collect();
+            orphans.sort();
+            for key in keys {
+                let Some(ep) = p.episodes.get_mut(key) else {
+                    continue;
+                };
+                let Some(t) = ep.alert.as_mut() else {
                     continue;
                 };
                 if let Some(clear) = t.clear_since
                     && now - clear >= i64::from(s.auto_resolve_s) * 1000
                 {
-                    st.alert = None;
+                    let rule_id = t.rule_id.clone();
+                    ep.alert = None;
                     effects.push(Effect::Resolve {
                         patient: pid.clone(),
-                        rule_id: rule.id().to_owned(),
+                        rule_id,
                         reason: format!(
                             "the condition has been clear for {}",
-                            fmt_duration((now - clear) / 1000)
+                            words::duration((now - clear) / 1000)
                         ),
                         at_ms: now,
                     });
@@ -703,27 +936,25 @@ impl Engine {
                     t.escalated_ms = now;
                     effects.push(Effect::Escalate {
                         patient: pid.clone(),
-                        rule_id: rule.id().to_owned(),
+                        rule_id: t.rule_id.clone(),
                         level: t.escalations,
                         at_ms: now,
                     });
                 }
             }
-            // Rules removed from the plan while the gateway was down.
-            let orphans: Vec<String> = p
-                .rules
-                .iter()
-                .filter(|(id, st)| {
-                    st.alert.is_some() && !p.plan.rules.iter().any(|r| r.id() == id.as_str())
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            for rule_id in orphans {
-                p.rules.remove(&rule_id);
+            for key in orphans {
+                let Some(t) = p.episodes.remove(&key).and_then(|e| e.alert) else {
+                    continue;
+                };
+                let reason = if key.contains(SUPERSEDED) {
+                    "another alert of the same episode stays open"
+                } else {
+                    "its rule is no longer in the care plan"
+                };
                 effects.push(Effect::Resolve {
                     patient: pid.clone(),
-                    rule_id,
-                    reason: "its rule is no longer in the care plan".into(),
+                    rule_id: t.rule_id,
+                    reason: reason.into(),
                     at_ms: now,
                 });
             }
@@ -731,6 +962,9 @@ impl Engine {
         effects
     }
 }
+
+/// Marks a restored alert's episode key when its episode already has one ([`Engine::restore`]).
+const SUPERSEDED: &str = "#superseded:";
 
 fn kind_of(rule: &Rule) -> &'static str {
     match rule {
@@ -765,33 +999,49 @@ fn verdict(rule: &Rule, st: &RuleState, v: Verdict) -> (Option<Severity>, String
     }
 }
 
-/// A sentence for a rule as it stands (used when an alert is found on restart).
-fn describe(rule: &Rule, st: &RuleState, latest: &HashMap<Metric, (i64, f64)>, now: i64) -> String {
+/// A sentence for a rule as it stands, when no judgement left one (an alert found on restart).
+fn describe(
+    rule: &Rule,
+    st: &RuleState,
+    latest: &HashMap<Metric, (i64, f64)>,
+    now: i64,
+    units: DisplayUnits,
+) -> String {
     match rule {
         Rule::Threshold {
             metric, op, value, ..
-        } => {
-            let m = Metric::parse(metric);
-            let last = m.and_then(|m| latest.get(&m)).map(|(_, v)| *v);
-            format!(
-                "{metric} {} {}{}{}",
-                op_str(*op),
-                fmt_value(*value),
-                m.map(unit_suffix).unwrap_or_default(),
-                last.map(|v| format!(" (latest {})", fmt_value(v)))
-                    .unwrap_or_default()
-            )
-        }
+        } => match Metric::parse(metric) {
+            Some(m) => match latest.get(&m) {
+                Some((_, last)) => words::threshold(units, m, *op, *value, *last, None),
+                None => format!(
+                    "{} {} {}",
+                    words::metric_name(m),
+                    words::relation(*op),
+                    units.value(m, *value)
+                ),
+            },
+            None => format!("{metric} past its limit"),
+        },
         Rule::Rate {
-            metric, window_h, ..
-        } => format!(
-            "{metric} changed too fast within {} h",
-            fmt_value(*window_h)
-        ),
+            metric,
+            rise,
+            window_h,
+            ..
+        } => {
+            let name = match Metric::parse(metric) {
+                Some(m) => words::metric_name(m),
+                None => metric.as_str(),
+            };
+            let way = if rise.is_some() { "up" } else { "down" };
+            format!("{name} {way} too fast within {window_h} h")
+        }
         Rule::News2 { .. } => news2_judge(rule, latest, now).1,
-        Rule::Missing { metric, .. } => format!("no recent {metric} reading"),
+        Rule::Missing { metric, .. } => match Metric::parse(metric) {
+            Some(m) => words::missing_unknown(m),
+            None => format!("No recent {metric} reading"),
+        },
         Rule::Drift { .. } | Rule::Macd { .. } | Rule::Forecast { .. } => {
-            trend::describe(rule, st.trend.as_ref())
+            trend::describe(rule, st.trend.as_ref(), units)
         }
     }
 }
@@ -803,11 +1053,10 @@ fn judge(
     st: &mut RuleState,
     o: &Observation,
     latest: &HashMap<Metric, (i64, f64)>,
+    units: DisplayUnits,
 ) -> (Option<Severity>, String) {
-    let unit = unit_suffix(o.metric);
     match rule {
         Rule::Threshold {
-            metric,
             op,
             value,
             for_s,
@@ -816,17 +1065,8 @@ fn judge(
             ..
         } => {
             let sentence = |run: i64| {
-                let lasted = if *for_s > 0 {
-                    format!(" for {}", fmt_duration(run / 1000))
-                } else {
-                    String::new()
-                };
-                format!(
-                    "{metric} {} {}{unit}{lasted} (latest {}{unit})",
-                    op_str(*op),
-                    fmt_value(*value),
-                    fmt_value(o.value)
-                )
+                let lasted = (*for_s > 0).then_some(run / 1000);
+                words::threshold(units, o.metric, *op, *value, o.value, lasted)
             };
             if op.holds(o.value, *value) {
                 let start = *st.run_start.get_or_insert(o.time_ms);
@@ -852,7 +1092,6 @@ fn judge(
             (holding, holding.map(|_| sentence(0)).unwrap_or_default())
         }
         Rule::Rate {
-            metric,
             rise,
             fall,
             window_h,
@@ -878,23 +1117,17 @@ fn judge(
             let Some(reference) = reference else {
                 return (None, String::new());
             };
-            let (change, limit, word) = match (rise, fall) {
-                (Some(r), _) => (o.value - reference, *r, "rose"),
-                (None, Some(f)) => (reference - o.value, *f, "fell"),
+            let (change, limit) = match (rise, fall) {
+                (Some(r), _) => (o.value - reference, *r),
+                (None, Some(f)) => (reference - o.value, *f),
                 (None, None) => return (None, String::new()),
             };
+            // Compare with a small tolerance so 80.0 → 82.0 counts as a 2.0 rise.
             if change < limit - 1e-9 {
                 return (None, String::new());
             }
-            let message = format!(
-                "{metric} {word} {}{unit} within {} h (from {} to {}{unit})",
-                fmt_value(change),
-                fmt_value(*window_h),
-                fmt_value(reference),
-                fmt_value(o.value)
-            );
-            // Compare with a small tolerance so 80.0 → 82.0 counts as a 2.0 rise.
-            ((change >= limit - 1e-9).then_some(*severity), message)
+            let message = words::rate(units, o.metric, rising, reference, o.value, *window_h);
+            (Some(*severity), message)
         }
         // Fresh relative to the reading being judged (an uploaded backlog is judged as it was
         // charted); the ticks judge staleness against `now`.
@@ -948,73 +1181,84 @@ fn news2_judge(
     if level.is_none() {
         return (None, String::new());
     }
-    let scale = match spo2_scale {
-        Spo2Scale::One => "",
-        Spo2Scale::Two => ", SpO2 scale 2",
-    };
-    let incomplete = if score.missing > 0 {
-        format!(
-            ", {} of 7 parameters without a recent reading",
-            score.missing
-        )
-    } else {
-        String::new()
-    };
-    let message = format!(
-        "NEWS2 {}{}{scale}{incomplete}",
-        score.total,
-        if score.any_three && score.total < 7 {
-            " with a single parameter scoring 3"
-        } else {
-            ""
-        }
-    );
-    (level, message)
+    (level, words::news2(&score, *spo2_scale == Spo2Scale::Two))
 }
 
-/// Moves a rule's alert on from a new judgement.
-#[allow(clippy::too_many_arguments)]
-fn apply(
+/// Moves a rule's condition on from a new judgement, and with it its episode's alert.
+fn apply(p: &mut PatientState, j: Judged<'_>, now: i64, emit: bool, effects: &mut Vec<Effect>) {
+    let (patient, index, trigger) = (j.patient, j.index, j.trigger);
+    judged(p, j);
+    move_episode(p, patient, index, trigger, now, emit, effects);
+}
+
+/// Records a rule's new judgement (its episode moves on in [`move_episode`]).
+fn judged(p: &mut PatientState, j: Judged<'_>) {
+    let plan = p.plan.clone();
+    if let Some(st) = p.rules.get_mut(plan.rules[j.index].id()) {
+        st.holding = j.holding;
+        if j.holding.is_some() {
+            st.message = j.message;
+        }
+    }
+}
+
+/// Moves the episode of rule `index` on from its rules' conditions: its alert opened when the
+/// episode starts to hold, raised when it holds more severely, its clearing clock started when
+/// none of its rules holds any more. `index` is the rule judged last (it speaks for the episode
+/// among rules holding at one severity).
+fn move_episode(
+    p: &mut PatientState,
     patient: &PatientId,
-    rule: &Rule,
-    st: &mut RuleState,
-    holding: Option<Severity>,
-    message: String,
+    index: usize,
     trigger: Option<&Observation>,
     now: i64,
     emit: bool,
     effects: &mut Vec<Effect>,
 ) {
-    st.holding = holding;
-    let Some(sev) = holding else {
-        st.silenced = false;
-        st.tripped = None;
-        if let Some(t) = st.alert.as_mut() {
-            t.clear_since.get_or_insert(now);
+    let (plan, plan_index) = (p.plan.clone(), p.index.clone());
+    let key = &plan_index.keys[index];
+    let Some((sev, top)) = p.episode_holding(key, Some(index)) else {
+        if let Some(ep) = p.episodes.get_mut(key) {
+            ep.silenced = false;
+            ep.tripped = None;
+            if let Some(t) = ep.alert.as_mut() {
+                t.clear_since.get_or_insert(now);
+            }
         }
         return;
     };
-    if st.silenced {
+    let (silenced, current) = p.episodes.get(key).map_or((false, None), |e| {
+        (e.silenced, e.alert.as_ref().map(|t| t.severity))
+    });
+    if silenced {
         return;
     }
-    match st.alert.as_mut() {
-        Some(t) => {
+    match current {
+        Some(was) => {
+            let message = (emit && sev > was).then(|| p.episode_message(key, top));
+            let Some(t) = p.episodes.get_mut(key).and_then(|e| e.alert.as_mut()) else {
+                return;
+            };
             t.clear_since = None;
-            if sev > t.severity {
+            if sev > was {
                 t.severity = sev;
-                if emit {
-                    effects.push(Effect::Raise {
-                        patient: patient.clone(),
-                        rule_id: rule.id().to_owned(),
-                        severity: sev,
-                        message,
-                        at_ms: now,
-                    });
-                }
+            }
+            if let Some(message) = message {
+                effects.push(Effect::Raise {
+                    patient: patient.clone(),
+                    rule_id: t.rule_id.clone(),
+                    severity: sev,
+                    message,
+                    at_ms: now,
+                });
             }
         }
         None if emit => {
-            st.alert = Some(Track {
+            let message = p.episode_message(key, top);
+            let rule = &plan.rules[top];
+            let ep = p.episodes.entry(key.clone()).or_default();
+            ep.alert = Some(Track {
+                rule_id: rule.id().to_owned(),
                 severity: sev,
                 acknowledged: false,
                 escalations: 0,
@@ -1033,12 +1277,15 @@ fn apply(
         }
         // Replaying: the condition holds but no alert was restored; `settle` opens it.
         None => {
-            if st.tripped.is_none() {
-                st.tripped = trigger.cloned();
+            let ep = p.episodes.entry(key.clone()).or_default();
+            if ep.tripped.is_none() {
+                ep.tripped = trigger.cloned();
             }
         }
     }
 }
 
+#[cfg(test)]
+mod messages;
 #[cfg(test)]
 mod tests;

@@ -61,7 +61,7 @@ fn threshold_fires_once_after_for_s_and_not_per_reading() {
             trigger,
             ..
         } => {
-            assert_eq!(message, "spo2 < 90 % for 1 min (latest 86 %)");
+            assert_eq!(message, "SpO2 86% — below 90 for 1 min");
             assert_eq!(*severity, Severity::High);
             assert_eq!(trigger.as_ref().unwrap().value, 86.0);
         }
@@ -145,10 +145,7 @@ fn rate_rule_catches_heart_failure_weight_gain_within_the_window() {
     let Effect::Open { message, .. } = &fx[0] else {
         panic!()
     };
-    assert_eq!(
-        message,
-        "body_weight rose 2 kg within 72 h (from 80 to 82 kg)"
-    );
+    assert_eq!(message, "Weight up 2 kg within 72 h (80 → 82 kg)");
     // The same gain spread over more than the window does not fire.
     let mut e = engine(rule);
     feed(&mut e, Metric::BodyWeight, 0, 80.0);
@@ -256,7 +253,7 @@ fn missing_fires_on_silence_and_clears_on_a_reading() {
     assert!(e.handle(Input::Tick, 59 * MIN).is_empty());
     let fx = e.handle(Input::Tick, 60 * MIN);
     assert!(
-        matches!(&fx[..], [Effect::Open { message, trigger: None, .. }] if message == "no heart_rate reading for 1 h"),
+        matches!(&fx[..], [Effect::Open { message, trigger: None, .. }] if message == "No heart rate reading for 1 h"),
         "{fx:?}"
     );
     assert!(e.handle(Input::Tick, 61 * MIN).is_empty());
@@ -397,13 +394,153 @@ fn older_readings_do_not_move_the_state() {
     assert!(feed(&mut e, Metric::HeartRate, 5 * MIN, 150.0).is_empty());
 }
 
+/// An engine on the default plan (blood pressure and glucose episodes), not escalating.
+fn default_engine() -> Engine {
+    let quiet = Settings {
+        escalate_after_s: u32::MAX,
+        ..Settings::default()
+    };
+    let mut e = Engine::new(quiet, Arc::new(CarePlan::default_plan()));
+    e.add_patient(pid(), None, 0);
+    e
+}
+
+/// Feeds one cuff measurement as the shell feeds a batch: both readings, then the wording.
+fn cuff(e: &mut Engine, t: i64, sys: f64, dia: f64) -> Vec<Effect> {
+    let mut fx = feed(e, Metric::BpSystolic, t, sys);
+    fx.extend(feed(e, Metric::BpDiastolic, t, dia));
+    e.complete_messages(&mut fx);
+    fx
+}
+
 #[test]
-fn durations_read_naturally() {
-    assert_eq!(fmt_duration(45), "45 s");
-    assert_eq!(fmt_duration(120), "2 min");
-    assert_eq!(fmt_duration(90), "1 min 30 s");
-    assert_eq!(fmt_duration(7200), "2 h");
-    assert_eq!(fmt_duration(5400), "1 h 30 min");
-    assert_eq!(fmt_value(82.0), "82");
-    assert_eq!(fmt_value(2.4000001), "2.4");
+fn one_blood_pressure_measurement_past_both_limits_opens_one_alert() {
+    let mut e = default_engine();
+    let fx = cuff(&mut e, 0, 208.0, 124.0);
+    let [
+        Effect::Open {
+            rule_id,
+            severity,
+            message,
+            trigger,
+            ..
+        },
+    ] = &fx[..]
+    else {
+        panic!("one alert: {fx:?}");
+    };
+    assert_eq!(
+        rule_id, "bp-crisis-systolic",
+        "the first rule past opens it"
+    );
+    assert_eq!(*severity, Severity::High);
+    assert_eq!(message, "Blood pressure 208/124 mmHg — at or above 180/120");
+    assert_eq!(trigger.as_ref().map(|t| t.value), Some(208.0));
+    // The next measurement, still past both, is the same episode: nothing new.
+    assert!(cuff(&mut e, 10 * MIN, 210.0, 125.0).is_empty());
+    // Diastolic alone past its limit keeps the episode going; then both clear (hysteresis
+    // 10) and after 15 minutes clear it resolves once, naming the rule that opened it.
+    assert!(cuff(&mut e, 20 * MIN, 150.0, 122.0).is_empty());
+    assert!(cuff(&mut e, 30 * MIN, 140.0, 85.0).is_empty());
+    assert!(e.handle(Input::Tick, 44 * MIN).is_empty());
+    let fx = e.handle(Input::Tick, 45 * MIN);
+    assert!(
+        matches!(&fx[..], [Effect::Resolve { rule_id, .. }] if rule_id == "bp-crisis-systolic"),
+        "{fx:?}"
+    );
+    // Diastolic alone opens an alert of its own rule, worded for the diastolic limit.
+    let fx = cuff(&mut e, 60 * MIN, 160.0, 126.0);
+    assert!(
+        matches!(&fx[..], [Effect::Open { rule_id, message, .. }]
+            if rule_id == "bp-crisis-diastolic"
+            && message == "Blood pressure 160/126 mmHg — diastolic at or above 120"),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn glucose_low_then_very_low_is_one_alert_raised() {
+    let mut e = default_engine();
+    let fx = feed(&mut e, Metric::Glucose, 0, 65.0);
+    assert!(
+        matches!(&fx[..], [Effect::Open { rule_id, severity: Severity::Medium, .. }] if rule_id == "glucose-low"),
+        "{fx:?}"
+    );
+    let fx = feed(&mut e, Metric::Glucose, 5 * MIN, 52.0);
+    assert!(
+        matches!(&fx[..], [Effect::Raise { rule_id, severity: Severity::High, message, .. }]
+            if rule_id == "glucose-low" && message == "Glucose 52 mg/dL — below 54"),
+        "the same alert, raised: {fx:?}"
+    );
+    // Back above 54 but still low: the alert stays as it is (no lowering, no second alert).
+    assert!(feed(&mut e, Metric::Glucose, 10 * MIN, 66.0).is_empty());
+    assert!(e.handle(Input::Tick, 20 * MIN).is_empty());
+    // Clear of both (≥ 80 with the low rule's hysteresis): resolves once, 15 minutes later.
+    assert!(feed(&mut e, Metric::Glucose, 30 * MIN, 95.0).is_empty());
+    let fx = e.handle(Input::Tick, 45 * MIN);
+    assert!(
+        matches!(&fx[..], [Effect::Resolve { rule_id, .. }] if rule_id == "glucose-low"),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn an_episode_is_acknowledged_and_resolved_by_its_alerts_rule() {
+    let mut e = Engine::new(Settings::default(), Arc::new(CarePlan::default_plan()));
+    e.add_patient(pid(), None, 0);
+    feed(&mut e, Metric::Glucose, 0, 65.0);
+    feed(&mut e, Metric::Glucose, MIN, 50.0);
+    let ack = Input::Acknowledged {
+        patient: &pid(),
+        rule_id: "glucose-low",
+    };
+    e.handle(ack, 2 * MIN);
+    assert!(
+        e.handle(Input::Tick, 60 * MIN).is_empty(),
+        "acknowledged: no escalation"
+    );
+    // Resolved by a clinician while very low: silent until glucose recovers.
+    let resolved = Input::Resolved {
+        patient: &pid(),
+        rule_id: "glucose-low",
+    };
+    e.handle(resolved, 61 * MIN);
+    assert!(feed(&mut e, Metric::Glucose, 62 * MIN, 48.0).is_empty());
+    feed(&mut e, Metric::Glucose, 70 * MIN, 100.0);
+    // A new episode that starts very low opens with the very-low rule, at high.
+    let fx = feed(&mut e, Metric::Glucose, 80 * MIN, 50.0);
+    assert!(
+        matches!(&fx[..], [Effect::Open { rule_id, severity: Severity::High, .. }] if rule_id == "glucose-very-low"),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn two_alerts_of_one_episode_restored_leave_the_first_open() {
+    let mut e = default_engine();
+    for (rule_id, severity) in [
+        ("glucose-low", Severity::Medium),
+        ("glucose-very-low", Severity::High),
+    ] {
+        e.restore(OpenAlert {
+            patient: pid(),
+            rule_id: rule_id.into(),
+            severity,
+            acknowledged: false,
+            escalations: 0,
+            since_ms: 0,
+        });
+    }
+    let fx = e.handle(Input::Tick, MIN);
+    assert!(
+        matches!(&fx[..], [Effect::Resolve { rule_id, reason, .. }]
+            if rule_id == "glucose-very-low" && reason == "another alert of the same episode stays open"),
+        "{fx:?}"
+    );
+    // The one left is the episode's: a very low reading raises it.
+    let fx = feed(&mut e, Metric::Glucose, 2 * MIN, 50.0);
+    assert!(
+        matches!(&fx[..], [Effect::Raise { rule_id, severity: Severity::High, .. }] if rule_id == "glucose-low"),
+        "{fx:?}"
+    );
 }

@@ -101,7 +101,7 @@ fn drift_opens_once_on_the_day_it_holds_and_resolves_when_it_clears() {
     // The window's mean (80.3 + 81.1 + 82.0) / 3 = 81.13 is 1.1 kg above 80.0.
     assert_eq!(
         message(open),
-        "weight up 1.1 kg over 3 days against a 7-day baseline of 80.0 kg"
+        "Weight up 1.1 kg over 3 days against a 7-day baseline of 80.0 kg"
     );
     let Effect::Open {
         kind,
@@ -144,7 +144,7 @@ fn a_drift_found_on_replay_names_the_reading_that_tripped_it() {
     };
     assert_eq!(
         message,
-        "weight up 1.1 kg over 3 days against a 7-day baseline of 80.0 kg (found on restart)"
+        "Weight up 1.1 kg over 3 days against a 7-day baseline of 80.0 kg (found on restart)"
     );
     let t = trigger.as_ref().unwrap();
     assert_eq!((t.time_ms, t.value), (16 * DAY_MS + 7 * HOUR, 82.0));
@@ -209,7 +209,7 @@ fn macd_opens_on_the_crossing_and_resolves_when_the_gap_stops_widening() {
             // fast 82.375, slow 81.390625, MACD .984375, signal .6640625.
             assert_eq!(
                 message(open),
-                "weight trending up: 3-day average 82.4 kg is 1.0 kg above the 7-day average \
+                "Weight trending up: 3-day average 82.4 kg is 1.0 kg above the 7-day average \
                  of 81.4 kg and the gap is widening (MACD 0.98 kg over its signal 0.66 kg)"
             );
         } else {
@@ -238,7 +238,7 @@ fn forecast_warns_before_the_low_and_keeps_quiet_over_a_gap() {
     };
     assert_eq!(
         message(open),
-        "glucose 92 mg/dL and falling: forecast 67 mg/dL within 20 min"
+        "Glucose 92 mg/dL and falling: forecast 67 mg/dL within 20 min"
     );
     // The CGM misses two readings: no forecast across the gap, the alert stays as it was.
     assert!(feed(t0 + 25 * MIN, 85.0).is_empty());
@@ -265,7 +265,7 @@ fn forecast_warns_of_a_high() {
     };
     assert_eq!(
         message(open),
-        "glucose 212 mg/dL and rising: forecast 254 mg/dL within 20 min"
+        "Glucose 212 mg/dL and rising: forecast 254 mg/dL within 20 min"
     );
 }
 
@@ -361,7 +361,7 @@ fn a_rebuild_from_buckets_finds_what_a_replay_of_every_reading_finds() {
     // (56.2, 66.2, 67.2): the window's mean is 8.0 above.
     assert_eq!(
         message(opened(&y)[0]),
-        "resting heart rate up 8 bpm over 3 days against a 28-day baseline of 55 bpm \
+        "Resting heart rate up 8 bpm over 3 days against a 28-day baseline of 55 bpm \
          (found on restart)"
     );
 }

@@ -20,7 +20,7 @@ pub mod macd;
 use self::days::{Bucket, Days, Figure, day_of};
 use self::forecast::Recent;
 use super::rules::{Direction, Rule};
-use crate::domain::Metric;
+use crate::domain::{DisplayUnits, Metric};
 
 /// The smallest standard deviation a `drift` baseline is taken to have unless the rule says
 /// (`min_sd`): a baseline that happens to be flat — a scale that rounds to 0.5 kg, a wearable
@@ -105,6 +105,7 @@ pub fn observe(
     state: &mut Option<State>,
     time_ms: i64,
     value: f64,
+    units: DisplayUnits,
 ) -> Option<Verdict> {
     if state.is_none() {
         *state = fresh(rule);
@@ -126,7 +127,7 @@ pub fn observe(
             recent.add(time_ms, value);
         }
     }
-    Some(evaluate(rule, state.as_ref()?))
+    Some(evaluate(rule, state.as_ref()?, units))
 }
 
 /// Counts a rebuild's 5-minute buckets of readings taken before `before_ms` (oldest first) and
@@ -136,6 +137,7 @@ pub fn add_buckets(
     state: &mut Option<State>,
     before_ms: i64,
     buckets: &[Bucket],
+    units: DisplayUnits,
 ) -> Option<Verdict> {
     if state.is_none() {
         *state = fresh(rule);
@@ -152,11 +154,11 @@ pub fn add_buckets(
     }
     *counted_before = before_ms;
     days.newest_ms()?;
-    Some(evaluate(rule, state.as_ref()?))
+    Some(evaluate(rule, state.as_ref()?, units))
 }
 
 /// Judges a rule on what it has counted, as of its newest reading.
-pub fn evaluate(rule: &Rule, state: &State) -> Verdict {
+pub fn evaluate(rule: &Rule, state: &State, units: DisplayUnits) -> Verdict {
     match (rule, state) {
         (Rule::Drift { metric, .. }, State::Days { days, .. }) => {
             let (Some(m), Some(p), Some(newest)) =
@@ -191,11 +193,11 @@ pub fn evaluate(rule: &Rule, state: &State) -> Verdict {
             };
             match forecast::judge(recent, &p) {
                 forecast::Outcome::Judged(f) => match f.crossing {
-                    Some(c) => Verdict::Holds(forecast_sentence(&f, &c)),
+                    Some(c) => Verdict::Holds(forecast_sentence(&f, &c, units)),
                     None => Verdict::Clear,
                 },
                 forecast::Outcome::Unavailable(why) => {
-                    Verdict::Unknown(format!("glucose forecast unavailable: {why}"))
+                    Verdict::Unknown(format!("Glucose forecast unavailable: {why}"))
                 }
             }
         }
@@ -204,19 +206,19 @@ pub fn evaluate(rule: &Rule, state: &State) -> Verdict {
 }
 
 /// The sentence for a trend rule as it stands (an alert found on restart).
-pub fn describe(rule: &Rule, state: Option<&State>) -> String {
-    match state.map(|s| evaluate(rule, s)) {
+pub fn describe(rule: &Rule, state: Option<&State>, units: DisplayUnits) -> String {
+    match state.map(|s| evaluate(rule, s, units)) {
         Some(Verdict::Holds(s) | Verdict::Unknown(s)) => s,
         _ => match rule {
             Rule::Drift {
                 metric, direction, ..
             } => format!(
                 "{} drifting {}",
-                words(metric).0,
+                capitalised(words(metric).0),
                 direction_word(*direction)
             ),
-            Rule::Macd { .. } => "weight trending up".into(),
-            _ => "glucose forecast past its limit".into(),
+            Rule::Macd { .. } => "Weight trending up".into(),
+            _ => "Glucose forecast past its limit".into(),
         },
     }
 }
@@ -297,6 +299,14 @@ fn words(metric: &str) -> (&'static str, &'static str, usize) {
     }
 }
 
+/// "weight" → "Weight"; "SpO2" stays as it is.
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
 fn direction_word(d: Direction) -> &'static str {
     match d {
         Direction::Up => "up",
@@ -312,13 +322,14 @@ fn plural(n: u32, one: &str) -> String {
     }
 }
 
-/// "weight up 2.3 kg over 3 days against a 14-day baseline of 81.2 kg": the recent window's
+/// "Weight up 2.3 kg over 3 days against a 14-day baseline of 81.2 kg": the recent window's
 /// mean against the baseline's.
 fn drift_sentence(m: Metric, p: &drift::Params, c: &drift::Cusum) -> String {
     let (what, unit, d) = words(m.name());
     let change = (c.window_mean - c.baseline_mean).abs();
     format!(
-        "{what} {} {change:.d$} {unit} over {} against a {}-day baseline of {:.d$} {unit}",
+        "{} {} {change:.d$} {unit} over {} against a {}-day baseline of {:.d$} {unit}",
+        capitalised(what),
         if p.up { "up" } else { "down" },
         plural(p.window_days, "day"),
         p.baseline_days,
@@ -328,14 +339,18 @@ fn drift_sentence(m: Metric, p: &drift::Params, c: &drift::Cusum) -> String {
 
 fn macd_sentence(p: &macd::Params, x: &macd::Point) -> String {
     format!(
-        "weight trending up: {}-day average {:.1} kg is {:.1} kg above the {}-day average of \
+        "Weight trending up: {}-day average {:.1} kg is {:.1} kg above the {}-day average of \
          {:.1} kg and the gap is widening (MACD {:.2} kg over its signal {:.2} kg)",
         p.fast_days, x.fast, x.macd, p.slow_days, x.slow, x.macd, x.signal
     )
 }
 
-/// "glucose 92 mg/dL and falling: forecast 64 mg/dL within 25 min".
-fn forecast_sentence(f: &forecast::Forecast, c: &forecast::Crossing) -> String {
+/// "Glucose 92 mg/dL and falling: forecast 64 mg/dL within 25 min" (in the clinic's unit).
+fn forecast_sentence(
+    f: &forecast::Forecast,
+    c: &forecast::Crossing,
+    units: DisplayUnits,
+) -> String {
     let trend = if f.now - f.before >= 1.0 {
         "rising"
     } else if f.before - f.now >= 1.0 {
@@ -344,8 +359,10 @@ fn forecast_sentence(f: &forecast::Forecast, c: &forecast::Crossing) -> String {
         "steady"
     };
     format!(
-        "glucose {:.0} mg/dL and {trend}: forecast {:.0} mg/dL within {} min",
-        f.now, c.value, c.minutes
+        "Glucose {} and {trend}: forecast {} within {} min",
+        units.value(Metric::Glucose, f.now.round()),
+        units.value(Metric::Glucose, c.value.round()),
+        c.minutes
     )
 }
 
