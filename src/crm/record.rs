@@ -23,7 +23,8 @@ use crate::registry::lease::Fence;
 use crate::registry::{Delivery, Lane, OutboxRow, QueuedReading, Registry, RegistryError, Settled};
 
 pub use crate::registry::record::{
-    Alert, AlertActionError, AlertQuery, AlertStatus, EngineNotice, Event, Noticed, Sink, Trigger,
+    Alert, AlertActionError, AlertQuery, AlertStatus, EngineNotice, Event, Noticed, Sink, Triage,
+    Trigger,
 };
 
 impl Registry {
@@ -98,6 +99,23 @@ impl Registry {
     ) -> Result<(Alert, Vec<Event>), AlertActionError> {
         self.storage()
             .act_on_alert(id, resolve, by, note, now_ms, sinks.to_vec(), audit)
+            .await
+    }
+
+    /// Assigns or snoozes an alert on a user's behalf ([`Triage`]) and appends `audit` in the
+    /// same transaction; the alert as it now is and the events written (a snooze acknowledges
+    /// an open alert). A resolved alert can be neither (and nothing is audited).
+    pub async fn triage_alert(
+        &self,
+        id: String,
+        triage: Triage,
+        by: String,
+        now_ms: i64,
+        sinks: Arc<[Sink]>,
+        audit: NewAuditLine,
+    ) -> Result<(Alert, Vec<Event>), AlertActionError> {
+        self.storage()
+            .triage_alert(id, triage, by, now_ms, sinks.to_vec(), audit)
             .await
     }
 

@@ -352,6 +352,14 @@ mod tests {
             resolved_at: None,
             resolved_by: None,
             resolve_note: None,
+            assigned_to: None,
+            assigned_at: None,
+            snoozed_until: None,
+            snooze_reason: None,
+            assigned_to: None,
+            assigned_at: None,
+            snoozed_until: None,
+            snooze_reason: None,
         }
     }
 

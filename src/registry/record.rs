@@ -135,6 +135,39 @@ pub struct Alert {
     pub resolved_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolve_note: Option<String>,
+    /// The user the alert is assigned to (claimed by, or given to by a colleague).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assigned_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assigned_at: Option<String>,
+    /// Snoozed until then: out of the inbox's active list, back at the top when it passes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snoozed_until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snooze_reason: Option<String>,
+}
+
+/// What a clinician does to an alert in the inbox besides acknowledging and resolving it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Triage {
+    /// Assigns the alert to a user (`None`: to nobody).
+    Assign { to: Option<String> },
+    /// Snoozes the alert until `until_ms` with a reason, acknowledging it if it is open (a
+    /// nurse who snoozes has seen it: escalation stops); `None` ends a snooze.
+    Snooze {
+        until_ms: Option<i64>,
+        reason: Option<String>,
+    },
+}
+
+impl Triage {
+    /// The timeline kind and audit action it is written as.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Triage::Assign { .. } => "alert.assigned",
+            Triage::Snooze { .. } => "alert.snoozed",
+        }
+    }
 }
 
 /// A filter over alerts.
@@ -246,6 +279,36 @@ pub fn note_data(by: &str, text: &str) -> String {
     json!({"by": by, "text": text}).to_string()
 }
 
+/// The note an acknowledgement by snoozing carries.
+pub fn snooze_note(reason: Option<&str>) -> String {
+    match reason {
+        Some(r) => format!("snoozed: {r}"),
+        None => "snoozed".to_owned(),
+    }
+}
+
+/// The timeline data of a triage action on `alert` by `by` (no outward event: assignment and
+/// snoozing are the inbox's business, not the EHR's).
+pub fn triage_data(alert: &Alert, triage: &Triage, by: &str) -> String {
+    let mut data = json!({
+        "alert_id": alert.id,
+        "rule_id": alert.rule_id,
+        "message": alert.message,
+        "by": by,
+    });
+    let extra = match triage {
+        Triage::Assign { to } => json!({"to": to}),
+        Triage::Snooze { until_ms, reason } => json!({
+            "until": until_ms.map(format_rfc3339),
+            "reason": reason,
+        }),
+    };
+    if let (Value::Object(d), Value::Object(x)) = (&mut data, extra) {
+        d.extend(x);
+    }
+    data.to_string()
+}
+
 /// The timeline data of a care plan's change by `by` to a plan of these rules.
 pub fn plan_changed_data(by: &str, rules: &[&str]) -> String {
     json!({"by": by, "rules": rules}).to_string()
@@ -273,6 +336,10 @@ mod tests {
             resolved_at: None,
             resolved_by: None,
             resolve_note: None,
+            assigned_to: None,
+            assigned_at: None,
+            snoozed_until: None,
+            snooze_reason: None,
         }
     }
 

@@ -34,7 +34,9 @@ use super::lease::{Fence, Lease};
 use super::notifications::{LinkUse, Notification, Settlement, TakenStep};
 use super::outbox::{Delivery, Lane, OutboxRow, QueuedReading, Settled};
 use super::patients::{NewPatient, Patient, PatientAudit, PatientChange, PatientUpdated};
-use super::record::{Alert, AlertActionError, AlertQuery, Event, Noticed, Sink, TimelineRow};
+use super::record::{
+    Alert, AlertActionError, AlertQuery, Event, Noticed, Sink, TimelineRow, Triage,
+};
 use super::setups::Setup;
 use super::throttles::{FailureCount, FailureReport};
 use super::time_log::TimeEntry;
@@ -501,6 +503,21 @@ pub trait RecordStore: Send + Sync {
         resolve: bool,
         by: String,
         note: Option<String>,
+        now_ms: i64,
+        sinks: Vec<Sink>,
+        audit: NewAuditLine,
+    ) -> Result<(Alert, Vec<Event>), AlertActionError>;
+
+    /// Assigns or snoozes the alert `id` on behalf of `by` ([`Triage`]), with its timeline
+    /// entry, and appends `audit`, all or nothing; the alert as it now is and the events
+    /// written (a snooze of an open alert acknowledges it, with the acknowledgement's events).
+    /// `NotFound` or `AlreadyResolved` (nothing appended) otherwise.
+    #[allow(clippy::too_many_arguments)]
+    async fn triage_alert(
+        &self,
+        id: String,
+        triage: Triage,
+        by: String,
         now_ms: i64,
         sinks: Vec<Sink>,
         audit: NewAuditLine,

@@ -20,6 +20,7 @@ mod enrollment;
 mod error;
 mod extract;
 mod health;
+mod inbox;
 mod live;
 mod live_hub;
 mod login_throttle;

@@ -25,8 +25,8 @@ use super::state::AppState;
 use crate::alerts::rules::CarePlan;
 use crate::crm::Command;
 use crate::crm::record::PlanInForce;
-use crate::crm::record::{AlertActionError, AlertQuery, AlertStatus};
-use crate::domain::now_ms;
+use crate::crm::record::{Alert, AlertActionError, AlertQuery, AlertStatus};
+use crate::domain::{PatientId, now_ms};
 use crate::registry::{NOT_CLEARED, PatientDetails};
 
 const DEFAULT_LIMIT: usize = 200;
@@ -308,13 +308,7 @@ pub(super) async fn get_alert(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = alert_id(&id)?;
-    let alert = s
-        .registry
-        .alert(id.clone())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("alert {id} not found")))?;
-    let patient = patient_id(&alert.patient_id)?;
-    check_patient(&s, &p, &patient).await?;
+    let (alert, patient) = visible_alert(&s, &p, &id).await?;
     audit_line(&s, &p, "alert.read", Some(&patient), &format!("alert/{id}")).await?;
     Ok(Json(json!(alert)))
 }
@@ -333,39 +327,73 @@ pub(super) async fn act(
     resolve: bool,
 ) -> ApiResult<Json<Value>> {
     let id = alert_id(&id)?;
-    // The alert's patient names the audit line written with the action (an alert never moves
-    // to another patient, so it is the one the action finds).
-    let alert = s
-        .registry
-        .alert(id.clone())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("alert {id} not found")))?;
-    let patient = patient_id(&alert.patient_id)?;
-    if !p.sees_all() {
-        check_patient(&s, &p, &patient).await?;
-    }
     let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
         ActionBody::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?
     };
-    let note = body
-        .note
-        .map(|n| n.trim().to_owned())
-        .filter(|n| !n.is_empty());
+    let note = clean_note(body.note)?;
+    Ok(Json(json!(act_on(&s, &p, id, note, resolve).await?)))
+}
+
+/// A note as given: trimmed, none when blank, refused when longer than 10,000 characters.
+pub(super) fn clean_note(note: Option<String>) -> ApiResult<Option<String>> {
+    let note = note.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
     if note.as_ref().is_some_and(|n| n.chars().count() > 10_000) {
         return Err(ApiError::BadRequest(
             "note must be at most 10000 characters".into(),
         ));
     }
+    Ok(note)
+}
+
+/// The alert `id` and its patient, once the caller may see it.
+pub(super) async fn visible_alert(
+    s: &AppState,
+    p: &Principal,
+    id: &str,
+) -> ApiResult<(Alert, PatientId)> {
+    let alert = s
+        .registry
+        .alert(id.to_owned())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("alert {id} not found")))?;
+    let patient = patient_id(&alert.patient_id)?;
+    if !p.sees_all() {
+        check_patient(s, p, &patient).await?;
+    }
+    Ok((alert, patient))
+}
+
+/// Maps a refused action on an alert to its answer.
+pub(super) fn action_error(e: AlertActionError) -> ApiError {
+    match e {
+        AlertActionError::NotFound(_) => ApiError::NotFound(e.to_string()),
+        AlertActionError::AlreadyResolved(_) => ApiError::Conflict(e.to_string()),
+        AlertActionError::Registry(r) => ApiError::from(r),
+    }
+}
+
+/// Acknowledges (`resolve` false) or resolves alert `id` for `p`, with its audit line, and
+/// tells the alert engine.
+pub(super) async fn act_on(
+    s: &AppState,
+    p: &Principal,
+    id: String,
+    note: Option<String>,
+    resolve: bool,
+) -> ApiResult<Alert> {
+    // The alert's patient names the audit line written with the action (an alert never moves
+    // to another patient, so it is the one the action finds).
+    let (_, patient) = visible_alert(s, p, &id).await?;
     let action = if resolve {
         "alert.resolve"
     } else {
         "alert.acknowledge"
     };
     let now = now_ms();
-    let line = new_audit_line(&p, action, Some(&patient), &format!("alert/{id}"), now);
+    let line = new_audit_line(p, action, Some(&patient), &format!("alert/{id}"), now);
     let (alert, events) = s
         .registry
         .act_on_alert(
@@ -378,11 +406,7 @@ pub(super) async fn act(
             line,
         )
         .await
-        .map_err(|e| match e {
-            AlertActionError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            AlertActionError::AlreadyResolved(_) => ApiError::Conflict(e.to_string()),
-            AlertActionError::Registry(r) => ApiError::from(r),
-        })?;
+        .map_err(action_error)?;
     let changed = !events.is_empty();
     s.crm.announce(events);
     if changed {
@@ -393,7 +417,7 @@ pub(super) async fn act(
         };
         s.crm.tell(cmd).await;
     }
-    Ok(Json(json!(alert)))
+    Ok(alert)
 }
 
 pub(super) async fn ack_alert(

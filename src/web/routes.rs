@@ -55,7 +55,10 @@ pub(super) fn api() -> Router<AppState> {
         .route("/care-plans", get(super::record::programme_plans))
         .route("/alerts", get(super::record::list_alerts))
         .route("/alerts/{id}", get(super::record::get_alert))
+        .route("/alerts/ack", post(super::inbox::ack_many))
         .route("/alerts/{id}/ack", post(super::record::ack_alert))
+        .route("/alerts/{id}/assign", post(super::inbox::assign))
+        .route("/alerts/{id}/snooze", post(super::inbox::snooze))
         .route(
             "/alerts/{id}/notifications",
             get(super::notifications::alert_notifications),

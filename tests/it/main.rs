@@ -28,6 +28,7 @@ mod fhir;
 mod fhir_chart;
 mod fhir_ehr;
 mod fhir_server;
+mod inbox;
 mod influx;
 mod ingest;
 mod logs;

@@ -114,6 +114,10 @@ fn alert() -> Alert {
         resolved_at: None,
         resolved_by: None,
         resolve_note: None,
+        assigned_to: None,
+        assigned_at: None,
+        snoozed_until: None,
+        snooze_reason: None,
     }
 }
 

@@ -2639,6 +2639,137 @@ async fn alerts_are_listed_newest_first_by_status_patient_and_team() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_is_assigned_and_snoozed_with_its_timeline_and_audit_lines() {
+    use vigil::crm::record::Triage;
+    for b in backends().await {
+        let n = b.name;
+        let db = &b.db;
+        let opened = db
+            .apply_effects(vec![open("p-1", "spo2", 1_000)], SINKS.to_vec(), None)
+            .await
+            .unwrap();
+        let id = opened[0].alert.id.clone();
+        let triage = |t: Triage, action: &str| {
+            db.triage_alert(
+                id.clone(),
+                t,
+                "nina".into(),
+                5_000,
+                SINKS.to_vec(),
+                alert_line(action, "p-1", &id),
+            )
+        };
+        // Claimed: assigned, still open, no outward event.
+        let (a, events) = triage(
+            Triage::Assign {
+                to: Some("nina".into()),
+            },
+            "alert.assign",
+        )
+        .await
+        .unwrap();
+        assert_eq!(a.assigned_to.as_deref(), Some("nina"), "{n}");
+        assert!(a.assigned_at.is_some(), "{n}");
+        assert_eq!(a.status, AlertStatus::Open, "{n}");
+        assert!(events.is_empty(), "{n}");
+        // Snoozed: acknowledged by the snooze, with the acknowledgement's event.
+        let snooze = Triage::Snooze {
+            until_ms: Some(1_800_000),
+            reason: Some("re-measuring in 30 min".into()),
+        };
+        let (a, events) = triage(snooze, "alert.snooze").await.unwrap();
+        assert_eq!(a.status, AlertStatus::Acknowledged, "{n}");
+        assert_eq!(
+            a.ack_note.as_deref(),
+            Some("snoozed: re-measuring in 30 min"),
+            "{n}"
+        );
+        assert_eq!(
+            a.snoozed_until.as_deref(),
+            Some("1970-01-01T00:30:00Z"),
+            "{n}"
+        );
+        assert_eq!(
+            a.snooze_reason.as_deref(),
+            Some("re-measuring in 30 min"),
+            "{n}"
+        );
+        assert_eq!(events.len(), 1, "{n}");
+        assert_eq!(events[0].event_type, "alert.acknowledged", "{n}");
+        // The snooze ended and the alert given to nobody: both read back cleared.
+        let end = Triage::Snooze {
+            until_ms: None,
+            reason: None,
+        };
+        let (a, events) = triage(end, "alert.snooze").await.unwrap();
+        assert_eq!((a.snoozed_until, a.snooze_reason), (None, None), "{n}");
+        assert!(
+            events.is_empty(),
+            "{n}: an acknowledged alert is not acknowledged again"
+        );
+        let (a, _) = triage(Triage::Assign { to: None }, "alert.assign")
+            .await
+            .unwrap();
+        assert_eq!((a.assigned_to, a.assigned_at), (None, None), "{n}");
+        assert_eq!(
+            db.alert(id.clone()).await.unwrap().unwrap().status,
+            AlertStatus::Acknowledged,
+            "{n}"
+        );
+        assert_eq!(
+            kinds(&timeline(&b).await),
+            [
+                "alert.opened",
+                "alert.assigned",
+                "alert.acknowledged",
+                "alert.snoozed",
+                "alert.snoozed",
+                "alert.assigned"
+            ],
+            "{n}"
+        );
+        assert_eq!(
+            audited(&b).await,
+            [
+                "alert.assign",
+                "alert.snooze",
+                "alert.snooze",
+                "alert.assign"
+            ],
+            "{n}"
+        );
+        // A resolved alert can be neither, and nothing more is written.
+        db.act_on_alert(
+            id.clone(),
+            true,
+            "nina".into(),
+            None,
+            6_000,
+            SINKS.to_vec(),
+            alert_line("alert.resolve", "p-1", &id),
+        )
+        .await
+        .unwrap();
+        let r = triage(
+            Triage::Assign {
+                to: Some("sam".into()),
+            },
+            "alert.assign",
+        )
+        .await;
+        assert!(
+            matches!(&r, Err(AlertActionError::AlreadyResolved(i)) if *i == id),
+            "{n}: {r:?}"
+        );
+        assert_eq!(
+            audited(&b).await.len(),
+            5,
+            "{n}: a refused action is not audited"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clinician_acknowledges_and_resolves_an_alert_once_each_audited() {
     for b in backends().await {
         let n = b.name;

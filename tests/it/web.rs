@@ -1172,6 +1172,10 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
         table.contains(&("GET".into(), "/alerts/{id}/notifications".into())),
         "{table:?}"
     );
+    // The inbox's actions act on the alert's patient's record (docs/dashboard.md).
+    for path in ["/alerts/ack", "/alerts/{id}/assign", "/alerts/{id}/snooze"] {
+        assert!(table.contains(&("POST".into(), path.into())), "{path}");
+    }
 
     // What a south-team resource of each kind is.
     let (s, v) = g
@@ -1256,6 +1260,9 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             "/visits" => json!({"patient_id": "ps1"}),
             "/visits/{id}/links" => json!({"role": "guest"}),
             "/tokens" => json!({"label": "x", "scope": "write", "expires_days": 1, "user": "sam"}),
+            "/alerts/ack" => json!({"ids": [alert]}),
+            "/alerts/{id}/assign" => json!({"to": null}),
+            "/alerts/{id}/snooze" => json!({"minutes": 30, "reason": "calling the patient"}),
             _ => json!({"note": "checked"}),
         })
     };

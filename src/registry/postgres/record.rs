@@ -23,14 +23,14 @@ use crate::registry::error::RegistryError;
 use crate::registry::lease::Fence;
 use crate::registry::record::{
     Alert, AlertActionError, AlertQuery, AlertStatus, EngineNotice, Event, Noticed, Sink,
-    TimelineRow, Trigger, emitted, new_alert_id, note_data, parse_severity, plan_changed_data,
-    severity_str,
+    TimelineRow, Triage, Trigger, emitted, new_alert_id, note_data, parse_severity,
+    plan_changed_data, severity_str, snooze_note, triage_data,
 };
 use crate::registry::storage::RecordStore;
 
 const ALERT_COLUMNS: &str = "id, patient_id, rule_id, kind, severity, status, message, opened_ms,
     trigger_json, escalations, acknowledged_ms, acknowledged_by, ack_note, resolved_ms,
-    resolved_by, resolve_note";
+    resolved_by, resolve_note, assigned_to, assigned_ms, snoozed_until_ms, snooze_reason";
 
 fn count(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(0)
@@ -57,6 +57,10 @@ fn alert_row(r: &Row) -> Alert {
         resolved_at: r.get::<_, Option<i64>>(13).map(format_rfc3339),
         resolved_by: r.get(14),
         resolve_note: r.get(15),
+        assigned_to: r.get(16),
+        assigned_at: r.get::<_, Option<i64>>(17).map(format_rfc3339),
+        snoozed_until: r.get::<_, Option<i64>>(18).map(format_rfc3339),
+        snooze_reason: r.get(19),
     }
 }
 
@@ -638,6 +642,82 @@ impl RecordStore for PgDb {
             .map_err(PgError::from)
             .map_err(RegistryError::from)?;
         Ok(acted)
+    }
+
+    async fn triage_alert(
+        &self,
+        id: String,
+        triage: Triage,
+        by: String,
+        now_ms: i64,
+        sinks: Vec<Sink>,
+        audit: NewAuditLine,
+    ) -> Result<(Alert, Vec<Event>), AlertActionError> {
+        let mut c = self.conn().await.map_err(RegistryError::from)?;
+        let tx = c
+            .transaction()
+            .await
+            .map_err(PgError::from)
+            .map_err(RegistryError::from)?;
+        let pg = |e: tokio_postgres::Error| RegistryError::from(PgError::from(e));
+        let row = tx
+            .query_opt(
+                &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1 FOR UPDATE"),
+                &[&id],
+            )
+            .await
+            .map_err(pg)?;
+        let Some(alert) = row.map(|r| alert_row(&r)) else {
+            return Err(AlertActionError::NotFound(id));
+        };
+        if alert.status == AlertStatus::Resolved {
+            return Err(AlertActionError::AlreadyResolved(id));
+        }
+        let mut events = Vec::new();
+        match &triage {
+            Triage::Assign { to } => {
+                tx.execute(
+                    "UPDATE alerts SET assigned_to = $2, assigned_ms = $3 WHERE id = $1",
+                    &[&id, to, &to.as_ref().map(|_| now_ms)],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            Triage::Snooze { until_ms, reason } => {
+                if until_ms.is_some() && alert.status == AlertStatus::Open {
+                    let note = Some(snooze_note(reason.as_deref()));
+                    let (_, acked) =
+                        act(&tx, id.clone(), false, by.clone(), note, now_ms, &sinks).await??;
+                    events = acked;
+                }
+                tx.execute(
+                    "UPDATE alerts SET snoozed_until_ms = $2, snooze_reason = $3 WHERE id = $1",
+                    &[&id, until_ms, &until_ms.and(reason.as_ref())],
+                )
+                .await
+                .map_err(pg)?;
+            }
+        }
+        let row = tx
+            .query_one(
+                &format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(pg)?;
+        let alert = alert_row(&row);
+        timeline(
+            &tx,
+            &alert.patient_id,
+            now_ms,
+            triage.kind(),
+            &triage_data(&alert, &triage, &by),
+        )
+        .await
+        .map_err(RegistryError::from)?;
+        append_in(&tx, &audit).await.map_err(RegistryError::from)?;
+        tx.commit().await.map_err(pg)?;
+        Ok((alert, events))
     }
 
     async fn care_plan(&self, patient: PatientId) -> Result<Option<CarePlan>, RegistryError> {

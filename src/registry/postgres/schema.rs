@@ -343,4 +343,10 @@ pub const STEPS: &[&str] = &[
         username        text   NOT NULL,
         used_ms         bigint NOT NULL
      );",
+    // 23: the inbox — who an alert is assigned to, and a snooze with its reason, as SQLite's
+    // version 26.
+    "ALTER TABLE alerts ADD COLUMN assigned_to text;
+     ALTER TABLE alerts ADD COLUMN assigned_ms bigint;
+     ALTER TABLE alerts ADD COLUMN snoozed_until_ms bigint;
+     ALTER TABLE alerts ADD COLUMN snooze_reason text;",
 ];

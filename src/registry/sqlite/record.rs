@@ -15,14 +15,15 @@ use crate::registry::audit::NewAuditLine;
 use crate::registry::error::RegistryError;
 use crate::registry::lease::Fence;
 use crate::registry::record::{
-    Alert, AlertActionError, AlertQuery, AlertStatus, Event, Noticed, Sink, TimelineRow, Trigger,
-    emitted, new_alert_id, note_data, parse_severity, plan_changed_data, severity_str,
+    Alert, AlertActionError, AlertQuery, AlertStatus, Event, Noticed, Sink, TimelineRow, Triage,
+    Trigger, emitted, new_alert_id, note_data, parse_severity, plan_changed_data, severity_str,
+    snooze_note, triage_data,
 };
 use crate::registry::storage::RecordStore;
 
 const ALERT_COLUMNS: &str = "id, patient_id, rule_id, kind, severity, status, message, opened_ms,
     trigger_json, escalations, acknowledged_ms, acknowledged_by, ack_note, resolved_ms,
-    resolved_by, resolve_note";
+    resolved_by, resolve_note, assigned_to, assigned_ms, snoozed_until_ms, snooze_reason";
 
 fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
     let trigger: Option<String> = r.get(8)?;
@@ -45,6 +46,10 @@ fn alert_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Alert> {
         resolved_at: r.get::<_, Option<i64>>(13)?.map(format_rfc3339),
         resolved_by: r.get(14)?,
         resolve_note: r.get(15)?,
+        assigned_to: r.get(16)?,
+        assigned_at: r.get::<_, Option<i64>>(17)?.map(format_rfc3339),
+        snoozed_until: r.get::<_, Option<i64>>(18)?.map(format_rfc3339),
+        snooze_reason: r.get(19)?,
     })
 }
 
@@ -177,6 +182,56 @@ pub(super) fn require_patient(
     } else {
         Err(RegistryError::NotFound(format!("patient {patient}")))
     }
+}
+
+/// Acknowledges (`resolve` false) or resolves the alert `id` inside `tx`, with its timeline
+/// entry and outbox rows: [`RecordStore::act_on_alert`] without its audit line.
+fn act_in(
+    tx: &Transaction<'_>,
+    id: &str,
+    resolve: bool,
+    by: &str,
+    note: Option<String>,
+    now_ms: i64,
+    sinks: &[Sink],
+) -> rusqlite::Result<Result<(Alert, Vec<Event>), AlertActionError>> {
+    let Some(alert) = load_alert(tx, id)? else {
+        return Ok(Err(AlertActionError::NotFound(id.to_owned())));
+    };
+    if alert.status == AlertStatus::Resolved {
+        return Ok(Err(AlertActionError::AlreadyResolved(id.to_owned())));
+    }
+    let (event_type, set) = if resolve {
+        (
+            "alert.resolved",
+            "status = 'resolved', resolved_ms = ?2, resolved_by = ?3, resolve_note = ?4",
+        )
+    } else if alert.status == AlertStatus::Open {
+        (
+            "alert.acknowledged",
+            "status = 'acknowledged', acknowledged_ms = ?2, acknowledged_by = ?3, ack_note = ?4",
+        )
+    } else {
+        return Ok(Ok((alert, Vec::new())));
+    };
+    tx.execute(
+        &format!("UPDATE alerts SET {set} WHERE id = ?1"),
+        params![id, now_ms, by, note],
+    )?;
+    let alert = load_alert(tx, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    let mut events = Vec::new();
+    let extra = json!({"by": by, "note": note});
+    emit(
+        tx,
+        sinks,
+        &alert,
+        event_type,
+        "",
+        now_ms,
+        extra,
+        &mut events,
+    )?;
+    Ok(Ok((alert, events)))
 }
 
 fn limit(n: usize) -> i64 {
@@ -350,6 +405,28 @@ impl RecordStore for SqliteDb {
     ) -> Result<(Alert, Vec<Event>), AlertActionError> {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let acted = match act_in(&tx, &id, resolve, &by, note, now_ms, &sinks)? {
+                Ok(acted) => acted,
+                Err(e) => return Ok(Err(e)),
+            };
+            append_in(&tx, &audit)?;
+            tx.commit()?;
+            Ok(Ok(acted))
+        })
+        .await?
+    }
+
+    async fn triage_alert(
+        &self,
+        id: String,
+        triage: Triage,
+        by: String,
+        now_ms: i64,
+        sinks: Vec<Sink>,
+        audit: NewAuditLine,
+    ) -> Result<(Alert, Vec<Event>), AlertActionError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let Some(alert) = load_alert(&tx, &id)? else {
                 return Ok(Err(AlertActionError::NotFound(id)));
             };
@@ -357,47 +434,35 @@ impl RecordStore for SqliteDb {
                 return Ok(Err(AlertActionError::AlreadyResolved(id)));
             }
             let mut events = Vec::new();
-            let alert = if resolve {
-                tx.execute(
-                    "UPDATE alerts SET status = 'resolved', resolved_ms = ?2, resolved_by = ?3,
-                         resolve_note = ?4 WHERE id = ?1",
-                    params![id, now_ms, by, note],
-                )?;
-                let alert = reload(&tx, &id)?;
-                let extra = json!({"by": by, "note": note});
-                emit(
-                    &tx,
-                    &sinks,
-                    &alert,
-                    "alert.resolved",
-                    "",
-                    now_ms,
-                    extra,
-                    &mut events,
-                )?;
-                alert
-            } else if alert.status == AlertStatus::Open {
-                tx.execute(
-                    "UPDATE alerts SET status = 'acknowledged', acknowledged_ms = ?2,
-                         acknowledged_by = ?3, ack_note = ?4 WHERE id = ?1",
-                    params![id, now_ms, by, note],
-                )?;
-                let alert = reload(&tx, &id)?;
-                let extra = json!({"by": by, "note": note});
-                emit(
-                    &tx,
-                    &sinks,
-                    &alert,
-                    "alert.acknowledged",
-                    "",
-                    now_ms,
-                    extra,
-                    &mut events,
-                )?;
-                alert
-            } else {
-                alert
-            };
+            match &triage {
+                Triage::Assign { to } => {
+                    tx.execute(
+                        "UPDATE alerts SET assigned_to = ?2, assigned_ms = ?3 WHERE id = ?1",
+                        params![id, to, to.as_ref().map(|_| now_ms)],
+                    )?;
+                }
+                Triage::Snooze { until_ms, reason } => {
+                    if until_ms.is_some() && alert.status == AlertStatus::Open {
+                        let note = Some(snooze_note(reason.as_deref()));
+                        if let Ok((_, acked)) = act_in(&tx, &id, false, &by, note, now_ms, &sinks)?
+                        {
+                            events = acked;
+                        }
+                    }
+                    tx.execute(
+                        "UPDATE alerts SET snoozed_until_ms = ?2, snooze_reason = ?3 WHERE id = ?1",
+                        params![id, until_ms, until_ms.and(reason.as_ref())],
+                    )?;
+                }
+            }
+            let alert = reload(&tx, &id)?;
+            timeline(
+                &tx,
+                &alert.patient_id,
+                now_ms,
+                triage.kind(),
+                &triage_data(&alert, &triage, &by),
+            )?;
             append_in(&tx, &audit)?;
             tx.commit()?;
             Ok(Ok((alert, events)))

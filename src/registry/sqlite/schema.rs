@@ -203,6 +203,12 @@ pub(crate) const SCHEMA: &[&str] = &[
         username        TEXT    NOT NULL,
         used_ms         INTEGER NOT NULL
     );",
+    // version 26: the inbox — who an alert is assigned to, and a snooze with its reason
+    // (`POST /alerts/{id}/assign`, `/snooze`; docs/dashboard.md).
+    "ALTER TABLE alerts ADD COLUMN assigned_to TEXT;
+     ALTER TABLE alerts ADD COLUMN assigned_ms INTEGER;
+     ALTER TABLE alerts ADD COLUMN snoozed_until_ms INTEGER;
+     ALTER TABLE alerts ADD COLUMN snooze_reason TEXT;",
 ];
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.
