@@ -356,10 +356,6 @@ mod tests {
             assigned_at: None,
             snoozed_until: None,
             snooze_reason: None,
-            assigned_to: None,
-            assigned_at: None,
-            snoozed_until: None,
-            snooze_reason: None,
         }
     }
 

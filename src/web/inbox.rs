@@ -18,7 +18,7 @@ use super::extract::{ApiResult, new_audit_line};
 use super::record::{act_on, action_error, alert_id, clean_note, visible_alert};
 use super::state::AppState;
 use crate::crm::Command;
-use crate::crm::record::{AlertStatus, Triage};
+use crate::crm::record::{Alert, AlertStatus, Event, Triage};
 use crate::domain::{format_rfc3339, now_ms, parse_rfc3339};
 use crate::registry::access::Role;
 
@@ -72,7 +72,8 @@ pub(super) async fn assign(
         }
     };
     let triage = Triage::Assign { to };
-    let (alert, _) = triage_one(&s, &p, &id, &patient, triage).await?;
+    let (alert, events) = triage_one(&s, &p, &id, &patient, triage).await?;
+    s.crm.announce(events);
     Ok(Json(json!(alert)))
 }
 
@@ -104,7 +105,7 @@ pub(super) async fn snooze(
     let triage = snooze_of(body, now)?;
     let (_, patient) = visible_alert(&s, &p, &id).await?;
     let (alert, events) = triage_one(&s, &p, &id, &patient, triage).await?;
-    let acknowledged = !events.is_empty();
+    let acknowledged = events.iter().any(|e| e.event_type == "alert.acknowledged");
     s.crm.announce(events);
     if acknowledged {
         s.crm
@@ -181,14 +182,16 @@ async fn triage_one(
     id: &str,
     patient: &crate::domain::PatientId,
     triage: Triage,
-) -> ApiResult<(crate::crm::record::Alert, Vec<crate::crm::record::Event>)> {
+) -> ApiResult<(Alert, Vec<Event>)> {
     let now = now_ms();
     let action = match triage {
         Triage::Assign { .. } => "alert.assign",
         Triage::Snooze { .. } => "alert.snooze",
     };
     let line = new_audit_line(p, action, Some(patient), &format!("alert/{id}"), now);
-    s.registry
+    let kind = triage.kind();
+    let (alert, mut events) = s
+        .registry
         .triage_alert(
             id.to_owned(),
             triage,
@@ -198,7 +201,17 @@ async fn triage_one(
             line,
         )
         .await
-        .map_err(action_error)
+        .map_err(action_error)?;
+    // The change reaches this instance's live dashboards at once (no outward event: it is not
+    // in the outbox); other instances' dashboards see it when they next read the inbox.
+    events.push(Event {
+        id: format!("evt_{}_{}_{now}", &alert.id[4..], &kind[6..]),
+        event_type: kind,
+        patient_id: alert.patient_id.clone(),
+        time_ms: now,
+        alert: alert.clone(),
+    });
+    Ok((alert, events))
 }
 
 #[derive(Deserialize)]

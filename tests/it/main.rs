@@ -11,6 +11,7 @@ mod backup;
 mod billing;
 mod care_teams;
 mod cli;
+mod clinician_browser;
 mod cluster;
 mod cluster_broker;
 mod cluster_lb;

@@ -335,7 +335,7 @@ function route() {
   switch (parts[0]) {
     case 'inbox':
       document.title = 'Alerts · Vigil';
-      state.view = new InboxView(container, state.store);
+      state.view = new InboxView(container, state.store, state.user);
       break;
     case 'patients':
       if (parts[1]) {

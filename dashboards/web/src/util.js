@@ -41,6 +41,7 @@ export const METRICS = {
   systolic_bp: { label: 'Systolic BP', short: 'Sys', unit: 'mmHg', digits: 0 },
   bp_diastolic: { label: 'Diastolic BP', short: 'Dia', unit: 'mmHg', digits: 0 },
   bp_mean: { label: 'Mean BP', short: 'MAP', unit: 'mmHg', digits: 0 },
+  blood_pressure: { label: 'Blood pressure', short: 'BP', unit: 'mmHg', digits: 0 },
   body_temperature: { label: 'Temperature', short: 'Temp', unit: '°C', digits: 1 },
   body_weight: { label: 'Weight', short: 'Wt', unit: 'kg', digits: 1 },
   glucose: { label: 'Glucose', short: 'Glu', unit: 'mg/dL', digits: 0 },

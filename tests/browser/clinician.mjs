@@ -1,0 +1,142 @@
+// The clinician's day in headless Chromium, against a running Vigil that
+// tests/it/clinician_browser.rs set up: the oldest alert escalated unacknowledged (medium),
+// three newer high ones. The nurse finds the escalated one first, takes it, acknowledges two at
+// once, snoozes one (refused first without a reason, in words), resolves one and reads the
+// resolved alerts with who resolved them and how long it took; the inbox fits a 390×844 phone;
+// axe-core (WCAG 2.1 A/AA) finds nothing.
+//
+// Environment: BASE_URL, CLIN_USER/PASS, ESCALATED, ACK_A, ACK_B, SNOOZE (alert ids).
+
+import { axe, launch, need, newPage, scenarios, signIn, until } from './lib.mjs';
+
+const BASE = need('BASE_URL').replace(/\/$/, '');
+const NURSE = need('CLIN_USER');
+const [ESCALATED, ACK_A, ACK_B, SNOOZE] = ['ESCALATED', 'ACK_A', 'ACK_B', 'SNOOZE'].map(need);
+const { results, scenario } = scenarios();
+const problems = [];
+const axeFound = {};
+const axePasses = {};
+
+const item = (id) => `li.alert-item[data-alert-id="${id}"]`;
+const text = (page, sel) => page.textContent(sel).then((t) => (t || '').replace(/\s+/g, ' ').trim());
+
+async function checkAxe(page, name) {
+  const r = await axe(page, '#main');
+  if (r.passes < 5) throw new Error(`axe checked only ${r.passes} rules on ${name}`);
+  if (r.violations.length) axeFound[name] = r.violations;
+  axePasses[name] = r.passes;
+}
+
+const browser = await launch();
+try {
+  const { page } = await newPage(browser, problems);
+  await signIn(page, BASE, NURSE, need('CLIN_PASS'));
+  await page.goto(`${BASE}/#/inbox`);
+  await page.waitForSelector(item(SNOOZE), { timeout: 10000 });
+
+  await scenario('escalated_alert_is_first', async () => {
+    const order = await page.$$eval('#inbox-open > li.alert-item', (els) => els.map((e) => e.dataset.alertId));
+    if (order[0] !== ESCALATED) throw new Error(`first is ${order[0]}, not the escalated ${ESCALATED}: ${order}`);
+    if (order.length !== 4) throw new Error(`${order.length} alerts need action: ${order}`);
+    const flag = await text(page, `${item(ESCALATED)} .flag-escalated`);
+    if (!/^Escalated 1×, not acknowledged$/.test(flag)) throw new Error(`the flag says ${flag}`);
+    const summary = await text(page, '#inbox-summary');
+    if (!summary.startsWith('4 need action (1 escalated)')) throw new Error(summary);
+    return { order, flag, summary };
+  });
+
+  await scenario('nurse_takes_it', async () => {
+    await page.click(`${item(ESCALATED)} button.claim`);
+    const flag = await until('taken', 10000, async () => {
+      const el = await page.$(`${item(ESCALATED)} .flag-assigned`);
+      return el ? (await el.textContent()).trim() : null;
+    });
+    if (flag !== 'Taken by you') throw new Error(flag);
+    const button = await text(page, `${item(ESCALATED)} button.claim`);
+    if (button !== 'Release') throw new Error(`the button now says ${button}`);
+    // Still first and still open: taking it is not acknowledging it.
+    const first = await page.$eval('#inbox-open > li.alert-item', (e) => e.dataset.alertId);
+    if (first !== ESCALATED) throw new Error(`first is now ${first}`);
+    return { flag, button };
+  });
+
+  await scenario('two_acknowledged_at_once', async () => {
+    if (!(await page.isDisabled('#ack-selected'))) throw new Error('the button works with nothing selected');
+    await page.check(`#select-${ACK_A}`);
+    await page.check(`#select-${ACK_B}`);
+    const label = await text(page, '#ack-selected');
+    if (label !== 'Acknowledge 2 selected') throw new Error(label);
+    await page.fill('#bulk-note', 'calling both now');
+    await page.click('#ack-selected');
+    const said = await until('the result', 10000, async () => {
+      const t = await text(page, '.inbox-tools .msg');
+      return t ? t : null;
+    });
+    if (said !== 'Acknowledged 2 alerts.') throw new Error(said);
+    for (const id of [ACK_A, ACK_B]) {
+      await page.waitForSelector(`#inbox-acked ${item(id)}`, { timeout: 10000 });
+    }
+    return { label, said };
+  });
+
+  await scenario('snooze_needs_a_reason_then_snoozes', async () => {
+    await page.click(`${item(SNOOZE)} details.alert-more summary`);
+    await page.selectOption(`#snooze-min-${SNOOZE}`, '60');
+    await page.click(`${item(SNOOZE)} details.alert-more button:has-text("Snooze")`);
+    const refusal = await text(page, `${item(SNOOZE)} .msg`);
+    if (!refusal.startsWith('Say why it is snoozed')) throw new Error(`without a reason: ${refusal}`);
+    await page.fill(`#snooze-why-${SNOOZE}`, 're-measuring after breakfast');
+    await page.click(`${item(SNOOZE)} details.alert-more button:has-text("Snooze")`);
+    await page.waitForSelector(`#inbox-snoozed ${item(SNOOZE)}`, { timeout: 10000 });
+    const line = await text(page, `${item(SNOOZE)} .snooze-line`);
+    if (!/^Snoozed until .+: re-measuring after breakfast$/.test(line)) throw new Error(line);
+    const left = await page.$$eval('#inbox-open > li.alert-item', (els) => els.map((e) => e.dataset.alertId));
+    if (left.join() !== ESCALATED) throw new Error(`still needing action: ${left}`);
+    return { refusal, line };
+  });
+
+  await scenario('resolved_alerts_say_who_and_how_long', async () => {
+    await page.fill(`#note-${ACK_A}`, 'glucose back to 110 after juice');
+    await page.click(`${item(ACK_A)} button:has-text("Resolve")`);
+    await until('resolved', 10000, async () => !(await page.$(item(ACK_A))));
+    await page.click('#show-resolved');
+    const row = await until('the resolved table', 10000, async () => {
+      const rows = await page.$$eval('#inbox-resolved tbody tr', (els) => els.map((r) => [...r.cells].map((c) => c.textContent.trim())));
+      return rows.find((r) => r[0] === 'Tom Two') || null;
+    });
+    if (!row[3].startsWith(NURSE) || !row[3].includes('glucose back to 110')) throw new Error(`resolved by: ${row}`);
+    if (!/^\d+ (s|min)$/.test(row[4])) throw new Error(`time to resolve: ${row[4]}`);
+    return { row };
+  });
+
+  await scenario('inbox_passes_axe', async () => {
+    await checkAxe(page, 'inbox with escalated, taken, acknowledged, snoozed and resolved alerts');
+    if (Object.keys(axeFound).length) throw new Error(`axe violations: ${JSON.stringify(axeFound)}`);
+    return { passes: axePasses };
+  });
+
+  await scenario('inbox_on_a_phone', async () => {
+    const { context, page: phone } = await newPage(browser, problems, { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    try {
+      await signIn(phone, BASE, NURSE, need('CLIN_PASS'));
+      await phone.goto(`${BASE}/#/inbox`);
+      await phone.waitForSelector(item(ESCALATED), { timeout: 10000 });
+      await phone.click(`${item(ESCALATED)} details.alert-more summary`);
+      const wide = await phone.evaluate(() => document.documentElement.scrollWidth);
+      if (wide > 390) throw new Error(`the inbox is ${wide} px wide on a 390 px phone`);
+      const target = await phone.$eval(`${item(ESCALATED)} button.claim`, (b) => b.getBoundingClientRect().height);
+      if (target < 44) throw new Error(`the take button is ${target} px tall`);
+      await checkAxe(phone, 'inbox on a phone');
+      if (Object.keys(axeFound).length) throw new Error(`axe violations: ${JSON.stringify(axeFound)}`);
+      return { width: wide, target };
+    } finally {
+      await context.close();
+    }
+  });
+} finally {
+  await browser.close();
+}
+
+const failed = results.filter((r) => !r.ok).map((r) => r.scenario);
+console.log(JSON.stringify({ summary: { passed: results.length - failed.length, failed }, problems }));
+process.exit(failed.length ? 1 : 0);
