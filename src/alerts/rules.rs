@@ -221,10 +221,71 @@ pub struct CarePlan {
     pub rules: Vec<Rule>,
 }
 
-/// Why a care plan was refused.
+/// Why a care plan was refused: a sentence, and where it was (the rule's index in the plan and
+/// the field of that rule, when one is to blame), so that a form can say it beside the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct PlanError(pub String);
+#[error("{message}")]
+pub struct PlanError {
+    pub message: String,
+    pub rule: Option<usize>,
+    pub field: Option<&'static str>,
+}
+
+impl PlanError {
+    fn whole(message: String) -> PlanError {
+        PlanError {
+            message,
+            rule: None,
+            field: None,
+        }
+    }
+}
+
+/// Every field a rule has, to name the one a problem is about.
+const FIELDS: &[&str] = &[
+    "id",
+    "severity",
+    "metric",
+    "op",
+    "value",
+    "for_s",
+    "hysteresis",
+    "rise",
+    "fall",
+    "window_h",
+    "freshness_s",
+    "after_s",
+    "direction",
+    "baseline_days",
+    "window_days",
+    "min_days",
+    "k",
+    "h",
+    "min_sd",
+    "fast_days",
+    "slow_days",
+    "signal_days",
+    "margin",
+    "horizon_min",
+    "low",
+    "high",
+];
+
+/// The field a rule's problem is about: the sentence's first word when it is one ("value 900 is
+/// outside…", "for_s must be…"), else the field the wording implies.
+fn field_of(problem: &str) -> Option<&'static str> {
+    let first = problem.split_whitespace().next()?;
+    if let Some(f) = FIELDS.iter().find(|f| **f == first) {
+        return Some(f);
+    }
+    if problem.starts_with("unknown metric") || problem.starts_with("drift watches") {
+        return Some("metric");
+    }
+    if problem.starts_with("give rise or fall") {
+        return Some("rise");
+    }
+    None
+}
 
 const MAX_RULES: usize = 100;
 const MAX_FOR_S: u32 = 7 * 86_400;
@@ -441,26 +502,30 @@ impl CarePlan {
     /// Parses and validates a care plan body; the error names the rule and the problem.
     pub fn parse(json: &[u8]) -> Result<CarePlan, PlanError> {
         let plan: CarePlan = serde_json::from_slice(json)
-            .map_err(|e| PlanError(format!("invalid care plan: {e}")))?;
+            .map_err(|e| PlanError::whole(format!("invalid care plan: {e}")))?;
         plan.validate()?;
         Ok(plan)
     }
 
     pub fn validate(&self) -> Result<(), PlanError> {
         if self.rules.len() > MAX_RULES {
-            return Err(PlanError(format!(
+            return Err(PlanError::whole(format!(
                 "a care plan has at most {MAX_RULES} rules"
             )));
         }
         let mut ids = HashSet::new();
         for (i, rule) in self.rules.iter().enumerate() {
-            rule.check()
-                .map_err(|e| PlanError(format!("rule {i} ({:?}): {e}", rule.id())))?;
+            rule.check().map_err(|e| PlanError {
+                field: field_of(&e),
+                message: format!("rule {i} ({:?}): {e}", rule.id()),
+                rule: Some(i),
+            })?;
             if !ids.insert(rule.id()) {
-                return Err(PlanError(format!(
-                    "rule {i}: id {:?} is used twice",
-                    rule.id()
-                )));
+                return Err(PlanError {
+                    message: format!("rule {i}: id {:?} is used twice", rule.id()),
+                    rule: Some(i),
+                    field: Some("id"),
+                });
             }
         }
         Ok(())
@@ -502,6 +567,50 @@ mod tests {
         // What goes in comes back out the same.
         let again = CarePlan::parse(serde_json::to_string(&plan).unwrap().as_bytes()).unwrap();
         assert_eq!(again, plan);
+    }
+
+    #[test]
+    fn a_refusal_names_the_rule_and_the_field_to_blame() {
+        let good = r#"{"kind":"news2","id":"n"}"#;
+        for (rule, field) in [
+            (
+                r#"{"kind":"threshold","id":"a","severity":"high","metric":"spo2","op":"<","value":900}"#,
+                Some("value"),
+            ),
+            (
+                r#"{"kind":"threshold","id":"a","severity":"high","metric":"pulse","op":"<","value":40}"#,
+                Some("metric"),
+            ),
+            (
+                r#"{"kind":"threshold","id":"a","severity":"high","metric":"spo2","op":"<","value":90,"for_s":999999999}"#,
+                Some("for_s"),
+            ),
+            (
+                r#"{"kind":"rate","id":"a","severity":"low","metric":"body_weight","window_h":72}"#,
+                Some("rise"),
+            ),
+            (
+                r#"{"kind":"rate","id":"a","severity":"low","metric":"body_weight","rise":2,"window_h":0}"#,
+                Some("window_h"),
+            ),
+            (
+                r#"{"kind":"missing","id":"a","severity":"low","metric":"heart_rate","after_s":2}"#,
+                Some("after_s"),
+            ),
+            (r#"{"kind":"news2","id":"a b"}"#, Some("id")),
+            (
+                r#"{"kind":"forecast","id":"a","low":300,"high":200}"#,
+                Some("low"),
+            ),
+        ] {
+            let body = format!(r#"{{"rules":[{good},{rule}]}}"#);
+            let e = CarePlan::parse(body.as_bytes()).unwrap_err();
+            assert_eq!((e.rule, e.field), (Some(1), field), "{rule}: {}", e.message);
+            assert!(e.message.starts_with("rule 1 (\"a"), "{}", e.message);
+        }
+        // A body that is not a plan at all names no rule.
+        let e = CarePlan::parse(b"{").unwrap_err();
+        assert_eq!((e.rule, e.field), (None, None));
     }
 
     #[test]
@@ -556,11 +665,13 @@ mod tests {
         ];
         for (rule, needle) in cases {
             let body = format!(r#"{{"rules":[{rule}]}}"#);
-            let e = CarePlan::parse(body.as_bytes()).unwrap_err().0;
+            let e = CarePlan::parse(body.as_bytes()).unwrap_err().message;
             assert!(e.contains(needle), "{rule}: {e}");
         }
         let twice = br#"{"rules":[{"kind":"news2","id":"x"},{"kind":"news2","id":"x"}]}"#;
-        assert!(CarePlan::parse(twice).unwrap_err().0.contains("used twice"));
+        let e = CarePlan::parse(twice).unwrap_err();
+        assert!(e.message.contains("used twice"));
+        assert_eq!((e.rule, e.field), (Some(1), Some("id")));
     }
 
     #[test]
@@ -710,7 +821,7 @@ mod tests {
         ];
         for (rule, needle) in cases {
             let body = format!(r#"{{"rules":[{rule}]}}"#);
-            let e = CarePlan::parse(body.as_bytes()).unwrap_err().0;
+            let e = CarePlan::parse(body.as_bytes()).unwrap_err().message;
             assert!(e.contains(needle), "{rule}: {e}");
         }
     }

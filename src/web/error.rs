@@ -37,6 +37,12 @@ pub enum ApiError {
     Internal(String),
     /// An extractor's own refusal (413 too large, 415 wrong content type, 400 …).
     Rejected(StatusCode, String),
+    /// 400 with where the problem is, beside the sentence: `{"error", "rule", "field"}` for a
+    /// care plan, so a form can show it next to the field to blame.
+    Invalid {
+        message: String,
+        at: serde_json::Value,
+    },
 }
 
 impl IntoResponse for ApiError {
@@ -53,6 +59,12 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             ApiError::Rejected(status, m) => (status, m),
+            ApiError::Invalid { message, mut at } => {
+                if let Some(o) = at.as_object_mut() {
+                    o.insert("error".into(), serde_json::Value::String(message));
+                }
+                return (StatusCode::BAD_REQUEST, Json(at)).into_response();
+            }
             ApiError::TooMany {
                 retry_after_s,
                 message,

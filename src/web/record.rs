@@ -144,7 +144,10 @@ pub(super) async fn put_care_plan(
     let id = patient_id(&id)?;
     // A care plan is a clinical decision: an admin, or a clinician of the patient's team.
     check_patient(&s, &p, &id).await?;
-    let plan = CarePlan::parse(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let plan = CarePlan::parse(&body).map_err(|e| ApiError::Invalid {
+        at: json!({"rule": e.rule, "field": e.field}),
+        message: e.message,
+    })?;
     let now = now_ms();
     let target = format!("patient/{id}/care-plan");
     let line = new_audit_line(&p, "care_plan.update", Some(&id), &target, now);
@@ -545,7 +548,11 @@ pub(super) async fn retry_deliveries(
 }
 
 /// `GET /care-plans`: the programme care plans Vigil ships (`alerts::programme_plans`), to give
-/// one to a patient with `PUT /patients/{id}/care-plan`. No patient's data: not audited.
+/// one to a patient with `PUT /patients/{id}/care-plan`, and the default plan (`default`). No
+/// patient's data: not audited.
 pub(super) async fn programme_plans() -> Json<Value> {
-    Json(json!({"plans": crate::alerts::programme_plans::programme_plans()}))
+    Json(json!({
+        "plans": crate::alerts::programme_plans::programme_plans(),
+        "default": CarePlan::default_plan(),
+    }))
 }

@@ -7,7 +7,7 @@
 //
 // Environment: BASE_URL, CLIN_USER/PASS, ESCALATED, ACK_A, ACK_B, SNOOZE (alert ids).
 
-import { axe, launch, need, newPage, scenarios, signIn, until } from './lib.mjs';
+import { axe, launch, need, newPage, pageFetch, scenarios, signIn, until } from './lib.mjs';
 
 const BASE = need('BASE_URL').replace(/\/$/, '');
 const NURSE = need('CLIN_USER');
@@ -113,6 +113,75 @@ try {
     await checkAxe(page, 'inbox with escalated, taken, acknowledged, snoozed and resolved alerts');
     if (Object.keys(axeFound).length) throw new Error(`axe violations: ${JSON.stringify(axeFound)}`);
     return { passes: axePasses };
+  });
+
+  await scenario('timeline_folds_and_filters_device_noise', async () => {
+    await page.goto(`${BASE}/#/patients/p-two`);
+    await page.waitForSelector('#timeline li.tl-item', { timeout: 10000 });
+    const rec = await pageFetch(page, 'GET', '/api/v1/patients/p-two/record');
+    const mine = rec.body.timeline.filter((e) => e.device_id === 'gm-p-two-b');
+    const off = mine.filter((e) => e.kind === 'device.offline').length;
+    const on = mine.filter((e) => e.kind === 'device.online').length;
+    if (off < 2) throw new Error(`the record has ${off} offline entries for the meter`);
+    // One line for the meter's day, saying how often; none of its entries on a line of its own.
+    const folds = await page.$$eval('#timeline li.tl-fold[data-device="gm-p-two-b"]', (els) => els.map((e) => e.querySelector('summary').textContent.trim()));
+    if (folds.length !== 1) throw new Error(`${folds.length} folded lines: ${folds}`);
+    const want = new RegExp(`^gm-p-two-b: offline ${off} times, back online ${on} time${on === 1 ? '' : 's'} on `);
+    if (!want.test(folds[0])) throw new Error(`the fold says ${folds[0]}; the record has ${off} offline, ${on} online`);
+    const loose = await page.$$eval('#timeline > li[data-kind="device.offline"], #timeline > li[data-kind="device.online"]', (els) => els.length);
+    if (loose) throw new Error(`${loose} device entries on lines of their own`);
+    // The filter hides device lines; the alert stays; the count says what is hidden.
+    await page.uncheck('#tl-show-devices');
+    const left = await page.$$eval('#timeline > li', (els) => els.map((e) => e.dataset.kind));
+    if (left.some((k) => k.startsWith('device.'))) throw new Error(`device lines left: ${left}`);
+    if (!left.includes('alert.opened')) throw new Error(`the alert went too: ${left}`);
+    const count = await text(page, '#timeline-count');
+    if (!/entries hidden by the filters\.$/.test(count)) throw new Error(count);
+    await checkAxe(page, 'patient record with filters');
+    await page.check('#tl-show-devices');
+    if (Object.keys(axeFound).length) throw new Error(`axe violations: ${JSON.stringify(axeFound)}`);
+    return { fold: folds[0], left, count };
+  });
+
+  await scenario('care_plan_form_saves_a_rule_and_shows_a_field_error', async () => {
+    await page.goto(`${BASE}/#/patients/p-three`);
+    await page.waitForSelector('#plan-form .plan-row', { timeout: 10000 });
+    const before = await page.$$eval('#plan-rows > li', (els) => els.length);
+    // A new rule, filled in as a nurse would: heart rate above 130 for 10 minutes, medium.
+    await page.click('#plan-add');
+    const i = before;
+    await page.selectOption(`#rule-${i}-metric`, 'heart_rate');
+    await page.selectOption(`#rule-${i}-op`, '>');
+    await page.fill(`#rule-${i}-value`, '130');
+    await page.fill(`#rule-${i}-for_s`, '10');
+    await page.selectOption(`#rule-${i}-severity`, 'medium');
+    await page.click('#plan-save');
+    const saved = await until('saved', 10000, async () => {
+      const t = await text(page, '#plan-form > .msg');
+      return t === 'The care plan saved.' ? t : null;
+    });
+    const plan = await pageFetch(page, 'GET', '/api/v1/patients/p-three/care-plan');
+    const rule = plan.body.rules.find((r) => r.metric === 'heart_rate');
+    if (!rule || rule.op !== '>' || rule.value !== 130 || rule.for_s !== 600 || rule.severity !== 'medium') throw new Error(`saved as ${JSON.stringify(rule)}`);
+    // A value no SpO2 can be: the API's refusal beside the value of that rule, focus on it.
+    await page.click('#plan-add');
+    const j = before + 1;
+    await page.selectOption(`#rule-${j}-metric`, 'spo2');
+    await page.fill(`#rule-${j}-value`, '900');
+    await page.click('#plan-save');
+    const err = await until('the field error', 10000, async () => {
+      const t = await text(page, `#rule-${j}-value-error`);
+      return t ? t : null;
+    });
+    if (!/outside what a spo2 reading can be/.test(err)) throw new Error(`the field says ${err}`);
+    if ((await page.getAttribute(`#rule-${j}-value`, 'aria-invalid')) !== 'true') throw new Error('the field is not marked invalid');
+    const focused = await page.evaluate(() => document.activeElement?.id);
+    if (focused !== `rule-${j}-value`) throw new Error(`focus is on ${focused}`);
+    const described = await page.getAttribute(`#rule-${j}-value`, 'aria-describedby');
+    if (!described.includes(`rule-${j}-value-error`)) throw new Error(`the error is not tied to the field: ${described}`);
+    await checkAxe(page, 'care-plan form with a field error');
+    if (Object.keys(axeFound).length) throw new Error(`axe violations: ${JSON.stringify(axeFound)}`);
+    return { saved, rule, err };
   });
 
   await scenario('inbox_on_a_phone', async () => {

@@ -442,31 +442,49 @@ async fn the_default_plan_applies_and_bad_plans_are_refused_with_a_reason() {
     let (_, v) = api.get("/api/v1/patients/p-def/care-plan").await;
     assert_eq!((v["default"].as_bool(), &v["rules"]), (Some(false), &rules));
 
-    for (rule, reason) in [
+    // Each refusal says why, and where: the rule's index and the field to blame (a form shows
+    // it beside the field).
+    let first = json!({"id": "ok", "kind": "news2"});
+    for (rule, reason, field) in [
         (
             json!({"id": "x", "kind": "threshold", "metric": "spo2", "op": "<", "value": 900, "severity": "high"}),
             "outside",
+            json!("value"),
         ),
         (
             json!({"id": "x", "kind": "threshold", "metric": "sp02", "op": "<", "value": 90, "severity": "high"}),
             "unknown metric",
+            json!("metric"),
         ),
         (
             json!({"id": "x", "kind": "rate", "metric": "body_weight", "window_h": 72, "severity": "low"}),
             "rise or fall",
+            json!("rise"),
         ),
         (
             json!({"id": "x", "kind": "missing", "metric": "heart_rate", "after_s": 1, "severity": "low"}),
             "after_s",
+            json!("after_s"),
         ),
-        (json!({"id": "x", "kind": "panic"}), "invalid care plan"),
+        (
+            json!({"id": "x", "kind": "panic"}),
+            "invalid care plan",
+            Value::Null,
+        ),
     ] {
-        let (s, v) = api.care_plan("p-def", json!([rule])).await;
+        let (s, v) = api.care_plan("p-def", json!([first, rule])).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
         assert!(
             v["error"].as_str().unwrap().contains(reason),
             "{v} should say {reason}"
         );
+        assert_eq!(v["field"], field, "{v}");
+        let at = if field.is_null() {
+            Value::Null
+        } else {
+            json!(1)
+        };
+        assert_eq!(v["rule"], at, "{v}");
     }
     let (s, _) = api.care_plan("nobody", json!([])).await;
     assert_eq!(s, StatusCode::NOT_FOUND);

@@ -2,7 +2,9 @@
 //! `tests/browser/clinician.mjs`; docs/dashboard.md, "The inbox"): a nurse starting a shift finds
 //! the escalated alert first although newer and more severe ones came after it, takes it,
 //! acknowledges two at once, snoozes one with a reason (refused first without one), and reads
-//! the resolved alerts with who resolved them and how long it took; on a 390×844 phone too, and
+//! the resolved alerts with who resolved them and how long it took; on a 390×844 phone too; the
+//! record folds a spot-check meter's comings and goings into one line a day and its filter hides
+//! them; the care-plan form saves a rule and shows the API's refusal beside the field it names;
 //! axe-core finds no WCAG 2.1 A/AA violation.
 
 use std::time::Duration;
@@ -79,6 +81,33 @@ async fn a_nurse_triages_the_inbox_in_a_real_browser() {
         later.push(alerted(&g, id, name, 45.0).await);
     }
 
+    // Tom's meter is a spot-check device: it connects, sends one reading and goes, twice more
+    // today. Each visit leaves a device offline and online entry in his record.
+    let secret = g
+        .client
+        .device("gm-p-two-b", "p-two", "glucose-meter")
+        .await;
+    for value in [110.0, 118.0] {
+        let body = json!({"metric": "glucose", "value": value,
+            "time": vigil::domain::format_rfc3339(vigil::domain::now_ms() - 500)});
+        publish_readings(g.mqtt, "gm-p-two-b", &secret, &body).await;
+    }
+    let api = &g.client;
+    eventually(
+        WAIT,
+        "the meter's comings and goings in the record",
+        || async move {
+            let (_, v) = api.get("/api/v1/patients/p-two/record").await;
+            let n = v["timeline"]
+                .as_array()?
+                .iter()
+                .filter(|e| e["device_id"] == "gm-p-two-b" && e["kind"] == "device.offline")
+                .count();
+            (n >= 2).then_some(())
+        },
+    )
+    .await;
+
     let base = format!("http://{}", g.http);
     let (lines, summary) = run_browser_script(
         "clinician.mjs",
@@ -105,6 +134,8 @@ async fn a_nurse_triages_the_inbox_in_a_real_browser() {
             "resolved_alerts_say_who_and_how_long",
             "inbox_on_a_phone",
             "inbox_passes_axe",
+            "timeline_folds_and_filters_device_noise",
+            "care_plan_form_saves_a_rule_and_shows_a_field_error",
         ],
     );
     // What the browser did is in the record: taken, two acknowledged, one snoozed.

@@ -58,6 +58,7 @@ export async function api(method, path, body = undefined, opts = {}) {
   if (!resp.ok) {
     const message = (data && typeof data.error === 'string' && data.error) || `The server answered ${resp.status}.`;
     const err = new ApiError(resp.status, message, resp.headers.get('Retry-After'));
+    err.body = data; // where a refusal says where the problem is (a care plan's rule and field)
     if (resp.status === 401 && !opts.quiet401) onUnauthorized();
     throw err;
   }

@@ -8,6 +8,8 @@
 // back. Live readings of this patient are appended while the window ends at "now".
 
 import { notificationSteps } from './notifysteps.js';
+import { CarePlanEditor } from './careplan.js';
+import { Timeline } from './timeline.js';
 import { TimerBox } from './timerbox.js';
 import uPlot from '/assets/vendor/uPlot.esm.js';
 import { showCredentials } from './admin.js';
@@ -114,7 +116,7 @@ export class PatientView {
     this.deviceSecret = h('div', { id: 'rotated-secret' });
     this.devicesBox = h('section', { class: 'card', 'aria-labelledby': 'pv-devices' },
       h('h2', { id: 'pv-devices', tabindex: '-1' }, 'Devices'), this.devicesTable, this.deviceConfirm, this.deviceSecret);
-    this.timelineBox = h('ol', { class: 'timeline', id: 'timeline' });
+    this.timeline = new Timeline(patient.id);
     this.timerBox?.destroy();
     this.timerBox = new TimerBox(patient.id);
     clear(this.root).append(
@@ -131,12 +133,12 @@ export class PatientView {
         this.chartsBox),
       h('div', { class: 'two-col' },
         h('section', { class: 'card', 'aria-labelledby': 'pv-timeline' },
-          h('h2', { id: 'pv-timeline' }, 'Record'), this.noteForm(), this.timelineBox, this.moreButton()),
+          h('h2', { id: 'pv-timeline' }, 'Record'), this.noteForm(), this.timeline.el),
         h('div', {}, this.timerBox.el, this.devicesBox, this.planEditor())),
     );
     this.renderAlerts();
     this.renderDevices();
-    this.renderTimeline(this.record.timeline || [], false);
+    this.timeline.set(this.record.timeline || []);
     this.setRange(this.range);
   }
 
@@ -254,72 +256,15 @@ export class PatientView {
     return form;
   }
 
-  moreButton() {
-    this.more = h('button', { type: 'button', class: 'btn-quiet', onclick: () => this.loadOlder() }, 'Show older entries');
-    return this.more;
-  }
-
-  async loadOlder() {
-    const tl = this.record.timeline || [];
-    if (!tl.length) return;
-    const before = tl[tl.length - 1].time;
-    try {
-      const rec = await get(`/patients/${seg(this.id)}/record?before=${encodeURIComponent(before)}`);
-      const older = rec.timeline || [];
-      this.record.timeline = tl.concat(older);
-      this.renderTimeline(older, true);
-    } catch (e) {
-      announce(e.message);
-    }
-  }
-
-  renderTimeline(entries, appendOnly) {
-    if (!appendOnly) clear(this.timelineBox);
-    if (!appendOnly && !entries.length) this.timelineBox.append(h('li', { class: 'empty' }, 'Nothing in the record yet.'));
-    for (const e of entries) this.timelineBox.append(timelineItem(e));
-    this.more.hidden = entries.length < 50;
-  }
-
   planEditor() {
-    const plan = this.record.care_plan || { rules: [] };
     // Admins and the patient's own clinicians may change it (a clinical decision); the API
-    // decides, and its refusal is shown.
-    const ta = h('textarea', { id: 'plan-json', rows: 14, spellcheck: 'false', class: 'code' });
-    ta.value = JSON.stringify({ rules: plan.rules || [] }, null, 2);
-    const msg = messageLine();
-    const status = h('p', { class: 'muted small', id: 'plan-status' }, plan.default ? 'This patient follows the default care plan; saving makes it their own.' : 'This patient has a care plan of their own.');
-    const form = h('form', { id: 'plan-form' },
-      h('div', { class: 'field' }, h('label', { for: 'plan-json' }, 'Rules (JSON)'), ta), status, msg.el);
-    ta.setAttribute('aria-describedby', 'plan-status');
-    form.append(h('button', { type: 'submit', class: 'btn' }, 'Save care plan'));
-    form.addEventListener('submit', async (e) => {
-      e.preventDefault();
-      let body;
-      try {
-        body = JSON.parse(ta.value);
-      } catch (err) {
-        msg.error(`This is not valid JSON: ${err.message}`);
-        ta.setAttribute('aria-invalid', 'true');
-        ta.focus();
-        return;
-      }
-      if (Array.isArray(body)) body = { rules: body };
-      try {
-        const saved = await put(`/patients/${seg(this.id)}/care-plan`, body);
-        ta.removeAttribute('aria-invalid');
-        ta.value = JSON.stringify({ rules: saved.rules || [] }, null, 2);
-        this.record.care_plan = saved;
-        status.textContent = 'This patient has a care plan of their own.';
-        msg.ok('Care plan saved.');
-        this.drawAllCharts();
-        this.reloadRecord(0);
-      } catch (err) {
-        ta.setAttribute('aria-invalid', 'true');
-        msg.error(err.message);
-        ta.focus();
-      }
+    // decides, and its refusal is shown beside the field it names (careplan.js).
+    this.planForm = new CarePlanEditor(this.id, this.record.care_plan, this.user?.role === 'admin', (saved) => {
+      this.record.care_plan = saved;
+      this.drawAllCharts();
+      this.reloadRecord(0);
     });
-    return h('section', { class: 'card', 'aria-labelledby': 'pv-plan' }, h('h2', { id: 'pv-plan' }, 'Care plan'), form);
+    return this.planForm.el;
   }
 
   async startVisit(btn) {
@@ -553,34 +498,12 @@ export class PatientView {
         this.record = rec;
         this.renderAlerts();
         this.renderDevices();
-        this.renderTimeline(rec.timeline || [], false);
+        this.timeline.set(rec.timeline || []);
       } catch (e) {
         if (e.name !== 'AbortError') announce(`The record could not be refreshed: ${e.message}`);
       }
     }, delay);
   }
-}
-
-const KIND_TEXT = {
-  'alert.opened': 'Alert opened', 'alert.raised': 'Alert raised', 'alert.escalated': 'Alert escalated',
-  'alert.acknowledged': 'Alert acknowledged', 'alert.resolved': 'Alert resolved', note: 'Note',
-  'device.offline': 'Device offline', 'device.online': 'Device back online', 'device.battery_low': 'Battery low',
-  'device.revoked': 'Device revoked',
-  'care_plan.updated': 'Care plan updated', 'visit.started': 'Video visit started', 'visit.ended': 'Video visit ended',
-};
-
-function timelineItem(e) {
-  const parts = [];
-  if (e.severity) parts.push(h('span', { class: `badge sev-${e.severity}` }, e.severity.toUpperCase()), ' ');
-  if (e.message) parts.push(e.message);
-  if (e.text) parts.push(h('span', { class: 'note-text' }, e.text));
-  if (e.device_id) parts.push(`${e.device_id}${typeof e.battery === 'number' ? ` · battery ${e.battery}%` : ''}`);
-  if (Array.isArray(e.rules)) parts.push(`rules: ${e.rules.join(', ') || '(none)'}`);
-  const by = e.by ? h('span', { class: 'muted' }, ` — ${e.by}`) : null;
-  const note = e.note ? h('p', { class: 'tl-note' }, `“${e.note}”`) : null;
-  return h('li', { class: `tl-item kind-${e.kind.replace(/\./g, '-')}`, dataset: { kind: e.kind } },
-    h('div', { class: 'tl-meta' }, h('strong', {}, KIND_TEXT[e.kind] || e.kind), ' ', h('time', { datetime: e.time }, formatTime(e.time)), by),
-    parts.length ? h('p', { class: 'tl-body' }, parts) : null, note);
 }
 
 function chartWidth(box) {
