@@ -31,6 +31,8 @@ struct ProfileFile {
     #[serde(default)]
     manual_entry: bool,
     #[serde(default)]
+    spot_check: bool,
+    #[serde(default)]
     aliases: BTreeMap<String, String>,
 }
 
@@ -48,6 +50,10 @@ pub struct Profile {
     /// device itself: they are kept and alerted on, but are not remote physiologic monitoring
     /// and never count as a day of device data for billing (docs/billing.md).
     pub manual_entry: bool,
+    /// The device connects for a reading and goes (a cuff, a scale, a meter): being offline
+    /// between readings is as expected until `reporting_interval_s` has passed twice
+    /// (docs/dashboard.md, "Devices as expected").
+    pub spot_check: bool,
     #[serde(skip)]
     aliases: HashMap<String, Metric>,
 }
@@ -143,6 +149,7 @@ fn parse(file: &str, text: &str) -> Result<Profile, ProfileError> {
         gatt,
         reporting_interval_s: raw.reporting_interval_s,
         manual_entry: raw.manual_entry,
+        spot_check: raw.spot_check,
         aliases,
     })
 }

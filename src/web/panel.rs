@@ -115,11 +115,9 @@ pub(super) async fn panel(
                         let seen_reading = live.and_then(|l| l.device_seen.get(&d.id)).copied();
                         let seen_status = d.last_seen.as_deref().and_then(crate::domain::parse_rfc3339);
                         let last_seen = seen_reading.max(seen_status);
-                        let interval = s
-                            .registry
-                            .profiles()
-                            .get(&d.profile)
-                            .map_or(3600, |p| p.reporting_interval_s);
+                        let profile = s.registry.profiles().get(&d.profile);
+                        let interval = profile.map_or(3600, |p| p.reporting_interval_s);
+                        let spot_check = profile.is_some_and(|p| p.spot_check);
                         let limit_ms = i64::try_from(interval.saturating_mul(2).max(300))
                             .unwrap_or(i64::MAX)
                             .saturating_mul(1000);
@@ -130,6 +128,8 @@ pub(super) async fn panel(
                             "battery": d.battery,
                             "last_seen": last_seen.map(format_rfc3339),
                             "stale": quiet,
+                            "spot_check": spot_check,
+                            "reporting_interval_s": interval,
                         })
                     })
                     .collect();

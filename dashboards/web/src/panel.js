@@ -6,8 +6,8 @@
 
 import { drawSpark, forget, sparkCanvas } from './spark.js';
 import {
-  NO_TEAM, ageEl, announce, clear, field, formatValue, h, metricLabel, metricShort, onNoTeam,
-  parseTime, severityRank, sortMetrics, unitLabel,
+  NO_TEAM, ageEl, announce, clear, deviceState, field, formatValue, h, metricLabel, metricShort,
+  onNoTeam, parseTime, severityRank, sortMetrics, unitLabel,
 } from './util.js';
 
 /** The care-team filter's choice for the patients no clinician can see (admins); no team id has a colon. */
@@ -38,7 +38,7 @@ export class PanelView {
       h('option', { value: 'all' }, 'All patients'),
       h('option', { value: 'alerts' }, 'With unresolved alerts'),
       h('option', { value: 'high' }, 'High alerts'),
-      h('option', { value: 'stale' }, 'Stale or offline devices'));
+      h('option', { value: 'stale' }, 'Devices offline or overdue'));
     show.value = this.filter.show;
     show.addEventListener('change', () => { this.filter.show = show.value; this.applyFilter(true); });
     this.teamSelect = h('select', { id: 'panel-team' }, h('option', { value: '' }, 'All care teams'));
@@ -147,7 +147,7 @@ export class PanelView {
       } else if (team && p.care_team !== team) return false;
       if (show === 'alerts' && !p.alert) return false;
       if (show === 'high' && p.alert?.severity !== 'high') return false;
-      if (show === 'stale' && !p.stale && !p.devices.some((d) => d.online === false)) return false;
+      if (show === 'stale' && !p.stale && !p.devices.some((d) => deviceState(d).trouble)) return false;
       return true;
     };
     const ids = only || this.tiles.keys();
@@ -268,22 +268,23 @@ export function forgetTile(tile) {
 
 function deviceSummary(devices) {
   if (!devices.length) return ['No devices'];
-  const quiet = (d) => d.online === false || d.stale;
+  const now = Date.now();
+  const quiet = (d) => deviceState(d, now).trouble;
   const low = (d) => typeof d.battery === 'number' && d.battery <= 20;
   if (devices.length <= 2) {
-    return devices.map((d) => h('span', { class: `dev${quiet(d) ? ' offline' : ''}${low(d) ? ' low' : ''}`, title: `${d.id} (${d.profile || 'device'})` },
+    return devices.map((d) => h('span', { class: `dev${quiet(d) ? ' offline' : ''}${low(d) ? ' low' : ''}`, title: `${d.id} (${d.profile || 'device'})`, dataset: { state: deviceState(d, now).state } },
       d.profile || d.id,
-      d.online === false ? ' · offline' : d.stale ? ' · quiet' : '',
+      deviceState(d, now).state === 'connected' ? '' : ` · ${deviceState(d, now).text}`,
       typeof d.battery === 'number' ? ` · ${d.battery}%` : ''));
   }
   // Many devices: a summary line; the full list is in the patient view.
   const off = devices.filter(quiet).length;
   const batteries = devices.map((d) => d.battery).filter((b) => typeof b === 'number');
   const minBattery = batteries.length ? Math.min(...batteries) : null;
-  const title = devices.map((d) => `${d.profile || d.id}${quiet(d) ? ' (offline or quiet)' : ''}${typeof d.battery === 'number' ? ` ${d.battery}%` : ''}`).join(', ');
+  const title = devices.map((d) => `${d.profile || d.id} (${deviceState(d, now).text})${typeof d.battery === 'number' ? ` ${d.battery}%` : ''}`).join(', ');
   return [
     h('span', { class: 'dev', title }, `${devices.length} devices`),
-    off ? h('span', { class: 'dev offline' }, `${off} offline or quiet`) : null,
+    off ? h('span', { class: 'dev offline' }, `${off} offline or overdue`) : null,
     minBattery !== null ? h('span', { class: `dev${minBattery <= 20 ? ' low' : ''}` }, `lowest battery ${minBattery}%`) : null,
   ].filter(Boolean);
 }

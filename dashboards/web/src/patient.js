@@ -16,8 +16,8 @@ import { showCredentials } from './admin.js';
 import { ApiError, get, post, put, seg } from './api.js';
 import { rememberVisit } from './visitview.js';
 import {
-  ageEl, announce, clear, confirmStep, formatTime, formatValue, h, messageLine, metricLabel,
-  parseTime, sortMetrics, unitLabel,
+  ageEl, announce, clear, confirmStep, deviceState, formatTime, formatValue, h, messageLine,
+  metricLabel, parseTime, sortMetrics, unitLabel,
 } from './util.js';
 
 const RANGES = [
@@ -138,6 +138,11 @@ export class PatientView {
     );
     this.renderAlerts();
     this.renderDevices();
+    // Whether a device is a spot-check one is its profile's: redraw once the profiles are in.
+    profiles().then((m) => {
+      this.profileMap = m;
+      if (this.devicesTable.isConnected) this.renderDevices();
+    });
     this.timeline.set(this.record.timeline || []);
     this.setRange(this.range);
   }
@@ -172,7 +177,7 @@ export class PatientView {
       h('tbody', {}, devs.map((d) => h('tr', { dataset: { deviceId: d.id, revoked: String(Boolean(d.revoked)) } },
         h('th', { scope: 'row' }, d.id),
         h('td', {}, d.profile),
-        h('td', {}, d.revoked ? h('span', { class: 'badge revoked' }, 'revoked') : d.online ? 'online' : 'offline'),
+        h('td', { dataset: { state: this.deviceStateOf(d).state } }, d.revoked ? h('span', { class: 'badge revoked' }, 'revoked') : this.deviceStateOf(d).text),
         h('td', { class: typeof d.battery === 'number' && d.battery <= 20 ? 'warn' : '' }, typeof d.battery === 'number' ? `${d.battery}%` : '–'),
         h('td', {}, d.last_seen ? ageEl(d.last_seen) : 'never'),
         admin ? h('td', { class: 'device-actions' }, d.revoked
@@ -180,6 +185,12 @@ export class PatientView {
           : h('div', { class: 'device-buttons' },
             h('button', { type: 'button', class: 'btn-quiet', dataset: { action: 'rotate' }, 'aria-label': `Rotate the secret of ${d.id}`, onclick: (e) => this.askRotate(d, e.currentTarget) }, 'Rotate secret'),
             h('button', { type: 'button', class: 'btn-quiet btn-quiet-danger', dataset: { action: 'revoke' }, 'aria-label': `Revoke ${d.id}`, onclick: (e) => this.askRevoke(d, e.currentTarget) }, 'Revoke'))) : null)))));
+  }
+
+  /** How a device stands in words (util.js `deviceState`), with what its profile says. */
+  deviceStateOf(d) {
+    const p = this.profileMap?.get(d.profile);
+    return deviceState({ ...d, spot_check: p?.spot_check, reporting_interval_s: p?.reporting_interval_s });
   }
 
   /** The action button of a device, found again after a redraw of the table. */

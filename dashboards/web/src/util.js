@@ -118,6 +118,31 @@ export function formatTime(t) {
   return Number.isFinite(ms) ? dtf.format(new Date(ms)) : '';
 }
 
+const dueFmt = new Intl.DateTimeFormat(undefined, { weekday: 'short', hour: '2-digit', minute: '2-digit' });
+
+/**
+ * How a device stands, in words, and whether it needs looking at. A spot-check device (a cuff,
+ * a scale, a meter: the profile's `spot_check`) connects for a reading and goes, so being
+ * offline is as expected until its reporting interval has passed twice since it was last heard
+ * from (the server's "stale" uses the same limit); a continuous one offline is offline.
+ */
+export function deviceState(d, now = Date.now()) {
+  if (d.revoked) return { state: 'revoked', text: 'revoked', trouble: false };
+  const seen = parseTime(d.last_seen);
+  const limit = Math.max(300, 2 * (d.reporting_interval_s || 3600)) * 1000;
+  const overdue = Number.isFinite(seen) && now - seen > limit;
+  const due = Number.isFinite(seen) ? dueFmt.format(new Date(seen + limit)) : '';
+  if (d.online === true) {
+    return overdue ? { state: 'quiet', text: 'connected, no reading lately', trouble: true } : { state: 'connected', text: 'connected', trouble: false };
+  }
+  if (d.spot_check) {
+    if (!Number.isFinite(seen)) return { state: 'waiting', text: 'no reading yet', trouble: false };
+    return overdue ? { state: 'overdue', text: `reading overdue since ${due}`, trouble: true }
+      : { state: 'as_expected', text: `as expected, next by ${due}`, trouble: false };
+  }
+  return { state: 'offline', text: 'offline', trouble: true };
+}
+
 /** An element that shows how old `t` is and keeps itself current (see refreshAges). */
 export function ageEl(t, compact = false) {
   const ms = parseTime(t);
