@@ -87,7 +87,7 @@ pub(super) async fn sign_in(
     };
     attempt.end(role.is_none());
     // The actor: the name as typed for a refusal, the account's stored spelling once known.
-    let audit = |action: &'static str, name: String| {
+    let audit = |action: &'static str, name: String, target: &'static str| {
         let (s, remote) = (s.clone(), remote.clone());
         async move {
             s.registry
@@ -96,7 +96,7 @@ pub(super) async fn sign_in(
                         actor: &name,
                         action,
                         patient_id: None,
-                        target: "session",
+                        target,
                         remote: &remote,
                     },
                     now_ms(),
@@ -106,7 +106,15 @@ pub(super) async fn sign_in(
     };
     if role.is_none() {
         tracing::info!(%remote, "failed sign-in");
-        audit("session.refused", body.username.clone()).await?;
+        // A disabled account is refused in the same words as a wrong password (the answer
+        // must not tell which accounts exist or are disabled: docs/security.md); the audit
+        // line, which only admins read, says so.
+        let target = if s.registry.is_disabled(&body.username).await? {
+            "session (account disabled)"
+        } else {
+            "session"
+        };
+        audit("session.refused", body.username.clone(), target).await?;
         return Err(ApiError::UnauthorizedBecause(
             "wrong username or password".into(),
         ));
@@ -120,7 +128,7 @@ pub(super) async fn sign_in(
         .registry
         .create_session(&body.username, now_ms(), lifetime_ms)
         .await?;
-    audit("session.started", session.user.name.clone()).await?;
+    audit("session.started", session.user.name.clone(), "session").await?;
     tracing::info!(user = %session.user.name, %remote, "signed in");
     Ok((
         [(

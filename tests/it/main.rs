@@ -38,6 +38,7 @@ mod oncall;
 mod oncall_browser;
 mod postgres;
 mod programme_browser;
+mod records;
 mod registry_conformance;
 mod registry_db;
 mod registry_postgres;

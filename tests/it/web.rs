@@ -1307,7 +1307,8 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             (
                 "GET",
                 "/patients" | "/panel" | "/profiles" | "/programs" | "/session" | "/teams"
-                | "/tokens" | "/billing" | "/worklist" | "/population" | "/timer" | "/care-plans",
+                | "/tokens" | "/billing" | "/worklist" | "/population" | "/timer" | "/care-plans"
+                | "/devices",
             ) => {
                 assert_eq!(s, StatusCode::OK, "{method} {url}: {v}");
                 let text = v.to_string();

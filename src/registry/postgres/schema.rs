@@ -343,4 +343,9 @@ pub const STEPS: &[&str] = &[
         username        text   NOT NULL,
         used_ms         bigint NOT NULL
      );",
+    // 23 (records) — renumber on merge: another branch adds the alerts' step 23. Users'
+    // display names and disabling, patients' discharge, as SQLite's "version 26 (records)".
+    "ALTER TABLE users ADD COLUMN display_name text, ADD COLUMN disabled_ms bigint;
+     ALTER TABLE patients ADD COLUMN discharged_ms bigint, ADD COLUMN discharge_date text,
+         ADD COLUMN discharge_reason text, ADD COLUMN discharged_by text;",
 ];

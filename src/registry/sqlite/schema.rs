@@ -203,7 +203,22 @@ pub(crate) const SCHEMA: &[&str] = &[
         username        TEXT    NOT NULL,
         used_ms         INTEGER NOT NULL
     );",
+    // version 26 (records) — renumber on merge: another branch adds the alerts' version 26.
+    // Users' display names and disabling; patients' discharge (`registry::discharge`).
+    SCHEMA_RECORDS,
 ];
+
+/// Schema "version 26 (records)": a user's display name (shown to patients instead of the
+/// username) and when they were disabled (a disabled user cannot sign in; their sessions and
+/// tokens stop working); a patient's discharge (when, the date the clinic gives, the reason
+/// and who), `NULL` while the patient is under monitoring.
+const SCHEMA_RECORDS: &str = "
+    ALTER TABLE users ADD COLUMN display_name TEXT;
+    ALTER TABLE users ADD COLUMN disabled_ms INTEGER;
+    ALTER TABLE patients ADD COLUMN discharged_ms INTEGER;
+    ALTER TABLE patients ADD COLUMN discharge_date TEXT;
+    ALTER TABLE patients ADD COLUMN discharge_reason TEXT;
+    ALTER TABLE patients ADD COLUMN discharged_by TEXT;";
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.
 const SCHEMA_V3: &str = "
