@@ -204,14 +204,15 @@ pub(super) async fn reset_password(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
-    body: Result<Json<PasswordReset>, JsonRejection>,
+    body: axum::body::Bytes,
 ) -> ApiResult<impl IntoResponse> {
     require_admin(&p)?;
-    // An empty body is a request for a temporary password.
-    let b = match body {
-        Ok(Json(b)) => b,
-        Err(JsonRejection::MissingJsonContentType(_)) => PasswordReset::default(),
-        Err(e) => return Err(e.into()),
+    // An empty body (or `{}`) is a request for a temporary password.
+    let b: PasswordReset = if body.iter().all(u8::is_ascii_whitespace) {
+        PasswordReset::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?
     };
     let chosen = b.password.is_some();
     let (user, password) = s
