@@ -39,6 +39,7 @@ mod oncall_browser;
 mod postgres;
 mod programme_browser;
 mod records;
+mod records_browser;
 mod registry_conformance;
 mod registry_db;
 mod registry_postgres;

@@ -1,6 +1,6 @@
 // Vigil's clinician dashboard: the shell. Restores the session, signs in and out, routes by the
 // URL hash (#/panel, #/worklist, #/billing, #/population, #/inbox, #/patients/{id}, #/visits/{id}, #/admin, #/audit, #/tokens,
-// #/on-call[/{team}], #/me, #/ack/{token} — every page is served by "/"; the hash survives sign-in, so a notification's
+// #/on-call[/{team}], #/me, #/ack/{token}, #/devices, #/discharged — every page is served by "/"; the hash survives sign-in, so a notification's
 // link opens its page once the user has signed in), owns the live feed and the store, and makes a new high alert impossible to miss.
 
 import { ApiError, del, get, post, setCsrfToken, setUnauthorizedHandler } from './api.js';
@@ -8,6 +8,8 @@ import { AckView } from './ack.js';
 import { AdminView } from './admin.js';
 import { AuditView } from './audit.js';
 import { BillingView } from './billing.js';
+import { DevicesView } from './devices.js';
+import { DischargedView } from './discharged.js';
 import { InboxView } from './inbox.js';
 import { Live } from './live.js';
 import { MyDetailsView } from './mydetails.js';
@@ -363,6 +365,12 @@ function route() {
     case 'worklist':
       document.title = 'Worklist · Vigil';
       state.view = new WorklistView(container, state.store);
+      break;
+    case 'devices':
+      state.view = new DevicesView(container);
+      break;
+    case 'discharged':
+      state.view = new DischargedView(container);
       break;
     case 'admin':
       document.title = 'Admin · Vigil';
