@@ -52,6 +52,9 @@ pub struct User {
     pub display_name: Option<String>,
     /// A disabled user cannot sign in, and their sessions and API tokens do not work.
     pub disabled: bool,
+    /// Their password is a temporary one (a reset): until they choose their own, their
+    /// sessions may do nothing else.
+    pub must_change_password: bool,
 }
 
 impl User {
@@ -71,6 +74,8 @@ pub struct StoredUser {
     pub display_name: Option<String>,
     /// When the user was disabled; `None` while they may sign in.
     pub disabled_ms: Option<i64>,
+    /// Whether their password is a temporary one from a reset.
+    pub password_temporary: bool,
 }
 
 impl From<StoredUser> for User {
@@ -82,6 +87,7 @@ impl From<StoredUser> for User {
             created_at: format_rfc3339(u.created_ms),
             display_name: u.display_name,
             disabled: u.disabled_ms.is_some(),
+            must_change_password: u.password_temporary,
         }
     }
 }
@@ -120,6 +126,8 @@ pub struct UserChange {
     /// `Some(Some(ms))` disables the user as of `ms` (a user already disabled keeps their
     /// first time); `Some(None)` enables them.
     pub disabled_ms: Option<Option<i64>>,
+    /// Whether the password (set with this change, or as it is) is a temporary one.
+    pub password_temporary: Option<bool>,
 }
 
 impl UserChange {

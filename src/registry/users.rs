@@ -44,6 +44,9 @@ pub struct UserUpdate {
     /// `Some(true)` disables the user (their sessions end, their tokens stop working);
     /// `Some(false)` enables them again.
     pub disabled: Option<bool>,
+    /// Whether `password` is a temporary one (a reset): the user must choose their own before
+    /// doing anything else. A password set without saying so is not temporary.
+    pub password_temporary: Option<bool>,
 }
 
 /// Characters of a temporary password: lower-case letters and digits without the ones easily
@@ -246,6 +249,9 @@ impl Registry {
             teams: update.teams,
             display_name,
             disabled_ms: update.disabled.map(|d| d.then(crate::domain::now_ms)),
+            password_temporary: update
+                .password_temporary
+                .or(update.password.is_some().then_some(false)),
         };
         let user = self
             .db
@@ -284,10 +290,52 @@ impl Registry {
         };
         let update = UserUpdate {
             password: Some(password.clone()),
+            // Whoever chose it, the admin knows it: the user chooses their own next.
+            password_temporary: Some(true),
             ..UserUpdate::default()
         };
         let user = self.update_user(username, update, audit).await?;
         Ok((user, password))
+    }
+
+    /// A signed-in user replaces their own password: `current` is checked in `client`'s turn
+    /// of the hasher (as a sign-in is), `new` against the policy (and must differ); then the
+    /// new hash, the end of every session of theirs and the audit line `audit` makes commit
+    /// together. `Invalid` (nothing changed) when `current` is wrong or `new` is refused.
+    pub async fn change_own_password(
+        &self,
+        username: &str,
+        current: &str,
+        new: &str,
+        client: &str,
+        audit: impl FnOnce(&str) -> NewAuditLine,
+    ) -> Result<User, RegistryError> {
+        let stored = self
+            .db
+            .credentials(username.to_owned())
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("user {username}")))?;
+        if !self
+            .hasher
+            .verify(client, Some(stored.password_hash), current)
+            .await?
+        {
+            return Err(RegistryError::Invalid(
+                "current_password is not your current password".into(),
+            ));
+        }
+        if new == current {
+            return Err(RegistryError::Invalid(
+                "new_password must differ from the current one".into(),
+            ));
+        }
+        check_password(new, username).map_err(|e| RegistryError::Invalid(format!("new_{e}")))?;
+        let update = UserUpdate {
+            password: Some(new.to_owned()),
+            password_temporary: Some(false),
+            ..UserUpdate::default()
+        };
+        self.update_user(username, update, audit).await
     }
 
     /// Changes the contact details of the user `username` names (any spelling), with the audit

@@ -165,6 +165,8 @@ pub(super) async fn update_user(
         password: b.password,
         display_name: b.display_name.map(Option::unwrap_or_default),
         disabled: b.disabled,
+        // A password set here is the user's own (`vigil user add`'s way); a reset's is not.
+        password_temporary: None,
     };
     let what = [
         update.role.map(|_| "role"),

@@ -99,6 +99,7 @@ pub(super) fn api() -> Router<AppState> {
                 .post(super::session::sign_in)
                 .delete(super::session::sign_out),
         )
+        .route("/session/password", post(super::session::change_password))
         .route("/live", get(super::live::live))
         .route("/panel", get(super::panel::panel))
         .route("/patients/{id}/series", get(super::panel::series))

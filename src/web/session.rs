@@ -140,6 +140,66 @@ pub(super) async fn sign_in(
         .into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /session/password {"current_password","new_password"}`: the signed-in user chooses a
+/// new password (the way out of a temporary one). Every session of theirs ends with the change
+/// and its audit line (`user.password_change`); this one is replaced by a new session, in the
+/// cookie and the answer (the same as sign-in's). A session only: an API token or the
+/// bootstrap token has no password to change.
+pub(super) async fn change_password(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    body: Result<Json<PasswordChange>, JsonRejection>,
+) -> ApiResult<Response> {
+    if p.session_token.is_none() {
+        return Err(ApiError::Forbidden(
+            "a password is changed from a signed-in session".into(),
+        ));
+    }
+    let Json(b) = body?;
+    let user = s
+        .registry
+        .change_own_password(
+            &p.name,
+            &b.current_password,
+            &b.new_password,
+            &p.remote,
+            |stored| {
+                NewAuditLine::of(
+                    &AuditEntry {
+                        actor: stored,
+                        action: "user.password_change",
+                        patient_id: None,
+                        target: &format!("user/{stored}"),
+                        remote: &p.remote,
+                    },
+                    now_ms(),
+                )
+            },
+        )
+        .await?;
+    let lifetime_ms = i64::try_from(s.session_lifetime.as_millis()).unwrap_or(i64::MAX / 2);
+    let (token, session) = s
+        .registry
+        .create_session(&user.name, now_ms(), lifetime_ms)
+        .await?;
+    tracing::info!(user = %user.name, remote = %p.remote, "password changed");
+    Ok((
+        [(
+            header::SET_COOKIE,
+            set_cookie(&s, &token, lifetime_ms / 1000),
+        )],
+        Json(session_body(&s, &session).await?),
+    )
+        .into_response())
+}
+
 /// `GET /session`: who is signed in (restores the dashboard after a reload).
 pub(super) async fn current(
     State(s): State<AppState>,

@@ -107,6 +107,7 @@ try {
   const { page: admin } = await newPage(browser, problems);
   await signIn(admin, BASE, need('ADMIN_USER'), need('ADMIN_PASS'));
   const stamp = Date.now().toString(36);
+  let temporary = null;
   await adminScenarios(admin, 'desktop', stamp);
 
   await scenario('admin_discharges_a_patient_who_leaves_the_panel', async () => {
@@ -193,7 +194,44 @@ try {
     const pass = await admin.inputValue('#reset-pass');
     if (!/^[a-z2-9]{5}(-[a-z2-9]{5}){3}$/.test(pass)) throw new Error(`the temporary password is ${pass}`);
     await checkAxe(admin, 'temporary password');
+    temporary = pass;
     return { length: pass.length };
+  });
+
+  await scenario('a_temporary_password_is_replaced_at_the_next_sign_in', async () => {
+    // Enabled again, she signs in with the temporary password and must choose her own first.
+    const r = await pageFetch(admin, 'PATCH', `/api/v1/users/${CLIN}`, { disabled: false });
+    if (r.status !== 200) throw new Error(JSON.stringify(r));
+    const { page: clin } = await newPage(browser, problems, { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    await clin.goto(`${BASE}/`);
+    await clin.waitForSelector('#signin-form', { timeout: 10000 });
+    await clin.fill('#signin-user', CLIN);
+    await clin.fill('#signin-pass', temporary);
+    await clin.click('#signin-submit');
+    await clin.waitForSelector('#change-password-form', { timeout: 10000 });
+    if ((await clin.evaluate(() => document.activeElement?.id)) !== 'cp-current') throw new Error('focus is not on the temporary password');
+    await checkAxe(clin, 'choose a new password (phone)');
+    await clin.fill('#cp-current', temporary);
+    await clin.fill('#cp-new', 'short');
+    await clin.fill('#cp-again', 'short');
+    await clin.tap('#cp-submit');
+    const local = await text(clin, '#change-password-form .msg');
+    if (!/12 characters/.test(local)) throw new Error(`the form says ${local}`);
+    await clin.fill('#cp-new', 'Password1234');
+    await clin.fill('#cp-again', 'Password1234');
+    await clin.tap('#cp-submit');
+    const refusal = await until('the policy refusal', 10000, async () => {
+      const t = await text(clin, '#change-password-form .msg');
+      return /common/.test(t) ? t : null;
+    });
+    if ((await clin.getAttribute('#cp-new', 'aria-invalid')) !== 'true') throw new Error('the new password is not marked');
+    await clin.fill('#cp-new', 'lilac ferry morning tide');
+    await clin.fill('#cp-again', 'lilac ferry morning tide');
+    await clin.tap('#cp-submit');
+    await clin.waitForSelector('#topbar:not([hidden])', { timeout: 10000 });
+    await clin.waitForFunction(() => window.vigil?.store?.loaded === true, null, { timeout: 10000 });
+    await clin.context().close();
+    return { refusal };
   });
 
   await scenario('device_inventory_filters', async () => {

@@ -358,10 +358,83 @@ async fn a_disabled_user_cannot_sign_in_and_their_sessions_and_tokens_stop_at_on
         Browser::new(&g).sign_in("nina", PASSWORD).await.0,
         StatusCode::UNAUTHORIZED
     );
+    // Signed in with it, she must choose her own password before anything else.
+    let mut temp = Browser::new(&g);
+    let (s, v) = temp.sign_in("nina", &temporary).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["user"]["must_change_password"], true, "{v}");
+    let (s, v) = temp.call("GET", "/api/v1/patients", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("choose a new password"),
+        "{v}"
+    );
     assert_eq!(
-        Browser::new(&g).sign_in("nina", &temporary).await.0,
+        temp.call("GET", "/api/v1/session", None).await.0,
         StatusCode::OK
     );
+    for (body, why) in [
+        (
+            json!({"current_password": "wrong one entirely", "new_password": "violet harbour beacon"}),
+            "current_password",
+        ),
+        (
+            json!({"current_password": temporary, "new_password": "short"}),
+            "new_password must be",
+        ),
+        (
+            json!({"current_password": temporary, "new_password": temporary}),
+            "must differ",
+        ),
+        (json!({"current_password": temporary}), "new_password"),
+    ] {
+        let (s, v) = temp
+            .call("POST", "/api/v1/session/password", Some(body))
+            .await;
+        assert!(s.is_client_error(), "{s} {v}");
+        assert!(v["error"].as_str().unwrap().contains(why), "{why}: {v}");
+    }
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/session/password",
+            Some(json!({"current_password": "x", "new_password": "violet harbour beacon"})),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a token has no password to change: {v}"
+    );
+    let (s, v) = temp
+        .call(
+            "POST",
+            "/api/v1/session/password",
+            Some(json!({"current_password": temporary, "new_password": "violet harbour beacon"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["user"]["must_change_password"], false, "{v}");
+    assert_eq!(
+        temp.call("GET", "/api/v1/session", None).await.0,
+        StatusCode::UNAUTHORIZED,
+        "the session with the temporary password ended"
+    );
+    let mut own = Browser::new(&g);
+    assert_eq!(
+        own.sign_in("nina", "violet harbour beacon").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        own.call("GET", "/api/v1/patients", None).await.0,
+        StatusCode::OK
+    );
+    let (_, v) = g.client.get("/api/v1/audit?user=nina&limit=1000").await;
+    assert!(v.to_string().contains("user.password_change"), "{v}");
     // Or the admin chooses it: then it is not echoed.
     let (s, v) = g
         .client
@@ -372,12 +445,13 @@ async fn a_disabled_user_cannot_sign_in_and_their_sessions_and_tokens_stop_at_on
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(v.get("password").is_none(), "{v}");
+    let (s, v) = Browser::new(&g)
+        .sign_in("nina", "violet harbour lantern")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(
-        Browser::new(&g)
-            .sign_in("nina", "violet harbour lantern")
-            .await
-            .0,
-        StatusCode::OK
+        v["user"]["must_change_password"], true,
+        "the admin knows it too: {v}"
     );
     let (_, v) = g.client.get("/api/v1/audit?limit=1000").await;
     assert!(v.to_string().contains("user.password_reset"), "{v}");

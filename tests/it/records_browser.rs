@@ -2,7 +2,8 @@
 //! playwright-core, `tests/browser/records.mjs`), on a desktop and a 390×844 phone: an admin
 //! adds a patient with an MRN and demographics (a taken MRN refused beside its field) and edits
 //! them on the patient's page, discharges another patient (who leaves the panel and is listed
-//! as discharged), disables a clinician (who then cannot sign in) and resets a password; the
+//! as discharged), disables a clinician (who then cannot sign in) and resets a password (the
+//! clinician, enabled again, must replace the temporary one at the next sign-in); the
 //! device inventory filters; axe-core finds no WCAG 2.1 A/AA violation on the new views.
 
 use std::time::Duration;
@@ -77,6 +78,7 @@ async fn records_work_in_a_real_browser() {
             "admin_discharges_a_patient_who_leaves_the_panel",
             "admin_disables_a_user_who_then_cannot_sign_in",
             "admin_resets_a_password_shown_once",
+            "a_temporary_password_is_replaced_at_the_next_sign_in",
             "device_inventory_filters",
             "admin_views_on_a_phone",
             "records_pages_pass_axe",

@@ -1073,6 +1073,7 @@ async fn users_and_teams_read_back_as_created_and_are_found_by_any_spelling() {
             created_ms: 1_000,
             display_name: None,
             disabled_ms: None,
+            password_temporary: false,
         };
         assert_eq!(nina, expected, "{n}");
         db.create_user(new_user("ada", Role::Admin, &[]), None)
@@ -5243,13 +5244,35 @@ async fn a_users_display_name_and_disabling_read_back_and_disabling_ends_their_s
             Some(5_000),
             "{n}"
         );
+        // A temporary password (a reset) is marked until the user sets their own.
+        let reset = UserChange {
+            password_hash: Some("$argon2id$temporary".into()),
+            password_temporary: Some(true),
+            ..UserChange::default()
+        };
+        let u = db.update_user("nina".into(), reset, None).await.unwrap();
+        assert!(u.password_temporary, "{n}");
+        assert!(
+            db.user("nina".into())
+                .await
+                .unwrap()
+                .unwrap()
+                .password_temporary,
+            "{n}"
+        );
         let on = UserChange {
             disabled_ms: Some(None),
             display_name: Some(None),
+            password_hash: Some("$argon2id$own".into()),
+            password_temporary: Some(false),
             ..UserChange::default()
         };
         let u = db.update_user("nina".into(), on, None).await.unwrap();
-        assert_eq!((u.disabled_ms, u.display_name), (None, None), "{n}");
+        assert_eq!(
+            (u.disabled_ms, u.display_name, u.password_temporary),
+            (None, None, false),
+            "{n}"
+        );
         assert!(
             !db.credentials("nina".into())
                 .await

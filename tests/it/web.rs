@@ -1256,6 +1256,9 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             "/visits" => json!({"patient_id": "ps1"}),
             "/visits/{id}/links" => json!({"role": "guest"}),
             "/tokens" => json!({"label": "x", "scope": "write", "expires_days": 1, "user": "sam"}),
+            "/session/password" => {
+                json!({"current_password": "not hers", "new_password": "violet harbour beacon"})
+            }
             _ => json!({"note": "checked"}),
         })
     };
@@ -1319,6 +1322,8 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             }
             // A WebSocket route asked without an upgrade; its scoping is tested with the socket.
             ("GET", "/live") => assert_eq!(s, StatusCode::BAD_REQUEST, "{v}"),
+            // Her own password, no patient's: the wrong current password changes nothing.
+            ("POST", "/session/password") => assert_eq!(s, StatusCode::BAD_REQUEST, "{v}"),
             // Only a join link opens this one.
             ("GET", "/visits/{id}/join") => assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}"),
             _ => assert!(

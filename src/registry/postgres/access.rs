@@ -31,7 +31,7 @@ fn users_sql(filter: &str) -> String {
         "SELECT u.username, u.role, u.created_ms,
                 COALESCE(array_agg(m.team_id ORDER BY m.team_id COLLATE \"C\")
                          FILTER (WHERE m.team_id IS NOT NULL), '{{}}'),
-                u.display_name, u.disabled_ms
+                u.display_name, u.disabled_ms, u.password_temporary
            FROM users u LEFT JOIN team_members m ON m.username = u.username
           {filter}
           GROUP BY u.username
@@ -47,6 +47,7 @@ fn user(r: &Row) -> StoredUser {
         teams: r.get(3),
         display_name: r.get(4),
         disabled_ms: r.get(5),
+        password_temporary: r.get(6),
     }
 }
 
@@ -187,6 +188,14 @@ impl AccessStore for PgDb {
             tx.execute(
                 "UPDATE users SET password_hash = $2 WHERE username = $1",
                 &[&name, h],
+            )
+            .await
+            .map_err(PgError::from)?;
+        }
+        if let Some(t) = change.password_temporary {
+            tx.execute(
+                "UPDATE users SET password_temporary = $2 WHERE username = $1",
+                &[&name, &t],
             )
             .await
             .map_err(PgError::from)?;

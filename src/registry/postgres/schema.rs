@@ -345,7 +345,8 @@ pub const STEPS: &[&str] = &[
      );",
     // 23 (records) — renumber on merge: another branch adds the alerts' step 23. Users'
     // display names and disabling, patients' discharge, as SQLite's "version 26 (records)".
-    "ALTER TABLE users ADD COLUMN display_name text, ADD COLUMN disabled_ms bigint;
+    "ALTER TABLE users ADD COLUMN display_name text, ADD COLUMN disabled_ms bigint,
+         ADD COLUMN password_temporary boolean NOT NULL DEFAULT false;
      ALTER TABLE patients ADD COLUMN discharged_ms bigint, ADD COLUMN discharge_date text,
          ADD COLUMN discharge_reason text, ADD COLUMN discharged_by text;",
 ];

@@ -40,7 +40,8 @@ fn load(c: &Connection, name: &str) -> Result<Option<StoredUser>, RegistryError>
     Ok(Some(user))
 }
 
-const USER_COLUMNS: &str = "username, role, created_ms, display_name, disabled_ms";
+const USER_COLUMNS: &str =
+    "username, role, created_ms, display_name, disabled_ms, password_temporary";
 
 /// A user's row of [`USER_COLUMNS`], without their teams.
 fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredUser> {
@@ -50,6 +51,7 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredUser> {
         created_ms: r.get(2)?,
         display_name: r.get(3)?,
         disabled_ms: r.get(4)?,
+        password_temporary: r.get(5)?,
         teams: Vec::new(),
     })
 }
@@ -180,6 +182,12 @@ impl AccessStore for SqliteDb {
                 tx.execute(
                     "UPDATE users SET password_hash = ?2 WHERE username = ?1",
                     params![name, h],
+                )?;
+            }
+            if let Some(t) = change.password_temporary {
+                tx.execute(
+                    "UPDATE users SET password_temporary = ?2 WHERE username = ?1",
+                    params![name, t],
                 )?;
             }
             if let Some(d) = &change.display_name {

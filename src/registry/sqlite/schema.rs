@@ -210,11 +210,13 @@ pub(crate) const SCHEMA: &[&str] = &[
 
 /// Schema "version 26 (records)": a user's display name (shown to patients instead of the
 /// username) and when they were disabled (a disabled user cannot sign in; their sessions and
-/// tokens stop working); a patient's discharge (when, the date the clinic gives, the reason
+/// tokens stop working), and whether their password is a temporary one from a reset (they must
+/// choose their own before doing anything else); a patient's discharge (when, the date the clinic gives, the reason
 /// and who), `NULL` while the patient is under monitoring.
 const SCHEMA_RECORDS: &str = "
     ALTER TABLE users ADD COLUMN display_name TEXT;
     ALTER TABLE users ADD COLUMN disabled_ms INTEGER;
+    ALTER TABLE users ADD COLUMN password_temporary INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE patients ADD COLUMN discharged_ms INTEGER;
     ALTER TABLE patients ADD COLUMN discharge_date TEXT;
     ALTER TABLE patients ADD COLUMN discharge_reason TEXT;
