@@ -151,12 +151,46 @@ impl Registry {
             }))
     }
 
+    /// The plan the alert engine judges the patient by: none at all (an empty plan) while they
+    /// are discharged, else [`Registry::plan_in_force`] (`None` for the default plan).
+    pub async fn engine_plan(&self, patient: PatientId) -> Result<Option<CarePlan>, RegistryError> {
+        if self.patient(patient.clone()).await?.is_discharged() {
+            return Ok(Some(CarePlan { rules: Vec::new() }));
+        }
+        Ok(self.plan_in_force(patient).await?.into_plan())
+    }
+
+    /// Discharges a patient ([`crate::registry::discharge`]): their unresolved alerts are
+    /// resolved ("patient discharged"), each with its timeline entry, outbox rows and audit
+    /// line, with the discharge's own timeline entry and audit line, all in one transaction.
+    /// The caller announces the events and tells the engine (on SQLite; PostgreSQL's engine
+    /// learns of it from the transaction).
+    pub async fn set_discharge(
+        &self,
+        change: crate::registry::discharge::DischargeChange,
+    ) -> Result<crate::registry::patients::Discharged, RegistryError> {
+        self.storage().set_discharge(change).await
+    }
+
     /// [`Registry::plan_in_force`] of every patient, `None` for the default plan: what the
     /// alert engine is built with.
     pub async fn all_plans_in_force(
         &self,
     ) -> Result<Vec<(PatientId, Option<CarePlan>)>, RegistryError> {
         let mut plans = self.storage().all_plans().await?;
+        // Discharged patients are watched by no rule: they raise no alerts.
+        let discharged: std::collections::HashSet<PatientId> = self
+            .patients()
+            .await?
+            .into_iter()
+            .filter(|p| p.is_discharged())
+            .map(|p| p.id)
+            .collect();
+        for (patient, plan) in &mut plans {
+            if discharged.contains(patient) {
+                *plan = Some(CarePlan { rules: Vec::new() });
+            }
+        }
         if plans.iter().any(|(_, p)| p.is_none()) {
             let open: std::collections::HashMap<PatientId, String> = self
                 .storage()

@@ -280,8 +280,8 @@ pub(super) async fn load_plan(
 ) -> Option<Option<Arc<CarePlan>>> {
     let mut delay = PLAN_RETRY_INITIAL;
     loop {
-        match crm.registry.plan_in_force(patient.clone()).await {
-            Ok(plan) => return Some(plan.into_plan().map(Arc::new)),
+        match crm.registry.engine_plan(patient.clone()).await {
+            Ok(plan) => return Some(plan.map(Arc::new)),
             Err(e) => {
                 crm.metrics.care_plan_read_failures.inc();
                 tracing::warn!(

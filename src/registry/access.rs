@@ -48,6 +48,20 @@ pub struct User {
     pub role: Role,
     pub teams: Vec<String>,
     pub created_at: String,
+    /// The name patients see (a visit, the portal) instead of the username; `null` when unset.
+    pub display_name: Option<String>,
+    /// A disabled user cannot sign in, and their sessions and API tokens do not work.
+    pub disabled: bool,
+    /// Their password is a temporary one (a reset): until they choose their own, their
+    /// sessions may do nothing else.
+    pub must_change_password: bool,
+}
+
+impl User {
+    /// The name to show patients: the display name, else the username.
+    pub fn shown_name(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// A user as a backend reads it back: the stored spelling of the name, the teams by id.
@@ -57,6 +71,11 @@ pub struct StoredUser {
     pub role: Role,
     pub teams: Vec<String>,
     pub created_ms: i64,
+    pub display_name: Option<String>,
+    /// When the user was disabled; `None` while they may sign in.
+    pub disabled_ms: Option<i64>,
+    /// Whether their password is a temporary one from a reset.
+    pub password_temporary: bool,
 }
 
 impl From<StoredUser> for User {
@@ -66,6 +85,9 @@ impl From<StoredUser> for User {
             role: u.role,
             teams: u.teams,
             created_at: format_rfc3339(u.created_ms),
+            display_name: u.display_name,
+            disabled: u.disabled_ms.is_some(),
+            must_change_password: u.password_temporary,
         }
     }
 }
@@ -88,6 +110,8 @@ pub struct Credentials {
     pub password_hash: String,
     /// `None` when the stored role is not one this Vigil knows (the sign-in is refused).
     pub role: Option<Role>,
+    /// A disabled user's sign-in is refused, with the same answer as a wrong password.
+    pub disabled: bool,
 }
 
 /// A change of a user ([`super::storage::AccessStore::update_user`]); `None` leaves it.
@@ -97,13 +121,37 @@ pub struct UserChange {
     /// A new password's hash.
     pub password_hash: Option<String>,
     pub teams: Option<Vec<String>>,
+    /// `Some(None)` clears the display name; checked by the registry.
+    pub display_name: Option<Option<String>>,
+    /// `Some(Some(ms))` disables the user as of `ms` (a user already disabled keeps their
+    /// first time); `Some(None)` enables them.
+    pub disabled_ms: Option<Option<i64>>,
+    /// Whether the password (set with this change, or as it is) is a temporary one.
+    pub password_temporary: Option<bool>,
 }
 
 impl UserChange {
-    /// A new role or password ends the user's sessions.
+    /// A new role or password, or disabling, ends the user's sessions.
     pub fn ends_sessions(&self) -> bool {
-        self.role.is_some() || self.password_hash.is_some()
+        self.role.is_some()
+            || self.password_hash.is_some()
+            || matches!(self.disabled_ms, Some(Some(_)))
     }
+}
+
+/// Longest display name, in characters.
+pub const DISPLAY_NAME_MAX_CHARS: usize = 100;
+
+/// A display name as stored: trimmed; `None` for an empty one (cleared). `Invalid` when too
+/// long or holding control characters.
+pub fn check_display_name(name: &str) -> Result<Option<String>, RegistryError> {
+    let name = name.trim();
+    if name.chars().count() > DISPLAY_NAME_MAX_CHARS || name.chars().any(char::is_control) {
+        return Err(RegistryError::Invalid(format!(
+            "display_name must be at most {DISPLAY_NAME_MAX_CHARS} characters, without control characters"
+        )));
+    }
+    Ok((!name.is_empty()).then(|| name.to_owned()))
 }
 
 /// A care team and its members.

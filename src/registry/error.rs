@@ -9,6 +9,10 @@ pub enum RegistryError {
     Exists(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// The change contradicts the state it would change (a discharged patient discharged
+    /// again); the sentence says why.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Invalid(String),
     #[error("registry database error: {0}")]

@@ -19,6 +19,7 @@ mod care_teams;
 pub mod contacts;
 pub mod cover;
 pub mod devices;
+pub mod discharge;
 pub mod enrollment;
 mod error;
 mod failure_counts;
@@ -960,6 +961,11 @@ impl Registry {
         };
         let token = ApiToken::from(token);
         let user = self.user(&token.user).await?;
+        if user.disabled {
+            // A disabled user's tokens stop working at once, on every instance: each request
+            // reads the user.
+            return Ok(None);
+        }
         Ok(Some((token, user)))
     }
 }

@@ -48,6 +48,18 @@ pub struct Patient {
     pub created_at: String,
     #[serde(flatten)]
     pub details: PatientDetails,
+    /// `active` (under monitoring) or `discharged`.
+    pub status: &'static str,
+    /// The discharge, while the patient is discharged ([`super::discharge`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discharged: Option<super::discharge::Discharge>,
+}
+
+impl Patient {
+    /// Whether the patient is discharged (off the panel, the worklist and alerting).
+    pub fn is_discharged(&self) -> bool {
+        self.discharged.is_some()
+    }
 }
 
 /// What the CRM record keeps about a patient beyond name and birth date: demographics, the
@@ -255,6 +267,8 @@ pub struct PatientRow {
     pub details: Option<String>,
     pub mrn: Option<String>,
     pub care_team: Option<String>,
+    /// Set while the patient is discharged.
+    pub discharge: Option<super::discharge::StoredDischarge>,
 }
 
 impl PatientRow {
@@ -274,6 +288,12 @@ impl PatientRow {
             mrn: self.mrn,
             created_at: format_rfc3339(self.created_ms),
             details,
+            status: if self.discharge.is_some() {
+                "discharged"
+            } else {
+                "active"
+            },
+            discharged: self.discharge.as_ref().map(|d| d.view()),
         })
     }
 }
@@ -298,8 +318,18 @@ pub fn apply(row: &PatientRow, change: &PatientChange) -> (PatientRow, bool, boo
         mrn: change.mrn.clone().unwrap_or_else(|| row.mrn.clone()),
         care_team: merged.care_team.clone().or_else(|| row.care_team.clone()),
         details: merged.without_team().to_json(),
+        discharge: row.discharge.clone(),
     };
     (new, mrn_changed, team_changed)
+}
+
+/// What a discharge or readmission ([`super::discharge`]) did: the patient as they now are, the alerts it resolved
+/// and the events written (to be announced once committed).
+#[derive(Debug, Clone)]
+pub struct Discharged {
+    pub patient: Patient,
+    pub resolved: Vec<super::record::Alert>,
+    pub events: Vec<super::record::Event>,
 }
 
 /// The refusal of a patient's care team that names no team, in the words the API answers with.

@@ -28,12 +28,15 @@ use super::cover::Cover;
 use super::devices::{
     Device, DeviceStatus, NewDevice, SecretHashes, StatusChange, StoredCredential,
 };
+use super::discharge::DischargeChange;
 use super::enrollment::{Enrollment, Programme};
 use super::error::RegistryError;
 use super::lease::{Fence, Lease};
 use super::notifications::{LinkUse, Notification, Settlement, TakenStep};
 use super::outbox::{Delivery, Lane, OutboxRow, QueuedReading, Settled};
-use super::patients::{NewPatient, Patient, PatientAudit, PatientChange, PatientUpdated};
+use super::patients::{
+    Discharged, NewPatient, Patient, PatientAudit, PatientChange, PatientUpdated,
+};
 use super::record::{
     Alert, AlertActionError, AlertQuery, Event, Noticed, Sink, TimelineRow, Triage,
 };
@@ -377,6 +380,15 @@ pub trait PatientStore: Send + Sync {
 
     /// The care team of patient `id`: `None` when there is no such patient.
     async fn patient_team(&self, id: String) -> Result<Option<Option<String>>, RegistryError>;
+
+    /// Discharges the patient (`change.discharge` given) or readmits them, in one transaction
+    /// ([`super::discharge`]): the patient's row, the `patient.discharged` (each unresolved
+    /// alert resolved with its timeline entry, outbox rows and audit line) or
+    /// `patient.readmitted` timeline entry, word to the alert engine where it learns of changes
+    /// through the database, and `change.audit`. `NotFound` when there is no such patient;
+    /// `Conflict` when they are already discharged (or, readmitting, not discharged); then
+    /// nothing is written.
+    async fn set_discharge(&self, change: DischargeChange) -> Result<Discharged, RegistryError>;
 
     /// The patients whose care team has no clinician (or who are on no team, or on one that
     /// does not exist), with their open alerts; the most open alerts first, then by id.

@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use super::access::{NewSession, NewTeam, NewUser, UserChange, check_team_id};
+use super::access::{NewSession, NewTeam, NewUser, UserChange, check_display_name, check_team_id};
 use super::audit::NewAuditLine;
 use super::contacts::{Contact, ContactChange};
 use super::error::RegistryError;
@@ -39,6 +39,43 @@ pub struct UserUpdate {
     pub role: Option<Role>,
     pub teams: Option<Vec<String>>,
     pub password: Option<String>,
+    /// The name shown to patients; `Some("")` clears it.
+    pub display_name: Option<String>,
+    /// `Some(true)` disables the user (their sessions end, their tokens stop working);
+    /// `Some(false)` enables them again.
+    pub disabled: Option<bool>,
+    /// Whether `password` is a temporary one (a reset): the user must choose their own before
+    /// doing anything else. A password set without saying so is not temporary.
+    pub password_temporary: Option<bool>,
+}
+
+/// Characters of a temporary password: lower-case letters and digits without the ones easily
+/// misread (`0 o 1 l i`), so that it can be read out over the phone.
+const TEMPORARY_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+
+/// A random temporary password: four groups of five characters (`k7mwq-…`), about 99 bits.
+fn temporary_password() -> Result<String, RegistryError> {
+    let mut out = String::with_capacity(23);
+    let mut bytes = [0u8; 64];
+    getrandom::fill(&mut bytes).map_err(|e| RegistryError::Db(format!("no randomness: {e}")))?;
+    // Rejection sampling keeps every character equally likely.
+    let limit = 256 - 256 % TEMPORARY_ALPHABET.len();
+    let mut picked = bytes
+        .iter()
+        .filter(|b| usize::from(**b) < limit)
+        .map(|b| TEMPORARY_ALPHABET[usize::from(*b) % TEMPORARY_ALPHABET.len()]);
+    for group in 0..4 {
+        if group > 0 {
+            out.push('-');
+        }
+        for _ in 0..5 {
+            let c = picked
+                .next()
+                .ok_or_else(|| RegistryError::Db("not enough randomness".into()))?;
+            out.push(char::from(c));
+        }
+    }
+    Ok(out)
 }
 
 fn random_token() -> Result<(String, [u8; 32]), RegistryError> {
@@ -120,9 +157,23 @@ impl Registry {
         client: &str,
     ) -> Result<Option<Role>, RegistryError> {
         let found = self.db.credentials(username.to_owned()).await?;
-        let (hash, role) = found.map(|c| (c.password_hash, c.role)).unzip();
+        // A disabled user's password is checked all the same, so that the time taken does not
+        // tell a disabled account from the others; the sign-in is refused either way.
+        let (hash, role) = found
+            .map(|c| (c.password_hash, c.role.filter(|_| !c.disabled)))
+            .unzip();
         let ok = self.hasher.verify(client, hash, password).await?;
         Ok(role.flatten().filter(|_| ok))
+    }
+
+    /// Whether the user `username` names exists and is disabled (for the audit line of a
+    /// refused sign-in; the answer to the person signing in does not say).
+    pub async fn is_disabled(&self, username: &str) -> Result<bool, RegistryError> {
+        Ok(self
+            .db
+            .credentials(username.to_owned())
+            .await?
+            .is_some_and(|c| c.disabled))
     }
 
     /// Sets a user's care teams, unaudited (the command line, right after
@@ -162,8 +213,10 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotFound(format!("user {username}")))
     }
 
-    /// Changes a user's role, teams or password and appends the audit line `audit` makes of
-    /// the user's stored name, all or nothing. A new role or password ends their sessions.
+    /// Changes a user's role, teams, password, display name or whether they are disabled,
+    /// and appends the audit line `audit` makes of the user's stored name, all or nothing. A
+    /// new role or password, or disabling, ends their sessions (and a disabled user's API
+    /// tokens stop working: [`Registry::session`] and [`Registry::api_token`] refuse them).
     pub async fn update_user(
         &self,
         username: &str,
@@ -175,6 +228,11 @@ impl Registry {
                 check_team_id(t)?;
             }
         }
+        let display_name = update
+            .display_name
+            .as_deref()
+            .map(check_display_name)
+            .transpose()?;
         let password_hash = match &update.password {
             Some(p) => {
                 check_password(p, username)?;
@@ -189,6 +247,11 @@ impl Registry {
             role: update.role,
             password_hash,
             teams: update.teams,
+            display_name,
+            disabled_ms: update.disabled.map(|d| d.then(crate::domain::now_ms)),
+            password_temporary: update
+                .password_temporary
+                .or(update.password.is_some().then_some(false)),
         };
         let user = self
             .db
@@ -198,6 +261,81 @@ impl Registry {
         // stored spelling, which their principals hold).
         self.access_changed(AccessChange::User(user.name.clone()));
         Ok(user.into())
+    }
+
+    /// Gives a user a new password — `password` when the admin chose one (it must meet the
+    /// policy), else a random temporary one — ends their sessions and appends the audit line
+    /// `audit` makes of the stored name, all or nothing. Returns the user and the password
+    /// (to be shown once, never stored or logged).
+    pub async fn reset_password(
+        &self,
+        username: &str,
+        password: Option<String>,
+        audit: impl FnOnce(&str) -> NewAuditLine,
+    ) -> Result<(User, String), RegistryError> {
+        let password = match password {
+            Some(p) => p,
+            None => {
+                // A short username may turn up in a random password (the policy refuses
+                // that): draw again.
+                let mut drawn = temporary_password()?;
+                for _ in 0..16 {
+                    if check_password(&drawn, username).is_ok() {
+                        break;
+                    }
+                    drawn = temporary_password()?;
+                }
+                drawn
+            }
+        };
+        let update = UserUpdate {
+            password: Some(password.clone()),
+            // Whoever chose it, the admin knows it: the user chooses their own next.
+            password_temporary: Some(true),
+            ..UserUpdate::default()
+        };
+        let user = self.update_user(username, update, audit).await?;
+        Ok((user, password))
+    }
+
+    /// A signed-in user replaces their own password: `current` is checked in `client`'s turn
+    /// of the hasher (as a sign-in is), `new` against the policy (and must differ); then the
+    /// new hash, the end of every session of theirs and the audit line `audit` makes commit
+    /// together. `Invalid` (nothing changed) when `current` is wrong or `new` is refused.
+    pub async fn change_own_password(
+        &self,
+        username: &str,
+        current: &str,
+        new: &str,
+        client: &str,
+        audit: impl FnOnce(&str) -> NewAuditLine,
+    ) -> Result<User, RegistryError> {
+        let stored = self
+            .db
+            .credentials(username.to_owned())
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("user {username}")))?;
+        if !self
+            .hasher
+            .verify(client, Some(stored.password_hash), current)
+            .await?
+        {
+            return Err(RegistryError::Invalid(
+                "current_password is not your current password".into(),
+            ));
+        }
+        if new == current {
+            return Err(RegistryError::Invalid(
+                "new_password must differ from the current one".into(),
+            ));
+        }
+        check_password(new, username).map_err(|e| RegistryError::Invalid(format!("new_{e}")))?;
+        let update = UserUpdate {
+            password: Some(new.to_owned()),
+            password_temporary: Some(false),
+            ..UserUpdate::default()
+        };
+        self.update_user(username, update, audit).await
     }
 
     /// Changes the contact details of the user `username` names (any spelling), with the audit
@@ -300,6 +438,10 @@ impl Registry {
             return Ok(None);
         };
         let user = self.user(&s.user).await?;
+        if user.disabled {
+            // Disabling ended the user's sessions; one started at that very moment ends here.
+            return Ok(None);
+        }
         Ok(Some(Session {
             user,
             csrf: s.csrf,
@@ -485,6 +627,18 @@ mod tests {
             })
             .await;
         assert!(raw.is_err(), "{raw:?}");
+    }
+
+    #[test]
+    fn temporary_passwords_meet_the_policy_and_differ() {
+        let a = temporary_password().unwrap();
+        let b = temporary_password().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 23, "{a}");
+        // `i` is not among its characters, so it never contains `nina`.
+        for user in ["nina", "vigil"] {
+            check_password(&a, user).unwrap();
+        }
     }
 
     #[test]

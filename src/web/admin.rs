@@ -91,6 +91,11 @@ pub(super) struct UserPatch {
     #[serde(default, deserialize_with = "present")]
     quiet: Option<Option<Quiet>>,
     timezone: Option<String>,
+    /// The name patients see; `""` or `null` clears it (admin).
+    #[serde(default, deserialize_with = "present")]
+    display_name: Option<Option<String>>,
+    /// Disable (`true`) or enable (`false`) the user (admin).
+    disabled: Option<bool>,
 }
 
 /// A field that may be given as `null` (to clear it) or left out (to keep it).
@@ -115,7 +120,11 @@ pub(super) async fn update_user(
         quiet: b.quiet,
         timezone: b.timezone,
     };
-    let account = b.role.is_some() || b.teams.is_some() || b.password.is_some();
+    let account = b.role.is_some()
+        || b.teams.is_some()
+        || b.password.is_some()
+        || b.display_name.is_some()
+        || b.disabled.is_some();
     if !contact.is_empty() {
         // Users keep their own contact details; an admin may set anyone's.
         let stored = s.registry.user(&name).await?.name;
@@ -139,22 +148,34 @@ pub(super) async fn update_user(
             .await?;
         if !account {
             let user = s.registry.user(&name).await?;
-            return Ok(Json(json!({
-                "name": user.name, "role": user.role, "teams": user.teams,
-                "created_at": user.created_at, "contact": contact,
-            })));
+            let mut out = json!(user);
+            out["contact"] = json!(contact);
+            return Ok(Json(out));
         }
     }
     require_admin(&p)?;
+    if b.disabled == Some(true) && s.registry.user(&name).await?.name == p.name {
+        return Err(ApiError::BadRequest(
+            "you cannot disable your own account: ask another admin".into(),
+        ));
+    }
     let update = UserUpdate {
         role: b.role.as_deref().map(role).transpose()?,
         teams: b.teams,
         password: b.password,
+        display_name: b.display_name.map(Option::unwrap_or_default),
+        disabled: b.disabled,
+        // A password set here is the user's own (`vigil user add`'s way); a reset's is not.
+        password_temporary: None,
     };
     let what = [
         update.role.map(|_| "role"),
         update.teams.as_ref().map(|_| "teams"),
         update.password.as_ref().map(|_| "password"),
+        update.display_name.as_ref().map(|_| "display_name"),
+        update
+            .disabled
+            .map(|d| if d { "disabled" } else { "enabled" }),
     ]
     .into_iter()
     .flatten()
@@ -169,6 +190,50 @@ pub(super) async fn update_user(
         })
         .await?;
     Ok(Json(json!(user)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PasswordReset {
+    /// The new password, when the admin chooses it; else Vigil makes a temporary one.
+    password: Option<String>,
+}
+
+/// `POST /users/{name}/password-reset` (admin): a new password for the user — the one given,
+/// or a random temporary one answered once — and their sessions end. Audited
+/// (`user.password_reset`) in the same transaction. The password is in this answer only.
+pub(super) async fn reset_password(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    require_admin(&p)?;
+    // An empty body (or `{}`) is a request for a temporary password.
+    let b: PasswordReset = if body.iter().all(u8::is_ascii_whitespace) {
+        PasswordReset::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?
+    };
+    let chosen = b.password.is_some();
+    let (user, password) = s
+        .registry
+        .reset_password(&name, b.password, |stored| {
+            new_audit_line(
+                &p,
+                "user.password_reset",
+                None,
+                &format!("user/{stored}"),
+                now_ms(),
+            )
+        })
+        .await?;
+    let mut out = json!({ "user": user });
+    if !chosen {
+        out["password"] = json!(password);
+    }
+    Ok(([(axum::http::header::CACHE_CONTROL, "no-store")], Json(out)))
 }
 
 pub(super) async fn list_teams(

@@ -293,6 +293,18 @@ async fn authenticate(
             tracing::debug!(%remote, "expired or unknown session refused");
             return Err(ApiError::Unauthorized);
         };
+        // A temporary password (a reset) must be replaced before anything else: the session may
+        // say who it is, end, or change the password.
+        if session.user.must_change_password
+            && !matches!(
+                (method.as_str(), uri.path()),
+                ("GET" | "DELETE", "/session") | ("POST", "/session/password")
+            )
+        {
+            return Err(ApiError::Forbidden(
+                "choose a new password first: your password is a temporary one (POST /api/v1/session/password)".into(),
+            ));
+        }
         if !is_safe(method) {
             let sent = headers
                 .get(CSRF_HEADER)

@@ -1,8 +1,9 @@
 //! Devices: provisioning (`POST /devices`, admin: the secret is shown once), revoking and
-//! rotating their secrets, reading one, and the device profiles they may use.
+//! rotating their secrets, reading one, the clinic's inventory (`GET /devices`), and the
+//! device profiles they may use.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
@@ -127,6 +128,171 @@ pub(super) async fn get_device(
     )
     .await?;
     Ok(Json(device))
+}
+
+/// Most devices in one answer of `GET /devices`, and the default.
+const LIST_MAX: usize = 5_000;
+const LIST_DEFAULT: usize = 1_000;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    patient_id: Option<String>,
+    profile: Option<String>,
+    /// `online`, `offline` (neither online nor revoked) or `revoked`.
+    status: Option<String>,
+    /// Devices that last reported a battery level below this (1 to 100).
+    battery_below: Option<u8>,
+    /// The page: devices with ids after this one (the previous answer's `next`).
+    after: Option<String>,
+    /// 1 to 5,000; 1,000 by default.
+    limit: Option<usize>,
+}
+
+/// `GET /devices?patient_id=&profile=&status=online|offline|revoked&battery_below=&after=&limit=`:
+/// the clinic's devices the caller may see (a clinician: those of their care teams' patients;
+/// an admin: all), by id, with each one's status, battery and latest reading, in pages
+/// (`next`: the id to give as `after` for the next page; `null` on the last). Audited as a read
+/// (`device.list`).
+pub(super) async fn list_devices(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q?;
+    let limit = q.limit.unwrap_or(LIST_DEFAULT);
+    if !(1..=LIST_MAX).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {LIST_MAX}"
+        )));
+    }
+    if let Some(b) = q.battery_below
+        && !(1..=100).contains(&b)
+    {
+        return Err(ApiError::BadRequest(
+            "battery_below must be 1 to 100 (a percentage)".into(),
+        ));
+    }
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(st @ ("online" | "offline" | "revoked")) => Some(st),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "status {other:?} is not one of online, offline, revoked"
+            )));
+        }
+    };
+    if let Some(prof) = q.profile.as_deref()
+        && s.registry.profiles().get(prof).is_none()
+    {
+        let known: Vec<&str> = s.registry.profiles().ids().collect();
+        return Err(ApiError::BadRequest(format!(
+            "profile {prof:?} is not one of {}",
+            known.join(", ")
+        )));
+    }
+    let after = q.after.as_deref().map(device_id).transpose()?;
+    let patient = q.patient_id.as_deref().map(patient_id).transpose()?;
+    let devices = match &patient {
+        // One patient: the same refusal (403, audited) as every route naming a patient.
+        Some(pid) => {
+            check_patient(&s, &p, pid).await?;
+            s.registry.patient_devices(pid.clone()).await?
+        }
+        None => s.registry.all_devices().await?,
+    };
+    // Who the caller may see, and who is discharged (their devices are listed, marked).
+    let patients: std::collections::HashMap<PatientId, (Option<String>, bool)> = s
+        .registry
+        .patients()
+        .await?
+        .into_iter()
+        .map(|x| {
+            let discharged = x.is_discharged();
+            (x.id, (x.details.care_team, discharged))
+        })
+        .collect();
+    let mut devices: Vec<_> = devices
+        .into_iter()
+        .filter(|d| {
+            patients
+                .get(&d.patient_id)
+                .is_some_and(|(team, _)| p.sees_team(team.as_deref()))
+        })
+        .filter(|d| q.profile.as_deref().is_none_or(|prof| d.profile == prof))
+        .filter(|d| match status {
+            Some("online") => d.online && !d.revoked,
+            Some("offline") => !d.online && !d.revoked,
+            Some("revoked") => d.revoked,
+            _ => true,
+        })
+        .filter(|d| {
+            q.battery_below
+                .is_none_or(|b| d.battery.is_some_and(|level| level < b))
+        })
+        .filter(|d| after.as_ref().is_none_or(|a| d.id.as_str() > a.as_str()))
+        .collect();
+    devices.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+    let next = (devices.len() > limit).then(|| devices[limit - 1].id.as_str().to_owned());
+    devices.truncate(limit);
+    let rows: Vec<Value> = s.panel.with(|cache| {
+        devices
+            .iter()
+            .map(|d| {
+                let live = cache.get(&d.patient_id);
+                // The device's newest reading among its patient's latest values.
+                let last_reading = live
+                    .and_then(|l| {
+                        l.latest
+                            .iter()
+                            .filter(|(_, (_, dev))| *dev == d.id)
+                            .max_by_key(|(_, (v, _))| v.time_ms)
+                    })
+                    .map(|(m, (v, _))| {
+                        json!({"time": crate::domain::format_rfc3339(v.time_ms),
+                               "metric": m.name(), "value": v.value, "unit": m.unit()})
+                    });
+                let seen_reading = live.and_then(|l| l.device_seen.get(&d.id)).copied();
+                let seen_status = d
+                    .last_seen
+                    .as_deref()
+                    .and_then(crate::domain::parse_rfc3339);
+                let last_seen = seen_reading.max(seen_status);
+                let discharged = patients.get(&d.patient_id).is_some_and(|(_, x)| *x);
+                let status = if d.revoked {
+                    "revoked"
+                } else if d.online {
+                    "online"
+                } else {
+                    "offline"
+                };
+                let mut v = json!({
+                    "id": d.id, "patient_id": d.patient_id, "profile": d.profile,
+                    "status": status, "online": d.online && !d.revoked,
+                    "revoked": d.revoked, "battery": d.battery,
+                    "battery_low": d.battery.is_some_and(|b| b <= crate::registry::BATTERY_LOW_PERCENT),
+                    "last_seen": last_seen.map(crate::domain::format_rfc3339),
+                    "created_at": d.created_at, "patient_discharged": discharged,
+                });
+                if let Some(r) = last_reading {
+                    v["last_reading"] = r;
+                }
+                v
+            })
+            .collect()
+    });
+    audit_line(
+        &s,
+        &p,
+        "device.list",
+        patient.as_ref(),
+        &match &patient {
+            Some(pid) => format!("devices?patient_id={pid}"),
+            None => "devices".to_owned(),
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "devices": rows, "next": next })))
 }
 
 pub(super) async fn profiles(State(s): State<AppState>) -> Json<Value> {

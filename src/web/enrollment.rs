@@ -94,11 +94,12 @@ pub(super) async fn put_enrollment(
     // The programme's care plan may now be in force for a patient without one of their own, or
     // no longer (docs/alerts.md, "Programme care plans"). With PostgreSQL the change itself
     // tells the engine holding the patient, wherever it runs.
-    let plan = s.registry.plan_in_force(id.clone()).await?;
+    // (A discharged patient stays watched by no rule: `engine_plan`.)
+    let plan = s.registry.engine_plan(id.clone()).await?;
     s.crm
         .tell(crate::crm::Command::PlanChanged(
             id.clone(),
-            plan.into_plan().map(std::sync::Arc::new),
+            plan.map(std::sync::Arc::new),
         ))
         .await;
     Ok(Json(json!(stored)))

@@ -134,6 +134,7 @@ impl From<RegistryError> for ApiError {
         match e {
             RegistryError::Exists(m) => ApiError::Conflict(format!("{m} already exists")),
             RegistryError::NotFound(m) => ApiError::NotFound(format!("{m} not found")),
+            RegistryError::Conflict(m) => ApiError::Conflict(m),
             RegistryError::Invalid(m) => ApiError::BadRequest(m),
             RegistryError::Db(m) => ApiError::Internal(m),
             // Only the alert engine writes under a lease; an API caller never meets it.

@@ -16,6 +16,7 @@ mod billing;
 mod bootstrap;
 mod conn;
 mod devices;
+mod discharge;
 mod enrollment;
 mod error;
 mod extract;

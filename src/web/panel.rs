@@ -41,7 +41,8 @@ pub(super) async fn panel(
     Extension(p): Extension<Principal>,
 ) -> ApiResult<Json<Value>> {
     let mut patients = s.registry.patients().await?;
-    patients.retain(|x| p.sees_team(x.details.care_team.as_deref()));
+    // Discharged patients leave the panel (`GET /patients?status=discharged` lists them).
+    patients.retain(|x| p.sees_team(x.details.care_team.as_deref()) && !x.is_discharged());
     let devices = s.registry.all_devices().await?;
     let alerts = s
         .registry

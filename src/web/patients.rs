@@ -1,8 +1,8 @@
 //! Patients: `POST /patients` (admin), `GET /patients` (those the caller may see) and
 //! `GET /patients/{id}`; every read is audited.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::{Principal, check_patient};
+use super::error::ApiError;
 use super::extract::{ApiResult, audit_line, new_audit_line, patient_id, require_admin};
 use super::state::AppState;
 use crate::domain::{PatientId, now_ms};
@@ -95,12 +96,54 @@ pub(super) fn patient_audit(
     }
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    /// `active` (the default: under monitoring), `discharged` or `all`.
+    status: Option<String>,
+    /// `discharged`: the same as `status=all`.
+    include: Option<String>,
+}
+
+/// `GET /patients?status=active|discharged|all` (or `include=discharged`): the patients the
+/// caller may see; discharged ones only when asked for.
 pub(super) async fn list_patients(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
+    let Query(q) = q?;
+    if let Some(i) = q.include.as_deref()
+        && i != "discharged"
+    {
+        return Err(ApiError::BadRequest(format!(
+            "include {i:?} is not discharged"
+        )));
+    }
+    let status = match (q.status.as_deref(), q.include.is_some()) {
+        (None, true) | (Some("all"), _) => "all",
+        (None | Some("active"), false) => "active",
+        (Some("discharged"), _) => "discharged",
+        (Some("active"), true) => {
+            return Err(ApiError::BadRequest(
+                "status=active and include=discharged contradict each other".into(),
+            ));
+        }
+        (Some(st), _) => {
+            return Err(ApiError::BadRequest(format!(
+                "status {st:?} is not one of active, discharged, all"
+            )));
+        }
+    };
     let mut patients = s.registry.patients().await?;
-    patients.retain(|x| p.sees_team(x.details.care_team.as_deref()));
+    patients.retain(|x| {
+        p.sees_team(x.details.care_team.as_deref())
+            && match status {
+                "active" => !x.is_discharged(),
+                "discharged" => x.is_discharged(),
+                _ => true,
+            }
+    });
     audit_line(&s, &p, "patient.list", None, "patients").await?;
     Ok(Json(json!({ "patients": patients })))
 }

@@ -154,11 +154,11 @@ pub(super) async fn put_care_plan(
     s.registry
         .set_care_plan(id.clone(), plan.clone(), p.name.clone(), now, Some(line))
         .await?;
+    // A discharged patient's plan is kept for their readmission; until then no rule
+    // watches them (`engine_plan`).
+    let in_force = s.registry.engine_plan(id.clone()).await?;
     s.crm
-        .tell(Command::PlanChanged(
-            id.clone(),
-            Some(Arc::new(plan.clone())),
-        ))
+        .tell(Command::PlanChanged(id.clone(), in_force.map(Arc::new)))
         .await;
     Ok(Json(
         json!({"rules": plan.rules, "default": false, "source": "own"}),

@@ -17,6 +17,11 @@ pub(super) fn api() -> Router<AppState> {
             get(super::patients::get_patient).patch(super::record::update_patient),
         )
         .route(
+            "/patients/{id}/discharge",
+            post(super::discharge::discharge),
+        )
+        .route("/patients/{id}/readmit", post(super::discharge::readmit))
+        .route(
             "/patients/{id}/care-plan",
             get(super::record::get_care_plan).put(super::record::put_care_plan),
         )
@@ -78,7 +83,10 @@ pub(super) fn api() -> Router<AppState> {
             "/patients/{id}/observations",
             get(super::readings::observations),
         )
-        .route("/devices", post(super::devices::create_device))
+        .route(
+            "/devices",
+            post(super::devices::create_device).get(super::devices::list_devices),
+        )
         .route("/devices/{id}", get(super::devices::get_device))
         .route("/devices/{id}/revoke", post(super::devices::revoke_device))
         .route("/devices/{id}/rotate", post(super::devices::rotate_device))
@@ -94,6 +102,7 @@ pub(super) fn api() -> Router<AppState> {
                 .post(super::session::sign_in)
                 .delete(super::session::sign_out),
         )
+        .route("/session/password", post(super::session::change_password))
         .route("/live", get(super::live::live))
         .route("/panel", get(super::panel::panel))
         .route("/patients/{id}/series", get(super::panel::series))
@@ -104,6 +113,10 @@ pub(super) fn api() -> Router<AppState> {
         .route(
             "/users/{name}",
             axum::routing::patch(super::admin::update_user),
+        )
+        .route(
+            "/users/{name}/password-reset",
+            post(super::admin::reset_password),
         )
         .route(
             "/teams",

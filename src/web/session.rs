@@ -87,7 +87,7 @@ pub(super) async fn sign_in(
     };
     attempt.end(role.is_none());
     // The actor: the name as typed for a refusal, the account's stored spelling once known.
-    let audit = |action: &'static str, name: String| {
+    let audit = |action: &'static str, name: String, target: &'static str| {
         let (s, remote) = (s.clone(), remote.clone());
         async move {
             s.registry
@@ -96,7 +96,7 @@ pub(super) async fn sign_in(
                         actor: &name,
                         action,
                         patient_id: None,
-                        target: "session",
+                        target,
                         remote: &remote,
                     },
                     now_ms(),
@@ -106,7 +106,15 @@ pub(super) async fn sign_in(
     };
     if role.is_none() {
         tracing::info!(%remote, "failed sign-in");
-        audit("session.refused", body.username.clone()).await?;
+        // A disabled account is refused in the same words as a wrong password (the answer
+        // must not tell which accounts exist or are disabled: docs/security.md); the audit
+        // line, which only admins read, says so.
+        let target = if s.registry.is_disabled(&body.username).await? {
+            "session (account disabled)"
+        } else {
+            "session"
+        };
+        audit("session.refused", body.username.clone(), target).await?;
         return Err(ApiError::UnauthorizedBecause(
             "wrong username or password".into(),
         ));
@@ -120,8 +128,68 @@ pub(super) async fn sign_in(
         .registry
         .create_session(&body.username, now_ms(), lifetime_ms)
         .await?;
-    audit("session.started", session.user.name.clone()).await?;
+    audit("session.started", session.user.name.clone(), "session").await?;
     tracing::info!(user = %session.user.name, %remote, "signed in");
+    Ok((
+        [(
+            header::SET_COOKIE,
+            set_cookie(&s, &token, lifetime_ms / 1000),
+        )],
+        Json(session_body(&s, &session).await?),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /session/password {"current_password","new_password"}`: the signed-in user chooses a
+/// new password (the way out of a temporary one). Every session of theirs ends with the change
+/// and its audit line (`user.password_change`); this one is replaced by a new session, in the
+/// cookie and the answer (the same as sign-in's). A session only: an API token or the
+/// bootstrap token has no password to change.
+pub(super) async fn change_password(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    body: Result<Json<PasswordChange>, JsonRejection>,
+) -> ApiResult<Response> {
+    if p.session_token.is_none() {
+        return Err(ApiError::Forbidden(
+            "a password is changed from a signed-in session".into(),
+        ));
+    }
+    let Json(b) = body?;
+    let user = s
+        .registry
+        .change_own_password(
+            &p.name,
+            &b.current_password,
+            &b.new_password,
+            &p.remote,
+            |stored| {
+                NewAuditLine::of(
+                    &AuditEntry {
+                        actor: stored,
+                        action: "user.password_change",
+                        patient_id: None,
+                        target: &format!("user/{stored}"),
+                        remote: &p.remote,
+                    },
+                    now_ms(),
+                )
+            },
+        )
+        .await?;
+    let lifetime_ms = i64::try_from(s.session_lifetime.as_millis()).unwrap_or(i64::MAX / 2);
+    let (token, session) = s
+        .registry
+        .create_session(&user.name, now_ms(), lifetime_ms)
+        .await?;
+    tracing::info!(user = %user.name, remote = %p.remote, "password changed");
     Ok((
         [(
             header::SET_COOKIE,

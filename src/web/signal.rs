@@ -200,11 +200,17 @@ async fn authenticate(
         let patient = patient_id(&visit.patient_id)
             .map_err(|_| (4004, "the visit's patient is unknown".to_string()))?;
         check_patient(s, p, &patient).await.map_err(refused)?;
+        // Patients see the clinician's display name (`PATCH /users/{name}`), else the
+        // username; the bootstrap admin is no stored user.
+        let shown = match s.registry.user(&p.name).await {
+            Ok(u) => u.shown_name().to_owned(),
+            Err(_) => p.name.clone(),
+        };
         Joined {
             role: JoinRole::Clinician,
             actor: p.actor(),
             by: p.name.clone(),
-            name: clean_name(name, &p.name),
+            name: clean_name(name, &shown),
             staff: Some(p.clone()),
         }
     } else {

@@ -58,7 +58,8 @@ pub(super) async fn worklist(
     let mut patients = s.registry.patients().await?;
     patients.retain(|x| {
         let team = x.details.care_team.as_deref();
-        p.sees_team(team) && q.team.as_deref().is_none_or(|t| Some(t) == team)
+        // Discharged patients are nobody's work any more.
+        !x.is_discharged() && p.sees_team(team) && q.team.as_deref().is_none_or(|t| Some(t) == team)
     });
     let devices = s.registry.all_devices().await?;
     let mut by_patient: HashMap<&str, Vec<&crate::registry::Device>> = HashMap::new();

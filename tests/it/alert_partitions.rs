@@ -289,3 +289,96 @@ fn lines(text: &str) -> BTreeSet<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Two instances share the partitions. A patient whose partition b evaluates is discharged and
+/// readmitted through a: the discharge resolves the open alert ("patient discharged"), a
+/// reading over the threshold while discharged is stored but b opens no alert for it, and after
+/// the readmission b alerts again — the engine notices written with each change reach b.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discharge_through_one_instance_stops_the_other_from_alerting_until_readmission() {
+    let pg = Postgres::start().await;
+    let url = pg.database("vigil").await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = instance(&url, dir_a.path()).await;
+    let b = instance(&url, dir_b.path()).await;
+    let api = Api::new(a.http);
+    let b_pid = b.child.id().unwrap();
+    let ids = eventually(Duration::from_secs(30), "two evaluators", || async {
+        let ids = lines(&pg.sql_in("vigil", "SELECT holder FROM leases WHERE name LIKE 'evaluator:%' AND expires_ms > (extract(epoch from now()) * 1000)::bigint").await);
+        (ids.len() == 2).then_some(ids)
+    })
+    .await;
+    let b_id = ids
+        .iter()
+        .find(|id| id.contains(&format!("-{b_pid}-")))
+        .unwrap()
+        .clone();
+    let b_owns: Vec<u16> = (0..ALERT_PARTITIONS)
+        .filter(|k| owner(&ids, *k) == Some(b_id.as_str()))
+        .collect();
+    let patient = (0..)
+        .map(|i| format!("p-dis-{i}"))
+        .find(|p| b_owns.contains(&alert_partition(&PatientId::parse(p).unwrap())))
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "b holding the patient's partition",
+        || async {
+            let lease = partition_lease(alert_partition(&PatientId::parse(&patient).unwrap()));
+            let holder = lines(
+                &pg.sql_in(
+                    "vigil",
+                    &format!("SELECT holder FROM leases WHERE name = '{lease}'"),
+                )
+                .await,
+            );
+            holder.contains(&b_id).then_some(())
+        },
+    )
+    .await;
+    api.patient(&patient).await;
+    let (s, v) = api
+        .care_plan(
+            &patient,
+            json!([{"id": "hr-high", "kind": "threshold", "metric": "heart_rate", "op": ">",
+                "value": 120, "severity": "high"}]),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    let device = format!("{patient}-watch");
+    let secret = api.device(&device, &patient, "smartwatch").await;
+    let send = |value: f64| {
+        let (device, secret) = (device.clone(), secret.clone());
+        async move { publish(a.mqtt, &device, &secret, &[("heart_rate", value, 0)]).await }
+    };
+
+    send(135.0).await;
+    let first = exactly(&api, &patient, 1).await;
+    let (s, v) = api
+        .post(
+            &format!("/api/v1/patients/{patient}/discharge"),
+            json!({"reason": "moved away"}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    assert_eq!(v["resolved_alerts"], json!([first[0]["id"]]), "{v}");
+    send(140.0).await;
+    eventually(Duration::from_secs(20), "the reading stored", || async {
+        let obs = api.observations(&patient, "metric=heart_rate").await;
+        obs.iter().any(|o| o["value"] == 140.0).then_some(())
+    })
+    .await;
+    let (s, v) = api
+        .post(&format!("/api/v1/patients/{patient}/readmit"), json!({}))
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
+    send(145.0).await;
+    // b judges in commit order: had it alerted on the reading while discharged, that alert
+    // would be here as well.
+    let all = exactly(&api, &patient, 2).await;
+    let open: Vec<&Value> = all.iter().filter(|x| x["status"] == "open").collect();
+    assert_eq!(open.len(), 1, "{all:#?}");
+    assert_ne!(open[0]["id"], first[0]["id"]);
+    let resolved = all.iter().find(|x| x["id"] == first[0]["id"]).unwrap();
+    assert_eq!(resolved["resolve_note"], "patient discharged", "{resolved}");
+}

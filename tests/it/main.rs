@@ -40,6 +40,8 @@ mod oncall;
 mod oncall_browser;
 mod postgres;
 mod programme_browser;
+mod records;
+mod records_browser;
 mod registry_conformance;
 mod registry_db;
 mod registry_postgres;

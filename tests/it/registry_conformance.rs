@@ -1071,6 +1071,9 @@ async fn users_and_teams_read_back_as_created_and_are_found_by_any_spelling() {
             role: Role::Clinician,
             teams: vec!["default".into(), "north".into()],
             created_ms: 1_000,
+            display_name: None,
+            disabled_ms: None,
+            password_temporary: false,
         };
         assert_eq!(nina, expected, "{n}");
         db.create_user(new_user("ada", Role::Admin, &[]), None)
@@ -1180,6 +1183,7 @@ async fn a_users_role_password_and_teams_change_by_any_spelling() {
             role: Some(Role::Admin),
             password_hash: Some("$argon2id$new".into()),
             teams: Some(vec!["north".into(), "north".into()]),
+            ..UserChange::default()
         };
         let u = db
             .update_user(
@@ -1389,6 +1393,7 @@ async fn an_access_change_and_its_audit_line_commit_together_or_not_at_all() {
             role: Some(Role::Admin),
             password_hash: Some("$argon2id$new".into()),
             teams: Some(vec![]),
+            ..UserChange::default()
         };
         let changed = db
             .update_user(
@@ -5057,5 +5062,360 @@ async fn a_later_escalation_step_escalates_its_alert_once() {
         let later = db.take_step(step(2, 2), SINKS.to_vec()).await.unwrap();
         assert!(later.is_some_and(|e| e.is_empty()), "{n}");
         assert_eq!(db.alert(id.clone()).await.unwrap().unwrap().escalations, 1);
+    }
+}
+
+// Records a clinic can keep: discharges, display names, disabled users.
+
+fn discharge_of(patient: &str, discharge: bool) -> vigil::registry::discharge::DischargeChange {
+    use vigil::registry::discharge::{DischargeChange, StoredDischarge};
+    let action = if discharge {
+        "patient.discharge"
+    } else {
+        "patient.readmit"
+    };
+    DischargeChange {
+        patient: patient.into(),
+        discharge: discharge.then(|| StoredDischarge {
+            at_ms: 7_000,
+            date: "2026-12-01".into(),
+            reason: Some("recovered".into()),
+            by: "nina".into(),
+        }),
+        by: "nina".into(),
+        now_ms: 7_000,
+        audit: line(7_000, "nina", action, Some(patient)),
+        alert_audit: line(7_000, "nina", "alert.resolve", Some(patient)),
+        sinks: SINKS.to_vec(),
+    }
+}
+
+/// A discharge resolves the patient's unresolved alerts ("patient discharged"), each with its
+/// timeline entry, outbox rows and audit line, writes `patient.discharged` and its own audit
+/// line, and tells the engine (PostgreSQL) — all in one transaction or nothing; the patient
+/// reads back discharged and leaves the unseen list. A second discharge, or readmitting a
+/// patient under monitoring, is a conflict; readmitting undoes the discharge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discharge_resolves_open_alerts_with_its_audit_lines_and_a_readmission_undoes_it() {
+    use vigil::registry::record::EngineNotice;
+    for b in backends().await {
+        let (n, db) = (b.name, &b.db);
+        b.add_patient_on("p-1", "default").await;
+        b.add_patient_on("p-2", "default").await;
+        let opened = db
+            .apply_effects(
+                vec![
+                    open("p-1", "spo2", 1_000),
+                    open("p-1", "hr", 2_000),
+                    open("p-2", "spo2", 2_000),
+                ],
+                SINKS.to_vec(),
+                None,
+            )
+            .await
+            .unwrap();
+        let (first, second) = (opened[0].alert.id.clone(), opened[1].alert.id.clone());
+        db.act_on_alert(
+            second.clone(),
+            false,
+            "sam".into(),
+            None,
+            3_000,
+            SINKS.to_vec(),
+            alert_line("alert.acknowledge", "p-1", &second),
+        )
+        .await
+        .unwrap();
+        let horizon = || async {
+            match n {
+                "postgres" => b
+                    .rows("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+                    .await[0]
+                    .parse::<i64>()
+                    .unwrap(),
+                _ => 0,
+            }
+        };
+        let audited_before = audited(&b).await.len();
+        let timeline_before = timeline(&b).await.len();
+        let outbox_before = outbox(&b).await.len();
+
+        // Refusals write nothing.
+        let r = db.set_discharge(discharge_of("p-1", false)).await;
+        assert!(
+            matches!(&r, Err(RegistryError::Conflict(m)) if m.contains("not discharged")),
+            "{n}: {r:?}"
+        );
+        let r = db.set_discharge(discharge_of("nobody", true)).await;
+        assert!(matches!(&r, Err(RegistryError::NotFound(_))), "{n}: {r:?}");
+        // The audit trail refusing the discharge's lines leaves everything as it was.
+        b.refuse_inserts("audit").await;
+        assert!(
+            db.set_discharge(discharge_of("p-1", true)).await.is_err(),
+            "{n}"
+        );
+        b.accept_inserts("audit").await;
+        let p = db.patient("p-1".into()).await.unwrap().unwrap();
+        assert!(!p.is_discharged(), "{n}");
+        assert_eq!(audited(&b).await.len(), audited_before, "{n}");
+        assert_eq!(timeline(&b).await.len(), timeline_before, "{n}");
+        assert_eq!(outbox(&b).await.len(), outbox_before, "{n}");
+        assert_eq!(
+            db.alerts(AlertQuery {
+                status: None,
+                patient_id: Some(pid("p-1")),
+                teams: None,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .iter()
+            .filter(|a| a.status == AlertStatus::Resolved)
+            .count(),
+            0,
+            "{n}"
+        );
+        let unseen: Vec<String> = db
+            .unseen_patients()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        assert!(unseen.contains(&"p-1".to_owned()), "{n}: {unseen:?}");
+
+        let from = horizon().await;
+        let done = db.set_discharge(discharge_of("p-1", true)).await.unwrap();
+        let until = horizon().await;
+        assert_eq!(done.patient.status, "discharged", "{n}");
+        let d = done.patient.discharged.clone().unwrap();
+        assert_eq!(
+            (d.date.as_str(), d.reason.as_deref(), d.by.as_str()),
+            ("2026-12-01", Some("recovered"), "nina"),
+            "{n}"
+        );
+        let ids: Vec<&str> = done.resolved.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, [first.as_str(), second.as_str()], "{n}: oldest first");
+        for a in &done.resolved {
+            assert_eq!(a.status, AlertStatus::Resolved, "{n}");
+            assert_eq!(a.resolve_note.as_deref(), Some("patient discharged"), "{n}");
+            assert_eq!(a.resolved_by.as_deref(), Some("nina"), "{n}");
+        }
+        assert_eq!(done.events.len(), 2, "{n}");
+        // The other patient's alert is untouched.
+        let p2 = db
+            .alerts(AlertQuery {
+                status: None,
+                patient_id: Some(pid("p-2")),
+                teams: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(p2[0].status, AlertStatus::Open, "{n}");
+        let t = timeline(&b).await;
+        assert_eq!(
+            kinds(&t[timeline_before..]),
+            ["alert.resolved", "alert.resolved", "patient.discharged"],
+            "{n}"
+        );
+        assert_eq!(t.last().unwrap().1["reason"], "recovered", "{n}");
+        // The resolutions' outbox rows: one per sink each.
+        assert_eq!(outbox(&b).await.len(), outbox_before + 4, "{n}");
+        let lines = db.audit_records(all()).await.unwrap();
+        let tail: Vec<(String, String)> = lines[audited_before..]
+            .iter()
+            .map(|l| (l.line.action.clone(), l.line.target.clone()))
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                ("alert.resolve".to_owned(), format!("alert/{first}")),
+                ("alert.resolve".to_owned(), format!("alert/{second}")),
+                ("patient.discharge".to_owned(), "patient/p-1".to_owned()),
+            ],
+            "{n}"
+        );
+        let read = db.patient("p-1".into()).await.unwrap().unwrap();
+        assert_eq!(read.discharged, done.patient.discharged, "{n}");
+        let unseen: Vec<String> = db
+            .unseen_patients()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        assert!(!unseen.contains(&"p-1".to_owned()), "{n}: {unseen:?}");
+        if n == "postgres" {
+            let part = vigil::domain::partition::alert_partition(&pid("p-1"));
+            let notices: Vec<EngineNotice> = db
+                .engine_notices(vec![part], from, until)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|x| x.patient.as_str() == "p-1")
+                .map(|x| x.notice)
+                .collect();
+            assert!(
+                notices.contains(&EngineNotice::PlanChanged),
+                "{n}: {notices:?}"
+            );
+        }
+
+        let r = db.set_discharge(discharge_of("p-1", true)).await;
+        assert!(
+            matches!(&r, Err(RegistryError::Conflict(m)) if m.contains("already discharged")),
+            "{n}: {r:?}"
+        );
+        let back = db.set_discharge(discharge_of("p-1", false)).await.unwrap();
+        assert_eq!(
+            (back.patient.status, back.patient.discharged.is_none()),
+            ("active", true),
+            "{n}"
+        );
+        assert!(back.resolved.is_empty(), "{n}");
+        assert_eq!(
+            kinds(&timeline(&b).await).last().copied(),
+            Some("patient.readmitted"),
+            "{n}"
+        );
+        assert_eq!(
+            audited(&b).await.last().map(String::as_str),
+            Some("patient.readmit"),
+            "{n}"
+        );
+        // The discharge's fields are gone with it, and an update keeps them as they are.
+        let change = PatientChange {
+            name: Some("Ada B".into()),
+            ..PatientChange::default()
+        };
+        db.update_patient("p-1".into(), change, None).await.unwrap();
+        assert!(
+            !db.patient("p-1".into())
+                .await
+                .unwrap()
+                .unwrap()
+                .is_discharged(),
+            "{n}"
+        );
+    }
+}
+
+/// A user's display name and whether they are disabled read back as changed; disabling ends
+/// their sessions in the same transaction and keeps its first time; enabling clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_display_name_and_disabling_read_back_and_disabling_ends_their_sessions() {
+    for b in backends().await {
+        let (n, db) = (b.name, &*b.db);
+        db.create_user(new_user("nina", Role::Clinician, &[]), None)
+            .await
+            .unwrap();
+        db.create_session(new_session(1, "nina", 1_000, 50_000))
+            .await
+            .unwrap();
+        let named = UserChange {
+            display_name: Some(Some("Dr Nina Patel".into())),
+            ..UserChange::default()
+        };
+        let u = db
+            .update_user(
+                "NINA".into(),
+                named,
+                Some(access_line("user.update", "user/nina")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (u.display_name.as_deref(), u.disabled_ms),
+            (Some("Dr Nina Patel"), None),
+            "{n}"
+        );
+        assert!(
+            db.live_session([1; 32], 2_000).await.unwrap().is_some(),
+            "{n}: a display name ends no session"
+        );
+        let listed = db.users().await.unwrap();
+        assert_eq!(
+            listed[0].display_name.as_deref(),
+            Some("Dr Nina Patel"),
+            "{n}"
+        );
+        assert!(
+            !db.credentials("nina".into())
+                .await
+                .unwrap()
+                .unwrap()
+                .disabled,
+            "{n}"
+        );
+
+        for at in [5_000, 9_000] {
+            let off = UserChange {
+                disabled_ms: Some(Some(at)),
+                ..UserChange::default()
+            };
+            let u = db.update_user("nina".into(), off, None).await.unwrap();
+            assert_eq!(u.disabled_ms, Some(5_000), "{n}: the first time is kept");
+        }
+        assert_eq!(
+            db.live_session([1; 32], 2_000).await.unwrap(),
+            None,
+            "{n}: disabling ended the session"
+        );
+        assert!(
+            db.credentials("Nina".into())
+                .await
+                .unwrap()
+                .unwrap()
+                .disabled,
+            "{n}"
+        );
+        assert_eq!(
+            db.user("nina".into()).await.unwrap().unwrap().disabled_ms,
+            Some(5_000),
+            "{n}"
+        );
+        // A temporary password (a reset) is marked until the user sets their own.
+        let reset = UserChange {
+            password_hash: Some("$argon2id$temporary".into()),
+            password_temporary: Some(true),
+            ..UserChange::default()
+        };
+        let u = db.update_user("nina".into(), reset, None).await.unwrap();
+        assert!(u.password_temporary, "{n}");
+        assert!(
+            db.user("nina".into())
+                .await
+                .unwrap()
+                .unwrap()
+                .password_temporary,
+            "{n}"
+        );
+        let on = UserChange {
+            disabled_ms: Some(None),
+            display_name: Some(None),
+            password_hash: Some("$argon2id$own".into()),
+            password_temporary: Some(false),
+            ..UserChange::default()
+        };
+        let u = db.update_user("nina".into(), on, None).await.unwrap();
+        assert_eq!(
+            (u.disabled_ms, u.display_name, u.password_temporary),
+            (None, None, false),
+            "{n}"
+        );
+        assert!(
+            !db.credentials("nina".into())
+                .await
+                .unwrap()
+                .unwrap()
+                .disabled,
+            "{n}"
+        );
+        assert_eq!(
+            audited(&b).await,
+            ["user.update"],
+            "{n}: only the audited change"
+        );
     }
 }

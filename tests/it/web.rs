@@ -1263,6 +1263,9 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             "/alerts/ack" => json!({"ids": [alert]}),
             "/alerts/{id}/assign" => json!({"to": null}),
             "/alerts/{id}/snooze" => json!({"minutes": 30, "reason": "calling the patient"}),
+            "/session/password" => {
+                json!({"current_password": "not hers", "new_password": "violet harbour beacon"})
+            }
             _ => json!({"note": "checked"}),
         })
     };
@@ -1314,7 +1317,8 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             (
                 "GET",
                 "/patients" | "/panel" | "/profiles" | "/programs" | "/session" | "/teams"
-                | "/tokens" | "/billing" | "/worklist" | "/population" | "/timer" | "/care-plans",
+                | "/tokens" | "/billing" | "/worklist" | "/population" | "/timer" | "/care-plans"
+                | "/devices",
             ) => {
                 assert_eq!(s, StatusCode::OK, "{method} {url}: {v}");
                 let text = v.to_string();
@@ -1325,6 +1329,8 @@ async fn every_route_refuses_strangers_other_teams_and_requests_without_csrf() {
             }
             // A WebSocket route asked without an upgrade; its scoping is tested with the socket.
             ("GET", "/live") => assert_eq!(s, StatusCode::BAD_REQUEST, "{v}"),
+            // Her own password, no patient's: the wrong current password changes nothing.
+            ("POST", "/session/password") => assert_eq!(s, StatusCode::BAD_REQUEST, "{v}"),
             // Only a join link opens this one.
             ("GET", "/visits/{id}/join") => assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}"),
             _ => assert!(

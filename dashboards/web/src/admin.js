@@ -2,11 +2,8 @@
 // on the patient view, through showCredentials), users and care teams.
 
 import { ApiError, get, patch, post, seg } from './api.js';
-import { announce, clear, copyField, field, h, messageLine } from './util.js';
-
-// The medical record number: as the registry checks it (1–64 of letters, digits, . _ - /).
-const MRN_PATTERN = '[A-Za-z0-9._\\-\\/]{1,64}';
-const MRN_HINT = 'The number the clinic\'s record system knows the patient by (optional): letters, digits, . _ - /';
+import { MRN_HINT, MRN_PATTERN, patientForm } from './patientform.js';
+import { announce, clear, confirmStep, copyField, field, h, messageLine } from './util.js';
 
 export class AdminView {
   constructor(root, store, { user, onChanged }) {
@@ -61,31 +58,18 @@ export class AdminView {
   }
 
   renderPatients() {
-    const msg = messageLine();
-    const id = h('input', { id: 'np-id', required: true, pattern: '[A-Za-z0-9._\\-]{1,64}', autocomplete: 'off' });
-    const name = h('input', { id: 'np-name', required: true, autocomplete: 'off' });
-    const birth = h('input', { id: 'np-birth', type: 'date' });
-    const mrn = h('input', { id: 'np-mrn', pattern: MRN_PATTERN, maxlength: '64', autocomplete: 'off' });
-    const team = this.teamSelect('np-team');
-    const form = h('form', { id: 'new-patient', class: 'grid-form' },
-      field('Patient id', id, '1–64 letters, digits, . _ -'), field('Name', name), field('Birth date', birth),
-      field('MRN', mrn, MRN_HINT), field('Care team', team),
-      h('div', { class: 'buttons' }, h('button', { type: 'submit', class: 'btn' }, 'Add patient')), msg.el);
-    form.addEventListener('submit', async (e) => {
-      e.preventDefault();
-      const body = { id: id.value.trim(), name: name.value.trim() };
-      if (birth.value) body.birth_date = birth.value;
-      if (mrn.value.trim()) body.mrn = mrn.value.trim();
-      body.care_team = team.value || 'default';
-      try {
-        await post('/patients', body);
-        msg.ok(`Added ${body.name}.`);
-        form.reset();
+    // Add a patient with their MRN and demographics; each refusal shows beside its field.
+    const form = patientForm({
+      mode: 'create',
+      prefix: 'np',
+      teamSelect: this.teamSelect('np-team'),
+      onSaved: async (saved) => {
+        this.added = `Added ${saved.name} (${saved.id}).`;
         this.onChanged();
         await this.reload();
-      } catch (err) {
-        msg.error(err.message);
-      }
+        announce(this.added);
+        this.patientsBox.querySelector('#np-id')?.focus();
+      },
     });
     const rows = this.patients.map((p) => {
       const sel = this.teamSelect(`pt-team-${p.id}`, p.care_team);
@@ -104,7 +88,10 @@ export class AdminView {
       return h('tr', {}, h('th', { scope: 'row' }, h('a', { href: `#/patients/${encodeURIComponent(p.id)}` }, p.name)), h('td', {}, p.id),
         h('td', {}, this.mrnInput(p)), h('td', {}, sel));
     });
-    clear(this.patientsBox).append(h('h2', { id: 'ad-patients' }, 'Patients'), form,
+    clear(this.patientsBox).append(h('h2', { id: 'ad-patients' }, 'Patients'),
+      h('h3', { class: 'sub' }, 'Add a patient'), form,
+      this.added ? h('p', { class: 'msg ok', id: 'np-added' }, this.added) : null,
+      h('p', { class: 'muted small' }, 'Discharged patients are listed on ', h('a', { href: '#/discharged' }, 'Discharged patients'), '. Edit a patient\'s details on their page.'),
       h('div', { class: 'scroll tall', tabindex: '0', role: 'region', 'aria-label': 'Patients' }, h('table', { class: 'table' },
         h('caption', { class: 'visually-hidden' }, 'Patients, their MRNs and care teams'),
         h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Name'), h('th', { scope: 'col' }, 'Id'), h('th', { scope: 'col' }, 'MRN'), h('th', { scope: 'col' }, 'Care team'))),
@@ -188,26 +175,80 @@ export class AdminView {
         msg.error(er.message);
       }
     });
+    // Each user: role, care teams, the name patients see, whether they may sign in; a password
+    // reset asks first, then shows the temporary password once.
+    this.userConfirm = h('div', { class: 'device-confirm', id: 'user-confirm', hidden: true });
+    this.userSecret = h('div', { id: 'user-secret' });
     const rows = this.users.map((u) => {
+      const key = u.name.replace(/[^A-Za-z0-9_-]/g, '_');
       const r = h('select', { 'aria-label': `Role of ${u.name}` }, h('option', { value: 'clinician' }, 'Clinician'), h('option', { value: 'admin' }, 'Admin'));
       r.value = u.role;
       const tc = this.teamChecks(`ut-${u.name}`, u.teams || [], `Teams of ${u.name}`);
+      const shown = h('input', {
+        id: `ud-${key}`, class: 'display-name', maxlength: '100', autocomplete: 'off', value: u.display_name || '',
+        'aria-label': `Name patients see for ${u.name}`, placeholder: u.name,
+      });
+      const disabled = h('input', { type: 'checkbox', id: `ux-${key}`, checked: Boolean(u.disabled), 'aria-label': `Sign-in disabled for ${u.name}` });
       const m = messageLine();
       const save = h('button', { type: 'button', class: 'btn-quiet', 'aria-label': `Save ${u.name}` }, 'Save');
       save.addEventListener('click', async () => {
+        const body = { role: r.value, teams: tc.value() };
+        if ((u.display_name || '') !== shown.value.trim()) body.display_name = shown.value.trim();
+        if (Boolean(u.disabled) !== disabled.checked) body.disabled = disabled.checked;
+        shown.removeAttribute('aria-invalid');
         try {
-          await patch(`/users/${seg(u.name)}`, { role: r.value, teams: tc.value() });
-          m.ok('Saved.');
+          const saved = await patch(`/users/${seg(u.name)}`, body);
+          Object.assign(u, saved);
+          m.ok(body.disabled === true ? 'Saved. Disabled: signed out everywhere, API tokens stopped.' : 'Saved.');
+          this.renderUserState(u, state);
         } catch (er) {
+          if (er.message.startsWith('display_name')) {
+            shown.setAttribute('aria-invalid', 'true');
+            shown.focus();
+          }
           m.error(er.message);
         }
       });
-      return h('tr', {}, h('th', { scope: 'row' }, u.name), h('td', {}, r), h('td', {}, tc.el), h('td', {}, save, m.el));
+      const reset = h('button', { type: 'button', class: 'btn-quiet', dataset: { action: 'reset' }, 'aria-label': `Reset password of ${u.name}` }, 'Reset password');
+      reset.addEventListener('click', () => this.askReset(u, reset));
+      const state = h('span', { class: 'user-state', id: `us-${key}` });
+      this.renderUserState(u, state);
+      return h('tr', { dataset: { user: u.name } },
+        h('th', { scope: 'row' }, u.name, h('br'), state),
+        h('td', {}, shown),
+        h('td', {}, r),
+        h('td', {}, tc.el),
+        h('td', {}, h('span', { class: 'check' }, disabled, h('label', { for: `ux-${key}` }, 'Disabled'))),
+        h('td', { class: 'user-actions' }, save, reset, m.el));
     });
-    this.usersBox.append(form, h('div', { class: 'scroll' }, h('table', { class: 'table' },
-      h('caption', { class: 'visually-hidden' }, 'Users'),
-      h('thead', {}, h('tr', {}, ['User', 'Role', 'Care teams', ''].map((c) => h('th', { scope: 'col' }, c)))),
-      h('tbody', {}, rows))));
+    this.usersBox.append(form, h('div', { class: 'scroll', tabindex: '0', role: 'region', 'aria-label': 'Users' }, h('table', { class: 'table', id: 'users' },
+      h('caption', { class: 'visually-hidden' }, 'Users: display name, role, care teams, whether they may sign in'),
+      h('thead', {}, h('tr', {}, ['User', 'Name patients see', 'Role', 'Care teams', 'Sign-in', 'Actions'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, rows))), this.userConfirm, this.userSecret);
+  }
+
+  /** "Disabled" in words beside the name (not colour alone). */
+  renderUserState(u, el) {
+    clear(el).append(u.disabled ? h('span', { class: 'badge revoked' }, 'Disabled') : h('span', { class: 'muted small' }, 'Active'));
+  }
+
+  askReset(u, trigger) {
+    confirmStep(this.userConfirm, {
+      id: 'reset-confirm',
+      question: `Reset the password of ${u.name}?`,
+      detail: `${u.name} is signed out everywhere now and their old password stops working. Vigil makes a temporary password, shown once here: give it to them in person or by phone. API tokens keep working.`,
+      confirmLabel: `Reset the password of ${u.name}`,
+      trigger,
+      onConfirm: async () => {
+        const r = await post(`/users/${seg(u.name)}/password-reset`, {});
+        clear(this.userSecret).append(h('div', { class: 'credentials', role: 'region', 'aria-label': `Temporary password for ${u.name}` },
+          h('p', { class: 'warn-text' }, h('strong', {}, 'Shown once. '), `The temporary password of ${u.name}. Vigil keeps only a hash.`),
+          copyField('Temporary password', r.password, 'reset-pass')));
+        const input = this.userSecret.querySelector('#reset-pass');
+        input.focus();
+        return input;
+      },
+    });
   }
 
   teamChecks(prefix, selected, legend = 'Care teams') {

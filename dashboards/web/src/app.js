@@ -1,6 +1,6 @@
 // Vigil's clinician dashboard: the shell. Restores the session, signs in and out, routes by the
 // URL hash (#/panel, #/worklist, #/billing, #/population, #/inbox, #/patients/{id}, #/visits/{id}, #/admin, #/audit, #/tokens,
-// #/on-call[/{team}], #/me, #/ack/{token} — every page is served by "/"; the hash survives sign-in, so a notification's
+// #/on-call[/{team}], #/me, #/ack/{token}, #/devices, #/discharged — every page is served by "/"; the hash survives sign-in, so a notification's
 // link opens its page once the user has signed in), owns the live feed and the store, and makes a new high alert impossible to miss.
 
 import { ApiError, del, get, post, setCsrfToken, setUnauthorizedHandler } from './api.js';
@@ -8,6 +8,8 @@ import { AckView } from './ack.js';
 import { AdminView } from './admin.js';
 import { AuditView } from './audit.js';
 import { BillingView } from './billing.js';
+import { DevicesView } from './devices.js';
+import { DischargedView } from './discharged.js';
 import { InboxView } from './inbox.js';
 import { Live } from './live.js';
 import { MyDetailsView } from './mydetails.js';
@@ -99,7 +101,63 @@ function landing() {
   return state.user?.role === 'clinician' ? '#/worklist' : '#/panel';
 }
 
+/**
+ * A temporary password (an admin's reset) must be replaced before anything else: the API
+ * refuses everything but this. The new session it answers with signs the user in.
+ */
+function showChangePassword(s, message = null) {
+  destroyView();
+  topbar.hidden = true;
+  setCsrfToken(s.csrf_token);
+  document.title = 'Choose a new password · Vigil';
+  const msg = messageLine();
+  if (message) msg.error(message);
+  const current = h('input', { id: 'cp-current', type: 'password', autocomplete: 'current-password', required: true });
+  const next = h('input', { id: 'cp-new', type: 'password', autocomplete: 'new-password', required: true, minlength: 12 });
+  const again = h('input', { id: 'cp-again', type: 'password', autocomplete: 'new-password', required: true });
+  const btn = h('button', { type: 'submit', class: 'btn btn-wide', id: 'cp-submit' }, 'Save my new password');
+  const form = h('form', { class: 'signin', id: 'change-password-form', 'aria-labelledby': 'cp-title', novalidate: true },
+    h('h1', { id: 'cp-title' }, 'Choose a new password'),
+    h('p', { class: 'muted' }, `Signed in as ${s.user.name} with a temporary password from an administrator. Choose your own to go on.`),
+    field('Temporary password', current), field('New password', next, '12 characters or more; not your username; not a common password.'),
+    field('New password again', again), btn,
+    h('button', { type: 'button', class: 'btn-quiet', id: 'cp-signout', onclick: () => del('/session').catch(() => {}).finally(() => signedOut(null)) }, 'Sign out'),
+    msg.el);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    msg.clear();
+    for (const el of [current, next, again]) el.removeAttribute('aria-invalid');
+    const bad = !current.value ? current : next.value.length < 12 ? next : next.value !== again.value ? again : null;
+    if (bad) {
+      bad.setAttribute('aria-invalid', 'true');
+      msg.error(bad === current ? 'Enter the temporary password.' : bad === next ? 'The new password needs 12 characters or more.' : 'The two new passwords differ.');
+      bad.focus();
+      return;
+    }
+    btn.disabled = true;
+    try {
+      const fresh = await post('/session/password', { current_password: current.value, new_password: next.value }, { quiet401: true });
+      current.value = next.value = again.value = '';
+      announce('Your new password is saved.');
+      signedIn(fresh);
+    } catch (err) {
+      const target = err.message.startsWith('current_password') ? current : next;
+      target.setAttribute('aria-invalid', 'true');
+      msg.error(err.message);
+      target.focus();
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  clear(main).append(form);
+  current.focus();
+}
+
 function signedIn(s) {
+  if (s.user.must_change_password) {
+    showChangePassword(s);
+    return;
+  }
   state.user = s.user;
   setCsrfToken(s.csrf_token);
   topbar.hidden = false;
@@ -363,6 +421,12 @@ function route() {
     case 'worklist':
       document.title = 'Worklist · Vigil';
       state.view = new WorklistView(container, state.store);
+      break;
+    case 'devices':
+      state.view = new DevicesView(container);
+      break;
+    case 'discharged':
+      state.view = new DischargedView(container);
       break;
     case 'admin':
       document.title = 'Admin · Vigil';

@@ -51,6 +51,8 @@ export class PanelView {
         h('form', { class: 'filters', role: 'search', onsubmit: (e) => e.preventDefault() },
           field('Search', search), field('Show', show), field('Care team', this.teamSelect))),
       this.summary,
+      // Discharged patients leave the panel; their records stay readable there.
+      h('p', { class: 'muted small' }, h('a', { href: '#/discharged', id: 'panel-discharged' }, 'Discharged patients')),
       this.grid,
     );
     if (this.store.loaded) this.onChange({ patients: 'all' });

@@ -14,6 +14,7 @@ import { TimerBox } from './timerbox.js';
 import uPlot from '/assets/vendor/uPlot.esm.js';
 import { showCredentials } from './admin.js';
 import { ApiError, get, post, put, seg } from './api.js';
+import { patientForm } from './patientform.js';
 import { rememberVisit } from './visitview.js';
 import {
   ageEl, announce, clear, confirmStep, deviceState, formatTime, formatValue, h, messageLine,
@@ -97,9 +98,27 @@ export class PatientView {
     this.visitMsg = messageLine();
     const visitBtn = h('button', { type: 'button', class: 'btn', id: 'start-visit', onclick: () => this.startVisit(visitBtn) }, 'Start video visit');
     const facts = [
-      ['Id', patient.id], ['MRN', patient.mrn], ['Born', patient.birth_date], ['Care team', patient.care_team],
-      ['Phone', patient.phone], ['Contact', patient.contact_preference],
+      ['Id', patient.id], ['MRN', patient.mrn], ['Born', patient.birth_date], ['Sex', patient.gender], ['Care team', patient.care_team],
+      ['Phone', patient.phone], ['Email', patient.email], ['Address', patient.address], ['Contact', patient.contact_preference],
+      ['Contact notes', patient.contact_notes],
     ].filter(([, v]) => v);
+    // Demographics are edited by admins (the API's rule); discharge and readmission by the
+    // patient's clinicians too (a clinical decision, as the care plan is).
+    const admin = this.user?.role === 'admin';
+    this.detailsBox = h('div', { id: 'patient-details-edit', hidden: true });
+    const editBtn = admin ? h('button', {
+      type: 'button', class: 'btn btn-secondary', id: 'edit-details', 'aria-expanded': 'false', 'aria-controls': 'patient-details-edit',
+      onclick: () => this.toggleDetails(editBtn),
+    }, 'Edit details') : null;
+    this.dischargeBox = h('div', { class: 'device-confirm', id: 'discharge-box', hidden: true });
+    const discharged = patient.discharged;
+    const dischargeBtn = discharged
+      ? h('button', { type: 'button', class: 'btn btn-secondary', id: 'readmit', onclick: () => this.askReadmit(dischargeBtn) }, 'Readmit')
+      : h('button', { type: 'button', class: 'btn btn-secondary btn-secondary-danger', id: 'discharge', onclick: () => this.askDischarge(dischargeBtn) }, 'Discharge');
+    const dischargedNote = discharged ? h('p', { class: 'discharged-note', id: 'discharged-note', role: 'status' },
+      h('strong', {}, 'Discharged'), ` on ${discharged.date} by ${discharged.by}`,
+      discharged.reason ? `: ${discharged.reason}` : '',
+      '. Not on the panel or the worklist and raises no alerts; readings from their devices are still stored.') : null;
     this.rangeGroup = h('div', { class: 'segmented', role: 'group', 'aria-label': 'Time range' },
       RANGES.map((r) => h('button', {
         type: 'button', class: 'seg', 'aria-pressed': String(r === this.range), dataset: { range: r.id },
@@ -125,7 +144,11 @@ export class PatientView {
           h('dl', { class: 'facts' }, facts.map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v))))),
         h('div', { class: 'head-actions' }, visitBtn,
           h('a', { class: 'btn btn-secondary', id: 'patient-billing', href: `#/billing/${seg(patient.id)}` }, 'Billing evidence'),
+          editBtn, dischargeBtn,
           this.visitMsg.el)),
+      dischargedNote,
+      this.dischargeBox,
+      this.detailsBox,
       this.alertsBox,
       h('section', { class: 'card', 'aria-labelledby': 'pv-charts' },
         h('div', { class: 'card-head' }, h('h2', { id: 'pv-charts' }, 'Vitals'), this.rangeGroup, this.resetZoom, this.windowLabel),
@@ -183,7 +206,7 @@ export class PatientView {
         admin ? h('td', { class: 'device-actions' }, d.revoked
           ? h('span', { class: 'muted small' }, 'Cannot connect')
           : h('div', { class: 'device-buttons' },
-            h('button', { type: 'button', class: 'btn-quiet', dataset: { action: 'rotate' }, 'aria-label': `Rotate the secret of ${d.id}`, onclick: (e) => this.askRotate(d, e.currentTarget) }, 'Rotate secret'),
+            h('button', { type: 'button', class: 'btn-quiet', dataset: { action: 'rotate' }, 'aria-label': `Rotate secret of ${d.id}`, onclick: (e) => this.askRotate(d, e.currentTarget) }, 'Rotate secret'),
             h('button', { type: 'button', class: 'btn-quiet btn-quiet-danger', dataset: { action: 'revoke' }, 'aria-label': `Revoke ${d.id}`, onclick: (e) => this.askRevoke(d, e.currentTarget) }, 'Revoke'))) : null)))));
   }
 
@@ -237,6 +260,106 @@ export class PatientView {
         announce(`${dev.id} is revoked: it can no longer connect.`);
         this.reloadRecord(0);
         return this.devicesBox.querySelector('#pv-devices');
+      },
+    });
+  }
+
+  /** Opens or closes the details form under the heading. */
+  toggleDetails(btn) {
+    const open = this.detailsBox.hidden;
+    clear(this.detailsBox);
+    this.detailsBox.hidden = !open;
+    btn.setAttribute('aria-expanded', String(open));
+    if (!open) return;
+    const close = () => {
+      clear(this.detailsBox);
+      this.detailsBox.hidden = true;
+      btn.setAttribute('aria-expanded', 'false');
+      btn.focus();
+    };
+    this.detailsBox.append(h('section', { class: 'card', 'aria-labelledby': 'pv-details' },
+      h('h2', { id: 'pv-details' }, 'Edit details'),
+      patientForm({
+        mode: 'edit',
+        prefix: 'pe',
+        patient: this.record.patient,
+        onCancel: close,
+        onSaved: (saved) => {
+          announce('Details saved.');
+          this.record.patient = saved;
+          this.render();
+          this.root.querySelector('#edit-details')?.focus();
+        },
+      })));
+    this.detailsBox.querySelector('#pe-name').focus();
+  }
+
+  /** Asks for the reason and date, then discharges: off the panel, the worklist and alerting. */
+  askDischarge(trigger) {
+    const name = this.record.patient?.name || this.id;
+    const msg = messageLine();
+    const today = new Date();
+    const iso = `${today.getFullYear()}-${String(today.getMonth() + 1).padStart(2, '0')}-${String(today.getDate()).padStart(2, '0')}`;
+    const reason = h('textarea', { id: 'discharge-reason', rows: 2, maxlength: 500, 'aria-describedby': 'discharge-reason-hint' });
+    const date = h('input', { id: 'discharge-date', type: 'date', value: iso, max: iso, required: true });
+    const yes = h('button', { type: 'submit', class: 'btn btn-danger', id: 'discharge-yes' }, `Discharge ${name}`);
+    const no = h('button', { type: 'button', class: 'btn-quiet', id: 'discharge-no' }, 'Cancel');
+    const close = () => {
+      clear(this.dischargeBox);
+      this.dischargeBox.hidden = true;
+    };
+    no.addEventListener('click', () => {
+      close();
+      trigger.focus();
+    });
+    const form = h('form', { class: 'confirm', id: 'discharge-form', 'aria-labelledby': 'discharge-q', 'aria-describedby': 'discharge-d', novalidate: true },
+      h('p', { id: 'discharge-q', class: 'confirm-q' }, `Discharge ${name} from remote monitoring?`),
+      h('p', { id: 'discharge-d' }, 'Their unresolved alerts are resolved ("patient discharged"), they leave the panel and the worklist, and they raise no alerts. Their devices stay provisioned and readings are still stored; the record stays readable. You can readmit them later.'),
+      h('div', { class: 'field' }, h('label', { for: 'discharge-reason' }, 'Reason (optional)'), reason,
+        h('p', { class: 'hint', id: 'discharge-reason-hint' }, 'For example: programme completed; admitted to hospital.')),
+      h('div', { class: 'field' }, h('label', { for: 'discharge-date' }, 'Date of discharge'), date),
+      h('div', { class: 'buttons' }, yes, no), msg.el);
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      msg.clear();
+      date.removeAttribute('aria-invalid');
+      yes.disabled = no.disabled = true;
+      try {
+        const body = { date: date.value };
+        if (reason.value.trim()) body.reason = reason.value.trim();
+        const p = await post(`/patients/${seg(this.id)}/discharge`, body);
+        announce(`${name} is discharged.${p.resolved_alerts?.length ? ` ${p.resolved_alerts.length} alert(s) resolved.` : ''}`);
+        this.store.load().catch(() => {});
+        await this.load();
+        this.root.querySelector('#readmit')?.focus();
+      } catch (err) {
+        if (err.message.startsWith('date')) {
+          date.setAttribute('aria-invalid', 'true');
+          date.focus();
+        }
+        msg.error(err.message);
+        yes.disabled = no.disabled = false;
+      }
+    });
+    clear(this.dischargeBox).append(form);
+    this.dischargeBox.hidden = false;
+    reason.focus();
+  }
+
+  askReadmit(trigger) {
+    const name = this.record.patient?.name || this.id;
+    confirmStep(this.dischargeBox, {
+      id: 'readmit-confirm',
+      question: `Readmit ${name} to remote monitoring?`,
+      detail: 'They come back to the panel and the worklist, and their care plan raises alerts again from their next readings.',
+      confirmLabel: `Readmit ${name}`,
+      trigger,
+      onConfirm: async () => {
+        await post(`/patients/${seg(this.id)}/readmit`, {});
+        announce(`${name} is readmitted.`);
+        this.store.load().catch(() => {});
+        await this.load();
+        return this.root.querySelector('#discharge');
       },
     });
   }

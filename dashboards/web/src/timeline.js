@@ -13,6 +13,7 @@ const KIND_TEXT = {
   'device.offline': 'Device offline', 'device.online': 'Device back online', 'device.battery_low': 'Battery low',
   'device.revoked': 'Device revoked',
   'care_plan.updated': 'Care plan updated', 'visit.started': 'Video visit started', 'visit.ended': 'Video visit ended',
+  'patient.discharged': 'Discharged', 'patient.readmitted': 'Readmitted',
   'notification.delivered': 'Notification delivered', 'notification.failed': 'Notification failed',
   'notification.retry': 'Notification to be retried', 'notification.cancelled': 'Notification cancelled',
 };
@@ -133,6 +134,7 @@ export function timelineItem(e) {
   if (e.text) parts.push(h('span', { class: 'note-text' }, e.text));
   if (e.device_id) parts.push(`${e.device_id}${typeof e.battery === 'number' ? ` · battery ${e.battery}%` : ''}`);
   if (Array.isArray(e.rules)) parts.push(`rules: ${e.rules.join(', ') || '(none)'}`);
+  if (e.kind === 'patient.discharged') parts.push(`on ${e.date}${e.reason ? `: ${e.reason}` : ''}`);
   if (e.kind === 'alert.assigned') parts.push(e.to ? ` · to ${e.to}` : ' · released');
   if (e.kind === 'alert.snoozed') parts.push(e.until ? ` · until ${formatTime(e.until)}: ${e.reason || ''}` : ' · snooze ended');
   const by = e.by ? h('span', { class: 'muted' }, ` — ${e.by}`) : null;

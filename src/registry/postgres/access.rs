@@ -30,7 +30,8 @@ fn users_sql(filter: &str) -> String {
     format!(
         "SELECT u.username, u.role, u.created_ms,
                 COALESCE(array_agg(m.team_id ORDER BY m.team_id COLLATE \"C\")
-                         FILTER (WHERE m.team_id IS NOT NULL), '{{}}')
+                         FILTER (WHERE m.team_id IS NOT NULL), '{{}}'),
+                u.display_name, u.disabled_ms, u.password_temporary
            FROM users u LEFT JOIN team_members m ON m.username = u.username
           {filter}
           GROUP BY u.username
@@ -44,6 +45,9 @@ fn user(r: &Row) -> StoredUser {
         role: Role::from_stored(r.get(1)),
         created_ms: r.get(2),
         teams: r.get(3),
+        display_name: r.get(4),
+        disabled_ms: r.get(5),
+        password_temporary: r.get(6),
     }
 }
 
@@ -150,7 +154,8 @@ impl AccessStore for PgDb {
         let c = self.conn().await?;
         let row = c
             .query_opt(
-                "SELECT password_hash, role FROM users WHERE lower(username) = lower($1)",
+                "SELECT password_hash, role, disabled_ms IS NOT NULL FROM users
+                 WHERE lower(username) = lower($1)",
                 &[&name],
             )
             .await
@@ -158,6 +163,7 @@ impl AccessStore for PgDb {
         Ok(row.map(|r| Credentials {
             password_hash: r.get(0),
             role: Role::parse(r.get(1)),
+            disabled: r.get(2),
         }))
     }
 
@@ -185,6 +191,42 @@ impl AccessStore for PgDb {
             )
             .await
             .map_err(PgError::from)?;
+        }
+        if let Some(t) = change.password_temporary {
+            tx.execute(
+                "UPDATE users SET password_temporary = $2 WHERE username = $1",
+                &[&name, &t],
+            )
+            .await
+            .map_err(PgError::from)?;
+        }
+        if let Some(d) = &change.display_name {
+            tx.execute(
+                "UPDATE users SET display_name = $2 WHERE username = $1",
+                &[&name, d],
+            )
+            .await
+            .map_err(PgError::from)?;
+        }
+        match change.disabled_ms {
+            // Disabled once: a second disabling keeps the first time.
+            Some(Some(ms)) => {
+                tx.execute(
+                    "UPDATE users SET disabled_ms = coalesce(disabled_ms, $2) WHERE username = $1",
+                    &[&name, &ms],
+                )
+                .await
+                .map_err(PgError::from)?;
+            }
+            Some(None) => {
+                tx.execute(
+                    "UPDATE users SET disabled_ms = NULL WHERE username = $1",
+                    &[&name],
+                )
+                .await
+                .map_err(PgError::from)?;
+            }
+            None => {}
         }
         if change.ends_sessions() {
             tx.execute("DELETE FROM sessions WHERE username = $1", &[&name])

@@ -11,18 +11,24 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Row, Transaction};
 
 use super::audit::append_in;
+use super::record;
 use super::{PgDb, PgError};
 use crate::registry::access::Role;
 use crate::registry::care_teams::{UnseenPatient, UnseenReason};
+use crate::registry::discharge::{
+    DISCHARGE_NOTE, DischargeChange, StoredDischarge, readmitted_data,
+};
 use crate::registry::error::RegistryError;
 use crate::registry::mrn;
 use crate::registry::patients::{
-    NewPatient, Patient, PatientAudit, PatientChange, PatientRow, PatientUpdated, apply,
-    unknown_care_team,
+    Discharged, NewPatient, Patient, PatientAudit, PatientChange, PatientRow, PatientUpdated,
+    apply, unknown_care_team,
 };
+use crate::registry::record::EngineNotice;
 use crate::registry::storage::PatientStore;
 
-const COLUMNS: &str = "id, name, birth_date, created_ms, details, mrn, care_team";
+const COLUMNS: &str = "id, name, birth_date, created_ms, details, mrn, care_team, discharged_ms,
+    discharge_date, discharge_reason, discharged_by";
 
 fn row(r: &Row) -> PatientRow {
     PatientRow {
@@ -33,6 +39,12 @@ fn row(r: &Row) -> PatientRow {
         details: r.get(4),
         mrn: r.get(5),
         care_team: r.get(6),
+        discharge: r.get::<_, Option<i64>>(7).map(|at_ms| StoredDischarge {
+            at_ms,
+            date: r.get::<_, Option<String>>(8).unwrap_or_default(),
+            reason: r.get(9),
+            by: r.get::<_, Option<String>>(10).unwrap_or_default(),
+        }),
     }
 }
 
@@ -167,6 +179,87 @@ impl PatientStore for PgDb {
         Ok(rows.iter().filter_map(|r| row(r).into_patient()).collect())
     }
 
+    async fn set_discharge(&self, change: DischargeChange) -> Result<Discharged, RegistryError> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(PgError::from)?;
+        let id = change.patient.clone();
+        let current = read(&tx, &id, "FOR UPDATE")
+            .await?
+            .ok_or_else(|| RegistryError::NotFound(format!("patient {id}")))?;
+        if current.discharge.is_some() == change.discharge.is_some() {
+            return Err(change.refused(current.discharge.is_some()));
+        }
+        let mut events = Vec::new();
+        let mut resolved = Vec::new();
+        match &change.discharge {
+            Some(d) => {
+                tx.execute(
+                    "UPDATE patients SET discharged_ms = $2, discharge_date = $3,
+                         discharge_reason = $4, discharged_by = $5 WHERE id = $1",
+                    &[&id, &d.at_ms, &d.date, &d.reason, &d.by],
+                )
+                .await
+                .map_err(PgError::from)?;
+                resolved = record::resolve_all_in(
+                    &tx,
+                    &id,
+                    &change.by,
+                    DISCHARGE_NOTE,
+                    change.now_ms,
+                    &change.sinks,
+                    &mut events,
+                )
+                .await?;
+                for a in &resolved {
+                    append_in(&tx, &change.alert_line(&a.id)).await?;
+                }
+                record::timeline(
+                    &tx,
+                    &id,
+                    change.now_ms,
+                    "patient.discharged",
+                    &d.timeline_data(),
+                )
+                .await?;
+            }
+            None => {
+                tx.execute(
+                    "UPDATE patients SET discharged_ms = NULL, discharge_date = NULL,
+                         discharge_reason = NULL, discharged_by = NULL WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .map_err(PgError::from)?;
+                record::timeline(
+                    &tx,
+                    &id,
+                    change.now_ms,
+                    "patient.readmitted",
+                    &readmitted_data(&change.by),
+                )
+                .await?;
+            }
+        }
+        // The instance holding the patient's alert partition reads the plan in force again:
+        // none while discharged, theirs once readmitted.
+        let patient = current
+            .clone()
+            .into_patient()
+            .ok_or_else(|| RegistryError::NotFound(format!("patient {id}")))?;
+        record::notify_engine(&tx, &patient.id, &EngineNotice::PlanChanged, change.now_ms).await?;
+        append_in(&tx, &change.audit).await?;
+        let patient = read(&tx, &id, "")
+            .await?
+            .and_then(PatientRow::into_patient)
+            .ok_or_else(|| RegistryError::NotFound(format!("patient {id}")))?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(Discharged {
+            patient,
+            resolved,
+            events,
+        })
+    }
+
     async fn patient_team(&self, id: String) -> Result<Option<Option<String>>, RegistryError> {
         let c = self.conn().await?;
         let r = c
@@ -186,7 +279,7 @@ impl PatientStore for PgDb {
                         (SELECT count(*) FROM alerts a
                           WHERE a.patient_id = p.id AND a.status = 'open') AS open
                    FROM patients p
-                  WHERE NOT EXISTS (
+                  WHERE p.discharged_ms IS NULL AND NOT EXISTS (
                         SELECT 1 FROM team_members m JOIN users u ON u.username = m.username
                          WHERE m.team_id = p.care_team AND u.role = $1)
                   ORDER BY open DESC, p.id COLLATE \"C\"",

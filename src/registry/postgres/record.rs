@@ -458,6 +458,53 @@ async fn act(
     Ok(Ok((alert, events)))
 }
 
+/// Resolves every unresolved alert of `patient` on behalf of `by` with `note` at `now_ms`
+/// inside `tx`, each as a person's resolution ([`act`]: its timeline entry, outbox rows and
+/// engine notice; events into `events`); the alerts as they now are, oldest first.
+pub(super) async fn resolve_all_in(
+    tx: &Transaction<'_>,
+    patient: &str,
+    by: &str,
+    note: &str,
+    now_ms: i64,
+    sinks: &[Sink],
+    events: &mut Vec<Event>,
+) -> Result<Vec<Alert>, RegistryError> {
+    let ids: Vec<String> = tx
+        .query(
+            "SELECT id FROM alerts WHERE patient_id = $1 AND status <> 'resolved'
+             ORDER BY opened_ms, id COLLATE \"C\" FOR UPDATE",
+            &[&patient],
+        )
+        .await
+        .map_err(PgError::from)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut resolved = Vec::with_capacity(ids.len());
+    for id in ids {
+        let acted = act(
+            tx,
+            id,
+            true,
+            by.to_owned(),
+            Some(note.to_owned()),
+            now_ms,
+            sinks,
+        )
+        .await?;
+        match acted {
+            Ok((alert, written)) => {
+                events.extend(written);
+                resolved.push(alert);
+            }
+            // Locked above: it cannot have gone or been resolved meanwhile.
+            Err(e) => return Err(RegistryError::Db(e.to_string())),
+        }
+    }
+    Ok(resolved)
+}
+
 #[async_trait::async_trait]
 impl RecordStore for PgDb {
     async fn apply_effects(

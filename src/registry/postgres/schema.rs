@@ -349,4 +349,9 @@ pub const STEPS: &[&str] = &[
      ALTER TABLE alerts ADD COLUMN assigned_ms bigint;
      ALTER TABLE alerts ADD COLUMN snoozed_until_ms bigint;
      ALTER TABLE alerts ADD COLUMN snooze_reason text;",
+    // 24: users' display names and disabling, patients' discharge, as SQLite's version 27.
+    "ALTER TABLE users ADD COLUMN display_name text, ADD COLUMN disabled_ms bigint,
+         ADD COLUMN password_temporary boolean NOT NULL DEFAULT false;
+     ALTER TABLE patients ADD COLUMN discharged_ms bigint, ADD COLUMN discharge_date text,
+         ADD COLUMN discharge_reason text, ADD COLUMN discharged_by text;",
 ];

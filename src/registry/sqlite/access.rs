@@ -26,22 +26,34 @@ fn teams_of(c: &Connection, username: &str) -> rusqlite::Result<Vec<String>> {
 
 /// The user stored as `name` (its exact spelling).
 fn load(c: &Connection, name: &str) -> Result<Option<StoredUser>, RegistryError> {
-    let row: Option<(String, String, i64)> = c
+    let row = c
         .query_row(
-            "SELECT username, role, created_ms FROM users WHERE username = ?1",
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"),
             [name],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            user_row,
         )
         .optional()?;
-    let Some((name, role, created_ms)) = row else {
+    let Some(mut user) = row else {
         return Ok(None);
     };
-    Ok(Some(StoredUser {
-        teams: teams_of(c, &name)?,
-        role: Role::from_stored(&role),
-        name,
-        created_ms,
-    }))
+    user.teams = teams_of(c, &user.name)?;
+    Ok(Some(user))
+}
+
+const USER_COLUMNS: &str =
+    "username, role, created_ms, display_name, disabled_ms, password_temporary";
+
+/// A user's row of [`USER_COLUMNS`], without their teams.
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredUser> {
+    Ok(StoredUser {
+        name: r.get(0)?,
+        role: Role::from_stored(&r.get::<_, String>(1)?),
+        created_ms: r.get(2)?,
+        display_name: r.get(3)?,
+        disabled_ms: r.get(4)?,
+        password_temporary: r.get(5)?,
+        teams: Vec::new(),
+    })
 }
 
 /// Puts `username` on exactly `teams`; `Invalid` if one does not exist.
@@ -113,19 +125,16 @@ impl AccessStore for SqliteDb {
 
     async fn users(&self) -> Result<Vec<StoredUser>, RegistryError> {
         self.with(|c| {
-            let mut stmt =
-                c.prepare("SELECT username, role, created_ms FROM users ORDER BY username")?;
-            let rows: Vec<(String, String, i64)> = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            let mut stmt = c.prepare(&format!(
+                "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+            ))?;
+            let rows: Vec<StoredUser> = stmt
+                .query_map([], user_row)?
                 .collect::<rusqlite::Result<_>>()?;
             rows.into_iter()
-                .map(|(name, role, created_ms)| {
-                    Ok(StoredUser {
-                        teams: teams_of(c, &name)?,
-                        role: Role::from_stored(&role),
-                        name,
-                        created_ms,
-                    })
+                .map(|mut u| {
+                    u.teams = teams_of(c, &u.name)?;
+                    Ok(u)
                 })
                 .collect()
         })
@@ -135,12 +144,16 @@ impl AccessStore for SqliteDb {
     async fn credentials(&self, name: String) -> Result<Option<Credentials>, RegistryError> {
         self.with(move |c| {
             Ok(c.query_row(
-                &format!("SELECT password_hash, role FROM users WHERE username = {NAMED}"),
+                &format!(
+                    "SELECT password_hash, role, disabled_ms IS NOT NULL FROM users
+                     WHERE username = {NAMED}"
+                ),
                 [name],
                 |r| {
                     Ok(Credentials {
                         password_hash: r.get(0)?,
                         role: Role::parse(&r.get::<_, String>(1)?),
+                        disabled: r.get(2)?,
                     })
                 },
             )
@@ -170,6 +183,35 @@ impl AccessStore for SqliteDb {
                     "UPDATE users SET password_hash = ?2 WHERE username = ?1",
                     params![name, h],
                 )?;
+            }
+            if let Some(t) = change.password_temporary {
+                tx.execute(
+                    "UPDATE users SET password_temporary = ?2 WHERE username = ?1",
+                    params![name, t],
+                )?;
+            }
+            if let Some(d) = &change.display_name {
+                tx.execute(
+                    "UPDATE users SET display_name = ?2 WHERE username = ?1",
+                    params![name, d],
+                )?;
+            }
+            match change.disabled_ms {
+                // Disabled once: a second disabling keeps the first time.
+                Some(Some(ms)) => {
+                    tx.execute(
+                        "UPDATE users SET disabled_ms = coalesce(disabled_ms, ?2)
+                         WHERE username = ?1",
+                        params![name, ms],
+                    )?;
+                }
+                Some(None) => {
+                    tx.execute(
+                        "UPDATE users SET disabled_ms = NULL WHERE username = ?1",
+                        [&name],
+                    )?;
+                }
+                None => {}
             }
             if change.ends_sessions() {
                 tx.execute("DELETE FROM sessions WHERE username = ?1", [&name])?;

@@ -6,17 +6,22 @@ use rusqlite::{OptionalExtension as _, Transaction, TransactionBehavior, params}
 
 use super::SqliteDb;
 use super::audit::append_in;
+use super::record;
 use crate::registry::access::Role;
 use crate::registry::care_teams::{UnseenPatient, UnseenReason};
+use crate::registry::discharge::{
+    DISCHARGE_NOTE, DischargeChange, StoredDischarge, readmitted_data,
+};
 use crate::registry::error::RegistryError;
 use crate::registry::mrn;
 use crate::registry::patients::{
-    NewPatient, Patient, PatientAudit, PatientChange, PatientRow, PatientUpdated, apply,
-    unknown_care_team,
+    Discharged, NewPatient, Patient, PatientAudit, PatientChange, PatientRow, PatientUpdated,
+    apply, unknown_care_team,
 };
 use crate::registry::storage::PatientStore;
 
-const COLUMNS: &str = "id, name, birth_date, created_ms, details, mrn, care_team";
+const COLUMNS: &str = "id, name, birth_date, created_ms, details, mrn, care_team, discharged_ms,
+    discharge_date, discharge_reason, discharged_by";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PatientRow> {
     Ok(PatientRow {
@@ -27,6 +32,15 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PatientRow> {
         details: r.get(4).unwrap_or_default(),
         mrn: r.get(5).unwrap_or_default(),
         care_team: r.get(6)?,
+        discharge: match r.get::<_, Option<i64>>(7)? {
+            Some(at_ms) => Some(StoredDischarge {
+                at_ms,
+                date: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                reason: r.get(9)?,
+                by: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
+            }),
+            None => None,
+        },
     })
 }
 
@@ -150,6 +164,73 @@ impl PatientStore for SqliteDb {
         .await
     }
 
+    async fn set_discharge(&self, change: DischargeChange) -> Result<Discharged, RegistryError> {
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let id = change.patient.clone();
+            let current =
+                read(&tx, &id)?.ok_or_else(|| RegistryError::NotFound(format!("patient {id}")))?;
+            if current.discharge.is_some() == change.discharge.is_some() {
+                return Err(change.refused(current.discharge.is_some()));
+            }
+            let mut events = Vec::new();
+            let mut resolved = Vec::new();
+            match &change.discharge {
+                Some(d) => {
+                    tx.execute(
+                        "UPDATE patients SET discharged_ms = ?2, discharge_date = ?3,
+                             discharge_reason = ?4, discharged_by = ?5 WHERE id = ?1",
+                        params![id, d.at_ms, d.date, d.reason, d.by],
+                    )?;
+                    resolved = record::resolve_all_in(
+                        &tx,
+                        &id,
+                        &change.by,
+                        DISCHARGE_NOTE,
+                        change.now_ms,
+                        &change.sinks,
+                        &mut events,
+                    )?;
+                    for a in &resolved {
+                        append_in(&tx, &change.alert_line(&a.id))?;
+                    }
+                    record::timeline(
+                        &tx,
+                        &id,
+                        change.now_ms,
+                        "patient.discharged",
+                        &d.timeline_data(),
+                    )?;
+                }
+                None => {
+                    tx.execute(
+                        "UPDATE patients SET discharged_ms = NULL, discharge_date = NULL,
+                             discharge_reason = NULL, discharged_by = NULL WHERE id = ?1",
+                        [&id],
+                    )?;
+                    record::timeline(
+                        &tx,
+                        &id,
+                        change.now_ms,
+                        "patient.readmitted",
+                        &readmitted_data(&change.by),
+                    )?;
+                }
+            }
+            append_in(&tx, &change.audit)?;
+            let patient = read(&tx, &id)?
+                .and_then(PatientRow::into_patient)
+                .ok_or_else(|| RegistryError::NotFound(format!("patient {id}")))?;
+            tx.commit()?;
+            Ok(Discharged {
+                patient,
+                resolved,
+                events,
+            })
+        })
+        .await
+    }
+
     async fn patient_team(&self, id: String) -> Result<Option<Option<String>>, RegistryError> {
         self.with(move |c| {
             Ok(c.query_row(
@@ -170,7 +251,7 @@ impl PatientStore for SqliteDb {
                         (SELECT count(*) FROM alerts a
                           WHERE a.patient_id = p.id AND a.status = 'open') AS open
                    FROM patients p
-                  WHERE NOT EXISTS (
+                  WHERE p.discharged_ms IS NULL AND NOT EXISTS (
                         SELECT 1 FROM team_members m JOIN users u ON u.username = m.username
                          WHERE m.team_id = p.care_team AND u.role = ?1)
                   ORDER BY open DESC, p.id",

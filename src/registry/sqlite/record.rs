@@ -126,6 +126,49 @@ fn emit(
     Ok(())
 }
 
+/// Resolves every unresolved alert of `patient` on behalf of `by` with `note` at `now_ms`
+/// inside `tx`, each with its `alert.resolved` timeline entry and outbox rows (events into
+/// `events`); the alerts as they now are, oldest first.
+pub(super) fn resolve_all_in(
+    tx: &Transaction<'_>,
+    patient: &str,
+    by: &str,
+    note: &str,
+    now_ms: i64,
+    sinks: &[Sink],
+    events: &mut Vec<Event>,
+) -> Result<Vec<Alert>, RegistryError> {
+    let ids: Vec<String> = tx
+        .prepare(
+            "SELECT id FROM alerts WHERE patient_id = ?1 AND status <> 'resolved'
+             ORDER BY opened_ms, id",
+        )?
+        .query_map([patient], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut resolved = Vec::with_capacity(ids.len());
+    for id in ids {
+        tx.execute(
+            "UPDATE alerts SET status = 'resolved', resolved_ms = ?2, resolved_by = ?3,
+                 resolve_note = ?4 WHERE id = ?1",
+            params![id, now_ms, by, note],
+        )?;
+        let alert = reload(tx, &id)?;
+        let extra = json!({"by": by, "note": note});
+        emit(
+            tx,
+            sinks,
+            &alert,
+            "alert.resolved",
+            "",
+            now_ms,
+            extra,
+            events,
+        )?;
+        resolved.push(alert);
+    }
+    Ok(resolved)
+}
+
 /// Escalates `alert`, if it is still open, to escalation `level` at `at_ms`, with the
 /// `alert.escalated` event (`data` joins it: at least `{"level"}`), its timeline entry and its
 /// outbox rows: the engine's escalation, and a later step of the team's escalation policy

@@ -209,7 +209,24 @@ pub(crate) const SCHEMA: &[&str] = &[
      ALTER TABLE alerts ADD COLUMN assigned_ms INTEGER;
      ALTER TABLE alerts ADD COLUMN snoozed_until_ms INTEGER;
      ALTER TABLE alerts ADD COLUMN snooze_reason TEXT;",
+    // version 27: users' display names and disabling; patients' discharge
+    // (`registry::discharge`).
+    SCHEMA_RECORDS,
 ];
+
+/// Schema version 27: a user's display name (shown to patients instead of the
+/// username) and when they were disabled (a disabled user cannot sign in; their sessions and
+/// tokens stop working), and whether their password is a temporary one from a reset (they must
+/// choose their own before doing anything else); a patient's discharge (when, the date the
+/// clinic gives, the reason and who), `NULL` while the patient is under monitoring.
+const SCHEMA_RECORDS: &str = "
+    ALTER TABLE users ADD COLUMN display_name TEXT;
+    ALTER TABLE users ADD COLUMN disabled_ms INTEGER;
+    ALTER TABLE users ADD COLUMN password_temporary INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE patients ADD COLUMN discharged_ms INTEGER;
+    ALTER TABLE patients ADD COLUMN discharge_date TEXT;
+    ALTER TABLE patients ADD COLUMN discharge_reason TEXT;
+    ALTER TABLE patients ADD COLUMN discharged_by TEXT;";
 
 /// Schema version 3: the CRM record — care plans, alerts, the timeline and the outbox.
 const SCHEMA_V3: &str = "
