@@ -231,5 +231,40 @@ fn main() {
         report("GET /series, 30 days of 1/min heart rate → 600 pts", &ms, size);
         stop.cancel();
         let _ = task.await;
+
+        // What naming the patients shown costs a poll (docs/security.md, "Who was shown a
+        // patient"): the panel's one audit line, against that line and one per patient in one
+        // batch (a poll whose patients are all due: the first, or after the window).
+        let registry = Registry::open(dir.path(), Profiles::built_in().unwrap())
+            .await
+            .unwrap();
+        let line = |patient: Option<String>| vigil::registry::audit::NewAuditLine {
+            time_ms: now_ms(),
+            actor: "bench".into(),
+            action: "panel.read".into(),
+            patient_id: patient,
+            target: "panel".into(),
+            remote: "127.0.0.1".into(),
+        };
+        let mut one = Vec::new();
+        for _ in 0..50 {
+            let started = Instant::now();
+            registry.audit_batch(vec![line(None)]).await.unwrap();
+            one.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        one.sort_by(f64::total_cmp);
+        report("audit: the panel's one line", &one, 0);
+        let mut many = Vec::new();
+        for _ in 0..50 {
+            let batch: Vec<_> = std::iter::once(line(None))
+                .chain((0..patients).map(|i| line(Some(format!("pat-{i:04}")))))
+                .collect();
+            let started = Instant::now();
+            registry.audit_batch(batch).await.unwrap();
+            many.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        many.sort_by(f64::total_cmp);
+        report(&format!("audit: 1 + {patients} lines in one batch"), &many, 0);
+        registry.verify_audit_chain().await.unwrap();
     });
 }
