@@ -75,6 +75,10 @@ pub(super) fn api() -> Router<AppState> {
             "/patients/{id}/observations",
             get(super::readings::observations),
         )
+        .route(
+            "/patients/{id}/observations.csv",
+            get(super::readings::observations_csv),
+        )
         .route("/devices", post(super::devices::create_device))
         .route("/devices/{id}", get(super::devices::get_device))
         .route("/devices/{id}/revoke", post(super::devices::revoke_device))
