@@ -40,6 +40,7 @@ mod session;
 mod signal;
 mod signal_relay;
 mod state;
+mod summary;
 mod timer;
 mod visits;
 mod worklist;

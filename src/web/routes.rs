@@ -79,6 +79,8 @@ pub(super) fn api() -> Router<AppState> {
             "/patients/{id}/observations.csv",
             get(super::readings::observations_csv),
         )
+        .route("/patients/{id}/summary", get(super::summary::summary))
+        .route("/patients/{id}/agp", get(super::summary::agp))
         .route("/devices", post(super::devices::create_device))
         .route("/devices/{id}", get(super::devices::get_device))
         .route("/devices/{id}/revoke", post(super::devices::revoke_device))
