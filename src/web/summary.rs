@@ -32,8 +32,10 @@ const MAX_SUMMARY_DAYS: i64 = 366;
 /// The longest AGP period: 90 days (the consensus reads 14; a quarter covers an A1C's span).
 const MAX_AGP_DAYS: i64 = 90;
 /// Up to this many readings of a metric, its median is exact; above, it is the median of
-/// minute means weighted by their counts (`median_exact: false`).
+/// bucket means weighted by their counts (`median_exact: false`).
 const EXACT_MEDIAN_UP_TO: i64 = 100_000;
+/// Buckets read per metric at most (a minute wide up to 34 days, wider beyond).
+const MAX_BUCKETS: i64 = 50_000;
 /// Glucose readings an AGP reads at most (90 days of a 1-minute CGM is 129,600).
 const MAX_AGP_READINGS: usize = 200_000;
 
@@ -122,12 +124,15 @@ pub(super) async fn summary(
         PlanInForce::Default => (CarePlan::default_plan(), "default"),
     };
     let last = to - 1;
+    // Buckets give the exact count, min and max in one indexed query per metric: a minute
+    // wide, or wider over long periods so that a year of a 1 Hz stream is at most
+    // `MAX_BUCKETS` rows.
+    let step = ((to - from) / MAX_BUCKETS).max(60_000);
     let mut vitals = Vec::new();
     for metric in Metric::ALL {
-        // Minute buckets give the exact count, min and max in one indexed query.
         let buckets = s
             .store
-            .buckets(id.clone(), metric, from, last, 60_000)
+            .buckets(id.clone(), metric, from, last, step)
             .await?;
         let count: i64 = buckets.iter().map(|b| b.count).sum();
         if count == 0 {
