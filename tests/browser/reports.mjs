@@ -80,6 +80,7 @@ try {
     await until('the chosen day', 15000, async () => ((await text(clin, '#agp-readings dd')) === '288' ? true : null));
     const f = await readAgp(clin);
     checkFigures(f);
+    if (process.env.SHOTS) await clin.screenshot({ path: `${process.env.SHOTS}/agp.png`, fullPage: true });
     await checkAxe(clin, 'AGP (desktop)');
     return f;
   });
@@ -91,6 +92,7 @@ try {
     const f = await readAgp(phone);
     checkFigures(f);
     if (!(await noSidewaysScroll(phone))) throw new Error('the AGP page scrolls sideways on a phone');
+    if (process.env.SHOTS) await phone.screenshot({ path: `${process.env.SHOTS}/agp-phone.png`, fullPage: true });
     await checkAxe(phone, 'AGP (phone)');
     await phone.goto(`${BASE}/#/patients/${PATIENT}/summary?from=${DAY}&to=${TODAY}`);
     await phone.waitForSelector('#summary-vitals', { timeout: 10000 });
@@ -112,6 +114,11 @@ try {
       return el ? el.$$eval('th, td', (cells) => cells.map((c) => c.textContent.replace(/\s+/g, ' ').trim()).join(' | ')) : null;
     });
     if (!/^Glucose \| 288 \| 50 mg\/dL \| 120 mg\/dL \| 300 mg\/dL \| 300 mg\/dL, /.test(row)) throw new Error(`glucose row: ${row}`);
+    if (process.env.SHOTS) {
+      await clin.emulateMedia({ media: 'print' });
+      await clin.screenshot({ path: `${process.env.SHOTS}/summary-print.png`, fullPage: true });
+      await clin.emulateMedia({ media: 'screen' });
+    }
     const note = await text(clin, '#summary-notes');
     if (!note.includes('Hypo at night: reviewed the basal dose.')) throw new Error(`notes: ${note}`);
     await checkAxe(clin, 'summary (desktop)');

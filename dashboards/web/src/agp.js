@@ -140,7 +140,7 @@ export class AgpView {
 
 /** The percentile chart: hours across, mg/dL up. */
 function chart(a) {
-  const W = 720, H = 300, L = 44, R = 8, T = 10, B = 30;
+  const W = 720, H = 300, L = 44, R = 24, T = 10, B = 30;
   const top = Math.max(300, ...a.hours.map((b) => b.p95));
   const x = (hr) => L + (hr / 24) * (W - L - R);
   const y = (v) => T + (1 - Math.min(v, top) / top) * (H - T - B);
