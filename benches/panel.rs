@@ -42,7 +42,7 @@ async fn seed(dir: &std::path::Path, patients: usize) {
         .await
         .unwrap();
     registry
-        .add_user("nina", Role::Clinician, "correct horse battery staple", now)
+        .add_user("nina", Role::Clinician, "panel bench amber kettle 7", now)
         .await
         .unwrap();
     registry
@@ -171,7 +171,9 @@ fn main() {
         };
         let cfg = Config::load(None, Vec::new(), &flags).unwrap();
         let started = Instant::now();
-        let app = vigil::app::App::build(cfg, Some(TOKEN.into())).await.unwrap();
+        let app = vigil::app::App::build(cfg, Some(TOKEN.into()))
+            .await
+            .unwrap();
         let base = format!("http://{}/api/v1", app.http_addr());
         let (stop, abort) = (CancellationToken::new(), CancellationToken::new());
         let task = tokio::spawn(app.run(stop.clone(), abort));
@@ -180,10 +182,18 @@ fn main() {
         // Warm: every patient's tile has its latest heart rate.
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let v: Value = admin.try_clone().unwrap().send().await.unwrap().json().await.unwrap();
-            let warm = v["patients"]
-                .as_array()
-                .is_some_and(|a| a.len() == patients && a.iter().all(|p| !p["latest"]["heart_rate"].is_null()));
+            let v: Value = admin
+                .try_clone()
+                .unwrap()
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let warm = v["patients"].as_array().is_some_and(|a| {
+                a.len() == patients && a.iter().all(|p| !p["latest"]["heart_rate"].is_null())
+            });
             if warm {
                 break;
             }
@@ -195,14 +205,20 @@ fn main() {
             started.elapsed().as_secs_f64()
         );
         let (ms, size) = timed(&admin, 50).await;
-        report(&format!("GET /panel, admin ({patients} patients)"), &ms, size);
+        report(
+            &format!("GET /panel, admin ({patients} patients)"),
+            &ms,
+            size,
+        );
         let gzip = admin.try_clone().unwrap().header("accept-encoding", "gzip");
         let (ms, size) = timed(&gzip, 50).await;
         report("GET /panel, admin, gzip as browsers ask", &ms, size);
 
         let signed: Value = http
             .post(format!("{base}/session"))
-            .json(&serde_json::json!({"username": "nina", "password": "correct horse battery staple"}))
+            .json(
+                &serde_json::json!({"username": "nina", "password": "panel bench amber kettle 7"}),
+            )
             .send()
             .await
             .unwrap()
@@ -213,23 +229,82 @@ fn main() {
         // The cookie was set on the response; sign in again to read it.
         let resp = http
             .post(format!("{base}/session"))
-            .json(&serde_json::json!({"username": "nina", "password": "correct horse battery staple"}))
+            .json(
+                &serde_json::json!({"username": "nina", "password": "panel bench amber kettle 7"}),
+            )
             .send()
             .await
             .unwrap();
-        let cookie = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        let cookie = resp.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
         let clinician = http.get(format!("{base}/panel")).header("cookie", cookie);
         let (ms, size) = timed(&clinician, 50).await;
-        report(&format!("GET /panel, clinician ({} patients)", patients / 2), &ms, size);
+        report(
+            &format!("GET /panel, clinician ({} patients)", patients / 2),
+            &ms,
+            size,
+        );
 
         let from = vigil::domain::format_rfc3339(now_ms() - 30 * 86_400_000 - 6 * 3_600_000);
         let series = http
             .get(format!("{base}/patients/pat-0000/series"))
-            .query(&[("metric", "heart_rate"), ("from", from.as_str()), ("points", "600")])
+            .query(&[
+                ("metric", "heart_rate"),
+                ("from", from.as_str()),
+                ("points", "600"),
+            ])
             .bearer_auth(TOKEN);
         let (ms, size) = timed(&series, 20).await;
-        report("GET /series, 30 days of 1/min heart rate → 600 pts", &ms, size);
+        report(
+            "GET /series, 30 days of 1/min heart rate → 600 pts",
+            &ms,
+            size,
+        );
         stop.cancel();
         let _ = task.await;
+
+        // What naming the patients shown costs a poll (docs/security.md, "Who was shown a
+        // patient"): the panel's one audit line, against that line and one per patient in one
+        // batch (a poll whose patients are all due: the first, or after the window).
+        let registry = Registry::open(dir.path(), Profiles::built_in().unwrap())
+            .await
+            .unwrap();
+        let line = |patient: Option<String>| vigil::registry::audit::NewAuditLine {
+            time_ms: now_ms(),
+            actor: "bench".into(),
+            action: "panel.read".into(),
+            patient_id: patient,
+            target: "panel".into(),
+            remote: "127.0.0.1".into(),
+        };
+        let mut one = Vec::new();
+        for _ in 0..50 {
+            let started = Instant::now();
+            registry.audit_batch(vec![line(None)]).await.unwrap();
+            one.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        one.sort_by(f64::total_cmp);
+        report("audit: the panel's one line", &one, 0);
+        let mut many = Vec::new();
+        for _ in 0..50 {
+            let batch: Vec<_> = std::iter::once(line(None))
+                .chain((0..patients).map(|i| line(Some(format!("pat-{i:04}")))))
+                .collect();
+            let started = Instant::now();
+            registry.audit_batch(batch).await.unwrap();
+            many.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        many.sort_by(f64::total_cmp);
+        report(
+            &format!("audit: 1 + {patients} lines in one batch"),
+            &many,
+            0,
+        );
+        registry.verify_audit_chain().await.unwrap();
     });
 }

@@ -17,6 +17,7 @@
 //! 6. [`web`] — the API reads observations, alerts and the record back; every read is audited.
 //!
 //! [`notify`] sends alerts to people by email and SMS, saying no more than it must.
+//! [`agp`] computes a patient's Ambulatory Glucose Profile from their glucose readings (pure).
 //!
 //! [`app`] wires these together; [`config`] holds the settings; [`data_dir`] keeps the data
 //! directory private and locked to one gateway; [`telemetry`] the logs and metrics;
@@ -24,6 +25,7 @@
 //! reads a password without echo for the command line; [`slots`] caps each listener's
 //! connections and [`fd_budget`] fits the caps into the process's file-descriptor limit.
 
+pub mod agp;
 pub mod alerts;
 pub mod app;
 pub mod backup;

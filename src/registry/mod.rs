@@ -834,6 +834,12 @@ impl Registry {
             .map(drop)
     }
 
+    /// Appends `lines` in one transaction, in their order: all or none (a read that shows
+    /// many patients writes a line per patient).
+    pub async fn audit_batch(&self, lines: Vec<audit::NewAuditLine>) -> Result<(), RegistryError> {
+        self.db.append_audit_batch(lines).await
+    }
+
     /// Reads the audit trail, filtered: the first `limit` lines oldest first, or with
     /// `newest_first` the last `limit` lines newest first. `actor` finds a user's own lines and
     /// those of their API tokens ([`token_actor`]).

@@ -59,6 +59,11 @@ pub trait AuditStore: Send + Sync {
     /// Appends `line` at the chain's end; its id.
     async fn append_audit(&self, line: NewAuditLine) -> Result<i64, RegistryError>;
 
+    /// Appends `lines` at the chain's end in their order, in one transaction: all of them or
+    /// none. For a read that shows many patients at once (the panel, the alert list, the live
+    /// feed's opening), which writes one line per patient shown; nothing for an empty batch.
+    async fn append_audit_batch(&self, lines: Vec<NewAuditLine>) -> Result<(), RegistryError>;
+
     /// The lines `q` selects.
     async fn audit_records(&self, q: AuditQuery) -> Result<Vec<StoredAuditLine>, RegistryError>;
 

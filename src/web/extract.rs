@@ -105,3 +105,29 @@ pub(super) fn newest_first(order: Option<&str>) -> ApiResult<bool> {
         )),
     }
 }
+
+/// Audits a read that shows many patients at once (`panel.read`, `alerts.read`, `live.open`):
+/// one line for the read itself (no patient, as before), and a line naming each patient shown
+/// that the user has not been shown by the same view within the ledger's window
+/// ([`super::seen`]); all in one transaction. A request whose lines cannot be written is not
+/// answered.
+pub(super) async fn audit_shown<'a>(
+    s: &AppState,
+    p: &Principal,
+    action: &'static str,
+    target: &str,
+    shown: impl IntoIterator<Item = &'a PatientId>,
+) -> ApiResult<()> {
+    let now = now_ms();
+    let actor = p.actor();
+    let due = s.seen.due(&actor, action, shown, now);
+    let mut lines = Vec::with_capacity(due.len() + 1);
+    lines.push(new_audit_line(p, action, None, target, now));
+    lines.extend(
+        due.iter()
+            .map(|id| new_audit_line(p, action, Some(id), target, now)),
+    );
+    s.registry.audit_batch(lines).await?;
+    s.seen.written(&actor, action, &due, now);
+    Ok(())
+}

@@ -32,7 +32,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::auth::Principal;
 use super::error::ApiError;
-use super::extract::{ApiResult, audit_line};
+use super::extract::{ApiResult, audit_shown};
 use super::live_hub::{LiveItem, coalesce};
 use super::recheck::{Concerns, Rechecks, recheck};
 use super::state::AppState;
@@ -71,7 +71,11 @@ pub(super) async fn live(
             "the live feed opens only from Vigil's own pages".into(),
         ));
     }
-    audit_line(&s, &p, "live.open", None, "live").await?;
+    // The patients the feed will show as it opens: each is audited as shown (coalesced,
+    // web/seen.rs); patients who become visible later are not (they are on the panel).
+    let mut patients = s.registry.patients().await?;
+    patients.retain(|x| p.sees_team(x.details.care_team.as_deref()));
+    audit_shown(&s, &p, "live.open", "live", patients.iter().map(|x| &x.id)).await?;
     let rx = s.live.tx.subscribe();
     let access = s.registry.subscribe_access();
     Ok(ws

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::auth::{Principal, check_patient};
 use super::error::ApiError;
-use super::extract::{ApiResult, audit_line, patient_id, time_param};
+use super::extract::{ApiResult, audit_line, audit_shown, patient_id, time_param};
 use super::panel_cache::SPARK_SPAN_MS;
 use super::state::AppState;
 use crate::alerts::rules::Severity;
@@ -53,7 +53,14 @@ pub(super) async fn panel(
             limit: 100_000,
         })
         .await?;
-    audit_line(&s, &p, "panel.read", None, "panel").await?;
+    audit_shown(
+        &s,
+        &p,
+        "panel.read",
+        "panel",
+        patients.iter().map(|x| &x.id),
+    )
+    .await?;
     let now = now_ms();
     let mut worst: HashMap<&str, (&crate::crm::record::Alert, usize)> = HashMap::new();
     for a in alerts.iter().filter(|a| a.status != AlertStatus::Resolved) {

@@ -4,6 +4,8 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -16,8 +18,8 @@ use super::extract::{
     require_admin, time_param,
 };
 use super::state::AppState;
-use crate::domain::{Metric, format_rfc3339};
-use crate::store::ObservationQuery;
+use crate::domain::{Metric, PatientId, format_rfc3339, now_ms};
+use crate::store::{ObservationQuery, StoredObservation};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +33,89 @@ pub(super) struct ObsParams {
     order: Option<String>,
 }
 
+/// A validated observations query: what `GET /patients/{id}/observations` and its CSV twin
+/// both take, with the same limits.
+struct ObsRequest {
+    metric: Option<Metric>,
+    from_ms: i64,
+    to_ms: i64,
+    /// The `limit` asked for, if any.
+    limit: Option<usize>,
+    newest_first: bool,
+}
+
+impl ObsRequest {
+    /// Checks the parameters: a known metric, RFC 3339 times in order, a limit within bounds,
+    /// an order; 400 naming what is wrong.
+    fn parse(q: ObsParams) -> ApiResult<ObsRequest> {
+        let metric = match q.metric.as_deref().filter(|m| !m.is_empty()) {
+            Some(m) => Some(
+                Metric::parse(m)
+                    .ok_or_else(|| ApiError::BadRequest(format!("unknown metric {m:?}")))?,
+            ),
+            None => None,
+        };
+        let from_ms = time_param("from", q.from.as_deref())?.unwrap_or(i64::MIN);
+        let to_ms = time_param("to", q.to.as_deref())?.unwrap_or(i64::MAX);
+        if from_ms > to_ms {
+            return Err(ApiError::BadRequest("from is after to".into()));
+        }
+        if let Some(limit) = q.limit
+            && !(1..=MAX_LIMIT).contains(&limit)
+        {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be 1 to {MAX_LIMIT}"
+            )));
+        }
+        Ok(ObsRequest {
+            metric,
+            from_ms,
+            to_ms,
+            limit: q.limit,
+            newest_first: newest_first(q.order.as_deref())?,
+        })
+    }
+
+    /// The audit line's target for `path` (`observations`, `observations.csv`).
+    fn target(&self, id: &PatientId, path: &str) -> String {
+        format!(
+            "patient/{id}/{path}{}",
+            self.metric
+                .map_or(String::new(), |m| format!("?metric={m}"))
+        )
+    }
+}
+
+/// Checks the caller may see the patient (404 for none), reads up to `limit` readings (and
+/// whether there were more), then audits the read as `observations.read` of `path`.
+async fn read_observations(
+    s: &AppState,
+    p: &Principal,
+    id: &PatientId,
+    r: &ObsRequest,
+    limit: usize,
+    path: &str,
+) -> ApiResult<(Vec<StoredObservation>, bool)> {
+    // 404 for a patient that does not exist, rather than an empty list that looks like silence.
+    check_patient(s, p, id).await?;
+    // One more than asked: whether the limit cut the answer.
+    let mut rows = s
+        .store
+        .observations(ObservationQuery {
+            patient_id: id.clone(),
+            metric: r.metric,
+            from_ms: r.from_ms,
+            to_ms: r.to_ms,
+            limit: limit + 1,
+            newest_first: r.newest_first,
+        })
+        .await?;
+    let truncated = rows.len() > limit;
+    rows.truncate(limit);
+    audit_line(s, p, "observations.read", Some(id), &r.target(id, path)).await?;
+    Ok((rows, truncated))
+}
+
 pub(super) async fn observations(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -39,52 +124,9 @@ pub(super) async fn observations(
 ) -> ApiResult<Json<Value>> {
     let id = patient_id(&id)?;
     let Query(q) = q?;
-    let metric = match q.metric.as_deref().filter(|m| !m.is_empty()) {
-        Some(m) => Some(
-            Metric::parse(m)
-                .ok_or_else(|| ApiError::BadRequest(format!("unknown metric {m:?}")))?,
-        ),
-        None => None,
-    };
-    let from_ms = time_param("from", q.from.as_deref())?.unwrap_or(i64::MIN);
-    let to_ms = time_param("to", q.to.as_deref())?.unwrap_or(i64::MAX);
-    if from_ms > to_ms {
-        return Err(ApiError::BadRequest("from is after to".into()));
-    }
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be 1 to {MAX_LIMIT}"
-        )));
-    }
-    let newest_first = newest_first(q.order.as_deref())?;
-    // 404 for a patient that does not exist, rather than an empty list that looks like silence.
-    check_patient(&s, &p, &id).await?;
-    // One more than asked: whether the limit cut the answer.
-    let mut rows = s
-        .store
-        .observations(ObservationQuery {
-            patient_id: id.clone(),
-            metric,
-            from_ms,
-            to_ms,
-            limit: limit + 1,
-            newest_first,
-        })
-        .await?;
-    let truncated = rows.len() > limit;
-    rows.truncate(limit);
-    audit_line(
-        &s,
-        &p,
-        "observations.read",
-        Some(&id),
-        &format!(
-            "patient/{id}/observations{}",
-            metric.map_or(String::new(), |m| format!("?metric={m}"))
-        ),
-    )
-    .await?;
+    let r = ObsRequest::parse(q)?;
+    let limit = r.limit.unwrap_or(DEFAULT_LIMIT);
+    let (rows, truncated) = read_observations(&s, &p, &id, &r, limit, "observations").await?;
     let observations: Vec<Value> = rows
         .into_iter()
         .map(|o| {
@@ -100,6 +142,99 @@ pub(super) async fn observations(
     Ok(Json(
         json!({ "observations": observations, "truncated": truncated }),
     ))
+}
+
+/// `GET /patients/{id}/observations.csv`: the same readings as
+/// [`observations`], as an RFC 4180 CSV download (`time,metric,value,unit,device_id`, times in
+/// RFC 3339 UTC, values in the canonical unit as stored). Without `limit` the whole range is
+/// sent, up to [`MAX_LIMIT`] readings; a range holding more is refused (400) rather than cut
+/// short silently. With `limit`, the first (or with `order=newest` the last) `limit` readings,
+/// and `X-Vigil-Truncated: true` when there were more.
+pub(super) async fn observations_csv(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    q: Result<Query<ObsParams>, QueryRejection>,
+) -> ApiResult<Response> {
+    let id = patient_id(&id)?;
+    let Query(q) = q?;
+    let r = ObsRequest::parse(q)?;
+    let limit = r.limit.unwrap_or(MAX_LIMIT);
+    let (rows, truncated) = read_observations(&s, &p, &id, &r, limit, "observations.csv").await?;
+    if truncated && r.limit.is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "the range holds more than {MAX_LIMIT} readings: choose a metric or a shorter \
+             period (or page with limit and from)"
+        )));
+    }
+    let mut out = String::with_capacity(64 * (rows.len() + 1));
+    out.push_str("time,metric,value,unit,device_id\r\n");
+    for o in &rows {
+        let fields = [
+            format_rfc3339(o.time_ms),
+            o.metric.name().to_owned(),
+            o.value.to_string(),
+            o.metric.unit().to_owned(),
+            o.device_id.clone(),
+        ];
+        csv_row(&mut out, &fields);
+    }
+    let day = |ms: i64, none: &str| {
+        if ms == i64::MIN || ms == i64::MAX {
+            none.to_owned()
+        } else {
+            format_rfc3339(ms).get(..10).unwrap_or(none).to_owned()
+        }
+    };
+    // The patient's id and the dates, never their name: the file may be mailed or left in a
+    // downloads folder.
+    let name = format!(
+        "attachment; filename=\"vigil-{id}-{}{}-to-{}.csv\"",
+        r.metric.map_or(String::new(), |m| format!("{m}-")),
+        day(r.from_ms, "start"),
+        day(
+            if r.to_ms == i64::MAX {
+                now_ms()
+            } else {
+                r.to_ms
+            },
+            "now"
+        ),
+    );
+    let mut resp = (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, name),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        out,
+    )
+        .into_response();
+    if truncated {
+        resp.headers_mut().insert(
+            "x-vigil-truncated",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(resp)
+}
+
+/// Appends one CSV record to `out` (RFC 4180: comma-separated, CRLF-terminated; a field holding
+/// a comma, a double quote, CR or LF is enclosed in double quotes, its quotes doubled).
+pub(super) fn csv_row(out: &mut String, fields: &[String]) {
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if f.contains([',', '"', '\r', '\n']) {
+            out.push('"');
+            out.push_str(&f.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(f);
+        }
+    }
+    out.push_str("\r\n");
 }
 
 #[derive(Deserialize)]
@@ -194,4 +329,17 @@ pub(super) async fn influx_rejected(
         .map(|(time_ms, line, reason)| json!({"time": format_rfc3339(time_ms), "line": line, "reason": reason}))
         .collect();
     Ok(Json(json!({ "rejected": out })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_row;
+
+    #[test]
+    fn fields_that_need_it_are_quoted_as_rfc_4180_says() {
+        let mut out = String::new();
+        let f = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        csv_row(&mut out, &f(&["a", "b,c", "say \"hi\"", "x\ny", ""]));
+        assert_eq!(out, "a,\"b,c\",\"say \"\"hi\"\"\",\"x\ny\",\r\n");
+    }
 }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use super::auth::{Principal, check_patient};
 use super::error::ApiError;
 use super::extract::{
-    ApiResult, audit_line, new_audit_line, patient_id, require_admin, time_param,
+    ApiResult, audit_line, audit_shown, new_audit_line, patient_id, require_admin, time_param,
 };
 use super::state::AppState;
 use crate::alerts::rules::CarePlan;
@@ -285,11 +285,20 @@ pub(super) async fn list_alerts(
             limit: limit(q.limit)?,
         })
         .await?;
-    let target = patient.as_ref().map_or_else(
-        || "alerts".to_owned(),
-        |id| format!("alerts?patient_id={id}"),
-    );
-    audit_line(&s, &p, "alerts.read", patient.as_ref(), &target).await?;
+    match &patient {
+        Some(id) => {
+            let target = format!("alerts?patient_id={id}");
+            audit_line(&s, &p, "alerts.read", Some(id), &target).await?;
+        }
+        // The list names its alerts' patients: each is audited as shown (coalesced, web/seen.rs).
+        None => {
+            let shown: Vec<PatientId> = alerts
+                .iter()
+                .filter_map(|a| PatientId::parse(&a.patient_id).ok())
+                .collect();
+            audit_shown(&s, &p, "alerts.read", "alerts", &shown).await?;
+        }
+    }
     Ok(Json(json!({ "alerts": alerts })))
 }
 

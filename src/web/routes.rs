@@ -84,6 +84,12 @@ pub(super) fn api() -> Router<AppState> {
             get(super::readings::observations),
         )
         .route(
+            "/patients/{id}/observations.csv",
+            get(super::readings::observations_csv),
+        )
+        .route("/patients/{id}/summary", get(super::summary::summary))
+        .route("/patients/{id}/agp", get(super::summary::agp))
+        .route(
             "/devices",
             post(super::devices::create_device).get(super::devices::list_devices),
         )

@@ -45,6 +45,8 @@ mod records_browser;
 mod registry_conformance;
 mod registry_db;
 mod registry_postgres;
+mod reports;
+mod reports_browser;
 mod sign_in_flood;
 mod sim_backfill;
 mod store_conformance;

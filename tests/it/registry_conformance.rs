@@ -249,6 +249,65 @@ async fn a_changed_or_removed_audit_line_breaks_the_chain_where_it_was() {
     }
 }
 
+/// A read that shows many patients writes a line per patient in one batch: chained in order
+/// after what came before, readable by patient, all or none, and an empty batch writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_audit_lines_is_chained_in_order_in_one_transaction() {
+    for b in backends().await {
+        let db = &b.db;
+        db.append_audit(line(1_000, "nina", "session.started", None))
+            .await
+            .unwrap();
+        db.append_audit_batch(Vec::new()).await.unwrap();
+        let batch: Vec<NewAuditLine> = std::iter::once(line(2_000, "nina", "panel.read", None))
+            .chain((0..300).map(|i| line(2_000, "nina", "panel.read", Some(&format!("p-{i}")))))
+            .collect();
+        db.append_audit_batch(batch.clone()).await.unwrap();
+        db.append_audit(line(3_000, "omar", "record.read", Some("p-7")))
+            .await
+            .unwrap();
+        let got = db.audit_records(all()).await.unwrap();
+        assert_eq!(got.len(), 303, "{}", b.name);
+        let back: Vec<&NewAuditLine> = got[1..302].iter().map(|s| &s.line).collect();
+        assert_eq!(
+            back,
+            batch.iter().collect::<Vec<_>>(),
+            "{}: in order",
+            b.name
+        );
+        assert!(
+            got.windows(2).all(|w| w[0].id < w[1].id),
+            "{}: ids grow",
+            b.name
+        );
+        assert_eq!(verify_chain(&**db).await.unwrap(), 303, "{}", b.name);
+        let q = AuditQuery {
+            patient_id: Some("p-7".into()),
+            ..all()
+        };
+        let p7: Vec<String> = db
+            .audit_records(q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.line.action)
+            .collect();
+        assert_eq!(p7, ["panel.read", "record.read"], "{}", b.name);
+
+        // All or none: a batch the database refuses leaves the chain as it was.
+        b.refuse_inserts("audit").await;
+        let refused = db
+            .append_audit_batch(vec![
+                line(4_000, "nina", "panel.read", Some("p-1")),
+                line(4_000, "nina", "panel.read", Some("p-2")),
+            ])
+            .await;
+        assert!(refused.is_err(), "{}", b.name);
+        b.accept_inserts("audit").await;
+        assert_eq!(verify_chain(&**db).await.unwrap(), 303, "{}", b.name);
+    }
+}
+
 /// Many tasks appending at once (on PostgreSQL each on its own connection, as several Vigil
 /// instances would): one chain, every line in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

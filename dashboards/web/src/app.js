@@ -1,11 +1,12 @@
 // Vigil's clinician dashboard: the shell. Restores the session, signs in and out, routes by the
-// URL hash (#/panel, #/worklist, #/billing, #/population, #/inbox, #/patients/{id}, #/visits/{id}, #/admin, #/audit, #/tokens,
+// URL hash (#/panel, #/worklist, #/billing, #/population, #/inbox, #/patients/{id}[/summary|/agp], #/visits/{id}, #/admin, #/audit, #/tokens,
 // #/on-call[/{team}], #/me, #/ack/{token}, #/devices, #/discharged — every page is served by "/"; the hash survives sign-in, so a notification's
 // link opens its page once the user has signed in), owns the live feed and the store, and makes a new high alert impossible to miss.
 
 import { ApiError, del, get, post, setCsrfToken, setUnauthorizedHandler } from './api.js';
 import { AckView } from './ack.js';
 import { AdminView } from './admin.js';
+import { AgpView } from './agp.js';
 import { AuditView } from './audit.js';
 import { BillingView } from './billing.js';
 import { DevicesView } from './devices.js';
@@ -18,6 +19,7 @@ import { PanelView } from './panel.js';
 import { PatientView } from './patient.js';
 import { PopulationView } from './population.js';
 import { Store } from './store.js';
+import { SummaryView } from './summary.js';
 import { TokensView } from './tokens.js';
 import { VisitView } from './visitview.js';
 import { WorklistView } from './worklist.js';
@@ -396,6 +398,16 @@ function route() {
       state.view = new InboxView(container, state.store, state.user);
       break;
     case 'patients':
+      if (parts[1] && parts[2] === 'summary') {
+        document.title = 'Patient summary · Vigil';
+        state.view = new SummaryView(container, decodeURIComponent(parts[1]));
+        break;
+      }
+      if (parts[1] && parts[2] === 'agp') {
+        document.title = 'Glucose profile · Vigil';
+        state.view = new AgpView(container, decodeURIComponent(parts[1]));
+        break;
+      }
       if (parts[1]) {
         state.view = new PatientView(container, state.store, decodeURIComponent(parts[1]), ctx);
         break;

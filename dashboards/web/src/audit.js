@@ -75,6 +75,9 @@ export class AuditView {
         h('p', { class: 'hint' }, 'The export covers the dates chosen below (all of the trail when none), in chain order, with what is needed to recompute every hash (see docs/security.md).')),
       h('section', { class: 'card', 'aria-labelledby': 'au-lines' },
         h('h2', { id: 'au-lines' }, 'Lines'), form, this.summary, this.tableBox));
+    // A link may name the patient (#/audit?patient_id=p1, the patient page's access report).
+    const asked = new URLSearchParams(location.hash.split('?')[1] || '').get('patient_id');
+    if (asked) this.patient.value = asked;
     this.syncExport();
     get('/users').then((r) => {
       if (!this.destroyed) this.users.replaceChildren(...(r.users || []).map((u) => h('option', { value: u.name })));

@@ -127,6 +127,10 @@ export class PatientView {
     this.resetZoom = h('button', { type: 'button', class: 'btn-quiet', hidden: true, onclick: () => this.setRange(this.range) }, 'Reset zoom');
     this.windowLabel = h('span', { class: 'muted small', id: 'chart-window' });
     this.chartsBox = h('div', { class: 'charts', id: 'charts' });
+    // Shown once the patient is known to have glucose (a device that measures it, or a reading).
+    this.agpLink = h('a', { class: 'btn btn-secondary', id: 'patient-agp', href: `#/patients/${seg(patient.id)}/agp`, hidden: true }, 'Glucose profile (AGP)');
+    // The readings of the chosen period as a file (the session cookie authenticates the link).
+    this.csvLink = h('a', { class: 'btn btn-secondary', id: 'patient-csv', href: `/api/v1/patients/${seg(patient.id)}/observations.csv`, download: '' }, 'Download readings (CSV)');
     this.alertsBox = h('section', { class: 'card', 'aria-labelledby': 'pv-alerts' });
     // The device table is redrawn whenever the record is (a device going offline does that);
     // the confirmation step and a rotated secret live beside it, so neither is lost to a redraw.
@@ -145,19 +149,21 @@ export class PatientView {
         h('div', { class: 'head-actions' }, visitBtn,
           h('a', { class: 'btn btn-secondary', id: 'patient-billing', href: `#/billing/${seg(patient.id)}` }, 'Billing evidence'),
           editBtn, dischargeBtn,
+          h('a', { class: 'btn btn-secondary', id: 'patient-summary', href: `#/patients/${seg(patient.id)}/summary` }, 'Printable summary'),
+          this.agpLink,
           this.visitMsg.el)),
       dischargedNote,
       this.dischargeBox,
       this.detailsBox,
       this.alertsBox,
       h('section', { class: 'card', 'aria-labelledby': 'pv-charts' },
-        h('div', { class: 'card-head' }, h('h2', { id: 'pv-charts' }, 'Vitals'), this.rangeGroup, this.resetZoom, this.windowLabel),
+        h('div', { class: 'card-head' }, h('h2', { id: 'pv-charts' }, 'Vitals'), this.rangeGroup, this.resetZoom, this.windowLabel, this.csvLink),
         h('p', { class: 'hint' }, 'Drag across a chart to zoom in (every chart follows); double-click or “Reset zoom” to go back. Dashed lines are the care plan’s thresholds.'),
         this.chartsBox),
       h('div', { class: 'two-col' },
         h('section', { class: 'card', 'aria-labelledby': 'pv-timeline' },
           h('h2', { id: 'pv-timeline' }, 'Record'), this.noteForm(), this.timeline.el),
-        h('div', {}, this.timerBox.el, this.devicesBox, this.planEditor())),
+        h('div', {}, this.timerBox.el, this.devicesBox, this.planEditor(), this.accessReport())),
     );
     this.renderAlerts();
     this.renderDevices();
@@ -416,6 +422,37 @@ export class PatientView {
     }
   }
 
+  /**
+   * Admins: who was shown or read this patient's data lately (the audit trail filtered by the
+   * patient: the panel, the alert list and the live feed name the patients they show), with a
+   * link to the whole trail for the patient.
+   */
+  accessReport() {
+    if (this.user?.role !== 'admin') return null;
+    const box = h('div', { class: 'scroll', role: 'region', tabindex: '0', 'aria-labelledby': 'pv-access' }, h('p', { class: 'muted' }, 'Loading…'));
+    const section = h('section', { class: 'card', id: 'access-report', 'aria-labelledby': 'pv-access' },
+      h('h2', { id: 'pv-access' }, 'Access report'),
+      h('p', { class: 'small muted' }, 'Who saw or changed this patient’s data, newest first. Views on the panel, the alert list and the live feed are recorded at most once per user every 15 minutes.'),
+      box,
+      h('p', {}, h('a', { href: `#/audit?patient_id=${seg(this.id)}`, id: 'access-report-all' }, 'The whole access report for this patient')));
+    get(`/audit?patient_id=${seg(this.id)}&order=newest&limit=25`, { signal: this.abort.signal }).then((r) => {
+      if (this.destroyed) return;
+      const lines = r.audit || [];
+      clear(box).append(lines.length
+        ? h('table', { class: 'table access-report' },
+          h('caption', { class: 'visually-hidden' }, 'Latest access to this patient’s data'),
+          h('thead', {}, h('tr', {}, ['When', 'Who', 'What'].map((c) => h('th', { scope: 'col' }, c)))),
+          h('tbody', {}, lines.map((l) => h('tr', { dataset: { action: l.action } },
+            h('td', {}, h('time', { datetime: l.time }, formatTime(l.time))),
+            h('td', {}, l.actor),
+            h('td', { class: 'code' }, l.action)))))
+        : h('p', { class: 'muted' }, 'No access recorded.'));
+    }).catch((e) => {
+      if (e.name !== 'AbortError' && !this.destroyed) clear(box).append(h('p', { role: 'alert' }, `The access report could not be loaded: ${e.message}`));
+    });
+    return section;
+  }
+
   // --- charts ---
 
   async metrics() {
@@ -449,8 +486,12 @@ export class PatientView {
     const win = this.window;
     this.resetZoom.hidden = !win.zoomed;
     this.windowLabel.textContent = `${formatTime(win.from)} – ${formatTime(win.to)}`;
+    const q = new URLSearchParams({ from: new Date(win.from).toISOString(), to: new Date(win.to).toISOString() });
+    this.csvLink.href = `/api/v1/patients/${seg(this.id)}/observations.csv?${q}`;
+    this.csvLink.setAttribute('aria-label', `Download readings (CSV), ${formatTime(win.from)} to ${formatTime(win.to)}`);
     const metrics = await this.metrics();
     if (this.destroyed || this.window !== win) return;
+    this.agpLink.hidden = !metrics.includes('glucose');
     if (!metrics.length) {
       clear(this.chartsBox).append(h('p', { class: 'muted' }, 'No vitals yet: this patient has no devices that measure them.'));
       return;

@@ -78,6 +78,61 @@ impl AuditStore for PgDb {
         Ok(id)
     }
 
+    async fn append_audit_batch(&self, lines: Vec<NewAuditLine>) -> Result<(), RegistryError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await.map_err(PgError::from)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHAIN_LOCK])
+            .await
+            .map_err(PgError::from)?;
+        let mut prev: Vec<u8> = tx
+            .query_opt("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", &[])
+            .await
+            .map_err(PgError::from)?
+            .map(|r| r.get(0))
+            .unwrap_or_else(|| GENESIS.to_vec());
+        // The chain is computed here, then the whole batch goes in one statement (one round
+        // trip however many lines): arrays unnested in order, ids taken in that order.
+        let n = lines.len();
+        let (mut times, mut actors, mut actions, mut patients, mut targets, mut remotes) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut prevs, mut hashes) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for line in lines {
+            let hash = line.hash_after(&prev).to_vec();
+            prevs.push(std::mem::replace(&mut prev, hash.clone()));
+            hashes.push(hash);
+            times.push(line.time_ms);
+            actors.push(line.actor);
+            actions.push(line.action);
+            patients.push(line.patient_id);
+            targets.push(line.target);
+            remotes.push(line.remote);
+        }
+        tx.execute(
+            "INSERT INTO audit (time_ms, actor, action, patient_id, target, remote, prev_hash, hash)
+             SELECT t, a, ac, p, tg, r, ph, h
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::bytea[], $8::bytea[])
+                  WITH ORDINALITY AS x(t, a, ac, p, tg, r, ph, h, n)
+             ORDER BY n",
+            &[
+                &times, &actors, &actions, &patients, &targets, &remotes, &prevs, &hashes,
+            ],
+        )
+        .await
+        .map_err(PgError::from)?;
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(())
+    }
+
     async fn audit_records(&self, q: AuditQuery) -> Result<Vec<StoredAuditLine>, RegistryError> {
         let c = self.conn().await?;
         let sql = format!(

@@ -69,6 +69,45 @@ impl AuditStore for SqliteDb {
         .await
     }
 
+    async fn append_audit_batch(&self, lines: Vec<NewAuditLine>) -> Result<(), RegistryError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut prev: Vec<u8> = tx
+                .query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .unwrap_or_else(|| GENESIS.to_vec());
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO audit (time_ms, actor, action, patient_id, target, remote,
+                                        prev_hash, hash)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for line in &lines {
+                    let hash = line.hash_after(&prev);
+                    insert.execute(params![
+                        line.time_ms,
+                        line.actor,
+                        line.action,
+                        line.patient_id,
+                        line.target,
+                        line.remote,
+                        prev,
+                        &hash[..]
+                    ])?;
+                    prev = hash.to_vec();
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn audit_records(&self, q: AuditQuery) -> Result<Vec<StoredAuditLine>, RegistryError> {
         self.with(move |c| {
             let mut stmt = c.prepare(&format!(
