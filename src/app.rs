@@ -266,6 +266,7 @@ impl App {
                 crate::domain::zone::Zone::parse(&cfg.clinic.timezone)
                     .unwrap_or_else(|_| crate::domain::zone::Zone::utc()),
             ),
+            units: cfg.clinic.units(),
             seen: Arc::new(crate::web::SeenLedger::new()),
         };
         let ingest = Ingest {

@@ -11,11 +11,14 @@
 //! - [`engine`]: the pure state machine that turns committed readings and the passing of time
 //!   into alert effects; it dispatches trend rules to [`trend`].
 //! - [`words`]: alert messages in clinical language, in the clinic's display units.
+//! - [`limits`]: the range a plan's threshold rules draw for each vital, for the dashboard to
+//!   mark values outside it.
 //!
-//! It must never do I/O or read a clock in `rules`, `news2`, `programme_plans`, `trend`, `words` or `engine`: the shell that
+//! It must never do I/O or read a clock in `rules`, `news2`, `limits`, `programme_plans`, `trend`, `words` or `engine`: the shell that
 //! moves readings in and effects out lives with the record, in [`crate::crm`].
 
 pub mod engine;
+pub mod limits;
 pub mod news2;
 pub mod programme_plans;
 pub mod rules;

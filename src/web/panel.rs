@@ -21,9 +21,10 @@ use super::error::ApiError;
 use super::extract::{ApiResult, audit_line, audit_shown, patient_id, time_param};
 use super::panel_cache::SPARK_SPAN_MS;
 use super::state::AppState;
-use crate::alerts::rules::Severity;
+use crate::alerts::limits;
+use crate::alerts::rules::{CarePlan, Severity};
 use crate::crm::record::{AlertQuery, AlertStatus};
-use crate::domain::{Metric, format_rfc3339, now_ms};
+use crate::domain::{Metric, PatientId, format_rfc3339, now_ms};
 
 fn severity_rank(s: Severity) -> u8 {
     match s {
@@ -70,6 +71,19 @@ pub(super) async fn panel(
             e.0 = a;
         }
     }
+    // Each patient's ranges, for the tiles to say a value is high or low (docs/dashboard.md,
+    // "Out of range"); the default plan's are worked out once.
+    let default_ranges = json!(limits::ranges(&CarePlan::default_plan()));
+    let ranges: HashMap<PatientId, Value> = s
+        .registry
+        .all_plans_in_force()
+        .await?
+        .into_iter()
+        .map(|(id, plan)| {
+            let r = plan.map_or_else(|| default_ranges.clone(), |p| json!(limits::ranges(&p)));
+            (id, r)
+        })
+        .collect();
     let mut by_patient: HashMap<&str, Vec<&crate::registry::Device>> = HashMap::new();
     for d in &devices {
         by_patient.entry(d.patient_id.as_str()).or_default().push(d);
@@ -152,6 +166,7 @@ pub(super) async fn panel(
                     "id": pt.id, "name": pt.name, "care_team": pt.details.care_team,
                     "latest": latest, "alert": alert, "open_alerts": open,
                     "devices": devs, "stale": stale, "spark": spark,
+                    "ranges": ranges.get(&pt.id).unwrap_or(&default_ranges),
                 })
             })
             .collect()

@@ -107,13 +107,25 @@ pub(super) async fn update_patient(
 /// The plan in force, whether it is the default one, and where it comes from: `source` is
 /// `own`, `programme` (then `programme` names it) or `default`.
 async fn plan_of(s: &AppState, id: &crate::domain::PatientId) -> ApiResult<Value> {
-    Ok(match s.registry.plan_in_force(id.clone()).await? {
-        PlanInForce::Own(plan) => json!({"rules": plan.rules, "default": false, "source": "own"}),
-        PlanInForce::Programme { id, plan } => json!({"rules": plan.rules, "default": false,
-            "source": "programme", "programme": id}),
-        PlanInForce::Default => json!({"rules": CarePlan::default_plan().rules, "default": true,
-            "source": "default"}),
-    })
+    let (plan, mut out) = match s.registry.plan_in_force(id.clone()).await? {
+        PlanInForce::Own(plan) => {
+            let v = json!({"default": false, "source": "own"});
+            (plan, v)
+        }
+        PlanInForce::Programme { id, plan } => {
+            let v = json!({"default": false, "source": "programme", "programme": id});
+            (plan, v)
+        }
+        PlanInForce::Default => {
+            let v = json!({"default": true, "source": "default"});
+            (CarePlan::default_plan(), v)
+        }
+    };
+    // The range each vital's threshold rules draw, for the dashboard to mark values outside
+    // it in words (`alerts::limits`).
+    out["ranges"] = json!(crate::alerts::limits::ranges(&plan));
+    out["rules"] = json!(plan.rules);
+    Ok(out)
 }
 
 pub(super) async fn get_care_plan(

@@ -44,6 +44,8 @@ async fn session_body(state: &AppState, s: &Session) -> ApiResult<serde_json::Va
     user["contact"] = json!(contact);
     Ok(json!({
         "user": user,
+        // The clinic's display units (`[clinic]`): the dashboard converts canonical values.
+        "units": state.units,
         "csrf_token": s.csrf,
         "expires_at": crate::domain::format_rfc3339(s.expires_ms),
     }))
@@ -216,6 +218,7 @@ pub(super) async fn current(
         }
         None => Ok(Json(json!({
             "user": {"name": p.name, "role": p.role, "teams": []},
+            "units": s.units,
             "csrf_token": null,
         }))),
     }

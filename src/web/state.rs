@@ -53,6 +53,9 @@ pub struct AppState {
     /// The zone patients' days are counted in unless their record names one
     /// (`clinic.timezone`).
     pub clinic_zone: Arc<crate::domain::zone::Zone>,
+    /// The units the clinic reads glucose and temperature in (`clinic.glucose_unit`,
+    /// `clinic.temperature_unit`), sent with the session for the dashboard.
+    pub units: crate::domain::DisplayUnits,
     /// Which patients each user was last shown by the panel, the alert list and the live
     /// feed, so that their audit lines name the patients without a line per poll.
     pub seen: Arc<super::seen::SeenLedger>,

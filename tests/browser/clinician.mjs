@@ -184,6 +184,30 @@ try {
     return { saved, rule, err };
   });
 
+  await scenario('out_of_range_values_are_marked_in_words_in_the_clinics_units', async () => {
+    // Thea's 45 mg/dL is below her plan's 70 (the default plan's glucose-low); Tom's last
+    // reading, 118, is inside it. The clinic reads glucose in mmol/L.
+    await page.goto(`${BASE}/#/panel`);
+    const row = (id) => `.tile[data-patient-id="${id}"] .vital[data-metric="glucose"]`;
+    await page.waitForSelector(row('p-three'), { timeout: 10000 });
+    const thea = await text(page, `${row('p-three')} dd`);
+    if (!/^2\.5 mmol\/L ▼ Low, below 3\.9 mmol\/L/.test(thea)) throw new Error(`Thea's tile says ${thea}`);
+    const tom = await text(page, `${row('p-two')} dd`);
+    if (!/^6\.5 mmol\/L/.test(tom) || /Low|High/.test(tom)) throw new Error(`Tom's tile says ${tom}`);
+    if (!(await page.$eval(`${row('p-two')} .oor`, (e) => e.hidden))) throw new Error('an in-range value is marked');
+    await checkAxe(page, 'panel with a value out of range');
+    await page.goto(`${BASE}/#/patients/p-three`);
+    const said = await until('the chart names the low point', 10000, async () => {
+      const t = await page.$eval('.chart[data-metric="glucose"] .chart-outside', (e) => (e.hidden ? '' : e.textContent)).catch(() => '');
+      return t || null;
+    });
+    if (!/^Outside the range: ▼ 1 of 1 point below the care plan’s 3\.9 mmol\/L \(lowest 2\.5 mmol\/L\)\.$/.test(said)) throw new Error(`the chart says ${said}`);
+    const caption = await text(page, '.chart[data-metric="glucose"] figcaption');
+    if (caption !== 'Glucose (mmol/L)') throw new Error(`the chart is captioned ${caption}`);
+    if (Object.keys(axeFound).length) throw new Error(`axe violations: ${JSON.stringify(axeFound)}`);
+    return { thea, tom, said };
+  });
+
   await scenario('inbox_on_a_phone', async () => {
     const { context, page: phone } = await newPage(browser, problems, { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
     try {

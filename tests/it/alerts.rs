@@ -410,6 +410,12 @@ async fn the_default_plan_applies_and_bad_plans_are_refused_with_a_reason() {
         ids.contains(&"glucose-very-low") && ids.contains(&"news2"),
         "{ids:?}"
     );
+    // With the range each vital's threshold rules draw (`alerts::limits`).
+    assert_eq!(v["ranges"]["glucose"]["below"]["value"], json!(70.0), "{v}");
+    assert_eq!(
+        v["ranges"]["bp_systolic"]["above"]["inclusive"], true,
+        "{v}"
+    );
     // 50 mg/dL: level 1 and level 2 hypoglycaemia at once, one episode: one alert, at level 2.
     publish(gw.mqtt, "gm-def", &meter, &[("glucose", 50.0, 10)]).await;
     let a = exactly(api, "p-def", 1).await;

@@ -71,6 +71,8 @@ async fn a_nurse_triages_the_inbox_in_a_real_browser() {
     .await;
     let (mut cfg, dir) = g.stop_keeping_data().await;
     cfg.alerts.escalate_after_s = 3600;
+    // This clinic reads glucose in mmol/L: the dashboard converts the stored mg/dL.
+    cfg.clinic.glucose_unit = vigil::domain::display::GlucoseUnit::MmolL;
     let g = Gateway::start_again(cfg, dir).await;
     let mut later = Vec::new();
     for (id, name) in [
@@ -136,6 +138,7 @@ async fn a_nurse_triages_the_inbox_in_a_real_browser() {
             "inbox_passes_axe",
             "timeline_folds_and_filters_device_noise",
             "care_plan_form_saves_a_rule_and_shows_a_field_error",
+            "out_of_range_values_are_marked_in_words_in_the_clinics_units",
         ],
     );
     // What the browser did is in the record: taken, two acknowledged, one snoozed.

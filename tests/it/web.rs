@@ -191,6 +191,12 @@ async fn sign_in_csrf_and_sign_out() {
     assert_eq!(v["user"]["teams"], json!(["north"]));
     let (s, v) = b.call("GET", "/api/v1/session", None).await;
     assert_eq!((s, &v["user"]["name"]), (StatusCode::OK, &json!("nina")));
+    // The clinic's display units, the defaults here, for the dashboard to convert with.
+    assert_eq!(
+        v["units"],
+        json!({"glucose": "mg/dL", "temperature": "celsius"}),
+        "{v}"
+    );
 
     // A state-changing request without the CSRF token is refused and changes nothing.
     let note = json!({"text": "called the patient"});
@@ -637,6 +643,15 @@ async fn the_panel_shows_latest_values_sparklines_and_the_worst_alert() {
     assert_eq!(tile["alert"], Value::Null);
     assert_eq!(tile["stale"], false);
     assert_eq!(tile["devices"][0]["id"], "oxn1");
+    // The default plan's ranges, for the tile to mark a value outside them: the limit met
+    // first on each side (glucose low at 70 before very low at 54).
+    assert_eq!(
+        tile["ranges"]["spo2"]["below"],
+        json!({"value": 88.0, "inclusive": false, "severity": "high", "rule_id": "spo2-critical"})
+    );
+    assert_eq!(tile["ranges"]["glucose"]["below"]["rule_id"], "glucose-low");
+    assert_eq!(tile["ranges"]["glucose"]["above"]["value"], json!(300.0));
+    assert!(tile["ranges"].get("heart_rate").is_none(), "{tile}");
 
     // The chart series: raw points for a short range, buckets for a long one.
     let (s, v) = g

@@ -23,7 +23,7 @@ import { SummaryView } from './summary.js';
 import { TokensView } from './tokens.js';
 import { VisitView } from './visitview.js';
 import { WorklistView } from './worklist.js';
-import { announce, clear, field, h, messageLine, refreshAges } from './util.js';
+import { announce, clear, field, h, messageLine, refreshAges, setUnits } from './util.js';
 
 const main = document.getElementById('main');
 const topbar = document.getElementById('topbar');
@@ -162,6 +162,7 @@ function signedIn(s) {
   }
   state.user = s.user;
   setCsrfToken(s.csrf_token);
+  setUnits(s.units);
   topbar.hidden = false;
   document.getElementById('who-name').textContent = `${s.user.name} (${s.user.role})`;
   document.getElementById('nav-admin').hidden = s.user.role !== 'admin';

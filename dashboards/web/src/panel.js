@@ -7,7 +7,7 @@
 import { drawSpark, forget, sparkCanvas } from './spark.js';
 import {
   NO_TEAM, ageEl, announce, clear, deviceState, field, formatValue, h, metricLabel, metricShort,
-  onNoTeam, parseTime, severityRank, sortMetrics, unitLabel,
+  onNoTeam, outOfRange, parseTime, severityRank, sortMetrics, unitLabel,
 } from './util.js';
 
 /** The care-team filter's choice for the patients no clinician can see (admins); no team id has a colon. */
@@ -194,12 +194,14 @@ function ensureRow(tile, p, metric) {
   if (row) return row;
   const v = h('span', { class: 'v' });
   const u = h('span', { class: 'u' });
+  // "High" or "Low" in words when the value is outside the care plan's range (not colour alone).
+  const mark = h('span', { class: 'oor', hidden: true });
   const agebox = h('span', { class: 'agebox' });
   const canvas = sparkCanvas(`${metricLabel(metric)}, last 6 hours`);
   const el = h('div', { class: 'vital', dataset: { metric } },
     h('dt', { title: metricLabel(metric) }, h('abbr', { title: metricLabel(metric) }, metricShort(metric))),
-    h('dd', {}, v, ' ', u, agebox), h('dd', { class: 'sparkbox' }, canvas));
-  row = { el, v, u, agebox, canvas, time: null };
+    h('dd', {}, v, ' ', u, ' ', mark, agebox), h('dd', { class: 'sparkbox' }, canvas));
+  row = { el, v, u, mark, agebox, canvas, time: null };
   tile.rows.set(metric, row);
   // Keep the rows in the clinical order.
   const order = sortMetrics([...tile.rows.keys()]);
@@ -225,6 +227,17 @@ export function updateTile(tile, p, first = false, flashing = false) {
     }
     const unit = unitLabel(latest.unit, m);
     if (row.u.textContent !== unit) row.u.textContent = unit;
+    const out = outOfRange(m, latest.value, p.ranges?.[m]);
+    row.el.classList.toggle('out-high', out?.side === 'high');
+    row.el.classList.toggle('out-low', out?.side === 'low');
+    row.mark.hidden = !out;
+    if (out) {
+      row.mark.replaceChildren(h('span', { 'aria-hidden': 'true' }, out.side === 'high' ? '▲ ' : '▼ '), out.word,
+        h('span', { class: 'visually-hidden' }, `, ${out.limit}`));
+      row.mark.title = `Outside the care plan's range: ${out.limit}`;
+    } else {
+      row.mark.replaceChildren();
+    }
     if (row.time !== latest.time) {
       row.time = latest.time;
       row.agebox.replaceChildren(ageEl(latest.time, true));

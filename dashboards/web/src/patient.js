@@ -17,8 +17,8 @@ import { ApiError, get, post, put, seg } from './api.js';
 import { patientForm } from './patientform.js';
 import { rememberVisit } from './visitview.js';
 import {
-  ageEl, announce, clear, confirmStep, deviceState, formatTime, formatValue, h, messageLine,
-  metricLabel, parseTime, sortMetrics, unitLabel,
+  ageEl, announce, clear, confirmStep, deviceState, formatShown, formatTime, formatValue, h, messageLine,
+  metricLabel, parseTime, sortMetrics, toDisplay, unitLabel,
 } from './util.js';
 
 const RANGES = [
@@ -533,8 +533,10 @@ export class PatientView {
     const plot = h('div', { class: 'plot' });
     const note = h('p', { class: 'chart-note muted small' });
     const thresholds = h('p', { class: 'small thresholds' });
+    // The points outside the care plan's range, in words (the plot marks them ▲ and ▼ too).
+    const outside = h('p', { class: 'small chart-outside', hidden: true });
     const box = h('figure', { class: 'chart', dataset: { metric }, 'aria-labelledby': titleId },
-      h('figcaption', { id: titleId }, metricLabel(metric)), plot, note, thresholds);
+      h('figcaption', { id: titleId }, metricLabel(metric)), plot, note, outside, thresholds);
     // Keep the charts in the order metrics() chose.
     const order = this.metricOrder || sortMetrics([...this.charts.keys(), metric]);
     const next = order.slice(order.indexOf(metric) + 1).find((m) => this.charts.has(m));
@@ -572,10 +574,13 @@ export class PatientView {
           u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
           view.zoomTo(Math.round(from), Math.round(to));
         }],
-        draw: [(u) => drawThresholds(u, view.thresholdsFor(metric))],
+        draw: [(u) => {
+          drawThresholds(u, view.thresholdsFor(metric));
+          drawOutside(u, view.rangeFor(metric));
+        }],
       },
     }, [[], [], [], []], plot);
-    c = { u, box, plot, note, thresholds, metric };
+    c = { u, box, plot, note, thresholds, outside, metric };
     this.charts.set(metric, c);
     this.resizeObs.observe(this.chartsBox);
     return c;
@@ -583,9 +588,11 @@ export class PatientView {
 
   setChartData(metric, res) {
     const c = this.chartFor(metric);
-    const pts = res.points;
+    // Plotted in the clinic's display units (glucose mg/dL or mmol/L, temperature °C or °F).
+    const shown = (v) => toDisplay(metric, v);
+    const pts = res.points.map((p) => [p[0], shown(p[1]), shown(p[2] ?? p[1]), shown(p[3] ?? p[1])]);
     c.unit = res.unit;
-    c.data = [pts.map((p) => p[0]), pts.map((p) => p[1]), pts.map((p) => p[2] ?? p[1]), pts.map((p) => p[3] ?? p[1])];
+    c.data = [pts.map((p) => p[0]), pts.map((p) => p[1]), pts.map((p) => p[2]), pts.map((p) => p[3])];
     c.u.setData(c.data);
     c.box.dataset.points = String(pts.length);
     // An empty chart is one line of text, not 200 px of grid (but a zoomed one keeps its plot).
@@ -600,14 +607,31 @@ export class PatientView {
         hi = Math.max(hi, p[3] ?? p[1]);
       }
       const last = pts[pts.length - 1];
-      c.note.textContent = `${pts.length} points · latest ${formatValue(metric, last[1])} ${unitLabel(res.unit, metric)} at ${formatTime(last[0])} · lowest ${formatValue(metric, lo)}, highest ${formatValue(metric, hi)}`;
+      c.note.textContent = `${pts.length} points · latest ${formatShown(metric, last[1])} ${unitLabel(res.unit, metric)} at ${formatTime(last[0])} · lowest ${formatShown(metric, lo)}, highest ${formatShown(metric, hi)}`;
     }
+    this.describeOutside(c);
     const th = this.thresholdsFor(metric);
     c.thresholds.textContent = th.length ? `Thresholds: ${th.map((t) => `${t.label}`).join('; ')}` : '';
   }
 
+  /** The sentence under a chart naming its points outside the care plan's range. */
+  describeOutside(c) {
+    const text = outsideText(c.metric, c.data, this.rangeFor(c.metric));
+    c.outside.hidden = !text;
+    c.outside.textContent = text;
+  }
+
+  /** The care plan's range of `metric` in display units (`ranges` of the care plan). */
+  rangeFor(metric) {
+    const r = this.record?.care_plan?.ranges?.[metric];
+    if (!r) return null;
+    const side = (l) => (l ? { ...l, value: toDisplay(metric, l.value) } : null);
+    return { above: side(r.above), below: side(r.below) };
+  }
+
   drawAllCharts() {
     for (const [m, c] of this.charts) {
+      if (c.data) this.describeOutside(c);
       const th = this.thresholdsFor(m);
       c.thresholds.textContent = th.length ? `Thresholds: ${th.map((t) => t.label).join('; ')}` : '';
       c.u.redraw(true, true);
@@ -618,7 +642,7 @@ export class PatientView {
     const rules = this.record?.care_plan?.rules || [];
     return rules
       .filter((r) => r.kind === 'threshold' && r.metric === metric && typeof r.value === 'number')
-      .map((r) => ({ value: r.value, severity: r.severity, label: `${r.id}: ${r.op} ${formatValue(metric, r.value)} (${r.severity})` }));
+      .map((r) => ({ value: toDisplay(metric, r.value), severity: r.severity, label: `${r.id}: ${r.op} ${formatValue(metric, r.value)} (${r.severity})` }));
   }
 
   resize() {
@@ -641,7 +665,7 @@ export class PatientView {
             this.window.from = this.window.to - span;
           }
           if (t >= this.window.from) {
-            insertPoint(c.data, t, msg.value);
+            insertPoint(c.data, t, toDisplay(msg.metric, msg.value));
             c.dirty = true;
           }
         }
@@ -654,6 +678,7 @@ export class PatientView {
         c.dirty = false;
         c.u.setData(c.data);
         c.box.dataset.points = String(c.data[0].length);
+        this.describeOutside(c);
         if (c.plot.hidden) {
           c.plot.hidden = false;
           c.note.textContent = '';
@@ -691,6 +716,69 @@ function insertPoint(data, t, v) {
   while (i > 0 && xs[i - 1] > t) i -= 1;
   if (i > 0 && xs[i - 1] === t) return;
   for (const [k, arr] of data.entries()) arr.splice(i, 0, k === 0 ? t : v);
+}
+
+/** Which points of a chart's data lie outside `range` (display units): indices per side. */
+function outsidePoints(data, range) {
+  const high = [], low = [];
+  if (!range || !data) return { high, low };
+  const past = (l, v, up) => (up ? (l.inclusive ? v >= l.value : v > l.value) : (l.inclusive ? v <= l.value : v < l.value));
+  for (let i = 0; i < data[0].length; i += 1) {
+    const max = data[3][i] ?? data[1][i], min = data[2][i] ?? data[1][i];
+    if (range.above && max != null && past(range.above, max, true)) high.push(i);
+    else if (range.below && min != null && past(range.below, min, false)) low.push(i);
+  }
+  return { high, low };
+}
+
+/** "2 of 48 points above the care plan's 180 mmHg (highest 208)", or '' when none is outside. */
+function outsideText(metric, data, range) {
+  const { high, low } = outsidePoints(data, range);
+  if (!high.length && !low.length) return '';
+  const n = data[0].length;
+  const of = `of ${n} ${n === 1 ? 'point' : 'points'}`;
+  const u = unitLabel(null, metric);
+  const val = (v) => `${formatShown(metric, v)}${u ? ` ${u}` : ''}`;
+  const parts = [];
+  if (high.length) {
+    const top = Math.max(...high.map((i) => data[3][i] ?? data[1][i]));
+    parts.push(`▲ ${high.length} ${of} above the care plan’s ${val(range.above.value)} (highest ${val(top)})`);
+  }
+  if (low.length) {
+    const bottom = Math.min(...low.map((i) => data[2][i] ?? data[1][i]));
+    parts.push(`▼ ${low.length} ${of} below the care plan’s ${val(range.below.value)} (lowest ${val(bottom)})`);
+  }
+  return `Outside the range: ${parts.join('; ')}.`;
+}
+
+/** Marks points outside the range: ▲ over a high one, ▼ under a low one (shape, not colour alone). */
+function drawOutside(u, range) {
+  const { high, low } = outsidePoints(u.data, range);
+  if (!high.length && !low.length) return;
+  const { ctx } = u;
+  const dpr = devicePixelRatio;
+  const { left, top, width, height } = u.bbox;
+  const s = 5 * dpr;
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(left, top, width, height);
+  ctx.clip();
+  const mark = (i, up) => {
+    const x = Math.round(u.valToPos(u.data[0][i], 'x', true));
+    const v = up ? (u.data[3][i] ?? u.data[1][i]) : (u.data[2][i] ?? u.data[1][i]);
+    const y = Math.round(u.valToPos(v, 'y', true)) + (up ? -s - 2 * dpr : s + 2 * dpr);
+    ctx.beginPath();
+    ctx.moveTo(x - s, up ? y + s / 2 : y - s / 2);
+    ctx.lineTo(x + s, up ? y + s / 2 : y - s / 2);
+    ctx.lineTo(x, up ? y - s : y + s);
+    ctx.closePath();
+    ctx.fill();
+  };
+  ctx.fillStyle = '#8c1d17';
+  for (const i of high) mark(i, true);
+  ctx.fillStyle = '#174a7c';
+  for (const i of low) mark(i, false);
+  ctx.restore();
 }
 
 function yRange(lo, hi, thresholds) {

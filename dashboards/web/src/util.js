@@ -66,19 +66,73 @@ export function metricShort(m) {
   return METRICS[m]?.short ?? m.replaceAll('_', ' ');
 }
 
+// The units the clinic reads values in (`[clinic] glucose_unit`, `temperature_unit`; GET
+// /session says which). Values arrive in their metric's canonical unit (glucose mg/dL,
+// temperature °C) and are converted only for showing.
+let UNITS = { glucose: 'mg/dL', temperature: 'celsius' };
+// mg/dL per mmol/L of glucose (molar mass 180.156 g/mol), as the server converts.
+const MGDL_PER_MMOLL = 18.0156;
+
+/** Sets the clinic's display units from the session (`{glucose, temperature}`). */
+export function setUnits(units) {
+  if (units) UNITS = { ...UNITS, ...units };
+}
+
+/** The display unit of a converted metric, else null. */
+function displayUnit(metric) {
+  if (metric === 'glucose' && UNITS.glucose === 'mmol/L') return { unit: 'mmol/L', digits: 1 };
+  if (metric === 'body_temperature' && UNITS.temperature === 'fahrenheit') return { unit: '°F', digits: 1 };
+  return null;
+}
+
+/** A canonical value as a number in the clinic's display unit (charts plot these). */
+export function toDisplay(metric, value) {
+  if (value === null || value === undefined) return value;
+  const d = displayUnit(metric);
+  if (!d) return value;
+  return metric === 'glucose' ? value / MGDL_PER_MMOLL : value * 9 / 5 + 32;
+}
+
 export function unitLabel(unit, metric) {
+  const d = displayUnit(metric);
+  if (d) return d.unit;
   if (unit === undefined || unit === null) return METRICS[metric]?.unit ?? '';
   return unit in UCUM_DISPLAY ? UCUM_DISPLAY[unit] : unit;
 }
 
 const ACVPU = ['Alert', 'New confusion', 'Voice', 'Pain', 'Unresponsive'];
 
+/** A value already in the display unit, with the decimals worth showing. */
+export function formatShown(metric, shown) {
+  if (shown === null || shown === undefined || Number.isNaN(shown)) return '–';
+  if (metric === 'consciousness') return ACVPU[Math.round(shown)] ?? String(shown);
+  if (metric === 'on_oxygen') return shown >= 1 ? 'Yes' : 'No';
+  const digits = displayUnit(metric)?.digits ?? METRICS[metric]?.digits ?? 1;
+  return Number(shown).toFixed(digits);
+}
+
+/** A canonical value written in the clinic's display unit (without the unit). */
 export function formatValue(metric, value) {
-  if (value === null || value === undefined || Number.isNaN(value)) return '–';
-  if (metric === 'consciousness') return ACVPU[Math.round(value)] ?? String(value);
-  if (metric === 'on_oxygen') return value >= 1 ? 'Yes' : 'No';
-  const digits = METRICS[metric]?.digits ?? 1;
-  return Number(value).toFixed(digits);
+  return formatShown(metric, toDisplay(metric, value));
+}
+
+/**
+ * Where a canonical value sits in a care plan's range for its metric (`ranges` of the panel or
+ * the care plan: `{above: {value, inclusive}, below: {...}}`): null inside it, else
+ * `{side: 'high'|'low', word, limit}` with the limit in words ("above 180 mmHg").
+ */
+export function outOfRange(metric, value, range) {
+  if (!range || value === null || value === undefined || Number.isNaN(value)) return null;
+  const { above, below } = range;
+  const u = unitLabel(null, metric);
+  const lim = (l) => `${formatValue(metric, l.value)}${u ? ` ${u}` : ''}`;
+  if (above && (above.inclusive ? value >= above.value : value > above.value)) {
+    return { side: 'high', word: 'High', limit: `${above.inclusive ? 'at or above' : 'above'} ${lim(above)}` };
+  }
+  if (below && (below.inclusive ? value <= below.value : value < below.value)) {
+    return { side: 'low', word: 'Low', limit: `${below.inclusive ? 'at or below' : 'below'} ${lim(below)}` };
+  }
+  return null;
 }
 
 export function sortMetrics(list) {
