@@ -4,15 +4,19 @@
 // Shown only when the care plan in force has a news2 rule (the answer's `rule`).
 //
 // Refreshed a moment after a live reading of one of the seven parameters arrives (the patient
-// page forwards them: onReading), and every 5 minutes besides, since inputs go stale with time
-// alone; the page's AbortSignal cancels a request in flight when the page is left.
+// page forwards them: onReading; at most once a minute), and every 5 minutes besides, since
+// inputs go stale with time alone; the page's AbortSignal cancels a request in flight when the
+// page is left.
 
 import { get, seg } from './api.js';
 import { clear, formatTime, formatValue, h, unitLabel } from './util.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const REFRESH_MS = 5 * 60e3;
-const AFTER_READING_MS = 1500;
+const AFTER_READING_MS = 2000;
+// A streaming oximeter sends a reading a second: refresh for live readings at most once a minute
+// (each refresh is an audited read).
+const LIVE_GAP_MS = 60e3;
 const METRICS = new Set(['respiratory_rate', 'spo2', 'on_oxygen', 'bp_systolic', 'heart_rate', 'consciousness', 'body_temperature']);
 const RISK = {
   low: 'low risk',
@@ -131,14 +135,15 @@ export class News2Card {
 
   /** A live reading of this patient: refresh shortly if it is one of the seven. */
   onReading(metric) {
-    if (!METRICS.has(metric) || this.destroyed) return;
-    clearTimeout(this.soon);
-    this.soon = setTimeout(() => this.refresh(), AFTER_READING_MS);
+    if (!METRICS.has(metric) || this.destroyed || this.soon) return;
+    const wait = Math.max(AFTER_READING_MS, (this.last || 0) + LIVE_GAP_MS - Date.now());
+    this.soon = setTimeout(() => { this.soon = null; this.refresh(); }, wait);
   }
 
   async refresh() {
     if (this.destroyed) return;
     const seq = ++this.seq;
+    this.last = Date.now();
     try {
       const r = await get(`/patients/${seg(this.patientId)}/news2`, { signal: this.signal });
       if (this.destroyed || seq !== this.seq) return; // left the page, or a newer request won
