@@ -22,6 +22,24 @@ pub struct Inputs {
     pub body_temperature: Option<f64>,
 }
 
+impl Inputs {
+    /// The inputs from one value per parameter, in the order of [`PARAMETERS`], as Vigil stores
+    /// them: oxygen 1 (on) or 0 (air), read as on from 0.5; consciousness the ACVPU code,
+    /// rounded and held to 0–4. The engine and the patient page's NEWS2 card both read values
+    /// this way, so a score means the same wherever it is shown.
+    pub fn from_values(v: [Option<f64>; 7]) -> Inputs {
+        Inputs {
+            respiratory_rate: v[0],
+            spo2: v[1],
+            on_oxygen: v[2].map(|x| x >= 0.5),
+            bp_systolic: v[3],
+            heart_rate: v[4],
+            consciousness: v[5].map(|x| x.round().clamp(0.0, 4.0) as u8),
+            body_temperature: v[6],
+        }
+    }
+}
+
 /// Which SpO2 scale applies: 2 only where a clinician has documented an 88–92 % target
 /// (hypercapnic respiratory failure).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -56,9 +74,10 @@ pub const PARAMETERS: [&str; 7] = [
     "temperature",
 ];
 
-/// The clinical response the score asks for (RCP Chart 2).
+/// The clinical response the score asks for (RCP Chart 2). Serialised as the chart words it:
+/// `low`, `low-medium`, `medium`, `high`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Risk {
     Low,
     LowMedium,
@@ -287,6 +306,8 @@ mod tests {
             ..healthy
         };
         assert_eq!(score(&confused, Spo2Scale::One).risk(), Risk::LowMedium);
+        // The API says it as the chart does.
+        assert_eq!(serde_json::to_value(Risk::LowMedium).unwrap(), "low-medium");
 
         // On oxygen alone scores 2; with SpO2 94 (1) and pulse 95 (1) and RR 21 (2) = 6: medium.
         let o2 = Inputs {

@@ -25,6 +25,7 @@ mod inbox;
 mod live;
 mod live_hub;
 mod login_throttle;
+mod news2;
 mod notifications;
 mod oncall;
 mod panel;

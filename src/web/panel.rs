@@ -72,17 +72,14 @@ pub(super) async fn panel(
         }
     }
     // Each patient's ranges, for the tiles to say a value is high or low (docs/dashboard.md,
-    // "Out of range"); the default plan's are worked out once.
+    // "Out of range"); the default plan's are sent once, for every tile without its own.
     let default_ranges = json!(limits::ranges(&CarePlan::default_plan()));
     let ranges: HashMap<PatientId, Value> = s
         .registry
         .all_plans_in_force()
         .await?
         .into_iter()
-        .map(|(id, plan)| {
-            let r = plan.map_or_else(|| default_ranges.clone(), |p| json!(limits::ranges(&p)));
-            (id, r)
-        })
+        .filter_map(|(id, plan)| Some((id, json!(limits::ranges(&plan?)))))
         .collect();
     let mut by_patient: HashMap<&str, Vec<&crate::registry::Device>> = HashMap::new();
     for d in &devices {
@@ -166,12 +163,13 @@ pub(super) async fn panel(
                     "id": pt.id, "name": pt.name, "care_team": pt.details.care_team,
                     "latest": latest, "alert": alert, "open_alerts": open,
                     "devices": devs, "stale": stale, "spark": spark,
-                    "ranges": ranges.get(&pt.id).unwrap_or(&default_ranges),
+                    "ranges": ranges.get(&pt.id),
                 })
             })
             .collect()
     });
-    let mut out = json!({"patients": tiles, "generated_at": format_rfc3339(now)});
+    let mut out = json!({"patients": tiles, "default_ranges": default_ranges,
+                         "generated_at": format_rfc3339(now)});
     match &p.teams {
         Some(teams) => out["care_teams"] = json!(teams.as_ref()),
         None => {

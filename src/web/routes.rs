@@ -89,6 +89,7 @@ pub(super) fn api() -> Router<AppState> {
         )
         .route("/patients/{id}/summary", get(super::summary::summary))
         .route("/patients/{id}/agp", get(super::summary::agp))
+        .route("/patients/{id}/news2", get(super::news2::news2))
         .route(
             "/devices",
             post(super::devices::create_device).get(super::devices::list_devices),

@@ -5,7 +5,9 @@
 // the same on a 390×844 phone with no sideways scrolling; opens the printable summary, whose
 // print stylesheet hides the navigation and buttons, and whose Print button prints; the
 // patient page's CSV link follows the chosen period; the admin's access report names the
-// clinician's views; axe-core (WCAG 2.1 A/AA) finds nothing on these views.
+// clinician's views; the patient page's NEWS2 card shows the score of the readings
+// reports_browser.rs published, its table and its chart's text alternative, on a desktop and a
+// phone; axe-core (WCAG 2.1 A/AA) finds nothing on these views.
 //
 // Environment: BASE_URL, ADMIN_USER/PASS, CLIN_USER/PASS, PATIENT, DAY (YYYY-MM-DD, UTC).
 
@@ -101,6 +103,53 @@ try {
     return { inRange: f.inRange };
   });
 
+  // PATIENT's app sent the seven NEWS2 parameters a minute before the test (reports_browser.rs):
+  // RR 25, SpO2 93 on air, systolic 120, pulse 95, alert, 38.5 °C = 7.
+  const readNews2 = async (page) => {
+    await page.goto(`${BASE}/#/patients/${PATIENT}`);
+    await page.waitForSelector('#news2-card:not([hidden]) #news2-parts', { timeout: 15000 });
+    return {
+      score: await text(page, '#news2-score'),
+      missing: await page.$('#news2-missing'),
+      rows: await page.$$eval('#news2-parts tbody tr', (rows) => rows.map((r) => [...r.cells].map((c) => c.textContent.trim()))),
+      caption: await text(page, '#news2-parts caption'),
+      chart: await page.$eval('#news2-chart', (svg) => `${svg.getAttribute('role')}: ${svg.querySelector('title').textContent}; ${svg.querySelector('desc').textContent}`),
+      summary: await text(page, '#news2-summary'),
+    };
+  };
+  const checkNews2 = (n) => {
+    if (n.score !== 'NEWS2 7 — high risk') throw new Error(`score: ${n.score}`);
+    if (n.missing) throw new Error('all seven are fresh, yet the card says some are missing');
+    const points = n.rows.map((r) => `${r[0]} ${r[1]} ${r[3]}`);
+    const want = ['Respiratory rate 25 /min 3', 'SpO2 93 % 2', 'Oxygen air 0', 'Systolic BP 120 mmHg 0',
+      'Pulse 95 /min 1', 'Consciousness Alert 0', 'Temperature 38.5 °C 1'];
+    if (points.join('|') !== want.join('|')) throw new Error(`rows: ${points.join('; ')}`);
+    if (!n.caption.includes('latest reading and its points')) throw new Error(`caption: ${n.caption}`);
+    if (!n.chart.startsWith('img: NEWS2 over the last 24 hours; Step chart')) throw new Error(`chart: ${n.chart}`);
+    if (!/^Highest 7 at [^;]+; now 7\./.test(n.summary)) throw new Error(`summary: ${n.summary}`);
+  };
+
+  await scenario('news2_card', async () => {
+    const n = await readNews2(clin);
+    checkNews2(n);
+    if (process.env.SHOTS) await (await clin.$('#news2-card')).screenshot({ path: `${process.env.SHOTS}/news2.png` });
+    await checkAxe(clin, 'patient page with NEWS2 (desktop)');
+    return { score: n.score, summary: n.summary };
+  });
+
+  await scenario('news2_card_on_a_phone', async () => {
+    const { page: phone } = await newPage(browser, problems, { ...UTC, viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    await signIn(phone, BASE, CLIN, need('CLIN_PASS'));
+    const n = await readNews2(phone);
+    checkNews2(n);
+    if (!(await noSidewaysScroll(phone))) throw new Error('the patient page with the NEWS2 card scrolls sideways on a phone');
+    const box = await (await phone.$('#news2-chart')).boundingBox();
+    if (!box || box.width > 390) throw new Error(`the chart is ${box?.width} px wide`);
+    if (process.env.SHOTS) await phone.screenshot({ path: `${process.env.SHOTS}/news2-phone.png`, fullPage: true });
+    await checkAxe(phone, 'patient page with NEWS2 (phone)');
+    return { chartWidth: Math.round(box.width) };
+  });
+
   await scenario('summary_prints_cleanly', async () => {
     await clin.goto(`${BASE}/#/patients/${PATIENT}`);
     await clin.waitForSelector('#patient-summary', { timeout: 10000 });
@@ -157,7 +206,8 @@ try {
     const lines = csv.body.split('\r\n').filter(Boolean);
     if (csv.status !== 200 || csv.type !== 'text/csv; charset=utf-8') throw new Error(`${csv.status} ${csv.type}`);
     if (lines[0] !== 'time,metric,value,unit,device_id') throw new Error(`header: ${lines[0]}`);
-    if (lines.length !== 289) throw new Error(`${lines.length - 1} rows`);
+    // The CGM day's 288 and the seven NEWS2 readings of a minute before the test.
+    if (lines.length !== 1 + 288 + 7) throw new Error(`${lines.length - 1} rows`);
     if (!csv.disposition.includes(`vigil-${PATIENT}-`) || csv.disposition.includes('Gloria')) throw new Error(csv.disposition);
     return { href, label, disposition: csv.disposition, rows: lines.length - 1 };
   });

@@ -34,6 +34,7 @@ mod influx;
 mod ingest;
 mod logs;
 mod mqtt_rules;
+mod news2;
 mod notify_channels;
 mod notify_escalation;
 mod oncall;

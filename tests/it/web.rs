@@ -644,14 +644,39 @@ async fn the_panel_shows_latest_values_sparklines_and_the_worst_alert() {
     assert_eq!(tile["stale"], false);
     assert_eq!(tile["devices"][0]["id"], "oxn1");
     // The default plan's ranges, for the tile to mark a value outside them: the limit met
-    // first on each side (glucose low at 70 before very low at 54).
+    // first on each side (glucose low at 70 before very low at 54). Sent once for the tiles
+    // of patients on the default plan (a tile of its own plan carries its own).
+    assert_eq!(tile["ranges"], Value::Null, "{tile}");
+    let (_, panel) = g.client.get("/api/v1/panel").await;
+    let ranges = &panel["default_ranges"];
     assert_eq!(
-        tile["ranges"]["spo2"]["below"],
+        ranges["spo2"]["below"],
         json!({"value": 88.0, "inclusive": false, "severity": "high", "rule_id": "spo2-critical"})
     );
-    assert_eq!(tile["ranges"]["glucose"]["below"]["rule_id"], "glucose-low");
-    assert_eq!(tile["ranges"]["glucose"]["above"]["value"], json!(300.0));
-    assert!(tile["ranges"].get("heart_rate").is_none(), "{tile}");
+    assert_eq!(ranges["glucose"]["below"]["rule_id"], "glucose-low");
+    assert_eq!(ranges["glucose"]["above"]["value"], json!(300.0));
+    assert!(ranges.get("heart_rate").is_none(), "{ranges}");
+    let (s, v) = g
+        .client
+        .care_plan(
+            "pn1",
+            json!([{"id": "tachy", "kind": "threshold", "metric": "heart_rate", "op": ">",
+                    "value": 110, "for_s": 300, "severity": "medium"}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, panel) = g.client.get("/api/v1/panel").await;
+    let own = panel["patients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "pn1")
+        .unwrap();
+    assert_eq!(
+        own["ranges"],
+        json!({"heart_rate": {"above": {"value": 110.0, "inclusive": false,
+                                        "severity": "medium", "rule_id": "tachy"}}})
+    );
 
     // The chart series: raw points for a short range, buckets for a long one.
     let (s, v) = g

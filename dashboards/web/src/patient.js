@@ -1,6 +1,7 @@
 // The patient view: vitals charts (uPlot) over 6 h / 24 h / 7 d / 30 d with zoom, care-plan
 // thresholds drawn on them, the record's timeline, devices (for admins: rotate a device's secret
-// or revoke it), the care-plan editor, notes and the video visit button.
+// or revoke it), the care-plan editor, notes, the video visit button and, when the care plan
+// has a news2 rule, the NEWS2 card (news2card.js).
 //
 // Charts ask the server for at most about one point per pixel (`/series`, downsampled
 // server-side: mean with a min–max band). Zooming (drag across a chart) fetches the zoomed
@@ -11,6 +12,7 @@ import { notificationSteps } from './notifysteps.js';
 import { CarePlanEditor } from './careplan.js';
 import { Timeline } from './timeline.js';
 import { TimerBox } from './timerbox.js';
+import { News2Card } from './news2card.js';
 import uPlot from '/assets/vendor/uPlot.esm.js';
 import { showCredentials } from './admin.js';
 import { ApiError, get, post, put, seg } from './api.js';
@@ -62,6 +64,7 @@ export class PatientView {
     this.resizeObs.disconnect();
     clearTimeout(this.recordTimer);
     this.timerBox?.destroy();
+    this.news2Card?.destroy();
     for (const c of this.charts.values()) c.u.destroy();
     this.charts.clear();
   }
@@ -142,6 +145,9 @@ export class PatientView {
     this.timeline = new Timeline(patient.id);
     this.timerBox?.destroy();
     this.timerBox = new TimerBox(patient.id);
+    // Shown only when the care plan in force has a news2 rule (news2card.js).
+    this.news2Card?.destroy();
+    this.news2Card = new News2Card(patient.id, this.abort.signal);
     clear(this.root).append(
       h('div', { class: 'view-head' },
         h('div', {}, h('h1', { id: 'patient-name' }, patient.name),
@@ -163,7 +169,7 @@ export class PatientView {
       h('div', { class: 'two-col' },
         h('section', { class: 'card', 'aria-labelledby': 'pv-timeline' },
           h('h2', { id: 'pv-timeline' }, 'Record'), this.noteForm(), this.timeline.el),
-        h('div', {}, this.timerBox.el, this.devicesBox, this.planEditor(), this.accessReport())),
+        h('div', {}, this.news2Card.el, this.timerBox.el, this.devicesBox, this.planEditor(), this.accessReport())),
     );
     this.renderAlerts();
     this.renderDevices();
@@ -401,6 +407,7 @@ export class PatientView {
     // decides, and its refusal is shown beside the field it names (careplan.js).
     this.planForm = new CarePlanEditor(this.id, this.record.care_plan, this.user?.role === 'admin', (saved) => {
       this.record.care_plan = saved;
+      this.news2Card?.refresh();
       this.drawAllCharts();
       this.reloadRecord(0);
     });
@@ -656,6 +663,7 @@ export class PatientView {
     let reload = false;
     for (const msg of change.events || []) {
       if (msg.type === 'observation' && msg.patient_id === this.id) {
+        this.news2Card?.onReading(msg.metric);
         const c = this.charts.get(msg.metric);
         const t = parseTime(msg.time);
         if (c && c.data && !this.window.zoomed) {

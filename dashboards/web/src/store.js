@@ -50,6 +50,8 @@ export class Store {
       p.latest = p.latest || {};
       p.spark = p.spark || {};
       p.devices = p.devices || [];
+      // Patients on the default plan share its ranges, sent once.
+      p.ranges = p.ranges || panel.default_ranges || {};
       this.patients.set(p.id, p);
     }
     this.alerts = new Map();

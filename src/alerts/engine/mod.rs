@@ -1157,15 +1157,7 @@ fn news2_judge(
             .filter(|(t, _)| now - *t <= i64::from(*freshness_s) * 1000)
             .map(|(_, v)| *v)
     };
-    let inputs = Inputs {
-        respiratory_rate: fresh(Metric::RespiratoryRate),
-        spo2: fresh(Metric::Spo2),
-        on_oxygen: fresh(Metric::OnOxygen).map(|v| v >= 0.5),
-        bp_systolic: fresh(Metric::BpSystolic),
-        heart_rate: fresh(Metric::HeartRate),
-        consciousness: fresh(Metric::Consciousness).map(|v| v.round().clamp(0.0, 4.0) as u8),
-        body_temperature: fresh(Metric::BodyTemperature),
-    };
+    let inputs = Inputs::from_values(NEWS2_METRICS.map(fresh));
     let score = news2::score(&inputs, *spo2_scale);
     let level = if score.total >= 7 {
         Some(Severity::High)
