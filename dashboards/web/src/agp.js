@@ -6,8 +6,8 @@
 // figures. Colours are never the only signal: every range is named and numbered in text.
 
 import { get, seg } from './api.js';
-import { apiQuery, periodForm, readPeriod } from './period.js';
-import { clear, formatTime, h, messageLine } from './util.js';
+import { readPeriod, reportHead, reportQuery } from './period.js';
+import { clear, formatTime, h } from './util.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 function s(tag, attrs = {}, ...children) {
@@ -46,31 +46,12 @@ export class AgpView {
   }
 
   render() {
-    clear(this.root);
-    this.msg = messageLine();
-    this.title = h('h1', { id: 'agp-title' }, 'Glucose profile (AGP)');
-    this.body = h('div', { id: 'agp-body', 'aria-live': 'polite' });
-    this.root.append(
-      h('div', { class: 'view-head' },
-        h('div', {}, this.title, h('p', { class: 'muted no-print' }, h('a', { href: `#/patients/${seg(this.id)}` }, 'Back to the patient'))),
-        h('div', { class: 'head-actions no-print' },
-          h('button', { type: 'button', class: 'btn', id: 'agp-print', onclick: () => window.print() }, 'Print'))),
-      periodForm('agp', this.period, (p) => {
-        this.period = p;
-        history.replaceState(null, '', `#/patients/${seg(this.id)}/agp?from=${p.from}&to=${p.to}`);
-        this.load();
-      }),
-      this.msg.el, this.body);
+    clear(this.root).append(...reportHead(this, 'agp', 'Glucose profile (AGP)'));
   }
 
   async load() {
-    const q = apiQuery(this.period);
-    if (!q) {
-      this.msg.error('Choose a “From” date on or before the “To” date.');
-      return;
-    }
-    this.msg.clear();
-    this.body.setAttribute('aria-busy', 'true');
+    const q = reportQuery(this);
+    if (!q) return;
     try {
       const [a, p] = await Promise.all([get(`/patients/${seg(this.id)}/agp?${q}`), get(`/patients/${seg(this.id)}`)]);
       if (this.destroyed) return;

@@ -3,7 +3,8 @@
 // days by default, chosen with two date fields. Days are the browser's: `from` starts at its
 // local midnight, `to` ends at the next one.
 
-import { h } from './util.js';
+import { seg } from './api.js';
+import { h, messageLine } from './util.js';
 
 const pad = (n) => String(n).padStart(2, '0');
 /** A Date's local calendar day, YYYY-MM-DD. */
@@ -52,4 +53,40 @@ export function periodForm(idPrefix, period, onChange) {
     onChange({ from: from.value, to: to.value });
   });
   return form;
+}
+
+/**
+ * The top of a one-patient report page (`kind`: 'summary' or 'agp'): its heading, "Back to the
+ * patient", Print, the period form, a message line and the body, as nodes to append. Sets
+ * `view.title`, `view.msg` and `view.body`; choosing a period puts it in the hash and calls
+ * `view.load()`.
+ */
+export function reportHead(view, kind, heading) {
+  view.msg = messageLine();
+  view.title = h('h1', { id: `${kind}-title` }, heading);
+  view.body = h('div', { id: `${kind}-body`, 'aria-live': 'polite' });
+  return [
+    h('div', { class: 'view-head' },
+      h('div', {}, view.title, h('p', { class: 'muted no-print' }, h('a', { href: `#/patients/${seg(view.id)}` }, 'Back to the patient'))),
+      h('div', { class: 'head-actions no-print' },
+        h('button', { type: 'button', class: 'btn', id: `${kind}-print`, onclick: () => window.print() }, 'Print'))),
+    periodForm(kind, view.period, (p) => {
+      view.period = p;
+      history.replaceState(null, '', `#/patients/${seg(view.id)}/${kind}?from=${p.from}&to=${p.to}`);
+      view.load();
+    }),
+    view.msg.el, view.body,
+  ];
+}
+
+/** The API query of `view.period`, or null once `view.msg` says what is wrong with it. */
+export function reportQuery(view) {
+  const q = apiQuery(view.period);
+  if (!q) {
+    view.msg.error('Choose a “From” date on or before the “To” date.');
+    return null;
+  }
+  view.msg.clear();
+  view.body.setAttribute('aria-busy', 'true');
+  return q;
 }

@@ -6,8 +6,8 @@
 // and buttons and fits A4.
 
 import { get, seg } from './api.js';
-import { apiQuery, periodForm, readPeriod } from './period.js';
-import { clear, formatTime, formatValue, h, messageLine, metricLabel, unitLabel } from './util.js';
+import { readPeriod, reportHead, reportQuery } from './period.js';
+import { clear, formatTime, formatValue, h, metricLabel, unitLabel } from './util.js';
 
 const OPS = { '<': 'below', '<=': 'at or below', '>': 'above', '>=': 'at or above' };
 
@@ -25,31 +25,12 @@ export class SummaryView {
   }
 
   render() {
-    clear(this.root);
-    this.msg = messageLine();
-    this.body = h('div', { id: 'summary-body', 'aria-live': 'polite' });
-    this.title = h('h1', { id: 'summary-title' }, 'Patient summary');
-    this.root.append(
-      h('div', { class: 'view-head' },
-        h('div', {}, this.title, h('p', { class: 'muted no-print' }, h('a', { href: `#/patients/${seg(this.id)}` }, 'Back to the patient'))),
-        h('div', { class: 'head-actions no-print' },
-          h('button', { type: 'button', class: 'btn', id: 'summary-print', onclick: () => window.print() }, 'Print'))),
-      periodForm('summary', this.period, (p) => {
-        this.period = p;
-        history.replaceState(null, '', `#/patients/${seg(this.id)}/summary?from=${p.from}&to=${p.to}`);
-        this.load();
-      }),
-      this.msg.el, this.body);
+    clear(this.root).append(...reportHead(this, 'summary', 'Patient summary'));
   }
 
   async load() {
-    const q = apiQuery(this.period);
-    if (!q) {
-      this.msg.error('Choose a “From” date on or before the “To” date.');
-      return;
-    }
-    this.msg.clear();
-    this.body.setAttribute('aria-busy', 'true');
+    const q = reportQuery(this);
+    if (!q) return;
     try {
       const s = await get(`/patients/${seg(this.id)}/summary?${q}`);
       if (this.destroyed) return;
