@@ -172,9 +172,10 @@ pub(super) async fn put_care_plan(
     s.crm
         .tell(Command::PlanChanged(id.clone(), in_force.map(Arc::new)))
         .await;
-    Ok(Json(
-        json!({"rules": plan.rules, "default": false, "source": "own"}),
-    ))
+    Ok(Json(json!({
+        "rules": plan.rules, "default": false, "source": "own",
+        "ranges": crate::alerts::limits::ranges(&plan),
+    })))
 }
 
 #[derive(Deserialize)]

@@ -665,6 +665,10 @@ async fn the_panel_shows_latest_values_sparklines_and_the_worst_alert() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["ranges"]["heart_rate"]["above"]["rule_id"], "tachy",
+        "{v}"
+    );
     let (_, panel) = g.client.get("/api/v1/panel").await;
     let own = panel["patients"]
         .as_array()
