@@ -69,11 +69,13 @@ def main() -> int:
         # Distinct times, one second apart, so every reading is a distinct observation.
         body = {"metric": "heart_rate", "value": args.base + i % args.spread, "time": args.start + i}
         client.publish(topic, json.dumps(body), qos=1)
-        if args.rate > 0 and i % 20 == 19:
-            # Paced: the stream lasts count / rate seconds, reporting acknowledgements meanwhile.
-            ahead = began + (i + 1) / args.rate - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
+        if i % 20 == 19:
+            # Paced: the stream lasts count / rate seconds. Either way acknowledgements are
+            # reported meanwhile, not only once every publish is handed to Paho.
+            if args.rate > 0:
+                ahead = began + (i + 1) / args.rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
             report()
 
     deadline = time.monotonic() + args.timeout
