@@ -158,7 +158,8 @@ export class PatientView {
           h('a', { class: 'btn btn-secondary', id: 'patient-summary', href: `#/patients/${seg(patient.id)}/summary` }, 'Printable summary'),
           this.agpLink,
           this.visitMsg.el)),
-      dischargedNote,
+      // (append() would write a missing note as the text "null")
+      ...(dischargedNote ? [dischargedNote] : []),
       this.dischargeBox,
       this.detailsBox,
       this.alertsBox,
