@@ -80,6 +80,21 @@ impl Gateway {
         let mqtt = app.mqtt_addr().unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run(stop.clone(), CancellationToken::new()));
+        if cfg.database.is_some() {
+            // On PostgreSQL the alert engine evaluates the partitions this instance holds, and
+            // takes them a moment after start, rebuilding from the stores: a reading stored
+            // before then is judged by that rebuild, as one found on restart. The tests judge
+            // live readings, so they start once the engine holds every partition.
+            let all = f64::from(vigil::domain::partition::ALERT_PARTITIONS);
+            eventually(
+                Duration::from_secs(30),
+                "the alert engine to hold every partition",
+                || async {
+                    (metric(http, "vigil_alert_partitions_held").await == Some(all)).then_some(())
+                },
+            )
+            .await;
+        }
         Gateway {
             http,
             mqtt,
