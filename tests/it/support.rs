@@ -80,11 +80,12 @@ impl Gateway {
         let mqtt = app.mqtt_addr().unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         let stop = CancellationToken::new();
         let task = tokio::spawn(app.run(stop.clone(), CancellationToken::new()));
-        if cfg.database.is_some() {
+        if has_own_database(&cfg) {
             // On PostgreSQL the alert engine evaluates the partitions this instance holds, and
             // takes them a moment after start, rebuilding from the stores: a reading stored
             // before then is judged by that rebuild, as one found on restart. The tests judge
-            // live readings, so they start once the engine holds every partition.
+            // live readings, so a gateway alone on its database starts once its engine holds
+            // every partition (one sharing a database, as a test of a cluster sets, holds some).
             let all = f64::from(vigil::domain::partition::ALERT_PARTITIONS);
             eventually(
                 Duration::from_secs(30),
@@ -167,6 +168,16 @@ pub(crate) async fn registry_database() -> Option<vigil::config::DatabaseConfig>
     Some(vigil::config::DatabaseConfig {
         url: format!("{base}/{name}"),
         ca_file: None,
+    })
+}
+
+/// Whether the gateway's registry is a PostgreSQL database [`registry_database`] made for it
+/// alone (not one a test set for several instances to share).
+fn has_own_database(cfg: &Config) -> bool {
+    cfg.database.as_ref().is_some_and(|d| {
+        d.url
+            .rsplit_once('/')
+            .is_some_and(|(_, name)| name.starts_with(&format!("vigil_{}_", std::process::id())))
     })
 }
 
