@@ -135,7 +135,7 @@ pub fn rate(
     let change = match metric {
         // A difference of temperatures is not a temperature: scale without the offset.
         Metric::BodyTemperature if unit == "°F" => {
-            trim(format!("{:.1}", change * 9.0 / 5.0)) + " " + unit
+            format!("{:.1} {unit}", change * 9.0 / 5.0)
         }
         _ => units.value(metric, change),
     };

@@ -55,11 +55,17 @@ impl DisplayUnits {
         }
     }
 
-    /// A canonical value as a number in the display unit, without its unit: at most the
-    /// unit's decimals, trailing zeros dropped ("52", "2.9", "37.5").
+    /// A canonical value as a number in the display unit, without its unit: the unit's
+    /// decimals, kept where clinicians write them (mmol/L and temperatures: "3.0", "38.0"),
+    /// else trailing zeros dropped ("52", "82.5", "80").
     pub fn number(self, metric: Metric, canonical: f64) -> String {
-        let (v, _, d) = self.show(metric, canonical);
-        trim(format!("{v:.d$}"))
+        let (v, unit, d) = self.show(metric, canonical);
+        let s = format!("{v:.d$}");
+        if matches!(unit, "mmol/L" | "°C" | "°F") {
+            s
+        } else {
+            trim(s)
+        }
     }
 
     /// A canonical value with its display unit: "52 mg/dL", "86%", "37.5 °C"; consciousness
@@ -115,7 +121,10 @@ mod tests {
         assert_eq!(us.value(Metric::Glucose, 52.0), "52 mg/dL");
         // 52 / 18.0156 = 2.886…
         assert_eq!(si.value(Metric::Glucose, 52.0), "2.9 mmol/L");
-        assert_eq!(us.value(Metric::BodyTemperature, 38.0), "38 °C");
+        // 54 / 18.0156 = 2.997…: written 3.0 mmol/L, and 38 °C as 38.0 °C, as clinicians do.
+        assert_eq!(si.value(Metric::Glucose, 54.0), "3.0 mmol/L");
+        assert_eq!(us.value(Metric::BodyTemperature, 38.0), "38.0 °C");
+        assert_eq!(us.value(Metric::BodyWeight, 80.0), "80 kg");
         // 38.4 × 9/5 + 32 = 101.12
         assert_eq!(si.value(Metric::BodyTemperature, 38.4), "101.1 °F");
         assert_eq!(us.value(Metric::Spo2, 86.0), "86%");

@@ -155,6 +155,19 @@ try {
     await page.fill(`#rule-${i}-value`, '130');
     await page.fill(`#rule-${i}-for_s`, '10');
     await page.selectOption(`#rule-${i}-severity`, 'medium');
+    // The clinic reads glucose in mmol/L: the default plan's 70 mg/dL shows as 3.9 mmol/L, and
+    // a rule is typed in mmol/L.
+    const low = await page.$$eval('#plan-rows > li', (els) => els.findIndex((li) => /glucose-low\b/.test(li.querySelector('legend')?.textContent || '')));
+    if (low < 0) throw new Error('no glucose-low row');
+    const lowShown = [await page.inputValue(`#rule-${low}-value`), await text(page, `#rule-${low}-unit`)];
+    if (lowShown[0] !== '3.9' || lowShown[1] !== 'mmol/L') throw new Error(`glucose-low shows ${lowShown}`);
+    const metricOption = await text(page, `#rule-${i}-metric option[value="glucose"]`);
+    if (metricOption !== 'Glucose (mmol/L)') throw new Error(`the reading is offered as ${metricOption}`);
+    await page.click('#plan-add');
+    const g = before + 1;
+    await page.selectOption(`#rule-${g}-metric`, 'glucose');
+    await page.selectOption(`#rule-${g}-op`, '>');
+    await page.fill(`#rule-${g}-value`, '13.9');
     await page.click('#plan-save');
     const saved = await until('saved', 10000, async () => {
       const t = await text(page, '#plan-form > .msg');
@@ -163,9 +176,22 @@ try {
     const plan = await pageFetch(page, 'GET', '/api/v1/patients/p-three/care-plan');
     const rule = plan.body.rules.find((r) => r.metric === 'heart_rate');
     if (!rule || rule.op !== '>' || rule.value !== 130 || rule.for_s !== 600 || rule.severity !== 'medium') throw new Error(`saved as ${JSON.stringify(rule)}`);
+    // Left as they were, 70 and 300 stay so (not 3.9 and 16.7 × 18.0156); the new 13.9 mmol/L
+    // is stored as 250.4 mg/dL.
+    const stored = Object.fromEntries(plan.body.rules.filter((r) => r.metric === 'glucose' && r.kind === 'threshold').map((r) => [r.id, r.value]));
+    if (stored['glucose-low'] !== 70 || stored['glucose-high'] !== 300 || stored['glucose-high-2'] !== 250.4) throw new Error(`glucose stored as ${JSON.stringify(stored)}`);
+    // An impossible glucose: the refusal is restated in the unit typed.
+    await page.fill(`#rule-${g}-value`, '300');
+    await page.click('#plan-save');
+    const glucoseErr = await until('the glucose field error', 10000, async () => {
+      const t = await text(page, `#rule-${g}-value-error`);
+      return t ? t : null;
+    });
+    if (glucoseErr !== 'value 300 is outside what a glucose reading can be (0.6 to 83.3 mmol/L)') throw new Error(`the glucose field says ${glucoseErr}`);
+    await page.fill(`#rule-${g}-value`, '13.9');
     // A value no SpO2 can be: the API's refusal beside the value of that rule, focus on it.
     await page.click('#plan-add');
-    const j = before + 1;
+    const j = before + 2;
     await page.selectOption(`#rule-${j}-metric`, 'spo2');
     await page.fill(`#rule-${j}-value`, '900');
     await page.click('#plan-save');
@@ -173,7 +199,10 @@ try {
       const t = await text(page, `#rule-${j}-value-error`);
       return t ? t : null;
     });
-    if (!/outside what a spo2 reading can be/.test(err)) throw new Error(`the field says ${err}`);
+    if (!/^value 900 is outside what a spo2 reading can be/.test(err)) throw new Error(`the field says ${err}`);
+    // Above the button the rule is counted as the form counts it (from 1).
+    const said = await text(page, '#plan-form > .msg');
+    if (!said.startsWith(`The care plan was not saved: rule ${j + 1}: value 900`)) throw new Error(`the form says ${said}`);
     if ((await page.getAttribute(`#rule-${j}-value`, 'aria-invalid')) !== 'true') throw new Error('the field is not marked invalid');
     const focused = await page.evaluate(() => document.activeElement?.id);
     if (focused !== `rule-${j}-value`) throw new Error(`focus is on ${focused}`);
@@ -181,7 +210,7 @@ try {
     if (!described.includes(`rule-${j}-value-error`)) throw new Error(`the error is not tied to the field: ${described}`);
     await checkAxe(page, 'care-plan form with a field error');
     if (Object.keys(axeFound).length) throw new Error(`axe violations: ${JSON.stringify(axeFound)}`);
-    return { saved, rule, err };
+    return { saved, rule, lowShown, stored, glucoseErr, err };
   });
 
   await scenario('out_of_range_values_are_marked_in_words_in_the_clinics_units', async () => {

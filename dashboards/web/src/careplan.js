@@ -1,10 +1,15 @@
 // The care-plan editor for clinicians: threshold rules as form rows (metric, comparison,
 // value, how long, severity), the other kinds as sentences kept as they are, a programme's plan
 // or the default one click away, and the API's refusal shown beside the field it names. The
-// JSON stays available to admins (docs/dashboard.md, "The care plan").
+// JSON stays available to admins (docs/dashboard.md, "The care plan"). Values are shown and typed
+// in the clinic's display units (glucose mmol/L, temperature °F where it reads them) and saved
+// in the units Vigil stores; a value left as it was is saved exactly as it was.
 
 import { get, put, seg } from './api.js';
-import { METRICS, announce, h, messageLine, metricLabel } from './util.js';
+import {
+  announce, deltaToDisplay, formatShown, fromDisplay, h, isConverted, messageLine, metricLabel,
+  toDisplay, unitLabel,
+} from './util.js';
 
 const OPS = [['<', 'below'], ['<=', 'at or below'], ['>', 'above'], ['>=', 'at or above']];
 const SEVERITIES = [['low', 'Low'], ['medium', 'Medium'], ['high', 'High']];
@@ -13,19 +18,34 @@ const THRESHOLD_METRICS = ['spo2', 'heart_rate', 'respiratory_rate', 'bp_systoli
   'body_temperature', 'glucose', 'body_weight', 'steps'];
 
 const opText = (op) => (OPS.find(([o]) => o === op) || [op, op])[1];
-const unitOf = (m) => METRICS[m]?.unit ?? '';
+const unitOf = (m) => unitLabel(null, m);
+/** A stored value as the form shows it: converted and rounded, or exactly as stored. */
+const shown = (m, v) => (isConverted(m) ? formatShown(m, toDisplay(m, v)) : String(v));
+/** A stored rise or fall as the form shows it. */
+const shownDelta = (m, d) => (isConverted(m) ? formatShown(m, deltaToDisplay(m, d)) : String(d));
+
+/**
+ * The API's refusal of a threshold's value restated in the display unit: it checks the stored
+ * value ("value 5404.7 is outside what a glucose reading can be (10 to 1500 mg/dL)"), while the
+ * clinician typed 300 mmol/L. Any other sentence is left as it is.
+ */
+function restated(text, metric, typed) {
+  const m = /^(.*?)value \S+ is outside what an? (.+) reading can be \((\S+) to (\S+) [^)]*\)$/.exec(text);
+  if (!m || !isConverted(metric)) return text;
+  return `${m[1]}value ${typed} is outside what a ${m[2]} reading can be (${shown(metric, Number(m[3]))} to ${shown(metric, Number(m[4]))} ${unitOf(metric)})`;
+}
 
 /** A sentence for a rule the form does not edit field by field. */
 export function ruleSentence(r) {
   const sev = r.severity ? ` (${r.severity})` : '';
   switch (r.kind) {
-    case 'threshold': return `${metricLabel(r.metric)} ${opText(r.op)} ${r.value} ${unitOf(r.metric)}${r.for_s ? ` for ${Math.round(r.for_s / 60)} min` : ''}${sev}`;
-    case 'rate': return `${metricLabel(r.metric)} ${r.rise !== undefined ? `up ${r.rise}` : `down ${r.fall}`} ${unitOf(r.metric)} within ${r.window_h} h${sev}`;
+    case 'threshold': return `${metricLabel(r.metric)} ${opText(r.op)} ${shown(r.metric, r.value)} ${unitOf(r.metric)}${r.for_s ? ` for ${Math.round(r.for_s / 60)} min` : ''}${sev}`;
+    case 'rate': return `${metricLabel(r.metric)} ${r.rise !== undefined ? `up ${shownDelta(r.metric, r.rise)}` : `down ${shownDelta(r.metric, r.fall)}`} ${unitOf(r.metric)} within ${r.window_h} h${sev}`;
     case 'news2': return `NEWS2 score: medium at 5–6 or a single 3, high at 7 or more${r.severity ? `, at most ${r.severity}` : ''}`;
     case 'missing': return `No ${metricLabel(r.metric).toLowerCase()} reading for ${Math.round(r.after_s / 60)} min${sev}`;
     case 'drift': return `${metricLabel(r.metric)} drifting ${r.direction} from the patient's own baseline${sev}`;
     case 'macd': return `Weight trending up (MACD)${sev}`;
-    case 'forecast': return `Glucose forecast${r.low ? ` below ${r.low}` : ''}${r.low && r.high ? ' or' : ''}${r.high ? ` above ${r.high}` : ''} mg/dL within ${r.horizon_min || 30} min${sev}`;
+    case 'forecast': return `Glucose forecast${r.low ? ` below ${shown('glucose', r.low)}` : ''}${r.low && r.high ? ' or' : ''}${r.high ? ` above ${shown('glucose', r.high)}` : ''} ${unitOf('glucose')} within ${r.horizon_min || 30} min${sev}`;
     default: return r.kind;
   }
 }
@@ -41,7 +61,7 @@ export class CarePlanEditor {
     this.list = h('ol', { class: 'plan-rows', id: 'plan-rows' });
     this.status = h('p', { class: 'muted small', id: 'plan-status' });
     this.source = h('select', { id: 'plan-source' }, h('option', { value: '' }, 'Choose…'), h('option', { value: 'default' }, 'The default care plan'));
-    this.json = h('textarea', { id: 'plan-json', rows: 12, spellcheck: 'false', class: 'code' });
+    this.json = h('textarea', { id: 'plan-json', rows: 12, spellcheck: 'false', class: 'code', 'aria-describedby': 'plan-json-hint' });
     this.form = h('form', { id: 'plan-form', novalidate: true },
       this.status, this.list,
       h('div', { class: 'buttons' },
@@ -54,7 +74,9 @@ export class CarePlanEditor {
     this.form.addEventListener('submit', (e) => { e.preventDefault(); this.save(this.collect()); });
     const jsonBox = admin ? h('details', { class: 'plan-json' },
       h('summary', {}, 'Edit as JSON (administrators)'),
-      h('div', { class: 'field' }, h('label', { for: 'plan-json' }, 'Rules (JSON)'), this.json),
+      h('div', { class: 'field' }, h('label', { for: 'plan-json' }, 'Rules (JSON)'),
+        h('p', { class: 'hint', id: 'plan-json-hint' }, 'Values in the JSON are in the units Vigil stores: glucose in mg/dL, temperature in °C.'),
+        this.json),
       h('button', { type: 'button', class: 'btn btn-secondary', id: 'plan-json-save', onclick: () => this.saveJson() }, 'Save the JSON')) : null;
     this.el = h('section', { class: 'card', 'aria-labelledby': 'pv-plan' }, h('h2', { id: 'pv-plan' }, 'Care plan'), this.form, jsonBox);
     this.show(plan);
@@ -104,7 +126,10 @@ export class CarePlanEditor {
       };
       control.metric.value = r.metric;
       control.op.value = r.op;
-      control.value.value = r.value === '' ? '' : String(r.value);
+      control.value.value = r.value === '' ? '' : shown(r.metric, r.value);
+      // What the row showed at first: a value left as it was is saved exactly as stored, not
+      // converted back from its rounded display.
+      row.first = { metric: r.metric, text: control.value.value };
       control.for_s.value = String(Math.round((r.for_s || 0) / 60));
       control.severity.value = r.severity;
       const unit = h('span', { class: 'unit', id: id('unit') }, unitOf(r.metric));
@@ -144,7 +169,9 @@ export class CarePlanEditor {
     return this.rows.map((row) => {
       if (!row.control) return row.rule;
       const c = row.control;
-      const value = c.value.value.trim() === '' ? null : Number(c.value.value);
+      const text = c.value.value.trim();
+      const kept = row.rule && row.first && c.metric.value === row.first.metric && text === row.first.text;
+      const value = text === '' ? null : kept ? row.rule.value : fromDisplay(c.metric.value, Number(text));
       const minutes = Number(c.for_s.value || 0);
       let id = row.rule?.id;
       if (!id) {
@@ -176,7 +203,13 @@ export class CarePlanEditor {
   showError(e) {
     const body = e.body || {};
     const row = Number.isInteger(body.rule) ? this.rows[body.rule] : null;
-    const text = e.message;
+    let text = e.message;
+    if (row?.control && body.field === 'value') text = restated(text, row.control.metric.value, row.control.value.value.trim());
+    // Beside its rule the sentence needs no "rule 9 ("id"): " (the API counts from 0, the form
+    // from 1); above the button it names the rule as the form does.
+    const own = row ? /^rule \d+ \("[^"]*"\): (.*)$/s.exec(text) : null;
+    const top = own ? `rule ${body.rule + 1}: ${own[1]}` : text;
+    if (own) text = own[1];
     if (row && body.field && row.errors[body.field]) {
       const input = row.control[body.field];
       row.errors[body.field].textContent = text;
@@ -188,7 +221,7 @@ export class CarePlanEditor {
       row.errorLine.textContent = text;
       row.el.querySelector('button, input, select')?.focus();
     }
-    this.msg.error(`The care plan was not saved: ${text}`);
+    this.msg.error(`The care plan was not saved: ${top}`);
   }
 
   useSource() {

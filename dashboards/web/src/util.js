@@ -93,6 +93,27 @@ export function toDisplay(metric, value) {
   return metric === 'glucose' ? value / MGDL_PER_MMOLL : value * 9 / 5 + 32;
 }
 
+/** Whether the clinic reads `metric` in a unit other than the one Vigil stores. */
+export function isConverted(metric) {
+  return displayUnit(metric) !== null;
+}
+
+/**
+ * A value typed in the clinic's display unit, as the canonical value Vigil stores: glucose to
+ * 0.1 mg/dL, temperature to 0.01 °C (finer than any meter reads).
+ */
+export function fromDisplay(metric, shown) {
+  if (shown === null || shown === undefined || Number.isNaN(shown) || !displayUnit(metric)) return shown;
+  if (metric === 'glucose') return Math.round(shown * MGDL_PER_MMOLL * 10) / 10;
+  return Math.round((shown - 32) * 5 / 9 * 100) / 100;
+}
+
+/** A canonical difference (a rise or a fall) in the clinic's display unit. */
+export function deltaToDisplay(metric, delta) {
+  if (delta === null || delta === undefined || !displayUnit(metric)) return delta;
+  return metric === 'glucose' ? delta / MGDL_PER_MMOLL : delta * 9 / 5;
+}
+
 export function unitLabel(unit, metric) {
   const d = displayUnit(metric);
   if (d) return d.unit;

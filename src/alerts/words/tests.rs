@@ -31,7 +31,7 @@ fn a_threshold_says_the_value_and_the_limit_in_the_clinics_units() {
     // 52 mg/dL = 2.886 mmol/L; 54 mg/dL = 2.997 mmol/L.
     assert_eq!(
         threshold(SI_F, Metric::Glucose, Op::Lt, 54.0, 52.0, None),
-        "Glucose 2.9 mmol/L — below 3"
+        "Glucose 2.9 mmol/L — below 3.0"
     );
     assert_eq!(
         threshold(US, Metric::Spo2, Op::Lt, 90.0, 86.0, Some(60)),
