@@ -233,8 +233,19 @@ try {
     if (!/^Outside the range: ▼ 1 of 1 point below the care plan’s 3\.9 mmol\/L \(lowest 2\.5 mmol\/L\)\.$/.test(said)) throw new Error(`the chart says ${said}`);
     const caption = await text(page, '.chart[data-metric="glucose"] figcaption');
     if (caption !== 'Glucose (mmol/L)') throw new Error(`the chart is captioned ${caption}`);
+    // Her glucose profile in the clinic's unit, with the consensus ranges as written in mmol/L.
+    await page.goto(`${BASE}/#/patients/p-three/agp`);
+    await page.waitForSelector('#agp-tir', { timeout: 10000 });
+    const ranges = await page.$$eval('#agp-tir li', (lis) => lis.map((li) => li.querySelector('span:nth-child(2)').textContent.trim()));
+    const want = ['Very high (above 13.9 mmol/L):', 'High (10.1–13.9 mmol/L):', 'In range (3.9–10.0 mmol/L):', 'Low (3.0–3.8 mmol/L):', 'Very low (below 3.0 mmol/L):'];
+    if (JSON.stringify(ranges) !== JSON.stringify(want)) throw new Error(`the ranges read ${JSON.stringify(ranges)}`);
+    const mean = await page.$$eval('#agp-mean dd', (dds) => dds.map((d) => d.textContent));
+    if (JSON.stringify(mean) !== '["2.5 mmol/L","45 mg/dL"]') throw new Error(`the mean reads ${mean}`);
+    const median = await page.$eval('#agp-hours tbody tr td:nth-child(4)', (td) => td.textContent);
+    if (median !== '2.5') throw new Error(`the hour's median reads ${median}`);
+    await checkAxe(page, 'AGP in mmol/L');
     if (Object.keys(axeFound).length) throw new Error(`axe violations: ${JSON.stringify(axeFound)}`);
-    return { thea, tom, said };
+    return { thea, tom, said, ranges, mean };
   });
 
   await scenario('inbox_on_a_phone', async () => {

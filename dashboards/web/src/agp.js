@@ -4,10 +4,12 @@
 // with every percentage written beside it, and the percentiles by hour of day as an SVG chart
 // (5–95 % and 25–75 % bands, the median) whose text alternative is a table of the same
 // figures. Colours are never the only signal: every range is named and numbered in text.
+// Glucose is written in the clinic's unit (mg/dL, or mmol/L with the consensus's figures:
+// 3.9–10.0 in range, 3.0–3.8 low, 10.1–13.9 high); the API's figures stay in mg/dL.
 
 import { get, seg } from './api.js';
 import { readPeriod, reportHead, reportQuery } from './period.js';
-import { clear, formatTime, h } from './util.js';
+import { clear, formatShown, formatTime, formatValue, h, isConverted, toDisplay, unitLabel } from './util.js';
 
 const SVG = 'http://www.w3.org/2000/svg';
 function s(tag, attrs = {}, ...children) {
@@ -17,13 +19,25 @@ function s(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** A glucose in mg/dL as the clinic writes it, without the unit. */
+const g = (v) => formatValue('glucose', v);
+/** The clinic's glucose unit. */
+const unit = () => unitLabel(null, 'glucose');
+/**
+ * The value next to a limit as the clinic writes it: one step of the unit's last digit above
+ * (`d` 1) or below (-1) the limit written (181 mg/dL; 10.0 mmol/L → 10.1).
+ */
+const beside = (v, d) => (isConverted('glucose')
+  ? (Number(formatShown('glucose', toDisplay('glucose', v))) + d * 0.1).toFixed(1)
+  : String(v + d));
+
 /** The five ranges, highest first (as the AGP stacks them), with their words. */
 const RANGES = [
-  { key: 'very_high', label: 'Very high', limits: (t) => `above ${t.high_up_to} mg/dL` },
-  { key: 'high', label: 'High', limits: (t) => `${t.in_range_up_to + 1}–${t.high_up_to} mg/dL` },
-  { key: 'in_range', label: 'In range', limits: (t) => `${t.low_below}–${t.in_range_up_to} mg/dL` },
-  { key: 'low', label: 'Low', limits: (t) => `${t.very_low_below}–${t.low_below - 1} mg/dL` },
-  { key: 'very_low', label: 'Very low', limits: (t) => `below ${t.very_low_below} mg/dL` },
+  { key: 'very_high', label: 'Very high', limits: (t) => `above ${g(t.high_up_to)} ${unit()}` },
+  { key: 'high', label: 'High', limits: (t) => `${beside(t.in_range_up_to, 1)}–${g(t.high_up_to)} ${unit()}` },
+  { key: 'in_range', label: 'In range', limits: (t) => `${g(t.low_below)}–${g(t.in_range_up_to)} ${unit()}` },
+  { key: 'low', label: 'Low', limits: (t) => `${g(t.very_low_below)}–${beside(t.low_below, -1)} ${unit()}` },
+  { key: 'very_low', label: 'Very low', limits: (t) => `below ${g(t.very_low_below)} ${unit()}` },
 ];
 
 const ZONE_SOURCE = {
@@ -86,7 +100,9 @@ export class AgpView {
         ? stat('agp-active', 'CGM readings received', `${a.cgm_active_pct.toFixed(1)} %`,
           `of one every ${Math.round(a.cgm_interval_s / 60)} min; ${t.recommended_active_pct} % or more recommended`)
         : null,
-      stat('agp-mean', 'Mean glucose', `${a.mean_mg_dl.toFixed(0)} mg/dL`, `${a.mean_mmol_l.toFixed(1)} mmol/L`),
+      isConverted('glucose')
+        ? stat('agp-mean', 'Mean glucose', `${a.mean_mmol_l.toFixed(1)} mmol/L`, `${a.mean_mg_dl.toFixed(0)} mg/dL`)
+        : stat('agp-mean', 'Mean glucose', `${a.mean_mg_dl.toFixed(0)} mg/dL`, `${a.mean_mmol_l.toFixed(1)} mmol/L`),
       stat('agp-gmi', 'Glucose Management Indicator (GMI)', `${a.gmi_pct.toFixed(1)} %`),
       stat('agp-cv', 'Glucose variability (CV)', `${a.cv_pct.toFixed(1)} %`,
         a.cv_pct <= t.cv_stable_up_to_pct ? `stable (${t.cv_stable_up_to_pct} % or less)` : `unstable (above ${t.cv_stable_up_to_pct} %)`),
@@ -109,7 +125,7 @@ export class AgpView {
     const profile = h('section', { class: 'card agp-section', 'aria-labelledby': 'agp-profile-title' },
       h('h2', { id: 'agp-profile-title' }, 'Glucose by time of day'),
       chart(a),
-      h('p', { class: 'small muted' }, 'Hourly bins, not smoothed. The darker band holds the middle half of the readings of each hour (25th to 75th percentile), the lighter one 90 % (5th to 95th); the line is the median; dashed lines mark the target range 70–180 mg/dL.'),
+      h('p', { class: 'small muted' }, `Hourly bins, not smoothed. The darker band holds the middle half of the readings of each hour (25th to 75th percentile), the lighter one 90 % (5th to 95th); the line is the median; dashed lines mark the target range ${g(t.low_below)}–${g(t.in_range_up_to)} ${unit()}.`),
       table(a));
     clear(this.body).append(period, zone,
       a.sufficient ? null : h('p', { class: 'notice', id: 'agp-insufficient' }, `Less data than the consensus asks for a reliable profile (${t.recommended_days} days with ${t.recommended_active_pct} % of CGM readings): read these figures with care.`),
@@ -119,7 +135,7 @@ export class AgpView {
   }
 }
 
-/** The percentile chart: hours across, mg/dL up. */
+/** The percentile chart: hours across, glucose up (drawn in mg/dL, labelled in the clinic's unit). */
 function chart(a) {
   const W = 720, H = 300, L = 44, R = 24, T = 10, B = 30;
   const top = Math.max(300, ...a.hours.map((b) => b.p95));
@@ -133,7 +149,7 @@ function chart(a) {
     const down = pts.slice().reverse().map((p) => `${p.cx},${y(p[lo])}`);
     return [...up, ...down].join(' ');
   };
-  const desc = `Median glucose by hour ranges from ${Math.min(...a.hours.map((b) => b.p50)).toFixed(0)} to ${Math.max(...a.hours.map((b) => b.p50)).toFixed(0)} mg/dL; the table below gives every hour's percentiles.`;
+  const desc = `Median glucose by hour ranges from ${g(Math.min(...a.hours.map((b) => b.p50)))} to ${g(Math.max(...a.hours.map((b) => b.p50)))} ${unit()}; the table below gives every hour's percentiles.`;
   const ticksY = [54, 70, 180, 250].filter((v) => v < top);
   return s('svg', { viewBox: `0 0 ${W} ${H}`, class: 'agp-chart', id: 'agp-chart', role: 'img', 'aria-labelledby': 'agp-chart-title agp-chart-desc' },
     s('title', { id: 'agp-chart-title' }, 'Glucose percentiles by hour of day'),
@@ -141,25 +157,25 @@ function chart(a) {
     s('rect', { x: L, y: y(180), width: W - L - R, height: y(70) - y(180), fill: '#e6f4ea' }),
     ...ticksY.map((v) => s('g', {},
       s('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: v === 70 || v === 180 ? '#1e6b34' : '#8a96a3', 'stroke-dasharray': '4 3' }),
-      s('text', { x: L - 4, y: y(v) + 4, 'text-anchor': 'end', 'font-size': 11, fill: '#1b2430' }, String(v)))),
+      s('text', { x: L - 4, y: y(v) + 4, 'text-anchor': 'end', 'font-size': 11, fill: '#1b2430' }, g(v)))),
     ...[0, 3, 6, 9, 12, 15, 18, 21, 24].map((hr) => s('text', { x: x(hr), y: H - 10, 'text-anchor': 'middle', 'font-size': 11, fill: '#1b2430' }, `${String(hr % 24).padStart(2, '0')}:00`)),
     s('line', { x1: L, x2: W - R, y1: H - B, y2: H - B, stroke: '#4a5563' }),
     s('polygon', { points: band('p5', 'p95'), fill: '#b7cfe9', class: 'agp-band-90' }),
     s('polygon', { points: band('p25', 'p75'), fill: '#5b8fc7', class: 'agp-band-50' }),
     s('polyline', { points: pts.map((p) => `${p.cx},${y(p.p50)}`).join(' '), fill: 'none', stroke: '#0b2a4a', 'stroke-width': 2.5, class: 'agp-median' }),
     ...pts.map((p) => s('circle', { cx: p.cx, cy: y(p.p50), r: 2.5, fill: '#0b2a4a' })),
-    s('text', { x: 4, y: T + 10, 'font-size': 11, fill: '#1b2430' }, 'mg/dL'));
+    s('text', { x: 4, y: T + 10, 'font-size': 11, fill: '#1b2430' }, unit()));
 }
 
 /** The chart's figures as a table (its text alternative, printed with it). */
 function table(a) {
   return h('div', { class: 'agp-table' },
-    h('h3', { id: 'agp-hours-title' }, 'Hourly figures (mg/dL)'),
+    h('h3', { id: 'agp-hours-title' }, `Hourly figures (${unit()})`),
     h('div', { class: 'scroll', role: 'region', tabindex: '0', 'aria-labelledby': 'agp-hours-title' }, h('table', { class: 'table', id: 'agp-hours' },
-      h('caption', { class: 'visually-hidden' }, 'Glucose percentiles by hour, mg/dL'),
+      h('caption', { class: 'visually-hidden' }, `Glucose percentiles by hour, ${unit()}`),
       h('thead', {}, h('tr', {}, ['Hour', 'Readings', '5th', '25th', 'Median', '75th', '95th'].map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, a.hours.map((b) => h('tr', {},
         h('th', { scope: 'row' }, `${String(b.hour).padStart(2, '0')}:00–${String(b.hour).padStart(2, '0')}:59`),
         h('td', {}, String(b.n)),
-        ...[b.p5, b.p25, b.p50, b.p75, b.p95].map((v) => h('td', {}, v.toFixed(0)))))))));
+        ...[b.p5, b.p25, b.p50, b.p75, b.p95].map((v) => h('td', {}, g(v)))))))));
 }
