@@ -9,15 +9,9 @@
 
 import { get, seg } from './api.js';
 import { readPeriod, reportHead, reportQuery } from './period.js';
-import { clear, formatShown, formatTime, formatValue, h, isConverted, toDisplay, unitLabel } from './util.js';
-
-const SVG = 'http://www.w3.org/2000/svg';
-function s(tag, attrs = {}, ...children) {
-  const el = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) if (v !== null && v !== undefined) el.setAttribute(k, String(v));
-  for (const c of children.flat()) if (c !== null && c !== undefined) el.append(typeof c === 'string' ? document.createTextNode(c) : c);
-  return el;
-}
+import {
+  clear, formatShown, formatTime, formatValue, h, isConverted, svg as s, toDisplay, unitLabel,
+} from './util.js';
 
 /** A glucose in mg/dL as the clinic writes it, without the unit. */
 const g = (v) => formatValue('glucose', v);

@@ -9,9 +9,8 @@
 // page is left.
 
 import { get, seg } from './api.js';
-import { clear, formatTime, formatValue, h, unitLabel } from './util.js';
+import { clear, formatTime, formatValue, h, svg as s, unitLabel } from './util.js';
 
-const SVG = 'http://www.w3.org/2000/svg';
 const REFRESH_MS = 5 * 60e3;
 const AFTER_READING_MS = 2000;
 // A streaming oximeter sends a reading a second: refresh for live readings at most once a minute
@@ -25,13 +24,6 @@ const RISK = {
   high: 'high risk',
 };
 const hm = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
-
-function s(tag, attrs = {}, ...children) {
-  const el = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) if (v !== null && v !== undefined) el.setAttribute(k, String(v));
-  for (const c of children.flat()) if (c !== null && c !== undefined) el.append(typeof c === 'string' ? document.createTextNode(c) : c);
-  return el;
-}
 
 /** "4 h", "90 min": a freshness in words. */
 export function duration(seconds) {

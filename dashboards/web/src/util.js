@@ -19,6 +19,14 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** svg('line', {x1: 0, …}, children) → an SVG element (attributes null/undefined left out). */
+export function svg(tag, attrs = {}, ...children) {
+  const el = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs || {})) if (v !== null && v !== undefined) el.setAttribute(k, String(v));
+  append(el, children);
+  return el;
+}
+
 function append(el, children) {
   for (const c of children) {
     if (c === null || c === undefined || c === false) continue;
