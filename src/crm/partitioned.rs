@@ -47,7 +47,7 @@ use crate::cluster::balance::{
 use crate::domain::partition::alert_partition;
 use crate::domain::{Observation, now_ms};
 use crate::pg::listen::{Heard, READINGS_CHANNEL, recv_some};
-use crate::registry::record::{EngineNotice, Noticed};
+use crate::registry::record::{CommittedPlan, EngineNotice, Noticed};
 use crate::store::{FedReading, Store};
 
 /// How often the partitions held are reconsidered and their leases renewed.
@@ -397,8 +397,16 @@ impl Partitions {
                 Fed::Notice(n) => {
                     let patient = &n.patient;
                     let fx = match &n.notice {
-                        EngineNotice::PlanChanged => {
-                            let plan = load_plan(&self.crm, patient, stop).await?;
+                        EngineNotice::PlanChanged(committed) => {
+                            // The plan as the change committed it: readings committed after it
+                            // but before a later change are judged by it, whatever is in force
+                            // by now.
+                            let plan = match committed {
+                                CommittedPlan::Is(plan) => plan.clone().map(Arc::new),
+                                CommittedPlan::Unsaid => {
+                                    load_plan(&self.crm, patient, stop).await?
+                                }
+                            };
                             self.engine
                                 .handle(Input::PlanChanged { patient, plan }, now)
                         }

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::alerts::engine::{Effect, OpenAlert, Resolution};
-use crate::alerts::programme_plans::programme_plan;
 use crate::alerts::rules::CarePlan;
 use crate::domain::PatientId;
 use crate::registry::audit::NewAuditLine;
 use crate::registry::lease::Fence;
+pub use crate::registry::plan_in_force::PlanInForce;
 use crate::registry::{Delivery, Lane, OutboxRow, QueuedReading, Registry, RegistryError, Settled};
 
 pub use crate::registry::record::{
@@ -133,31 +133,22 @@ impl Registry {
     /// own; else, when their latest enrollment episode has no end and its programme has a
     /// shipped plan (the four built-in programmes do), that plan; else the default.
     pub async fn plan_in_force(&self, patient: PatientId) -> Result<PlanInForce, RegistryError> {
-        if let Some(own) = self.care_plan(patient.clone()).await? {
-            return Ok(PlanInForce::Own(own));
-        }
+        let own = self.care_plan(patient.clone()).await?;
         let latest = self
             .storage()
             .enrollments(patient)
             .await?
             .into_iter()
             .next();
-        Ok(latest
-            .filter(|e| e.end.is_none())
-            .and_then(|e| programme_plan(&e.program))
-            .map_or(PlanInForce::Default, |p| PlanInForce::Programme {
-                id: p.id,
-                plan: p.plan.clone(),
-            }))
+        let open = latest.filter(|e| e.end.is_none()).map(|e| e.program);
+        Ok(PlanInForce::of(own, open.as_deref()))
     }
 
     /// The plan the alert engine judges the patient by: none at all (an empty plan) while they
     /// are discharged, else [`Registry::plan_in_force`] (`None` for the default plan).
     pub async fn engine_plan(&self, patient: PatientId) -> Result<Option<CarePlan>, RegistryError> {
-        if self.patient(patient.clone()).await?.is_discharged() {
-            return Ok(Some(CarePlan { rules: Vec::new() }));
-        }
-        Ok(self.plan_in_force(patient).await?.into_plan())
+        let discharged = self.patient(patient.clone()).await?.is_discharged();
+        Ok(self.plan_in_force(patient).await?.for_engine(discharged))
     }
 
     /// Discharges a patient ([`crate::registry::discharge`]): their unresolved alerts are
@@ -177,7 +168,7 @@ impl Registry {
     pub async fn all_plans_in_force(
         &self,
     ) -> Result<Vec<(PatientId, Option<CarePlan>)>, RegistryError> {
-        let mut plans = self.storage().all_plans().await?;
+        let plans = self.storage().all_plans().await?;
         // Discharged patients are watched by no rule: they raise no alerts.
         let discharged: std::collections::HashSet<PatientId> = self
             .patients()
@@ -186,27 +177,24 @@ impl Registry {
             .filter(|p| p.is_discharged())
             .map(|p| p.id)
             .collect();
-        for (patient, plan) in &mut plans {
-            if discharged.contains(patient) {
-                *plan = Some(CarePlan { rules: Vec::new() });
-            }
-        }
-        if plans.iter().any(|(_, p)| p.is_none()) {
-            let open: std::collections::HashMap<PatientId, String> = self
-                .storage()
-                .open_enrollments()
-                .await?
-                .into_iter()
-                .collect();
-            for (patient, plan) in &mut plans {
-                if plan.is_none() {
-                    *plan = open
-                        .get(patient)
-                        .and_then(|program| programme_plan(program))
-                        .map(|p| p.plan.clone());
-                }
-            }
-        }
+        let open: std::collections::HashMap<PatientId, String> =
+            if plans.iter().any(|(_, p)| p.is_none()) {
+                self.storage()
+                    .open_enrollments()
+                    .await?
+                    .into_iter()
+                    .collect()
+            } else {
+                Default::default()
+            };
+        let plans = plans
+            .into_iter()
+            .map(|(patient, own)| {
+                let plan = PlanInForce::of(own, open.get(&patient).map(String::as_str))
+                    .for_engine(discharged.contains(&patient));
+                (patient, plan)
+            })
+            .collect();
         Ok(plans)
     }
 
@@ -350,26 +338,5 @@ impl Registry {
     /// Pending reading rows of a sink.
     pub async fn outbox_waiting_readings(&self, sink: &'static str) -> Result<i64, RegistryError> {
         self.storage().outbox_waiting_readings(sink).await
-    }
-}
-
-/// Which care plan a patient is judged by ([`Registry::plan_in_force`]).
-#[derive(Debug, Clone, PartialEq)]
-pub enum PlanInForce {
-    /// Their own, set by a clinician.
-    Own(CarePlan),
-    /// Their programme's, as shipped.
-    Programme { id: &'static str, plan: CarePlan },
-    /// The documented default plan.
-    Default,
-}
-
-impl PlanInForce {
-    /// The plan for the engine: `None` for the default.
-    pub fn into_plan(self) -> Option<CarePlan> {
-        match self {
-            PlanInForce::Own(p) | PlanInForce::Programme { plan: p, .. } => Some(p),
-            PlanInForce::Default => None,
-        }
     }
 }

@@ -32,6 +32,7 @@ mod paging;
 mod password;
 mod password_policy;
 pub mod patients;
+pub mod plan_in_force;
 pub mod postgres;
 mod profile;
 mod programmes;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::error::RegistryError;
-use crate::alerts::rules::Severity;
+use crate::alerts::rules::{CarePlan, Severity};
 use crate::domain::{Observation, PatientId, format_rfc3339};
 
 /// Where outbox events go.
@@ -344,6 +344,34 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_notice_keeps_its_plan_as_stored_and_an_unsaid_one_asks_again() {
+        let own = crate::alerts::rules::CarePlan::default_plan();
+        for plan in [
+            None,
+            Some(own),
+            Some(crate::alerts::rules::CarePlan { rules: Vec::new() }),
+        ] {
+            let notice = EngineNotice::PlanChanged(CommittedPlan::Is(plan));
+            let (kind, rule) = notice.parts();
+            let text = notice.plan_text().unwrap();
+            assert!(text.is_some());
+            let back = EngineNotice::from_parts(kind, rule.map(str::to_owned), text.as_deref());
+            assert_eq!(back, Some(notice));
+        }
+        // From an older build (no plan), or a plan this build cannot read: read it again.
+        for text in [None, Some("{\"rules\": 7}")] {
+            assert_eq!(
+                EngineNotice::from_parts("plan", None, text),
+                Some(EngineNotice::PlanChanged(CommittedPlan::Unsaid))
+            );
+        }
+        let ack = EngineNotice::Acknowledged {
+            rule_id: "r".into(),
+        };
+        assert_eq!(ack.plan_text().unwrap(), None);
+    }
+
+    #[test]
     fn an_event_is_named_by_its_alert_type_and_suffix_and_its_entry_holds_the_extra_fields() {
         let (data, event) = emitted(&alert(), "alert.escalated", "_2", 7, json!({"level": 2}));
         assert_eq!(event.id, "evt_00112233445566778899aabbccddeeff_escalated_2");
@@ -381,30 +409,70 @@ mod tests {
 /// A person's change the alert engine must hear of: on PostgreSQL, whichever instance made it
 /// writes it with the change, and the instance holding the patient's alert partition reads it
 /// in commit order among the partition's readings ([`super::storage::RecordStore::engine_notices`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum EngineNotice {
-    /// The patient's care plan was set.
-    PlanChanged,
+    /// The plan the patient is judged by may have changed: their own plan set, an enrollment
+    /// begun or ended, a discharge or a readmission.
+    PlanChanged(CommittedPlan),
     /// The rule's alert was acknowledged.
     Acknowledged { rule_id: String },
     /// The rule's alert was resolved by a person.
     Resolved { rule_id: String },
 }
 
+/// The plan a [`EngineNotice::PlanChanged`] carries: the plan for the engine as its change
+/// committed it ([`super::plan_in_force::PlanInForce::for_engine`]), so that readings committed
+/// before a later change are judged by this one, not by whatever is in force when the engine
+/// reads the notice.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommittedPlan {
+    /// The plan for the engine (`None`: the default plan).
+    Is(Option<CarePlan>),
+    /// Not said (a notice written by an older build, or one this build cannot read): the
+    /// engine reads the plan in force again.
+    Unsaid,
+}
+
+/// How [`CommittedPlan::Is`]`(None)` is stored (any other text is a plan's JSON).
+const DEFAULT_PLAN_TEXT: &str = "default";
+
 impl EngineNotice {
     /// Its `kind` as stored, and the rule it names.
     pub fn parts(&self) -> (&'static str, Option<&str>) {
         match self {
-            EngineNotice::PlanChanged => ("plan", None),
+            EngineNotice::PlanChanged(_) => ("plan", None),
             EngineNotice::Acknowledged { rule_id } => ("acknowledged", Some(rule_id)),
             EngineNotice::Resolved { rule_id } => ("resolved", Some(rule_id)),
         }
     }
 
-    /// From its `kind` and rule as stored; `None` for a kind this build does not know.
-    pub fn from_parts(kind: &str, rule_id: Option<String>) -> Option<EngineNotice> {
+    /// The plan it carries as stored: "default", a plan's JSON, or nothing.
+    pub fn plan_text(&self) -> Result<Option<String>, RegistryError> {
+        match self {
+            EngineNotice::PlanChanged(CommittedPlan::Is(None)) => {
+                Ok(Some(DEFAULT_PLAN_TEXT.to_owned()))
+            }
+            EngineNotice::PlanChanged(CommittedPlan::Is(Some(plan))) => serde_json::to_string(plan)
+                .map(Some)
+                .map_err(|e| RegistryError::Db(e.to_string())),
+            _ => Ok(None),
+        }
+    }
+
+    /// From its `kind`, rule and plan as stored; `None` for a kind this build does not know.
+    pub fn from_parts(
+        kind: &str,
+        rule_id: Option<String>,
+        plan: Option<&str>,
+    ) -> Option<EngineNotice> {
         match (kind, rule_id) {
-            ("plan", _) => Some(EngineNotice::PlanChanged),
+            ("plan", _) => Some(EngineNotice::PlanChanged(match plan {
+                None => CommittedPlan::Unsaid,
+                Some(DEFAULT_PLAN_TEXT) => CommittedPlan::Is(None),
+                Some(json) => serde_json::from_str(json)
+                    .map(|p| CommittedPlan::Is(Some(p)))
+                    .unwrap_or(CommittedPlan::Unsaid),
+            })),
             ("acknowledged", Some(rule_id)) => Some(EngineNotice::Acknowledged { rule_id }),
             ("resolved", Some(rule_id)) => Some(EngineNotice::Resolved { rule_id }),
             _ => None,
@@ -413,7 +481,7 @@ impl EngineNotice {
 }
 
 /// An [`EngineNotice`] as read back: the patient and the transaction that wrote it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Noticed {
     pub tx: i64,
     pub patient: PatientId,

@@ -3800,7 +3800,7 @@ async fn an_alert_write_fenced_by_a_lease_lands_only_while_it_is_held() {
 async fn peoples_changes_reach_the_holder_of_the_patients_partition() {
     use vigil::alerts::rules::CarePlan;
     use vigil::domain::partition::alert_partition;
-    use vigil::registry::record::EngineNotice;
+    use vigil::registry::record::{CommittedPlan, EngineNotice};
     for b in backends().await {
         let (n, db) = (b.name, &b.db);
         b.add_patient("p-1").await;
@@ -3868,7 +3868,10 @@ async fn peoples_changes_reach_the_holder_of_the_patients_partition() {
         assert_eq!(
             kinds,
             [
-                ("p-1".to_owned(), EngineNotice::PlanChanged),
+                (
+                    "p-1".to_owned(),
+                    EngineNotice::PlanChanged(CommittedPlan::Is(Some(CarePlan::default_plan())))
+                ),
                 (
                     "p-1".to_owned(),
                     EngineNotice::Acknowledged {
@@ -5156,7 +5159,8 @@ fn discharge_of(patient: &str, discharge: bool) -> vigil::registry::discharge::D
 /// patient under monitoring, is a conflict; readmitting undoes the discharge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_discharge_resolves_open_alerts_with_its_audit_lines_and_a_readmission_undoes_it() {
-    use vigil::registry::record::EngineNotice;
+    use vigil::alerts::rules::CarePlan;
+    use vigil::registry::record::{CommittedPlan, EngineNotice};
     for b in backends().await {
         let (n, db) = (b.name, &b.db);
         b.add_patient_on("p-1", "default").await;
@@ -5315,8 +5319,11 @@ async fn a_discharge_resolves_open_alerts_with_its_audit_lines_and_a_readmission
                 .filter(|x| x.patient.as_str() == "p-1")
                 .map(|x| x.notice)
                 .collect();
+            // The plan for the engine as the discharge committed it: no rule at all.
             assert!(
-                notices.contains(&EngineNotice::PlanChanged),
+                notices.contains(&EngineNotice::PlanChanged(CommittedPlan::Is(Some(
+                    CarePlan { rules: Vec::new() }
+                )))),
                 "{n}: {notices:?}"
             );
         }
@@ -5326,7 +5333,25 @@ async fn a_discharge_resolves_open_alerts_with_its_audit_lines_and_a_readmission
             matches!(&r, Err(RegistryError::Conflict(m)) if m.contains("already discharged")),
             "{n}: {r:?}"
         );
+        let before_readmission = horizon().await;
         let back = db.set_discharge(discharge_of("p-1", false)).await.unwrap();
+        if n == "postgres" {
+            // Readmitted, with no plan of their own and no enrollment: the default plan again.
+            let part = vigil::domain::partition::alert_partition(&pid("p-1"));
+            let notices: Vec<EngineNotice> = db
+                .engine_notices(vec![part], before_readmission, horizon().await)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|x| x.patient.as_str() == "p-1")
+                .map(|x| x.notice)
+                .collect();
+            assert_eq!(
+                notices,
+                [EngineNotice::PlanChanged(CommittedPlan::Is(None))],
+                "{n}"
+            );
+        }
         assert_eq!(
             (back.patient.status, back.patient.discharged.is_none()),
             ("active", true),

@@ -24,7 +24,6 @@ use crate::registry::patients::{
     Discharged, NewPatient, Patient, PatientAudit, PatientChange, PatientRow, PatientUpdated,
     apply, unknown_care_team,
 };
-use crate::registry::record::EngineNotice;
 use crate::registry::storage::PatientStore;
 
 const COLUMNS: &str = "id, name, birth_date, created_ms, details, mrn, care_team, discharged_ms,
@@ -246,7 +245,7 @@ impl PatientStore for PgDb {
             .clone()
             .into_patient()
             .ok_or_else(|| RegistryError::NotFound(format!("patient {id}")))?;
-        record::notify_engine(&tx, &patient.id, &EngineNotice::PlanChanged, change.now_ms).await?;
+        record::notify_plan(&tx, &patient.id, change.now_ms).await?;
         append_in(&tx, &change.audit).await?;
         let patient = read(&tx, &id, "")
             .await?

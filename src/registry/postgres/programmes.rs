@@ -5,14 +5,13 @@
 use tokio_postgres::{Row, Transaction};
 
 use super::audit::append_in;
-use super::record::{notify_engine, timeline};
+use super::record::{notify_plan, timeline};
 use super::{PgDb, PgError};
 use crate::domain::zone::Zone;
 use crate::domain::{PatientId, format_rfc3339};
 use crate::registry::audit::NewAuditLine;
 use crate::registry::enrollment::{Consent, Enrollment, Programme, overlapping, unknown_programme};
 use crate::registry::error::RegistryError;
-use crate::registry::record::EngineNotice;
 use crate::registry::setups::{SETUP_COLUMNS, Setup, not_the_patients};
 use crate::registry::storage::ProgrammeStore;
 use crate::registry::time_log::TimeEntry;
@@ -217,7 +216,7 @@ impl ProgrammeStore for PgDb {
         // The programme's care plan may now be in force, or no longer: the engine holding the
         // patient's partition re-reads it (`crm::partitioned`).
         if let Ok(patient) = PatientId::parse(&e.patient_id) {
-            notify_engine(&tx, &patient, &EngineNotice::PlanChanged, e.updated_ms()).await?;
+            notify_plan(&tx, &patient, e.updated_ms()).await?;
         }
         tx.commit().await.map_err(PgError::from)?;
         Ok(e)

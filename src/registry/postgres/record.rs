@@ -21,9 +21,10 @@ use crate::pg::listen::LIVE_CHANNEL;
 use crate::registry::audit::NewAuditLine;
 use crate::registry::error::RegistryError;
 use crate::registry::lease::Fence;
+use crate::registry::plan_in_force::PlanInForce;
 use crate::registry::record::{
-    Alert, AlertActionError, AlertQuery, AlertStatus, EngineNotice, Event, Noticed, Sink,
-    TimelineRow, Triage, Trigger, emitted, new_alert_id, note_data, parse_severity,
+    Alert, AlertActionError, AlertQuery, AlertStatus, CommittedPlan, EngineNotice, Event, Noticed,
+    Sink, TimelineRow, Triage, Trigger, emitted, new_alert_id, note_data, parse_severity,
     plan_changed_data, severity_str, snooze_note, triage_data,
 };
 use crate::registry::storage::RecordStore;
@@ -363,15 +364,50 @@ pub(super) async fn notify_engine(
     now_ms: i64,
 ) -> Result<(), RegistryError> {
     let (kind, rule_id) = notice.parts();
+    let plan = notice.plan_text()?;
     let part = i16::try_from(alert_partition(patient)).unwrap_or(0);
     tx.execute(
-        "INSERT INTO engine_notices (part, patient_id, kind, rule_id, at_ms)
-         VALUES ($1, $2, $3, $4, $5)",
-        &[&part, &patient.as_str(), &kind, &rule_id, &now_ms],
+        "INSERT INTO engine_notices (part, patient_id, kind, rule_id, at_ms, plan)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&part, &patient.as_str(), &kind, &rule_id, &now_ms, &plan],
     )
     .await
     .map_err(PgError::from)?;
     Ok(())
+}
+
+/// Writes an [`EngineNotice::PlanChanged`] for `patient` carrying the plan for the engine as
+/// `tx` leaves it (read in `tx`, after the change: their discharge, own plan and latest
+/// enrollment, as [`PlanInForce`] judges them).
+pub(super) async fn notify_plan(
+    tx: &Transaction<'_>,
+    patient: &PatientId,
+    now_ms: i64,
+) -> Result<(), RegistryError> {
+    let id = patient.as_str();
+    let discharged = tx
+        .query_opt("SELECT discharged_ms FROM patients WHERE id = $1", &[&id])
+        .await
+        .map_err(PgError::from)?
+        .is_some_and(|r| r.get::<_, Option<i64>>(0).is_some());
+    let own = tx
+        .query_opt("SELECT plan FROM care_plans WHERE patient_id = $1", &[&id])
+        .await
+        .map_err(PgError::from)?
+        .and_then(|r| serde_json::from_str::<CarePlan>(r.get::<_, &str>(0)).ok());
+    let open: Option<String> = tx
+        .query_opt(
+            "SELECT program, end_date FROM enrollments WHERE patient_id = $1
+             ORDER BY start_date DESC LIMIT 1",
+            &[&id],
+        )
+        .await
+        .map_err(PgError::from)?
+        .filter(|r| r.get::<_, Option<&str>>(1).is_none())
+        .map(|r| r.get(0));
+    let plan = PlanInForce::of(own, open.as_deref()).for_engine(discharged);
+    let notice = EngineNotice::PlanChanged(CommittedPlan::Is(plan));
+    notify_engine(tx, patient, &notice, now_ms).await
 }
 
 /// Whether `fence`'s lease is held as it says, locking its row (`FOR SHARE`) so that no other
@@ -548,7 +584,7 @@ impl RecordStore for PgDb {
             .conn()
             .await?
             .query(
-                "SELECT tx::text, patient_id, kind, rule_id FROM engine_notices
+                "SELECT tx::text, patient_id, kind, rule_id, plan FROM engine_notices
                  WHERE part = ANY($1) AND tx >= $2::text::xid8 AND tx < $3::text::xid8
                  ORDER BY tx, at_ms",
                 &[&parts, &from.to_string(), &until.to_string()],
@@ -561,7 +597,7 @@ impl RecordStore for PgDb {
                 Some(Noticed {
                     tx: r.get::<_, &str>(0).parse().ok()?,
                     patient: PatientId::parse(r.get::<_, &str>(1)).ok()?,
-                    notice: EngineNotice::from_parts(r.get(2), r.get(3))?,
+                    notice: EngineNotice::from_parts(r.get(2), r.get(3), r.get(4))?,
                 })
             })
             .collect())
@@ -825,7 +861,7 @@ impl RecordStore for PgDb {
         let rules: Vec<&str> = plan.rules.iter().map(|r| r.id()).collect();
         let data = plan_changed_data(&by, &rules);
         timeline(&tx, patient.as_str(), now_ms, "care_plan.updated", &data).await?;
-        notify_engine(&tx, &patient, &EngineNotice::PlanChanged, now_ms).await?;
+        notify_plan(&tx, &patient, now_ms).await?;
         if let Some(line) = &audit {
             append_in(&tx, line).await?;
         }

@@ -354,4 +354,7 @@ pub const STEPS: &[&str] = &[
          ADD COLUMN password_temporary boolean NOT NULL DEFAULT false;
      ALTER TABLE patients ADD COLUMN discharged_ms bigint, ADD COLUMN discharge_date text,
          ADD COLUMN discharge_reason text, ADD COLUMN discharged_by text;",
+    // 25: a plan notice carries the plan for the engine as its change committed it ("default"
+    // or the plan's JSON; NULL from older builds: the engine reads the plan in force again).
+    "ALTER TABLE engine_notices ADD COLUMN plan text;",
 ];
