@@ -5309,16 +5309,19 @@ async fn a_discharge_resolves_open_alerts_with_its_audit_lines_and_a_readmission
             .map(|u| u.id)
             .collect();
         assert!(!unseen.contains(&"p-1".to_owned()), "{n}: {unseen:?}");
-        if n == "postgres" {
+        // p-1's engine notices written in [from, until) (PostgreSQL's; SQLite writes none).
+        let notices = |from: i64, until: i64| async move {
             let part = vigil::domain::partition::alert_partition(&pid("p-1"));
-            let notices: Vec<EngineNotice> = db
-                .engine_notices(vec![part], from, until)
+            db.engine_notices(vec![part], from, until)
                 .await
                 .unwrap()
                 .into_iter()
                 .filter(|x| x.patient.as_str() == "p-1")
                 .map(|x| x.notice)
-                .collect();
+                .collect::<Vec<EngineNotice>>()
+        };
+        if n == "postgres" {
+            let notices = notices(from, until).await;
             // The plan for the engine as the discharge committed it: no rule at all.
             assert!(
                 notices.contains(&EngineNotice::PlanChanged(CommittedPlan::Is(Some(
@@ -5337,17 +5340,8 @@ async fn a_discharge_resolves_open_alerts_with_its_audit_lines_and_a_readmission
         let back = db.set_discharge(discharge_of("p-1", false)).await.unwrap();
         if n == "postgres" {
             // Readmitted, with no plan of their own and no enrollment: the default plan again.
-            let part = vigil::domain::partition::alert_partition(&pid("p-1"));
-            let notices: Vec<EngineNotice> = db
-                .engine_notices(vec![part], before_readmission, horizon().await)
-                .await
-                .unwrap()
-                .into_iter()
-                .filter(|x| x.patient.as_str() == "p-1")
-                .map(|x| x.notice)
-                .collect();
             assert_eq!(
-                notices,
+                notices(before_readmission, horizon().await).await,
                 [EngineNotice::PlanChanged(CommittedPlan::Is(None))],
                 "{n}"
             );
